@@ -1,0 +1,888 @@
+"""Plain NumPy implementation of cdnn's math: the test oracle and the benchmark baseline.
+
+Everything a dense network needs — activations and their gradients, the Dense
+layer's forward and backward pass, the four losses, accuracy, the four
+optimizers and Glorot initialisation — written the way a NumPy user would
+write it, following Keras 3's formulas and defaults.
+
+This module imports nothing but NumPy and the standard library, and nothing in
+cdnn imports it: an oracle that shares code with what it checks proves nothing.
+
+Arrays are float64 unless said otherwise; every function keeps the floating
+dtype of its inputs, so ``MLP(..., dtype=np.float32)`` is a float32 NumPy
+baseline for the benchmarks.
+
+Keras 3 source this follows (keras-team/keras, ``keras/src/``):
+
+- ``activations/activations.py``: ``leaky_relu`` negative_slope=0.2,
+  ``gelu`` approximate=False, i.e. ``0.5 * x * (1 + erf(x / sqrt(2)))``.
+- ``backend/numpy/nn.py``: softmax subtracts the row max; categorical
+  cross-entropy on probabilities divides by the row sum, clips to
+  ``[1e-7, 1 - 1e-7]`` then takes the log; binary cross-entropy on
+  probabilities clips the same way.
+- ``losses/losses.py``: BCE and MSE are averaged over the last axis, then every
+  loss over the batch (reduction ``"sum_over_batch_size"``).
+- ``optimizers/sgd.py``, ``adagrad.py``, ``rmsprop.py``, ``adam.py``: the
+  update rules written out in each class below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "EPSILON",
+    "activation",
+    "activation_grad",
+    "dense_forward",
+    "dense_backward",
+    "loss",
+    "loss_grad",
+    "softmax_cross_entropy_grad",
+    "sigmoid_bce_grad",
+    "accuracy",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "glorot_uniform",
+    "MLP",
+]
+
+#: Keras' ``backend.epsilon()``: the clipping bound for probabilities in losses.
+EPSILON = 1e-7
+
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu")
+LOSSES = (
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+    "mse",
+)
+_LOSS_ALIASES = {"mean_squared_error": "mse"}
+
+LEAKY_RELU_SLOPE = 0.2  # keras.activations.leaky_relu(x, negative_slope=0.2)
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+# ----------------------------------------------------------------------------
+# Activations
+# ----------------------------------------------------------------------------
+
+
+def _check_activation(name: str | None) -> str:
+    name = "linear" if name is None else name
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"Invalid value for argument `activation`: expected one of "
+            f"{ACTIVATIONS} or None, received activation={name!r}"
+        )
+    return name
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # 1 / (1 + exp(-z)) without overflow: exp only ever sees -|z|.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _std_normal_cdf(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + _erf(z / math.sqrt(2.0)))
+
+
+def activation(name: str | None, z: np.ndarray) -> np.ndarray:
+    """Apply a Keras 3 activation.
+
+    Parameters
+    ----------
+    name : str or None
+        One of ``"linear"`` (or None), ``"relu"``, ``"sigmoid"``, ``"tanh"``,
+        ``"softmax"`` (over the last axis), ``"leaky_relu"`` (slope 0.2) or
+        ``"gelu"`` (exact, erf-based).
+    z : ndarray
+        Pre-activations.
+
+    Returns
+    -------
+    ndarray
+        ``act(z)``, same shape and floating dtype as ``z``.
+    """
+    name = _check_activation(name)
+    z = np.asarray(z)
+    if name == "linear":
+        return z
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "sigmoid":
+        return _sigmoid(z)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "softmax":
+        return _softmax(z)
+    if name == "leaky_relu":
+        return np.maximum(z, LEAKY_RELU_SLOPE * z)
+    # gelu
+    return (z * _std_normal_cdf(z)).astype(z.dtype, copy=False)
+
+
+def activation_grad(name: str | None, z: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+    """Back-propagate through an activation.
+
+    Parameters
+    ----------
+    name : str or None
+        Activation name, as for :func:`activation`.
+    z : ndarray
+        The pre-activations the forward pass saw.
+    upstream : ndarray
+        ``dL/da``, same shape as ``z``.
+
+    Returns
+    -------
+    ndarray
+        ``dL/dz``. Element-wise activations multiply by ``act'(z)`` (relu and
+        leaky_relu take the derivative at 0 from the left: 0 and 0.2); softmax
+        applies its Jacobian row by row: ``s * (u - sum(u * s))``.
+    """
+    name = _check_activation(name)
+    z = np.asarray(z)
+    u = np.asarray(upstream)
+    if name == "linear":
+        return u
+    if name == "relu":
+        return u * (z > 0)
+    if name == "sigmoid":
+        s = _sigmoid(z)
+        return u * s * (1 - s)
+    if name == "tanh":
+        t = np.tanh(z)
+        return u * (1 - t * t)
+    if name == "softmax":
+        s = _softmax(z)
+        return s * (u - (u * s).sum(axis=-1, keepdims=True))
+    if name == "leaky_relu":
+        return u * np.where(z > 0, 1.0, LEAKY_RELU_SLOPE).astype(z.dtype, copy=False)
+    # gelu: d/dz [z * Phi(z)] = Phi(z) + z * phi(z)
+    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return (u * (_std_normal_cdf(z) + z * pdf)).astype(z.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------
+# Dense layer
+# ----------------------------------------------------------------------------
+
+
+def dense_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, act: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forward pass of a Dense layer: ``z = x @ W + b``, ``a = act(z)``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (batch, in)
+    W : ndarray, shape (in, units)
+        The kernel, laid out as Keras stores it.
+    b : ndarray, shape (units,), or None
+        The bias; None for ``use_bias=False``.
+    act : str or None
+        Activation name.
+
+    Returns
+    -------
+    z, a : ndarray, shape (batch, units)
+        Pre-activations and activations.
+    """
+    z = x @ W
+    if b is not None:
+        z = z + b
+    return z, activation(act, z)
+
+
+def dense_backward(
+    x: np.ndarray,
+    W: np.ndarray,
+    z: np.ndarray,
+    upstream_da: np.ndarray,
+    act: str | None,
+    need_dx: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Backward pass of a Dense layer.
+
+    Parameters
+    ----------
+    x : ndarray, shape (batch, in)
+        The layer's input in the forward pass.
+    W : ndarray, shape (in, units)
+    z : ndarray, shape (batch, units)
+        The pre-activations from :func:`dense_forward`.
+    upstream_da : ndarray, shape (batch, units)
+        ``dL/da``.
+    act : str or None
+        Activation name.
+    need_dx : bool
+        Whether to compute ``dL/dx`` (the first layer does not need it).
+
+    Returns
+    -------
+    dW : ndarray, shape (in, units)
+        ``x.T @ dz``.
+    db : ndarray, shape (units,)
+        ``dz.sum(axis=0)`` (returned even when the layer has no bias).
+    dx : ndarray, shape (batch, in), or None
+        ``dz @ W.T`` if ``need_dx``, else None.
+    """
+    dz = activation_grad(act, z, upstream_da)
+    dW = x.T @ dz
+    db = dz.sum(axis=0)
+    dx = dz @ W.T if need_dx else None
+    return dW, db, dx
+
+
+# ----------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------
+
+
+def _check_loss(name: str) -> str:
+    name = _LOSS_ALIASES.get(name, name)
+    if name not in LOSSES:
+        raise ValueError(
+            f"Invalid value for argument `loss`: expected one of {LOSSES} "
+            f"(or 'mean_squared_error'), received loss={name!r}"
+        )
+    return name
+
+
+def _sparse_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    # Labels of shape (batch,) or (batch, 1) -> integer vector of length batch.
+    labels = np.asarray(y_true).reshape(-1).astype(np.int64)
+    if labels.shape[0] != y_pred.shape[0]:
+        raise ValueError(
+            f"Expected one integer label per row of y_pred ({y_pred.shape[0]}), "
+            f"received y_true.shape={np.shape(y_true)}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= y_pred.shape[-1]):
+        raise ValueError(
+            f"Expected integer labels in [0, {y_pred.shape[-1]}), received labels "
+            f"from {labels.min()} to {labels.max()}"
+        )
+    return labels
+
+
+def _one_hot(labels: np.ndarray, n: int, dtype: np.dtype) -> np.ndarray:
+    out = np.zeros((labels.shape[0], n), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+def _same_shape(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    # Keras squeezes/expands y_true to y_pred's rank, e.g. (batch,) vs (batch, 1).
+    y = np.asarray(y_true, dtype=y_pred.dtype)
+    if y.shape != y_pred.shape:
+        if y.size != y_pred.size:
+            raise ValueError(
+                f"y_true and y_pred must have the same shape, received "
+                f"y_true.shape={y.shape}, y_pred.shape={y_pred.shape}"
+            )
+        y = y.reshape(y_pred.shape)
+    return y
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _per_sample_loss(name: str, y_true, y_pred: np.ndarray, from_logits: bool) -> np.ndarray:
+    """Keras' loss function before the batch reduction: one value per sample."""
+    eps = EPSILON
+    if name in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+        if name == "sparse_categorical_crossentropy":
+            t = _one_hot(_sparse_labels(y_true, y_pred), y_pred.shape[-1], y_pred.dtype)
+        else:
+            t = _same_shape(y_true, y_pred)
+        if from_logits:
+            log_p = _log_softmax(y_pred)
+        else:
+            p = y_pred / y_pred.sum(axis=-1, keepdims=True)
+            log_p = np.log(np.clip(p, eps, 1 - eps))
+        return -(t * log_p).sum(axis=-1)
+    t = _same_shape(y_true, y_pred)
+    if name == "binary_crossentropy":
+        if from_logits:
+            # log(1 + exp(x)) - x*t, written stably (as Keras' JAX/TF backends do)
+            per_elem = np.maximum(y_pred, 0) - y_pred * t + np.log1p(np.exp(-np.abs(y_pred)))
+        else:
+            p = np.clip(y_pred, eps, 1 - eps)
+            per_elem = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+        return per_elem.mean(axis=-1)
+    # mse
+    return ((y_pred - t) ** 2).mean(axis=-1)
+
+
+def loss(name: str, y_true: np.ndarray, y_pred: np.ndarray, from_logits: bool = False) -> float:
+    """Mean loss over the batch, with Keras 3's formulas.
+
+    Parameters
+    ----------
+    name : str
+        ``"sparse_categorical_crossentropy"`` (``y_true`` integer labels of
+        shape (batch,) or (batch, 1)), ``"categorical_crossentropy"``
+        (one-hot ``y_true``), ``"binary_crossentropy"`` or ``"mse"``
+        (alias ``"mean_squared_error"``).
+    y_true : ndarray
+        Targets.
+    y_pred : ndarray, shape (batch, units)
+        Predictions: probabilities, or logits when ``from_logits``.
+    from_logits : bool
+        Whether ``y_pred`` holds logits (cross-entropies only; ignored by mse).
+
+    Returns
+    -------
+    float
+        The loss averaged over the batch (BCE and MSE first over the last axis).
+
+    Notes
+    -----
+    On probabilities, the categorical losses divide each row by its sum and
+    clip to ``[1e-7, 1 - 1e-7]`` before the log; BCE clips likewise. On logits,
+    they use log-softmax and ``max(x, 0) - x*t + log1p(exp(-|x|))``.
+    """
+    name = _check_loss(name)
+    y_pred = np.asarray(y_pred)
+    return float(_per_sample_loss(name, y_true, y_pred, from_logits).mean())
+
+
+def loss_grad(
+    name: str, y_true: np.ndarray, y_pred: np.ndarray, from_logits: bool = False
+) -> np.ndarray:
+    """Gradient of :func:`loss` (the batch mean) with respect to ``y_pred``.
+
+    Parameters
+    ----------
+    name, y_true, y_pred, from_logits
+        As for :func:`loss`.
+
+    Returns
+    -------
+    ndarray
+        ``d loss / d y_pred``, same shape as ``y_pred``. Where Keras clips a
+        probability the gradient through that entry is zero, as the clip's is.
+    """
+    name = _check_loss(name)
+    y_pred = np.asarray(y_pred)
+    batch = y_pred.shape[0]
+    eps = EPSILON
+    if name in ("sparse_categorical_crossentropy", "categorical_crossentropy"):
+        if name == "sparse_categorical_crossentropy":
+            t = _one_hot(_sparse_labels(y_true, y_pred), y_pred.shape[-1], y_pred.dtype)
+        else:
+            t = _same_shape(y_true, y_pred)
+        if from_logits:
+            # d/dz [-sum_k t_k log_softmax(z)_k] = softmax(z) * sum(t) - t
+            return (_softmax(y_pred) * t.sum(axis=-1, keepdims=True) - t) / batch
+        # loss = -sum_k t_k log(clip(q_k)), q = p / sum(p)
+        s = y_pred.sum(axis=-1, keepdims=True)
+        q = y_pred / s
+        inside = (q > eps) & (q < 1 - eps)
+        dq = np.where(inside, -t / np.where(inside, q, 1), 0)
+        # dq_k/dp_j = (delta_kj - q_k) / s
+        dp = (dq - (dq * q).sum(axis=-1, keepdims=True)) / s
+        return dp / batch
+    t = _same_shape(y_true, y_pred)
+    n = batch * y_pred.shape[-1]  # mean over the last axis, then over the batch
+    if name == "binary_crossentropy":
+        if from_logits:
+            return (_sigmoid(y_pred) - t) / n
+        inside = (y_pred > eps) & (y_pred < 1 - eps)
+        p = np.where(inside, y_pred, 0.5)
+        return np.where(inside, (p - t) / (p * (1 - p)), 0) / n
+    # mse
+    return 2 * (y_pred - t) / n
+
+
+def softmax_cross_entropy_grad(
+    logits: np.ndarray, labels_sparse: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Softmax followed by cross-entropy, fused and numerically stable.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (batch, classes)
+    labels_sparse : ndarray of int, shape (batch,) or (batch, 1)
+        Class indices. A float array of the same shape as ``logits`` is taken
+        as one-hot (or soft) targets instead.
+
+    Returns
+    -------
+    mean_loss : float
+        ``mean(logsumexp(z) - z[label])``.
+    dlogits : ndarray, shape (batch, classes)
+        ``(softmax(z) - onehot) / batch``.
+    """
+    z = np.asarray(logits)
+    labels = np.asarray(labels_sparse)
+    if labels.shape == z.shape and z.shape[-1] > 1:
+        t = labels.astype(z.dtype, copy=False)
+    else:
+        t = _one_hot(_sparse_labels(labels, z), z.shape[-1], z.dtype)
+    batch = z.shape[0]
+    m = z.max(axis=-1, keepdims=True)
+    e = np.exp(z - m)
+    sum_e = e.sum(axis=-1, keepdims=True)
+    log_p = (z - m) - np.log(sum_e)
+    mean_loss = float(-(t * log_p).sum() / batch)
+    dlogits = (e / sum_e * t.sum(axis=-1, keepdims=True) - t) / batch
+    return mean_loss, dlogits
+
+
+def sigmoid_bce_grad(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Sigmoid followed by binary cross-entropy, fused and numerically stable.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (batch, units)
+    y : ndarray
+        Targets in [0, 1], shape (batch, units) or (batch,) when units == 1.
+
+    Returns
+    -------
+    mean_loss : float
+        Mean over all elements of ``max(x, 0) - x*y + log1p(exp(-|x|))``.
+    dlogits : ndarray, shape (batch, units)
+        ``(sigmoid(x) - y) / (batch * units)``.
+    """
+    x = np.asarray(logits)
+    t = _same_shape(y, x)
+    per_elem = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    return float(per_elem.mean()), (_sigmoid(x) - t) / x.size
+
+
+# ----------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of correct predictions, with Keras 3's choice of accuracy.
+
+    Parameters
+    ----------
+    y_true : ndarray
+        Integer labels (batch,) or (batch, 1); one-hot (batch, classes); or
+        0/1 targets when ``y_pred`` has one column.
+    y_pred : ndarray, shape (batch, units)
+        Model outputs.
+
+    Returns
+    -------
+    float
+        - ``y_pred.shape[-1] == 1``: binary accuracy, ``(y_pred > 0.5) == y_true``;
+        - labels of lower rank, or a last dim of 1: ``argmax(y_pred) == y_true``;
+        - otherwise categorical: ``argmax(y_pred) == argmax(y_true)``.
+
+        ``argmax`` takes the first maximum on ties.
+    """
+    y_pred = np.asarray(y_pred)
+    y_true = np.asarray(y_true)
+    if y_pred.shape[-1] == 1:
+        pred = (y_pred > 0.5).reshape(-1)
+        return float(np.mean(pred == (y_true.reshape(-1) > 0.5)))
+    if y_true.ndim < y_pred.ndim or y_true.shape[-1] == 1:
+        return float(np.mean(y_pred.argmax(axis=-1) == y_true.reshape(-1)))
+    return float(np.mean(y_pred.argmax(axis=-1) == y_true.argmax(axis=-1)))
+
+
+# ----------------------------------------------------------------------------
+# Optimizers
+# ----------------------------------------------------------------------------
+
+
+class _Optimizer:
+    """Shared bookkeeping: the step counter and per-parameter slots.
+
+    Slots are created on the first :meth:`step`, one per parameter, in the
+    order of the ``params`` list; every later call must pass the same list.
+    ``iterations`` counts applied steps, so inside an update ``t =
+    iterations + 1`` (Keras' ``local_step``).
+    """
+
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = float(learning_rate)
+        self.iterations = 0
+        self._slots: list[dict[str, np.ndarray]] | None = None
+
+    def _new_slots(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        return {}
+
+    def _update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], t: int) -> None:
+        raise NotImplementedError
+
+    def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+        """Apply one update to every parameter, in place.
+
+        Parameters
+        ----------
+        params : list of ndarray
+            The parameters (e.g. ``[W0, b0, W1, b1, ...]``), modified in place.
+        grads : list of ndarray
+            Their gradients, same order and shapes.
+        """
+        if len(params) != len(grads):
+            raise ValueError(
+                f"Expected one gradient per parameter, received "
+                f"{len(grads)} gradients for {len(params)} parameters"
+            )
+        if self._slots is None:
+            self._slots = [self._new_slots(w) for w in params]
+        t = self.iterations + 1
+        for w, g, slots in zip(params, grads, self._slots):
+            self._update(w, np.asarray(g, dtype=w.dtype), slots, t)
+        self.iterations += 1
+
+
+class SGD(_Optimizer):
+    """Gradient descent, optionally with (Nesterov) momentum — ``keras/src/optimizers/sgd.py``.
+
+    ``momentum == 0``: ``w -= lr * g``. Otherwise ``m = momentum * m - lr * g``
+    and ``w += m``, or with ``nesterov`` ``w += momentum * m - lr * g``.
+
+    Keras 3 raises unless ``momentum`` is a Python float in [0, 1] (so
+    ``momentum=0`` as an int is refused there); this oracle accepts any real
+    number in [0, 1].
+    """
+
+    def __init__(
+        self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False
+    ) -> None:
+        super().__init__(learning_rate)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(
+                f"Invalid value for argument `momentum`: expected a float in [0, 1], "
+                f"received momentum={momentum!r}"
+            )
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def _new_slots(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        return {"momentum": np.zeros_like(w)} if self.momentum != 0 else {}
+
+    def _update(self, w, g, slots, t):
+        lr = self.learning_rate
+        if self.momentum == 0:
+            w -= lr * g
+            return
+        m = slots["momentum"]
+        m *= self.momentum
+        m -= lr * g
+        if self.nesterov:
+            w += self.momentum * m - lr * g
+        else:
+            w += m
+
+
+class Adagrad(_Optimizer):
+    """Adagrad — ``keras/src/optimizers/adagrad.py``.
+
+    ``a += g**2``; ``w -= lr * g / sqrt(a + epsilon)``, with the accumulator
+    starting at ``initial_accumulator_value`` (epsilon inside the root).
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        initial_accumulator_value: float = 0.1,
+        epsilon: float = 1e-7,
+    ) -> None:
+        super().__init__(learning_rate)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.epsilon = float(epsilon)
+
+    def _new_slots(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        return {"accumulator": np.full_like(w, self.initial_accumulator_value)}
+
+    def _update(self, w, g, slots, t):
+        a = slots["accumulator"]
+        a += g * g
+        w -= self.learning_rate * g / np.sqrt(a + self.epsilon)
+
+
+class RMSprop(_Optimizer):
+    """RMSprop (uncentered) — ``keras/src/optimizers/rmsprop.py``.
+
+    ``v = rho * v + (1 - rho) * g**2``; ``inc = lr * g / sqrt(v + epsilon)``;
+    with momentum ``m = momentum * m + inc`` and ``w -= m``, else ``w -= inc``.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+    ) -> None:
+        super().__init__(learning_rate)
+        self.rho = float(rho)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def _new_slots(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        slots = {"velocity": np.zeros_like(w)}
+        if self.momentum > 0:
+            slots["momentum"] = np.zeros_like(w)
+        return slots
+
+    def _update(self, w, g, slots, t):
+        v = slots["velocity"]
+        v *= self.rho
+        v += (1 - self.rho) * g * g
+        inc = self.learning_rate * g / np.sqrt(v + self.epsilon)
+        if self.momentum > 0:
+            m = slots["momentum"]
+            m *= self.momentum
+            m += inc
+            w -= m
+        else:
+            w -= inc
+
+
+class Adam(_Optimizer):
+    """Adam (without amsgrad) — ``keras/src/optimizers/adam.py``.
+
+    ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``;
+    ``m += (g - m) * (1 - beta_1)``; ``v += (g**2 - v) * (1 - beta_2)``;
+    ``w -= alpha * m / (sqrt(v) + epsilon)`` (epsilon outside the root).
+    Like Keras, the scalar ``alpha`` is computed in the parameter's dtype.
+    """
+
+    def __init__(
+        self,
+        learning_rate: float = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+    ) -> None:
+        super().__init__(learning_rate)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+
+    def _new_slots(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        return {"momentum": np.zeros_like(w), "velocity": np.zeros_like(w)}
+
+    def _update(self, w, g, slots, t):
+        f = w.dtype.type
+        beta_1_power = f(self.beta_1) ** f(t)
+        beta_2_power = f(self.beta_2) ** f(t)
+        alpha = f(self.learning_rate) * np.sqrt(f(1) - beta_2_power) / (f(1) - beta_1_power)
+        m, v = slots["momentum"], slots["velocity"]
+        m += (g - m) * (1 - self.beta_1)
+        v += (g * g - v) * (1 - self.beta_2)
+        w -= alpha * m / (np.sqrt(v) + self.epsilon)
+
+
+# ----------------------------------------------------------------------------
+# Initialisation
+# ----------------------------------------------------------------------------
+
+
+def glorot_uniform(
+    fan_in: int, fan_out: int, rng: np.random.Generator, dtype: np.dtype | type = np.float64
+) -> np.ndarray:
+    """Glorot (Xavier) uniform kernel, Keras' default for Dense.
+
+    Parameters
+    ----------
+    fan_in, fan_out : int
+        Input and output sizes.
+    rng : numpy.random.Generator
+        Source of randomness.
+    dtype : dtype
+        Dtype of the result.
+
+    Returns
+    -------
+    ndarray, shape (fan_in, fan_out)
+        Uniform on ``[-limit, limit]`` with ``limit = sqrt(6 / (fan_in + fan_out))``.
+    """
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype)
+
+
+# ----------------------------------------------------------------------------
+# A whole network
+# ----------------------------------------------------------------------------
+
+
+class MLP:
+    """A stack of Dense layers trained by mini-batch gradient descent.
+
+    Parameters
+    ----------
+    layers : list of (int, str or None)
+        ``(units, activation)`` for each Dense layer, input to output.
+    input_dim : int
+        Number of input features.
+    rng : numpy.random.Generator or int or None
+        Randomness for the Glorot-uniform kernels (biases start at zero).
+    dtype : dtype
+        Dtype of the parameters and the computation (float64 by default;
+        float32 for the benchmark baseline).
+    fused : bool
+        When the network ends in softmax with a categorical cross-entropy, or
+        sigmoid with binary cross-entropy, compute loss and gradient from the
+        logits in one stable step (as a NumPy user and cdnn's core do). With
+        ``fused=False`` the generic path is used: loss on probabilities
+        (Keras' clipping), then back through the activation's Jacobian.
+
+    Attributes
+    ----------
+    params : list of ndarray
+        ``[W0, b0, W1, b1, ...]``, kernels shaped (in, units).
+    """
+
+    def __init__(
+        self,
+        layers: list[tuple[int, str | None]],
+        input_dim: int,
+        rng: np.random.Generator | int | None = 0,
+        dtype: np.dtype | type = np.float64,
+        fused: bool = True,
+    ) -> None:
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.dtype = np.dtype(dtype)
+        self.activations = [_check_activation(act) for _, act in layers]
+        self.fused = fused
+        self.params: list[np.ndarray] = []
+        fan_in = int(input_dim)
+        for units, _ in layers:
+            self.params.append(glorot_uniform(fan_in, int(units), rng, self.dtype))
+            self.params.append(np.zeros(int(units), dtype=self.dtype))
+            fan_in = int(units)
+
+    def _forward_saved(
+        self, x: np.ndarray
+    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        inputs, zs = [], []
+        a = x
+        for i, act in enumerate(self.activations):
+            inputs.append(a)
+            z, a = dense_forward(a, self.params[2 * i], self.params[2 * i + 1], act)
+            zs.append(z)
+        return inputs, zs, a
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Network output (after the last activation) for a batch ``x`` (batch, input_dim)."""
+        return self._forward_saved(np.asarray(x, dtype=self.dtype))[2]
+
+    def _loss_and_grads(
+        self, x: np.ndarray, y: np.ndarray, loss_name: str
+    ) -> tuple[float, list[np.ndarray], np.ndarray]:
+        loss_name = _check_loss(loss_name)
+        inputs, zs, out = self._forward_saved(x)
+        last = self.activations[-1]
+        fused_ce = last == "softmax" and loss_name.endswith("categorical_crossentropy")
+        fused_bce = last == "sigmoid" and loss_name == "binary_crossentropy"
+        if self.fused and fused_ce:
+            value, dz = softmax_cross_entropy_grad(zs[-1], y)
+        elif self.fused and fused_bce:
+            value, dz = sigmoid_bce_grad(zs[-1], y)
+        else:
+            value = loss(loss_name, y, out)
+            dz = activation_grad(last, zs[-1], loss_grad(loss_name, y, out))
+        grads: list[np.ndarray] = [None] * len(self.params)  # type: ignore[list-item]
+        # The last layer's upstream is already dL/dz, so it goes back through
+        # "linear"; every other layer receives dL/da from the layer above.
+        upstream, act = dz, "linear"
+        for i in reversed(range(len(self.activations))):
+            dW, db, upstream = dense_backward(
+                inputs[i], self.params[2 * i], zs[i], upstream, act, need_dx=i > 0
+            )
+            grads[2 * i], grads[2 * i + 1] = dW, db
+            act = self.activations[i - 1] if i > 0 else act
+        return value, grads, out
+
+    def gradients(
+        self, x: np.ndarray, y: np.ndarray, loss_name: str
+    ) -> tuple[float, list[np.ndarray]]:
+        """Mean loss on the batch and its gradient for every parameter.
+
+        Parameters
+        ----------
+        x : ndarray, shape (batch, input_dim)
+        y : ndarray
+            Targets in the form the loss expects.
+        loss_name : str
+            A loss name accepted by :func:`loss`.
+
+        Returns
+        -------
+        loss : float
+        grads : list of ndarray
+            Same order and shapes as :attr:`params`.
+        """
+        value, grads, _ = self._loss_and_grads(np.asarray(x, dtype=self.dtype), y, loss_name)
+        return value, grads
+
+    def train_step(
+        self, x: np.ndarray, y: np.ndarray, loss_name: str, optimizer: _Optimizer
+    ) -> float:
+        """One gradient step on one batch; returns the batch's mean loss before the update."""
+        value, grads = self.gradients(x, y, loss_name)
+        optimizer.step(self.params, grads)
+        return value
+
+    def fit_epoch(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        batch_size: int,
+        optimizer: _Optimizer,
+        loss_name: str,
+        perm: np.ndarray | None = None,
+    ) -> tuple[float, float]:
+        """One epoch of mini-batch descent, as Keras' ``fit`` runs it.
+
+        Parameters
+        ----------
+        x : ndarray, shape (n, input_dim)
+        y : ndarray
+            Targets for all ``n`` samples.
+        batch_size : int
+        optimizer : SGD, Adagrad, RMSprop or Adam
+        loss_name : str
+        perm : ndarray of int, optional
+            Order in which to visit the samples (default: ``0 .. n-1``).
+            Batches are consecutive slices of it; the last may be smaller.
+
+        Returns
+        -------
+        mean_loss : float
+            Mean of the batch losses weighted by batch size (Keras 3's epoch
+            ``loss``).
+        accuracy : float
+            Fraction correct over the epoch, each batch judged on the
+            predictions of its own forward pass, before its update.
+        """
+        x = np.asarray(x, dtype=self.dtype)
+        y = np.asarray(y)
+        n = x.shape[0]
+        perm = np.arange(n) if perm is None else np.asarray(perm)
+        total_loss = 0.0
+        total_correct = 0.0
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            xb, yb = x[idx], y[idx]
+            value, grads, out = self._loss_and_grads(xb, yb, loss_name)
+            optimizer.step(self.params, grads)
+            total_loss += value * len(idx)
+            total_correct += accuracy(yb, out) * len(idx)
+        return total_loss / n, total_correct / n

@@ -1,0 +1,110 @@
+"""Build of cdnn's C core and its Cython bridge.
+
+OpenMP is detected the way scikit-learn does it
+(sklearn/_build_utils/openmp_helpers.py): compile and run a tiny OpenMP
+program with the compiler at hand. ``CDNN_NO_OPENMP=1`` builds the serial
+core on purpose; a compiler without OpenMP builds it too, and says so.
+``CDNN_SANITIZE=1`` adds AddressSanitizer and UBSan (for CI's memory check).
+``CDNN_NATIVE=1`` adds -march=native (never the default: wheels must run on
+any x86-64; SIMD paths are chosen at run time).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+C_SOURCES = ["gemm.c", "dense.c", "activations.c", "losses.c", "optimizers.c", "threading.c", "train.c"]
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _compiler() -> str:
+    return os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0] or "cc"
+
+
+def _openmp_flags():
+    """Return (compile_flags, link_flags, message) for OpenMP, or empty flags when unavailable."""
+    if _flag("CDNN_NO_OPENMP"):
+        return [], [], "OpenMP disabled by CDNN_NO_OPENMP: building the serial core."
+    cc = _compiler()
+    flags = ["-fopenmp"]
+    code = textwrap.dedent(
+        """
+        #include <omp.h>
+        #include <stdio.h>
+        int main(void) {
+            int n = 0;
+            #pragma omp parallel reduction(+:n)
+            n += 1;
+            printf("%d %d\\n", n == omp_get_max_threads(), _OPENMP);
+            return 0;
+        }
+        """
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_test.c")
+        exe = os.path.join(tmp, "omp_test")
+        with open(src, "w") as f:
+            f.write(code)
+        try:
+            subprocess.run([cc, *flags, src, "-o", exe], check=True, capture_output=True)
+            out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.split()
+            if out and out[0] == "1":
+                return flags, flags, f"OpenMP found ({cc}, _OPENMP={out[1]})."
+        except (OSError, subprocess.CalledProcessError) as exc:
+            reason = getattr(exc, "stderr", b"") or str(exc)
+            if isinstance(reason, bytes):
+                reason = reason.decode(errors="replace")
+            return [], [], (
+                f"WARNING: {cc} cannot build an OpenMP program ({reason.strip()[:200]}). "
+                "cdnn builds serial: it works, on one core. For parallel training install "
+                "an OpenMP runtime (e.g. libgomp with gcc, or libomp with clang)."
+            )
+    return [], [], "WARNING: OpenMP test program gave a wrong answer: building serial."
+
+
+omp_compile, omp_link, omp_message = _openmp_flags()
+print(f"cdnn build: {omp_message}", file=sys.stderr)
+
+compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"] + omp_compile
+link_args = list(omp_link)
+if _flag("CDNN_NATIVE"):
+    compile_args.append("-march=native")
+if _flag("CDNN_SANITIZE"):
+    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined"]
+    compile_args = [a if a != "-O3" else "-O1" for a in compile_args] + san + ["-DCDNN_NO_CLONES"]
+    link_args += san
+
+cc = _compiler()
+build_macros = [
+    ("CDNN_BUILD_COMPILER", '"%s"' % (os.path.basename(cc) + " " + subprocess.run(
+        [cc, "-dumpfullversion", "-dumpversion"], capture_output=True, text=True).stdout.split()[0]
+        if shutil.which(cc) else cc)),
+    ("CDNN_BUILD_FLAGS", '"%s"' % " ".join(compile_args)),
+    ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+]
+
+ext = Extension(
+    "cdnn._core",
+    sources=["cdnn/_core.pyx"] + [os.path.join("src_c", s) for s in C_SOURCES],
+    include_dirs=["src_c", numpy.get_include()],
+    define_macros=build_macros,
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+setup(
+    ext_modules=cythonize(
+        [ext],
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+    ),
+)

@@ -1,0 +1,123 @@
+/* activations.c - activations applied to output tiles, their derivatives
+ * folded into gradient tiles, row-wise softmax, and dropout masks.
+ * Formulas follow Keras 3 (keras/src/activations/activations.py).
+ */
+#include "cdnn.h"
+
+#include <math.h>
+
+static float sigmoidf(float x)
+{
+    /* Stable on both sides: exp never overflows. */
+    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
+    float e = expf(x);
+    return e / (1.0f + e);
+}
+
+static float geluf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+
+static float gelu_gradf(float x)
+{
+    return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.39894228040143268f * expf(-0.5f * x * x);
+}
+
+CDNN_VECTOR_CLONES
+void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols,
+                        const float *bias, float *z, int ldz)
+{
+    for (int i = 0; i < rows; i++) {
+        float *r = x + (size_t)i * ld;
+        if (bias)
+            for (int j = 0; j < cols; j++) r[j] += bias[j];
+        if (z)
+            for (int j = 0; j < cols; j++) z[(size_t)i * ldz + j] = r[j];
+        switch (act) {
+        case CDNN_RELU:
+            for (int j = 0; j < cols; j++) r[j] = r[j] > 0.0f ? r[j] : 0.0f;
+            break;
+        case CDNN_LEAKY_RELU:
+            for (int j = 0; j < cols; j++) r[j] = r[j] >= 0.0f ? r[j] : alpha * r[j];
+            break;
+        case CDNN_SIGMOID:
+            for (int j = 0; j < cols; j++) r[j] = sigmoidf(r[j]);
+            break;
+        case CDNN_TANH:
+            for (int j = 0; j < cols; j++) r[j] = tanhf(r[j]);
+            break;
+        case CDNN_GELU:
+            for (int j = 0; j < cols; j++) r[j] = geluf(r[j]);
+            break;
+        default: /* linear; softmax is applied row-wise by the caller */
+            break;
+        }
+    }
+}
+
+CDNN_VECTOR_CLONES
+void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols)
+{
+    for (int i = 0; i < rows; i++) {
+        float *r = g + (size_t)i * ldg;
+        const float *y = a + (size_t)i * lda;
+        switch (act) {
+        case CDNN_RELU:
+            for (int j = 0; j < cols; j++) r[j] = y[j] > 0.0f ? r[j] : 0.0f;
+            break;
+        case CDNN_LEAKY_RELU:
+            for (int j = 0; j < cols; j++) r[j] = y[j] > 0.0f ? r[j] : alpha * r[j];
+            break;
+        case CDNN_SIGMOID:
+            for (int j = 0; j < cols; j++) r[j] *= y[j] * (1.0f - y[j]);
+            break;
+        case CDNN_TANH:
+            for (int j = 0; j < cols; j++) r[j] *= 1.0f - y[j] * y[j];
+            break;
+        case CDNN_GELU: /* y holds the pre-activation z */
+            for (int j = 0; j < cols; j++) r[j] *= gelu_gradf(y[j]);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+void cdnn_softmax_rows(float *x, int ld, int rows, int cols)
+{
+    for (int i = 0; i < rows; i++) {
+        float *r = x + (size_t)i * ld;
+        float m = r[0], s = 0.0f;
+        for (int j = 1; j < cols; j++) m = r[j] > m ? r[j] : m;
+        for (int j = 0; j < cols; j++) {
+            r[j] = expf(r[j] - m);
+            s += r[j];
+        }
+        float inv = 1.0f / s;
+        for (int j = 0; j < cols; j++) r[j] *= inv;
+    }
+}
+
+void cdnn_softmax_backward_rows(float *g, int ldg, const float *a, int lda, int rows, int cols)
+{
+    for (int i = 0; i < rows; i++) {
+        float *r = g + (size_t)i * ldg;
+        const float *y = a + (size_t)i * lda;
+        float dot = 0.0f;
+        for (int j = 0; j < cols; j++) dot += r[j] * y[j];
+        for (int j = 0; j < cols; j++) r[j] = y[j] * (r[j] - dot);
+    }
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    /* splitmix64 finaliser: a good 64-bit hash of a counter. */
+    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+float cdnn_dropout_factor(uint64_t key, int32_t row, int col, float rate)
+{
+    uint64_t h = mix64(key ^ mix64(((uint64_t)(uint32_t)row << 32) | (uint32_t)col));
+    float u = (float)(h >> 40) * (1.0f / 16777216.0f); /* uniform in [0, 1) */
+    return u < rate ? 0.0f : 1.0f / (1.0f - rate);
+}

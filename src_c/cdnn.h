@@ -1,0 +1,212 @@
+/* cdnn.h - the C core of cdnn: fused dense layers, losses, optimizers and
+ * the mini-batch training loop, in float32 on row-major arrays.
+ *
+ * The core trusts its inputs: shapes, strides and sizes are validated by
+ * cdnn/_core.pyx before the GIL is released. Parallel work runs as a "team":
+ * every kernel whose name ends in _team is called by all threads of an
+ * OpenMP parallel region (or by one thread without OpenMP), splits its work
+ * by thread number, and ends with a barrier. Each output element is computed
+ * by exactly one thread in a fixed order, so results do not depend on the
+ * number of threads.
+ */
+#ifndef CDNN_H
+#define CDNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Loops worth an AVX2 copy chosen at load time (GCC/clang ifunc on Linux). */
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CDNN_NO_CLONES)
+#define CDNN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CDNN_VECTOR_CLONES
+#endif
+
+/* ---- activations ------------------------------------------------------ */
+enum cdnn_act {
+    CDNN_LINEAR = 0, CDNN_RELU, CDNN_SIGMOID, CDNN_TANH, CDNN_SOFTMAX,
+    CDNN_LEAKY_RELU, CDNN_GELU
+};
+
+/* ---- losses and accuracy modes ---------------------------------------- */
+enum cdnn_loss {
+    CDNN_SPARSE_CCE = 0, CDNN_CCE, CDNN_BCE, CDNN_MSE
+};
+enum cdnn_metric { CDNN_METRIC_NONE = 0, CDNN_METRIC_SPARSE, CDNN_METRIC_CATEGORICAL, CDNN_METRIC_BINARY };
+
+/* ---- optimizers -------------------------------------------------------- */
+enum cdnn_opt { CDNN_SGD = 0, CDNN_ADAGRAD, CDNN_RMSPROP, CDNN_ADAM };
+
+/* Optimizer hyper-parameters (Keras 3 names and meaning). */
+typedef struct {
+    int kind;             /* enum cdnn_opt */
+    float lr;             /* learning_rate */
+    float momentum;       /* SGD, RMSprop */
+    int nesterov;         /* SGD */
+    float rho;            /* RMSprop */
+    float beta_1, beta_2; /* Adam */
+    float epsilon;        /* Adagrad, RMSprop, Adam */
+} cdnn_opt_params;
+
+/* Per-step optimizer scalars derived from the hyper-parameters and step t. */
+typedef struct {
+    float lr;             /* effective step size (Adam: lr*sqrt(1-b2^t)/(1-b1^t)) */
+} cdnn_opt_step;
+
+/* ---- GEMM -------------------------------------------------------------- */
+/* What to do with each finished output tile of a GEMM (while it is hot). */
+enum cdnn_epi_kind {
+    CDNN_EPI_STORE = 0,   /* C = op(A)op(B) (+C) */
+    CDNN_EPI_BIAS_ACT,    /* Z = AB + bias; C = act(Z); Z kept in aux if given */
+    CDNN_EPI_DACT,        /* C = AB * act'(at aux) * dropout scale */
+    CDNN_EPI_OPTIMIZE     /* C = AB is a gradient: update param at aux with it */
+};
+
+typedef struct {
+    int kind;                    /* enum cdnn_epi_kind */
+    int act;                     /* enum cdnn_act (BIAS_ACT, DACT) */
+    float alpha;                 /* leaky_relu negative slope */
+    const float *bias;           /* BIAS_ACT: length N, or NULL */
+    float *aux;                  /* BIAS_ACT: pre-activation out (or NULL);
+                                    DACT: layer output a (or z for gelu);
+                                    OPTIMIZE: parameter w */
+    int ldaux;                   /* row stride of aux */
+    float *slot1, *slot2;        /* OPTIMIZE: optimizer slots, same layout as aux */
+    const cdnn_opt_params *opt;  /* OPTIMIZE */
+    cdnn_opt_step step;          /* OPTIMIZE */
+    /* DACT with dropout on this tensor: keep-mask from a counter hash */
+    float drop_rate;             /* 0: no dropout */
+    uint64_t drop_seed;          /* hash key for this layer and step */
+    const int32_t *drop_rows;    /* dataset row index of each batch row */
+} cdnn_epilogue;
+
+/* A SIMD code path: micro-kernel shape and function. */
+typedef struct {
+    const char *name;            /* "avx512", "avx2", "generic" */
+    int mr, nr;                  /* micro-tile rows and columns */
+    void (*kernel)(int kc, const float *a, const float *b, float *c, int ldc, int accumulate);
+} cdnn_simd;
+
+/* Floats of packing buffer one thread needs for any GEMM. */
+size_t cdnn_gemm_pack_floats(void);
+/* Team GEMM: C[M,N] = op(A)[M,K] op(B)[K,N] (+C), then the epilogue on each tile. */
+void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
+                    const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
+                    float *pack);
+/* Standalone GEMM (opens its own parallel region; pack buffers allocated inside). Returns 0 or -1 on OOM. */
+int cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
+              const float *B, int ldb, float *C, int ldc, int accumulate);
+
+/* ---- SIMD dispatch and threads ---------------------------------------- */
+/* The SIMD path selected for this CPU (or forced by cdnn_simd_select). */
+const cdnn_simd *cdnn_simd_current(void);
+/* Names of the compiled SIMD paths, comma separated. */
+const char *cdnn_simd_compiled(void);
+/* Whether this CPU can run the named path (1/0). */
+int cdnn_simd_supported(const char *name);
+/* Force a SIMD path by name ("auto" = best for this CPU); returns 0, or -1 if unavailable. */
+int cdnn_simd_select(const char *name);
+/* Threads used by the core's parallel regions. */
+int cdnn_get_num_threads(void);
+/* Set the thread count (n <= 0: back to the OpenMP default, i.e. OMP_NUM_THREADS). */
+void cdnn_set_num_threads(int n);
+/* 1 if built with OpenMP, else 0. */
+int cdnn_openmp_enabled(void);
+/* The OpenMP version macro (_OPENMP, yyyymm) or 0. */
+int cdnn_openmp_version(void);
+/* Number of threads in the current team (1 outside a parallel region). */
+int cdnn_team_size(void);
+/* This thread's number in the current team. */
+int cdnn_team_rank(void);
+/* Split [0, n) evenly among the team: this thread gets [*lo, *hi). */
+void cdnn_team_range(long n, long *lo, long *hi);
+/* Barrier for the team (no-op without OpenMP or outside a parallel region). */
+void cdnn_team_barrier(void);
+
+/* ---- activations (activations.c) -------------------------------------- */
+/* In place: x[rows, cols] (row stride ld) = act(x + bias). bias may be NULL; z (ld ldz) gets x+bias if not NULL. */
+void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols,
+                        const float *bias, float *z, int ldz);
+/* In place: g[rows, cols] *= act'(a) where a is the activation output (z for gelu). Not softmax. */
+void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols);
+/* Row-wise softmax in place over x[rows, cols] (ld), stable. */
+void cdnn_softmax_rows(float *x, int ld, int rows, int cols);
+/* Softmax backward in place: g = a * (g - sum(g*a)) row-wise. */
+void cdnn_softmax_backward_rows(float *g, int ldg, const float *a, int lda, int rows, int cols);
+/* Keep-or-drop factor (0 or 1/(1-rate)) of element (row, col) under dropout key. */
+float cdnn_dropout_factor(uint64_t key, int32_t row, int col, float rate);
+
+/* ---- losses (losses.c) ------------------------------------------------ */
+/* Team: for output rows of a batch, write per-row loss and correctness to
+ * row_loss/row_correct and dL/dz (already divided by the batch size) into dz.
+ * out holds the layer output (probabilities/activations), z the pre-activation.
+ * ysparse (int32) or ydense (float, [rows, cols]) hold the labels. */
+void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
+                    int rows, int cols, const float *out, const float *z,
+                    const int32_t *ysparse, const float *ydense, int ldy,
+                    int grad_batch, float *dz, double *row_loss, double *row_correct);
+
+/* ---- optimizers (optimizers.c) ---------------------------------------- */
+/* Per-step scalars for step t (t >= 1). */
+cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t);
+/* One update pass: w, slot1, slot2 of length n with gradient g. */
+void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
+                     float *restrict slot2, const float *restrict g, long n);
+
+/* ---- network ---------------------------------------------------------- */
+typedef struct {
+    int in, units;        /* kernel is [in, units], row-major */
+    int act;              /* enum cdnn_act */
+    float alpha;          /* leaky_relu slope */
+    float in_drop;        /* dropout rate on this layer's input during training */
+    float *W, *b;         /* parameters; b may be NULL (use_bias=False) */
+    float *W1, *W2, *b1, *b2; /* optimizer slots (may be NULL if unused) */
+} cdnn_layer;
+
+typedef struct {
+    int n_layers;
+    cdnn_layer *layers;
+    int loss;             /* enum cdnn_loss */
+    int from_logits;
+    int metric;           /* enum cdnn_metric */
+    cdnn_opt_params opt;
+} cdnn_net;
+
+/* Preallocated buffers for batches of up to max_batch rows. */
+typedef struct cdnn_workspace cdnn_workspace;
+/* Allocate a workspace for net and batches of up to max_batch rows; NULL on OOM. */
+cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threads);
+/* Free a workspace (NULL is fine). */
+void cdnn_workspace_free(cdnn_workspace *ws);
+
+/* ---- fused dense layer (dense.c) -------------------------------------- */
+/* Team forward: y = act(x W + b) over rows; z gets x W + b if not NULL. */
+void cdnn_dense_forward_team(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack);
+/* Team backward from dz: dx = dz W^T (+dx_epi) if dx; dW = x^T dz (optimizer applied if opt); db if not NULL. */
+void cdnn_dense_backward_team(const cdnn_layer *ly, int rows, const float *x, const float *dz,
+                              float *dx, const cdnn_epilogue *dx_epi, float *dw, float *db,
+                              const cdnn_opt_params *opt, cdnn_opt_step st, float *pack);
+/* Standalone forward (own parallel region): returns 0, -1 on OOM. */
+int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z);
+/* Standalone backward from dy = dL/da (a = output, or z for gelu): dz, dw, db, dx (dx may be NULL). */
+int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy,
+                        float *dz, float *dw, float *db, float *dx);
+
+/* ---- training loop (train.c) ------------------------------------------ */
+/* Train n_batches mini-batches. Batch j takes the rows perm[(first+j)*bs ..] of
+ * X[n, in] (the last batch of the permutation may be shorter). step0 is the
+ * optimizer's iteration count before the run; seed keys dropout. Writes each
+ * batch's summed loss and summed correctness to batch_loss/batch_correct. */
+int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
+                   const int32_t *ysparse, const float *ydense, int ldy,
+                   const int32_t *perm, int64_t first, int n_batches, int bs,
+                   int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct);
+
+/* Inference over X[n, in] in batches: write outputs [n, units_last] to out; if
+ * labels are given also sum loss and correctness into loss_sum and correct_sum. */
+void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
+                  float *out, const int32_t *ysparse, const float *ydense, int ldy,
+                  double *loss_sum, double *correct_sum);
+
+#endif

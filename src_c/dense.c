@@ -1,0 +1,113 @@
+/* dense.c - the fused Dense layer: forward and backward passes.
+ *
+ * forward:  Y = act(X W + b)  - one GEMM whose epilogue adds the bias and
+ *           applies the activation on each output tile (softmax, which needs
+ *           whole rows, runs row-wise right after).
+ * backward: given dZ = dL/d(XW + b):
+ *           dX = dZ W^T   (only where a layer below needs it; its epilogue
+ *                          folds in that layer's activation derivative),
+ *           dW = X^T dZ   (its epilogue may apply the optimizer at once),
+ *           db = sum of dZ over rows, in row order.
+ */
+#include "cdnn.h"
+
+#include <stdlib.h>
+
+void cdnn_dense_forward_team(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack)
+{
+    cdnn_epilogue e = {0};
+    e.kind = CDNN_EPI_BIAS_ACT;
+    e.act = ly->act == CDNN_SOFTMAX ? CDNN_LINEAR : ly->act;
+    e.alpha = ly->alpha;
+    e.bias = ly->b;
+    e.aux = z;
+    e.ldaux = ly->units;
+    cdnn_gemm_team(0, 0, rows, ly->units, ly->in, x, ly->in, ly->W, ly->units, y, ly->units, 0, &e, pack);
+    if (ly->act == CDNN_SOFTMAX) {
+        long lo, hi;
+        cdnn_team_range(rows, &lo, &hi);
+        cdnn_softmax_rows(y + lo * ly->units, ly->units, (int)(hi - lo), ly->units);
+        cdnn_team_barrier();
+    }
+}
+
+void cdnn_dense_backward_team(const cdnn_layer *ly, int rows, const float *x, const float *dz,
+                              float *dx, const cdnn_epilogue *dx_epi, float *dw, float *db,
+                              const cdnn_opt_params *opt, cdnn_opt_step st, float *pack)
+{
+    if (dx)
+        cdnn_gemm_team(0, 1, rows, ly->in, ly->units, dz, ly->units, ly->W, ly->units, dx, ly->in, 0, dx_epi, pack);
+
+    cdnn_epilogue e = {0};
+    if (opt) {
+        e.kind = CDNN_EPI_OPTIMIZE;
+        e.aux = ly->W;
+        e.ldaux = ly->units;
+        e.slot1 = ly->W1;
+        e.slot2 = ly->W2;
+        e.opt = opt;
+        e.step = st;
+    }
+    cdnn_gemm_team(1, 0, ly->in, ly->units, rows, x, ly->in, dz, ly->units, dw, ly->units, 0, &e, pack);
+
+    if (db) {
+        long lo, hi;
+        cdnn_team_range(ly->units, &lo, &hi);
+        for (long j = lo; j < hi; j++) db[j] = 0.0f;
+        for (int i = 0; i < rows; i++) {
+            const float *r = dz + (size_t)i * ly->units;
+            for (long j = lo; j < hi; j++) db[j] += r[j];
+        }
+        if (opt && ly->b)
+            cdnn_opt_update(opt, st, ly->b + lo, ly->b1 ? ly->b1 + lo : NULL, ly->b2 ? ly->b2 + lo : NULL,
+                            db + lo, hi - lo);
+        cdnn_team_barrier();
+    }
+}
+
+static float *new_pack(int nt)
+{
+    size_t bytes = cdnn_gemm_pack_floats() * sizeof(float) * (size_t)nt;
+    return (float *)aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
+int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z)
+{
+    int nt = cdnn_get_num_threads();
+    float *pack = new_pack(nt);
+    if (!pack) return -1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    cdnn_dense_forward_team(ly, rows, x, y, z, pack + cdnn_gemm_pack_floats() * cdnn_team_rank());
+    free(pack);
+    return 0;
+}
+
+int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy,
+                        float *dz, float *dw, float *db, float *dx)
+{
+    int nt = cdnn_get_num_threads();
+    float *pack = new_pack(nt);
+    if (!pack) return -1;
+    cdnn_opt_step none = {0};
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        long lo, hi;
+        cdnn_team_range(rows, &lo, &hi);
+        for (long i = lo * ly->units; i < hi * ly->units; i++) dz[i] = dy[i];
+        if (ly->act == CDNN_SOFTMAX)
+            cdnn_softmax_backward_rows(dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
+                                       (int)(hi - lo), ly->units);
+        else
+            cdnn_dact_tile(ly->act, ly->alpha, dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
+                           (int)(hi - lo), ly->units);
+        cdnn_team_barrier();
+        cdnn_dense_backward_team(ly, rows, x, dz, dx, NULL, dw, db, NULL, none,
+                                 pack + cdnn_gemm_pack_floats() * cdnn_team_rank());
+    }
+    free(pack);
+    return 0;
+}

@@ -1,0 +1,327 @@
+/* gemm.c - blocked single-precision GEMM with fused epilogues.
+ *
+ * C[M,N] = op(A)[M,K] * op(B)[K,N], where op() is the array or its
+ * transpose read in place (never materialised): training needs Y = X*W,
+ * dW = X^T*dZ and dX = dZ*W^T.
+ *
+ * The classic BLIS structure: for each KC-deep slice of the product, pack a
+ * block of A into MR-row micro-panels and a block of B into NR-column
+ * micro-panels (zero-padded), then a register-blocked micro-kernel computes
+ * each MR x NR tile of C. After the last slice, the epilogue (bias +
+ * activation, activation derivative, or the optimizer update) runs on the
+ * tile while it is still in L1.
+ *
+ * Threads split the tile grid by whole micro-panels of either C's rows or
+ * its columns; each thread packs what it needs into its own buffer, so
+ * there is no barrier inside a product and every element of C is summed in
+ * the same order whatever the number of threads.
+ */
+#include "cdnn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CDNN_X86 1
+#include <immintrin.h>
+#endif
+
+/* Blocking sizes, in elements. KC: an A micro-panel (MR x KC) and a B
+ * micro-panel (KC x NR) fit together in a 32 KB L1 ((6+16)*256*4 = 22 KB).
+ * MC: a packed A block (MC x KC, 144 KB) stays in a 512 KB+ L2. NC: a
+ * thread's packed B block (KC x NC, 1 MB) stays in L2/L3. */
+#define KC 256
+#define MC 144
+#define NC 1024
+#define MR_MAX 16
+/* Below this many flops a standalone product runs on one thread: waking a
+ * second thread costs a few microseconds, as much as ~100k flops. */
+#define GEMM_SERIAL_FLOPS 200000L
+#define NR_MAX 32
+
+size_t cdnn_gemm_pack_floats(void)
+{
+    /* A block, B block, one edge tile, alignment slack; a multiple of 16 floats (64 bytes). */
+    return (size_t)(MC + MR_MAX) * KC + (size_t)(NC + NR_MAX) * KC + (size_t)MR_MAX * NR_MAX + 16;
+}
+
+/* ---- micro-kernels: c[MR x NR] (=|+=) sum_k a[k][0..MR) * b[k][0..NR) --- */
+
+#define G_MR 4
+#define G_NR 8
+static void kernel_generic(int kc, const float *a, const float *b, float *c, int ldc, int accumulate)
+{
+    float acc[G_MR][G_NR] = {{0}};
+    for (int k = 0; k < kc; k++, a += G_MR, b += G_NR)
+        for (int i = 0; i < G_MR; i++)
+            for (int j = 0; j < G_NR; j++)
+                acc[i][j] += a[i] * b[j];
+    for (int i = 0; i < G_MR; i++)
+        for (int j = 0; j < G_NR; j++)
+            c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+}
+
+#ifdef CDNN_X86
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(int kc, const float *a, const float *b, float *c, int ldc, int accumulate)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int k = 0; k < kc; k++, a += 6, b += 16) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), x;
+        x = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    __m256 r[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+    for (int i = 0; i < 6; i++) {
+        float *ci = c + (size_t)i * ldc;
+        if (accumulate) {
+            r[2 * i] = _mm256_add_ps(r[2 * i], _mm256_loadu_ps(ci));
+            r[2 * i + 1] = _mm256_add_ps(r[2 * i + 1], _mm256_loadu_ps(ci + 8));
+        }
+        _mm256_storeu_ps(ci, r[2 * i]);
+        _mm256_storeu_ps(ci + 8, r[2 * i + 1]);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void kernel_avx512(int kc, const float *a, const float *b, float *c, int ldc, int accumulate)
+{
+    __m512 acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++, a += 6, b += 32) {
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+        for (int i = 0; i < 6; i++) {
+            __m512 x = _mm512_set1_ps(a[i]);
+            acc[2 * i] = _mm512_fmadd_ps(x, b0, acc[2 * i]);
+            acc[2 * i + 1] = _mm512_fmadd_ps(x, b1, acc[2 * i + 1]);
+        }
+    }
+    for (int i = 0; i < 6; i++) {
+        float *ci = c + (size_t)i * ldc;
+        if (accumulate) {
+            acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(ci));
+            acc[2 * i + 1] = _mm512_add_ps(acc[2 * i + 1], _mm512_loadu_ps(ci + 16));
+        }
+        _mm512_storeu_ps(ci, acc[2 * i]);
+        _mm512_storeu_ps(ci + 16, acc[2 * i + 1]);
+    }
+}
+#endif
+
+/* ---- runtime dispatch -------------------------------------------------- */
+
+static const cdnn_simd simd_paths[] = {
+#ifdef CDNN_X86
+    {"avx512", 6, 32, kernel_avx512},
+    {"avx2", 6, 16, kernel_avx2},
+#endif
+    {"generic", G_MR, G_NR, kernel_generic},
+};
+#define N_PATHS ((int)(sizeof simd_paths / sizeof simd_paths[0]))
+
+/* The selected path: written once at import (or by cdnn_simd_select in tests). */
+static const cdnn_simd *selected = NULL;
+
+int cdnn_simd_supported(const char *name)
+{
+#ifdef CDNN_X86
+    __builtin_cpu_init();
+    if (strcmp(name, "avx512") == 0) return __builtin_cpu_supports("avx512f") ? 1 : 0;
+    if (strcmp(name, "avx2") == 0)
+        return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+#endif
+    return strcmp(name, "generic") == 0;
+}
+
+int cdnn_simd_select(const char *name)
+{
+    for (int i = 0; i < N_PATHS; i++) {
+        int wanted = strcmp(name, "auto") == 0 || strcmp(name, simd_paths[i].name) == 0;
+        if (wanted && cdnn_simd_supported(simd_paths[i].name)) {
+            selected = &simd_paths[i];
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const cdnn_simd *cdnn_simd_current(void)
+{
+    if (!selected) cdnn_simd_select("auto");
+    return selected;
+}
+
+const char *cdnn_simd_compiled(void)
+{
+#ifdef CDNN_X86
+    return "avx512,avx2,generic";
+#else
+    return "generic";
+#endif
+}
+
+/* ---- packing ----------------------------------------------------------- */
+
+/* Pack rows [i0, i0+mc) x depth [p0, p0+kc) of op(A) into MR-row micro-panels. */
+static void pack_a(int transa, const float *A, int lda, int i0, int mc, int p0, int kc, int mr, float *dst)
+{
+    for (int ir = 0; ir < mc; ir += mr) {
+        int rows = mc - ir < mr ? mc - ir : mr;
+        for (int k = 0; k < kc; k++) {
+            for (int i = 0; i < rows; i++) {
+                size_t r = (size_t)(i0 + ir + i), d = (size_t)(p0 + k);
+                dst[i] = transa ? A[d * lda + r] : A[r * lda + d];
+            }
+            for (int i = rows; i < mr; i++) dst[i] = 0.0f;
+            dst += mr;
+        }
+    }
+}
+
+/* Pack depth [p0, p0+kc) x columns [j0, j0+nc) of op(B) into NR-column micro-panels. */
+static void pack_b(int transb, const float *B, int ldb, int p0, int kc, int j0, int nc, int nr, float *dst)
+{
+    for (int jr = 0; jr < nc; jr += nr) {
+        int cols = nc - jr < nr ? nc - jr : nr;
+        for (int k = 0; k < kc; k++) {
+            size_t d = (size_t)(p0 + k);
+            if (!transb) {
+                memcpy(dst, B + d * ldb + j0 + jr, (size_t)cols * sizeof(float));
+            } else {
+                for (int j = 0; j < cols; j++) dst[j] = B[(size_t)(j0 + jr + j) * ldb + d];
+            }
+            for (int j = cols; j < nr; j++) dst[j] = 0.0f;
+            dst += nr;
+        }
+    }
+}
+
+/* ---- epilogue ---------------------------------------------------------- */
+
+static void epilogue(const cdnn_epilogue *e, float *c, int ldc, int i0, int j0, int rows, int cols)
+{
+    switch (e->kind) {
+    case CDNN_EPI_BIAS_ACT:
+        cdnn_bias_act_tile(e->act, e->alpha, c, ldc, rows, cols, e->bias ? e->bias + j0 : NULL,
+                           e->aux ? e->aux + (size_t)i0 * e->ldaux + j0 : NULL, e->ldaux);
+        break;
+    case CDNN_EPI_DACT:
+        cdnn_dact_tile(e->act, e->alpha, c, ldc, e->aux + (size_t)i0 * e->ldaux + j0, e->ldaux, rows, cols);
+        if (e->drop_rate > 0.0f)
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < cols; j++)
+                    c[(size_t)i * ldc + j] *= cdnn_dropout_factor(e->drop_seed, e->drop_rows[i0 + i], j0 + j, e->drop_rate);
+        break;
+    case CDNN_EPI_OPTIMIZE:
+        for (int i = 0; i < rows; i++) {
+            size_t off = (size_t)(i0 + i) * e->ldaux + j0;
+            cdnn_opt_update(e->opt, e->step, e->aux + off, e->slot1 ? e->slot1 + off : NULL,
+                            e->slot2 ? e->slot2 + off : NULL, c + (size_t)i * ldc, cols);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- the product ------------------------------------------------------- */
+
+static long ceil_div(long a, long b) { return (a + b - 1) / b; }
+
+/* Cycles-like cost of one split, to choose between splitting rows and columns. */
+static double split_cost(long tiles_per_thread, long tile_flops, long packed)
+{
+    return (double)tiles_per_thread * (double)tile_flops / 32.0 + (double)packed;
+}
+
+void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
+                    const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
+                    float *pack)
+{
+    const cdnn_simd *s = cdnn_simd_current();
+    const int mr = s->mr, nr = s->nr;
+    long pm = ceil_div(M, mr), pn = ceil_div(N, nr);
+    long lo, hi;
+
+    /* Whole-team decision, identical on every thread. */
+    int nt = cdnn_team_size();
+    long tile_flops = 2L * mr * nr * K;
+    double cost_n = split_cost(pm * ceil_div(pn, nt), tile_flops, (long)M * K + (long)K * ceil_div(pn, nt) * nr);
+    double cost_m = split_cost(ceil_div(pm, nt) * pn, tile_flops, (long)ceil_div(pm, nt) * mr * K + (long)K * N);
+    int split_rows = nt > 1 && cost_m < cost_n;
+
+    int i_begin = 0, i_end = M, j_begin = 0, j_end = N;
+    if (split_rows) {
+        cdnn_team_range(pm, &lo, &hi);
+        i_begin = (int)(lo * mr); i_end = (int)(hi * mr < M ? hi * mr : M);
+    } else {
+        cdnn_team_range(pn, &lo, &hi);
+        j_begin = (int)(lo * nr); j_end = (int)(hi * nr < N ? hi * nr : N);
+    }
+
+    if (i_begin < i_end && j_begin < j_end) {
+        float *pa = pack;
+        float *pb = pack + (size_t)(MC + MR_MAX) * KC;
+        float *tmp = pb + (size_t)(NC + NR_MAX) * KC;
+        tmp = (float *)(((uintptr_t)tmp + 63) & ~(uintptr_t)63);
+        for (int jc = j_begin; jc < j_end; jc += NC) {
+            int nc = j_end - jc < NC ? j_end - jc : NC;
+            for (int pc = 0; pc < K || (K == 0 && pc == 0); pc += KC) {
+                int kc = K - pc < KC ? K - pc : KC;
+                int last = pc + KC >= K;
+                int acc = accumulate || pc > 0;
+                pack_b(transb, B, ldb, pc, kc, jc, nc, nr, pb);
+                for (int ic = i_begin; ic < i_end; ic += MC) {
+                    int mc = i_end - ic < MC ? i_end - ic : MC;
+                    pack_a(transa, A, lda, ic, mc, pc, kc, mr, pa);
+                    for (int jr = 0; jr < nc; jr += nr) {
+                        int cols = nc - jr < nr ? nc - jr : nr;
+                        for (int ir = 0; ir < mc; ir += mr) {
+                            int rows = mc - ir < mr ? mc - ir : mr;
+                            float *c = C + (size_t)(ic + ir) * ldc + jc + jr;
+                            const float *a = pa + (size_t)ir * kc, *b = pb + (size_t)jr * kc;
+                            if (rows == mr && cols == nr) {
+                                s->kernel(kc, a, b, c, ldc, acc);
+                            } else {
+                                s->kernel(kc, a, b, tmp, nr, 0);
+                                for (int i = 0; i < rows; i++)
+                                    for (int j = 0; j < cols; j++)
+                                        c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + tmp[i * nr + j]
+                                                                     : tmp[i * nr + j];
+                            }
+                            if (last && epi) epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
+                        }
+                    }
+                }
+                if (K == 0) break;
+            }
+        }
+    }
+    cdnn_team_barrier();
+}
+
+int cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
+              const float *B, int ldb, float *C, int ldc, int accumulate)
+{
+    int nt = cdnn_get_num_threads();
+    long flops = 2L * M * N * K;
+    if (flops < GEMM_SERIAL_FLOPS) nt = 1;
+    size_t per = cdnn_gemm_pack_floats();
+    float *pack = (float *)aligned_alloc(64, ((per * nt * sizeof(float)) + 63) / 64 * 64);
+    if (!pack) return -1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+        cdnn_gemm_team(transa, transb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, NULL,
+                       pack + per * cdnn_team_rank());
+    }
+    free(pack);
+    return 0;
+}

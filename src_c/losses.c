@@ -1,0 +1,127 @@
+/* losses.c - per-sample losses, accuracy counts and the gradient of the
+ * batch-mean loss with respect to the last layer's pre-activation z.
+ *
+ * Cross-entropy on a softmax output (and binary cross-entropy on a sigmoid
+ * output) is computed from the logits z in one step: loss by a stable
+ * log-sum-exp, gradient softmax - one-hot. This is what Keras 3 does on its
+ * TensorFlow backend, which reads the logits behind a softmax output.
+ * Other combinations compute dL/d(output) and then apply the activation's
+ * derivative. Losses are means over the batch (BCE and MSE: first over the
+ * last axis), as Keras' default "sum_over_batch_size" reduction.
+ */
+#include "cdnn.h"
+
+#include <math.h>
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int j = 1; j < n; j++)
+        if (x[j] > x[best]) best = j;
+    return best;
+}
+
+static double log_sum_exp(const float *x, int n)
+{
+    float m = x[0];
+    for (int j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
+    double s = 0.0;
+    for (int j = 0; j < n; j++) s += exp((double)(x[j] - m));
+    return (double)m + log(s);
+}
+
+/* Binary cross-entropy of logit x against target y, stable for any x. */
+static double bce_logit(float x, float y)
+{
+    return (x > 0.0f ? x : 0.0f) - (double)x * y + log1p(exp(-fabs((double)x)));
+}
+
+static double row_accuracy(int metric, const float *out, int cols, int ys, const float *yd)
+{
+    switch (metric) {
+    case CDNN_METRIC_SPARSE:
+        return argmax(out, cols) == ys;
+    case CDNN_METRIC_CATEGORICAL:
+        return argmax(out, cols) == argmax(yd, cols);
+    case CDNN_METRIC_BINARY: {
+        int hits = 0;
+        for (int j = 0; j < cols; j++) hits += yd[j] == (out[j] > 0.5f ? 1.0f : 0.0f);
+        return (double)hits / cols;
+    }
+    default:
+        return 0.0;
+    }
+}
+
+void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
+                    int rows, int cols, const float *out, const float *z,
+                    const int32_t *ysparse, const float *ydense, int ldy,
+                    int grad_batch, float *dz, double *row_loss, double *row_correct)
+{
+    long lo, hi;
+    cdnn_team_range(rows, &lo, &hi);
+    const int categorical = loss == CDNN_SPARSE_CCE || loss == CDNN_CCE;
+    const int fused = !from_logits && ((categorical && act == CDNN_SOFTMAX) || (loss == CDNN_BCE && act == CDNN_SIGMOID));
+    /* the tensor the loss formula reads: logits for fused/from_logits, else the output */
+    const float *logits = fused ? z : out;
+    const float inv_b = 1.0f / (float)grad_batch;
+
+    for (long i = lo; i < hi; i++) {
+        const float *o = out + (size_t)i * cols, *x = logits + (size_t)i * cols;
+        const float *yd = ydense ? ydense + (size_t)i * ldy : NULL;
+        int ys = ysparse ? ysparse[i] : 0;
+        float *g = dz ? dz + (size_t)i * cols : NULL;
+        double l = 0.0;
+
+        if (categorical) {
+            double lse = log_sum_exp(x, cols);
+            if (loss == CDNN_SPARSE_CCE) {
+                l = lse - x[ys];
+            } else {
+                for (int j = 0; j < cols; j++) l += yd[j] * (lse - x[j]);
+            }
+            if (g) {
+                double ysum = 1.0;
+                if (loss == CDNN_CCE) {
+                    ysum = 0.0;
+                    for (int j = 0; j < cols; j++) ysum += yd[j];
+                }
+                for (int j = 0; j < cols; j++) {
+                    float p = fused ? o[j] : (float)exp((double)x[j] - lse);
+                    float t = loss == CDNN_SPARSE_CCE ? (float)(j == ys) : yd[j];
+                    g[j] = ((float)ysum * p - t) * inv_b;
+                }
+            }
+        } else if (loss == CDNN_BCE) {
+            for (int j = 0; j < cols; j++) l += bce_logit(x[j], yd[j]);
+            l /= cols;
+            if (g) {
+                float scale = inv_b / (float)cols;
+                for (int j = 0; j < cols; j++) {
+                    float p = fused ? o[j] : 1.0f / (1.0f + expf(-x[j]));
+                    g[j] = (p - yd[j]) * scale;
+                }
+            }
+        } else { /* MSE */
+            for (int j = 0; j < cols; j++) {
+                double d = (double)o[j] - yd[j];
+                l += d * d;
+            }
+            l /= cols;
+            if (g) {
+                float scale = 2.0f * inv_b / (float)cols;
+                for (int j = 0; j < cols; j++) g[j] = (o[j] - yd[j]) * scale;
+            }
+        }
+        if (g && !fused) {
+            /* g is dL/d(output): fold in the activation's derivative */
+            if (act == CDNN_SOFTMAX)
+                cdnn_softmax_backward_rows(g, cols, o, cols, 1, cols);
+            else
+                cdnn_dact_tile(act, alpha, g, cols, act == CDNN_GELU ? z + (size_t)i * cols : o, cols, 1, cols);
+        }
+        row_loss[i] = l;
+        row_correct[i] = row_accuracy(metric, o, cols, ys, yd);
+    }
+    cdnn_team_barrier();
+}

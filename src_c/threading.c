@@ -1,0 +1,75 @@
+/* threading.c - thread settings and the team helpers every kernel uses.
+ *
+ * The only mutable globals of the core live here: the thread count chosen
+ * by cdnn.set_num_threads (0 = follow OpenMP's default, which honours
+ * OMP_NUM_THREADS and threadpoolctl's limits).
+ */
+#include "cdnn.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int requested_threads = 0;
+
+int cdnn_get_num_threads(void)
+{
+#ifdef _OPENMP
+    return requested_threads > 0 ? requested_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void cdnn_set_num_threads(int n) { requested_threads = n > 0 ? n : 0; }
+
+int cdnn_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int cdnn_openmp_version(void)
+{
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+
+int cdnn_team_size(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+int cdnn_team_rank(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+void cdnn_team_range(long n, long *lo, long *hi)
+{
+    long t = cdnn_team_rank(), nt = cdnn_team_size();
+    long base = n / nt, extra = n % nt;
+    *lo = t * base + (t < extra ? t : extra);
+    *hi = *lo + base + (t < extra ? 1 : 0);
+}
+
+void cdnn_team_barrier(void)
+{
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}

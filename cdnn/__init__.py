@@ -1,3 +1,25 @@
-"""cdnn: dense deep neural networks trained on the CPU by a fused C core."""
+"""cdnn: dense deep neural networks trained on the CPU by a fused C core, behind Keras' API.
+
+A Keras script ports by changing its import: ``import cdnn as keras`` or
+``from cdnn import keras`` (``cdnn.keras`` is this same namespace).
+"""
+from __future__ import annotations
+
+import sys as _sys
+
 from cdnn import _core
-from cdnn._core import build_info, get_num_threads, set_num_threads
+from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
+from cdnn import models
+from cdnn._config import build_info, get_num_threads, set_num_threads, show_config
+from cdnn.layers import Input
+from cdnn.models import Sequential, load_model
+
+__version__ = "0.1.0"
+
+#: ``from cdnn import keras`` and ``import cdnn as tf; tf.keras.layers...`` both see this package
+keras = _sys.modules[__name__]
+_sys.modules[__name__ + ".keras"] = keras
+
+__all__ = ["Sequential", "Input", "load_model", "layers", "models", "optimizers", "losses", "metrics",
+           "callbacks", "datasets", "utils", "activations", "initializers", "build_info", "show_config",
+           "get_num_threads", "set_num_threads", "keras"]

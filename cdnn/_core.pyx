@@ -354,6 +354,10 @@ def optimizer_update(dict hparams, w, g, slot1, slot2, long step):
         cdnn_opt_update(&p, st, pw, p1, p2, pg, n)
 
 
+def hparams_name(int kind):
+    return {v: k for k, v in OPTIMIZERS.items()}[kind]
+
+
 # ---- a whole network ----------------------------------------------------------
 
 cdef class Network:
@@ -418,6 +422,7 @@ cdef class Network:
             self.arrays.append((W, b, slots[:4]))
         self.n_in = self.net.layers[0].in_
         self.n_out = prev
+        self._check_slots(self.net.opt)
 
     def __dealloc__(self):
         cdnn_workspace_free(self.ws)
@@ -432,6 +437,24 @@ cdef class Network:
             if self.ws == NULL:
                 raise MemoryError(f"cdnn: could not allocate the workspace for batches of {batch}")
             self.ws_batch, self.ws_threads = batch, threads
+        return 0
+
+    def set_optimizer(self, dict hparams):
+        """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""
+        cdef cdnn_opt_params p = _opt_params(hparams)
+        self._check_slots(p)
+        self.net.opt = p
+
+    cdef int _check_slots(self, cdnn_opt_params p) except -1:
+        """Refuse optimizer settings whose slots were not allocated (C would dereference NULL)."""
+        need1 = p.kind != 0 or p.momentum != 0
+        need2 = p.kind == 3 or (p.kind == 2 and p.momentum > 0)
+        for i in range(self.net.n_layers):
+            ly = &self.net.layers[i]
+            if (need1 and (ly.W1 == NULL or (ly.b != NULL and ly.b1 == NULL))) or \
+               (need2 and (ly.W2 == NULL or (ly.b != NULL and ly.b2 == NULL))):
+                raise ValueError(f"Invalid optimizer settings for layer {i}: {hparams_name(p.kind)} with these "
+                                 f"hyper-parameters needs slot arrays that were not provided")
         return 0
 
     def _labels(self, y, int n):

@@ -1,0 +1,70 @@
+"""Threads and build information of the C core."""
+from __future__ import annotations
+
+import os
+
+from cdnn import _core
+
+__all__ = ["build_info", "show_config", "get_num_threads", "set_num_threads"]
+
+
+def _select_simd() -> None:
+    """Honour ``CDNN_SIMD`` (e.g. ``generic``, ``avx2``) to force a code path; default: the best this CPU runs."""
+    wanted = os.environ.get("CDNN_SIMD", "auto").strip().lower() or "auto"
+    _core.simd_select(wanted)
+
+
+_select_simd()
+
+
+def get_num_threads() -> int:
+    """Threads the C core uses (``OMP_NUM_THREADS`` by default, else all cores)."""
+    return _core.get_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in the C core (``n <= 0``: back to the default)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise ValueError(f"Invalid value for argument `n`: expected an integer, received n={n!r}")
+    _core.set_num_threads(n)
+
+
+def build_info() -> dict:
+    """The compiler, OpenMP, the SIMD paths compiled and the one selected on this CPU, and threads."""
+    info = _core.build_info()
+    info["cpu"] = _cpu_name()
+    info["cores"] = os.cpu_count()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def show_config() -> None:
+    """Print :func:`build_info` as ``key: value`` lines."""
+    info = build_info()
+    omp = f"yes (version {info['openmp_version']})" if info["openmp"] else "no (serial build)"
+    print(f"cdnn {_version()}")
+    print(f"  compiler:        {info['compiler']}")
+    print(f"  OpenMP:          {omp}")
+    print(f"  SIMD compiled:   {', '.join(info['simd_compiled'])}")
+    print(f"  SIMD on this CPU: {info['simd_selected']} (micro-kernel {info['micro_kernel']}); "
+          f"supported: {', '.join(info['simd_supported'])}")
+    print(f"  CPU:             {info['cpu']} ({info['cores']} cores)")
+    print(f"  threads:         {info['threads']}")
+
+
+def _version() -> str:
+    from cdnn import __version__
+
+    return __version__

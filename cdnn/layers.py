@@ -1,0 +1,197 @@
+"""Layers of a Sequential model: Input, Flatten, Dense, Dropout (Keras 3's subset).
+
+A layer knows its configuration (plain JSON-able data, what saving stores),
+builds its weights from an input shape, and reports its output shape and
+parameter count. The arithmetic runs in the C core, over the whole model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from cdnn import _core, _naming, activations, initializers
+from cdnn._errors import invalid
+
+__all__ = ["Layer", "InputLayer", "Input", "Flatten", "Dense", "Dropout", "deserialize"]
+
+Shape = tuple  # a shape without the batch dimension
+
+
+def _shape_arg(shape, name: str) -> Shape:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    try:
+        shape = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise invalid(name, shape, "a tuple of positive integers, e.g. (28, 28)") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise invalid(name, shape, "a tuple of positive integers, e.g. (28, 28)")
+    return shape
+
+
+class Layer:
+    """Base class: ``name``, ``built``, ``input_shape`` and weights."""
+
+    def __init__(self, name: Optional[str] = None, input_shape=None, **kwargs) -> None:
+        if "input_dim" in kwargs:
+            input_shape = (kwargs.pop("input_dim"),)
+        kwargs.pop("trainable", None)
+        kwargs.pop("dtype", None)
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unsupported argument(s) {sorted(kwargs)}")
+        if name is not None and not isinstance(name, str):
+            raise invalid("name", name, "a string")
+        self.name = name if name else _naming.unique_name(_naming.snake_case(type(self).__name__))
+        self._input_shape = _shape_arg(input_shape, "input_shape") if input_shape is not None else None
+        self.built = False
+        self.output_shape_: Optional[Shape] = None
+
+    # shapes exclude the batch dimension; summary shows them as (None, ...)
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return tuple(input_shape)
+
+    def build(self, input_shape: Shape) -> None:
+        """Create the weights for inputs of ``input_shape`` (without the batch dimension)."""
+        self.output_shape_ = self.compute_output_shape(tuple(input_shape))
+        self.built = True
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        return []
+
+    def count_params(self) -> int:
+        return int(sum(w.size for w in self.weights))
+
+    def get_config(self) -> dict:
+        cfg = {"name": self.name}
+        if self._input_shape is not None:
+            cfg["input_shape"] = list(self._input_shape)
+        return cfg
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [w.copy() for w in self.weights]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
+
+
+class InputLayer(Layer):
+    """The model's input: its shape (without the batch dimension)."""
+
+    def __init__(self, shape=None, name: Optional[str] = None, batch_size=None, **kwargs) -> None:
+        if shape is None:
+            shape = kwargs.pop("input_shape", None)
+        if shape is None:
+            raise invalid("shape", shape, "a tuple of positive integers, e.g. (784,)")
+        super().__init__(name=name or _naming.unique_name("input_layer"), input_shape=shape, **kwargs)
+
+    @property
+    def shape(self) -> tuple:
+        return (None, *self._input_shape)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "shape": list(self._input_shape)}
+
+
+def Input(shape=None, name: Optional[str] = None, batch_size=None, **kwargs) -> InputLayer:
+    """``keras.layers.Input(shape=(784,))``: the first element of a Sequential model."""
+    return InputLayer(shape=shape, name=name, batch_size=batch_size, **kwargs)
+
+
+class Flatten(Layer):
+    """Reshape each sample to one dimension: ``(None, 28, 28)`` -> ``(None, 784)``."""
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return (int(math.prod(input_shape)),)
+
+
+class Dense(Layer):
+    """``output = activation(input @ kernel + bias)``, fused in C.
+
+    Parameters
+    ----------
+    units : int
+        Output width.
+    activation : str or None
+        ``"relu"``, ``"sigmoid"``, ``"softmax"``, ``"tanh"``, ``"linear"``/None,
+        ``"leaky_relu"`` (slope 0.2) or ``"gelu"`` (exact).
+    use_bias : bool
+        Whether to add a bias vector.
+    kernel_initializer, bias_initializer : str
+        Keras names (default ``"glorot_uniform"`` and ``"zeros"``).
+    """
+
+    def __init__(self, units: int, activation=None, use_bias: bool = True,
+                 kernel_initializer: str = "glorot_uniform", bias_initializer: str = "zeros",
+                 name: Optional[str] = None, input_shape=None, **kwargs) -> None:
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
+            raise invalid("units", units, "a positive integer")
+        super().__init__(name=name, input_shape=input_shape, **kwargs)
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        initializers.get(kernel_initializer), initializers.get(bias_initializer)  # validate names now
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.kernel: Optional[np.ndarray] = None
+        self.bias: Optional[np.ndarray] = None
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return (*input_shape[:-1], self.units)
+
+    def build(self, input_shape: Shape) -> None:
+        if len(input_shape) != 1:
+            raise ValueError(
+                f"Dense layer {self.name!r} received inputs of shape {(None, *input_shape)}: cdnn's Dense works on "
+                f"2-D inputs (batch, features). Add a Flatten() layer before it."
+            )
+        self.kernel = initializers.get(self.kernel_initializer)((int(input_shape[0]), self.units))
+        self.bias = initializers.get(self.bias_initializer)((self.units,)) if self.use_bias else None
+        super().build(input_shape)
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        if not self.built:
+            return []
+        return [self.kernel] + ([self.bias] if self.use_bias else [])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units,
+                "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer, "bias_initializer": self.bias_initializer}
+
+    def __call__(self, x) -> np.ndarray:
+        """Apply the layer to a NumPy batch ``(n, features)`` (builds it on first use)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.built:
+            self.build(x.shape[1:])
+        return _core.dense_forward(x, self.kernel, self.bias, activations.serialize(self.activation))[0]
+
+
+class Dropout(Layer):
+    """Zero a fraction ``rate`` of the inputs while training, scaling the rest by ``1/(1-rate)``."""
+
+    def __init__(self, rate: float, noise_shape=None, seed=None, name: Optional[str] = None, **kwargs) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0 <= rate < 1:
+            raise invalid("rate", rate, "a number in [0, 1)")
+        if noise_shape is not None:
+            raise ValueError("Invalid value for argument `noise_shape`: cdnn's Dropout supports only None")
+        super().__init__(name=name, **kwargs)
+        self.rate = float(rate)
+        self.seed = seed
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate": self.rate}
+
+
+_CLASSES = {c.__name__: c for c in (InputLayer, Flatten, Dense, Dropout)}
+
+
+def deserialize(config: dict) -> Layer:
+    """Rebuild a layer from ``{"class_name": ..., "config": {...}}`` (the saved architecture)."""
+    if not isinstance(config, dict) or config.get("class_name") not in _CLASSES or not isinstance(
+            config.get("config"), dict):
+        raise ValueError(f"Invalid layer description in model file: {str(config)[:200]!r}")
+    return _CLASSES[config["class_name"]](**config["config"])

@@ -1,0 +1,518 @@
+"""``Sequential``: Keras 3's model API over cdnn's C training loop.
+
+Python prepares the data once per call (float32, C-contiguous), then hands
+runs of mini-batches to the C core, which trains them with the GIL
+released. Between runs (about ten a second) Python redraws the progress bar
+and calls the callbacks; between epochs it validates.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from cdnn import _core, _naming, _random, _saving, callbacks as callbacks_module
+from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
+from cdnn._errors import invalid
+from cdnn._progbar import Progbar, epoch_header
+from cdnn._summary import format_summary
+from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer
+
+__all__ = ["Sequential", "load_model"]
+
+#: target wall time of one run of batches in C between two progress-bar updates
+RUN_SECONDS = 0.1
+#: rows per C inference batch (results do not depend on it)
+PREDICT_ROWS = 512
+
+
+def _as_inputs(x, name: str = "x") -> np.ndarray:
+    """A real-valued, finite, non-empty array (float32 if it must be copied anyway)."""
+    if x is None:
+        raise invalid(name, None, "an array of inputs")
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"Invalid dtype for argument `{name}`: expected real numbers (float or integer), "
+                        f"received dtype {a.dtype}")
+    if a.ndim < 2:
+        raise ValueError(f"Invalid shape for argument `{name}`: expected (samples, features...), received {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"Invalid argument `{name}`: expected at least one sample, received an empty array "
+                         f"of shape {a.shape}")
+    return a
+
+
+def _verbose(verbose) -> int:
+    if verbose == "auto":
+        return 1
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise invalid("verbose", verbose, "'auto', 0, 1 or 2")
+    return int(verbose)
+
+
+def _batch_size(batch_size) -> int:
+    if batch_size is None:
+        return 32
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise invalid("batch_size", batch_size, "a positive integer")
+    return int(batch_size)
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    Parameters
+    ----------
+    layers : list of Layer, optional
+        The layers, the first possibly an ``Input`` or carrying ``input_shape=``.
+    name : str, optional
+        Any text; defaults to ``sequential``, ``sequential_1``, ...
+    """
+
+    def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None, **kwargs) -> None:
+        kwargs.pop("trainable", None)
+        if kwargs:
+            raise TypeError(f"Sequential: unsupported argument(s) {sorted(kwargs)}")
+        if name is not None and not isinstance(name, str):
+            raise invalid("name", name, "a string")
+        self.name = name if name else _naming.unique_name("sequential")
+        self._layers: list[Layer] = []
+        self._input_shape: Optional[tuple] = None
+        self.built = False
+        self.optimizer: Optional[optimizers_module.Optimizer] = None
+        self.loss: Optional[losses_module.Loss] = None
+        self._metric: Optional[metrics_module.Metric] = None
+        self.compiled = False
+        self.stop_training = False
+        self.history: Optional[callbacks_module.History] = None
+        self._net = None
+        for layer in layers or ():
+            self.add(layer)
+
+    # ---- structure --------------------------------------------------------
+    def add(self, layer: Layer) -> None:
+        """Append a layer (an ``Input`` only as the first element)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Invalid argument `layer`: expected a cdnn layer (cdnn.layers.Dense, ...), "
+                            f"received {type(layer).__name__}")
+        if isinstance(layer, InputLayer):
+            if self._layers:
+                raise ValueError("An Input can only be the first element of a Sequential model")
+            self._input_shape = layer._input_shape
+            return
+        if not self._layers and self._input_shape is None and layer._input_shape is not None:
+            self._input_shape = layer._input_shape
+        if any(l.name == layer.name for l in self._layers):
+            raise ValueError(f"All layers added to a Sequential model should have unique names. "
+                             f"Name {layer.name!r} is already the name of a layer in this model.")
+        self._layers.append(layer)
+        self.built = False
+        self._net = None
+        if self._input_shape is not None:
+            self.build((None, *self._input_shape))
+
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers (without the input)."""
+        return list(self._layers)
+
+    def build(self, input_shape) -> None:
+        """Create every layer's weights for inputs of ``input_shape`` (with or without the batch dimension)."""
+        shape = tuple(input_shape)
+        if shape and shape[0] is None:
+            shape = shape[1:]
+        shape = tuple(int(d) for d in shape)
+        if not self._layers:
+            raise ValueError("Sequential model has no layers: add a Dense layer before building it")
+        for layer in self._layers:
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.output_shape_
+        if not any(isinstance(l, Dense) for l in self._layers):
+            raise ValueError("cdnn trains Dense layers: the model needs at least one Dense layer")
+        if not isinstance(self._layers[-1], Dense):
+            raise ValueError(f"The last layer must be Dense, received {type(self._layers[-1]).__name__} "
+                             f"{self._layers[-1].name!r}")
+        self._input_shape = tuple(int(d) for d in (input_shape[1:] if input_shape[0] is None else input_shape))
+        self.built = True
+        self._net = None
+
+    def _ensure_built(self, x: np.ndarray) -> None:
+        if not self.built:
+            self.build((None, *x.shape[1:]))
+        if tuple(x.shape[1:]) != self._input_shape:
+            flat = int(math.prod(self._input_shape))
+            if not (len(x.shape) == 2 and x.shape[1] == flat and len(self._input_shape) == 1):
+                raise ValueError(f"Input has incompatible shape: model {self.name!r} expects inputs of shape "
+                                 f"{(None, *self._input_shape)}, received {x.shape}")
+
+    @property
+    def input_shape(self) -> tuple:
+        return (None, *self._input_shape) if self._input_shape is not None else None
+
+    @property
+    def output_shape(self) -> tuple:
+        if not self.built:
+            raise AttributeError(f"Sequential model {self.name!r} has not been built yet")
+        return (None, *self._layers[-1].output_shape_)
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        return [w for l in self._layers for w in l.weights]
+
+    @property
+    def trainable_weights(self) -> list[np.ndarray]:
+        return self.weights
+
+    def count_params(self) -> int:
+        """Number of parameters (inputs x units + units per Dense layer)."""
+        return int(sum(w.size for w in self.weights))
+
+    def _dense_stack(self) -> list[dict]:
+        """The layers as the C core sees them: Dense layers with the dropout before each."""
+        stack, drop = [], 1.0
+        for layer in self._layers:
+            if isinstance(layer, Dropout):
+                drop *= 1.0 - layer.rate   # consecutive dropouts: keep probabilities multiply
+            elif isinstance(layer, Dense):
+                stack.append({"layer": layer, "dropout": 1.0 - drop})
+                drop = 1.0
+            elif isinstance(layer, Flatten):
+                continue
+        if drop != 1.0:
+            raise ValueError("A Dropout after the last Dense layer has no effect on training in cdnn; remove it")
+        return stack
+
+    # ---- display ------------------------------------------------------------
+    def summary(self, line_length: Optional[int] = None, print_fn=None) -> None:
+        """Print Keras 3's summary table (``print_fn`` receives the text instead, if given)."""
+        rows = []
+        for layer in self._layers:
+            shape = str((None, *layer.output_shape_)) if layer.built else "?"
+            rows.append((layer.name, type(layer).__name__, shape, layer.count_params()))
+        text = format_summary(self.name, rows, self.count_params(), 0, line_length=line_length)
+        (print_fn or print)(text)
+
+    # ---- compile ------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
+        """Choose the optimizer, loss and metrics (Keras' default optimizer is RMSprop)."""
+        for k in ("loss_weights", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile",
+                  "auto_scale_loss"):
+            kwargs.pop(k, None)
+        if kwargs:
+            raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
+        self.optimizer = optimizers_module.get(optimizer)
+        self.loss = losses_module.get(loss) if loss is not None else None
+        if metrics is None or metrics == []:
+            self._metric = None
+        else:
+            items = [metrics] if isinstance(metrics, (str, metrics_module.Metric)) else list(metrics)
+            if len(items) != 1:
+                raise ValueError(f"Invalid value for argument `metrics`: cdnn supports one accuracy metric, "
+                                 f"received {metrics!r}")
+            self._metric = metrics_module.get(items[0])
+        self.compiled = True
+        self._net = None
+
+    def _check_compiled(self, what: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"You must call `compile()` before calling `{what}()`.")
+        if self.loss is None:
+            raise ValueError(f"No loss to compute: call `compile()` with a `loss` before `{what}()`.")
+
+    def _core_network(self):
+        """The C core's view of this model, made on first use after (re)compiling or (re)building."""
+        if self._net is None:
+            stack = self._dense_stack()
+            top = stack[-1]["layer"]
+            act = top.activation.__name__
+            loss = self.loss
+            if not loss.from_logits:
+                if loss.core_name in ("sparse_categorical_crossentropy", "categorical_crossentropy") and act != "softmax":
+                    raise ValueError(f"{loss.name} needs probabilities: the last Dense layer must use "
+                                     f"activation='softmax' (it has {act!r}), or use the loss with from_logits=True")
+                if loss.core_name == "binary_crossentropy" and act != "sigmoid":
+                    raise ValueError(f"binary_crossentropy needs probabilities: the last Dense layer must use "
+                                     f"activation='sigmoid' (it has {act!r}), or use the loss with from_logits=True")
+            params = self.weights
+            if len(self.optimizer._slots) != len(params) or any(
+                    s is not None and s.shape != p.shape for pair, p in zip(self.optimizer._slots, params) for s in pair):
+                self.optimizer.build(params)
+            slots = iter(self.optimizer._slots)
+            layers = []
+            for item in stack:
+                layer = item["layer"]
+                ws = next(slots)
+                bs = next(slots) if layer.use_bias else [None, None]
+                layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
+                               "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]]})
+            kind = metrics_module.resolve(self._metric, loss.core_name, top.units) if self._metric else None
+            self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
+                                      self.optimizer.hyperparameters())
+        return self._net
+
+    # ---- data -----------------------------------------------------------------
+    def _prepare_x(self, x, name: str = "x") -> np.ndarray:
+        a = _as_inputs(x, name)
+        self._ensure_built(a)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity")
+        return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape[0], -1)
+
+    def _prepare_y(self, y, n: int, name: str = "y") -> np.ndarray:
+        if y is None:
+            raise invalid(name, None, "an array of labels")
+        a = np.asarray(y)
+        units = self._layers[-1].units
+        loss = self.loss.core_name
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"Invalid dtype for argument `{name}`: expected numeric labels, received {a.dtype}")
+        if a.shape[0] != n if a.ndim else True:
+            raise ValueError(f"Invalid shape for argument `{name}`: expected {n} labels to match the {n} inputs, "
+                             f"received shape {a.shape}")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity")
+        if loss == "sparse_categorical_crossentropy":
+            if a.ndim == 2 and a.shape[1] == 1:
+                a = a[:, 0]
+            if a.ndim != 1:
+                raise ValueError(f"Invalid shape for argument `{name}`: sparse_categorical_crossentropy expects "
+                                 f"integer class labels of shape ({n},), received {a.shape} (one-hot labels go "
+                                 f"with categorical_crossentropy)")
+            if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
+                raise ValueError(f"Invalid labels in `{name}`: expected integer class indices, received "
+                                 f"non-integer values such as {a[a != np.round(a)][0]!r}")
+            if a.min() < 0 or a.max() >= units:
+                raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}) for an "
+                                 f"output of {units} units, received values in [{a.min()}, {a.max()}]")
+            return np.ascontiguousarray(a, dtype=np.int32)
+        if a.ndim == 1 and units == 1:
+            a = a.reshape(n, 1)
+        if a.ndim != 2 or a.shape[1] != units:
+            hint = " (integer labels go with sparse_categorical_crossentropy)" if a.ndim == 1 else ""
+            raise ValueError(f"Invalid shape for argument `{name}`: {self.loss.name} expects labels of shape "
+                             f"({n}, {units}) to match the output, received {a.shape}{hint}")
+        return np.ascontiguousarray(a, dtype=np.float32)
+
+    # ---- training ---------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
+            callbacks: Optional[list] = None, validation_split: float = 0.0, validation_data=None,
+            shuffle: bool = True, initial_epoch: int = 0, **kwargs) -> callbacks_module.History:
+        """Train with mini-batch gradient descent; returns a History of the epoch logs.
+
+        Parameters follow Keras: ``validation_split`` takes the last fraction of
+        the data (before shuffling); ``validation_data`` is ``(x_val, y_val)``.
+        """
+        for k in ("class_weight", "sample_weight", "steps_per_epoch", "validation_steps", "validation_batch_size",
+                  "validation_freq"):
+            if kwargs.get(k) is not None:
+                raise ValueError(f"fit: argument `{k}` is not supported by cdnn")
+            kwargs.pop(k, None)
+        if kwargs:
+            raise TypeError(f"fit: unsupported argument(s) {sorted(kwargs)}")
+        self._check_compiled("fit")
+        batch_size = _batch_size(batch_size)
+        verbose = _verbose(verbose)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise invalid("epochs", epochs, "a non-negative integer")
+        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+            raise invalid("validation_split", validation_split, "a number in [0, 1)")
+
+        xs = self._prepare_x(x)
+        ys = self._prepare_y(y, len(xs))
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise invalid("validation_data", type(validation_data).__name__, "a tuple (x_val, y_val)")
+            vx = self._prepare_x(validation_data[0], "validation_data[0]")
+            val = (vx, self._prepare_y(validation_data[1], len(vx), "validation_data[1]"))
+        elif validation_split:
+            split = int(math.ceil(len(xs) * (1.0 - validation_split)))
+            if split <= 0 or split >= len(xs):
+                raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples "
+                                 f"out of {len(xs)}")
+            val = (xs[split:], ys[split:])
+            xs, ys = xs[:split], ys[:split]
+        return self._train(xs, ys, val, batch_size, epochs, verbose, list(callbacks or []), shuffle,
+                           int(initial_epoch))
+
+    def _train(self, xs, ys, val, batch_size, epochs, verbose, user_callbacks, shuffle, initial_epoch):
+        net = self._core_network()
+        n = len(xs)
+        steps = -(-n // batch_size)
+        history = callbacks_module.History()
+        cbs = [*user_callbacks, history]
+        params = {"verbose": verbose, "epochs": epochs, "steps": steps}
+        for cb in cbs:
+            if not isinstance(cb, callbacks_module.Callback):
+                raise TypeError(f"Invalid callback: expected a cdnn.callbacks.Callback, received {type(cb).__name__}")
+            cb.set_model(self)
+            cb.set_params(params)
+        per_batch = [cb for cb in cbs if cb._needs_batches]
+        metric_name = self._metric.name if self._metric else None
+        batch_loss = np.zeros(steps)
+        batch_correct = np.zeros(steps)
+        rng = _random.generator()
+        self.history = history
+        self.stop_training = False
+        history.on_train_begin()
+        for cb in user_callbacks:
+            cb.on_train_begin()
+
+        for epoch in range(initial_epoch, epochs):
+            for cb in cbs:
+                cb.on_epoch_begin(epoch)
+            if verbose and epochs > 1:
+                print(epoch_header(epoch + 1, epochs), flush=True)
+            bar = Progbar(steps, verbose=verbose, stateful_metrics=["accuracy", "loss", metric_name])
+            perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
+            seed = int(rng.integers(0, 2**63))
+            done, chunk, seen = 0, 1, 0
+            while done < steps and not self.stop_training:
+                k = 1 if per_batch else min(chunk, steps - done)
+                for cb in per_batch:
+                    cb.on_train_batch_begin(done)
+                net.set_optimizer(self.optimizer.hyperparameters())
+                t0 = time.perf_counter()
+                net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
+                              batch_loss[done:], batch_correct[done:])
+                elapsed = time.perf_counter() - t0
+                self.optimizer.iterations += k
+                done += k
+                seen = min(n, done * batch_size)
+                logs = self._logs(batch_loss[:done].sum() / seen, batch_correct[:done].sum() / seen)
+                for cb in cbs:
+                    cb._on_run_end(done - k, batch_loss[done - k:done] / np.minimum(
+                        batch_size, n - np.arange(done - k, done) * batch_size))
+                for cb in per_batch:
+                    cb.on_train_batch_end(done - 1, dict(logs))
+                if done < steps:
+                    bar.update(done, list(logs.items()))
+                # aim each run at RUN_SECONDS (never more than doubling at once)
+                chunk = max(1, min(2 * k, int(k * RUN_SECONDS / max(elapsed, 1e-6))))
+            logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
+            if val is not None and done == steps:
+                vloss, vacc = self._evaluate_arrays(*val)
+                logs.update(self._logs(vloss, vacc, prefix="val_"))
+            if done == steps:
+                bar.update(done, list(logs.items()), finalize=True)
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end()
+        return history
+
+    def _logs(self, loss: float, correct: float, prefix: str = "") -> dict:
+        logs = {}
+        if self._metric is not None:
+            logs[prefix + self._metric.name] = float(correct)
+        logs[prefix + "loss"] = float(loss)
+        return logs
+
+    def _evaluate_arrays(self, xs: np.ndarray, ys: np.ndarray) -> tuple:
+        net = self._core_network()
+        _, loss_sum, correct_sum = net.predict(xs, PREDICT_ROWS, ys)
+        return loss_sum / len(xs), correct_sum / len(xs)
+
+    # ---- inference -----------------------------------------------------------
+    def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
+                 return_dict: bool = False, **kwargs):
+        """Loss and accuracy on ``(x, y)``: ``[loss, accuracy]``, or the loss alone without metrics."""
+        kwargs.pop("steps", None)
+        kwargs.pop("callbacks", None)
+        if kwargs:
+            raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
+        self._check_compiled("evaluate")
+        batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
+        xs = self._prepare_x(x)
+        ys = self._prepare_y(y, len(xs))
+        bar = Progbar(-(-len(xs) // batch_size), verbose=verbose)
+        loss, acc = self._evaluate_arrays(xs, ys)
+        logs = self._logs(loss, acc)
+        bar.update(bar.target, list(logs.items()), finalize=True)
+        if return_dict:
+            return logs
+        return [logs["loss"], logs[self._metric.name]] if self._metric is not None else logs["loss"]
+
+    def predict(self, x, batch_size: Optional[int] = None, verbose="auto", **kwargs) -> np.ndarray:
+        """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units)."""
+        kwargs.pop("steps", None)
+        kwargs.pop("callbacks", None)
+        if kwargs:
+            raise TypeError(f"predict: unsupported argument(s) {sorted(kwargs)}")
+        batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
+        xs = self._prepare_x(x)
+        bar = Progbar(-(-len(xs) // batch_size), verbose=verbose)
+        out = self._inference_network().predict(xs, PREDICT_ROWS)
+        bar.update(bar.target, finalize=True)
+        return out
+
+    def __call__(self, x) -> np.ndarray:
+        """``model(x)``: predictions without a progress bar."""
+        return self.predict(x, verbose=0)
+
+    def _inference_network(self):
+        if self.compiled and self.loss is not None:
+            return self._core_network()
+        stack = self._dense_stack()
+        layers = [{"W": s["layer"].kernel, "b": s["layer"].bias, "activation": s["layer"].activation.__name__}
+                  for s in stack]
+        return _core.Network(layers, "mean_squared_error", False, None, {"name": "sgd"})
+
+    # ---- weights and files -------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights, in Keras' order: kernel then bias for each Dense layer."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence) -> None:
+        """Overwrite the weights in place from arrays of the same shapes (cast to float32)."""
+        own = self.weights
+        if not self.built:
+            raise ValueError(f"Model {self.name!r} has no weights yet: build it (give an input shape or call fit) "
+                             f"before set_weights")
+        weights = list(weights)
+        if len(weights) != len(own):
+            raise ValueError(f"set_weights: expected a list of {len(own)} arrays for model {self.name!r}, "
+                             f"received {len(weights)}")
+        new = []
+        for i, (w, o) in enumerate(zip(weights, own)):
+            a = np.asarray(w)
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"set_weights: weight {i} has dtype {a.dtype}, expected real numbers")
+            if a.shape != o.shape:
+                raise ValueError(f"set_weights: weight {i} has shape {a.shape}, expected {o.shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"set_weights: weight {i} contains NaN or infinity")
+            new.append(a)
+        for a, o in zip(new, own):
+            np.copyto(o, a, casting="unsafe")
+
+    def save(self, filepath, overwrite: bool = True) -> None:
+        """Save architecture, weights, compile settings and optimizer state to one file (atomically)."""
+        _saving.save_model(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite: bool = True) -> None:
+        """Save the weights only (atomically)."""
+        _saving.save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath) -> None:
+        """Load weights saved by :meth:`save_weights` or :meth:`save` from a model of the same architecture."""
+        _saving.load_weights(self, filepath)
+
+    def get_config(self) -> dict:
+        """The architecture as plain data."""
+        return {"name": self.name,
+                "input_shape": list(self._input_shape) if self._input_shape is not None else None,
+                "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self._layers]}
+
+    def __repr__(self) -> str:
+        return f"<Sequential name={self.name!r}, built={self.built}>"
+
+
+def load_model(filepath, compile: bool = True) -> Sequential:
+    """Read a model written by :meth:`Sequential.save`. Never unpickles or runs anything from the file."""
+    return _saving.load_model(filepath, compile=compile)

@@ -75,7 +75,7 @@ def _openmp_flags():
 omp_compile, omp_link, omp_message = _openmp_flags()
 print(f"cdnn build: {omp_message}", file=sys.stderr)
 
-compile_args = ["-O3", "-std=c11", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"] + omp_compile
+compile_args = ["-O3", "-std=c11", "-fno-math-errno", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"] + omp_compile
 link_args = list(omp_link)
 if _flag("CDNN_NATIVE"):
     compile_args.append("-march=native")

@@ -130,11 +130,6 @@ class Sequential:
             if not layer.built:
                 layer.build(shape)
             shape = layer.output_shape_
-        if not any(isinstance(l, Dense) for l in self._layers):
-            raise ValueError("cdnn trains Dense layers: the model needs at least one Dense layer")
-        if not isinstance(self._layers[-1], Dense):
-            raise ValueError(f"The last layer must be Dense, received {type(self._layers[-1]).__name__} "
-                             f"{self._layers[-1].name!r}")
         self._input_shape = tuple(int(d) for d in (input_shape[1:] if input_shape[0] is None else input_shape))
         self.built = True
         self._net = None
@@ -172,6 +167,10 @@ class Sequential:
 
     def _dense_stack(self) -> list[dict]:
         """The layers as the C core sees them: Dense layers with the dropout before each."""
+        if not isinstance(self._layers[-1] if self._layers else None, Dense):
+            last = self._layers[-1] if self._layers else None
+            raise ValueError(f"cdnn trains Dense layers: the last layer must be Dense, received "
+                             f"{type(last).__name__ if last else 'no layer'} {getattr(last, 'name', '')!r}")
         stack, drop = [], 1.0
         for layer in self._layers:
             if isinstance(layer, Dropout):

@@ -121,6 +121,10 @@ int cdnn_team_size(void);
 int cdnn_team_rank(void);
 /* Split [0, n) evenly among the team: this thread gets [*lo, *hi). */
 void cdnn_team_range(long n, long *lo, long *hi);
+/* Enter flush-to-zero mode on this thread; returns the state to restore. */
+unsigned cdnn_flush_denormals_begin(void);
+/* Restore the floating-point state saved by cdnn_flush_denormals_begin. */
+void cdnn_flush_denormals_end(unsigned saved);
 /* Barrier for the team (no-op without OpenMP or outside a parallel region). */
 void cdnn_team_barrier(void);
 

@@ -204,6 +204,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
+    {
+    unsigned fp_state = cdnn_flush_denormals_begin();
     for (int j = 0; j < n_batches; j++) {
         int64_t start = (first + j) * (int64_t)bs;
         int rows = (int)(n - start < bs ? n - start : bs);
@@ -239,6 +241,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         }
         cdnn_team_barrier();
     }
+    cdnn_flush_denormals_end(fp_state);
+    }
     return 0;
 }
 
@@ -256,6 +260,8 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
+    {
+    unsigned fp_state = cdnn_flush_denormals_begin();
     for (int64_t start = 0; start < n; start += bs) {
         int rows = (int)(n - start < bs ? n - start : bs);
         float *o = out + (size_t)start * units;
@@ -273,6 +279,8 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
                 }
             cdnn_team_barrier();
         }
+    }
+    cdnn_flush_denormals_end(fp_state);
     }
     if (loss_sum) {
         *loss_sum = ls;

@@ -1,0 +1,189 @@
+"""``python -m cdnn``: train and evaluate a Fashion-MNIST classifier, and report.
+
+The default network and schedule were chosen by measurement (see README):
+they pass 0.89 test accuracy in about ten seconds of training on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+DEFAULTS = {
+    "epochs": 12,
+    "batch_size": 128,
+    "hidden": "256,128",
+    "activation": "relu",
+    "optimizer": "adam",
+    "learning_rate": 0.001,
+    "dropout": 0.2,
+    "seed": 42,
+}
+
+
+def _hidden(text: str) -> list[int]:
+    try:
+        units = [int(u) for u in text.split(",") if u.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, e.g. 256,128; got {text!r}")
+    if not units or any(u <= 0 for u in units):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, e.g. 256,128; got {text!r}")
+    return units
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a rate in [0, 1), got {text!r}")
+    return value
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line (``python -m cdnn --help``)."""
+    p = argparse.ArgumentParser(
+        prog="python -m cdnn",
+        description="Train a dense network on Fashion-MNIST (or MNIST) with cdnn and report test accuracy and speed.",
+    )
+    d = DEFAULTS
+    p.add_argument("--epochs", type=_positive_int, default=d["epochs"], help="epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"], help="mini-batch size (default %(default)s)")
+    p.add_argument("--hidden", type=_hidden, default=_hidden(d["hidden"]),
+                   help=f"hidden layer sizes, comma separated (default {d['hidden']})")
+    p.add_argument("--activation", default=d["activation"],
+                   choices=["relu", "sigmoid", "tanh", "leaky_relu", "gelu", "linear"],
+                   help="hidden activation (default %(default)s)")
+    p.add_argument("--optimizer", default=d["optimizer"], choices=["sgd", "adam", "rmsprop", "adagrad"],
+                   help="optimizer (default %(default)s)")
+    p.add_argument("--learning-rate", type=_positive_float, default=d["learning_rate"],
+                   help="learning rate (default %(default)s)")
+    p.add_argument("--dropout", type=_rate, default=d["dropout"],
+                   help="dropout rate after each hidden layer, 0 for none (default %(default)s)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default %(default)s)")
+    p.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "mnist"],
+                   help="data set (default %(default)s)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="train on the first N images only (quick runs)")
+    p.add_argument("--save", metavar="PATH", default=None, help="save the trained model here (cdnn.load_model reads it)")
+    p.add_argument("--plot", metavar="PATH", default=None, help="write loss/accuracy curves as a PNG (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="print only the final result line")
+    return p.parse_args(argv)
+
+
+def _plot(history: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install matplotlib (or pip install cdnn[plot])") from None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        epochs = range(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], marker="o", label="train")
+        if "val_" + key in history:
+            ax.plot(epochs, history["val_" + key], marker="o", label="test")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Train and evaluate as ``args`` says; returns the results (also printed unless quiet)."""
+    import cdnn
+    from cdnn import datasets, layers
+
+    if args.threads:
+        cdnn.set_num_threads(args.threads)
+    cdnn.utils.set_random_seed(args.seed)
+    loader = getattr(datasets, args.dataset)
+    (x_train, y_train), (x_test, y_test) = loader.load_data()
+    if args.limit:
+        x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+    x_train = x_train.reshape(len(x_train), -1).astype("float32") / 255.0
+    x_test = x_test.reshape(len(x_test), -1).astype("float32") / 255.0
+
+    stack = [layers.Input(shape=(784,))]
+    for units in args.hidden:
+        stack.append(layers.Dense(units, activation=args.activation))
+        if args.dropout:
+            stack.append(layers.Dropout(args.dropout))
+    stack.append(layers.Dense(10, activation="softmax"))
+    model = cdnn.Sequential(stack, name=f"{args.dataset}_mlp")
+    optimizer = cdnn.optimizers.get(args.optimizer)
+    optimizer.learning_rate = args.learning_rate
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    verbose = 0 if args.quiet else 1
+    if not args.quiet:
+        info = cdnn.build_info()
+        print(f"cdnn {cdnn.__version__}: {info['threads']} threads, SIMD {info['simd_selected']}, "
+              f"OpenMP {'on' if info['openmp'] else 'off'}, {info['cpu']}")
+        print(f"{args.dataset}: {len(x_train)} training and {len(x_test)} test images")
+        model.summary()
+    start = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                        validation_data=(x_test, y_test), verbose=verbose)
+    train_seconds = time.perf_counter() - start
+    loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    result = {"test_loss": loss, "test_accuracy": accuracy, "train_seconds": train_seconds,
+              "seconds_per_epoch": train_seconds / args.epochs, "history": history.history}
+    if args.save:
+        model.save(args.save)
+    if args.plot:
+        _plot(history.history, args.plot)
+    print(f"test accuracy: {accuracy:.4f}  test loss: {loss:.4f}  training: {train_seconds:.1f} s "
+          f"({train_seconds / args.epochs:.2f} s/epoch incl. test evaluation)")
+    if args.save and not args.quiet:
+        print(f"model saved to {args.save}")
+    if args.plot and not args.quiet:
+        print(f"curves written to {args.plot}")
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: 0 on success, 1 with a one-line message on failure."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"python -m cdnn: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import sys as _sys
 
-from cdnn import _core
+try:
+    from cdnn import _core
+except ImportError as _exc:  # running from a source tree whose extension was never built
+    raise ImportError(
+        f"cdnn's C extension is not built here ({_exc}). Install the package with `pip install .`, "
+        "or for development build it in place with `python setup.py build_ext --inplace`. "
+        "If you ran `python -m pytest` from the repository, run `pytest` instead: `python -m` puts the "
+        "unbuilt source tree first on sys.path."
+    ) from _exc
 from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
 from cdnn import models
 from cdnn._config import build_info, get_num_threads, set_num_threads, show_config

@@ -19,6 +19,7 @@ import textwrap
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 C_SOURCES = ["gemm.c", "dense.c", "activations.c", "losses.c", "optimizers.c", "threading.c", "train.c"]
 
@@ -102,7 +103,30 @@ ext = Extension(
     extra_link_args=link_args,
 )
 
+class build_ext_into_checkout(build_ext):
+    """Build as usual, and also put the extension beside its sources in this checkout.
+
+    ``python -m cdnn`` and ``python -m pytest`` run from a checkout put the
+    checkout first on sys.path, so after ``pip install .`` they import this
+    source tree: with the extension here too, they work as from anywhere else.
+    """
+
+    def run(self):
+        super().run()
+        if self.inplace:
+            return
+        here = os.path.dirname(os.path.abspath(__file__))
+        for ext in self.extensions:
+            built = self.get_ext_fullpath(ext.name)
+            target = os.path.join(here, *ext.name.split(".")[:-1], os.path.basename(built))
+            try:
+                shutil.copyfile(built, target)
+            except OSError as exc:  # a read-only checkout: the installed copy still works
+                print(f"cdnn build: could not copy the extension into the checkout ({exc})", file=sys.stderr)
+
+
 setup(
+    cmdclass={"build_ext": build_ext_into_checkout},
     ext_modules=cythonize(
         [ext],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},

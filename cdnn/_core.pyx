@@ -268,6 +268,14 @@ def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint n
     return dW, db, dx
 
 
+def _check_metric(metric, str loss_name):
+    """The accuracy kind must read the kind of labels the loss takes (sparse or dense)."""
+    sparse = loss_name == "sparse_categorical_crossentropy"
+    if metric is not None and (metric == "sparse") != sparse:
+        raise ValueError(f"Invalid value for argument `metric`: {metric!r} accuracy cannot read the "
+                         f"{'integer' if sparse else 'dense'} labels of {loss_name}")
+
+
 def _check_labels(y, str name, int rows, int units, str loss_name):
     """Validate labels for a loss; returns (sparse int32 or None, dense float32 or None)."""
     if loss_name == "sparse_categorical_crossentropy":
@@ -295,6 +303,7 @@ def loss_forward_backward(str loss, output, z, y, str activation="softmax", floa
     _shape(z, "z", (rows, cols))
     cdef int lc = _code(LOSSES, loss, "loss"), act = _code(ACTIVATIONS, activation, "activation")
     cdef int mc = _code(METRICS, metric, "metric")
+    _check_metric(metric, loss)
     ys, yd = _check_labels(y, "y", rows, cols, loss)
     if rows == 0:
         raise ValueError("Invalid argument `output`: expected at least one row, received an empty batch")
@@ -390,6 +399,7 @@ cdef class Network:
         self.net.loss = _code(LOSSES, loss, "loss")
         self.net.from_logits = from_logits
         self.net.metric = _code(METRICS, metric, "metric")
+        _check_metric(metric, loss)
         self.net.opt = _opt_params(optimizer)
         self.loss_name = loss
         cdef cdnn_layer *ly

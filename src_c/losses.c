@@ -5,13 +5,17 @@
  * output) is computed from the logits z in one step: loss by a stable
  * log-sum-exp, gradient softmax - one-hot. This is what Keras 3 does on its
  * TensorFlow backend, which reads the logits behind a softmax output.
- * Other combinations compute dL/d(output) and then apply the activation's
- * derivative. Losses are means over the batch (BCE and MSE: first over the
+ * from_logits=True reads the output as logits. Other combinations follow
+ * Keras' formulas on probabilities (normalised and clipped to [1e-7, 1-1e-7])
+ * and then apply the activation's derivative. Losses are means over the batch (BCE and MSE: first over the
  * last axis), as Keras' default "sum_over_batch_size" reduction.
  */
 #include "cdnn.h"
 
 #include <math.h>
+
+/* Keras' epsilon: probabilities are clipped to [PROB_EPS, 1 - PROB_EPS] before the log. */
+#define PROB_EPS 1e-7
 
 static int argmax(const float *x, int n)
 {
@@ -73,7 +77,7 @@ void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
         float *g = dz ? dz + (size_t)i * cols : NULL;
         double l = 0.0;
 
-        if (categorical) {
+        if (categorical && (fused || from_logits)) {
             double lse = log_sum_exp(x, cols);
             if (loss == CDNN_SPARSE_CCE) {
                 l = lse - x[ys];
@@ -92,7 +96,22 @@ void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
                     g[j] = ((float)ysum * p - t) * inv_b;
                 }
             }
-        } else if (loss == CDNN_BCE) {
+        } else if (categorical) {
+            /* Keras on probabilities: p = out / sum(out), clipped to [eps, 1-eps], -sum(y log p) */
+            double s = 0.0, gp = 0.0;
+            for (int j = 0; j < cols; j++) s += o[j];
+            for (int j = 0; j < cols; j++) {
+                double p = o[j] / s, t = loss == CDNN_SPARSE_CCE ? (double)(j == ys) : yd[j];
+                double pc = p < PROB_EPS ? PROB_EPS : (p > 1.0 - PROB_EPS ? 1.0 - PROB_EPS : p);
+                l -= t * log(pc);
+                /* dL/dp, zero where the clip is active */
+                double dp = (p > PROB_EPS && p < 1.0 - PROB_EPS) ? -t / p : 0.0;
+                if (g) g[j] = (float)dp;
+                gp += dp * p;
+            }
+            if (g) /* through the normalisation: dL/dout_j = (dL/dp_j - sum_k dL/dp_k p_k) / s */
+                for (int j = 0; j < cols; j++) g[j] = (float)((g[j] - gp) / s) * inv_b;
+        } else if (loss == CDNN_BCE && (fused || from_logits)) {
             for (int j = 0; j < cols; j++) l += bce_logit(x[j], yd[j]);
             l /= cols;
             if (g) {
@@ -102,6 +121,18 @@ void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
                     g[j] = (p - yd[j]) * scale;
                 }
             }
+        } else if (loss == CDNN_BCE) {
+            /* Keras on probabilities: clip to [eps, 1-eps], -mean(y log p + (1-y) log(1-p)) */
+            for (int j = 0; j < cols; j++) {
+                double p = o[j], t = yd[j];
+                double pc = p < PROB_EPS ? PROB_EPS : (p > 1.0 - PROB_EPS ? 1.0 - PROB_EPS : p);
+                l -= t * log(pc) + (1.0 - t) * log(1.0 - pc);
+                if (g)
+                    g[j] = (p > PROB_EPS && p < 1.0 - PROB_EPS)
+                               ? (float)((-t / p + (1.0 - t) / (1.0 - p)) / cols) * inv_b
+                               : 0.0f;
+            }
+            l /= cols;
         } else { /* MSE */
             for (int j = 0; j < cols; j++) {
                 double d = (double)o[j] - yd[j];

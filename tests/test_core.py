@@ -1,0 +1,1279 @@
+"""Tests of the C core (cdnn._core) against independent values.
+
+- Every kernel against the NumPy oracle (cdnn.reference, float64) on odd
+  shapes, with 1 and 2 threads and on every SIMD path this CPU runs; the
+  tolerances are error bounds of float32 accumulation over K terms.
+- The C gradients against central finite differences of the C forward
+  pass and loss (independent of the oracle).
+- Optimizer steps against Keras 3's formulas written out here in NumPy.
+- Whole training runs against reference.MLP, determinism across thread
+  counts and reruns, dropout, argument validation and build information.
+"""
+
+import functools
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cdnn import _core
+from cdnn import reference as ref
+
+ACTS = ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu"]
+U = 2.0**-24  # float32 unit roundoff
+INFO = _core.build_info()
+SIMD_PATHS = INFO["simd_supported"]
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
+def threads(request):
+    """Run the test with the core set to 1 or 2 threads, then restore."""
+    prev = _core.get_num_threads()
+    _core.set_num_threads(request.param)
+    yield request.param
+    _core.set_num_threads(prev)
+
+
+@pytest.fixture(params=SIMD_PATHS)
+def simd(request):
+    """Run the test on each SIMD path this CPU supports, then back to "auto"."""
+    _core.simd_select(request.param)
+    assert _core.build_info()["simd_selected"] == request.param
+    yield request.param
+    _core.simd_select("auto")
+
+
+@pytest.fixture
+def one_thread():
+    """Many tiny calls (finite differences): one thread, then restore."""
+    prev = _core.get_num_threads()
+    _core.set_num_threads(1)
+    yield
+    _core.set_num_threads(prev)
+
+
+def f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def f64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def assert_bounded(got, want, tol, what):
+    """|got - want| <= tol elementwise, with a useful message."""
+    got, want = f64(got), f64(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    err = np.abs(got - want)
+    bad = ~(err <= tol)  # NaN counts as bad
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, err - tol, -np.inf)), err.shape)
+        raise AssertionError(
+            f"{what}: {bad.sum()} of {err.size} elements outside the bound; at {i}: "
+            f"got {got[i]!r}, want {want[i]!r}, |err| {err[i]:.3g} > tol {np.broadcast_to(tol, err.shape)[i]:.3g}"
+        )
+
+
+def gemm_bound(k, mag):
+    """Error bound of a float32 dot product of k terms of magnitude sum ``mag``."""
+    return 2.0 * (k + 4) * U * mag + 1e-30
+
+
+# ---------------------------------------------------------------- gemm
+
+GEMM_SHAPES = [  # (M, K, N)
+    (1, 1, 1),
+    (3, 7, 33),
+    (33, 784, 7),
+    (31, 1000, 3),
+    (1000, 33, 1),
+    (32, 784, 1000),
+    (7, 3, 1000),
+    (1000, 784, 7),  # tall: two threads split the rows
+]
+
+
+@functools.lru_cache(maxsize=2)
+def gemm_case(shape):
+    """Operands and the oracle's product with its error bound (shared by the thread/SIMD variants)."""
+    M, K, N = shape
+    rng = np.random.default_rng(M * 7 + K * 13 + N)
+    A = f32(rng.normal(size=(M, K)))
+    B = f32(rng.normal(size=(K, N)))
+    return A, B, f64(A) @ f64(B), gemm_bound(K, np.abs(f64(A)) @ np.abs(f64(B)))
+
+
+# Thread and SIMD variants vary fastest, so the cached oracle values are reused.
+EVERY_THREADS = pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=lambda n: f"threads{n}")
+EVERY_SIMD = pytest.mark.parametrize("simd", SIMD_PATHS, indirect=True)
+
+
+@EVERY_SIMD
+@EVERY_THREADS
+@pytest.mark.parametrize("transb", [False, True], ids=["B", "Bt"])
+@pytest.mark.parametrize("transa", [False, True], ids=["A", "At"])
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gemm_matches_reference(shape, transa, transb, threads, simd):
+    M, _, N = shape
+    A, B, want, tol = gemm_case(shape)
+    a = f32(A.T) if transa else A
+    b = f32(B.T) if transb else B
+    got = _core.gemm(a, b, transa=transa, transb=transb)
+    assert got.dtype == np.float32 and got.shape == (M, N)
+    assert_bounded(got, want, tol, "gemm")
+
+
+def test_gemm_empty_inner_dimension_gives_zeros():
+    out = _core.gemm(np.ones((3, 0), np.float32), np.ones((0, 5), np.float32))
+    np.testing.assert_array_equal(out, np.zeros((3, 5), np.float32))
+
+
+def test_gemm_exact_on_small_integers(simd):
+    # Small integers: every partial sum is exact in float32, so the result must be too.
+    rng = np.random.default_rng(5)
+    A = f32(rng.integers(-8, 9, size=(37, 300)))
+    B = f32(rng.integers(-8, 9, size=(300, 41)))
+    np.testing.assert_array_equal(_core.gemm(A, B), (f64(A) @ f64(B)).astype(np.float32))
+
+
+# ---------------------------------------------------------------- dense layer
+
+DENSE_SHAPES = [  # (rows, in, units): batch sizes 1, 31, 32, 33; 784 inputs; 1000 units
+    (1, 1, 1),
+    (31, 784, 33),
+    (32, 7, 1000),
+    (33, 1000, 3),
+    (33, 784, 1000),
+    (1000, 33, 7),  # a large batch: two threads split the rows
+]
+
+
+def dense_inputs(shape, seed):
+    rows, n_in, units = shape
+    rng = np.random.default_rng(seed)
+    x = f32(rng.normal(size=(rows, n_in)))
+    W = f32(rng.normal(size=(n_in, units)) * np.sqrt(2.0 / (n_in + units)) * 1.5)
+    b = f32(rng.normal(size=units) * 0.5)
+    return x, W, b
+
+
+def act_bound(act, y_ref, z_tol):
+    """Bound on |act(z_c) - act(z_ref)| given the bound z_tol on |z_c - z_ref|."""
+    if act == "softmax":
+        cols = y_ref.shape[1]
+        row = z_tol.max(axis=1, keepdims=True)
+        return y_ref * (2.0 * row + 2 * (cols + 8) * U) + 1e-12
+    # Lipschitz constants <= 1.13 (gelu), plus a few ulps of float32 libm.
+    return 1.2 * z_tol + 1e-6 * np.maximum(np.abs(y_ref), 1e-3)
+
+
+@functools.lru_cache(maxsize=2)
+def forward_case(shape, act):
+    x, W, b = dense_inputs(shape, seed=sum(shape))
+    z_ref, y_ref = ref.dense_forward(f64(x), f64(W), f64(b), act)
+    z_tol = gemm_bound(shape[1] + 1, np.abs(f64(x)) @ np.abs(f64(W)) + np.abs(f64(b)))
+    return x, W, b, z_ref, y_ref, z_tol, act_bound(act, y_ref, z_tol)
+
+
+@EVERY_SIMD
+@EVERY_THREADS
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dense_forward_matches_reference(shape, act, threads, simd):
+    x, W, b, z_ref, y_ref, z_tol, y_tol = forward_case(shape, act)
+    y, z = _core.dense_forward(x, W, b, act)
+    assert_bounded(z, z_ref, z_tol, "z")
+    assert_bounded(y, y_ref, y_tol, "y")
+
+
+@pytest.mark.parametrize("act", ["relu", "softmax", "gelu"])
+def test_dense_forward_without_bias(act):
+    x, W, _ = dense_inputs((33, 70, 20), seed=1)
+    y, z = _core.dense_forward(x, W, None, act)
+    z_ref, y_ref = ref.dense_forward(f64(x), f64(W), None, act)
+    z_tol = gemm_bound(70, np.abs(f64(x)) @ np.abs(f64(W)))
+    assert_bounded(z, z_ref, z_tol, "z")
+    assert_bounded(y, y_ref, act_bound(act, y_ref, z_tol), "y")
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.2, 0.5])
+def test_leaky_relu_alpha(alpha):
+    x, W, b = dense_inputs((31, 9, 13), seed=2)
+    y, z = _core.dense_forward(x, W, b, "leaky_relu", alpha=alpha)
+    np.testing.assert_array_equal(y, np.where(z >= 0, z, np.float32(alpha) * z))
+    dy = f32(np.random.default_rng(3).normal(size=y.shape))
+    dW, db, dx = _core.dense_backward(x, W, y, dy, "leaky_relu", alpha=alpha)
+    dz = f64(np.where(z > 0, dy, np.float32(alpha) * dy))
+    np.testing.assert_allclose(db, dz.sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dW, f64(x).T @ dz, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, dz @ f64(W).T, rtol=1e-5, atol=1e-5)
+
+
+def backward_case(shape, act, seed):
+    """Inputs for dense_backward: x, W, a (z for gelu) as the C expects, z and dy."""
+    x, W, b = dense_inputs(shape, seed)
+    z = f32(f64(x) @ f64(W) + f64(b))
+    a = z if act == "gelu" else f32(ref.activation(act, f64(z)))
+    dy = f32(np.random.default_rng(seed + 1).normal(size=z.shape))
+    return x, W, z, a, dy
+
+
+@functools.lru_cache(maxsize=2)
+def backward_reference(shape, act):
+    rows, n_in, units = shape
+    x, W, z, a, dy = backward_case(shape, act, seed=rows + n_in + units)
+    dW_ref, db_ref, dx_ref = ref.dense_backward(f64(x), f64(W), f64(z), f64(dy), act)
+    dz_ref = ref.activation_grad(act, f64(z), f64(dy))
+    # dz itself is rounded: a few ulps of |dy| (softmax: its row dot product too).
+    extra = units + 8 if act == "softmax" else 16
+    D = np.abs(dz_ref) + np.abs(f64(dy))
+    tols = (gemm_bound(rows + extra, np.abs(f64(x)).T @ D), gemm_bound(rows + extra, D.sum(axis=0)),
+            gemm_bound(units + extra, D @ np.abs(f64(W)).T))
+    return (x, W, a, dy), (dW_ref, db_ref, dx_ref), tols
+
+
+@EVERY_SIMD
+@EVERY_THREADS
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dense_backward_matches_reference(shape, act, threads, simd):
+    (x, W, a, dy), wants, tols = backward_reference(shape, act)
+    gots = _core.dense_backward(x, W, a, dy, act)
+    for name, got, want, tol in zip(("dW", "db", "dx"), gots, wants, tols):
+        assert_bounded(got, want, tol, name)
+
+
+def test_dense_backward_need_dx_false():
+    x, W, _, a, dy = backward_case((31, 7, 33), "tanh", seed=4)
+    dW, db, dx = _core.dense_backward(x, W, a, dy, "tanh", need_dx=False)
+    dW2, db2, _ = _core.dense_backward(x, W, a, dy, "tanh", need_dx=True)
+    assert dx is None
+    np.testing.assert_array_equal(dW, dW2)
+    np.testing.assert_array_equal(db, db2)
+
+
+# ---------------------------------------------------------------- losses
+
+# (loss, activation of the output layer, from_logits, metric)
+LOSS_CASES = [
+    ("sparse_categorical_crossentropy", "softmax", False, "sparse"),  # fused
+    ("categorical_crossentropy", "softmax", False, "categorical"),  # fused
+    ("binary_crossentropy", "sigmoid", False, "binary"),  # fused
+    ("sparse_categorical_crossentropy", "linear", True, "sparse"),
+    ("categorical_crossentropy", "linear", True, "categorical"),
+    ("binary_crossentropy", "linear", True, "binary"),
+    ("sparse_categorical_crossentropy", "softmax", True, "sparse"),  # logits = the softmax output
+    ("categorical_crossentropy", "sigmoid", False, "categorical"),  # probabilities, not fused
+    ("binary_crossentropy", "softmax", False, "binary"),  # probabilities, not fused
+] + [("mean_squared_error", act, False, None) for act in ACTS]
+
+LOSS_SHAPES = [(1, 7), (31, 3), (32, 1000), (33, 1)]
+
+
+def case_id(c):
+    return f"{c[0].split('_')[0]}-{c[1]}{'-logits' if c[2] else ''}"
+
+
+def labels_for(loss, rows, cols, rng):
+    if loss == "sparse_categorical_crossentropy":
+        return rng.integers(0, cols, size=rows).astype(np.int32)
+    if loss == "categorical_crossentropy":
+        return f32(rng.dirichlet(np.ones(cols) * 0.5, size=rows))  # soft targets, rows sum to 1
+    if loss == "binary_crossentropy":
+        return f32(rng.integers(0, 2, size=(rows, cols)))
+    return f32(rng.normal(size=(rows, cols)))
+
+
+def output_of(act, z):
+    """The layer output for pre-activation z, computed by the C forward (W = identity)."""
+    n = z.shape[1]
+    y, z2 = _core.dense_forward(z, np.eye(n, dtype=np.float32), np.zeros(n, np.float32), act)
+    assert np.array_equal(z2, z)
+    return y
+
+
+def is_fused(loss, act, from_logits):
+    return not from_logits and (
+        (loss.endswith("categorical_crossentropy") and act == "softmax")
+        or (loss == "binary_crossentropy" and act == "sigmoid")
+    )
+
+
+def reference_loss_and_dz(loss, act, from_logits, z, out, y):
+    """Per-row losses and d(mean loss)/dz from the oracle, in float64."""
+    z, out = f64(z), f64(out)
+    y64 = y if y.dtype == np.int32 else f64(y)
+    if is_fused(loss, act, from_logits):
+        # the fused loss reads the logits z: the oracle's from_logits formulas on z
+        dz = ref.loss_grad(loss, y64, z, from_logits=True)
+        per_row = [ref.loss(loss, y64[i : i + 1], z[i : i + 1], from_logits=True) for i in range(len(z))]
+    else:
+        dout = ref.loss_grad(loss, y64, out, from_logits=from_logits)
+        dz = ref.activation_grad(act, z, dout)
+        per_row = [ref.loss(loss, y64[i : i + 1], out[i : i + 1], from_logits=from_logits) for i in range(len(z))]
+    return np.array(per_row), dz
+
+
+@pytest.mark.parametrize("shape", LOSS_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("case", LOSS_CASES, ids=case_id)
+def test_loss_matches_reference(case, shape, threads):
+    loss, act, from_logits, metric = case
+    rows, cols = shape
+    rng = np.random.default_rng(rows * 100 + cols)
+    z = f32(rng.normal(size=shape) * 2)
+    out = output_of(act, z)
+    y = labels_for(loss, rows, cols, rng)
+    row_loss, row_correct, dz = _core.loss_forward_backward(
+        loss, out, z, y, activation=act, from_logits=from_logits, metric=metric
+    )
+    assert row_loss.dtype == np.float64 and row_correct.dtype == np.float64 and dz.dtype == np.float32
+    want_loss, want_dz = reference_loss_and_dz(loss, act, from_logits, z, out, y)
+    np.testing.assert_allclose(row_loss, want_loss, rtol=2e-5, atol=2e-6, err_msg="row loss")
+    scale = np.abs(want_dz).max() + 1e-30
+    np.testing.assert_allclose(dz, want_dz, rtol=1e-4, atol=1e-5 * scale, err_msg="dz")
+
+
+@pytest.mark.parametrize("metric", ["sparse", "categorical", "binary", None])
+def test_row_correct(metric):
+    rng = np.random.default_rng(11)
+    rows, cols = 33, 4 if metric != "binary" else 3
+    z = f32(rng.normal(size=(rows, cols)))
+    if metric == "sparse":
+        loss, act = "sparse_categorical_crossentropy", "softmax"
+        y = rng.integers(0, cols, size=rows).astype(np.int32)
+    elif metric == "categorical":
+        loss, act = "categorical_crossentropy", "softmax"
+        y = f32(np.eye(cols)[rng.integers(0, cols, size=rows)])
+    else:
+        loss, act = "binary_crossentropy", "sigmoid"
+        y = f32(rng.integers(0, 2, size=(rows, cols)))
+    out = output_of(act, z)
+    _, correct, _ = _core.loss_forward_backward(loss, out, z, y, activation=act, metric=metric)
+    if metric == "sparse":
+        want = out.argmax(1) == y
+    elif metric == "categorical":
+        want = out.argmax(1) == y.argmax(1)
+    elif metric == "binary":
+        want = ((out > 0.5) == (y > 0.5)).mean(axis=1)
+    else:
+        want = np.zeros(rows)
+    np.testing.assert_array_equal(correct, f64(want))
+
+
+@pytest.mark.parametrize("case", LOSS_CASES, ids=case_id)
+def test_loss_gradient_finite_differences(case, one_thread):
+    """dz from the C core against central differences of the C loss (no oracle involved)."""
+    loss, act, from_logits, _ = case
+    rng = np.random.default_rng(3)
+    rows, cols = 3, 4
+    z = f32(rng.normal(size=(rows, cols)))
+    y = labels_for(loss, rows, cols, rng)
+
+    def mean_loss(zz):
+        return _core.loss_forward_backward(loss, output_of(act, zz), zz, y, activation=act,
+                                           from_logits=from_logits)[0].mean()
+
+    _, _, dz = _core.loss_forward_backward(loss, output_of(act, z), z, y, activation=act,
+                                           from_logits=from_logits)
+    eps = 1e-2
+    fd = np.zeros_like(dz, dtype=np.float64)
+    for i in np.ndindex(z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[i] += eps
+        zm[i] -= eps
+        fd[i] = (mean_loss(zp) - mean_loss(zm)) / (f64(zp[i]) - f64(zm[i]))
+    np.testing.assert_allclose(dz, fd, rtol=1e-2, atol=1e-2 * np.abs(fd).max() + 1e-6)
+
+
+def two_layer_forward(x, W1, b1, W2, b2, act):
+    a1, z1 = _core.dense_forward(x, W1, b1, act)
+    out, z2 = _core.dense_forward(a1, W2, b2, "linear")
+    return a1, z1, out, z2
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_dense_gradients_finite_differences(act, one_thread):
+    """dense_backward + loss dz of a 2-layer net vs central differences of the C forward."""
+    for seed in range(100):  # keep relu/leaky_relu kinks away from the differences
+        rng = np.random.default_rng(seed)
+        x = f32(rng.normal(size=(5, 4)))
+        W1 = f32(rng.normal(size=(4, 6)) * 0.7)
+        b1 = f32(rng.normal(size=6) * 0.3)
+        z1 = f64(x) @ f64(W1) + f64(b1)
+        if np.abs(z1).min() > 0.15:
+            break
+    W2 = f32(rng.normal(size=(6, 3)) * 0.7)
+    b2 = f32(rng.normal(size=3) * 0.3)
+    y = labels_for("categorical_crossentropy", 5, 3, rng)
+    params = {"x": x, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
+
+    def mean_loss():
+        z2 = two_layer_forward(x, W1, b1, W2, b2, act)[3]
+        return _core.loss_forward_backward("categorical_crossentropy", output_of("softmax", z2), z2, y,
+                                           activation="softmax")[0].mean()
+
+    a1, z1, out, z2 = two_layer_forward(x, W1, b1, W2, b2, act)
+    _, _, dz2 = _core.loss_forward_backward("categorical_crossentropy", output_of("softmax", z2), z2, y,
+                                            activation="softmax")
+    dW2, db2, da1 = _core.dense_backward(a1, W2, out, dz2, "linear")
+    dW1, db1, dx = _core.dense_backward(x, W1, z1 if act == "gelu" else a1, da1, act)
+    grads = {"x": dx, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
+    eps = 1e-2
+    for name, p in params.items():
+        fd = np.zeros(p.shape)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + eps
+            fp = mean_loss()
+            hi = f64(p[i])
+            p[i] = old - eps
+            fm = mean_loss()
+            lo = f64(p[i])
+            p[i] = old
+            fd[i] = (fp - fm) / (hi - lo)
+        np.testing.assert_allclose(grads[name], fd, rtol=1e-2, atol=1e-2 * np.abs(fd).max() + 1e-6,
+                                   err_msg=f"d loss / d {name} ({act})")
+
+
+EXTREME_CASES = [
+    ("sparse_categorical_crossentropy", "softmax", False),
+    ("categorical_crossentropy", "softmax", False),
+    ("binary_crossentropy", "sigmoid", False),
+    ("sparse_categorical_crossentropy", "linear", True),
+    ("categorical_crossentropy", "linear", True),
+    ("binary_crossentropy", "linear", True),
+    ("mean_squared_error", "softmax", False),
+    ("mean_squared_error", "sigmoid", False),
+    ("mean_squared_error", "tanh", False),
+    ("mean_squared_error", "gelu", False),
+]
+
+
+@pytest.mark.parametrize("case", EXTREME_CASES, ids=lambda c: f"{c[0].split('_')[0]}-{c[1]}")
+def test_extreme_logits_are_finite(case):
+    loss, act, from_logits = case
+    z = f32([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [1e4, 1e4, -1e4], [-1e4, 0.0, 1e4]])
+    out = output_of(act, z)
+    assert np.isfinite(out).all()
+    rng = np.random.default_rng(0)
+    y = labels_for(loss, 4, 3, rng)
+    if loss == "sparse_categorical_crossentropy":
+        y = np.array([1, 0, 2, 2], np.int32)
+    if loss == "categorical_crossentropy":
+        y = f32(np.eye(3)[[1, 0, 2, 2]])
+    row_loss, _, dz = _core.loss_forward_backward(loss, out, z, y, activation=act, from_logits=from_logits)
+    assert np.isfinite(row_loss).all() and np.isfinite(dz).all()
+    if loss.endswith("categorical_crossentropy"):
+        # exact values: logsumexp(z) - z[label]
+        np.testing.assert_allclose(row_loss, [2e4, np.log(3), 2e4 + np.log(2), 0.0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(dz[0], [1 / 4, -1 / 4, 0], atol=1e-7)
+    if loss == "binary_crossentropy":
+        want = (np.maximum(f64(z), 0) - f64(z) * f64(y) + np.log1p(np.exp(-np.abs(f64(z))))).mean(axis=1)
+        np.testing.assert_allclose(row_loss, want, rtol=1e-6)
+
+
+def test_dense_forward_extreme_inputs_are_finite():
+    x = f32([[1e4], [-1e4], [0.0]])
+    for act in ACTS:
+        y, z = _core.dense_forward(x, f32([[1.0, -1.0, 2.0]]), f32([0, 0, 0]), act)
+        assert np.isfinite(y).all(), act
+        y_ref = ref.activation(act, f64(z))
+        np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-30, err_msg=act)
+
+
+# ---------------------------------------------------------------- optimizers
+
+
+def keras_step(hp, w, g, s1, s2, t):
+    """Keras 3's update formulas, in float32 NumPy, on copies; returns (w, s1, s2)."""
+    f = np.float32
+    lr = f(hp["learning_rate"])
+    w, s1, s2 = w.copy(), s1.copy(), s2.copy()
+    name = hp["name"]
+    if name == "sgd":
+        mu = f(hp.get("momentum", 0.0))
+        if mu == 0:
+            w = w - lr * g
+        else:
+            s1 = mu * s1 - lr * g
+            w = w + (mu * s1 - lr * g if hp.get("nesterov") else s1)
+    elif name == "adagrad":
+        s1 = s1 + g * g
+        w = w - lr * g / np.sqrt(s1 + f(hp.get("epsilon", 1e-7)))
+    elif name == "rmsprop":
+        rho, mu, eps = f(hp.get("rho", 0.9)), f(hp.get("momentum", 0.0)), f(hp.get("epsilon", 1e-7))
+        s1 = rho * s1 + (f(1) - rho) * g * g
+        inc = lr * g / np.sqrt(s1 + eps)
+        if mu > 0:
+            s2 = mu * s2 + inc
+            inc = s2
+        w = w - inc
+    elif name == "adam":
+        b1, b2, eps = f(hp.get("beta_1", 0.9)), f(hp.get("beta_2", 0.999)), f(hp.get("epsilon", 1e-7))
+        alpha = lr * np.sqrt(f(1) - b2 ** f(t)) / (f(1) - b1 ** f(t))
+        s1 = s1 + (g - s1) * (f(1) - b1)
+        s2 = s2 + (g * g - s2) * (f(1) - b2)
+        w = w - alpha * s1 / (np.sqrt(s2) + eps)
+    return f32(w), f32(s1), f32(s2)
+
+
+OPTIMIZERS = [
+    dict(name="sgd", learning_rate=0.1),
+    dict(name="sgd", learning_rate=0.1, momentum=0.9),
+    dict(name="sgd", learning_rate=0.1, momentum=0.9, nesterov=True),
+    dict(name="adagrad", learning_rate=0.1),
+    dict(name="adagrad", learning_rate=0.05, epsilon=1e-3),
+    dict(name="rmsprop", learning_rate=0.01),
+    dict(name="rmsprop", learning_rate=0.01, rho=0.8, momentum=0.5),
+    dict(name="adam", learning_rate=0.01),
+    dict(name="adam", learning_rate=0.02, beta_1=0.5, beta_2=0.9, epsilon=1e-3),
+]
+
+
+def opt_id(hp):
+    return "-".join(f"{v}" if k == "name" else f"{k}={v}" for k, v in hp.items() if k != "learning_rate")
+
+
+@pytest.mark.parametrize("shape", [(1000,), (7, 33), (1, 1)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("hp", OPTIMIZERS, ids=opt_id)
+def test_optimizer_matches_keras_formulas(hp, shape):
+    rng = np.random.default_rng(len(shape) + shape[0])
+    w = f32(rng.normal(size=shape))
+    init = 0.1 if hp["name"] == "adagrad" else 0.0  # Keras' initial_accumulator_value
+    s1 = np.full(shape, init, np.float32)
+    s2 = np.zeros(shape, np.float32)
+    w_k, s1_k, s2_k = w.copy(), s1.copy(), s2.copy()
+    for t in range(1, 11):
+        g = f32(rng.normal(size=shape) * (1 + t % 3))
+        _core.optimizer_update(hp, w, g, s1, s2, t)
+        w_k, s1_k, s2_k = keras_step(hp, w_k, g, s1_k, s2_k, t)
+        np.testing.assert_allclose(w, w_k, rtol=1e-5, atol=1e-6, err_msg=f"w at step {t}")
+        np.testing.assert_allclose(s1, s1_k, rtol=1e-5, atol=1e-6, err_msg=f"slot1 at step {t}")
+        np.testing.assert_allclose(s2, s2_k, rtol=1e-5, atol=1e-6, err_msg=f"slot2 at step {t}")
+
+
+def test_sgd_plain_and_momentum_by_hand():
+    w = f32([1.0, -2.0])
+    _core.optimizer_update(dict(name="sgd", learning_rate=0.5), w, f32([2.0, 4.0]), None, None, 1)
+    np.testing.assert_allclose(w, [0.0, -4.0])
+    w, m = f32([1.0]), f32([0.0])
+    hp = dict(name="sgd", learning_rate=0.1, momentum=0.9)
+    _core.optimizer_update(hp, w, f32([1.0]), m, None, 1)  # m = -0.1, w = 0.9
+    _core.optimizer_update(hp, w, f32([1.0]), m, None, 2)  # m = -0.09 - 0.1 = -0.19, w = 0.71
+    np.testing.assert_allclose(m, [-0.19], rtol=1e-6)
+    np.testing.assert_allclose(w, [0.71], rtol=1e-6)
+    w, m = f32([1.0]), f32([0.0])
+    hp["nesterov"] = True
+    _core.optimizer_update(hp, w, f32([1.0]), m, None, 1)  # m = -0.1; w += 0.9*-0.1 - 0.1
+    np.testing.assert_allclose(w, [0.81], rtol=1e-6)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 10])
+def test_adam_bias_correction(steps):
+    """With the same gradient every step, m_hat = g and v_hat = g**2: each step moves ~lr."""
+    lr, g0 = 0.01, 0.3
+    w = np.zeros(3, np.float32)
+    m = np.zeros(3, np.float32)
+    v = np.zeros(3, np.float32)
+    g = f32([g0, -g0, 2 * g0])
+    for t in range(1, steps + 1):
+        _core.optimizer_update(dict(name="adam", learning_rate=lr, epsilon=1e-7), w, g, m, v, t)
+    # m_t = (1 - b1^t) g and v_t = (1 - b2^t) g^2, so Keras' step
+    # lr * sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps) is lr * g * r / (r |g| + eps), r = sqrt(1 - b2^t):
+    # about lr * sign(g), the bias correction undoing the zero start.
+    g64 = f64(g)
+    want = -sum(lr * g64 * np.sqrt(1 - 0.999**t) / (np.sqrt(1 - 0.999**t) * np.abs(g64) + 1e-7)
+                for t in range(1, steps + 1))
+    np.testing.assert_allclose(w, want, rtol=1e-5)
+    np.testing.assert_allclose(w, -lr * steps * np.sign(g), rtol=2e-4)
+    np.testing.assert_allclose(m, (1 - 0.9**steps) * g, rtol=1e-5)
+    np.testing.assert_allclose(v, (1 - 0.999**steps) * g * g, rtol=1e-4)
+
+
+def test_adagrad_accumulates_squares():
+    w = np.zeros(2, np.float32)
+    acc = np.full(2, 0.1, np.float32)
+    for t, g in enumerate([f32([1.0, 2.0]), f32([3.0, -1.0])], start=1):
+        _core.optimizer_update(dict(name="adagrad", learning_rate=1.0), w, g, acc, None, t)
+    np.testing.assert_allclose(acc, [0.1 + 1 + 9, 0.1 + 4 + 1], rtol=1e-6)
+    want = -(np.array([1, 2]) / np.sqrt([1.1, 4.1]) + np.array([3, -1]) / np.sqrt([10.1, 5.1]))
+    np.testing.assert_allclose(w, want, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- Network vs reference.MLP
+
+REF_OPT = {"sgd": ref.SGD, "adagrad": ref.Adagrad, "rmsprop": ref.RMSprop, "adam": ref.Adam}
+
+
+def ref_optimizer(hp):
+    kw = {k: v for k, v in hp.items() if k != "name"}
+    return REF_OPT[hp["name"]](**kw)
+
+
+def make_network(params, acts, loss, from_logits, metric, hp, dropout=None):
+    """A Network over float32 copies of ``params`` (W0, b0, W1, b1, ...); returns (net, arrays)."""
+    init = hp.get("initial_accumulator_value", 0.1) if hp["name"] == "adagrad" else 0.0
+    layers = []
+    for i, act in enumerate(acts):
+        W, b = f32(params[2 * i]).copy(), f32(params[2 * i + 1]).copy()
+        slots = [np.full_like(W, init), np.zeros_like(W), np.full_like(b, init), np.zeros_like(b)]
+        layers.append(dict(W=W, b=b, activation=act, alpha=0.2,
+                           dropout=0.0 if dropout is None else dropout[i], slots=slots))
+    net = _core.Network(layers, loss, from_logits, metric, hp)
+    arrays = []
+    for d in layers:
+        arrays += [d["W"], d["b"]]
+    return net, arrays
+
+
+def init_params(sizes, seed):
+    rng = np.random.default_rng(seed)
+    params = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        params.append(ref.glorot_uniform(n_in, n_out, rng).astype(np.float32).astype(np.float64))
+        params.append(f32(rng.normal(size=n_out) * 0.1).astype(np.float64))
+    return params
+
+
+def dataset(loss, n, n_in, units, seed):
+    rng = np.random.default_rng(seed)
+    x = f32(rng.normal(size=(n, n_in)))
+    return x, labels_for(loss, n, units, rng)
+
+
+# (loss, C output activation, from_logits, metric, oracle output activation)
+NET_CASES = [
+    ("sparse_categorical_crossentropy", "softmax", False, "sparse", "softmax"),
+    ("categorical_crossentropy", "softmax", False, "categorical", "softmax"),
+    ("binary_crossentropy", "sigmoid", False, None, "sigmoid"),
+    ("mean_squared_error", "linear", False, None, "linear"),
+    # from_logits with a linear output is the fused softmax / sigmoid network
+    ("sparse_categorical_crossentropy", "linear", True, "sparse", "softmax"),
+    ("binary_crossentropy", "linear", True, None, "sigmoid"),
+]
+NET_OPTIMIZERS = [
+    dict(name="sgd", learning_rate=0.05),
+    dict(name="sgd", learning_rate=0.02, momentum=0.9, nesterov=True),
+    dict(name="adagrad", learning_rate=0.1),
+    dict(name="rmsprop", learning_rate=0.003, momentum=0.5),
+    dict(name="adam", learning_rate=0.005),
+]
+
+
+def train_both(net, arrays, mlp, opt, x, y, loss, bs, epochs, seed, split=False):
+    """Train the Network and the MLP on the same batches; return per-epoch (C, ref) mean losses and accuracies."""
+    n = x.shape[0]
+    nb = -(-n // bs)
+    rng = np.random.default_rng(seed)
+    step = 0
+    hist = []
+    for _ in range(epochs):
+        perm = rng.permutation(n).astype(np.int32)
+        bl, bc = np.zeros(nb), np.zeros(nb)
+        if split and nb > 1:  # two calls continuing each other: first / step0 must line up
+            net.train_run(x, y, perm, 0, 1, bs, step, 0, bl[:1], bc[:1])
+            net.train_run(x, y, perm, 1, nb - 1, bs, step + 1, 0, bl[1:], bc[1:])
+        else:
+            net.train_run(x, y, perm, 0, nb, bs, step, 0, bl, bc)
+        step += nb
+        ref_loss, ref_acc = mlp.fit_epoch(f64(x), y, bs, opt, loss, perm=perm)
+        hist.append((bl.sum() / n, ref_loss, bc.sum() / n, ref_acc))
+    return hist
+
+
+@pytest.mark.parametrize("hp", NET_OPTIMIZERS, ids=opt_id)
+@pytest.mark.parametrize("case", NET_CASES, ids=lambda c: f"{c[0].split('_')[0]}-{c[1]}{'-logits' if c[2] else ''}")
+def test_network_training_matches_reference(case, hp):
+    loss, act, from_logits, metric, ref_act = case
+    units = 5
+    params = init_params([20, 16, units], seed=1)
+    x, y = dataset(loss, 100, 20, units, seed=2)
+    net, arrays = make_network(params, ["tanh", act], loss, from_logits, metric, hp)
+    mlp = ref.MLP([(16, "tanh"), (units, ref_act)], 20)
+    mlp.params = [p.copy() for p in params]
+    # 100 rows in batches of 16: 7 batches per epoch, the last of 4 rows; 25 epochs = 175 steps.
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=16, epochs=25, seed=3,
+                      split=hp["name"] == "adam")
+    for e, (c_loss, r_loss, c_acc, r_acc) in enumerate(hist):
+        assert c_loss == pytest.approx(r_loss, rel=1e-4, abs=1e-6), f"epoch {e} loss"
+        if metric in ("sparse", "categorical"):
+            assert abs(c_acc - r_acc) <= 1.01 / len(x), f"epoch {e} accuracy {c_acc} vs {r_acc}"
+    assert hist[-1][0] < hist[0][0], "training did not reduce the loss"
+    for i, (w, w_ref) in enumerate(zip(arrays, mlp.params)):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max(), err_msg=f"param {i}")
+
+
+@pytest.mark.parametrize("hidden", ACTS)
+def test_network_hidden_activations_match_reference(hidden, simd):
+    hp = dict(name="adam", learning_rate=0.01)
+    loss = "sparse_categorical_crossentropy"
+    params = init_params([20, 33, 7, 5], seed=4)
+    x, y = dataset(loss, 99, 20, 5, seed=5)
+    net, arrays = make_network(params, [hidden, "relu", "softmax"], loss, False, "sparse", hp)
+    mlp = ref.MLP([(33, hidden), (7, "relu"), (5, "softmax")], 20)
+    mlp.params = [p.copy() for p in params]
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=32, epochs=30, seed=6)
+    for e, (c_loss, r_loss, c_acc, r_acc) in enumerate(hist):
+        assert c_loss == pytest.approx(r_loss, rel=1e-4, abs=1e-6), f"epoch {e} loss"
+        assert abs(c_acc - r_acc) <= 1.01 / len(x), f"epoch {e} accuracy {c_acc} vs {r_acc}"
+    for i, (w, w_ref) in enumerate(zip(arrays, mlp.params)):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max(), err_msg=f"param {i}")
+
+
+@pytest.mark.parametrize("n,bs", [(50, 64), (50, 16), (33, 1), (64, 32)])
+def test_network_batch_sizes(n, bs):
+    """Last batch smaller, batch_size larger than n, batches of one row."""
+    hp = dict(name="sgd", learning_rate=0.05, momentum=0.5)
+    loss = "categorical_crossentropy"
+    params = init_params([20, 16, 5], seed=7)
+    x, y = dataset(loss, n, 20, 5, seed=8)
+    net, arrays = make_network(params, ["relu", "softmax"], loss, False, "categorical", hp)
+    mlp = ref.MLP([(16, "relu"), (5, "softmax")], 20)
+    mlp.params = [p.copy() for p in params]
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=bs, epochs=4, seed=9)
+    for c_loss, r_loss, _, _ in hist:
+        assert c_loss == pytest.approx(r_loss, rel=1e-5)
+    for w, w_ref in zip(arrays, mlp.params):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-6)
+
+
+def test_network_large_two_threads_matches_reference(threads):
+    """784-64-10 (above the serial threshold): parallel training vs the oracle."""
+    hp = dict(name="adam", learning_rate=0.001)
+    loss = "sparse_categorical_crossentropy"
+    params = init_params([784, 64, 10], seed=10)
+    x, y = dataset(loss, 320, 784, 10, seed=11)
+    net, arrays = make_network(params, ["relu", "softmax"], loss, False, "sparse", hp)
+    mlp = ref.MLP([(64, "relu"), (10, "softmax")], 784)
+    mlp.params = [p.copy() for p in params]
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=33, epochs=2, seed=12)
+    for c_loss, r_loss, c_acc, r_acc in hist:
+        assert c_loss == pytest.approx(r_loss, rel=1e-5)
+        assert abs(c_acc - r_acc) <= 1.01 / len(x)
+    for w, w_ref in zip(arrays, mlp.params):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max())
+
+
+@pytest.mark.parametrize("case", NET_CASES[:4], ids=lambda c: c[0].split("_")[0])
+@pytest.mark.parametrize("batch_size", [1, 7, 256])
+def test_predict_matches_reference(case, batch_size, threads):
+    loss, act, from_logits, metric, _ = case
+    params = init_params([20, 16, 5], seed=13)
+    x, y = dataset(loss, 45, 20, 5, seed=14)
+    net, _ = make_network(params, ["gelu", act], loss, from_logits, metric, dict(name="sgd", learning_rate=0.1))
+    mlp = ref.MLP([(16, "gelu"), (5, act)], 20)
+    mlp.params = [p.copy() for p in params]
+    want = mlp.forward(f64(x))
+    out = net.predict(x, batch_size=batch_size)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    out2, loss_sum, correct_sum = net.predict(x, batch_size=batch_size, y=y)
+    np.testing.assert_array_equal(out2, out)
+    y_ref = y if y.dtype == np.int32 else f64(y)
+    z_last = mlp._forward_saved(f64(x))[1][-1]  # the oracle's fused loss reads the logits
+    if is_fused(loss, act, from_logits):
+        grad = ref.softmax_cross_entropy_grad if act == "softmax" else ref.sigmoid_bce_grad
+        want_loss = grad(z_last, y_ref)[0]
+    else:
+        want_loss = ref.loss(loss, y_ref, want)
+    assert loss_sum == pytest.approx(want_loss * len(x), rel=1e-5)
+    if metric in ("sparse", "categorical"):
+        assert correct_sum == pytest.approx(ref.accuracy(y_ref, want) * len(x))
+    elif metric is None:
+        assert correct_sum == 0.0
+
+
+@pytest.mark.parametrize("case", [("binary_crossentropy", "sigmoid", "binary"),
+                                  ("categorical_crossentropy", "softmax", "categorical"),
+                                  ("sparse_categorical_crossentropy", "softmax", "sparse")], ids=lambda c: c[2])
+def test_train_run_loss_and_correct_sums(case):
+    """With a zero learning rate, train_run's batch sums equal the loss and accuracy of predict's outputs."""
+    loss, act, metric = case
+    params = init_params([20, 16, 5], seed=24)
+    x, y = dataset(loss, 50, 20, 5, seed=25)
+    net, arrays = make_network(params, ["relu", act], loss, False, metric, dict(name="sgd", learning_rate=0.0))
+    out = f64(net.predict(x))
+    perm = np.random.default_rng(26).permutation(50).astype(np.int32)
+    bl, bc = np.zeros(4), np.zeros(4)
+    net.train_run(x, y, perm, 0, 4, 16, 0, 0, bl, bc)
+    for j in range(4):
+        idx = perm[16 * j : 16 * (j + 1)]
+        o, t = out[idx], y[idx]
+        if metric == "binary":
+            correct = ((o > 0.5) == (t > 0.5)).mean(axis=1).sum()
+            loss_sum = -(t * np.log(o) + (1 - t) * np.log(1 - o)).mean(axis=1).sum()
+        elif metric == "categorical":
+            correct = (o.argmax(1) == t.argmax(1)).sum()
+            loss_sum = -(t * np.log(o)).sum()
+        else:
+            correct = (o.argmax(1) == t).sum()
+            loss_sum = -np.log(o[np.arange(len(idx)), t]).sum()
+        assert bc[j] == pytest.approx(correct, rel=1e-12), f"batch {j}"
+        assert bl[j] == pytest.approx(loss_sum, rel=1e-5), f"batch {j}"
+
+
+def test_predict_empty_input():
+    net, _ = make_network(init_params([4, 3], 0), ["softmax"], "sparse_categorical_crossentropy", False,
+                          "sparse", dict(name="sgd", learning_rate=0.1))
+    assert net.predict(np.zeros((0, 4), np.float32)).shape == (0, 3)
+
+
+def test_network_without_bias_matches_reference():
+    """use_bias=False: no bias is read or updated; the kernels follow the oracle's gradients."""
+    hp = dict(name="sgd", learning_rate=0.05, momentum=0.9)
+    loss = "sparse_categorical_crossentropy"
+    params = init_params([20, 16, 5], seed=15)
+    params[1][:] = 0.0
+    params[3][:] = 0.0
+    x, y = dataset(loss, 64, 20, 5, seed=16)
+    Ws = [f32(params[0]).copy(), f32(params[2]).copy()]
+    slots = [np.zeros_like(W) for W in Ws]
+    net = _core.Network([dict(W=Ws[0], b=None, activation="relu", slots=[slots[0]]),
+                         dict(W=Ws[1], b=None, activation="softmax", slots=[slots[1]])],
+                        loss, False, "sparse", hp)
+    mlp = ref.MLP([(16, "relu"), (5, "softmax")], 20)
+    mlp.params = [p.copy() for p in params]
+    opt = ref_optimizer(hp)
+    perm = np.random.default_rng(17).permutation(64).astype(np.int32)
+    bl, bc = np.zeros(4), np.zeros(4)
+    net.train_run(x, y, perm, 0, 4, 16, 0, 0, bl, bc)
+    for j in range(4):
+        idx = perm[16 * j : 16 * (j + 1)]
+        value, grads = mlp.gradients(f64(x[idx]), y[idx], loss)
+        opt.step([mlp.params[0], mlp.params[2]], [grads[0], grads[2]])
+        assert bl[j] == pytest.approx(value * 16, rel=1e-5)
+    np.testing.assert_allclose(Ws[0], mlp.params[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(Ws[1], mlp.params[2], rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- determinism and dropout
+
+
+def train_big(threads, dropout, seed=1234, simd_path=None):
+    """300 steps of a 784-64-10 net; returns its parameters and batch losses."""
+    _core.set_num_threads(threads)
+    loss = "sparse_categorical_crossentropy"
+    params = init_params([784, 64, 10], seed=20)
+    rng = np.random.default_rng(21)
+    x = f32(rng.random((3200, 784)))
+    y = rng.integers(0, 10, size=3200).astype(np.int32)
+    hp = dict(name="adam", learning_rate=0.001)
+    net, arrays = make_network(params, ["relu", "softmax"], loss, False, "sparse", hp, dropout=dropout)
+    losses = []
+    bs, nb = 32, 100
+    for epoch in range(3):
+        perm = rng.permutation(3200).astype(np.int32)
+        bl, bc = np.zeros(nb), np.zeros(nb)
+        net.train_run(x, y, perm, 0, nb, bs, epoch * nb, seed, bl, bc)
+        losses.append(bl)
+    return arrays, np.concatenate(losses)
+
+
+@pytest.mark.parametrize("dropout", [None, [0.0, 0.2], [0.1, 0.2]], ids=["no-dropout", "dropout1", "dropout01"])
+def test_training_bit_identical_across_threads_and_reruns(dropout):
+    prev = _core.get_num_threads()
+    try:
+        w1, l1 = train_big(1, dropout)
+        w2, l2 = train_big(2, dropout)
+        w2b, l2b = train_big(2, dropout)
+    finally:
+        _core.set_num_threads(prev)
+    assert np.isfinite(l1).all()
+    np.testing.assert_array_equal(l1, l2)
+    np.testing.assert_array_equal(l2, l2b)
+    for a, b, c in zip(w1, w2, w2b):
+        assert np.array_equal(a, b), "1 vs 2 threads differ"
+        assert np.array_equal(b, c), "rerun differs"
+
+
+def test_dropout_changes_training_and_depends_on_seed():
+    prev = _core.get_num_threads()
+    try:
+        w0, _ = train_big(2, None)
+        wd, _ = train_big(2, [0.0, 0.2])
+        wd2, _ = train_big(2, [0.0, 0.2], seed=99)
+    finally:
+        _core.set_num_threads(prev)
+    assert not np.array_equal(w0[2], wd[2])
+    assert not np.array_equal(wd[2], wd2[2])
+
+
+def test_predict_ignores_dropout():
+    params = init_params([30, 20, 5], seed=22)
+    x, _ = dataset("sparse_categorical_crossentropy", 40, 30, 5, seed=23)
+    hp = dict(name="sgd", learning_rate=0.1)
+    a, _ = make_network(params, ["relu", "softmax"], "sparse_categorical_crossentropy", False, "sparse", hp,
+                        dropout=[0.5, 0.5])
+    b, _ = make_network(params, ["relu", "softmax"], "sparse_categorical_crossentropy", False, "sparse", hp)
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    np.testing.assert_array_equal(a.predict(x), a.predict(x))
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.2, 0.5])
+@pytest.mark.parametrize("layer", [0, 1])
+def test_dropout_fraction_and_scale(rate, layer, threads):
+    """One SGD step of a net whose update reveals the dropout mask on a layer's input.
+
+    Input all ones, 1000 features; layer 0 is the identity (linear), layer 1 has
+    W = 0, b = 0 and one linear unit; MSE against 1 gives dL/dz = -2, so with
+    learning rate 1 the dropped input entries leave W = 0 and the kept ones
+    become 2 / (1 - rate).
+    """
+    n_in = 1000
+    dropout = [0.0, 0.0]
+    dropout[layer] = rate
+    W0 = np.eye(n_in, dtype=np.float32)
+    params = [W0, np.zeros(n_in), np.zeros((n_in, 1)), np.zeros(1)]
+    hp = dict(name="sgd", learning_rate=1.0)
+    net, arrays = make_network(params, ["linear", "linear"], "mean_squared_error", False, None, hp, dropout)
+    x = np.ones((3, n_in), np.float32)
+    y = np.ones((3, 1), np.float32)
+    bl, bc = np.zeros(1), np.zeros(1)
+    net.train_run(x, y, np.array([2, 0, 1], np.int32), 1, 1, 2, 0, 7, bl, bc)  # batch = row [1]
+    assert bl[0] == pytest.approx(1.0)  # (0 - 1)**2 before the update
+    w = arrays[2].ravel()
+    kept = w != 0
+    np.testing.assert_allclose(w[kept], 2.0 / (1.0 - rate), rtol=1e-6)
+    dropped = 1 - kept.mean()
+    assert abs(dropped - rate) < 5 * np.sqrt(rate * (1 - rate) / n_in) + 1e-3, f"dropped {dropped} for rate {rate}"
+    # dL/dz of layer 0 is dz W1^T = 0 (W1 was 0 before the step): layer 0 is untouched
+    np.testing.assert_array_equal(arrays[0], W0)
+
+
+def dropout_mask(layer, n_in, n_rows, row, step, seed, rate):
+    """The keep-factors the core applies to ``layer``'s input for dataset ``row`` at ``step`` (1-based).
+
+    Read off a probe network: the layer's input is all ones (layer 1: layer 0 has
+    W = 0, b = 1), the layer has W = 0 and one linear unit, MSE against 1: one SGD
+    step with learning rate 1 sets W = 2 * factor.
+    """
+    hp = dict(name="sgd", learning_rate=1.0)
+    probe = [np.zeros((n_in, 1)), np.zeros(1)]
+    if layer == 1:
+        probe = [np.zeros((3, n_in)), np.ones(n_in)] + probe
+    net, arrays = make_network(probe, ["linear"] * (layer + 1), "mean_squared_error", False, None, hp,
+                               dropout=[rate if i == layer else 0.0 for i in range(layer + 1)])
+    x = np.ones((n_rows, 3 if layer == 1 else n_in), np.float32)
+    perm = np.roll(np.arange(n_rows, dtype=np.int32), -row)  # batch 0 of size 1 = [row]
+    net.train_run(x, np.ones((n_rows, 1), np.float32), perm, 0, 1, 1, step - 1, seed, np.zeros(1), np.zeros(1))
+    return f64(arrays[-2].ravel()) / 2.0
+
+
+def test_dropout_backward_matches_masked_reference():
+    """One training step with dropout on both layers' inputs equals the oracle's step on masked inputs."""
+    rates, seed, step = (0.3, 0.5), 77, 5
+    rows = np.array([3, 0, 5, 1])
+    n = 6
+    params = init_params([10, 8, 3], seed=30)
+    x, y = dataset("sparse_categorical_crossentropy", n, 10, 3, seed=31)
+    m0 = np.stack([dropout_mask(0, 10, n, r, step, seed, rates[0]) for r in rows])
+    m1 = np.stack([dropout_mask(1, 8, n, r, step, seed, rates[1]) for r in rows])
+    for m, rate in ((m0, rates[0]), (m1, rates[1])):
+        assert np.all((m == 0) | np.isclose(m, 1 / (1 - rate), rtol=1e-6)) and (m == 0).any() and (m != 0).any()
+    hp = dict(name="sgd", learning_rate=0.5)
+    net, arrays = make_network(params, ["tanh", "softmax"], "sparse_categorical_crossentropy", False, "sparse", hp,
+                               dropout=list(rates))
+    perm = np.concatenate([rows, [2, 4]]).astype(np.int32)
+    bl = np.zeros(1)
+    net.train_run(x, y, perm, 0, 1, 4, step - 1, seed, bl, np.zeros(1))
+    # the oracle on the masked batch, by hand
+    W0, b0, W1, b1 = params
+    xb = f64(x[rows]) * m0
+    z0 = xb @ W0 + b0
+    h = np.tanh(z0) * m1
+    z1 = h @ W1 + b1
+    value, dz1 = ref.softmax_cross_entropy_grad(z1, y[rows])
+    dz0 = (dz1 @ W1.T) * m1 * (1 - np.tanh(z0) ** 2)
+    want = [W0 - 0.5 * xb.T @ dz0, b0 - 0.5 * dz0.sum(0), W1 - 0.5 * h.T @ dz1, b1 - 0.5 * dz1.sum(0)]
+    assert bl[0] == pytest.approx(value * 4, rel=1e-5)
+    for i, (w, w_ref) in enumerate(zip(arrays, want)):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6, err_msg=f"param {i}")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _net_and_data(loss="sparse_categorical_crossentropy", n=10):
+    params = init_params([4, 3], seed=0)
+    net, arrays = make_network(params, ["softmax"], loss, False, "sparse", dict(name="sgd", learning_rate=0.1))
+    x, y = dataset(loss, n, 4, 3, seed=0)
+    return net, arrays, x, y
+
+
+def _train(**over):
+    net, arrays, x, y = _net_and_data()
+    kw = dict(x=x, y=y, perm=np.arange(10, dtype=np.int32), first=0, n_batches=2, batch_size=5, step0=0, seed=0,
+              batch_loss=np.zeros(2), batch_correct=np.zeros(2))
+    kw.update(over)
+    before = [a.copy() for a in arrays]
+    try:
+        net.train_run(kw["x"], kw["y"], kw["perm"], kw["first"], kw["n_batches"], kw["batch_size"], kw["step0"],
+                      kw["seed"], kw["batch_loss"], kw["batch_correct"])
+    finally:
+        for a, b in zip(arrays, before):  # a refused call changes nothing
+            np.testing.assert_array_equal(a, b)
+
+
+def _ro(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def _layer(**over):
+    d = dict(W=np.zeros((4, 3), np.float32), b=np.zeros(3, np.float32), activation="relu", dropout=0.0)
+    d.update(over)
+    return d
+
+
+def _network(layers=None, loss="sparse_categorical_crossentropy", metric="sparse", opt=None):
+    return _core.Network([_layer()] if layers is None else layers, loss, False, metric,
+                         opt or dict(name="sgd", learning_rate=0.1))
+
+
+X = np.ones((5, 4), np.float32)
+W = np.ones((4, 3), np.float32)
+B = np.ones(3, np.float32)
+Y3 = np.ones((5, 3), np.float32)
+P3 = np.full((5, 3), 1 / 3, np.float32)
+L5 = np.zeros(5, np.int32)
+FORTRAN = np.asfortranarray(np.ones((4, 3), np.float32))
+
+BAD_CALLS = {
+    # gemm
+    "gemm-a-float64": (lambda: _core.gemm(np.ones((2, 2)), W), TypeError, "`a`"),
+    "gemm-b-int": (lambda: _core.gemm(X, np.ones((4, 2), np.int32)), TypeError, "`b`"),
+    "gemm-a-list": (lambda: _core.gemm([[1.0]], W), TypeError, "`a`"),
+    "gemm-a-strided": (lambda: _core.gemm(np.ones((3, 8), np.float32)[:, ::2], W), ValueError, "`a`"),
+    "gemm-b-fortran": (lambda: _core.gemm(np.ones((2, 4), np.float32), FORTRAN), ValueError, "`b`"),
+    "gemm-a-rank1": (lambda: _core.gemm(np.ones(4, np.float32), W), ValueError, "`a`"),
+    "gemm-a-rank3": (lambda: _core.gemm(np.ones((1, 2, 4), np.float32), W), ValueError, "`a`"),
+    "gemm-inner": (lambda: _core.gemm(np.ones((2, 5), np.float32), W), ValueError, "`a`"),
+    # dense_forward
+    "fwd-x-float64": (lambda: _core.dense_forward(np.ones((5, 4)), W, B), TypeError, "`x`"),
+    "fwd-W-int": (lambda: _core.dense_forward(X, np.ones((4, 3), np.int64), B), TypeError, "`W`"),
+    "fwd-b-float64": (lambda: _core.dense_forward(X, W, np.ones(3)), TypeError, "`b`"),
+    "fwd-b-shape": (lambda: _core.dense_forward(X, W, np.ones(4, np.float32)), ValueError, "`b`"),
+    "fwd-b-rank": (lambda: _core.dense_forward(X, W, np.ones((1, 3), np.float32)), ValueError, "`b`"),
+    "fwd-x-shape": (lambda: _core.dense_forward(np.ones((5, 3), np.float32), W, B), ValueError, "`x`"),
+    "fwd-x-strided": (lambda: _core.dense_forward(np.ones((5, 8), np.float32)[:, ::2], W, B), ValueError, "`x`"),
+    "fwd-W-fortran": (lambda: _core.dense_forward(X, FORTRAN, B), ValueError, "`W`"),
+    "fwd-x-rank3": (lambda: _core.dense_forward(np.ones((5, 4, 1), np.float32), W, B), ValueError, "`x`"),
+    "fwd-activation": (lambda: _core.dense_forward(X, W, B, "swish"), ValueError, "activation"),
+    # dense_backward
+    "bwd-a-shape": (lambda: _core.dense_backward(X, W, np.ones((5, 4), np.float32), Y3, "relu"), ValueError, "`a`"),
+    "bwd-dy-dtype": (lambda: _core.dense_backward(X, W, Y3, np.ones((5, 3)), "relu"), TypeError, "`dy`"),
+    "bwd-dy-shape": (lambda: _core.dense_backward(X, W, Y3, np.ones((4, 3), np.float32), "relu"), ValueError, "`dy`"),
+    "bwd-dy-strided": (lambda: _core.dense_backward(X, W, Y3, np.ones((5, 6), np.float32)[:, ::2], "relu"),
+                       ValueError, "`dy`"),
+    "bwd-x-shape": (lambda: _core.dense_backward(np.ones((5, 2), np.float32), W, Y3, Y3, "relu"), ValueError, "`x`"),
+    "bwd-activation": (lambda: _core.dense_backward(X, W, Y3, Y3, "mish"), ValueError, "activation"),
+    # loss_forward_backward
+    "loss-name": (lambda: _core.loss_forward_backward("hinge", P3, P3, L5), ValueError, "loss"),
+    "loss-activation": (lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, activation="elu"),
+                        ValueError, "activation"),
+    "loss-metric": (lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, metric="auc"),
+                    ValueError, "metric"),
+    "loss-y-float": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(5, np.float32)),
+                     TypeError, "`y`"),
+    "loss-y-int64": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(5, np.int64)),
+                     TypeError, "`y`"),
+    "loss-y-negative": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3,
+                                                            np.array([0, 1, -1, 0, 0], np.int32)), ValueError, "`y`"),
+    "loss-y-too-big": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3,
+                                                           np.array([0, 1, 3, 0, 0], np.int32)), ValueError, "`y`"),
+    "loss-y-count": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(4, np.int32)),
+                     ValueError, "`y`"),
+    "loss-y-dense-shape": (lambda: _core.loss_forward_backward("categorical_crossentropy", P3, P3, np.ones((5, 2), np.float32)),
+                           ValueError, "`y`"),
+    "loss-z-shape": (lambda: _core.loss_forward_backward("mean_squared_error", P3, np.ones((5, 2), np.float32), Y3),
+                     ValueError, "`z`"),
+    "loss-output-float64": (lambda: _core.loss_forward_backward("mean_squared_error", np.ones((5, 3)), P3, Y3),
+                            TypeError, "`output`"),
+    "loss-output-strided": (lambda: _core.loss_forward_backward("mean_squared_error", np.ones((5, 6), np.float32)[:, ::2],
+                                                                P3, Y3), ValueError, "`output`"),
+    "loss-empty": (lambda: _core.loss_forward_backward("mean_squared_error", np.ones((0, 3), np.float32),
+                                                       np.ones((0, 3), np.float32), np.ones((0, 3), np.float32)),
+                   ValueError, "`output`"),
+    # optimizer_update
+    "opt-name": (lambda: _core.optimizer_update(dict(name="lamb"), W.copy(), W, None, None, 1), ValueError, "optimizer"),
+    "opt-w-readonly": (lambda: _core.optimizer_update(dict(name="sgd"), _ro(W), W, None, None, 1), ValueError, "`w`"),
+    "opt-w-float64": (lambda: _core.optimizer_update(dict(name="sgd"), np.ones((4, 3)), W, None, None, 1),
+                      TypeError, "`w`"),
+    "opt-g-shape": (lambda: _core.optimizer_update(dict(name="sgd"), W.copy(), np.ones((3, 4), np.float32), None, None, 1),
+                    ValueError, "`g`"),
+    "opt-g-strided": (lambda: _core.optimizer_update(dict(name="sgd"), W.copy(), np.ones((4, 6), np.float32)[:, ::2],
+                                                     None, None, 1), ValueError, "`g`"),
+    "opt-slot1-readonly": (lambda: _core.optimizer_update(dict(name="adagrad"), W.copy(), W, _ro(W), None, 1),
+                           ValueError, "`slot1`"),
+    "opt-slot2-dtype": (lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), np.ones((4, 3)), 1),
+                        TypeError, "`slot2`"),
+    "opt-slot2-shape": (lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), np.ones((3, 4), np.float32), 1),
+                        ValueError, "`slot2`"),
+    "opt-slot-missing": (lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), None, 1),
+                         ValueError, "slot"),
+    "opt-step": (lambda: _core.optimizer_update(dict(name="sgd"), W.copy(), W, None, None, 0), ValueError, "`step`"),
+    # Network
+    "net-empty": (lambda: _network(layers=[]), ValueError, "`layers`"),
+    "net-W-float64": (lambda: _network([_layer(W=np.zeros((4, 3)))]), TypeError, "layers[0].W"),
+    "net-W-readonly": (lambda: _network([_layer(W=_ro(W))]), ValueError, "layers[0].W"),
+    "net-W-fortran": (lambda: _network([_layer(W=np.asfortranarray(np.zeros((4, 3), np.float32)))]), ValueError,
+                      "layers[0].W"),
+    "net-W-chain": (lambda: _network([_layer(), _layer()]), ValueError, "layers[1].W"),
+    "net-b-shape": (lambda: _network([_layer(b=np.zeros(4, np.float32))]), ValueError, "layers[0].b"),
+    "net-b-readonly": (lambda: _network([_layer(b=_ro(B))]), ValueError, "layers[0].b"),
+    "net-dropout": (lambda: _network([_layer(dropout=1.0)]), ValueError, "dropout"),
+    "net-dropout-negative": (lambda: _network([_layer(dropout=-0.1)]), ValueError, "dropout"),
+    "net-slot-shape": (lambda: _network([_layer(slots=[np.zeros((3, 4), np.float32)])]), ValueError, "layers[0].slots[0]"),
+    "net-slot-readonly": (lambda: _network([_layer(slots=[None, _ro(W)])]), ValueError, "layers[0].slots[1]"),
+    "net-activation": (lambda: _network([_layer(activation="selu")]), ValueError, "activation"),
+    "net-loss": (lambda: _network(loss="hinge"), ValueError, "loss"),
+    "net-metric": (lambda: _network(metric="f1"), ValueError, "metric"),
+    "net-optimizer": (lambda: _network(opt=dict(name="lion")), ValueError, "optimizer"),
+    # train_run
+    "train-x-float64": (lambda: _train(x=np.ones((10, 4))), TypeError, "`x`"),
+    "train-x-shape": (lambda: _train(x=np.ones((10, 5), np.float32)), ValueError, "`x`"),
+    "train-x-fortran": (lambda: _train(x=np.asfortranarray(np.ones((10, 4), np.float32))), ValueError, "`x`"),
+    "train-y-dtype": (lambda: _train(y=np.zeros(10, np.int64)), TypeError, "`y`"),
+    "train-y-negative": (lambda: _train(y=np.array([0] * 9 + [-1], np.int32)), ValueError, "`y`"),
+    "train-y-units": (lambda: _train(y=np.array([0] * 9 + [3], np.int32)), ValueError, "`y`"),
+    "train-perm-dtype": (lambda: _train(perm=np.arange(10)), TypeError, "`perm`"),
+    "train-perm-length": (lambda: _train(perm=np.arange(9, dtype=np.int32)), ValueError, "`perm`"),
+    "train-perm-too-big": (lambda: _train(perm=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10], np.int32)), ValueError, "`perm`"),
+    "train-perm-negative": (lambda: _train(perm=np.array([-1, 1, 2, 3, 4, 5, 6, 7, 8, 9], np.int32)), ValueError, "`perm`"),
+    "train-batch-size-0": (lambda: _train(batch_size=0), ValueError, "batch_size"),
+    "train-batch-size-negative": (lambda: _train(batch_size=-3), ValueError, "batch_size"),
+    "train-n-batches": (lambda: _train(n_batches=3), ValueError, "n_batches"),
+    "train-first": (lambda: _train(first=-1), ValueError, "first"),
+    "train-loss-dtype": (lambda: _train(batch_loss=np.zeros(2, np.float32)), TypeError, "`batch_loss`"),
+    "train-loss-readonly": (lambda: _train(batch_loss=_ro(np.zeros(2))), ValueError, "`batch_loss`"),
+    "train-correct-short": (lambda: _train(batch_correct=np.zeros(1)), ValueError, "`batch_correct`"),
+    # predict
+    "predict-batch-size": (lambda: _net_and_data()[0].predict(_net_and_data()[2], batch_size=0), ValueError, "batch_size"),
+    "predict-x-int": (lambda: _net_and_data()[0].predict(np.ones((3, 4), np.int32)), TypeError, "`x`"),
+    "predict-x-shape": (lambda: _net_and_data()[0].predict(np.ones((3, 5), np.float32)), ValueError, "`x`"),
+    "predict-y-range": (lambda: _net_and_data()[0].predict(np.ones((3, 4), np.float32), y=np.array([0, 3, 1], np.int32)),
+                        ValueError, "`y`"),
+    # configuration
+    "simd-name": (lambda: _core.simd_select("sse9"), ValueError, "sse9"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CALLS))
+def test_bad_arguments_raise_naming_the_argument(name):
+    call, exc, needle = BAD_CALLS[name]
+    with pytest.raises(exc) as info:
+        call()
+    assert needle in str(info.value), f"message does not name {needle}: {info.value}"
+
+
+def test_read_only_inputs_are_accepted():
+    """Arrays the core only reads may be read-only."""
+    x, W, b = (_ro(a) for a in dense_inputs((5, 4, 3), seed=0))
+    y, _ = _core.dense_forward(x, W, b, "relu")
+    np.testing.assert_allclose(y, np.maximum(f64(x) @ f64(W) + f64(b), 0), rtol=1e-5, atol=1e-6)
+    assert _core.gemm(x, W).shape == (5, 3)
+    net, arrays, xs, ys = _net_and_data()
+    before = arrays[0].copy()
+    net.train_run(_ro(xs), _ro(ys), _ro(np.arange(10, dtype=np.int32)), 0, 2, 5, 0, 0, np.zeros(2), np.zeros(2))
+    assert not np.array_equal(arrays[0], before)
+    assert net.predict(_ro(xs)).shape == (10, 3)
+
+
+def test_unsupported_simd_path_raises_and_keeps_selection():
+    before = _core.build_info()["simd_selected"]
+    for path in INFO["simd_compiled"]:
+        if path not in SIMD_PATHS:
+            with pytest.raises(ValueError, match=path):
+                _core.simd_select(path)
+    assert _core.build_info()["simd_selected"] == before
+
+
+# Calls whose labels do not fit the metric: the core must refuse them (or at least
+# not crash). Run in a child process so that a crash fails one test, not the run.
+MISMATCH_CALLS = {
+    "sparse-labels-categorical-metric": """
+        o = np.full((2, 3), 1 / 3, np.float32)
+        _core.loss_forward_backward("sparse_categorical_crossentropy", o, o.copy(), np.zeros(2, np.int32),
+                                    metric="categorical")""",
+    "sparse-labels-binary-metric": """
+        o = np.full((2, 3), 1 / 3, np.float32)
+        _core.loss_forward_backward("sparse_categorical_crossentropy", o, o.copy(), np.zeros(2, np.int32),
+                                    metric="binary")""",
+    "dense-labels-sparse-metric": """
+        o = np.full((2, 3), 1 / 3, np.float32)
+        _core.loss_forward_backward("categorical_crossentropy", o, o.copy(), np.eye(3, dtype=np.float32)[[2, 1]],
+                                    metric="sparse")""",
+    "network-sparse-labels-categorical-metric": """
+        W = np.zeros((4, 3), np.float32)
+        net = _core.Network([dict(W=W, b=None, activation="softmax")], "sparse_categorical_crossentropy",
+                            False, "categorical", dict(name="sgd", learning_rate=0.1))
+        x = np.ones((4, 4), np.float32)
+        net.train_run(x, np.zeros(4, np.int32), np.arange(4, dtype=np.int32), 0, 1, 4, 0, 0,
+                      np.zeros(1), np.zeros(1))""",
+}
+
+
+@pytest.mark.parametrize("name", list(MISMATCH_CALLS))
+def test_metric_label_mismatch_is_refused(name):
+    script = "import numpy as np\nfrom cdnn import _core\n" + textwrap.dedent(f"""
+        try:
+{textwrap.indent(textwrap.dedent(MISMATCH_CALLS[name]).strip(), ' ' * 12)}
+        except (TypeError, ValueError) as e:
+            print("RAISED", e)
+        else:
+            print("ACCEPTED")
+        """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, f"the interpreter died (exit code {r.returncode}): {r.stderr[-500:]}"
+    assert r.stdout.startswith("RAISED") and "metric" in r.stdout, \
+        f"a metric that does not fit the labels was not refused with a message naming `metric`: {r.stdout}"
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def test_build_info():
+    info = _core.build_info()
+    expected = {"compiler": str, "flags": str, "openmp": bool, "openmp_version": int, "simd_compiled": list,
+                "simd_supported": list, "simd_selected": str, "micro_kernel": str, "threads": int}
+    assert set(expected) <= set(info)
+    for k, t in expected.items():
+        assert isinstance(info[k], t), f"{k}: {type(info[k]).__name__}"
+    assert info["compiler"] and info["compiler"] != ""
+    assert "generic" in info["simd_compiled"] and "generic" in info["simd_supported"]
+    assert set(info["simd_supported"]) <= set(info["simd_compiled"])
+    assert info["simd_selected"] in info["simd_supported"]
+    mr, nr = info["micro_kernel"].split("x")
+    assert int(mr) > 0 and int(nr) > 0
+    assert info["threads"] == _core.get_num_threads() >= 1
+    assert (info["openmp_version"] > 0) == info["openmp"]
+
+
+def test_auto_selects_the_best_supported_path():
+    _core.simd_select("generic")
+    try:
+        assert _core.build_info()["simd_selected"] == "generic"
+    finally:
+        _core.simd_select("auto")
+    info = _core.build_info()
+    assert info["simd_selected"] == info["simd_supported"][0]  # compiled lists the best first
+
+
+def test_set_num_threads_round_trip():
+    prev = _core.get_num_threads()
+    try:
+        for n in (1, 2, 3, 1):
+            _core.set_num_threads(n)
+            assert _core.get_num_threads() == (n if INFO["openmp"] else 1)
+            assert _core.build_info()["threads"] == _core.get_num_threads()
+        _core.set_num_threads(0)  # back to OpenMP's default
+        assert _core.get_num_threads() >= 1
+    finally:
+        _core.set_num_threads(prev)

@@ -1,0 +1,252 @@
+"""Shared setup for the speed suite: data, sizes, threads, running a benchmark.
+
+    pytest benchmarks --benchmark-only --benchmark-group-by=group   # full suite
+    pytest benchmarks --benchmark-only --quick                      # CI smoke run, < 60 s
+    pytest benchmarks --benchmark-only --benchmark-json=out.json && python benchmarks/report.py out.json
+
+Without ``--benchmark-only`` (i.e. inside a plain ``pytest`` run) every
+benchmark runs once on the quick sizes, as a cheap smoke test.
+
+Test modules get everything through fixtures (``settings``, ``run``,
+``fashion``) and never import this file: ``tests/`` may have a
+``conftest`` module of its own.
+
+Each benchmark records in ``extra_info``: ``contender``, ``threads``,
+``flops`` (useful FLOPs of one timed call, see each module for the
+definition), ``samples`` (training images per timed call) and
+``reference`` (true for the cdnn entry the others are compared to).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TRAIN_IMAGES = 48_000  # Keras' validation_split=0.2 of Fashion-MNIST's 60,000
+QUICK_IMAGES = 2_000  # --quick: images per epoch, and one round per benchmark
+SYSTEM_DATA = Path("/usr/share/datasets/fashion-mnist")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--quick",
+        action="store_true",
+        default=False,
+        help="cdnn benchmarks: shrink every workload to a small slice and one round (CI smoke run)",
+    )
+
+
+def pytest_report_header(config):
+    if config.getoption("benchmark_only", False):
+        mode = "quick" if config.getoption("--quick") else "full"
+        return f"cdnn benchmarks: {mode} sizes, {default_threads()} thread(s)"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record what report.py prints: the CPU, cores, threads, and the libraries' versions."""
+    import importlib
+
+    machine_info["cdnn_bench"] = info = {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": default_threads(),
+        "quick": Settings(config).quick,
+    }
+    for name in ("numpy", "sklearn", "torch", "threadpoolctl"):
+        try:
+            info[name] = importlib.import_module(name).__version__
+        except Exception:  # noqa: BLE001 - absent or broken: just not recorded
+            pass
+    try:
+        import cdnn
+
+        info["cdnn_build"] = cdnn._core.build_info()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    import shlex
+
+    args = config.invocation_params.args
+    output_json["command"] = "pytest " + " ".join(shlex.quote(str(a)) for a in args)
+
+
+# ---- sizes and threads ----------------------------------------------------------
+
+
+def default_threads() -> int:
+    """Threads every contender gets: ``CDNN_BENCH_THREADS`` or all cores."""
+    env = os.environ.get("CDNN_BENCH_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def scaling_threads() -> list[int]:
+    """Thread counts of cdnn's scaling runs: 1, 2 and all cores."""
+    return sorted({1, 2, default_threads()})
+
+
+class Settings:
+    """Sizes for this session: quick under ``--quick`` or outside ``--benchmark-only``."""
+
+    def __init__(self, config):
+        only = config.getoption("benchmark_only", False)
+        self.quick = bool(config.getoption("--quick")) or not only
+        self.threads = default_threads()
+        self.rounds = 1 if self.quick else 5
+        self.warmup = 0 if self.quick else 1
+
+    def epoch_images(self, full: int) -> int:
+        """Images in one timed epoch of a workload whose full-run epoch is ``full``."""
+        return min(full, QUICK_IMAGES) if self.quick else full
+
+    @staticmethod
+    def thread_limit(n: int):
+        return thread_limit(n)
+
+
+def pytest_generate_tests(metafunc):
+    """``scaling_threads``: cdnn's extra thread counts, besides the one every contender gets."""
+    if "scaling_threads" in metafunc.fixturenames:
+        counts = [t for t in scaling_threads() if t != default_threads()]
+        metafunc.parametrize("scaling_threads", counts, ids=[f"{t}t" for t in counts])
+
+
+@pytest.fixture(scope="session")
+def settings(pytestconfig) -> Settings:
+    return Settings(pytestconfig)
+
+
+@contextlib.contextmanager
+def thread_limit(n: int):
+    """Run NumPy's BLAS, scikit-learn, PyTorch and cdnn on ``n`` threads."""
+    restore = []
+    with contextlib.ExitStack() as stack:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # the sklearn/NumPy numbers would use every core
+            threadpool_limits = None
+        if threadpool_limits is not None:
+            stack.enter_context(threadpool_limits(limits=n))
+        import cdnn
+
+        set_threads = getattr(cdnn, "set_num_threads", None) or cdnn._core.set_num_threads
+        get_threads = getattr(cdnn, "get_num_threads", None) or cdnn._core.get_num_threads
+        restore.append((set_threads, get_threads()))
+        set_threads(n)
+        torch = _torch_if_imported()
+        if torch is not None:
+            restore.append((torch.set_num_threads, torch.get_num_threads()))
+            torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            for setter, value in restore:
+                setter(value)
+
+
+def _torch_if_imported():
+    import sys
+
+    return sys.modules.get("torch")
+
+
+# ---- running one benchmark ----------------------------------------------------------
+
+
+class Runner:
+    """``benchmark.pedantic`` with the group, the metadata and the thread limit set."""
+
+    def __init__(self, benchmark, settings: Settings):
+        self.benchmark = benchmark
+        self.settings = settings
+
+    def __call__(self, fn, *, group, contender, threads=None, flops=None, samples=None,
+                 setup=None, rounds=None, iterations=1, reference=False, **info):
+        s = self.settings
+        threads = s.threads if threads is None else threads
+        bm = self.benchmark
+        bm.group = group
+        bm.extra_info.update(contender=contender, threads=threads, quick=s.quick,
+                             reference=reference, **info)
+        if flops is not None:
+            bm.extra_info["flops"] = int(flops)
+        if samples is not None:
+            bm.extra_info["samples"] = int(samples)
+        with thread_limit(threads):
+            return bm.pedantic(fn, setup=setup, rounds=rounds or s.rounds, iterations=iterations,
+                               warmup_rounds=s.warmup)
+
+
+@pytest.fixture
+def run(benchmark, settings) -> Runner:
+    return Runner(benchmark, settings)
+
+
+# ---- data ------------------------------------------------------------------------
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """A minimal IDX reader (fallback while ``cdnn.datasets`` is unavailable)."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _load_train() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from cdnn.datasets import fashion_mnist
+    except ImportError:
+        fashion_mnist = None
+    if fashion_mnist is not None:
+        try:
+            (x, y), _ = fashion_mnist.load_data()
+            return x, y
+        except Exception as exc:  # noqa: BLE001 - e.g. no copy and no network
+            reason = f"cdnn.datasets.fashion_mnist.load_data() failed: {exc}"
+    else:
+        reason = "cdnn.datasets.fashion_mnist is not importable"
+    images = SYSTEM_DATA / "train-images-idx3-ubyte.gz"
+    labels = SYSTEM_DATA / "train-labels-idx1-ubyte.gz"
+    if not (images.exists() and labels.exists()):
+        pytest.skip(f"No Fashion-MNIST data ({reason}; and no {SYSTEM_DATA}: "
+                    "apt-get install dataset-fashion-mnist, or set CDNN_DATA)")
+    return _read_idx(images), _read_idx(labels)
+
+
+@pytest.fixture(scope="session")
+def fashion() -> tuple[np.ndarray, np.ndarray]:
+    """The first 48,000 Fashion-MNIST training images as float32 (n, 784) in [0, 1], labels uint8."""
+    x, y = _load_train()
+    x = np.ascontiguousarray(x[:TRAIN_IMAGES].reshape(-1, 784), dtype=np.float32) / np.float32(255)
+    return x, np.ascontiguousarray(y[:TRAIN_IMAGES])

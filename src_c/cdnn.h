@@ -84,12 +84,14 @@ typedef struct {
 typedef struct {
     const char *name;            /* "avx512", "avx2", "generic" */
     int mr, nr;                  /* micro-tile rows and columns */
-    void (*kernel)(int kc, const float *a, const float *b, float *c, int ldc, int accumulate);
+    /* c[mr x nr] (+)= sum over k < kc of a[i*si + k*sk] * b[k*ldb + j] */
+    void (*kernel)(int kc, const float *a, long si, long sk, const float *b, long ldb,
+                   float *c, int ldc, int accumulate);
 } cdnn_simd;
 
 /* Floats of packing buffer one thread needs for any GEMM. */
 size_t cdnn_gemm_pack_floats(void);
-/* Team GEMM: C[M,N] = op(A)[M,K] op(B)[K,N] (+C), then the epilogue on each tile. */
+/* Team GEMM: C[M,N] = op(A)[M,K] op(B)[K,N] (+C), then the epilogue on each tile; no barrier at the end. */
 void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
                     const float *A, int lda, const float *B, int ldb,
                     float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
@@ -187,7 +189,8 @@ void cdnn_workspace_free(cdnn_workspace *ws);
 /* ---- fused dense layer (dense.c) -------------------------------------- */
 /* Team forward: y = act(x W + b) over rows; z gets x W + b if not NULL. */
 void cdnn_dense_forward_team(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack);
-/* Team backward from dz: dx = dz W^T (+dx_epi) if dx; dW = x^T dz (optimizer applied if opt); db if not NULL. */
+/* Team backward from dz: dx = dz W^T (+dx_epi) if dx; dW = x^T dz (optimizer applied if opt); db if not NULL.
+ * Synchronises after dx only: callers put a barrier before reading dW, db or the updated W, b. */
 void cdnn_dense_backward_team(const cdnn_layer *ly, int rows, const float *x, const float *dz,
                               float *dx, const cdnn_epilogue *dx_epi, float *dw, float *db,
                               const cdnn_opt_params *opt, cdnn_opt_step st, float *pack);

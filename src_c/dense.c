@@ -23,6 +23,7 @@ void cdnn_dense_forward_team(const cdnn_layer *ly, int rows, const float *x, flo
     e.aux = z;
     e.ldaux = ly->units;
     cdnn_gemm_team(0, 0, rows, ly->units, ly->in, x, ly->in, ly->W, ly->units, y, ly->units, 0, &e, pack);
+    cdnn_team_barrier();
     if (ly->act == CDNN_SOFTMAX) {
         long lo, hi;
         cdnn_team_range(rows, &lo, &hi);
@@ -35,8 +36,10 @@ void cdnn_dense_backward_team(const cdnn_layer *ly, int rows, const float *x, co
                               float *dx, const cdnn_epilogue *dx_epi, float *dw, float *db,
                               const cdnn_opt_params *opt, cdnn_opt_step st, float *pack)
 {
-    if (dx)
+    if (dx) {
         cdnn_gemm_team(0, 1, rows, ly->in, ly->units, dz, ly->units, ly->W, ly->units, dx, ly->in, 0, dx_epi, pack);
+        cdnn_team_barrier(); /* dx is read next, and W is about to change */
+    }
 
     cdnn_epilogue e = {0};
     if (opt) {
@@ -61,7 +64,6 @@ void cdnn_dense_backward_team(const cdnn_layer *ly, int rows, const float *x, co
         if (opt && ly->b)
             cdnn_opt_update(opt, st, ly->b + lo, ly->b1 ? ly->b1 + lo : NULL, ly->b2 ? ly->b2 + lo : NULL,
                             db + lo, hi - lo);
-        cdnn_team_barrier();
     }
 }
 

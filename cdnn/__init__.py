@@ -27,6 +27,11 @@ __version__ = "0.1.0"
 #: ``from cdnn import keras`` and ``import cdnn as tf; tf.keras.layers...`` both see this package
 keras = _sys.modules[__name__]
 _sys.modules[__name__ + ".keras"] = keras
+# ``from cdnn.keras.layers import Dense`` must find the same modules, not import second copies of them
+for _name, _module in list(_sys.modules.items()):
+    if _name.startswith(__name__ + ".") and not _name.startswith(__name__ + ".keras") and "._" not in _name:
+        _sys.modules[__name__ + ".keras." + _name[len(__name__) + 1:]] = _module
+del _name, _module
 
 __all__ = ["Sequential", "Input", "load_model", "layers", "models", "optimizers", "losses", "metrics",
            "callbacks", "datasets", "utils", "activations", "initializers", "build_info", "show_config",

@@ -88,6 +88,10 @@ def _read(path) -> tuple[dict, dict]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model file at {path}")
+    if not zipfile.is_zipfile(path):
+        # np.load would read a bare .npy array, or call anything else a pickle
+        raise ModelFileError(f"{path} is not a cdnn model file (a zip archive of NumPy arrays), or it is "
+                             f"truncated or corrupted")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -99,6 +103,9 @@ def _read(path) -> tuple[dict, dict]:
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
         raise ModelFileError(f"{path} is not a cdnn model file, or it is truncated or corrupted "
                              f"({type(exc).__name__}: {exc})") from None
+    odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if odd:
+        raise ModelFileError(f"{path}: member {odd[0]!r} is not a NumPy array; the file was not written by cdnn")
     meta_arr = arrays.pop(_META, None)
     if meta_arr is None or meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
         raise ModelFileError(f"{path} is a NumPy archive but not a cdnn model file (no architecture record)")
@@ -149,8 +156,8 @@ def _model_from_config(path: str, config) -> "object":
             model.build((None, *shape))
     except ModelFileError:
         raise
-    except (TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: invalid architecture: {exc}") from None
+    except (TypeError, ValueError, OverflowError, MemoryError) as exc:
+        raise ModelFileError(f"{path}: invalid architecture: {type(exc).__name__}: {exc}") from None
     return model
 
 

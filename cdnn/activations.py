@@ -53,7 +53,8 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if approximate:
         return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
-    return 0.5 * x * (1 + np.vectorize(math.erf, otypes=[np.float64])(x / math.sqrt(2)))
+    # 1 + erf(x/sqrt 2) as erfc(-x/sqrt 2): keeps its relative precision for x << 0
+    return 0.5 * x * np.vectorize(math.erfc, otypes=[np.float64])(-x / math.sqrt(2))
 
 
 _BY_NAME: dict[str, Callable] = {

@@ -201,7 +201,14 @@ class LearningRateScheduler(Callback):
         self.schedule, self.verbose = schedule, verbose
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
-        lr = float(self.schedule(epoch, self.model.optimizer.learning_rate))
+        try:
+            lr = self.schedule(epoch, self.model.optimizer.learning_rate)
+        except TypeError:  # Keras also accepts the old one-argument schedule(epoch)
+            lr = self.schedule(epoch)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
+            raise ValueError(f"The output of the `schedule` function should be a float, received {lr!r} "
+                             f"at epoch {epoch}")
+        lr = float(lr)
         self.model.optimizer.learning_rate = lr
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")

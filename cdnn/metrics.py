@@ -1,8 +1,8 @@
 """Accuracy metrics, as Keras 3's ``keras.metrics`` (the supported subset).
 
 ``"accuracy"`` (or ``"acc"``) becomes the accuracy that fits the loss and
-output, as Keras decides: binary when the output has one unit or the loss is
-binary cross-entropy, sparse when labels are integers, else categorical.
+output, as Keras decides: binary when the output has one unit, sparse when
+labels are integers, else categorical.
 """
 from __future__ import annotations
 
@@ -81,10 +81,15 @@ def get(identifier: Union[str, Metric, dict]) -> Metric:
 
 
 def resolve(metric: Metric, loss_name: str, units: int) -> str:
-    """The core's accuracy kind for ``metric`` given the loss and the output width."""
+    """The core's accuracy kind for ``metric`` given the loss and the output width.
+
+    As Keras 3's ``compile_utils.get_metric``: binary for a one-unit output,
+    sparse for integer labels, else categorical (also for multi-label binary
+    cross-entropy).
+    """
     if metric.kind is not None:
         return metric.kind
-    if units == 1 or loss_name == "binary_crossentropy":
+    if units == 1:
         return "binary"
     if loss_name == "sparse_categorical_crossentropy":
         return "sparse"

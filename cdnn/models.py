@@ -44,6 +44,16 @@ def _as_inputs(x, name: str = "x") -> np.ndarray:
     return a
 
 
+def _as_float32(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` as C-contiguous float32, refusing NaN and infinity (also float64 values beyond float32's range)."""
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(a, dtype=np.float32)
+    if a.dtype.kind == "f" and not np.isfinite(out).all():
+        beyond = " or values beyond float32's range (3.4e38)" if np.isfinite(a).all() else ""
+        raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity{beyond}")
+    return out
+
+
 def _verbose(verbose) -> int:
     if verbose == "auto":
         return 1
@@ -217,7 +227,8 @@ class Sequential:
 
     def _check_compiled(self, what: str) -> None:
         if not self.compiled:
-            raise RuntimeError(f"You must call `compile()` before calling `{what}()`.")
+            # Keras 3 raises ValueError here too
+            raise ValueError(f"You must call `compile()` before calling `{what}()`.")
         if self.loss is None:
             raise ValueError(f"No loss to compute: call `compile()` with a `loss` before `{what}()`.")
 
@@ -226,15 +237,7 @@ class Sequential:
         if self._net is None:
             stack = self._dense_stack()
             top = stack[-1]["layer"]
-            act = top.activation.__name__
             loss = self.loss
-            if not loss.from_logits:
-                if loss.core_name in ("sparse_categorical_crossentropy", "categorical_crossentropy") and act != "softmax":
-                    raise ValueError(f"{loss.name} needs probabilities: the last Dense layer must use "
-                                     f"activation='softmax' (it has {act!r}), or use the loss with from_logits=True")
-                if loss.core_name == "binary_crossentropy" and act != "sigmoid":
-                    raise ValueError(f"binary_crossentropy needs probabilities: the last Dense layer must use "
-                                     f"activation='sigmoid' (it has {act!r}), or use the loss with from_logits=True")
             params = self.weights
             if len(self.optimizer._slots) != len(params) or any(
                     s is not None and s.shape != p.shape for pair, p in zip(self.optimizer._slots, params) for s in pair):
@@ -256,9 +259,7 @@ class Sequential:
     def _prepare_x(self, x, name: str = "x") -> np.ndarray:
         a = _as_inputs(x, name)
         self._ensure_built(a)
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity")
-        return np.ascontiguousarray(a, dtype=np.float32).reshape(a.shape[0], -1)
+        return _as_float32(a, name).reshape(a.shape[0], -1)
 
     def _prepare_y(self, y, n: int, name: str = "y") -> np.ndarray:
         if y is None:
@@ -282,7 +283,7 @@ class Sequential:
                                  f"with categorical_crossentropy)")
             if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
                 raise ValueError(f"Invalid labels in `{name}`: expected integer class indices, received "
-                                 f"non-integer values such as {a[a != np.round(a)][0]!r}")
+                                 f"non-integer values such as {float(a[a != np.round(a)][0])}")
             if a.min() < 0 or a.max() >= units:
                 raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}) for an "
                                  f"output of {units} units, received values in [{a.min()}, {a.max()}]")
@@ -293,7 +294,7 @@ class Sequential:
             hint = " (integer labels go with sparse_categorical_crossentropy)" if a.ndim == 1 else ""
             raise ValueError(f"Invalid shape for argument `{name}`: {self.loss.name} expects labels of shape "
                              f"({n}, {units}) to match the output, received {a.shape}{hint}")
-        return np.ascontiguousarray(a, dtype=np.float32)
+        return _as_float32(a, name)
 
     # ---- training ---------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
@@ -318,6 +319,8 @@ class Sequential:
             raise invalid("epochs", epochs, "a non-negative integer")
         if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise invalid("validation_split", validation_split, "a number in [0, 1)")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+            raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
 
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, len(xs))
@@ -328,13 +331,14 @@ class Sequential:
             vx = self._prepare_x(validation_data[0], "validation_data[0]")
             val = (vx, self._prepare_y(validation_data[1], len(vx), "validation_data[1]"))
         elif validation_split:
-            split = int(math.ceil(len(xs) * (1.0 - validation_split)))
+            split = int(math.floor(len(xs) * (1.0 - validation_split)))  # as Keras: train on the first part
             if split <= 0 or split >= len(xs):
                 raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples "
                                  f"out of {len(xs)}")
             val = (xs[split:], ys[split:])
             xs, ys = xs[:split], ys[:split]
-        return self._train(xs, ys, val, batch_size, epochs, verbose, list(callbacks or []), shuffle,
+        # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
+        return self._train(xs, ys, val, min(batch_size, len(xs)), epochs, verbose, list(callbacks or []), shuffle,
                            int(initial_epoch))
 
     def _train(self, xs, ys, val, batch_size, epochs, verbose, user_callbacks, shuffle, initial_epoch):
@@ -392,11 +396,11 @@ class Sequential:
                 # aim each run at RUN_SECONDS (never more than doubling at once)
                 chunk = max(1, min(2 * k, int(k * RUN_SECONDS / max(elapsed, 1e-6))))
             logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
-            if val is not None and done == steps:
+            # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
+            if val is not None:
                 vloss, vacc = self._evaluate_arrays(*val)
                 logs.update(self._logs(vloss, vacc, prefix="val_"))
-            if done == steps:
-                bar.update(done, list(logs.items()), finalize=True)
+            bar.update(steps, list(logs.items()), finalize=True)
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -455,9 +459,9 @@ class Sequential:
         return self.predict(x, verbose=0)
 
     def _inference_network(self):
+        stack = self._dense_stack()
         if self.compiled and self.loss is not None:
             return self._core_network()
-        stack = self._dense_stack()
         layers = [{"W": s["layer"].kernel, "b": s["layer"].bias, "activation": s["layer"].activation.__name__}
                   for s in stack]
         return _core.Network(layers, "mean_squared_error", False, None, {"name": "sgd"})
@@ -484,8 +488,10 @@ class Sequential:
                 raise TypeError(f"set_weights: weight {i} has dtype {a.dtype}, expected real numbers")
             if a.shape != o.shape:
                 raise ValueError(f"set_weights: weight {i} has shape {a.shape}, expected {o.shape}")
+            with np.errstate(over="ignore"):
+                a = a.astype(np.float32)
             if not np.isfinite(a).all():
-                raise ValueError(f"set_weights: weight {i} contains NaN or infinity")
+                raise ValueError(f"set_weights: weight {i} contains NaN or infinity (or values beyond float32)")
             new.append(a)
         for a, o in zip(new, own):
             np.copyto(o, a, casting="unsafe")

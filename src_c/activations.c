@@ -14,11 +14,12 @@ static float sigmoidf(float x)
     return e / (1.0f + e);
 }
 
-static float geluf(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+/* 1 + erf(x/sqrt 2) written as erfc(-x/sqrt 2): no cancellation for x << 0 */
+static float geluf(float x) { return 0.5f * x * erfcf(-x * 0.70710678118654752f); }
 
 static float gelu_gradf(float x)
 {
-    return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.39894228040143268f * expf(-0.5f * x * x);
+    return 0.5f * erfcf(-x * 0.70710678118654752f) + x * 0.39894228040143268f * expf(-0.5f * x * x);
 }
 
 CDNN_VECTOR_CLONES

@@ -1,7 +1,8 @@
 """``python -m cdnn``: train and evaluate a Fashion-MNIST classifier, and report.
 
 The default network and schedule were chosen by measurement (see README):
-they pass 0.89 test accuracy in about ten seconds of training on 2 cores.
+784-384-192-10 with dropout, Adam with a decaying learning rate, 12 epochs;
+0.8945 test accuracy in about 15 s of training on 2 cores.
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from typing import Optional, Sequence
 DEFAULTS = {
     "epochs": 12,
     "batch_size": 128,
-    "hidden": "256,128",
+    "hidden": "384,192",
     "activation": "relu",
     "optimizer": "adam",
     "learning_rate": 0.001,
     "dropout": 0.2,
+    "lr_decay": 0.85,
     "seed": 42,
 }
 
@@ -83,6 +85,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="learning rate (default %(default)s)")
     p.add_argument("--dropout", type=_rate, default=d["dropout"],
                    help="dropout rate after each hidden layer, 0 for none (default %(default)s)")
+    p.add_argument("--lr-decay", type=_positive_float, default=d["lr_decay"],
+                   help="multiply the learning rate by this after every epoch, 1 for none (default %(default)s)")
     p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default %(default)s)")
     p.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "mnist"],
@@ -151,8 +155,9 @@ def run(args: argparse.Namespace) -> dict:
         print(f"{args.dataset}: {len(x_train)} training and {len(x_test)} test images")
         model.summary()
     start = time.perf_counter()
+    decay = cdnn.callbacks.LearningRateScheduler(lambda epoch: args.learning_rate * args.lr_decay ** epoch)
     history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-                        validation_data=(x_test, y_test), verbose=verbose)
+                        validation_data=(x_test, y_test), verbose=verbose, callbacks=[decay])
     train_seconds = time.perf_counter() - start
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
     result = {"test_loss": loss, "test_accuracy": accuracy, "train_seconds": train_seconds,

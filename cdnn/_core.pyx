@@ -5,6 +5,8 @@ Every Python-visible function checks dtypes, contiguity, shapes and sizes
 and raises ``TypeError``/``ValueError`` naming the argument; the C functions
 behind it trust their inputs.
 """
+import threading
+
 import numpy as np
 
 cimport numpy as cnp
@@ -43,8 +45,9 @@ cdef extern from "cdnn.h" nogil:
     ctypedef struct cdnn_workspace:
         pass
 
-    int cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
-                  const float *B, int ldb, float *C, int ldc, int accumulate)
+    void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
+                   const float *B, int ldb, float *C, int ldc, int accumulate, float *pack, int max_threads)
+    size_t cdnn_gemm_pack_floats()
     const cdnn_simd *cdnn_simd_current()
     const char *cdnn_simd_compiled()
     int cdnn_simd_supported(const char *name)
@@ -188,17 +191,40 @@ def gemm(a, b, bint transa=False, bint transb=False):
         raise ValueError(f"Invalid shapes for arguments `a` and `b`: inner dimensions differ ({K} vs {Kb}) "
                          f"for a{a.shape}{'^T' if transa else ''} @ b{b.shape}{'^T' if transb else ''}")
     out = np.empty((M, N), dtype=np.float32)
-    cdef int lda = a.shape[1], ldb = b.shape[1], rc
+    cdef int lda = a.shape[1], ldb = b.shape[1]
     cdef float *pa = fptr(a)
     cdef float *pb = fptr(b)
     cdef float *pc = fptr(out)
     if M == 0 or N == 0:
         return out
+    pack = _pack_buffer()
+    cdef float *pp = fptr(pack)
+    cdef int threads = pack.shape[0]
     with nogil:
-        rc = cdnn_gemm(transa, transb, M, N, K, pa, lda if lda > 0 else 1, pb, ldb if ldb > 0 else 1, pc, N, 0)
-    if rc != 0:
-        raise MemoryError("cdnn.gemm: could not allocate packing buffers")
+        cdnn_gemm(transa, transb, M, N, K, pa, lda if lda > 0 else 1, pb, ldb if ldb > 0 else 1, pc, N, 0,
+                  pp, threads)
     return out
+
+
+_local = threading.local()
+
+
+def _pack_buffer():
+    """This Python thread's packing buffer for standalone products, one row per core thread, 64-byte aligned.
+
+    Kept between calls so that a product does not pay for allocating and
+    faulting in a megabyte of fresh pages; per Python thread, so that
+    concurrent calls never share one.
+    """
+    cdef size_t per = cdnn_gemm_pack_floats()
+    threads = cdnn_get_num_threads()
+    buf = getattr(_local, "pack", None)
+    if buf is None or buf.shape[0] < threads:
+        raw = np.empty(threads * per + 16, np.float32)
+        offset = (-raw.ctypes.data % 64) // 4
+        buf = raw[offset:offset + threads * per].reshape(threads, per)
+        _local.pack = buf
+    return buf
 
 
 cdef cdnn_layer _layer_view(W, b, str activation, float alpha) except *:

@@ -96,9 +96,10 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
                     const float *A, int lda, const float *B, int ldb,
                     float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
                     float *pack);
-/* Standalone GEMM (opens its own parallel region; pack buffers allocated inside). Returns 0 or -1 on OOM. */
-int cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
-              const float *B, int ldb, float *C, int ldc, int accumulate);
+/* Standalone GEMM in its own parallel region of up to max_threads threads, each using
+ * cdnn_gemm_pack_floats() floats of pack (64-byte aligned). */
+void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
+               const float *B, int ldb, float *C, int ldc, int accumulate, float *pack, int max_threads);
 
 /* ---- SIMD dispatch and threads ---------------------------------------- */
 /* The SIMD path selected for this CPU (or forced by cdnn_simd_select). */

@@ -37,6 +37,8 @@
 #define MC 144
 #define NC 1024
 #define MR_MAX 16
+/* From this many rows of C (per thread) on, B is packed rather than read in place. */
+#define PACK_B_MIN_ROWS 48
 /* Below this many flops a standalone product runs on one thread: waking a
  * second thread costs a few microseconds, as much as ~100k flops. */
 #define GEMM_SERIAL_FLOPS 200000L
@@ -277,6 +279,9 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
          * transposed B are packed. At these sizes (K <= a few thousand) the
          * operands stay in cache, and copying them would cost more than it saves. */
         const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
+        /* B panels read by many row panels are worth packing: in place, a
+         * B panel's rows are ldb apart and evict each other from L1 */
+        const int pack_all_b = transb || (i_end - i_begin) >= PACK_B_MIN_ROWS;
         for (int jc = j_begin; jc < j_end; jc += NC) {
             int nc = j_end - jc < NC ? j_end - jc : NC;
             for (int pc = 0; pc < K || (K == 0 && pc == 0); pc += KC) {
@@ -285,7 +290,7 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
                 int acc = accumulate || pc > 0;
                 for (int jr = 0; jr < nc; jr += nr) {
                     int cols = nc - jr < nr ? nc - jr : nr;
-                    if (transb || cols < nr) pack_b_panel(transb, B, ldb, pc, kc, jc + jr, cols, nr, pb + (size_t)jr * kc);
+                    if (pack_all_b || cols < nr) pack_b_panel(transb, B, ldb, pc, kc, jc + jr, cols, nr, pb + (size_t)jr * kc);
                 }
                 for (int ic = i_begin; ic < i_end; ic += MC) {
                     int mc = i_end - ic < MC ? i_end - ic : MC;
@@ -295,7 +300,7 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
                         int cols = nc - jr < nr ? nc - jr : nr;
                         const float *b = pb + (size_t)jr * kc;
                         long ldbk = nr;
-                        if (!transb && cols == nr) {
+                        if (!pack_all_b && cols == nr) {
                             b = B + (size_t)pc * ldb + jc + jr;
                             ldbk = ldb;
                         }
@@ -329,22 +334,21 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
     }
 }
 
-int cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
-              const float *B, int ldb, float *C, int ldc, int accumulate)
+void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
+               const float *B, int ldb, float *C, int ldc, int accumulate, float *pack, int max_threads)
 {
     int nt = cdnn_get_num_threads();
     long flops = 2L * M * N * K;
     if (flops < GEMM_SERIAL_FLOPS) nt = 1;
+    if (nt > max_threads) nt = max_threads;
     size_t per = cdnn_gemm_pack_floats();
-    float *pack = (float *)aligned_alloc(64, ((per * nt * sizeof(float)) + 63) / 64 * 64);
-    if (!pack) return -1;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
     {
+        unsigned fp_state = cdnn_flush_denormals_begin();
         cdnn_gemm_team(transa, transb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, NULL,
                        pack + per * cdnn_team_rank());
+        cdnn_flush_denormals_end(fp_state);
     }
-    free(pack);
-    return 0;
 }

@@ -44,12 +44,21 @@ def _as_inputs(x, name: str = "x") -> np.ndarray:
     return a
 
 
+#: rows per block when scanning inputs for NaN/inf (bounds the scan's temporary memory)
+_FINITE_BLOCK = 4096
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    """Whether every value is finite, scanning in blocks so no full-size mask is allocated."""
+    return all(np.isfinite(a[i:i + _FINITE_BLOCK]).all() for i in range(0, len(a), _FINITE_BLOCK))
+
+
 def _as_float32(a: np.ndarray, name: str) -> np.ndarray:
     """``a`` as C-contiguous float32, refusing NaN and infinity (also float64 values beyond float32's range)."""
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(a, dtype=np.float32)
-    if a.dtype.kind == "f" and not np.isfinite(out).all():
-        beyond = " or values beyond float32's range (3.4e38)" if np.isfinite(a).all() else ""
+    if a.dtype.kind == "f" and not _all_finite(out):
+        beyond = " or values beyond float32's range (3.4e38)" if _all_finite(a) else ""
         raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity{beyond}")
     return out
 
@@ -272,7 +281,7 @@ class Sequential:
         if a.shape[0] != n if a.ndim else True:
             raise ValueError(f"Invalid shape for argument `{name}`: expected {n} labels to match the {n} inputs, "
                              f"received shape {a.shape}")
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
+        if a.dtype.kind == "f" and not _all_finite(a):
             raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity")
         if loss == "sparse_categorical_crossentropy":
             if a.ndim == 2 and a.shape[1] == 1:

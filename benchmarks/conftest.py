@@ -50,17 +50,10 @@ def pytest_report_header(config):
 
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+    """The CPU's model name, as cdnn.build_info() reports it."""
+    import cdnn
 
-    return platform.processor() or platform.machine()
+    return cdnn.build_info()["cpu"]
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -21,15 +21,12 @@ import sys
 
 
 def cpu_model() -> str:
-    """This machine's CPU model from /proc/cpuinfo (used when the JSON lacks it)."""
+    """This machine's CPU model (used when the JSON lacks it), as cdnn.build_info() reports it."""
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
+        import cdnn
+    except ImportError:
+        return "unknown CPU"
+    return cdnn.build_info()["cpu"]
 
 
 def fmt_time(seconds: float) -> str:

@@ -71,7 +71,7 @@ cdef extern from "cdnn.h" nogil:
     int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                        const int32_t *ysparse, const float *ydense, int ldy,
                        const int32_t *perm, int64_t first, int n_batches, int bs,
-                       int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct)
+                       int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads)
     void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum)
@@ -497,8 +497,10 @@ cdef class Network:
         return _check_labels(y, "y", n, self.n_out, self.loss_name)
 
     def train_run(self, x, y, perm, long first, int n_batches, int batch_size, long step0,
-                  unsigned long long seed, batch_loss, batch_correct):
+                  unsigned long long seed, batch_loss, batch_correct, int threads=0):
         """Train ``n_batches`` mini-batches of ``batch_size`` rows ``x[perm[...]]``, starting at batch ``first``.
+
+        ``threads > 0`` caps this run's threads (the results do not depend on it).
 
         Writes per-batch loss and correctness sums into ``batch_loss``/``batch_correct`` (float64).
         """
@@ -532,7 +534,7 @@ cdef class Network:
         cdef double *pc = <double *>cnp.PyArray_DATA(batch_correct)
         with nogil:
             cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
-                           batch_size, step0, seed, pl, pc)
+                           batch_size, step0, seed, pl, pc, threads)
 
     def predict(self, x, int batch_size=256, y=None):
         """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``."""

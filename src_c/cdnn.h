@@ -205,11 +205,12 @@ int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const fl
 /* Train n_batches mini-batches. Batch j takes the rows perm[(first+j)*bs ..] of
  * X[n, in] (the last batch of the permutation may be shorter). step0 is the
  * optimizer's iteration count before the run; seed keys dropout. Writes each
- * batch's summed loss and summed correctness to batch_loss/batch_correct. */
+ * batch's summed loss and summed correctness to batch_loss/batch_correct.
+ * threads > 0 caps the threads of this run (results do not depend on it). */
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
-                   int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct);
+                   int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads);
 
 /* Inference over X[n, in] in batches: write outputs [n, units_last] to out; if
  * labels are given also sum loss and correctness into loss_sum and correct_sum. */

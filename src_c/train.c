@@ -192,11 +192,11 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
-                   int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct)
+                   int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads)
 {
     const int in = net->layers[0].in;
     const float drop0 = net->layers[0].in_drop;
-    int nt = cdnn_get_num_threads();
+    int nt = threads > 0 ? threads : cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
     if (step_flops(net, bs) < TRAIN_SERIAL_FLOPS) nt = 1;
     (void)n;

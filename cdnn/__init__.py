@@ -22,6 +22,21 @@ from cdnn._config import build_info, get_num_threads, set_num_threads, show_conf
 from cdnn.layers import Input
 from cdnn.models import Sequential, load_model
 
+
+def _lazy_submodule(name: str) -> "types.ModuleType":  # noqa: F821
+    """``cdnn.<name>``, executed on first attribute access (``wrappers`` imports scikit-learn: ~1 s)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"{__name__}.{name}")
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    _sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+wrappers = _lazy_submodule("wrappers")
+
 __version__ = "0.1.0"
 
 #: ``from cdnn import keras`` and ``import cdnn as tf; tf.keras.layers...`` both see this package
@@ -35,4 +50,4 @@ del _name, _module
 
 __all__ = ["Sequential", "Input", "load_model", "layers", "models", "optimizers", "losses", "metrics",
            "callbacks", "datasets", "utils", "activations", "initializers", "build_info", "show_config",
-           "get_num_threads", "set_num_threads", "keras"]
+           "get_num_threads", "set_num_threads", "keras", "wrappers"]

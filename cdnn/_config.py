@@ -24,8 +24,9 @@ def get_num_threads() -> int:
 
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in the C core (``n <= 0``: back to the default)."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise ValueError(f"Invalid value for argument `n`: expected an integer, received n={n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n > _core.MAX_THREADS:
+        raise ValueError(f"Invalid value for argument `n`: expected an integer up to {_core.MAX_THREADS} "
+                         f"(<= 0 for the default), received n={n!r}")
     _core.set_num_threads(n)
 
 

@@ -99,6 +99,8 @@ METRICS = {None: 0, "sparse": 1, "categorical": 2, "binary": 3}
 OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3}
 
 cdef long INT_LIMIT = 2**31 - 1
+#: the most threads a workspace is made for (OMP_NUM_THREADS beyond it is capped)
+MAX_THREADS = 256
 
 
 # ---- validation -------------------------------------------------------------
@@ -149,9 +151,11 @@ def get_num_threads() -> int:
     return cdnn_get_num_threads()
 
 
-def set_num_threads(int n) -> None:
-    """Set the number of threads (``n <= 0`` returns to OpenMP's default)."""
-    cdnn_set_num_threads(n)
+def set_num_threads(long n) -> None:
+    """Set the number of threads (``n <= 0`` returns to OpenMP's default; at most MAX_THREADS)."""
+    if n > MAX_THREADS:
+        raise ValueError(f"Invalid value for argument `n`: expected at most {MAX_THREADS} threads, received n={n}")
+    cdnn_set_num_threads(<int>n)
 
 
 def simd_select(str name) -> None:
@@ -405,7 +409,9 @@ cdef class Network:
     cdef cdnn_workspace *ws
     cdef int ws_batch, ws_threads
     cdef object arrays
+    cdef object lock
     cdef readonly int n_in, n_out
+    cdef readonly long steps_done
     cdef readonly str loss_name
 
     def __cinit__(self):
@@ -418,6 +424,9 @@ cdef class Network:
         if not layers:
             raise ValueError("Invalid argument `layers`: a network needs at least one Dense layer")
         self.arrays = []
+        # one C call at a time per network: they share the workspace
+        self.lock = threading.Lock()
+        self.steps_done = 0
         self.net.n_layers = len(layers)
         self.net.layers = <cdnn_layer *>malloc(len(layers) * sizeof(cdnn_layer))
         if self.net.layers == NULL:
@@ -465,7 +474,7 @@ cdef class Network:
         free(self.net.layers)
 
     cdef int _workspace(self, int batch) except -1:
-        cdef int threads = cdnn_get_num_threads()
+        cdef int threads = min(cdnn_get_num_threads(), MAX_THREADS)
         if self.ws == NULL or batch > self.ws_batch or threads > self.ws_threads:
             cdnn_workspace_free(self.ws)
             self.ws = NULL
@@ -525,16 +534,18 @@ cdef class Network:
                 raise ValueError(f"Invalid shape for argument `{nm}`: expected at least {n_batches} entries")
         if n_batches == 0:
             return
-        self._workspace(batch_size)
         cdef float *px = fptr(x)
         cdef int32_t *pys = iptr(ys)
         cdef float *pyd = fptr(yd)
         cdef int32_t *pp = iptr(perm)
         cdef double *pl = <double *>cnp.PyArray_DATA(batch_loss)
         cdef double *pc = <double *>cnp.PyArray_DATA(batch_correct)
-        with nogil:
-            cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
-                           batch_size, step0, seed, pl, pc, threads)
+        with self.lock:
+            self._workspace(min(batch_size, n))
+            with nogil:
+                cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
+                               batch_size, step0, seed, pl, pc, threads)
+            self.steps_done += n_batches
 
     def predict(self, x, int batch_size=256, y=None):
         """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``."""
@@ -550,14 +561,15 @@ cdef class Network:
         out = np.empty((n, self.n_out), np.float32)
         if n == 0:
             return (out, 0.0, 0.0) if y is not None else out
-        self._workspace(batch_size)
         cdef float *px = fptr(x)
         cdef float *po = fptr(out)
         cdef int32_t *pys = iptr(ys)
         cdef float *pyd = fptr(yd)
         cdef double ls = 0, cs = 0
         cdef bint labelled = y is not None
-        with nogil:
-            cdnn_predict(&self.net, self.ws, px, n, po, pys, pyd, self.n_out,
-                         &ls if labelled else NULL, &cs if labelled else NULL)
+        with self.lock:
+            self._workspace(min(batch_size, n))
+            with nogil:
+                cdnn_predict(&self.net, self.ws, px, n, po, pys, pyd, self.n_out,
+                             &ls if labelled else NULL, &cs if labelled else NULL)
         return (out, ls, cs) if labelled else out

@@ -18,6 +18,9 @@ __all__ = ["Layer", "InputLayer", "Input", "Flatten", "Dense", "Dropout", "deser
 
 Shape = tuple  # a shape without the batch dimension
 
+#: the largest feature count or layer width: the C core's dimensions are 32-bit ints
+MAX_DIM = 2**31 - 1
+
 
 def _shape_arg(shape, name: str) -> Shape:
     if isinstance(shape, (int, np.integer)):
@@ -128,6 +131,8 @@ class Dense(Layer):
                  name: Optional[str] = None, input_shape=None, **kwargs) -> None:
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise invalid("units", units, "a positive integer")
+        if units > MAX_DIM:
+            raise invalid("units", units, f"a positive integer up to {MAX_DIM} (2**31 - 1)")
         super().__init__(name=name, input_shape=input_shape, **kwargs)
         self.units = int(units)
         self.activation = activations.get(activation)
@@ -147,6 +152,10 @@ class Dense(Layer):
                 f"Dense layer {self.name!r} received inputs of shape {(None, *input_shape)}: cdnn's Dense works on "
                 f"2-D inputs (batch, features). Add a Flatten() layer before it."
             )
+        if not 0 < int(input_shape[0]) <= MAX_DIM:
+            raise ValueError(f"Dense layer {self.name!r} received {input_shape[0]} input features (a kernel of shape "
+                             f"{(int(input_shape[0]), self.units)}): expected a positive number of features, at most "
+                             f"{MAX_DIM} (2**31 - 1, as the C core indexes with 32-bit integers)")
         self.kernel = initializers.get(self.kernel_initializer)((int(input_shape[0]), self.units))
         self.bias = initializers.get(self.bias_initializer)((self.units,)) if self.use_bias else None
         super().build(input_shape)

@@ -191,14 +191,14 @@ class Sequential:
         self.built = True
         self._net = None
 
-    def _ensure_built(self, x: np.ndarray) -> None:
+    def _ensure_built(self, x: np.ndarray, name: str = "x") -> None:
         if not self.built:
             self.build((None, *x.shape[1:]))
         if tuple(x.shape[1:]) != self._input_shape:
             flat = int(math.prod(self._input_shape))
             if not (len(x.shape) == 2 and x.shape[1] == flat and len(self._input_shape) == 1):
-                raise ValueError(f"Input has incompatible shape: model {self.name!r} expects inputs of shape "
-                                 f"{(None, *self._input_shape)}, received {x.shape}")
+                raise ValueError(f"Input `{name}` has incompatible shape: model {self.name!r} expects inputs of "
+                                 f"shape {(None, *self._input_shape)}, received {x.shape}")
 
     @property
     def input_shape(self) -> tuple:
@@ -305,7 +305,7 @@ class Sequential:
     # ---- data -----------------------------------------------------------------
     def _prepare_x(self, x, name: str = "x") -> np.ndarray:
         a = _as_inputs(x, name)
-        self._ensure_built(a)
+        self._ensure_built(a, name)
         return _as_float32(a, name).reshape(a.shape[0], -1)
 
     def _prepare_y(self, y, n: int, name: str = "y") -> np.ndarray:
@@ -428,11 +428,15 @@ class Sequential:
                 net.set_optimizer(self.optimizer.hyperparameters())
                 t0 = time.perf_counter()
                 nt = threads.pick()
-                net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
-                              batch_loss[done:], batch_correct[done:], nt)
+                steps_before = net.steps_done
+                try:
+                    net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
+                                  batch_loss[done:], batch_correct[done:], nt)
+                finally:
+                    # counted by the core itself: exact even when Ctrl-C lands just after the run
+                    self.optimizer.iterations += net.steps_done - steps_before
                 elapsed = time.perf_counter() - t0
                 threads.record(nt, elapsed, k)
-                self.optimizer.iterations += k
                 done += k
                 seen = min(n, done * batch_size)
                 logs = self._logs(batch_loss[:done].sum() / seen, batch_correct[:done].sum() / seen)
@@ -527,6 +531,9 @@ class Sequential:
         if not self.built:
             raise ValueError(f"Model {self.name!r} has no weights yet: build it (give an input shape or call fit) "
                              f"before set_weights")
+        if isinstance(weights, (str, bytes, np.ndarray)) or not hasattr(weights, "__iter__"):
+            raise TypeError(f"Invalid argument `weights` of set_weights: expected a list of {len(own)} arrays "
+                            f"(kernel and bias per Dense layer), received {type(weights).__name__}")
         weights = list(weights)
         if len(weights) != len(own):
             raise ValueError(f"set_weights: expected a list of {len(own)} arrays for model {self.name!r}, "

@@ -82,10 +82,14 @@ class Optimizer:
         return f"<{type(self).__name__} {self.get_config()}>"
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _positive(value, name: str, allow_zero: bool = False) -> None:
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
-    if not ok or not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise invalid(name, value, "a non-negative finite number" if allow_zero else "a positive number")
+    if not ok or not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > _FLOAT32_MAX:
+        raise invalid(name, value, ("a non-negative" if allow_zero else "a positive") +
+                      " number within float32's range (<= 3.4e38)")
 
 
 def _fraction(value, name: str) -> float:

@@ -1,16 +1,26 @@
 """cdnn's model file: a NumPy ``.npz`` (a zip of ``.npy`` arrays) holding the
 weights, the optimizer state and a JSON description of the architecture.
 
-Loading uses ``allow_pickle=False`` and rebuilds layers only from the known
-classes, so a file can never execute code; every array's shape and dtype is
-checked against the architecture. Saving writes a temporary file in the
-target directory and renames it over the old one, so an interrupted save
-leaves the previous file intact.
+Loading reads each ``.npy`` member's header itself, refuses object arrays
+(pickles) and rebuilds layers only from the known classes, so a file can
+never execute code; each array's declared size is checked against the bytes
+the archive holds for it before anything is allocated, so a crafted file
+cannot make cdnn allocate more than it holds, and every array's shape and
+dtype is checked against the architecture. Any damage raises
+:class:`ModelFileError`.
+
+Saving writes a temporary file in the target directory and renames it over
+the old one, so an interrupted save leaves the previous file intact. A save
+that is killed (SIGKILL, power cut) leaves its temporary file
+(``.NAME.HOST-PID.*.tmp``); the next save to the same path deletes it once
+its process is gone.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import socket
 import tempfile
 import zipfile
 
@@ -19,10 +29,60 @@ import numpy as np
 FORMAT = "cdnn-model"
 VERSION = 1
 _META = "__cdnn__"
+#: the architecture record is a few kilobytes; far more is not a cdnn file
+MAX_META_BYTES = 16 << 20
+#: the optimizer's step count must fit the C core's 64-bit counter with room to train
+MAX_ITERATIONS = 2**62
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be read: not ours, truncated, corrupted or inconsistent."""
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def _temp_prefix(path: str) -> str:
+    """Prefix of the temporary files of saves to ``path``: ``.NAME.HOST-PID.``, hidden, in its directory."""
+    return f".{os.path.basename(path)}.{_host()}-{os.getpid()}."
+
+
+def _remove_stale_temporaries(path: str) -> None:
+    """Delete temporary files that saves to ``path`` killed on this host left behind.
+
+    Only files whose writer process no longer exists are removed, so a save
+    running at the same time in another process keeps its file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    head, host = f".{os.path.basename(path)}.", _host()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(head) and name.endswith(".tmp")):
+            continue
+        owner = name[len(head):-len(".tmp")].rsplit(".", 1)[0]   # HOST-PID (then mkstemp's random part)
+        owner_host, _, pid = owner.rpartition("-")
+        if owner_host != host or not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True     # it exists (another user's), or we cannot tell: keep its file
+    return True
 
 
 def _write_atomically(path: str, arrays: dict, overwrite: bool) -> None:
@@ -30,7 +90,8 @@ def _write_atomically(path: str, arrays: dict, overwrite: bool) -> None:
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists and overwrite=False")
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -43,6 +104,21 @@ def _write_atomically(path: str, arrays: dict, overwrite: bool) -> None:
         except OSError:
             pass
         raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename durable (a power cut after it must not bring the old file back)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _meta_array(meta: dict) -> np.ndarray:
@@ -84,6 +160,40 @@ def save_weights(model, path, overwrite: bool = True) -> None:
     _write_atomically(path, {_META: _meta_array(meta), **arrays}, overwrite)
 
 
+def _read_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> np.ndarray:
+    """One ``.npy`` member, its header checked against the bytes the archive declares for it first."""
+    name = info.filename
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ModelFileError(f"{path}: member {name!r} is a .npy array of format version {version}, "
+                                 f"which cdnn does not write")
+        if dtype.hasobject:
+            raise ModelFileError(f"{path}: the file contains pickled Python objects, which cdnn never loads "
+                                 f"(they could run code). It was not written by cdnn.")
+        nbytes = math.prod(shape) * dtype.itemsize
+        header = f.tell()
+        if header + nbytes != info.file_size or nbytes > limit:
+            raise ModelFileError(f"{path}: member {name!r} declares an array of shape {shape} ({nbytes} bytes) "
+                                 f"but holds {info.file_size - header} bytes: the file is corrupted")
+        out = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+        view = memoryview(out.reshape(-1, order="A")).cast("B") if out.size else memoryview(b"")
+        got = 0
+        while got < nbytes:
+            chunk = f.read(min(nbytes - got, 1 << 20))
+            if not chunk:
+                break
+            view[got:got + len(chunk)] = chunk
+            got += len(chunk)
+        if got != nbytes:
+            raise ModelFileError(f"{path}: member {name!r} is truncated ({got} of {nbytes} bytes)")
+    return out
+
+
 def _read(path) -> tuple[dict, dict]:
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -92,27 +202,32 @@ def _read(path) -> tuple[dict, dict]:
         # np.load would read a bare .npy array, or call anything else a pickle
         raise ModelFileError(f"{path} is not a cdnn model file (a zip archive of NumPy arrays), or it is "
                              f"truncated or corrupted")
+    arrays = {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise ModelFileError(f"{path}: the file contains pickled Python objects, which cdnn never loads "
-                                 f"(they could run code). It was not written by cdnn.") from None
-        raise ModelFileError(f"{path} is not a readable cdnn model file: {exc}") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        size = os.path.getsize(path)
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if key is None or info.is_dir() or key in arrays:
+                    raise ModelFileError(f"{path}: member {info.filename!r} is not a NumPy array; the file was "
+                                         f"not written by cdnn")
+                # stored members (what cdnn writes) hold their bytes in the file; a compressed one may hold
+                # at most what deflate can expand (about 1032:1) - never more than that is allocated
+                limit = MAX_META_BYTES if key == _META else (
+                    size if info.compress_type == zipfile.ZIP_STORED else 1100 * max(info.compress_size, 1))
+                arrays[key] = _read_member(path, zf, info, limit)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # anything zipfile, zlib or numpy raise on malformed bytes: the file is damaged
         raise ModelFileError(f"{path} is not a cdnn model file, or it is truncated or corrupted "
                              f"({type(exc).__name__}: {exc})") from None
-    odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
-    if odd:
-        raise ModelFileError(f"{path}: member {odd[0]!r} is not a NumPy array; the file was not written by cdnn")
     meta_arr = arrays.pop(_META, None)
     if meta_arr is None or meta_arr.dtype != np.uint8 or meta_arr.ndim != 1:
         raise ModelFileError(f"{path} is a NumPy archive but not a cdnn model file (no architecture record)")
     try:
         meta = json.loads(meta_arr.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: the architecture record is corrupted ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: the architecture record is corrupted ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a cdnn model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != VERSION:
@@ -140,6 +255,11 @@ def _checked_weights(path: str, meta: dict, arrays: dict, expected_shapes: list)
     return out
 
 
+#: what interpreting a hand-edited or corrupted JSON record can raise (wrong types, sizes, nesting)
+_BAD_RECORD = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, MemoryError,
+               RecursionError)
+
+
 def _model_from_config(path: str, config) -> "object":
     from cdnn import layers as layers_module
     from cdnn.models import Sequential
@@ -156,7 +276,7 @@ def _model_from_config(path: str, config) -> "object":
             model.build((None, *shape))
     except ModelFileError:
         raise
-    except (TypeError, ValueError, OverflowError, MemoryError) as exc:
+    except _BAD_RECORD as exc:
         raise ModelFileError(f"{path}: invalid architecture: {type(exc).__name__}: {exc}") from None
     return model
 
@@ -176,8 +296,8 @@ def load_model(path, compile: bool = True):
             model.compile(optimizer=optimizers.get(comp["optimizer"]),
                           loss=losses.get(comp["loss"]) if comp.get("loss") else None,
                           metrics=[metrics.get(comp["metric"])] if comp.get("metric") else None)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path}: invalid compile settings: {exc}") from None
+        except _BAD_RECORD as exc:
+            raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None
         slots = comp.get("slots")
         if isinstance(slots, list):
             params = model.weights
@@ -188,15 +308,16 @@ def load_model(path, compile: bool = True):
                 own = model.optimizer._slots[i // 2][i % 2]
                 a = arrays.get(f"slot_{i}")
                 if (shape is None) != (own is None) or (a is None) != (shape is None):
-                    raise ModelFileError(f"{path}: optimizer slot {i} does not match {comp['optimizer'].get('class_name')}")
+                    raise ModelFileError(f"{path}: optimizer slot {i} does not match {type(model.optimizer).__name__}")
                 if a is not None:
                     if a.dtype != np.float32 or a.shape != own.shape:
                         raise ModelFileError(f"{path}: optimizer slot {i} has dtype {a.dtype} and shape {a.shape}, "
                                              f"expected float32 {own.shape}")
                     own[...] = a
         iterations = comp.get("iterations", 0)
-        if not isinstance(iterations, int) or iterations < 0:
-            raise ModelFileError(f"{path}: invalid optimizer iteration count {iterations!r}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations < MAX_ITERATIONS:
+            raise ModelFileError(f"{path}: invalid optimizer iteration count {iterations!r}, expected an "
+                                 f"integer in [0, 2**62)")
         model.optimizer.iterations = iterations
     return model
 
@@ -206,9 +327,13 @@ def load_weights(model, path) -> None:
     path = os.fspath(path)
     meta, arrays = _read(path)
     if not model.built:
-        shape = (meta.get("config") or {}).get("input_shape")
+        config = meta.get("config")
+        shape = config.get("input_shape") if isinstance(config, dict) else None
         if not isinstance(shape, list):
             raise ValueError(f"Model {model.name!r} is not built and {path} has no input shape to build it from")
-        model.build((None, *shape))
+        try:
+            model.build((None, *shape))
+        except _BAD_RECORD as exc:
+            raise ModelFileError(f"{path}: invalid input shape {shape!r}: {type(exc).__name__}: {exc}") from None
     weights = _checked_weights(path, meta, arrays, [w.shape for w in model.weights])
     model.set_weights(weights)

@@ -25,10 +25,10 @@ MAX_DIM = 2**31 - 1
 def _shape_arg(shape, name: str) -> Shape:
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
-    try:
-        shape = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise invalid(name, shape, "a tuple of positive integers, e.g. (28, 28)") from None
+    if not isinstance(shape, (tuple, list)) or not all(
+            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape):
+        raise invalid(name, shape, "a tuple of positive integers, e.g. (28, 28)")
+    shape = tuple(int(d) for d in shape)
     if not shape or any(d <= 0 for d in shape):
         raise invalid(name, shape, "a tuple of positive integers, e.g. (28, 28)")
     return shape

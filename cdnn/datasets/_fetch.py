@@ -22,7 +22,9 @@ or the system directory is something to fix, and the error says how.
 
 A download is written to a temporary file in the cache directory, checked,
 and only then renamed (atomically) to its final name, so the cache never
-holds a partial or unchecked file. Nothing here needs C or the rest of cdnn.
+holds a partial or unchecked file under a dataset file's name. A partial
+download whose process was killed (``.NAME.HOST-PID.*.part``) is deleted by
+the next download into that directory. Nothing here needs C or the rest of cdnn.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import dataclasses
 import hashlib
 import http.client
 import os
+import socket
 import sys
 import tempfile
 import urllib.error
@@ -209,6 +212,51 @@ def _check(dataset: Dataset, spec: FileSpec, path: Path, gz_sha256: str | None =
     return array
 
 
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def _part_prefix(filename: str) -> str:
+    """Prefix of a download's temporary file: ``.NAME.HOST-PID.`` (hidden, and says whose it is)."""
+    return f".{filename}.{_host()}-{os.getpid()}."
+
+
+def _remove_stale_parts(directory: Path) -> None:
+    """Delete the partial downloads in `directory` whose process was killed on this host.
+
+    A download in progress in another process keeps its file: only files
+    whose writer no longer exists are removed.
+    """
+    host = _host()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(".") and name.endswith(".part")) or name.count(".") < 4:
+            continue
+        owner = name[: -len(".part")].rsplit(".", 2)[1]  # .NAME.HOST-PID.RANDOM.part
+        owner_host, _, pid = owner.rpartition("-")
+        if owner_host != host or not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        try:
+            os.unlink(directory / name)
+        except OSError:
+            pass
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # another user's process, or we cannot tell: keep its file
+    return True
+
+
 def _download(
     dataset: Dataset, spec: FileSpec, dead: set[str], failures: list[str]
 ) -> np.ndarray | None:
@@ -239,7 +287,8 @@ def _download(
         with response:
             try:
                 directory.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{filename}.", suffix=".part")
+                _remove_stale_parts(directory)
+                fd, tmp = tempfile.mkstemp(dir=directory, prefix=_part_prefix(filename), suffix=".part")
             except OSError as exc:
                 failures.append(f"cannot write to the cache directory {directory}: {exc}")
                 return None

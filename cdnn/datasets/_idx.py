@@ -34,6 +34,8 @@ TYPE_NAMES = {
 # No dataset read here comes near this; a header asking for more is corrupt
 # (and would otherwise make us allocate it before noticing).
 MAX_BYTES = 1 << 32
+# Bytes read from a gzip stream at a time.
+READ_CHUNK = 1 << 22
 
 
 class IdxError(ValueError):
@@ -123,16 +125,29 @@ def _read_stream(
     if total > MAX_BYTES:
         raise IdxError(f"its header gives shape {dims}: {total} bytes is implausible")
 
-    buffer = bytearray(total)
-    buffer[:header_size] = magic + dims_bytes
-    view = memoryview(buffer)[header_size:]
-    got = 0
-    while got < size:
-        n = stream.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    del view  # a live memoryview would pin the bytearray's size
+    if file_size is not None:
+        # The file is as long as the header says: read it into place.
+        buffer = bytearray(total)
+        buffer[:header_size] = magic + dims_bytes
+        view = memoryview(buffer)[header_size:]
+        got = 0
+        while got < size:
+            n = stream.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        del view  # a live memoryview would pin the bytearray's size
+    else:
+        # A gzip stream's length is known only once it is read: grow the
+        # buffer as data arrives, so that a small file whose header promises
+        # gigabytes is refused as truncated without allocating them.
+        buffer = bytearray(magic + dims_bytes)
+        while len(buffer) < total:
+            chunk = stream.read(min(total - len(buffer), READ_CHUNK))
+            if not chunk:
+                break
+            buffer += chunk
+        got = len(buffer) - header_size
     if got < size:
         raise IdxError(
             f"it is truncated: its header gives shape {dims} ({size} data "

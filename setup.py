@@ -111,6 +111,12 @@ class build_ext_into_checkout(build_ext):
     source tree: with the extension here too, they work as from anywhere else.
     """
 
+    def finalize_options(self):
+        super().finalize_options()
+        # always compile: the build switches (CDNN_NO_OPENMP, CDNN_SANITIZE, ...) are not
+        # file timestamps, and a build/ left by another configuration must not be reused
+        self.force = True
+
     def run(self):
         super().run()
         if self.inplace:

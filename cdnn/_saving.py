@@ -25,6 +25,7 @@ import tempfile
 import zipfile
 
 import numpy as np
+from cdnn._files import process_exists as _process_exists
 
 FORMAT = "cdnn-model"
 VERSION = 1
@@ -71,18 +72,6 @@ def _remove_stale_temporaries(path: str) -> None:
             os.unlink(os.path.join(directory, name))
         except OSError:
             pass
-
-
-def _process_exists(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True     # it exists (another user's), or we cannot tell: keep its file
-    return True
 
 
 def _write_atomically(path: str, arrays: dict, overwrite: bool) -> None:

@@ -44,6 +44,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ._idx import IdxError, read_idx
+from cdnn._files import process_exists as _process_exists
 
 # Seconds to wait for a mirror to connect or send more data. Short, so that
 # a machine without a network learns so quickly.
@@ -243,18 +244,6 @@ def _remove_stale_parts(directory: Path) -> None:
             os.unlink(directory / name)
         except OSError:
             pass
-
-
-def _process_exists(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # another user's process, or we cannot tell: keep its file
-    return True
 
 
 def _download(

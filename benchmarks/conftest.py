@@ -23,11 +23,17 @@ import contextlib
 import gzip
 import os
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+#: Pause before each benchmark: the previous contender's idle BLAS/OpenMP threads
+#: busy-wait for a while after their last call (OpenBLAS ~0.1 s) and would
+#: take a core from the next contender. Measured: cdnn's 128x784x512 GEMM right
+#: after NumPy's ran at 25-39 GFLOP/s, after a 0.2 s pause at 82-94 (/tmp/w/g2.py).
+SETTLE_SECONDS = 0.3
 TRAIN_IMAGES = 48_000  # Keras' validation_split=0.2 of Fashion-MNIST's 60,000
 QUICK_IMAGES = 2_000  # --quick: images per epoch, and one round per benchmark
 SYSTEM_DATA = Path("/usr/share/datasets/fashion-mnist")
@@ -193,6 +199,8 @@ class Runner:
         if samples is not None:
             bm.extra_info["samples"] = int(samples)
         with thread_limit(threads):
+            if not s.quick:
+                time.sleep(SETTLE_SECONDS)
             return bm.pedantic(fn, setup=setup, rounds=rounds or s.rounds, iterations=iterations,
                                warmup_rounds=s.warmup)
 

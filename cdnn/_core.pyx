@@ -59,8 +59,8 @@ cdef extern from "cdnn.h" nogil:
     int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z)
     int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a,
                             const float *dy, float *dz, float *dw, float *db, float *dx)
-    void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
-                        int rows, int cols, const float *out, const float *z,
+    void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
+                        int lo, int hi, int cols, const float *out, const float *z,
                         const int32_t *ysparse, const float *ydense, int ldy,
                         int grad_batch, float *dz, double *row_loss, double *row_correct)
     cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t)
@@ -75,6 +75,7 @@ cdef extern from "cdnn.h" nogil:
     void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum)
+    int cdnn_all_finite(const float *x, int64_t n)
 
 cdef extern from *:
     """
@@ -182,6 +183,23 @@ def build_info() -> dict:
 
 
 # ---- kernels (tests and benchmarks call these directly) ---------------------
+
+def all_finite(x) -> bool:
+    """Whether a C-contiguous float32 array (any shape) holds no NaN and no infinity."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"Invalid argument `x`: expected a numpy.ndarray, received {type(x).__name__}")
+    if x.dtype != np.float32:
+        raise TypeError(f"Invalid dtype for argument `x`: expected float32, received {x.dtype}")
+    if not x.flags.c_contiguous:
+        raise ValueError(f"Invalid argument `x`: expected a C-contiguous array "
+                         f"(use numpy.ascontiguousarray), received strides {x.strides}")
+    cdef const float *p = <const float *>cnp.PyArray_DATA(x)
+    cdef int64_t n = x.size
+    cdef int ok
+    with nogil:
+        ok = cdnn_all_finite(p, n)
+    return ok != 0
+
 
 def gemm(a, b, bint transa=False, bint transb=False):
     """Return ``op(a) @ op(b)`` in float32, op being the transpose where asked."""
@@ -348,7 +366,7 @@ def loss_forward_backward(str loss, output, z, y, str activation="softmax", floa
     cdef double *pl = <double *>cnp.PyArray_DATA(row_loss)
     cdef double *pc = <double *>cnp.PyArray_DATA(row_correct)
     with nogil:
-        cdnn_loss_team(lc, mc, act, alpha, from_logits, rows, cols, po, pz, pys, pyd, cols, rows, pdz, pl, pc)
+        cdnn_loss_rows(lc, mc, act, alpha, from_logits, 0, rows, cols, po, pz, pys, pyd, cols, rows, pdz, pl, pc)
     return row_loss, row_correct, dz
 
 

@@ -87,6 +87,9 @@ typedef struct {
     /* c[mr x nr] (+)= sum over k < kc of a[i*si + k*sk] * b[k*ldb + j] */
     void (*kernel)(int kc, const float *a, long si, long sk, const float *b, long ldb,
                    float *c, int ldc, int accumulate);
+    /* Optional (else NULL): a rows x cols part of a tile straight into c; a's rows beyond `rows` are never read */
+    void (*edge)(int kc, const float *a, long si, long sk, const float *b, long ldb,
+                 float *c, int ldc, int accumulate, int rows, int cols);
 } cdnn_simd;
 
 /* Floats of packing buffer one thread needs for any GEMM. */
@@ -96,6 +99,10 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
                     const float *A, int lda, const float *B, int ldb,
                     float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
                     float *pack);
+/* Rows [i0, i1) of the same product on the calling thread alone (row-local work needs no barrier). */
+void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
+                    const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack);
 /* Standalone GEMM in its own parallel region of up to max_threads threads, each using
  * cdnn_gemm_pack_floats() floats of pack (64-byte aligned). */
 void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
@@ -145,12 +152,13 @@ void cdnn_softmax_backward_rows(float *g, int ldg, const float *a, int lda, int 
 float cdnn_dropout_factor(uint64_t key, int32_t row, int col, float rate);
 
 /* ---- losses (losses.c) ------------------------------------------------ */
-/* Team: for output rows of a batch, write per-row loss and correctness to
- * row_loss/row_correct and dL/dz (already divided by the batch size) into dz.
- * out holds the layer output (probabilities/activations), z the pre-activation.
- * ysparse (int32) or ydense (float, [rows, cols]) hold the labels. */
-void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
-                    int rows, int cols, const float *out, const float *z,
+/* For output rows [lo, hi) of a batch (calling thread only), write per-row loss
+ * and correctness to row_loss/row_correct and dL/dz (already divided by
+ * grad_batch) into dz if not NULL. out holds the layer output
+ * (probabilities/activations), z the pre-activation. ysparse (int32) or
+ * ydense (float, row stride ldy) hold the labels. */
+void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
+                    int lo, int hi, int cols, const float *out, const float *z,
                     const int32_t *ysparse, const float *ydense, int ldy,
                     int grad_batch, float *dz, double *row_loss, double *row_correct);
 
@@ -188,13 +196,14 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
 void cdnn_workspace_free(cdnn_workspace *ws);
 
 /* ---- fused dense layer (dense.c) -------------------------------------- */
-/* Team forward: y = act(x W + b) over rows; z gets x W + b if not NULL. */
-void cdnn_dense_forward_team(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack);
-/* Team backward from dz: dx = dz W^T (+dx_epi) if dx; dW = x^T dz (optimizer applied if opt); db if not NULL.
- * Synchronises after dx only: callers put a barrier before reading dW, db or the updated W, b. */
-void cdnn_dense_backward_team(const cdnn_layer *ly, int rows, const float *x, const float *dz,
-                              float *dx, const cdnn_epilogue *dx_epi, float *dw, float *db,
-                              const cdnn_opt_params *opt, cdnn_opt_step st, float *pack);
+/* Rows [r0, r1) of the forward pass on the calling thread: y = act(x W + b); z gets x W + b if not NULL. */
+void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *x, float *y, float *z, float *pack);
+/* Rows [r0, r1) of dx = dz W^T on the calling thread, with dx_epi (the layer below's derivative) if not NULL. */
+void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
+                        const cdnn_epilogue *dx_epi, float *pack);
+/* Team: dW = x^T dz and db = column sums of dz over all rows, with the optimizer applied if opt; no barrier. */
+void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw, float *db,
+                           const cdnn_opt_params *opt, cdnn_opt_step st, float *pack);
 /* Standalone forward (own parallel region): returns 0, -1 on OOM. */
 int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z);
 /* Standalone backward from dy = dL/da (a = output, or z for gelu): dz, dw, db, dx (dx may be NULL). */
@@ -211,6 +220,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads);
+
+/* 1 if none of x[0..n) is NaN or infinite (a parallel scan of the inputs before training), else 0. */
+int cdnn_all_finite(const float *x, int64_t n);
 
 /* Inference over X[n, in] in batches: write outputs [n, units_last] to out; if
  * labels are given also sum loss and correctness into loss_sum and correct_sum. */

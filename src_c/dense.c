@@ -2,18 +2,21 @@
  *
  * forward:  Y = act(X W + b)  - one GEMM whose epilogue adds the bias and
  *           applies the activation on each output tile (softmax, which needs
- *           whole rows, runs row-wise right after).
+ *           whole rows, runs row-wise right after). Row-local: a thread
+ *           computes its own rows of Y from its own rows of X.
  * backward: given dZ = dL/d(XW + b):
  *           dX = dZ W^T   (only where a layer below needs it; its epilogue
- *                          folds in that layer's activation derivative),
- *           dW = X^T dZ   (its epilogue may apply the optimizer at once),
+ *                          folds in that layer's activation derivative;
+ *                          row-local, like the forward pass),
+ *           dW = X^T dZ   (needs every row: split over the team; its epilogue
+ *                          may apply the optimizer at once),
  *           db = sum of dZ over rows, in row order.
  */
 #include "cdnn.h"
 
 #include <stdlib.h>
 
-void cdnn_dense_forward_team(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack)
+void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *x, float *y, float *z, float *pack)
 {
     cdnn_epilogue e = {0};
     e.kind = CDNN_EPI_BIAS_ACT;
@@ -22,25 +25,20 @@ void cdnn_dense_forward_team(const cdnn_layer *ly, int rows, const float *x, flo
     e.bias = ly->b;
     e.aux = z;
     e.ldaux = ly->units;
-    cdnn_gemm_team(0, 0, rows, ly->units, ly->in, x, ly->in, ly->W, ly->units, y, ly->units, 0, &e, pack);
-    cdnn_team_barrier();
-    if (ly->act == CDNN_SOFTMAX) {
-        long lo, hi;
-        cdnn_team_range(rows, &lo, &hi);
-        cdnn_softmax_rows(y + lo * ly->units, ly->units, (int)(hi - lo), ly->units);
-        cdnn_team_barrier();
-    }
+    cdnn_gemm_rows(0, 0, r0, r1, ly->units, ly->in, x, ly->in, ly->W, ly->units, y, ly->units, 0, &e, pack);
+    if (ly->act == CDNN_SOFTMAX && r1 > r0)
+        cdnn_softmax_rows(y + (size_t)r0 * ly->units, ly->units, r1 - r0, ly->units);
 }
 
-void cdnn_dense_backward_team(const cdnn_layer *ly, int rows, const float *x, const float *dz,
-                              float *dx, const cdnn_epilogue *dx_epi, float *dw, float *db,
-                              const cdnn_opt_params *opt, cdnn_opt_step st, float *pack)
+void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
+                        const cdnn_epilogue *dx_epi, float *pack)
 {
-    if (dx) {
-        cdnn_gemm_team(0, 1, rows, ly->in, ly->units, dz, ly->units, ly->W, ly->units, dx, ly->in, 0, dx_epi, pack);
-        cdnn_team_barrier(); /* dx is read next, and W is about to change */
-    }
+    cdnn_gemm_rows(0, 1, r0, r1, ly->in, ly->units, dz, ly->units, ly->W, ly->units, dx, ly->in, 0, dx_epi, pack);
+}
 
+void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw, float *db,
+                           const cdnn_opt_params *opt, cdnn_opt_step st, float *pack)
+{
     cdnn_epilogue e = {0};
     if (opt) {
         e.kind = CDNN_EPI_OPTIMIZE;
@@ -81,7 +79,11 @@ int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y,
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
-    cdnn_dense_forward_team(ly, rows, x, y, z, pack + cdnn_gemm_pack_floats() * cdnn_team_rank());
+    {
+        long lo, hi;
+        cdnn_team_range(rows, &lo, &hi);
+        cdnn_dense_forward_rows(ly, (int)lo, (int)hi, x, y, z, pack + cdnn_gemm_pack_floats() * cdnn_team_rank());
+    }
     free(pack);
     return 0;
 }
@@ -106,9 +108,10 @@ int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const fl
         else
             cdnn_dact_tile(ly->act, ly->alpha, dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
                            (int)(hi - lo), ly->units);
+        float *my_pack = pack + cdnn_gemm_pack_floats() * cdnn_team_rank();
+        if (dx) cdnn_dense_dx_rows(ly, (int)lo, (int)hi, dz, dx, NULL, my_pack); /* needs only these rows of dz */
         cdnn_team_barrier();
-        cdnn_dense_backward_team(ly, rows, x, dz, dx, NULL, dw, db, NULL, none,
-                                 pack + cdnn_gemm_pack_floats() * cdnn_team_rank());
+        cdnn_dense_grads_team(ly, rows, x, dz, dw, db, NULL, none, my_pack);
     }
     free(pack);
     return 0;

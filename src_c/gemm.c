@@ -97,6 +97,80 @@ static void kernel_avx2(int kc, const float *a, long si, long sk, const float *b
     }
 }
 
+/* Tiles of any size up to 6x16 and the fused optimizer step share one
+ * body: R rows and V vectors of 8 columns, unrolled by the compiler for each
+ * constant (R, V) of the switch below. */
+__attribute__((always_inline, target("avx2,fma")))
+static inline void avx2_tile(int R, int V, int kc, const float *a, long si, long sk, const float *b, long ldb,
+                             __m256 *acc)
+{
+    /* named accumulators: GCC keeps an array of vectors in memory */
+    const __m256 z = _mm256_setzero_ps();
+    __m256 r00 = z, r01 = z, r10 = z, r11 = z, r20 = z, r21 = z, r30 = z, r31 = z, r40 = z, r41 = z,
+           r50 = z, r51 = z;
+    for (int k = 0; k < kc; k++, b += ldb) {
+        const float *ak = a + k * sk;
+        __m256 b0 = _mm256_loadu_ps(b), b1 = V > 1 ? _mm256_loadu_ps(b + 8) : z, x;
+#define ROW(i, c0, c1) \
+        if (R > i) { \
+            x = _mm256_broadcast_ss(ak + i * si); \
+            c0 = _mm256_fmadd_ps(x, b0, c0); \
+            if (V > 1) c1 = _mm256_fmadd_ps(x, b1, c1); \
+        }
+        ROW(0, r00, r01) ROW(1, r10, r11) ROW(2, r20, r21) ROW(3, r30, r31) ROW(4, r40, r41) ROW(5, r50, r51)
+#undef ROW
+    }
+    acc[0] = r00; acc[1] = r01; acc[2] = r10; acc[3] = r11; acc[4] = r20; acc[5] = r21;
+    acc[6] = r30; acc[7] = r31; acc[8] = r40; acc[9] = r41; acc[10] = r50; acc[11] = r51;
+}
+
+/* acc[2i+v] for rows < rows and vectors covering cols, computed from a
+ * (rows read in place, none beyond `rows`) and b (16 readable columns). */
+__attribute__((target("avx2,fma")))
+static void avx2_tile_any(int rows, int cols, int kc, const float *a, long si, long sk, const float *b, long ldb,
+                          __m256 *acc)
+{
+    switch (rows * 2 + (cols > 8)) {
+#define TILE_CASE(R) \
+    case 2 * R: avx2_tile(R, 1, kc, a, si, sk, b, ldb, acc); break; \
+    case 2 * R + 1: avx2_tile(R, 2, kc, a, si, sk, b, ldb, acc); break;
+    TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
+#undef TILE_CASE
+    default: break;
+    }
+}
+
+/* Lanes below n (0..8) set. */
+__attribute__((target("avx2")))
+static inline __m256i avx2_mask(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Edge tiles (rows <= 6, cols <= 16) straight into C: A read in place, only C's valid part touched. */
+__attribute__((target("avx2,fma")))
+static void kernel_avx2_edge(int kc, const float *a, long si, long sk, const float *b, long ldb,
+                             float *c, int ldc, int accumulate, int rows, int cols)
+{
+    __m256 acc[12];
+    avx2_tile_any(rows, cols, kc, a, si, sk, b, ldb, acc);
+    for (int v = 0; v * 8 < cols; v++) {
+        int n = cols - 8 * v < 8 ? cols - 8 * v : 8;
+        __m256i m = avx2_mask(n);
+        for (int i = 0; i < rows; i++) {
+            float *ci = c + (size_t)i * ldc + 8 * v;
+            __m256 r = acc[2 * i + v];
+            if (n == 8) {
+                if (accumulate) r = _mm256_add_ps(r, _mm256_loadu_ps(ci));
+                _mm256_storeu_ps(ci, r);
+            } else {
+                if (accumulate) r = _mm256_add_ps(r, _mm256_maskload_ps(ci, m));
+                _mm256_maskstore_ps(ci, m, r);
+            }
+        }
+    }
+}
+
 __attribute__((target("avx512f")))
 static void kernel_avx512(int kc, const float *a, long si, long sk, const float *b, long ldb,
                           float *c, int ldc, int accumulate)
@@ -127,10 +201,10 @@ static void kernel_avx512(int kc, const float *a, long si, long sk, const float 
 
 static const cdnn_simd simd_paths[] = {
 #ifdef CDNN_X86
-    {"avx512", 6, 32, kernel_avx512},
-    {"avx2", 6, 16, kernel_avx2},
+    {"avx512", 6, 32, kernel_avx512, NULL},
+    {"avx2", 6, 16, kernel_avx2, kernel_avx2_edge},
 #endif
-    {"generic", G_MR, G_NR, kernel_generic},
+    {"generic", G_MR, G_NR, kernel_generic, NULL},
 };
 #define N_PATHS ((int)(sizeof simd_paths / sizeof simd_paths[0]))
 
@@ -245,6 +319,23 @@ static void optimize_region(const cdnn_epilogue *e, const float *g, int ldg, int
     }
 }
 
+/* One tile of C (rows x cols, at most mr x nr): the full kernel, the edge
+ * kernel, or the full kernel into tmp and a copy of the valid part. */
+static void tile(const cdnn_simd *s, int kc, const float *a, long si, long sk, const float *b, long ldb,
+                 float *c, int ldc, int acc, int rows, int cols, float *tmp)
+{
+    if (rows == s->mr && cols == s->nr) {
+        s->kernel(kc, a, si, sk, b, ldb, c, ldc, acc);
+    } else if (s->edge) {
+        s->edge(kc, a, si, sk, b, ldb, c, ldc, acc, rows, cols);
+    } else {
+        s->kernel(kc, a, si, sk, b, ldb, tmp, s->nr, 0);
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++)
+                c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + tmp[i * s->nr + j] : tmp[i * s->nr + j];
+    }
+}
+
 /* ---- the product ------------------------------------------------------- */
 
 static long ceil_div(long a, long b) { return (a + b - 1) / b; }
@@ -253,6 +344,63 @@ static long ceil_div(long a, long b) { return (a + b - 1) / b; }
 static double split_cost(long tiles_per_thread, long tile_flops, long packed)
 {
     return (double)tiles_per_thread * (double)tile_flops / 32.0 + (double)packed;
+}
+
+static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
+                       const float *A, int lda, const float *B, int ldb, float *C, int ldc, int accumulate,
+                       const cdnn_epilogue *epi, float *pack, int i_begin, int i_end, int j_begin, int j_end);
+
+/* Where the pack buffer's parts start: A panel, B block, one edge tile. */
+static float *pack_a_part(float *pack) { return pack; }
+static float *pack_b_part(float *pack) { return pack + (size_t)(MC + MR_MAX) * KC; }
+static float *pack_tmp_part(float *pack)
+{
+    return (float *)(((uintptr_t)(pack_b_part(pack) + (size_t)(NC + NR_MAX) * KC) + 63) & ~(uintptr_t)63);
+}
+
+/* A gradient whose depth fits one slice (K <= KC: dW = X^T dZ for batches
+ * up to KC rows) with the optimizer epilogue. Row panels are handed out
+ * dynamically, so that a thread whose core is slowed down by other work
+ * takes fewer of them; each panel's rows get the optimizer update right
+ * after they are computed, while they are in L1. Every element is computed
+ * and updated the same way whichever thread takes its panel. */
+static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M, int N, int K,
+                               const float *A, int lda, const float *B, int ldb, float *C, int ldc,
+                               const cdnn_epilogue *epi, float *pack)
+{
+    const int mr = s->mr, nr = s->nr;
+    float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
+    const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
+    const long pm = ceil_div(M, mr);
+    /* ~16 handouts per thread: enough to even out, few enough atomics */
+    const int chunk = (int)(pm / (16L * cdnn_team_size()) > 1 ? pm / (16L * cdnn_team_size()) : 1);
+    (void)chunk;
+    for (int jc = 0; jc < N; jc += NC) {
+        int nc = N - jc < NC ? N - jc : NC;
+        for (int jr = 0; jr < nc; jr += nr) {
+            int cols = nc - jr < nr ? nc - jr : nr;
+            pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, nr, pb + (size_t)jr * K);
+        }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, chunk) nowait
+#endif
+        for (long p = 0; p < pm; p++) {
+            int r = (int)(p * mr), rows = M - r < mr ? M - r : mr;
+            const float *a = transa ? A + r : A + (size_t)r * lda;
+            long si = a_si, sk = a_sk;
+            if (rows < mr && !s->edge) {
+                pack_a_panel(transa, A, lda, r, rows, 0, K, mr, pa);
+                a = pa;
+                si = 1;
+                sk = mr;
+            }
+            for (int jr = 0; jr < nc; jr += nr) {
+                int cols = nc - jr < nr ? nc - jr : nr;
+                tile(s, K, a, si, sk, pb + (size_t)jr * K, nr, C + (size_t)r * ldc + jc + jr, ldc, 0, rows, cols, tmp);
+            }
+            optimize_region(epi, C, ldc, r, r + rows, jc, jc + nc, N);
+        }
+    }
 }
 
 void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
@@ -267,6 +415,10 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
 
     /* Whole-team decision, identical on every thread. */
     int nt = cdnn_team_size();
+    if (epi && epi->kind == CDNN_EPI_OPTIMIZE && !accumulate && K <= KC) {
+        gemm_optimize_team(s, transa, transb, M, N, K, A, lda, B, ldb, C, ldc, epi, pack);
+        return;
+    }
     long tile_flops = 2L * mr * nr * K;
     double cost_n = split_cost(pm * ceil_div(pn, nt), tile_flops, (long)M * K + (long)K * ceil_div(pn, nt) * nr);
     double cost_m = split_cost(ceil_div(pm, nt) * pn, tile_flops, (long)ceil_div(pm, nt) * mr * K + (long)K * N);
@@ -280,12 +432,25 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
         cdnn_team_range(pn, &lo, &hi);
         j_begin = (int)(lo * nr); j_end = (int)(hi * nr < N ? hi * nr : N);
     }
+    gemm_block(s, transa, transb, N, K, A, lda, B, ldb, C, ldc, accumulate, epi, pack, i_begin, i_end, j_begin, j_end);
+}
 
+void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
+                    const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack)
+{
+    gemm_block(cdnn_simd_current(), transa, transb, N, K, A, lda, B, ldb, C, ldc, accumulate, epi, pack,
+               i0, i1, 0, N);
+}
+
+/* Rows [i_begin, i_end) x columns [j_begin, j_end) of C, on the calling thread. */
+static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
+                       const float *A, int lda, const float *B, int ldb, float *C, int ldc, int accumulate,
+                       const cdnn_epilogue *epi, float *pack, int i_begin, int i_end, int j_begin, int j_end)
+{
+    const int mr = s->mr, nr = s->nr;
     if (i_begin < i_end && j_begin < j_end) {
-        float *pa = pack;
-        float *pb = pack + (size_t)(MC + MR_MAX) * KC;
-        float *tmp = pb + (size_t)(NC + NR_MAX) * KC;
-        tmp = (float *)(((uintptr_t)tmp + 63) & ~(uintptr_t)63);
+        float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
         /* Full micro-panels are read in place (A with its row and depth
          * strides, B row by row when not transposed); only edge panels and
          * transposed B are packed. At these sizes (K <= a few thousand) the
@@ -307,7 +472,7 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
                 for (int ic = i_begin; ic < i_end; ic += MC) {
                     int mc = i_end - ic < MC ? i_end - ic : MC;
                     int edge = mc % mr; /* rows of the last, partial panel */
-                    if (edge) pack_a_panel(transa, A, lda, ic + mc - edge, edge, pc, kc, mr, pa);
+                    if (edge && !s->edge) pack_a_panel(transa, A, lda, ic + mc - edge, edge, pc, kc, mr, pa);
                     for (int jr = 0; jr < nc; jr += nr) {
                         int cols = nc - jr < nr ? nc - jr : nr;
                         const float *b = pb + (size_t)jr * kc;
@@ -321,21 +486,14 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
                             float *c = C + (size_t)(ic + ir) * ldc + jc + jr;
                             const float *a = pa;
                             long si = 1, sk = mr;
-                            if (rows == mr) {
+                            if (rows == mr || s->edge) {
+                                /* in place; the edge kernel reads no row beyond `rows` */
                                 size_t r = (size_t)(ic + ir);
                                 a = transa ? A + (size_t)pc * lda + r : A + r * lda + pc;
                                 si = a_si;
                                 sk = a_sk;
                             }
-                            if (rows == mr && cols == nr) {
-                                s->kernel(kc, a, si, sk, b, ldbk, c, ldc, acc);
-                            } else {
-                                s->kernel(kc, a, si, sk, b, ldbk, tmp, nr, 0);
-                                for (int i = 0; i < rows; i++)
-                                    for (int j = 0; j < cols; j++)
-                                        c[(size_t)i * ldc + j] = acc ? c[(size_t)i * ldc + j] + tmp[i * nr + j]
-                                                                     : tmp[i * nr + j];
-                            }
+                            tile(s, kc, a, si, sk, b, ldbk, c, ldc, acc, rows, cols, tmp);
                             if (last && epi && epi->kind != CDNN_EPI_OPTIMIZE)
                                 epilogue(epi, c, ldc, ic + ir, jc + jr, rows, cols);
                         }

@@ -57,13 +57,11 @@ static double row_accuracy(int metric, const float *out, int cols, int ys, const
     }
 }
 
-void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
-                    int rows, int cols, const float *out, const float *z,
+void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
+                    int lo, int hi, int cols, const float *out, const float *z,
                     const int32_t *ysparse, const float *ydense, int ldy,
                     int grad_batch, float *dz, double *row_loss, double *row_correct)
 {
-    long lo, hi;
-    cdnn_team_range(rows, &lo, &hi);
     const int categorical = loss == CDNN_SPARSE_CCE || loss == CDNN_CCE;
     const int fused = !from_logits && ((categorical && act == CDNN_SOFTMAX) || (loss == CDNN_BCE && act == CDNN_SIGMOID));
     /* the tensor the loss formula reads: logits for fused/from_logits, else the output */
@@ -154,5 +152,4 @@ void cdnn_loss_team(int loss, int metric, int act, float alpha, int from_logits,
         row_loss[i] = l;
         row_correct[i] = row_accuracy(metric, o, cols, ys, yd);
     }
-    cdnn_team_barrier();
 }

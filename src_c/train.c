@@ -1,12 +1,13 @@
 /* train.c - the mini-batch training loop and batched inference.
  *
- * One OpenMP parallel region spans a whole run of mini-batches; inside it
- * every step is: gather the batch -> forward (fused GEMM + bias +
- * activation per layer) -> loss and dL/dz -> backward, layer by layer from
- * the top: dX = dZ W^T with the lower layer's activation derivative folded
- * in, then dW = X^T dZ with the optimizer update applied to each finished
- * tile, then db = sum(dZ) and its update. All buffers live in the
- * workspace, allocated once: a step allocates nothing.
+ * One OpenMP parallel region spans a whole run of mini-batches. Each step
+ * has two phases and two barriers. Row-local phase, each thread on its own
+ * share of the batch rows: gather them -> forward (fused GEMM + bias +
+ * activation per layer) -> loss and dL/dz -> dX = dZ W^T layer by layer
+ * from the top, the lower layer's activation derivative folded in. Barrier.
+ * Team phase: per layer dW = X^T dZ, the optimizer applied to each finished
+ * row panel, then db = sum(dZ) and its update. Barrier. All buffers live in
+ * the workspace, allocated once: a step allocates nothing.
  */
 #include "cdnn.h"
 
@@ -117,33 +118,35 @@ static uint64_t dropout_key(uint64_t seed, int64_t step, int layer)
     return k ^ (0xD1B54A32D192ED03ULL * (uint64_t)(layer + 1));
 }
 
-/* Forward pass of `rows` rows whose input is in lb[0].din (or X directly for
- * inference); the last layer's output goes to `out` (row stride units). */
-static void forward_team(const cdnn_net *net, cdnn_workspace *ws, const float *x, int rows,
-                         float *out, int training, uint64_t seed, int64_t step)
+/* Forward pass of rows [r0, r1) (this thread's share) whose input is x (the
+ * gathered batch, or X directly for inference); the last layer's output
+ * goes to `out` (row stride units) if not NULL. Row-local: no barrier. */
+static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, const float *x, int r0, int r1,
+                         float *out, int training, uint64_t seed, int64_t step, float *pack)
 {
-    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
     const float *in = x;
     for (int l = 0; l < net->n_layers; l++) {
         const cdnn_layer *ly = &net->layers[l];
         layer_buf *b = &ws->lb[l];
         if (training && l > 0 && ly->in_drop > 0.0f) {
             /* dropout on the previous layer's output, into this layer's input buffer */
-            long lo, hi;
             uint64_t key = dropout_key(seed, step, l);
-            cdnn_team_range(rows, &lo, &hi);
-            for (long i = lo; i < hi; i++)
+            for (long i = r0; i < r1; i++)
                 for (int j = 0; j < ly->in; j++)
                     b->din[i * ly->in + j] = in[i * ly->in + j] * cdnn_dropout_factor(key, ws->rows[i], j, ly->in_drop);
-            cdnn_team_barrier();
             in = b->din;
         }
         float *y = l == net->n_layers - 1 && out ? out : b->act;
-        cdnn_dense_forward_team(ly, rows, in, y, b->z, pack);
+        cdnn_dense_forward_rows(ly, r0, r1, in, y, b->z, pack);
         in = y;
     }
 }
 
+/* One training step on the gathered batch. Each thread carries its own rows
+ * through the forward pass, the loss and every dX (all row-local), then,
+ * after one barrier, the team computes each layer's dW and db (which need
+ * every row) and applies the optimizer. The caller ends the step with a
+ * barrier: the next step's forward pass reads the updated weights. */
 static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, int64_t t,
                             uint64_t seed)
 {
@@ -152,40 +155,42 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
     const cdnn_layer *top = &net->layers[L - 1];
     const int ldy = top->units;
     cdnn_opt_step st = cdnn_opt_prepare(&net->opt, t);
+    long lo, hi;
+    cdnn_team_range(rows, &lo, &hi);
+    const int r0 = (int)lo, r1 = (int)hi;
 
-    forward_team(net, ws, ws->lb[0].din, rows, NULL, 1, seed, t);
-    cdnn_loss_team(net->loss, net->metric, top->act, top->alpha, net->from_logits, rows, top->units,
+    forward_rows(net, ws, ws->lb[0].din, r0, r1, NULL, 1, seed, t, pack);
+    cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,
                    net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, rows, ws->lb[L - 1].dz,
                    ws->row_loss, ws->row_correct);
 
+    /* below the first layer nothing needs dX */
+    for (int l = L - 1; l > 0; l--) {
+        const cdnn_layer *ly = &net->layers[l], *lower = &net->layers[l - 1];
+        float *dx = ws->lb[l - 1].dz;
+        /* fold the dropout mask and the lower activation's derivative into dX */
+        cdnn_epilogue e = {0};
+        e.kind = CDNN_EPI_DACT;
+        e.act = lower->act == CDNN_SOFTMAX ? CDNN_LINEAR : lower->act;
+        e.alpha = lower->alpha;
+        e.aux = lower->act == CDNN_GELU ? ws->lb[l - 1].z : ws->lb[l - 1].act;
+        e.ldaux = lower->units;
+        e.drop_rate = ly->in_drop;
+        e.drop_seed = dropout_key(seed, t, l);
+        e.drop_rows = ws->rows;
+        cdnn_dense_dx_rows(ly, r0, r1, ws->lb[l].dz, dx, &e, pack);
+        if (lower->act == CDNN_SOFTMAX && r1 > r0)
+            /* softmax's derivative needs whole rows: after the product */
+            cdnn_softmax_backward_rows(dx + (size_t)r0 * ly->in, ly->in, ws->lb[l - 1].act + (size_t)r0 * ly->in,
+                                       ly->in, r1 - r0, ly->in);
+    }
+    cdnn_team_barrier();
+
     for (int l = L - 1; l >= 0; l--) {
         const cdnn_layer *ly = &net->layers[l];
         layer_buf *b = &ws->lb[l];
-        /* below the first layer nothing needs dX */
-        float *dx = l > 0 ? ws->lb[l - 1].dz : NULL;
-        cdnn_epilogue e = {0};
-        if (l > 0) {
-            /* fold the dropout mask and the lower activation's derivative into dX */
-            const cdnn_layer *lower = &net->layers[l - 1];
-            e.kind = CDNN_EPI_DACT;
-            e.act = lower->act == CDNN_SOFTMAX ? CDNN_LINEAR : lower->act;
-            e.alpha = lower->alpha;
-            e.aux = lower->act == CDNN_GELU ? ws->lb[l - 1].z : ws->lb[l - 1].act;
-            e.ldaux = lower->units;
-            e.drop_rate = ly->in_drop;
-            e.drop_seed = dropout_key(seed, t, l);
-            e.drop_rows = ws->rows;
-        }
-        cdnn_dense_backward_team(ly, rows, b->din, b->dz, dx, &e, b->dw, ly->b ? b->db : NULL, &net->opt, st, pack);
-        if (l > 0 && net->layers[l - 1].act == CDNN_SOFTMAX) {
-            /* softmax's derivative needs whole rows: after the product */
-            long lo, hi;
-            cdnn_team_range(rows, &lo, &hi);
-            cdnn_softmax_backward_rows(dx + lo * ly->in, ly->in, ws->lb[l - 1].act + lo * ly->in, ly->in,
-                                       (int)(hi - lo), ly->in);
-            cdnn_team_barrier();
-        }
+        cdnn_dense_grads_team(ly, rows, b->din, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st, pack);
     }
 }
 
@@ -228,9 +233,10 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             else
                 memcpy(ws->yd + (size_t)i * ldy, ydense + (size_t)r * ldy, (size_t)ldy * sizeof(float));
         }
-        cdnn_team_barrier();
+        /* no barrier: each thread goes on with the rows it gathered */
         train_step_team(net, ws, rows, t, seed);
         if (cdnn_team_rank() == 0) {
+            /* the per-row losses are complete since the step's middle barrier */
             double l = 0.0, c = 0.0;
             for (int i = 0; i < rows; i++) {
                 l += ws->row_loss[i];
@@ -262,16 +268,24 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
 #endif
     {
     unsigned fp_state = cdnn_flush_denormals_begin();
+    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    /* Each thread owns the same workspace rows in every chunk (the last,
+     * shorter one included): without labels there is no barrier between
+     * chunks, and a thread may be one chunk ahead of another. */
+    long own_lo, own_hi;
+    cdnn_team_range(bs, &own_lo, &own_hi);
     for (int64_t start = 0; start < n; start += bs) {
         int rows = (int)(n - start < bs ? n - start : bs);
+        long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
         float *o = out + (size_t)start * units;
-        forward_team(net, ws, X + (size_t)start * in, rows, o, 0, 0, 0);
+        forward_rows(net, ws, X + (size_t)start * in, (int)lo, (int)hi, o, 0, 0, 0, pack);
         if (loss_sum) {
             const cdnn_layer *top = &net->layers[L - 1];
-            cdnn_loss_team(net->loss, net->metric, top->act, top->alpha, net->from_logits, rows, units, o,
-                           ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
+            cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, (int)lo, (int)hi, units,
+                           o, ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
                            ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL,
                            ws->row_loss, ws->row_correct);
+            cdnn_team_barrier();
             if (cdnn_team_rank() == 0)
                 for (int i = 0; i < rows; i++) {
                     ls += ws->row_loss[i];
@@ -286,4 +300,34 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
         *loss_sum = ls;
         *correct_sum = cs;
     }
+}
+
+/* Finiteness of one block: a float is NaN or infinite iff its exponent bits are all ones. */
+CDNN_VECTOR_CLONES
+static int block_finite(const uint32_t *u, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    return !bad;
+}
+
+/* Blocks of the finiteness scan: large enough to stream, small enough to share. */
+#define FINITE_BLOCK (1L << 16)
+
+int cdnn_all_finite(const float *x, int64_t n)
+{
+    const uint32_t *u = (const uint32_t *)x;
+    const long blocks = (long)((n + FINITE_BLOCK - 1) / FINITE_BLOCK);
+    int nt = cdnn_get_num_threads();
+    if (blocks < 2 * nt) nt = 1;
+    int ok = 1;
+    (void)nt;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(&& : ok)
+#endif
+    for (long b = 0; b < blocks; b++) {
+        int64_t lo = (int64_t)b * FINITE_BLOCK, len = n - lo < FINITE_BLOCK ? n - lo : FINITE_BLOCK;
+        ok = ok && block_finite(u + lo, (size_t)len);
+    }
+    return ok;
 }

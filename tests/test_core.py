@@ -1277,3 +1277,55 @@ def test_set_num_threads_round_trip():
         assert _core.get_num_threads() >= 1
     finally:
         _core.set_num_threads(prev)
+
+
+# ---- finiteness scan of the inputs ------------------------------------------------------
+
+FINITE_SIZES = [1, 3, 7, 33, 784, 1000, (1 << 16) + 1, 5 * (1 << 16) + 7]  # incl. several scan blocks
+
+
+@pytest.mark.parametrize("n", FINITE_SIZES)
+def test_all_finite_matches_numpy(n, threads):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(n).astype(np.float32) * np.float32(1e30)
+    assert _core.all_finite(x) is True
+    for pos in sorted({0, n // 2, n - 1}):
+        for bad in (np.nan, np.inf, -np.inf):
+            y = x.copy()
+            y[pos] = bad
+            assert _core.all_finite(y) is False, (pos, bad)
+
+
+def test_all_finite_edge_values():
+    tiny = np.float32(1e-45)  # the smallest denormal
+    x = np.array([np.finfo(np.float32).max, -np.finfo(np.float32).max, tiny, -0.0, 0.0], np.float32)
+    assert _core.all_finite(x) is True
+    assert _core.all_finite(np.zeros((0, 784), np.float32)) is True
+    assert _core.all_finite(np.ones((3, 4, 5), np.float32)) is True  # any shape
+    quiet_nan_payload = np.array([0x7FC00001, 0xFF800000], np.uint32).view(np.float32)
+    assert _core.all_finite(quiet_nan_payload[:1]) is False and _core.all_finite(quiet_nan_payload[1:]) is False
+
+
+def test_all_finite_refuses_wrong_inputs():
+    with pytest.raises(TypeError, match="float32"):
+        _core.all_finite(np.zeros(4, np.float64))
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        _core.all_finite([1.0, 2.0])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        _core.all_finite(np.zeros((4, 4), np.float32)[:, ::2])
+
+
+def test_predict_chunks_do_not_race(threads):
+    """Without labels, inference has no barrier between chunks: a thread one chunk ahead
+    must not overwrite rows another thread still reads (the short last chunk included)."""
+    rng = np.random.default_rng(5)
+    params = [rng.standard_normal((784, 256)) * 0.05, np.zeros(256), rng.standard_normal((256, 10)) * 0.1,
+              np.zeros(10)]
+    net, _ = make_network(params, ["relu", "softmax"], "sparse_categorical_crossentropy", False, "sparse",
+                          dict(name="sgd", learning_rate=0.01, momentum=0.0, nesterov=False))
+    x = f32(rng.random((64 * 16 + 13, 784)))
+    _core.set_num_threads(1)
+    want = net.predict(x, batch_size=64)
+    _core.set_num_threads(threads)
+    for _ in range(150):
+        np.testing.assert_array_equal(net.predict(x, batch_size=64), want)

@@ -137,6 +137,8 @@ unsigned cdnn_flush_denormals_begin(void);
 void cdnn_flush_denormals_end(unsigned saved);
 /* Barrier for the team (no-op without OpenMP or outside a parallel region). */
 void cdnn_team_barrier(void);
+/* Wall-clock seconds (OpenMP's clock; 0 in a serial build, which never needs it). */
+double cdnn_wtime(void);
 
 /* ---- activations (activations.c) -------------------------------------- */
 /* In place: x[rows, cols] (row stride ld) = act(x + bias). bias may be NULL; z (ld ldz) gets x+bias if not NULL. */

@@ -71,6 +71,15 @@ void cdnn_team_range(long n, long *lo, long *hi)
     *hi = *lo + base + (t < extra ? 1 : 0);
 }
 
+double cdnn_wtime(void)
+{
+#ifdef _OPENMP
+    return omp_get_wtime();
+#else
+    return 0.0;
+#endif
+}
+
 void cdnn_team_barrier(void)
 {
 #ifdef _OPENMP

@@ -37,6 +37,13 @@ struct cdnn_workspace {
     float *pack;        /* threads x cdnn_gemm_pack_floats() */
     size_t pack_per;
     void *block;        /* the one allocation the pointers above point into */
+    /* The row-local phase's split of a full batch, learned from how fast
+     * each thread went (split_nt = 0: not learned yet): row boundaries
+     * split[0..split_nt], each thread's rows per second (smoothed), and the
+     * seconds each thread spent in the last step's row-local phase. */
+    int split_nt;
+    int *split;
+    double *speed, *busy;
 };
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -63,10 +70,17 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
     if (!ws) return NULL;
     ws->block = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!ws->block) {
-        free(ws);
+        cdnn_workspace_free(ws);
         return NULL;
     }
     memset(ws->block, 0, (bytes + 63) / 64 * 64);
+    ws->split = (int *)calloc((size_t)threads + 1, sizeof(int));
+    ws->speed = (double *)calloc((size_t)threads, sizeof(double));
+    ws->busy = (double *)calloc((size_t)threads, sizeof(double));
+    if (!ws->split || !ws->speed || !ws->busy) {
+        cdnn_workspace_free(ws);
+        return NULL;
+    }
     ws->max_batch = B;
     ws->threads = threads;
     ws->n_layers = L;
@@ -101,6 +115,9 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
 void cdnn_workspace_free(cdnn_workspace *ws)
 {
     if (!ws) return;
+    free(ws->split);
+    free(ws->speed);
+    free(ws->busy);
     free(ws->block);
     free(ws);
 }
@@ -147,17 +164,14 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, const float *x
  * after one barrier, the team computes each layer's dW and db (which need
  * every row) and applies the optimizer. The caller ends the step with a
  * barrier: the next step's forward pass reads the updated weights. */
-static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, int64_t t,
-                            uint64_t seed)
+static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, int r0, int r1, int64_t t,
+                            uint64_t seed, double t_start)
 {
     const int L = net->n_layers;
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
     const cdnn_layer *top = &net->layers[L - 1];
     const int ldy = top->units;
     cdnn_opt_step st = cdnn_opt_prepare(&net->opt, t);
-    long lo, hi;
-    cdnn_team_range(rows, &lo, &hi);
-    const int r0 = (int)lo, r1 = (int)hi;
 
     forward_rows(net, ws, ws->lb[0].din, r0, r1, NULL, 1, seed, t, pack);
     cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
@@ -185,6 +199,7 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
             cdnn_softmax_backward_rows(dx + (size_t)r0 * ly->in, ly->in, ws->lb[l - 1].act + (size_t)r0 * ly->in,
                                        ly->in, r1 - r0, ly->in);
     }
+    ws->busy[cdnn_team_rank()] = cdnn_wtime() - t_start;
     cdnn_team_barrier();
 
     for (int l = L - 1; l >= 0; l--) {
@@ -192,6 +207,58 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
         layer_buf *b = &ws->lb[l];
         cdnn_dense_grads_team(ly, rows, b->din, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st, pack);
     }
+}
+
+/* This thread's rows [lo, hi) of a batch of `rows` rows in the row-local
+ * phase: the learned split for full batches, else an even split. Any split
+ * gives the same results (every row is computed the same way); only the
+ * time the threads wait for each other at the barrier depends on it. */
+static void my_rows(const cdnn_workspace *ws, int rows, int bs, long *lo, long *hi)
+{
+    int me = cdnn_team_rank();
+    if (rows == bs && ws->split_nt == cdnn_team_size()) {
+        *lo = ws->split[me];
+        *hi = ws->split[me + 1];
+    } else {
+        cdnn_team_range(rows, lo, hi);
+    }
+}
+
+/* Thread 0, after the middle barrier of a full batch: move rows from the
+ * threads that were slow in the row-local phase to those that were fast.
+ * On a shared machine one core is often slowed down by another tenant of
+ * the same physical core; the even split would make the other thread wait. */
+static void learn_split(cdnn_workspace *ws, int bs)
+{
+    const int nt = cdnn_team_size();
+    if (nt < 2) return;
+    double total = 0.0;
+    if (ws->split_nt != nt) { /* first full batch at this thread count: start from even */
+        for (int i = 0; i < nt; i++) ws->speed[i] = 0.0;
+    }
+    for (int i = 0; i < nt; i++) {
+        int rows_i;
+        if (ws->split_nt == nt) {
+            rows_i = ws->split[i + 1] - ws->split[i];
+        } else {
+            long n = bs / nt, extra = bs % nt;
+            rows_i = (int)(n + (i < extra ? 1 : 0));
+        }
+        double v = ws->busy[i] > 0.0 && rows_i > 0 ? rows_i / ws->busy[i] : 0.0;
+        if (v <= 0.0) return; /* a thread with no rows or no time: keep the split */
+        /* smooth over ~8 steps: the split follows the machine, not one noisy step */
+        ws->speed[i] = ws->speed[i] > 0.0 ? 0.875 * ws->speed[i] + 0.125 * v : v;
+        total += ws->speed[i];
+    }
+    double cum = 0.0;
+    ws->split[0] = 0;
+    for (int i = 0; i < nt; i++) {
+        cum += ws->speed[i];
+        int b = i == nt - 1 ? bs : (int)(bs * cum / total + 0.5);
+        if (b < ws->split[i]) b = ws->split[i];
+        ws->split[i + 1] = b;
+    }
+    ws->split_nt = nt;
 }
 
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
@@ -216,8 +283,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         int rows = (int)(n - start < bs ? n - start : bs);
         int64_t t = step0 + j + 1;
         long lo, hi;
-        /* gather the batch (and its labels), with input dropout if any */
-        cdnn_team_range(rows, &lo, &hi);
+        double t_start = cdnn_wtime();
+        /* gather this thread's rows of the batch (and their labels), with input dropout if any */
+        my_rows(ws, rows, bs, &lo, &hi);
         uint64_t key = dropout_key(seed, t, 0);
         for (long i = lo; i < hi; i++) {
             int32_t r = perm[start + i];
@@ -234,8 +302,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                 memcpy(ws->yd + (size_t)i * ldy, ydense + (size_t)r * ldy, (size_t)ldy * sizeof(float));
         }
         /* no barrier: each thread goes on with the rows it gathered */
-        train_step_team(net, ws, rows, t, seed);
+        train_step_team(net, ws, rows, (int)lo, (int)hi, t, seed, t_start);
         if (cdnn_team_rank() == 0) {
+            if (rows == bs) learn_split(ws, bs); /* published by the barrier that ends the step */
             /* the per-row losses are complete since the step's middle barrier */
             double l = 0.0, c = 0.0;
             for (int i = 0; i < rows; i++) {

@@ -271,9 +271,14 @@ static void pack_b_panel(int transb, const float *B, int ldb, int p0, int kc, in
 {
     for (int k = 0; k < kc; k++, dst += nr) {
         size_t d = (size_t)(p0 + k);
-        if (!transb)
-            memcpy(dst, B + d * ldb + j0, (size_t)cols * sizeof(float));
-        else
+        if (!transb) {
+            /* fixed-size copies, inlined: a memcpy call per 64-byte row
+             * (which GCC makes of a plain loop) cost as much as the copy */
+            const float *src = B + d * ldb + j0;
+            int j = 0;
+            for (; j + 8 <= cols; j += 8) memcpy(dst + j, src + j, 8 * sizeof(float));
+            for (; j < cols; j++) dst[j] = src[j];
+        } else
             for (int j = 0; j < cols; j++) dst[j] = B[(size_t)(j0 + j) * ldb + d];
         for (int j = cols; j < nr; j++) dst[j] = 0.0f;
     }

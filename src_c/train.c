@@ -17,6 +17,9 @@
 /* Below this many flops per step a run stays on one thread: a step this
  * small takes a few microseconds, about what the barriers would cost. */
 #define TRAIN_SERIAL_FLOPS 400000L
+/* The gather prefetches the row this many rows ahead of the one it copies. */
+#define GATHER_AHEAD 4
+#define GATHER_LINES 4
 
 typedef struct {
     float *din;   /* this layer's input after dropout [B, in] (layer 0: the gathered batch) */
@@ -290,6 +293,12 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         for (long i = lo; i < hi; i++) {
             int32_t r = perm[start + i];
             const float *src = X + (size_t)r * in;
+            if (i + GATHER_AHEAD < hi) {
+                /* rows are scattered over the whole dataset: ask for a later
+                 * one now, so that its first lines are not a memory latency each */
+                const char *ahead = (const char *)(X + (size_t)perm[start + i + GATHER_AHEAD] * in);
+                for (size_t o = 0; o < (size_t)in * sizeof(float) && o < GATHER_LINES * 64; o += 64) __builtin_prefetch(ahead + o, 0, 3);
+            }
             float *dst = ws->lb[0].din + (size_t)i * in;
             if (drop0 > 0.0f)
                 for (int k = 0; k < in; k++) dst[k] = src[k] * cdnn_dropout_factor(key, r, k, drop0);

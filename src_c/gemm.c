@@ -461,9 +461,12 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
          * transposed B are packed. At these sizes (K <= a few thousand) the
          * operands stay in cache, and copying them would cost more than it saves. */
         const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
-        /* B panels read by many row panels are worth packing: in place, a
-         * B panel's rows are ldb apart and evict each other from L1 */
-        const int pack_all_b = transb || (i_end - i_begin) >= PACK_B_MIN_ROWS;
+        /* B panels read by many row panels are worth packing when, in
+         * place, their rows would evict each other from L1: rows a multiple
+         * of 256 bytes apart fall into a quarter or less of L1's 64 sets.
+         * Other strides spread over all sets, and a copy would only add
+         * traffic (W2-b256: packing a 784x100 W took 10% of a step). */
+        const int pack_all_b = transb || ((i_end - i_begin) >= PACK_B_MIN_ROWS && ldb % 64 == 0);
         for (int jc = j_begin; jc < j_end; jc += NC) {
             int nc = j_end - jc < NC ? j_end - jc : NC;
             for (int pc = 0; pc < K || (K == 0 && pc == 0); pc += KC) {

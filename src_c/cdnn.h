@@ -75,6 +75,10 @@ typedef struct {
     const cdnn_opt_params *opt;  /* OPTIMIZE */
     cdnn_opt_step step;          /* OPTIMIZE */
     /* DACT with dropout on this tensor: keep-mask from a counter hash */
+    float *packed_w, *packed_wt; /* OPTIMIZE: packed copies of W and W^T to keep current (or NULL) */
+    int packed_k;                /* OPTIMIZE: rows of W (its columns are the product's N) */
+    const float *share;          /* OPTIMIZE: thread t takes the fraction [share[t], share[t+1]) of the
+                                    row panels, or NULL: handed out dynamically */
     float drop_rate;             /* 0: no dropout */
     uint64_t drop_seed;          /* hash key for this layer and step */
     const int32_t *drop_rows;    /* dataset row index of each batch row */
@@ -99,10 +103,16 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
                     const float *A, int lda, const float *B, int ldb,
                     float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
                     float *pack);
-/* Rows [i0, i1) of the same product on the calling thread alone (row-local work needs no barrier). */
+/* Rows [i0, i1) of the same product on the calling thread alone (row-local work needs no barrier);
+ * bpacked, if not NULL, is the whole of op(B) packed by cdnn_pack_rows, used instead of B. */
 void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
-                    const float *A, int lda, const float *B, int ldb,
+                    const float *A, int lda, const float *B, int ldb, const float *bpacked,
                     float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack);
+/* Floats of a packed copy of an operand [K, N] (N rounded up to the micro-kernel's width). */
+size_t cdnn_packed_floats(int K, int N);
+/* Copy rows [r0, r1) x columns [j0, j1) of W [K, N] into its packed copies as op(B) = W (pw, [K, N])
+ * and op(B) = W^T (pwt, [N, K]); either may be NULL. Padding columns must be zeroed beforehand. */
+void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1, float *pw, float *pwt);
 /* Standalone GEMM in its own parallel region of up to max_threads threads, each using
  * cdnn_gemm_pack_floats() floats of pack (64-byte aligned). */
 void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
@@ -198,14 +208,19 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
 void cdnn_workspace_free(cdnn_workspace *ws);
 
 /* ---- fused dense layer (dense.c) -------------------------------------- */
-/* Rows [r0, r1) of the forward pass on the calling thread: y = act(x W + b); z gets x W + b if not NULL. */
-void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *x, float *y, float *z, float *pack);
-/* Rows [r0, r1) of dx = dz W^T on the calling thread, with dx_epi (the layer below's derivative) if not NULL. */
+/* Rows [r0, r1) of the forward pass on the calling thread: y = act(x W + b); z gets x W + b if not NULL;
+ * packed_w (or NULL) is W packed by cdnn_pack_rows. */
+void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *x, float *y, float *z,
+                             const float *packed_w, float *pack);
+/* Rows [r0, r1) of dx = dz W^T on the calling thread, with dx_epi (the layer below's derivative) if not NULL;
+ * packed_wt (or NULL) is W^T packed by cdnn_pack_rows. */
 void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
-                        const cdnn_epilogue *dx_epi, float *pack);
-/* Team: dW = x^T dz and db = column sums of dz over all rows, with the optimizer applied if opt; no barrier. */
+                        const cdnn_epilogue *dx_epi, const float *packed_wt, float *pack);
+/* Team: dW = x^T dz and db = column sums of dz over all rows, with the optimizer applied if opt (and the
+ * packed copies packed_w/packed_wt, where not NULL, kept equal to W; share: see cdnn_epilogue); no barrier. */
 void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw, float *db,
-                           const cdnn_opt_params *opt, cdnn_opt_step st, float *pack);
+                           const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
+                           const float *share, float *pack);
 /* Standalone forward (own parallel region): returns 0, -1 on OOM. */
 int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z);
 /* Standalone backward from dy = dL/da (a = output, or z for gelu): dz, dw, db, dx (dx may be NULL). */

@@ -16,7 +16,8 @@
 
 #include <stdlib.h>
 
-void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *x, float *y, float *z, float *pack)
+void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *x, float *y, float *z,
+                             const float *packed_w, float *pack)
 {
     cdnn_epilogue e = {0};
     e.kind = CDNN_EPI_BIAS_ACT;
@@ -25,19 +26,21 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
     e.bias = ly->b;
     e.aux = z;
     e.ldaux = ly->units;
-    cdnn_gemm_rows(0, 0, r0, r1, ly->units, ly->in, x, ly->in, ly->W, ly->units, y, ly->units, 0, &e, pack);
+    cdnn_gemm_rows(0, 0, r0, r1, ly->units, ly->in, x, ly->in, ly->W, ly->units, packed_w, y, ly->units, 0, &e, pack);
     if (ly->act == CDNN_SOFTMAX && r1 > r0)
         cdnn_softmax_rows(y + (size_t)r0 * ly->units, ly->units, r1 - r0, ly->units);
 }
 
 void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
-                        const cdnn_epilogue *dx_epi, float *pack)
+                        const cdnn_epilogue *dx_epi, const float *packed_wt, float *pack)
 {
-    cdnn_gemm_rows(0, 1, r0, r1, ly->in, ly->units, dz, ly->units, ly->W, ly->units, dx, ly->in, 0, dx_epi, pack);
+    cdnn_gemm_rows(0, 1, r0, r1, ly->in, ly->units, dz, ly->units, ly->W, ly->units, packed_wt, dx, ly->in, 0, dx_epi,
+                   pack);
 }
 
 void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw, float *db,
-                           const cdnn_opt_params *opt, cdnn_opt_step st, float *pack)
+                           const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
+                           const float *share, float *pack)
 {
     cdnn_epilogue e = {0};
     if (opt) {
@@ -48,6 +51,10 @@ void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const
         e.slot2 = ly->W2;
         e.opt = opt;
         e.step = st;
+        e.packed_w = packed_w;
+        e.packed_wt = packed_wt;
+        e.packed_k = ly->in;
+        e.share = share;
     }
     cdnn_gemm_team(1, 0, ly->in, ly->units, rows, x, ly->in, dz, ly->units, dw, ly->units, 0, &e, pack);
 
@@ -82,7 +89,7 @@ int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y,
     {
         long lo, hi;
         cdnn_team_range(rows, &lo, &hi);
-        cdnn_dense_forward_rows(ly, (int)lo, (int)hi, x, y, z, pack + cdnn_gemm_pack_floats() * cdnn_team_rank());
+        cdnn_dense_forward_rows(ly, (int)lo, (int)hi, x, y, z, NULL, pack + cdnn_gemm_pack_floats() * cdnn_team_rank());
     }
     free(pack);
     return 0;
@@ -109,9 +116,9 @@ int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const fl
             cdnn_dact_tile(ly->act, ly->alpha, dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
                            (int)(hi - lo), ly->units);
         float *my_pack = pack + cdnn_gemm_pack_floats() * cdnn_team_rank();
-        if (dx) cdnn_dense_dx_rows(ly, (int)lo, (int)hi, dz, dx, NULL, my_pack); /* needs only these rows of dz */
+        if (dx) cdnn_dense_dx_rows(ly, (int)lo, (int)hi, dz, dx, NULL, NULL, my_pack); /* needs only these rows of dz */
         cdnn_team_barrier();
-        cdnn_dense_grads_team(ly, rows, x, dz, dw, db, NULL, none, my_pack);
+        cdnn_dense_grads_team(ly, rows, x, dz, dw, db, NULL, none, NULL, NULL, NULL, my_pack);
     }
     free(pack);
     return 0;

@@ -284,6 +284,58 @@ static void pack_b_panel(int transb, const float *B, int ldb, int p0, int kc, in
     }
 }
 
+/* ---- weights kept packed ------------------------------------------------ */
+
+size_t cdnn_packed_floats(int K, int N)
+{
+    const int nr = cdnn_simd_current()->nr;
+    return (size_t)K * (size_t)((N + nr - 1) / nr * nr);
+}
+
+/* Layout of a packed op(B) [K, N]: depth blocks of KC rows; in a block, the
+ * NR-column panels one after the other, each kc rows of NR floats - what
+ * pack_b_panel writes for one panel. Columns past N are zero. */
+void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1, float *pw, float *pwt)
+{
+    const int nr = cdnn_simd_current()->nr;
+    const size_t npad = (size_t)(N + nr - 1) / nr * nr, kpad = (size_t)(K + nr - 1) / nr * nr;
+    if (pw) /* op(B) = W: row r of W is depth r; its columns go panel by panel */
+        for (int r = r0; r < r1; r++) {
+            int pc = r / KC * KC, kc = K - pc < KC ? K - pc : KC;
+            float *base = pw + (size_t)pc * npad + (size_t)(r - pc) * nr;
+            const float *row = W + (size_t)r * N;
+            for (int j = j0; j < j1;) {
+                int off = j % nr, n = nr - off < j1 - j ? nr - off : j1 - j;
+                float *dst = base + (size_t)(j / nr) * nr * kc + off;
+                for (int q = 0; q < n; q++) dst[q] = row[j + q];
+                j += n;
+            }
+        }
+    if (pwt) /* op(B) = W^T: column j of W is depth j; rows r of W go to lanes r % nr of panel r / nr */
+        for (int jb = j0; jb < j1;) {
+            int pc = jb / KC * KC, kc = N - pc < KC ? N - pc : KC, jend = pc + KC < j1 ? pc + KC : j1;
+            for (int r = r0; r < r1;) {
+                int off = r % nr, n = nr - off < r1 - r ? nr - off : r1 - r;
+                float *dst = pwt + (size_t)pc * kpad + (size_t)(r / nr) * nr * kc + off;
+                const float *src = W + (size_t)r * N;
+                for (int j = jb; j < jend; j++) {
+                    float *d = dst + (size_t)(j - pc) * nr;
+                    for (int q = 0; q < n; q++) d[q] = src[(size_t)q * N + j];
+                }
+                r += n;
+            }
+            jb = jend;
+        }
+}
+
+/* After the optimizer changed rows [i0, i1) x columns [j0, j1) of W: the same
+ * elements of its packed copies, while they are still in this core's cache. */
+static void refresh_packed(const cdnn_epilogue *e, int i0, int i1, int j0, int j1, int N)
+{
+    if (e->packed_w || e->packed_wt)
+        cdnn_pack_rows(e->aux, e->packed_k, N, i0, i1, j0, j1, e->packed_w, e->packed_wt);
+}
+
 /* ---- epilogue ---------------------------------------------------------- */
 
 static void epilogue(const cdnn_epilogue *e, float *c, int ldc, int i0, int j0, int rows, int cols)
@@ -352,7 +404,8 @@ static double split_cost(long tiles_per_thread, long tile_flops, long packed)
 }
 
 static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
-                       const float *A, int lda, const float *B, int ldb, float *C, int ldc, int accumulate,
+                       const float *A, int lda, const float *B, int ldb, const float *bpacked,
+                       float *C, int ldc, int accumulate,
                        const cdnn_epilogue *epi, float *pack, int i_begin, int i_end, int j_begin, int j_end);
 
 /* Where the pack buffer's parts start: A panel, B block, one edge tile. */
@@ -363,10 +416,35 @@ static float *pack_tmp_part(float *pack)
     return (float *)(((uintptr_t)(pack_b_part(pack) + (size_t)(NC + NR_MAX) * KC) + 63) & ~(uintptr_t)63);
 }
 
+/* Row panel p (columns [jc, jc + nc)) of a gradient whose B is packed in pb,
+ * then the optimizer on its rows and their packed copies. */
+static void optimize_panel(const cdnn_simd *s, int transa, int M, int N, int K, const float *A, int lda,
+                           float *C, int ldc, const cdnn_epilogue *epi, float *pa, const float *pb, float *tmp,
+                           long a_si, long a_sk, long p, int jc, int nc)
+{
+    const int mr = s->mr, nr = s->nr;
+    int r = (int)(p * mr), rows = M - r < mr ? M - r : mr;
+    const float *a = transa ? A + r : A + (size_t)r * lda;
+    long si = a_si, sk = a_sk;
+    if (rows < mr && !s->edge) {
+        pack_a_panel(transa, A, lda, r, rows, 0, K, mr, pa);
+        a = pa;
+        si = 1;
+        sk = mr;
+    }
+    for (int jr = 0; jr < nc; jr += nr) {
+        int cols = nc - jr < nr ? nc - jr : nr;
+        tile(s, K, a, si, sk, pb + (size_t)jr * K, nr, C + (size_t)r * ldc + jc + jr, ldc, 0, rows, cols, tmp);
+    }
+    optimize_region(epi, C, ldc, r, r + rows, jc, jc + nc, N);
+    refresh_packed(epi, r, r + rows, jc, jc + nc, N);
+}
+
 /* A gradient whose depth fits one slice (K <= KC: dW = X^T dZ for batches
- * up to KC rows) with the optimizer epilogue. Row panels are handed out
- * dynamically, so that a thread whose core is slowed down by other work
- * takes fewer of them; each panel's rows get the optimizer update right
+ * up to KC rows) with the optimizer epilogue. Row panels are split by the
+ * epilogue's learned shares (or handed out dynamically without them), so
+ * that a thread whose core is slowed down by other work takes fewer of
+ * them; each panel's rows get the optimizer update right
  * after they are computed, while they are in L1. Every element is computed
  * and updated the same way whichever thread takes its panel. */
 static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M, int N, int K,
@@ -377,6 +455,7 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
     float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
     const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
     const long pm = ceil_div(M, mr);
+    (void)mr;
     /* ~16 handouts per thread: enough to even out, few enough atomics */
     const int chunk = (int)(pm / (16L * cdnn_team_size()) > 1 ? pm / (16L * cdnn_team_size()) : 1);
     (void)chunk;
@@ -386,24 +465,19 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
             int cols = nc - jr < nr ? nc - jr : nr;
             pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, nr, pb + (size_t)jr * K);
         }
+        if (epi->share) {
+            /* a fixed share of the panels per thread: the same rows of W and
+             * of its optimizer slots stay in the same core's cache step after step */
+            int t = cdnn_team_rank();
+            long p0 = (long)(epi->share[t] * pm + 0.5), p1 = (long)(epi->share[t + 1] * pm + 0.5);
+            for (long p = p0; p < p1; p++)
+                optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, p, jc, nc);
+        } else {
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, chunk) nowait
 #endif
-        for (long p = 0; p < pm; p++) {
-            int r = (int)(p * mr), rows = M - r < mr ? M - r : mr;
-            const float *a = transa ? A + r : A + (size_t)r * lda;
-            long si = a_si, sk = a_sk;
-            if (rows < mr && !s->edge) {
-                pack_a_panel(transa, A, lda, r, rows, 0, K, mr, pa);
-                a = pa;
-                si = 1;
-                sk = mr;
-            }
-            for (int jr = 0; jr < nc; jr += nr) {
-                int cols = nc - jr < nr ? nc - jr : nr;
-                tile(s, K, a, si, sk, pb + (size_t)jr * K, nr, C + (size_t)r * ldc + jc + jr, ldc, 0, rows, cols, tmp);
-            }
-            optimize_region(epi, C, ldc, r, r + rows, jc, jc + nc, N);
+            for (long p = 0; p < pm; p++)
+                optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, p, jc, nc);
         }
     }
 }
@@ -437,20 +511,21 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
         cdnn_team_range(pn, &lo, &hi);
         j_begin = (int)(lo * nr); j_end = (int)(hi * nr < N ? hi * nr : N);
     }
-    gemm_block(s, transa, transb, N, K, A, lda, B, ldb, C, ldc, accumulate, epi, pack, i_begin, i_end, j_begin, j_end);
+    gemm_block(s, transa, transb, N, K, A, lda, B, ldb, NULL, C, ldc, accumulate, epi, pack, i_begin, i_end, j_begin, j_end);
 }
 
 void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
-                    const float *A, int lda, const float *B, int ldb,
+                    const float *A, int lda, const float *B, int ldb, const float *bpacked,
                     float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack)
 {
-    gemm_block(cdnn_simd_current(), transa, transb, N, K, A, lda, B, ldb, C, ldc, accumulate, epi, pack,
+    gemm_block(cdnn_simd_current(), transa, transb, N, K, A, lda, B, ldb, bpacked, C, ldc, accumulate, epi, pack,
                i0, i1, 0, N);
 }
 
 /* Rows [i_begin, i_end) x columns [j_begin, j_end) of C, on the calling thread. */
 static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
-                       const float *A, int lda, const float *B, int ldb, float *C, int ldc, int accumulate,
+                       const float *A, int lda, const float *B, int ldb, const float *bpacked,
+                       float *C, int ldc, int accumulate,
                        const cdnn_epilogue *epi, float *pack, int i_begin, int i_end, int j_begin, int j_end)
 {
     const int mr = s->mr, nr = s->nr;
@@ -473,10 +548,13 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                 int kc = K - pc < KC ? K - pc : KC;
                 int last = pc + KC >= K;
                 int acc = accumulate || pc > 0;
-                for (int jr = 0; jr < nc; jr += nr) {
-                    int cols = nc - jr < nr ? nc - jr : nr;
-                    if (pack_all_b || cols < nr) pack_b_panel(transb, B, ldb, pc, kc, jc + jr, cols, nr, pb + (size_t)jr * kc);
-                }
+                if (bpacked) /* the whole of op(B), packed beforehand (cdnn_pack_rows) */
+                    pb = (float *)bpacked + (size_t)pc * ceil_div(N, nr) * nr + (size_t)jc * kc;
+                else
+                    for (int jr = 0; jr < nc; jr += nr) {
+                        int cols = nc - jr < nr ? nc - jr : nr;
+                        if (pack_all_b || cols < nr) pack_b_panel(transb, B, ldb, pc, kc, jc + jr, cols, nr, pb + (size_t)jr * kc);
+                    }
                 for (int ic = i_begin; ic < i_end; ic += MC) {
                     int mc = i_end - ic < MC ? i_end - ic : MC;
                     int edge = mc % mr; /* rows of the last, partial panel */
@@ -485,7 +563,7 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                         int cols = nc - jr < nr ? nc - jr : nr;
                         const float *b = pb + (size_t)jr * kc;
                         long ldbk = nr;
-                        if (!pack_all_b && cols == nr) {
+                        if (!bpacked && !pack_all_b && cols == nr) {
                             b = B + (size_t)pc * ldb + jc + jr;
                             ldbk = ldb;
                         }
@@ -510,8 +588,10 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                 if (K == 0) break;
             }
         }
-        if (epi && epi->kind == CDNN_EPI_OPTIMIZE)
+        if (epi && epi->kind == CDNN_EPI_OPTIMIZE) {
             optimize_region(epi, C, ldc, i_begin, i_end, j_begin, j_end, N);
+            refresh_packed(epi, i_begin, i_end, j_begin, j_end, N);
+        }
     }
 }
 

@@ -17,6 +17,12 @@
 /* Below this many flops per step a run stays on one thread: a step this
  * small takes a few microseconds, about what the barriers would cost. */
 #define TRAIN_SERIAL_FLOPS 400000L
+/* Layers with at least this many weights keep packed copies of W^T for dX
+ * (and of W for the forward pass when W's rows are a multiple of 256 bytes
+ * apart, the strides that packing is for): without them, every thread
+ * packed them again at every step, from lines the optimizer had just
+ * written on the other core (BIG-b128: 24% of a 2-thread step). */
+#define PACKED_MIN_WEIGHTS 16384L
 /* The gather prefetches the row this many rows ahead of the one it copies. */
 #define GATHER_AHEAD 4
 #define GATHER_LINES 4
@@ -28,6 +34,8 @@ typedef struct {
     float *dz;    /* dL/dz [B, units] */
     float *dw;    /* dL/dW tile buffer [in, units] */
     float *db;    /* dL/db [units] */
+    float *pw;    /* W packed as the forward product's B, kept current by the optimizer (or NULL) */
+    float *pwt;   /* W^T packed as dX's B, likewise (or NULL) */
 } layer_buf;
 
 struct cdnn_workspace {
@@ -39,6 +47,7 @@ struct cdnn_workspace {
     double *row_loss, *row_correct;
     float *pack;        /* threads x cdnn_gemm_pack_floats() */
     size_t pack_per;
+    int packed_nr;      /* micro-kernel width the packed copies were laid out for */
     void *block;        /* the one allocation the pointers above point into */
     /* The row-local phase's split of a full batch, learned from how fast
      * each thread went (split_nt = 0: not learned yet): row boundaries
@@ -47,9 +56,38 @@ struct cdnn_workspace {
     int split_nt;
     int *split;
     double *speed, *busy;
+    /* The same speeds as cumulative fractions for the dW phase's row panels,
+     * double-buffered by step parity: thread 0 writes the next step's while
+     * the others may still read this step's. share_nt[b]: thread count
+     * buffer b was made for (0: none yet). */
+    float *share;
+    int share_nt[2];
 };
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static int keeps_packed_w(const cdnn_layer *ly)
+{
+    return ly->units % 64 == 0 && (long)ly->in * ly->units >= PACKED_MIN_WEIGHTS;
+}
+
+static int keeps_packed_wt(const cdnn_layer *ly, int l)
+{
+    return l > 0 && (long)ly->in * ly->units >= PACKED_MIN_WEIGHTS;
+}
+
+/* Team: pack every layer's W into its copies (rows split over the team), then a barrier. */
+static void pack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
+{
+    for (int l = 0; l < net->n_layers; l++) {
+        const cdnn_layer *ly = &net->layers[l];
+        long lo, hi;
+        cdnn_team_range(ly->in, &lo, &hi);
+        if (ws->lb[l].pw || ws->lb[l].pwt)
+            cdnn_pack_rows(ly->W, ly->in, ly->units, (int)lo, (int)hi, 0, ly->units, ws->lb[l].pw, ws->lb[l].pwt);
+    }
+    cdnn_team_barrier();
+}
 
 cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threads)
 {
@@ -64,6 +102,8 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         floats += 2 * round16((size_t)B * ly->units);
         if (ly->act == CDNN_GELU || l == L - 1) floats += round16((size_t)B * ly->units);
         floats += round16((size_t)ly->in * ly->units) + round16(ly->units);
+        if (keeps_packed_w(ly)) floats += round16(cdnn_packed_floats(ly->in, ly->units));
+        if (keeps_packed_wt(ly, l)) floats += round16(cdnn_packed_floats(ly->units, ly->in));
     }
     floats += round16((size_t)B * out_units) + round16(B) * 2; /* yd, rows, ys */
     floats += pack_per * threads;
@@ -80,7 +120,8 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
     ws->split = (int *)calloc((size_t)threads + 1, sizeof(int));
     ws->speed = (double *)calloc((size_t)threads, sizeof(double));
     ws->busy = (double *)calloc((size_t)threads, sizeof(double));
-    if (!ws->split || !ws->speed || !ws->busy) {
+    ws->share = (float *)calloc(2 * ((size_t)threads + 1), sizeof(float));
+    if (!ws->split || !ws->speed || !ws->busy || !ws->share) {
         cdnn_workspace_free(ws);
         return NULL;
     }
@@ -88,6 +129,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
     ws->threads = threads;
     ws->n_layers = L;
     ws->pack_per = pack_per;
+    ws->packed_nr = cdnn_simd_current()->nr;
 
     /* carve: doubles first (8-byte aligned), then 64-byte aligned float arrays */
     char *p = (char *)ws->block;
@@ -107,6 +149,8 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         b->z = (ly->act == CDNN_GELU || l == L - 1) ? TAKE((size_t)B * ly->units) : NULL;
         b->dw = TAKE((size_t)ly->in * ly->units);
         b->db = TAKE(ly->units);
+        b->pw = keeps_packed_w(ly) ? TAKE(cdnn_packed_floats(ly->in, ly->units)) : NULL;
+        b->pwt = keeps_packed_wt(ly, l) ? TAKE(cdnn_packed_floats(ly->units, ly->in)) : NULL;
     }
     ws->yd = TAKE((size_t)B * out_units);
     ws->rows = (int32_t *)TAKE(B);
@@ -121,6 +165,7 @@ void cdnn_workspace_free(cdnn_workspace *ws)
     free(ws->split);
     free(ws->speed);
     free(ws->busy);
+    free(ws->share);
     free(ws->block);
     free(ws);
 }
@@ -142,7 +187,7 @@ static uint64_t dropout_key(uint64_t seed, int64_t step, int layer)
  * gathered batch, or X directly for inference); the last layer's output
  * goes to `out` (row stride units) if not NULL. Row-local: no barrier. */
 static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, const float *x, int r0, int r1,
-                         float *out, int training, uint64_t seed, int64_t step, float *pack)
+                         float *out, int training, uint64_t seed, int64_t step, int packed, float *pack)
 {
     const float *in = x;
     for (int l = 0; l < net->n_layers; l++) {
@@ -157,7 +202,7 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, const float *x
             in = b->din;
         }
         float *y = l == net->n_layers - 1 && out ? out : b->act;
-        cdnn_dense_forward_rows(ly, r0, r1, in, y, b->z, pack);
+        cdnn_dense_forward_rows(ly, r0, r1, in, y, b->z, packed ? b->pw : NULL, pack);
         in = y;
     }
 }
@@ -168,7 +213,7 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, const float *x
  * every row) and applies the optimizer. The caller ends the step with a
  * barrier: the next step's forward pass reads the updated weights. */
 static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, int r0, int r1, int64_t t,
-                            uint64_t seed, double t_start)
+                            uint64_t seed, double t_start, int packed)
 {
     const int L = net->n_layers;
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
@@ -176,7 +221,7 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
     const int ldy = top->units;
     cdnn_opt_step st = cdnn_opt_prepare(&net->opt, t);
 
-    forward_rows(net, ws, ws->lb[0].din, r0, r1, NULL, 1, seed, t, pack);
+    forward_rows(net, ws, ws->lb[0].din, r0, r1, NULL, 1, seed, t, packed, pack);
     cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,
                    net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, rows, ws->lb[L - 1].dz,
@@ -196,7 +241,7 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
         e.drop_rate = ly->in_drop;
         e.drop_seed = dropout_key(seed, t, l);
         e.drop_rows = ws->rows;
-        cdnn_dense_dx_rows(ly, r0, r1, ws->lb[l].dz, dx, &e, pack);
+        cdnn_dense_dx_rows(ly, r0, r1, ws->lb[l].dz, dx, &e, packed ? ws->lb[l].pwt : NULL, pack);
         if (lower->act == CDNN_SOFTMAX && r1 > r0)
             /* softmax's derivative needs whole rows: after the product */
             cdnn_softmax_backward_rows(dx + (size_t)r0 * ly->in, ly->in, ws->lb[l - 1].act + (size_t)r0 * ly->in,
@@ -208,7 +253,11 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
     for (int l = L - 1; l >= 0; l--) {
         const cdnn_layer *ly = &net->layers[l];
         layer_buf *b = &ws->lb[l];
-        cdnn_dense_grads_team(ly, rows, b->din, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st, pack);
+        cdnn_dense_grads_team(ly, rows, b->din, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st,
+                              packed ? b->pw : NULL, packed ? b->pwt : NULL,
+                              ws->share_nt[t & 1] == cdnn_team_size() ? ws->share + (size_t)(t & 1) * (ws->threads + 1)
+                                                                      : NULL,
+                              pack);
     }
 }
 
@@ -231,7 +280,7 @@ static void my_rows(const cdnn_workspace *ws, int rows, int bs, long *lo, long *
  * threads that were slow in the row-local phase to those that were fast.
  * On a shared machine one core is often slowed down by another tenant of
  * the same physical core; the even split would make the other thread wait. */
-static void learn_split(cdnn_workspace *ws, int bs)
+static void learn_split(cdnn_workspace *ws, int bs, int64_t t)
 {
     const int nt = cdnn_team_size();
     if (nt < 2) return;
@@ -254,14 +303,19 @@ static void learn_split(cdnn_workspace *ws, int bs)
         total += ws->speed[i];
     }
     double cum = 0.0;
+    const int next = (int)((t + 1) & 1); /* read by step t + 1, after the barrier that ends this one */
+    float *share = ws->share + (size_t)next * (ws->threads + 1);
     ws->split[0] = 0;
+    share[0] = 0.0f;
     for (int i = 0; i < nt; i++) {
         cum += ws->speed[i];
+        share[i + 1] = i == nt - 1 ? 1.0f : (float)(cum / total);
         int b = i == nt - 1 ? bs : (int)(bs * cum / total + 0.5);
         if (b < ws->split[i]) b = ws->split[i];
         ws->split[i + 1] = b;
     }
     ws->split_nt = nt;
+    ws->share_nt[next] = nt;
 }
 
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
@@ -274,6 +328,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     int nt = threads > 0 ? threads : cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
     if (step_flops(net, bs) < TRAIN_SERIAL_FLOPS) nt = 1;
+    /* copies laid out for another micro-kernel width (a SIMD path chosen since) are not used */
+    const int packed = ws->packed_nr == cdnn_simd_current()->nr;
     (void)n;
 
 #ifdef _OPENMP
@@ -281,6 +337,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
 #endif
     {
     unsigned fp_state = cdnn_flush_denormals_begin();
+    /* the packed copies follow W only while this run trains it (it may have
+     * been set from Python since): pack them afresh once per run */
+    if (packed) pack_weights_team(net, ws);
     for (int j = 0; j < n_batches; j++) {
         int64_t start = (first + j) * (int64_t)bs;
         int rows = (int)(n - start < bs ? n - start : bs);
@@ -311,9 +370,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                 memcpy(ws->yd + (size_t)i * ldy, ydense + (size_t)r * ldy, (size_t)ldy * sizeof(float));
         }
         /* no barrier: each thread goes on with the rows it gathered */
-        train_step_team(net, ws, rows, (int)lo, (int)hi, t, seed, t_start);
+        train_step_team(net, ws, rows, (int)lo, (int)hi, t, seed, t_start, packed);
         if (cdnn_team_rank() == 0) {
-            if (rows == bs) learn_split(ws, bs); /* published by the barrier that ends the step */
+            if (rows == bs) learn_split(ws, bs, t); /* published by the barrier that ends the step */
             /* the per-row losses are complete since the step's middle barrier */
             double l = 0.0, c = 0.0;
             for (int i = 0; i < rows; i++) {
@@ -356,7 +415,7 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
         int rows = (int)(n - start < bs ? n - start : bs);
         long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
         float *o = out + (size_t)start * units;
-        forward_rows(net, ws, X + (size_t)start * in, (int)lo, (int)hi, o, 0, 0, 0, pack);
+        forward_rows(net, ws, X + (size_t)start * in, (int)lo, (int)hi, o, 0, 0, 0, 0, pack);
         if (loss_sum) {
             const cdnn_layer *top = &net->layers[L - 1];
             cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, (int)lo, (int)hi, units,

@@ -1329,3 +1329,31 @@ def test_predict_chunks_do_not_race(threads):
     _core.set_num_threads(threads)
     for _ in range(150):
         np.testing.assert_array_equal(net.predict(x, batch_size=64), want)
+
+
+def test_training_bit_identical_with_packed_weights_and_learned_split():
+    """A net whose layers keep packed copies of W and W^T (784x128: units a multiple of 64;
+    128x256 for dX), trained long enough for the thread split to be learned and to move:
+    1 and 2 threads, several reruns, must give the same bits (a stale or torn split once
+    updated some row panels twice)."""
+    prev = _core.get_num_threads()
+    sizes, acts = [784, 128, 256, 10], ["relu", "relu", "softmax"]
+    rng = np.random.default_rng(8)
+    x = f32(rng.random((2048, 784)))
+    y = rng.integers(0, 10, size=2048).astype(np.int32)
+    results = []
+    try:
+        for threads in (1, 2, 2, 2, 2):
+            _core.set_num_threads(threads)
+            net, arrays = make_network(init_params(sizes, seed=9), acts, "sparse_categorical_crossentropy",
+                                       False, "sparse", dict(name="adam", learning_rate=0.001))
+            bl, bc = np.zeros(32), np.zeros(32)
+            for epoch in range(4):
+                perm = np.random.default_rng(epoch).permutation(2048).astype(np.int32)
+                net.train_run(x, y, perm, 0, 32, 64, epoch * 32, 7, bl, bc)
+            results.append([a.copy() for a in arrays] + [bl.copy()])
+    finally:
+        _core.set_num_threads(prev)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b)

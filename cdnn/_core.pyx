@@ -56,9 +56,11 @@ cdef extern from "cdnn.h" nogil:
     void cdnn_set_num_threads(int n)
     int cdnn_openmp_enabled()
     int cdnn_openmp_version()
-    int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z)
-    int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a,
-                            const float *dy, float *dz, float *dw, float *db, float *dx)
+    void cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack,
+                            int max_threads)
+    void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a,
+                             const float *dy, float *dz, float *dw, float *db, float *dx, float *pack,
+                             int max_threads)
     void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
                         int lo, int hi, int cols, const float *out, const float *z,
                         const int32_t *ysparse, const float *ydense, int ldy,
@@ -273,16 +275,17 @@ def dense_forward(x, W, b, str activation="linear", float alpha=0.2):
         raise ValueError(f"Invalid shape for argument `x`: expected (batch, {W.shape[0]}) to match W{W.shape}, "
                          f"received {x.shape}")
     cdef cdnn_layer ly = _layer_view(W, b, activation, alpha)
-    cdef int rows = x.shape[0], rc
+    cdef int rows = x.shape[0]
     y = np.empty((rows, W.shape[1]), np.float32)
     z = np.empty((rows, W.shape[1]), np.float32)
     cdef float *px = fptr(x)
     cdef float *py = fptr(y)
     cdef float *pz = fptr(z)
+    pack = _pack_buffer()
+    cdef float *pp = fptr(pack)
+    cdef int threads = pack.shape[0]
     with nogil:
-        rc = cdnn_dense_forward(&ly, rows, px, py, pz)
-    if rc != 0:
-        raise MemoryError("cdnn.dense_forward: out of memory")
+        cdnn_dense_forward(&ly, rows, px, py, pz, pp, threads)
     return y, z
 
 
@@ -296,7 +299,7 @@ def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint n
     _check(W, "W", 2)
     _check(a, "a", 2)
     _check(dy, "dy", 2)
-    cdef int rows = x.shape[0], units = W.shape[1], rc
+    cdef int rows = x.shape[0], units = W.shape[1]
     if x.shape[1] != W.shape[0]:
         raise ValueError(f"Invalid shape for argument `x`: expected (batch, {W.shape[0]}), received {x.shape}")
     _shape(a, "a", (rows, units))
@@ -309,10 +312,11 @@ def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint n
     cdef float *p[8]
     p[0] = fptr(x); p[1] = fptr(a); p[2] = fptr(dy); p[3] = fptr(dz)
     p[4] = fptr(dW); p[5] = fptr(db); p[6] = fptr(dx)
+    pack = _pack_buffer()
+    p[7] = fptr(pack)
+    cdef int threads = pack.shape[0]
     with nogil:
-        rc = cdnn_dense_backward(&ly, rows, p[0], p[1], p[2], p[3], p[4], p[5], p[6])
-    if rc != 0:
-        raise MemoryError("cdnn.dense_backward: out of memory")
+        cdnn_dense_backward(&ly, rows, p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], threads)
     return dW, db, dx
 
 

@@ -221,11 +221,12 @@ void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, f
 void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw, float *db,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
                            const float *share, float *pack);
-/* Standalone forward (own parallel region): returns 0, -1 on OOM. */
-int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z);
-/* Standalone backward from dy = dL/da (a = output, or z for gelu): dz, dw, db, dx (dx may be NULL). */
-int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy,
-                        float *dz, float *dw, float *db, float *dx);
+/* Standalone forward (own parallel region, at most max_threads threads; pack: max_threads x cdnn_gemm_pack_floats()). */
+void cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack,
+                        int max_threads);
+/* Standalone backward from dy = dL/da (a = output, or z for gelu): dz, dw, db, dx (dx may be NULL); pack as above. */
+void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy,
+                         float *dz, float *dw, float *db, float *dx, float *pack, int max_threads);
 
 /* ---- training loop (train.c) ------------------------------------------ */
 /* Train n_batches mini-batches. Batch j takes the rows perm[(first+j)*bs ..] of

@@ -14,7 +14,6 @@
  */
 #include "cdnn.h"
 
-#include <stdlib.h>
 
 void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *x, float *y, float *z,
                              const float *packed_w, float *pack)
@@ -72,17 +71,11 @@ void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const
     }
 }
 
-static float *new_pack(int nt)
-{
-    size_t bytes = cdnn_gemm_pack_floats() * sizeof(float) * (size_t)nt;
-    return (float *)aligned_alloc(64, (bytes + 63) / 64 * 64);
-}
-
-int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z)
+void cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack,
+                        int max_threads)
 {
     int nt = cdnn_get_num_threads();
-    float *pack = new_pack(nt);
-    if (!pack) return -1;
+    if (nt > max_threads) nt = max_threads;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
 #endif
@@ -91,16 +84,13 @@ int cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y,
         cdnn_team_range(rows, &lo, &hi);
         cdnn_dense_forward_rows(ly, (int)lo, (int)hi, x, y, z, NULL, pack + cdnn_gemm_pack_floats() * cdnn_team_rank());
     }
-    free(pack);
-    return 0;
 }
 
-int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy,
-                        float *dz, float *dw, float *db, float *dx)
+void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy,
+                         float *dz, float *dw, float *db, float *dx, float *pack, int max_threads)
 {
     int nt = cdnn_get_num_threads();
-    float *pack = new_pack(nt);
-    if (!pack) return -1;
+    if (nt > max_threads) nt = max_threads;
     cdnn_opt_step none = {0};
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
@@ -120,6 +110,4 @@ int cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const fl
         cdnn_team_barrier();
         cdnn_dense_grads_team(ly, rows, x, dz, dw, db, NULL, none, NULL, NULL, NULL, my_pack);
     }
-    free(pack);
-    return 0;
 }

@@ -39,6 +39,8 @@
 #define MR_MAX 16
 /* From this many rows of C (per thread) on, B is packed rather than read in place. */
 #define PACK_B_MIN_ROWS 48
+/* Percent of each thread's share of a gradient's row panels that goes to the common, dynamic pool. */
+#define TAIL_PERCENT 15
 /* Below this many flops a standalone product runs on one thread: waking a
  * second thread costs a few microseconds, as much as ~100k flops. */
 #define GEMM_SERIAL_FLOPS 200000L
@@ -466,12 +468,37 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
             pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, nr, pb + (size_t)jr * K);
         }
         if (epi->share) {
-            /* a fixed share of the panels per thread: the same rows of W and
-             * of its optimizer slots stay in the same core's cache step after step */
-            int t = cdnn_team_rank();
-            long p0 = (long)(epi->share[t] * pm + 0.5), p1 = (long)(epi->share[t + 1] * pm + 0.5);
-            for (long p = p0; p < p1; p++)
+            /* Each thread first takes the head of its learned share of the
+             * panels: the same rows of W and of its optimizer slots stay in
+             * the same core's cache step after step. The last TAIL_PERCENT of
+             * every share goes to a common pool handed out dynamically, which
+             * absorbs how much the threads' speeds vary from step to step. */
+            const int nt = cdnn_team_size(), t = cdnn_team_rank();
+            long tail_total = 0;
+            for (int u = 0; u < nt; u++) {
+                long q0 = (long)(epi->share[u] * pm + 0.5), q1 = (long)(epi->share[u + 1] * pm + 0.5);
+                long head = q0 + (q1 - q0) * (100 - TAIL_PERCENT) / 100;
+                if (u == t)
+                    for (long p = q0; p < head; p++)
+                        optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, p, jc, nc);
+                tail_total += q1 - head;
+            }
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+            for (long q = 0; q < tail_total; q++) {
+                /* the q-th panel of the pool: the tails of the shares, in order */
+                long left = q, p = -1;
+                for (int u = 0; u < nt && p < 0; u++) {
+                    long q0 = (long)(epi->share[u] * pm + 0.5), q1 = (long)(epi->share[u + 1] * pm + 0.5);
+                    long head = q0 + (q1 - q0) * (100 - TAIL_PERCENT) / 100;
+                    if (left < q1 - head)
+                        p = head + left;
+                    else
+                        left -= q1 - head;
+                }
                 optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, p, jc, nc);
+            }
         } else {
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, chunk) nowait

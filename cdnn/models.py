@@ -24,8 +24,16 @@ __all__ = ["Sequential", "load_model"]
 
 #: target wall time of one run of batches in C between two progress-bar updates
 RUN_SECONDS = 0.1
-#: how often fit re-measures the thread count it is not using (seconds of training)
+#: how often fit re-measures the thread count it is not using (seconds of training): first after
+#: FIRST_PROBE_SECONDS, then at doubling intervals up to PROBE_SECONDS
+FIRST_PROBE_SECONDS = 0.25
 PROBE_SECONDS = 5.0
+#: a probe run is this fraction of a normal run's batches
+PROBE_FRACTION = 4  # (a divisor: probe runs have chunk // PROBE_FRACTION batches)
+#: seconds of runs behind each thread count's timing before fit compares them
+MIN_MEASURED_SECONDS = 0.02
+#: one thread must be this much faster per batch than all threads before fit uses it
+SINGLE_THREAD_MARGIN = 1.15
 #: rows per C inference batch (results do not depend on it)
 PREDICT_ROWS = 512
 
@@ -91,32 +99,60 @@ class _ThreadChooser:
     one whose cores are busy with other work, threads that wait for each
     other at every layer can be many times slower than one thread alone.
     So ``fit`` times both and uses the faster, re-measuring the other option
-    once every ``PROBE_SECONDS`` of training (a cost of about 2%).
+    with a short run after ``FIRST_PROBE_SECONDS`` of training, then at
+    doubling intervals up to every ``PROBE_SECONDS`` (a cost of about 1%).
+
+    Timings on shared machines are noisy: an option is trusted only after
+    ``MIN_MEASURED_SECONDS`` of runs, estimates are smoothed over runs, and
+    one thread must beat all threads by ``SINGLE_THREAD_MARGIN``. The model
+    keeps its chooser from one ``fit`` to the next (same threads and batch
+    size), so fitting epoch by epoch does not start from scratch each time:
+    a single run measured during a hiccup once sent whole epochs to one thread.
     """
 
     def __init__(self, threads: int) -> None:
         self.options = (threads, 1) if threads > 1 else (1,)
         self.per_batch: dict[int, float] = {}
+        self.measured: dict[int, float] = {}
         self.since_probe = 0.0
+        self.probe_interval = FIRST_PROBE_SECONDS
+        self.probing = False  # the last pick was a probe of the option not in use
         self.warm = False  # the first run pays for allocating the workspace and starting threads
 
     def pick(self) -> int:
-        """Threads for the next run of batches."""
-        untried = [t for t in self.options if t not in self.per_batch]
-        if untried:
-            return untried[0]
-        best = min(self.options, key=self.per_batch.__getitem__)
-        if self.since_probe >= PROBE_SECONDS and len(self.options) > 1:
+        """Threads for the next run of batches (a probe, short, when ``probing``)."""
+        self.probing = False
+        if len(self.options) == 1:
+            return self.options[0]
+        for t in self.options:
+            if self.measured.get(t, 0.0) < MIN_MEASURED_SECONDS:
+                return t
+        best = self.best()
+        if self.since_probe >= self.probe_interval:
+            # early decisions rest on little: re-check soon, then less and less often
             self.since_probe = 0.0
+            self.probe_interval = min(PROBE_SECONDS, 2 * self.probe_interval)
+            self.probing = True
             return next(t for t in self.options if t != best)
         return best
+
+    def best(self) -> int:
+        """The option to use now: one thread only when clearly faster."""
+        if len(self.options) == 1 or any(t not in self.per_batch for t in self.options):
+            return self.options[0]
+        many, one = self.options
+        return one if self.per_batch[one] * SINGLE_THREAD_MARGIN < self.per_batch[many] else many
 
     def record(self, threads: int, seconds: float, batches: int) -> None:
         """Time of a run of ``batches`` batches on ``threads`` threads."""
         if not self.warm:
             self.warm = True
             return
-        self.per_batch[threads] = seconds / batches
+        v = seconds / batches
+        old = self.per_batch.get(threads)
+        # the latest run weighs half: the machine's load changes, one run is noisy
+        self.per_batch[threads] = v if old is None else 0.5 * old + 0.5 * v
+        self.measured[threads] = self.measured.get(threads, 0.0) + seconds
         self.since_probe += seconds
 
 
@@ -148,6 +184,7 @@ class Sequential:
         self.stop_training = False
         self.history: Optional[callbacks_module.History] = None
         self._net = None
+        self._chooser_key = None  # timings were for the old network
         for layer in layers or ():
             self.add(layer)
 
@@ -170,6 +207,7 @@ class Sequential:
         self._layers.append(layer)
         self.built = False
         self._net = None
+        self._chooser_key = None  # timings were for the old network
         if self._input_shape is not None:
             self.build((None, *self._input_shape))
 
@@ -193,6 +231,7 @@ class Sequential:
         self._input_shape = tuple(int(d) for d in (input_shape[1:] if input_shape[0] is None else input_shape))
         self.built = True
         self._net = None
+        self._chooser_key = None  # timings were for the old network
 
     def _ensure_built(self, x: np.ndarray, name: str = "x") -> None:
         if not self.built:
@@ -274,6 +313,7 @@ class Sequential:
             self._metric = metrics_module.get(items[0])
         self.compiled = True
         self._net = None
+        self._chooser_key = None  # timings were for the old network
 
     def _check_compiled(self, what: str) -> None:
         if not self.compiled:
@@ -414,7 +454,10 @@ class Sequential:
         for cb in user_callbacks:
             cb.on_train_begin()
 
-        threads = _ThreadChooser(_core.get_num_threads())
+        key = (_core.get_num_threads(), batch_size)
+        if getattr(self, "_chooser_key", None) != key:
+            self._chooser, self._chooser_key = _ThreadChooser(key[0]), key
+        threads = self._chooser
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
@@ -425,12 +468,13 @@ class Sequential:
             seed = int(rng.integers(0, 2**63))
             done, chunk, seen = 0, 1, 0
             while done < steps and not self.stop_training:
-                k = 1 if per_batch else min(chunk, steps - done)
+                nt = threads.pick()
+                k = 1 if per_batch else min(max(1, chunk // PROBE_FRACTION) if threads.probing else chunk,
+                                            steps - done)
                 for cb in per_batch:
                     cb.on_train_batch_begin(done)
                 net.set_optimizer(self.optimizer.hyperparameters())
                 t0 = time.perf_counter()
-                nt = threads.pick()
                 steps_before = net.steps_done
                 try:
                     net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
@@ -450,8 +494,9 @@ class Sequential:
                     cb.on_train_batch_end(done - 1, dict(logs))
                 if done < steps:
                     bar.update(done, list(logs.items()))
-                # aim each run at RUN_SECONDS (never more than doubling at once)
-                chunk = max(1, min(2 * k, int(k * RUN_SECONDS / max(elapsed, 1e-6))))
+                # aim each run at RUN_SECONDS (never more than doubling at once); a probe says nothing of that
+                if not threads.probing:
+                    chunk = max(1, min(2 * k, int(k * RUN_SECONDS / max(elapsed, 1e-6))))
             logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
             if val is not None:

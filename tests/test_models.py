@@ -792,3 +792,58 @@ def test_issue_snippet_on_fashion_mnist(fashion, capsys):
     # plain SGD at 0.01 is slow: about 0.80 after 5 epochs (RMSprop, the default, reaches 0.87)
     assert 0.78 <= acc <= 0.81 and 0.55 <= loss <= 0.65
     assert history.history["accuracy"][-1] == pytest.approx(acc, abs=0.02)
+
+
+# ---- the thread chooser of fit -------------------------------------------------------------
+
+def _feed(chooser, per_batch, runs, batches=50):
+    """Run the chooser ``runs`` times with fake timings; returns the thread counts it picked."""
+    picks = []
+    for _ in range(runs):
+        t = chooser.pick()
+        picks.append(t)
+        chooser.record(t, per_batch[t] * batches, batches)
+    return picks
+
+
+def test_thread_chooser_takes_one_thread_only_when_clearly_faster():
+    from cdnn import models
+
+    slow_many = models._ThreadChooser(2)
+    picks = _feed(slow_many, {2: 1e-3, 1: 0.5e-3}, 40)
+    assert picks[-1] == 1 and slow_many.best() == 1  # busy machine: one thread wins
+    close = models._ThreadChooser(2)
+    picks = _feed(close, {2: 1e-3, 1: 0.95e-3}, 40)
+    assert close.best() == 2  # within SINGLE_THREAD_MARGIN: noise, keep the threads
+    assert picks[-10:].count(2) >= 8  # one thread only for the odd probe
+    assert models._ThreadChooser(1).pick() == 1
+
+
+def test_thread_chooser_probes_at_doubling_intervals():
+    from cdnn import models
+
+    c = models._ThreadChooser(2)
+    probes, seconds = [], 0.0
+    for _ in range(400):
+        t = c.pick()
+        if c.probing:
+            probes.append(round(seconds, 3))
+            assert t == 1
+        c.record(t, 0.05, 50)  # 50 ms per run, threads always faster
+        seconds += 0.05
+    gaps = np.diff(probes)
+    assert len(probes) >= 4 and gaps[0] < 1.0 and gaps[-1] >= models.PROBE_SECONDS - 0.05
+    assert all(b >= a for a, b in zip(gaps, gaps[1:]))
+
+
+def test_fit_keeps_its_thread_chooser_across_calls():
+    rng = np.random.default_rng(3)
+    x, y = rng.random((64, 6)).astype(np.float32), rng.integers(0, 4, 64)
+    model = cdnn.Sequential([cdnn.layers.Input(shape=(x.shape[1],)), cdnn.layers.Dense(4, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    first = model._chooser
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert model._chooser is first  # measurements carry over from one fit to the next
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert model._chooser is not first  # another batch size: timings start over

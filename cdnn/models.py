@@ -184,7 +184,6 @@ class Sequential:
         self.stop_training = False
         self.history: Optional[callbacks_module.History] = None
         self._net = None
-        self._chooser_key = None  # timings were for the old network
         for layer in layers or ():
             self.add(layer)
 
@@ -207,7 +206,6 @@ class Sequential:
         self._layers.append(layer)
         self.built = False
         self._net = None
-        self._chooser_key = None  # timings were for the old network
         if self._input_shape is not None:
             self.build((None, *self._input_shape))
 
@@ -231,7 +229,6 @@ class Sequential:
         self._input_shape = tuple(int(d) for d in (input_shape[1:] if input_shape[0] is None else input_shape))
         self.built = True
         self._net = None
-        self._chooser_key = None  # timings were for the old network
 
     def _ensure_built(self, x: np.ndarray, name: str = "x") -> None:
         if not self.built:
@@ -313,7 +310,6 @@ class Sequential:
             self._metric = metrics_module.get(items[0])
         self.compiled = True
         self._net = None
-        self._chooser_key = None  # timings were for the old network
 
     def _check_compiled(self, what: str) -> None:
         if not self.compiled:
@@ -343,6 +339,7 @@ class Sequential:
             kind = metrics_module.resolve(self._metric, loss.core_name, top.units) if self._metric else None
             self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
                                       self.optimizer.hyperparameters())
+            self._chooser_key = None  # fit's thread timings were for the old network
         return self._net
 
     # ---- data -----------------------------------------------------------------

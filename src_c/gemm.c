@@ -99,9 +99,8 @@ static void kernel_avx2(int kc, const float *a, long si, long sk, const float *b
     }
 }
 
-/* Tiles of any size up to 6x16 and the fused optimizer step share one
- * body: R rows and V vectors of 8 columns, unrolled by the compiler for each
- * constant (R, V) of the switch below. */
+/* Tiles of any size up to 6x16: R rows and V vectors of 8 columns, unrolled
+ * by the compiler for each constant (R, V) of the switch below. */
 __attribute__((always_inline, target("avx2,fma")))
 static inline void avx2_tile(int R, int V, int kc, const float *a, long si, long sk, const float *b, long ldb,
                              __m256 *acc)
@@ -288,10 +287,12 @@ static void pack_b_panel(int transb, const float *B, int ldb, int p0, int kc, in
 
 /* ---- weights kept packed ------------------------------------------------ */
 
+/* n rounded up to whole micro-panels of nr: the width of a packed operand. */
+static size_t padded(int n, int nr) { return (size_t)(n + nr - 1) / nr * nr; }
+
 size_t cdnn_packed_floats(int K, int N)
 {
-    const int nr = cdnn_simd_current()->nr;
-    return (size_t)K * (size_t)((N + nr - 1) / nr * nr);
+    return (size_t)K * padded(N, cdnn_simd_current()->nr);
 }
 
 /* Layout of a packed op(B) [K, N]: depth blocks of KC rows; in a block, the
@@ -300,7 +301,7 @@ size_t cdnn_packed_floats(int K, int N)
 void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1, float *pw, float *pwt)
 {
     const int nr = cdnn_simd_current()->nr;
-    const size_t npad = (size_t)(N + nr - 1) / nr * nr, kpad = (size_t)(K + nr - 1) / nr * nr;
+    const size_t npad = padded(N, nr), kpad = padded(K, nr);
     if (pw) /* op(B) = W: row r of W is depth r; its columns go panel by panel */
         for (int r = r0; r < r1; r++) {
             int pc = r / KC * KC, kc = K - pc < KC ? K - pc : KC;
@@ -442,6 +443,15 @@ static void optimize_panel(const cdnn_simd *s, int transa, int M, int N, int K, 
     refresh_packed(epi, r, r + rows, jc, jc + nc, N);
 }
 
+/* Thread u's learned share of pm row panels, [*q0, *q1): it takes [*q0, *head)
+ * itself and leaves [*head, *q1) to the common pool. */
+static void share_range(const float *share, int u, long pm, long *q0, long *head, long *q1)
+{
+    *q0 = (long)(share[u] * pm + 0.5);
+    *q1 = (long)(share[u + 1] * pm + 0.5);
+    *head = *q0 + (*q1 - *q0) * (100 - TAIL_PERCENT) / 100;
+}
+
 /* A gradient whose depth fits one slice (K <= KC: dW = X^T dZ for batches
  * up to KC rows) with the optimizer epilogue. Row panels are split by the
  * epilogue's learned shares (or handed out dynamically without them), so
@@ -457,7 +467,6 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
     float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
     const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
     const long pm = ceil_div(M, mr);
-    (void)mr;
     /* ~16 handouts per thread: enough to even out, few enough atomics */
     const int chunk = (int)(pm / (16L * cdnn_team_size()) > 1 ? pm / (16L * cdnn_team_size()) : 1);
     (void)chunk;
@@ -476,8 +485,8 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
             const int nt = cdnn_team_size(), t = cdnn_team_rank();
             long tail_total = 0;
             for (int u = 0; u < nt; u++) {
-                long q0 = (long)(epi->share[u] * pm + 0.5), q1 = (long)(epi->share[u + 1] * pm + 0.5);
-                long head = q0 + (q1 - q0) * (100 - TAIL_PERCENT) / 100;
+                long q0, head, q1;
+                share_range(epi->share, u, pm, &q0, &head, &q1);
                 if (u == t)
                     for (long p = q0; p < head; p++)
                         optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, p, jc, nc);
@@ -490,8 +499,8 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
                 /* the q-th panel of the pool: the tails of the shares, in order */
                 long left = q, p = -1;
                 for (int u = 0; u < nt && p < 0; u++) {
-                    long q0 = (long)(epi->share[u] * pm + 0.5), q1 = (long)(epi->share[u + 1] * pm + 0.5);
-                    long head = q0 + (q1 - q0) * (100 - TAIL_PERCENT) / 100;
+                    long q0, head, q1;
+                    share_range(epi->share, u, pm, &q0, &head, &q1);
                     if (left < q1 - head)
                         p = head + left;
                     else
@@ -559,8 +568,9 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
     if (i_begin < i_end && j_begin < j_end) {
         float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
         /* Full micro-panels are read in place (A with its row and depth
-         * strides, B row by row when not transposed); only edge panels and
-         * transposed B are packed. At these sizes (K <= a few thousand) the
+         * strides, B row by row when not transposed); edge panels (unless an
+         * edge kernel reads them in place), transposed B and B whose stride
+         * aliases in L1 are packed. At these sizes (K <= a few thousand) the
          * operands stay in cache, and copying them would cost more than it saves. */
         const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
         /* B panels read by many row panels are worth packing when, in
@@ -576,7 +586,7 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                 int last = pc + KC >= K;
                 int acc = accumulate || pc > 0;
                 if (bpacked) /* the whole of op(B), packed beforehand (cdnn_pack_rows) */
-                    pb = (float *)bpacked + (size_t)pc * ceil_div(N, nr) * nr + (size_t)jc * kc;
+                    pb = (float *)bpacked + (size_t)pc * padded(N, nr) + (size_t)jc * kc;
                 else
                     for (int jr = 0; jr < nc; jr += nr) {
                         int cols = nc - jr < nr ? nc - jr : nr;

@@ -52,10 +52,11 @@ struct cdnn_workspace {
     /* The row-local phase's split of a full batch, learned from how fast
      * each thread went (split_nt = 0: not learned yet): row boundaries
      * split[0..split_nt], each thread's rows per second (smoothed), and the
-     * seconds each thread spent in the last step's row-local phase. */
+     * seconds per row each thread took in the last step's row-local phase
+     * (0: it had no rows). */
     int split_nt;
     int *split;
-    double *speed, *busy;
+    double *speed, *sec_per_row;
     /* The same speeds as cumulative fractions for the dW phase's row panels,
      * double-buffered by step parity: thread 0 writes the next step's while
      * the others may still read this step's. share_nt[b]: thread count
@@ -119,9 +120,9 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
     memset(ws->block, 0, (bytes + 63) / 64 * 64);
     ws->split = (int *)calloc((size_t)threads + 1, sizeof(int));
     ws->speed = (double *)calloc((size_t)threads, sizeof(double));
-    ws->busy = (double *)calloc((size_t)threads, sizeof(double));
+    ws->sec_per_row = (double *)calloc((size_t)threads, sizeof(double));
     ws->share = (float *)calloc(2 * ((size_t)threads + 1), sizeof(float));
-    if (!ws->split || !ws->speed || !ws->busy || !ws->share) {
+    if (!ws->split || !ws->speed || !ws->sec_per_row || !ws->share) {
         cdnn_workspace_free(ws);
         return NULL;
     }
@@ -164,7 +165,7 @@ void cdnn_workspace_free(cdnn_workspace *ws)
     if (!ws) return;
     free(ws->split);
     free(ws->speed);
-    free(ws->busy);
+    free(ws->sec_per_row);
     free(ws->share);
     free(ws->block);
     free(ws);
@@ -247,7 +248,7 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
             cdnn_softmax_backward_rows(dx + (size_t)r0 * ly->in, ly->in, ws->lb[l - 1].act + (size_t)r0 * ly->in,
                                        ly->in, r1 - r0, ly->in);
     }
-    ws->busy[cdnn_team_rank()] = cdnn_wtime() - t_start;
+    ws->sec_per_row[cdnn_team_rank()] = r1 > r0 ? (cdnn_wtime() - t_start) / (r1 - r0) : 0.0;
     cdnn_team_barrier();
 
     for (int l = L - 1; l >= 0; l--) {
@@ -289,15 +290,8 @@ static void learn_split(cdnn_workspace *ws, int bs, int64_t t)
         for (int i = 0; i < nt; i++) ws->speed[i] = 0.0;
     }
     for (int i = 0; i < nt; i++) {
-        int rows_i;
-        if (ws->split_nt == nt) {
-            rows_i = ws->split[i + 1] - ws->split[i];
-        } else {
-            long n = bs / nt, extra = bs % nt;
-            rows_i = (int)(n + (i < extra ? 1 : 0));
-        }
-        double v = ws->busy[i] > 0.0 && rows_i > 0 ? rows_i / ws->busy[i] : 0.0;
-        if (v <= 0.0) return; /* a thread with no rows or no time: keep the split */
+        if (ws->sec_per_row[i] <= 0.0) return; /* a thread with no rows or no time: keep the split */
+        double v = 1.0 / ws->sec_per_row[i];
         /* smooth over ~8 steps: the split follows the machine, not one noisy step */
         ws->speed[i] = ws->speed[i] > 0.0 ? 0.875 * ws->speed[i] + 0.125 * v : v;
         total += ws->speed[i];

@@ -847,3 +847,7 @@ def test_fit_keeps_its_thread_chooser_across_calls():
     assert model._chooser is first  # measurements carry over from one fit to the next
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert model._chooser is not first  # another batch size: timings start over
+    second = model._chooser
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert model._chooser is not second  # a new core network: timings start over

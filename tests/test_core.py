@@ -760,6 +760,29 @@ def test_network_large_two_threads_matches_reference(threads):
         np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max())
 
 
+@pytest.mark.parametrize("bs", [64, 300], ids=["one-depth-slice", "several-depth-slices"])
+def test_network_with_packed_weight_copies_matches_reference(bs, threads):
+    """784-128-256-10: both big layers keep packed copies of W (units a multiple of 64)
+    and the second one of W^T (for dX), rewritten by the optimizer after each update;
+    batch 300 takes the optimizer path for gradients deeper than one slice."""
+    # SGD: Adam and RMSprop scale every update to about the learning rate, so the float32
+    # rounding of near-zero gradients of a 3-layer net would outgrow any useful tolerance
+    hp = dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False)
+    loss = "sparse_categorical_crossentropy"
+    sizes = [784, 128, 256, 10]
+    params = init_params(sizes, seed=15)
+    x, y = dataset(loss, 600, 784, 10, seed=16)
+    net, arrays = make_network(params, ["relu", "relu", "softmax"], loss, False, "sparse", hp)
+    mlp = ref.MLP([(128, "relu"), (256, "relu"), (10, "softmax")], 784)
+    mlp.params = [p.copy() for p in params]
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=bs, epochs=2, seed=17, split=True)
+    for c_loss, r_loss, c_acc, r_acc in hist:
+        assert c_loss == pytest.approx(r_loss, rel=1e-4)
+        assert abs(c_acc - r_acc) <= 2.01 / len(x)
+    for w, w_ref in zip(arrays, mlp.params):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-3, atol=1e-4 * np.abs(w_ref).max())
+
+
 @pytest.mark.parametrize("case", NET_CASES[:4], ids=lambda c: c[0].split("_")[0])
 @pytest.mark.parametrize("batch_size", [1, 7, 256])
 def test_predict_matches_reference(case, batch_size, threads):

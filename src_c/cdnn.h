@@ -88,6 +88,7 @@ typedef struct {
 typedef struct {
     const char *name;            /* "avx512", "avx2", "generic" */
     int mr, nr;                  /* micro-tile rows and columns */
+    int kc;                      /* depth of a slice of the product (<= KC_MAX in gemm.c) */
     /* c[mr x nr] (+)= sum over k < kc of a[i*si + k*sk] * b[k*ldb + j] */
     void (*kernel)(int kc, const float *a, long si, long sk, const float *b, long ldb,
                    float *c, int ldc, int accumulate);

@@ -4,7 +4,7 @@
  * transpose read in place (never materialised): training needs Y = X*W,
  * dW = X^T*dZ and dX = dZ*W^T.
  *
- * The BLIS structure: for each KC-deep slice of the product, a
+ * The BLIS structure: for each kc-deep slice of the product, a
  * register-blocked micro-kernel computes each MR x NR tile of C from an
  * MR-row micro-panel of A and an NR-column micro-panel of B. Panels are read
  * in place through strides where they are whole (training's operands are
@@ -29,11 +29,13 @@
 #include <immintrin.h>
 #endif
 
-/* Blocking sizes, in elements. KC: an A micro-panel (MR x KC) and a B
- * micro-panel (KC x NR) fit together in a 32 KB L1 ((6+16)*256*4 = 22 KB).
- * MC: a packed A block (MC x KC, 144 KB) stays in a 512 KB+ L2. NC: a
- * thread's packed B block (KC x NC, 1 MB) stays in L2/L3. */
-#define KC 256
+/* Blocking sizes, in elements. KC_MAX: the deepest slice of any path (each
+ * path's kc keeps its A and B micro-panels together in a 32-48 KB L1:
+ * (6+16)*256*4 = 22 KB for AVX2, (8+32)*128*4 = 20 KB for AVX-512).
+ * MC: a packed A block (MC x kc, <= 144 KB) stays in a 512 KB+ L2. NC: a
+ * thread's packed B block (kc x NC, <= 1 MB) stays in L2/L3. MC is a
+ * multiple of every path's mr. */
+#define KC_MAX 256
 #define MC 144
 #define NC 1024
 #define MR_MAX 16
@@ -49,7 +51,7 @@
 size_t cdnn_gemm_pack_floats(void)
 {
     /* A block, B block, one edge tile, alignment slack; a multiple of 16 floats (64 bytes). */
-    return (size_t)(MC + MR_MAX) * KC + (size_t)(NC + NR_MAX) * KC + (size_t)MR_MAX * NR_MAX + 16;
+    return (size_t)(MC + MR_MAX) * KC_MAX + (size_t)(NC + NR_MAX) * KC_MAX + (size_t)MR_MAX * NR_MAX + 16;
 }
 
 /* ---- micro-kernels: c[MR x NR] (=|+=) sum_k a[k][0..MR) * b[k][0..NR) --- */
@@ -172,21 +174,44 @@ static void kernel_avx2_edge(int kc, const float *a, long si, long sk, const flo
     }
 }
 
+/* AVX-512: tiles of up to A5_MR rows and 32 columns (two 16-float
+ * vectors), R x V of them for each constant (R, V), unrolled by the
+ * compiler; the accumulators are named (GCC keeps an array of vectors in
+ * memory). With 32 registers, 8 rows x 2 vectors leave room for the B
+ * vectors and the broadcasts, which the compiler folds into the FMAs. */
+#define A5_MR 8
+__attribute__((always_inline, target("avx512f")))
+static inline void avx512_tile(int R, int V, int kc, const float *a, long si, long sk, const float *b, long ldb,
+                               __m512 *acc)
+{
+    const __m512 z = _mm512_setzero_ps();
+    __m512 r00 = z, r01 = z, r10 = z, r11 = z, r20 = z, r21 = z, r30 = z, r31 = z, r40 = z, r41 = z,
+           r50 = z, r51 = z, r60 = z, r61 = z, r70 = z, r71 = z;
+    for (int k = 0; k < kc; k++, b += ldb) {
+        const float *ak = a + k * sk;
+        __m512 b0 = _mm512_loadu_ps(b), b1 = V > 1 ? _mm512_loadu_ps(b + 16) : z, x;
+#define ROW(i, c0, c1) \
+        if (R > i) { \
+            x = _mm512_set1_ps(ak[i * si]); \
+            c0 = _mm512_fmadd_ps(x, b0, c0); \
+            if (V > 1) c1 = _mm512_fmadd_ps(x, b1, c1); \
+        }
+        ROW(0, r00, r01) ROW(1, r10, r11) ROW(2, r20, r21) ROW(3, r30, r31)
+        ROW(4, r40, r41) ROW(5, r50, r51) ROW(6, r60, r61) ROW(7, r70, r71)
+#undef ROW
+    }
+    acc[0] = r00; acc[1] = r01; acc[2] = r10; acc[3] = r11; acc[4] = r20; acc[5] = r21;
+    acc[6] = r30; acc[7] = r31; acc[8] = r40; acc[9] = r41; acc[10] = r50; acc[11] = r51;
+    acc[12] = r60; acc[13] = r61; acc[14] = r70; acc[15] = r71;
+}
+
 __attribute__((target("avx512f")))
 static void kernel_avx512(int kc, const float *a, long si, long sk, const float *b, long ldb,
                           float *c, int ldc, int accumulate)
 {
-    __m512 acc[12];
-    for (int i = 0; i < 12; i++) acc[i] = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k++, a += sk, b += ldb) {
-        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-        for (int i = 0; i < 6; i++) {
-            __m512 x = _mm512_set1_ps(a[i * si]);
-            acc[2 * i] = _mm512_fmadd_ps(x, b0, acc[2 * i]);
-            acc[2 * i + 1] = _mm512_fmadd_ps(x, b1, acc[2 * i + 1]);
-        }
-    }
-    for (int i = 0; i < 6; i++) {
+    __m512 acc[2 * A5_MR];
+    avx512_tile(A5_MR, 2, kc, a, si, sk, b, ldb, acc);
+    for (int i = 0; i < A5_MR; i++) {
         float *ci = c + (size_t)i * ldc;
         if (accumulate) {
             acc[2 * i] = _mm512_add_ps(acc[2 * i], _mm512_loadu_ps(ci));
@@ -196,16 +221,43 @@ static void kernel_avx512(int kc, const float *a, long si, long sk, const float 
         _mm512_storeu_ps(ci + 16, acc[2 * i + 1]);
     }
 }
+
+/* Edge tiles (rows <= A5_MR, cols <= 32) straight into C: A read in place,
+ * B with 32 readable columns, only C's valid part touched (masked). */
+__attribute__((target("avx512f")))
+static void kernel_avx512_edge(int kc, const float *a, long si, long sk, const float *b, long ldb,
+                               float *c, int ldc, int accumulate, int rows, int cols)
+{
+    __m512 acc[2 * A5_MR];
+    switch (rows * 2 + (cols > 16)) {
+#define TILE_CASE(R) \
+    case 2 * R: avx512_tile(R, 1, kc, a, si, sk, b, ldb, acc); break; \
+    case 2 * R + 1: avx512_tile(R, 2, kc, a, si, sk, b, ldb, acc); break;
+    TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7) TILE_CASE(8)
+#undef TILE_CASE
+    default: return;
+    }
+    for (int v = 0; v * 16 < cols; v++) {
+        int n = cols - 16 * v < 16 ? cols - 16 * v : 16;
+        __mmask16 m = (__mmask16)((1u << n) - 1u);
+        for (int i = 0; i < rows; i++) {
+            float *ci = c + (size_t)i * ldc + 16 * v;
+            __m512 r = acc[2 * i + v];
+            if (accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, ci));
+            _mm512_mask_storeu_ps(ci, m, r);
+        }
+    }
+}
 #endif
 
 /* ---- runtime dispatch -------------------------------------------------- */
 
 static const cdnn_simd simd_paths[] = {
 #ifdef CDNN_X86
-    {"avx512", 6, 32, kernel_avx512, NULL},
-    {"avx2", 6, 16, kernel_avx2, kernel_avx2_edge},
+    {"avx512", A5_MR, 32, 128, kernel_avx512, kernel_avx512_edge},
+    {"avx2", 6, 16, 256, kernel_avx2, kernel_avx2_edge},
 #endif
-    {"generic", G_MR, G_NR, kernel_generic, NULL},
+    {"generic", G_MR, G_NR, 256, kernel_generic, NULL},
 };
 #define N_PATHS ((int)(sizeof simd_paths / sizeof simd_paths[0]))
 
@@ -226,10 +278,8 @@ int cdnn_simd_supported(const char *name)
 int cdnn_simd_select(const char *name)
 {
     for (int i = 0; i < N_PATHS; i++) {
-        /* "auto" skips avx512: its kernel has not yet run on an AVX-512 CPU in
-         * our tests; CDNN_SIMD=avx512 selects it explicitly. */
-        int automatic = strcmp(name, "auto") == 0 && strcmp(simd_paths[i].name, "avx512") != 0;
-        int wanted = automatic || strcmp(name, simd_paths[i].name) == 0;
+        /* "auto": the first supported path (the list is best first) */
+        int wanted = strcmp(name, "auto") == 0 || strcmp(name, simd_paths[i].name) == 0;
         if (wanted && cdnn_simd_supported(simd_paths[i].name)) {
             selected = &simd_paths[i];
             return 0;
@@ -295,16 +345,16 @@ size_t cdnn_packed_floats(int K, int N)
     return (size_t)K * padded(N, cdnn_simd_current()->nr);
 }
 
-/* Layout of a packed op(B) [K, N]: depth blocks of KC rows; in a block, the
+/* Layout of a packed op(B) [K, N]: depth blocks of kc rows; in a block, the
  * NR-column panels one after the other, each kc rows of NR floats - what
  * pack_b_panel writes for one panel. Columns past N are zero. */
 void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1, float *pw, float *pwt)
 {
-    const int nr = cdnn_simd_current()->nr;
+    const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc;
     const size_t npad = padded(N, nr), kpad = padded(K, nr);
     if (pw) /* op(B) = W: row r of W is depth r; its columns go panel by panel */
         for (int r = r0; r < r1; r++) {
-            int pc = r / KC * KC, kc = K - pc < KC ? K - pc : KC;
+            int pc = r / kcs * kcs, kc = K - pc < kcs ? K - pc : kcs;
             float *base = pw + (size_t)pc * npad + (size_t)(r - pc) * nr;
             const float *row = W + (size_t)r * N;
             for (int j = j0; j < j1;) {
@@ -316,7 +366,7 @@ void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1
         }
     if (pwt) /* op(B) = W^T: column j of W is depth j; rows r of W go to lanes r % nr of panel r / nr */
         for (int jb = j0; jb < j1;) {
-            int pc = jb / KC * KC, kc = N - pc < KC ? N - pc : KC, jend = pc + KC < j1 ? pc + KC : j1;
+            int pc = jb / kcs * kcs, kc = N - pc < kcs ? N - pc : kcs, jend = pc + kcs < j1 ? pc + kcs : j1;
             for (int r = r0; r < r1;) {
                 int off = r % nr, n = nr - off < r1 - r ? nr - off : r1 - r;
                 float *dst = pwt + (size_t)pc * kpad + (size_t)(r / nr) * nr * kc + off;
@@ -413,10 +463,10 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
 
 /* Where the pack buffer's parts start: A panel, B block, one edge tile. */
 static float *pack_a_part(float *pack) { return pack; }
-static float *pack_b_part(float *pack) { return pack + (size_t)(MC + MR_MAX) * KC; }
+static float *pack_b_part(float *pack) { return pack + (size_t)(MC + MR_MAX) * KC_MAX; }
 static float *pack_tmp_part(float *pack)
 {
-    return (float *)(((uintptr_t)(pack_b_part(pack) + (size_t)(NC + NR_MAX) * KC) + 63) & ~(uintptr_t)63);
+    return (float *)(((uintptr_t)(pack_b_part(pack) + (size_t)(NC + NR_MAX) * KC_MAX) + 63) & ~(uintptr_t)63);
 }
 
 /* Row panel p (columns [jc, jc + nc)) of a gradient whose B is packed in pb,
@@ -435,9 +485,15 @@ static void optimize_panel(const cdnn_simd *s, int transa, int M, int N, int K, 
         si = 1;
         sk = mr;
     }
-    for (int jr = 0; jr < nc; jr += nr) {
-        int cols = nc - jr < nr ? nc - jr : nr;
-        tile(s, K, a, si, sk, pb + (size_t)jr * K, nr, C + (size_t)r * ldc + jc + jr, ldc, 0, rows, cols, tmp);
+    /* slice by slice, so that A's slice stays in L1 while it meets every B panel */
+    for (int pc = 0; pc < K || (K == 0 && pc == 0); pc += s->kc) {
+        int kc = K - pc < s->kc ? K - pc : s->kc;
+        for (int jr = 0; jr < nc; jr += nr) {
+            int cols = nc - jr < nr ? nc - jr : nr;
+            tile(s, kc, a + pc * sk, si, sk, pb + (size_t)jr * K + (size_t)pc * nr, nr,
+                 C + (size_t)r * ldc + jc + jr, ldc, pc > 0, rows, cols, tmp);
+        }
+        if (K == 0) break;
     }
     optimize_region(epi, C, ldc, r, r + rows, jc, jc + nc, N);
     refresh_packed(epi, r, r + rows, jc, jc + nc, N);
@@ -452,8 +508,18 @@ static void share_range(const float *share, int u, long pm, long *q0, long *head
     *head = *q0 + (*q1 - *q0) * (100 - TAIL_PERCENT) / 100;
 }
 
-/* A gradient whose depth fits one slice (K <= KC: dW = X^T dZ for batches
- * up to KC rows) with the optimizer epilogue. Row panels are split by the
+/* Columns of C per block of gemm_optimize_team: as many whole micro-panels
+ * of op(B) (all K rows deep) as the B part of the pack buffer holds, up to
+ * NC; 0 when not even one fits (or one partial A panel, without an edge kernel). */
+static int optimize_block_cols(const cdnn_simd *s, int K)
+{
+    long fit = (long)(NC + NR_MAX) * KC_MAX / (K > 0 ? K : 1) / s->nr * s->nr;
+    if (!s->edge && (long)K * s->mr > (long)(MC + MR_MAX) * KC_MAX) return 0;
+    return (int)(fit < NC ? fit : NC);
+}
+
+/* A gradient with the optimizer epilogue whose op(B) fits the pack buffer
+ * in blocks of whole columns (dW = X^T dZ, K = the batch size). Row panels are split by the
  * epilogue's learned shares (or handed out dynamically without them), so
  * that a thread whose core is slowed down by other work takes fewer of
  * them; each panel's rows get the optimizer update right
@@ -469,9 +535,9 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
     const long pm = ceil_div(M, mr);
     /* ~16 handouts per thread: enough to even out, few enough atomics */
     const int chunk = (int)(pm / (16L * cdnn_team_size()) > 1 ? pm / (16L * cdnn_team_size()) : 1);
-    (void)chunk;
-    for (int jc = 0; jc < N; jc += NC) {
-        int nc = N - jc < NC ? N - jc : NC;
+    const int block = optimize_block_cols(s, K);
+    for (int jc = 0; jc < N; jc += block) {
+        int nc = N - jc < block ? N - jc : block;
         for (int jr = 0; jr < nc; jr += nr) {
             int cols = nc - jr < nr ? nc - jr : nr;
             pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, nr, pb + (size_t)jr * K);
@@ -530,7 +596,7 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
 
     /* Whole-team decision, identical on every thread. */
     int nt = cdnn_team_size();
-    if (epi && epi->kind == CDNN_EPI_OPTIMIZE && !accumulate && K <= KC) {
+    if (epi && epi->kind == CDNN_EPI_OPTIMIZE && !accumulate && optimize_block_cols(s, K) > 0) {
         gemm_optimize_team(s, transa, transb, M, N, K, A, lda, B, ldb, C, ldc, epi, pack);
         return;
     }
@@ -581,9 +647,9 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
         const int pack_all_b = transb || ((i_end - i_begin) >= PACK_B_MIN_ROWS && ldb % 64 == 0);
         for (int jc = j_begin; jc < j_end; jc += NC) {
             int nc = j_end - jc < NC ? j_end - jc : NC;
-            for (int pc = 0; pc < K || (K == 0 && pc == 0); pc += KC) {
-                int kc = K - pc < KC ? K - pc : KC;
-                int last = pc + KC >= K;
+            for (int pc = 0; pc < K || (K == 0 && pc == 0); pc += s->kc) {
+                int kc = K - pc < s->kc ? K - pc : s->kc;
+                int last = pc + s->kc >= K;
                 int acc = accumulate || pc > 0;
                 if (bpacked) /* the whole of op(B), packed beforehand (cdnn_pack_rows) */
                     pb = (float *)bpacked + (size_t)pc * padded(N, nr) + (size_t)jc * kc;

@@ -760,8 +760,28 @@ def test_network_large_two_threads_matches_reference(threads):
         np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max())
 
 
+@pytest.mark.parametrize("bs", [37, 300], ids=["one-depth-slice", "several-depth-slices"])
+def test_network_gradients_deeper_than_a_slice_match_reference(bs, threads, simd):
+    """dW = X^T dZ is K = batch rows deep: batch 300 is deeper than every path's slice
+    (kc 128 or 256), so the optimizer runs after several slices; 37 rows of W and 45
+    columns leave partial micro-panels on every path."""
+    hp = dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False)
+    loss = "sparse_categorical_crossentropy"
+    params = init_params([37, 45, 5], seed=24)
+    x, y = dataset(loss, 700, 37, 5, seed=25)
+    net, arrays = make_network(params, ["tanh", "softmax"], loss, False, "sparse", hp)
+    mlp = ref.MLP([(45, "tanh"), (5, "softmax")], 37)
+    mlp.params = [p.copy() for p in params]
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=bs, epochs=3, seed=26)
+    for c_loss, r_loss, c_acc, r_acc in hist:
+        assert c_loss == pytest.approx(r_loss, rel=1e-5)
+        assert abs(c_acc - r_acc) <= 1.01 / len(x)
+    for w, w_ref in zip(arrays, mlp.params):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max())
+
+
 @pytest.mark.parametrize("bs", [64, 300], ids=["one-depth-slice", "several-depth-slices"])
-def test_network_with_packed_weight_copies_matches_reference(bs, threads):
+def test_network_with_packed_weight_copies_matches_reference(bs, threads, simd):
     """784-128-256-10: both big layers keep packed copies of W (units a multiple of 64)
     and the second one of W^T (for dX), rewritten by the optimizer after each update;
     batch 300 takes the optimizer path for gradients deeper than one slice."""

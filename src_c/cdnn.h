@@ -95,6 +95,7 @@ typedef struct {
     /* Optional (else NULL): a rows x cols part of a tile straight into c; a's rows beyond `rows` are never read */
     void (*edge)(int kc, const float *a, long si, long sk, const float *b, long ldb,
                  float *c, int ldc, int accumulate, int rows, int cols);
+    int edge_reads_b_in_place;   /* 1: the edge kernel reads only B's first `cols` columns (else nr, zero-padded) */
 } cdnn_simd;
 
 /* Floats of packing buffer one thread needs for any GEMM. */

@@ -182,14 +182,15 @@ static void kernel_avx2_edge(int kc, const float *a, long si, long sk, const flo
 #define A5_MR 8
 __attribute__((always_inline, target("avx512f")))
 static inline void avx512_tile(int R, int V, int kc, const float *a, long si, long sk, const float *b, long ldb,
-                               __m512 *acc)
+                               __mmask16 m0, __mmask16 m1, __m512 *acc)
 {
     const __m512 z = _mm512_setzero_ps();
     __m512 r00 = z, r01 = z, r10 = z, r11 = z, r20 = z, r21 = z, r30 = z, r31 = z, r40 = z, r41 = z,
            r50 = z, r51 = z, r60 = z, r61 = z, r70 = z, r71 = z;
     for (int k = 0; k < kc; k++, b += ldb) {
         const float *ak = a + k * sk;
-        __m512 b0 = _mm512_loadu_ps(b), b1 = V > 1 ? _mm512_loadu_ps(b + 16) : z, x;
+        /* masked lanes are not read: B's edge panels need no padded copy */
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = V > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : z, x;
 #define ROW(i, c0, c1) \
         if (R > i) { \
             x = _mm512_set1_ps(ak[i * si]); \
@@ -210,7 +211,7 @@ static void kernel_avx512(int kc, const float *a, long si, long sk, const float 
                           float *c, int ldc, int accumulate)
 {
     __m512 acc[2 * A5_MR];
-    avx512_tile(A5_MR, 2, kc, a, si, sk, b, ldb, acc);
+    avx512_tile(A5_MR, 2, kc, a, si, sk, b, ldb, 0xFFFF, 0xFFFF, acc);
     for (int i = 0; i < A5_MR; i++) {
         float *ci = c + (size_t)i * ldc;
         if (accumulate) {
@@ -223,16 +224,18 @@ static void kernel_avx512(int kc, const float *a, long si, long sk, const float 
 }
 
 /* Edge tiles (rows <= A5_MR, cols <= 32) straight into C: A read in place,
- * B with 32 readable columns, only C's valid part touched (masked). */
+ * only B's and C's valid columns touched (masked). */
 __attribute__((target("avx512f")))
 static void kernel_avx512_edge(int kc, const float *a, long si, long sk, const float *b, long ldb,
                                float *c, int ldc, int accumulate, int rows, int cols)
 {
     __m512 acc[2 * A5_MR];
+    const __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFFu : (1u << cols) - 1u),
+                    m1 = (__mmask16)(cols >= 32 ? 0xFFFFu : cols > 16 ? (1u << (cols - 16)) - 1u : 0u);
     switch (rows * 2 + (cols > 16)) {
 #define TILE_CASE(R) \
-    case 2 * R: avx512_tile(R, 1, kc, a, si, sk, b, ldb, acc); break; \
-    case 2 * R + 1: avx512_tile(R, 2, kc, a, si, sk, b, ldb, acc); break;
+    case 2 * R: avx512_tile(R, 1, kc, a, si, sk, b, ldb, m0, m1, acc); break; \
+    case 2 * R + 1: avx512_tile(R, 2, kc, a, si, sk, b, ldb, m0, m1, acc); break;
     TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7) TILE_CASE(8)
 #undef TILE_CASE
     default: return;
@@ -254,10 +257,10 @@ static void kernel_avx512_edge(int kc, const float *a, long si, long sk, const f
 
 static const cdnn_simd simd_paths[] = {
 #ifdef CDNN_X86
-    {"avx512", A5_MR, 32, 128, kernel_avx512, kernel_avx512_edge},
-    {"avx2", 6, 16, 256, kernel_avx2, kernel_avx2_edge},
+    {"avx512", A5_MR, 32, 128, kernel_avx512, kernel_avx512_edge, 1},
+    {"avx2", 6, 16, 256, kernel_avx2, kernel_avx2_edge, 0},
 #endif
-    {"generic", G_MR, G_NR, 256, kernel_generic, NULL},
+    {"generic", G_MR, G_NR, 256, kernel_generic, NULL, 0},
 };
 #define N_PATHS ((int)(sizeof simd_paths / sizeof simd_paths[0]))
 
@@ -656,7 +659,7 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                 else
                     for (int jr = 0; jr < nc; jr += nr) {
                         int cols = nc - jr < nr ? nc - jr : nr;
-                        if (pack_all_b || cols < nr) pack_b_panel(transb, B, ldb, pc, kc, jc + jr, cols, nr, pb + (size_t)jr * kc);
+                        if (pack_all_b || (cols < nr && !s->edge_reads_b_in_place)) pack_b_panel(transb, B, ldb, pc, kc, jc + jr, cols, nr, pb + (size_t)jr * kc);
                     }
                 for (int ic = i_begin; ic < i_end; ic += MC) {
                     int mc = i_end - ic < MC ? i_end - ic : MC;
@@ -666,7 +669,7 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                         int cols = nc - jr < nr ? nc - jr : nr;
                         const float *b = pb + (size_t)jr * kc;
                         long ldbk = nr;
-                        if (!bpacked && !pack_all_b && cols == nr) {
+                        if (!bpacked && !pack_all_b && (cols == nr || s->edge_reads_b_in_place)) {
                             b = B + (size_t)pc * ldb + jc + jr;
                             ldbk = ldb;
                         }

@@ -363,7 +363,10 @@ void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1
             for (int j = j0; j < j1;) {
                 int off = j % nr, n = nr - off < j1 - j ? nr - off : j1 - j;
                 float *dst = base + (size_t)(j / nr) * nr * kc + off;
-                for (int q = 0; q < n; q++) dst[q] = row[j + q];
+                /* fixed-size copies, inlined (a scalar loop here was 11% of a BIG-b128 fit) */
+                int q = 0;
+                for (; q + 8 <= n; q += 8) memcpy(dst + q, row + j + q, 8 * sizeof(float));
+                for (; q < n; q++) dst[q] = row[j + q];
                 j += n;
             }
         }

@@ -110,6 +110,10 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
 void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
                     const float *A, int lda, const float *B, int ldb, const float *bpacked,
                     float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack);
+/* Rows [i0, i1) of a gradient C[M,N] = op(A) op(B) on the calling thread, with the optimizer epilogue
+ * (epi->kind == CDNN_EPI_OPTIMIZE) applied to each finished row panel and its packed copies. */
+void cdnn_gemm_optimize_rows(int transa, int transb, int i0, int i1, int N, int K, const float *A, int lda,
+                             const float *B, int ldb, float *C, int ldc, const cdnn_epilogue *epi, float *pack);
 /* Floats of a packed copy of an operand [K, N] (N rounded up to the micro-kernel's width). */
 size_t cdnn_packed_floats(int K, int N);
 /* Copy rows [r0, r1) x columns [j0, j1) of W [K, N] into its packed copies as op(B) = W (pw, [K, N])
@@ -218,6 +222,14 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
  * packed_wt (or NULL) is W^T packed by cdnn_pack_rows. */
 void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
                         const cdnn_epilogue *dx_epi, const float *packed_wt, float *pack);
+/* Rows [i0, i1) of dW = x^T dz over all batch rows on the calling thread, with the optimizer opt applied to
+ * them and to their part of the packed copies (packed_w/packed_wt, where not NULL). */
+void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw,
+                           const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
+                           int i0, int i1, float *pack);
+/* Columns [j0, j1) of db = column sums of dz[rows, units], in row order, then their update by opt (if not NULL). */
+void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, float *db, const cdnn_opt_params *opt,
+                           cdnn_opt_step st, long j0, long j1);
 /* Team: dW = x^T dz and db = column sums of dz over all rows, with the optimizer applied if opt (and the
  * packed copies packed_w/packed_wt, where not NULL, kept equal to W; share: see cdnn_epilogue); no barrier. */
 void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw, float *db,

@@ -60,15 +60,38 @@ void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const
     if (db) {
         long lo, hi;
         cdnn_team_range(ly->units, &lo, &hi);
-        for (long j = lo; j < hi; j++) db[j] = 0.0f;
-        for (int i = 0; i < rows; i++) {
-            const float *r = dz + (size_t)i * ly->units;
-            for (long j = lo; j < hi; j++) db[j] += r[j];
-        }
-        if (opt && ly->b)
-            cdnn_opt_update(opt, st, ly->b + lo, ly->b1 ? ly->b1 + lo : NULL, ly->b2 ? ly->b2 + lo : NULL,
-                            db + lo, hi - lo);
+        cdnn_dense_bias_grads(ly, rows, dz, db, opt, st, lo, hi);
     }
+}
+
+void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, float *db, const cdnn_opt_params *opt,
+                           cdnn_opt_step st, long j0, long j1)
+{
+    for (long j = j0; j < j1; j++) db[j] = 0.0f;
+    for (int i = 0; i < rows; i++) {
+        const float *r = dz + (size_t)i * ly->units;
+        for (long j = j0; j < j1; j++) db[j] += r[j];
+    }
+    if (opt && ly->b)
+        cdnn_opt_update(opt, st, ly->b + j0, ly->b1 ? ly->b1 + j0 : NULL, ly->b2 ? ly->b2 + j0 : NULL, db + j0, j1 - j0);
+}
+
+void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw,
+                           const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
+                           int i0, int i1, float *pack)
+{
+    cdnn_epilogue e = {0};
+    e.kind = CDNN_EPI_OPTIMIZE;
+    e.aux = ly->W;
+    e.ldaux = ly->units;
+    e.slot1 = ly->W1;
+    e.slot2 = ly->W2;
+    e.opt = opt;
+    e.step = st;
+    e.packed_w = packed_w;
+    e.packed_wt = packed_wt;
+    e.packed_k = ly->in;
+    cdnn_gemm_optimize_rows(1, 0, i0, i1, ly->units, rows, x, ly->in, dz, ly->units, dw, ly->units, &e, pack);
 }
 
 void cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack,

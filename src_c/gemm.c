@@ -475,14 +475,15 @@ static float *pack_tmp_part(float *pack)
     return (float *)(((uintptr_t)(pack_b_part(pack) + (size_t)(NC + NR_MAX) * KC_MAX) + 63) & ~(uintptr_t)63);
 }
 
-/* Row panel p (columns [jc, jc + nc)) of a gradient whose B is packed in pb,
- * then the optimizer on its rows and their packed copies. */
+/* Row panel p counted from row r0 (rows below M; columns [jc, jc + nc)) of
+ * a gradient whose B is packed in pb, then the optimizer on its rows and
+ * their packed copies. */
 static void optimize_panel(const cdnn_simd *s, int transa, int M, int N, int K, const float *A, int lda,
                            float *C, int ldc, const cdnn_epilogue *epi, float *pa, const float *pb, float *tmp,
-                           long a_si, long a_sk, long p, int jc, int nc)
+                           long a_si, long a_sk, int r0, long p, int jc, int nc)
 {
     const int mr = s->mr, nr = s->nr;
-    int r = (int)(p * mr), rows = M - r < mr ? M - r : mr;
+    int r = r0 + (int)(p * mr), rows = M - r < mr ? M - r : mr;
     const float *a = transa ? A + r : A + (size_t)r * lda;
     long si = a_si, sk = a_sk;
     if (rows < mr && !s->edge) {
@@ -561,7 +562,7 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
                 share_range(epi->share, u, pm, &q0, &head, &q1);
                 if (u == t)
                     for (long p = q0; p < head; p++)
-                        optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, p, jc, nc);
+                        optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, 0, p, jc, nc);
                 tail_total += q1 - head;
             }
 #ifdef _OPENMP
@@ -578,14 +579,14 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
                     else
                         left -= q1 - head;
                 }
-                optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, p, jc, nc);
+                optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, 0, p, jc, nc);
             }
         } else {
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, chunk) nowait
 #endif
             for (long p = 0; p < pm; p++)
-                optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, p, jc, nc);
+                optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, 0, p, jc, nc);
         }
     }
 }
@@ -701,6 +702,30 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
             optimize_region(epi, C, ldc, i_begin, i_end, j_begin, j_end, N);
             refresh_packed(epi, i_begin, i_end, j_begin, j_end, N);
         }
+    }
+}
+
+void cdnn_gemm_optimize_rows(int transa, int transb, int i0, int i1, int N, int K, const float *A, int lda,
+                             const float *B, int ldb, float *C, int ldc, const cdnn_epilogue *epi, float *pack)
+{
+    const cdnn_simd *s = cdnn_simd_current();
+    const int block = optimize_block_cols(s, K);
+    if (i0 >= i1) return;
+    if (block == 0) { /* op(B) too deep for the pack buffer: the product, then the update */
+        gemm_block(s, transa, transb, N, K, A, lda, B, ldb, NULL, C, ldc, 0, epi, pack, i0, i1, 0, N);
+        return;
+    }
+    float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
+    const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
+    const long pm = ceil_div(i1 - i0, s->mr);
+    for (int jc = 0; jc < N; jc += block) {
+        int nc = N - jc < block ? N - jc : block;
+        for (int jr = 0; jr < nc; jr += s->nr) {
+            int cols = nc - jr < s->nr ? nc - jr : s->nr;
+            pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, s->nr, pb + (size_t)jr * K);
+        }
+        for (long p = 0; p < pm; p++)
+            optimize_panel(s, transa, i1, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, i0, p, jc, nc);
     }
 }
 

@@ -934,6 +934,88 @@ def test_training_bit_identical_across_threads_and_reruns(dropout):
         assert np.array_equal(b, c), "rerun differs"
 
 
+DEPTH_SPLIT_CASES = {
+    # 200x96: W's rows split at 96 (a multiple of 16: not packed, 96 units)
+    "gelu": dict(sizes=(200, 96, 7), acts=("gelu", "softmax"), bias=True, dropout=None, bs=40),
+    "no-bias": dict(sizes=(200, 96, 7), acts=("tanh", "softmax"), bias=False, dropout=None, bs=40),
+    "dropout": dict(sizes=(200, 96, 7), acts=("relu", "softmax"), bias=True, dropout=[0.0, 0.3], bs=40),
+    # 784x128: W kept packed, split at a slice boundary (kc rows)
+    "packed": dict(sizes=(784, 128, 10), acts=("relu", "softmax"), bias=True, dropout=None, bs=64),
+}
+
+
+def train_depth_split(threads, sizes, acts, bias, dropout, bs):
+    """3 epochs of 300 rows on a net whose first layer is big enough for the depth
+    split of its product; returns its parameters, batch losses and predictions."""
+    _core.set_num_threads(threads)
+    loss = "sparse_categorical_crossentropy"
+    params = init_params(list(sizes), seed=30)
+    rng = np.random.default_rng(31)
+    x = f32(rng.normal(size=(300, sizes[0])))
+    y = rng.integers(0, sizes[-1], size=300).astype(np.int32)
+    hp = dict(name="adam", learning_rate=0.003)
+    net, arrays = make_network(params, list(acts), loss, False, "sparse", hp, dropout=dropout)
+    if not bias:  # the same network without the first layer's bias
+        W0 = arrays[0]
+        layers = [dict(W=W0, b=None, activation=acts[0], slots=[np.zeros_like(W0), np.zeros_like(W0), None, None])]
+        W1, b1 = arrays[2], arrays[3]
+        layers.append(dict(W=W1, b=b1, activation=acts[1],
+                           slots=[np.zeros_like(W1), np.zeros_like(W1), np.zeros_like(b1), np.zeros_like(b1)]))
+        net = _core.Network(layers, loss, False, "sparse", hp)
+    nb = -(-300 // bs)
+    losses = []
+    for epoch in range(3):
+        perm = rng.permutation(300).astype(np.int32)
+        bl, bc = np.zeros(nb), np.zeros(nb)
+        net.train_run(x, y, perm, 0, nb, bs, epoch * nb, 7, bl, bc)
+        losses.append(bl)
+    return arrays, np.concatenate(losses), net.predict(x), x
+
+
+@pytest.mark.parametrize("case", list(DEPTH_SPLIT_CASES))
+def test_depth_split_first_layer_is_thread_independent(case):
+    """The first layer's product is two partial sums over W's rows: one thread
+    computes both, two threads one each, three threads share the first part
+    between two of them. All give the same bits, in training and in predict,
+    whose forward pass is checked against the oracle's."""
+    kw = DEPTH_SPLIT_CASES[case]
+    prev = _core.get_num_threads()
+    try:
+        runs = [train_depth_split(n, **kw) for n in (1, 2, 3)]
+    finally:
+        _core.set_num_threads(prev)
+    w1, l1, p1, x = runs[0]
+    assert np.isfinite(l1).all()
+    for w, l, p, _ in runs[1:]:
+        np.testing.assert_array_equal(l, l1)
+        np.testing.assert_array_equal(p, p1)
+        for a, b in zip(w, w1):
+            np.testing.assert_array_equal(a, b)
+    sizes, acts = kw["sizes"], kw["acts"]
+    mlp = ref.MLP([(sizes[1], acts[0]), (sizes[2], acts[1])], sizes[0])
+    mlp.params = [f64(a) for a in w1]
+    if not kw["bias"]:
+        mlp.params[1] = np.zeros(sizes[1])
+    np.testing.assert_allclose(p1, mlp.forward(f64(x)), rtol=1e-4, atol=1e-6)
+
+
+def test_depth_split_training_matches_reference(threads):
+    """200-96(gelu)-7: the depth-split first layer trains as the oracle does."""
+    hp = dict(name="adam", learning_rate=0.003)
+    loss = "sparse_categorical_crossentropy"
+    params = init_params([200, 96, 7], seed=32)
+    x, y = dataset(loss, 300, 200, 7, seed=33)
+    net, arrays = make_network(params, ["gelu", "softmax"], loss, False, "sparse", hp)
+    mlp = ref.MLP([(96, "gelu"), (7, "softmax")], 200)
+    mlp.params = [p.copy() for p in params]
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=40, epochs=3, seed=34)
+    for c_loss, r_loss, c_acc, r_acc in hist:
+        assert c_loss == pytest.approx(r_loss, rel=1e-5)
+        assert abs(c_acc - r_acc) <= 1.01 / len(x)
+    for w, w_ref in zip(arrays, mlp.params):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max())
+
+
 def test_dropout_changes_training_and_depends_on_seed():
     prev = _core.get_num_threads()
     try:

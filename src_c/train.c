@@ -53,6 +53,7 @@ struct cdnn_workspace {
     int packed_nr;      /* micro-kernel width the packed copies were laid out for */
     int depth_mid;      /* > 0: the first layer's product is split in depth at this row of W (see depth_split) */
     float *part1;       /* the depth split's second partial product [B, units of layer 0] */
+    float *din_odd;     /* with the depth split, odd steps' gathered batch (even steps': lb[0].din) */
     void *block;        /* the one allocation the pointers above point into */
     /* The row-local phase's split of a full batch, learned from how fast
      * each thread went (split_nt = 0: not learned yet): row boundaries
@@ -114,8 +115,11 @@ static int depth_split_at(const cdnn_net *net)
 {
     const cdnn_layer *ly = &net->layers[0];
     if (net->n_layers < 2 || ly->act == CDNN_SOFTMAX || (long)ly->in * ly->units < PACKED_MIN_WEIGHTS) return 0;
-    /* a packed W is laid out in slices of kc rows: split at a slice boundary */
-    const int unit = keeps_packed_w(ly) ? cdnn_simd_current()->kc : 16;
+    /* a packed W is laid out in slices of kc rows: split at a slice boundary;
+     * else as near the middle as whole 32-byte runs of X's rows allow (the
+     * parts take turns at the barriers: 784 split 400/384 made one thread
+     * wait 4% of the split phases) */
+    const int unit = keeps_packed_w(ly) ? cdnn_simd_current()->kc : 8;
     const int mid = (ly->in / 2 + unit / 2) / unit * unit;
     return mid > 0 && mid < ly->in ? mid : 0;
 }
@@ -180,7 +184,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         if (keeps_packed_wt(ly, l)) floats += round16(cdnn_packed_floats(ly->units, ly->in));
     }
     const int depth_mid = depth_split_at(net);
-    if (depth_mid) floats += round16((size_t)B * net->layers[0].units);
+    if (depth_mid) floats += round16((size_t)B * net->layers[0].units) + round16((size_t)B * net->layers[0].in);
     floats += round16((size_t)B * out_units) + round16(B) * 2; /* yd, rows, ys */
     floats += pack_per * threads;
     size_t bytes = floats * sizeof(float) + 2 * round16(B) * sizeof(double) + (size_t)L * sizeof(layer_buf) + 64;
@@ -230,6 +234,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         b->pwt = keeps_packed_wt(ly, l) ? TAKE(cdnn_packed_floats(ly->units, ly->in)) : NULL;
     }
     ws->part1 = depth_mid ? TAKE((size_t)B * net->layers[0].units) : NULL;
+    ws->din_odd = depth_mid ? TAKE((size_t)B * net->layers[0].in) : NULL;
     ws->yd = TAKE((size_t)B * out_units);
     ws->rows = (int32_t *)TAKE(B);
     ws->ys = (int32_t *)TAKE(B);
@@ -300,8 +305,8 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
  * caller ends the step with a barrier: the next step's forward pass reads
  * the updated weights. local_before: seconds this thread already spent on
  * its rows (the gather). */
-static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, int r0, int r1, int64_t t,
-                            uint64_t seed, double local_before, int packed)
+static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float *x0, int rows, int r0, int r1,
+                            int64_t t, uint64_t seed, double local_before, int packed)
 {
     const double t_start = cdnn_wtime() - local_before;
     const int L = net->n_layers;
@@ -311,7 +316,7 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
     cdnn_opt_step st = cdnn_opt_prepare(&net->opt, t);
 
     if (ws->depth_mid) depth_combine_rows(net, ws, r0, r1);
-    forward_rows(net, ws, ws->depth_mid ? 1 : 0, ws->lb[0].din, r0, r1, NULL, 1, seed, t, packed, pack);
+    forward_rows(net, ws, ws->depth_mid ? 1 : 0, x0, r0, r1, NULL, 1, seed, t, packed, pack);
     cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,
                    net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, rows, ws->lb[L - 1].dz,
@@ -351,7 +356,7 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
                 long lo, hi;
                 if (!part_range(p, (k1 - k0 + mr - 1) / mr, &lo, &hi)) continue;
                 const int i0 = k0 + (int)lo * mr, i1 = k0 + (int)hi * mr < k1 ? k0 + (int)hi * mr : k1;
-                cdnn_dense_grads_rows(ly, rows, b->din, b->dz, b->dw, &net->opt, st, packed ? b->pw : NULL,
+                cdnn_dense_grads_rows(ly, rows, x0, b->dz, b->dw, &net->opt, st, packed ? b->pw : NULL,
                                       packed ? b->pwt : NULL, i0, i1, pack);
             }
             if (ly->b) {
@@ -361,11 +366,47 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, int rows, i
             }
             continue;
         }
-        cdnn_dense_grads_team(ly, rows, b->din, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st,
+        cdnn_dense_grads_team(ly, rows, l == 0 ? x0 : b->din, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st,
                               packed ? b->pw : NULL, packed ? b->pwt : NULL,
                               ws->share_nt[t & 1] == cdnn_team_size() ? ws->share + (size_t)(t & 1) * (ws->threads + 1)
                                                                       : NULL,
                               pack);
+    }
+}
+
+/* Batch rows [i0, i1) (dataset rows rows[i]) of X [*, in] into dst, with input dropout at rate drop0 if any. */
+static void gather_x(float *dst, const float *X, int in, const int32_t *rows, long i0, long i1, float drop0,
+                     uint64_t key)
+{
+    for (long i = i0; i < i1; i++) {
+        int32_t r = rows[i];
+        const float *src = X + (size_t)r * in;
+        if (i + GATHER_AHEAD < i1) {
+            /* rows are scattered over the whole dataset: ask for a later
+             * one now, so that its first lines are not a memory latency each */
+            const char *ahead = (const char *)(X + (size_t)rows[i + GATHER_AHEAD] * in);
+            for (size_t o = 0; o < (size_t)in * sizeof(float) && o < GATHER_LINES * 64; o += 64)
+                __builtin_prefetch(ahead + o, 0, 3);
+        }
+        float *d = dst + (size_t)i * in;
+        if (drop0 > 0.0f)
+            for (int k = 0; k < in; k++) d[k] = src[k] * cdnn_dropout_factor(key, r, k, drop0);
+        else
+            memcpy(d, src, (size_t)in * sizeof(float));
+    }
+}
+
+/* The dataset rows and labels of batch rows [i0, i1). */
+static void gather_labels(cdnn_workspace *ws, const int32_t *ysparse, const float *ydense, int ldy,
+                          const int32_t *rows, long i0, long i1)
+{
+    for (long i = i0; i < i1; i++) {
+        int32_t r = rows[i];
+        ws->rows[i] = r;
+        if (ysparse)
+            ws->ys[i] = ysparse[r];
+        else
+            memcpy(ws->yd + (size_t)i * ldy, ydense + (size_t)r * ldy, (size_t)ldy * sizeof(float));
     }
 }
 
@@ -446,45 +487,46 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         int rows = (int)(n - start < bs ? n - start : bs);
         int64_t t = step0 + j + 1;
         long lo, hi;
-        double t_start = cdnn_wtime();
-        /* gather this thread's rows of the batch (and their labels), with input dropout if any */
         my_rows(ws, rows, bs, &lo, &hi);
-        uint64_t key = dropout_key(seed, t, 0);
-        for (long i = lo; i < hi; i++) {
-            int32_t r = perm[start + i];
-            const float *src = X + (size_t)r * in;
-            if (i + GATHER_AHEAD < hi) {
-                /* rows are scattered over the whole dataset: ask for a later
-                 * one now, so that its first lines are not a memory latency each */
-                const char *ahead = (const char *)(X + (size_t)perm[start + i + GATHER_AHEAD] * in);
-                for (size_t o = 0; o < (size_t)in * sizeof(float) && o < GATHER_LINES * 64; o += 64) __builtin_prefetch(ahead + o, 0, 3);
-            }
-            float *dst = ws->lb[0].din + (size_t)i * in;
-            if (drop0 > 0.0f)
-                for (int k = 0; k < in; k++) dst[k] = src[k] * cdnn_dropout_factor(key, r, k, drop0);
-            else
-                memcpy(dst, src, (size_t)in * sizeof(float));
-            ws->rows[i] = r;
-            if (ysparse)
-                ws->ys[i] = ysparse[r];
-            else
-                memcpy(ws->yd + (size_t)i * ldy, ydense + (size_t)r * ldy, (size_t)ldy * sizeof(float));
-        }
-        double local = cdnn_wtime() - t_start;
         if (ws->depth_mid) {
-            /* the partial products need every row of the batch, and the
-             * layers above both partials of their rows */
-            cdnn_team_barrier();
+            /* Even and odd steps gather into two buffers: each thread gathers
+             * its part of the next batch as soon as it is done with this
+             * step's gradients (while the others may still read this batch),
+             * so the step's last barrier also ends the gather. */
+            float *x0 = j & 1 ? ws->din_odd : ws->lb[0].din;
+            if (j == 0) {
+                long glo, ghi;
+                cdnn_team_range(rows, &glo, &ghi);
+                gather_x(x0, X, in, perm + start, glo, ghi, drop0, dropout_key(seed, t, 0));
+                cdnn_team_barrier();
+            }
+            /* the partial products of every row; the layers above need both
+             * partials of their rows */
             for (int p = 0; p < 2; p++) {
                 long plo, phi;
                 if (part_range(p, rows, &plo, &phi))
-                    depth_part(net, ws, p, ws->lb[0].din, (int)plo, (int)phi, packed,
-                               ws->pack + ws->pack_per * cdnn_team_rank());
+                    depth_part(net, ws, p, x0, (int)plo, (int)phi, packed, ws->pack + ws->pack_per * cdnn_team_rank());
             }
             cdnn_team_barrier();
+            double t_start = cdnn_wtime();
+            gather_labels(ws, ysparse, ydense, ldy, perm + start, lo, hi);
+            train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed);
+            if (j + 1 < n_batches) {
+                int64_t next = start + bs;
+                int next_rows = (int)(n - next < bs ? n - next : bs);
+                long glo, ghi;
+                cdnn_team_range(next_rows, &glo, &ghi);
+                gather_x(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + next, glo, ghi, drop0,
+                         dropout_key(seed, t + 1, 0));
+            }
+        } else {
+            /* gather this thread's rows of the batch (and their labels), with input dropout if any;
+             * no barrier: each thread goes on with the rows it gathered */
+            double t_start = cdnn_wtime();
+            gather_labels(ws, ysparse, ydense, ldy, perm + start, lo, hi);
+            gather_x(ws->lb[0].din, X, in, perm + start, lo, hi, drop0, dropout_key(seed, t, 0));
+            train_step_team(net, ws, ws->lb[0].din, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed);
         }
-        /* else no barrier: each thread goes on with the rows it gathered */
-        train_step_team(net, ws, rows, (int)lo, (int)hi, t, seed, local, packed);
         if (cdnn_team_rank() == 0) {
             if (rows == bs) learn_split(ws, bs, t); /* published by the barrier that ends the step */
             /* the per-row losses are complete since the step's middle barrier */

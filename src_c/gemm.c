@@ -549,7 +549,11 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
             int cols = nc - jr < nr ? nc - jr : nr;
             pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, nr, pb + (size_t)jr * K);
         }
-        if (epi->share) {
+        if (cdnn_team_size() == 1) {
+            /* alone: no work sharing (OpenMP's dynamic loop costs a call per panel) */
+            for (long p = 0; p < pm; p++)
+                optimize_panel(s, transa, M, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, 0, p, jc, nc);
+        } else if (epi->share) {
             /* Each thread first takes the head of its learned share of the
              * panels: the same rows of W and of its optimizer slots stay in
              * the same core's cache step after step. The last TAIL_PERCENT of

@@ -83,7 +83,9 @@ double cdnn_wtime(void)
 void cdnn_team_barrier(void)
 {
 #ifdef _OPENMP
+    if (omp_get_num_threads() > 1) { /* a team of one has nobody to wait for */
 #pragma omp barrier
+    }
 #endif
 }
 

@@ -76,7 +76,8 @@ typedef struct {
     cdnn_opt_step step;          /* OPTIMIZE */
     /* DACT with dropout on this tensor: keep-mask from a counter hash */
     float *packed_w, *packed_wt; /* OPTIMIZE: packed copies of W and W^T to keep current (or NULL) */
-    int packed_k;                /* OPTIMIZE: rows of W (its columns are the product's N) */
+    int packed_k;                /* OPTIMIZE: rows of W the copies hold (its columns are the product's N) */
+    int packed_row0;             /* OPTIMIZE: the first of them (a copy may hold a block of W's rows) */
     const float *share;          /* OPTIMIZE: thread t takes the fraction [share[t], share[t+1]) of the
                                     row panels, or NULL: handed out dynamically */
     float drop_rate;             /* 0: no dropout */
@@ -223,10 +224,11 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
 void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
                         const cdnn_epilogue *dx_epi, const float *packed_wt, float *pack);
 /* Rows [i0, i1) of dW = x^T dz over all batch rows on the calling thread, with the optimizer opt applied to
- * them and to their part of the packed copies (packed_w/packed_wt, where not NULL). */
+ * them and to their part of the packed copies (packed_w/packed_wt, where not NULL), which hold W's rows
+ * [pk0, pk1) packed as a matrix of their own. */
 void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
-                           int i0, int i1, float *pack);
+                           int pk0, int pk1, int i0, int i1, float *pack);
 /* Columns [j0, j1) of db = column sums of dz[rows, units], in row order, then their update by opt (if not NULL). */
 void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, float *db, const cdnn_opt_params *opt,
                            cdnn_opt_step st, long j0, long j1);

@@ -78,7 +78,7 @@ void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, floa
 
 void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
-                           int i0, int i1, float *pack)
+                           int pk0, int pk1, int i0, int i1, float *pack)
 {
     cdnn_epilogue e = {0};
     e.kind = CDNN_EPI_OPTIMIZE;
@@ -90,7 +90,8 @@ void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const
     e.step = st;
     e.packed_w = packed_w;
     e.packed_wt = packed_wt;
-    e.packed_k = ly->in;
+    e.packed_k = pk1 - pk0;
+    e.packed_row0 = pk0;
     cdnn_gemm_optimize_rows(1, 0, i0, i1, ly->units, rows, x, ly->in, dz, ly->units, dw, ly->units, &e, pack);
 }
 

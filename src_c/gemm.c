@@ -392,7 +392,8 @@ void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1
 static void refresh_packed(const cdnn_epilogue *e, int i0, int i1, int j0, int j1, int N)
 {
     if (e->packed_w || e->packed_wt)
-        cdnn_pack_rows(e->aux, e->packed_k, N, i0, i1, j0, j1, e->packed_w, e->packed_wt);
+        cdnn_pack_rows(e->aux + (size_t)e->packed_row0 * N, e->packed_k, N, i0 - e->packed_row0, i1 - e->packed_row0,
+                       j0, j1, e->packed_w, e->packed_wt);
 }
 
 /* ---- epilogue ---------------------------------------------------------- */

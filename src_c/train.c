@@ -88,10 +88,18 @@ static void pack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
 {
     for (int l = 0; l < net->n_layers; l++) {
         const cdnn_layer *ly = &net->layers[l];
-        long lo, hi;
-        cdnn_team_range(ly->in, &lo, &hi);
-        if (ws->lb[l].pw || ws->lb[l].pwt)
-            cdnn_pack_rows(ly->W, ly->in, ly->units, (int)lo, (int)hi, 0, ly->units, ws->lb[l].pw, ws->lb[l].pwt);
+        const int N = ly->units;
+        if (!ws->lb[l].pw && !ws->lb[l].pwt) continue;
+        /* a depth-split first layer's copy is two packed matrices, one per part */
+        const int split = l == 0 ? ws->depth_mid : 0;
+        for (int p = 0; p < (split ? 2 : 1); p++) {
+            const int k0 = p ? split : 0, k1 = split && !p ? split : ly->in;
+            long lo, hi;
+            cdnn_team_range(k1 - k0, &lo, &hi);
+            cdnn_pack_rows(ly->W + (size_t)k0 * N, k1 - k0, N, (int)lo, (int)hi, 0, N,
+                           ws->lb[l].pw ? ws->lb[l].pw + cdnn_packed_floats(k0, N) : NULL,
+                           ws->lb[l].pwt);
+        }
     }
     cdnn_team_barrier();
 }
@@ -115,12 +123,11 @@ static int depth_split_at(const cdnn_net *net)
 {
     const cdnn_layer *ly = &net->layers[0];
     if (net->n_layers < 2 || ly->act == CDNN_SOFTMAX || (long)ly->in * ly->units < PACKED_MIN_WEIGHTS) return 0;
-    /* a packed W is laid out in slices of kc rows: split at a slice boundary;
-     * else as near the middle as whole 32-byte runs of X's rows allow (the
-     * parts take turns at the barriers: 784 split 400/384 made one thread
-     * wait 4% of the split phases) */
-    const int unit = keeps_packed_w(ly) ? cdnn_simd_current()->kc : 8;
-    const int mid = (ly->in / 2 + unit / 2) / unit * unit;
+    /* as near the middle as whole 32-byte runs of X's rows allow (the parts
+     * take turns at the barriers: 784 split 400/384 made one thread wait 4%
+     * of the split phases); a packed copy of W is two packed matrices, one
+     * per part */
+    const int mid = (ly->in / 2 + 4) / 8 * 8;
     return mid > 0 && mid < ly->in ? mid : 0;
 }
 
@@ -356,8 +363,9 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float
                 long lo, hi;
                 if (!part_range(p, (k1 - k0 + mr - 1) / mr, &lo, &hi)) continue;
                 const int i0 = k0 + (int)lo * mr, i1 = k0 + (int)hi * mr < k1 ? k0 + (int)hi * mr : k1;
-                cdnn_dense_grads_rows(ly, rows, x0, b->dz, b->dw, &net->opt, st, packed ? b->pw : NULL,
-                                      packed ? b->pwt : NULL, i0, i1, pack);
+                cdnn_dense_grads_rows(ly, rows, x0, b->dz, b->dw, &net->opt, st,
+                                      packed && b->pw ? b->pw + cdnn_packed_floats(k0, ly->units) : NULL,
+                                      packed ? b->pwt : NULL, k0, k1, i0, i1, pack);
             }
             if (ly->b) {
                 long lo, hi;

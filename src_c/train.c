@@ -7,10 +7,10 @@
  * from the top, the lower layer's activation derivative folded in. Barrier.
  * Team phase: per layer dW = X^T dZ, the optimizer applied to each finished
  * row panel, then db = sum(dZ) and its update. Barrier. A big first layer
- * adds two barriers after the gather: its product is split in depth (see
- * depth_split_at), each half of the team computing one partial product for
- * every row. All buffers live in the workspace, allocated once: a step
- * allocates nothing.
+ * is split in depth instead (see depth_split_at): each half of the team
+ * computes one partial product for every row of the batch, then a barrier;
+ * and the batch is gathered during the previous step's team phase. All
+ * buffers live in the workspace, allocated once: a step allocates nothing.
  */
 #include "cdnn.h"
 
@@ -116,9 +116,10 @@ static void pack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
  * from the rows of W that it updates itself; their sum, the bias and the
  * activation are row-local. The split depends only on the layer (one
  * thread computes both parts and adds them the same way), so results stay
- * independent of the number of threads. It costs two barriers per step
- * (the batch must be gathered before, the partials complete after), so
- * only big layers are split; a softmax layer needs whole rows. */
+ * independent of the number of threads. It costs a barrier per step (the
+ * partials must be complete; the gather of the next batch moves into the
+ * team phase, before its end barrier), so only big layers are split; a
+ * softmax layer needs whole rows. */
 static int depth_split_at(const cdnn_net *net)
 {
     const cdnn_layer *ly = &net->layers[0];

@@ -96,6 +96,7 @@ GEMM_SHAPES = [  # (M, K, N)
     (32, 784, 1000),
     (7, 3, 1000),
     (1000, 784, 7),  # tall: two threads split the rows
+    (9, 130, 57),  # AVX-512: a 1-row panel, a 2-deep second slice, a 25-column edge (second vector masked)
 ]
 
 

@@ -83,6 +83,7 @@ typedef struct {
     float drop_rate;             /* 0: no dropout */
     uint64_t drop_seed;          /* hash key for this layer and step */
     const int32_t *drop_rows;    /* dataset row index of each batch row */
+    int drop_col0;               /* the layer input's column of C's first column (dropout keys) */
 } cdnn_epilogue;
 
 /* A SIMD code path: micro-kernel shape and function. */

@@ -39,6 +39,8 @@ typedef struct {
     float *db;    /* dL/db [units] */
     float *pw;    /* W packed as the forward product's B, kept current by the optimizer (or NULL) */
     float *pwt;   /* W^T packed as dX's B, likewise (or NULL) */
+    int mid;      /* > 0: the product is split in depth at this row of W (see split_at) */
+    float *part1; /* with mid: the second partial product [B, units] */
 } layer_buf;
 
 struct cdnn_workspace {
@@ -51,9 +53,7 @@ struct cdnn_workspace {
     float *pack;        /* threads x cdnn_gemm_pack_floats() */
     size_t pack_per;
     int packed_nr;      /* micro-kernel width the packed copies were laid out for */
-    int depth_mid;      /* > 0: the first layer's product is split in depth at this row of W (see depth_split) */
-    float *part1;       /* the depth split's second partial product [B, units of layer 0] */
-    float *din_odd;     /* with the depth split, odd steps' gathered batch (even steps': lb[0].din) */
+    float *din_odd;     /* with a depth-split first layer, odd steps' gathered batch (even steps': lb[0].din) */
     void *block;        /* the one allocation the pointers above point into */
     /* The row-local phase's split of a full batch, learned from how fast
      * each thread went (split_nt = 0: not learned yet): row boundaries
@@ -83,6 +83,30 @@ static int keeps_packed_wt(const cdnn_layer *ly, int l)
     return l > 0 && (long)ly->in * ly->units >= PACKED_MIN_WEIGHTS;
 }
 
+/* Rows [*k0, *k1) of W in part p of layer l's depth split (the whole of W if it is not split). */
+static void part_rows(const cdnn_workspace *ws, const cdnn_layer *ly, int l, int p, int *k0, int *k1)
+{
+    const int mid = ws->lb[l].mid;
+    *k0 = mid && p ? mid : 0;
+    *k1 = mid && !p ? mid : ly->in;
+}
+
+/* Part p's packed copy of W (its rows of W packed as a matrix of their own), or NULL. */
+static float *part_pw(const cdnn_workspace *ws, const cdnn_layer *ly, int l, int p)
+{
+    int k0, k1;
+    part_rows(ws, ly, l, p, &k0, &k1);
+    return ws->lb[l].pw ? ws->lb[l].pw + cdnn_packed_floats(k0, ly->units) : NULL;
+}
+
+/* Part p's packed copy of W^T (op(B) of dX's columns [k0, k1)), or NULL. */
+static float *part_pwt(const cdnn_workspace *ws, const cdnn_layer *ly, int l, int p)
+{
+    int k0, k1;
+    part_rows(ws, ly, l, p, &k0, &k1);
+    return ws->lb[l].pwt ? ws->lb[l].pwt + (k0 ? cdnn_packed_floats(ly->units, k0) : 0) : NULL;
+}
+
 /* Team: pack every layer's W into its copies (rows split over the team), then a barrier. */
 static void pack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
 {
@@ -90,45 +114,51 @@ static void pack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
         const cdnn_layer *ly = &net->layers[l];
         const int N = ly->units;
         if (!ws->lb[l].pw && !ws->lb[l].pwt) continue;
-        /* a depth-split first layer's copy is two packed matrices, one per part */
-        const int split = l == 0 ? ws->depth_mid : 0;
+        /* a depth-split layer's copies are two packed matrices each, one per part */
+        const int split = ws->lb[l].mid;
         for (int p = 0; p < (split ? 2 : 1); p++) {
-            const int k0 = p ? split : 0, k1 = split && !p ? split : ly->in;
+            int k0, k1;
+            part_rows(ws, ly, l, p, &k0, &k1);
             long lo, hi;
             cdnn_team_range(k1 - k0, &lo, &hi);
-            cdnn_pack_rows(ly->W + (size_t)k0 * N, k1 - k0, N, (int)lo, (int)hi, 0, N,
-                           ws->lb[l].pw ? ws->lb[l].pw + cdnn_packed_floats(k0, N) : NULL,
-                           ws->lb[l].pwt);
+            cdnn_pack_rows(ly->W + (size_t)k0 * N, k1 - k0, N, (int)lo, (int)hi, 0, N, part_pw(ws, ly, l, p),
+                           part_pwt(ws, ly, l, p));
         }
     }
     cdnn_team_barrier();
 }
 
-/* Where the first layer's product is split in depth (0: not split).
+/* Where layer l's product is split in depth (0: not split).
  *
- * Split by batch rows, every thread reads all of the first layer's W in
- * the forward pass, and in the backward pass each thread updates its own
- * rows of it: every cache line updated must first be taken back from the
+ * Split by batch rows, every thread reads all of a layer's W in the
+ * forward pass (and in dX), and in the backward pass each thread updates
+ * its own rows of it: every cache line updated must first be taken back from the
  * other core (2 threads, Adam, /tmp/w/coh2.c: 784x96 1.13 ns per element
  * instead of 0.35, 784x512 0.67 instead of 0.44). Split in depth,
  * X W = X[:, :mid] W[:mid] + X[:, mid:] W[mid:], the two partial products
  * (every row of the batch) are computed by two halves of the team, each
  * from the rows of W that it updates itself; their sum, the bias and the
- * activation are row-local. The split depends only on the layer (one
- * thread computes both parts and adds them the same way), so results stay
- * independent of the number of threads. It costs a barrier per step (the
- * partials must be complete; the gather of the next batch moves into the
- * team phase, before its end barrier), so only big layers are split; a
- * softmax layer needs whole rows. */
-static int depth_split_at(const cdnn_net *net)
+ * activation are row-local. Above the first layer, dX = dZ W^T is split
+ * the same way, by its columns (W's rows): each half computes, for every
+ * row, the columns of dX that its rows of W give. The split depends only
+ * on the layer (one thread computes both parts and adds them the same way),
+ * so results stay independent of the number of threads. The first layer
+ * costs a barrier per step (the partials must be complete; the gather of
+ * the next batch moves into the team phase, before its end barrier), a
+ * hidden layer four (its input before and its partials after the forward
+ * product, dZ before and dX after its dX), so only big layers are split; a
+ * softmax needs whole rows, and the last layer's output feeds the loss. */
+static int split_at(const cdnn_net *net, int l)
 {
-    const cdnn_layer *ly = &net->layers[0];
-    if (net->n_layers < 2 || ly->act == CDNN_SOFTMAX || (long)ly->in * ly->units < PACKED_MIN_WEIGHTS) return 0;
+    const cdnn_layer *ly = &net->layers[l];
+    if (l == net->n_layers - 1 || ly->act == CDNN_SOFTMAX || (long)ly->in * ly->units < PACKED_MIN_WEIGHTS) return 0;
+    if (l > 0 && net->layers[l - 1].act == CDNN_SOFTMAX) return 0;
     /* as near the middle as whole 32-byte runs of X's rows allow (the parts
      * take turns at the barriers: 784 split 400/384 made one thread wait 4%
-     * of the split phases); a packed copy of W is two packed matrices, one
-     * per part */
-    const int mid = (ly->in / 2 + 4) / 8 * 8;
+     * of the split phases); above the first layer whole 64-byte lines, so
+     * that the halves of dX's rows do not share a cache line */
+    const int unit = l == 0 ? 8 : 16;
+    const int mid = (ly->in / 2 + unit / 2) / unit * unit;
     return mid > 0 && mid < ly->in ? mid : 0;
 }
 
@@ -150,29 +180,37 @@ static int part_range(int p, long n, long *lo, long *hi)
     return 1;
 }
 
-/* Part p of the first layer's depth-split product for rows [r0, r1) of x:
+/* Part p of layer l's depth-split product for rows [r0, r1) of its input x:
  * x[:, k0:k1] W[k0:k1] into the layer's output (p = 0) or part1 (p = 1). */
-static void depth_part(const cdnn_net *net, cdnn_workspace *ws, int p, const float *x, int r0, int r1, int packed,
-                       float *pack)
+static void depth_part(const cdnn_net *net, cdnn_workspace *ws, int l, int p, const float *x, int r0, int r1,
+                       int packed, float *pack)
 {
-    const cdnn_layer *ly = &net->layers[0];
-    const int K = ly->in, N = ly->units, k0 = p ? ws->depth_mid : 0, k1 = p ? K : ws->depth_mid;
-    const float *pw = packed && ws->lb[0].pw ? ws->lb[0].pw + cdnn_packed_floats(k0, N) : NULL;
-    cdnn_gemm_rows(0, 0, r0, r1, N, k1 - k0, x + k0, K, ly->W + (size_t)k0 * N, N, pw, p ? ws->part1 : ws->lb[0].act,
-                   N, 0, NULL, pack);
+    const cdnn_layer *ly = &net->layers[l];
+    const int K = ly->in, N = ly->units;
+    int k0, k1;
+    part_rows(ws, ly, l, p, &k0, &k1);
+    cdnn_gemm_rows(0, 0, r0, r1, N, k1 - k0, x + k0, K, ly->W + (size_t)k0 * N, N, packed ? part_pw(ws, ly, l, p) : NULL,
+                   p ? ws->lb[l].part1 : ws->lb[l].act, N, 0, NULL, pack);
 }
 
-/* Rows [r0, r1) of the first layer's output from its two partial products: sum, bias, activation. */
-static void depth_combine_rows(const cdnn_net *net, cdnn_workspace *ws, int r0, int r1)
+/* Rows [r0, r1) of layer l's output from its two partial products: sum, bias, activation. */
+static void depth_combine_rows(const cdnn_net *net, cdnn_workspace *ws, int l, int r0, int r1)
 {
-    const cdnn_layer *ly = &net->layers[0];
+    const cdnn_layer *ly = &net->layers[l];
     const int N = ly->units;
     if (r1 <= r0) return;
-    float *y = ws->lb[0].act + (size_t)r0 * N;
-    const float *q = ws->part1 + (size_t)r0 * N;
+    float *y = ws->lb[l].act + (size_t)r0 * N;
+    const float *q = ws->lb[l].part1 + (size_t)r0 * N;
     for (size_t i = 0; i < (size_t)(r1 - r0) * N; i++) y[i] += q[i];
-    cdnn_bias_act_tile(ly->act, ly->alpha, y, N, r1 - r0, N, ly->b, ws->lb[0].z ? ws->lb[0].z + (size_t)r0 * N : NULL,
+    cdnn_bias_act_tile(ly->act, ly->alpha, y, N, r1 - r0, N, ly->b, ws->lb[l].z ? ws->lb[l].z + (size_t)r0 * N : NULL,
                        N);
+}
+
+/* Floats of the packed copy of W^T: one packed matrix per part of a depth split. */
+static size_t packed_wt_floats(const cdnn_layer *ly, int mid)
+{
+    return mid ? cdnn_packed_floats(ly->units, mid) + cdnn_packed_floats(ly->units, ly->in - mid)
+               : cdnn_packed_floats(ly->units, ly->in);
 }
 
 cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threads)
@@ -188,11 +226,12 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         floats += 2 * round16((size_t)B * ly->units);
         if (ly->act == CDNN_GELU || l == L - 1) floats += round16((size_t)B * ly->units);
         floats += round16((size_t)ly->in * ly->units) + round16(ly->units);
+        const int mid = split_at(net, l);
         if (keeps_packed_w(ly)) floats += round16(cdnn_packed_floats(ly->in, ly->units));
-        if (keeps_packed_wt(ly, l)) floats += round16(cdnn_packed_floats(ly->units, ly->in));
+        if (keeps_packed_wt(ly, l)) floats += round16(packed_wt_floats(ly, mid));
+        if (mid) floats += round16((size_t)B * ly->units);
     }
-    const int depth_mid = depth_split_at(net);
-    if (depth_mid) floats += round16((size_t)B * net->layers[0].units) + round16((size_t)B * net->layers[0].in);
+    if (split_at(net, 0)) floats += round16((size_t)B * net->layers[0].in);
     floats += round16((size_t)B * out_units) + round16(B) * 2; /* yd, rows, ys */
     floats += pack_per * threads;
     size_t bytes = floats * sizeof(float) + 2 * round16(B) * sizeof(double) + (size_t)L * sizeof(layer_buf) + 64;
@@ -218,7 +257,6 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
     ws->n_layers = L;
     ws->pack_per = pack_per;
     ws->packed_nr = cdnn_simd_current()->nr;
-    ws->depth_mid = depth_mid;
 
     /* carve: doubles first (8-byte aligned), then 64-byte aligned float arrays */
     char *p = (char *)ws->block;
@@ -239,10 +277,11 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         b->dw = TAKE((size_t)ly->in * ly->units);
         b->db = TAKE(ly->units);
         b->pw = keeps_packed_w(ly) ? TAKE(cdnn_packed_floats(ly->in, ly->units)) : NULL;
-        b->pwt = keeps_packed_wt(ly, l) ? TAKE(cdnn_packed_floats(ly->units, ly->in)) : NULL;
+        b->mid = split_at(net, l);
+        b->pwt = keeps_packed_wt(ly, l) ? TAKE(packed_wt_floats(ly, b->mid)) : NULL;
+        b->part1 = b->mid ? TAKE((size_t)B * ly->units) : NULL;
     }
-    ws->part1 = depth_mid ? TAKE((size_t)B * net->layers[0].units) : NULL;
-    ws->din_odd = depth_mid ? TAKE((size_t)B * net->layers[0].in) : NULL;
+    ws->din_odd = ws->lb[0].mid ? TAKE((size_t)B * net->layers[0].in) : NULL;
     ws->yd = TAKE((size_t)B * out_units);
     ws->rows = (int32_t *)TAKE(B);
     ws->ys = (int32_t *)TAKE(B);
@@ -274,19 +313,34 @@ static uint64_t dropout_key(uint64_t seed, int64_t step, int layer)
     return k ^ (0xD1B54A32D192ED03ULL * (uint64_t)(layer + 1));
 }
 
-/* Forward pass of rows [r0, r1) (this thread's share) from layer `first` on,
- * whose input is x (the gathered batch, or X directly for inference) or,
- * from a later layer, the layer below's output; the last layer's output
- * goes to `out` (row stride units) if not NULL. Row-local: no barrier. */
-static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, const float *x, int r0, int r1,
-                         float *out, int training, uint64_t seed, int64_t step, int packed, float *pack)
+/* Seconds a thread spends on its own rows in a step, without the team
+ * sections (depth-split products) in between: what the row split learns from. */
+typedef struct {
+    double local, since;
+} row_timer;
+
+static void timer_pause(row_timer *tm)
 {
-    if (first == 0 && ws->depth_mid) { /* the same sums as training's */
-        depth_part(net, ws, 0, x, r0, r1, packed, pack);
-        depth_part(net, ws, 1, x, r0, r1, packed, pack);
-        depth_combine_rows(net, ws, r0, r1);
-        first = 1;
-    }
+    if (tm) tm->local += cdnn_wtime() - tm->since;
+}
+
+static void timer_resume(row_timer *tm)
+{
+    if (tm) tm->since = cdnn_wtime();
+}
+
+/* Forward pass of rows [r0, r1) (this thread's share of a batch of `rows`)
+ * from layer `first` on, whose input is x (the gathered batch, or X
+ * directly for inference) or, from a later layer, the layer below's
+ * output; the last layer's output goes to `out` (row stride units) if not
+ * NULL. Row-local, except that with `team` a depth-split layer's partial
+ * products are computed by the team for every row, between two barriers
+ * (every thread of the team must make the same call); without it, a
+ * thread computes both for its own rows. */
+static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, const float *x, int rows, int r0,
+                         int r1, float *out, int training, uint64_t seed, int64_t step, int packed, int team,
+                         row_timer *tm, float *pack)
+{
     const float *in = first == 0 ? x : ws->lb[first - 1].act;
     for (int l = first; l < net->n_layers; l++) {
         const cdnn_layer *ly = &net->layers[l];
@@ -299,6 +353,24 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
                     b->din[i * ly->in + j] = in[i * ly->in + j] * cdnn_dropout_factor(key, ws->rows[i], j, ly->in_drop);
             in = b->din;
         }
+        if (b->mid) {
+            if (team) {
+                timer_pause(tm);
+                cdnn_team_barrier(); /* every row of the input */
+                for (int p = 0; p < 2; p++) {
+                    long plo, phi;
+                    if (part_range(p, rows, &plo, &phi)) depth_part(net, ws, l, p, in, (int)plo, (int)phi, packed, pack);
+                }
+                cdnn_team_barrier(); /* both partials of every row */
+                timer_resume(tm);
+            } else { /* the same sums as training's */
+                depth_part(net, ws, l, 0, in, r0, r1, packed, pack);
+                depth_part(net, ws, l, 1, in, r0, r1, packed, pack);
+            }
+            depth_combine_rows(net, ws, l, r0, r1);
+            in = b->act;
+            continue;
+        }
         float *y = l == net->n_layers - 1 && out ? out : b->act;
         cdnn_dense_forward_rows(ly, r0, r1, in, y, b->z, packed ? b->pw : NULL, pack);
         in = y;
@@ -308,23 +380,23 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
 /* One training step on the gathered batch. Each thread carries its own rows
  * through the forward pass (with a depth-split first layer, from the sum of
  * its partial products, which the team computed before), the loss and
- * every dX (all row-local), then, after one barrier, the team computes each
- * layer's dW and db (which need every row) and applies the optimizer. The
- * caller ends the step with a barrier: the next step's forward pass reads
- * the updated weights. local_before: seconds this thread already spent on
- * its rows (the gather). */
+ * every dX (row-local but for the depth-split layers' products), then,
+ * after one barrier, the team computes each layer's dW and db (which need
+ * every row) and applies the optimizer. The caller ends the step with a
+ * barrier: the next step's forward pass reads the updated weights.
+ * local_before: seconds this thread already spent on its rows (the labels). */
 static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float *x0, int rows, int r0, int r1,
                             int64_t t, uint64_t seed, double local_before, int packed)
 {
-    const double t_start = cdnn_wtime() - local_before;
+    row_timer tm = {local_before, cdnn_wtime()};
     const int L = net->n_layers;
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
     const cdnn_layer *top = &net->layers[L - 1];
     const int ldy = top->units;
     cdnn_opt_step st = cdnn_opt_prepare(&net->opt, t);
 
-    if (ws->depth_mid) depth_combine_rows(net, ws, r0, r1);
-    forward_rows(net, ws, ws->depth_mid ? 1 : 0, x0, r0, r1, NULL, 1, seed, t, packed, pack);
+    if (ws->lb[0].mid) depth_combine_rows(net, ws, 0, r0, r1);
+    forward_rows(net, ws, ws->lb[0].mid ? 1 : 0, x0, rows, r0, r1, NULL, 1, seed, t, packed, 1, &tm, pack);
     cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,
                    net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, rows, ws->lb[L - 1].dz,
@@ -344,29 +416,51 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float
         e.drop_rate = ly->in_drop;
         e.drop_seed = dropout_key(seed, t, l);
         e.drop_rows = ws->rows;
+        if (ws->lb[l].mid) {
+            /* each half of the team: for every row, the columns of dX that its rows of W give */
+            timer_pause(&tm);
+            cdnn_team_barrier(); /* dZ of every row */
+            for (int p = 0; p < 2; p++) {
+                long plo, phi;
+                int k0, k1;
+                if (!part_range(p, rows, &plo, &phi)) continue;
+                part_rows(ws, ly, l, p, &k0, &k1);
+                cdnn_epilogue ep = e;
+                ep.aux = e.aux + k0;
+                ep.drop_col0 = k0;
+                cdnn_gemm_rows(0, 1, (int)plo, (int)phi, k1 - k0, ly->units, ws->lb[l].dz, ly->units,
+                               ly->W + (size_t)k0 * ly->units, ly->units, packed ? part_pwt(ws, ly, l, p) : NULL,
+                               dx + k0, ly->in, 0, &ep, pack);
+            }
+            if (l > 1) cdnn_team_barrier(); /* every column of the rows below (else the middle barrier) */
+            timer_resume(&tm);
+            continue;
+        }
         cdnn_dense_dx_rows(ly, r0, r1, ws->lb[l].dz, dx, &e, packed ? ws->lb[l].pwt : NULL, pack);
         if (lower->act == CDNN_SOFTMAX && r1 > r0)
             /* softmax's derivative needs whole rows: after the product */
             cdnn_softmax_backward_rows(dx + (size_t)r0 * ly->in, ly->in, ws->lb[l - 1].act + (size_t)r0 * ly->in,
                                        ly->in, r1 - r0, ly->in);
     }
-    ws->sec_per_row[cdnn_team_rank()] = r1 > r0 ? (cdnn_wtime() - t_start) / (r1 - r0) : 0.0;
+    timer_pause(&tm);
+    ws->sec_per_row[cdnn_team_rank()] = r1 > r0 ? tm.local / (r1 - r0) : 0.0;
     cdnn_team_barrier();
 
     for (int l = L - 1; l >= 0; l--) {
         const cdnn_layer *ly = &net->layers[l];
         layer_buf *b = &ws->lb[l];
-        if (l == 0 && ws->depth_mid) {
+        const float *x = l == 0 ? x0 : b->din;
+        if (b->mid) {
             /* each half of the team updates the rows of W whose partial product it computed */
             const int mr = cdnn_simd_current()->mr;
             for (int p = 0; p < 2; p++) {
-                const int k0 = p ? ws->depth_mid : 0, k1 = p ? ly->in : ws->depth_mid;
+                int k0, k1;
                 long lo, hi;
+                part_rows(ws, ly, l, p, &k0, &k1);
                 if (!part_range(p, (k1 - k0 + mr - 1) / mr, &lo, &hi)) continue;
                 const int i0 = k0 + (int)lo * mr, i1 = k0 + (int)hi * mr < k1 ? k0 + (int)hi * mr : k1;
-                cdnn_dense_grads_rows(ly, rows, x0, b->dz, b->dw, &net->opt, st,
-                                      packed && b->pw ? b->pw + cdnn_packed_floats(k0, ly->units) : NULL,
-                                      packed ? b->pwt : NULL, k0, k1, i0, i1, pack);
+                cdnn_dense_grads_rows(ly, rows, x, b->dz, b->dw, &net->opt, st, packed ? part_pw(ws, ly, l, p) : NULL,
+                                      packed ? part_pwt(ws, ly, l, p) : NULL, k0, k1, i0, i1, pack);
             }
             if (ly->b) {
                 long lo, hi;
@@ -375,7 +469,7 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float
             }
             continue;
         }
-        cdnn_dense_grads_team(ly, rows, l == 0 ? x0 : b->din, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st,
+        cdnn_dense_grads_team(ly, rows, x, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st,
                               packed ? b->pw : NULL, packed ? b->pwt : NULL,
                               ws->share_nt[t & 1] == cdnn_team_size() ? ws->share + (size_t)(t & 1) * (ws->threads + 1)
                                                                       : NULL,
@@ -497,7 +591,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         int64_t t = step0 + j + 1;
         long lo, hi;
         my_rows(ws, rows, bs, &lo, &hi);
-        if (ws->depth_mid) {
+        if (ws->lb[0].mid) {
             /* Even and odd steps gather into two buffers: each thread gathers
              * its part of the next batch as soon as it is done with this
              * step's gradients (while the others may still read this batch),
@@ -514,7 +608,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             for (int p = 0; p < 2; p++) {
                 long plo, phi;
                 if (part_range(p, rows, &plo, &phi))
-                    depth_part(net, ws, p, x0, (int)plo, (int)phi, packed, ws->pack + ws->pack_per * cdnn_team_rank());
+                    depth_part(net, ws, 0, p, x0, (int)plo, (int)phi, packed, ws->pack + ws->pack_per * cdnn_team_rank());
             }
             cdnn_team_barrier();
             double t_start = cdnn_wtime();
@@ -580,7 +674,7 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
         int rows = (int)(n - start < bs ? n - start : bs);
         long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
         float *o = out + (size_t)start * units;
-        forward_rows(net, ws, 0, X + (size_t)start * in, (int)lo, (int)hi, o, 0, 0, 0, 0, pack);
+        forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);
         if (loss_sum) {
             const cdnn_layer *top = &net->layers[L - 1];
             cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, (int)lo, (int)hi, units,

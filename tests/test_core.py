@@ -940,8 +940,15 @@ DEPTH_SPLIT_CASES = {
     "gelu": dict(sizes=(200, 96, 7), acts=("gelu", "softmax"), bias=True, dropout=None, bs=40),
     "no-bias": dict(sizes=(200, 96, 7), acts=("tanh", "softmax"), bias=False, dropout=None, bs=40),
     "dropout": dict(sizes=(200, 96, 7), acts=("relu", "softmax"), bias=True, dropout=[0.0, 0.3], bs=40),
-    # 784x128: W kept packed, split at a slice boundary (kc rows)
+    # 784x128: W kept packed, each part's copy a packed matrix of its own
     "packed": dict(sizes=(784, 128, 10), acts=("relu", "softmax"), bias=True, dropout=None, bs=64),
+    # a hidden layer split (200x96; the first, 60x200, too small): forward partials and dX by
+    # columns, with dropout on its input (the dX epilogue's dropout keys take absolute columns)
+    "hidden": dict(sizes=(60, 200, 96, 7), acts=("relu", "gelu", "softmax"), bias=True, dropout=[0.0, 0.3, 0.1],
+                   bs=40),
+    # two split layers in a row, both with packed copies of W and the second of W^T
+    "two-packed": dict(sizes=(784, 128, 256, 10), acts=("relu", "relu", "softmax"), bias=True,
+                       dropout=[0.1, 0.2, 0.0], bs=64),
 }
 
 
@@ -993,7 +1000,7 @@ def test_depth_split_first_layer_is_thread_independent(case):
         for a, b in zip(w, w1):
             np.testing.assert_array_equal(a, b)
     sizes, acts = kw["sizes"], kw["acts"]
-    mlp = ref.MLP([(sizes[1], acts[0]), (sizes[2], acts[1])], sizes[0])
+    mlp = ref.MLP(list(zip(sizes[1:], acts)), sizes[0])
     mlp.params = [f64(a) for a in w1]
     if not kw["bias"]:
         mlp.params[1] = np.zeros(sizes[1])
@@ -1117,6 +1124,39 @@ def test_dropout_backward_matches_masked_reference():
     dz0 = (dz1 @ W1.T) * m1 * (1 - np.tanh(z0) ** 2)
     want = [W0 - 0.5 * xb.T @ dz0, b0 - 0.5 * dz0.sum(0), W1 - 0.5 * h.T @ dz1, b1 - 0.5 * dz1.sum(0)]
     assert bl[0] == pytest.approx(value * 4, rel=1e-5)
+    for i, (w, w_ref) in enumerate(zip(arrays, want)):
+        np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6, err_msg=f"param {i}")
+
+
+def test_dropout_on_a_depth_split_layer_matches_masked_reference():
+    """Dropout on the input of a depth-split hidden layer (160x128, parts [0, 80) and
+    [80, 160) of W's rows): its dX is computed by columns, each half with the dropout
+    keys of its absolute columns; one step equals the oracle's on masked inputs."""
+    rate, seed, step = 0.3, 78, 3
+    rows = np.array([2, 0, 3])
+    n = 5
+    params = init_params([12, 160, 128, 3], seed=35)
+    x, y = dataset("sparse_categorical_crossentropy", n, 12, 3, seed=36)
+    m1 = np.stack([dropout_mask(1, 160, n, r, step, seed, rate) for r in rows])
+    assert (m1[:, :80] == 0).any() and (m1[:, 80:] == 0).any() and (m1 != 0).any()
+    hp = dict(name="sgd", learning_rate=0.5)
+    net, arrays = make_network(params, ["tanh", "tanh", "softmax"], "sparse_categorical_crossentropy", False,
+                               "sparse", hp, dropout=[0.0, rate, 0.0])
+    perm = np.concatenate([rows, [1, 4]]).astype(np.int32)
+    bl = np.zeros(1)
+    net.train_run(x, y, perm, 0, 1, 3, step - 1, seed, bl, np.zeros(1))
+    W0, b0, W1, b1, W2, b2 = params
+    xb = f64(x[rows])
+    z0 = xb @ W0 + b0
+    h0 = np.tanh(z0) * m1
+    z1 = h0 @ W1 + b1
+    h1 = np.tanh(z1)
+    value, dz2 = ref.softmax_cross_entropy_grad(h1 @ W2 + b2, y[rows])
+    dz1 = (dz2 @ W2.T) * (1 - h1 ** 2)
+    dz0 = (dz1 @ W1.T) * m1 * (1 - np.tanh(z0) ** 2)
+    want = [W0 - 0.5 * xb.T @ dz0, b0 - 0.5 * dz0.sum(0), W1 - 0.5 * h0.T @ dz1, b1 - 0.5 * dz1.sum(0),
+            W2 - 0.5 * h1.T @ dz2, b2 - 0.5 * dz2.sum(0)]
+    assert bl[0] == pytest.approx(value * 3, rel=1e-5)
     for i, (w, w_ref) in enumerate(zip(arrays, want)):
         np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6, err_msg=f"param {i}")
 

@@ -6,11 +6,12 @@
  * activation per layer) -> loss and dL/dz -> dX = dZ W^T layer by layer
  * from the top, the lower layer's activation derivative folded in. Barrier.
  * Team phase: per layer dW = X^T dZ, the optimizer applied to each finished
- * row panel, then db = sum(dZ) and its update. Barrier. A big first layer
- * is split in depth instead (see depth_split_at): each half of the team
- * computes one partial product for every row of the batch, then a barrier;
- * and the batch is gathered during the previous step's team phase. All
- * buffers live in the workspace, allocated once: a step allocates nothing.
+ * row panel, then db = sum(dZ) and its update. Barrier. Big layers are
+ * split in depth instead (see split_at): each half of the team computes one
+ * partial product (and one block of dX's columns) for every row of the
+ * batch, between barriers; a split first layer's batch is gathered during
+ * the previous step's team phase. All buffers live in the workspace,
+ * allocated once: a step allocates nothing.
  */
 #include "cdnn.h"
 

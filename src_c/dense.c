@@ -37,22 +37,33 @@ void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, f
                    pack);
 }
 
+/* The optimizer epilogue of dW: update W and its slots, and the packed copies
+ * packed_w/packed_wt (or NULL) holding W's rows [pk0, pk1). */
+static cdnn_epilogue optimize_epilogue(const cdnn_layer *ly, const cdnn_opt_params *opt, cdnn_opt_step st,
+                                       float *packed_w, float *packed_wt, int pk0, int pk1)
+{
+    cdnn_epilogue e = {0};
+    e.kind = CDNN_EPI_OPTIMIZE;
+    e.aux = ly->W;
+    e.ldaux = ly->units;
+    e.slot1 = ly->W1;
+    e.slot2 = ly->W2;
+    e.opt = opt;
+    e.step = st;
+    e.packed_w = packed_w;
+    e.packed_wt = packed_wt;
+    e.packed_k = pk1 - pk0;
+    e.packed_row0 = pk0;
+    return e;
+}
+
 void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw, float *db,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
                            const float *share, float *pack)
 {
     cdnn_epilogue e = {0};
     if (opt) {
-        e.kind = CDNN_EPI_OPTIMIZE;
-        e.aux = ly->W;
-        e.ldaux = ly->units;
-        e.slot1 = ly->W1;
-        e.slot2 = ly->W2;
-        e.opt = opt;
-        e.step = st;
-        e.packed_w = packed_w;
-        e.packed_wt = packed_wt;
-        e.packed_k = ly->in;
+        e = optimize_epilogue(ly, opt, st, packed_w, packed_wt, 0, ly->in);
         e.share = share;
     }
     cdnn_gemm_team(1, 0, ly->in, ly->units, rows, x, ly->in, dz, ly->units, dw, ly->units, 0, &e, pack);
@@ -80,18 +91,7 @@ void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
                            int pk0, int pk1, int i0, int i1, float *pack)
 {
-    cdnn_epilogue e = {0};
-    e.kind = CDNN_EPI_OPTIMIZE;
-    e.aux = ly->W;
-    e.ldaux = ly->units;
-    e.slot1 = ly->W1;
-    e.slot2 = ly->W2;
-    e.opt = opt;
-    e.step = st;
-    e.packed_w = packed_w;
-    e.packed_wt = packed_wt;
-    e.packed_k = pk1 - pk0;
-    e.packed_row0 = pk0;
+    const cdnn_epilogue e = optimize_epilogue(ly, opt, st, packed_w, packed_wt, pk0, pk1);
     cdnn_gemm_optimize_rows(1, 0, i0, i1, ly->units, rows, x, ly->in, dz, ly->units, dw, ly->units, &e, pack);
 }
 

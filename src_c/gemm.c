@@ -508,6 +508,15 @@ static void optimize_panel(const cdnn_simd *s, int transa, int M, int N, int K, 
     refresh_packed(epi, r, r + rows, jc, jc + nc, N);
 }
 
+/* Columns [jc, jc + nc) of op(B), all K rows deep, packed panel by panel into pb (panel jr at pb + jr * K). */
+static void pack_b_block(const cdnn_simd *s, int transb, const float *B, int ldb, int K, int jc, int nc, float *pb)
+{
+    for (int jr = 0; jr < nc; jr += s->nr) {
+        int cols = nc - jr < s->nr ? nc - jr : s->nr;
+        pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, s->nr, pb + (size_t)jr * K);
+    }
+}
+
 /* Thread u's learned share of pm row panels, [*q0, *q1): it takes [*q0, *head)
  * itself and leaves [*head, *q1) to the common pool. */
 static void share_range(const float *share, int u, long pm, long *q0, long *head, long *q1)
@@ -538,7 +547,7 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
                                const float *A, int lda, const float *B, int ldb, float *C, int ldc,
                                const cdnn_epilogue *epi, float *pack)
 {
-    const int mr = s->mr, nr = s->nr;
+    const int mr = s->mr;
     float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
     const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
     const long pm = ceil_div(M, mr);
@@ -547,10 +556,7 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
     const int block = optimize_block_cols(s, K);
     for (int jc = 0; jc < N; jc += block) {
         int nc = N - jc < block ? N - jc : block;
-        for (int jr = 0; jr < nc; jr += nr) {
-            int cols = nc - jr < nr ? nc - jr : nr;
-            pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, nr, pb + (size_t)jr * K);
-        }
+        pack_b_block(s, transb, B, ldb, K, jc, nc, pb);
         if (cdnn_team_size() == 1) {
             /* alone: no work sharing (OpenMP's dynamic loop costs a call per panel) */
             for (long p = 0; p < pm; p++)
@@ -726,10 +732,7 @@ void cdnn_gemm_optimize_rows(int transa, int transb, int i0, int i1, int N, int 
     const long pm = ceil_div(i1 - i0, s->mr);
     for (int jc = 0; jc < N; jc += block) {
         int nc = N - jc < block ? N - jc : block;
-        for (int jr = 0; jr < nc; jr += s->nr) {
-            int cols = nc - jr < s->nr ? nc - jr : s->nr;
-            pack_b_panel(transb, B, ldb, 0, K, jc + jr, cols, s->nr, pb + (size_t)jr * K);
-        }
+        pack_b_block(s, transb, B, ldb, K, jc, nc, pb);
         for (long p = 0; p < pm; p++)
             optimize_panel(s, transa, i1, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, i0, p, jc, nc);
     }

@@ -194,6 +194,16 @@ static void depth_part(const cdnn_net *net, cdnn_workspace *ws, int l, int p, co
                    p ? ws->lb[l].part1 : ws->lb[l].act, N, 0, NULL, pack);
 }
 
+/* This thread's share of both partial products of layer l for every row of a batch of `rows` (no barrier). */
+static void depth_parts_team(const cdnn_net *net, cdnn_workspace *ws, int l, const float *x, int rows, int packed,
+                             float *pack)
+{
+    for (int p = 0; p < 2; p++) {
+        long plo, phi;
+        if (part_range(p, rows, &plo, &phi)) depth_part(net, ws, l, p, x, (int)plo, (int)phi, packed, pack);
+    }
+}
+
 /* Rows [r0, r1) of layer l's output from its two partial products: sum, bias, activation. */
 static void depth_combine_rows(const cdnn_net *net, cdnn_workspace *ws, int l, int r0, int r1)
 {
@@ -358,10 +368,7 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
             if (team) {
                 timer_pause(tm);
                 cdnn_team_barrier(); /* every row of the input */
-                for (int p = 0; p < 2; p++) {
-                    long plo, phi;
-                    if (part_range(p, rows, &plo, &phi)) depth_part(net, ws, l, p, in, (int)plo, (int)phi, packed, pack);
-                }
+                depth_parts_team(net, ws, l, in, rows, packed, pack);
                 cdnn_team_barrier(); /* both partials of every row */
                 timer_resume(tm);
             } else { /* the same sums as training's */
@@ -564,6 +571,12 @@ static void learn_split(cdnn_workspace *ws, int bs, int64_t t)
     ws->share_nt[next] = nt;
 }
 
+/* Rows of the batch that starts at row `start` of n (the last one may be shorter). */
+static int batch_rows(int64_t n, int64_t start, int bs)
+{
+    return (int)(n - start < bs ? n - start : bs);
+}
+
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
@@ -588,7 +601,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     if (packed) pack_weights_team(net, ws);
     for (int j = 0; j < n_batches; j++) {
         int64_t start = (first + j) * (int64_t)bs;
-        int rows = (int)(n - start < bs ? n - start : bs);
+        int rows = batch_rows(n, start, bs);
         int64_t t = step0 + j + 1;
         long lo, hi;
         my_rows(ws, rows, bs, &lo, &hi);
@@ -606,20 +619,15 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             }
             /* the partial products of every row; the layers above need both
              * partials of their rows */
-            for (int p = 0; p < 2; p++) {
-                long plo, phi;
-                if (part_range(p, rows, &plo, &phi))
-                    depth_part(net, ws, 0, p, x0, (int)plo, (int)phi, packed, ws->pack + ws->pack_per * cdnn_team_rank());
-            }
+            depth_parts_team(net, ws, 0, x0, rows, packed, ws->pack + ws->pack_per * cdnn_team_rank());
             cdnn_team_barrier();
             double t_start = cdnn_wtime();
             gather_labels(ws, ysparse, ydense, ldy, perm + start, lo, hi);
             train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed);
             if (j + 1 < n_batches) {
                 int64_t next = start + bs;
-                int next_rows = (int)(n - next < bs ? n - next : bs);
                 long glo, ghi;
-                cdnn_team_range(next_rows, &glo, &ghi);
+                cdnn_team_range(batch_rows(n, next, bs), &glo, &ghi);
                 gather_x(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + next, glo, ghi, drop0,
                          dropout_key(seed, t + 1, 0));
             }
@@ -672,7 +680,7 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     long own_lo, own_hi;
     cdnn_team_range(bs, &own_lo, &own_hi);
     for (int64_t start = 0; start < n; start += bs) {
-        int rows = (int)(n - start < bs ? n - start : bs);
+        int rows = batch_rows(n, start, bs);
         long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
         float *o = out + (size_t)start * units;
         forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);

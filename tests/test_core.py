@@ -744,21 +744,31 @@ def test_network_batch_sizes(n, bs):
         np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-6)
 
 
+def assert_trains_like_reference(sizes, acts, hp, n, bs, epochs, seed, loss_rel=1e-5, acc_rows=1.01,
+                                  w_rtol=1e-4, w_atol=1e-5, split=False):
+    """Train a sparse-CCE Network and the oracle MLP on the same batches (params from ``seed``,
+    data from ``seed + 1``, shuffles from ``seed + 2``); per epoch the losses agree within
+    ``loss_rel`` and the accuracies within ``acc_rows`` rows; the final weights within ``w_rtol``
+    and ``w_atol`` times each array's largest magnitude."""
+    loss = "sparse_categorical_crossentropy"
+    params = init_params(list(sizes), seed=seed)
+    x, y = dataset(loss, n, sizes[0], sizes[-1], seed=seed + 1)
+    net, arrays = make_network(params, list(acts), loss, False, "sparse", hp)
+    mlp = ref.MLP(list(zip(sizes[1:], acts)), sizes[0])
+    mlp.params = [p.copy() for p in params]
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=bs, epochs=epochs, seed=seed + 2,
+                      split=split)
+    for c_loss, r_loss, c_acc, r_acc in hist:
+        assert c_loss == pytest.approx(r_loss, rel=loss_rel)
+        assert abs(c_acc - r_acc) <= acc_rows / len(x)
+    for w, w_ref in zip(arrays, mlp.params):
+        np.testing.assert_allclose(w, w_ref, rtol=w_rtol, atol=w_atol * np.abs(w_ref).max())
+
+
 def test_network_large_two_threads_matches_reference(threads):
     """784-64-10 (above the serial threshold): parallel training vs the oracle."""
-    hp = dict(name="adam", learning_rate=0.001)
-    loss = "sparse_categorical_crossentropy"
-    params = init_params([784, 64, 10], seed=10)
-    x, y = dataset(loss, 320, 784, 10, seed=11)
-    net, arrays = make_network(params, ["relu", "softmax"], loss, False, "sparse", hp)
-    mlp = ref.MLP([(64, "relu"), (10, "softmax")], 784)
-    mlp.params = [p.copy() for p in params]
-    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=33, epochs=2, seed=12)
-    for c_loss, r_loss, c_acc, r_acc in hist:
-        assert c_loss == pytest.approx(r_loss, rel=1e-5)
-        assert abs(c_acc - r_acc) <= 1.01 / len(x)
-    for w, w_ref in zip(arrays, mlp.params):
-        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max())
+    assert_trains_like_reference([784, 64, 10], ["relu", "softmax"], dict(name="adam", learning_rate=0.001),
+                                 n=320, bs=33, epochs=2, seed=10)
 
 
 @pytest.mark.parametrize("bs", [37, 300], ids=["one-depth-slice", "several-depth-slices"])
@@ -766,19 +776,9 @@ def test_network_gradients_deeper_than_a_slice_match_reference(bs, threads, simd
     """dW = X^T dZ is K = batch rows deep: batch 300 is deeper than every path's slice
     (kc 128 or 256), so the optimizer runs after several slices; 37 rows of W and 45
     columns leave partial micro-panels on every path."""
-    hp = dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False)
-    loss = "sparse_categorical_crossentropy"
-    params = init_params([37, 45, 5], seed=24)
-    x, y = dataset(loss, 700, 37, 5, seed=25)
-    net, arrays = make_network(params, ["tanh", "softmax"], loss, False, "sparse", hp)
-    mlp = ref.MLP([(45, "tanh"), (5, "softmax")], 37)
-    mlp.params = [p.copy() for p in params]
-    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=bs, epochs=3, seed=26)
-    for c_loss, r_loss, c_acc, r_acc in hist:
-        assert c_loss == pytest.approx(r_loss, rel=1e-5)
-        assert abs(c_acc - r_acc) <= 1.01 / len(x)
-    for w, w_ref in zip(arrays, mlp.params):
-        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max())
+    assert_trains_like_reference([37, 45, 5], ["tanh", "softmax"],
+                                 dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False),
+                                 n=700, bs=bs, epochs=3, seed=24)
 
 
 @pytest.mark.parametrize("bs", [64, 300], ids=["one-depth-slice", "several-depth-slices"])
@@ -788,20 +788,10 @@ def test_network_with_packed_weight_copies_matches_reference(bs, threads, simd):
     batch 300 takes the optimizer path for gradients deeper than one slice."""
     # SGD: Adam and RMSprop scale every update to about the learning rate, so the float32
     # rounding of near-zero gradients of a 3-layer net would outgrow any useful tolerance
-    hp = dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False)
-    loss = "sparse_categorical_crossentropy"
-    sizes = [784, 128, 256, 10]
-    params = init_params(sizes, seed=15)
-    x, y = dataset(loss, 600, 784, 10, seed=16)
-    net, arrays = make_network(params, ["relu", "relu", "softmax"], loss, False, "sparse", hp)
-    mlp = ref.MLP([(128, "relu"), (256, "relu"), (10, "softmax")], 784)
-    mlp.params = [p.copy() for p in params]
-    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=bs, epochs=2, seed=17, split=True)
-    for c_loss, r_loss, c_acc, r_acc in hist:
-        assert c_loss == pytest.approx(r_loss, rel=1e-4)
-        assert abs(c_acc - r_acc) <= 2.01 / len(x)
-    for w, w_ref in zip(arrays, mlp.params):
-        np.testing.assert_allclose(w, w_ref, rtol=1e-3, atol=1e-4 * np.abs(w_ref).max())
+    assert_trains_like_reference([784, 128, 256, 10], ["relu", "relu", "softmax"],
+                                 dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False),
+                                 n=600, bs=bs, epochs=2, seed=15, loss_rel=1e-4, acc_rows=2.01, w_rtol=1e-3,
+                                 w_atol=1e-4, split=True)
 
 
 @pytest.mark.parametrize("case", NET_CASES[:4], ids=lambda c: c[0].split("_")[0])
@@ -1009,19 +999,8 @@ def test_depth_split_first_layer_is_thread_independent(case):
 
 def test_depth_split_training_matches_reference(threads):
     """200-96(gelu)-7: the depth-split first layer trains as the oracle does."""
-    hp = dict(name="adam", learning_rate=0.003)
-    loss = "sparse_categorical_crossentropy"
-    params = init_params([200, 96, 7], seed=32)
-    x, y = dataset(loss, 300, 200, 7, seed=33)
-    net, arrays = make_network(params, ["gelu", "softmax"], loss, False, "sparse", hp)
-    mlp = ref.MLP([(96, "gelu"), (7, "softmax")], 200)
-    mlp.params = [p.copy() for p in params]
-    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=40, epochs=3, seed=34)
-    for c_loss, r_loss, c_acc, r_acc in hist:
-        assert c_loss == pytest.approx(r_loss, rel=1e-5)
-        assert abs(c_acc - r_acc) <= 1.01 / len(x)
-    for w, w_ref in zip(arrays, mlp.params):
-        np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-5 * np.abs(w_ref).max())
+    assert_trains_like_reference([200, 96, 7], ["gelu", "softmax"], dict(name="adam", learning_rate=0.003),
+                                 n=300, bs=40, epochs=3, seed=32)
 
 
 def test_dropout_changes_training_and_depends_on_seed():

@@ -79,6 +79,19 @@ cdef extern from "cdnn.h" nogil:
                       double *loss_sum, double *correct_sum)
     int cdnn_all_finite(const float *x, int64_t n)
 
+class NonFiniteInputError(ValueError):
+    """A training batch holds a NaN or an infinity: found as the batch was gathered, before its update.
+
+    ``row`` is the first such row of ``x`` in the batch, ``batch`` the batch's index in the
+    epoch's permutation and ``trained`` how many batches of the run were trained before it.
+    """
+
+    def __init__(self, row, batch: int, trained: int):
+        super().__init__(f"Invalid values in `x`: row {row} contains NaN or infinity (batch {batch}; the "
+                         f"{trained} batch(es) of this run before it were trained)")
+        self.row, self.batch, self.trained = row, batch, trained
+
+
 cdef extern from *:
     """
     #ifndef CDNN_BUILD_COMPILER
@@ -534,6 +547,9 @@ cdef class Network:
         ``threads > 0`` caps this run's threads (the results do not depend on it).
 
         Writes per-batch loss and correctness sums into ``batch_loss``/``batch_correct`` (float64).
+        The rows of ``x`` are checked as they are gathered: the first batch with a NaN or an
+        infinity raises :class:`NonFiniteInputError` before its update (the batches before it are
+        trained and counted in ``steps_done``).
         """
         _check(x, "x", 2)
         cdef long n = x.shape[0]
@@ -562,12 +578,18 @@ cdef class Network:
         cdef int32_t *pp = iptr(perm)
         cdef double *pl = <double *>cnp.PyArray_DATA(batch_loss)
         cdef double *pc = <double *>cnp.PyArray_DATA(batch_correct)
+        cdef int done
         with self.lock:
             self._workspace(min(batch_size, n))
             with nogil:
-                cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
-                               batch_size, step0, seed, pl, pc, threads)
-            self.steps_done += n_batches
+                done = cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
+                                      batch_size, step0, seed, pl, pc, threads)
+            self.steps_done += done
+        if done < n_batches:
+            batch = first + done
+            rows = perm[batch * batch_size: min(n, (batch + 1) * batch_size)]
+            bad = rows[~np.isfinite(x[rows]).all(axis=1)]  # none if x changed meanwhile
+            raise NonFiniteInputError(int(bad.min()) if bad.size else None, batch, done)
 
     def predict(self, x, int batch_size=256, y=None):
         """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``."""

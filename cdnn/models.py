@@ -66,11 +66,15 @@ def _all_finite(a: np.ndarray) -> bool:
     return all(np.isfinite(a[i:i + _FINITE_BLOCK]).all() for i in range(0, len(a), _FINITE_BLOCK))
 
 
-def _as_float32(a: np.ndarray, name: str) -> np.ndarray:
-    """``a`` as C-contiguous float32, refusing NaN and infinity (also float64 values beyond float32's range)."""
+def _as_float32(a: np.ndarray, name: str, check_float32: bool = True) -> np.ndarray:
+    """``a`` as C-contiguous float32, refusing NaN and infinity (also float64 values beyond float32's range).
+
+    ``check_float32=False`` leaves float32 input unchecked: training checks each batch as
+    the core gathers it, which costs nothing, where this scan reads all of ``a`` once more.
+    """
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(a, dtype=np.float32)
-    if a.dtype.kind == "f" and not _all_finite(out):
+    if a.dtype.kind == "f" and (check_float32 or a.dtype != np.float32) and not _all_finite(out):
         beyond = " or values beyond float32's range (3.4e38)" if _all_finite(a) else ""
         raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity{beyond}")
     return out
@@ -343,10 +347,10 @@ class Sequential:
         return self._net
 
     # ---- data -----------------------------------------------------------------
-    def _prepare_x(self, x, name: str = "x") -> np.ndarray:
+    def _prepare_x(self, x, name: str = "x", check_float32: bool = True) -> np.ndarray:
         a = _as_inputs(x, name)
         self._ensure_built(a, name)
-        return _as_float32(a, name).reshape(a.shape[0], -1)
+        return _as_float32(a, name, check_float32).reshape(a.shape[0], -1)
 
     def _prepare_y(self, y, n: int, name: str = "y") -> np.ndarray:
         if y is None:
@@ -409,7 +413,8 @@ class Sequential:
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
             raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
 
-        xs = self._prepare_x(x)
+        # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
+        xs = self._prepare_x(x, check_float32=False)
         ys = self._prepare_y(y, len(xs))
         val = None
         if validation_data is not None:
@@ -422,6 +427,8 @@ class Sequential:
             if split <= 0 or split >= len(xs):
                 raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples "
                                  f"out of {len(xs)}")
+            if not _all_finite(xs[split:]):  # not gathered by training: checked here
+                raise ValueError("Invalid values in `x`: its validation split contains NaN or infinity")
             val = (xs[split:], ys[split:])
             xs, ys = xs[:split], ys[:split]
         # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
@@ -476,6 +483,10 @@ class Sequential:
                 try:
                     net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
                                   batch_loss[done:], batch_correct[done:], nt)
+                except _core.NonFiniteInputError as e:
+                    raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
+                                     f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
+                                     f"are trained)") from None
                 finally:
                     # counted by the core itself: exact even when Ctrl-C lands just after the run
                     self.optimizer.iterations += net.steps_done - steps_before

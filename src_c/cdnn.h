@@ -250,13 +250,15 @@ void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const f
  * X[n, in] (the last batch of the permutation may be shorter). step0 is the
  * optimizer's iteration count before the run; seed keys dropout. Writes each
  * batch's summed loss and summed correctness to batch_loss/batch_correct.
- * threads > 0 caps the threads of this run (results do not depend on it). */
+ * threads > 0 caps the threads of this run (results do not depend on it).
+ * Returns the batches trained: n_batches, or the index of the first batch
+ * holding a NaN or an infinity, which stops the run before its update. */
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads);
 
-/* 1 if none of x[0..n) is NaN or infinite (a parallel scan of the inputs before training), else 0. */
+/* 1 if none of x[0..n) is NaN or infinite (a parallel scan of inputs before inference), else 0. */
 int cdnn_all_finite(const float *x, int64_t n);
 
 /* Inference over X[n, in] in batches: write outputs [n, units_last] to out; if

@@ -385,6 +385,26 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
     }
 }
 
+/* Record that the batch of step j (of this run) holds a value that is not finite. */
+static void mark_bad_batch(int *bad_batch, int j)
+{
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+    *bad_batch = j;
+}
+
+/* The step whose batch was found not finite (-1: none); read after a barrier. */
+static int bad_batch_of(const int *bad_batch)
+{
+    int j;
+#ifdef _OPENMP
+#pragma omp atomic read
+#endif
+    j = *bad_batch;
+    return j;
+}
+
 /* One training step on the gathered batch. Each thread carries its own rows
  * through the forward pass (with a depth-split first layer, from the sum of
  * its partial products, which the team computed before), the loss and
@@ -392,9 +412,11 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
  * after one barrier, the team computes each layer's dW and db (which need
  * every row) and applies the optimizer. The caller ends the step with a
  * barrier: the next step's forward pass reads the updated weights.
- * local_before: seconds this thread already spent on its rows (the labels). */
-static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float *x0, int rows, int r0, int r1,
-                            int64_t t, uint64_t seed, double local_before, int packed)
+ * local_before: seconds this thread already spent on its rows (the labels).
+ * Returns 0, having updated nothing, if a thread found step j's batch not
+ * finite (*bad_batch == j at the middle barrier), else 1. */
+static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float *x0, int rows, int r0, int r1,
+                           int64_t t, uint64_t seed, double local_before, int packed, const int *bad_batch, int j)
 {
     row_timer tm = {local_before, cdnn_wtime()};
     const int L = net->n_layers;
@@ -453,6 +475,7 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float
     timer_pause(&tm);
     ws->sec_per_row[cdnn_team_rank()] = r1 > r0 ? tm.local / (r1 - r0) : 0.0;
     cdnn_team_barrier();
+    if (bad_batch_of(bad_batch) == j) return 0; /* every thread sees the same flag after the barrier */
 
     for (int l = L - 1; l >= 0; l--) {
         const cdnn_layer *ly = &net->layers[l];
@@ -483,12 +506,31 @@ static void train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float
                                                                       : NULL,
                               pack);
     }
+    return 1;
 }
 
-/* Batch rows [i0, i1) (dataset rows rows[i]) of X [*, in] into dst, with input dropout at rate drop0 if any. */
-static void gather_x(float *dst, const float *X, int in, const int32_t *rows, long i0, long i1, float drop0,
-                     uint64_t key)
+/* n floats from src to dst, bit for bit; whether all of them are finite
+ * (a float is NaN or infinite iff its exponent bits are all ones). */
+CDNN_VECTOR_CLONES
+static int copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, int n)
 {
+    uint32_t bad = 0;
+    for (int k = 0; k < n; k++) {
+        dst[k] = src[k];
+        bad |= (src[k] & 0x7f800000u) == 0x7f800000u;
+    }
+    return !bad;
+}
+
+/* Batch rows [i0, i1) (dataset rows rows[i]) of X [*, in] into dst, with
+ * input dropout at rate drop0 if any. Returns 0 if a value copied is NaN or
+ * infinite (the copy is complete either way), else 1: the check costs
+ * nothing while the rows pass through anyway, where a scan of X before
+ * training read all of it once more (5% of a W2-b256 epoch). */
+static int gather_x(float *dst, const float *X, int in, const int32_t *rows, long i0, long i1, float drop0,
+                    uint64_t key)
+{
+    int ok = 1;
     for (long i = i0; i < i1; i++) {
         int32_t r = rows[i];
         const float *src = X + (size_t)r * in;
@@ -500,11 +542,11 @@ static void gather_x(float *dst, const float *X, int in, const int32_t *rows, lo
                 __builtin_prefetch(ahead + o, 0, 3);
         }
         float *d = dst + (size_t)i * in;
+        ok &= copy_finite((uint32_t *)d, (const uint32_t *)src, in);
         if (drop0 > 0.0f)
-            for (int k = 0; k < in; k++) d[k] = src[k] * cdnn_dropout_factor(key, r, k, drop0);
-        else
-            memcpy(d, src, (size_t)in * sizeof(float));
+            for (int k = 0; k < in; k++) d[k] *= cdnn_dropout_factor(key, r, k, drop0);
     }
+    return ok;
 }
 
 /* The dataset rows and labels of batch rows [i0, i1). */
@@ -589,6 +631,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     if (step_flops(net, bs) < TRAIN_SERIAL_FLOPS) nt = 1;
     /* copies laid out for another micro-kernel width (a SIMD path chosen since) are not used */
     const int packed = ws->packed_nr == cdnn_simd_current()->nr;
+    /* the step of this run whose batch holds a NaN or an infinity (-1: none yet) */
+    int bad_batch = -1;
     (void)n;
 
 #ifdef _OPENMP
@@ -614,30 +658,37 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             if (j == 0) {
                 long glo, ghi;
                 cdnn_team_range(rows, &glo, &ghi);
-                gather_x(x0, X, in, perm + start, glo, ghi, drop0, dropout_key(seed, t, 0));
+                if (!gather_x(x0, X, in, perm + start, glo, ghi, drop0, dropout_key(seed, t, 0)))
+                    mark_bad_batch(&bad_batch, j);
                 cdnn_team_barrier();
             }
+            if (bad_batch_of(&bad_batch) == j) break; /* gathered before the barrier that ended the last step */
             /* the partial products of every row; the layers above need both
              * partials of their rows */
             depth_parts_team(net, ws, 0, x0, rows, packed, ws->pack + ws->pack_per * cdnn_team_rank());
             cdnn_team_barrier();
             double t_start = cdnn_wtime();
             gather_labels(ws, ysparse, ydense, ldy, perm + start, lo, hi);
-            train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed);
+            train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed, &bad_batch,
+                            j);
             if (j + 1 < n_batches) {
                 int64_t next = start + bs;
                 long glo, ghi;
                 cdnn_team_range(batch_rows(n, next, bs), &glo, &ghi);
-                gather_x(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + next, glo, ghi, drop0,
-                         dropout_key(seed, t + 1, 0));
+                if (!gather_x(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + next, glo, ghi, drop0,
+                              dropout_key(seed, t + 1, 0)))
+                    mark_bad_batch(&bad_batch, j + 1);
             }
         } else {
             /* gather this thread's rows of the batch (and their labels), with input dropout if any;
              * no barrier: each thread goes on with the rows it gathered */
             double t_start = cdnn_wtime();
             gather_labels(ws, ysparse, ydense, ldy, perm + start, lo, hi);
-            gather_x(ws->lb[0].din, X, in, perm + start, lo, hi, drop0, dropout_key(seed, t, 0));
-            train_step_team(net, ws, ws->lb[0].din, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed);
+            if (!gather_x(ws->lb[0].din, X, in, perm + start, lo, hi, drop0, dropout_key(seed, t, 0)))
+                mark_bad_batch(&bad_batch, j);
+            if (!train_step_team(net, ws, ws->lb[0].din, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start,
+                                 packed, &bad_batch, j))
+                break;
         }
         if (cdnn_team_rank() == 0) {
             if (rows == bs) learn_split(ws, bs, t); /* published by the barrier that ends the step */
@@ -654,7 +705,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     }
     cdnn_flush_denormals_end(fp_state);
     }
-    return 0;
+    return bad_batch >= 0 ? bad_batch : n_batches;
 }
 
 void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,

@@ -251,6 +251,99 @@ def test_nan_and_inf_in_inputs(bad):
         model.fit(clean, y, validation_data=(x, y), verbose=0)
 
 
+def _stopped_model(hidden, dropout):
+    layers = [keras.layers.Input(shape=(784,))]
+    if dropout:
+        layers.append(keras.layers.Dropout(0.2))
+    layers += [keras.layers.Dense(hidden, activation="relu"), keras.layers.Dense(10, activation="softmax")]
+    model = keras.Sequential(layers)
+    model.compile(optimizer="adam", loss=SCCE, metrics=["accuracy"])
+    return model
+
+
+# a 784x100 first layer is split in depth (its next batch is gathered a step ahead), 784x8 is not
+@pytest.mark.parametrize("hidden, dropout", [(100, False), (8, False), (100, True), (8, True)])
+@pytest.mark.parametrize("bad_row", [0, 130, 349])  # in the first, a middle and the last (short) batch
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_nan_found_in_a_later_batch_stops_fit_before_that_batch(hidden, dropout, bad_row, threads):
+    """float32 rows are checked as the core gathers them: training stops before the
+    update of the batch holding the NaN, with the batches before it trained exactly
+    as a run over those batches alone trains them."""
+    x, y = data(350)
+    bad = x.copy()
+    bad[bad_row, 777] = np.nan
+    batch = 32
+    trained = bad_row // batch
+    cdnn.set_num_threads(threads)
+    try:
+        keras.utils.set_random_seed(5)
+        stopped = _stopped_model(hidden, dropout)
+        with raises(ValueError, "`x`", f"row {bad_row} contains NaN or infinity",
+                    f"before batch {trained + 1} of epoch 1"):
+            stopped.fit(bad, y, batch_size=batch, epochs=3, shuffle=False, verbose=0)
+        keras.utils.set_random_seed(5)
+        oracle = _stopped_model(hidden, dropout)
+        if trained:
+            oracle.fit(x[:trained * batch], y[:trained * batch], batch_size=batch, shuffle=False, verbose=0)
+    finally:
+        cdnn.set_num_threads(0)
+    assert int(stopped.optimizer.iterations) == trained
+    for got, want in zip(stopped.get_weights(), oracle.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf])
+def test_infinity_in_a_shuffled_epoch_names_its_row(bad):
+    model = fashion_model()
+    x, y = data(300)
+    x[211, 0] = bad
+    with raises(ValueError, "row 211 contains NaN or infinity", "of epoch 1"):
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_nan_in_the_validation_split_is_refused_before_training():
+    model = fashion_model()
+    x, y = data(100)
+    x[95, 3] = np.nan  # in the last 10%: never gathered by training
+    before = [w.copy() for w in model.get_weights()] if model.built else None
+    with raises(ValueError, "`x`", "validation split", "NaN or infinity"):
+        model.fit(x, y, validation_split=0.1, verbose=0)
+    assert int(model.optimizer.iterations) == 0
+    if before is not None:
+        for got, want in zip(model.get_weights(), before):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_core_train_run_reports_the_first_batch_with_a_nan():
+    from cdnn import _core, reference
+
+    rng = np.random.default_rng(0)
+    W = reference.glorot_uniform(784, 100, rng, np.float32)
+    specs = [dict(W=W, b=np.zeros(100, np.float32), activation="relu",
+                  slots=[np.zeros_like(W), np.zeros_like(W), np.zeros(100, np.float32), np.zeros(100, np.float32)])]
+    W2 = reference.glorot_uniform(100, 10, rng, np.float32)
+    specs.append(dict(W=W2, b=np.zeros(10, np.float32), activation="softmax",
+                      slots=[np.zeros_like(W2), np.zeros_like(W2), np.zeros(10, np.float32), np.zeros(10, np.float32)]))
+    net = _core.Network(specs, SCCE, False, "sparse", dict(name="adam", learning_rate=1e-3, epsilon=1e-7))
+    x, y = data(64)
+    x[[40, 20], [9, 700]] = [np.inf, np.nan]  # both in batch 1 (rows 16-31 of the permutation below)
+    perm = np.arange(64, dtype=np.int32)[::-1].copy()  # batch 1 = rows 47..32, batch 2 = rows 31..16
+    W_before = W.copy()
+    with pytest.raises(_core.NonFiniteInputError) as info:
+        net.train_run(x, y.astype(np.int32), perm, 0, 4, 16, 0, 0, np.zeros(4), np.zeros(4))
+    assert (info.value.row, info.value.batch, info.value.trained) == (40, 1, 1)
+    assert isinstance(info.value, ValueError)
+    assert net.steps_done == 1
+    assert not np.array_equal(W, W_before) and np.isfinite(W).all()  # batch 0 trained, batch 1 not
+    trained_once = W.copy()
+    with pytest.raises(_core.NonFiniteInputError) as info:  # starting at the bad batch: nothing trained
+        net.train_run(x, y.astype(np.int32), perm, 1, 3, 16, 1, 0, np.zeros(4), np.zeros(4))
+    assert (info.value.row, info.value.batch, info.value.trained) == (40, 1, 0)
+    assert net.steps_done == 1
+    np.testing.assert_array_equal(W, trained_once)
+
+
 def test_float64_values_beyond_float32_are_refused_or_finite():
     # 1e300 is finite in float64 but infinite in float32: it must not reach the core as inf silently
     model = fashion_model()

@@ -223,12 +223,128 @@ static void kernel_avx512(int kc, const float *a, long si, long sk, const float 
     }
 }
 
+/* Edge tiles at most 4 columns wide (the last columns of W2's 100 units =
+ * 3 x 32 + 4): one column per vector would leave 12 of its 16 lanes idle,
+ * with a broadcast and an FMA per row and depth. Instead a vector holds 4
+ * columns x 4 depths (A's rows contiguous in depth: the forward product) or
+ * 4 columns x 4 rows (A transposed, its rows adjacent: dW = X^T dZ). */
+#define EDGE4_IDX_T _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
+
+/* Lanes 4c + q of B's rows k + q (q < depth), columns c < cols; 0 elsewhere. */
+__attribute__((always_inline, target("avx512f,avx512vl")))
+static inline __m512 edge4_b_block(const float *b, long ldb, __mmask8 cm, int depth)
+{
+    __m512 v = _mm512_castps128_ps512(_mm_maskz_loadu_ps(cm, b));
+    v = _mm512_insertf32x4(v, depth > 1 ? _mm_maskz_loadu_ps(cm, b + ldb) : _mm_setzero_ps(), 1);
+    v = _mm512_insertf32x4(v, depth > 2 ? _mm_maskz_loadu_ps(cm, b + 2 * ldb) : _mm_setzero_ps(), 2);
+    v = _mm512_insertf32x4(v, depth > 3 ? _mm_maskz_loadu_ps(cm, b + 3 * ldb) : _mm_setzero_ps(), 3);
+    return _mm512_permutexvar_ps(EDGE4_IDX_T, v); /* lane 4q + c -> 4c + q */
+}
+
+/* A's rows contiguous in depth (sk == 1), R rows: lane 4c + q of row i's
+ * accumulator sums A[i][k+q] B[k+q][c] over k = 0, 4, 8, ...; the four
+ * depths of a column are added at the end. */
+__attribute__((always_inline, target("avx512f,avx512vl")))
+static inline void edge4_depth_tile(int R, int kc, const float *a, long si, const float *b, long ldb, __mmask8 cm,
+                                    __m512 *acc)
+{
+    const __m512 z = _mm512_setzero_ps();
+    __m512 s0 = z, s1 = z, s2 = z, s3 = z, s4 = z, s5 = z, s6 = z, s7 = z;
+    int k = 0;
+    for (; k + 4 <= kc; k += 4, b += 4 * ldb) {
+        const __m512 bv = edge4_b_block(b, ldb, cm, 4);
+#define ROW(i, s) \
+        if (R > i) s = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a + i * si + k)), bv, s);
+        ROW(0, s0) ROW(1, s1) ROW(2, s2) ROW(3, s3) ROW(4, s4) ROW(5, s5) ROW(6, s6) ROW(7, s7)
+#undef ROW
+    }
+    if (k < kc) { /* the last 1-3 depths: neither A nor B read past them */
+        const __mmask8 km = (__mmask8)((1u << (kc - k)) - 1u);
+        const __m512 bv = edge4_b_block(b, ldb, cm, kc - k);
+#define ROW(i, s) \
+        if (R > i) s = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_maskz_loadu_ps(km, a + i * si + k)), bv, s);
+        ROW(0, s0) ROW(1, s1) ROW(2, s2) ROW(3, s3) ROW(4, s4) ROW(5, s5) ROW(6, s6) ROW(7, s7)
+#undef ROW
+    }
+    acc[0] = s0; acc[1] = s1; acc[2] = s2; acc[3] = s3; acc[4] = s4; acc[5] = s5; acc[6] = s6; acc[7] = s7;
+}
+
+__attribute__((target("avx512f,avx512vl")))
+static void edge4_depth(int kc, const float *a, long si, const float *b, long ldb, float *c, int ldc, int accumulate,
+                        int rows, int cols)
+{
+    const __mmask8 cm = (__mmask8)((1u << cols) - 1u);
+    __m512 acc[A5_MR];
+    switch (rows) {
+#define TILE_CASE(R) case R: edge4_depth_tile(R, kc, a, si, b, ldb, cm, acc); break;
+    TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7) TILE_CASE(8)
+#undef TILE_CASE
+    default: return;
+    }
+    for (int i = 0; i < rows; i++) {
+        __m512 t = _mm512_add_ps(acc[i], _mm512_permute_ps(acc[i], 0xB1)); /* q0+q1, q2+q3 */
+        t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));                  /* (q0+q1)+(q2+q3) */
+        __m128 r = _mm512_castps512_ps128(_mm512_maskz_compress_ps(0x1111, t));
+        float *ci = c + (size_t)i * ldc;
+        if (accumulate) r = _mm_add_ps(r, _mm_maskz_loadu_ps(cm, ci));
+        _mm_mask_storeu_ps(ci, cm, r);
+    }
+}
+
+/* A's rows adjacent (si == 1: A transposed, as X^T in dW = X^T dZ): lane
+ * 4c + r of half h sums A[4h+r][k] B[k][c] with k in order, the same sums
+ * as the 32-column kernel's. */
+__attribute__((target("avx512f,avx512vl")))
+static void edge4_rows(int kc, const float *a, long sk, const float *b, long ldb, float *c, int ldc, int accumulate,
+                       int rows, int cols)
+{
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __mmask8 cm = (__mmask8)((1u << cols) - 1u);
+    const int r0 = rows < 4 ? rows : 4, r1 = rows - r0;
+    const __mmask8 rm0 = (__mmask8)((1u << r0) - 1u), rm1 = (__mmask8)((1u << r1) - 1u);
+    __m512 h0 = _mm512_setzero_ps(), h1 = _mm512_setzero_ps();
+    if (rows == 8)
+        for (int k = 0; k < kc; k++, a += sk, b += ldb) {
+            const __m512 bv = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_maskz_loadu_ps(cm, b)));
+            h0 = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a)), bv, h0);
+            h1 = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a + 4)), bv, h1);
+        }
+    else /* no row of A read beyond `rows` */
+        for (int k = 0; k < kc; k++, a += sk, b += ldb) {
+            const __m512 bv = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_maskz_loadu_ps(cm, b)));
+            h0 = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_maskz_loadu_ps(rm0, a)), bv, h0);
+            if (r1) h1 = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_maskz_loadu_ps(rm1, a + 4)), bv, h1);
+        }
+    for (int h = 0; h < 2; h++) {
+        const __m512 v = h ? h1 : h0;
+        /* x_c = column c of rows 4h..4h+3; transposed: x_r = row 4h + r */
+        __m128 x0 = _mm512_extractf32x4_ps(v, 0), x1 = _mm512_extractf32x4_ps(v, 1),
+               x2 = _mm512_extractf32x4_ps(v, 2), x3 = _mm512_extractf32x4_ps(v, 3);
+        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+        const __m128 x[4] = {x0, x1, x2, x3};
+        for (int r = 0; r < (h ? r1 : r0); r++) {
+            float *ci = c + (size_t)(4 * h + r) * ldc;
+            __m128 o = x[r];
+            if (accumulate) o = _mm_add_ps(o, _mm_maskz_loadu_ps(cm, ci));
+            _mm_mask_storeu_ps(ci, cm, o);
+        }
+    }
+}
+
 /* Edge tiles (rows <= A5_MR, cols <= 32) straight into C: A read in place,
  * only B's and C's valid columns touched (masked). */
-__attribute__((target("avx512f")))
+__attribute__((target("avx512f,avx512vl")))
 static void kernel_avx512_edge(int kc, const float *a, long si, long sk, const float *b, long ldb,
                                float *c, int ldc, int accumulate, int rows, int cols)
 {
+    if (cols <= 4 && sk == 1) {
+        edge4_depth(kc, a, si, b, ldb, c, ldc, accumulate, rows, cols);
+        return;
+    }
+    if (cols <= 4 && si == 1) {
+        edge4_rows(kc, a, sk, b, ldb, c, ldc, accumulate, rows, cols);
+        return;
+    }
     __m512 acc[2 * A5_MR];
     const __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFFu : (1u << cols) - 1u),
                     m1 = (__mmask16)(cols >= 32 ? 0xFFFFu : cols > 16 ? (1u << (cols - 16)) - 1u : 0u);
@@ -271,7 +387,8 @@ int cdnn_simd_supported(const char *name)
 {
 #ifdef CDNN_X86
     __builtin_cpu_init();
-    if (strcmp(name, "avx512") == 0) return __builtin_cpu_supports("avx512f") ? 1 : 0;
+    if (strcmp(name, "avx512") == 0) /* F and VL: every AVX-512 CPU but the Xeon Phi */
+        return (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) ? 1 : 0;
     if (strcmp(name, "avx2") == 0)
         return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
 #endif

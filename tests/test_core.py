@@ -97,6 +97,10 @@ GEMM_SHAPES = [  # (M, K, N)
     (7, 3, 1000),
     (1000, 784, 7),  # tall: two threads split the rows
     (9, 130, 57),  # AVX-512: a 1-row panel, a 2-deep second slice, a 25-column edge (second vector masked)
+    # AVX-512 edges of at most 4 columns (4 columns x 4 depths or x 4 rows per vector):
+    (13, 131, 100),  # W2's 100 units = 3 x 32 + 4; a 5-row panel; a 3-deep last slice
+    (6, 9, 35),  # 3 edge columns, 6 rows (a 2-row second half), 9 deep (1-deep tail)
+    (3, 4, 2),  # fewer than 4 rows, exactly 4 deep
 ]
 
 
@@ -141,6 +145,17 @@ def test_gemm_exact_on_small_integers(simd):
     A = f32(rng.integers(-8, 9, size=(37, 300)))
     B = f32(rng.integers(-8, 9, size=(300, 41)))
     np.testing.assert_array_equal(_core.gemm(A, B), (f64(A) @ f64(B)).astype(np.float32))
+
+
+@pytest.mark.parametrize("transa", [False, True], ids=["A", "At"])
+@pytest.mark.parametrize("N", [100, 36, 3, 1])
+def test_gemm_narrow_edges_exact_on_small_integers(simd, N, transa):
+    # the <= 4-column edge tiles sum in another order than the full tiles: exact all the same
+    rng = np.random.default_rng(N)
+    A = f32(rng.integers(-8, 9, size=(21, 259)))
+    B = f32(rng.integers(-8, 9, size=(259, N)))
+    a = f32(A.T) if transa else A
+    np.testing.assert_array_equal(_core.gemm(a, B, transa=transa), (f64(A) @ f64(B)).astype(np.float32))
 
 
 # ---------------------------------------------------------------- dense layer

@@ -150,11 +150,110 @@ static inline __m256i avx2_mask(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* Edge tiles at most 4 columns wide (W2's 100 units = 6 x 16 + 4), as on
+ * the AVX-512 path below: a vector holds 4 columns x 2 depths (A's rows
+ * contiguous in depth) or 4 columns x 2 rows (A transposed) rather than one
+ * column per lane with half the lanes idle. B has 16 readable columns here. */
+
+/* Row i's 4 columns of C from lanes 2c + q (summed over q), into C (cm: the valid columns). */
+__attribute__((always_inline, target("avx2,fma")))
+static inline void avx2_edge4_store(__m256 t, float *ci, __m128i cm, int accumulate)
+{
+    t = _mm256_add_ps(t, _mm256_permute_ps(t, 0xB1)); /* lane 2c: q0 + q1 */
+    __m128 r = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
+    if (accumulate) r = _mm_add_ps(r, _mm_maskload_ps(ci, cm));
+    _mm_maskstore_ps(ci, cm, r);
+}
+
+/* A's rows contiguous in depth (sk == 1), R rows: lane 2c + q of row i sums A[i][k+q] B[k+q][c], k = 0, 2, 4, ... */
+__attribute__((always_inline, target("avx2,fma")))
+static inline void avx2_edge4_depth_tile(int R, int kc, const float *a, long si, const float *b, long ldb,
+                                         __m256 *acc)
+{
+    const __m256 z = _mm256_setzero_ps();
+    __m256 s0 = z, s1 = z, s2 = z, s3 = z, s4 = z, s5 = z;
+    int k = 0;
+    for (; k + 2 <= kc; k += 2, b += 2 * ldb) {
+        const __m128 x0 = _mm_loadu_ps(b), x1 = _mm_loadu_ps(b + ldb);
+        const __m256 bv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(x0, x1)), _mm_unpackhi_ps(x0, x1), 1);
+#define ROW(i, s) \
+        if (R > i) s = _mm256_fmadd_ps(_mm256_castpd_ps(_mm256_broadcast_sd((const double *)(a + i * si + k))), bv, s);
+        ROW(0, s0) ROW(1, s1) ROW(2, s2) ROW(3, s3) ROW(4, s4) ROW(5, s5)
+#undef ROW
+    }
+    if (k < kc) { /* an odd last depth: its partner lanes are zero in A and B */
+        const __m128 x0 = _mm_loadu_ps(b), x1 = _mm_setzero_ps();
+        const __m256 bv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(x0, x1)), _mm_unpackhi_ps(x0, x1), 1);
+#define ROW(i, s) \
+        if (R > i) s = _mm256_fmadd_ps(_mm256_blend_ps(_mm256_broadcast_ss(a + i * si + k), z, 0xAA), bv, s);
+        ROW(0, s0) ROW(1, s1) ROW(2, s2) ROW(3, s3) ROW(4, s4) ROW(5, s5)
+#undef ROW
+    }
+    acc[0] = s0; acc[1] = s1; acc[2] = s2; acc[3] = s3; acc[4] = s4; acc[5] = s5;
+}
+
+__attribute__((target("avx2,fma")))
+static void avx2_edge4_depth(int kc, const float *a, long si, const float *b, long ldb, float *c, int ldc,
+                             int accumulate, int rows, int cols)
+{
+    __m256 acc[6];
+    switch (rows) {
+#define TILE_CASE(R) case R: avx2_edge4_depth_tile(R, kc, a, si, b, ldb, acc); break;
+    TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
+#undef TILE_CASE
+    default: return;
+    }
+    const __m128i cm = _mm_cmpgt_epi32(_mm_set1_epi32(cols), _mm_setr_epi32(0, 1, 2, 3));
+    for (int i = 0; i < rows; i++) avx2_edge4_store(acc[i], c + (size_t)i * ldc, cm, accumulate);
+}
+
+/* A's rows adjacent (si == 1: A transposed): lane 2c + r of pair h sums A[2h+r][k] B[k][c] with k in order. */
+__attribute__((target("avx2,fma")))
+static void avx2_edge4_rows(int kc, const float *a, long sk, const float *b, long ldb, float *c, int ldc,
+                            int accumulate, int rows, int cols)
+{
+    const __m256i spread = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    const __m256 z = _mm256_setzero_ps();
+    __m256 h0 = z, h1 = z, h2 = z;
+    const int pairs = rows / 2, odd = rows % 2;
+    for (int k = 0; k < kc; k++, a += sk, b += ldb) {
+        const __m256 bv = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(b)), spread);
+        if (pairs > 0) h0 = _mm256_fmadd_ps(_mm256_castpd_ps(_mm256_broadcast_sd((const double *)a)), bv, h0);
+        if (pairs > 1) h1 = _mm256_fmadd_ps(_mm256_castpd_ps(_mm256_broadcast_sd((const double *)(a + 2))), bv, h1);
+        if (pairs > 2) h2 = _mm256_fmadd_ps(_mm256_castpd_ps(_mm256_broadcast_sd((const double *)(a + 4))), bv, h2);
+        if (odd) { /* the last row alone: no row of A read beyond `rows` */
+            const __m256 x = _mm256_blend_ps(_mm256_broadcast_ss(a + 2 * pairs), z, 0xAA);
+            if (pairs == 0) h0 = _mm256_fmadd_ps(x, bv, h0);
+            else if (pairs == 1) h1 = _mm256_fmadd_ps(x, bv, h1);
+            else h2 = _mm256_fmadd_ps(x, bv, h2);
+        }
+    }
+    const __m128i cm = _mm_cmpgt_epi32(_mm_set1_epi32(cols), _mm_setr_epi32(0, 1, 2, 3));
+    const __m256 hs[3] = {h0, h1, h2};
+    for (int i = 0; i < rows; i++) {
+        /* row 2h + r: lanes r, 2 + r, 4 + r, 6 + r */
+        const int r = i % 2;
+        __m128 o = _mm256_castps256_ps128(
+            _mm256_permutevar8x32_ps(hs[i / 2], _mm256_setr_epi32(r, 2 + r, 4 + r, 6 + r, 0, 0, 0, 0)));
+        float *ci = c + (size_t)i * ldc;
+        if (accumulate) o = _mm_add_ps(o, _mm_maskload_ps(ci, cm));
+        _mm_maskstore_ps(ci, cm, o);
+    }
+}
+
 /* Edge tiles (rows <= 6, cols <= 16) straight into C: A read in place, only C's valid part touched. */
 __attribute__((target("avx2,fma")))
 static void kernel_avx2_edge(int kc, const float *a, long si, long sk, const float *b, long ldb,
                              float *c, int ldc, int accumulate, int rows, int cols)
 {
+    if (cols <= 4 && sk == 1) {
+        avx2_edge4_depth(kc, a, si, b, ldb, c, ldc, accumulate, rows, cols);
+        return;
+    }
+    if (cols <= 4 && si == 1) {
+        avx2_edge4_rows(kc, a, sk, b, ldb, c, ldc, accumulate, rows, cols);
+        return;
+    }
     __m256 acc[12];
     avx2_tile_any(rows, cols, kc, a, si, sk, b, ldb, acc);
     for (int v = 0; v * 8 < cols; v++) {

@@ -78,6 +78,8 @@ typedef struct {
     float *packed_w, *packed_wt; /* OPTIMIZE: packed copies of W and W^T to keep current (or NULL) */
     int packed_k;                /* OPTIMIZE: rows of W the copies hold (its columns are the product's N) */
     int packed_row0;             /* OPTIMIZE: the first of them (a copy may hold a block of W's rows) */
+    int w_in_packed;             /* OPTIMIZE: W's values live in packed_w during a training run (W itself is
+                                    not written: cdnn_unpack_rows writes it back at the run's end) */
     const float *share;          /* OPTIMIZE: thread t takes the fraction [share[t], share[t+1]) of the
                                     row panels, or NULL: handed out dynamically */
     float drop_rate;             /* 0: no dropout */
@@ -121,6 +123,8 @@ size_t cdnn_packed_floats(int K, int N);
 /* Copy rows [r0, r1) x columns [j0, j1) of W [K, N] into its packed copies as op(B) = W (pw, [K, N])
  * and op(B) = W^T (pwt, [N, K]); either may be NULL. Padding columns must be zeroed beforehand. */
 void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1, float *pw, float *pwt);
+/* Rows [r0, r1) of W[K, N] (all columns) from its packed copy pw (the inverse of cdnn_pack_rows' pw). */
+void cdnn_unpack_rows(const float *pw, int K, int N, int r0, int r1, float *W);
 /* Standalone GEMM in its own parallel region of up to max_threads threads, each using
  * cdnn_gemm_pack_floats() floats of pack (64-byte aligned). */
 void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
@@ -188,6 +192,10 @@ cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t);
 /* One update pass: w, slot1, slot2 of length n with gradient g. */
 void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
                      float *restrict slot2, const float *restrict g, long n);
+/* The same update of n parameters whose values w lie in runs of `chunk` floats wstride apart (the
+ * first run starts off0 floats into its chunk), their slots and gradients contiguous: W packed. */
+void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
+                            float *slot1, float *slot2, const float *g, long n);
 
 /* ---- network ---------------------------------------------------------- */
 typedef struct {

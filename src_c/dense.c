@@ -38,7 +38,8 @@ void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, f
 }
 
 /* The optimizer epilogue of dW: update W and its slots, and the packed copies
- * packed_w/packed_wt (or NULL) holding W's rows [pk0, pk1). */
+ * packed_w/packed_wt (or NULL) holding W's rows [pk0, pk1); with packed_w,
+ * W's values are read and written there, and W itself is left as it was. */
 static cdnn_epilogue optimize_epilogue(const cdnn_layer *ly, const cdnn_opt_params *opt, cdnn_opt_step st,
                                        float *packed_w, float *packed_wt, int pk0, int pk1)
 {
@@ -54,6 +55,7 @@ static cdnn_epilogue optimize_epilogue(const cdnn_layer *ly, const cdnn_opt_para
     e.packed_wt = packed_wt;
     e.packed_k = pk1 - pk0;
     e.packed_row0 = pk0;
+    e.w_in_packed = packed_w != NULL;
     return e;
 }
 

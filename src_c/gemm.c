@@ -603,11 +603,49 @@ void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1
         }
 }
 
+void cdnn_unpack_rows(const float *pw, int K, int N, int r0, int r1, float *W)
+{
+    const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc;
+    const size_t npad = padded(N, nr);
+    for (int r = r0; r < r1; r++) {
+        int pc = r / kcs * kcs, kc = K - pc < kcs ? K - pc : kcs;
+        const float *base = pw + (size_t)pc * npad + (size_t)(r - pc) * nr;
+        float *row = W + (size_t)r * N;
+        for (int j = 0; j < N; j += nr)
+            memcpy(row + j, base + (size_t)(j / nr) * nr * kc, (size_t)(N - j < nr ? N - j : nr) * sizeof(float));
+    }
+}
+
+/* Rows [r0, r1) x columns [j0, j1) of W^T's packed copy pwt from W's packed copy pw (both of K rows, N columns). */
+static void pack_wt_from_pw(const float *pw, int K, int N, int r0, int r1, int j0, int j1, float *pwt)
+{
+    const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc;
+    const size_t npad = padded(N, nr), kpad = padded(K, nr);
+    for (int r = r0; r < r1;) {
+        /* rows r .. r+n-1 share one micro-panel of pwt and, kcs being a multiple of nr, one depth block of pw */
+        int off = r % nr, n = nr - off < r1 - r ? nr - off : r1 - r;
+        int rpc = r / kcs * kcs, rkc = K - rpc < kcs ? K - rpc : kcs;
+        const float *src = pw + (size_t)rpc * npad + (size_t)(r - rpc) * nr; /* + column offset, + q * nr */
+        for (int j = j0; j < j1; j++) {
+            int pc = j / kcs * kcs, kc = N - pc < kcs ? N - pc : kcs;
+            float *d = pwt + (size_t)pc * kpad + (size_t)(r / nr) * nr * kc + (size_t)(j - pc) * nr + off;
+            const float *sj = src + (size_t)(j / nr) * nr * rkc + j % nr;
+            for (int q = 0; q < n; q++) d[q] = sj[(size_t)q * nr];
+        }
+        r += n;
+    }
+}
+
 /* After the optimizer changed rows [i0, i1) x columns [j0, j1) of W: the same
- * elements of its packed copies, while they are still in this core's cache. */
+ * elements of its packed copies, while they are still in this core's cache
+ * (with W kept in packed_w during a run, only W^T's copy, from packed_w). */
 static void refresh_packed(const cdnn_epilogue *e, int i0, int i1, int j0, int j1, int N)
 {
-    if (e->packed_w || e->packed_wt)
+    if (e->w_in_packed) {
+        if (e->packed_wt)
+            pack_wt_from_pw(e->packed_w, e->packed_k, N, i0 - e->packed_row0, i1 - e->packed_row0, j0, j1,
+                            e->packed_wt);
+    } else if (e->packed_w || e->packed_wt)
         cdnn_pack_rows(e->aux + (size_t)e->packed_row0 * N, e->packed_k, N, i0 - e->packed_row0, i1 - e->packed_row0,
                        j0, j1, e->packed_w, e->packed_wt);
 }
@@ -640,6 +678,18 @@ static void epilogue(const cdnn_epilogue *e, float *c, int ldc, int i0, int j0, 
  * of 16 elements spent more on call overhead than on the update. */
 static void optimize_region(const cdnn_epilogue *e, const float *g, int ldg, int i0, int i1, int j0, int j1, int N)
 {
+    if (e->w_in_packed) { /* W's values are in packed_w: runs of nr columns, a panel apart */
+        const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc, K = e->packed_k;
+        const size_t npad = padded(N, nr);
+        for (int i = i0; i < i1; i++) {
+            int r = i - e->packed_row0, pc = r / kcs * kcs, kc = K - pc < kcs ? K - pc : kcs;
+            float *w = e->packed_w + (size_t)pc * npad + (size_t)(r - pc) * nr + (size_t)(j0 / nr) * nr * kc;
+            size_t off = (size_t)i * e->ldaux + j0;
+            cdnn_opt_update_panels(e->opt, e->step, w, j0 % nr, nr, (long)nr * kc, e->slot1 ? e->slot1 + off : NULL,
+                                   e->slot2 ? e->slot2 + off : NULL, g + (size_t)i * ldg + j0, j1 - j0);
+        }
+        return;
+    }
     if (j0 == 0 && j1 == N && ldg == N && e->ldaux == N) {
         size_t off = (size_t)i0 * N;
         cdnn_opt_update(e->opt, e->step, e->aux + off, e->slot1 ? e->slot1 + off : NULL,

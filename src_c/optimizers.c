@@ -21,9 +21,10 @@ cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t)
     return s;
 }
 
-CDNN_VECTOR_CLONES
-void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
-                     float *restrict slot2, const float *restrict g, long n)
+/* The update of n contiguous parameters (inlined into each vector clone of its callers). */
+__attribute__((always_inline))
+static inline void update_run(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
+                              float *restrict slot2, const float *restrict g, long n)
 {
     const float lr = s.lr, eps = p->epsilon;
     switch (p->kind) {
@@ -80,5 +81,24 @@ void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict 
     }
     default:
         break;
+    }
+}
+
+CDNN_VECTOR_CLONES
+void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
+                     float *restrict slot2, const float *restrict g, long n)
+{
+    update_run(p, s, w, slot1, slot2, g, n);
+}
+
+CDNN_VECTOR_CLONES
+void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
+                            float *slot1, float *slot2, const float *g, long n)
+{
+    for (long done = 0; done < n; w += wstride) {
+        long len = chunk - off0 < n - done ? chunk - off0 : n - done;
+        update_run(p, s, w + off0, slot1 ? slot1 + done : NULL, slot2 ? slot2 + done : NULL, g + done, len);
+        done += len;
+        off0 = 0;
     }
 }

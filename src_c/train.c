@@ -129,6 +129,22 @@ static void pack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
     cdnn_team_barrier();
 }
 
+/* Team: write back every layer's W from its packed copy, where the run kept its values. */
+static void unpack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
+{
+    for (int l = 0; l < net->n_layers; l++) {
+        const cdnn_layer *ly = &net->layers[l];
+        if (!ws->lb[l].pw) continue;
+        for (int p = 0; p < (ws->lb[l].mid ? 2 : 1); p++) {
+            int k0, k1;
+            long lo, hi;
+            part_rows(ws, ly, l, p, &k0, &k1);
+            cdnn_team_range(k1 - k0, &lo, &hi);
+            cdnn_unpack_rows(part_pw(ws, ly, l, p), k1 - k0, ly->units, (int)lo, (int)hi, ly->W + (size_t)k0 * ly->units);
+        }
+    }
+}
+
 /* Where layer l's product is split in depth (0: not split).
  *
  * Split by batch rows, every thread reads all of a layer's W in the
@@ -641,7 +657,11 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     {
     unsigned fp_state = cdnn_flush_denormals_begin();
     /* the packed copies follow W only while this run trains it (it may have
-     * been set from Python since): pack them afresh once per run */
+     * been set from Python since): pack them afresh once per run. During the
+     * run, a layer with a packed copy of W keeps W's values there: the
+     * optimizer updates the copy (the forward product's operand) rather than
+     * W and a second copy (7% of a BIG-b128 epoch), and W is written back at
+     * the end of the run */
     if (packed) pack_weights_team(net, ws);
     for (int j = 0; j < n_batches; j++) {
         int64_t start = (first + j) * (int64_t)bs;
@@ -703,6 +723,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         }
         cdnn_team_barrier();
     }
+    /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
+    if (packed) unpack_weights_team(net, ws);
     cdnn_flush_denormals_end(fp_state);
     }
     return bad_batch >= 0 ? bad_batch : n_batches;

@@ -261,8 +261,9 @@ def _stopped_model(hidden, dropout):
     return model
 
 
-# a 784x100 first layer is split in depth (its next batch is gathered a step ahead), 784x8 is not
-@pytest.mark.parametrize("hidden, dropout", [(100, False), (8, False), (100, True), (8, True)])
+# a 784x100 first layer is split in depth (its next batch is gathered a step ahead), 784x8 is not;
+# 784x128 also keeps its weights packed during a run (written back when the run stops)
+@pytest.mark.parametrize("hidden, dropout", [(100, False), (8, False), (128, False), (100, True), (8, True)])
 @pytest.mark.parametrize("bad_row", [0, 130, 349])  # in the first, a middle and the last (short) batch
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_nan_found_in_a_later_batch_stops_fit_before_that_batch(hidden, dropout, bad_row, threads):

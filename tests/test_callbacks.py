@@ -333,21 +333,23 @@ def exploding_data():
 
 def test_terminate_on_nan_stops_training(capsys):
     x, y = exploding_data()
-    model = make_model(optimizer=keras.optimizers.SGD(learning_rate=1e6))
+    model = make_model(optimizer=keras.optimizers.SGD(learning_rate=1e30))
     history = model.fit(x, y, batch_size=16, epochs=5, callbacks=[keras.callbacks.TerminateOnNaN()], verbose=0)
     assert history.epoch == [0]
     assert np.isnan(history.history["loss"][0])
-    # batch 0's loss is huge but finite; its update (learning rate 1e6) makes batch 1's NaN
+    # batch 0's loss is huge but finite; its update (learning rate 1e30) takes weights to +-inf, which
+    # makes batch 1's loss NaN on every SIMD path (products that merely overflow give inf, not NaN,
+    # where the kernel fuses the multiply-add, and NaN where it does not)
     assert capsys.readouterr().out == "Batch 1: Invalid loss, terminating training\n"
     # with batch hooks the core runs batch by batch: training stops right after batch 1, as in Keras
-    model = make_model(optimizer=keras.optimizers.SGD(learning_rate=1e6))
+    model = make_model(optimizer=keras.optimizers.SGD(learning_rate=1e30))
     model.fit(x, y, batch_size=16, epochs=5, callbacks=[keras.callbacks.TerminateOnNaN(), Recorder()], verbose=0)
     assert model.optimizer.iterations == 2
 
 
 def test_nan_loss_without_terminate_on_nan_does_not_crash():
     x, y = exploding_data()
-    model = make_model(optimizer=keras.optimizers.SGD(learning_rate=1e6))
+    model = make_model(optimizer=keras.optimizers.SGD(learning_rate=1e30))
     history = model.fit(x, y, batch_size=16, epochs=3, verbose=0)
     assert history.epoch == [0, 1, 2]
     assert np.isnan(history.history["loss"]).all()

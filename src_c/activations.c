@@ -34,7 +34,8 @@ void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int co
             for (int j = 0; j < cols; j++) z[(size_t)i * ldz + j] = r[j];
         switch (act) {
         case CDNN_RELU:
-            for (int j = 0; j < cols; j++) r[j] = r[j] > 0.0f ? r[j] : 0.0f;
+            /* max(z, 0) as NumPy and TensorFlow take it: NaN stays NaN */
+            for (int j = 0; j < cols; j++) r[j] = r[j] < 0.0f ? 0.0f : r[j];
             break;
         case CDNN_LEAKY_RELU:
             for (int j = 0; j < cols; j++) r[j] = r[j] >= 0.0f ? r[j] : alpha * r[j];

@@ -503,6 +503,15 @@ def test_dense_forward_extreme_inputs_are_finite():
         np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-30, err_msg=act)
 
 
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "linear"])
+def test_dense_forward_keeps_nan_and_infinity_as_the_oracle(act):
+    # NaN (inf * 0 in the product) stays NaN, as in NumPy's and TensorFlow's max(z, 0); inf stays inf
+    x = f32([[-0.0, 2.0, -3.0, np.inf]])  # z = x @ I: inf * 0 = NaN in the first three columns
+    y, z = _core.dense_forward(x, np.eye(4, dtype=np.float32), f32([0, 0, 0, 0]), act)
+    np.testing.assert_array_equal(y, ref.activation(act, z), err_msg=act)
+    assert np.isnan(y[0, :3]).all() and y[0, 3] == np.inf
+
+
 # ---------------------------------------------------------------- optimizers
 
 

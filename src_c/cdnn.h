@@ -234,15 +234,16 @@ void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, f
                         const cdnn_epilogue *dx_epi, const float *packed_wt, float *pack);
 /* Rows [i0, i1) of dW = x^T dz over all batch rows on the calling thread, with the optimizer opt applied to
  * them and to their part of the packed copies (packed_w/packed_wt, where not NULL), which hold W's rows
- * [pk0, pk1) packed as a matrix of their own. */
+ * [pk0, pk1) packed as a matrix of their own; with packed_w, W's values are updated there, not in W. */
 void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
                            int pk0, int pk1, int i0, int i1, float *pack);
 /* Columns [j0, j1) of db = column sums of dz[rows, units], in row order, then their update by opt (if not NULL). */
 void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, float *db, const cdnn_opt_params *opt,
                            cdnn_opt_step st, long j0, long j1);
-/* Team: dW = x^T dz and db = column sums of dz over all rows, with the optimizer applied if opt (and the
- * packed copies packed_w/packed_wt, where not NULL, kept equal to W; share: see cdnn_epilogue); no barrier. */
+/* Team: dW = x^T dz and db = column sums of dz over all rows, with the optimizer applied if opt (to W's
+ * values in packed_w if not NULL, else to W; packed_wt, where not NULL, kept equal to W^T; share: see
+ * cdnn_epilogue); no barrier. */
 void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw, float *db,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
                            const float *share, float *pack);

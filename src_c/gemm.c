@@ -567,14 +567,24 @@ size_t cdnn_packed_floats(int K, int N)
 /* Layout of a packed op(B) [K, N]: depth blocks of kc rows; in a block, the
  * NR-column panels one after the other, each kc rows of NR floats - what
  * pack_b_panel writes for one panel. Columns past N are zero. */
+
+/* Where depth k of a packed op(B) [K, N] starts (its part of the first
+ * panel); *kc: the depth of its block, so that column j is at
+ * + (j / nr) * nr * *kc + j % nr. */
+static float *packed_row(const float *p, int K, int N, int k, int *kc)
+{
+    const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc, pc = k / kcs * kcs;
+    *kc = K - pc < kcs ? K - pc : kcs;
+    return (float *)p + (size_t)pc * padded(N, nr) + (size_t)(k - pc) * nr;
+}
+
 void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1, float *pw, float *pwt)
 {
     const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc;
-    const size_t npad = padded(N, nr), kpad = padded(K, nr);
     if (pw) /* op(B) = W: row r of W is depth r; its columns go panel by panel */
         for (int r = r0; r < r1; r++) {
-            int pc = r / kcs * kcs, kc = K - pc < kcs ? K - pc : kcs;
-            float *base = pw + (size_t)pc * npad + (size_t)(r - pc) * nr;
+            int kc;
+            float *base = packed_row(pw, K, N, r, &kc);
             const float *row = W + (size_t)r * N;
             for (int j = j0; j < j1;) {
                 int off = j % nr, n = nr - off < j1 - j ? nr - off : j1 - j;
@@ -588,13 +598,15 @@ void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1
         }
     if (pwt) /* op(B) = W^T: column j of W is depth j; rows r of W go to lanes r % nr of panel r / nr */
         for (int jb = j0; jb < j1;) {
-            int pc = jb / kcs * kcs, kc = N - pc < kcs ? N - pc : kcs, jend = pc + kcs < j1 ? pc + kcs : j1;
+            /* depths jb .. jend-1 lie in one block, nr floats apart */
+            int kc, jend = jb / kcs * kcs + kcs < j1 ? jb / kcs * kcs + kcs : j1;
+            float *block = packed_row(pwt, N, K, jb, &kc);
             for (int r = r0; r < r1;) {
                 int off = r % nr, n = nr - off < r1 - r ? nr - off : r1 - r;
-                float *dst = pwt + (size_t)pc * kpad + (size_t)(r / nr) * nr * kc + off;
+                float *dst = block + (size_t)(r / nr) * nr * kc + off;
                 const float *src = W + (size_t)r * N;
                 for (int j = jb; j < jend; j++) {
-                    float *d = dst + (size_t)(j - pc) * nr;
+                    float *d = dst + (size_t)(j - jb) * nr;
                     for (int q = 0; q < n; q++) d[q] = src[(size_t)q * N + j];
                 }
                 r += n;
@@ -605,11 +617,10 @@ void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1
 
 void cdnn_unpack_rows(const float *pw, int K, int N, int r0, int r1, float *W)
 {
-    const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc;
-    const size_t npad = padded(N, nr);
+    const int nr = cdnn_simd_current()->nr;
     for (int r = r0; r < r1; r++) {
-        int pc = r / kcs * kcs, kc = K - pc < kcs ? K - pc : kcs;
-        const float *base = pw + (size_t)pc * npad + (size_t)(r - pc) * nr;
+        int kc;
+        const float *base = packed_row(pw, K, N, r, &kc);
         float *row = W + (size_t)r * N;
         for (int j = 0; j < N; j += nr)
             memcpy(row + j, base + (size_t)(j / nr) * nr * kc, (size_t)(N - j < nr ? N - j : nr) * sizeof(float));
@@ -646,29 +657,25 @@ static void transpose8(const float *s, long ss, float *d, long ds)
 /* Rows [r0, r1) x columns [j0, j1) of W^T's packed copy pwt from W's packed copy pw (both of K rows, N columns). */
 static void pack_wt_from_pw(const float *pw, int K, int N, int r0, int r1, int j0, int j1, float *pwt)
 {
-    const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc;
-    const size_t npad = padded(N, nr), kpad = padded(K, nr);
+    const int nr = cdnn_simd_current()->nr;
 #ifdef CDNN_X86
     const int has_avx2 = strcmp(cdnn_simd_current()->name, "generic") != 0; /* the AVX2 and AVX-512 paths */
 #endif
     for (int r = r0; r < r1;) {
         /* rows r .. r+n-1 share one micro-panel of pwt and, kcs being a multiple of nr, one depth block of pw */
-        int off = r % nr, n = nr - off < r1 - r ? nr - off : r1 - r;
-        int rpc = r / kcs * kcs, rkc = K - rpc < kcs ? K - rpc : kcs;
-        const float *src = pw + (size_t)rpc * npad + (size_t)(r - rpc) * nr; /* + column offset, + q * nr */
+        int off = r % nr, n = nr - off < r1 - r ? nr - off : r1 - r, rkc, kc;
+        const float *src = packed_row(pw, K, N, r, &rkc); /* + column offset, + q * nr */
         int j = j0;
 #ifdef CDNN_X86
         /* 8 rows (an optimizer panel) x 8 columns at a time, in registers (the scalar loop was 3% of BIG-b128) */
         if (n == 8 && has_avx2)
             for (; j % 8 == 0 && j + 8 <= j1; j += 8) {
-                int pc = j / kcs * kcs, kc = N - pc < kcs ? N - pc : kcs;
-                transpose8(src + (size_t)(j / nr) * nr * rkc + j % nr, nr,
-                           pwt + (size_t)pc * kpad + (size_t)(r / nr) * nr * kc + (size_t)(j - pc) * nr + off, nr);
+                float *d = packed_row(pwt, N, K, j, &kc) + (size_t)(r / nr) * nr * kc + off; /* W^T: depth j */
+                transpose8(src + (size_t)(j / nr) * nr * rkc + j % nr, nr, d, nr);
             }
 #endif
         for (; j < j1; j++) {
-            int pc = j / kcs * kcs, kc = N - pc < kcs ? N - pc : kcs;
-            float *d = pwt + (size_t)pc * kpad + (size_t)(r / nr) * nr * kc + (size_t)(j - pc) * nr + off;
+            float *d = packed_row(pwt, N, K, j, &kc) + (size_t)(r / nr) * nr * kc + off;
             const float *sj = src + (size_t)(j / nr) * nr * rkc + j % nr;
             for (int q = 0; q < n; q++) d[q] = sj[(size_t)q * nr];
         }
@@ -719,11 +726,10 @@ static void epilogue(const cdnn_epilogue *e, float *c, int ldc, int i0, int j0, 
 static void optimize_region(const cdnn_epilogue *e, const float *g, int ldg, int i0, int i1, int j0, int j1, int N)
 {
     if (e->w_in_packed) { /* W's values are in packed_w: runs of nr columns, a panel apart */
-        const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc, K = e->packed_k;
-        const size_t npad = padded(N, nr);
+        const int nr = cdnn_simd_current()->nr;
         for (int i = i0; i < i1; i++) {
-            int r = i - e->packed_row0, pc = r / kcs * kcs, kc = K - pc < kcs ? K - pc : kcs;
-            float *w = e->packed_w + (size_t)pc * npad + (size_t)(r - pc) * nr + (size_t)(j0 / nr) * nr * kc;
+            int kc;
+            float *w = packed_row(e->packed_w, e->packed_k, N, i - e->packed_row0, &kc) + (size_t)(j0 / nr) * nr * kc;
             size_t off = (size_t)i * e->ldaux + j0;
             cdnn_opt_update_panels(e->opt, e->step, w, j0 % nr, nr, (long)nr * kc, e->slot1 ? e->slot1 + off : NULL,
                                    e->slot2 ? e->slot2 + off : NULL, g + (size_t)i * ldg + j0, j1 - j0);

@@ -108,39 +108,26 @@ static float *part_pwt(const cdnn_workspace *ws, const cdnn_layer *ly, int l, in
     return ws->lb[l].pwt ? ws->lb[l].pwt + (k0 ? cdnn_packed_floats(ly->units, k0) : 0) : NULL;
 }
 
-/* Team: pack every layer's W into its copies (rows split over the team), then a barrier. */
-static void pack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
+/* Team, rows of W split over it, no barrier: pack every layer's W into
+ * its copies (`pack`), or write W back from its packed copy, where a run
+ * kept its values (`!pack`). A depth-split layer's copies are two packed
+ * matrices each, one per part. */
+static void packed_copies_team(const cdnn_net *net, cdnn_workspace *ws, int pack)
 {
     for (int l = 0; l < net->n_layers; l++) {
         const cdnn_layer *ly = &net->layers[l];
         const int N = ly->units;
-        if (!ws->lb[l].pw && !ws->lb[l].pwt) continue;
-        /* a depth-split layer's copies are two packed matrices each, one per part */
-        const int split = ws->lb[l].mid;
-        for (int p = 0; p < (split ? 2 : 1); p++) {
-            int k0, k1;
-            part_rows(ws, ly, l, p, &k0, &k1);
-            long lo, hi;
-            cdnn_team_range(k1 - k0, &lo, &hi);
-            cdnn_pack_rows(ly->W + (size_t)k0 * N, k1 - k0, N, (int)lo, (int)hi, 0, N, part_pw(ws, ly, l, p),
-                           part_pwt(ws, ly, l, p));
-        }
-    }
-    cdnn_team_barrier();
-}
-
-/* Team: write back every layer's W from its packed copy, where the run kept its values. */
-static void unpack_weights_team(const cdnn_net *net, cdnn_workspace *ws)
-{
-    for (int l = 0; l < net->n_layers; l++) {
-        const cdnn_layer *ly = &net->layers[l];
-        if (!ws->lb[l].pw) continue;
+        if (!ws->lb[l].pw && (!pack || !ws->lb[l].pwt)) continue;
         for (int p = 0; p < (ws->lb[l].mid ? 2 : 1); p++) {
             int k0, k1;
             long lo, hi;
             part_rows(ws, ly, l, p, &k0, &k1);
             cdnn_team_range(k1 - k0, &lo, &hi);
-            cdnn_unpack_rows(part_pw(ws, ly, l, p), k1 - k0, ly->units, (int)lo, (int)hi, ly->W + (size_t)k0 * ly->units);
+            if (pack)
+                cdnn_pack_rows(ly->W + (size_t)k0 * N, k1 - k0, N, (int)lo, (int)hi, 0, N, part_pw(ws, ly, l, p),
+                               part_pwt(ws, ly, l, p));
+            else
+                cdnn_unpack_rows(part_pw(ws, ly, l, p), k1 - k0, N, (int)lo, (int)hi, ly->W + (size_t)k0 * N);
         }
     }
 }
@@ -565,6 +552,16 @@ static int gather_x(float *dst, const float *X, int in, const int32_t *rows, lon
     return ok;
 }
 
+/* This thread's team share of a batch of `rows` rows (dataset rows rows[i]) into dst; a NaN or an
+ * infinity in it marks step j's batch (see mark_bad_batch). */
+static void gather_team_share(float *dst, const float *X, int in, const int32_t *rows_of, int rows, float drop0,
+                              uint64_t key, int *bad_batch, int j)
+{
+    long lo, hi;
+    cdnn_team_range(rows, &lo, &hi);
+    if (!gather_x(dst, X, in, rows_of, lo, hi, drop0, key)) mark_bad_batch(bad_batch, j);
+}
+
 /* The dataset rows and labels of batch rows [i0, i1). */
 static void gather_labels(cdnn_workspace *ws, const int32_t *ysparse, const float *ydense, int ldy,
                           const int32_t *rows, long i0, long i1)
@@ -662,7 +659,10 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
      * optimizer updates the copy (the forward product's operand) rather than
      * W and a second copy (7% of a BIG-b128 epoch), and W is written back at
      * the end of the run */
-    if (packed) pack_weights_team(net, ws);
+    if (packed) {
+        packed_copies_team(net, ws, 1);
+        cdnn_team_barrier();
+    }
     for (int j = 0; j < n_batches; j++) {
         int64_t start = (first + j) * (int64_t)bs;
         int rows = batch_rows(n, start, bs);
@@ -676,10 +676,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
              * so the step's last barrier also ends the gather. */
             float *x0 = j & 1 ? ws->din_odd : ws->lb[0].din;
             if (j == 0) {
-                long glo, ghi;
-                cdnn_team_range(rows, &glo, &ghi);
-                if (!gather_x(x0, X, in, perm + start, glo, ghi, drop0, dropout_key(seed, t, 0)))
-                    mark_bad_batch(&bad_batch, j);
+                gather_team_share(x0, X, in, perm + start, rows, drop0, dropout_key(seed, t, 0), &bad_batch, j);
                 cdnn_team_barrier();
             }
             if (bad_batch_of(&bad_batch) == j) break; /* gathered before the barrier that ended the last step */
@@ -691,14 +688,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             gather_labels(ws, ysparse, ydense, ldy, perm + start, lo, hi);
             train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed, &bad_batch,
                             j);
-            if (j + 1 < n_batches) {
-                int64_t next = start + bs;
-                long glo, ghi;
-                cdnn_team_range(batch_rows(n, next, bs), &glo, &ghi);
-                if (!gather_x(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + next, glo, ghi, drop0,
-                              dropout_key(seed, t + 1, 0)))
-                    mark_bad_batch(&bad_batch, j + 1);
-            }
+            if (j + 1 < n_batches)
+                gather_team_share(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + start + bs,
+                                  batch_rows(n, start + bs, bs), drop0, dropout_key(seed, t + 1, 0), &bad_batch, j + 1);
         } else {
             /* gather this thread's rows of the batch (and their labels), with input dropout if any;
              * no barrier: each thread goes on with the rows it gathered */
@@ -724,7 +716,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         cdnn_team_barrier();
     }
     /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
-    if (packed) unpack_weights_team(net, ws);
+    if (packed) packed_copies_team(net, ws, 0);
     cdnn_flush_denormals_end(fp_state);
     }
     return bad_batch >= 0 ? bad_batch : n_batches;

@@ -307,13 +307,12 @@ def test_nan_in_the_validation_split_is_refused_before_training():
     model = fashion_model()
     x, y = data(100)
     x[95, 3] = np.nan  # in the last 10%: never gathered by training
-    before = [w.copy() for w in model.get_weights()] if model.built else None
+    before = [w.copy() for w in model.get_weights()]  # built: its input shape is given
     with raises(ValueError, "`x`", "validation split", "NaN or infinity"):
         model.fit(x, y, validation_split=0.1, verbose=0)
     assert int(model.optimizer.iterations) == 0
-    if before is not None:
-        for got, want in zip(model.get_weights(), before):
-            np.testing.assert_array_equal(got, want)
+    for got, want in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_core_train_run_reports_the_first_batch_with_a_nan():

@@ -28,8 +28,9 @@ RUN_SECONDS = 0.1
 #: FIRST_PROBE_SECONDS, then at doubling intervals up to PROBE_SECONDS
 FIRST_PROBE_SECONDS = 0.25
 PROBE_SECONDS = 5.0
-#: a probe run is this fraction of a normal run's batches
-PROBE_FRACTION = 4  # (a divisor: probe runs have chunk // PROBE_FRACTION batches)
+#: a probe run is this fraction of a normal run's batches: about 12 ms, which costs about 10 ms
+#: when one thread is the slower option (BIG-b128), and still spans 8 batches or more
+PROBE_FRACTION = 8  # (a divisor: probe runs have chunk // PROBE_FRACTION batches)
 #: seconds of runs behind each thread count's timing before fit compares them
 MIN_MEASURED_SECONDS = 0.02
 #: one thread must be this much faster per batch than all threads before fit uses it
@@ -112,6 +113,14 @@ class _ThreadChooser:
     keeps its chooser from one ``fit`` to the next (same threads and batch
     size), so fitting epoch by epoch does not start from scratch each time:
     a single run measured during a hiccup once sent whole epochs to one thread.
+
+    It also sets how many batches each run trains (``run_batches``): as many
+    as take about ``RUN_SECONDS``, learned from the runs so far (never more
+    than doubling at once) and kept from one epoch and one ``fit`` to the
+    next. Each run costs a little on top of its batches (starting the
+    threads, packing and unpacking the weights' copies, the Python between
+    runs: about 0.4 ms at BIG-b128); starting every epoch again from one
+    batch per run made 7 runs of a 94-batch epoch instead of 3.
     """
 
     def __init__(self, threads: int) -> None:
@@ -122,6 +131,7 @@ class _ThreadChooser:
         self.probe_interval = FIRST_PROBE_SECONDS
         self.probing = False  # the last pick was a probe of the option not in use
         self.warm = False  # the first run pays for allocating the workspace and starting threads
+        self.chunk = 1  # batches per run that take about RUN_SECONDS with the option in use
 
     def pick(self) -> int:
         """Threads for the next run of batches (a probe, short, when ``probing``)."""
@@ -130,6 +140,8 @@ class _ThreadChooser:
             return self.options[0]
         for t in self.options:
             if self.measured.get(t, 0.0) < MIN_MEASURED_SECONDS:
+                # the first measures of the option not in use are short, as probes are
+                self.probing = t != self.options[0]
                 return t
         best = self.best()
         if self.since_probe >= self.probe_interval:
@@ -147,8 +159,17 @@ class _ThreadChooser:
         many, one = self.options
         return one if self.per_batch[one] * SINGLE_THREAD_MARGIN < self.per_batch[many] else many
 
+    def run_batches(self, left: int) -> int:
+        """Batches for the run just picked, ``left`` batches being left in the epoch."""
+        return min(max(1, self.chunk // PROBE_FRACTION) if self.probing else self.chunk, left)
+
     def record(self, threads: int, seconds: float, batches: int) -> None:
         """Time of a run of ``batches`` batches on ``threads`` threads."""
+        if not self.probing:
+            # aim the next runs at RUN_SECONDS, never more than doubling at once (an epoch's
+            # short last run may only lower it); a probe says nothing of the option in use
+            target = int(batches * RUN_SECONDS / max(seconds, 1e-6))
+            self.chunk = max(1, min(2 * max(batches, self.chunk), target))
         if not self.warm:
             self.warm = True
             return
@@ -470,11 +491,10 @@ class Sequential:
             bar = Progbar(steps, verbose=verbose, stateful_metrics=["accuracy", "loss", metric_name])
             perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
             seed = int(rng.integers(0, 2**63))
-            done, chunk, seen = 0, 1, 0
+            done, seen = 0, 0
             while done < steps and not self.stop_training:
                 nt = threads.pick()
-                k = 1 if per_batch else min(max(1, chunk // PROBE_FRACTION) if threads.probing else chunk,
-                                            steps - done)
+                k = 1 if per_batch else threads.run_batches(steps - done)
                 for cb in per_batch:
                     cb.on_train_batch_begin(done)
                 net.set_optimizer(self.optimizer.hyperparameters())
@@ -502,9 +522,6 @@ class Sequential:
                     cb.on_train_batch_end(done - 1, dict(logs))
                 if done < steps:
                     bar.update(done, list(logs.items()))
-                # aim each run at RUN_SECONDS (never more than doubling at once); a probe says nothing of that
-                if not threads.probing:
-                    chunk = max(1, min(2 * k, int(k * RUN_SECONDS / max(elapsed, 1e-6))))
             logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
             if val is not None:

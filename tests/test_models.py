@@ -836,6 +836,47 @@ def test_thread_chooser_probes_at_doubling_intervals():
     assert all(b >= a for a, b in zip(gaps, gaps[1:]))
 
 
+def test_thread_chooser_learns_the_run_length_and_keeps_it():
+    from cdnn import models
+
+    c = models._ThreadChooser(2)
+    assert c.pick() == 2 and c.run_batches(500) == 1
+    lengths = []
+    for _ in range(30):  # 1 ms per batch on the threads: runs double up to RUN_SECONDS
+        t = c.pick()
+        k = c.run_batches(500)
+        if not c.probing:
+            lengths.append(k)
+        c.record(t, k * 1e-3, k)
+    target = int(models.RUN_SECONDS / 1e-3)
+    assert lengths[:4] == [1, 2, 4, 8] and lengths[-1] == target
+    assert all(b <= 2 * a for a, b in zip(lengths, lengths[1:]))
+    assert c.run_batches(30) == 30  # an epoch's last batches
+    c.record(2, 30e-3, 30)
+    assert c.run_batches(500) == target  # a short run at the same speed keeps the length
+    c.since_probe = c.probe_interval  # time to probe one thread
+    assert c.pick() == 1 and c.probing and c.run_batches(500) == target // models.PROBE_FRACTION
+    c.record(1, 1.0, c.run_batches(500))  # a probe's time says nothing of the runs' length
+    assert c.pick() == 2 and c.run_batches(500) == target
+    c.record(2, 10 * 30e-3, 30)  # ten times slower: the length follows at once
+    assert c.run_batches(500) == target // 10
+
+
+def test_fit_starts_later_epochs_with_the_learned_run_length():
+    rng = np.random.default_rng(4)
+    x, y = rng.random((4096, 6)).astype(np.float32), rng.integers(0, 4, 4096)
+    model = cdnn.Sequential([cdnn.layers.Input(shape=(x.shape[1],)), cdnn.layers.Dense(4, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    runs = []
+    record = model._chooser.record
+    model._chooser.record = lambda t, s, k: (runs.append((model._chooser.probing, k)), record(t, s, k))
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    # a few hundred tiny batches take far less than RUN_SECONDS: no epoch ramps up from one batch again
+    assert runs[0][1] > 8 and len(runs) <= 6, runs
+    assert sum(k for _, k in runs) == 2 * 512
+
+
 def test_fit_keeps_its_thread_chooser_across_calls():
     rng = np.random.default_rng(3)
     x, y = rng.random((64, 6)).astype(np.float32), rng.integers(0, 4, 64)

@@ -30,6 +30,8 @@
 /* The gather prefetches the row this many rows ahead of the one it copies. */
 #define GATHER_AHEAD 4
 #define GATHER_LINES 4
+/* Rows per share of a gather that the team shares out dynamically (25 KB of 784 inputs). */
+#define GATHER_CHUNK 8
 
 typedef struct {
     float *din;   /* this layer's input after dropout [B, in] (layer 0: the gathered batch) */
@@ -552,14 +554,26 @@ static int gather_x(float *dst, const float *X, int in, const int32_t *rows, lon
     return ok;
 }
 
-/* This thread's team share of a batch of `rows` rows (dataset rows rows[i]) into dst; a NaN or an
- * infinity in it marks step j's batch (see mark_bad_batch). */
-static void gather_team_share(float *dst, const float *X, int in, const int32_t *rows_of, int rows, float drop0,
-                              uint64_t key, int *bad_batch, int j)
+/* The team gathers a batch of `rows` rows (dataset rows rows[i]) into dst,
+ * GATHER_CHUNK rows at a time to whichever thread is free (every thread of
+ * the team must call it; no barrier); a NaN or an infinity in it marks step
+ * j's batch (see mark_bad_batch). The gather ends a step's team phase,
+ * whose even split of the gradients' work leaves the thread on the busier
+ * core behind (BIG-b128: 18 us of a 1.3 ms step at the barrier that
+ * follows): shared out as threads come free, it absorbs that. */
+static void gather_team(float *dst, const float *X, int in, const int32_t *rows_of, int rows, float drop0,
+                        uint64_t key, int *bad_batch, int j)
 {
-    long lo, hi;
-    cdnn_team_range(rows, &lo, &hi);
-    if (!gather_x(dst, X, in, rows_of, lo, hi, drop0, key)) mark_bad_batch(bad_batch, j);
+    const long chunks = (rows + GATHER_CHUNK - 1) / GATHER_CHUNK;
+    int ok = 1;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+    for (long q = 0; q < chunks; q++) {
+        const long lo = q * GATHER_CHUNK, hi = lo + GATHER_CHUNK < rows ? lo + GATHER_CHUNK : rows;
+        ok &= gather_x(dst, X, in, rows_of, lo, hi, drop0, key);
+    }
+    if (!ok) mark_bad_batch(bad_batch, j);
 }
 
 /* The dataset rows and labels of batch rows [i0, i1). */
@@ -676,7 +690,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
              * so the step's last barrier also ends the gather. */
             float *x0 = j & 1 ? ws->din_odd : ws->lb[0].din;
             if (j == 0) {
-                gather_team_share(x0, X, in, perm + start, rows, drop0, dropout_key(seed, t, 0), &bad_batch, j);
+                gather_team(x0, X, in, perm + start, rows, drop0, dropout_key(seed, t, 0), &bad_batch, j);
                 cdnn_team_barrier();
             }
             if (bad_batch_of(&bad_batch) == j) break; /* gathered before the barrier that ended the last step */
@@ -689,7 +703,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed, &bad_batch,
                             j);
             if (j + 1 < n_batches)
-                gather_team_share(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + start + bs,
+                gather_team(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + start + bs,
                                   batch_rows(n, start + bs, bs), drop0, dropout_key(seed, t + 1, 0), &bad_batch, j + 1);
         } else {
             /* gather this thread's rows of the batch (and their labels), with input dropout if any;

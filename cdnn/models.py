@@ -120,7 +120,7 @@ class _ThreadChooser:
     next. Each run costs a little on top of its batches (starting the
     threads, packing and unpacking the weights' copies, the Python between
     runs: about 0.4 ms at BIG-b128); starting every epoch again from one
-    batch per run made 7 runs of a 94-batch epoch instead of 3.
+    batch per run made 7 runs of a 94-batch epoch instead of 2.
     """
 
     def __init__(self, threads: int) -> None:

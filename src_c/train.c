@@ -684,8 +684,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         long lo, hi;
         my_rows(ws, rows, bs, &lo, &hi);
         if (ws->lb[0].mid) {
-            /* Even and odd steps gather into two buffers: each thread gathers
-             * its part of the next batch as soon as it is done with this
+            /* Even and odd steps gather into two buffers: each thread joins
+             * the gather of the next batch as soon as it is done with this
              * step's gradients (while the others may still read this batch),
              * so the step's last barrier also ends the gather. */
             float *x0 = j & 1 ? ws->din_odd : ws->lb[0].din;
@@ -704,7 +704,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                             j);
             if (j + 1 < n_batches)
                 gather_team(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + start + bs,
-                                  batch_rows(n, start + bs, bs), drop0, dropout_key(seed, t + 1, 0), &bad_batch, j + 1);
+                            batch_rows(n, start + bs, bs), drop0, dropout_key(seed, t + 1, 0), &bad_batch, j + 1);
         } else {
             /* gather this thread's rows of the batch (and their labels), with input dropout if any;
              * no barrier: each thread goes on with the rows it gathered */

@@ -29,7 +29,7 @@ RUN_SECONDS = 0.1
 FIRST_PROBE_SECONDS = 0.25
 PROBE_SECONDS = 5.0
 #: a probe run is this fraction of a normal run's batches: about 12 ms, which costs about 10 ms
-#: when one thread is the slower option (BIG-b128), and still spans 8 batches or more
+#: when one thread is the slower option (BIG-b128)
 PROBE_FRACTION = 8  # (a divisor: probe runs have chunk // PROBE_FRACTION batches)
 #: seconds of runs behind each thread count's timing before fit compares them
 MIN_MEASURED_SECONDS = 0.02
@@ -132,6 +132,7 @@ class _ThreadChooser:
         self.probing = False  # the last pick was a probe of the option not in use
         self.warm = False  # the first run pays for allocating the workspace and starting threads
         self.chunk = 1  # batches per run that take about RUN_SECONDS with the option in use
+        self.settled = False  # chunk has stopped doubling: runs take about RUN_SECONDS
 
     def pick(self) -> int:
         """Threads for the next run of batches (a probe, short, when ``probing``)."""
@@ -140,7 +141,11 @@ class _ThreadChooser:
             return self.options[0]
         for t in self.options:
             if self.measured.get(t, 0.0) < MIN_MEASURED_SECONDS:
-                # the first measures of the option not in use are short, as probes are
+                if t != self.options[0] and not self.settled:
+                    # the option not in use is measured with probe-sized runs, and those are
+                    # only long enough once the runs are: each run's fixed cost (0.4 ms at
+                    # BIG-b128) made 2-batch probes look 6-9% slower per batch
+                    return self.options[0]
                 self.probing = t != self.options[0]
                 return t
         best = self.best()
@@ -166,10 +171,14 @@ class _ThreadChooser:
     def record(self, threads: int, seconds: float, batches: int) -> None:
         """Time of a run of ``batches`` batches on ``threads`` threads."""
         if not self.probing:
-            # aim the next runs at RUN_SECONDS, never more than doubling at once (an epoch's
-            # short last run may only lower it); a probe says nothing of the option in use
+            # aim the next runs at RUN_SECONDS, never more than doubling at once (the cap is
+            # twice the learned length, not twice an epoch's short last run); a probe says
+            # nothing of the option in use
             target = int(batches * RUN_SECONDS / max(seconds, 1e-6))
-            self.chunk = max(1, min(2 * max(batches, self.chunk), target))
+            cap = 2 * max(batches, self.chunk)
+            self.chunk = max(1, min(cap, target))
+            # the warm-up run's time says nothing (allocation, starting threads)
+            self.settled = self.settled or (self.warm and target <= cap)
         if not self.warm:
             self.warm = True
             return
@@ -178,7 +187,9 @@ class _ThreadChooser:
         # the latest run weighs half: the machine's load changes, one run is noisy
         self.per_batch[threads] = v if old is None else 0.5 * old + 0.5 * v
         self.measured[threads] = self.measured.get(threads, 0.0) + seconds
-        self.since_probe += seconds
+        # the next probe is due FIRST_PROBE_SECONDS, then doubling intervals, after the last one
+        # (the first measurement of the option not in use included)
+        self.since_probe = 0.0 if self.probing else self.since_probe + seconds
 
 
 class Sequential:

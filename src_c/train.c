@@ -527,6 +527,13 @@ static int copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, int
     return !bad;
 }
 
+/* Ask for the first GATHER_LINES cache lines of a row of `in` floats. */
+static void prefetch_row_head(const float *row, int in)
+{
+    const char *p = (const char *)row;
+    for (size_t o = 0; o < (size_t)in * sizeof(float) && o < GATHER_LINES * 64; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
 /* Batch rows [i0, i1) (dataset rows rows[i]) of X [*, in] into dst, with
  * input dropout at rate drop0 if any. Returns 0 if a value copied is NaN or
  * infinite (the copy is complete either way), else 1: the check costs
@@ -536,16 +543,14 @@ static int gather_x(float *dst, const float *X, int in, const int32_t *rows, lon
                     uint64_t key)
 {
     int ok = 1;
+    /* rows are scattered over the whole dataset: ask for each row's first
+     * lines GATHER_AHEAD rows before copying it, so that they are not a
+     * memory latency each (the first rows of the range all at once) */
+    for (long i = i0; i < i1 && i < i0 + GATHER_AHEAD; i++) prefetch_row_head(X + (size_t)rows[i] * in, in);
     for (long i = i0; i < i1; i++) {
         int32_t r = rows[i];
         const float *src = X + (size_t)r * in;
-        if (i + GATHER_AHEAD < i1) {
-            /* rows are scattered over the whole dataset: ask for a later
-             * one now, so that its first lines are not a memory latency each */
-            const char *ahead = (const char *)(X + (size_t)rows[i + GATHER_AHEAD] * in);
-            for (size_t o = 0; o < (size_t)in * sizeof(float) && o < GATHER_LINES * 64; o += 64)
-                __builtin_prefetch(ahead + o, 0, 3);
-        }
+        if (i + GATHER_AHEAD < i1) prefetch_row_head(X + (size_t)rows[i + GATHER_AHEAD] * in, in);
         float *d = dst + (size_t)i * in;
         ok &= copy_finite((uint32_t *)d, (const uint32_t *)src, in);
         if (drop0 > 0.0f)

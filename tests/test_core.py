@@ -963,6 +963,18 @@ DEPTH_SPLIT_CASES = {
     # two split layers in a row, both with packed copies of W and the second of W^T
     "two-packed": dict(sizes=(784, 128, 256, 10), acts=("relu", "relu", "softmax"), bias=True,
                        dropout=[0.1, 0.2, 0.0], bs=64),
+    # the same without dropout on the second's input, the first a gelu (its pre-activation kept
+    # for the second's dX): the second reads the first's output straight from the combine
+    "two-split": dict(sizes=(784, 128, 256, 10), acts=("gelu", "relu", "softmax"), bias=True,
+                      dropout=[0.1, 0.0, 0.0], bs=64),
+    # three in a row, each split at its own point (152 of 300, 64 of 128, 128 of 256), and a
+    # short last batch of 44 rows
+    "three-split": dict(sizes=(300, 128, 256, 128, 10), acts=("relu", "tanh", "relu", "softmax"), bias=True,
+                        dropout=None, bs=64),
+    # a split layer (100x200) above one that is not (64x100): its dX columns must all be done
+    # before the layer below's row-local dX (a barrier the layers above do not need)
+    "split-above-unsplit": dict(sizes=(120, 64, 100, 200, 10), acts=("relu", "relu", "relu", "softmax"),
+                                bias=True, dropout=None, bs=48),
 }
 
 
@@ -1025,6 +1037,13 @@ def test_depth_split_training_matches_reference(threads):
     """200-96(gelu)-7: the depth-split first layer trains as the oracle does."""
     assert_trains_like_reference([200, 96, 7], ["gelu", "softmax"], dict(name="adam", learning_rate=0.003),
                                  n=300, bs=40, epochs=3, seed=32)
+
+
+def test_consecutive_depth_split_layers_train_as_reference(threads):
+    """300-128(gelu)-256-128-10: three depth-split layers in a row (forward partials,
+    dX by columns, dW by parts, each feeding the next) train as the oracle does."""
+    assert_trains_like_reference([300, 128, 256, 128, 10], ["gelu", "relu", "tanh", "softmax"],
+                                 dict(name="adam", learning_rate=0.003), n=300, bs=64, epochs=3, seed=33)
 
 
 def test_dropout_changes_training_and_depends_on_seed():

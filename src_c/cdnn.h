@@ -114,6 +114,10 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
 void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
                     const float *A, int lda, const float *B, int ldb, const float *bpacked,
                     float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack);
+/* The same for columns [j0, j1) of C only (C[i][j] at C + i * ldc + j; with bpacked, j0 a multiple of nr). */
+void cdnn_gemm_rows_cols(int transa, int transb, int i0, int i1, int j0, int j1, int N, int K,
+                         const float *A, int lda, const float *B, int ldb, const float *bpacked,
+                         float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack);
 /* Rows [i0, i1) of a gradient C[M,N] = op(A) op(B) on the calling thread, with the optimizer epilogue
  * (epi->kind == CDNN_EPI_OPTIMIZE) applied to each finished row panel and its packed copies. */
 void cdnn_gemm_optimize_rows(int transa, int transb, int i0, int i1, int N, int K, const float *A, int lda,
@@ -232,10 +236,11 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
  * packed_wt (or NULL) is W^T packed by cdnn_pack_rows. */
 void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
                         const cdnn_epilogue *dx_epi, const float *packed_wt, float *pack);
-/* Rows [i0, i1) of dW = x^T dz over all batch rows on the calling thread, with the optimizer opt applied to
- * them and to their part of the packed copies (packed_w/packed_wt, where not NULL), which hold W's rows
- * [pk0, pk1) packed as a matrix of their own; with packed_w, W's values are updated there, not in W. */
-void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw,
+/* Rows [i0, i1) of dW = x^T dz over all batch rows (x's row stride ldx; its column i multiplies W's row i) on
+ * the calling thread, with the optimizer opt applied to them and to their part of the packed copies
+ * (packed_w/packed_wt, where not NULL), which hold W's rows [pk0, pk1) packed as a matrix of their own; with
+ * packed_w, W's values are updated there, not in W. */
+void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, int ldx, const float *dz, float *dw,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
                            int pk0, int pk1, int i0, int i1, float *pack);
 /* Columns [j0, j1) of db = column sums of dz[rows, units], in row order, then their update by opt (if not NULL). */

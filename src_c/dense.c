@@ -89,12 +89,12 @@ void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, floa
         cdnn_opt_update(opt, st, ly->b + j0, ly->b1 ? ly->b1 + j0 : NULL, ly->b2 ? ly->b2 + j0 : NULL, db + j0, j1 - j0);
 }
 
-void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, const float *dz, float *dw,
+void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, int ldx, const float *dz, float *dw,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
                            int pk0, int pk1, int i0, int i1, float *pack)
 {
     const cdnn_epilogue e = optimize_epilogue(ly, opt, st, packed_w, packed_wt, pk0, pk1);
-    cdnn_gemm_optimize_rows(1, 0, i0, i1, ly->units, rows, x, ly->in, dz, ly->units, dw, ly->units, &e, pack);
+    cdnn_gemm_optimize_rows(1, 0, i0, i1, ly->units, rows, x, ldx, dz, ly->units, dw, ly->units, &e, pack);
 }
 
 void cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack,

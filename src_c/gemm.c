@@ -955,6 +955,14 @@ void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
                i0, i1, 0, N);
 }
 
+void cdnn_gemm_rows_cols(int transa, int transb, int i0, int i1, int j0, int j1, int N, int K,
+                         const float *A, int lda, const float *B, int ldb, const float *bpacked,
+                         float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack)
+{
+    gemm_block(cdnn_simd_current(), transa, transb, N, K, A, lda, B, ldb, bpacked, C, ldc, accumulate, epi, pack,
+               i0, i1, j0, j1);
+}
+
 /* Rows [i_begin, i_end) x columns [j_begin, j_end) of C, on the calling thread. */
 static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                        const float *A, int lda, const float *B, int ldb, const float *bpacked,

@@ -44,6 +44,7 @@ typedef struct {
     float *pwt;   /* W^T packed as dX's B, likewise (or NULL) */
     int mid;      /* > 0: the product is split in depth at this row of W (see split_at) */
     float *part1; /* with mid: the second partial product [B, units] */
+    int blocks;   /* this run keeps act and part1 in blocks (see combined_in_blocks) */
 } layer_buf;
 
 struct cdnn_workspace {
@@ -168,6 +169,28 @@ static int split_at(const cdnn_net *net, int l)
     return mid > 0 && mid < ly->in ? mid : 0;
 }
 
+/* Whether depth-split layer l's training output can be kept in blocks: the
+ * layer above is depth-split too, without dropout on its input, and part p
+ * of its product reads, for every row, the columns of l's output that its
+ * rows of W multiply: block p, [rows, width p] contiguous. The partial
+ * products are written in blocks, and the thread that computes part p of
+ * the layer above for some rows first combines exactly those rows of block
+ * p. Every later reader of them in the step (that product, the activation
+ * derivative in its dX, its dW) is then on the same core: no barrier before
+ * the layer above, and none of those reads goes to the other core, where
+ * combining by rows made each thread read half of them from it. (Combining
+ * the columns of row-major partials instead ran 2x slower: each core's
+ * prefetcher pulled the other half of every row from the other core.) The
+ * blocks' boundary must fall on a micro-panel of columns, so that every tile
+ * is the same as in one product (the same bits as inference's); not for
+ * gelu, whose pre-activation the derivative reads. */
+static int combined_in_blocks(const cdnn_net *net, int l, int nr)
+{
+    return l + 1 < net->n_layers && split_at(net, l) && split_at(net, l + 1) &&
+           split_at(net, l + 1) % nr == 0 && net->layers[l + 1].in_drop == 0.0f &&
+           net->layers[l].act != CDNN_GELU;
+}
+
 /* This thread's items [*lo, *hi) of n in part p (0 or 1) of a depth-split
  * product: the threads of parity p share it; alone, a thread does both.
  * Returns 0 if the part is not this thread's. */
@@ -186,26 +209,56 @@ static int part_range(int p, long n, long *lo, long *hi)
     return 1;
 }
 
+/* Block q of buf, an output of layer l kept in blocks (act or part1): its
+ * first float; *width: its columns, also its row stride; *c0: its first column. */
+static float *block_of(const cdnn_net *net, const cdnn_workspace *ws, int l, float *buf, int q, int *width, int *c0)
+{
+    const int mid = ws->lb[l + 1].mid, N = net->layers[l].units;
+    *c0 = q ? mid : 0;
+    *width = q ? N - mid : mid;
+    return buf + (q ? (size_t)ws->max_batch * mid : 0);
+}
+
 /* Part p of layer l's depth-split product for rows [r0, r1) of its input x:
- * x[:, k0:k1] W[k0:k1] into the layer's output (p = 0) or part1 (p = 1). */
-static void depth_part(const cdnn_net *net, cdnn_workspace *ws, int l, int p, const float *x, int r0, int r1,
-                       int packed, float *pack)
+ * x[:, k0:k1] W[k0:k1] into the layer's output (p = 0) or part1 (p = 1);
+ * with in_blocks, x[:, k0:k1] is block p of the layer below's output; with
+ * out_blocks, the output is written in blocks (column block by column block). */
+static void depth_part(const cdnn_net *net, cdnn_workspace *ws, int l, int p, const float *x, int in_blocks,
+                       int out_blocks, int r0, int r1, int packed, float *pack)
 {
     const cdnn_layer *ly = &net->layers[l];
     const int K = ly->in, N = ly->units;
-    int k0, k1;
+    int k0, k1, ldx = K;
     part_rows(ws, ly, l, p, &k0, &k1);
-    cdnn_gemm_rows(0, 0, r0, r1, N, k1 - k0, x + k0, K, ly->W + (size_t)k0 * N, N, packed ? part_pw(ws, ly, l, p) : NULL,
-                   p ? ws->lb[l].part1 : ws->lb[l].act, N, 0, NULL, pack);
+    const float *xp = x + k0, *wp = ly->W + (size_t)k0 * N, *pw = packed ? part_pw(ws, ly, l, p) : NULL;
+    if (in_blocks) {
+        int c0;
+        xp = block_of(net, ws, l - 1, ws->lb[l - 1].act, p, &ldx, &c0);
+    }
+    float *out = p ? ws->lb[l].part1 : ws->lb[l].act;
+    if (!out_blocks) {
+        cdnn_gemm_rows(0, 0, r0, r1, N, k1 - k0, xp, ldx, wp, N, pw, out, N, 0, NULL, pack);
+        return;
+    }
+    for (int q = 0; q < 2; q++) {
+        int w, c0;
+        float *blk = block_of(net, ws, l, out, q, &w, &c0);
+        /* column c of block q is at blk + c - c0 (within the buffer: block 1 starts max_batch * c0 in) */
+        cdnn_gemm_rows_cols(0, 0, r0, r1, c0, c0 + w, N, k1 - k0, xp, ldx, wp, N, pw, blk - c0, w, 0, NULL, pack);
+    }
 }
 
-/* This thread's share of both partial products of layer l for every row of a batch of `rows` (no barrier). */
+/* This thread's share of both partial products of layer l for every row of
+ * a batch of `rows` (no barrier), in training: its input and output in
+ * blocks where the layers keep them so. */
 static void depth_parts_team(const cdnn_net *net, cdnn_workspace *ws, int l, const float *x, int rows, int packed,
                              float *pack)
 {
+    const int in_blocks = l > 0 && ws->lb[l - 1].blocks;
     for (int p = 0; p < 2; p++) {
         long plo, phi;
-        if (part_range(p, rows, &plo, &phi)) depth_part(net, ws, l, p, x, (int)plo, (int)phi, packed, pack);
+        if (part_range(p, rows, &plo, &phi))
+            depth_part(net, ws, l, p, x, in_blocks, ws->lb[l].blocks, (int)plo, (int)phi, packed, pack);
     }
 }
 
@@ -220,6 +273,24 @@ static void depth_combine_rows(const cdnn_net *net, cdnn_workspace *ws, int l, i
     for (size_t i = 0; i < (size_t)(r1 - r0) * N; i++) y[i] += q[i];
     cdnn_bias_act_tile(ly->act, ly->alpha, y, N, r1 - r0, N, ly->b, ws->lb[l].z ? ws->lb[l].z + (size_t)r0 * N : NULL,
                        N);
+}
+
+/* This thread's rows of layer l's output kept in blocks: for each part p of
+ * the layer above that it computes rows of, those rows of block p, from
+ * the two partial products' blocks; no barrier. */
+static void depth_combine_team(const cdnn_net *net, cdnn_workspace *ws, int l, int rows)
+{
+    const cdnn_layer *ly = &net->layers[l];
+    for (int p = 0; p < 2; p++) {
+        long plo, phi;
+        int w, c0;
+        if (!part_range(p, rows, &plo, &phi)) continue;
+        float *y = block_of(net, ws, l, ws->lb[l].act, p, &w, &c0);
+        const float *q = block_of(net, ws, l, ws->lb[l].part1, p, &w, &c0);
+        for (size_t i = (size_t)plo * w; i < (size_t)phi * w; i++) y[i] += q[i];
+        cdnn_bias_act_tile(ly->act, ly->alpha, y + (size_t)plo * w, w, (int)(phi - plo), w, ly->b ? ly->b + c0 : NULL,
+                           NULL, w);
+    }
 }
 
 /* Floats of the packed copy of W^T: one packed matrix per part of a depth split. */
@@ -370,17 +441,20 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
             in = b->din;
         }
         if (b->mid) {
-            if (team) {
+            if (team) { /* training: the layer below's output may be in blocks, and this one's */
                 timer_pause(tm);
-                cdnn_team_barrier(); /* every row of the input */
+                /* every row of the input, unless this thread combined the blocks it reads itself */
+                if (!(l > 0 && ws->lb[l - 1].blocks)) cdnn_team_barrier();
                 depth_parts_team(net, ws, l, in, rows, packed, pack);
                 cdnn_team_barrier(); /* both partials of every row */
+                if (b->blocks) depth_combine_team(net, ws, l, rows);
                 timer_resume(tm);
+                if (!b->blocks) depth_combine_rows(net, ws, l, r0, r1);
             } else { /* the same sums as training's */
-                depth_part(net, ws, l, 0, in, r0, r1, packed, pack);
-                depth_part(net, ws, l, 1, in, r0, r1, packed, pack);
+                depth_part(net, ws, l, 0, in, 0, 0, r0, r1, packed, pack);
+                depth_part(net, ws, l, 1, in, 0, 0, r0, r1, packed, pack);
+                depth_combine_rows(net, ws, l, r0, r1);
             }
-            depth_combine_rows(net, ws, l, r0, r1);
             in = b->act;
             continue;
         }
@@ -430,7 +504,13 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
     const int ldy = top->units;
     cdnn_opt_step st = cdnn_opt_prepare(&net->opt, t);
 
-    if (ws->lb[0].mid) depth_combine_rows(net, ws, 0, r0, r1);
+    if (ws->lb[0].blocks) {
+        timer_pause(&tm);
+        depth_combine_team(net, ws, 0, rows);
+        timer_resume(&tm);
+    } else if (ws->lb[0].mid) {
+        depth_combine_rows(net, ws, 0, r0, r1);
+    }
     forward_rows(net, ws, ws->lb[0].mid ? 1 : 0, x0, rows, r0, r1, NULL, 1, seed, t, packed, 1, &tm, pack);
     cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,
@@ -462,6 +542,10 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
                 part_rows(ws, ly, l, p, &k0, &k1);
                 cdnn_epilogue ep = e;
                 ep.aux = e.aux + k0;
+                if (ws->lb[l - 1].blocks) { /* the layer below's output, block p: combined by this thread */
+                    int c0;
+                    ep.aux = block_of(net, ws, l - 1, ws->lb[l - 1].act, p, &ep.ldaux, &c0);
+                }
                 ep.drop_col0 = k0;
                 cdnn_gemm_rows(0, 1, (int)plo, (int)phi, k1 - k0, ly->units, ws->lb[l].dz, ly->units,
                                ly->W + (size_t)k0 * ly->units, ly->units, packed ? part_pwt(ws, ly, l, p) : NULL,
@@ -495,7 +579,15 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
                 part_rows(ws, ly, l, p, &k0, &k1);
                 if (!part_range(p, (k1 - k0 + mr - 1) / mr, &lo, &hi)) continue;
                 const int i0 = k0 + (int)lo * mr, i1 = k0 + (int)hi * mr < k1 ? k0 + (int)hi * mr : k1;
-                cdnn_dense_grads_rows(ly, rows, x, b->dz, b->dw, &net->opt, st, packed ? part_pw(ws, ly, l, p) : NULL,
+                const float *xp = x;
+                int ldx = ly->in;
+                if (l > 0 && ws->lb[l - 1].blocks) {
+                    /* block p of the layer below's output: its column i - k0 is W's row i (block 1
+                     * starts max_batch * k0 floats in, so its address minus k0 is in the buffer) */
+                    int c0;
+                    xp = block_of(net, ws, l - 1, ws->lb[l - 1].act, p, &ldx, &c0) - c0;
+                }
+                cdnn_dense_grads_rows(ly, rows, xp, ldx, b->dz, b->dw, &net->opt, st, packed ? part_pw(ws, ly, l, p) : NULL,
                                       packed ? part_pwt(ws, ly, l, p) : NULL, k0, k1, i0, i1, pack);
             }
             if (ly->b) {
@@ -665,6 +757,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     const int packed = ws->packed_nr == cdnn_simd_current()->nr;
     /* the step of this run whose batch holds a NaN or an infinity (-1: none yet) */
     int bad_batch = -1;
+    for (int l = 0; l < net->n_layers; l++) ws->lb[l].blocks = combined_in_blocks(net, l, cdnn_simd_current()->nr);
     (void)n;
 
 #ifdef _OPENMP

@@ -34,8 +34,9 @@
 #define GATHER_CHUNK 8
 
 typedef struct {
-    float *din;   /* this layer's input after dropout [B, in] (layer 0: the gathered batch) */
-    float *act;   /* output a [B, units] */
+    float *din;   /* this layer's input after dropout [B, in] (layer 0: the gathered batch; else, without
+                     dropout, the layer below's act, in blocks if that layer's are) */
+    float *act;   /* output a [B, units]; with blocks, two blocks [B, mid above] and [B, units - mid above] */
     float *z;     /* pre-activation [B, units] where needed (gelu, last layer), else NULL */
     float *dz;    /* dL/dz [B, units] */
     float *dw;    /* dL/dW tile buffer [in, units] */
@@ -43,8 +44,8 @@ typedef struct {
     float *pw;    /* W packed as the forward product's B, kept current by the optimizer (or NULL) */
     float *pwt;   /* W^T packed as dX's B, likewise (or NULL) */
     int mid;      /* > 0: the product is split in depth at this row of W (see split_at) */
-    float *part1; /* with mid: the second partial product [B, units] */
-    int blocks;   /* this run keeps act and part1 in blocks (see combined_in_blocks) */
+    float *part1; /* with mid: the second partial product [B, units] (in blocks as act) */
+    int blocks;   /* this training run keeps act and part1 in blocks (see combined_in_blocks); 0 outside runs */
 } layer_buf;
 
 struct cdnn_workspace {
@@ -153,7 +154,8 @@ static void packed_copies_team(const cdnn_net *net, cdnn_workspace *ws, int pack
  * costs a barrier per step (the partials must be complete; the gather of
  * the next batch moves into the team phase, before its end barrier), a
  * hidden layer four (its input before and its partials after the forward
- * product, dZ before and dX after its dX), so only big layers are split; a
+ * product, dZ before and dX after its dX; three above a split layer whose
+ * output it reads in blocks, see combined_in_blocks), so only big layers are split; a
  * softmax needs whole rows, and the last layer's output feeds the loss. */
 static int split_at(const cdnn_net *net, int l)
 {
@@ -176,9 +178,10 @@ static int split_at(const cdnn_net *net, int l)
  * products are written in blocks, and the thread that computes part p of
  * the layer above for some rows first combines exactly those rows of block
  * p. Every later reader of them in the step (that product, the activation
- * derivative in its dX, its dW) is then on the same core: no barrier before
- * the layer above, and none of those reads goes to the other core, where
- * combining by rows made each thread read half of them from it. (Combining
+ * derivative in its dX; with 2 threads also its dW, which with more reads
+ * the rows of the other threads of its part) is then on the same core: no
+ * barrier before the layer above, and those reads stay on the core, where
+ * combining by rows made each thread read half of them from the other. (Combining
  * the columns of row-major partials instead ran 2x slower: each core's
  * prefetcher pulled the other half of every row from the other core.) The
  * blocks' boundary must fall on a micro-panel of columns, so that every tile
@@ -420,10 +423,11 @@ static void timer_resume(row_timer *tm)
  * from layer `first` on, whose input is x (the gathered batch, or X
  * directly for inference) or, from a later layer, the layer below's
  * output; the last layer's output goes to `out` (row stride units) if not
- * NULL. Row-local, except that with `team` a depth-split layer's partial
- * products are computed by the team for every row, between two barriers
- * (every thread of the team must make the same call); without it, a
- * thread computes both for its own rows. */
+ * NULL. Row-local, except that with `team` (training) a depth-split
+ * layer's partial products are computed by the team for every row, between
+ * two barriers (the first skipped when its input is in blocks), and summed
+ * by blocks if the layer's output is kept so (every thread of the team must
+ * make the same call); without it, a thread computes both for its own rows. */
 static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, const float *x, int rows, int r0,
                          int r1, float *out, int training, uint64_t seed, int64_t step, int packed, int team,
                          row_timer *tm, float *pack)
@@ -486,7 +490,8 @@ static int bad_batch_of(const int *bad_batch)
 
 /* One training step on the gathered batch. Each thread carries its own rows
  * through the forward pass (with a depth-split first layer, from the sum of
- * its partial products, which the team computed before), the loss and
+ * its partial products, which the team computed before; summed by blocks
+ * instead when the layer's output is kept in blocks), the loss and
  * every dX (row-local but for the depth-split layers' products), then,
  * after one barrier, the team computes each layer's dW and db (which need
  * every row) and applies the optimizer. The caller ends the step with a
@@ -831,6 +836,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     if (packed) packed_copies_team(net, ws, 0);
     cdnn_flush_denormals_end(fp_state);
     }
+    /* act is in blocks until the next step overwrites it: nothing outside a run reads it, nor the flags */
+    for (int l = 0; l < net->n_layers; l++) ws->lb[l].blocks = 0;
     return bad_batch >= 0 ? bad_batch : n_batches;
 }
 

@@ -971,6 +971,10 @@ DEPTH_SPLIT_CASES = {
     # short last batch of 44 rows
     "three-split": dict(sizes=(300, 128, 256, 128, 10), acts=("relu", "tanh", "relu", "softmax"), bias=True,
                         dropout=None, bs=64),
+    # the first layer's output in blocks of 96 and 104 columns (the second split at 96 of 200):
+    # the second block's last micro-panel a partial one
+    "blocks-96-104": dict(sizes=(784, 200, 300, 10), acts=("relu", "relu", "softmax"), bias=True,
+                          dropout=None, bs=64),
     # a split layer (100x200) above one that is not (64x100): its dX columns must all be done
     # before the layer below's row-local dX (a barrier the layers above do not need)
     "split-above-unsplit": dict(sizes=(120, 64, 100, 200, 10), acts=("relu", "relu", "relu", "softmax"),
@@ -1010,12 +1014,12 @@ def train_depth_split(threads, sizes, acts, bias, dropout, bs):
 def test_depth_split_first_layer_is_thread_independent(case):
     """The first layer's product is two partial sums over W's rows: one thread
     computes both, two threads one each, three threads share the first part
-    between two of them. All give the same bits, in training and in predict,
-    whose forward pass is checked against the oracle's."""
+    between two of them, four both parts. All give the same bits, in training
+    and in predict, whose forward pass is checked against the oracle's."""
     kw = DEPTH_SPLIT_CASES[case]
     prev = _core.get_num_threads()
     try:
-        runs = [train_depth_split(n, **kw) for n in (1, 2, 3)]
+        runs = [train_depth_split(n, **kw) for n in (1, 2, 3, 4)]
     finally:
         _core.set_num_threads(prev)
     w1, l1, p1, x = runs[0]

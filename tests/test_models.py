@@ -873,8 +873,7 @@ def test_thread_chooser_learns_the_run_length_and_keeps_it():
 def test_fit_starts_later_epochs_with_the_learned_run_length():
     rng = np.random.default_rng(4)
     x, y = rng.random((4096, 6)).astype(np.float32), rng.integers(0, 4, 4096)
-    model = cdnn.Sequential([cdnn.layers.Input(shape=(x.shape[1],)), cdnn.layers.Dense(4, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model = small_model(inputs=x.shape[1], units=4, metrics=None)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     runs = []
     record = model._chooser.record
@@ -888,8 +887,7 @@ def test_fit_starts_later_epochs_with_the_learned_run_length():
 def test_fit_keeps_its_thread_chooser_across_calls():
     rng = np.random.default_rng(3)
     x, y = rng.random((64, 6)).astype(np.float32), rng.integers(0, 4, 64)
-    model = cdnn.Sequential([cdnn.layers.Input(shape=(x.shape[1],)), cdnn.layers.Dense(4, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model = small_model(inputs=x.shape[1], units=4, metrics=None)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     first = model._chooser
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)

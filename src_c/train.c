@@ -187,11 +187,10 @@ static int split_at(const cdnn_net *net, int l)
  * blocks' boundary must fall on a micro-panel of columns, so that every tile
  * is the same as in one product (the same bits as inference's); not for
  * gelu, whose pre-activation the derivative reads. */
-static int combined_in_blocks(const cdnn_net *net, int l, int nr)
+static int combined_in_blocks(const cdnn_net *net, const cdnn_workspace *ws, int l, int nr)
 {
-    return l + 1 < net->n_layers && split_at(net, l) && split_at(net, l + 1) &&
-           split_at(net, l + 1) % nr == 0 && net->layers[l + 1].in_drop == 0.0f &&
-           net->layers[l].act != CDNN_GELU;
+    return l + 1 < net->n_layers && ws->lb[l].mid && ws->lb[l + 1].mid && ws->lb[l + 1].mid % nr == 0 &&
+           net->layers[l + 1].in_drop == 0.0f && net->layers[l].act != CDNN_GELU;
 }
 
 /* This thread's items [*lo, *hi) of n in part p (0 or 1) of a depth-split
@@ -265,17 +264,24 @@ static void depth_parts_team(const cdnn_net *net, cdnn_workspace *ws, int l, con
     }
 }
 
+/* y = act(y + q + bias) over `rows` contiguous rows of `cols` (y, q and z
+ * all with row stride cols), z = the pre-activation if not NULL: a
+ * depth-split layer's output from its two partial products. */
+static void combine_partials(const cdnn_layer *ly, float *y, const float *q, int rows, int cols, const float *bias,
+                             float *z)
+{
+    for (size_t i = 0; i < (size_t)rows * cols; i++) y[i] += q[i];
+    cdnn_bias_act_tile(ly->act, ly->alpha, y, cols, rows, cols, bias, z, cols);
+}
+
 /* Rows [r0, r1) of layer l's output from its two partial products: sum, bias, activation. */
 static void depth_combine_rows(const cdnn_net *net, cdnn_workspace *ws, int l, int r0, int r1)
 {
     const cdnn_layer *ly = &net->layers[l];
-    const int N = ly->units;
+    const size_t off = (size_t)r0 * ly->units;
     if (r1 <= r0) return;
-    float *y = ws->lb[l].act + (size_t)r0 * N;
-    const float *q = ws->lb[l].part1 + (size_t)r0 * N;
-    for (size_t i = 0; i < (size_t)(r1 - r0) * N; i++) y[i] += q[i];
-    cdnn_bias_act_tile(ly->act, ly->alpha, y, N, r1 - r0, N, ly->b, ws->lb[l].z ? ws->lb[l].z + (size_t)r0 * N : NULL,
-                       N);
+    combine_partials(ly, ws->lb[l].act + off, ws->lb[l].part1 + off, r1 - r0, ly->units, ly->b,
+                     ws->lb[l].z ? ws->lb[l].z + off : NULL);
 }
 
 /* This thread's rows of layer l's output kept in blocks: for each part p of
@@ -290,9 +296,8 @@ static void depth_combine_team(const cdnn_net *net, cdnn_workspace *ws, int l, i
         if (!part_range(p, rows, &plo, &phi)) continue;
         float *y = block_of(net, ws, l, ws->lb[l].act, p, &w, &c0);
         const float *q = block_of(net, ws, l, ws->lb[l].part1, p, &w, &c0);
-        for (size_t i = (size_t)plo * w; i < (size_t)phi * w; i++) y[i] += q[i];
-        cdnn_bias_act_tile(ly->act, ly->alpha, y + (size_t)plo * w, w, (int)(phi - plo), w, ly->b ? ly->b + c0 : NULL,
-                           NULL, w);
+        combine_partials(ly, y + (size_t)plo * w, q + (size_t)plo * w, (int)(phi - plo), w, ly->b ? ly->b + c0 : NULL,
+                         NULL);
     }
 }
 
@@ -762,7 +767,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     const int packed = ws->packed_nr == cdnn_simd_current()->nr;
     /* the step of this run whose batch holds a NaN or an infinity (-1: none yet) */
     int bad_batch = -1;
-    for (int l = 0; l < net->n_layers; l++) ws->lb[l].blocks = combined_in_blocks(net, l, cdnn_simd_current()->nr);
+    for (int l = 0; l < net->n_layers; l++) ws->lb[l].blocks = combined_in_blocks(net, ws, l, cdnn_simd_current()->nr);
     (void)n;
 
 #ifdef _OPENMP

@@ -870,7 +870,11 @@ def test_thread_chooser_learns_the_run_length_and_keeps_it():
     assert c.run_batches(500) == target // 10
 
 
-def test_fit_starts_later_epochs_with_the_learned_run_length():
+def test_fit_starts_later_epochs_with_the_learned_run_length(monkeypatch):
+    from cdnn import models
+
+    # runs so long a target that every run may double the next: the lengths do not depend on the clock
+    monkeypatch.setattr(models, "RUN_SECONDS", 1e9)
     rng = np.random.default_rng(4)
     x, y = rng.random((4096, 6)).astype(np.float32), rng.integers(0, 4, 4096)
     model = small_model(inputs=x.shape[1], units=4, metrics=None)
@@ -879,7 +883,7 @@ def test_fit_starts_later_epochs_with_the_learned_run_length():
     record = model._chooser.record
     model._chooser.record = lambda t, s, k: (runs.append((model._chooser.probing, k)), record(t, s, k))
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)
-    # a few hundred tiny batches take far less than RUN_SECONDS: no epoch ramps up from one batch again
+    # the first fit ramped up to whole epochs: no later epoch ramps up from one batch again
     assert runs[0][1] > 8 and len(runs) <= 6, runs
     assert sum(k for _, k in runs) == 2 * 512
 

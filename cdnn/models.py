@@ -25,9 +25,12 @@ __all__ = ["Sequential", "load_model"]
 #: target wall time of one run of batches in C between two progress-bar updates
 RUN_SECONDS = 0.1
 #: how often fit re-measures the thread count it is not using (seconds of training): first after
-#: FIRST_PROBE_SECONDS, then at doubling intervals up to PROBE_SECONDS
+#: FIRST_PROBE_SECONDS, then at doubling intervals up to PROBE_SECONDS; at intervals growing
+#: CLEAR_GROWTH times while the option not in use is CLEAR_RATIO times slower per batch or more
 FIRST_PROBE_SECONDS = 0.25
 PROBE_SECONDS = 5.0
+CLEAR_RATIO = 1.5
+CLEAR_GROWTH = 4
 #: a probe run is this fraction of a normal run's batches: about 12 ms, which costs about 10 ms
 #: when one thread is the slower option (BIG-b128)
 PROBE_FRACTION = 8  # (a divisor: probe runs have chunk // PROBE_FRACTION batches)
@@ -106,6 +109,10 @@ class _ThreadChooser:
     So ``fit`` times both and uses the faster, re-measuring the other option
     with a short run after ``FIRST_PROBE_SECONDS`` of training, then at
     doubling intervals up to every ``PROBE_SECONDS`` (a cost of about 1%).
+    A probe of the slower option costs about half its length (10 ms in a
+    120 ms epoch at BIG-b128), so while that option is far behind
+    (``CLEAR_RATIO``) the intervals grow ``CLEAR_GROWTH`` times instead:
+    a decision that clear is not overturned by noise.
 
     Timings on shared machines are noisy: an option is trusted only after
     ``MIN_MEASURED_SECONDS`` of runs, estimates are smoothed over runs, and
@@ -151,10 +158,12 @@ class _ThreadChooser:
         best = self.best()
         if self.since_probe >= self.probe_interval:
             # early decisions rest on little: re-check soon, then less and less often
+            other = next(t for t in self.options if t != best)
+            clear = self.per_batch[other] >= CLEAR_RATIO * self.per_batch[best]
             self.since_probe = 0.0
-            self.probe_interval = min(PROBE_SECONDS, 2 * self.probe_interval)
+            self.probe_interval = min(PROBE_SECONDS, (CLEAR_GROWTH if clear else 2) * self.probe_interval)
             self.probing = True
-            return next(t for t in self.options if t != best)
+            return other
         return best
 
     def best(self) -> int:

@@ -836,6 +836,29 @@ def test_thread_chooser_probes_at_doubling_intervals():
     assert all(b >= a - 1e-9 for a, b in zip(gaps, gaps[1:]))  # (sums of 0.05 s: rounding)
 
 
+def test_thread_chooser_probes_a_far_slower_option_less_often():
+    from cdnn import models
+
+    def probe_gaps(one_thread_per_batch):
+        c = models._ThreadChooser(2)
+        probes, seconds = [], 0.0
+        for _ in range(400):
+            t = c.pick()
+            if c.probing and c.measured.get(1, 0.0) >= models.MIN_MEASURED_SECONDS:
+                probes.append(round(seconds, 3))
+            k = 50 if t == 2 else 10
+            c.record(t, k * (1e-3 if t == 2 else one_thread_per_batch), k)
+            seconds += k * (1e-3 if t == 2 else one_thread_per_batch)
+        return np.diff(probes)
+
+    clear = probe_gaps(1.9e-3)  # one thread 1.9x slower: as at BIG-b128 on an idle machine
+    close = probe_gaps(1.3e-3)  # 1.3x: the load may tip it, re-check as often as before
+    assert 0.9 <= clear[0] <= 1.2 and 3.8 <= clear[1] <= 4.3, clear  # 0.25 s, then 1 s, then 4 s
+    assert clear[-1] >= models.PROBE_SECONDS - 0.05 and clear[-1] <= models.PROBE_SECONDS + 0.1
+    assert 0.45 <= close[0] <= 0.65 and 0.95 <= close[1] <= 1.2, close  # 0.5 s, 1 s, 2 s, ...
+    assert len(clear) < len(close)
+
+
 def test_thread_chooser_learns_the_run_length_and_keeps_it():
     from cdnn import models
 

@@ -24,9 +24,10 @@ __all__ = ["Sequential", "load_model"]
 
 #: target wall time of one run of batches in C between two progress-bar updates
 RUN_SECONDS = 0.1
-#: how often fit re-measures the thread count it is not using (seconds of training): first after
-#: FIRST_PROBE_SECONDS, then at doubling intervals up to PROBE_SECONDS; at intervals growing
-#: CLEAR_GROWTH times while the option not in use is CLEAR_RATIO times slower per batch or more
+#: how often fit re-measures the thread count it is not using (seconds of training): first
+#: FIRST_PROBE_SECONDS after measuring it, then at doubling intervals up to PROBE_SECONDS; the
+#: intervals are CLEAR_GROWTH times longer each time a measurement finds one option CLEAR_RATIO
+#: times slower per batch than the other, or more
 FIRST_PROBE_SECONDS = 0.25
 PROBE_SECONDS = 5.0
 CLEAR_RATIO = 1.5
@@ -107,12 +108,13 @@ class _ThreadChooser:
     one whose cores are busy with other work, threads that wait for each
     other at every layer can be many times slower than one thread alone.
     So ``fit`` times both and uses the faster, re-measuring the other option
-    with a short run after ``FIRST_PROBE_SECONDS`` of training, then at
-    doubling intervals up to every ``PROBE_SECONDS`` (a cost of about 1%).
-    A probe of the slower option costs about half its length (10 ms in a
-    120 ms epoch at BIG-b128), so while that option is far behind
-    (``CLEAR_RATIO``) the intervals grow ``CLEAR_GROWTH`` times instead:
-    a decision that clear is not overturned by noise.
+    with a short run ``FIRST_PROBE_SECONDS`` of training after it first
+    measured it, then at doubling intervals up to every ``PROBE_SECONDS`` (a
+    cost of about 1%). A probe of the slower option costs about half its
+    length (10 ms in a 120 ms epoch at BIG-b128), so after a measurement
+    that finds one option far behind (``CLEAR_RATIO``) the next interval is
+    ``CLEAR_GROWTH`` times longer instead: a decision that clear is not
+    overturned by noise, and early re-checks of it cost the most.
 
     Timings on shared machines are noisy: an option is trusted only after
     ``MIN_MEASURED_SECONDS`` of runs, estimates are smoothed over runs, and
@@ -135,7 +137,7 @@ class _ThreadChooser:
         self.per_batch: dict[int, float] = {}
         self.measured: dict[int, float] = {}
         self.since_probe = 0.0
-        self.probe_interval = FIRST_PROBE_SECONDS
+        self.probe_interval: Optional[float] = None  # set once both options are measured
         self.probing = False  # the last pick was a probe of the option not in use
         self.warm = False  # the first run pays for allocating the workspace and starting threads
         self.chunk = 1  # batches per run that take about RUN_SECONDS with the option in use
@@ -157,13 +159,8 @@ class _ThreadChooser:
                 return t
         best = self.best()
         if self.since_probe >= self.probe_interval:
-            # early decisions rest on little: re-check soon, then less and less often
-            other = next(t for t in self.options if t != best)
-            clear = self.per_batch[other] >= CLEAR_RATIO * self.per_batch[best]
-            self.since_probe = 0.0
-            self.probe_interval = min(PROBE_SECONDS, (CLEAR_GROWTH if clear else 2) * self.probe_interval)
             self.probing = True
-            return other
+            return next(t for t in self.options if t != best)
         return best
 
     def best(self) -> int:
@@ -196,8 +193,17 @@ class _ThreadChooser:
         # the latest run weighs half: the machine's load changes, one run is noisy
         self.per_batch[threads] = v if old is None else 0.5 * old + 0.5 * v
         self.measured[threads] = self.measured.get(threads, 0.0) + seconds
-        # the next probe is due FIRST_PROBE_SECONDS, then doubling intervals, after the last one
-        # (the first measurement of the option not in use included)
+        if self.probing and all(self.measured.get(t, 0.0) >= MIN_MEASURED_SECONDS for t in self.options):
+            # early decisions rest on little: re-check soon, then less and less often; much less
+            # often when the options are far apart
+            many, one = self.options
+            ratio = max(self.per_batch[one] / self.per_batch[many], self.per_batch[many] / self.per_batch[one])
+            clear = ratio >= CLEAR_RATIO
+            if self.probe_interval is None:  # the first measurement of the option not in use
+                self.probe_interval = FIRST_PROBE_SECONDS * (CLEAR_GROWTH if clear else 1)
+            else:
+                self.probe_interval = min(PROBE_SECONDS, (CLEAR_GROWTH if clear else 2) * self.probe_interval)
+        # the interval runs from the end of the last probe
         self.since_probe = 0.0 if self.probing else self.since_probe + seconds
 
 

@@ -840,22 +840,27 @@ def test_thread_chooser_probes_a_far_slower_option_less_often():
     from cdnn import models
 
     def probe_gaps(one_thread_per_batch):
+        """Seconds of training between the probes of one thread (its first measurement first)."""
         c = models._ThreadChooser(2)
         probes, seconds = [], 0.0
         for _ in range(400):
             t = c.pick()
-            if c.probing and c.measured.get(1, 0.0) >= models.MIN_MEASURED_SECONDS:
-                probes.append(round(seconds, 3))
-            k = 50 if t == 2 else 10
-            c.record(t, k * (1e-3 if t == 2 else one_thread_per_batch), k)
-            seconds += k * (1e-3 if t == 2 else one_thread_per_batch)
+            k = c.run_batches(1000)
+            if c.probing and (not probes or c.measured.get(1, 0.0) >= models.MIN_MEASURED_SECONDS):
+                probes.append(seconds)
+            per_batch = 1e-3 if t == 2 else one_thread_per_batch
+            c.record(t, k * per_batch, k)
+            seconds += k * per_batch
         return np.diff(probes)
 
     clear = probe_gaps(1.9e-3)  # one thread 1.9x slower: as at BIG-b128 on an idle machine
-    close = probe_gaps(1.3e-3)  # 1.3x: the load may tip it, re-check as often as before
-    assert 0.9 <= clear[0] <= 1.2 and 3.8 <= clear[1] <= 4.3, clear  # 0.25 s, then 1 s, then 4 s
-    assert clear[-1] >= models.PROBE_SECONDS - 0.05 and clear[-1] <= models.PROBE_SECONDS + 0.1
-    assert 0.45 <= close[0] <= 0.65 and 0.95 <= close[1] <= 1.2, close  # 0.5 s, 1 s, 2 s, ...
+    close = probe_gaps(1.3e-3)  # 1.3x: the load may tip it, re-check as often as ever
+    # (gaps: the interval, plus the probe itself and up to one run of 0.1 s)
+    first = models.FIRST_PROBE_SECONDS
+    assert 4 * first <= clear[0] <= 4 * first + 0.2 and 16 * first <= clear[1] <= 16 * first + 0.2, clear
+    assert all(models.PROBE_SECONDS <= g <= models.PROBE_SECONDS + 0.2 for g in clear[2:]), clear
+    assert first <= close[0] <= first + 0.2 and 2 * first <= close[1] <= 2 * first + 0.2, close
+    assert 4 * first <= close[2] <= 4 * first + 0.2, close
     assert len(clear) < len(close)
 
 

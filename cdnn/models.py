@@ -24,6 +24,8 @@ __all__ = ["Sequential", "load_model"]
 
 #: target wall time of one run of batches in C between two progress-bar updates
 RUN_SECONDS = 0.1
+#: a run is at most this many times longer (in batches) than the runs before it
+RUN_GROWTH = 4
 #: how often fit re-measures the thread count it is not using (seconds of training): first
 #: FIRST_PROBE_SECONDS after measuring it, then at doubling intervals up to PROBE_SECONDS; the
 #: intervals are CLEAR_GROWTH times longer each time a measurement finds one option CLEAR_RATIO
@@ -35,8 +37,9 @@ CLEAR_GROWTH = 4
 #: a probe run is this fraction of a normal run's batches: about 12 ms, which costs about 10 ms
 #: when one thread is the slower option (BIG-b128)
 PROBE_FRACTION = 8  # (a divisor: probe runs have chunk // PROBE_FRACTION batches)
-#: seconds of runs behind each thread count's timing before fit compares them
-MIN_MEASURED_SECONDS = 0.02
+#: seconds of runs behind each thread count's timing before fit compares them: one probe of an
+#: option no faster than the one in use (RUN_SECONDS / PROBE_FRACTION, 12.5 ms, or more)
+MIN_MEASURED_SECONDS = 0.01
 #: one thread must be this much faster per batch than all threads before fit uses it
 SINGLE_THREAD_MARGIN = 1.15
 #: rows per C inference batch (results do not depend on it)
@@ -124,12 +127,14 @@ class _ThreadChooser:
     a single run measured during a hiccup once sent whole epochs to one thread.
 
     It also sets how many batches each run trains (``run_batches``): as many
-    as take about ``RUN_SECONDS``, learned from the runs so far (never more
-    than doubling at once) and kept from one epoch and one ``fit`` to the
-    next. Each run costs a little on top of its batches (starting the
+    as take about ``RUN_SECONDS``, learned from the runs so far (growing at
+    most ``RUN_GROWTH`` times at once) and kept from one epoch and one ``fit``
+    to the next. Each run costs a little on top of its batches (starting the
     threads, packing and unpacking the weights' copies, the Python between
     runs: about 0.4 ms at BIG-b128); starting every epoch again from one
-    batch per run made 7 runs of a 94-batch epoch instead of 2.
+    batch per run made 7 runs of a 94-batch epoch instead of 2. Growing four
+    times rather than two, the length is learned in the first 94-batch epoch
+    (4 runs, not 6), and so one thread is first measured there too.
     """
 
     def __init__(self, threads: int) -> None:
@@ -141,7 +146,7 @@ class _ThreadChooser:
         self.probing = False  # the last pick was a probe of the option not in use
         self.warm = False  # the first run pays for allocating the workspace and starting threads
         self.chunk = 1  # batches per run that take about RUN_SECONDS with the option in use
-        self.settled = False  # chunk has stopped doubling: runs take about RUN_SECONDS
+        self.settled = False  # chunk has stopped growing: runs take about RUN_SECONDS
 
     def pick(self) -> int:
         """Threads for the next run of batches (a probe, short, when ``probing``)."""
@@ -177,11 +182,11 @@ class _ThreadChooser:
     def record(self, threads: int, seconds: float, batches: int) -> None:
         """Time of a run of ``batches`` batches on ``threads`` threads."""
         if not self.probing:
-            # aim the next runs at RUN_SECONDS, never more than doubling at once (the cap is
-            # twice the learned length, not twice an epoch's short last run); a probe says
-            # nothing of the option in use
+            # aim the next runs at RUN_SECONDS, growing at most RUN_GROWTH times at once (from
+            # the learned length, not from an epoch's short last run); a probe says nothing of
+            # the option in use
             target = int(batches * RUN_SECONDS / max(seconds, 1e-6))
-            cap = 2 * max(batches, self.chunk)
+            cap = RUN_GROWTH * max(batches, self.chunk)
             self.chunk = max(1, min(cap, target))
             # the warm-up run's time says nothing (allocation, starting threads)
             self.settled = self.settled or (self.warm and target <= cap)

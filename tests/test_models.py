@@ -871,7 +871,7 @@ def test_thread_chooser_learns_the_run_length_and_keeps_it():
     assert c.pick() == 2 and c.run_batches(500) == 1
     lengths, one_thread = [], []
     target = int(models.RUN_SECONDS / 1e-3)
-    for _ in range(30):  # 1 ms per batch on the threads: runs double up to RUN_SECONDS
+    for _ in range(30):  # 1 ms per batch on the threads: runs grow up to RUN_SECONDS
         t = c.pick()
         k = c.run_batches(500)
         if t == 1:
@@ -884,9 +884,12 @@ def test_thread_chooser_learns_the_run_length_and_keeps_it():
         chunk = c.chunk
         c.record(t, k * 1e-3, k)
         assert t == 2 or c.chunk == chunk  # a probe's time says nothing of the runs' length
-    assert lengths[:4] == [1, 2, 4, 8] and lengths[-1] == target
+        if one_thread == [k]:  # one probe is a whole measurement (MIN_MEASURED_SECONDS or more)
+            assert c.measured[1] >= models.MIN_MEASURED_SECONDS and c.probe_interval is not None
+    growth = models.RUN_GROWTH
+    assert lengths[:3] == [1, growth, growth**2] and lengths[-1] == target
     assert sum(one_thread) * 1e-3 >= models.MIN_MEASURED_SECONDS
-    assert all(b <= 2 * a for a, b in zip(lengths, lengths[1:]))
+    assert all(b <= growth * a for a, b in zip(lengths, lengths[1:]))
     assert c.run_batches(30) == 30  # an epoch's last batches
     c.record(2, 30e-3, 30)
     assert c.run_batches(500) == target  # a short run at the same speed keeps the length

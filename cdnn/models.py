@@ -112,7 +112,8 @@ class _ThreadChooser:
     other at every layer can be many times slower than one thread alone.
     So ``fit`` times both and uses the faster, re-measuring the other option
     with a short run ``FIRST_PROBE_SECONDS`` of training after it first
-    measured it, then at doubling intervals up to every ``PROBE_SECONDS`` (a
+    measured it (itself after ``FIRST_PROBE_SECONDS`` of training: short fits,
+    such as a grid search's, are not worth a probe), then at doubling intervals up to every ``PROBE_SECONDS`` (a
     cost of about 1%). A probe of the slower option costs about half its
     length (10 ms in a 120 ms epoch at BIG-b128), so after a measurement
     that finds one option far behind (``CLEAR_RATIO``) the next interval is
@@ -133,8 +134,7 @@ class _ThreadChooser:
     threads, packing and unpacking the weights' copies, the Python between
     runs: about 0.4 ms at BIG-b128); starting every epoch again from one
     batch per run made 7 runs of a 94-batch epoch instead of 2. Growing four
-    times rather than two, the length is learned in the first 94-batch epoch
-    (4 runs, not 6), and so one thread is first measured there too.
+    times rather than two, the length is learned in 4 runs, not 6.
     """
 
     def __init__(self, threads: int) -> None:
@@ -155,10 +155,12 @@ class _ThreadChooser:
             return self.options[0]
         for t in self.options:
             if self.measured.get(t, 0.0) < MIN_MEASURED_SECONDS:
-                if t != self.options[0] and not self.settled:
+                if t != self.options[0] and (not self.settled or self.since_probe < FIRST_PROBE_SECONDS):
                     # the option not in use is measured with probe-sized runs, and those are
                     # only long enough once the runs are: each run's fixed cost (0.4 ms at
-                    # BIG-b128) made 2-batch probes look 6-9% slower per batch
+                    # BIG-b128) made 2-batch probes look 6-9% slower per batch. And not in the
+                    # first FIRST_PROBE_SECONDS of training: a probe costs about half its length,
+                    # 5% of a grid search's short fits when each fit measured one thread
                     return self.options[0]
                 self.probing = t != self.options[0]
                 return t

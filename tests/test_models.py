@@ -864,6 +864,21 @@ def test_thread_chooser_probes_a_far_slower_option_less_often():
     assert len(clear) < len(close)
 
 
+def test_thread_chooser_leaves_short_fits_alone():
+    from cdnn import models
+
+    # a grid search's fits are short: a probe of one thread costs about half its length
+    c = models._ThreadChooser(2)
+    seconds = 0.0
+    while not c.probing:
+        t = c.pick()
+        k = c.run_batches(1000)
+        assert t == 2 or seconds >= models.FIRST_PROBE_SECONDS
+        c.record(t, k * 1e-4, k)  # 0.1 ms per batch
+        seconds += k * 1e-4
+    assert t == 1 and seconds < models.FIRST_PROBE_SECONDS + models.RUN_SECONDS + 0.01  # measured soon after
+
+
 def test_thread_chooser_learns_the_run_length_and_keeps_it():
     from cdnn import models
 

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 
 cimport numpy as cnp
+from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
@@ -73,7 +74,8 @@ cdef extern from "cdnn.h" nogil:
     int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                        const int32_t *ysparse, const float *ydense, int ldy,
                        const int32_t *perm, int64_t first, int n_batches, int bs,
-                       int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads)
+                       int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
+                       int stop_nonfinite_loss)
     void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum)
@@ -541,12 +543,16 @@ cdef class Network:
         return _check_labels(y, "y", n, self.n_out, self.loss_name)
 
     def train_run(self, x, y, perm, long first, int n_batches, int batch_size, long step0,
-                  unsigned long long seed, batch_loss, batch_correct, int threads=0):
+                  unsigned long long seed, batch_loss, batch_correct, int threads=0,
+                  bint stop_nonfinite_loss=False):
         """Train ``n_batches`` mini-batches of ``batch_size`` rows ``x[perm[...]]``, starting at batch ``first``.
 
         ``threads > 0`` caps this run's threads (the results do not depend on it).
 
-        Writes per-batch loss and correctness sums into ``batch_loss``/``batch_correct`` (float64).
+        Writes per-batch loss and correctness sums into ``batch_loss``/``batch_correct`` (float64)
+        and returns the number of batches trained: ``n_batches``, or with ``stop_nonfinite_loss``
+        fewer if a batch's loss is NaN or infinite: the run stops after that batch's update (as
+        Keras' ``TerminateOnNaN`` stops ``fit``), that batch being the last one written.
         The rows of ``x`` are checked as they are gathered: the first batch with a NaN or an
         infinity raises :class:`NonFiniteInputError` before its update (the batches before it are
         trained and counted in ``steps_done``).
@@ -571,7 +577,7 @@ cdef class Network:
             if arr.shape[0] < n_batches:
                 raise ValueError(f"Invalid shape for argument `{nm}`: expected at least {n_batches} entries")
         if n_batches == 0:
-            return
+            return 0
         cdef float *px = fptr(x)
         cdef int32_t *pys = iptr(ys)
         cdef float *pyd = fptr(yd)
@@ -583,13 +589,16 @@ cdef class Network:
             self._workspace(min(batch_size, n))
             with nogil:
                 done = cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
-                                      batch_size, step0, seed, pl, pc, threads)
+                                      batch_size, step0, seed, pl, pc, threads, stop_nonfinite_loss)
             self.steps_done += done
+        if stop_nonfinite_loss and done > 0 and not isfinite(pl[done - 1]):
+            return done  # stopped after the batch whose loss is not finite (the last one, possibly)
         if done < n_batches:
             batch = first + done
             rows = perm[batch * batch_size: min(n, (batch + 1) * batch_size)]
             bad = rows[~np.isfinite(x[rows]).all(axis=1)]  # none if x changed meanwhile
             raise NonFiniteInputError(int(bad.min()) if bad.size else None, batch, done)
+        return done
 
     def predict(self, x, int batch_size=256, y=None):
         """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``."""

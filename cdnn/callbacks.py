@@ -47,6 +47,9 @@ class Callback:
     def _on_run_end(self, first_batch: int, batch_losses: np.ndarray) -> None:
         """cdnn's hook after each run of batches in C (their mean losses); no-op by default."""
 
+    #: the core ends a run right after a batch whose loss is NaN or infinite (then _on_run_end)
+    _stops_on_nonfinite_loss = False
+
     @property
     def _needs_batches(self) -> bool:
         cls = type(self)
@@ -184,7 +187,9 @@ class ModelCheckpoint(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Stop training as soon as a batch's loss is NaN or infinite."""
+    """Stop training as soon as a batch's loss is NaN or infinite (after that batch's update, as Keras)."""
+
+    _stops_on_nonfinite_loss = True
 
     def _on_run_end(self, first_batch: int, batch_losses: np.ndarray) -> None:
         bad = np.flatnonzero(~np.isfinite(batch_losses))

@@ -502,6 +502,9 @@ class Sequential:
             cb.set_model(self)
             cb.set_params(params)
         per_batch = [cb for cb in cbs if cb._needs_batches]
+        # the core stops a run after a batch whose loss is not finite, so that such a callback
+        # stops fit right after that batch's update, as in Keras
+        stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
         metric_name = self._metric.name if self._metric else None
         batch_loss = np.zeros(steps)
         batch_correct = np.zeros(steps)
@@ -534,8 +537,8 @@ class Sequential:
                 t0 = time.perf_counter()
                 steps_before = net.steps_done
                 try:
-                    net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
-                                  batch_loss[done:], batch_correct[done:], nt)
+                    k = net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
+                                      batch_loss[done:], batch_correct[done:], nt, stop_nonfinite)
                 except _core.NonFiniteInputError as e:
                     raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
                                      f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "

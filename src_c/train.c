@@ -15,6 +15,7 @@
  */
 #include "cdnn.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -473,7 +474,8 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
     }
 }
 
-/* Record that the batch of step j (of this run) holds a value that is not finite. */
+/* Record in *bad_batch that step j (of this run) found a value that is not
+ * finite: in its batch, or (another flag) in its loss. */
 static void mark_bad_batch(int *bad_batch, int j)
 {
 #ifdef _OPENMP
@@ -756,7 +758,8 @@ static int batch_rows(int64_t n, int64_t start, int bs)
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
-                   int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads)
+                   int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
+                   int stop_nonfinite_loss)
 {
     const int in = net->layers[0].in;
     const float drop0 = net->layers[0].in_drop;
@@ -767,6 +770,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     const int packed = ws->packed_nr == cdnn_simd_current()->nr;
     /* the step of this run whose batch holds a NaN or an infinity (-1: none yet) */
     int bad_batch = -1;
+    /* with stop_nonfinite_loss, the step whose loss was NaN or infinite (-1: none yet) */
+    int bad_loss = -1;
     for (int l = 0; l < net->n_layers; l++) ws->lb[l].blocks = combined_in_blocks(net, ws, l, cdnn_simd_current()->nr);
     (void)n;
 
@@ -834,8 +839,10 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             }
             batch_loss[j] = l;
             batch_correct[j] = c;
+            if (stop_nonfinite_loss && !isfinite(l)) mark_bad_batch(&bad_loss, j);
         }
         cdnn_team_barrier();
+        if (bad_batch_of(&bad_loss) == j) break; /* after this step's update, as Keras' TerminateOnNaN */
     }
     /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
     if (packed) packed_copies_team(net, ws, 0);
@@ -843,7 +850,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     }
     /* act is in blocks until the next step overwrites it: nothing outside a run reads it, nor the flags */
     for (int l = 0; l < net->n_layers; l++) ws->lb[l].blocks = 0;
-    return bad_batch >= 0 ? bad_batch : n_batches;
+    /* a loss stop ends the run before the next batch's input is checked */
+    return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
 }
 
 void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,

@@ -1187,6 +1187,43 @@ def test_dropout_on_a_depth_split_layer_matches_masked_reference():
         np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6, err_msg=f"param {i}")
 
 
+# (layer sizes, batch size): a layer of one thread's rows, odd sizes, a depth-split first
+# layer, and two depth-split layers in a row (the first's output in column blocks)
+LOSS_STOP_CASES = [([7, 33, 3], 1), ([33, 1000, 1], 7), ([784, 100, 3], 33), ([784, 128, 128, 3], 31)]
+
+
+@pytest.mark.parametrize("sizes,batch", LOSS_STOP_CASES, ids=["-".join(map(str, c[0])) for c in LOSS_STOP_CASES])
+def test_train_run_stops_after_the_first_nonfinite_loss(sizes, batch, threads):
+    """stop_nonfinite_loss (Keras' TerminateOnNaN): the run ends right after the update of
+    the first batch whose loss is NaN or infinite, and returns the batches trained."""
+    acts = ["relu"] * (len(sizes) - 2) + ["linear"]
+    rng = np.random.default_rng(1)
+    n, runs = batch * 12, 12
+    x, y = f32(rng.normal(size=(n, sizes[0]))), f32(rng.normal(size=(n, sizes[-1])))
+    perm = rng.permutation(n).astype(np.int32)
+
+    def train(n_batches, stop):
+        # SGD at learning rate 1000 on MSE: the loss overflows to inf or NaN within a few batches
+        net, arrays = make_network(init_params(sizes, seed=2), acts, "mean_squared_error", False, None,
+                                   dict(name="sgd", learning_rate=1e3))
+        losses = np.zeros(runs)
+        done = net.train_run(x, y, perm, 0, n_batches, batch, 0, 0, losses, np.zeros(runs), 0, stop)
+        assert net.steps_done == done
+        return done, losses, arrays
+
+    done, losses, weights = train(runs, True)
+    full, all_losses, _ = train(runs, False)
+    assert full == runs  # without the flag a run trains on, whatever its losses
+    first_bad = int(np.flatnonzero(~np.isfinite(all_losses))[0])
+    assert 0 < first_bad < runs - 1
+    assert done == first_bad + 1
+    np.testing.assert_array_equal(losses[:done], all_losses[:done])
+    assert not losses[done:].any()  # nothing written past the stop
+    _, _, want = train(done, False)  # the stopping batch's update is applied, as in Keras
+    for got, exp in zip(weights, want):
+        np.testing.assert_array_equal(got, exp)
+
+
 # ---------------------------------------------------------------- validation
 
 

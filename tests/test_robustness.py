@@ -24,6 +24,7 @@ import random
 import signal
 import struct
 import subprocess
+import re
 import sys
 import tempfile
 import threading
@@ -1586,7 +1587,7 @@ def test_extreme_logits_give_finite_loss_and_gradients(loss, last, hidden):
     assert np.isfinite(model.predict(x, verbose=0)).all()
 
 
-def test_a_diverging_run_reports_nan_and_terminate_on_nan_stops_it(tmp_path):
+def test_a_diverging_run_reports_nan_and_terminate_on_nan_stops_it(tmp_path, capsys):
     import cdnn
 
     keras = _keras()
@@ -1609,9 +1610,14 @@ def test_a_diverging_run_reports_nan_and_terminate_on_nan_stops_it(tmp_path):
         keras.models.load_model(tmp_path / "nan.keras")
 
     model = diverging()
+    capsys.readouterr()
     history = model.fit(x, y, epochs=5, batch_size=32, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
     assert len(history.history["loss"]) == 1 and not np.isfinite(history.history["loss"][0])
-    assert model.optimizer.iterations < 8, "TerminateOnNaN did not stop within the first epoch"
+    printed = capsys.readouterr().out
+    match = re.fullmatch(r"Batch (\d+): Invalid loss, terminating training\n", printed)
+    assert match, printed
+    # as Keras: stopped right after the update of that batch (not at the end of cdnn's run of batches)
+    assert model.optimizer.iterations == int(match.group(1)) + 1 < 8
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--cases"]:

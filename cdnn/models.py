@@ -37,8 +37,9 @@ CLEAR_GROWTH = 4
 #: a probe run is this fraction of a normal run's batches: about 12 ms, which costs about 10 ms
 #: when one thread is the slower option (BIG-b128)
 PROBE_FRACTION = 8  # (a divisor: probe runs have chunk // PROBE_FRACTION batches)
-#: seconds of runs behind each thread count's timing before fit compares them: one probe of an
-#: option no faster than the one in use (RUN_SECONDS / PROBE_FRACTION, 12.5 ms, or more)
+#: seconds of runs behind each thread count's timing before fit compares them: usually one probe
+#: of an option no slower than the one in use (RUN_SECONDS / PROBE_FRACTION is 12.5 ms; shorter
+#: where chunk // PROBE_FRACTION rounds down or an epoch ends), else probes back to back
 MIN_MEASURED_SECONDS = 0.01
 #: one thread must be this much faster per batch than all threads before fit uses it
 SINGLE_THREAD_MARGIN = 1.15
@@ -134,7 +135,8 @@ class _ThreadChooser:
     threads, packing and unpacking the weights' copies, the Python between
     runs: about 0.4 ms at BIG-b128); starting every epoch again from one
     batch per run made 7 runs of a 94-batch epoch instead of 2. Growing four
-    times rather than two, the length is learned in 4 runs, not 6.
+    times rather than two, it is learned in 4 runs (1, 4, 16, 64 batches at
+    BIG-b128), not 7.
     """
 
     def __init__(self, threads: int) -> None:
@@ -155,12 +157,14 @@ class _ThreadChooser:
             return self.options[0]
         for t in self.options:
             if self.measured.get(t, 0.0) < MIN_MEASURED_SECONDS:
-                if t != self.options[0] and (not self.settled or self.since_probe < FIRST_PROBE_SECONDS):
+                first = self.measured.get(self.options[0], 0.0) < FIRST_PROBE_SECONDS
+                if t != self.options[0] and (not self.settled or first):
                     # the option not in use is measured with probe-sized runs, and those are
                     # only long enough once the runs are: each run's fixed cost (0.4 ms at
                     # BIG-b128) made 2-batch probes look 6-9% slower per batch. And not in the
                     # first FIRST_PROBE_SECONDS of training: a probe costs about half its length,
-                    # 5% of a grid search's short fits when each fit measured one thread
+                    # 5% of a grid search's short fits when each fit measured one thread. After
+                    # that, probes follow each other until the measurement is complete
                     return self.options[0]
                 self.probing = t != self.options[0]
                 return t

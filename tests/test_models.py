@@ -879,6 +879,27 @@ def test_thread_chooser_leaves_short_fits_alone():
     assert t == 1 and seconds < models.FIRST_PROBE_SECONDS + models.RUN_SECONDS + 0.01  # measured soon after
 
 
+def test_thread_chooser_moves_to_one_thread_soon_on_a_busy_machine():
+    from cdnn import models
+
+    # two busy loops on the cores: all threads 17 ms per batch, one thread 1.9 ms (BIG-b128 measured so);
+    # probes of one thread are a batch each here, and follow each other until it is measured
+    c = models._ThreadChooser(2)
+    seconds, switched = 0.0, None
+    for epoch in range(2):
+        done = 0
+        while done < 94:
+            t = c.pick()
+            k = c.run_batches(94 - done)
+            if t == 1 and not c.probing and switched is None:
+                switched = seconds
+            c.record(t, k * (17e-3 if t == 2 else 1.9e-3), k)
+            seconds += k * (17e-3 if t == 2 else 1.9e-3)
+            done += k
+    assert switched is not None and switched < models.FIRST_PROBE_SECONDS + models.RUN_SECONDS + 0.05, switched
+    assert seconds < 1.0, seconds  # two epochs, against 3.2 s on all threads
+
+
 def test_thread_chooser_learns_the_run_length_and_keeps_it():
     from cdnn import models
 
@@ -919,7 +940,7 @@ def test_thread_chooser_learns_the_run_length_and_keeps_it():
 def test_fit_starts_later_epochs_with_the_learned_run_length(monkeypatch):
     from cdnn import models
 
-    # runs so long a target that every run may double the next: the lengths do not depend on the clock
+    # runs so long a target that every run may grow RUN_GROWTH times: the lengths do not depend on the clock
     monkeypatch.setattr(models, "RUN_SECONDS", 1e9)
     rng = np.random.default_rng(4)
     x, y = rng.random((4096, 6)).astype(np.float32), rng.integers(0, 4, 4096)

@@ -113,8 +113,9 @@ class _ThreadChooser:
     other at every layer can be many times slower than one thread alone.
     So ``fit`` times both and uses the faster, re-measuring the other option
     with a short run ``FIRST_PROBE_SECONDS`` of training after it first
-    measured it (itself after ``FIRST_PROBE_SECONDS`` of training: short fits,
-    such as a grid search's, are not worth a probe), then at doubling intervals up to every ``PROBE_SECONDS`` (a
+    measured it (itself after ``FIRST_PROBE_SECONDS`` of training on the
+    option in use: short fits, such as a grid search's, are not worth a
+    probe), then at doubling intervals up to every ``PROBE_SECONDS`` (a
     cost of about 1%). A probe of the slower option costs about half its
     length (10 ms in a 120 ms epoch at BIG-b128), so after a measurement
     that finds one option far behind (``CLEAR_RATIO``) the next interval is

@@ -425,6 +425,20 @@ static void timer_resume(row_timer *tm)
     if (tm) tm->since = cdnn_wtime();
 }
 
+/* Layer l's output from its two partial products, done by this thread:
+ * every row of its parts' blocks (team work, not timed as its rows) if the
+ * layer keeps its output in blocks, else its rows [r0, r1). */
+static void depth_combine(const cdnn_net *net, cdnn_workspace *ws, int l, int rows, int r0, int r1, row_timer *tm)
+{
+    if (ws->lb[l].blocks) {
+        timer_pause(tm);
+        depth_combine_team(net, ws, l, rows);
+        timer_resume(tm);
+    } else {
+        depth_combine_rows(net, ws, l, r0, r1);
+    }
+}
+
 /* Forward pass of rows [r0, r1) (this thread's share of a batch of `rows`)
  * from layer `first` on, whose input is x (the gathered batch, or X
  * directly for inference) or, from a later layer, the layer below's
@@ -457,9 +471,8 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
                 if (!(l > 0 && ws->lb[l - 1].blocks)) cdnn_team_barrier();
                 depth_parts_team(net, ws, l, in, rows, packed, pack);
                 cdnn_team_barrier(); /* both partials of every row */
-                if (b->blocks) depth_combine_team(net, ws, l, rows);
                 timer_resume(tm);
-                if (!b->blocks) depth_combine_rows(net, ws, l, r0, r1);
+                depth_combine(net, ws, l, rows, r0, r1, tm);
             } else { /* the same sums as training's */
                 depth_part(net, ws, l, 0, in, 0, 0, r0, r1, packed, pack);
                 depth_part(net, ws, l, 1, in, 0, 0, r0, r1, packed, pack);
@@ -516,13 +529,7 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
     const int ldy = top->units;
     cdnn_opt_step st = cdnn_opt_prepare(&net->opt, t);
 
-    if (ws->lb[0].blocks) {
-        timer_pause(&tm);
-        depth_combine_team(net, ws, 0, rows);
-        timer_resume(&tm);
-    } else if (ws->lb[0].mid) {
-        depth_combine_rows(net, ws, 0, r0, r1);
-    }
+    if (ws->lb[0].mid) depth_combine(net, ws, 0, rows, r0, r1, &tm);
     forward_rows(net, ws, ws->lb[0].mid ? 1 : 0, x0, rows, r0, r1, NULL, 1, seed, t, packed, 1, &tm, pack);
     cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,

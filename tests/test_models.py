@@ -5,6 +5,7 @@ defaults, formats and rules (written out here), hand computation, and the
 NumPy oracle ``cdnn.reference`` trained from the same initial weights.
 """
 
+import itertools
 import math
 import re
 
@@ -806,6 +807,22 @@ def _feed(chooser, per_batch, runs, batches=50):
     return picks
 
 
+def _runs(chooser, per_batch, epoch_batches=1000):
+    """Drive the chooser as fit does, with fake timings (``{threads: seconds per batch}``) and epochs of
+    ``epoch_batches`` batches, without end; yields ``(threads, batches, probing, seconds of training
+    before the run)`` for each run, before its time is recorded."""
+    seconds = 0.0
+    while True:
+        done = 0
+        while done < epoch_batches:
+            t = chooser.pick()
+            k = chooser.run_batches(epoch_batches - done)
+            yield t, k, chooser.probing, seconds
+            chooser.record(t, k * per_batch[t], k)
+            seconds += k * per_batch[t]
+            done += k
+
+
 def test_thread_chooser_takes_one_thread_only_when_clearly_faster():
     from cdnn import models
 
@@ -842,15 +859,10 @@ def test_thread_chooser_probes_a_far_slower_option_less_often():
     def probe_gaps(one_thread_per_batch):
         """Seconds of training between the probes of one thread (its first measurement first)."""
         c = models._ThreadChooser(2)
-        probes, seconds = [], 0.0
-        for _ in range(400):
-            t = c.pick()
-            k = c.run_batches(1000)
-            if c.probing and (not probes or c.measured.get(1, 0.0) >= models.MIN_MEASURED_SECONDS):
+        probes = []
+        for t, k, probing, seconds in itertools.islice(_runs(c, {2: 1e-3, 1: one_thread_per_batch}), 400):
+            if probing and (not probes or c.measured.get(1, 0.0) >= models.MIN_MEASURED_SECONDS):
                 probes.append(seconds)
-            per_batch = 1e-3 if t == 2 else one_thread_per_batch
-            c.record(t, k * per_batch, k)
-            seconds += k * per_batch
         return np.diff(probes)
 
     clear = probe_gaps(1.9e-3)  # one thread 1.9x slower: as at BIG-b128 on an idle machine
@@ -868,14 +880,10 @@ def test_thread_chooser_leaves_short_fits_alone():
     from cdnn import models
 
     # a grid search's fits are short: a probe of one thread costs about half its length
-    c = models._ThreadChooser(2)
-    seconds = 0.0
-    while not c.probing:
-        t = c.pick()
-        k = c.run_batches(1000)
+    for t, k, probing, seconds in _runs(models._ThreadChooser(2), {2: 1e-4, 1: 1e-4}):  # 0.1 ms per batch
         assert t == 2 or seconds >= models.FIRST_PROBE_SECONDS
-        c.record(t, k * 1e-4, k)  # 0.1 ms per batch
-        seconds += k * 1e-4
+        if probing:
+            break
     assert t == 1 and seconds < models.FIRST_PROBE_SECONDS + models.RUN_SECONDS + 0.01  # measured soon after
 
 
@@ -885,19 +893,15 @@ def test_thread_chooser_moves_to_one_thread_soon_on_a_busy_machine():
     # two busy loops on the cores: all threads 17 ms per batch, one thread 1.9 ms (BIG-b128 measured so);
     # probes of one thread are a batch each here, and follow each other until it is measured
     c = models._ThreadChooser(2)
-    seconds, switched = 0.0, None
-    for epoch in range(2):
-        done = 0
-        while done < 94:
-            t = c.pick()
-            k = c.run_batches(94 - done)
-            if t == 1 and not c.probing and switched is None:
-                switched = seconds
-            c.record(t, k * (17e-3 if t == 2 else 1.9e-3), k)
-            seconds += k * (17e-3 if t == 2 else 1.9e-3)
-            done += k
+    switched, trained = None, 0
+    for t, k, probing, seconds in _runs(c, {2: 17e-3, 1: 1.9e-3}, epoch_batches=94):
+        if trained == 2 * 94:
+            break
+        if t == 1 and not probing and switched is None:
+            switched = seconds
+        trained += k
     assert switched is not None and switched < models.FIRST_PROBE_SECONDS + models.RUN_SECONDS + 0.05, switched
-    assert seconds < 1.0, seconds  # two epochs, against 3.2 s on all threads
+    assert seconds < 1.0, seconds  # two epochs, against 1.6 s on all threads (17 ms x 94 x 2)
 
 
 def test_thread_chooser_learns_the_run_length_and_keeps_it():

@@ -641,8 +641,9 @@ def ref_optimizer(hp):
     return REF_OPT[hp["name"]](**kw)
 
 
-def make_network(params, acts, loss, from_logits, metric, hp, dropout=None):
-    """A Network over float32 copies of ``params`` (W0, b0, W1, b1, ...); returns (net, arrays)."""
+def make_network(params, acts, loss, from_logits, metric, hp, dropout=None, with_slots=False):
+    """A Network over float32 copies of ``params`` (W0, b0, W1, b1, ...); returns (net, arrays),
+    arrays holding each layer's W and b, and with ``with_slots`` its four optimizer slots after them."""
     init = hp.get("initial_accumulator_value", 0.1) if hp["name"] == "adagrad" else 0.0
     layers = []
     for i, act in enumerate(acts):
@@ -653,7 +654,7 @@ def make_network(params, acts, loss, from_logits, metric, hp, dropout=None):
     net = _core.Network(layers, loss, from_logits, metric, hp)
     arrays = []
     for d in layers:
-        arrays += [d["W"], d["b"]]
+        arrays += [d["W"], d["b"]] + (d["slots"] if with_slots else [])
     return net, arrays
 
 
@@ -1222,6 +1223,57 @@ def test_train_run_stops_after_the_first_nonfinite_loss(sizes, batch, threads):
     _, _, want = train(done, False)  # the stopping batch's update is applied, as in Keras
     for got, exp in zip(weights, want):
         np.testing.assert_array_equal(got, exp)
+
+
+def test_training_state_does_not_depend_on_how_runs_are_cut(threads):
+    """784-128-128-10 with Adam: during a run, both big layers keep W's values in packed
+    copies (written back at the run's end) and the first layer's output in column blocks.
+    Runs of 1, 4, 1 and 6 batches; a network whose arrays, slots included, are overwritten
+    between runs (as loading a model does); and a run stopped by a NaN in batch 5's images:
+    W, b and every slot are those of one uninterrupted run, bit for bit."""
+    sizes, acts, bs, n_batches = [784, 128, 128, 10], ["relu", "relu", "softmax"], 16, 12
+    rng = np.random.default_rng(21)
+    x = f32(rng.random((bs * n_batches, 784)))
+    y = rng.integers(0, 10, size=bs * n_batches).astype(np.int32)
+    perm = rng.permutation(bs * n_batches).astype(np.int32)
+
+    def network():
+        return make_network(init_params(sizes, seed=22), acts, "sparse_categorical_crossentropy", False, "sparse",
+                            dict(name="adam", learning_rate=0.01), with_slots=True)
+
+    def train(net, cuts, start=0, x=x):
+        for done, n in zip(start + np.cumsum([0] + cuts), cuts):
+            net.train_run(x, y, perm, int(done), n, bs, int(done), 3, np.zeros(n_batches), np.zeros(n_batches))
+
+    def assert_same(arrays, want):
+        for i, (got, exp) in enumerate(zip(arrays, want)):
+            np.testing.assert_array_equal(got, exp, err_msg=f"array {i}")
+
+    net, whole = network()
+    train(net, [n_batches])
+    assert np.abs(whole[2]).max() > 0  # the first layer's Adam slots are trained
+    net, cut = network()
+    train(net, [1, 4, 1, 6])
+    assert_same(cut, whole)
+
+    net, loaded = network()
+    train(net, [3])
+    other, six = network()
+    train(other, [6])
+    for a, b in zip(loaded, six):
+        np.copyto(a, b)
+    train(net, [n_batches - 6], start=6)
+    assert_same(loaded, whole)
+
+    x_bad = x.copy()
+    x_bad[perm[5 * bs + 3], 100] = np.nan
+    net, stopped = network()
+    with pytest.raises(_core.NonFiniteInputError) as err:
+        train(net, [n_batches], x=x_bad)
+    assert err.value.trained == 5
+    net, five = network()
+    train(net, [5])
+    assert_same(stopped, five)
 
 
 # ---------------------------------------------------------------- validation

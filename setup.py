@@ -76,7 +76,11 @@ def _openmp_flags():
 omp_compile, omp_link, omp_message = _openmp_flags()
 print(f"cdnn build: {omp_message}", file=sys.stderr)
 
-compile_args = ["-O3", "-std=c11", "-fno-math-errno", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"] + omp_compile
+# -fno-trapping-math: cdnn never reads floating-point exception flags, so a select between two
+# computed values (leaky ReLU, sigmoid, tanh) may compute both sides: GCC then vectorizes those
+# loops (values unchanged; no reassociation, no contraction under -std=c11)
+compile_args = ["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", "-fno-strict-aliasing", "-Wall",
+                "-Wno-unused-function"] + omp_compile
 link_args = list(omp_link)
 if _flag("CDNN_NATIVE"):
     compile_args.append("-march=native")

@@ -6,12 +6,31 @@
 
 #include <math.h>
 
-static float sigmoidf(float x)
+/* The activations below are branch-free, so that the loops over a tile
+ * vectorize: with calls to expf and tanhf, sigmoid cost 9 ns and tanh 14 ns
+ * per element, as much as the 784-input product that they follow. */
+
+/* 1 / (1 + e^-x), from e^-|x| so that exp never overflows; within 3 ulp of the exact value. */
+static inline float sigmoidf(float x)
 {
-    /* Stable on both sides: exp never overflows. */
-    if (x >= 0.0f) return 1.0f / (1.0f + expf(-x));
-    float e = expf(x);
-    return e / (1.0f + e);
+    const float e = cdnn_exp_nonpositive(-fabsf(x)), s = 1.0f / (1.0f + e), neg = e * s;
+    return x >= 0.0f ? s : neg;
+}
+
+/* tanh x: Cephes' tanhf (its odd polynomial below |x| = 0.625, where 1 - e^-2|x| would cancel,
+ * else (1 - e^-2|x|) / (1 + e^-2|x|) with x's sign); within 3 ulp of the exact value. */
+static inline float tanh_f(float x)
+{
+    const float ax = fabsf(x), z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    const float small = p * z * x + x;
+    const float e = cdnn_exp_nonpositive(-2.0f * ax);
+    const float big = copysignf((1.0f - e) / (1.0f + e), x);
+    return ax < 0.625f ? small : big;
 }
 
 /* 1 + erf(x/sqrt 2) written as erfc(-x/sqrt 2): no cancellation for x << 0 */
@@ -38,13 +57,16 @@ void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int co
             for (int j = 0; j < cols; j++) r[j] = r[j] < 0.0f ? 0.0f : r[j];
             break;
         case CDNN_LEAKY_RELU:
-            for (int j = 0; j < cols; j++) r[j] = r[j] >= 0.0f ? r[j] : alpha * r[j];
+            for (int j = 0; j < cols; j++) {
+                const float v = r[j], neg = alpha * v;
+                r[j] = v >= 0.0f ? v : neg;
+            }
             break;
         case CDNN_SIGMOID:
             for (int j = 0; j < cols; j++) r[j] = sigmoidf(r[j]);
             break;
         case CDNN_TANH:
-            for (int j = 0; j < cols; j++) r[j] = tanhf(r[j]);
+            for (int j = 0; j < cols; j++) r[j] = tanh_f(r[j]);
             break;
         case CDNN_GELU:
             for (int j = 0; j < cols; j++) r[j] = geluf(r[j]);

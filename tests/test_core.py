@@ -503,6 +503,29 @@ def test_dense_forward_extreme_inputs_are_finite():
         np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-30, err_msg=act)
 
 
+@pytest.mark.parametrize("act", ["sigmoid", "tanh"])
+def test_sigmoid_and_tanh_within_a_few_ulp_everywhere(act):
+    """The core's branch-free sigmoid and tanh (a polynomial e^x, and tanh's own polynomial
+    below |x| = 0.625) against float64 on a dense grid, tiny and huge arguments, the
+    polynomial's edge and exp's flush point: within 4 ulp of the exact value, values below
+    float32's normal range (sigmoid's far tail) may be 0, and NaN and infinities as the oracle."""
+    grid = np.concatenate([
+        np.linspace(-30, 30, 600_001), np.geomspace(1e-30, 1e3, 5000), -np.geomspace(1e-30, 1e3, 5000),
+        np.linspace(0.62, 0.63, 10_001), -np.linspace(0.62, 0.63, 10_001), np.linspace(-110, -80, 30_001),
+        [0.0, -0.0, 1e30, -1e30, np.inf, -np.inf, np.nan]])
+    z = f32(grid)[:, None]
+    y, _ = _core.dense_forward(z, f32([[1.0]]), f32([0.0]), act)
+    want = ref.activation(act, f64(z))
+    finite = np.isfinite(want)
+    assert np.array_equal(np.isnan(y), np.isnan(want))
+    np.testing.assert_array_equal(y[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
+    got, exp = f64(y[finite]), want[finite]
+    tiny = np.abs(exp) < np.finfo(np.float32).tiny
+    ulp = np.spacing(np.abs(exp).astype(np.float32)).astype(np.float64)
+    assert (np.abs(got - exp) <= 4 * ulp)[~tiny].all(), np.max((np.abs(got - exp) / ulp)[~tiny])
+    assert (np.abs(got[tiny]) <= np.finfo(np.float32).tiny).all()
+
+
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "linear"])
 def test_dense_forward_keeps_nan_and_infinity_as_the_oracle(act):
     # NaN (inf * 0 in the product) stays NaN, as in NumPy's and TensorFlow's max(z, 0); inf stays inf

@@ -33,12 +33,49 @@ static inline float tanh_f(float x)
     return ax < 0.625f ? small : big;
 }
 
-/* 1 + erf(x/sqrt 2) written as erfc(-x/sqrt 2): no cancellation for x << 0 */
-static float geluf(float x) { return 0.5f * x * erfcf(-x * 0.70710678118654752f); }
-
-static float gelu_gradf(float x)
+/* erfc t, branch-free: Cephes' erfcf (1 - erf t by erf's odd polynomial
+ * below |t| = 1; above, e^-t^2 P(1/t^2) / |t| with one polynomial below
+ * |t| = 2 and another beyond, and 2 minus that for t < 0). */
+static inline float erfc_f(float t)
 {
-    return 0.5f * erfcf(-x * 0.70710678118654752f) + x * 0.39894228040143268f * expf(-0.5f * x * x);
+    const float a = fabsf(t), z = t * t;
+    float e = 7.853861353153693e-5f;
+    e = e * z - 8.010193625184903e-4f;
+    e = e * z + 5.188327685732524e-3f;
+    e = e * z - 2.685381193529856e-2f;
+    e = e * z + 1.128358514861418e-1f;
+    e = e * z - 3.761262582423300e-1f;
+    e = e * z + 1.128379165726710f;
+    const float near = 1.0f - t * e;
+    const float q = 1.0f / a, y = q * q;
+    float p = 2.326819970068386e-2f; /* 1 <= |t| < 2 */
+    p = p * y - 1.387039388740657e-1f;
+    p = p * y + 3.687424674597105e-1f;
+    p = p * y - 5.824733027278666e-1f;
+    p = p * y + 6.210004621745983e-1f;
+    p = p * y - 4.944515323274145e-1f;
+    p = p * y + 3.404879937665872e-1f;
+    p = p * y - 2.741127028184656e-1f;
+    p = p * y + 5.638259427386472e-1f;
+    float r = -1.047766399936249e+1f; /* |t| >= 2 */
+    r = r * y + 1.297719955372516e+1f;
+    r = r * y - 7.495518717768503e+0f;
+    r = r * y + 2.921019019210786e+0f;
+    r = r * y - 1.015265279202700e+0f;
+    r = r * y + 4.218463358204948e-1f;
+    r = r * y - 2.820767439740514e-1f;
+    r = r * y + 5.641895067754075e-1f;
+    const float tail = cdnn_exp_nonpositive(-z) * q * (a < 2.0f ? p : r);
+    const float far = t < 0.0f ? 2.0f - tail : tail;
+    return a < 1.0f ? near : far;
+}
+
+/* 1 + erf(x/sqrt 2) written as erfc(-x/sqrt 2): no cancellation for x << 0 */
+static inline float geluf(float x) { return 0.5f * x * erfc_f(-x * 0.70710678118654752f); }
+
+static inline float gelu_gradf(float x)
+{
+    return 0.5f * erfc_f(-x * 0.70710678118654752f) + x * 0.39894228040143268f * cdnn_exp_nonpositive(-0.5f * x * x);
 }
 
 CDNN_VECTOR_CLONES

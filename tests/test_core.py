@@ -11,6 +11,7 @@
 """
 
 import functools
+import math
 import subprocess
 import sys
 import textwrap
@@ -503,27 +504,58 @@ def test_dense_forward_extreme_inputs_are_finite():
         np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-30, err_msg=act)
 
 
-@pytest.mark.parametrize("act", ["sigmoid", "tanh"])
-def test_sigmoid_and_tanh_within_a_few_ulp_everywhere(act):
-    """The core's branch-free sigmoid and tanh (a polynomial e^x, and tanh's own polynomial
-    below |x| = 0.625) against float64 on a dense grid, tiny and huge arguments, the
-    polynomial's edge and exp's flush point: within 4 ulp of the exact value, values below
-    float32's normal range (sigmoid's far tail) may be 0, and NaN and infinities as the oracle."""
-    grid = np.concatenate([
-        np.linspace(-30, 30, 600_001), np.geomspace(1e-30, 1e3, 5000), -np.geomspace(1e-30, 1e3, 5000),
-        np.linspace(0.62, 0.63, 10_001), -np.linspace(0.62, 0.63, 10_001), np.linspace(-110, -80, 30_001),
-        [0.0, -0.0, 1e30, -1e30, np.inf, -np.inf, np.nan]])
-    z = f32(grid)[:, None]
+#: grid of arguments for the core's own sigmoid, tanh and gelu: dense, tiny and huge, both sides
+#: of their polynomials' edges (tanh's at 0.625; erfc's at 1 and 2, i.e. gelu's at -1.41 and -2.83),
+#: exp's flush point, and the special values
+ACT_GRID = np.concatenate([
+    np.linspace(-30, 30, 600_001), np.geomspace(1e-30, 1e3, 5000), -np.geomspace(1e-30, 1e3, 5000),
+    np.linspace(0.62, 0.63, 10_001), -np.linspace(0.62, 0.63, 10_001), -np.linspace(1.40, 1.43, 10_001),
+    -np.linspace(2.81, 2.85, 10_001), np.linspace(-110, -80, 30_001),
+    [0.0, -0.0, 1e30, -1e30, np.inf, -np.inf, np.nan]])
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "gelu"])
+def test_sigmoid_tanh_gelu_accurate_everywhere(act):
+    """The core's branch-free sigmoid, tanh and gelu (polynomial e^x and erfc, tanh's own
+    polynomial below |x| = 0.625) against float64 on ACT_GRID: sigmoid and tanh within 4 ulp,
+    gelu within 16 ulp (where erfc is 1 - erf, and 1 - erf cancels), and beyond x = -2 within
+    3e-5 relative (there x / sqrt 2 rounded alone costs 2t^2 ulp: the C library's erfcf gave
+    1.2e-5); values below float32's normal range (gelu: below 1.2e-35) may be 0 or any smaller
+    value; NaN and infinities as the oracle."""
+    z = f32(ACT_GRID)[:, None]
     y, _ = _core.dense_forward(z, f32([[1.0]]), f32([0.0]), act)
-    want = ref.activation(act, f64(z))
+    if act == "gelu":  # not the reference's 1 + erf(x / sqrt 2), which cancels for x << 0 (as Keras' does)
+        with np.errstate(invalid="ignore"):
+            want = 0.5 * f64(z) * np.vectorize(math.erfc)(-f64(z) / math.sqrt(2))
+    else:
+        want = ref.activation(act, f64(z))
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(y), nan)
     finite = np.isfinite(want)
-    assert np.array_equal(np.isnan(y), np.isnan(want))
-    np.testing.assert_array_equal(y[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)])
-    got, exp = f64(y[finite]), want[finite]
-    tiny = np.abs(exp) < np.finfo(np.float32).tiny
+    np.testing.assert_array_equal(y[~finite & ~nan], want[~finite & ~nan])
+    got, exp, x = f64(y[finite]), want[finite], f64(z[finite])
+    # gelu's far tail: 0.5 x erfc(-x / sqrt 2) is normal a little longer than erfc is (to x = -13.2)
+    tiny = np.abs(exp) < np.finfo(np.float32).tiny * (1e3 if act == "gelu" else 1)
     ulp = np.spacing(np.abs(exp).astype(np.float32)).astype(np.float64)
-    assert (np.abs(got - exp) <= 4 * ulp)[~tiny].all(), np.max((np.abs(got - exp) / ulp)[~tiny])
-    assert (np.abs(got[tiny]) <= np.finfo(np.float32).tiny).all()
+    err = np.abs(got - exp)
+    if act == "gelu":
+        tail = x < -2
+        assert (err <= 16 * ulp)[~tiny & ~tail].all(), np.max((err / ulp)[~tiny & ~tail])
+        assert (err <= 3e-5 * np.abs(exp))[~tiny & tail].all(), np.max((err / np.abs(exp))[~tiny & tail])
+    else:
+        assert (err <= 4 * ulp)[~tiny].all(), np.max((err / ulp)[~tiny])
+    assert (np.abs(got[tiny]) <= np.abs(exp[tiny]) + np.finfo(np.float32).tiny).all()
+
+
+def test_gelu_derivative_accurate_everywhere():
+    """gelu' = Phi(x) + x phi(x), from the same erfc and exp polynomials, within 2e-7 of float64
+    on ACT_GRID's finite values (it crosses zero at x = -0.75: an absolute bound)."""
+    x = f32(ACT_GRID[np.isfinite(ACT_GRID)])
+    n = x.size
+    _, db, _ = _core.dense_backward(f32([[1.0]]), np.ones((1, n), np.float32), x[None, :], np.ones((1, n), np.float32),
+                                    "gelu", need_dx=False)
+    want = ref.activation_grad("gelu", f64(x), np.ones(n))
+    np.testing.assert_allclose(db, want, rtol=0, atol=2e-7)
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "linear"])

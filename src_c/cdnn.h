@@ -197,8 +197,8 @@ void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int
 void cdnn_softmax_rows(float *x, int ld, int rows, int cols);
 /* Softmax backward in place: g = a * (g - sum(g*a)) row-wise. */
 void cdnn_softmax_backward_rows(float *g, int ldg, const float *a, int lda, int rows, int cols);
-/* Keep-or-drop factor (0 or 1/(1-rate)) of element (row, col) under dropout key. */
-float cdnn_dropout_factor(uint64_t key, int32_t row, int col, float rate);
+/* dst[j] = src[j] times element (row, col0 + j)'s dropout factor under key (0 or 1/(1-rate)), j < n; dst may be src. */
+void cdnn_dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate);
 
 /* ---- losses (losses.c) ------------------------------------------------ */
 /* For output rows [lo, hi) of a batch (calling thread only), write per-row loss

@@ -710,9 +710,8 @@ static void epilogue(const cdnn_epilogue *e, float *c, int ldc, int i0, int j0, 
         cdnn_dact_tile(e->act, e->alpha, c, ldc, e->aux + (size_t)i0 * e->ldaux + j0, e->ldaux, rows, cols);
         if (e->drop_rate > 0.0f)
             for (int i = 0; i < rows; i++)
-                for (int j = 0; j < cols; j++)
-                    c[(size_t)i * ldc + j] *= cdnn_dropout_factor(e->drop_seed, e->drop_rows[i0 + i], e->drop_col0 + j0 + j,
-                                                                  e->drop_rate);
+                cdnn_dropout_row(c + (size_t)i * ldc, c + (size_t)i * ldc, cols, e->drop_seed, e->drop_rows[i0 + i],
+                                 e->drop_col0 + j0, e->drop_rate);
         break;
     default:
         break;

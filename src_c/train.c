@@ -460,8 +460,7 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
             /* dropout on the previous layer's output, into this layer's input buffer */
             uint64_t key = dropout_key(seed, step, l);
             for (long i = r0; i < r1; i++)
-                for (int j = 0; j < ly->in; j++)
-                    b->din[i * ly->in + j] = in[i * ly->in + j] * cdnn_dropout_factor(key, ws->rows[i], j, ly->in_drop);
+                cdnn_dropout_row(b->din + i * ly->in, in + i * ly->in, ly->in, key, ws->rows[i], 0, ly->in_drop);
             in = b->din;
         }
         if (b->mid) {
@@ -665,7 +664,7 @@ static int gather_x(float *dst, const float *X, int in, const int32_t *rows, lon
         float *d = dst + (size_t)i * in;
         ok &= copy_finite((uint32_t *)d, (const uint32_t *)src, in);
         if (drop0 > 0.0f)
-            for (int k = 0; k < in; k++) d[k] *= cdnn_dropout_factor(key, r, k, drop0);
+            cdnn_dropout_row(d, d, in, key, r, 0, drop0);
     }
     return ok;
 }

@@ -148,10 +148,8 @@ void cdnn_softmax_rows(float *x, int ld, int rows, int cols)
         float *r = x + (size_t)i * ld;
         float m = r[0], s = 0.0f;
         for (int j = 1; j < cols; j++) m = r[j] > m ? r[j] : m;
-        for (int j = 0; j < cols; j++) {
-            r[j] = expf(r[j] - m);
-            s += r[j];
-        }
+        for (int j = 0; j < cols; j++) r[j] = cdnn_exp_nonpositive(r[j] - m); /* vectorized */
+        for (int j = 0; j < cols; j++) s += r[j];
         float inv = 1.0f / s;
         for (int j = 0; j < cols; j++) r[j] *= inv;
     }

@@ -25,12 +25,17 @@ static int argmax(const float *x, int n)
     return best;
 }
 
+/* The exponentials in float32 (vectorized, 64 at a time), summed in double. */
 static double log_sum_exp(const float *x, int n)
 {
-    float m = x[0];
+    float m = x[0], e[64];
     for (int j = 1; j < n; j++) m = x[j] > m ? x[j] : m;
     double s = 0.0;
-    for (int j = 0; j < n; j++) s += exp((double)(x[j] - m));
+    for (int j0 = 0; j0 < n; j0 += 64) {
+        const int len = n - j0 < 64 ? n - j0 : 64;
+        for (int j = 0; j < len; j++) e[j] = cdnn_exp_nonpositive(x[j0 + j] - m);
+        for (int j = 0; j < len; j++) s += e[j];
+    }
     return (double)m + log(s);
 }
 

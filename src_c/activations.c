@@ -190,3 +190,14 @@ void cdnn_dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t
     const float scale = 1.0f / (1.0f - rate);
     for (int j = 0; j < n; j++) dst[j] = src[j] * (dropout_keeps(key, row, col0 + j, rate) ? scale : 0.0f);
 }
+
+/* Without the hash: where ReLU's derivative is 1 its output is positive,
+ * so after dropout it is nonzero exactly where kept (and where the
+ * derivative is 0, g is 0 either way). Hashing the mask again in the
+ * backward pass was half of dropout's cost. */
+CDNN_VECTOR_CLONES
+void cdnn_dropout_row_kept(float *g, const float *din, int n, float rate)
+{
+    const float scale = 1.0f / (1.0f - rate);
+    for (int j = 0; j < n; j++) g[j] *= din[j] != 0.0f ? scale : 0.0f;
+}

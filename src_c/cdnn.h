@@ -107,6 +107,8 @@ typedef struct {
     uint64_t drop_seed;          /* hash key for this layer and step */
     const int32_t *drop_rows;    /* dataset row index of each batch row */
     int drop_col0;               /* the layer input's column of C's first column (dropout keys) */
+    const float *drop_din;       /* or NULL: with act ReLU, the layer input after dropout, laid out as aux, whose
+                                    nonzeros are the kept elements wherever ReLU's derivative is not 0 */
 } cdnn_epilogue;
 
 /* A SIMD code path: micro-kernel shape and function. */
@@ -199,6 +201,8 @@ void cdnn_softmax_rows(float *x, int ld, int rows, int cols);
 void cdnn_softmax_backward_rows(float *g, int ldg, const float *a, int lda, int rows, int cols);
 /* dst[j] = src[j] times element (row, col0 + j)'s dropout factor under key (0 or 1/(1-rate)), j < n; dst may be src. */
 void cdnn_dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate);
+/* g[j] *= (din[j] != 0 ? 1/(1-rate) : 0) for j < n: the dropout factors of a ReLU layer's kept outputs, read back. */
+void cdnn_dropout_row_kept(float *g, const float *din, int n, float rate);
 
 /* ---- losses (losses.c) ------------------------------------------------ */
 /* For output rows [lo, hi) of a batch (calling thread only), write per-row loss

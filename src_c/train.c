@@ -549,6 +549,7 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
         e.drop_rate = ly->in_drop;
         e.drop_seed = dropout_key(seed, t, l);
         e.drop_rows = ws->rows;
+        e.drop_din = lower->act == CDNN_RELU && ly->in_drop > 0.0f ? ws->lb[l].din : NULL;
         if (ws->lb[l].mid) {
             /* each half of the team: for every row, the columns of dX that its rows of W give */
             timer_pause(&tm);
@@ -560,7 +561,9 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
                 part_rows(ws, ly, l, p, &k0, &k1);
                 cdnn_epilogue ep = e;
                 ep.aux = e.aux + k0;
-                if (ws->lb[l - 1].blocks) { /* the layer below's output, block p: combined by this thread */
+                ep.drop_din = e.drop_din ? e.drop_din + k0 : NULL;
+                if (ws->lb[l - 1].blocks) { /* the layer below's output, block p: combined by this thread (never
+                                             * with dropout on it: see combined_in_blocks) */
                     int c0;
                     ep.aux = block_of(net, ws, l - 1, ws->lb[l - 1].act, p, &ep.ldaux, &c0);
                 }

@@ -188,14 +188,13 @@ static inline void dropout_row(float *dst, const float *src, int n, uint64_t key
     for (int j = 0; j < n; j++) dst[j] = src[j] * (dropout_keeps(key, row, col0 + j, rate) ? scale : 0.0f);
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CDNN_NO_CLONES)
+#ifdef CDNN_CLONES
 /* AVX-512DQ multiplies 64-bit integers (vpmullq), which AVX2 emulates with three 32-bit products. */
 __attribute__((target("avx512f,avx512dq")))
 static void dropout_row_avx512(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
 {
     dropout_row(dst, src, n, key, row, col0, rate);
 }
-#define CDNN_DROPOUT_AVX512 1
 #endif
 
 /* Inlined and vectorized: called for each element, the hash cost 4 ns an
@@ -204,7 +203,7 @@ static void dropout_row_avx512(float *dst, const float *src, int n, uint64_t key
 CDNN_VECTOR_CLONES
 void cdnn_dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
 {
-#ifdef CDNN_DROPOUT_AVX512
+#ifdef CDNN_CLONES
     if (__builtin_cpu_supports("avx512dq")) {
         dropout_row_avx512(dst, src, n, key, row, col0, rate);
         return;

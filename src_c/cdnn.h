@@ -15,8 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Loops worth an AVX2 copy chosen at load time (GCC/clang ifunc on Linux). */
+/* Loops worth an AVX2 copy chosen at load time (GCC/clang ifunc on Linux). CDNN_CLONES: such copies
+ * are built (code that picks a wider copy itself checks it too). */
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CDNN_NO_CLONES)
+#define CDNN_CLONES 1
 #define CDNN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CDNN_VECTOR_CLONES

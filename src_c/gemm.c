@@ -708,14 +708,14 @@ static void epilogue(const cdnn_epilogue *e, float *c, int ldc, int i0, int j0, 
         break;
     case CDNN_EPI_DACT:
         cdnn_dact_tile(e->act, e->alpha, c, ldc, e->aux + (size_t)i0 * e->ldaux + j0, e->ldaux, rows, cols);
-        if (e->drop_rate > 0.0f && e->drop_din)
-            for (int i = 0; i < rows; i++)
-                cdnn_dropout_row_kept(c + (size_t)i * ldc, e->drop_din + (size_t)(i0 + i) * e->ldaux + j0, cols,
-                                      e->drop_rate);
-        else if (e->drop_rate > 0.0f)
-            for (int i = 0; i < rows; i++)
-                cdnn_dropout_row(c + (size_t)i * ldc, c + (size_t)i * ldc, cols, e->drop_seed, e->drop_rows[i0 + i],
-                                 e->drop_col0 + j0, e->drop_rate);
+        if (e->drop_rate > 0.0f)
+            for (int i = 0; i < rows; i++) {
+                float *ci = c + (size_t)i * ldc;
+                if (e->drop_din)
+                    cdnn_dropout_row_kept(ci, e->drop_din + (size_t)(i0 + i) * e->ldaux + j0, cols, e->drop_rate);
+                else
+                    cdnn_dropout_row(ci, ci, cols, e->drop_seed, e->drop_rows[i0 + i], e->drop_col0 + j0, e->drop_rate);
+            }
         break;
     default:
         break;

@@ -713,6 +713,13 @@ def make_network(params, acts, loss, from_logits, metric, hp, dropout=None, with
     return net, arrays
 
 
+def assert_arrays_equal(got, want):
+    """Two networks' arrays (make_network's), bit for bit, naming the first that differs."""
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(a, b, err_msg=f"array {i}")
+
+
 def init_params(sizes, seed):
     rng = np.random.default_rng(seed)
     params = []
@@ -1125,8 +1132,7 @@ def test_relu_dropout_backward_reads_the_mask_back_from_the_forward(threads):
             perm = np.random.default_rng(epoch).permutation(n).astype(np.int32)
             net.train_run(x, y, perm, 0, n // bs, bs, epoch * (n // bs), 5, np.zeros(n // bs), np.zeros(n // bs))
         trained.append(arrays)
-    for i, (a, b) in enumerate(zip(*trained)):
-        np.testing.assert_array_equal(a, b, err_msg=f"array {i}")
+    assert_arrays_equal(*trained)
 
 
 def test_dropout_changes_training_and_depends_on_seed():
@@ -1323,16 +1329,12 @@ def test_training_state_does_not_depend_on_how_runs_are_cut(threads):
         for done, n in zip(start + np.cumsum([0] + cuts), cuts):
             net.train_run(x, y, perm, int(done), n, bs, int(done), 3, np.zeros(n_batches), np.zeros(n_batches))
 
-    def assert_same(arrays, want):
-        for i, (got, exp) in enumerate(zip(arrays, want)):
-            np.testing.assert_array_equal(got, exp, err_msg=f"array {i}")
-
     net, whole = network()
     train(net, [n_batches])
     assert np.abs(whole[2]).max() > 0  # the first layer's Adam slots are trained
     net, cut = network()
     train(net, [1, 4, 1, 6])
-    assert_same(cut, whole)
+    assert_arrays_equal(cut, whole)
 
     net, loaded = network()
     train(net, [3])
@@ -1341,7 +1343,7 @@ def test_training_state_does_not_depend_on_how_runs_are_cut(threads):
     for a, b in zip(loaded, six):
         np.copyto(a, b)
     train(net, [n_batches - 6], start=6)
-    assert_same(loaded, whole)
+    assert_arrays_equal(loaded, whole)
 
     x_bad = x.copy()
     x_bad[perm[5 * bs + 3], 100] = np.nan
@@ -1351,7 +1353,7 @@ def test_training_state_does_not_depend_on_how_runs_are_cut(threads):
     assert err.value.trained == 5
     net, five = network()
     train(net, [5])
-    assert_same(stopped, five)
+    assert_arrays_equal(stopped, five)
 
 
 # ---------------------------------------------------------------- validation

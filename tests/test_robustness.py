@@ -21,10 +21,10 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 import struct
 import subprocess
-import re
 import sys
 import tempfile
 import threading

@@ -7,6 +7,10 @@
 Without ``--benchmark-only`` (i.e. inside a plain ``pytest`` run) every
 benchmark runs once on the quick sizes, as a cheap smoke test.
 
+Rounds: a full run times one warm-up round, then as many rounds as fill
+``--benchmark-max-time`` (2 s unless given), at least
+``--benchmark-min-rounds`` (5) and at most 100.
+
 Test modules get everything through fixtures (``settings``, ``run``,
 ``fashion``) and never import this file: ``tests/`` may have a
 ``conftest`` module of its own.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import math
 import os
 import struct
 import time
@@ -34,6 +39,14 @@ import pytest
 #: take a core from the next contender. Measured: cdnn's 128x784x512 GEMM right
 #: after NumPy's ran at 25-39 GFLOP/s, after a 0.2 s pause at 82-94 (/tmp/w/g2.py).
 SETTLE_SECONDS = 0.3
+#: Seconds that a benchmark's rounds fill when ``--benchmark-max-time`` is not given
+#: (pytest-benchmark's default, 1 s, is for its own calibrated mode, which pedantic
+#: runs skip). A fast benchmark gets more than the minimum 5 rounds: on this
+#: noisy machine a median of 5 moved with one or two slow rounds (W2-b256, cdnn vs
+#: NumPy: 2.47-2.95x over 18 suite runs of 5 rounds each).
+SUITE_MAX_TIME = 2.0
+#: No more rounds than this, however fast a call is (kernels time ~50 ms per round anyway).
+MAX_ROUNDS = 100
 TRAIN_IMAGES = 48_000  # Keras' validation_split=0.2 of Fashion-MNIST's 60,000
 QUICK_IMAGES = 2_000  # --quick: images per epoch, and one round per benchmark
 SYSTEM_DATA = Path("/usr/share/datasets/fashion-mnist")
@@ -118,8 +131,18 @@ class Settings:
         only = config.getoption("benchmark_only", False)
         self.quick = bool(config.getoption("--quick")) or not only
         self.threads = default_threads()
-        self.rounds = 1 if self.quick else 5
+        self.rounds = 1 if self.quick else max(1, int(config.getoption("benchmark_min_rounds", 5)))
         self.warmup = 0 if self.quick else 1
+        given = any(str(a).startswith("--benchmark-max-time") for a in config.invocation_params.args)
+        self.max_time = float(config.getoption("benchmark_max_time", 1.0)) if given else SUITE_MAX_TIME
+
+    def rounds_for(self, seconds: float) -> int:
+        """Rounds of a benchmark whose call takes ``seconds``: enough to fill ``max_time``,
+        at least ``--benchmark-min-rounds`` (5), at most ``MAX_ROUNDS``; one under ``--quick``."""
+        if self.quick:
+            return self.rounds
+        fill = math.ceil(self.max_time / max(seconds, 1e-9))
+        return max(self.rounds, min(MAX_ROUNDS, fill))
 
     def epoch_images(self, full: int) -> int:
         """Images in one timed epoch of a workload whose full-run epoch is ``full``."""
@@ -232,8 +255,28 @@ class Runner:
         with thread_limit(threads):
             if not s.quick:
                 time.sleep(SETTLE_SECONDS)
+            if rounds is None and s.warmup:  # the warm-up round, timed: how many rounds fill max_time
+                seconds = _time_call(fn, setup, iterations)
+                rounds = s.rounds_for(seconds)
+                bm.extra_info["rounds_from_warmup_s"] = round(seconds, 6)
+                warmup = 0
+            else:
+                warmup = s.warmup
             return bm.pedantic(fn, setup=setup, rounds=rounds or s.rounds, iterations=iterations,
-                               warmup_rounds=s.warmup)
+                               warmup_rounds=warmup)
+
+
+def _time_call(fn, setup, iterations: int) -> float:
+    """Seconds that one round (``iterations`` calls of ``fn`` after ``setup``) takes."""
+    args, kwargs = (), {}
+    if setup is not None:
+        made = setup()
+        if made is not None:
+            args, kwargs = made
+    start = time.perf_counter()
+    for _ in range(iterations):
+        fn(*args, **kwargs)
+    return time.perf_counter() - start
 
 
 @pytest.fixture

@@ -131,4 +131,4 @@ def test_sgemm_peak(run, settings, contender):
     fn = {"cdnn": _core.gemm, "numpy": np.matmul}[contender]
     run(lambda: fn(a, b), group="sgemm-peak", contender=contender,
         reference=contender == "cdnn", peak=contender == "numpy", flops=2 * n**3,
-        rounds=None if settings.quick else 5, size=n, unit="call")
+        size=n, unit="call")

@@ -114,7 +114,9 @@ def test_adam_update(run, settings, contender):
             opt.step([w], [g])
 
     iterations = 5 if settings.quick else 200
-    run(call, group=f"Adam update {shape[0]}x{shape[1]}", contender=contender,
+    # One thread for both, and said so: _core.optimizer_update and NumPy's ufuncs are
+    # single-threaded (in fit, each thread of the team updates its own rows of a gradient).
+    run(call, group=f"Adam update {shape[0]}x{shape[1]}", contender=contender, threads=1,
         reference=contender == "cdnn", bytes=7 * 4 * w.size, iterations=iterations, unit="call")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -17,6 +17,8 @@ __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "Terminate
            "LearningRateScheduler", "LambdaCallback"]
 
 _BATCH_HOOKS = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end")
+_TEST_BATCH_HOOKS = ("on_test_batch_begin", "on_test_batch_end")
+_PREDICT_BATCH_HOOKS = ("on_predict_batch_begin", "on_predict_batch_end")
 
 
 class Callback:
@@ -44,16 +46,37 @@ class Callback:
     def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
         self.on_batch_end(batch, logs)
 
+    def on_test_begin(self, logs: Optional[dict] = None) -> None: ...
+    def on_test_end(self, logs: Optional[dict] = None) -> None: ...
+    def on_test_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None: ...
+    def on_test_batch_end(self, batch: int, logs: Optional[dict] = None) -> None: ...
+    def on_predict_begin(self, logs: Optional[dict] = None) -> None: ...
+    def on_predict_end(self, logs: Optional[dict] = None) -> None: ...
+    def on_predict_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None: ...
+    def on_predict_batch_end(self, batch: int, logs: Optional[dict] = None) -> None: ...
+
     def _on_run_end(self, first_batch: int, batch_losses: np.ndarray) -> None:
         """cdnn's hook after each run of batches in C (their mean losses); no-op by default."""
 
     #: the core ends a run right after a batch whose loss is NaN or infinite (then _on_run_end)
     _stops_on_nonfinite_loss = False
 
+    def _overrides(self, hooks) -> bool:
+        cls = type(self)
+        return any(getattr(cls, h) is not getattr(Callback, h) or h in self.__dict__ for h in hooks)
+
     @property
     def _needs_batches(self) -> bool:
-        cls = type(self)
-        return any(getattr(cls, h) is not getattr(Callback, h) for h in _BATCH_HOOKS)
+        return self._overrides(_BATCH_HOOKS)
+
+    @property
+    def _needs_test_batches(self) -> bool:
+        """Whether ``evaluate`` (and validation in ``fit``) must stop after every batch for this callback."""
+        return self._overrides(_TEST_BATCH_HOOKS)
+
+    @property
+    def _needs_predict_batches(self) -> bool:
+        return self._overrides(_PREDICT_BATCH_HOOKS)
 
 
 class History(Callback):
@@ -107,8 +130,8 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, epoch, logs=None) -> None:
         current = (logs or {}).get(self.monitor)
         if current is None:
-            print(f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
-                  f"Available metrics are: {','.join(logs or {})}", file=sys.stderr)
+            warnings.warn(f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
+                          f"Available metrics are: {','.join(logs or {})}", stacklevel=2)
             return
         if epoch < self.start_from_epoch:
             return
@@ -165,10 +188,13 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs=None) -> None:
         logs = logs or {}
         path = self._path(epoch, logs)
+        directory = os.path.dirname(path)
+        if directory:  # as Keras: a checkpoint's folder is made if missing ("training_1/cp.weights.h5")
+            os.makedirs(directory, exist_ok=True)
         if self.save_best_only:
             current = logs.get(self.monitor)
             if current is None:
-                print(f"Can save best model only with {self.monitor} available, skipping.", file=sys.stderr)
+                warnings.warn(f"Can save best model only with {self.monitor} available, skipping.", stacklevel=2)
                 return
             if not self.monitor_op(current, self.best):
                 if self.verbose > 0:
@@ -227,14 +253,15 @@ class LambdaCallback(Callback):
     """A callback from plain functions: ``LambdaCallback(on_epoch_end=lambda epoch, logs: ...)``."""
 
     def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None, on_train_end=None,
-                 on_train_batch_begin=None, on_train_batch_end=None) -> None:
+                 on_train_batch_begin=None, on_train_batch_end=None, **kwargs) -> None:
         super().__init__()
-        for hook, fn in (("on_epoch_begin", on_epoch_begin), ("on_epoch_end", on_epoch_end),
-                         ("on_train_begin", on_train_begin), ("on_train_end", on_train_end),
-                         ("on_train_batch_begin", on_train_batch_begin), ("on_train_batch_end", on_train_batch_end)):
+        hooks = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end, on_train_begin=on_train_begin,
+                     on_train_end=on_train_end, on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end)
+        for name, fn in kwargs.items():  # as Keras 3: any other hook, e.g. on_test_end=...
+            if not (name.startswith("on_") and callable(getattr(Callback, name, None))):
+                raise TypeError(f"LambdaCallback: unknown hook {name!r}")
+            hooks[name] = fn
+        for hook, fn in hooks.items():
             if fn is not None:
                 setattr(self, hook, fn)
-
-    @property
-    def _needs_batches(self) -> bool:
-        return "on_train_batch_begin" in self.__dict__ or "on_train_batch_end" in self.__dict__

@@ -524,6 +524,7 @@ class Sequential:
         if getattr(self, "_chooser_key", None) != key:
             self._chooser, self._chooser_key = _ThreadChooser(key[0]), key
         threads = self._chooser
+        training_logs = None
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
@@ -566,15 +567,16 @@ class Sequential:
             logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
             if val is not None:
-                vloss, vacc = self._evaluate_arrays(*val)
-                logs.update(self._logs(vloss, vacc, prefix="val_"))
+                val_logs = self._evaluate_with_callbacks(*val, batch_size, cbs)
+                logs.update({"val_" + k: v for k, v in val_logs.items()})
             bar.update(steps, list(logs.items()), finalize=True)
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
+            training_logs = logs
             if self.stop_training:
                 break
-        for cb in cbs:
-            cb.on_train_end()
+        for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
+            cb.on_train_end(training_logs)
         return history
 
     def _logs(self, loss: float, correct: float, prefix: str = "") -> dict:
@@ -589,21 +591,49 @@ class Sequential:
         _, loss_sum, correct_sum = net.predict(xs, PREDICT_ROWS, ys)
         return loss_sum / len(xs), correct_sum / len(xs)
 
+    def _evaluate_with_callbacks(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, cbs: list) -> dict:
+        """The logs of ``(xs, ys)``, calling the callbacks' test hooks as Keras' ``evaluate`` does.
+
+        Batch by batch (``on_test_batch_begin/end`` with the running means) only
+        for a callback that defines those hooks; otherwise in one pass in C.
+        """
+        for cb in cbs:
+            cb.on_test_begin()
+        per_batch = [cb for cb in cbs if cb._needs_test_batches]
+        if per_batch and len(xs):
+            net = self._core_network()
+            loss_sum = correct_sum = 0.0
+            for step, start in enumerate(range(0, len(xs), batch_size)):
+                for cb in per_batch:
+                    cb.on_test_batch_begin(step)
+                stop = min(start + batch_size, len(xs))
+                _, ls, cs = net.predict(xs[start:stop], PREDICT_ROWS, ys[start:stop])
+                loss_sum, correct_sum = loss_sum + ls, correct_sum + cs
+                logs = self._logs(loss_sum / stop, correct_sum / stop)
+                for cb in per_batch:
+                    cb.on_test_batch_end(step, dict(logs))
+        else:
+            logs = self._logs(*self._evaluate_arrays(xs, ys))
+        for cb in cbs:
+            cb.on_test_end(dict(logs))
+        return logs
+
     # ---- inference -----------------------------------------------------------
     def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
                  return_dict: bool = False, **kwargs):
         """Loss and accuracy on ``(x, y)``: ``[loss, accuracy]``, or the loss alone without metrics."""
         kwargs.pop("steps", None)
-        kwargs.pop("callbacks", None)
+        callbacks = kwargs.pop("callbacks", None)
         if kwargs:
             raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
         self._check_compiled("evaluate")
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, len(xs))
-        bar = Progbar(-(-len(xs) // batch_size), verbose=verbose)
-        loss, acc = self._evaluate_arrays(xs, ys)
-        logs = self._logs(loss, acc)
+        steps = -(-len(xs) // batch_size)
+        cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": steps})
+        bar = Progbar(steps, verbose=verbose)
+        logs = self._evaluate_with_callbacks(xs, ys, batch_size, cbs)
         bar.update(bar.target, list(logs.items()), finalize=True)
         if return_dict:
             return logs
@@ -612,15 +642,48 @@ class Sequential:
     def predict(self, x, batch_size: Optional[int] = None, verbose="auto", **kwargs) -> np.ndarray:
         """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units)."""
         kwargs.pop("steps", None)
-        kwargs.pop("callbacks", None)
+        callbacks = kwargs.pop("callbacks", None)
         if kwargs:
             raise TypeError(f"predict: unsupported argument(s) {sorted(kwargs)}")
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         xs = self._prepare_x(x)
-        bar = Progbar(-(-len(xs) // batch_size), verbose=verbose)
-        out = self._inference_network().predict(xs, PREDICT_ROWS)
+        steps = -(-len(xs) // batch_size)
+        cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": steps})
+        bar = Progbar(steps, verbose=verbose)
+        net = self._inference_network()
+        for cb in cbs:
+            cb.on_predict_begin()
+        per_batch = [cb for cb in cbs if cb._needs_predict_batches]
+        if per_batch:  # batch by batch, each batch's outputs in the logs as Keras gives them
+            out = np.empty((len(xs), net.n_out), np.float32)
+            for step, start in enumerate(range(0, len(xs), batch_size)):
+                for cb in per_batch:
+                    cb.on_predict_batch_begin(step)
+                stop = min(start + batch_size, len(xs))
+                out[start:stop] = net.predict(xs[start:stop], PREDICT_ROWS)
+                for cb in per_batch:
+                    cb.on_predict_batch_end(step, {"outputs": out[start:stop]})
+        else:
+            out = net.predict(xs, PREDICT_ROWS)
+        for cb in cbs:
+            cb.on_predict_end()
         bar.update(bar.target, finalize=True)
         return out
+
+    def _own_callbacks(self, callbacks, params: dict) -> list:
+        """``evaluate``'s or ``predict``'s callbacks, checked, given the model and ``params``, as Keras does."""
+        if callbacks is None:
+            return []
+        if isinstance(callbacks, callbacks_module.Callback) or not hasattr(callbacks, "__iter__"):
+            raise TypeError(f"Invalid argument `callbacks`: expected a list of callbacks, "
+                            f"received {type(callbacks).__name__}")
+        cbs = list(callbacks)
+        for cb in cbs:
+            if not isinstance(cb, callbacks_module.Callback):
+                raise TypeError(f"Invalid callback: expected a cdnn.callbacks.Callback, received {type(cb).__name__}")
+            cb.set_model(self)
+            cb.set_params(params)
+        return cbs
 
     def __call__(self, x) -> np.ndarray:
         """``model(x)``: predictions without a progress bar."""

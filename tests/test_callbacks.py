@@ -187,6 +187,124 @@ def test_a_callback_object_of_another_type_is_refused():
         make_model().fit(x, y, callbacks=[lambda epoch: None], verbose=0)
 
 
+class FullRecorder(Recorder):
+    """A Recorder that also records the evaluation and prediction hooks, with their logs."""
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end", logs))
+
+    def on_test_begin(self, logs=None):
+        self.calls.append(("test_begin",))
+
+    def on_test_end(self, logs=None):
+        self.calls.append(("test_end", dict(logs)))
+
+    def on_predict_begin(self, logs=None):
+        self.calls.append(("predict_begin",))
+
+    def on_predict_end(self, logs=None):
+        self.calls.append(("predict_end",))
+
+
+def test_validation_in_fit_calls_the_test_hooks_and_train_end_gets_the_last_logs_as_keras_3():
+    """Keras 3's fit validates through evaluate(callbacks=...): on_test_begin/end every epoch, before
+    on_epoch_end; on_train_end(logs) gets the last epoch's logs."""
+    x, y = blobs(100)
+    model = make_model()
+    rec = FullRecorder()
+    history = model.fit(x, y, batch_size=32, epochs=2, validation_split=0.2, callbacks=[rec], verbose=0)
+    calls = [c for c in rec.calls if c[0] not in ("batch_begin", "batch_end")]
+    last = {k: v[-1] for k, v in history.history.items()}
+    val = [{"accuracy": history.history["val_accuracy"][e], "loss": history.history["val_loss"][e]}
+           for e in range(2)]
+    assert calls == [("train_begin",),
+                     ("epoch_begin", 0), ("test_begin",), ("test_end", val[0]),
+                     ("epoch_end", 0, ["accuracy", "loss", "val_accuracy", "val_loss"]),
+                     ("epoch_begin", 1), ("test_begin",), ("test_end", val[1]),
+                     ("epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]),
+                     ("train_end", last)]
+    # no validation: no test hooks; no epoch run: on_train_end(None)
+    rec.calls.clear()
+    model.fit(x, y, epochs=1, initial_epoch=1, callbacks=[rec], verbose=0)
+    assert rec.calls == [("train_begin",), ("train_end", None)]
+
+
+def test_test_batch_hooks_see_the_running_means_of_evaluate(tmp_path):
+    x, y = blobs(100)
+    model = make_model()
+    model.fit(x, y, epochs=1, verbose=0)
+    seen = []
+
+    class Batches(keras.callbacks.Callback):
+        def on_test_batch_begin(self, batch, logs=None):
+            seen.append(("begin", batch))
+
+        def on_test_batch_end(self, batch, logs=None):
+            seen.append(("end", batch, dict(logs)))
+
+    cb = Batches()
+    loss, acc = model.evaluate(x, y, batch_size=32, callbacks=[cb], verbose=0)
+    assert [s[:2] for s in seen] == [(k, b) for b in range(4) for k in ("begin", "end")]
+    assert cb.params == {"verbose": 0, "epochs": 1, "steps": 4} and cb.model is model
+    for b, (_, _, logs) in enumerate(seen[1::2]):
+        rows = min(32 * (b + 1), 100)  # the running mean over the rows evaluated so far
+        prefix_loss, prefix_acc = model.evaluate(x[:rows], y[:rows], verbose=0)
+        assert logs["loss"] == pytest.approx(prefix_loss, rel=1e-12)
+        assert logs["accuracy"] == pytest.approx(prefix_acc, rel=1e-12)
+    assert (loss, acc) == pytest.approx((seen[-1][2]["loss"], seen[-1][2]["accuracy"]), rel=1e-12)
+    # a validation pass in fit runs batch by batch too, at the training batch size
+    seen.clear()
+    model.fit(x, y, batch_size=25, epochs=1, validation_split=0.5, callbacks=[cb], verbose=0)
+    assert [s[1] for s in seen if s[0] == "end"] == [0, 1]
+
+
+def test_evaluate_and_predict_call_their_hooks():
+    x, y = blobs(70)
+    model = make_model()
+    model.fit(x, y, epochs=1, verbose=0)
+    rec = FullRecorder()
+    logs = model.evaluate(x, y, callbacks=[rec], verbose=0, return_dict=True)
+    assert rec.calls == [("test_begin",), ("test_end", logs)]
+    rec.calls.clear()
+    expected = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(model.predict(x, callbacks=[rec], verbose=0), expected)
+    assert rec.calls == [("predict_begin",), ("predict_end",)]
+
+    outputs = []
+
+    class Batches(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            outputs.append((batch, logs["outputs"].copy()))
+
+    got = model.predict(x, batch_size=32, callbacks=[Batches()], verbose=0)
+    np.testing.assert_array_equal(got, expected)  # batch by batch, the same bits
+    assert [b for b, _ in outputs] == [0, 1, 2]
+    np.testing.assert_array_equal(np.concatenate([o for _, o in outputs]), expected)
+    assert [len(o) for _, o in outputs] == [32, 32, 6]
+
+
+def test_lambda_callback_takes_any_hook_as_keras_3():
+    x, y = blobs(64)
+    model = make_model()
+    ends = []
+    cb = keras.callbacks.LambdaCallback(on_test_end=lambda logs: ends.append(logs["loss"]),
+                                        on_train_end=lambda logs: ends.append("end"))
+    history = model.fit(x, y, epochs=2, validation_split=0.25, callbacks=[cb], verbose=0)
+    assert ends == [*history.history["val_loss"], "end"]
+    with pytest.raises(TypeError, match="on_tset_end"):
+        keras.callbacks.LambdaCallback(on_tset_end=print)
+
+
+def test_evaluate_and_predict_refuse_what_is_not_a_list_of_callbacks():
+    x, y = blobs(16)
+    model = make_model()
+    model.fit(x, y, verbose=0)
+    with pytest.raises(TypeError, match="list of callbacks"):
+        model.evaluate(x, y, callbacks=FullRecorder(), verbose=0)
+    with pytest.raises(TypeError, match="Callback"):
+        model.predict(x, callbacks=[print], verbose=0)
+
+
 # --------------------------------------------------------------------------- EarlyStopping
 
 
@@ -250,12 +368,13 @@ def test_early_stopping_mode_min_on_a_metric_and_baseline():
     assert history.epoch == [0, 1, 2, 3]
 
 
-def test_early_stopping_on_a_missing_metric_warns_and_continues(capsys):
+def test_early_stopping_on_a_missing_metric_warns_and_continues():
     x, y = blobs(32)
-    history = make_model().fit(x, y, epochs=3, verbose=0,
-                               callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss")])
+    with pytest.warns(UserWarning, match="Early stopping conditioned on metric `val_loss` which is not available. "
+                                         "Available metrics are: accuracy,loss"):
+        history = make_model().fit(x, y, epochs=3, verbose=0,
+                                   callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss")])
     assert history.epoch == [0, 1, 2]
-    assert "val_loss" in capsys.readouterr().err
 
 
 def test_early_stopping_verbose_messages(capsys):
@@ -314,6 +433,38 @@ def test_model_checkpoint_monitor_accuracy_and_weights_only(tmp_path):
     fresh = make_model()
     fresh.load_weights(tmp_path / "w.weights.h5")
     assert_weights_equal(fresh.get_weights(), script.weights[2])
+
+
+def test_model_checkpoint_makes_its_folder_as_keras(tmp_path):
+    """The tutorials' ``ModelCheckpoint("training_1/cp.weights.h5")``: Keras makes the folder, nested too."""
+    x, y = blobs(64)
+    model = make_model()
+    weights = keras.callbacks.ModelCheckpoint(str(tmp_path / "training_1" / "cp.weights.h5"), save_weights_only=True)
+    nested = keras.callbacks.ModelCheckpoint(str(tmp_path / "a" / "b-{epoch}" / "m.keras"))
+    model.fit(x, y, epochs=2, callbacks=[weights, nested], verbose=0)
+    assert sorted(p.name for p in (tmp_path / "training_1").iterdir()) == ["cp.weights.h5"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b-1", "b-2"]
+    fresh = make_model()
+    fresh.load_weights(tmp_path / "training_1" / "cp.weights.h5")
+    assert_weights_equal(fresh.get_weights(), model.get_weights())
+    assert_weights_equal(keras.models.load_model(tmp_path / "a" / "b-2" / "m.keras").get_weights(),
+                         model.get_weights())
+
+
+def test_model_checkpoint_in_a_folder_that_cannot_be_made(tmp_path):
+    x, y = blobs(32)
+    (tmp_path / "file").write_text("not a folder")
+    ckpt = keras.callbacks.ModelCheckpoint(str(tmp_path / "file" / "m.keras"))
+    with pytest.raises(OSError):
+        make_model().fit(x, y, callbacks=[ckpt], verbose=0)
+
+
+def test_model_checkpoint_best_only_without_its_metric_warns_and_saves_nothing(tmp_path):
+    x, y = blobs(32)
+    ckpt = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), save_best_only=True)  # no validation
+    with pytest.warns(UserWarning, match="Can save best model only with val_loss available, skipping."):
+        make_model().fit(x, y, epochs=2, callbacks=[ckpt], verbose=0)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_model_checkpoint_with_an_unknown_name_in_the_filepath(tmp_path):

@@ -21,10 +21,10 @@ import json
 import math
 import os
 import socket
-import tempfile
 import zipfile
 
 import numpy as np
+from cdnn._files import create_temporary as _create_temporary
 from cdnn._files import process_exists as _process_exists
 
 FORMAT = "cdnn-model"
@@ -64,7 +64,7 @@ def _remove_stale_temporaries(path: str) -> None:
     for name in names:
         if not (name.startswith(head) and name.endswith(".tmp")):
             continue
-        owner = name[len(head):-len(".tmp")].rsplit(".", 1)[0]   # HOST-PID (then mkstemp's random part)
+        owner = name[len(head):-len(".tmp")].rsplit(".", 1)[0]   # HOST-PID (then the random part)
         owner_host, _, pid = owner.rpartition("-")
         if owner_host != host or not pid.isdigit() or _process_exists(int(pid)):
             continue
@@ -80,7 +80,7 @@ def _write_atomically(path: str, arrays: dict, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists and overwrite=False")
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
+    fd, tmp = _create_temporary(directory, _temp_prefix(path), ".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

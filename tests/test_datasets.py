@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import stat
 import struct
 import threading
 import time
@@ -399,8 +400,14 @@ def test_download_installs_checked_files(env, tiny, server, monkeypatch):
     base = serve_set(server, "good", tiny)
     dataset = dataclasses.replace(fashion_mnist.DATASET, mirrors=(DEAD_MIRROR, base))
     monkeypatch.setattr(fashion_mnist, "DATASET", dataset)
-    assert_loaded(fashion_mnist.load_data(), tiny)
+    old = os.umask(0o022)
+    try:
+        assert_loaded(fashion_mnist.load_data(), tiny)
+    finally:
+        os.umask(old)
     assert cache_files(env) == sorted(name + ".gz" for name in NAMES)
+    # readable by all, as a file Keras' get_file writes (not mkstemp's 0600): caches are shared
+    assert {stat.S_IMODE(p.stat().st_mode) for p in Path(env).rglob("*.gz")} == {0o644}
     # Now cached: loads with no mirror at all.
     server.files.clear()
     assert_loaded(fashion_mnist.load_data(), tiny)

@@ -9,6 +9,7 @@ problem, and saving must be atomic.
 import json
 import os
 import pickle
+import stat
 import zipfile
 
 import numpy as np
@@ -452,3 +453,34 @@ def test_save_into_a_missing_directory_fails_cleanly(tmp_path):
     with pytest.raises(OSError):
         make_model().save(tmp_path / "no" / "such" / "m.keras")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_saved_files_get_the_mode_of_an_ordinary_open(tmp_path, umask):
+    """As Keras' files: 0666 less the umask (0644 usually), not the 0600 of a mkstemp temporary."""
+    x, y = blobs()
+    model = make_model()
+    model.fit(x, y, verbose=0)
+    old = os.umask(umask)
+    try:
+        model.save(tmp_path / "m.keras")
+        model.save_weights(tmp_path / "w.weights.h5")
+        model.fit(x, y, verbose=0, callbacks=[keras.callbacks.ModelCheckpoint(str(tmp_path / "c" / "ck.keras"))])
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "m.keras", tmp_path / "w.weights.h5", tmp_path / "c" / "ck.keras"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "m.keras", "w.weights.h5"]  # no temporaries
+
+
+def test_temporary_names_are_new_files_and_say_whose_they_are(tmp_path):
+    from cdnn._files import create_temporary
+
+    made = set()
+    for _ in range(50):
+        fd, path = create_temporary(tmp_path, ".m.keras.host-1.", ".tmp")
+        os.close(fd)
+        name = os.path.basename(path)
+        assert name.startswith(".m.keras.host-1.") and name.endswith(".tmp") and name.count(".") == 5
+        made.add(name)
+    assert len(made) == 50 and sorted(p.name for p in tmp_path.iterdir()) == sorted(made)

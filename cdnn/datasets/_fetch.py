@@ -35,7 +35,6 @@ import http.client
 import os
 import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ._idx import IdxError, read_idx
+from cdnn._files import create_temporary as _create_temporary
 from cdnn._files import process_exists as _process_exists
 
 # Seconds to wait for a mirror to connect or send more data. Short, so that
@@ -277,7 +277,7 @@ def _download(
             try:
                 directory.mkdir(parents=True, exist_ok=True)
                 _remove_stale_parts(directory)
-                fd, tmp = tempfile.mkstemp(dir=directory, prefix=_part_prefix(filename), suffix=".part")
+                fd, tmp = _create_temporary(directory, _part_prefix(filename), ".part")
             except OSError as exc:
                 failures.append(f"cannot write to the cache directory {directory}: {exc}")
                 return None

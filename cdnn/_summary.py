@@ -36,6 +36,7 @@ _POSITIONS = (0.45, 0.80, 1.0)  # Keras' column boundaries, as fractions
 _DEFAULT_LINE_LENGTH = 88
 _CELL_PADDING = 1  # rich's default: one space each side of a cell
 _BYTES_PER_PARAM = 4  # float32
+_ITERATIONS_EXTRA_BYTES = 4  # an optimizer's iteration count is an int64 (TensorFlow backend): 8 bytes, not 4
 
 # rich.box.HEAVY_HEAD, one row of (left, horizontal, crossing, right) per rule.
 _TOP = ("┏", "━", "┳", "┓")
@@ -50,7 +51,7 @@ _WORD = re.compile(r"\s*\S+\s*")  # a word with the whitespace around it
 
 def format_summary(
     model_name: str,
-    rows: list[tuple[str, str, str, int]],
+    rows: list[tuple[str, str, str, int | None]],
     trainable_params: int,
     non_trainable_params: int,
     line_length: int | None = None,
@@ -62,17 +63,19 @@ def format_summary(
     ----------
     model_name : str
         The model's name, printed as ``Model: "name"``.
-    rows : list of tuple (str, str, str, int)
+    rows : list of tuple (str, str, str, int or None)
         One ``(layer_name, class_name, output_shape, param_count)`` per layer,
-        e.g. ``("hidden", "Dense", "(None, 100)", 78500)``.
+        e.g. ``("hidden", "Dense", "(None, 100)", 78500)``; ``None`` for a
+        layer not built yet (Keras prints ``0 (unbuilt)``).
     trainable_params, non_trainable_params : int
         Parameter counts for the lines below the table.
     line_length : int, optional
         Total width of the table in terminal cells.  Defaults, as in Keras,
         to ``min(88, terminal columns - 4)``.
     optimizer_params : int, optional
-        Number of optimizer variables.  When given, Keras adds an
-        ``Optimizer params`` line and counts them in the total.
+        Number of optimizer variables (its slots, its iteration count and
+        its learning rate).  When given, Keras adds an ``Optimizer params``
+        line and counts them in the total; the iteration count is an int64.
 
     Returns
     -------
@@ -96,17 +99,19 @@ def format_summary(
     for index, (name, class_name, shape, params) in enumerate(rows):
         if index:
             lines.append(_rule(_ROW_RULE, widths))
-        cells = (f"{name} ({class_name})", shape, _format_count(params))
+        cells = (f"{name} ({class_name})", shape, _format_count(params) if params is not None else "0 (unbuilt)")
         lines.extend(_table_row(cells, widths, _BODY_ROW))
     lines.append(_rule(_BOTTOM, widths))
 
     counts = [("Trainable", trainable_params), ("Non-trainable", non_trainable_params)]
     if optimizer_params is not None:
         counts.append(("Optimizer", optimizer_params))
+    sizes = [count * _BYTES_PER_PARAM for _, count in counts]
+    if optimizer_params is not None:
+        sizes[-1] += _ITERATIONS_EXTRA_BYTES
     total = sum(count for _, count in counts)
-    for label, count in [("Total", total)] + counts:
-        size = _readable_size(count * _BYTES_PER_PARAM)
-        lines.append(f" {label} params: {_format_count(count)} ({size})")
+    for (label, count), size in zip([("Total", total)] + counts, [sum(sizes)] + sizes):
+        lines.append(f" {label} params: {_format_count(count)} ({_readable_size(size)})")
     return "\n".join(lines)
 
 

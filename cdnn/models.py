@@ -349,8 +349,17 @@ class Sequential:
         rows = []
         for layer in self._layers:
             shape = str((None, *layer.output_shape_)) if layer.built else "?"
-            rows.append((layer.name, type(layer).__name__, shape, layer.count_params()))
-        text = format_summary(self.name, rows, self.count_params(), 0, line_length=line_length)
+            # Keras 3: "0 (unbuilt)" for a layer whose weights are not made yet (weightless layers are
+            # built when made in recent versions: "0")
+            unbuilt = not layer.built and isinstance(layer, Dense)
+            rows.append((layer.name, type(layer).__name__, shape, None if unbuilt else layer.count_params()))
+        # Keras builds its optimizer at the first training step (or when loading its state) and then
+        # lists its variables: the slots, the iteration count and the learning rate
+        optimizer_params = None
+        if self.compiled and self.optimizer is not None and self.optimizer.iterations > 0:
+            optimizer_params = 2 + sum(v.size for v in self.optimizer.variables)
+        text = format_summary(self.name, rows, self.count_params(), 0, line_length=line_length,
+                              optimizer_params=optimizer_params)
         (print_fn or print)(text)
 
     # ---- compile ------------------------------------------------------------

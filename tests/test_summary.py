@@ -209,3 +209,58 @@ def test_cell_width(text, width):
 def test_too_narrow_line_length_is_an_error():
     with pytest.raises(ValueError, match="line_length=10"):
         format_summary("m", FASHION_ROWS, 79510, 0, line_length=10)
+
+
+# ------------------------------------------------------------------ Sequential.summary
+
+
+def _model_summary(model):
+    lines = []
+    model.summary(line_length=76, print_fn=lines.append)
+    return lines[0].splitlines()
+
+
+def _tutorial_model(keras, optimizer="adam"):
+    model = keras.Sequential([keras.layers.Input(shape=(28, 28)), keras.layers.Flatten(),
+                              keras.layers.Dense(128, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("optimizer, slots", [("adam", 2), ("rmsprop", 1), ("adagrad", 1), ("sgd", 0)])
+def test_after_training_the_optimizer_params_are_listed_as_keras_3(tmp_path, optimizer, slots):
+    """Keras 3 builds its optimizer at the first step: its slots, its iteration count (int64) and
+    its learning rate then join the total (the Fashion-MNIST tutorial with Adam: 203,542 of 305,312)."""
+    import numpy as np
+
+    import cdnn as keras
+
+    model = _tutorial_model(keras, optimizer)
+    x = np.random.default_rng(0).random((64, 28, 28), dtype=np.float32)
+    y = np.arange(64) % 10
+    before = _model_summary(model)
+    model.evaluate(x, y, verbose=0)  # evaluating does not build Keras' optimizer
+    assert _model_summary(model) == before
+    assert before[-3:] == [" Total params: 101,770 (397.54 KB)", " Trainable params: 101,770 (397.54 KB)",
+                           " Non-trainable params: 0 (0.00 B)"]
+    model.fit(x, y, epochs=1, verbose=0)
+    count = 2 + slots * 101_770
+    after = _model_summary(model)
+    assert after[-4] == f" Total params: {101_770 + count:,} ({_readable_size(4 * (101_770 + count) + 4)})"
+    assert after[-1] == f" Optimizer params: {count:,} ({_readable_size(4 * count + 4)})"
+    if optimizer == "adam":
+        assert after[-4:] == [" Total params: 305,312 (1.16 MB)", " Trainable params: 101,770 (397.54 KB)",
+                              " Non-trainable params: 0 (0.00 B)", " Optimizer params: 203,542 (795.09 KB)"]
+    # the state comes back with the model: so does the line
+    model.save(tmp_path / "m.keras")
+    assert _model_summary(keras.models.load_model(tmp_path / "m.keras"))[-4:] == after[-4:]
+
+
+def test_an_unbuilt_dense_layer_shows_0_unbuilt():
+    import cdnn as keras
+
+    model = keras.Sequential([keras.layers.Dense(4), keras.layers.Dropout(0.5), keras.layers.Dense(2)])
+    rows = [line for line in _model_summary(model) if line.startswith("│")]
+    assert [row.split("│")[3].strip() for row in rows] == ["0 (unbuilt)", "0", "0 (unbuilt)"]
+    assert all(row.split("│")[2].strip() == "?" for row in rows)

@@ -486,8 +486,15 @@ class Sequential:
         ys = self._prepare_y(y, len(xs))
         val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise invalid("validation_data", type(validation_data).__name__, "a tuple (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)):
+                raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
+                                 f"received {type(validation_data).__name__}")
+            if len(validation_data) == 3:
+                raise ValueError("fit: sample weights in `validation_data` (x_val, y_val, sample_weight) are not "
+                                 "supported by cdnn")
+            if len(validation_data) != 2:
+                raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
+                                 f"received a {type(validation_data).__name__} of {len(validation_data)} item(s)")
             vx = self._prepare_x(validation_data[0], "validation_data[0]")
             val = (vx, self._prepare_y(validation_data[1], len(vx), "validation_data[1]"))
         elif validation_split:

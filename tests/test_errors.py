@@ -198,6 +198,18 @@ def test_labels_outside_the_output_range():
         model.fit(x, np.abs(y), validation_data=(x, np.full(40, 12)), verbose=0)
 
 
+def test_validation_data_of_the_wrong_form_says_what_it_got():
+    model = fashion_model()
+    x, y = data()
+    with raises(ValueError, "`validation_data`", "a tuple (x_val, y_val)", "a tuple of 1 item(s)"):
+        model.fit(x, y, validation_data=(x,), verbose=0)
+    with raises(ValueError, "sample weights in `validation_data`", "not supported"):
+        model.fit(x, y, validation_data=(x, y, np.ones(len(y))), verbose=0)
+    with raises(ValueError, "`validation_data`", "a tuple (x_val, y_val)", "received dict"):
+        model.fit(x, y, validation_data={"x": x, "y": y}, verbose=0)
+    assert model.optimizer.iterations == 0  # refused before any training
+
+
 def test_non_integer_float_labels_with_a_sparse_loss():
     model = fashion_model()
     x, y = data()

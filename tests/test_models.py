@@ -523,7 +523,9 @@ def test_predict_without_an_input_shape_builds_the_model_from_the_data():
     model.fit(x, np.arange(10) % 3, verbose=0)
     lines = []
     model.summary(print_fn=lines.append)
-    assert "(None, 8)" in lines[0] and " Total params: 83 (332.00 B)" in lines[0]
+    assert "(None, 8)" in lines[0] and " Trainable params: 83 (332.00 B)" in lines[0]
+    # and, trained, Adam's 2 x 83 slots, its iteration count and its learning rate, as Keras 3
+    assert " Total params: 251 (1008.00 B)" in lines[0] and " Optimizer params: 168 (676.00 B)" in lines[0]
 
 
 def test_fit_without_an_input_shape_builds_on_images_with_flatten():

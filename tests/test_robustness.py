@@ -898,6 +898,18 @@ def gzip_idx_whose_header_promises_2_to_the_96_bytes():
     read_idx(idx_file(idx_header(2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(10), "huge.gz", compress=True))
 
 
+@case(IdxError, "implausible", "(0, 16777216, 16777216, 16777216)")
+def idx_of_no_element_whose_other_dimensions_overflow():
+    # 16 bytes, no element: NumPy would refuse the shape itself ("array is too big"; found by fuzzing)
+    read_idx(idx_file(idx_header(0, 2**24, 2**24, 2**24)))
+
+
+@case(None)
+def idx_of_no_image_is_an_empty_array():
+    array, _ = read_idx(idx_file(idx_header(0, 28, 28)))
+    assert array.shape == (0, 28, 28) and array.dtype == np.uint8
+
+
 @case(IdxError, "gzip")
 def gzip_idx_cut_in_the_middle():
     data = gzip.compress(idx_header(100, 10) + bytes(range(256)) * 4)

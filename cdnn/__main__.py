@@ -25,14 +25,28 @@ DEFAULTS = {
 }
 
 
+#: the most units a hidden layer may have here: 784 x 2**20 float32 weights are 3 GiB already
+MAX_UNITS = 1 << 20
+
+
 def _hidden(text: str) -> list[int]:
+    expected = f"expected comma-separated positive integers up to {MAX_UNITS}, e.g. 256,128; got {text!r}"
+    fields = [u.strip() for u in text.split(",")]
+    if fields == [""]:
+        raise argparse.ArgumentTypeError(expected)
     try:
-        units = [int(u) for u in text.split(",") if u.strip()]
+        units = [int(u) for u in fields]   # an empty field ("256,,128") is an error, not skipped
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, e.g. 256,128; got {text!r}")
-    if not units or any(u <= 0 for u in units):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, e.g. 256,128; got {text!r}")
+        raise argparse.ArgumentTypeError(expected) from None
+    if any(not 0 < u <= MAX_UNITS for u in units):
+        raise argparse.ArgumentTypeError(expected)
     return units
+
+
+def _path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file path, got an empty one")
+    return text
 
 
 def _number(cast, accept, expected: str):
@@ -50,8 +64,13 @@ def _number(cast, accept, expected: str):
     return parse
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
 _positive_int = _number(int, lambda v: v > 0, "a positive integer")
-_positive_float = _number(float, lambda v: v > 0, "a positive number")
+_threads = _number(int, lambda v: 0 < v <= 256, "a number of threads from 1 to 256")
+_seed = _number(int, lambda v: v >= 0, "a non-negative integer")
+_learning_rate = _number(float, lambda v: 0 < v <= FLOAT32_MAX, "a positive float32 number (at most 3.4e38)")
+_decay = _number(float, lambda v: 0 < v <= 1, "a factor in (0, 1] (1 for no decay)")
 _rate = _number(float, lambda v: 0 <= v < 1, "a rate in [0, 1)")
 
 
@@ -71,24 +90,24 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="hidden activation (default %(default)s)")
     p.add_argument("--optimizer", default=d["optimizer"], choices=["sgd", "adam", "rmsprop", "adagrad"],
                    help="optimizer (default %(default)s)")
-    p.add_argument("--learning-rate", type=_positive_float, default=d["learning_rate"],
+    p.add_argument("--learning-rate", type=_learning_rate, default=d["learning_rate"],
                    help="learning rate (default %(default)s)")
     p.add_argument("--dropout", type=_rate, default=d["dropout"],
                    help="dropout rate after each hidden layer, 0 for none (default %(default)s)")
-    p.add_argument("--lr-decay", type=_positive_float, default=d["lr_decay"],
+    p.add_argument("--lr-decay", type=_decay, default=d["lr_decay"],
                    help="multiply the learning rate by this after every epoch, 1 for none (default %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="threads (default: OMP_NUM_THREADS or all cores)")
-    p.add_argument("--seed", type=int, default=d["seed"], help="random seed (default %(default)s)")
+    p.add_argument("--threads", type=_threads, default=None, help="threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--seed", type=_seed, default=d["seed"], help="random seed (default %(default)s)")
     p.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "mnist"],
                    help="data set (default %(default)s)")
     p.add_argument("--limit", type=_positive_int, default=None, help="train on the first N images only (quick runs)")
-    p.add_argument("--save", metavar="PATH", default=None, help="save the trained model here (cdnn.load_model reads it)")
-    p.add_argument("--plot", metavar="PATH", default=None, help="write loss/accuracy curves as a PNG (needs matplotlib)")
+    p.add_argument("--save", metavar="PATH", type=_path, default=None, help="save the trained model here (cdnn.load_model reads it)")
+    p.add_argument("--plot", metavar="PATH", type=_path, default=None, help="write loss/accuracy curves as a PNG (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="print only the final result line")
     return p.parse_args(argv)
 
 
-def _plot(history: dict, path: str) -> None:
+def _pyplot():
     try:
         import matplotlib
 
@@ -96,6 +115,22 @@ def _plot(history: dict, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install matplotlib (or pip install cdnn[plot])") from None
+    return plt
+
+
+def _check_output(option: str, path: str) -> None:
+    """Refuse before training, not after it, an output path that cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OSError(f"{option} {path}: is a folder, expected a file path")
+    if not os.path.isdir(folder):
+        raise OSError(f"{option} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OSError(f"{option} {path}: folder {folder} is not writable")
+
+
+def _plot(history: dict, path: str) -> None:
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key in zip(axes, ("loss", "accuracy")):
         epochs = range(1, len(history[key]) + 1)
@@ -116,6 +151,11 @@ def run(args: argparse.Namespace) -> dict:
     import cdnn
     from cdnn import datasets, layers
 
+    if args.save:
+        _check_output("--save", args.save)
+    if args.plot:
+        _check_output("--plot", args.plot)
+        _pyplot()
     if args.threads:
         cdnn.set_num_threads(args.threads)
     cdnn.utils.set_random_seed(args.seed)
@@ -152,12 +192,13 @@ def run(args: argparse.Namespace) -> dict:
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
     result = {"test_loss": loss, "test_accuracy": accuracy, "train_seconds": train_seconds,
               "seconds_per_epoch": train_seconds / args.epochs, "history": history.history}
+    # the result first: a failure to write the outputs below must not lose it
+    print(f"test accuracy: {accuracy:.4f}  test loss: {loss:.4f}  training: {train_seconds:.1f} s "
+          f"({train_seconds / args.epochs:.2f} s/epoch incl. test evaluation)", flush=True)
     if args.save:
         model.save(args.save)
     if args.plot:
         _plot(history.history, args.plot)
-    print(f"test accuracy: {accuracy:.4f}  test loss: {loss:.4f}  training: {train_seconds:.1f} s "
-          f"({train_seconds / args.epochs:.2f} s/epoch incl. test evaluation)")
     if args.save and not args.quiet:
         print(f"model saved to {args.save}")
     if args.plot and not args.quiet:
@@ -173,6 +214,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        print(f"python -m cdnn: error: not enough memory ({' '.join(str(exc).split()) or 'MemoryError'}); "
+              f"try fewer or smaller --hidden layers, or --limit", file=sys.stderr)
+        return 1
     except (OSError, ValueError, RuntimeError) as exc:
         message = " ".join(str(exc).split())
         print(f"python -m cdnn: error: {message}", file=sys.stderr)

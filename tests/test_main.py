@@ -35,12 +35,32 @@ def test_help_lists_the_options():
 
 
 @pytest.mark.parametrize("args", [["--epochs", "0"], ["--hidden", "256,x"], ["--optimizer", "nope"],
-                                  ["--learning-rate", "-1"], ["--dropout", "1.5"]])
+                                  ["--learning-rate", "-1"], ["--dropout", "1.5"],
+                                  # refused by argparse too, not by the API after loading the data (exit 1)
+                                  ["--learning-rate", "inf"], ["--learning-rate", "1e39"], ["--lr-decay", "inf"],
+                                  ["--lr-decay", "1.5"], ["--threads", "1000"], ["--seed", "-1"],
+                                  ["--hidden", "256,,128"], ["--hidden", "100000000"], ["--save", ""],
+                                  ["--plot", " "]])
 def test_bad_options_exit_2_with_one_line(args):
     out = run_main(*args)
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
     assert "error:" in out.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("option, target, message", [
+    ("--save", "missing/model.keras", "folder {tmp}/missing does not exist"),
+    ("--save", ".", "is a folder, expected a file path"),
+    ("--plot", "missing/curves.png", "folder {tmp}/missing does not exist"),
+])
+def test_an_output_that_cannot_be_written_is_refused_before_training(tmp_path, option, target, message):
+    # no data at all: the check must come before loading it, let alone training
+    env = {"CDNN_DATA": str(tmp_path / "no-data"), "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    out = run_main("--epochs", "1", option, target, env=env, cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (f"python -m cdnn: error: {option} {target}: "
+                                                   + message.format(tmp=tmp_path))
+    assert out.stdout == "" and list(tmp_path.iterdir()) == []
 
 
 def test_missing_data_is_one_line_exit_1(tmp_path):

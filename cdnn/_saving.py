@@ -17,6 +17,7 @@ its process is gone.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -79,8 +80,15 @@ def _write_atomically(path: str, arrays: dict, overwrite: bool) -> None:
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists and overwrite=False")
     directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file path", path)
     _remove_stale_temporaries(path)
-    fd, tmp = _create_temporary(directory, _temp_prefix(path), ".tmp")
+    try:
+        fd, tmp = _create_temporary(directory, _temp_prefix(path), ".tmp")
+    except OSError as exc:  # name the user's path, not the hidden temporary's
+        why = (f"folder {directory} does not exist" if not os.path.isdir(directory)
+               else f"cannot create a file in folder {directory} ({exc.strerror})")
+        raise type(exc)(exc.errno, why, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

@@ -484,3 +484,14 @@ def test_temporary_names_are_new_files_and_say_whose_they_are(tmp_path):
         assert name.startswith(".m.keras.host-1.") and name.endswith(".tmp") and name.count(".") == 5
         made.add(name)
     assert len(made) == 50 and sorted(p.name for p in tmp_path.iterdir()) == sorted(made)
+
+
+def test_a_save_that_cannot_be_written_names_the_users_path(tmp_path):
+    """Not the hidden temporary the save writes first."""
+    model = make_model()
+    with pytest.raises(FileNotFoundError, match=f"folder {tmp_path}/missing does not exist") as err:
+        model.save(tmp_path / "missing" / "m.keras")
+    assert err.value.filename == str(tmp_path / "missing" / "m.keras")
+    with pytest.raises(IsADirectoryError, match="is a folder, expected a file path"):
+        model.save_weights(tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -305,6 +305,10 @@ class SKLearnClassifier(ClassifierMixin, _SKLBase):
         p = self._raw_predict(X)
         if p.shape[1] == 1 and len(self.classes_) == 2:
             p = np.hstack([1.0 - p, p])
+        elif self.model_._dense_stack()[-1]["layer"].activation.__name__ == "softmax":
+            # a float32 softmax sums to 1 within ~3e-7; in float64 scikit-learn wants 1 within 1.5e-8
+            # (log_loss, scoring="neg_log_loss" warned at every call)
+            p /= p.sum(axis=1, keepdims=True)
         return p
 
     def predict(self, X) -> np.ndarray:

@@ -91,7 +91,16 @@ def test_default_mlp_learns_string_labels_and_reports_history():
     assert clf.model_.optimizer.learning_rate == pytest.approx(0.01)
     proba = clf.predict_proba(x)
     assert proba.shape == (120, 3) and proba.dtype == np.float64
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    # float64 rows that sum to 1 as scikit-learn checks it (within sqrt(eps)), not float32's 3e-7
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(proba, clf.model_.predict(x, verbose=0), rtol=1e-6)
+    import warnings
+
+    from sklearn.metrics import log_loss
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "The y_prob values do not sum to one" was raised at every call
+        log_loss(names, proba, labels=clf.classes_)
     assert set(clf.predict(x)) <= {"cat", "dog", "emu"}
     assert clf.score(x, names) > 0.9
     assert sorted(clf.history_) == ["accuracy", "loss"] and len(clf.history_["loss"]) == 15

@@ -196,6 +196,12 @@ def test_model_errors_name_the_problem():
         SKLearnClassifier().fit(x, np.zeros(len(x)))
     with pytest.raises(ValueError, match="Unknown label type"):
         SKLearnClassifier().fit(x, np.linspace(0, 1, len(x)))
+    for hidden in ("32", 3.5, None):  # "32" used to become layers of 3 and 2 units: "units='3'"
+        with pytest.raises(ValueError, match=r"argument `hidden`: .* tuple of positive integers .* received hidden="):
+            SKLearnClassifier(hidden=hidden).fit(x, y)
+    for hidden in (8, (8, 4), [8], np.array([8, 4])):
+        assert [l.units for l in SKLearnClassifier(hidden=hidden, epochs=1).fit(x, y).model_.layers][:-1] == \
+            list(np.atleast_1d(hidden))
 
 
 def test_cross_val_score_runs_it():

@@ -12,6 +12,9 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from cdnn._core import MAX_THREADS
+from cdnn.optimizers import _FLOAT32_MAX
+
 DEFAULTS = {
     "epochs": 12,
     "batch_size": 128,
@@ -31,11 +34,8 @@ MAX_UNITS = 1 << 20
 
 def _hidden(text: str) -> list[int]:
     expected = f"expected comma-separated positive integers up to {MAX_UNITS}, e.g. 256,128; got {text!r}"
-    fields = [u.strip() for u in text.split(",")]
-    if fields == [""]:
-        raise argparse.ArgumentTypeError(expected)
     try:
-        units = [int(u) for u in fields]   # an empty field ("256,,128") is an error, not skipped
+        units = [int(u) for u in text.split(",")]   # an empty field ("256,,128", "") is an error, not skipped
     except ValueError:
         raise argparse.ArgumentTypeError(expected) from None
     if any(not 0 < u <= MAX_UNITS for u in units):
@@ -64,12 +64,10 @@ def _number(cast, accept, expected: str):
     return parse
 
 
-FLOAT32_MAX = 3.4028234663852886e38
-
 _positive_int = _number(int, lambda v: v > 0, "a positive integer")
-_threads = _number(int, lambda v: 0 < v <= 256, "a number of threads from 1 to 256")
+_threads = _number(int, lambda v: 0 < v <= MAX_THREADS, f"a number of threads from 1 to {MAX_THREADS}")
 _seed = _number(int, lambda v: v >= 0, "a non-negative integer")
-_learning_rate = _number(float, lambda v: 0 < v <= FLOAT32_MAX, "a positive float32 number (at most 3.4e38)")
+_learning_rate = _number(float, lambda v: 0 < v <= _FLOAT32_MAX, "a positive float32 number (at most 3.4e38)")
 _decay = _number(float, lambda v: 0 < v <= 1, "a factor in (0, 1] (1 for no decay)")
 _rate = _number(float, lambda v: 0 <= v < 1, "a rate in [0, 1)")
 

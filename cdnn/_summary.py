@@ -104,11 +104,10 @@ def format_summary(
     lines.append(_rule(_BOTTOM, widths))
 
     counts = [("Trainable", trainable_params), ("Non-trainable", non_trainable_params)]
+    sizes = [trainable_params * _BYTES_PER_PARAM, non_trainable_params * _BYTES_PER_PARAM]
     if optimizer_params is not None:
         counts.append(("Optimizer", optimizer_params))
-    sizes = [count * _BYTES_PER_PARAM for _, count in counts]
-    if optimizer_params is not None:
-        sizes[-1] += _ITERATIONS_EXTRA_BYTES
+        sizes.append(optimizer_params * _BYTES_PER_PARAM + _ITERATIONS_EXTRA_BYTES)
     total = sum(count for _, count in counts)
     for (label, count), size in zip([("Total", total)] + counts, [sum(sizes)] + sizes):
         lines.append(f" {label} params: {_format_count(count)} ({_readable_size(size)})")

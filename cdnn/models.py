@@ -515,13 +515,7 @@ class Sequential:
         n = len(xs)
         steps = -(-n // batch_size)
         history = callbacks_module.History()
-        cbs = [*user_callbacks, history]
-        params = {"verbose": verbose, "epochs": epochs, "steps": steps}
-        for cb in cbs:
-            if not isinstance(cb, callbacks_module.Callback):
-                raise TypeError(f"Invalid callback: expected a cdnn.callbacks.Callback, received {type(cb).__name__}")
-            cb.set_model(self)
-            cb.set_params(params)
+        cbs = self._own_callbacks([*user_callbacks, history], {"verbose": verbose, "epochs": epochs, "steps": steps})
         per_batch = [cb for cb in cbs if cb._needs_batches]
         # the core stops a run after a batch whose loss is not finite, so that such a callback
         # stops fit right after that batch's update, as in Keras
@@ -687,7 +681,7 @@ class Sequential:
         return out
 
     def _own_callbacks(self, callbacks, params: dict) -> list:
-        """``evaluate``'s or ``predict``'s callbacks, checked, given the model and ``params``, as Keras does."""
+        """``fit``'s, ``evaluate``'s or ``predict``'s callbacks, checked, given the model and ``params``, as Keras does."""
         if callbacks is None:
             return []
         if isinstance(callbacks, callbacks_module.Callback) or not hasattr(callbacks, "__iter__"):

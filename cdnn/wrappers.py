@@ -199,8 +199,8 @@ class _SKLBase(BaseEstimator):
     def _default_model(self, X: np.ndarray, y_built: np.ndarray) -> Sequential:
         if isinstance(self.hidden, (str, bytes)) or not (isinstance(self.hidden, (int, np.integer))
                                                           or hasattr(self.hidden, "__iter__")):
-            raise ValueError(f"Invalid value for argument `hidden`: expected the hidden layers' sizes, a tuple of "
-                             f"positive integers such as (100,) or (256, 128), received hidden={self.hidden!r}")
+            raise invalid("hidden", self.hidden,
+                          "the hidden layers' sizes, a tuple of positive integers such as (100,) or (256, 128)")
         hidden = (self.hidden,) if isinstance(self.hidden, (int, np.integer)) else tuple(self.hidden)
         units, activation, loss, metrics = self._output_layer(y_built)
         model = Sequential([layers_module.Input(shape=(X.shape[1],)),

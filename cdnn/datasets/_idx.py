@@ -122,11 +122,12 @@ def _read_stream(
             f"it {what}: its header gives shape {dims}, so it should be "
             f"{total} bytes long, but it is {file_size}"
         )
+    if total > MAX_BYTES:
+        raise IdxError(f"its header gives shape {dims}: {total} bytes is implausible")
     # An empty shape's other dimensions are bounded too: NumPy refuses a shape such as
     # (0, 2**24, 2**24, 2**24) as too big, even with no element (found by fuzzing).
-    if total > MAX_BYTES or math.prod(d for d in dims if d) > MAX_BYTES:
-        raise IdxError(f"its header gives shape {dims}: {total} bytes is implausible"
-                       if total > MAX_BYTES else f"its header gives shape {dims}, which is implausible")
+    if math.prod(d for d in dims if d) > MAX_BYTES:
+        raise IdxError(f"its header gives shape {dims}, which is implausible")
 
     if file_size is not None:
         # The file is as long as the header says: read it into place.

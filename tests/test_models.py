@@ -826,7 +826,7 @@ def _runs(chooser, per_batch, epoch_batches=1000):
 
 
 def test_thread_chooser_takes_one_thread_only_when_clearly_faster():
-    from cdnn import models
+    from cdnn.trainers import thread_chooser as models
 
     slow_many = models._ThreadChooser(2)
     picks = _feed(slow_many, {2: 1e-3, 1: 0.5e-3}, 40)
@@ -839,7 +839,7 @@ def test_thread_chooser_takes_one_thread_only_when_clearly_faster():
 
 
 def test_thread_chooser_probes_at_doubling_intervals():
-    from cdnn import models
+    from cdnn.trainers import thread_chooser as models
 
     c = models._ThreadChooser(2)
     probes, seconds = [], 0.0
@@ -856,7 +856,7 @@ def test_thread_chooser_probes_at_doubling_intervals():
 
 
 def test_thread_chooser_probes_a_far_slower_option_less_often():
-    from cdnn import models
+    from cdnn.trainers import thread_chooser as models
 
     def probe_gaps(one_thread_per_batch):
         """Seconds of training between the probes of one thread (its first measurement first)."""
@@ -879,7 +879,7 @@ def test_thread_chooser_probes_a_far_slower_option_less_often():
 
 
 def test_thread_chooser_leaves_short_fits_alone():
-    from cdnn import models
+    from cdnn.trainers import thread_chooser as models
 
     # a grid search's fits are short: a probe of one thread costs about half its length
     for t, k, probing, seconds in _runs(models._ThreadChooser(2), {2: 1e-4, 1: 1e-4}):  # 0.1 ms per batch
@@ -890,7 +890,7 @@ def test_thread_chooser_leaves_short_fits_alone():
 
 
 def test_thread_chooser_moves_to_one_thread_soon_on_a_busy_machine():
-    from cdnn import models
+    from cdnn.trainers import thread_chooser as models
 
     # two busy loops on the cores: all threads 17 ms per batch, one thread 1.9 ms (BIG-b128 measured so);
     # probes of one thread are a batch each here, and follow each other until it is measured
@@ -907,7 +907,7 @@ def test_thread_chooser_moves_to_one_thread_soon_on_a_busy_machine():
 
 
 def test_thread_chooser_learns_the_run_length_and_keeps_it():
-    from cdnn import models
+    from cdnn.trainers import thread_chooser as models
 
     c = models._ThreadChooser(2)
     assert c.pick() == 2 and c.run_batches(500) == 1
@@ -944,7 +944,7 @@ def test_thread_chooser_learns_the_run_length_and_keeps_it():
 
 
 def test_fit_starts_later_epochs_with_the_learned_run_length(monkeypatch):
-    from cdnn import models
+    from cdnn.trainers import thread_chooser as models
 
     # runs so long a target that every run may grow RUN_GROWTH times: the lengths do not depend on the clock
     monkeypatch.setattr(models, "RUN_SECONDS", 1e9)

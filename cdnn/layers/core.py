@@ -1,4 +1,4 @@
-"""Layers of a Sequential model: Input, Flatten, Dense, Dropout (Keras 3's subset).
+"""Core layers of a model: Input, Flatten, Dense, Dropout (Keras 3's subset).
 
 A layer knows its configuration (plain JSON-able data, what saving stores),
 builds its weights from an input shape, and reports its output shape and

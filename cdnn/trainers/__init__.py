@@ -1,0 +1,1 @@
+"""The training run loop's parts that know nothing of models."""

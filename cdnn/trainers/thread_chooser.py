@@ -1,0 +1,137 @@
+"""The thread chooser: runs of batches on all threads or on one, whichever is faster now."""
+from __future__ import annotations
+
+#: target wall time of one run of batches in C between two progress-bar updates
+RUN_SECONDS = 0.1
+#: a run is at most this many times longer (in batches) than the runs before it
+RUN_GROWTH = 4
+#: how often fit re-measures the thread count it is not using (seconds of training): first
+#: FIRST_PROBE_SECONDS after measuring it, then at doubling intervals up to PROBE_SECONDS; the
+#: intervals are CLEAR_GROWTH times longer each time a measurement finds one option CLEAR_RATIO
+#: times slower per batch than the other, or more
+FIRST_PROBE_SECONDS = 0.25
+PROBE_SECONDS = 5.0
+CLEAR_RATIO = 1.5
+CLEAR_GROWTH = 4
+#: a probe run is this fraction of a normal run's batches: about 12 ms, which costs about 10 ms
+#: when one thread is the slower option (BIG-b128)
+PROBE_FRACTION = 8  # (a divisor: probe runs have chunk // PROBE_FRACTION batches)
+#: seconds of runs behind each thread count's timing before fit compares them: usually one probe
+#: of an option no slower than the one in use (RUN_SECONDS / PROBE_FRACTION is 12.5 ms; shorter
+#: where chunk // PROBE_FRACTION rounds down or an epoch ends), else probes back to back
+MIN_MEASURED_SECONDS = 0.01
+#: one thread must be this much faster per batch than all threads before fit uses it
+SINGLE_THREAD_MARGIN = 1.15
+
+class _ThreadChooser:
+    """Chooses, run by run, between all of the core's threads and one thread.
+
+    Both give bit-identical results. On an idle machine the threads win; on
+    one whose cores are busy with other work, threads that wait for each
+    other at every layer can be many times slower than one thread alone.
+    So ``fit`` times both and uses the faster, re-measuring the other option
+    with a short run ``FIRST_PROBE_SECONDS`` of training after it first
+    measured it (itself after ``FIRST_PROBE_SECONDS`` of training on the
+    option in use: short fits, such as a grid search's, are not worth a
+    probe), then at doubling intervals up to every ``PROBE_SECONDS`` (a
+    cost of about 1%). A probe of the slower option costs about half its
+    length (10 ms in a 120 ms epoch at BIG-b128), so after a measurement
+    that finds one option far behind (``CLEAR_RATIO``) the next interval is
+    ``CLEAR_GROWTH`` times longer instead: a decision that clear is not
+    overturned by noise, and early re-checks of it cost the most.
+
+    Timings on shared machines are noisy: an option is trusted only after
+    ``MIN_MEASURED_SECONDS`` of runs, estimates are smoothed over runs, and
+    one thread must beat all threads by ``SINGLE_THREAD_MARGIN``. The model
+    keeps its chooser from one ``fit`` to the next (same threads and batch
+    size), so fitting epoch by epoch does not start from scratch each time:
+    a single run measured during a hiccup once sent whole epochs to one thread.
+
+    It also sets how many batches each run trains (``run_batches``): as many
+    as take about ``RUN_SECONDS``, learned from the runs so far (growing at
+    most ``RUN_GROWTH`` times at once) and kept from one epoch and one ``fit``
+    to the next. Each run costs a little on top of its batches (starting the
+    threads, packing and unpacking the weights' copies, the Python between
+    runs: about 0.4 ms at BIG-b128); starting every epoch again from one
+    batch per run made 7 runs of a 94-batch epoch instead of 2. Growing four
+    times rather than two, it is learned in 4 runs (1, 4, 16, 64 batches at
+    BIG-b128), not 7.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.options = (threads, 1) if threads > 1 else (1,)
+        self.per_batch: dict[int, float] = {}
+        self.measured: dict[int, float] = {}
+        self.since_probe = 0.0
+        self.probe_interval: Optional[float] = None  # set once both options are measured
+        self.probing = False  # the last pick was a probe of the option not in use
+        self.warm = False  # the first run pays for allocating the workspace and starting threads
+        self.chunk = 1  # batches per run that take about RUN_SECONDS with the option in use
+        self.settled = False  # chunk has stopped growing: runs take about RUN_SECONDS
+
+    def pick(self) -> int:
+        """Threads for the next run of batches (a probe, short, when ``probing``)."""
+        self.probing = False
+        if len(self.options) == 1:
+            return self.options[0]
+        for t in self.options:
+            if self.measured.get(t, 0.0) < MIN_MEASURED_SECONDS:
+                first = self.measured.get(self.options[0], 0.0) < FIRST_PROBE_SECONDS
+                if t != self.options[0] and (not self.settled or first):
+                    # the option not in use is measured with probe-sized runs, and those are
+                    # only long enough once the runs are: each run's fixed cost (0.4 ms at
+                    # BIG-b128) made 2-batch probes look 6-9% slower per batch. And not in the
+                    # first FIRST_PROBE_SECONDS of training: a probe costs about half its length,
+                    # 5% of a grid search's short fits when each fit measured one thread. After
+                    # that, probes follow each other until the measurement is complete
+                    return self.options[0]
+                self.probing = t != self.options[0]
+                return t
+        best = self.best()
+        if self.since_probe >= self.probe_interval:
+            self.probing = True
+            return next(t for t in self.options if t != best)
+        return best
+
+    def best(self) -> int:
+        """The option to use now: one thread only when clearly faster."""
+        if len(self.options) == 1 or any(t not in self.per_batch for t in self.options):
+            return self.options[0]
+        many, one = self.options
+        return one if self.per_batch[one] * SINGLE_THREAD_MARGIN < self.per_batch[many] else many
+
+    def run_batches(self, left: int) -> int:
+        """Batches for the run just picked, ``left`` batches being left in the epoch."""
+        return min(max(1, self.chunk // PROBE_FRACTION) if self.probing else self.chunk, left)
+
+    def record(self, threads: int, seconds: float, batches: int) -> None:
+        """Time of a run of ``batches`` batches on ``threads`` threads."""
+        if not self.probing:
+            # aim the next runs at RUN_SECONDS, growing at most RUN_GROWTH times at once (from
+            # the learned length, not from an epoch's short last run); a probe says nothing of
+            # the option in use
+            target = int(batches * RUN_SECONDS / max(seconds, 1e-6))
+            cap = RUN_GROWTH * max(batches, self.chunk)
+            self.chunk = max(1, min(cap, target))
+            # the warm-up run's time says nothing (allocation, starting threads)
+            self.settled = self.settled or (self.warm and target <= cap)
+        if not self.warm:
+            self.warm = True
+            return
+        v = seconds / batches
+        old = self.per_batch.get(threads)
+        # the latest run weighs half: the machine's load changes, one run is noisy
+        self.per_batch[threads] = v if old is None else 0.5 * old + 0.5 * v
+        self.measured[threads] = self.measured.get(threads, 0.0) + seconds
+        if self.probing and all(self.measured.get(t, 0.0) >= MIN_MEASURED_SECONDS for t in self.options):
+            # early decisions rest on little: re-check soon, then less and less often; much less
+            # often when the options are far apart
+            many, one = self.options
+            ratio = max(self.per_batch[one] / self.per_batch[many], self.per_batch[many] / self.per_batch[one])
+            clear = ratio >= CLEAR_RATIO
+            if self.probe_interval is None:  # the first measurement of the option not in use
+                self.probe_interval = FIRST_PROBE_SECONDS * (CLEAR_GROWTH if clear else 1)
+            else:
+                self.probe_interval = min(PROBE_SECONDS, (CLEAR_GROWTH if clear else 2) * self.probe_interval)
+        # the interval runs from the end of the last probe
+        self.since_probe = 0.0 if self.probing else self.since_probe + seconds

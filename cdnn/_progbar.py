@@ -19,6 +19,16 @@ line of each bar is written, once, without colours or carriage returns.
 Metric values are averaged over the steps (weighted by each update's step
 increment), except names listed in ``stateful_metrics``, which are shown as
 given.  A finalizing update always shows the values it is given.
+
+The time per step (and so the ETA) leaves out the first step's time, as
+Keras does: it pays for start-up work (in Keras the tracing, in cdnn the
+core's workspace and threads).  ``fit`` updates the bar once per run of
+batches, not per batch, so it marks the first run with :meth:`Progbar.warm_up`
+instead: the bar is first drawn after it, with an estimate from the steps
+that followed.
+
+While interactive logging is off (``cdnn.utils.disable_interactive_logging()``)
+the bar writes each line it would draw to the ``cdnn`` logger instead.
 """
 
 from __future__ import annotations
@@ -28,6 +38,8 @@ import os
 import sys
 import time
 from typing import Iterable, TextIO
+
+from cdnn import _io_utils
 
 __all__ = ["Progbar", "epoch_header"]
 
@@ -97,13 +109,14 @@ class Progbar:
         self.stateful_metrics = set(stateful_metrics or ())
         self.unit_name = unit_name
         self._stream = stream
-        self._dynamic_display = _is_interactive(self.stream)
+        self._dynamic_display = _io_utils.is_interactive_logging_enabled() and _is_interactive(self.stream)
         # name -> [weighted sum, weight]; dicts keep the order names arrive in.
         self._values: dict[str, list[float]] = {}
         self._seen_so_far = 0
         self._start = _clock()
         self._last_update = -math.inf
-        self._time_after_first_step: float | None = None
+        # (time, steps) the time per step is measured from: after the first step, or the warm-up
+        self._rate_origin: tuple[float, int] | None = None
         self._prev_total_width = 0
 
     @property
@@ -149,6 +162,15 @@ class Progbar:
             self._write(self._summary_line(current, now, time_per_unit))
         self._last_update = now
 
+    def warm_up(self, current: int) -> None:
+        """Record that the first ``current`` steps are done, without drawing.
+
+        They paid for start-up work, so the time per step is measured from
+        here on; the bar is drawn at the next update with that estimate.
+        """
+        self._seen_so_far = current
+        self._rate_origin = (_clock(), current)
+
     def add(self, n: int, values: list[tuple[str, float]] | None = None) -> None:
         """Advance the bar by ``n`` steps (see :meth:`update`)."""
         self.update(self._seen_so_far + n, values)
@@ -168,15 +190,16 @@ class Progbar:
             self._values[name] = [value * steps, steps]
 
     def _estimate_step_duration(self, current: int, now: float) -> float:
-        """Return the estimated seconds per step, ignoring the (slow) first step."""
+        """Return the estimated seconds per step, ignoring the (slow) first step or warm-up."""
         if not current:
             return 0.0
-        if self._time_after_first_step is not None and current > 1:
-            time_per_unit = (now - self._time_after_first_step) / (current - 1)
+        origin = self._rate_origin
+        if origin is not None and current > origin[1]:
+            time_per_unit = (now - origin[0]) / (current - origin[1])
         else:
             time_per_unit = (now - self._start) / current
-        if current == 1:
-            self._time_after_first_step = now
+        if current == 1 and origin is None:
+            self._rate_origin = (now, 1)
         return time_per_unit
 
     def _has_target(self) -> bool:
@@ -242,6 +265,11 @@ class Progbar:
         return text
 
     def _write(self, message: str) -> None:
+        if not _io_utils.is_interactive_logging_enabled():
+            text = message.replace("\b", "").replace("\r", "").strip()
+            if text:
+                _io_utils.logger.info(text)
+            return
         stream = self.stream
         try:
             stream.write(message)

@@ -362,3 +362,23 @@ def test_fit_draws_its_bar_first_after_the_warm_up_run(monkeypatch):
     # the next run of 4; epoch 2 runs warm, and draws after its first run
     assert drawn[0][0] == 5 and drawn[0][-1] == 200, drawn
     assert drawn[1][0] > 1 and drawn[1][-1] == 200, drawn
+
+
+def test_fit_with_interactive_logging_off_prints_nothing(capsys, caplog):
+    import numpy as np
+
+    import cdnn
+
+    x, y = np.random.default_rng(0).random((64, 4)).astype(np.float32), np.arange(64) % 2
+    model = cdnn.Sequential([cdnn.layers.Input(shape=(4,)), cdnn.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cdnn.utils.disable_interactive_logging()
+    try:
+        with caplog.at_level("INFO", logger="cdnn"):
+            model.fit(x, y, epochs=2, batch_size=16)
+    finally:
+        cdnn.utils.enable_interactive_logging()
+    assert capsys.readouterr().out == ""
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "Epoch 1/2" and messages[2] == "Epoch 2/2" and len(messages) == 4
+    assert messages[1].startswith("4/4 ━━━━━━━━━━━━━━━━━━━━ ") and "loss: " in messages[1]

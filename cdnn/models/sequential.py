@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cdnn import _core, _naming, _random, _saving, callbacks as callbacks_module
+from cdnn import _core, _io_utils, _naming, _random, _saving, callbacks as callbacks_module
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
@@ -405,7 +405,7 @@ class Sequential:
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
             if verbose and epochs > 1:
-                print(epoch_header(epoch + 1, epochs), flush=True)
+                _io_utils.print_msg(epoch_header(epoch + 1, epochs))
             bar = Progbar(steps, verbose=verbose, stateful_metrics=["accuracy", "loss", metric_name])
             perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
             seed = int(rng.integers(0, 2**63))

@@ -18,14 +18,14 @@ from cdnn._core import MAX_THREADS
 from cdnn.optimizers import _FLOAT32_MAX
 
 DEFAULTS = {
-    "epochs": 12,
+    "epochs": 20,
     "batch_size": 128,
-    "hidden": "384,192",
+    "hidden": "512,256",
     "activation": "relu",
     "optimizer": "adam",
     "learning_rate": 0.001,
-    "dropout": 0.2,
-    "lr_decay": 0.85,
+    "dropout": 0.3,
+    "lr_decay": 0.9,
     "seed": 42,
     "validation_split": 0.1,
 }

@@ -99,9 +99,9 @@ def test_quick_run_reports_and_saves(tmp_path):
     assert re.search(r"^data: fashion_mnist from \S.* \((the system copy|the cache|\$CDNN_DATA)\): 1800 training "
                      r"images, 200 held out for validation \(the last 10% of the training set\), 10000 test images$",
                      text, re.M), text
-    assert ("settings: hidden 384,192 relu, dropout 0.2, adam learning rate 0.001, x0.85 per epoch, batch 128, "
+    assert ("settings: hidden 512,256 relu, dropout 0.3, adam learning rate 0.001, x0.9 per epoch, batch 128, "
             "1 epochs, seed 42, validation split 0.1") in text
-    assert 'Model: "fashion_mnist_mlp"' in text and "Total params: 377,290" in text
+    assert 'Model: "fashion_mnist_mlp"' in text and "Total params: 535,818" in text
     assert "15/15 ━━━━━━━━━━━━━━━━━━━━" in text and "val_accuracy" in text
     line = [l for l in text.splitlines() if l.startswith("test accuracy:")][0]
     accuracy = float(line.split()[2])

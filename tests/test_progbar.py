@@ -382,3 +382,22 @@ def test_fit_with_interactive_logging_off_prints_nothing(capsys, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert messages[0] == "Epoch 1/2" and messages[2] == "Epoch 2/2" and len(messages) == 4
     assert messages[1].startswith("4/4 ━━━━━━━━━━━━━━━━━━━━ ") and "loss: " in messages[1]
+
+
+def test_eta_follows_a_change_of_pace_within_a_second(clock):
+    # on a busy machine fit may run its first batches on two threads at 100 ms each, then move to
+    # one thread at 10 ms: the ETA follows the new pace, the time per step stays Keras' average
+    stream = TTY()
+    bar = Progbar(1000, stream=stream)
+    clock.now += 0.1
+    bar.warm_up(1)
+    for step in range(2, 21):
+        clock.now += 0.1
+        bar.update(step)
+    for step in range(30, 141, 10):
+        clock.now += 0.1  # runs of 10 steps at 10 ms
+        bar.update(step)
+    line = stream.getvalue().split("\r")[-1]
+    # 860 steps left at 10 ms: 8.6 s (the average since the warm-up, 22 ms, would say 18 s)
+    assert f" {BOLD}8s{RESET} 22ms/step" in line, line
+    # a steady pace gives the same ETA either way (see test_eta_while_in_progress_then_elapsed_time_at_the_end)

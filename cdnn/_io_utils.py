@@ -5,14 +5,14 @@ sends its download messages and progress bars to a logger instead of the
 terminal; cdnn's does the same for its download lines and progress bars,
 through the ``cdnn`` logger. Pure Python: ``cdnn.datasets`` uses it without the C core.
 """
+
 from __future__ import annotations
 
 import logging
 import sys
 from typing import Optional, TextIO
 
-__all__ = ["enable_interactive_logging", "disable_interactive_logging", "is_interactive_logging_enabled",
-           "print_msg"]
+__all__ = ["enable_interactive_logging", "disable_interactive_logging", "is_interactive_logging_enabled", "print_msg"]
 
 # the one process-wide switch, as Keras keeps it in its global state
 _state = {"interactive": True}

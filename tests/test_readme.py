@@ -1,4 +1,5 @@
 """The README's promises: its examples run on what its install command installs, its commands are CI's."""
+
 from __future__ import annotations
 
 import ast
@@ -17,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 HAVE_FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() or bool(
-    os.environ.get("CDNN_DATA"))
+    os.environ.get("CDNN_DATA")
+)
 
 
 def test_the_python_blocks_import_only_what_pip_install_installs():

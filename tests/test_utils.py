@@ -1,4 +1,5 @@
 """cdnn.utils.split_dataset, against the rules of Keras 3's keras.utils.split_dataset."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -80,32 +81,38 @@ def test_a_split_feeds_fit():
     assert set(history.history) == {"accuracy", "loss", "val_accuracy", "val_loss"}
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({}, ValueError, "At least one of the `left_size` or `right_size` must be specified"),
-    ({"left_size": 0}, ValueError, "received left_size=0"),
-    ({"left_size": 10}, ValueError, "a number of samples in (0, 10)"),
-    ({"left_size": 1.0}, ValueError, "expected a fraction in (0, 1)"),
-    ({"right_size": -0.5}, ValueError, "received right_size=-0.5"),
-    ({"left_size": 0.6, "right_size": 0.5}, ValueError, "is more than 1"),
-    ({"left_size": 6, "right_size": 5}, ValueError, "more than the 10 in `dataset`"),
-    ({"left_size": 0.01}, ValueError, "leave the left part empty"),
-    ({"left_size": "half"}, TypeError, "Invalid type for argument `left_size`"),
-    ({"left_size": True}, TypeError, "Invalid type for argument `left_size`"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({}, ValueError, "At least one of the `left_size` or `right_size` must be specified"),
+        ({"left_size": 0}, ValueError, "received left_size=0"),
+        ({"left_size": 10}, ValueError, "a number of samples in (0, 10)"),
+        ({"left_size": 1.0}, ValueError, "expected a fraction in (0, 1)"),
+        ({"right_size": -0.5}, ValueError, "received right_size=-0.5"),
+        ({"left_size": 0.6, "right_size": 0.5}, ValueError, "is more than 1"),
+        ({"left_size": 6, "right_size": 5}, ValueError, "more than the 10 in `dataset`"),
+        ({"left_size": 0.01}, ValueError, "leave the left part empty"),
+        ({"left_size": "half"}, TypeError, "Invalid type for argument `left_size`"),
+        ({"left_size": True}, TypeError, "Invalid type for argument `left_size`"),
+    ],
+)
 def test_bad_sizes_are_refused(kwargs, error, message):
     with pytest.raises(error) as info:
         split_dataset(np.arange(10), **kwargs)
     assert message in str(info.value)
 
 
-@pytest.mark.parametrize("dataset, error, message", [
-    ((np.zeros(5), np.zeros(6)), ValueError, "expected arrays of the same length, received lengths [5, 6]"),
-    ((np.zeros(5), [1, 2, 3, 4, 5]), TypeError, "expected NumPy arrays, received list at index 1"),
-    ((), ValueError, "received an empty tuple"),
-    ({"x": np.zeros(5)}, TypeError, "received dict"),
-    (np.float32(3.0), TypeError, "received float32"),
-    ((np.zeros(()),), ValueError, "received a 0-d array"),
-])
+@pytest.mark.parametrize(
+    "dataset, error, message",
+    [
+        ((np.zeros(5), np.zeros(6)), ValueError, "expected arrays of the same length, received lengths [5, 6]"),
+        ((np.zeros(5), [1, 2, 3, 4, 5]), TypeError, "expected NumPy arrays, received list at index 1"),
+        ((), ValueError, "received an empty tuple"),
+        ({"x": np.zeros(5)}, TypeError, "received dict"),
+        (np.float32(3.0), TypeError, "received float32"),
+        ((np.zeros(()),), ValueError, "received a 0-d array"),
+    ],
+)
 def test_bad_datasets_are_refused(dataset, error, message):
     with pytest.raises(error) as info:
         split_dataset(dataset, left_size=0.5)

@@ -136,7 +136,7 @@ def template_model_file(path: Path) -> Path:
 
 
 def template_model_parts(directory: Path):
-    path = template_model_file(Path(directory) / "template.keras")
+    path = template_model_file(Path(directory) / "template.cdnn")
     with np.load(path) as z:
         return json.loads(z["__cdnn__"].tobytes()), {k: z[k] for k in z.files if k != "__cdnn__"}
 
@@ -167,7 +167,7 @@ def seeds(target: str, directory: Path) -> list[bytes]:
         return out
     meta, arrays = template_model_parts(directory)
     if target == "model":
-        return [template_model_file(directory / "seed.keras").read_bytes()]
+        return [template_model_file(directory / "seed.cdnn").read_bytes()]
     if target == "model_meta":
         return [json.dumps(meta).encode()]
     buf = io.BytesIO()

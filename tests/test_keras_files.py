@@ -243,3 +243,25 @@ def test_cdnn_loads_what_real_keras_writes(tmp_path, optimizer):
                             layers.Dropout(0.25), layers.Dense(4, activation="softmax")])
     same.load_weights(tmp_path / "k.weights.h5")
     np.testing.assert_allclose(same.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_keras_checkpoint_without_h5py_fails_before_training(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_h5py(name, *args, **kwargs):
+        if name == "h5py":
+            raise ImportError("No module named 'h5py'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_h5py)
+    x, y = _data()
+    model = _cdnn_model()
+    seen = []
+    probe = cdnn.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
+    with pytest.raises(ImportError, match="pip install h5py"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[cdnn.callbacks.ModelCheckpoint(str(tmp_path / "best.keras")), probe])
+    assert seen == []  # no epoch was trained and lost
+    model.save(tmp_path / "m.cdnn")  # cdnn's own format needs nothing but NumPy

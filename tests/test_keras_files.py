@@ -265,3 +265,26 @@ def test_a_keras_checkpoint_without_h5py_fails_before_training(tmp_path, monkeyp
                   callbacks=[cdnn.callbacks.ModelCheckpoint(str(tmp_path / "best.keras")), probe])
     assert seen == []  # no epoch was trained and lost
     model.save(tmp_path / "m.cdnn")  # cdnn's own format needs nothing but NumPy
+
+
+@pytest.mark.keras
+def test_cdnn_reads_legacy_h5_model_files(tmp_path):
+    keras = _real_keras()
+    x, y = _data()
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input(shape=(6, 5)), keras.layers.Flatten(),
+                              keras.layers.Dense(7, activation="tanh"), keras.layers.Dropout(0.25),
+                              keras.layers.Dense(4, activation="softmax")], name="legacy")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    model.save(tmp_path / "old.h5")
+    ours = cdnn.models.load_model(tmp_path / "old.h5")
+    np.testing.assert_allclose(ours.predict(x, verbose=0), np.asarray(model.predict(x, verbose=0)),
+                               rtol=1e-5, atol=1e-6)
+    assert ours.loss.get_config()["name"] == "sparse_categorical_crossentropy"
+    assert ours.optimizer.iterations == int(model.optimizer.iterations) == 8
+    theirs = [np.asarray(v) for v in model.optimizer.variables][2:]
+    np.testing.assert_array_equal(ours.optimizer._slots[0][0], theirs[0])
+    np.testing.assert_array_equal(ours.optimizer._slots[0][1], theirs[1])
+    plain = cdnn.models.load_model(tmp_path / "old.h5", compile=False)
+    assert not plain.compiled

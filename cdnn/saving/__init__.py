@@ -79,8 +79,7 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
     if keras_format.is_keras_archive(path):
         return keras_format.load_keras(path, compile=compile)
     if keras_format.is_hdf5(path):
-        raise ModelFileError(f"{path}: a Keras 2 legacy HDF5 model file; cdnn reads Keras 3 `.keras` archives, "
-                             f"and `.weights.h5` files through model.load_weights")
+        return keras_format.load_legacy_h5(path, compile=compile)
     return _saving.load_model(path, compile=compile)
 
 

@@ -520,6 +520,93 @@ def load_keras(path: str, compile: bool = True):
     return model
 
 
+def _attr_text(value) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def load_legacy_h5(path: str, compile: bool = True):
+    """Rebuild a model from a legacy HDF5 model file (Keras 2, or Keras 3's ``model.save("m.h5")``).
+
+    As Keras 3's own reader: the architecture from the ``model_config`` attribute, the weights
+    from ``model_weights/<layer>`` in the order of its ``weight_names``, and with ``compile`` the
+    ``training_config`` and the optimizer's weights by position (a warning, and a fresh
+    optimizer state, when they do not fit).
+    """
+    import warnings
+
+    module = h5py()
+    try:
+        h5 = module.File(path, "r")
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a readable HDF5 file: {exc}") from None
+    with h5:
+        text = h5.attrs.get("model_config")
+        if text is None:
+            raise ModelFileError(f"{path}: an HDF5 file without a model_config: a weights file? Load it with "
+                                 f"model.load_weights")
+        try:
+            config = json.loads(_attr_text(text))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ModelFileError(f"{path}: model_config is not valid JSON: {exc}") from None
+        if isinstance(config, dict) and isinstance(config.get("config"), dict):
+            for entry in config["config"].get("layers") or []:  # Keras 2 names the input shape otherwise
+                cfg = entry.get("config") if isinstance(entry, dict) else None
+                if isinstance(cfg, dict) and "batch_input_shape" in cfg:
+                    shape = cfg.pop("batch_input_shape")
+                    if entry.get("class_name") == "InputLayer":
+                        cfg["batch_shape"] = shape
+                    elif not config["config"].get("build_input_shape"):
+                        config["config"]["build_input_shape"] = shape
+        model = _model_from_keras_config(path, config)
+        if not model.built:
+            raise ModelFileError(f"{path}: the architecture has no input shape")
+        group = h5.get("model_weights", h5)
+        weights = []
+        for layer in model.layers:
+            expected = [w.shape for w in layer.weights]
+            lg = group.get(layer.name)
+            names = [_attr_text(n) for n in lg.attrs.get("weight_names", [])] if lg is not None else []
+            if len(names) != len(expected):
+                raise ModelFileError(f"{path}: layer {layer.name!r} has {len(expected)} weights, the file "
+                                     f"{len(names)}")
+            for name, shape in zip(names, expected):
+                weights.append(_dataset(path, lg, name, shape, (np.float32, np.float64, np.float16),
+                                        f"model_weights/{layer.name}"))
+        model.set_weights(weights)
+        training = h5.attrs.get("training_config")
+        if compile and training is not None:
+            try:
+                training = json.loads(_attr_text(training))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+                raise ModelFileError(f"{path}: training_config is not valid JSON: {exc}") from None
+            if isinstance(training, dict):
+                _compile_from_config(path, model, {**training, "optimizer": training.get("optimizer_config")})
+            og = h5.get("optimizer_weights")
+            if og is not None and model.compiled:
+                names = [_attr_text(n) for n in og.attrs.get("weight_names", [])]
+                try:
+                    _legacy_optimizer_state(path, model, og, names)
+                except ModelFileError as exc:
+                    warnings.warn(f"Error in loading the saved optimizer state ({exc}). As a result, your model "
+                                  f"is starting with a freshly initialized optimizer.", stacklevel=3)
+                    model.optimizer.build(model.weights)
+    return model
+
+
+def _legacy_optimizer_state(path: str, model, group, names: list) -> None:
+    opt = model.optimizer
+    params = model.weights
+    opt.build(params)
+    order = _slot_order(opt, len(params))
+    if len(names) != 2 + len(order):
+        raise ModelFileError(f"{len(names)} optimizer weights, {type(opt).__name__} has {2 + len(order)}")
+    it = _dataset(path, group, names[0], (), (np.int64, np.int32, np.float32), "optimizer_weights")
+    for name, (p, s) in zip(names[2:], order):
+        opt._slots[p][s][...] = _dataset(path, group, name, params[p].shape, (np.float32, np.float64),
+                                         "optimizer_weights")
+    opt.iterations = int(it)
+
+
 def load_weights_h5(model, path: str) -> None:
     """Load Keras 3 ``.weights.h5`` weights (and optimizer state, when compiled) into a built ``model``."""
     if not model.built:

@@ -91,7 +91,7 @@ def load_weights(model, filepath) -> None:
     elif keras_format.is_keras_archive(path):
         loaded = keras_format.load_keras(path, compile=False)
         if [w.shape for w in loaded.weights] != [w.shape for w in model.weights]:
-            raise ValueError(f"{path}: its weights have shapes {[w.shape for w in loaded.weights]}, model "
+            raise ModelFileError(f"{path}: its weights have shapes {[w.shape for w in loaded.weights]}, model "
                              f"{model.name!r} has {[w.shape for w in model.weights]}")
         model.set_weights(loaded.get_weights())
     else:

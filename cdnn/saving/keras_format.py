@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import math
 import os
 import re
 import zipfile
@@ -398,17 +397,40 @@ def _weights_limit(model) -> int:
     return floats * 4 + arrays * H5_OVERHEAD_PER_ARRAY + H5_OVERHEAD
 
 
+def _child(path: str, group, name: str, where: str):
+    """``group[name]`` through hard links only: a soft or external link (which would make HDF5 open
+    another file) is refused, as is anything missing (None)."""
+    module = h5py()
+    node = group
+    for part in name.split("/"):
+        if not part:
+            continue
+        if not isinstance(node, module.Group) or part not in node:
+            return None
+        if not isinstance(node.get(part, getlink=True), module.HardLink):
+            raise ModelFileError(f"{path}: {where}/{name} is a link to elsewhere; cdnn reads only what the file holds")
+        node = node[part]
+    return node
+
+
 def _dataset(path: str, group, key: str, shape: tuple, dtypes: tuple, where: str) -> np.ndarray:
     module = h5py()
-    if key not in group:
+    ds = _child(path, group, key, where)
+    if ds is None:
         raise ModelFileError(f"{path}: {where} has no variable {key}")
-    ds = group[key]
     if not isinstance(ds, module.Dataset):
         raise ModelFileError(f"{path}: {where}/{key} is not a dataset")
+    if ds.is_virtual or ds.external:
+        raise ModelFileError(f"{path}: {where}/{key} keeps its data in other files; cdnn reads only what the file "
+                             f"holds")
     if tuple(ds.shape) != tuple(shape) or np.dtype(ds.dtype).newbyteorder("=") not in [np.dtype(d) for d in dtypes]:
         raise ModelFileError(f"{path}: {where}/{key} has dtype {ds.dtype} and shape {ds.shape}, expected "
                              f"{np.dtype(dtypes[0]).name} {tuple(shape)}")
     return np.asarray(ds[()], dtype=dtypes[0])
+
+
+#: what h5py raises on a damaged HDF5 file
+_H5_ERRORS = (OSError, RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
 def _read_h5_into(path: str, model, source, with_optimizer: bool) -> None:
@@ -417,24 +439,34 @@ def _read_h5_into(path: str, model, source, with_optimizer: bool) -> None:
         h5 = module.File(source, "r")
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: the weights are not a readable HDF5 file: {exc}") from None
-    with h5:
-        weights = []
-        for lpath, layer in zip(_layer_paths(model.layers), model.layers):
-            expected = [w.shape for w in layer.weights]
-            group = h5.get(f"{lpath}/vars")
-            if group is None:
-                if expected:
-                    raise ModelFileError(f"{path}: no weights for layer {layer.name!r} (looked for {lpath}/vars)")
-                continue
-            if len(group) != len(expected):
-                raise ModelFileError(f"{path}: {lpath} holds {len(group)} variables, layer {layer.name!r} has "
-                                     f"{len(expected)}")
-            weights += [_dataset(path, group, str(i), s, (np.float32, np.float64, np.float16), lpath)
-                        for i, s in enumerate(expected)]
-        model.set_weights(weights)
-        group = h5.get("optimizer/vars")
-        if with_optimizer and group is not None and model.compiled:
-            _read_optimizer(path, model, group)
+    try:
+        with h5:
+            _read_open_h5(path, model, h5, with_optimizer)
+    except ModelFileError:
+        raise
+    except _H5_ERRORS as exc:
+        raise ModelFileError(f"{path}: damaged HDF5 weights: {type(exc).__name__}: {exc}") from None
+
+
+def _read_open_h5(path: str, model, h5, with_optimizer: bool) -> None:
+    module = h5py()
+    weights = []
+    for lpath, layer in zip(_layer_paths(model.layers), model.layers):
+        expected = [w.shape for w in layer.weights]
+        group = _child(path, h5, f"{lpath}/vars", "")
+        if group is None:
+            if expected:
+                raise ModelFileError(f"{path}: no weights for layer {layer.name!r} (looked for {lpath}/vars)")
+            continue
+        if not isinstance(group, module.Group) or len(group) != len(expected):
+            raise ModelFileError(f"{path}: {lpath} does not hold the {len(expected)} variables of layer "
+                                 f"{layer.name!r}")
+        weights += [_dataset(path, group, str(i), s, (np.float32, np.float64, np.float16), lpath)
+                    for i, s in enumerate(expected)]
+    model.set_weights(weights)
+    group = _child(path, h5, "optimizer/vars", "")
+    if with_optimizer and group is not None and model.compiled:
+        _read_optimizer(path, model, group)
 
 
 def _read_optimizer(path: str, model, group) -> None:
@@ -458,7 +490,7 @@ def _read_optimizer(path: str, model, group) -> None:
 
 
 def _compile_from_config(path: str, model, comp) -> None:
-    from cdnn import losses, metrics, optimizers
+    from cdnn import losses, optimizers
 
     if not isinstance(comp, dict):
         return
@@ -532,64 +564,73 @@ def load_legacy_h5(path: str, compile: bool = True):
     ``training_config`` and the optimizer's weights by position (a warning, and a fresh
     optimizer state, when they do not fit).
     """
-    import warnings
-
     module = h5py()
     try:
         h5 = module.File(path, "r")
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{path}: not a readable HDF5 file: {exc}") from None
-    with h5:
-        text = h5.attrs.get("model_config")
-        if text is None:
-            raise ModelFileError(f"{path}: an HDF5 file without a model_config: a weights file? Load it with "
-                                 f"model.load_weights")
+    try:
+        with h5:
+            return _read_legacy(path, h5, compile)
+    except ModelFileError:
+        raise
+    except _H5_ERRORS as exc:
+        raise ModelFileError(f"{path}: damaged HDF5 model file: {type(exc).__name__}: {exc}") from None
+
+
+def _read_legacy(path: str, h5, compile: bool):
+    import warnings
+
+    text = h5.attrs.get("model_config")
+    if text is None:
+        raise ModelFileError(f"{path}: an HDF5 file without a model_config: a weights file? Load it with "
+                             f"model.load_weights")
+    try:
+        config = json.loads(_attr_text(text))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: model_config is not valid JSON: {exc}") from None
+    if isinstance(config, dict) and isinstance(config.get("config"), dict):
+        for entry in config["config"].get("layers") or []:  # Keras 2 names the input shape otherwise
+            cfg = entry.get("config") if isinstance(entry, dict) else None
+            if isinstance(cfg, dict) and "batch_input_shape" in cfg:
+                shape = cfg.pop("batch_input_shape")
+                if entry.get("class_name") == "InputLayer":
+                    cfg["batch_shape"] = shape
+                elif not config["config"].get("build_input_shape"):
+                    config["config"]["build_input_shape"] = shape
+    model = _model_from_keras_config(path, config)
+    if not model.built:
+        raise ModelFileError(f"{path}: the architecture has no input shape")
+    group = _child(path, h5, "model_weights", "") or h5
+    weights = []
+    for layer in model.layers:
+        expected = [w.shape for w in layer.weights]
+        lg = _child(path, group, layer.name, "model_weights")
+        names = [_attr_text(n) for n in lg.attrs.get("weight_names", [])] if lg is not None else []
+        if len(names) != len(expected):
+            raise ModelFileError(f"{path}: layer {layer.name!r} has {len(expected)} weights, the file "
+                                 f"{len(names)}")
+        for name, shape in zip(names, expected):
+            weights.append(_dataset(path, lg, name, shape, (np.float32, np.float64, np.float16),
+                                    f"model_weights/{layer.name}"))
+    model.set_weights(weights)
+    training = h5.attrs.get("training_config")
+    if compile and training is not None:
         try:
-            config = json.loads(_attr_text(text))
+            training = json.loads(_attr_text(training))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ModelFileError(f"{path}: model_config is not valid JSON: {exc}") from None
-        if isinstance(config, dict) and isinstance(config.get("config"), dict):
-            for entry in config["config"].get("layers") or []:  # Keras 2 names the input shape otherwise
-                cfg = entry.get("config") if isinstance(entry, dict) else None
-                if isinstance(cfg, dict) and "batch_input_shape" in cfg:
-                    shape = cfg.pop("batch_input_shape")
-                    if entry.get("class_name") == "InputLayer":
-                        cfg["batch_shape"] = shape
-                    elif not config["config"].get("build_input_shape"):
-                        config["config"]["build_input_shape"] = shape
-        model = _model_from_keras_config(path, config)
-        if not model.built:
-            raise ModelFileError(f"{path}: the architecture has no input shape")
-        group = h5.get("model_weights", h5)
-        weights = []
-        for layer in model.layers:
-            expected = [w.shape for w in layer.weights]
-            lg = group.get(layer.name)
-            names = [_attr_text(n) for n in lg.attrs.get("weight_names", [])] if lg is not None else []
-            if len(names) != len(expected):
-                raise ModelFileError(f"{path}: layer {layer.name!r} has {len(expected)} weights, the file "
-                                     f"{len(names)}")
-            for name, shape in zip(names, expected):
-                weights.append(_dataset(path, lg, name, shape, (np.float32, np.float64, np.float16),
-                                        f"model_weights/{layer.name}"))
-        model.set_weights(weights)
-        training = h5.attrs.get("training_config")
-        if compile and training is not None:
+            raise ModelFileError(f"{path}: training_config is not valid JSON: {exc}") from None
+        if isinstance(training, dict):
+            _compile_from_config(path, model, {**training, "optimizer": training.get("optimizer_config")})
+        og = _child(path, h5, "optimizer_weights", "")
+        if og is not None and model.compiled:
+            names = [_attr_text(n) for n in og.attrs.get("weight_names", [])]
             try:
-                training = json.loads(_attr_text(training))
-            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-                raise ModelFileError(f"{path}: training_config is not valid JSON: {exc}") from None
-            if isinstance(training, dict):
-                _compile_from_config(path, model, {**training, "optimizer": training.get("optimizer_config")})
-            og = h5.get("optimizer_weights")
-            if og is not None and model.compiled:
-                names = [_attr_text(n) for n in og.attrs.get("weight_names", [])]
-                try:
-                    _legacy_optimizer_state(path, model, og, names)
-                except ModelFileError as exc:
-                    warnings.warn(f"Error in loading the saved optimizer state ({exc}). As a result, your model "
-                                  f"is starting with a freshly initialized optimizer.", stacklevel=3)
-                    model.optimizer.build(model.weights)
+                _legacy_optimizer_state(path, model, og, names)
+            except ModelFileError as exc:
+                warnings.warn(f"Error in loading the saved optimizer state ({exc}). As a result, your model "
+                              f"is starting with a freshly initialized optimizer.", stacklevel=3)
+                model.optimizer.build(model.weights)
     return model
 
 

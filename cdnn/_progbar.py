@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Iterable, TextIO
 
+import numpy as np
+
 __all__ = ["Progbar", "epoch_header"]
 
 # The clock, read through this module so that tests can replace it.
@@ -134,7 +136,8 @@ class Progbar:
         if finalize is None:
             finalize = self.target is not None and current >= self.target
         for name, value in values or ():
-            self._record(name, float(value), current, finalize)
+            # a metric with one value per class or threshold shows their mean, as Keras' bar
+            self._record(name, float(np.mean(value)), current, finalize)
         self._seen_so_far = current
 
         now = _clock()

@@ -19,6 +19,8 @@ from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer
+from cdnn.trainers.compile_utils import (CompileMetrics, deserialize_metrics, flatten_metrics_in_order,
+                                         metrics_logs, serialize_metrics)
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
 __all__ = ["Sequential", "load_model"]
@@ -108,7 +110,8 @@ class Sequential:
         self.built = False
         self.optimizer: Optional[optimizers_module.Optimizer] = None
         self.loss: Optional[losses_module.Loss] = None
-        self._metric: Optional[metrics_module.Metric] = None
+        self._compile_metrics: Optional[CompileMetrics] = None
+        self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = False
         self.stop_training = False
         self.history: Optional[callbacks_module.History] = None
@@ -238,16 +241,26 @@ class Sequential:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = losses_module.get(loss) if loss is not None else None
-        if metrics is None or metrics == []:
-            self._metric = None
-        else:
-            items = [metrics] if isinstance(metrics, (str, metrics_module.Metric)) else list(metrics)
-            if len(items) != 1:
-                raise ValueError(f"Invalid value for argument `metrics`: cdnn supports one accuracy metric, "
-                                 f"received {metrics!r}")
-            self._metric = metrics_module.get(items[0])
+        self._compile_metrics = CompileMetrics(metrics) if metrics is not None else None
+        self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = True
         self._net = None
+
+    @property
+    def metrics(self) -> list:
+        """The loss tracker and the compiled metrics (one ``compile_metrics`` object), as Keras 3."""
+        if not self.compiled:
+            return []
+        return [self._loss_tracker] + ([self._compile_metrics] if self._compile_metrics is not None else [])
+
+    @property
+    def metrics_names(self) -> list[str]:
+        """``["loss", "compile_metrics"]`` after compiling with metrics, as Keras 3."""
+        return [m.name for m in self.metrics]
+
+    def reset_metrics(self) -> None:
+        for m in self.metrics:
+            m.reset_state()
 
     def _check_compiled(self, what: str) -> None:
         if not self.compiled:
@@ -274,7 +287,10 @@ class Sequential:
                 bs = next(slots) if layer.use_bias else [None, None]
                 layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
                                "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]]})
-            kind = metrics_module.resolve(self._metric, loss.core_name, top.units) if self._metric else None
+            kind = None
+            if self._compile_metrics is not None:  # bad metric and loss/output combinations are refused here
+                self._compile_metrics.build(loss.core_name, top.units)
+                kind = self._compile_metrics.core_kind
             self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
                                       self.optimizer.hyperparameters())
             self._chooser_key = None  # fit's thread timings were for the old network
@@ -386,7 +402,10 @@ class Sequential:
         # the core stops a run after a batch whose loss is not finite, so that such a callback
         # stops fit right after that batch's update, as in Keras
         stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
-        metric_name = self._metric.name if self._metric else None
+        cm, tracker = self._compile_metrics, self._loss_tracker
+        # each batch's outputs leave C only for metrics the core does not count itself
+        run_out = None
+        want_outputs = cm is not None and cm.needs_outputs
         batch_loss = np.zeros(steps)
         batch_correct = np.zeros(steps)
         rng = _random.generator()
@@ -406,7 +425,10 @@ class Sequential:
                 cb.on_epoch_begin(epoch)
             if verbose and epochs > 1:
                 print(epoch_header(epoch + 1, epochs), flush=True)
-            bar = Progbar(steps, verbose=verbose, stateful_metrics=["accuracy", "loss", metric_name])
+            tracker.reset_state()
+            if cm is not None:
+                cm.reset_state()
+            bar = Progbar(steps, verbose=verbose, stateful_metrics=self._log_names())
             perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
             seed = int(rng.integers(0, 2**63))
             done, seen = 0, 0
@@ -416,11 +438,14 @@ class Sequential:
                 for cb in per_batch:
                     cb.on_train_batch_begin(done)
                 net.set_optimizer(self.optimizer.hyperparameters())
+                if want_outputs and (run_out is None or len(run_out) < k * batch_size):
+                    run_out = np.empty((k * batch_size, net.n_out), np.float32)
                 t0 = time.perf_counter()
                 steps_before = net.steps_done
                 try:
                     k = net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
-                                      batch_loss[done:], batch_correct[done:], nt, stop_nonfinite)
+                                      batch_loss[done:], batch_correct[done:], nt, stop_nonfinite,
+                                      run_out if want_outputs else None)
                 except _core.NonFiniteInputError as e:
                     raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
                                      f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
@@ -430,9 +455,12 @@ class Sequential:
                     self.optimizer.iterations += net.steps_done - steps_before
                 elapsed = time.perf_counter() - t0
                 threads.record(nt, elapsed, k)
+                if want_outputs:
+                    rows = perm[done * batch_size:min(n, (done + k) * batch_size)]
+                    cm.update_outputs(ys[rows], run_out[:len(rows)], batch_size)
                 done += k
                 seen = min(n, done * batch_size)
-                logs = self._logs(batch_loss[:done].sum() / seen, batch_correct[:done].sum() / seen)
+                logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
                 for cb in cbs:
                     cb._on_run_end(done - k, batch_loss[done - k:done] / np.minimum(
                         batch_size, n - np.arange(done - k, done) * batch_size))
@@ -440,7 +468,7 @@ class Sequential:
                     cb.on_train_batch_end(done - 1, dict(logs))
                 if done < steps:
                     bar.update(done, list(logs.items()))
-            logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
+            logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
             if val is not None:
                 val_logs = self._evaluate_with_callbacks(*val, batch_size, cbs)
@@ -455,17 +483,27 @@ class Sequential:
             cb.on_train_end(training_logs)
         return history
 
-    def _logs(self, loss: float, correct: float, prefix: str = "") -> dict:
-        logs = {}
-        if self._metric is not None:
-            logs[prefix + self._metric.name] = float(correct)
-        logs[prefix + "loss"] = float(loss)
-        return logs
+    def _run_logs(self, loss_sum: float, correct_sum: float, rows: int) -> dict:
+        """The logs after ``rows`` rows whose losses (and core-counted accuracy) sum to these."""
+        self._loss_tracker.reset_state()
+        self._loss_tracker._add_sums(loss_sum, rows)
+        cm = self._compile_metrics
+        if cm is not None and cm.core_index is not None:
+            cm.metrics[cm.core_index].reset_state()
+            cm.add_core_counts(correct_sum, rows)
+        return metrics_logs(self._loss_tracker, cm)
 
-    def _evaluate_arrays(self, xs: np.ndarray, ys: np.ndarray) -> tuple:
-        net = self._core_network()
-        _, loss_sum, correct_sum = net.predict(xs, PREDICT_ROWS, ys)
-        return loss_sum / len(xs), correct_sum / len(xs)
+    def _log_names(self) -> list:
+        return list(metrics_logs(self._loss_tracker, self._compile_metrics))
+
+    def _evaluate_rows(self, net, xs: np.ndarray, ys: np.ndarray, sums: list) -> dict:
+        """Add ``(xs, ys)`` to the running loss and metrics (``sums``: loss, correct, rows); the logs."""
+        out, ls, cs = net.predict(xs, PREDICT_ROWS, ys)
+        sums[0], sums[1], sums[2] = sums[0] + ls, sums[1] + cs, sums[2] + len(xs)
+        cm = self._compile_metrics
+        if cm is not None and cm.needs_outputs:
+            cm.update_outputs(ys, out)
+        return self._run_logs(*sums)
 
     def _evaluate_with_callbacks(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, cbs: list) -> dict:
         """The logs of ``(xs, ys)``, calling the callbacks' test hooks as Keras' ``evaluate`` does.
@@ -476,20 +514,20 @@ class Sequential:
         for cb in cbs:
             cb.on_test_begin()
         per_batch = [cb for cb in cbs if cb._needs_test_batches]
+        net = self._core_network()
+        if self._compile_metrics is not None:
+            self._compile_metrics.reset_state()
+        sums = [0.0, 0.0, 0]
         if per_batch and len(xs):
-            net = self._core_network()
-            loss_sum = correct_sum = 0.0
             for step, start in enumerate(range(0, len(xs), batch_size)):
                 for cb in per_batch:
                     cb.on_test_batch_begin(step)
                 stop = min(start + batch_size, len(xs))
-                _, ls, cs = net.predict(xs[start:stop], PREDICT_ROWS, ys[start:stop])
-                loss_sum, correct_sum = loss_sum + ls, correct_sum + cs
-                logs = self._logs(loss_sum / stop, correct_sum / stop)
+                logs = self._evaluate_rows(net, xs[start:stop], ys[start:stop], sums)
                 for cb in per_batch:
                     cb.on_test_batch_end(step, dict(logs))
         else:
-            logs = self._logs(*self._evaluate_arrays(xs, ys))
+            logs = self._evaluate_rows(net, xs, ys, sums)
         for cb in cbs:
             cb.on_test_end(dict(logs))
         return logs
@@ -513,7 +551,7 @@ class Sequential:
         bar.update(bar.target, list(logs.items()), finalize=True)
         if return_dict:
             return logs
-        return [logs["loss"], logs[self._metric.name]] if self._metric is not None else logs["loss"]
+        return flatten_metrics_in_order(logs, self._compile_metrics)
 
     def predict(self, x, batch_size: Optional[int] = None, verbose="auto", **kwargs) -> np.ndarray:
         """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units)."""
@@ -638,7 +676,7 @@ class Sequential:
             if self.compiled:
                 comp = {"optimizer": self.optimizer.get_config(),
                         "loss": self.loss.get_config() if self.loss is not None else None,
-                        "metric": self._metric.get_config() if self._metric is not None else None}
+                        "metrics": serialize_metrics(self._compile_metrics)}
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}
         import io
 
@@ -677,7 +715,7 @@ class Sequential:
         if comp:
             self.compile(optimizer=optimizers_module.get(comp["optimizer"]),
                          loss=losses_module.get(comp["loss"]) if comp.get("loss") else None,
-                         metrics=[metrics_module.get(comp["metric"])] if comp.get("metric") else None)
+                         metrics=deserialize_metrics(comp))
 
     def __repr__(self) -> str:
         return f"<Sequential name={self.name!r}, built={self.built}>"

@@ -81,12 +81,16 @@ class Accuracy(MeanMetricWrapper):
     """How often predictions equal labels exactly (``metrics=["accuracy"]`` is resolved by
     ``compile`` to the binary, categorical or sparse accuracy instead, as in Keras)."""
 
+    _direction = "up"
+
     def __init__(self, name: str = "accuracy", dtype: Optional[str] = None) -> None:
         super().__init__(accuracy, name=name, dtype=dtype)
 
 
 class BinaryAccuracy(MeanMetricWrapper):
     """How often ``y_pred > threshold`` matches the 0/1 label."""
+
+    _direction = "up"
 
     def __init__(self, name: str = "binary_accuracy", dtype: Optional[str] = None, threshold: float = 0.5) -> None:
         super().__init__(binary_accuracy, name=name, dtype=dtype, threshold=threshold)
@@ -96,12 +100,16 @@ class BinaryAccuracy(MeanMetricWrapper):
 class CategoricalAccuracy(MeanMetricWrapper):
     """How often the argmax of the prediction is that of the one-hot label."""
 
+    _direction = "up"
+
     def __init__(self, name: str = "categorical_accuracy", dtype: Optional[str] = None) -> None:
         super().__init__(categorical_accuracy, name=name, dtype=dtype)
 
 
 class SparseCategoricalAccuracy(MeanMetricWrapper):
     """How often the argmax of the prediction is the integer label."""
+
+    _direction = "up"
 
     def __init__(self, name: str = "sparse_categorical_accuracy", dtype: Optional[str] = None) -> None:
         super().__init__(sparse_categorical_accuracy, name=name, dtype=dtype)
@@ -116,6 +124,8 @@ def _check_k(k) -> int:
 class TopKCategoricalAccuracy(MeanMetricWrapper):
     """How often the one-hot label's class is among the ``k`` highest predictions."""
 
+    _direction = "up"
+
     def __init__(self, k: int = 5, name: str = "top_k_categorical_accuracy", dtype: Optional[str] = None) -> None:
         super().__init__(top_k_categorical_accuracy, name=name, dtype=dtype, k=_check_k(k))
         self.k = int(k)
@@ -123,6 +133,8 @@ class TopKCategoricalAccuracy(MeanMetricWrapper):
 
 class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
     """How often the integer label is among the ``k`` highest predictions."""
+
+    _direction = "up"
 
     def __init__(self, k: int = 5, name: str = "sparse_top_k_categorical_accuracy", dtype: Optional[str] = None,
                  from_sorted_ids: bool = False) -> None:

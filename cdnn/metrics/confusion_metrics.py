@@ -124,21 +124,29 @@ class _ConfusionMatrixConditionCount(Metric):
 
 class TruePositives(_ConfusionMatrixConditionCount):
     """The (weighted) number of true positives: label 1, ``y_pred > threshold``."""
+
+    _direction = "up"
     _key = "tp"
 
 
 class FalsePositives(_ConfusionMatrixConditionCount):
     """The (weighted) number of false positives: label 0, ``y_pred > threshold``."""
+
+    _direction = "down"
     _key = "fp"
 
 
 class TrueNegatives(_ConfusionMatrixConditionCount):
     """The (weighted) number of true negatives: label 0, ``y_pred <= threshold``."""
+
+    _direction = "up"
     _key = "tn"
 
 
 class FalseNegatives(_ConfusionMatrixConditionCount):
     """The (weighted) number of false negatives: label 1, ``y_pred <= threshold``."""
+
+    _direction = "down"
     _key = "fn"
 
 
@@ -191,12 +199,16 @@ class Precision(_PrecisionRecall):
     class_id : int, optional
         The binary precision of this class (a column of the outputs).
     """
+
+    _direction = "up"
     _other, _count = "false_positives", "fp"
 
 
 class Recall(_PrecisionRecall):
     """``tp / (tp + fn)``: of the positive labels, how many get a prediction above the threshold
     (parameters as :class:`Precision`)."""
+
+    _direction = "up"
     _other, _count = "false_negatives", "fn"
 
 
@@ -223,6 +235,8 @@ class AUC(Metric):
     from_logits : bool
         Predictions are logits: a sigmoid is applied first.
     """
+
+    _direction = "up"
 
     def __init__(self, num_thresholds: int = 200, curve: str = "ROC", summation_method: str = "interpolation",
                  name: Optional[str] = None, dtype: Optional[str] = None, thresholds=None, multi_label: bool = False,

@@ -24,6 +24,8 @@ class FBetaScore(Metric):
         A prediction is positive above it; None: each row's highest score is its prediction.
     """
 
+    _direction = "up"
+
     def __init__(self, average: Optional[str] = None, beta: float = 1.0, threshold: Optional[float] = None,
                  name: str = "fbeta_score", dtype: Optional[str] = None) -> None:
         super().__init__(name=name, dtype=dtype)

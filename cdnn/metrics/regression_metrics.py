@@ -66,12 +66,16 @@ def log_cosh(y_true, y_pred) -> np.ndarray:
 class MeanSquaredError(MeanMetricWrapper):
     """The mean squared error between labels and predictions."""
 
+    _direction = "down"
+
     def __init__(self, name: str = "mean_squared_error", dtype: Optional[str] = None) -> None:
         super().__init__(mean_squared_error, name=name, dtype=dtype)
 
 
 class MeanAbsoluteError(MeanMetricWrapper):
     """The mean absolute error between labels and predictions."""
+
+    _direction = "down"
 
     def __init__(self, name: str = "mean_absolute_error", dtype: Optional[str] = None) -> None:
         super().__init__(mean_absolute_error, name=name, dtype=dtype)
@@ -80,12 +84,16 @@ class MeanAbsoluteError(MeanMetricWrapper):
 class MeanAbsolutePercentageError(MeanMetricWrapper):
     """The mean absolute percentage error between labels and predictions."""
 
+    _direction = "down"
+
     def __init__(self, name: str = "mean_absolute_percentage_error", dtype: Optional[str] = None) -> None:
         super().__init__(mean_absolute_percentage_error, name=name, dtype=dtype)
 
 
 class MeanSquaredLogarithmicError(MeanMetricWrapper):
     """The mean squared logarithmic error between labels and predictions."""
+
+    _direction = "down"
 
     def __init__(self, name: str = "mean_squared_logarithmic_error", dtype: Optional[str] = None) -> None:
         super().__init__(mean_squared_logarithmic_error, name=name, dtype=dtype)
@@ -94,6 +102,8 @@ class MeanSquaredLogarithmicError(MeanMetricWrapper):
 class CosineSimilarity(MeanMetricWrapper):
     """The mean cosine similarity between labels and predictions."""
 
+    _direction = "up"
+
     def __init__(self, name: str = "cosine_similarity", dtype: Optional[str] = None, axis: int = -1) -> None:
         super().__init__(cosine_similarity, name=name, dtype=dtype, axis=axis)
 
@@ -101,12 +111,16 @@ class CosineSimilarity(MeanMetricWrapper):
 class LogCoshError(MeanMetricWrapper):
     """The mean of ``log(cosh(y_pred - y_true))``."""
 
+    _direction = "down"
+
     def __init__(self, name: str = "logcosh", dtype: Optional[str] = None) -> None:
         super().__init__(log_cosh, name=name, dtype=dtype)
 
 
 class RootMeanSquaredError(Mean):
     """``sqrt(mean(square(y_true - y_pred)))`` over everything seen (the root of the running mean)."""
+
+    _direction = "down"
 
     def __init__(self, name: str = "root_mean_squared_error", dtype: Optional[str] = None) -> None:
         super().__init__(name=name, dtype=dtype)
@@ -129,6 +143,8 @@ class R2Score(Metric):
     num_regressors : int
         With p > 0 regressors, the adjusted score ``1 - (1 - R2)(n - 1) / (n - p - 1)``.
     """
+
+    _direction = "up"
 
     def __init__(self, class_aggregation: Optional[str] = "uniform_average", num_regressors: int = 0,
                  name: str = "r2_score", dtype: Optional[str] = None) -> None:

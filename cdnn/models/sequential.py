@@ -411,9 +411,12 @@ class Sequential:
         rng = _random.generator()
         self.history = history
         self.stop_training = False
+        self._initial_epoch = None
         history.on_train_begin()
         for cb in user_callbacks:
             cb.on_train_begin()
+        if self._initial_epoch is not None:  # as Keras: BackupAndRestore resumes where it stopped
+            initial_epoch = self._initial_epoch
 
         key = (_core.get_num_threads(), batch_size)
         if getattr(self, "_chooser_key", None) != key:

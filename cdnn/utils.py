@@ -7,8 +7,9 @@ import numpy as np
 
 from cdnn import _naming, _random
 from cdnn._errors import invalid
+from cdnn.trainers.py_dataset import PyDataset
 
-__all__ = ["set_random_seed", "to_categorical", "clear_session"]
+__all__ = ["set_random_seed", "to_categorical", "clear_session", "PyDataset"]
 
 
 def set_random_seed(seed: int) -> None:

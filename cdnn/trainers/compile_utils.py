@@ -63,7 +63,7 @@ def _core_kind(m: Metric) -> Optional[str]:
     return None
 
 
-def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str) -> None:
+def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, activation: str = "") -> None:
     """Refuse, before training, a metric that cannot read these labels and outputs."""
     label_text = ("integer class labels of shape (n,)" if sparse_labels else f"labels of shape (n, {units})")
 
@@ -85,6 +85,9 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str) -> N
         hint = " (or AUC(multi_label=True) with one-hot labels)" if isinstance(m, AUC) else ""
         refuse(f"it compares labels and outputs element by element, and {units}-way outputs do not match "
                f"{label_text}: use one-hot labels with categorical_crossentropy{hint}")
+    if isinstance(m, AUC) and not m.multi_label and units > 1 and activation == "softmax":
+        refuse("on a softmax the classes are one prediction, not separate binary ones: the flattened AUC mixes "
+               "them; use AUC(multi_label=True) with one-hot labels (one AUC per class, averaged)")
     if isinstance(m, AUC) and m.multi_label and m._num_labels not in (None, units):
         refuse(f"num_labels={m._num_labels} does not match the output's {units} units")
     if isinstance(m, (Precision, Recall)):
@@ -119,21 +122,21 @@ class CompileMetrics(Metric):
     def metrics(self) -> list[Metric]:
         return list(self._metrics)
 
-    def build(self, loss_name: str, units: int) -> None:
-        """Make (once per loss and output width) the metric objects, check they fit, choose the core's one."""
-        if self.built and self._key == (loss_name, units):
+    def build(self, loss_name: str, units: int, activation: str = "") -> None:
+        """Make (once per loss and output) the metric objects, check they fit, choose the core's one."""
+        if self.built and self._key == (loss_name, units, activation):
             return
         sparse = loss_name == SPARSE_LOSS
         made = [get_metric(m, sparse, units) for m in self._user_metrics]
         for m in made:
-            _check_fits(m, sparse, units, loss_name)
+            _check_fits(m, sparse, units, loss_name, activation)
         self.core_index = None
         for i, m in enumerate(made):
             kind = _core_kind(m)
             if kind is not None and (kind == "sparse") == sparse:
                 self.core_index = i
                 break
-        self._metrics, self.built, self._key = made, True, (loss_name, units)
+        self._metrics, self.built, self._key = made, True, (loss_name, units, activation)
 
     @property
     def core_kind(self) -> Optional[str]:

@@ -1,7 +1,6 @@
 """ReduceLROnPlateau, CSVLogger, TensorBoard (read back with tensorboard's own reader),
 BackupAndRestore, ProgbarLogger and History.params, against Keras 3's callbacks' rules."""
 import csv
-import glob
 import os
 
 import numpy as np
@@ -198,6 +197,37 @@ def test_backup_and_restore_resumes_at_the_epoch_it_stopped(tmp_path):
     assert seen[0][1] == iterations
     assert all(np.array_equal(a, b) for a, b in zip(seen[0][2], weights_at_3))
     assert not os.path.exists(backup)  # a fit that ends normally deletes it
+
+
+class Rows(keras.metrics.Metric):
+    def __init__(self, name="rows", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.n = self.add_variable(shape=(), name="n")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        self.n.assign_add(len(y_true))
+
+    def result(self):
+        return self.n.numpy()
+
+
+def test_backup_every_n_batches_with_a_user_metric_and_a_reduced_learning_rate(tmp_path):
+    x, y = _problem(64)
+    backup = tmp_path / "b"
+    model = _model()
+    model.compile(keras.optimizers.Adam(learning_rate=0.01), "binary_crossentropy", metrics=[Rows()])
+    lowered = cb.LambdaCallback(on_epoch_begin=lambda e, logs=None: setattr(model.optimizer, "learning_rate", 0.005))
+    with pytest.raises(RuntimeError):
+        model.fit(x, y, epochs=3, batch_size=16, verbose=0,
+                  callbacks=[lowered, cb.BackupAndRestore(backup, save_freq=3), Crash(1)])
+    # saved after batches 3 and 6 of the 8 trained (4 per epoch); the epoch reached is the first
+    again = _model()
+    again.compile(keras.optimizers.Adam(learning_rate=0.01), "binary_crossentropy", metrics=[Rows()])
+    restore = cb.BackupAndRestore(backup)
+    restore.set_model(again)
+    restore.on_train_begin()
+    assert again.optimizer.iterations == 6 and float(again.optimizer.learning_rate) == 0.005
+    assert again._initial_epoch == 1
 
 
 def test_history_params_and_progbar_logger(capsys):

@@ -8,7 +8,6 @@ import pytest
 
 import cdnn as keras
 from cdnn import reference as ref
-from cdnn.metrics import metric as metric_module
 
 M = keras.metrics
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+
+import numpy as np
 
 from cdnn.callbacks.callback import Callback
 
@@ -12,7 +15,7 @@ __all__ = ["BackupAndRestore"]
 
 
 class BackupAndRestore(Callback):
-    """Save the model (weights and optimizer state) and the epoch reached in ``backup_dir`` after
+    """Save the weights, the optimizer's state and the epoch reached in ``backup_dir`` after
     every epoch (or every ``save_freq`` batches); at the start of ``fit``, restore them and start from
     that epoch. A ``fit`` that ends normally deletes the backup (``delete_checkpoint``).
 
@@ -41,7 +44,7 @@ class BackupAndRestore(Callback):
         self.save_freq = save_freq
         self.double_checkpoint = double_checkpoint
         self.delete_checkpoint = delete_checkpoint
-        self._model_path = os.path.join(self.backup_dir, "latest.cdnn.npz")
+        self._model_path = os.path.join(self.backup_dir, "latest.npz")
         self._metadata_path = os.path.join(self.backup_dir, "training_metadata.json")
         self._prev_model_path = self._model_path + ".bkp"
         self._prev_metadata_path = self._metadata_path + ".bkp"
@@ -68,23 +71,26 @@ class BackupAndRestore(Callback):
             self._load()
 
     def _load(self) -> None:
-        from cdnn.models import load_model
-
         if not self.model.built:
             raise ValueError(f"To use the BackupAndRestore callback, your model must be built before you call "
                              f"`fit()`. Model {self.model.name!r} is unbuilt: give it an Input or an input_shape.")
         if os.path.exists(self._model_path):
-            saved = load_model(self._model_path)
-            self.model.set_weights(saved.get_weights())
+            with np.load(self._model_path, allow_pickle=False) as saved:
+                weights = [saved[f"weight_{i}"] for i in range(int(saved["n_weights"]))]
+                slots = [saved[f"slot_{i}"] for i in range(int(saved["n_slots"]))]
+                iterations, lr = int(saved["iterations"]), float(saved["learning_rate"])
+            self.model.set_weights(weights)
             optimizer = self.model.optimizer
             optimizer.build(self.model.weights)
-            for own, theirs in zip(optimizer.variables, saved.optimizer.variables):
-                own[...] = theirs
-            optimizer.iterations = saved.optimizer.iterations
-            try:  # a changed learning rate (ReduceLROnPlateau, a scheduler) is part of the state
-                optimizer.learning_rate = float(saved.optimizer.learning_rate)
-            except (TypeError, ValueError, AttributeError):
-                pass
+            own = optimizer.variables
+            if len(own) != len(slots) or any(a.shape != b.shape for a, b in zip(own, slots)):
+                raise ValueError(f"{self._model_path}: the backed-up optimizer state does not match "
+                                 f"{type(optimizer).__name__} for this model")
+            for a, b in zip(own, slots):
+                a[...] = b
+            optimizer.iterations = iterations
+            if not math.isnan(lr):  # a changed learning rate (ReduceLROnPlateau, a scheduler) is part of the state
+                optimizer.learning_rate = lr
         if os.path.exists(self._metadata_path):
             with open(self._metadata_path, "r", encoding="utf-8") as f:
                 self.model._initial_epoch = int(json.load(f)["epoch"])
@@ -112,7 +118,17 @@ class BackupAndRestore(Callback):
             shutil.copyfile(self._model_path, self._prev_model_path)
         if self.double_checkpoint and os.path.exists(self._metadata_path):
             shutil.copyfile(self._metadata_path, self._prev_metadata_path)
-        self.model.save(self._model_path)
+        optimizer = self.model.optimizer
+        try:
+            lr = float(optimizer.learning_rate)
+        except (TypeError, ValueError):  # a schedule: recomputed from the iterations
+            lr = math.nan
+        arrays = {f"weight_{i}": w for i, w in enumerate(self.model.get_weights())}
+        arrays.update({f"slot_{i}": v for i, v in enumerate(optimizer.variables)})
+        tmp = self._model_path + ".tmp.npz"
+        np.savez(tmp, n_weights=len(self.model.weights), n_slots=len(optimizer.variables),
+                 iterations=int(optimizer.iterations), learning_rate=lr, **arrays)
+        os.replace(tmp, self._model_path)
         tmp = self._metadata_path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)

@@ -157,7 +157,8 @@ class _PrecisionRecall(Metric):
                  class_id: Optional[int] = None, name: Optional[str] = None, dtype: Optional[str] = None) -> None:
         super().__init__(name=name, dtype=dtype)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-            raise ValueError(f"Invalid value for argument `top_k`: expected a positive integer, received top_k={top_k!r}")
+            raise ValueError(f"Invalid value for argument `top_k`: expected a positive integer, "
+                             f"received top_k={top_k!r}")
         if class_id is not None and (isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer))
                                      or class_id < 0):
             raise ValueError(f"Invalid value for argument `class_id`: expected a non-negative integer, received "
@@ -254,7 +255,8 @@ class AUC(Metric):
             inner = sorted(_thresholds(thresholds, 0.5))
             self.num_thresholds = len(inner) + 2
         else:
-            if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or num_thresholds <= 1:
+            if (isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer))
+                    or num_thresholds <= 1):
                 raise ValueError(f"Argument `num_thresholds` must be an integer > 1. Received: "
                                  f"num_thresholds={num_thresholds!r}")
             self.num_thresholds = int(num_thresholds)

@@ -239,3 +239,11 @@ def deserialize_metrics(comp: dict) -> Optional[list]:
     if legacy.get("class_name") == "Accuracy":  # older files: the accuracy resolved by the loss
         return [legacy.get("name", "accuracy")]
     return [metrics_module.deserialize({"class_name": legacy["class_name"], "config": {"name": legacy["name"]}})]
+
+
+def clone_metrics(compile_metrics: Optional[CompileMetrics]) -> Optional[list]:
+    """Fresh copies of ``compile(metrics=...)`` for another model (user subclasses included)."""
+    if compile_metrics is None:
+        return None
+    return [type(m).from_config(m.get_config()) if isinstance(m, Metric) else m
+            for m in compile_metrics._user_metrics]

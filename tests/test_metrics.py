@@ -413,3 +413,6 @@ def test_train_run_copies_each_steps_outputs(sizes, batch):
     with pytest.raises(TypeError, match="outputs"):
         net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
                       np.zeros((steps * batch, sizes[-1]), np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
+                      np.zeros((2 * steps * batch, sizes[-1]), np.float32)[::2])

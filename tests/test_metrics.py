@@ -416,3 +416,15 @@ def test_train_run_copies_each_steps_outputs(sizes, batch):
     with pytest.raises(ValueError, match="C-contiguous"):
         net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
                       np.zeros((2 * steps * batch, sizes[-1]), np.float32)[::2])
+
+
+@pytest.mark.parametrize("T", [18, 200, 1001])
+def test_even_threshold_counts_equal_a_binary_search_at_the_boundaries(T):
+    from cdnn.metrics.confusion_metrics import _count_below
+
+    st = M.AUC(num_thresholds=T)._thresholds
+    rng = np.random.default_rng(T)
+    p = np.concatenate([rng.random(5000), st, np.nextafter(st, 2), np.nextafter(st, -2), [-3.0, 0.0, 1.0, 4.0]])
+    for values in (p, p.astype(np.float32).astype(np.float64)):
+        np.testing.assert_array_equal(_count_below(st, values), np.searchsorted(st, values, side="left"))
+    assert _count_below(st, np.array([np.nan]))[0] == 0  # NaN > t is false for every t

@@ -66,34 +66,55 @@ def confusion_counts(y_true, y_pred, thresholds: np.ndarray, sample_weight=None,
     if label_weights is not None and not multi_label:
         w = w * np.broadcast_to(np.asarray(label_weights, np.float64), y_pred.shape)
     pos = y_true != 0
-    T = len(thresholds)
     if multi_label:
         labels = y_pred.shape[-1]
-        preds, pos, w = y_pred.reshape(-1, labels), pos.reshape(-1, labels), w.reshape(-1, labels)
-        cols = [_counts_1d(preds[:, c], pos[:, c], w[:, c], thresholds) for c in range(labels)]
-        return {k: np.stack([c[k] for c in cols], axis=1) for k in ("tp", "fp", "tn", "fn")}
-    return _counts_1d(y_pred.reshape(-1), pos.reshape(-1), w.reshape(-1), thresholds) if T else {}
+        return _counts(y_pred.reshape(-1, labels), pos.reshape(-1, labels), w.reshape(-1, labels), thresholds)
+    counts = _counts(y_pred.reshape(-1, 1), pos.reshape(-1, 1), w.reshape(-1, 1), thresholds)
+    return {k: v[:, 0] for k, v in counts.items()}
 
 
-def _counts_1d(pred: np.ndarray, pos: np.ndarray, w: np.ndarray, thresholds: np.ndarray) -> dict:
-    """Counts at every threshold of sorted ``thresholds`` from one searchsorted: a prediction is
-    positive at the thresholds strictly below it, i.e. at indices < searchsorted(..., 'left')."""
-    T = len(thresholds)
+def _counts(pred: np.ndarray, pos: np.ndarray, w: np.ndarray, thresholds: np.ndarray) -> dict:
+    """Counts (T, labels) at every threshold for each column, from one searchsorted: a prediction is
+    positive at the thresholds strictly below it, the sorted indices < searchsorted(..., 'left');
+    one bincount per outcome histograms (column, thresholds below) and reversed cumulative sums
+    give every threshold's counts."""
+    T, labels = len(thresholds), pred.shape[1]
     order = np.argsort(thresholds, kind="stable")
-    above = np.searchsorted(thresholds[order], pred, side="left")  # thresholds t < pred
-    # weight of the predictions positive at sorted threshold i: those with above > i
-    pos_hist = np.bincount(above, weights=np.where(pos, w, 0.0), minlength=T + 1)
-    neg_hist = np.bincount(above, weights=np.where(pos, 0.0, w), minlength=T + 1)
-    tp_sorted = np.cumsum(pos_hist[::-1])[::-1][1:]
-    fp_sorted = np.cumsum(neg_hist[::-1])[::-1][1:]
-    total_pos, total_neg = pos_hist.sum(), neg_hist.sum()
+    above = _count_below(thresholds[order], pred)  # (n, labels): thresholds t < pred
+    cells = (above + (T + 1) * np.arange(labels)).ravel()
+    w_pos = np.where(pos, w, 0.0).ravel()
+    pos_hist = np.bincount(cells, weights=w_pos, minlength=(T + 1) * labels).reshape(labels, T + 1)
+    neg_hist = np.bincount(cells, weights=w.ravel() - w_pos, minlength=(T + 1) * labels).reshape(labels, T + 1)
+    # weight positive at sorted threshold i: the predictions with above > i
+    tp_sorted = np.cumsum(pos_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    fp_sorted = np.cumsum(neg_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    total_pos, total_neg = pos_hist.sum(axis=1, keepdims=True), neg_hist.sum(axis=1, keepdims=True)
     out = {}
     for key, sorted_vals in (("tp", tp_sorted), ("fp", fp_sorted), ("fn", total_pos - tp_sorted),
                              ("tn", total_neg - fp_sorted)):
-        vals = np.empty(T)
-        vals[order] = sorted_vals
+        vals = np.empty((T, labels))
+        vals[order] = sorted_vals.T
         out[key] = vals
     return out
+
+
+def _count_below(st: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """For each prediction, how many of the sorted thresholds ``st`` are strictly below it.
+
+    AUC's default thresholds are an even grid (i + 1) / (T - 1) between two end points: the count
+    is then ``ceil(p * (T - 1)) - 1``, corrected by one comparison each way against the grid itself
+    for rounding (4x faster than a binary search per value, which dominated a 10-label AUC's update).
+    """
+    T = len(st)
+    m = T - 2
+    grid = st[1:-1]
+    if m < 16 or not np.array_equal(grid, np.arange(1, m + 1) / (T - 1)):
+        return np.searchsorted(st, pred, side="left")
+    with np.errstate(invalid="ignore"):  # a NaN prediction is above no threshold, as `pred > t` says
+        est = np.nan_to_num(np.clip(np.ceil(pred * (T - 1)) - 1, 0, m), nan=0.0).astype(np.intp)
+    est += (est < m) & (grid[np.minimum(est, m - 1)] < pred)
+    est -= (est > 0) & (grid[np.maximum(est - 1, 0)] >= pred)
+    return est + (st[0] < pred) + (st[-1] < pred)
 
 
 def _div(a, b):

@@ -123,6 +123,10 @@ def test_generator_and_pydataset_train_as_the_same_arrays_unshuffled():
     assert ds.epochs_ended == 2
     assert d.evaluate(ds, verbose=0) == pytest.approx(d.evaluate(x, y, verbose=0))
     np.testing.assert_array_equal(d.predict(ds, verbose=0), d.predict(x, verbose=0))
+    sizes = []
+    seen = keras.callbacks.LambdaCallback(on_predict_batch_end=lambda b, logs: sizes.append(len(logs["outputs"])))
+    np.testing.assert_array_equal(d.predict(_gen(x, y, 40), verbose=0, callbacks=[seen]), d.predict(x, verbose=0))
+    assert sizes == [40, 40, 20]
     h = d.fit(x, y, epochs=1, verbose=0, validation_data=Batches(x, y, 10))
     assert h.history["val_loss"][0] == pytest.approx(d.evaluate(x, y, verbose=0)[0], rel=1e-6)
 

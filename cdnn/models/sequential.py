@@ -585,12 +585,14 @@ class Sequential:
         else:
             batches = iter([data])
             per_batch = []
+        self._eval_batches = 0
         for step, (xb, yb) in enumerate(batches):
             for cb in per_batch:
                 cb.on_test_batch_begin(step)
             logs = self._evaluate_rows(net, xb, yb, sums)
             for cb in per_batch:
                 cb.on_test_batch_end(step, dict(logs))
+            self._eval_batches = step + 1
         for cb in cbs:
             cb.on_test_end(dict(logs))
         return logs
@@ -625,7 +627,7 @@ class Sequential:
             logs = self._evaluate_with_callbacks(data, batch_size, cbs, steps)
         finally:
             self._evaluate_cbs = None
-        bar.update(bar.target if bar.target is not None else 1, list(logs.items()), finalize=True)
+        bar.update(bar.target if bar.target is not None else self._eval_batches, list(logs.items()), finalize=True)
         if return_dict:
             return logs
         return flatten_metrics_in_order(logs, self._compile_metrics)
@@ -640,10 +642,25 @@ class Sequential:
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
             raise invalid("steps", steps, "a positive integer or None")
         if is_batch_source(x):
-            outs = [self._inference_network().predict(xb, PREDICT_ROWS)
-                    for xb in batches_of(x, steps, "x", self, with_labels=False)]
+            total = steps or getattr(x, "num_batches", None)
+            cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
+            bar = Progbar(total, verbose=verbose)
+            for cb in cbs:
+                cb.on_predict_begin()
+            outs = []
+            for step, xb in enumerate(batches_of(x, steps, "x", self, with_labels=False)):
+                for cb in cbs:
+                    cb.on_predict_batch_begin(step)
+                outs.append(self._inference_network().predict(xb, PREDICT_ROWS))
+                for cb in cbs:
+                    cb.on_predict_batch_end(step, {"outputs": outs[-1]})
+                if total is None or step + 1 < total:
+                    bar.update(step + 1)
             if not outs:
                 raise ValueError("predict: the generator or PyDataset `x` yielded no batch")
+            for cb in cbs:
+                cb.on_predict_end()
+            bar.update(total if total is not None else len(outs), finalize=True)
             return np.concatenate(outs)
         xs = self._prepare_x(x)
         if steps is not None:

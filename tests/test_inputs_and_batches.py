@@ -148,6 +148,8 @@ def test_generator_batches_are_checked():
         m.fit(((x, y + 5) for _ in range(2)), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="validation_split"):
         m.fit(_gen(x, y, 8), validation_split=0.2, verbose=0)
+    with pytest.raises(ValueError, match="yielded no batch"):
+        m.fit(iter([]), epochs=2, verbose=0)
 
 
 def test_pandas_inputs():

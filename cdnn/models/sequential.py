@@ -518,7 +518,9 @@ class Sequential:
                 if steps is None or done < steps:
                     bar.update(done, list(logs.items()))
             feeder.end_epoch()
-            if done == 0 and steps is None and epoch > initial_epoch:
+            if done == 0 and isinstance(feeder, BatchEpochs) and not self.stop_training:
+                if epoch == initial_epoch:
+                    raise ValueError("fit: the generator or PyDataset `x` yielded no batch")
                 warnings.warn("Your input ran out of data; interrupting training. Make sure that your dataset or "
                               "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
                               "use the `.repeat()` function when building your dataset.", stacklevel=3)

@@ -1,5 +1,6 @@
 """Metrics: Keras 3's docstring examples (keras/src/metrics/*_metrics.py), the NumPy reference's
 loops, several update_state calls with sample weights, and fit/evaluate's logs."""
+import math
 import os
 
 import numpy as np
@@ -413,3 +414,54 @@ def test_same_results_as_keras(index, keras_results):
         for s in (slice(0, 20), slice(20, None)):
             ours.update_state(y_true[s], y_pred[s], sample_weight=w[s] if weighted else None)
         np.testing.assert_allclose(np.asarray(ours.result()), np.asarray(theirs), rtol=2e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the core's output buffer
+
+
+@pytest.mark.parametrize("sizes, batch", [((7, 3), 5), ((33, 1), 1), ((784, 256, 10), 33), ((1000, 512, 7), 64)])
+def test_train_run_copies_each_steps_outputs(sizes, batch):
+    """With learning rate 0 the step's outputs are predict's; 1 and 2 threads give the same bits."""
+    rng = np.random.default_rng(0)
+    n = 3 * batch + 2
+    x = rng.normal(size=(n, sizes[0])).astype(np.float32)
+    y = rng.integers(0, 2, (n, sizes[-1])).astype(np.float32)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append({"W": (rng.normal(size=(a, b)) / math.sqrt(a)).astype(np.float32),
+                       "b": np.zeros(b, np.float32),
+                       "activation": "sigmoid" if i == len(sizes) - 2 else "relu"})
+    net = keras._core.Network(layers, "binary_crossentropy", False, None, {"name": "sgd", "learning_rate": 0.0})
+    expected = net.predict(x, 512)
+    perm = rng.permutation(n).astype(np.int32)
+    steps = -(-n // batch)
+    results = []
+    for threads in (1, 2):
+        out = np.full((steps * batch, sizes[-1]), np.nan, np.float32)
+        done = net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), threads,
+                             False, out)
+        assert done == steps
+        np.testing.assert_allclose(out[:n], expected[perm], rtol=2e-5, atol=1e-6)
+        results.append(out[:n])
+    assert np.array_equal(results[0], results[1])
+    with pytest.raises(ValueError, match="outputs"):
+        net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
+                      np.zeros((steps * batch - 1, sizes[-1]), np.float32))
+    with pytest.raises(TypeError, match="outputs"):
+        net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
+                      np.zeros((steps * batch, sizes[-1]), np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
+                      np.zeros((2 * steps * batch, sizes[-1]), np.float32)[::2])
+
+
+@pytest.mark.parametrize("T", [18, 200, 1001])
+def test_even_threshold_counts_equal_a_binary_search_at_the_boundaries(T):
+    from cdnn.metrics.confusion_metrics import _count_below
+
+    st = M.AUC(num_thresholds=T)._thresholds
+    rng = np.random.default_rng(T)
+    p = np.concatenate([rng.random(5000), st, np.nextafter(st, 2), np.nextafter(st, -2), [-3.0, 0.0, 1.0, 4.0]])
+    for values in (p, p.astype(np.float32).astype(np.float64)):
+        np.testing.assert_array_equal(_count_below(st, values), np.searchsorted(st, values, side="left"))
+    assert _count_below(st, np.array([np.nan]))[0] == 0  # NaN > t is false for every t

@@ -326,10 +326,15 @@ def test_saved_model_keeps_its_metrics(tmp_path):
     model = _model()
     model.compile("adam", "binary_crossentropy", metrics=["accuracy", M.AUC(num_thresholds=20, name="roc")])
     model.fit(x, y, epochs=1, verbose=0)
-    path = tmp_path / "m.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    assert loaded.evaluate(x, y, verbose=0, return_dict=True) == model.evaluate(x, y, verbose=0, return_dict=True)
+    for name in ("m.cdnn", "m.keras"):
+        if name.endswith(".keras"):
+            pytest.importorskip("h5py")
+        path = tmp_path / name
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        assert [type(m) for m in loaded._compile_metrics._user_metrics] == [str, M.AUC]
+        assert loaded.evaluate(x, y, verbose=0, return_dict=True) == model.evaluate(x, y, verbose=0,
+                                                                                    return_dict=True)
 
 
 # --------------------------------------------------------------------------- against Keras itself (optional)

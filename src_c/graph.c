@@ -33,6 +33,10 @@
 
 /* Below this many flops per step a run stays on one thread (as the chain's TRAIN_SERIAL_FLOPS). */
 #define GRAPH_SERIAL_FLOPS 400000L
+/* Dense nodes with at least this many weights keep packed copies of W (when its rows are a multiple of
+ * 256 bytes apart) and of W^T during a run, as the chain does (train.c's PACKED_MIN_WEIGHTS): else every
+ * thread packs them again at every step. */
+#define GRAPH_PACKED_MIN_WEIGHTS 16384L
 
 typedef struct {
     int canon;           /* the node whose buffers this one uses (itself, but for reshapes) */
@@ -53,6 +57,8 @@ typedef struct {
     float *fixed_inv;    /* batchnorm: 1/sqrt(moving_var + eps), set at the start of a run or a predict */
     float *sum_g, *sum_gx; /* batchnorm, layernorm: column sums of g and g*xhat [width] */
     float *dw, *db;      /* dense: gradients, when it trains */
+    float *pw, *pwt;     /* dense: W and W^T packed as the forward and dX products' B during a run (or NULL);
+                            while the node trains, W's values live in pw and are written back at the run's end */
 } node_buf;
 
 typedef struct {
@@ -71,6 +77,7 @@ struct cdnn_graph_ws {
     node_buf *nb;
     out_buf *ob;
     int32_t *rows;       /* dataset row of each batch sample (mask keys) */
+    int packed_nr;       /* micro-kernel width the packed copies are laid out for */
     float *pack;
     size_t pack_per;
     void **allocs;       /* every block allocated for this workspace */
@@ -133,6 +140,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
     ws->n_nodes = N;
     ws->n_outputs = O;
     ws->pack_per = cdnn_gemm_pack_floats();
+    ws->packed_nr = cdnn_simd_current()->nr;
     TAKE_OR_FAIL(ws->nb, node_buf, N);
     TAKE_OR_FAIL(ws->ob, out_buf, O > 0 ? O : 1);
     TAKE_OR_FAIL(ws->rows, int32_t, B);
@@ -214,6 +222,10 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
             TAKE_OR_FAIL(b->dw, float, (size_t)nd->dense.in * nd->dense.units);
             TAKE_OR_FAIL(b->db, float, w);
+        }
+        if (nd->op == CDNN_OP_DENSE && (long)nd->dense.in * nd->dense.units >= GRAPH_PACKED_MIN_WEIGHTS) {
+            if (nd->dense.units % 64 == 0) TAKE_OR_FAIL(b->pw, float, cdnn_packed_floats(nd->dense.in, nd->dense.units));
+            if (b->acc[0] >= 0) TAKE_OR_FAIL(b->pwt, float, cdnn_packed_floats(nd->dense.units, nd->dense.in));
         }
         if (nd->n_in) {
             TAKE_OR_FAIL(b->xin, const float *, nd->n_in);
@@ -341,10 +353,10 @@ static const float *pre_activation(const cdnn_graph_ws *ws, const cdnn_node *nd,
 
 /* ---- forward ---------------------------------------------------------------- */
 
-/* Node i's forward pass for samples [lo, hi) of a batch of `batch`; training: batch statistics and masks.
- * With training and a batchnorm node in training mode, every thread of the team must make the call. */
+/* Node i's forward pass for samples [lo, hi) of a batch of `batch`; training: batch statistics and masks;
+ * packed: read W from its packed copy (during a training run). With training and a batchnorm node in training mode, every thread of the team must make the call. */
 static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo, long hi, int batch, int training,
-                         uint64_t seed, int64_t t, float *pack)
+                         uint64_t seed, int64_t t, int packed, float *pack)
 {
     const cdnn_node *nd = &g->nodes[i];
     node_buf *b = &ws->nb[i];
@@ -353,7 +365,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
     const float *x = nd->n_in ? b->xin[0] : NULL;
     switch (nd->op) {
     case CDNN_OP_DENSE:
-        cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, NULL, pack);
+        cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, packed ? b->pw : NULL, pack);
         break;
     case CDNN_OP_BATCHNORM:
         if (training && !nd->frozen) {
@@ -447,7 +459,7 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
 /* Node i's backward pass for samples [lo, hi) of a batch of `batch` (row-local, but for batchnorm in
  * training: every thread of the team makes the call). */
 static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo, long hi, int batch, uint64_t seed,
-                          int64_t t, float *pack)
+                          int64_t t, int packed, float *pack)
 {
     const cdnn_node *nd = &g->nodes[i];
     node_buf *b = &ws->nb[i];
@@ -472,7 +484,7 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
     case CDNN_OP_DENSE:
         if (acc0 >= 0)
             cdnn_gemm_rows(0, 1, r0, r1, nd->dense.in, nd->dense.units, dz, nd->dense.units, nd->dense.W,
-                           nd->dense.units, NULL, dx0, nd->dense.in, acc0, NULL, pack);
+                           nd->dense.units, packed ? b->pwt : NULL, dx0, nd->dense.in, acc0, NULL, pack);
         break;
     case CDNN_OP_ACTIVATION:
     case CDNN_OP_GAUSSIAN_NOISE:
@@ -542,7 +554,7 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
 /* ---- the team phase: parameter updates ---------------------------------------- */
 
 /* Team, no barrier: every update of the step, once every row's gradients are complete. */
-static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_opt_step st, float *pack)
+static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_opt_step st, int packed, float *pack)
 {
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         const cdnn_node *nd = &g->nodes[i];
@@ -551,7 +563,7 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
         long lo, hi;
         if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
             cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, &g->opt, st,
-                                  NULL, NULL, NULL, pack);
+                                  packed ? b->pw : NULL, packed ? b->pwt : NULL, NULL, pack);
         } else if (nd->op == CDNN_OP_BATCHNORM && !nd->frozen) {
             cdnn_team_range(w, &lo, &hi);
             const float m = nd->momentum, m1 = 1.0f - nd->momentum;
@@ -580,6 +592,25 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
             }
         }
     }
+}
+
+/* Team, W's rows split, then a barrier: pack every Dense's W into its copies (pack), or write the W of
+ * those that train back from its packed copy (!pack), at the end of a run that kept its values there. */
+static void packed_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int pack)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        const node_buf *b = &ws->nb[i];
+        long lo, hi;
+        if (nd->op != CDNN_OP_DENSE || (!b->pw && !b->pwt)) continue;
+        cdnn_team_range(nd->dense.in, &lo, &hi);
+        if (pack)
+            cdnn_pack_rows(nd->dense.W, nd->dense.in, nd->dense.units, (int)lo, (int)hi, 0, nd->dense.units, b->pw,
+                           b->pwt);
+        else if (b->pw && b->dw) /* it trained (a frozen W is left alone) */
+            cdnn_unpack_rows(b->pw, nd->dense.in, nd->dense.units, (int)lo, (int)hi, nd->dense.W);
+    }
+    cdnn_team_barrier();
 }
 
 /* Team: the inference statistics of every batchnorm node, from its moving variance; ends with a barrier. */
@@ -628,6 +659,8 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     if (ws->flops / (ws->max_batch > 0 ? ws->max_batch : 1) * bs < GRAPH_SERIAL_FLOPS) nt = 1;
     int bad_batch = -1, bad_loss = -1;
     const int O = g->n_outputs;
+    /* copies laid out for another micro-kernel width (a SIMD path chosen since) are not used */
+    const int packed = ws->packed_nr == cdnn_simd_current()->nr;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
@@ -636,6 +669,8 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     unsigned fp_state = cdnn_flush_denormals_begin();
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
     fixed_stats_team(g, ws);
+    /* W may have been set from Python since the last run: pack afresh */
+    if (packed) packed_copies_team(g, ws, 1);
     for (int j = 0; j < n_batches; j++) {
         const int64_t start = (first + j) * (int64_t)bs;
         const int batch = (int)(n - start < bs ? n - start : bs);
@@ -643,13 +678,13 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
         long lo, hi;
         cdnn_team_range(batch, &lo, &hi);
         if (!gather(g, ws, xs, ysparse, ydense, perm + start, lo, hi)) mark_bad(&bad_batch, j);
-        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 1, seed, t, pack);
+        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 1, seed, t, packed, pack);
         losses_rows(g, ws, lo, hi, batch, 1);
         for (int i = g->n_nodes - 1; i >= 0; i--)
-            if (ws->nb[i].run_bwd) backward_node(g, ws, i, lo, hi, batch, seed, t, pack);
+            if (ws->nb[i].run_bwd) backward_node(g, ws, i, lo, hi, batch, seed, t, packed, pack);
         cdnn_team_barrier();
         if (read_flag(&bad_batch) == j) break; /* the same flag on every thread after the barrier */
-        update_team(g, ws, batch, cdnn_opt_prepare(&g->opt, t), pack);
+        update_team(g, ws, batch, cdnn_opt_prepare(&g->opt, t), packed, pack);
         if (cdnn_team_rank() == 0) {
             batch_loss[j] = sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O);
             if (stop_nonfinite_loss && !isfinite(batch_loss[j])) mark_bad(&bad_loss, j);
@@ -657,6 +692,8 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
         cdnn_team_barrier(); /* the next step reads the updated weights */
         if (read_flag(&bad_loss) == j) break;
     }
+    /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
+    if (packed) packed_copies_team(g, ws, 0);
     cdnn_flush_denormals_end(fp_state);
     }
     return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
@@ -706,7 +743,7 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
                     memcpy(ws->ob[o].yd + lo * sz, ydense[o] + ((size_t)start + lo) * sz,
                            (size_t)(hi - lo) * sz * sizeof(float));
             }
-        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, pack);
+        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
         for (int k = 0; k < n_want; k++) {
             const size_t sz = node_size(&g->nodes[want[k]]);
             if (hi > lo)

@@ -350,8 +350,10 @@ def test_graph_training_matches_reference(name, threads):
                 assert_close(d[k], r.p[i][k], 2e-3, 2e-4, f"{name} node {i} {k}")
 
 
-def test_chain_graph_is_bit_identical_to_network(threads):
-    n, d, h, c = 70, 31, 17, 6
+# the second: the top layer keeps packed copies of W and W^T in both (no depth split: see train.c's split_at)
+@pytest.mark.parametrize("d,h,c", [(31, 17, 6), (20, 128, 128)], ids=["small", "packed-copies"])
+def test_chain_graph_is_bit_identical_to_network(d, h, c, threads):
+    n = 70
     g = G()
     x = g.input(d)
     g.out(g.dense(g.dense(x, h, "relu"), c, "softmax"), "sparse_categorical_crossentropy", metric="sparse")
@@ -407,15 +409,15 @@ def test_one_and_two_threads_bit_identical():
 
 def test_frozen_nodes_keep_their_bits(threads):
     g = G()
-    x = g.input(12)
-    d1 = g.dense(x, 16, "relu", trainable=False)
+    x = g.input(300)
+    d1 = g.dense(x, 64, "relu", trainable=False)  # big enough for a packed copy of W
     b1 = g.bn(d1, trainable=False)
     d2 = g.dense(b1, 8, "relu")
     l1 = g.ln(d2, trainable=False)
     d3 = g.dense(l1, 3, trainable=False)
     g.out(d3)
     n = 50
-    xs, ys = [rand(n, 12)], [rand(n, 3)]
+    xs, ys = [rand(n, 300)], [rand(n, 3)]
     nodes, _, _ = core_train(g, xs, ys, {"name": "adam", "learning_rate": 0.05}, steps=3, batch_size=16)
     for i in (d1, b1, l1, d3):
         for k in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance"):

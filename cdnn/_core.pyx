@@ -841,6 +841,8 @@ cdef class Graph:
             n_in_total += len(ins)
         in_list = [int(k) for k in inputs]
         input_ops = [i for i, d in enumerate(nodes) if d["op"] == "input"]
+        if not input_ops:
+            raise ValueError("Invalid argument `nodes`: a graph needs at least one node of op 'input'")
         if sorted(in_list) != input_ops:
             raise ValueError(f"Invalid argument `inputs`: expected each input node once ({input_ops}), "
                              f"received {in_list}")

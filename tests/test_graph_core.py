@@ -569,6 +569,7 @@ def dense(src, i, o, **kw):
     ([inp(3), dict(op="affine", inputs=[0], shape=(3,), scale=np.ones(2, np.float32),
                    offset=np.ones(1, np.float32))], None, "1 or 3 values"),
     ([inp(0)], None, "positive dimensions"),
+    ([dict(op="reshape", inputs=[], shape=(3,))], [], "exactly 1 input"),
     ([inp(3), inp(3), dict(op="add", inputs=[0, 1], shape=(3,))], [0], "each input node once"),
 ])
 def test_bad_descriptions_are_refused(nodes, inputs, match):

@@ -33,6 +33,8 @@
 
 /* Below this many flops per step a run stays on one thread (as the chain's TRAIN_SERIAL_FLOPS). */
 #define GRAPH_SERIAL_FLOPS 400000L
+/* Below this many flops per chunk inference stays on one thread (as the chain's PREDICT_SERIAL_FLOPS). */
+#define GRAPH_PREDICT_SERIAL_FLOPS (1L << 24)
 /* Dense nodes with at least this many weights keep packed copies of W (when its rows are a multiple of
  * 256 bytes apart) and of W^T during a run, as the chain does (train.c's PACKED_MIN_WEIGHTS): else every
  * thread packs them again at every step. */
@@ -720,7 +722,10 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     const int bs = ws->max_batch, O = g->n_outputs;
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
-    if (ws->flops < 3 * GRAPH_SERIAL_FLOPS) nt = 1;
+    /* a chunk's forward flops (a third of a training step's): below this, one thread (train.c's
+     * PREDICT_SERIAL_FLOPS: on a loaded machine every barrier waits for a descheduled thread) */
+    const int64_t chunk = n < bs ? n : bs;
+    if (ws->flops / 3 / (bs > 0 ? bs : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
     if (loss_sum)
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
 

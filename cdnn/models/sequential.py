@@ -13,12 +13,13 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cdnn import _core, _naming, _random, _saving, callbacks as callbacks_module
+from cdnn import _core, _naming, _random, _saving, activations as activations_module, callbacks as callbacks_module
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer
+from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
 __all__ = ["Sequential", "load_model"]
@@ -231,13 +232,17 @@ class Sequential:
     # ---- compile ------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
         """Choose the optimizer, loss and metrics (Keras' default optimizer is RMSprop)."""
+        if kwargs.get("weighted_metrics"):
+            # the core's accuracy is unweighted (Keras' `metrics=`); weighing it by sample_weight is not built
+            raise ValueError(f"compile: `weighted_metrics` is not supported by cdnn yet, received "
+                             f"weighted_metrics={kwargs['weighted_metrics']!r} (use `metrics=`: not weighted, as Keras)")
         for k in ("loss_weights", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile",
                   "auto_scale_loss"):
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
-        self.loss = losses_module.get(loss) if loss is not None else None
+        self.loss = losses_module.resolve(loss) if loss is not None else None
         if metrics is None or metrics == []:
             self._metric = None
         else:
@@ -273,10 +278,11 @@ class Sequential:
                 ws = next(slots)
                 bs = next(slots) if layer.use_bias else [None, None]
                 layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
-                               "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]]})
+                               "alpha": activations_module.core_alpha(layer.activation), "dropout": item["dropout"],
+                               "slots": [ws[0], ws[1], bs[0], bs[1]]})
             kind = metrics_module.resolve(self._metric, loss.core_name, top.units) if self._metric else None
             self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
-                                      self.optimizer.hyperparameters())
+                                      self.optimizer.hyperparameters(), loss._core_options())
             self._chooser_key = None  # fit's thread timings were for the old network
         return self._net
 
@@ -309,9 +315,12 @@ class Sequential:
             if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
                 raise ValueError(f"Invalid labels in `{name}`: expected integer class indices, received "
                                  f"non-integer values such as {float(a[a != np.round(a)][0])}")
-            if a.min() < 0 or a.max() >= units:
-                raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}) for an "
-                                 f"output of {units} units, received values in [{a.min()}, {a.max()}]")
+            ignore = getattr(self.loss, "ignore_class", None)
+            counted = a[a != ignore] if ignore is not None else a
+            if counted.size and (counted.min() < 0 or counted.max() >= units):
+                also = f" (or ignore_class={ignore})" if ignore is not None else ""
+                raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}){also} for an "
+                                 f"output of {units} units, received values in [{counted.min()}, {counted.max()}]")
             return np.ascontiguousarray(a, dtype=np.int32)
         if a.ndim == 1 and units == 1:
             a = a.reshape(n, 1)
@@ -330,8 +339,9 @@ class Sequential:
         Parameters follow Keras: ``validation_split`` takes the last fraction of
         the data (before shuffling); ``validation_data`` is ``(x_val, y_val)``.
         """
-        for k in ("class_weight", "sample_weight", "steps_per_epoch", "validation_steps", "validation_batch_size",
-                  "validation_freq"):
+        class_weight = kwargs.pop("class_weight", None)
+        sample_weight = kwargs.pop("sample_weight", None)
+        for k in ("steps_per_epoch", "validation_steps", "validation_batch_size", "validation_freq"):
             if kwargs.get(k) is not None:
                 raise ValueError(f"fit: argument `{k}` is not supported by cdnn")
             kwargs.pop(k, None)
@@ -350,19 +360,22 @@ class Sequential:
         # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
         xs = self._prepare_x(x, check_float32=False)
         ys = self._prepare_y(y, len(xs))
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
+        sw = as_sample_weights(sample_weight, len(xs))
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)):
-                raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
-                                 f"received {type(validation_data).__name__}")
-            if len(validation_data) == 3:
-                raise ValueError("fit: sample weights in `validation_data` (x_val, y_val, sample_weight) are not "
-                                 "supported by cdnn")
-            if len(validation_data) != 2:
-                raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
-                                 f"received a {type(validation_data).__name__} of {len(validation_data)} item(s)")
+                raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) or "
+                                 f"(x_val, y_val, sample_weight), received {type(validation_data).__name__}")
+            if len(validation_data) not in (2, 3):
+                raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) or "
+                                 f"(x_val, y_val, sample_weight), received a {type(validation_data).__name__} of "
+                                 f"{len(validation_data)} item(s)")
             vx = self._prepare_x(validation_data[0], "validation_data[0]")
-            val = (vx, self._prepare_y(validation_data[1], len(vx), "validation_data[1]"))
+            vsw = as_sample_weights(validation_data[2] if len(validation_data) == 3 else None, len(vx),
+                                    "validation_data[2]")
+            val = (vx, self._prepare_y(validation_data[1], len(vx), "validation_data[1]"), vsw)
         elif validation_split:
             split = int(math.floor(len(xs) * (1.0 - validation_split)))  # as Keras: train on the first part
             if split <= 0 or split >= len(xs):
@@ -370,13 +383,18 @@ class Sequential:
                                  f"out of {len(xs)}")
             if not _all_finite(xs[split:]):  # not gathered by training: checked here
                 raise ValueError("Invalid values in `x`: its validation split contains NaN or infinity")
-            val = (xs[split:], ys[split:])
+            # as Keras: the sample weights are split with the data, class weights weigh the training part
+            val = (xs[split:], ys[split:], sw[split:] if sw is not None else None)
             xs, ys = xs[:split], ys[:split]
+            sw = sw[:split] if sw is not None else None
+        if class_weight is not None:
+            sw = class_weights_to_sample_weights(class_weight, ys, self.loss.core_name, self._layers[-1].units)
         # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
         return self._train(xs, ys, val, min(batch_size, len(xs)), epochs, verbose, list(callbacks or []), shuffle,
-                           int(initial_epoch))
+                           int(initial_epoch), sw)
 
-    def _train(self, xs, ys, val, batch_size, epochs, verbose, user_callbacks, shuffle, initial_epoch):
+    def _train(self, xs, ys, val, batch_size, epochs, verbose, user_callbacks, shuffle, initial_epoch,
+               sample_weight=None):
         net = self._core_network()
         n = len(xs)
         steps = -(-n // batch_size)
@@ -420,7 +438,7 @@ class Sequential:
                 steps_before = net.steps_done
                 try:
                     k = net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
-                                      batch_loss[done:], batch_correct[done:], nt, stop_nonfinite)
+                                      batch_loss[done:], batch_correct[done:], nt, stop_nonfinite, sample_weight)
                 except _core.NonFiniteInputError as e:
                     raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
                                      f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
@@ -443,7 +461,8 @@ class Sequential:
             logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
             if val is not None:
-                val_logs = self._evaluate_with_callbacks(*val, batch_size, cbs)
+                vx, vy, vsw = val
+                val_logs = self._evaluate_with_callbacks(vx, vy, batch_size, cbs, vsw)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             bar.update(steps, list(logs.items()), finalize=True)
             for cb in cbs:
@@ -462,12 +481,15 @@ class Sequential:
         logs[prefix + "loss"] = float(loss)
         return logs
 
-    def _evaluate_arrays(self, xs: np.ndarray, ys: np.ndarray) -> tuple:
+    def _evaluate_arrays(self, xs: np.ndarray, ys: np.ndarray, sw=None, batch_size: int = PREDICT_ROWS) -> tuple:
         net = self._core_network()
-        _, loss_sum, correct_sum = net.predict(xs, PREDICT_ROWS, ys)
+        # ignore_class's mean is per batch (Keras): the loss's batches are then the evaluation's
+        rows = batch_size if getattr(self.loss, "ignore_class", None) is not None else PREDICT_ROWS
+        _, loss_sum, correct_sum = net.predict(xs, rows, ys, sw)
         return loss_sum / len(xs), correct_sum / len(xs)
 
-    def _evaluate_with_callbacks(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, cbs: list) -> dict:
+    def _evaluate_with_callbacks(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, cbs: list,
+                                 sw=None) -> dict:
         """The logs of ``(xs, ys)``, calling the callbacks' test hooks as Keras' ``evaluate`` does.
 
         Batch by batch (``on_test_batch_begin/end`` with the running means) only
@@ -483,13 +505,14 @@ class Sequential:
                 for cb in per_batch:
                     cb.on_test_batch_begin(step)
                 stop = min(start + batch_size, len(xs))
-                _, ls, cs = net.predict(xs[start:stop], PREDICT_ROWS, ys[start:stop])
+                _, ls, cs = net.predict(xs[start:stop], batch_size, ys[start:stop],
+                                        sw[start:stop] if sw is not None else None)
                 loss_sum, correct_sum = loss_sum + ls, correct_sum + cs
                 logs = self._logs(loss_sum / stop, correct_sum / stop)
                 for cb in per_batch:
                     cb.on_test_batch_end(step, dict(logs))
         else:
-            logs = self._logs(*self._evaluate_arrays(xs, ys))
+            logs = self._logs(*self._evaluate_arrays(xs, ys, sw, batch_size))
         for cb in cbs:
             cb.on_test_end(dict(logs))
         return logs
@@ -497,8 +520,13 @@ class Sequential:
     # ---- inference -----------------------------------------------------------
     def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
                  return_dict: bool = False, **kwargs):
-        """Loss and accuracy on ``(x, y)``: ``[loss, accuracy]``, or the loss alone without metrics."""
+        """Loss and accuracy on ``(x, y)``: ``[loss, accuracy]``, or the loss alone without metrics.
+
+        ``sample_weight`` weighs each sample's loss (Keras' sum_over_batch_size: the weighted sum
+        over the number of samples); the accuracy from ``metrics`` is not weighted, as in Keras.
+        """
         kwargs.pop("steps", None)
+        sample_weight = kwargs.pop("sample_weight", None)
         callbacks = kwargs.pop("callbacks", None)
         if kwargs:
             raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
@@ -506,10 +534,11 @@ class Sequential:
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, len(xs))
+        sw = as_sample_weights(sample_weight, len(xs))
         steps = -(-len(xs) // batch_size)
         cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": steps})
         bar = Progbar(steps, verbose=verbose)
-        logs = self._evaluate_with_callbacks(xs, ys, batch_size, cbs)
+        logs = self._evaluate_with_callbacks(xs, ys, batch_size, cbs, sw)
         bar.update(bar.target, list(logs.items()), finalize=True)
         if return_dict:
             return logs
@@ -569,8 +598,8 @@ class Sequential:
         stack = self._dense_stack()
         if self.compiled and self.loss is not None:
             return self._core_network()
-        layers = [{"W": s["layer"].kernel, "b": s["layer"].bias, "activation": s["layer"].activation.__name__}
-                  for s in stack]
+        layers = [{"W": s["layer"].kernel, "b": s["layer"].bias, "activation": s["layer"].activation.__name__,
+                   "alpha": activations_module.core_alpha(s["layer"].activation)} for s in stack]
         return _core.Network(layers, "mean_squared_error", False, None, {"name": "sgd"})
 
     # ---- weights and files -------------------------------------------------------
@@ -637,7 +666,7 @@ class Sequential:
             comp = None
             if self.compiled:
                 comp = {"optimizer": self.optimizer.get_config(),
-                        "loss": self.loss.get_config() if self.loss is not None else None,
+                        "loss": losses_module.serialize(self.loss) if self.loss is not None else None,
                         "metric": self._metric.get_config() if self._metric is not None else None}
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}
         import io

@@ -683,11 +683,11 @@ cdef class Network:
         return 0
 
     def _labels(self, y, int n):
+        """(sparse, dense) labels checked for the loss, and whether hinge labels are 0/1 (Keras then reads
+        them as -1/1; decided on the whole array), to set under the lock for the C call."""
         o = self.net.loss_opts
         ys, yd = _check_labels(y, "y", n, self.n_out, self.loss_name, o.ignore_class if o.has_ignore else None)
-        # Keras reads hinge labels that are all 0 or 1 as -1 and 1 (decided here on the whole array)
-        self.net.loss_opts.hinge_binary = _hinge_binary(self.loss_name, yd)
-        return ys, yd
+        return ys, yd, _hinge_binary(self.loss_name, yd)
 
     def train_run(self, x, y, perm, long first, int n_batches, int batch_size, long step0,
                   unsigned long long seed, batch_loss, batch_correct, int threads=0,
@@ -709,7 +709,7 @@ cdef class Network:
         cdef long n = x.shape[0]
         if x.shape[1] != self.n_in:
             raise ValueError(f"Invalid shape for argument `x`: expected (n, {self.n_in}), received {x.shape}")
-        ys, yd = self._labels(y, n)
+        ys, yd, hinge01 = self._labels(y, n)
         sw = _check_weights(sample_weight, "sample_weight", n)
         _check(perm, "perm", 1, dtype=np.int32)
         _shape(perm, "perm", (n,))
@@ -737,6 +737,7 @@ cdef class Network:
         cdef int done
         with self.lock:
             self._workspace(min(batch_size, n))
+            self.net.loss_opts.hinge_binary = hinge01
             with nogil:
                 done = cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
                                       batch_size, step0, seed, pl, pc, threads, stop_nonfinite_loss, psw)
@@ -763,8 +764,9 @@ cdef class Network:
         if batch_size < 1:
             raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer, received {batch_size}")
         ys = yd = sw = None
+        hinge01 = False
         if y is not None:
-            ys, yd = self._labels(y, n)
+            ys, yd, hinge01 = self._labels(y, n)
             sw = _check_weights(sample_weight, "sample_weight", n)
         out = np.empty((n, self.n_out), np.float32)
         if n == 0:
@@ -782,6 +784,7 @@ cdef class Network:
                 cdnn_workspace_free(self.ws)
                 self.ws = NULL
             self._workspace(min(batch_size, n))
+            self.net.loss_opts.hinge_binary = hinge01
             with nogil:
                 cdnn_predict(&self.net, self.ws, px, n, po, pys, pyd, self.n_out,
                              &ls if labelled else NULL, &cs if labelled else NULL, psw)

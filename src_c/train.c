@@ -582,9 +582,9 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
         }
         cdnn_dense_dx_rows(ly, r0, r1, ws->lb[l].dz, dx, &e, packed ? ws->lb[l].pwt : NULL, pack);
         if (cdnn_act_rowwise(lower->act) && r1 > r0)
-            /* softmax's derivative needs whole rows: after the product */
-            cdnn_rowwise_backward_rows(lower->act, dx + (size_t)r0 * ly->in, ly->in, ws->lb[l - 1].act + (size_t)r0 * ly->in,
-                                       ly->in, r1 - r0, ly->in);
+            /* softmax's (log_softmax's) derivative needs whole rows: after the product */
+            cdnn_rowwise_backward_rows(lower->act, dx + (size_t)r0 * ly->in, ly->in,
+                                       ws->lb[l - 1].act + (size_t)r0 * ly->in, ly->in, r1 - r0, ly->in);
     }
     timer_pause(&tm);
     ws->sec_per_row[cdnn_team_rank()] = r1 > r0 ? tm.local / (r1 - r0) : 0.0;

@@ -163,7 +163,7 @@ def test_dense_forward_and_backward_against_reference(act):
     np.testing.assert_allclose(y, ref.activation(act, zr), rtol=2e-5, atol=1e-5)
     dy = rng.normal(size=y.shape).astype(np.float32)
     a = z if act in _core.GRAD_FROM_Z else y
-    dW, db, dx = _core.dense_backward(x, W, a, dy, act, ALPHA.get(act, 0.2))
+    dW, _, dx = _core.dense_backward(x, W, a, dy, act, ALPHA.get(act, 0.2))
     dz = ref.activation_grad(act, zr, dy.astype(np.float64))
     np.testing.assert_allclose(dW, x.T.astype(np.float64) @ dz, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(dx, dz @ W.T, rtol=1e-4, atol=1e-5)

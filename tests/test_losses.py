@@ -354,7 +354,7 @@ def test_training_is_bit_identical_on_one_and_two_threads(loss):
     rng = np.random.default_rng(7)
     x = rng.normal(size=(203, 4)).astype(np.float32)
     labels = rng.integers(0, 3, 203)
-    name = getattr(keras.losses.resolve(loss), "core_name")
+    name = keras.losses.resolve(loss).core_name
     y = labels if name == "sparse_categorical_crossentropy" else np.eye(3, dtype=np.float32)[labels]
     act = "softplus" if name in ("poisson", "mean_squared_logarithmic_error") else "softmax"
     results = []
@@ -422,3 +422,16 @@ def test_classes_with_options_and_weights_match_real_keras(make):
                                rtol=2e-5, atol=2e-6)
     theirs_cfg = theirs.get_config()
     assert {k: v for k, v in ours.get_config().items() if k in theirs_cfg or k not in ("delta", "axis")} == theirs_cfg
+
+
+def test_hinge_training_reads_zero_one_labels_as_minus_one_one():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    y01 = rng.integers(0, 2, size=(40, 1)).astype(np.float32)
+    histories = []
+    for y in (y01, 2 * y01 - 1):
+        keras.utils.set_random_seed(2)
+        m = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(1, activation="tanh")])
+        m.compile(optimizer="sgd", loss="hinge")
+        histories.append(m.fit(x, y, batch_size=8, epochs=2, verbose=0).history["loss"])
+    assert histories[0] == histories[1]

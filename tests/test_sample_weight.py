@@ -109,7 +109,7 @@ def test_class_weight_on_a_one_unit_binary_output():
 
 
 def test_validation_data_with_weights():
-    x, y, w = _data(7)
+    x, y, _ = _data(7)
     vx, vy, vw = _data(8, n=23)
     m = _model(lr=0.0, metrics=["accuracy"])
     h = m.fit(x, y, epochs=1, verbose=0, validation_data=(vx, vy, vw))
@@ -207,3 +207,16 @@ def test_evaluate_refuses_bad_weights():
 def test_weighted_metrics_are_refused_not_ignored():
     with pytest.raises(ValueError, match="weighted_metrics"):
         _model().compile(optimizer="sgd", loss="mse", weighted_metrics=["accuracy"])
+
+
+def test_class_weight_needs_no_weight_for_the_ignored_class():
+    x, y, _ = _data(14)
+    y = y.copy()
+    y[::5] = -1
+    loss = keras.losses.SparseCategoricalCrossentropy(ignore_class=-1)
+    cw = {0: 0.5, 1: 2.0, 2: 1.0}
+    a = _model(loss)
+    ha = a.fit(x, y, batch_size=8, epochs=1, verbose=0, class_weight=cw)
+    b = _model(loss)
+    hb = b.fit(x, y, batch_size=8, epochs=1, verbose=0, sample_weight=np.array([cw.get(c, 7.0) for c in y]))
+    assert ha.history == hb.history  # the ignored samples' weight does not matter

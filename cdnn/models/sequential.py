@@ -388,7 +388,8 @@ class Sequential:
             xs, ys = xs[:split], ys[:split]
             sw = sw[:split] if sw is not None else None
         if class_weight is not None:
-            sw = class_weights_to_sample_weights(class_weight, ys, self.loss.core_name, self._layers[-1].units)
+            sw = class_weights_to_sample_weights(class_weight, ys, self.loss.core_name, self._layers[-1].units,
+                                                 getattr(self.loss, "ignore_class", None))
         # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
         return self._train(xs, ys, val, min(batch_size, len(xs)), epochs, verbose, list(callbacks or []), shuffle,
                            int(initial_epoch), sw)

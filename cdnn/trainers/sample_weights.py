@@ -54,8 +54,12 @@ def _classes(y: np.ndarray, loss_name: str, units: int) -> np.ndarray:
     return np.round(y[:, 0]).astype(np.int64)
 
 
-def class_weights_to_sample_weights(class_weight, y: np.ndarray, loss_name: str, units: int) -> np.ndarray:
-    """Per-sample weights from ``{class: weight}`` for the prepared labels ``y`` of ``loss_name``."""
+def class_weights_to_sample_weights(class_weight, y: np.ndarray, loss_name: str, units: int,
+                                    ignore_class: Optional[int] = None) -> np.ndarray:
+    """Per-sample weights from ``{class: weight}`` for the prepared labels ``y`` of ``loss_name``.
+
+    Samples of ``ignore_class`` (which the loss leaves out) need no weight: they get 1.
+    """
     if not hasattr(class_weight, "items") or not hasattr(class_weight, "get"):
         raise ValueError(f"Invalid value for argument `class_weight`: expected a dict mapping class indices to "
                          f"weights, received {type(class_weight).__name__}")
@@ -80,6 +84,8 @@ def class_weights_to_sample_weights(class_weight, y: np.ndarray, loss_name: str,
                              f"received {value!r}")
         weights[k] = float(value)
     classes = _classes(y, loss_name, units)
+    if ignore_class is not None:
+        weights.setdefault(int(ignore_class), 1.0)
     present = np.unique(classes)
     missing = [int(c) for c in present if int(c) not in weights]
     if missing:

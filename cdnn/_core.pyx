@@ -54,6 +54,8 @@ cdef extern from "cdnn.h" nogil:
     int cdnn_simd_supported(const char *name)
     int cdnn_simd_select(const char *name)
     int cdnn_get_num_threads()
+    void cdnn_serial_after_fork()
+    int CDNN_MAX_THREADS
     void cdnn_set_num_threads(int n)
     int cdnn_openmp_enabled()
     int cdnn_openmp_version()
@@ -117,8 +119,8 @@ METRICS = {None: 0, "sparse": 1, "categorical": 2, "binary": 3}
 OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3}
 
 cdef long INT_LIMIT = 2**31 - 1
-#: the most threads a workspace is made for (OMP_NUM_THREADS beyond it is capped)
-MAX_THREADS = 256
+#: the most threads a region or a workspace uses (OMP_NUM_THREADS beyond it is capped)
+MAX_THREADS = CDNN_MAX_THREADS
 
 
 # ---- validation -------------------------------------------------------------
@@ -167,6 +169,11 @@ cdef inline int32_t *iptr(a):
 def get_num_threads() -> int:
     """Number of threads the core uses."""
     return cdnn_get_num_threads()
+
+
+def serial_after_fork() -> None:
+    """Run every parallel region on one thread from now on (see cdnn/_fork.py)."""
+    cdnn_serial_after_fork()
 
 
 def set_num_threads(long n) -> None:

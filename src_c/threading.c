@@ -15,15 +15,25 @@
 #endif
 
 static int requested_threads = 0;
+/* Set in a child forked after the parent ran a parallel region: GNU OpenMP's
+ * thread pool does not survive fork, and the child's first region with more
+ * than one thread waits for the parent's threads forever. A region of one
+ * thread never touches the pool. */
+static int forked_child = 0;
 
 int cdnn_get_num_threads(void)
 {
 #ifdef _OPENMP
-    return requested_threads > 0 ? requested_threads : omp_get_max_threads();
+    if (forked_child) return 1;
+    int n = requested_threads > 0 ? requested_threads : omp_get_max_threads();
+    /* every region sizes per-thread buffers by this count: OMP_NUM_THREADS=100000 must not allocate them */
+    return n < CDNN_MAX_THREADS ? n : CDNN_MAX_THREADS;
 #else
     return 1;
 #endif
 }
+
+void cdnn_serial_after_fork(void) { forked_child = 1; }
 
 void cdnn_set_num_threads(int n) { requested_threads = n > 0 ? n : 0; }
 

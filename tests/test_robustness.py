@@ -814,9 +814,10 @@ def model_file_whose_array_header_promises_32_gib():
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (2**33,)})
     meta, arrays = model_file_parts(saved_model_file())
+    del arrays["weight_0"]   # a member the architecture names: members it does not name are never read
     write_model_file(TMP / "bomb.keras", meta, arrays)
     with zipfile.ZipFile(TMP / "bomb.keras", "a") as z:
-        z.writestr("weight_9.npy", buf.getvalue() + bytes(64))
+        z.writestr("weight_0.npy", buf.getvalue() + bytes(64))
     load(TMP / "bomb.keras")
 
 
@@ -1617,9 +1618,11 @@ def test_a_diverging_run_reports_nan_and_terminate_on_nan_stops_it(tmp_path, cap
     losses = model.fit(x, y, epochs=5, batch_size=32, verbose=0).history["loss"]
     assert len(losses) == 5 and not np.isfinite(losses).all(), losses
     assert np.isnan(model.predict(x[:4], verbose=0)).any()       # NaN weights predict NaN, no crash
-    model.save(tmp_path / "nan.keras")                           # saving works; loading refuses the NaN
-    with pytest.raises(ModelFileError, match="NaN"):
-        keras.models.load_model(tmp_path / "nan.keras")
+    model.save(tmp_path / "nan.keras")          # a file cdnn writes always loads, NaN and all (as Keras)
+    with pytest.warns(RuntimeWarning, match="NaN"):
+        back = keras.models.load_model(tmp_path / "nan.keras")
+    for a, b in zip(back.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
     model = diverging()
     capsys.readouterr()

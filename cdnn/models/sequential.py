@@ -652,16 +652,8 @@ class Sequential:
         """Rebuild from :meth:`__getstate__`'s state with :func:`load_model`'s checks."""
         if not isinstance(state, dict) or state.get("cdnn_state") != 1:
             raise _saving.ModelFileError("Not a pickled cdnn Sequential (unknown state format)")
-        if "file" in state:
-            import os
-            import tempfile
-
-            # the loader reads files: a private temporary one (load_model never unpickles anything)
-            with tempfile.TemporaryDirectory(prefix="cdnn-") as tmp:
-                path = os.path.join(tmp, "model.npz")
-                with open(path, "wb") as f:
-                    f.write(state["file"])
-                model = _saving.load_model(path)
+        if "file" in state:  # read in memory with load_model's checks (no temporary file)
+            model = _saving.load_model_from_bytes(state["file"])
             self.__dict__.update(model.__dict__)
             return
         from cdnn import layers as layers_module

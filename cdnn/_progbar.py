@@ -243,6 +243,8 @@ class Progbar:
 
     def _write(self, message: str) -> None:
         stream = self.stream
+        if stream is None:  # sys.stdout is None when the program runs with stdout closed (`>&-`), or pythonw
+            return
         try:
             stream.write(message)
         except UnicodeEncodeError:  # e.g. a legacy Windows console code page

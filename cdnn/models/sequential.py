@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cdnn import _core, _naming, _random, _saving, callbacks as callbacks_module
+from cdnn import _core, _naming, _random, _saving, _serial, callbacks as callbacks_module
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
@@ -263,8 +263,7 @@ class Sequential:
             top = stack[-1]["layer"]
             loss = self.loss
             params = self.weights
-            if len(self.optimizer._slots) != len(params) or any(
-                    s is not None and s.shape != p.shape for pair, p in zip(self.optimizer._slots, params) for s in pair):
+            if not self.optimizer._built_for(params):   # refuses an optimizer built for another model
                 self.optimizer.build(params)
             slots = iter(self.optimizer._slots)
             layers = []
@@ -325,6 +324,14 @@ class Sequential:
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
             callbacks: Optional[list] = None, validation_split: float = 0.0, validation_data=None,
             shuffle: bool = True, initial_epoch: int = 0, **kwargs) -> callbacks_module.History:
+        # one fit at a time per model: two threads training one model would interleave their steps
+        # and miscount the optimizer's iterations (a second fit waits for the first to end)
+        with _serial.model_lock(self):
+            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
+                             shuffle, initial_epoch, **kwargs)
+
+    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
+             initial_epoch, **kwargs) -> callbacks_module.History:
         """Train with mini-batch gradient descent; returns a History of the epoch logs.
 
         Parameters follow Keras: ``validation_split`` takes the last fraction of
@@ -342,7 +349,8 @@ class Sequential:
         verbose = _verbose(verbose)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise invalid("epochs", epochs, "a non-negative integer")
-        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+        if isinstance(validation_split, (bool, np.bool_)) or not isinstance(validation_split, (int, float, np.integer, np.floating)) \
+                or not 0 <= validation_split < 1:
             raise invalid("validation_split", validation_split, "a number in [0, 1)")
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
             raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
@@ -355,6 +363,8 @@ class Sequential:
             if not isinstance(validation_data, (tuple, list)):
                 raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
                                  f"received {type(validation_data).__name__}")
+            if len(validation_data) == 3 and validation_data[2] is None:   # as Keras: no sample weights
+                validation_data = tuple(validation_data[:2])
             if len(validation_data) == 3:
                 raise ValueError("fit: sample weights in `validation_data` (x_val, y_val, sample_weight) are not "
                                  "supported by cdnn")
@@ -389,7 +399,7 @@ class Sequential:
         metric_name = self._metric.name if self._metric else None
         batch_loss = np.zeros(steps)
         batch_correct = np.zeros(steps)
-        rng = _random.generator()
+        rng = _random.fit_generator()   # this fit's own: other threads' draws do not change its results
         self.history = history
         self.stop_training = False
         history.on_train_begin()

@@ -1,0 +1,24 @@
+"""One ``fit`` at a time per model.
+
+Two Python threads that train one model at once would interleave their
+steps on shared weights and optimizer slots, and the step count each reads
+before its run would miss the other's: ``optimizer.iterations`` (Adam's bias
+correction, the saved step count) would be wrong. A model's ``fit`` holds
+the model's lock for the whole call, so a second ``fit`` waits for the first
+to end; the lock is re-entrant, so a callback may still call ``evaluate``
+or even ``fit`` on its own model.
+"""
+from __future__ import annotations
+
+import threading
+
+_guard = threading.Lock()
+
+
+def model_lock(model) -> threading.RLock:
+    """The lock that serializes ``fit`` calls on ``model`` (made on first use, never copied or pickled)."""
+    lock = model.__dict__.get("_fit_lock")
+    if lock is None:
+        with _guard:
+            lock = model.__dict__.setdefault("_fit_lock", threading.RLock())
+    return lock

@@ -68,8 +68,11 @@ class NotRegularFileError(OSError):
     """A path that names a folder, a device, a pipe or a socket where a regular file is needed."""
 
     def __init__(self, path: str, kind: str) -> None:
-        super().__init__(f"{path} is {kind}, not a regular file")
-        self.filename, self.kind = path, kind
+        super().__init__(errno.EINVAL, f"{path} is {kind}, not a regular file")
+        self.path, self.kind = path, kind
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def open_regular(path: str):

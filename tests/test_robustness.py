@@ -1103,6 +1103,12 @@ def thread_count_as_a_numpy_integer():
     assert cdnn.get_num_threads() == 1
 
 
+@case(IdxError, "named pipe", "not a regular file", seconds=2)
+def idx_file_that_is_a_named_pipe():
+    os.mkfifo(TMP / "pipe.idx")
+    read_idx(TMP / "pipe.idx")       # used to block forever
+
+
 @case(ValueError, "`n`", "-18446744073709551616")
 def thread_count_of_minus_2_to_the_64():
     import cdnn

@@ -971,7 +971,7 @@ def model_file_whose_members_overlap():
     path = saved_model_file()
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as z:
-        w0, w1 = z.getinfo("weight_0.npy"), z.getinfo("weight_1.npy")
+        w0 = z.getinfo("weight_0.npy")
     at = 0
     while True:   # patch weight_0's central entry: compressed and uncompressed sizes
         at = data.find(b"PK\x01\x02", at)
@@ -979,7 +979,7 @@ def model_file_whose_members_overlap():
         if data[at + 46:at + 46 + name_len] == b"weight_0.npy":
             break
         at += 4
-    grow = w1.header_offset - w0.header_offset   # enough to cover weight_1's header
+    grow = 10   # weight_0's data ends where weight_1's local header starts: now it covers 10 bytes of it
     struct.pack_into("<LL", data, at + 20, w0.compress_size + grow, w0.file_size + grow)
     (TMP / "crafted.keras").write_bytes(bytes(data))
     load(TMP / "crafted.keras")

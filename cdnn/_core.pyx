@@ -54,7 +54,7 @@ cdef extern from "cdnn.h" nogil:
     int cdnn_simd_supported(const char *name)
     int cdnn_simd_select(const char *name)
     int cdnn_get_num_threads()
-    void cdnn_serial_after_fork()
+    int cdnn_serial_after_fork()
     int CDNN_MAX_THREADS
     void cdnn_set_num_threads(int n)
     int cdnn_openmp_enabled()
@@ -171,9 +171,9 @@ def get_num_threads() -> int:
     return cdnn_get_num_threads()
 
 
-def serial_after_fork() -> None:
-    """Run every parallel region on one thread from now on (see cdnn/_fork.py)."""
-    cdnn_serial_after_fork()
+def serial_after_fork() -> bool:
+    """In a forked child: one thread from now on if the parent may have started OpenMP's (see cdnn/_fork.py)."""
+    return cdnn_serial_after_fork() != 0
 
 
 def set_num_threads(long n) -> None:

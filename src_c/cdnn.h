@@ -172,8 +172,9 @@ int cdnn_simd_select(const char *name);
 #define CDNN_MAX_THREADS 256
 /* Threads used by the core's parallel regions: the setting, capped at CDNN_MAX_THREADS; 1 after fork. */
 int cdnn_get_num_threads(void);
-/* Run serially from now on: called in a forked child, where the parent's OpenMP threads do not exist. */
-void cdnn_serial_after_fork(void);
+/* Called in a forked child: run serially from now on if the parent may have started OpenMP's threads
+ * (which do not exist in the child); returns 1 if so. */
+int cdnn_serial_after_fork(void);
 /* Set the thread count (n <= 0: back to the OpenMP default, i.e. OMP_NUM_THREADS). */
 void cdnn_set_num_threads(int n);
 /* 1 if built with OpenMP, else 0. */

@@ -121,6 +121,30 @@ def test_os_fork_child_runs_serially_and_says_so_when_asked_for_threads():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr[-3000:]
 
 
+def test_a_child_forked_before_any_parallel_run_keeps_its_threads():
+    code = """
+    import os
+    import numpy as np
+    import cdnn
+    from cdnn import keras
+
+    pid = os.fork()              # cdnn imported, nothing run yet: OpenMP has no threads to lose
+    if pid == 0:
+        ok = cdnn.get_num_threads() == 2
+        x = np.random.default_rng(0).random((4096, 64), dtype=np.float32)
+        m = keras.Sequential([keras.layers.Input(shape=(64,)), keras.layers.Dense(256, activation="relu"),
+                              keras.layers.Dense(10, activation="softmax")])
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        m.fit(x, np.arange(4096) % 10, batch_size=256, verbose=0)
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    print("ok")
+    """
+    proc = run_python(code, env={"OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr[-3000:]
+
+
 # ---------------------------------------------------------------- OMP_NUM_THREADS capped everywhere
 
 def test_an_absurd_omp_num_threads_is_capped_in_every_entry_point():

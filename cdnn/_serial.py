@@ -10,6 +10,7 @@ or even ``fit`` on its own model.
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 _guard = threading.Lock()
@@ -22,3 +23,12 @@ def model_lock(model) -> threading.RLock:
         with _guard:
             lock = model.__dict__.setdefault("_fit_lock", threading.RLock())
     return lock
+
+
+def one_at_a_time(method):
+    """Decorate a model method (``fit``) so that it runs under :func:`model_lock`."""
+    @functools.wraps(method)
+    def serialized(self, *args, **kwargs):
+        with model_lock(self):
+            return method(self, *args, **kwargs)
+    return serialized

@@ -321,17 +321,10 @@ class Sequential:
         return _as_float32(a, name)
 
     # ---- training ---------------------------------------------------------------
+    @_serial.one_at_a_time   # a second fit of this model (from another thread) waits for the first
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
             callbacks: Optional[list] = None, validation_split: float = 0.0, validation_data=None,
             shuffle: bool = True, initial_epoch: int = 0, **kwargs) -> callbacks_module.History:
-        # one fit at a time per model: two threads training one model would interleave their steps
-        # and miscount the optimizer's iterations (a second fit waits for the first to end)
-        with _serial.model_lock(self):
-            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
-                             shuffle, initial_epoch, **kwargs)
-
-    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
-             initial_epoch, **kwargs) -> callbacks_module.History:
         """Train with mini-batch gradient descent; returns a History of the epoch logs.
 
         Parameters follow Keras: ``validation_split`` takes the last fraction of

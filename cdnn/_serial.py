@@ -16,12 +16,12 @@ import threading
 _guard = threading.Lock()
 
 
-def model_lock(model) -> threading.RLock:
+def model_lock(model, name: str = "_fit_lock") -> threading.RLock:
     """The lock that serializes ``fit`` calls on ``model`` (made on first use, never copied or pickled)."""
-    lock = model.__dict__.get("_fit_lock")
+    lock = model.__dict__.get(name)
     if lock is None:
         with _guard:
-            lock = model.__dict__.setdefault("_fit_lock", threading.RLock())
+            lock = model.__dict__.setdefault(name, threading.RLock())
     return lock
 
 
@@ -30,5 +30,16 @@ def one_at_a_time(method):
     @functools.wraps(method)
     def serialized(self, *args, **kwargs):
         with model_lock(self):
+            return method(self, *args, **kwargs)
+    return serialized
+
+
+def one_builder(method):
+    """Decorate the method that makes a model's C network on first use (``_core_network``): a
+    ``predict`` in one thread and a ``fit`` in another must not both build it (and the optimizer's
+    slots twice). A lock of its own, held briefly, so that ``predict`` never waits for a whole ``fit``."""
+    @functools.wraps(method)
+    def serialized(self, *args, **kwargs):
+        with model_lock(self, "_build_lock"):
             return method(self, *args, **kwargs)
     return serialized

@@ -256,6 +256,7 @@ class Sequential:
         if self.loss is None:
             raise ValueError(f"No loss to compute: call `compile()` with a `loss` before `{what}()`.")
 
+    @_serial.one_builder
     def _core_network(self):
         """The C core's view of this model, made on first use after (re)compiling or (re)building."""
         if self._net is None:

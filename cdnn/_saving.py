@@ -110,7 +110,7 @@ def _write_atomically(path, arrays: dict, overwrite: bool) -> None:
         if mode is not None and hasattr(os, "fchmod"):
             os.fchmod(fd, mode)   # a replaced file keeps its permissions (0600 stays 0600)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            arrays(f) if callable(arrays) else np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)

@@ -110,7 +110,7 @@ def same_predictions(x_odd, x_ref, **model_args):
     assert got.dtype == np.float32 and np.array_equal(got, want), "converted input gives other predictions"
 
 
-def saved_model_file(name="good.keras", fitted=True):
+def saved_model_file(name="good.cdnn", fitted=True):
     model = dense_model(features=6, units=3)
     if fitted:
         model.fit(*samples(12, 6, 3), verbose=0)
@@ -644,7 +644,7 @@ def unbuilt_model_is_built_by_predict_and_summarised():
 @case(ValueError, "not been built", "save")
 def save_an_unbuilt_model():
     keras = _keras()
-    keras.Sequential([keras.layers.Dense(2)]).save(TMP / "unbuilt.keras")
+    keras.Sequential([keras.layers.Dense(2)]).save(TMP / "unbuilt.cdnn")
 
 
 # ---- set_weights
@@ -749,18 +749,18 @@ def _bad_model(name, change):
 @case(ModelFileError, "truncated")
 def truncated_model_file():
     data = saved_model_file().read_bytes()
-    (TMP / "cut.keras").write_bytes(data[: len(data) // 2])
-    load(TMP / "cut.keras")
+    (TMP / "cut.cdnn").write_bytes(data[: len(data) // 2])
+    load(TMP / "cut.cdnn")
 
 
 @case(ModelFileError, "architecture", "layer list")
 def model_file_with_a_wrong_architecture():
-    _bad_model("arch.keras", lambda m, a: ({**m, "config": {"name": "x", "layers": "Dense"}}, a))
+    _bad_model("arch.cdnn", lambda m, a: ({**m, "config": {"name": "x", "layers": "Dense"}}, a))
 
 
 @case(ModelFileError, "weight array 0", "(5, 3)", "expected float32 (6, 3)")
 def model_file_with_arrays_of_the_wrong_shape():
-    _bad_model("shape.keras", lambda m, a: (m, {**a, "weight_0": np.zeros((5, 3), np.float32)}))
+    _bad_model("shape.cdnn", lambda m, a: (m, {**a, "weight_0": np.zeros((5, 3), np.float32)}))
 
 
 class Payload:
@@ -777,36 +777,36 @@ def model_file_with_a_pickled_object():
     evil = np.empty(1, dtype=object)
     evil[0] = Payload(marker)
     try:
-        _bad_model("evil.keras", lambda m, a: (m, {**a, "weight_1": evil}))
+        _bad_model("evil.cdnn", lambda m, a: (m, {**a, "weight_1": evil}))
     finally:
         assert not os.path.exists(marker), "loading the file ran code from it"
 
 
 @case(ModelFileError, "not a cdnn model file")
 def model_file_that_is_not_a_zip():
-    (TMP / "text.keras").write_bytes(b"just some text, not a model\n" * 10)
-    load(TMP / "text.keras")
+    (TMP / "text.cdnn").write_bytes(b"just some text, not a model\n" * 10)
+    load(TMP / "text.cdnn")
 
 
 @case(ModelFileError, "not a cdnn model file")
 def model_file_that_is_a_pickle():
     marker = str(TMP / "pwned2")
-    (TMP / "p.keras").write_bytes(pickle.dumps(Payload(marker)))
+    (TMP / "p.cdnn").write_bytes(pickle.dumps(Payload(marker)))
     try:
-        load(TMP / "p.keras")
+        load(TMP / "p.cdnn")
     finally:
         assert not os.path.exists(marker)
 
 
 @case(ModelFileError, "not a cdnn model file")
 def model_file_that_is_a_directory():
-    (TMP / "dir.keras").mkdir(exist_ok=True)
-    load(TMP / "dir.keras")
+    (TMP / "dir.cdnn").mkdir(exist_ok=True)
+    load(TMP / "dir.cdnn")
 
 
-@case(FileNotFoundError, "nowhere.keras")
+@case(FileNotFoundError, "nowhere.cdnn")
 def model_file_that_does_not_exist():
-    load(TMP / "nowhere.keras")
+    load(TMP / "nowhere.cdnn")
 
 
 @case(ModelFileError, "declares", "(8589934592,)", seconds=2)
@@ -815,22 +815,22 @@ def model_file_whose_array_header_promises_32_gib():
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (2**33,)})
     meta, arrays = model_file_parts(saved_model_file())
     del arrays["weight_0"]   # a member the architecture names: members it does not name are never read
-    write_model_file(TMP / "bomb.keras", meta, arrays)
-    with zipfile.ZipFile(TMP / "bomb.keras", "a") as z:
+    write_model_file(TMP / "bomb.cdnn", meta, arrays)
+    with zipfile.ZipFile(TMP / "bomb.cdnn", "a") as z:
         z.writestr("weight_0.npy", buf.getvalue() + bytes(64))
-    load(TMP / "bomb.keras")
+    load(TMP / "bomb.cdnn")
 
 
 @case(ModelFileError, "architecture record", "corrupted")
 def model_file_with_deeply_nested_json():
     meta, arrays = model_file_parts(saved_model_file())
-    write_model_file(TMP / "deep.keras", b"[" * 100000 + b"]" * 100000, arrays)
-    load(TMP / "deep.keras")
+    write_model_file(TMP / "deep.cdnn", b"[" * 100000 + b"]" * 100000, arrays)
+    load(TMP / "deep.cdnn")
 
 
 @case(ModelFileError, "iteration", "2**62")
 def model_file_with_an_iteration_count_beyond_64_bits():
-    _bad_model("iters.keras", lambda m, a: ({**m, "compile": {**m["compile"], "iterations": 2**70}}, a))
+    _bad_model("iters.cdnn", lambda m, a: ({**m, "compile": {**m["compile"], "iterations": 2**70}}, a))
 
 
 @case(ModelFileError, "units", limit=True, seconds=2)
@@ -839,15 +839,15 @@ def model_file_with_a_dense_layer_of_2_31_units():
         meta = json.loads(json.dumps(meta))
         meta["config"]["layers"][0]["config"]["units"] = 2**31
         return meta, arrays
-    _bad_model("huge.keras", change)
+    _bad_model("huge.cdnn", change)
 
 
 @case(ModelFileError, "input shape")
 def weights_file_without_a_usable_input_shape():
     keras = _keras()
     meta, arrays = model_file_parts(saved_model_file())
-    write_model_file(TMP / "w.keras", {**meta, "config": {**meta["config"], "input_shape": [[6]]}}, arrays)
-    keras.Sequential([keras.layers.Dense(3)]).load_weights(TMP / "w.keras")
+    write_model_file(TMP / "w.cdnn", {**meta, "config": {**meta["config"], "input_shape": [[6]]}}, arrays)
+    keras.Sequential([keras.layers.Dense(3)]).load_weights(TMP / "w.cdnn")
 
 
 # ---- IDX files
@@ -949,7 +949,7 @@ def small_model_file_whose_architecture_declares_dense_of_10_to_the_8_units():
     # with; building the layer first drew 6e8 initial weights (4.8 GB) before the shapes were compared
     meta, arrays = model_file_parts(saved_model_file())
     meta["config"]["layers"][0]["config"]["units"] = 10**8
-    path = write_model_file(TMP / "huge.keras", meta, arrays)
+    path = write_model_file(TMP / "huge.cdnn", meta, arrays)
     assert path.stat().st_size < 4096
     load(path)
 
@@ -958,10 +958,25 @@ def small_model_file_whose_architecture_declares_dense_of_10_to_the_8_units():
 def weights_file_whose_architecture_declares_dense_of_10_to_the_8_units():
     meta, arrays = model_file_parts(saved_model_file())
     meta["config"]["layers"][0]["config"]["units"] = 10**8
-    path = write_model_file(TMP / "huge.weights.h5", meta, arrays)
+    path = write_model_file(TMP / "huge-weights.cdnn", meta, arrays)
     keras = _keras()
     model = keras.Sequential([keras.layers.Dense(10**8 // 4)])   # unbuilt: built from the file's input shape
     model.load_weights(path)
+
+
+@case(ModelFileError, "do not match", limit=True, seconds=2)
+def keras_archive_whose_config_declares_dense_of_10_to_the_8_units():
+    dense_model(features=6, units=3).save(TMP / "small.keras")
+    with zipfile.ZipFile(TMP / "small.keras") as z:
+        parts = {name: z.read(name) for name in z.namelist()}
+    config = json.loads(parts["config.json"])
+    dense = next(l for l in config["config"]["layers"] if l["class_name"] == "Dense")
+    dense["config"]["units"] = 10**8
+    parts["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(TMP / "huge.keras", "w") as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    load(TMP / "huge.keras")
 
 
 @case(ModelFileError, "members", "overlap in the archive", seconds=2)
@@ -981,8 +996,8 @@ def model_file_whose_members_overlap():
         at += 4
     grow = 10   # weight_0's data ends where weight_1's local header starts: now it covers 10 bytes of it
     struct.pack_into("<LL", data, at + 20, w0.compress_size + grow, w0.file_size + grow)
-    (TMP / "crafted.keras").write_bytes(bytes(data))
-    load(TMP / "crafted.keras")
+    (TMP / "crafted.cdnn").write_bytes(bytes(data))
+    load(TMP / "crafted.cdnn")
 
 
 @case(None)
@@ -1011,11 +1026,11 @@ def model_file_with_an_unnamed_128_mib_deflated_member_is_loaded_without_reading
 def model_file_written_on_a_big_endian_machine_loads():
     model = dense_model(features=6, units=3)
     model.fit(*samples(12, 6, 3), epochs=2, verbose=0)
-    model.save(TMP / "little.keras")
-    meta, arrays = model_file_parts(TMP / "little.keras")
+    model.save(TMP / "little.cdnn")
+    meta, arrays = model_file_parts(TMP / "little.cdnn")
     big = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in arrays.items()}
     assert all(v.dtype.byteorder == ">" for v in big.values())
-    back = load(write_model_file(TMP / "big.keras", meta, big))
+    back = load(write_model_file(TMP / "big.cdnn", meta, big))
     for a, b in zip(back.get_weights(), model.get_weights()):
         assert a.dtype == np.float32 and a.dtype.isnative and np.array_equal(a, b)
     assert back.optimizer.iterations == model.optimizer.iterations
@@ -1031,13 +1046,13 @@ def model_file_with_nan_weights_loads_as_keras_does():
     model.fit(*samples(12, 6, 3), verbose=0)
     model.layers[0].kernel[0, 0] = np.nan
     model.layers[0].bias[1] = np.inf
-    model.save(TMP / "nan.keras")
-    model.save_weights(TMP / "nan.weights.h5")
+    model.save(TMP / "nan.cdnn")
+    model.save_weights(TMP / "nan-weights.cdnn")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        back = load(TMP / "nan.keras")
+        back = load(TMP / "nan.cdnn")
         other = dense_model(features=6, units=3)
-        other.load_weights(TMP / "nan.weights.h5")
+        other.load_weights(TMP / "nan-weights.cdnn")
     assert sum("NaN" in str(w.message) for w in caught) == 2
     for m in (back, other):
         for a, b in zip(m.get_weights(), model.get_weights()):
@@ -1066,11 +1081,11 @@ def save_to_an_empty_path():
 
 @case(ValueError, "filepath", "regular file", "named pipe")
 def save_over_a_named_pipe():
-    os.mkfifo(TMP / "pipe.keras")
+    os.mkfifo(TMP / "target-pipe.keras")
     try:
-        dense_model(features=6, units=3).save(TMP / "pipe.keras")
+        dense_model(features=6, units=3).save(TMP / "target-pipe.keras")
     finally:
-        assert (TMP / "pipe.keras").is_fifo()
+        assert (TMP / "target-pipe.keras").is_fifo()
 
 
 @case(ValueError, "filepath", "regular file", "character device")
@@ -1446,7 +1461,7 @@ def child_interrupted_fit(tmp):
     out["weights_after_batches"] = matched[0]
     # usable and savable
     pred = model.predict(x[:100], verbose=0)
-    path = Path(tmp) / "interrupted.keras"
+    path = Path(tmp) / "interrupted.cdnn"
     model.save(path)
     loaded = keras.models.load_model(path)
     out["reload_same"] = bool(np.array_equal(loaded.predict(x[:100], verbose=0), pred))
@@ -1527,7 +1542,7 @@ def test_sigkill_during_save_keeps_the_previous_file(tmp_path):
     """20 children saving in a loop are killed at random moments; the file always loads, and the only stray
     file is at most one temporary: the last killed save's (the next save removes it)."""
     keras = _keras()
-    path = tmp_path / "m.keras"
+    path = tmp_path / "m.cdnn"
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--run", "save_loop", str(path), "once"],
                    check=True, env=child_env(), cwd=REPO, capture_output=True, timeout=120)
     rng = random.Random(1)
@@ -1540,8 +1555,8 @@ def test_sigkill_during_save_keeps_the_previous_file(tmp_path):
         proc.kill()
         proc.communicate()
         names = sorted(p.name for p in tmp_path.iterdir())
-        temps = _temporaries(tmp_path, "m.keras", ".tmp")
-        assert set(names) - set(temps) == {"m.keras"}, names
+        temps = _temporaries(tmp_path, "m.cdnn", ".tmp")
+        assert set(names) - set(temps) == {"m.cdnn"}, names
         assert len(temps) <= 1, f"temporaries of killed saves pile up: {temps}"
         left_a_temporary += len(temps)
         model = keras.models.load_model(path)
@@ -1563,7 +1578,7 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path, monkeypatch):
     from cdnn.datasets import _fetch
 
     host, dead = _saving._host(), _dead_pid()
-    for kind, name, suffix in (("save", "m.keras", ".tmp"), ("download", "t10k-labels-idx1-ubyte.gz", ".part")):
+    for kind, name, suffix in (("save", "m.cdnn", ".tmp"), ("download", "t10k-labels-idx1-ubyte.gz", ".part")):
         directory = tmp_path / kind
         directory.mkdir()
         stale = f".{name}.{host}-{dead}.k1x2{suffix}"
@@ -1703,10 +1718,10 @@ def child_leak_loop(tmp, iterations):
     cdnn.set_num_threads(1)
     rng = np.random.default_rng(0)
     x, y = rng.random((512, 64), dtype=np.float32), rng.integers(0, 10, 512)
-    path = Path(tmp) / "m.keras"
+    path = Path(tmp) / "m.cdnn"
     bad_x = x.copy()
     bad_x[3, 3] = np.nan
-    bad_file = Path(tmp) / "bad.keras"
+    bad_file = Path(tmp) / "bad.cdnn"
     bad_file.write_bytes(b"PK\x03\x04" + bytes(100))
     rss = []
     for i in range(int(iterations)):
@@ -1815,11 +1830,12 @@ def test_a_diverging_run_reports_nan_and_terminate_on_nan_stops_it(tmp_path, cap
     losses = model.fit(x, y, epochs=5, batch_size=32, verbose=0).history["loss"]
     assert len(losses) == 5 and not np.isfinite(losses).all(), losses
     assert np.isnan(model.predict(x[:4], verbose=0)).any()       # NaN weights predict NaN, no crash
-    model.save(tmp_path / "nan.keras")          # a file cdnn writes always loads, NaN and all (as Keras)
-    with pytest.warns(RuntimeWarning, match="NaN"):
-        back = keras.models.load_model(tmp_path / "nan.keras")
-    for a, b in zip(back.get_weights(), model.get_weights()):
-        np.testing.assert_array_equal(a, b)
+    for name in ("nan.cdnn", "nan.keras"):     # a file cdnn writes always loads, NaN and all (as Keras)
+        model.save(tmp_path / name)
+        with pytest.warns(RuntimeWarning, match="NaN"):
+            back = keras.models.load_model(tmp_path / name)
+        for a, b in zip(back.get_weights(), model.get_weights()):
+            np.testing.assert_array_equal(a, b)
 
     model = diverging()
     capsys.readouterr()

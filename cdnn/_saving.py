@@ -24,6 +24,7 @@ the same path deletes it once its process is gone.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -387,14 +388,15 @@ _BAD_RECORD = (TypeError, ValueError, KeyError, IndexError, AttributeError, Over
                RecursionError)
 
 
-def _model_from_config(path: str, config, budget: int) -> "object":
+def _model_from_config(path: str, config, budget: int | None = None) -> "object":
+    """The model ``config`` describes; with ``budget``, its layers may create at most that many values."""
     from cdnn import layers as layers_module
     from cdnn.models import Sequential
 
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise ModelFileError(f"{path}: the architecture record has no layer list")
     try:
-        with _loading.weight_budget(budget):   # never more weights than the file holds
+        with _loading.weight_budget(budget) if budget is not None else contextlib.nullcontext():
             layers = [layers_module.deserialize(c) for c in config["layers"]]
             model = Sequential(layers, name=config.get("name"))
             if not model.built:

@@ -289,12 +289,15 @@ def test_set_random_seed_in_two_threads_gives_the_results_of_one_thread():
 
 def test_resaving_keeps_the_files_permissions(tmp_path):
     m = model()
-    path = tmp_path / "private.keras"
-    m.save(path)
-    os.chmod(path, 0o600)
-    m.save(path)
-    m.save_weights(path)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    for name in ("private.cdnn", "private.keras", "private.weights.h5"):
+        path = tmp_path / name
+        save = m.save_weights if name.endswith(".weights.h5") else m.save
+        save(path)
+        os.chmod(path, 0o600)
+        save(path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, name
+    m.save_weights(tmp_path / "private.cdnn")
+    assert stat.S_IMODE(os.stat(tmp_path / "private.cdnn").st_mode) == 0o600
 
 
 def test_saving_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):

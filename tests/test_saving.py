@@ -369,8 +369,7 @@ def edit(meta, path, value):
     (lambda m: edit(m, ["config", "layers", 0, "config", "units"], -3), "invalid architecture"),
     (lambda m: edit(m, ["config", "layers", 0, "config", "units"], "12"), "invalid architecture"),
     (lambda m: edit(m, ["config", "layers", 0, "config", "units"], 10**15), "invalid architecture"),
-    # refused while building, before the layer allocates more than the file holds
-    (lambda m: edit(m, ["config", "layers", 0, "config", "units"], 13), "weights do not match"),
+    (lambda m: edit(m, ["config", "layers", 0, "config", "units"], 13), "weight array 0"),
     (lambda m: edit(m, ["config", "input_shape"], "ten"), "input shape|architecture"),
     (lambda m: edit(m, ["weights"], [[10, 12]]), "weight arrays"),
     (lambda m: edit(m, ["compile", "optimizer", "class_name"], "Evil"), "compile settings"),

@@ -150,10 +150,12 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
     meta = {"format": FORMAT, "version": VERSION, "config": model.get_config(),
             "weights": [list(w.shape) for w in weights]}
     if with_optimizer and model.compiled:
+        from cdnn.trainers.compile_utils import serialize_metrics
+
         meta["compile"] = {
             "optimizer": model.optimizer.get_config(),
             "loss": model.loss.get_config() if model.loss is not None else None,
-            "metric": model._metric.get_config() if model._metric is not None else None,
+            "metrics": serialize_metrics(model._compile_metrics),
             "iterations": int(model.optimizer.iterations),
         }
         slots = [s for pair in model.optimizer._slots for s in pair]
@@ -424,7 +426,8 @@ def load_model_from_bytes(data: bytes, compile: bool = True):
 
 
 def _load_model(path: str, read: tuple, compile: bool):
-    from cdnn import losses, metrics, optimizers
+    from cdnn import losses, optimizers
+    from cdnn.trainers.compile_utils import deserialize_metrics
 
     meta, arrays = read
     model = _model_from_config(path, meta.get("config"), _weight_values(arrays))
@@ -435,7 +438,7 @@ def _load_model(path: str, read: tuple, compile: bool):
         try:
             model.compile(optimizer=optimizers.get(comp["optimizer"]),
                           loss=losses.get(comp["loss"]) if comp.get("loss") else None,
-                          metrics=[metrics.get(comp["metric"])] if comp.get("metric") else None)
+                          metrics=deserialize_metrics(comp))
         except _BAD_RECORD as exc:
             raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None
         slots = comp.get("slots")

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 
-from cdnn import _core
+import numpy as np
+
+from cdnn import _core, _fork
 
 __all__ = ["build_info", "show_config", "get_num_threads", "set_num_threads"]
 
@@ -22,12 +25,26 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+#: the lowest thread count accepted (any n <= 0 means the default; the C core takes an int)
+_MIN_THREADS = -(2**31)
+
+
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads in the C core (``n <= 0``: back to the default)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n > _core.MAX_THREADS:
+    """Use ``n`` threads in the C core (``n <= 0``: back to the default).
+
+    The setting is process-wide: it applies to ``fit`` and ``predict`` called
+    from any Python thread. In a process forked from one that used cdnn the
+    core runs on one thread whatever ``n`` (see ``cdnn/_fork.py``).
+    """
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or \
+            not _MIN_THREADS <= n <= _core.MAX_THREADS:
         raise ValueError(f"Invalid value for argument `n`: expected an integer up to {_core.MAX_THREADS} "
                          f"(<= 0 for the default), received n={n!r}")
-    _core.set_num_threads(n)
+    if _fork.forked and n > 1:
+        warnings.warn(f"set_num_threads({n}): this process was forked from one that used cdnn, whose OpenMP "
+                      f"threads do not survive fork; cdnn runs on one thread here (start worker processes "
+                      f"with the 'spawn' or 'forkserver' method to use more)", RuntimeWarning, stacklevel=2)
+    _core.set_num_threads(int(n))
 
 
 def build_info() -> dict:

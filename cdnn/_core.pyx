@@ -61,6 +61,8 @@ cdef extern from "cdnn.h" nogil:
     int cdnn_simd_supported(const char *name)
     int cdnn_simd_select(const char *name)
     int cdnn_get_num_threads()
+    int cdnn_serial_after_fork()
+    int CDNN_MAX_THREADS
     void cdnn_set_num_threads(int n)
     int cdnn_openmp_enabled()
     int cdnn_openmp_version()
@@ -142,8 +144,8 @@ METRICS = {None: 0, "sparse": 1, "categorical": 2, "binary": 3}
 OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3}
 
 cdef long INT_LIMIT = 2**31 - 1
-#: the most threads a workspace is made for (OMP_NUM_THREADS beyond it is capped)
-MAX_THREADS = 256
+#: the most threads a region or a workspace uses (OMP_NUM_THREADS beyond it is capped)
+MAX_THREADS = CDNN_MAX_THREADS
 
 
 # ---- validation -------------------------------------------------------------
@@ -192,6 +194,11 @@ cdef inline int32_t *iptr(a):
 def get_num_threads() -> int:
     """Number of threads the core uses."""
     return cdnn_get_num_threads()
+
+
+def serial_after_fork() -> bool:
+    """In a forked child: one thread from now on if the parent may have started OpenMP's (see cdnn/_fork.py)."""
+    return cdnn_serial_after_fork() != 0
 
 
 def set_num_threads(long n) -> None:

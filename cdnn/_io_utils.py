@@ -39,6 +39,8 @@ def print_msg(message: str, stream: Optional[TextIO] = None) -> None:
     """Write ``message`` and a line break to ``stream`` (stdout by default), or log it at INFO level."""
     if is_interactive_logging_enabled():
         out = stream if stream is not None else sys.stdout
+        if out is None:  # stdout closed (`python train.py >&-`) or pythonw: nowhere to write
+            return
         out.write(message + "\n")
         out.flush()
     else:

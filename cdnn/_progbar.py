@@ -302,6 +302,8 @@ class Progbar:
                 _io_utils.logger.info(text)
             return
         stream = self.stream
+        if stream is None:  # sys.stdout is None when the program runs with stdout closed (`>&-`), or pythonw
+            return
         try:
             stream.write(message)
         except UnicodeEncodeError:  # e.g. a legacy Windows console code page

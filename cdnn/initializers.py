@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from cdnn import _random
+from cdnn import _loading, _random
 from cdnn._errors import unknown
 
 __all__ = ["get", "NAMES"]
@@ -56,6 +56,7 @@ def get(identifier: str):
     fn = NAMES[identifier]
 
     def draw(shape: tuple) -> np.ndarray:
+        _loading.charge(shape)  # a model file's architecture may not create more than the file holds
         return np.ascontiguousarray(fn(shape, _random.generator()), dtype=np.float32)
 
     return draw

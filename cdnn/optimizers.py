@@ -6,6 +6,7 @@ the hyper-parameters, the step count ``iterations`` and the slot arrays.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Union
 
 import numpy as np
@@ -29,6 +30,7 @@ class Optimizer:
         self.name = name or self.core_name
         self.iterations = 0
         self._slots: list[list[np.ndarray | None]] = []
+        self._variables: list[weakref.ref] | None = None  # the arrays the slots were built for
 
     # -- hyper-parameters -------------------------------------------------
     @property
@@ -58,7 +60,26 @@ class Optimizer:
         n = self._slot_count()
         self._slots = [[np.full(p.shape, self._initial_slot(i), np.float32) if i < n else None
                         for i in range(2)] for p in params]
+        self._variables = [weakref.ref(p) for p in params]
         self.iterations = 0
+
+    def _built_for(self, params: list[np.ndarray]) -> bool:
+        """Whether the slots were built for exactly ``params`` (False: not built yet).
+
+        As Keras 3, an optimizer serves the variables it was built with only:
+        one optimizer object in two models would mix their slots and step
+        counts, so it is refused with Keras' message.
+        """
+        if self._variables is None:
+            return False
+        if len(params) == len(self._variables) and all(r() is p for r, p in zip(self._variables, params)):
+            return True
+        known = {id(r()) for r in self._variables if r() is not None}
+        unknown = next((p for p in params if id(p) not in known), params[0] if params else None)
+        shape = getattr(unknown, "shape", None)
+        raise ValueError(f"Unknown variable: array of shape {shape}. This optimizer can only be called for the "
+                         f"variables it was originally built with. When working with a new set of variables, "
+                         f"you should recreate a new optimizer instance.")
 
     def _slot_count(self) -> int:
         return self._n_slots
@@ -71,7 +92,7 @@ class Optimizer:
     def apply_gradients(self, grads_and_vars) -> None:
         """Apply one update to float32 C-contiguous arrays in place, as Keras' ``apply_gradients``."""
         pairs = list(grads_and_vars)
-        if len(self._slots) != len(pairs):
+        if not self._built_for([v for _, v in pairs]):
             self.build([v for _, v in pairs])
         self.iterations += 1
         for (g, v), (s1, s2) in zip(pairs, self._slots):

@@ -29,11 +29,14 @@ worker process does not inherit it). The ``threading`` backend shares one
 process, and its fits would each take every core: use processes. A fitted
 estimator's ``n_threads_`` is the budget its fit had.
 
-``random_state`` seeds cdnn's generator (initial weights, shuffling, dropout;
-Python's and NumPy's global generators are left alone) before each fit, so
-that a search gives the same scores whatever ``n_jobs`` and the thread count.
+``random_state`` seeds a generator of the fit's own (initial weights,
+shuffling, dropout; cdnn's, Python's and NumPy's global generators are left
+alone) at the start of each fit, so that a search gives the same scores
+whatever ``n_jobs``, the backend (processes or threads) and the thread count.
 """
 from __future__ import annotations
+
+import contextlib
 
 import copy
 from typing import Callable, Optional, Sequence, Union
@@ -77,17 +80,19 @@ def _validate_data(estimator, *args, **kwargs):
     return validate_data(estimator, *args, **kwargs)
 
 
-def _seed(random_state) -> None:
-    """Reseed cdnn's generator from an int or a ``RandomState`` (None: leave it as it is)."""
+def _seed(random_state):
+    """A context in which this thread draws from a generator seeded from an int or a ``RandomState``
+    (None: cdnn's generator as it is). Its own generator, so that fits running in other threads
+    (joblib's threading backend) draw nothing from it."""
     if random_state is None:
-        return
+        return contextlib.nullcontext()
     from sklearn.utils import check_random_state
 
     if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
         seed = int(random_state)
     else:
         seed = int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
-    _random.seed(seed)
+    return _random.seeded(seed)
 
 
 def _clone_model(model: Sequential) -> Sequential:
@@ -242,15 +247,15 @@ class _SKLBase(BaseEstimator):
         """
         warm = bool(self.warm_start) and hasattr(self, "model_")
         X, y_built = self._validate_target(X, y, reset=not warm)
-        _seed(self.random_state)
-        model = self.model_ if warm else self._get_model(X, y_built)
-        _check_model(model)
-        if not model.built:
-            model.build((None, X.shape[1]))
-        args = {"batch_size": self.batch_size, "epochs": self.epochs, "verbose": self.verbose,
-                **(self.fit_kwargs or {}), **kwargs}
-        self.n_threads_ = get_num_threads()
-        history = model.fit(X, self._fit_target(model, y_built), **args)
+        with _seed(self.random_state):
+            model = self.model_ if warm else self._get_model(X, y_built)
+            _check_model(model)
+            if not model.built:
+                model.build((None, X.shape[1]))
+            args = {"batch_size": self.batch_size, "epochs": self.epochs, "verbose": self.verbose,
+                    **(self.fit_kwargs or {}), **kwargs}
+            self.n_threads_ = get_num_threads()
+            history = model.fit(X, self._fit_target(model, y_built), **args)
         self.model_ = model
         self.history_ = {k: list(v) for k, v in history.history.items()}
         return self

@@ -194,8 +194,13 @@ const char *cdnn_simd_compiled(void);
 int cdnn_simd_supported(const char *name);
 /* Force a SIMD path by name ("auto" = best for this CPU); returns 0, or -1 if unavailable. */
 int cdnn_simd_select(const char *name);
-/* Threads used by the core's parallel regions. */
+/* The most threads any parallel region uses (OMP_NUM_THREADS or set_num_threads beyond it is capped). */
+#define CDNN_MAX_THREADS 256
+/* Threads used by the core's parallel regions: the setting, capped at CDNN_MAX_THREADS; 1 after fork. */
 int cdnn_get_num_threads(void);
+/* Called in a forked child: run serially from now on if the parent may have started OpenMP's threads
+ * (which do not exist in the child); returns 1 if so. */
+int cdnn_serial_after_fork(void);
 /* Set the thread count (n <= 0: back to the OpenMP default, i.e. OMP_NUM_THREADS). */
 void cdnn_set_num_threads(int n);
 /* 1 if built with OpenMP, else 0. */

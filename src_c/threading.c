@@ -15,14 +15,33 @@
 #endif
 
 static int requested_threads = 0;
+/* Whether a region may have run on more than one thread (every region asks
+ * cdnn_get_num_threads first), so that OpenMP's thread pool may exist. */
+static int pool_may_exist = 0;
+/* Set in a child forked after that: GNU OpenMP's thread pool does not
+ * survive fork, and the child's first region with more than one thread
+ * waits for the parent's threads forever. A region of one thread never
+ * touches the pool. */
+static int forked_child = 0;
 
 int cdnn_get_num_threads(void)
 {
 #ifdef _OPENMP
-    return requested_threads > 0 ? requested_threads : omp_get_max_threads();
+    if (forked_child) return 1;
+    int n = requested_threads > 0 ? requested_threads : omp_get_max_threads();
+    /* every region sizes per-thread buffers by this count: OMP_NUM_THREADS=100000 must not allocate them */
+    if (n > CDNN_MAX_THREADS) n = CDNN_MAX_THREADS;
+    if (n > 1) pool_may_exist = 1;
+    return n;
 #else
     return 1;
 #endif
+}
+
+int cdnn_serial_after_fork(void)
+{
+    if (pool_may_exist) forked_child = 1;
+    return forked_child;
 }
 
 void cdnn_set_num_threads(int n) { requested_threads = n > 0 ? n : 0; }

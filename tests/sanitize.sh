@@ -63,7 +63,7 @@ EOF
 echo "== tests under ASan + UBSan"
 set +e
 "$python" -m pytest -m "not slow" tests/test_core.py tests/test_graph_core.py tests/test_models.py tests/test_robustness.py \
-    tests/test_losses.py tests/test_activations.py tests/test_sample_weight.py -k "not real_keras" \
+    tests/test_reliability.py tests/test_losses.py tests/test_activations.py tests/test_sample_weight.py -k "not real_keras" \
     -x -q -p no:cacheprovider -p no:randomly 2>&1 | tee pytest.log
 status=${PIPESTATUS[0]}
 set -e

@@ -376,8 +376,9 @@ def test_verbose_1_and_auto_print_one_keras_line_per_epoch(capsys):
         for epoch, text in ((0, out[1]), (1, out[3])):
             m = line.match(text)
             assert m, text
-            assert m.groups() == tuple(f"{history.history[k][epoch]:.4f}"
-                                       for k in ("accuracy", "loss", "val_accuracy", "val_loss"))
+            # Keras' format: 4 decimals, or 4 significant digits at or below 1e-3 (0 is 0.0000e+00)
+            assert m.groups() == tuple(f"{v:.4f}" if abs(v) > 1e-3 else f"{v:.4e}" for v in (
+                history.history[k][epoch] for k in ("accuracy", "loss", "val_accuracy", "val_loss")))
 
 
 def test_verbose_2_prints_the_plain_keras_line(capsys):

@@ -388,10 +388,9 @@ def test_wrong_architecture_records_are_refused(tmp_path, change, message):
 @pytest.mark.parametrize("name, array, message", [
     ("weight_0", np.zeros((12, 10), np.float32), r"shape \(12, 10\)"),
     ("weight_1", np.zeros(12, np.float64), "dtype float64"),
-    ("weight_2", np.full((12, 4), np.nan, np.float32), "NaN"),
     ("weight_3", None, "missing"),
 ])
-def test_weight_arrays_of_wrong_shape_dtype_or_value_are_refused(tmp_path, name, array, message):
+def test_weight_arrays_of_wrong_shape_or_dtype_are_refused(tmp_path, name, array, message):
     meta, arrays = good_meta_and_arrays(tmp_path)
     if array is None:
         del arrays[name]

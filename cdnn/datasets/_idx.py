@@ -21,6 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from cdnn._files import NotRegularFileError, open_regular
+
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE = 0x08
 TYPE_NAMES = {
@@ -68,7 +70,11 @@ def read_idx(
         The file is not a well-formed IDX file of unsigned bytes, is not a
         valid gzip stream, or its header does not give `shape`.
     """
-    with open(path, "rb") as raw:
+    try:   # a named pipe would block, a device would never end: refused before reading
+        raw = open_regular(os.fspath(path))
+    except NotRegularFileError as exc:
+        raise IdxError(str(exc)) from None
+    with raw:
         compressed = raw.read(2) == GZIP_MAGIC
         raw.seek(0)
         if not compressed:

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cdnn import _core, _io_utils, _naming, _random, _saving, callbacks as callbacks_module, saving
+from cdnn import _core, _io_utils, _naming, _random, _saving, _serial, callbacks as callbacks_module, saving
 from cdnn import activations as activations_module
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
@@ -288,6 +288,7 @@ class Sequential:
         if self.loss is None:
             raise ValueError(f"No loss to compute: call `compile()` with a `loss` before `{what}()`.")
 
+    @_serial.one_builder
     def _core_network(self):
         """The C core's view of this model, made on first use after (re)compiling or (re)building."""
         if self._net is None:
@@ -295,8 +296,7 @@ class Sequential:
             top = stack[-1]["layer"]
             loss = self.loss
             params = self.weights
-            if len(self.optimizer._slots) != len(params) or any(
-                    s is not None and s.shape != p.shape for pair, p in zip(self.optimizer._slots, params) for s in pair):
+            if not self.optimizer._built_for(params):   # refuses an optimizer built for another model
                 self.optimizer.build(params)
             slots = iter(self.optimizer._slots)
             layers = []
@@ -361,6 +361,7 @@ class Sequential:
         return _as_float32(a, name)
 
     # ---- training ---------------------------------------------------------------
+    @_serial.one_at_a_time   # a second fit of this model (from another thread) waits for the first
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
             callbacks: Optional[list] = None, validation_split: float = 0.0, validation_data=None,
             shuffle: bool = True, initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
@@ -383,7 +384,8 @@ class Sequential:
         verbose = _verbose(verbose)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise invalid("epochs", epochs, "a non-negative integer")
-        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+        if isinstance(validation_split, (bool, np.bool_)) or not isinstance(validation_split, (int, float, np.integer, np.floating)) \
+                or not 0 <= validation_split < 1:
             raise invalid("validation_split", validation_split, "a number in [0, 1)")
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
             raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
@@ -473,7 +475,7 @@ class Sequential:
         want_outputs = cm is not None and cm.needs_outputs
         batch_loss = np.zeros(steps or 64)
         batch_correct = np.zeros(steps or 64)
-        rng = _random.generator()
+        rng = _random.fit_generator()   # this fit's own: other threads' draws do not change its results
         self.history = history
         self.stop_training = False
         self._initial_epoch = None
@@ -914,16 +916,8 @@ class Sequential:
         """Rebuild from :meth:`__getstate__`'s state with :func:`load_model`'s checks."""
         if not isinstance(state, dict) or state.get("cdnn_state") != 1:
             raise _saving.ModelFileError("Not a pickled cdnn Sequential (unknown state format)")
-        if "file" in state:
-            import os
-            import tempfile
-
-            # the loader reads files: a private temporary one (load_model never unpickles anything)
-            with tempfile.TemporaryDirectory(prefix="cdnn-") as tmp:
-                path = os.path.join(tmp, "model.npz")
-                with open(path, "wb") as f:
-                    f.write(state["file"])
-                model = _saving.load_model(path)
+        if "file" in state:  # read in memory with load_model's checks (no temporary file)
+            model = _saving.load_model_from_bytes(state["file"])
             self.__dict__.update(model.__dict__)
             return
         from cdnn import layers as layers_module

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 
-from cdnn import _saving
+from cdnn import _files, _saving
 from cdnn._saving import ModelFileError
 from cdnn.saving import keras_format
 
@@ -24,9 +24,15 @@ __all__ = ["save_model", "load_model", "save_weights", "load_weights", "ModelFil
 
 
 def _path(filepath) -> str:
-    if isinstance(filepath, bytes):
-        filepath = os.fsdecode(filepath)
-    return os.fspath(filepath)
+    return _files.filename(filepath)
+
+
+def _readable(filepath) -> str:
+    """The path of a regular file to read: a device or a pipe is refused before a byte is read."""
+    path = _path(filepath)
+    with _saving._open(path, None):
+        pass
+    return path
 
 
 def _kind(path: str, weights: bool) -> str:
@@ -75,7 +81,7 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
         raise ValueError("load_model: custom_objects are not supported: cdnn builds only its own layers")
     if safe_mode is not True:
         raise ValueError("load_model: safe_mode=False is not supported: cdnn never runs code from a file")
-    path = _path(filepath)
+    path = _readable(filepath)
     if keras_format.is_keras_archive(path):
         return keras_format.load_keras(path, compile=compile)
     if keras_format.is_hdf5(path):
@@ -85,7 +91,7 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
 
 def load_weights(model, filepath) -> None:
     """Load weights written by ``save_weights`` or ``save`` (cdnn's or Keras' formats)."""
-    path = _path(filepath)
+    path = _readable(filepath)
     if keras_format.is_hdf5(path):
         keras_format.load_weights_h5(model, path)
     elif keras_format.is_keras_archive(path):
@@ -93,7 +99,7 @@ def load_weights(model, filepath) -> None:
         if [w.shape for w in loaded.weights] != [w.shape for w in model.weights]:
             raise ModelFileError(f"{path}: its weights have shapes {[w.shape for w in loaded.weights]}, model "
                              f"{model.name!r} has {[w.shape for w in model.weights]}")
-        model.set_weights(loaded.get_weights())
+        _saving._assign_weights(path, model, loaded.get_weights())
     else:
         _saving.load_weights(model, path)
 

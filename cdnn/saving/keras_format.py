@@ -27,7 +27,8 @@ from typing import Optional
 
 import numpy as np
 
-from cdnn._saving import MAX_ITERATIONS, ModelFileError, _write_atomically
+from cdnn import _loading
+from cdnn._saving import MAX_ITERATIONS, ModelFileError, _assign_weights, _write_atomically
 
 #: the Keras release whose format cdnn writes (the layout is the same across Keras 3 releases)
 KERAS_VERSION = "3.15.1"
@@ -477,7 +478,7 @@ def _read_open_h5(path: str, model, h5, with_optimizer: bool) -> None:
                                  f"{layer.name!r}")
         weights += [_dataset(path, group, str(i), s, (np.float32, np.float64, np.float16), lpath)
                     for i, s in enumerate(expected)]
-    model.set_weights(weights)
+    _assign_weights(path, model, weights)   # NaN and infinity load, with a warning, as in Keras
     group = _child(path, h5, "optimizer/vars", "")
     if with_optimizer and group is not None and model.compiled:
         _read_optimizer(path, model, group)
@@ -564,7 +565,12 @@ def load_keras(path: str, compile: bool = True):
             config = json.loads(_read_member(path, zf, _CONFIG, MAX_CONFIG_BYTES).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ModelFileError(f"{path}: config.json is not valid JSON: {exc}") from None
-        model = _model_from_keras_config(path, config)
+        # the layers may create at most as many float32 values as the weights member can hold:
+        # config.json's Dense(10**8) is refused before it allocates (see cdnn/_loading.py)
+        weights_info = zf.NameToInfo.get(_WEIGHTS)
+        budget = weights_info.file_size // 2 if weights_info is not None else 0   # float16 at least
+        with _loading.weight_budget(budget):
+            model = _model_from_keras_config(path, config)
         if compile:
             _compile_from_config(path, model, config.get("compile_config"))
         if model.built:

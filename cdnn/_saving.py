@@ -130,17 +130,38 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
     meta = {"format": FORMAT, "version": VERSION, "config": model.get_config(),
             "weights": [list(w.shape) for w in weights]}
     if with_optimizer and model.compiled:
-        meta["compile"] = {
-            "optimizer": model.optimizer.get_config(),
-            "loss": model.loss.get_config() if model.loss is not None else None,
-            "metric": model._metric.get_config() if model._metric is not None else None,
-            "iterations": int(model.optimizer.iterations),
-        }
+        meta["compile"] = {"optimizer": model.optimizer.get_config(), "iterations": int(model.optimizer.iterations),
+                           "args": {k: _plain(v) for k, v in (model._compile_args or {}).items()}}
         slots = [s for pair in model.optimizer._slots for s in pair]
-        if len(model.optimizer._slots) == len(weights):
+        if len(model.optimizer._slots) == len(model.trainable_weights):
             meta["compile"]["slots"] = [list(s.shape) if s is not None else None for s in slots]
             arrays.update({f"slot_{i}": s for i, s in enumerate(slots) if s is not None})
     return arrays, meta
+
+
+def _plain(value):
+    """A compile argument (names, Loss/Metric objects, per-output lists and dicts) as JSON data."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "get_config"):
+        return {"__object__": value.get_config()}
+    raise ValueError(f"Cannot save the compile argument {value!r}: expected names, cdnn losses/metrics, or lists "
+                     f"and dicts of them")
+
+
+def _unplain(value, get):
+    """The inverse of :func:`_plain`; ``get`` makes a loss or metric from its config."""
+    if isinstance(value, list):
+        return [_unplain(v, get) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"__object__"}:
+            return get(value["__object__"])
+        return {k: _unplain(v, get) for k, v in value.items()}
+    return value
 
 
 def save_model(model, path, overwrite: bool = True) -> None:
@@ -257,20 +278,15 @@ _BAD_RECORD = (TypeError, ValueError, KeyError, IndexError, AttributeError, Over
                RecursionError)
 
 
-def _model_from_config(path: str, config) -> "object":
-    from cdnn import layers as layers_module
-    from cdnn.models import Sequential
-
+def _model_from_config(path: str, config, from_config) -> "object":
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise ModelFileError(f"{path}: the architecture record has no layer list")
     try:
-        layers = [layers_module.deserialize(c) for c in config["layers"]]
-        model = Sequential(layers, name=config.get("name"))
+        if config.get("class_name") != "Functional" and not isinstance(config.get("input_shape"), list):
+            raise ModelFileError(f"{path}: the architecture has no input shape")
+        model = from_config(config)
         if not model.built:
-            shape = config.get("input_shape")
-            if not isinstance(shape, list):
-                raise ModelFileError(f"{path}: the architecture has no input shape")
-            model.build((None, *shape))
+            raise ModelFileError(f"{path}: the architecture has no input shape")
     except ModelFileError:
         raise
     except _BAD_RECORD as exc:
@@ -278,26 +294,34 @@ def _model_from_config(path: str, config) -> "object":
     return model
 
 
-def load_model(path, compile: bool = True):
-    """Rebuild a model saved by :func:`save_model`."""
+def load_model(path, from_config, compile: bool = True):
+    """Rebuild a model saved by :func:`save_model`; ``from_config`` makes the model from its architecture
+    (the models package passes it, so that this module never imports the models)."""
     from cdnn import losses, metrics, optimizers
 
     path = os.fspath(path)
     meta, arrays = _read(path)
-    model = _model_from_config(path, meta.get("config"))
+    model = _model_from_config(path, meta.get("config"), from_config)
     weights = _checked_weights(path, meta, arrays, [w.shape for w in model.weights])
     model.set_weights(weights)
     comp = meta.get("compile")
     if compile and isinstance(comp, dict):
         try:
-            model.compile(optimizer=optimizers.get(comp["optimizer"]),
-                          loss=losses.get(comp["loss"]) if comp.get("loss") else None,
-                          metrics=[metrics.get(comp["metric"])] if comp.get("metric") else None)
+            if isinstance(comp.get("args"), dict):
+                args = comp["args"]
+                model.compile(optimizer=optimizers.get(comp["optimizer"]),
+                              loss=_unplain(args.get("loss"), losses.get),
+                              metrics=_unplain(args.get("metrics"), metrics.get),
+                              loss_weights=_unplain(args.get("loss_weights"), float))
+            else:   # files of the first format: one loss, one metric
+                model.compile(optimizer=optimizers.get(comp["optimizer"]),
+                              loss=losses.get(comp["loss"]) if comp.get("loss") else None,
+                              metrics=[metrics.get(comp["metric"])] if comp.get("metric") else None)
         except _BAD_RECORD as exc:
             raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None
         slots = comp.get("slots")
         if isinstance(slots, list):
-            params = model.weights
+            params = model.trainable_weights
             model.optimizer.build(params)
             if len(slots) != 2 * len(params):
                 raise ModelFileError(f"{path}: optimizer state does not match the weights")

@@ -374,7 +374,9 @@ def edit(meta, path, value):
     (lambda m: edit(m, ["weights"], [[10, 12]]), "weight arrays"),
     (lambda m: edit(m, ["compile", "optimizer", "class_name"], "Evil"), "compile settings"),
     (lambda m: edit(m, ["compile", "optimizer", "learning_rate"], -1.0), "compile settings"),
-    (lambda m: edit(m, ["compile", "loss"], {"class_name": "os.system"}), "compile settings"),
+    (lambda m: edit(m, ["compile", "args", "loss"], {"class_name": "os.system"}), "compile settings"),
+    (lambda m: edit(m, ["compile", "args", "loss"], {"__object__": {"class_name": "os.system"}}), "compile settings"),
+    (lambda m: edit(m, ["compile", "args", "metrics"], [{"__object__": {"class_name": "Evil"}}]), "compile settings"),
     (lambda m: edit(m, ["compile", "iterations"], -5), "iteration"),
 ])
 def test_wrong_architecture_records_are_refused(tmp_path, change, message):

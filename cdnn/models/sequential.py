@@ -1,4 +1,9 @@
-"""``Sequential``: Keras 3's model API over cdnn's C training loop.
+"""``Sequential``: a linear stack of layers, Keras 3's model API over cdnn's C training loop.
+
+A plain chain (trainable Dense / Dropout / Flatten / Reshape layers, flat
+inputs to each Dense) runs on the C core's fused ``Network``, the fast path;
+any other stack is a linear graph and runs as a functional model
+(:class:`~cdnn.models.model.Model`, ``_core.Graph``).
 
 Python prepares the data once per call (float32, C-contiguous), then hands
 runs of mini-batches to the C core, which trains them with the GIL
@@ -18,7 +23,11 @@ from cdnn import losses as losses_module, metrics as metrics_module, optimizers 
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
-from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer
+from cdnn._symbolic import KerasTensor
+from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
+from cdnn.models.model import Model, all_finite as _all_finite, as_float32 as _as_float32
+from cdnn.models.model import as_inputs as _as_inputs, prepare_labels
+from cdnn.models.model import _batch_size, _verbose
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
 __all__ = ["Sequential", "load_model"]
@@ -27,65 +36,7 @@ __all__ = ["Sequential", "load_model"]
 PREDICT_ROWS = 512
 
 
-def _as_inputs(x, name: str = "x") -> np.ndarray:
-    """A real-valued, finite, non-empty array (float32 if it must be copied anyway)."""
-    if x is None:
-        raise invalid(name, None, "an array of inputs")
-    a = np.asarray(x)
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"Invalid dtype for argument `{name}`: expected real numbers (float or integer), "
-                        f"received dtype {a.dtype}")
-    if a.ndim < 2:
-        raise ValueError(f"Invalid shape for argument `{name}`: expected (samples, features...), received {a.shape}")
-    if a.shape[0] == 0:
-        raise ValueError(f"Invalid argument `{name}`: expected at least one sample, received an empty array "
-                         f"of shape {a.shape}")
-    return a
-
-
-#: rows per block when scanning inputs for NaN/inf (bounds the scan's temporary memory)
-_FINITE_BLOCK = 4096
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether every value is finite: float32 in the core (one parallel pass, no mask
-    allocated), anything else with NumPy in blocks so no full-size mask is allocated."""
-    if a.dtype == np.float32 and a.flags.c_contiguous:
-        return _core.all_finite(a)
-    return all(np.isfinite(a[i:i + _FINITE_BLOCK]).all() for i in range(0, len(a), _FINITE_BLOCK))
-
-
-def _as_float32(a: np.ndarray, name: str, check_float32: bool = True) -> np.ndarray:
-    """``a`` as C-contiguous float32, refusing NaN and infinity (also float64 values beyond float32's range).
-
-    ``check_float32=False`` leaves float32 input unchecked: training checks each batch as
-    the core gathers it, which costs nothing, where this scan reads all of ``a`` once more.
-    """
-    with np.errstate(over="ignore"):
-        out = np.ascontiguousarray(a, dtype=np.float32)
-    if a.dtype.kind == "f" and (check_float32 or a.dtype != np.float32) and not _all_finite(out):
-        beyond = " or values beyond float32's range (3.4e38)" if _all_finite(a) else ""
-        raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity{beyond}")
-    return out
-
-
-def _verbose(verbose) -> int:
-    if verbose == "auto":
-        return 1
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-        raise invalid("verbose", verbose, "'auto', 0, 1 or 2")
-    return int(verbose)
-
-
-def _batch_size(batch_size) -> int:
-    if batch_size is None:
-        return 32
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise invalid("batch_size", batch_size, "a positive integer")
-    return int(batch_size)
-
-
-class Sequential:
+class Sequential(Model):
     """A linear stack of layers.
 
     Parameters
@@ -96,13 +47,14 @@ class Sequential:
         Any text; defaults to ``sequential``, ``sequential_1``, ...
     """
 
-    def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None, **kwargs) -> None:
-        kwargs.pop("trainable", None)
+    def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None,
+                 trainable: bool = True, **kwargs) -> None:
         if kwargs:
             raise TypeError(f"Sequential: unsupported argument(s) {sorted(kwargs)}")
         if name is not None and not isinstance(name, str):
             raise invalid("name", name, "a string")
-        self.name = name if name else _naming.unique_name("sequential")
+        Layer.__init__(self, name=name if name else _naming.unique_name("sequential"))
+        self._init_model_state()
         self._layers: list[Layer] = []
         self._input_shape: Optional[tuple] = None
         self.built = False
@@ -115,10 +67,17 @@ class Sequential:
         self._net = None
         for layer in layers or ():
             self.add(layer)
+        if not trainable:
+            self.trainable = False
 
     # ---- structure --------------------------------------------------------
     def add(self, layer: Layer) -> None:
-        """Append a layer (an ``Input`` only as the first element)."""
+        """Append a layer (an ``Input`` only as the first element; a model is one layer)."""
+        if isinstance(layer, KerasTensor) and layer._keras_history is not None and isinstance(
+                layer._keras_history[0], InputLayer):
+            layer = layer._keras_history[0]   # keras.Input(...) as the first element
+        if layer is self:
+            raise ValueError(f"Sequential model {self.name!r} cannot be added to itself (a cycle)")
         if not isinstance(layer, Layer):
             raise TypeError(f"Invalid argument `layer`: expected a cdnn layer (cdnn.layers.Dense, ...), "
                             f"received {type(layer).__name__}")
@@ -134,9 +93,23 @@ class Sequential:
                              f"Name {layer.name!r} is already the name of a layer in this model.")
         self._layers.append(layer)
         self.built = False
-        self._net = None
+        self._structure_changed()
         if self._input_shape is not None:
             self.build((None, *self._input_shape))
+
+    def pop(self) -> Layer:
+        """Remove and return the last layer."""
+        if not self._layers:
+            raise TypeError("There are no layers in the model.")
+        layer = self._layers.pop()
+        self._structure_changed()
+        self.built = bool(self._layers) and self._input_shape is not None
+        return layer
+
+    def _structure_changed(self) -> None:
+        self._net = None
+        self._core = {}
+        self._traced = {}
 
     @property
     def layers(self) -> list[Layer]:
@@ -151,13 +124,56 @@ class Sequential:
         shape = tuple(int(d) for d in shape)
         if not self._layers:
             raise ValueError("Sequential model has no layers: add a Dense layer before building it")
-        for layer in self._layers:
-            if not layer.built:
-                layer.build(shape)
-            shape = layer.output_shape_
-        self._input_shape = tuple(int(d) for d in (input_shape[1:] if input_shape[0] is None else input_shape))
+        first = self._layers[0]
+        if not first.built and not isinstance(first, Model):
+            first.build(shape)   # its own message for a shape its weights cannot take (e.g. zero features)
+        self._input_shape = shape
+        self._traced = {}
+        graph = self._graph_model()   # builds every layer, checking each one's input shape
+        self.output_shape_ = tuple(graph.outputs[0].shape[1:])
         self.built = True
         self._net = None
+        self._core = {}
+
+    def _graph_model(self, training: bool = True):
+        """The stack as a linear functional graph: ``Input`` then each layer called on the previous output."""
+        from cdnn.models.functional import Functional
+
+        if "graph" not in self._traced:
+            if self._input_shape is None:
+                raise ValueError(f"Sequential model {self.name!r} has not been built yet: give it an Input or call "
+                                 f"fit/predict/build first")
+            x = inputs = InputLayer(shape=self._input_shape, name=f"{self.name}_input")._output_tensor
+            for layer in self._layers:
+                x = layer(x)
+            graph = Functional.__new__(Functional)
+            graph._functional_view([inputs], [x])
+            graph.name = self.name
+            self._traced["graph"] = graph
+        return self._traced["graph"]
+
+    def _inference_model(self):
+        return self._graph_model()
+
+    @property
+    def inputs(self) -> list:
+        return self._graph_model().inputs
+
+    @property
+    def outputs(self) -> list:
+        return self._graph_model().outputs
+
+    def _fast_chain(self) -> bool:
+        """Whether the fused Dense-chain ``Network`` runs this model: trainable Dense/Dropout/Flatten/Reshape
+        only, each Dense on flat inputs, a Dense last."""
+        if not self._layers or not isinstance(self._layers[-1], Dense) or not self.trainable:
+            return False
+        for layer in self._layers:
+            if type(layer) not in (Dense, Dropout, Flatten, Reshape) or not layer.trainable:
+                return False
+            if isinstance(layer, Dense) and layer.built and len(layer._build_input_shape) != 1:
+                return False
+        return True
 
     def _ensure_built(self, x: np.ndarray, name: str = "x") -> None:
         if not self.built:
@@ -176,19 +192,7 @@ class Sequential:
     def output_shape(self) -> tuple:
         if not self.built:
             raise AttributeError(f"Sequential model {self.name!r} has not been built yet")
-        return (None, *self._layers[-1].output_shape_)
-
-    @property
-    def weights(self) -> list[np.ndarray]:
-        return [w for l in self._layers for w in l.weights]
-
-    @property
-    def trainable_weights(self) -> list[np.ndarray]:
-        return self.weights
-
-    def count_params(self) -> int:
-        """Number of parameters (inputs x units + units per Dense layer)."""
-        return int(sum(w.size for w in self.weights))
+        return (None, *self.output_shape_)
 
     def _dense_stack(self) -> list[dict]:
         """The layers as the C core sees them: Dense layers with the dropout before each."""
@@ -214,7 +218,7 @@ class Sequential:
         """Print Keras 3's summary table (``print_fn`` receives the text instead, if given)."""
         rows = []
         for layer in self._layers:
-            shape = str((None, *layer.output_shape_)) if layer.built else "?"
+            shape = str((None, *layer.output_shape_)) if layer.built and layer.output_shape_ is not None else "?"
             # Keras 3: "0 (unbuilt)" for a layer whose weights are not made yet (weightless layers are
             # built when made in recent versions: "0")
             unbuilt = not layer.built and isinstance(layer, Dense)
@@ -224,19 +228,24 @@ class Sequential:
         optimizer_params = None
         if self.compiled and self.optimizer is not None and self.optimizer.iterations > 0:
             optimizer_params = 2 + sum(v.size for v in self.optimizer.variables)
-        text = format_summary(self.name, rows, self.count_params(), 0, line_length=line_length,
+        trainable = int(sum(w.size for w in self.trainable_weights))
+        text = format_summary(self.name, rows, trainable, self.count_params() - trainable, line_length=line_length,
                               optimizer_params=optimizer_params)
         (print_fn or print)(text)
 
     # ---- compile ------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
         """Choose the optimizer, loss and metrics (Keras' default optimizer is RMSprop)."""
-        for k in ("loss_weights", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile",
-                  "auto_scale_loss"):
+        loss_weights = kwargs.pop("loss_weights", None)
+        if kwargs.get("weighted_metrics") not in (None, []):
+            raise ValueError("compile: argument `weighted_metrics` is not supported by cdnn")
+        for k in ("weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
+        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        self._core = {}
         self.loss = losses_module.get(loss) if loss is not None else None
         if metrics is None or metrics == []:
             self._metric = None
@@ -287,39 +296,15 @@ class Sequential:
         return _as_float32(a, name, check_float32).reshape(a.shape[0], -1)
 
     def _prepare_y(self, y, n: int, name: str = "y") -> np.ndarray:
-        if y is None:
-            raise invalid(name, None, "an array of labels")
-        a = np.asarray(y)
-        units = self._layers[-1].units
-        loss = self.loss.core_name
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"Invalid dtype for argument `{name}`: expected numeric labels, received {a.dtype}")
-        if a.shape[0] != n if a.ndim else True:
-            raise ValueError(f"Invalid shape for argument `{name}`: expected {n} labels to match the {n} inputs, "
-                             f"received shape {a.shape}")
-        if a.dtype.kind == "f" and not _all_finite(a):
-            raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity")
-        if loss == "sparse_categorical_crossentropy":
-            if a.ndim == 2 and a.shape[1] == 1:
-                a = a[:, 0]
-            if a.ndim != 1:
-                raise ValueError(f"Invalid shape for argument `{name}`: sparse_categorical_crossentropy expects "
-                                 f"integer class labels of shape ({n},), received {a.shape} (one-hot labels go "
-                                 f"with categorical_crossentropy)")
-            if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
-                raise ValueError(f"Invalid labels in `{name}`: expected integer class indices, received "
-                                 f"non-integer values such as {float(a[a != np.round(a)][0])}")
-            if a.min() < 0 or a.max() >= units:
-                raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}) for an "
-                                 f"output of {units} units, received values in [{a.min()}, {a.max()}]")
-            return np.ascontiguousarray(a, dtype=np.int32)
-        if a.ndim == 1 and units == 1:
-            a = a.reshape(n, 1)
-        if a.ndim != 2 or a.shape[1] != units:
-            hint = " (integer labels go with sparse_categorical_crossentropy)" if a.ndim == 1 else ""
-            raise ValueError(f"Invalid shape for argument `{name}`: {self.loss.name} expects labels of shape "
-                             f"({n}, {units}) to match the output, received {a.shape}{hint}")
-        return _as_float32(a, name)
+        return prepare_labels(y, n, self._layers[-1].units, self.loss, name)
+
+    def _route_to_graph(self, x) -> bool:
+        """Build from ``x`` if needed; whether this model runs as a graph rather than the fused chain."""
+        if not self.built and x is not None and not isinstance(x, (dict, list, tuple)):
+            self._ensure_built(_as_inputs(x))
+        weights = (self._compile_args or {}).get("loss_weights")
+        plain_weight = weights is None or (np.ndim(weights) <= 1 and np.all(np.asarray(weights) == 1))
+        return not (self._fast_chain() and plain_weight)
 
     # ---- training ---------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
@@ -330,6 +315,9 @@ class Sequential:
         Parameters follow Keras: ``validation_split`` takes the last fraction of
         the data (before shuffling); ``validation_data`` is ``(x_val, y_val)``.
         """
+        if self._route_to_graph(x):
+            return Model.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
+                             shuffle, initial_epoch, **kwargs)
         for k in ("class_weight", "sample_weight", "steps_per_epoch", "validation_steps", "validation_batch_size",
                   "validation_freq"):
             if kwargs.get(k) is not None:
@@ -498,6 +486,8 @@ class Sequential:
     def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
                  return_dict: bool = False, **kwargs):
         """Loss and accuracy on ``(x, y)``: ``[loss, accuracy]``, or the loss alone without metrics."""
+        if self._route_to_graph(x):
+            return Model.evaluate(self, x, y, batch_size, verbose, return_dict, **kwargs)
         kwargs.pop("steps", None)
         callbacks = kwargs.pop("callbacks", None)
         if kwargs:
@@ -517,6 +507,8 @@ class Sequential:
 
     def predict(self, x, batch_size: Optional[int] = None, verbose="auto", **kwargs) -> np.ndarray:
         """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units)."""
+        if self._route_to_graph(x):
+            return Model.predict(self, x, batch_size, verbose, **kwargs)
         kwargs.pop("steps", None)
         callbacks = kwargs.pop("callbacks", None)
         if kwargs:
@@ -545,25 +537,6 @@ class Sequential:
             cb.on_predict_end()
         bar.update(bar.target, finalize=True)
         return out
-
-    def _own_callbacks(self, callbacks, params: dict) -> list:
-        """``fit``'s, ``evaluate``'s or ``predict``'s callbacks, checked, given the model and ``params``, as Keras does."""
-        if callbacks is None:
-            return []
-        if isinstance(callbacks, callbacks_module.Callback) or not hasattr(callbacks, "__iter__"):
-            raise TypeError(f"Invalid argument `callbacks`: expected a list of callbacks, "
-                            f"received {type(callbacks).__name__}")
-        cbs = list(callbacks)
-        for cb in cbs:
-            if not isinstance(cb, callbacks_module.Callback):
-                raise TypeError(f"Invalid callback: expected a cdnn.callbacks.Callback, received {type(cb).__name__}")
-            cb.set_model(self)
-            cb.set_params(params)
-        return cbs
-
-    def __call__(self, x) -> np.ndarray:
-        """``model(x)``: predictions without a progress bar."""
-        return self.predict(x, verbose=0)
 
     def _inference_network(self):
         stack = self._dense_stack()
@@ -620,9 +593,32 @@ class Sequential:
 
     def get_config(self) -> dict:
         """The architecture as plain data."""
-        return {"name": self.name,
-                "input_shape": list(self._input_shape) if self._input_shape is not None else None,
-                "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self._layers]}
+        cfg = {"name": self.name,
+               "input_shape": list(self._input_shape) if self._input_shape is not None else None,
+               "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self._layers]}
+        if not self.trainable:
+            cfg["trainable"] = False
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Sequential":
+        """Rebuild from :meth:`get_config` (layers made fresh, built if the input shape is known)."""
+        from cdnn.models import deserialize_layer
+
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"Invalid Sequential config: {str(config)[:200]!r}")
+        model = cls([deserialize_layer(c) for c in config["layers"]], name=config.get("name"))
+        shape = config.get("input_shape")
+        if shape is not None and not model.built:
+            if not isinstance(shape, list):
+                raise ValueError(f"Invalid input shape {shape!r} in Sequential config")
+            if model._layers:
+                model.build((None, *shape))
+            else:
+                model._input_shape = tuple(shape)
+        if config.get("trainable") is False:
+            model.trainable = False
+        return model
 
     # ---- pickling (joblib, multiprocessing, copy.deepcopy) ---------------------------
     def __getstate__(self) -> dict:
@@ -661,7 +657,7 @@ class Sequential:
                 path = os.path.join(tmp, "model.npz")
                 with open(path, "wb") as f:
                     f.write(state["file"])
-                model = _saving.load_model(path)
+                model = _saving.load_model(path, type(self).from_config)
             self.__dict__.update(model.__dict__)
             return
         from cdnn import layers as layers_module
@@ -683,6 +679,8 @@ class Sequential:
         return f"<Sequential name={self.name!r}, built={self.built}>"
 
 
-def load_model(filepath, compile: bool = True) -> Sequential:
-    """Read a model written by :meth:`Sequential.save`. Never unpickles or runs anything from the file."""
-    return _saving.load_model(filepath, compile=compile)
+def load_model(filepath, compile: bool = True) -> Model:
+    """Read a model written by ``model.save``. Never unpickles or runs anything from the file."""
+    from cdnn.models import model_from_config
+
+    return _saving.load_model(filepath, model_from_config, compile=compile)

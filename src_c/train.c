@@ -535,8 +535,10 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
                    net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, rows, ws->lb[L - 1].dz,
                    ws->row_loss, ws->row_correct);
 
-    /* below the first layer nothing needs dX */
-    for (int l = L - 1; l > 0; l--) {
+    /* below the lowest trainable layer nothing needs dX (below the first one, never) */
+    int lowest = 0;
+    while (lowest < L - 1 && net->layers[lowest].frozen) lowest++;
+    for (int l = L - 1; l > lowest; l--) {
         const cdnn_layer *ly = &net->layers[l], *lower = &net->layers[l - 1];
         float *dx = ws->lb[l - 1].dz;
         /* fold the dropout mask and the lower activation's derivative into dX */
@@ -591,6 +593,7 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
         const cdnn_layer *ly = &net->layers[l];
         layer_buf *b = &ws->lb[l];
         const float *x = l == 0 ? x0 : b->din;
+        if (ly->frozen) continue; /* no dW, no update: its W and b keep their bits */
         if (b->mid) {
             /* each half of the team updates the rows of W whose partial product it computed */
             const int mr = cdnn_simd_current()->mr;

@@ -33,9 +33,14 @@ def _user_frame() -> str:
 class KerasTensor:
     """A symbolic tensor: a shape (batch first, ``None``), a dtype and the layer call that made it."""
 
-    # NumPy must not turn a KerasTensor into an object array: its ufuncs defer to us and we refuse
+    # NumPy must not turn a KerasTensor into an object array: its functions defer to us and we refuse
     __array_priority__ = 1000
-    __array_ufunc__ = None
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        raise self._refuse(f"The NumPy function np.{ufunc.__name__}")
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise self._refuse(f"The NumPy function np.{func.__name__}")
 
     def __init__(self, shape: tuple, name: str, dtype: str = "float32") -> None:
         self.shape = tuple(shape)
@@ -127,7 +132,7 @@ class KerasTensor:
         raise self._refuse("Exponentiation")
 
     def __lt__(self, other):
-        raise self._refuse("Comparison")
+        raise self._refuse("A comparison (`<`, `>`: data-dependent control flow)")
 
     __le__ = __gt__ = __ge__ = __lt__
 

@@ -103,7 +103,9 @@ class Sequential(Model):
             raise TypeError("There are no layers in the model.")
         layer = self._layers.pop()
         self._structure_changed()
-        self.built = bool(self._layers) and self._input_shape is not None
+        self.built = False
+        if self._layers and self._input_shape is not None:
+            self.build((None, *self._input_shape))
         return layer
 
     def _structure_changed(self) -> None:
@@ -148,6 +150,7 @@ class Sequential(Model):
                 x = layer(x)
             graph = Functional.__new__(Functional)
             graph._functional_view([inputs], [x])
+            graph._inputs_struct, graph._outputs_struct = inputs, x
             graph.name = self.name
             self._traced["graph"] = graph
         return self._traced["graph"]

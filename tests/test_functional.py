@@ -460,3 +460,17 @@ def test_two_input_two_output_training_matches_keras():
         np.testing.assert_allclose(h_ours[key], h_theirs[key], rtol=1e-4)
     for a, b in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_subclassed_model_is_not_saved_to_a_file_but_its_weights_are(tmp_path):
+    x, y = data()
+    model = MLP()
+    model.compile("adam", SCCE)
+    model.fit(x, y, verbose=0)
+    with pytest.raises(NotImplementedError, match="subclassed model 'mlp'.*save_weights"):
+        model.save(tmp_path / "m.npz")
+    model.save_weights(tmp_path / "w.npz")
+    other = MLP()
+    other.build((None, 8))
+    other.load_weights(tmp_path / "w.npz")
+    np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from cdnn import _core, _naming, callbacks as callbacks_module
+from cdnn import _core, callbacks as callbacks_module
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._summary import format_summary
@@ -373,8 +373,8 @@ class Model(Layer):
         if is_symbolic(inputs):
             return self._symbolic_call(inputs, training)
         if training:
-            raise ValueError(f"model(x, training=True) on arrays is not supported by cdnn: training runs in C "
-                             f"through fit(); call the model with training=False or None")
+            raise ValueError("model(x, training=True) on arrays is not supported by cdnn: training runs in C "
+                             "through fit(); call the model with training=False or None")
         return self.predict(inputs, verbose=0)
 
     # ---- compile --------------------------------------------------------------------------------
@@ -610,6 +610,8 @@ class Model(Layer):
     # ---- display ---------------------------------------------------------------------------------
     def summary(self, line_length: Optional[int] = None, positions=None, print_fn=None, **kwargs) -> None:
         """Print Keras 3's summary table: a ``Connected to`` column for a graph that is not a plain chain."""
+        if positions is not None:
+            raise ValueError("summary: argument `positions` is not supported by cdnn")
         for k in ("expand_nested", "show_trainable", "layer_range"):
             if kwargs.pop(k, None):
                 raise ValueError(f"summary: argument `{k}` is not supported by cdnn")
@@ -641,6 +643,12 @@ class Model(Layer):
     def save(self, filepath, overwrite: bool = True) -> None:
         """Save architecture, weights, compile settings and optimizer state to one file (atomically)."""
         from cdnn import _saving
+
+        if not hasattr(self, "_nodes"):
+            raise NotImplementedError(
+                f"Saving the subclassed model '{self.name}' ({type(self).__name__}) to a file is not supported by "
+                f"cdnn: its architecture is its Python code. Use save_weights() and load_weights() into a new "
+                f"{type(self).__name__}, or pickle the model")
 
         _saving.save_model(self, filepath, overwrite=overwrite)
 

@@ -13,21 +13,21 @@ and calls the callbacks; between epochs it validates.
 from __future__ import annotations
 
 import math
-import time
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
-from cdnn import _core, _naming, _random, _saving, callbacks as callbacks_module
+from cdnn import _core, _naming, _saving, callbacks as callbacks_module
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
-from cdnn._progbar import Progbar, epoch_header
+from cdnn._progbar import Progbar
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
 from cdnn.models.model import Model, all_finite as _all_finite, as_float32 as _as_float32
 from cdnn.models.model import as_inputs as _as_inputs, prepare_labels
 from cdnn.models.model import _batch_size, _verbose
+from cdnn.trainers.loop import run_epochs
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
 __all__ = ["Sequential", "load_model"]
@@ -373,77 +373,16 @@ class Sequential(Model):
         steps = -(-n // batch_size)
         history = callbacks_module.History()
         cbs = self._own_callbacks([*user_callbacks, history], {"verbose": verbose, "epochs": epochs, "steps": steps})
-        per_batch = [cb for cb in cbs if cb._needs_batches]
-        # the core stops a run after a batch whose loss is not finite, so that such a callback
-        # stops fit right after that batch's update, as in Keras
-        stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
         metric_name = self._metric.name if self._metric else None
-        batch_loss = np.zeros(steps)
-        batch_correct = np.zeros(steps)
-        rng = _random.generator()
         self.history = history
         self.stop_training = False
-        history.on_train_begin()
-        for cb in user_callbacks:
-            cb.on_train_begin()
-
         key = (_core.get_num_threads(), batch_size)
         if getattr(self, "_chooser_key", None) != key:
             self._chooser, self._chooser_key = _ThreadChooser(key[0]), key
-        threads = self._chooser
-        training_logs = None
-        for epoch in range(initial_epoch, epochs):
-            for cb in cbs:
-                cb.on_epoch_begin(epoch)
-            if verbose and epochs > 1:
-                print(epoch_header(epoch + 1, epochs), flush=True)
-            bar = Progbar(steps, verbose=verbose, stateful_metrics=["accuracy", "loss", metric_name])
-            perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
-            seed = int(rng.integers(0, 2**63))
-            done, seen = 0, 0
-            while done < steps and not self.stop_training:
-                nt = threads.pick()
-                k = 1 if per_batch else threads.run_batches(steps - done)
-                for cb in per_batch:
-                    cb.on_train_batch_begin(done)
-                net.set_optimizer(self.optimizer.hyperparameters())
-                t0 = time.perf_counter()
-                steps_before = net.steps_done
-                try:
-                    k = net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
-                                      batch_loss[done:], batch_correct[done:], nt, stop_nonfinite)
-                except _core.NonFiniteInputError as e:
-                    raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
-                                     f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
-                                     f"are trained)") from None
-                finally:
-                    # counted by the core itself: exact even when Ctrl-C lands just after the run
-                    self.optimizer.iterations += net.steps_done - steps_before
-                elapsed = time.perf_counter() - t0
-                threads.record(nt, elapsed, k)
-                done += k
-                seen = min(n, done * batch_size)
-                logs = self._logs(batch_loss[:done].sum() / seen, batch_correct[:done].sum() / seen)
-                for cb in cbs:
-                    cb._on_run_end(done - k, batch_loss[done - k:done] / np.minimum(
-                        batch_size, n - np.arange(done - k, done) * batch_size))
-                for cb in per_batch:
-                    cb.on_train_batch_end(done - 1, dict(logs))
-                if done < steps:
-                    bar.update(done, list(logs.items()))
-            logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
-            # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
-            if val is not None:
-                val_logs = self._evaluate_with_callbacks(*val, batch_size, cbs)
-                logs.update({"val_" + k: v for k, v in val_logs.items()})
-            bar.update(steps, list(logs.items()), finalize=True)
-            for cb in cbs:
-                cb.on_epoch_end(epoch, logs)
-            training_logs = logs
-            if self.stop_training:
-                break
-        for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
-            cb.on_train_end(training_logs)
+        validate = (lambda: self._evaluate_with_callbacks(*val, batch_size, cbs)) if val is not None else None
+        run_epochs(net, xs, ys, n, batch_size, epochs, initial_epoch, verbose, shuffle, cbs, user_callbacks, history,
+                   self.optimizer, self._chooser, lambda loss, correct, _: self._logs(loss, correct), validate,
+                   lambda: self.stop_training, stateful=("accuracy", "loss", metric_name))
         return history
 
     def _logs(self, loss: float, correct: float, prefix: str = "") -> dict:

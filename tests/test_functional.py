@@ -265,9 +265,26 @@ def test_a_model_is_a_layer_of_another_model():
     e = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(top.predict(x, verbose=0), e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(fun.predict(x, verbose=0), e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
+    lines = []
+    top.summary(print_fn=lines.append)
+    assert "│ base (Sequential)               │ (None, 3)              │            27 │" in lines[0]
     top.compile("adam", SCCE)
     top.fit(x, y, verbose=0)
     assert not np.allclose(base.predict(x, verbose=0), logits)   # the inner model's weights trained
+
+
+def test_nested_models_save_and_load(tmp_path):
+    x, _ = data(5)
+    i = keras.Input((8,))
+    base = keras.Model(i, layers.Dense(3)(layers.BatchNormalization()(i)), name="base")
+    inner = keras.Sequential([keras.Input((8,)), layers.Dense(2)], name="inner")
+    j = keras.Input((8,))
+    for model in (keras.Sequential([keras.Input((8,)), base, layers.Softmax()]),
+                  keras.Model(j, layers.Dense(1)(inner(j)))):
+        model.save(tmp_path / "m.npz")
+        loaded = keras.load_model(tmp_path / "m.npz")
+        assert type(loaded) is type(model)
+        np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_eager_calls_run_the_core():

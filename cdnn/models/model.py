@@ -359,6 +359,8 @@ class Model(Layer):
         outs = [KerasTensor(t.shape, name=f"{self.name}{suffix}_{i}" if len(graph.outputs) > 1 else
                             f"{self.name}{suffix}") for i, t in enumerate(graph.outputs)]
         Node(self, tensors, outs, nested=isinstance(inputs, (list, tuple, dict)), training=training)
+        if len(outs) == 1:
+            self.output_shape_ = tuple(outs[0].shape[1:])
         struct = graph._outputs_struct
         if isinstance(struct, dict):
             return dict(zip(struct, outs))

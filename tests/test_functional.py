@@ -491,3 +491,31 @@ def test_a_subclassed_model_is_not_saved_to_a_file_but_its_weights_are(tmp_path)
     other.build((None, 8))
     other.load_weights(tmp_path / "w.npz")
     np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("freeze", ["first", "all"])
+def test_a_frozen_dense_chain_stays_on_the_fused_path_and_matches_the_graph(freeze):
+    x, y = data()
+    seq = keras.Sequential([keras.Input((8,)), layers.Dense(16, activation="relu"),
+                            layers.Dense(3, activation="softmax")])
+    inputs = keras.Input((8,))
+    first, second = layers.Dense(16, activation="relu"), layers.Dense(3, activation="softmax")
+    fun = keras.Model(inputs, second(first(inputs)))
+    fun.set_weights(seq.get_weights())
+    if freeze == "first":
+        seq.layers[0].trainable = first.trainable = False
+    else:
+        seq.trainable = fun.trainable = False
+    assert seq._fast_chain()
+    before = seq.get_weights()
+    for m in (seq, fun):
+        m.compile(keras.optimizers.Adam(0.01), SCCE)
+    cdnn.utils.set_random_seed(3)
+    seq.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    cdnn.utils.set_random_seed(3)
+    fun.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    after = seq.get_weights()
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+    assert np.array_equal(before[2], after[2]) == (freeze == "all")
+    for a, b in zip(after, fun.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -167,12 +167,12 @@ class Sequential(Model):
         return self._graph_model().outputs
 
     def _fast_chain(self) -> bool:
-        """Whether the fused Dense-chain ``Network`` runs this model: trainable Dense/Dropout/Flatten/Reshape
-        only, each Dense on flat inputs, a Dense last."""
-        if not self._layers or not isinstance(self._layers[-1], Dense) or not self.trainable:
+        """Whether the fused Dense-chain ``Network`` runs this model: Dense (trainable or frozen), Dropout,
+        Flatten and Reshape only, each Dense on flat inputs, a Dense last."""
+        if not self._layers or not isinstance(self._layers[-1], Dense):
             return False
         for layer in self._layers:
-            if type(layer) not in (Dense, Dropout, Flatten, Reshape) or not layer.trainable:
+            if type(layer) not in (Dense, Dropout, Flatten, Reshape):
                 return False
             if isinstance(layer, Dense) and layer.built and len(layer._build_input_shape) != 1:
                 return False
@@ -274,18 +274,30 @@ class Sequential(Model):
             stack = self._dense_stack()
             top = stack[-1]["layer"]
             loss = self.loss
-            params = self.weights
+            params = self.trainable_weights   # a frozen Dense gets no slots: the core leaves it bit for bit
             if len(self.optimizer._slots) != len(params) or any(
                     s is not None and s.shape != p.shape for pair, p in zip(self.optimizer._slots, params) for s in pair):
                 self.optimizer.build(params)
             slots = iter(self.optimizer._slots)
+            n_slots = self.optimizer._slot_count()
+
+            def untouched(w):
+                # the chain's core wants slot arrays even for a frozen layer, whose slots it never reads or
+                # writes: zero pages the system maps only if touched (np.zeros), not optimizer state
+                return [np.zeros(w.shape, np.float32) if i < n_slots else None for i in range(2)]
+
             layers = []
             for item in stack:
                 layer = item["layer"]
-                ws = next(slots)
-                bs = next(slots) if layer.use_bias else [None, None]
+                frozen = not (self.trainable and layer.trainable)
+                ws = untouched(layer.kernel) if frozen else next(slots)
+                if not layer.use_bias:
+                    bs = [None, None]
+                else:
+                    bs = untouched(layer.bias) if frozen else next(slots)
                 layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
-                               "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]]})
+                               "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]],
+                               "trainable": not frozen})
             kind = metrics_module.resolve(self._metric, loss.core_name, top.units) if self._metric else None
             self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
                                       self.optimizer.hyperparameters())

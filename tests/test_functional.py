@@ -519,3 +519,11 @@ def test_a_frozen_dense_chain_stays_on_the_fused_path_and_matches_the_graph(free
     assert np.array_equal(before[2], after[2]) == (freeze == "all")
     for a, b in zip(after, fun.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_keras_archive_of_a_graph_is_refused_until_written_in_keras_layout(tmp_path):
+    pytest.importorskip("h5py")
+    with pytest.raises(ValueError, match=r"Functional.*\.keras file.*\.cdnn"):
+        wide_and_deep().save(tmp_path / "m.keras")
+    with pytest.raises(ValueError, match=r"BatchNormalization.*\.keras file"):
+        keras.Sequential([keras.Input((3,)), layers.BatchNormalization(), layers.Dense(2)]).save(tmp_path / "s.keras")

@@ -644,25 +644,26 @@ class Model(Layer):
     # ---- files ------------------------------------------------------------------------------------
     def save(self, filepath, overwrite: bool = True) -> None:
         """Save architecture, weights, compile settings and optimizer state to one file (atomically)."""
-        from cdnn import _saving
+        from cdnn import saving
 
         if not hasattr(self, "_nodes"):
             raise NotImplementedError(
                 f"Saving the subclassed model '{self.name}' ({type(self).__name__}) to a file is not supported by "
                 f"cdnn: its architecture is its Python code. Use save_weights() and load_weights() into a new "
                 f"{type(self).__name__}, or pickle the model")
-
-        _saving.save_model(self, filepath, overwrite=overwrite)
+        saving.save_model(self, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath, overwrite: bool = True) -> None:
-        from cdnn import _saving
+        """Save the weights (Keras' ``.weights.h5`` layout for such names, else cdnn's own format)."""
+        from cdnn import saving
 
-        _saving.save_weights(self, filepath, overwrite=overwrite)
+        saving.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath) -> None:
-        from cdnn import _saving
+        """Load weights saved by :meth:`save_weights` or :meth:`save` into a model of the same architecture."""
+        from cdnn import saving
 
-        _saving.load_weights(self, filepath)
+        saving.load_weights(self, filepath)
 
     def get_config(self) -> dict:
         """A subclassed model's config: its name (its structure lives in its Python code, as in Keras)."""

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from cdnn import _core, _random, callbacks as callbacks_module
+from cdnn import _core, _io_utils, _random, callbacks as callbacks_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn.trainers.thread_chooser import _ThreadChooser
@@ -63,7 +63,7 @@ def run_epochs(net, xs, ys, n: int, batch_size: int, epochs: int, initial_epoch:
         for cb in cbs:
             cb.on_epoch_begin(epoch)
         if verbose and epochs > 1:
-            print(epoch_header(epoch + 1, epochs), flush=True)
+            _io_utils.print_msg(epoch_header(epoch + 1, epochs))
         bar = Progbar(steps, verbose=verbose, stateful_metrics=list(stateful))
         perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
         seed = int(rng.integers(0, 2**63))
@@ -87,7 +87,9 @@ def run_epochs(net, xs, ys, n: int, batch_size: int, epochs: int, initial_epoch:
             finally:
                 # counted by the core itself: exact even when Ctrl-C lands just after the run
                 optimizer.iterations += net.steps_done - steps_before
-            chooser.record(nt, time.perf_counter() - t0, k)
+            elapsed = time.perf_counter() - t0
+            warm_up = not chooser.warm  # this run also paid for the workspace and starting the threads
+            chooser.record(nt, elapsed, k)
             done += k
             seen = min(n, done * batch_size)
             logs = logs_until(done, seen)
@@ -97,7 +99,10 @@ def run_epochs(net, xs, ys, n: int, batch_size: int, epochs: int, initial_epoch:
             for cb in per_batch:
                 cb.on_train_batch_end(done - 1, dict(logs))
             if done < steps:
-                bar.update(done, list(logs.items()))
+                if warm_up:
+                    bar.warm_up(done)
+                else:
+                    bar.update(done, list(logs.items()))
         logs = logs_until(done, seen)
         # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
         if validate is not None:

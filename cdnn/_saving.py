@@ -130,8 +130,19 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
     meta = {"format": FORMAT, "version": VERSION, "config": model.get_config(),
             "weights": [list(w.shape) for w in weights]}
     if with_optimizer and model.compiled:
-        meta["compile"] = {"optimizer": model.optimizer.get_config(), "iterations": int(model.optimizer.iterations),
-                           "args": {k: _plain(v) for k, v in (model._compile_args or {}).items()}}
+        if hasattr(model, "_compile_metrics"):   # Sequential: one loss, its metrics
+            from cdnn.trainers.compile_utils import serialize_metrics
+
+            meta["compile"] = {
+                "optimizer": model.optimizer.get_config(),
+                "loss": model.loss.get_config() if model.loss is not None else None,
+                "metrics": serialize_metrics(model._compile_metrics),
+                "iterations": int(model.optimizer.iterations),
+            }
+        else:   # graph models: per-output losses, metrics and loss weights as given to compile
+            meta["compile"] = {"optimizer": model.optimizer.get_config(),
+                               "iterations": int(model.optimizer.iterations),
+                               "args": {k: _plain(v) for k, v in (model._compile_args or {}).items()}}
         slots = [s for pair in model.optimizer._slots for s in pair]
         if len(model.optimizer._slots) == len(model.trainable_weights):
             meta["compile"]["slots"] = [list(s.shape) if s is not None else None for s in slots]
@@ -298,6 +309,7 @@ def load_model(path, from_config, compile: bool = True):
     """Rebuild a model saved by :func:`save_model`; ``from_config`` makes the model from its architecture
     (the models package passes it, so that this module never imports the models)."""
     from cdnn import losses, metrics, optimizers
+    from cdnn.trainers.compile_utils import deserialize_metrics
 
     path = os.fspath(path)
     meta, arrays = _read(path)
@@ -313,10 +325,10 @@ def load_model(path, from_config, compile: bool = True):
                               loss=_unplain(args.get("loss"), losses.get),
                               metrics=_unplain(args.get("metrics"), metrics.get),
                               loss_weights=_unplain(args.get("loss_weights"), float))
-            else:   # files of the first format: one loss, one metric
+            else:   # Sequential: one loss, its metrics
                 model.compile(optimizer=optimizers.get(comp["optimizer"]),
                               loss=losses.get(comp["loss"]) if comp.get("loss") else None,
-                              metrics=[metrics.get(comp["metric"])] if comp.get("metric") else None)
+                              metrics=deserialize_metrics(comp))
         except _BAD_RECORD as exc:
             raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None
         slots = comp.get("slots")

@@ -33,10 +33,14 @@
 
 /* Below this many flops per step a run stays on one thread (as the chain's TRAIN_SERIAL_FLOPS). */
 #define GRAPH_SERIAL_FLOPS 400000L
+/* Below this many flops per chunk inference stays on one thread (as the chain's PREDICT_SERIAL_FLOPS). */
+#define GRAPH_PREDICT_SERIAL_FLOPS (1L << 24)
 /* Dense nodes with at least this many weights keep packed copies of W (when its rows are a multiple of
  * 256 bytes apart) and of W^T during a run, as the chain does (train.c's PACKED_MIN_WEIGHTS): else every
  * thread packs them again at every step. */
 #define GRAPH_PACKED_MIN_WEIGHTS 16384L
+/* The gather asks for a row's first lines this many rows before copying it. */
+#define GATHER_AHEAD 4
 
 typedef struct {
     int canon;           /* the node whose buffers this one uses (itself, but for reshapes) */
@@ -303,6 +307,13 @@ static int copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, siz
     return !bad;
 }
 
+/* Ask for the first few cache lines of a row of n floats. */
+static void prefetch_head(const float *row, size_t n)
+{
+    const char *p = (const char *)row;
+    for (size_t o = 0; o < n * sizeof(float) && o < 4 * 64; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
 /* Samples [lo, hi) of the batch whose dataset rows are rows_of[]: every input's rows, and every output's
  * labels. Returns 0 if an input value is NaN or infinite. */
 static int gather(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, const int32_t *const *ysparse,
@@ -314,8 +325,13 @@ static int gather(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs
         const cdnn_node *nd = &g->nodes[g->inputs[k]];
         const size_t n = node_size(nd);
         float *dst = ws->nb[g->inputs[k]].val;
-        for (long s = lo; s < hi; s++)
+        /* the rows are scattered over the dataset: ask for each row's first lines a few rows ahead, so
+         * that they are not a memory latency each (as the chain's gather) */
+        for (long s = lo; s < hi && s < lo + GATHER_AHEAD; s++) prefetch_head(xs[k] + (size_t)rows_of[s] * n, n);
+        for (long s = lo; s < hi; s++) {
+            if (s + GATHER_AHEAD < hi) prefetch_head(xs[k] + (size_t)rows_of[s + GATHER_AHEAD] * n, n);
             ok &= copy_finite((uint32_t *)(dst + s * n), (const uint32_t *)(xs[k] + (size_t)rows_of[s] * n), n);
+        }
     }
     for (int o = 0; o < g->n_outputs; o++) {
         const cdnn_output *out = &g->outputs[o];
@@ -706,7 +722,10 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     const int bs = ws->max_batch, O = g->n_outputs;
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
-    if (ws->flops < 3 * GRAPH_SERIAL_FLOPS) nt = 1;
+    /* a chunk's forward flops (a third of a training step's): below this, one thread (train.c's
+     * PREDICT_SERIAL_FLOPS: on a loaded machine every barrier waits for a descheduled thread) */
+    const int64_t chunk = n < bs ? n : bs;
+    if (ws->flops / 3 / (bs > 0 ? bs : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
     if (loss_sum)
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
 

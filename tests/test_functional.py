@@ -527,3 +527,23 @@ def test_keras_archive_of_a_graph_is_refused_until_written_in_keras_layout(tmp_p
         wide_and_deep().save(tmp_path / "m.keras")
     with pytest.raises(ValueError, match=r"BatchNormalization.*\.keras file"):
         keras.Sequential([keras.Input((3,)), layers.BatchNormalization(), layers.Dense(2)]).save(tmp_path / "s.keras")
+
+
+@pytest.mark.parametrize("bad", [{"__object__": {"class_name": "os.system"}}, {"nope": "mse"}, 5])
+def test_a_damaged_graph_compile_record_is_a_model_file_error(tmp_path, bad):
+    import json
+    import zipfile
+
+    model = wide_and_deep()
+    model.compile("adam", loss=["mse", SCCE])
+    path = tmp_path / "m.cdnn"
+    model.save(path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["__cdnn__"].tobytes())
+    meta["compile"]["args"]["loss"] = bad
+    arrays["__cdnn__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    assert zipfile.is_zipfile(tmp_path / "bad.npz")
+    with pytest.raises(cdnn.saving.ModelFileError, match="compile settings"):
+        keras.load_model(tmp_path / "bad.npz")

@@ -569,6 +569,7 @@ def dense(src, i, o, **kw):
     ([inp(3), dict(op="affine", inputs=[0], shape=(3,), scale=np.ones(2, np.float32),
                    offset=np.ones(1, np.float32))], None, "1 or 3 values"),
     ([inp(0)], None, "positive dimensions"),
+    ([dict(op="reshape", inputs=[], shape=(3,))], [], "exactly 1 input"),
     ([inp(3), inp(3), dict(op="add", inputs=[0, 1], shape=(3,))], [0], "each input node once"),
 ])
 def test_bad_descriptions_are_refused(nodes, inputs, match):
@@ -605,3 +606,28 @@ def test_bad_arrays_and_outputs_are_refused():
     with pytest.raises(ValueError, match="batch_correct"):
         g.train_run([x], [np.zeros(4, np.int32)], np.arange(4, dtype=np.int32), 0, 1, 4, 0, 0, np.zeros(1),
                     np.zeros(1))
+
+
+def test_predict_big_enough_for_two_threads_is_bit_identical():
+    """Inference splits chunks over threads only past 2^24 flops a chunk: a graph that big."""
+    g = G()
+    x = g.input(784)
+    h = g.ln(g.bn(g.dense(x, 512, "relu")))
+    g.out(g.dense(h, 10, "softmax"), "sparse_categorical_crossentropy", metric="sparse")
+    n = 600
+    X, y = rand(n, 784), RNG.integers(0, 10, n).astype(np.int32)
+    net, _ = core_graph(g, {"name": "sgd"})
+    got = []
+    prev = _core.get_num_threads()
+    try:
+        for t in (1, 2):
+            _core.set_num_threads(t)
+            got.append(net.predict([X], batch_size=256, ys=[y]))
+    finally:
+        _core.set_num_threads(prev)
+    assert np.array_equal(got[0][0][0], got[1][0][0])
+    assert np.array_equal(got[0][1], got[1][1]) and np.array_equal(got[0][2], got[1][2])
+    r = ref_graph(g)
+    vals, _ = r.forward([X], training=False)
+    assert_close(got[0][0][0], vals[-1], 1e-4, 1e-6, "predict")
+    assert got[0][1][0] / n == pytest.approx(r.losses([X], [y])[0], rel=1e-4)

@@ -154,15 +154,26 @@ def _per_output(value, names: list, what: str, default=None) -> list:
 
 
 def _metric_list(entry, output: str) -> list:
-    """The metrics of one output (cdnn computes one accuracy per output)."""
+    """The metrics of one output, as given (cdnn computes one accuracy per output of a graph, in C)."""
     if entry is None:
         return []
     items = [entry] if isinstance(entry, (str, metrics_module.Metric)) else list(entry)
-    got = [metrics_module.get(m) for m in items]
-    if len(got) > 1:
-        raise ValueError(f"Invalid value for argument `metrics`: cdnn supports one accuracy metric per output, "
-                         f"received {items!r} for output '{output}'")
-    return got
+    if len(items) > 1:
+        raise ValueError(f"Invalid value for argument `metrics`: cdnn supports one accuracy metric per output of a "
+                         f"graph model for now, received {items!r} for output '{output}'")
+    return items
+
+
+def _core_metric(items: list, loss: losses_module.Loss, units: int, activation: str, output: str):
+    """The metric object and the core's accuracy kind for one output's metrics (Keras' resolution)."""
+    from cdnn.trainers.compile_utils import CompileMetrics
+
+    compiled = CompileMetrics(items)
+    compiled.build(loss.core_name, units, activation)
+    if compiled.core_index is None:
+        raise ValueError(f"Invalid value for argument `metrics` for output '{output}': models that run as a graph "
+                         f"compute accuracy metrics (in C) for now, received {items!r}")
+    return compiled.metrics[compiled.core_index], compiled.core_kind
 
 
 class Model(Layer):
@@ -429,10 +440,13 @@ class Model(Layer):
             if found and loss_obj is None:
                 raise ValueError(f"Output '{name}' has metrics but no loss: cdnn computes an output's accuracy with "
                                  f"its loss")
+            metric_obj = kind = None
+            if found:
+                layer = t._keras_history[0]
+                activation = getattr(getattr(layer, "activation", None), "__name__", "")
+                metric_obj, kind = _core_metric(found, loss_obj, units, activation, name)
             specs.append({"name": name, "loss": loss_obj, "weight": float(weight), "units": units,
-                          "shape": tuple(t.shape[1:]),
-                          "metric": found[0] if found else None,
-                          "kind": metrics_module.resolve(found[0], loss_obj.core_name, units) if found else None})
+                          "shape": tuple(t.shape[1:]), "metric": metric_obj, "kind": kind})
         if all(s["loss"] is None for s in specs) and args.get("loss") is not None:
             raise ValueError("compile: no output has a loss")
         return specs

@@ -17,10 +17,10 @@ except ImportError as _exc:  # running from a source tree whose extension was ne
         "unbuilt source tree first on sys.path."
     ) from _exc
 from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
-from cdnn import models, saving
+from cdnn import backend, models, saving
 from cdnn._config import build_info, get_num_threads, set_num_threads, show_config
 from cdnn.layers import Input
-from cdnn.models import Sequential, load_model
+from cdnn.models import Model, Sequential, load_model
 
 
 def _lazy_submodule(name: str) -> "types.ModuleType":  # noqa: F821
@@ -48,6 +48,6 @@ for _name, _module in list(_sys.modules.items()):
         _sys.modules[__name__ + ".keras." + _name[len(__name__) + 1:]] = _module
 del _name, _module
 
-__all__ = ["Sequential", "Input", "load_model", "layers", "models", "optimizers", "losses", "metrics",
+__all__ = ["Model", "Sequential", "Input", "load_model", "layers", "models", "optimizers", "losses", "metrics",
            "callbacks", "datasets", "utils", "saving", "activations", "initializers", "build_info", "show_config",
-           "get_num_threads", "set_num_threads", "keras", "wrappers"]
+           "get_num_threads", "set_num_threads", "keras", "wrappers", "backend"]

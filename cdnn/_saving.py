@@ -150,19 +150,49 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
     meta = {"format": FORMAT, "version": VERSION, "config": model.get_config(),
             "weights": [list(w.shape) for w in weights]}
     if with_optimizer and model.compiled:
-        from cdnn.trainers.compile_utils import serialize_metrics
+        if hasattr(model, "_compile_metrics"):   # Sequential: one loss, its metrics
+            from cdnn.trainers.compile_utils import serialize_metrics
 
-        meta["compile"] = {
-            "optimizer": model.optimizer.get_config(),
-            "loss": _serialize_loss(model.loss) if model.loss is not None else None,
-            "metrics": serialize_metrics(model._compile_metrics),
-            "iterations": int(model.optimizer.iterations),
-        }
+            meta["compile"] = {
+                "optimizer": model.optimizer.get_config(),
+                "loss": _serialize_loss(model.loss) if model.loss is not None else None,
+                "metrics": serialize_metrics(model._compile_metrics),
+                "iterations": int(model.optimizer.iterations),
+            }
+        else:   # graph models: per-output losses, metrics and loss weights as given to compile
+            meta["compile"] = {"optimizer": model.optimizer.get_config(),
+                               "iterations": int(model.optimizer.iterations),
+                               "args": {k: _plain(v) for k, v in (model._compile_args or {}).items()}}
         slots = [s for pair in model.optimizer._slots for s in pair]
-        if len(model.optimizer._slots) == len(weights):
+        if len(model.optimizer._slots) == len(model.trainable_weights):
             meta["compile"]["slots"] = [list(s.shape) if s is not None else None for s in slots]
             arrays.update({f"slot_{i}": s for i, s in enumerate(slots) if s is not None})
     return arrays, meta
+
+
+def _plain(value):
+    """A compile argument (names, Loss/Metric objects, per-output lists and dicts) as JSON data."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "get_config"):
+        return {"__object__": value.get_config()}
+    raise ValueError(f"Cannot save the compile argument {value!r}: expected names, cdnn losses/metrics, or lists "
+                     f"and dicts of them")
+
+
+def _unplain(value, get):
+    """The inverse of :func:`_plain`; ``get`` makes a loss or metric from its config."""
+    if isinstance(value, list):
+        return [_unplain(v, get) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"__object__"}:
+            return get(value["__object__"])
+        return {k: _unplain(v, get) for k, v in value.items()}
+    return value
 
 
 def save_model(model, path, overwrite: bool = True) -> None:
@@ -390,22 +420,18 @@ _BAD_RECORD = (TypeError, ValueError, KeyError, IndexError, AttributeError, Over
                RecursionError)
 
 
-def _model_from_config(path: str, config, budget: int | None = None) -> "object":
-    """The model ``config`` describes; with ``budget``, its layers may create at most that many values."""
-    from cdnn import layers as layers_module
-    from cdnn.models import Sequential
-
+def _model_from_config(path: str, config, from_config, budget: int | None = None) -> "object":
+    """The model ``config`` describes, made by ``from_config`` (the models package passes it, so that this
+    module never imports the models); with ``budget``, its layers may create at most that many values."""
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise ModelFileError(f"{path}: the architecture record has no layer list")
     try:
+        if config.get("class_name") != "Functional" and not isinstance(config.get("input_shape"), list):
+            raise ModelFileError(f"{path}: the architecture has no input shape")
         with _loading.weight_budget(budget) if budget is not None else contextlib.nullcontext():
-            layers = [layers_module.deserialize(c) for c in config["layers"]]
-            model = Sequential(layers, name=config.get("name"))
-            if not model.built:
-                shape = config.get("input_shape")
-                if not isinstance(shape, list):
-                    raise ModelFileError(f"{path}: the architecture has no input shape")
-                model.build((None, *shape))
+            model = from_config(config)
+        if not model.built:
+            raise ModelFileError(f"{path}: the architecture has no input shape")
     except ModelFileError:
         raise
     except _BAD_RECORD as exc:
@@ -413,37 +439,44 @@ def _model_from_config(path: str, config, budget: int | None = None) -> "object"
     return model
 
 
-def load_model(path, compile: bool = True):
-    """Rebuild a model saved by :func:`save_model`."""
+def load_model(path, from_config, compile: bool = True):
+    """Rebuild a model saved by :func:`save_model`; ``from_config`` makes the model from its architecture."""
     path = _files.filename(path)
-    return _load_model(path, _read(path, with_slots=compile), compile)
+    return _load_model(path, _read(path, with_slots=compile), from_config, compile)
 
 
-def load_model_from_bytes(data: bytes, compile: bool = True):
+def load_model_from_bytes(data: bytes, from_config, compile: bool = True):
     """:func:`load_model` from a file's bytes in memory (unpickling: no temporary file is written)."""
     name = "<in-memory model>"
-    return _load_model(name, _read(name, data=bytes(data), with_slots=compile), compile)
+    return _load_model(name, _read(name, data=bytes(data), with_slots=compile), from_config, compile)
 
 
-def _load_model(path: str, read: tuple, compile: bool):
-    from cdnn import losses, optimizers
+def _load_model(path: str, read: tuple, from_config, compile: bool):
+    from cdnn import losses, metrics, optimizers
     from cdnn.trainers.compile_utils import deserialize_metrics
 
     meta, arrays = read
-    model = _model_from_config(path, meta.get("config"), _weight_values(arrays))
+    model = _model_from_config(path, meta.get("config"), from_config, _weight_values(arrays))
     weights = _checked_weights(path, meta, arrays, [w.shape for w in model.weights])
     _assign_weights(path, model, weights)
     comp = meta.get("compile")
     if compile and isinstance(comp, dict):
         try:
-            model.compile(optimizer=optimizers.get(comp["optimizer"]),
-                          loss=losses.get(comp["loss"]) if comp.get("loss") else None,
-                          metrics=deserialize_metrics(comp))
+            if isinstance(comp.get("args"), dict):
+                args = comp["args"]
+                model.compile(optimizer=optimizers.get(comp["optimizer"]),
+                              loss=_unplain(args.get("loss"), losses.resolve),
+                              metrics=_unplain(args.get("metrics"), metrics.get),
+                              loss_weights=_unplain(args.get("loss_weights"), float))
+            else:   # Sequential: one loss, its metrics
+                model.compile(optimizer=optimizers.get(comp["optimizer"]),
+                              loss=losses.resolve(comp["loss"]) if comp.get("loss") else None,
+                              metrics=deserialize_metrics(comp))
         except _BAD_RECORD as exc:
             raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None
         slots = comp.get("slots")
         if isinstance(slots, list):
-            params = model.weights
+            params = model.trainable_weights
             model.optimizer.build(params)
             if len(slots) != 2 * len(params):
                 raise ModelFileError(f"{path}: optimizer state does not match the weights")

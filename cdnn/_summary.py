@@ -34,6 +34,11 @@ _HEADER = ("Layer (type)", "Output Shape", "Param #")
 _RIGHT_ALIGNED = (False, False, True)
 _POSITIONS = (0.45, 0.80, 1.0)  # Keras' column boundaries, as fractions
 _DEFAULT_LINE_LENGTH = 88
+# a graph that is not a plain chain gets a fourth column, a wider default and other boundaries
+_GRAPH_HEADER = _HEADER + ("Connected to",)
+_GRAPH_RIGHT_ALIGNED = _RIGHT_ALIGNED + (False,)
+_GRAPH_POSITIONS = (0.3, 0.56, 0.74, 1.0)
+_GRAPH_DEFAULT_LINE_LENGTH = 108
 _CELL_PADDING = 1  # rich's default: one space each side of a cell
 _BYTES_PER_PARAM = 4  # float32
 _ITERATIONS_EXTRA_BYTES = 4  # an optimizer's iteration count is an int64 (TensorFlow backend): 8 bytes, not 4
@@ -51,7 +56,7 @@ _WORD = re.compile(r"\s*\S+\s*")  # a word with the whitespace around it
 
 def format_summary(
     model_name: str,
-    rows: list[tuple[str, str, str, int | None]],
+    rows: list[tuple],
     trainable_params: int,
     non_trainable_params: int,
     line_length: int | None = None,
@@ -66,7 +71,9 @@ def format_summary(
     rows : list of tuple (str, str, str, int or None)
         One ``(layer_name, class_name, output_shape, param_count)`` per layer,
         e.g. ``("hidden", "Dense", "(None, 100)", 78500)``; ``None`` for a
-        layer not built yet (Keras prints ``0 (unbuilt)``).
+        layer not built yet (Keras prints ``0 (unbuilt)``). Rows of five
+        items add the ``Connected to`` text (``"dense[0][0], input_b[0][0]"``
+        or ``"-"``), which Keras shows for graphs that are not plain chains.
     trainable_params, non_trainable_params : int
         Parameter counts for the lines below the table.
     line_length : int, optional
@@ -87,20 +94,23 @@ def format_summary(
     ValueError
         If ``line_length`` is too small to hold the three columns.
     """
+    graph = bool(rows) and len(rows[0]) == 5
+    header, right = (_GRAPH_HEADER, _GRAPH_RIGHT_ALIGNED) if graph else (_HEADER, _RIGHT_ALIGNED)
     if line_length is None:
         columns = shutil.get_terminal_size().columns
-        line_length = min(_DEFAULT_LINE_LENGTH, columns - 4)
-    widths = _column_widths(line_length)
+        line_length = min(_GRAPH_DEFAULT_LINE_LENGTH if graph else _DEFAULT_LINE_LENGTH, columns - 4)
+    widths = _column_widths(line_length, _GRAPH_POSITIONS if graph else _POSITIONS)
 
     lines = [f'Model: "{model_name}"']
     lines.append(_rule(_TOP, widths))
-    lines.extend(_table_row(_HEADER, widths, _HEAD_ROW, align_bottom=True))
+    lines.extend(_table_row(header, widths, _HEAD_ROW, right, align_bottom=True))
     lines.append(_rule(_HEAD_RULE, widths))
-    for index, (name, class_name, shape, params) in enumerate(rows):
+    for index, (name, class_name, shape, params, *connected) in enumerate(rows):
         if index:
             lines.append(_rule(_ROW_RULE, widths))
-        cells = (f"{name} ({class_name})", shape, _format_count(params) if params is not None else "0 (unbuilt)")
-        lines.extend(_table_row(cells, widths, _BODY_ROW))
+        cells = (f"{name} ({class_name})", shape, _format_count(params) if params is not None else "0 (unbuilt)",
+                 *connected)
+        lines.extend(_table_row(cells, widths, _BODY_ROW, right))
     lines.append(_rule(_BOTTOM, widths))
 
     counts = [("Trainable", trainable_params), ("Non-trainable", non_trainable_params)]
@@ -147,11 +157,11 @@ def _cell_width(text: str) -> int:
     return width
 
 
-def _column_widths(line_length: int) -> list[int]:
+def _column_widths(line_length: int, positions: tuple = _POSITIONS) -> list[int]:
     """Return the content width of each column for a table ``line_length`` wide."""
     requested = []
     boundary = 0
-    for position in _POSITIONS:
+    for position in positions:
         width = int(position * line_length) - boundary
         if width < 4:
             raise _too_narrow(line_length)
@@ -191,6 +201,7 @@ def _table_row(
     cells: tuple[str, ...],
     widths: list[int],
     chars: tuple[str, str, str, str],
+    right_aligned: tuple = _RIGHT_ALIGNED,
     align_bottom: bool = False,
 ) -> list[str]:
     """Return the text lines of one table row, wrapping cells that are too long.
@@ -201,7 +212,7 @@ def _table_row(
     left, _, cross, right = chars
     columns = [
         _wrap(text, width, align_right)
-        for text, width, align_right in zip(cells, widths, _RIGHT_ALIGNED)
+        for text, width, align_right in zip(cells, widths, right_aligned)
     ]
     height = max(len(column) for column in columns)
     for column, width in zip(columns, widths):
@@ -219,8 +230,8 @@ def _wrap(text: str, width: int, align_right: bool) -> list[str]:
     """Word-wrap ``text`` into lines of exactly ``width`` cells.
 
     Words go onto the next line when they do not fit, as in ``rich``; a word
-    longer than the whole width is split across lines (``rich``, with Keras'
-    settings, would cut it short with an ellipsis instead).
+    longer than the whole width gets a line of its own, cut short with an
+    ellipsis (rich's ``overflow="ellipsis"``, Keras' setting).
     """
     lines: list[str] = []
     for paragraph in text.split("\n"):
@@ -231,11 +242,12 @@ def _wrap(text: str, width: int, align_right: bool) -> list[str]:
                 continue
             if current:
                 lines.append(current)
-            while _cell_width(word.rstrip()) > width:
-                head, word = _split_at_width(word, width)
-                lines.append(head)
             current = word
-        lines.append(current)
+            if _cell_width(word.rstrip()) > width:
+                lines.append(_split_at_width(word, width - 1)[0] + "…")
+                current = ""
+        if current or not lines:
+            lines.append(current)
 
     aligned = []
     for line in lines:

@@ -63,6 +63,20 @@ class Optimizer:
         self._variables = [weakref.ref(p) for p in params]
         self.iterations = 0
 
+    def __getstate__(self) -> dict:
+        # weak references do not pickle: the arrays themselves do, and pickling the model with its
+        # optimizer keeps them the same objects as the model's weights
+        state = dict(self.__dict__)
+        if self._variables is not None:
+            state["_variables"] = [r() for r in self._variables]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        variables = state.get("_variables")
+        if variables is not None:
+            state["_variables"] = [weakref.ref(v) if v is not None else (lambda: None) for v in variables]
+        self.__dict__.update(state)
+
     def _built_for(self, params: list[np.ndarray]) -> bool:
         """Whether the slots were built for exactly ``params`` (False: not built yet).
 

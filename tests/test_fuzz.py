@@ -153,6 +153,21 @@ def template_model_file(path: Path) -> Path:
     return path
 
 
+def template_functional_model_file(path: Path) -> Path:
+    """A two-input, two-output graph with the new layer families: the functional loader's seed."""
+    from cdnn import keras
+
+    a, b = keras.Input((3,), name="a"), keras.Input((4,), name="b")
+    h = keras.layers.LayerNormalization()(keras.layers.BatchNormalization()(keras.layers.Dense(4)(b)))
+    h = keras.layers.concatenate([a, keras.layers.Flatten()(keras.layers.Reshape((2, 2))(h))])
+    model = keras.Model({"a": a, "b": b}, [keras.layers.Dense(1, name="price")(keras.layers.Rescaling(0.5)(h)),
+                                           keras.layers.Dense(2, activation="softmax", name="kind")(h)])
+    model.compile("adam", loss=["mse", "sparse_categorical_crossentropy"], metrics=[None, ["accuracy"]],
+                  loss_weights=[1.0, 0.5])
+    model.save(path)
+    return path
+
+
 def template_model_parts(directory: Path):
     path = template_model_file(Path(directory) / "template.cdnn")
     with np.load(path) as z:
@@ -205,10 +220,12 @@ def seeds(target: str, directory: Path) -> list[bytes]:
             return [(directory / "template.keras").read_bytes()]
         return [h5]
     meta, arrays = template_model_parts(directory)
+    functional = template_functional_model_file(directory / "functional.cdnn")
     if target == "model":
-        return [template_model_file(directory / "seed.cdnn").read_bytes()]
+        return [template_model_file(directory / "seed.cdnn").read_bytes(), functional.read_bytes()]
     if target == "model_meta":
-        return [json.dumps(meta).encode()]
+        with np.load(functional) as z:
+            return [json.dumps(meta).encode(), z["__cdnn__"].tobytes()]
     buf = io.BytesIO()
     np.save(buf, arrays["weight_0"])
     return [buf.getvalue()]

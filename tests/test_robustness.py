@@ -173,10 +173,13 @@ def one_feature_too_many():
     dense_model().fit(np.zeros((4, 785)), np.zeros(4, int), verbose=0)
 
 
-@case(ValueError, "Flatten")
+@case(ValueError, "Flatten", "(None, 28, 3)")
 def images_into_dense_without_flatten():
+    # Dense acts on the last axis (Keras 3); a loss on its (None, 28, 3) output is refused
     keras = _keras()
-    keras.Sequential([keras.layers.Dense(3)]).predict(np.zeros((4, 28, 28)), verbose=0)
+    model = keras.Sequential([keras.layers.Dense(3)])
+    model.compile(loss="sparse_categorical_crossentropy")
+    model.fit(np.zeros((4, 28, 28)), np.zeros(4, int), verbose=0)
 
 
 @case(ValueError, "10 labels", "(9,)")
@@ -556,16 +559,114 @@ def absurd_thread_count_is_refused_or_capped():
 # ---- layers and optimizers used directly (the other doors into the C core)
 
 
-@case(ValueError, "(batch, 5)", "(2, 4)")
+@case(ValueError, "value 5", "(2, 4)")
 def dense_layer_called_on_the_wrong_width():
     layer = _keras().layers.Dense(3)
     layer(np.zeros((2, 5)))
     layer(np.zeros((2, 4)))
 
 
-@case(ValueError, "Flatten")
+@case(None)
 def dense_layer_called_on_images():
-    _keras().layers.Dense(3)(np.zeros((2, 4, 4)))
+    # Keras 3: Dense applies to the last axis of N-D inputs
+    assert _keras().layers.Dense(3)(np.zeros((2, 4, 4))).shape == (2, 4, 3)
+
+
+def two_input_two_output_model():
+    keras = _keras()
+    a, b = keras.Input((3,), name="a"), keras.Input((4,), name="b")
+    h = keras.layers.concatenate([a, keras.layers.BatchNormalization()(b)])
+    model = keras.Model([a, b], [keras.layers.Dense(1, name="price")(h),
+                                 keras.layers.Dense(3, activation="softmax", name="kind")(h)])
+    model.compile("sgd", loss=["mse", SCCE], metrics=[None, ["accuracy"]])
+    return model
+
+
+@case(ValueError, "'b'", "['a', 'b']")
+def graph_fit_with_a_missing_dict_input():
+    two_input_two_output_model().fit({"a": np.zeros((4, 3))}, [np.zeros(4), np.zeros(4, int)], verbose=0)
+
+
+@case(ValueError, "2 inputs", "list of 3")
+def graph_fit_with_too_many_inputs():
+    two_input_two_output_model().fit([np.zeros((4, 3))] * 3, [np.zeros(4), np.zeros(4, int)], verbose=0)
+
+
+@case(ValueError, "same number of samples", "[4, 5]")
+def graph_inputs_of_different_lengths():
+    two_input_two_output_model().predict([np.zeros((4, 3)), np.zeros((5, 4))], verbose=0)
+
+
+@case(ValueError, "'nope'", "output names")
+def graph_loss_for_an_unknown_output():
+    two_input_two_output_model().compile("sgd", loss={"nope": "mse"})
+
+
+@case(ValueError, "[0, 3)", "y['kind']")
+def graph_labels_out_of_range():
+    two_input_two_output_model().fit([np.zeros((4, 3)), np.zeros((4, 4))], [np.zeros(4), np.full(4, 3)], verbose=0)
+
+
+@case(ValueError, "NaN", "x[1]")
+def graph_nan_in_the_second_input():
+    b = np.zeros((4, 4))
+    b[2, 1] = np.nan
+    two_input_two_output_model().predict([np.zeros((4, 3)), b], verbose=0)
+
+
+@case(ValueError, "Graph disconnected", "'b'")
+def graph_disconnected():
+    keras = _keras()
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    keras.Model(a, keras.layers.add([a, b]))
+
+
+@case(ValueError, "(None, 3)", "(None, 4)", "'add'")
+def graph_merge_of_different_shapes():
+    keras = _keras()
+    keras.layers.Add(name="add")([keras.Input((3,)), keras.Input((4,))])
+
+
+@case(TypeError, "np.exp", "in call()")
+def subclassed_call_with_numpy():
+    keras = _keras()
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(np.exp(x))
+
+    Net().predict(np.zeros((2, 3)), verbose=0)
+
+
+@case(ValueError, "used twice")
+def graph_with_a_shared_trainable_layer():
+    keras = _keras()
+    a = keras.Input((3,))
+    shared = keras.layers.Dense(3)
+    model = keras.Model(a, shared(shared(a)))
+    model.compile("sgd", "mse")
+    model.fit(np.zeros((4, 3)), np.zeros((4, 3)), verbose=0)
+
+
+@case(None)
+def graph_on_one_sample_of_odd_width():
+    keras = _keras()
+    a = keras.Input((7,))
+    x = keras.layers.LayerNormalization()(keras.layers.Dense(33)(a))
+    model = keras.Model(a, keras.layers.Dense(1)(keras.layers.Dropout(0.5)(x)))
+    model.compile("adam", "mse")
+    model.fit(np.ones((1, 7)), np.ones(1), verbose=0)
+    assert model.predict(np.ones((1, 7)), verbose=0).shape == (1, 1)
+
+
+@case(ValueError, "adapt", "NaN")
+def normalization_adapt_on_nan():
+    keras = _keras()
+    keras.layers.Normalization().adapt(np.array([[1.0], [np.nan]]))
 
 
 @case(None)

@@ -1,20 +1,23 @@
-"""Core layers of a model: Input, Flatten, Dense, Dropout (Keras 3's subset).
+"""Core layers: the ``Layer`` base class, ``Input``/``InputLayer``, ``Dense``, ``Identity``.
 
 A layer knows its configuration (plain JSON-able data, what saving stores),
 builds its weights from an input shape, and reports its output shape and
-parameter count. The arithmetic runs in the C core, over the whole model.
+parameter count. Called on symbolic tensors (``keras.Input``) it records a
+node of the model's graph; called on NumPy arrays it runs in the C core.
+The arithmetic always runs in the C core, over the whole model.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 from cdnn import _core, _naming, activations, initializers
 from cdnn._errors import invalid
+from cdnn._symbolic import KerasTensor, Node, flatten, is_symbolic
 
-__all__ = ["Layer", "InputLayer", "Input", "Flatten", "Dense", "Dropout", "deserialize"]
+__all__ = ["Layer", "InputLayer", "Input", "Dense", "Identity"]
 
 Shape = tuple  # a shape without the batch dimension
 
@@ -34,14 +37,44 @@ def _shape_arg(shape, name: str) -> Shape:
     return shape
 
 
-class Layer:
-    """Base class: ``name``, ``built``, ``input_shape`` and weights."""
+def _float_arg(value, name: str, low: float = -math.inf, high: float = math.inf, what: str = "a number") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            low <= float(value) <= high) or math.isnan(float(value)):
+        raise invalid(name, value, what)
+    return float(value)
 
-    def __init__(self, name: Optional[str] = None, input_shape=None, **kwargs) -> None:
+
+def _refuse_unsupported(layer: str, kwargs: dict, supported: dict) -> None:
+    """Refuse Keras arguments cdnn does not implement unless they have their default value."""
+    for key, default in supported.items():
+        if key in kwargs:
+            value = kwargs.pop(key)
+            if value is not None and value != default:
+                raise TypeError(f"{layer}: unsupported argument `{key}`={value!r}: cdnn supports only the default "
+                                f"{default!r}")
+
+
+class Layer:
+    """Base class: ``name``, ``trainable``, ``built``, weights, and the symbolic/eager call.
+
+    Subclasses define ``compute_output_shape``, ``build`` (weights) and
+    ``_lower`` (the C core's node for this layer). Shapes given to these
+    exclude the batch dimension; layers of several inputs get a list of shapes.
+    """
+
+    #: whether the layer takes a list of tensors (merge layers)
+    _takes_list = False
+
+    def __init__(self, name: Optional[str] = None, input_shape=None, trainable: bool = True, dtype=None,
+                 **kwargs) -> None:
         if "input_dim" in kwargs:
             input_shape = (kwargs.pop("input_dim"),)
-        kwargs.pop("trainable", None)
-        kwargs.pop("dtype", None)
+        if "batch_input_shape" in kwargs:
+            shape = kwargs.pop("batch_input_shape")
+            input_shape = tuple(shape)[1:] if shape is not None else None
+        if dtype not in (None, "float32") and getattr(dtype, "name", None) != "float32":
+            raise ValueError(f"{type(self).__name__}: argument `dtype`={dtype!r} is not supported: cdnn computes "
+                             f"in float32")
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unsupported argument(s) {sorted(kwargs)}")
         if name is not None and not isinstance(name, str):
@@ -50,34 +83,183 @@ class Layer:
         self._input_shape = _shape_arg(input_shape, "input_shape") if input_shape is not None else None
         self.built = False
         self.output_shape_: Optional[Shape] = None
+        self._build_input_shape = None
+        self._inbound_nodes: list[Node] = []
+        self.trainable = trainable
 
-    # shapes exclude the batch dimension; summary shows them as (None, ...)
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise invalid("trainable", value, "True or False")
+        self._trainable = bool(value)
+
+    # ---- shapes and weights (shapes exclude the batch dimension; summary shows (None, ...)) ----
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return tuple(input_shape)
 
     def build(self, input_shape: Shape) -> None:
         """Create the weights for inputs of ``input_shape`` (without the batch dimension)."""
-        self.output_shape_ = self.compute_output_shape(tuple(input_shape))
+        self._build_input_shape = input_shape
+        self.output_shape_ = self.compute_output_shape(input_shape)
         self.built = True
+
+    def _check_call_shape(self, input_shape) -> None:
+        """Refuse, once built, inputs the weights do not fit (a layer reused on another shape)."""
+
+    def _incompatible(self, input_shape, expected: str) -> ValueError:
+        return ValueError(f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible with the layer: "
+                          f"expected {expected}, but received input with shape {(None, *input_shape)}")
 
     @property
     def weights(self) -> list[np.ndarray]:
         return []
 
+    @property
+    def trainable_weights(self) -> list[np.ndarray]:
+        """The weights training updates: none when the layer is frozen (``trainable = False``)."""
+        return self._trainable_weight_list() if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list[np.ndarray]:
+        if self.trainable:
+            return self._non_trainable_weight_list()
+        return self._trainable_weight_list() + self._non_trainable_weight_list()
+
+    def _trainable_weight_list(self) -> list[np.ndarray]:
+        return self.weights
+
+    def _non_trainable_weight_list(self) -> list[np.ndarray]:
+        return []
+
     def count_params(self) -> int:
         return int(sum(w.size for w in self.weights))
-
-    def get_config(self) -> dict:
-        cfg = {"name": self.name}
-        if self._input_shape is not None:
-            cfg["input_shape"] = list(self._input_shape)
-        return cfg
 
     def get_weights(self) -> list[np.ndarray]:
         return [w.copy() for w in self.weights]
 
+    def set_weights(self, weights) -> None:
+        """Overwrite the weights in place from arrays of the same shapes (Keras' order, cast to float32)."""
+        own = self.weights
+        if isinstance(weights, (str, bytes, np.ndarray)) or not hasattr(weights, "__iter__"):
+            raise TypeError(f"Invalid argument `weights` of set_weights: expected a list of {len(own)} arrays, "
+                            f"received {type(weights).__name__}")
+        weights = list(weights)
+        if len(weights) != len(own):
+            raise ValueError(f"set_weights: layer {self.name!r} expects a list of {len(own)} arrays, received "
+                             f"{len(weights)}")
+        new = []
+        for i, (w, o) in enumerate(zip(weights, own)):
+            a = np.asarray(w)
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"set_weights: weight {i} has dtype {a.dtype}, expected real numbers")
+            if a.shape != o.shape:
+                raise ValueError(f"set_weights: weight {i} of layer {self.name!r} has shape {a.shape}, "
+                                 f"expected {o.shape}")
+            with np.errstate(over="ignore"):
+                a = a.astype(np.float32)
+            if not np.isfinite(a).all():
+                raise ValueError(f"set_weights: weight {i} contains NaN or infinity (or values beyond float32)")
+            new.append(a)
+        for a, o in zip(new, own):
+            np.copyto(o, a)
+
+    # ---- configuration ----------------------------------------------------------
+    def get_config(self) -> dict:
+        cfg = {"name": self.name}
+        if not self.trainable:
+            cfg["trainable"] = False
+        if self._input_shape is not None:
+            cfg["input_shape"] = list(self._input_shape)
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        return cls(**config)
+
+    # ---- the C core's view ----------------------------------------------------------
+    def _lower(self, input_shapes: list, training: Optional[bool]) -> dict:
+        """This layer as a node of ``_core.Graph`` (without inputs, shape, name): see GRAPH_SPEC."""
+        raise NotImplementedError(f"Layer {type(self).__name__} has no C implementation in cdnn")
+
+    # ---- calls -----------------------------------------------------------------------
+    def __call__(self, inputs, training: Optional[bool] = None, **kwargs):
+        """On ``keras.Input`` tensors: record a node of the graph. On arrays: compute in the C core."""
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}.__call__: unsupported argument(s) {sorted(kwargs)}")
+        if training is not None and not isinstance(training, (bool, np.bool_)):
+            raise invalid("training", training, "None, True or False")
+        if is_symbolic(inputs):
+            return self._symbolic_call(inputs, training)
+        return self._eager_call(inputs, training)
+
+    def _input_shapes_of(self, tensors: list, nested: bool):
+        shapes = [tuple(t.shape[1:]) for t in tensors]
+        if self._takes_list:
+            return shapes
+        if len(shapes) != 1:
+            raise ValueError(f"Layer {self.name!r} ({type(self).__name__}) expects 1 input, received "
+                             f"{len(shapes)} tensors of shapes {[(None, *s) for s in shapes]}")
+        return shapes[0]
+
+    def _symbolic_call(self, inputs, training):
+        tensors = flatten(inputs)
+        nested = isinstance(inputs, (list, tuple, dict))
+        shape = self._input_shapes_of(tensors, nested)
+        if not self.built:
+            self.build(shape)
+        else:
+            self._check_call_shape(shape)
+        out_shape = self.compute_output_shape(shape)
+        out = KerasTensor((None, *out_shape), name=self.name if not self._inbound_nodes else
+                          f"{self.name}_{len(self._inbound_nodes)}")
+        Node(self, tensors, [out], nested=nested, training=training)
+        return out
+
+    def _eager_call(self, inputs, training):
+        from cdnn.models.functional import run_layer
+
+        return run_layer(self, inputs, training)
+
+    # ---- the graph's record (Keras' layer.input / layer.output) ----------------------
+    def _single_node(self, what: str) -> Node:
+        if not self._inbound_nodes:
+            raise AttributeError(f"Layer {self.name!r} has never been called and thus has no defined {what}.")
+        if len(self._inbound_nodes) > 1:
+            raise AttributeError(f"Layer {self.name!r} has multiple inbound nodes, hence the notion of \"layer "
+                                 f"{what}\" is ill-defined. Use `get_{what}_at(node_index)` instead.")
+        return self._inbound_nodes[0]
+
+    @property
+    def input(self):
+        node = self._single_node("input")
+        return node.input_tensors if node.nested else node.input_tensors[0]
+
+    @property
+    def output(self):
+        node = self._single_node("output")
+        return node.output_tensors[0] if len(node.output_tensors) == 1 else list(node.output_tensors)
+
+    def get_input_at(self, node_index: int):
+        node = self._inbound_nodes[node_index]
+        return node.input_tensors if node.nested else node.input_tensors[0]
+
+    def get_output_at(self, node_index: int):
+        node = self._inbound_nodes[node_index]
+        return node.output_tensors[0] if len(node.output_tensors) == 1 else list(node.output_tensors)
+
+    @property
+    def output_shape(self) -> tuple:
+        if self.output_shape_ is None:
+            raise AttributeError(f"The layer {self.name!r} has never been called and thus has no defined output "
+                                 f"shape.")
+        return (None, *self.output_shape_)
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} name={self.name!r}, built={self.built}>"
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
 
 
 class InputLayer(Layer):
@@ -86,32 +268,51 @@ class InputLayer(Layer):
     def __init__(self, shape=None, name: Optional[str] = None, batch_size=None, **kwargs) -> None:
         if shape is None:
             shape = kwargs.pop("input_shape", None)
+        if shape is None and "batch_shape" in kwargs:
+            batch_shape = kwargs.pop("batch_shape")
+            shape = tuple(batch_shape)[1:] if batch_shape is not None else None
         if shape is None:
             raise invalid("shape", shape, "a tuple of positive integers, e.g. (784,)")
+        if kwargs.pop("sparse", None):
+            raise ValueError("InputLayer: sparse inputs are not supported by cdnn")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                       or batch_size <= 0):
+            raise invalid("batch_size", batch_size, "None or a positive integer")
         super().__init__(name=name or _naming.unique_name("input_layer"), input_shape=shape, **kwargs)
+        self.batch_size = batch_size
+        self.built = True
+        self.output_shape_ = self._input_shape
+        self._output_tensor = KerasTensor((batch_size, *self._input_shape), name=self.name)
+        Node(self, [], [self._output_tensor])
 
     @property
     def shape(self) -> tuple:
-        return (None, *self._input_shape)
+        return (self.batch_size, *self._input_shape)
 
     def get_config(self) -> dict:
-        return {"name": self.name, "shape": list(self._input_shape)}
+        cfg = {"name": self.name, "shape": list(self._input_shape)}
+        if self.batch_size is not None:
+            cfg["batch_size"] = self.batch_size
+        return cfg
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "input"}
 
 
-def Input(shape=None, name: Optional[str] = None, batch_size=None, **kwargs) -> InputLayer:
-    """``keras.layers.Input(shape=(784,))``: the first element of a Sequential model."""
-    return InputLayer(shape=shape, name=name, batch_size=batch_size, **kwargs)
+def Input(shape=None, name: Optional[str] = None, batch_size=None, **kwargs) -> KerasTensor:
+    """``keras.Input(shape=(784,))``: the symbolic input of a functional model (or a Sequential's first element)."""
+    return InputLayer(shape=shape, name=name, batch_size=batch_size, **kwargs)._output_tensor
 
 
-class Flatten(Layer):
-    """Reshape each sample to one dimension: ``(None, 28, 28)`` -> ``(None, 784)``."""
+class Identity(Layer):
+    """Returns its input unchanged."""
 
-    def compute_output_shape(self, input_shape: Shape) -> Shape:
-        return (int(math.prod(input_shape)),)
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "reshape"}
 
 
 class Dense(Layer):
-    """``output = activation(input @ kernel + bias)``, fused in C.
+    """``output = activation(input @ kernel + bias)`` on the last axis, fused in C.
 
     Parameters
     ----------
@@ -133,6 +334,9 @@ class Dense(Layer):
             raise invalid("units", units, "a positive integer")
         if units > MAX_DIM:
             raise invalid("units", units, f"a positive integer up to {MAX_DIM} (2**31 - 1)")
+        _refuse_unsupported("Dense", kwargs, {"kernel_regularizer": None, "bias_regularizer": None,
+                                              "activity_regularizer": None, "kernel_constraint": None,
+                                              "bias_constraint": None, "lora_rank": None})
         super().__init__(name=name, input_shape=input_shape, **kwargs)
         self.units = int(units)
         self.activation = activations.get(activation)
@@ -147,18 +351,21 @@ class Dense(Layer):
         return (*input_shape[:-1], self.units)
 
     def build(self, input_shape: Shape) -> None:
-        if len(input_shape) != 1:
-            raise ValueError(
-                f"Dense layer {self.name!r} received inputs of shape {(None, *input_shape)}: cdnn's Dense works on "
-                f"2-D inputs (batch, features). Add a Flatten() layer before it."
-            )
-        if not 0 < int(input_shape[0]) <= MAX_DIM:
-            raise ValueError(f"Dense layer {self.name!r} received {input_shape[0]} input features (a kernel of shape "
-                             f"{(int(input_shape[0]), self.units)}): expected a positive number of features, at most "
+        input_shape = tuple(input_shape)
+        if not input_shape:
+            raise ValueError(f"Dense layer {self.name!r} received inputs of shape (None,): expected at least one "
+                             f"feature axis")
+        if not 0 < int(input_shape[-1]) <= MAX_DIM:
+            raise ValueError(f"Dense layer {self.name!r} received {input_shape[-1]} input features (a kernel of shape "
+                             f"{(int(input_shape[-1]), self.units)}): expected a positive number of features, at most "
                              f"{MAX_DIM} (2**31 - 1, as the C core indexes with 32-bit integers)")
-        self.kernel = initializers.get(self.kernel_initializer)((int(input_shape[0]), self.units))
+        self.kernel = initializers.get(self.kernel_initializer)((int(input_shape[-1]), self.units))
         self.bias = initializers.get(self.bias_initializer)((self.units,)) if self.use_bias else None
         super().build(input_shape)
+
+    def _check_call_shape(self, input_shape) -> None:
+        if input_shape[-1] != self.kernel.shape[0]:
+            raise self._incompatible(input_shape, f"axis -1 of input shape to have value {self.kernel.shape[0]}")
 
     @property
     def weights(self) -> list[np.ndarray]:
@@ -171,32 +378,36 @@ class Dense(Layer):
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
                 "kernel_initializer": self.kernel_initializer, "bias_initializer": self.bias_initializer}
 
-    def __call__(self, x) -> np.ndarray:
-        """Apply the layer to a NumPy batch ``(n, features)`` (builds it on first use)."""
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not self.built:
-            self.build(x.shape[1:])
-        return _core.dense_forward(x, self.kernel, self.bias, activations.serialize(self.activation),
-                                   activations.core_alpha(self.activation))[0]
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "dense", "W": self.kernel, "b": self.bias,
+                "activation": activations.serialize(self.activation), "alpha": activations.core_alpha(self.activation),
+                "trainable": self.trainable}
+
+    def _eager_call(self, inputs, training):
+        """An array ``(n, ..., features)`` runs through the core's fused Dense as ``n * ...`` rows."""
+        if isinstance(inputs, np.ndarray) and inputs.ndim >= 2 and inputs.dtype.kind in "biuf":
+            x = np.ascontiguousarray(inputs, dtype=np.float32)
+            if not self.built:
+                self.build(x.shape[1:])
+            if x.shape[-1] != self.kernel.shape[0]:
+                raise ValueError(f"Input 0 of layer {self.name!r} (Dense) is incompatible with the layer: expected "
+                                 f"axis -1 of input shape to have value {self.kernel.shape[0]}, but received input "
+                                 f"with shape {x.shape}")
+            rows = x.reshape(-1, x.shape[-1])
+            out = _core.dense_forward(rows, self.kernel, self.bias, activations.serialize(self.activation),
+                                     activations.core_alpha(self.activation))[0]
+            return out.reshape(*x.shape[:-1], self.units)
+        return super()._eager_call(inputs, training)
 
 
-class Dropout(Layer):
-    """Zero a fraction ``rate`` of the inputs while training, scaling the rest by ``1/(1-rate)``."""
-
-    def __init__(self, rate: float, noise_shape=None, seed=None, name: Optional[str] = None, **kwargs) -> None:
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0 <= rate < 1:
-            raise invalid("rate", rate, "a number in [0, 1)")
-        if noise_shape is not None:
-            raise ValueError("Invalid value for argument `noise_shape`: cdnn's Dropout supports only None")
-        super().__init__(name=name, **kwargs)
-        self.rate = float(rate)
-        self.seed = seed
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "rate": self.rate}
+#: layer classes by name, filled by each family's module (what a saved architecture may name)
+_CLASSES: dict = {c.__name__: c for c in (InputLayer, Dense, Identity)}
 
 
-_CLASSES = {c.__name__: c for c in (InputLayer, Flatten, Dense, Dropout)}
+def register(*classes) -> None:
+    """Make layer classes loadable from a saved architecture."""
+    for c in classes:
+        _CLASSES[c.__name__] = c
 
 
 def deserialize(config: dict) -> Layer:
@@ -204,4 +415,4 @@ def deserialize(config: dict) -> Layer:
     if not isinstance(config, dict) or config.get("class_name") not in _CLASSES or not isinstance(
             config.get("config"), dict):
         raise ValueError(f"Invalid layer description in model file: {str(config)[:200]!r}")
-    return _CLASSES[config["class_name"]](**config["config"])
+    return _CLASSES[config["class_name"]].from_config(dict(config["config"]))

@@ -13,4 +13,6 @@ def clone_model(model, input_tensors=None, clone_function=None, **kwargs):
         given = [k for k, v in (("input_tensors", input_tensors), ("clone_function", clone_function)) if v is not None]
         raise ValueError(f"clone_model: unsupported argument(s) {given + sorted(kwargs)}: cdnn clones the "
                          f"architecture as it is")
-    return _saving._model_from_config(f"<clone of {model.name}>", model.get_config())
+    from cdnn.models import model_from_config
+
+    return _saving._model_from_config(f"<clone of {model.name}>", model.get_config(), model_from_config)

@@ -1,4 +1,9 @@
-"""``Sequential``: Keras 3's model API over cdnn's C training loop.
+"""``Sequential``: a linear stack of layers, Keras 3's model API over cdnn's C training loop.
+
+A plain chain (trainable Dense / Dropout / Flatten / Reshape layers, flat
+inputs to each Dense) runs on the C core's fused ``Network``, the fast path;
+any other stack is a linear graph and runs as a functional model
+(:class:`~cdnn.models.model.Model`, ``_core.Graph``).
 
 Python prepares the data once per call (float32, C-contiguous), then hands
 runs of mini-batches to the C core, which trains them with the GIL
@@ -10,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -20,7 +25,9 @@ from cdnn import losses as losses_module, metrics as metrics_module, optimizers 
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
-from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer
+from cdnn._symbolic import KerasTensor
+from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
+from cdnn.models.model import Model, prepare_labels
 from cdnn.trainers.compile_utils import (CompileMetrics, deserialize_metrics, flatten_metrics_in_order,
                                          metrics_logs, serialize_metrics)
 from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
@@ -102,7 +109,7 @@ def _should_eval(epoch: int, freq) -> bool:
     return (epoch + 1) % freq == 0 if isinstance(freq, (int, np.integer)) else (epoch + 1) in freq
 
 
-class Sequential:
+class Sequential(Model):
     """A linear stack of layers.
 
     Parameters
@@ -113,13 +120,14 @@ class Sequential:
         Any text; defaults to ``sequential``, ``sequential_1``, ...
     """
 
-    def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None, **kwargs) -> None:
-        kwargs.pop("trainable", None)
+    def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None,
+                 trainable: bool = True, **kwargs) -> None:
         if kwargs:
             raise TypeError(f"Sequential: unsupported argument(s) {sorted(kwargs)}")
         if name is not None and not isinstance(name, str):
             raise invalid("name", name, "a string")
-        self.name = name if name else _naming.unique_name("sequential")
+        Layer.__init__(self, name=name if name else _naming.unique_name("sequential"))
+        self._init_model_state()
         self._layers: list[Layer] = []
         self._input_shape: Optional[tuple] = None
         self.built = False
@@ -133,10 +141,17 @@ class Sequential:
         self._net = None
         for layer in layers or ():
             self.add(layer)
+        if not trainable:
+            self.trainable = False
 
     # ---- structure --------------------------------------------------------
     def add(self, layer: Layer) -> None:
-        """Append a layer (an ``Input`` only as the first element)."""
+        """Append a layer (an ``Input`` only as the first element; a model is one layer)."""
+        if isinstance(layer, KerasTensor) and layer._keras_history is not None and isinstance(
+                layer._keras_history[0], InputLayer):
+            layer = layer._keras_history[0]   # keras.Input(...) as the first element
+        if layer is self:
+            raise ValueError(f"Sequential model {self.name!r} cannot be added to itself (a cycle)")
         if not isinstance(layer, Layer):
             raise TypeError(f"Invalid argument `layer`: expected a cdnn layer (cdnn.layers.Dense, ...), "
                             f"received {type(layer).__name__}")
@@ -152,9 +167,25 @@ class Sequential:
                              f"Name {layer.name!r} is already the name of a layer in this model.")
         self._layers.append(layer)
         self.built = False
-        self._net = None
+        self._structure_changed()
         if self._input_shape is not None:
             self.build((None, *self._input_shape))
+
+    def pop(self) -> Layer:
+        """Remove and return the last layer."""
+        if not self._layers:
+            raise TypeError("There are no layers in the model.")
+        layer = self._layers.pop()
+        self._structure_changed()
+        self.built = False
+        if self._layers and self._input_shape is not None:
+            self.build((None, *self._input_shape))
+        return layer
+
+    def _structure_changed(self) -> None:
+        self._net = None
+        self._core = {}
+        self._traced = {}
 
     @property
     def layers(self) -> list[Layer]:
@@ -169,13 +200,57 @@ class Sequential:
         shape = tuple(int(d) for d in shape)
         if not self._layers:
             raise ValueError("Sequential model has no layers: add a Dense layer before building it")
-        for layer in self._layers:
-            if not layer.built:
-                layer.build(shape)
-            shape = layer.output_shape_
-        self._input_shape = tuple(int(d) for d in (input_shape[1:] if input_shape[0] is None else input_shape))
+        first = self._layers[0]
+        if not first.built and not isinstance(first, Model):
+            first.build(shape)   # its own message for a shape its weights cannot take (e.g. zero features)
+        self._input_shape = shape
+        self._traced = {}
+        graph = self._graph_model()   # builds every layer, checking each one's input shape
+        self.output_shape_ = tuple(graph.outputs[0].shape[1:])
         self.built = True
         self._net = None
+        self._core = {}
+
+    def _graph_model(self, training: bool = True):
+        """The stack as a linear functional graph: ``Input`` then each layer called on the previous output."""
+        from cdnn.models.functional import Functional
+
+        if "graph" not in self._traced:
+            if self._input_shape is None:
+                raise ValueError(f"Sequential model {self.name!r} has not been built yet: give it an Input or call "
+                                 f"fit/predict/build first")
+            x = inputs = InputLayer(shape=self._input_shape, name=f"{self.name}_input")._output_tensor
+            for layer in self._layers:
+                x = layer(x)
+            graph = Functional.__new__(Functional)
+            graph._functional_view([inputs], [x])
+            graph._inputs_struct, graph._outputs_struct = inputs, x
+            graph.name = self.name
+            self._traced["graph"] = graph
+        return self._traced["graph"]
+
+    def _inference_model(self):
+        return self._graph_model()
+
+    @property
+    def inputs(self) -> list:
+        return self._graph_model().inputs
+
+    @property
+    def outputs(self) -> list:
+        return self._graph_model().outputs
+
+    def _fast_chain(self) -> bool:
+        """Whether the fused Dense-chain ``Network`` runs this model: Dense (trainable or frozen), Dropout,
+        Flatten and Reshape only, each Dense on flat inputs, a Dense last."""
+        if not self._layers or not isinstance(self._layers[-1], Dense):
+            return False
+        for layer in self._layers:
+            if type(layer) not in (Dense, Dropout, Flatten, Reshape):
+                return False
+            if isinstance(layer, Dense) and layer.built and len(layer._build_input_shape) != 1:
+                return False
+        return True
 
     def _ensure_built(self, x: np.ndarray, name: str = "x") -> None:
         if not self.built:
@@ -194,19 +269,7 @@ class Sequential:
     def output_shape(self) -> tuple:
         if not self.built:
             raise AttributeError(f"Sequential model {self.name!r} has not been built yet")
-        return (None, *self._layers[-1].output_shape_)
-
-    @property
-    def weights(self) -> list[np.ndarray]:
-        return [w for l in self._layers for w in l.weights]
-
-    @property
-    def trainable_weights(self) -> list[np.ndarray]:
-        return self.weights
-
-    def count_params(self) -> int:
-        """Number of parameters (inputs x units + units per Dense layer)."""
-        return int(sum(w.size for w in self.weights))
+        return (None, *self.output_shape_)
 
     def _dense_stack(self) -> list[dict]:
         """The layers as the C core sees them: Dense layers with the dropout before each."""
@@ -232,7 +295,7 @@ class Sequential:
         """Print Keras 3's summary table (``print_fn`` receives the text instead, if given)."""
         rows = []
         for layer in self._layers:
-            shape = str((None, *layer.output_shape_)) if layer.built else "?"
+            shape = str((None, *layer.output_shape_)) if layer.built and layer.output_shape_ is not None else "?"
             # Keras 3: "0 (unbuilt)" for a layer whose weights are not made yet (weightless layers are
             # built when made in recent versions: "0")
             unbuilt = not layer.built and isinstance(layer, Dense)
@@ -242,23 +305,24 @@ class Sequential:
         optimizer_params = None
         if self.compiled and self.optimizer is not None and self.optimizer.iterations > 0:
             optimizer_params = 2 + sum(v.size for v in self.optimizer.variables)
-        text = format_summary(self.name, rows, self.count_params(), 0, line_length=line_length,
+        trainable = int(sum(w.size for w in self.trainable_weights))
+        text = format_summary(self.name, rows, trainable, self.count_params() - trainable, line_length=line_length,
                               optimizer_params=optimizer_params)
         (print_fn or print)(text)
 
     # ---- compile ------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
         """Choose the optimizer, loss and metrics (Keras' default optimizer is RMSprop)."""
-        if kwargs.get("weighted_metrics"):
-            # the core's accuracy is unweighted (Keras' `metrics=`); weighing it by sample_weight is not built
-            raise ValueError(f"compile: `weighted_metrics` is not supported by cdnn yet, received "
-                             f"weighted_metrics={kwargs['weighted_metrics']!r} (use `metrics=`: not weighted, as Keras)")
-        for k in ("loss_weights", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile",
-                  "auto_scale_loss"):
+        loss_weights = kwargs.pop("loss_weights", None)
+        if kwargs.get("weighted_metrics") not in (None, []):
+            raise ValueError("compile: argument `weighted_metrics` is not supported by cdnn")
+        for k in ("weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
+        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        self._core = {}
         self.loss = losses_module.resolve(loss) if loss is not None else None
         self._compile_metrics = CompileMetrics(metrics) if metrics is not None else None
         self._loss_tracker = metrics_module.Mean(name="loss")
@@ -295,18 +359,29 @@ class Sequential:
             stack = self._dense_stack()
             top = stack[-1]["layer"]
             loss = self.loss
-            params = self.weights
+            params = self.trainable_weights   # a frozen Dense gets no slots: the core leaves it bit for bit
             if not self.optimizer._built_for(params):   # refuses an optimizer built for another model
                 self.optimizer.build(params)
             slots = iter(self.optimizer._slots)
+            n_slots = self.optimizer._slot_count()
+
+            def untouched(w):
+                # the chain's core wants slot arrays even for a frozen layer, whose slots it never reads or
+                # writes: zero pages the system maps only if touched (np.zeros), not optimizer state
+                return [np.zeros(w.shape, np.float32) if i < n_slots else None for i in range(2)]
+
             layers = []
             for item in stack:
                 layer = item["layer"]
-                ws = next(slots)
-                bs = next(slots) if layer.use_bias else [None, None]
+                frozen = not (self.trainable and layer.trainable)
+                ws = untouched(layer.kernel) if frozen else next(slots)
+                if not layer.use_bias:
+                    bs = [None, None]
+                else:
+                    bs = untouched(layer.bias) if frozen else next(slots)
                 layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
                                "alpha": activations_module.core_alpha(layer.activation), "dropout": item["dropout"],
-                               "slots": [ws[0], ws[1], bs[0], bs[1]]})
+                               "slots": [ws[0], ws[1], bs[0], bs[1]], "trainable": not frozen})
             kind = None
             if self._compile_metrics is not None:  # bad metric and loss/output combinations are refused here
                 self._compile_metrics.build(loss.core_name, top.units, top.activation.__name__)
@@ -323,42 +398,17 @@ class Sequential:
         return _as_float32(a, name, check_float32).reshape(a.shape[0], -1)
 
     def _prepare_y(self, y, n: int, name: str = "y") -> np.ndarray:
-        if y is None:
-            raise invalid(name, None, "an array of labels")
-        a = np.asarray(y)
-        units = self._layers[-1].units
-        loss = self.loss.core_name
-        if a.dtype.kind not in "biuf":
-            raise TypeError(f"Invalid dtype for argument `{name}`: expected numeric labels, received {a.dtype}")
-        if a.shape[0] != n if a.ndim else True:
-            raise ValueError(f"Invalid shape for argument `{name}`: expected {n} labels to match the {n} inputs, "
-                             f"received shape {a.shape}")
-        if a.dtype.kind == "f" and not _all_finite(a):
-            raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity")
-        if loss == "sparse_categorical_crossentropy":
-            if a.ndim == 2 and a.shape[1] == 1:
-                a = a[:, 0]
-            if a.ndim != 1:
-                raise ValueError(f"Invalid shape for argument `{name}`: sparse_categorical_crossentropy expects "
-                                 f"integer class labels of shape ({n},), received {a.shape} (one-hot labels go "
-                                 f"with categorical_crossentropy)")
-            if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
-                raise ValueError(f"Invalid labels in `{name}`: expected integer class indices, received "
-                                 f"non-integer values such as {float(a[a != np.round(a)][0])}")
-            ignore = getattr(self.loss, "ignore_class", None)
-            counted = a[a != ignore] if ignore is not None else a
-            if counted.size and (counted.min() < 0 or counted.max() >= units):
-                also = f" (or ignore_class={ignore})" if ignore is not None else ""
-                raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}){also} for an "
-                                 f"output of {units} units, received values in [{counted.min()}, {counted.max()}]")
-            return np.ascontiguousarray(a, dtype=np.int32)
-        if a.ndim == 1 and units == 1:
-            a = a.reshape(n, 1)
-        if a.ndim != 2 or a.shape[1] != units:
-            hint = " (integer labels go with sparse_categorical_crossentropy)" if a.ndim == 1 else ""
-            raise ValueError(f"Invalid shape for argument `{name}`: {self.loss.name} expects labels of shape "
-                             f"({n}, {units}) to match the output, received {a.shape}{hint}")
-        return _as_float32(a, name)
+        return prepare_labels(y, n, self._layers[-1].units, self.loss, name)
+
+    def _route_to_graph(self, x) -> bool:
+        """Build from ``x`` if needed; whether this model runs as a graph rather than the fused chain."""
+        from cdnn.trainers.epoch_iterator import is_batch_source
+
+        if not self.built and x is not None and not isinstance(x, (dict, list, tuple)) and not is_batch_source(x):
+            self._ensure_built(_as_inputs(x))
+        weights = (self._compile_args or {}).get("loss_weights")
+        plain_weight = weights is None or (np.ndim(weights) <= 1 and np.all(np.asarray(weights) == 1))
+        return not (self._fast_chain() and plain_weight)
 
     # ---- training ---------------------------------------------------------------
     @_serial.one_at_a_time   # a second fit of this model (from another thread) waits for the first
@@ -375,6 +425,13 @@ class Sequential:
         generator / PyDataset; ``steps_per_epoch`` batches make an epoch (needed for an endless
         generator); validation runs every ``validation_freq`` epochs (or at the epochs listed).
         """
+        if self._route_to_graph(x):
+            if steps_per_epoch is not None or validation_steps is not None or validation_batch_size is not None \
+                    or validation_freq != 1:
+                raise ValueError("fit: steps_per_epoch, validation_steps, validation_batch_size and validation_freq "
+                                 "are not supported yet for models that run as a graph")
+            return Model.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
+                             shuffle, initial_epoch, **kwargs)
         class_weight = kwargs.pop("class_weight", None)
         sample_weight = kwargs.pop("sample_weight", None)
         if kwargs:
@@ -648,6 +705,11 @@ class Sequential:
         ``sample_weight`` weighs each sample's loss (Keras' sum_over_batch_size: the weighted sum
         over the number of samples); the accuracy from ``metrics`` is not weighted, as in Keras.
         """
+        if not is_batch_source(x) and self._route_to_graph(x):
+            if sample_weight is not None or steps is not None:
+                raise ValueError("evaluate: sample_weight and steps are not supported yet for models that run as a "
+                                 "graph")
+            return Model.evaluate(self, x, y, batch_size, verbose, return_dict, callbacks=callbacks, **kwargs)
         if kwargs:
             raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
         self._check_compiled("evaluate")
@@ -684,6 +746,8 @@ class Sequential:
                 callbacks=None, **kwargs) -> np.ndarray:
         """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units);
         ``x`` an array or a generator / PyDataset of batches (``x`` or ``(x, ...)``)."""
+        if not is_batch_source(x) and self._route_to_graph(x):
+            return Model.predict(self, x, batch_size, verbose, **kwargs)
         if kwargs:
             raise TypeError(f"predict: unsupported argument(s) {sorted(kwargs)}")
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
@@ -805,10 +869,6 @@ class Sequential:
             cb.set_params(params)
         return cbs
 
-    def __call__(self, x) -> np.ndarray:
-        """``model(x)``: predictions without a progress bar."""
-        return self.predict(x, verbose=0)
-
     def _inference_network(self):
         stack = self._dense_stack()
         if self.compiled and self.loss is not None:
@@ -884,9 +944,32 @@ class Sequential:
 
     def get_config(self) -> dict:
         """The architecture as plain data."""
-        return {"name": self.name,
-                "input_shape": list(self._input_shape) if self._input_shape is not None else None,
-                "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self._layers]}
+        cfg = {"name": self.name,
+               "input_shape": list(self._input_shape) if self._input_shape is not None else None,
+               "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self._layers]}
+        if not self.trainable:
+            cfg["trainable"] = False
+        return cfg
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Sequential":
+        """Rebuild from :meth:`get_config` (layers made fresh, built if the input shape is known)."""
+        from cdnn.models import deserialize_layer
+
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError(f"Invalid Sequential config: {str(config)[:200]!r}")
+        model = cls([deserialize_layer(c) for c in config["layers"]], name=config.get("name"))
+        shape = config.get("input_shape")
+        if shape is not None and not model.built:
+            if not isinstance(shape, list):
+                raise ValueError(f"Invalid input shape {shape!r} in Sequential config")
+            if model._layers:
+                model.build((None, *shape))
+            else:
+                model._input_shape = tuple(shape)
+        if config.get("trainable") is False:
+            model.trainable = False
+        return model
 
     # ---- pickling (joblib, multiprocessing, copy.deepcopy) ---------------------------
     def __getstate__(self) -> dict:
@@ -917,7 +1000,7 @@ class Sequential:
         if not isinstance(state, dict) or state.get("cdnn_state") != 1:
             raise _saving.ModelFileError("Not a pickled cdnn Sequential (unknown state format)")
         if "file" in state:  # read in memory with load_model's checks (no temporary file)
-            model = _saving.load_model_from_bytes(state["file"])
+            model = _saving.load_model_from_bytes(state["file"], type(self).from_config)
             self.__dict__.update(model.__dict__)
             return
         from cdnn import layers as layers_module
@@ -932,13 +1015,13 @@ class Sequential:
         comp = state.get("compile")
         if comp:
             self.compile(optimizer=optimizers_module.get(comp["optimizer"]),
-                         loss=losses_module.get(comp["loss"]) if comp.get("loss") else None,
+                         loss=losses_module.resolve(comp["loss"]) if comp.get("loss") else None,
                          metrics=deserialize_metrics(comp))
 
     def __repr__(self) -> str:
         return f"<Sequential name={self.name!r}, built={self.built}>"
 
 
-def load_model(filepath, compile: bool = True) -> Sequential:
-    """Read a model written by :meth:`Sequential.save`. Never unpickles or runs anything from the file."""
+def load_model(filepath, compile: bool = True) -> Model:
+    """Read a model written by ``model.save``. Never unpickles or runs anything from the file."""
     return saving.load_model(filepath, compile=compile)

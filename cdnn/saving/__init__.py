@@ -86,7 +86,14 @@ def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: b
         return keras_format.load_keras(path, compile=compile)
     if keras_format.is_hdf5(path):
         return keras_format.load_legacy_h5(path, compile=compile)
-    return _saving.load_model(path, compile=compile)
+    return _saving.load_model(path, _from_config, compile=compile)
+
+
+def _from_config(config: dict):
+    """A model from cdnn's architecture record (the models package knows the classes; _saving does not)."""
+    from cdnn.models import model_from_config
+
+    return model_from_config(config)
 
 
 def load_weights(model, filepath) -> None:

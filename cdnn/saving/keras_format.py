@@ -145,6 +145,11 @@ def _compile_config(model) -> Optional[dict]:
 def model_config(model) -> dict:
     """The model as Keras' ``serialize_keras_object`` writes it (``config.json``)."""
     from cdnn.layers import InputLayer
+    from cdnn.models import Sequential
+
+    if not isinstance(model, Sequential):
+        raise ValueError(f"Model {model.name!r} ({type(model).__name__}) cannot be written to a .keras file yet: "
+                         f"cdnn writes Sequential models there. Save it with a .cdnn file name instead.")
 
     shape = [None, *model.input_shape[1:]] if model.input_shape is not None else None
     layers = [_layer_config(InputLayer(shape=tuple(shape[1:]), name="input_layer"))] if shape else []

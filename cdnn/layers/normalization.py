@@ -1,0 +1,134 @@
+"""Normalization layers: ``BatchNormalization`` and ``LayerNormalization`` (last axis, as Keras' default)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from cdnn import initializers
+from cdnn._errors import invalid
+from cdnn.layers.core import Layer, Shape, _float_arg, _refuse_unsupported, register
+
+__all__ = ["BatchNormalization", "LayerNormalization"]
+
+
+def _axis(axis) -> int:
+    if axis not in (-1, [-1], (-1,)):
+        raise invalid("axis", axis, "-1 (cdnn normalizes the last axis)")
+    return -1
+
+
+class BatchNormalization(Layer):
+    """Normalize each feature by the batch's mean and variance in training, by moving ones in inference.
+
+    Keras 3's formulas and defaults: ``momentum=0.99``, ``epsilon=1e-3``;
+    in training ``y = gamma * (x - mean_b) / sqrt(var_b + epsilon) + beta`` with
+    the biased batch variance, and ``moving = moving * momentum + batch * (1 - momentum)``;
+    in inference the moving statistics replace the batch ones. A frozen layer
+    (``trainable = False``) runs in inference mode during training too, as in Keras 3.
+    Weights, in Keras' order: gamma, beta, moving_mean, moving_variance.
+    """
+
+    def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, beta_initializer="zeros", gamma_initializer="ones",
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
+                 name: Optional[str] = None, **kwargs) -> None:
+        _refuse_unsupported("BatchNormalization", kwargs, {
+            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            "gamma_constraint": None, "synchronized": False, "renorm": False, "virtual_batch_size": None,
+            "fused": None, "adjustment": None, "renorm_clipping": None, "renorm_momentum": 0.99})
+        super().__init__(name=name, **kwargs)
+        self.axis = _axis(axis)
+        self.momentum = _float_arg(momentum, "momentum", 0.0, 1.0, "a number in [0, 1]")
+        self.epsilon = _float_arg(epsilon, "epsilon", 0.0, np.inf, "a positive number")
+        if self.epsilon <= 0:
+            raise invalid("epsilon", epsilon, "a positive number")
+        self.center, self.scale = bool(center), bool(scale)
+        self.initializers = {"beta_initializer": beta_initializer, "gamma_initializer": gamma_initializer,
+                             "moving_mean_initializer": moving_mean_initializer,
+                             "moving_variance_initializer": moving_variance_initializer}
+        for v in self.initializers.values():
+            initializers.get(v)
+        self.gamma = self.beta = self.moving_mean = self.moving_variance = None
+
+    def build(self, input_shape: Shape) -> None:
+        width = (int(input_shape[-1]),)
+        init = {k: initializers.get(v) for k, v in self.initializers.items()}
+        self.gamma = init["gamma_initializer"](width) if self.scale else None
+        self.beta = init["beta_initializer"](width) if self.center else None
+        self.moving_mean = init["moving_mean_initializer"](width)
+        self.moving_variance = init["moving_variance_initializer"](width)
+        super().build(input_shape)
+
+    def _check_call_shape(self, input_shape) -> None:
+        if input_shape[-1] != self.moving_mean.shape[0]:
+            raise self._incompatible(input_shape, f"axis -1 of input shape to have value {self.moving_mean.shape[0]}")
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        if not self.built:
+            return []
+        return self._trainable_weight_list() + self._non_trainable_weight_list()
+
+    def _trainable_weight_list(self) -> list[np.ndarray]:
+        return [w for w in (self.gamma, self.beta) if w is not None] if self.built else []
+
+    def _non_trainable_weight_list(self) -> list[np.ndarray]:
+        return [self.moving_mean, self.moving_variance] if self.built else []
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale, **self.initializers, "beta_regularizer": None,
+                "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None, "synchronized": False}
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "batchnorm", "gamma": self.gamma, "beta": self.beta, "moving_mean": self.moving_mean,
+                "moving_variance": self.moving_variance, "momentum": self.momentum, "epsilon": self.epsilon,
+                "trainable": self.trainable}
+
+
+class LayerNormalization(Layer):
+    """Normalize each sample over its last axis: ``gamma * (x - mean) / sqrt(var + epsilon) + beta``."""
+
+    def __init__(self, axis: int = -1, epsilon: float = 1e-3, center: bool = True, scale: bool = True,
+                 beta_initializer="zeros", gamma_initializer="ones", name: Optional[str] = None, **kwargs) -> None:
+        _refuse_unsupported("LayerNormalization", kwargs, {
+            "rms_scaling": False, "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            "gamma_constraint": None})
+        super().__init__(name=name, **kwargs)
+        self.axis = _axis(axis)
+        self.epsilon = _float_arg(epsilon, "epsilon", 0.0, np.inf, "a positive number")
+        if self.epsilon <= 0:
+            raise invalid("epsilon", epsilon, "a positive number")
+        self.center, self.scale = bool(center), bool(scale)
+        self.initializers = {"beta_initializer": beta_initializer, "gamma_initializer": gamma_initializer}
+        for v in self.initializers.values():
+            initializers.get(v)
+        self.gamma = self.beta = None
+
+    def build(self, input_shape: Shape) -> None:
+        width = (int(input_shape[-1]),)
+        self.gamma = initializers.get(self.initializers["gamma_initializer"])(width) if self.scale else None
+        self.beta = initializers.get(self.initializers["beta_initializer"])(width) if self.center else None
+        super().build(input_shape)
+
+    def _check_call_shape(self, input_shape) -> None:
+        width = self._build_input_shape[-1]
+        if input_shape[-1] != width:
+            raise self._incompatible(input_shape, f"axis -1 of input shape to have value {width}")
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        return [w for w in (self.gamma, self.beta) if w is not None] if self.built else []
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,
+                "scale": self.scale, "rms_scaling": False, **self.initializers, "beta_regularizer": None,
+                "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None}
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "layernorm", "gamma": self.gamma, "beta": self.beta, "epsilon": self.epsilon,
+                "trainable": self.trainable}
+
+
+register(BatchNormalization, LayerNormalization)

@@ -17,6 +17,7 @@ except ImportError as _exc:  # running from a source tree whose extension was ne
         "unbuilt source tree first on sys.path."
     ) from _exc
 from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
+from cdnn import constraints, regularizers
 from cdnn import models
 from cdnn._config import build_info, get_num_threads, set_num_threads, show_config
 from cdnn.layers import Input

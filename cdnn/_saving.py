@@ -130,14 +130,17 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
     meta = {"format": FORMAT, "version": VERSION, "config": model.get_config(),
             "weights": [list(w.shape) for w in weights]}
     if with_optimizer and model.compiled:
+        from cdnn import optimizers
+
         meta["compile"] = {
-            "optimizer": model.optimizer.get_config(),
+            "optimizer": optimizers.serialize(model.optimizer),
             "loss": model.loss.get_config() if model.loss is not None else None,
             "metric": model._metric.get_config() if model._metric is not None else None,
             "iterations": int(model.optimizer.iterations),
         }
-        slots = [s for pair in model.optimizer._slots for s in pair]
-        if len(model.optimizer._slots) == len(weights):
+        # every parameter's five slot positions (optimizer slots 1-3, moving average, accumulator)
+        slots = [s for row in model.optimizer._slots for s in row]
+        if model.optimizer._slots_fit(weights):
             meta["compile"]["slots"] = [list(s.shape) if s is not None else None for s in slots]
             arrays.update({f"slot_{i}": s for i, s in enumerate(slots) if s is not None})
     return arrays, meta
@@ -299,11 +302,15 @@ def load_model(path, compile: bool = True):
         if isinstance(slots, list):
             params = model.weights
             model.optimizer.build(params)
-            if len(slots) != 2 * len(params):
+            width = len(model.optimizer._slots[0]) if model.optimizer._slots else 5
+            entries = [(shape, f"slot_{i}") for i, shape in enumerate(slots)]
+            if len(slots) == 2 * len(params):  # files of the two-slot layout (SGD, Adagrad, RMSprop, Adam)
+                entries = [e for i in range(len(params)) for e in entries[2 * i:2 * i + 2] + [(None, None)] * (width - 2)]
+            if len(entries) != width * len(params):
                 raise ModelFileError(f"{path}: optimizer state does not match the weights")
-            for i, shape in enumerate(slots):
-                own = model.optimizer._slots[i // 2][i % 2]
-                a = arrays.get(f"slot_{i}")
+            for i, (shape, name) in enumerate(entries):
+                own = model.optimizer._slots[i // width][i % width]
+                a = arrays.get(name) if name else None
                 if (shape is None) != (own is None) or (a is None) != (shape is None):
                     raise ModelFileError(f"{path}: optimizer slot {i} does not match {type(model.optimizer).__name__}")
                 if a is not None:

@@ -96,7 +96,7 @@ def _clone_model(model: Sequential) -> Sequential:
     if not clone.built and config.get("input_shape") is not None and clone.layers:
         clone.build((None, *config["input_shape"]))
     if model.compiled:
-        clone.compile(optimizer=optimizers_module.get(model.optimizer.get_config()),
+        clone.compile(optimizer=optimizers_module.get(optimizers_module.serialize(model.optimizer)),
                       loss=losses_module.get(model.loss.get_config()) if model.loss is not None else None,
                       metrics=[metrics_module.get(model._metric.get_config())] if model._metric is not None else None)
     return clone

@@ -263,17 +263,19 @@ class Sequential:
             top = stack[-1]["layer"]
             loss = self.loss
             params = self.weights
-            if len(self.optimizer._slots) != len(params) or any(
-                    s is not None and s.shape != p.shape for pair, p in zip(self.optimizer._slots, params) for s in pair):
+            if not self.optimizer._slots_fit(params):
                 self.optimizer.build(params)
             slots = iter(self.optimizer._slots)
             layers = []
             for item in stack:
                 layer = item["layer"]
                 ws = next(slots)
-                bs = next(slots) if layer.use_bias else [None, None]
+                bs = next(slots) if layer.use_bias else [None] * 5
                 layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
-                               "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]]})
+                               "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]],
+                               "extra_slots": {"W3": ws[2], "b3": bs[2], "Wema": ws[3], "bema": bs[3],
+                                               "Wacc": ws[4], "bacc": bs[4]},
+                               **layer._core_rules()})
             kind = metrics_module.resolve(self._metric, loss.core_name, top.units) if self._metric else None
             self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
                                       self.optimizer.hyperparameters())
@@ -415,7 +417,7 @@ class Sequential:
                 k = 1 if per_batch else threads.run_batches(steps - done)
                 for cb in per_batch:
                     cb.on_train_batch_begin(done)
-                net.set_optimizer(self.optimizer.hyperparameters())
+                net.set_optimizer(self.optimizer._run_hyperparameters(int(self.optimizer.iterations), k))
                 t0 = time.perf_counter()
                 steps_before = net.steps_done
                 try:
@@ -451,6 +453,8 @@ class Sequential:
             training_logs = logs
             if self.stop_training:
                 break
+        if epochs > initial_epoch:  # as Keras 3: EMA weights into the model before on_train_end
+            self.optimizer.finalize_variable_values(self.weights)
         for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
             cb.on_train_end(training_logs)
         return history
@@ -465,7 +469,11 @@ class Sequential:
     def _evaluate_arrays(self, xs: np.ndarray, ys: np.ndarray) -> tuple:
         net = self._core_network()
         _, loss_sum, correct_sum = net.predict(xs, PREDICT_ROWS, ys)
-        return loss_sum / len(xs), correct_sum / len(xs)
+        return loss_sum / len(xs) + self._penalty(), correct_sum / len(xs)
+
+    def _penalty(self) -> float:
+        """The layers' regularization penalties at the current weights (Keras adds them to the loss)."""
+        return float(sum(layer._penalty() for layer in self._layers if isinstance(layer, Dense)))
 
     def _evaluate_with_callbacks(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, cbs: list) -> dict:
         """The logs of ``(xs, ys)``, calling the callbacks' test hooks as Keras' ``evaluate`` does.
@@ -485,7 +493,7 @@ class Sequential:
                 stop = min(start + batch_size, len(xs))
                 _, ls, cs = net.predict(xs[start:stop], PREDICT_ROWS, ys[start:stop])
                 loss_sum, correct_sum = loss_sum + ls, correct_sum + cs
-                logs = self._logs(loss_sum / stop, correct_sum / stop)
+                logs = self._logs(loss_sum / stop + self._penalty(), correct_sum / stop)
                 for cb in per_batch:
                     cb.on_test_batch_end(step, dict(logs))
         else:
@@ -636,7 +644,7 @@ class Sequential:
         if not self.built:
             comp = None
             if self.compiled:
-                comp = {"optimizer": self.optimizer.get_config(),
+                comp = {"optimizer": optimizers_module.serialize(self.optimizer),
                         "loss": self.loss.get_config() if self.loss is not None else None,
                         "metric": self._metric.get_config() if self._metric is not None else None}
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}

@@ -40,6 +40,9 @@ cdef extern from "cdnn.h" nogil:
         int constraint
         float c_min, c_max, c_rate
         int c_axis
+        float orth_factor
+        int orth_mode
+        float *orth_scratch
     ctypedef struct cdnn_var_slots:
         float *s1
         float *s2
@@ -99,7 +102,8 @@ cdef extern from "cdnn.h" nogil:
     void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *w, float *slot1,
                          float *slot2, const float *g, long n)
     double cdnn_opt_prepare_grad(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r,
-                                 const float *w, float *g, cdnn_var_slots sl, long n, double *penalty)
+                                 const float *w, float *g, cdnn_var_slots sl, long rows, long cols,
+                                 double *penalty)
     void cdnn_opt_apply_var(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r, float *w,
                             float *g, cdnn_var_slots sl, long rows, long cols, double sumsq, double global_sumsq)
     int cdnn_opt_needs_whole(const cdnn_opt_params *p)
@@ -333,10 +337,29 @@ cdef cdnn_layer _layer_view(W, b, str activation, float alpha) except *:
     return ly
 
 
+def _check_rules(r, str name, shape):
+    """Validate a variable's rules dict; an orthogonal regularizer needs a kernel and its scratch array."""
+    r = r or {}
+    if r.get("orth_factor"):
+        if len(shape) != 2:
+            raise ValueError(f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={shape} "
+                             f"({name})")
+        scratch = r.get("orth_scratch")
+        _check(scratch, f"{name}.orth_scratch", 1, writable=True)
+        need = 2 * shape[0] * shape[1] + max(shape)
+        if scratch.shape[0] < need:
+            raise ValueError(f"Invalid `{name}.orth_scratch`: expected at least {need} floats, received {scratch.shape[0]}")
+    return r
+
+
 cdef cdnn_param_rules _rules(r) except *:
-    """A variable's regularizer and constraint from a dict (l1, l2, constraint, min_value, max_value, rate, axis)."""
+    """A variable's regularizer and constraint from a dict (l1, l2, orth_factor, orth_mode, orth_scratch,
+    constraint, min_value, max_value, rate, axis), checked by ``_check_rules``."""
     cdef cdnn_param_rules c
     r = r or {}
+    c.orth_factor = r.get("orth_factor", 0.0)
+    c.orth_mode = 1 if r.get("orth_mode") == "columns" else 0
+    c.orth_scratch = fptr(r.get("orth_scratch")) if c.orth_factor else NULL
     c.l1 = r.get("l1", 0.0)
     c.l2 = r.get("l2", 0.0)
     c.constraint = _code(CONSTRAINTS, r.get("constraint"), "constraint")
@@ -558,6 +581,7 @@ def optimizer_apply(dict hparams, list variables, list grads, list slots, long s
         if p.kind == 9 and w.ndim < 2:
             sl[0] = sl[1] = None
         rows, cols = (w.shape[0], w.shape[1]) if w.ndim == 2 else (w.shape[0], 1)
+        _check_rules(rules[i], f"rules[{i}]", w.shape)
         views.append((w, g, sl, rules[i], rows, cols))
     cdef cdnn_opt_step st = cdnn_opt_prepare(&p, step)
     cdef cdnn_var_slots vs
@@ -567,7 +591,7 @@ def optimizer_apply(dict hparams, list variables, list grads, list slots, long s
     for w, g, sl, rl, rows, cols in views:
         vs.s1, vs.s2, vs.s3, vs.ema, vs.acc = fptr(sl[0]), fptr(sl[1]), fptr(sl[2]), fptr(sl[3]), fptr(sl[4])
         r = _rules(rl)
-        sums.append(cdnn_opt_prepare_grad(&p, st, &r, fptr(w), fptr(g), vs, w.size, &pen))
+        sums.append(cdnn_opt_prepare_grad(&p, st, &r, fptr(w), fptr(g), vs, rows, cols, &pen))
         penalty += pen
     cdef double total = 0.0
     for x in sums:
@@ -708,9 +732,11 @@ cdef class Network:
             ly.W3 = fptr(extra.get("W3")); ly.b3 = fptr(extra.get("b3"))
             ly.Wema = fptr(extra.get("Wema")); ly.bema = fptr(extra.get("bema"))
             ly.Wacc = fptr(extra.get("Wacc")); ly.bacc = fptr(extra.get("bacc"))
-            ly.kernel_rules = _rules(d.get("kernel_rules"))
-            ly.bias_rules = _rules(d.get("bias_rules") if b is not None else None)
-            self.arrays.append((W, b, slots[:4], extra))
+            krules = _check_rules(d.get("kernel_rules"), f"layers[{i}].kernel_rules", W.shape)
+            brules = _check_rules(d.get("bias_rules"), f"layers[{i}].bias_rules", b.shape) if b is not None else None
+            ly.kernel_rules = _rules(krules)
+            ly.bias_rules = _rules(brules)
+            self.arrays.append((W, b, slots[:4], extra, krules, brules))
         self.n_in = self.net.layers[0].in_
         self.n_out = prev
         self._check_slots(self.net.opt, optimizer)

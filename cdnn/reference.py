@@ -595,6 +595,10 @@ class _Optimizer:
                 l1, l2 = r.get("l1", 0.0), r.get("l2", 0.0)
                 self.last_penalty += l1 * np.abs(w).sum() + l2 * np.square(w).sum()
                 g += l1 * np.sign(w) + 2 * l2 * w
+            if r and r.get("orthogonal"):
+                value, grad = orthogonal_regularizer(w, *r["orthogonal"])
+                self.last_penalty += value
+                g += grad
         update = True
         steps = self.gradient_accumulation_steps
         if steps:
@@ -933,6 +937,29 @@ class Adafactor(_Optimizer):
 # Constraints (keras/src/constraints/constraints.py) and schedules
 # (keras/src/optimizers/schedules/learning_rate_schedule.py)
 # ----------------------------------------------------------------------------
+
+
+def orthogonal_regularizer(w: np.ndarray, factor: float, mode: str = "rows") -> tuple[float, np.ndarray]:
+    """Keras' OrthogonalRegularizer (``keras/src/regularizers/regularizers.py``) and its gradient.
+
+    ``N`` holds the rows (or columns) of ``w`` scaled by ``1/sqrt(max(|x|^2, 1e-14))``
+    (``keras.ops.normalize``); the penalty is ``factor/2 * sum(|N N^T| off the diagonal) / (s(s-1)/2)``.
+    With ``S = sign(N N^T)`` (zero diagonal), ``dP/dN = factor/pairs * S N`` and, where the norm is not
+    clamped, ``dP/dx = (dP/dn - (n . dP/dn) n) / |x|``.
+    """
+    a = w if mode == "rows" else w.T
+    sq = (a * a).sum(axis=1, keepdims=True)
+    inv = 1 / np.sqrt(np.maximum(sq, 1e-14))
+    n = a * inv
+    m = n @ n.T
+    s = a.shape[0]
+    pairs = s * (s - 1) / 2
+    off = 1 - np.eye(s)
+    value = factor * 0.5 * np.abs(m * off).sum() / pairs
+    dn = factor / pairs * (np.sign(m) * off) @ n
+    radial = np.where(sq > 1e-14, (n * dn).sum(axis=1, keepdims=True), 0.0)
+    grad = (dn - radial * n) * inv
+    return float(value), grad if mode == "rows" else grad.T
 
 
 def _column_norms(w: np.ndarray, axis: int) -> np.ndarray:

@@ -108,6 +108,9 @@ typedef struct {
     int constraint;       /* enum cdnn_constraint */
     float c_min, c_max, c_rate; /* MaxNorm: c_max; MinMaxNorm: all three */
     int c_axis;           /* 0 or 1 for a kernel (1-D: ignored) */
+    float orth_factor;    /* OrthogonalRegularizer's factor (0: none), kernels only */
+    int orth_mode;        /* its vectors: 0 the kernel's rows, 1 its columns */
+    float *orth_scratch;  /* with orth_factor: 2 * rows * cols + max(rows, cols) floats of scratch */
 } cdnn_param_rules;
 
 /* The optimizer state of one variable for cdnn_opt_apply_var (NULL where unused). */
@@ -268,12 +271,12 @@ void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict 
  * first run starts off0 floats into its chunk), their slots and gradients contiguous: W packed. */
 void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
                             float *slot1, float *slot2, const float *g, long n);
-/* Sum of squares (double, in index order) of the effective gradient of one variable for the whole-gradient
- * path, after folding in its regularizer's gradient (of w) and, if accumulating, the accumulator (g is
- * rewritten in place: g + reg'(w), then on an update step (g + acc) / steps); *penalty gets the
- * variable's penalty at w. Returns the sum of squares, or 0 on a step that only accumulates. */
+/* Sum of squares (double, in index order) of the effective gradient of one rows x cols variable for the
+ * whole-gradient path, after folding in its regularizers' gradient (of w) and, if accumulating, the
+ * accumulator (g is rewritten in place: g + reg'(w), then on an update step (g + acc) / steps); *penalty
+ * gets the variable's penalty at w. Returns the sum of squares, or 0 on a step that only accumulates. */
 double cdnn_opt_prepare_grad(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r, const float *w,
-                             float *g, cdnn_var_slots sl, long n, double *penalty);
+                             float *g, cdnn_var_slots sl, long rows, long cols, double *penalty);
 /* The rest of one variable's step on the whole-gradient path, on the calling thread: clipping (sumsq:
  * this variable's, global_sumsq: all of them), weight decay, the update, the moving average and the
  * constraint, as Keras' base optimizer orders them. The variable is rows x cols (a bias: 1 x n). */

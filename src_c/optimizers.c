@@ -294,10 +294,62 @@ static int update_step_of(const cdnn_opt_params *p, int64_t t)
     return p->accumulation_steps <= 1 || t % p->accumulation_steps == 0;
 }
 
-double cdnn_opt_prepare_grad(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r, const float *w,
-                             float *g, cdnn_var_slots sl, long n, double *penalty)
+/* Keras' OrthogonalRegularizer (keras/src/regularizers/regularizers.py) of a rows x cols kernel: its penalty
+ * factor * 0.5 * sum over i != j of |n_i . n_j| / (s (s - 1) / 2), the n_i its rows (or columns) normalized as
+ * keras.ops.normalize does (x * rsqrt(max(|x|^2, 1e-14))), and its gradient added to g. Serial, in a fixed
+ * order: d(penalty)/dn_i = 2c sum_j sign(n_i . n_j) n_j (c = factor * 0.5 / pairs), then through the
+ * normalization, dn/dw = (I - n n^T) / |w| (1/|w| alone where the norm is clamped). */
+static double orthogonal(const cdnn_param_rules *r, const float *w, float *g, long rows, long cols)
 {
+    const int by_rows = r->orth_mode == 0;
+    const long s = by_rows ? rows : cols, d = by_rows ? cols : rows;
+    const long vstride = by_rows ? cols : 1, estride = by_rows ? 1 : cols; /* element e of vector i */
+    float *N = r->orth_scratch, *G = N + s * d, *inv = G + s * d;
+    for (long i = 0; i < s; i++) {
+        double q = 0.0;
+        for (long e = 0; e < d; e++) q += (double)w[i * vstride + e * estride] * w[i * vstride + e * estride];
+        const float qf = (float)q;
+        inv[i] = 1.0f / sqrtf(qf > 1e-14f ? qf : 1e-14f);
+        for (long e = 0; e < d; e++) {
+            N[i * d + e] = w[i * vstride + e * estride] * inv[i];
+            G[i * d + e] = 0.0f;
+        }
+        if (!(qf > 1e-14f)) inv[i] = -inv[i]; /* marks a clamped norm */
+    }
+    double total = 0.0;
+    for (long i = 0; i < s; i++)
+        for (long j = i + 1; j < s; j++) {
+            double m = 0.0;
+            for (long e = 0; e < d; e++) m += (double)N[i * d + e] * N[j * d + e];
+            total += fabs(m);
+            const float sg = (float)((m > 0.0) - (m < 0.0));
+            if (sg == 0.0f) continue;
+            for (long e = 0; e < d; e++) {
+                G[i * d + e] += sg * N[j * d + e];
+                G[j * d + e] += sg * N[i * d + e];
+            }
+        }
+    const double pairs = (double)s * (s - 1.0) / 2.0;
+    const float two_c = (float)(r->orth_factor / pairs); /* 2 * factor * 0.5 / pairs */
+    for (long i = 0; i < s; i++) {
+        const int clamped = inv[i] < 0.0f;
+        const float iv = clamped ? -inv[i] : inv[i];
+        double dot = 0.0;
+        if (!clamped)
+            for (long e = 0; e < d; e++) dot += (double)N[i * d + e] * G[i * d + e];
+        for (long e = 0; e < d; e++)
+            g[i * vstride + e * estride] += two_c * iv * (G[i * d + e] - (float)dot * N[i * d + e]);
+    }
+    /* each unordered pair counted once above: the sum over i != j is twice it */
+    return r->orth_factor * 0.5 * (2.0 * total) / pairs;
+}
+
+double cdnn_opt_prepare_grad(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r, const float *w,
+                             float *g, cdnn_var_slots sl, long rows, long cols, double *penalty)
+{
+    const long n = rows * cols;
     double pen = 0.0;
+    if (r && r->orth_factor != 0.0f) pen += orthogonal(r, w, g, rows, cols);
     if (r && (r->l1 != 0.0f || r->l2 != 0.0f)) {
         /* Keras adds the penalty to the loss: its gradient l1*sign(w) + 2*l2*w joins the loss's */
         double a = 0.0, q = 0.0;
@@ -306,7 +358,7 @@ double cdnn_opt_prepare_grad(const cdnn_opt_params *p, cdnn_opt_step s, const cd
             q += (double)w[i] * w[i];
             g[i] += r->l1 * signf(w[i]) + 2.0f * r->l2 * w[i];
         }
-        pen = (double)r->l1 * a + (double)r->l2 * q;
+        pen += (double)r->l1 * a + (double)r->l2 * q;
     }
     *penalty = pen;
     if (p->accumulation_steps > 1) {

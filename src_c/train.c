@@ -516,7 +516,7 @@ static int bad_batch_of(const int *bad_batch)
 
 static int has_rules(const cdnn_param_rules *r)
 {
-    return r->l1 != 0.0f || r->l2 != 0.0f || r->constraint != CDNN_CONSTRAINT_NONE;
+    return r->l1 != 0.0f || r->l2 != 0.0f || r->orth_factor != 0.0f || r->constraint != CDNN_CONSTRAINT_NONE;
 }
 
 /* Whether a run must take the whole-gradient path: an optimizer option that reads whole variables, or a
@@ -548,7 +548,8 @@ static void apply_whole_team(const cdnn_net *net, cdnn_workspace *ws, cdnn_opt_s
                              bias ? ly->bema : ly->Wema, bias ? ly->bacc : ly->Wacc};
         ws->var_sumsq[v] = cdnn_opt_prepare_grad(&net->opt, st, bias ? &ly->bias_rules : &ly->kernel_rules,
                                                  bias ? ly->b : ly->W, bias ? ws->lb[v / 2].db : ws->lb[v / 2].dw,
-                                                 sl, bias ? ly->units : (long)ly->in * ly->units, &ws->var_penalty[v]);
+                                                 sl, bias ? ly->units : ly->in, bias ? 1 : ly->units,
+                                                 &ws->var_penalty[v]);
     }
     cdnn_team_barrier();
     double global = 0.0;

@@ -136,6 +136,9 @@ REGULARIZED = {
     "unit_norm_axis1": (dict(kernel_constraint=keras.constraints.UnitNorm(axis=1)), None),
     "non_neg_bias": (dict(bias_constraint="non_neg", kernel_regularizer="l1"), None),
     "min_max_norm": (dict(kernel_constraint=keras.constraints.MinMaxNorm(0.2, 0.6, rate=0.5)), None),
+    "orthogonal_rows": (dict(kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.1)), None),
+    "orthogonal_columns_l2_bias": (dict(kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.2, "columns"),
+                                        bias_regularizer="l2"), None),
 }
 
 
@@ -144,7 +147,9 @@ def _ref_rules(layer):
     out = []
     for reg, con in ((layer.kernel_regularizer, layer.kernel_constraint), (layer.bias_regularizer, layer.bias_constraint)):
         r = {}
-        if reg is not None:
+        if isinstance(reg, keras.regularizers.OrthogonalRegularizer):
+            r["orthogonal"] = (reg.factor, reg.mode)
+        elif reg is not None:
             r.update(l1=getattr(reg, "l1", 0.0), l2=getattr(reg, "l2", 0.0))
         if isinstance(con, keras.constraints.MaxNorm):
             r["constraint"] = lambda w, c=con: ref.max_norm(w, c.max_value, c.axis if w.ndim > 1 else 0)
@@ -235,6 +240,7 @@ THREAD_CASES = {
         lambda: K.Adam(global_clipnorm=0.5, use_ema=True, gradient_accumulation_steps=2), None),
     "adafactor": (lambda: K.Adafactor(), None),
     "sgd_l2_maxnorm": (lambda: K.SGD(0.1), dict(kernel_regularizer="l2", kernel_constraint="max_norm")),
+    "sgd_orthogonal": (lambda: K.SGD(0.1), dict(kernel_regularizer=keras.regularizers.OrthogonalRegularizer())),
 }
 
 

@@ -59,8 +59,13 @@ def test_bad_regularizers_are_refused(make, match):
 
 
 def test_what_the_core_cannot_train_is_refused_at_the_layer():
-    with pytest.raises(ValueError, match="OrthogonalRegularizer"):
-        keras.layers.Dense(3, kernel_regularizer=R.OrthogonalRegularizer())
+    with pytest.raises(ValueError, match="bias_regularizer.*OrthogonalRegularizer"):
+        keras.layers.Dense(3, bias_regularizer=R.OrthogonalRegularizer())
+    one_unit = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(
+        1, kernel_regularizer=R.OrthogonalRegularizer(mode="columns"))])
+    one_unit.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="at least 2 vectors"):
+        one_unit.fit(np.zeros((4, 4)), np.zeros((4, 1)), verbose=0)
     with pytest.raises(ValueError, match="activity_regularizer"):
         keras.layers.Dense(3, activity_regularizer="l2")
 
@@ -178,3 +183,30 @@ def test_a_model_with_objects_saves_and_loads(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert loaded.evaluate(x, np.arange(40) % 3, verbose=0) == pytest.approx(
         model.evaluate(x, np.arange(40) % 3, verbose=0))
+
+
+@pytest.mark.parametrize("mode", ["rows", "columns"])
+def test_orthogonal_regularizer_gradient_in_c_matches_finite_differences(mode):
+    from cdnn import _core
+    x = w((6, 5), seed=3)
+    x[2] = 0.0  # a zero row: its norm is clamped as keras.ops.normalize clamps it
+    reg = R.OrthogonalRegularizer(0.3, mode)
+    # SGD(lr=1) on a zero gradient: the step is the regularizer's gradient alone
+    w1 = x.copy()
+    rules = [{**reg._core(), "orth_scratch": np.empty(2 * x.size + 6, np.float32)}]
+    penalty = _core.optimizer_apply({"name": "sgd", "learning_rate": 1.0}, [w1], [np.zeros_like(x)],
+                                    [[None] * 5], 1, rules)
+    grad = x - w1
+    assert penalty == pytest.approx(reg(x), rel=1e-5)
+    value, oracle = ref.orthogonal_regularizer(x.astype(np.float64), 0.3, mode)
+    assert value == pytest.approx(reg(x), rel=1e-12)
+    np.testing.assert_allclose(grad, oracle, rtol=1e-4, atol=1e-6)
+    # the oracle against central differences, away from the zero row (where |x| is not differentiable)
+    h = 1e-6
+    x64 = x.astype(np.float64)
+    for i, j in [(0, 0), (1, 3), (5, 4), (3, 2)]:
+        up, down = x64.copy(), x64.copy()
+        up[i, j] += h
+        down[i, j] -= h
+        numeric = (ref.orthogonal_regularizer(up, 0.3, mode)[0] - ref.orthogonal_regularizer(down, 0.3, mode)[0]) / (2 * h)
+        assert oracle[i, j] == pytest.approx(numeric, rel=1e-4, abs=1e-8)

@@ -193,6 +193,17 @@ class Dense(Layer):
             r = {}
             if reg is not None:
                 r.update(reg._core())
+                if r.get("orth_factor") and key == "bias_rules":
+                    raise ValueError("Invalid value for argument `bias_regularizer`: OrthogonalRegularizer needs "
+                                     "a 2-D kernel (Keras: inputs must have rank 2), a bias is 1-D")
+                if r.get("orth_factor") and getattr(self, "kernel", None) is not None:
+                    count = self.kernel.shape[0 if r["orth_mode"] == "rows" else 1]
+                    if count < 2:
+                        raise ValueError(f"OrthogonalRegularizer(mode={r['orth_mode']!r}) on layer {self.name!r} "
+                                         f"needs at least 2 vectors, its kernel {self.kernel.shape} has {count} "
+                                         f"(no pair to make orthogonal; Keras divides by 0 pairs)")
+                    # C's scratch: the normalized vectors, their gradients and the inverse norms
+                    r["orth_scratch"] = np.empty(2 * self.kernel.size + max(self.kernel.shape), np.float32)
             if con is not None:
                 r.update(con._core())
                 if key == "bias_rules":

@@ -582,23 +582,24 @@ class _Optimizer:
             )
         if self._slots is None:
             self._slots = [self._new_slots(w) for w in params]
-            self.averages = [np.zeros_like(w) for w in params]
-            self._accumulators = [np.zeros_like(w) for w in params]
+            self.averages = [np.zeros_like(w) for w in params] if self.use_ema else None
+            self._accumulators = ([np.zeros_like(w) for w in params] if self.gradient_accumulation_steps
+                                  else None)
         if self._schedule is not None:
             self.learning_rate = float(self._schedule(self.iterations))
         t = self.iterations + 1
-        grads = [np.array(g, dtype=w.dtype) for w, g in zip(params, grads)]
+        grads = [np.asarray(g, dtype=w.dtype) for w, g in zip(params, grads)]
         self.last_penalty = 0.0
         for i, (w, g) in enumerate(zip(params, grads)):
             r = self.rules[i] if self.rules else None
             if r and (r.get("l1") or r.get("l2")):
                 l1, l2 = r.get("l1", 0.0), r.get("l2", 0.0)
                 self.last_penalty += l1 * np.abs(w).sum() + l2 * np.square(w).sum()
-                g += l1 * np.sign(w) + 2 * l2 * w
+                g = grads[i] = g + l1 * np.sign(w) + 2 * l2 * w
             if r and r.get("orthogonal"):
                 value, grad = orthogonal_regularizer(w, *r["orthogonal"])
                 self.last_penalty += value
-                g += grad
+                g = grads[i] = g + grad
         update = True
         steps = self.gradient_accumulation_steps
         if steps:
@@ -765,7 +766,10 @@ class Adam(_Optimizer):
         self.amsgrad = amsgrad
 
     def _new_slots(self, w: np.ndarray) -> dict[str, np.ndarray]:
-        return {"momentum": np.zeros_like(w), "velocity": np.zeros_like(w), "velocity_hat": np.zeros_like(w)}
+        slots = {"momentum": np.zeros_like(w), "velocity": np.zeros_like(w)}
+        if self.amsgrad:
+            slots["velocity_hat"] = np.zeros_like(w)
+        return slots
 
     def _update(self, w, g, slots, t):
         f = w.dtype.type

@@ -39,7 +39,7 @@ class Regularizer:
     def _core(self) -> dict:
         """The L1/L2 strengths the C core applies (a user subclass cannot run inside the C step)."""
         raise ValueError(f"cdnn trains in C and cannot call the regularizer {type(self).__name__} inside a "
-                         f"training step: use keras.regularizers.L1, L2 or L1L2")
+                         f"training step: use keras.regularizers.L1, L2, L1L2 or OrthogonalRegularizer")
 
 
 class L1L2(Regularizer):

@@ -146,111 +146,125 @@ static inline float signf(float x)
 
 /* One parameter's update for any elementwise optimizer, with clipvalue and decoupled weight decay
  * applied first (Keras' base optimizer: clip the gradient, w -= w*wd*lr, then update_step). */
-static inline void update_one(const cdnn_opt_params *p, const cdnn_opt_step *s, float *w, float *s1, float *s2,
-                              float *s3, float gin)
+__attribute__((always_inline))
+static inline void update_one(const int kind, const cdnn_opt_params *p, const cdnn_opt_step *s, float *restrict w,
+                              float *restrict s1, float *restrict s2, float *restrict s3, const float *restrict gp,
+                              long i)
 {
-    const float g = clip_value(gin, p->clipvalue), lr = s->lr, eps = p->epsilon;
-    float wi = *w;
+    const float g = clip_value(gp[i], p->clipvalue), lr = s->lr, eps = p->epsilon;
+    float wi = w[i];
     if (p->weight_decay != 0.0f) wi = wi - wi * p->weight_decay * s->base_lr;
-    switch (p->kind) {
+    switch (kind) {
     case CDNN_SGD:
         if (p->momentum == 0.0f) {
             wi -= g * lr;
         } else {
-            float m = -g * lr + *s1 * p->momentum;
-            *s1 = m;
+            float m = -g * lr + s1[i] * p->momentum;
+            s1[i] = m;
             wi += p->nesterov ? -g * lr + m * p->momentum : m;
         }
         break;
     case CDNN_ADAGRAD: {
-        float a = *s1 + g * g;
-        *s1 = a;
+        float a = s1[i] + g * g;
+        s1[i] = a;
         wi -= (lr * g) / sqrtf(a + eps);
         break;
     }
     case CDNN_RMSPROP: {
-        float v = p->rho * *s1 + (1.0f - p->rho) * (g * g);
-        *s1 = v;
+        float v = p->rho * s1[i] + (1.0f - p->rho) * (g * g);
+        s1[i] = v;
         float inc = (lr * g) / sqrtf(v + eps);
         if (p->momentum > 0.0f) {
-            inc = p->momentum * *s2 + inc;
-            *s2 = inc;
+            inc = p->momentum * s2[i] + inc;
+            s2[i] = inc;
         }
         wi -= inc;
         break;
     }
     case CDNN_ADAM: {
-        float m = *s1 + (g - *s1) * (1.0f - p->beta_1);
-        float v = *s2 + (g * g - *s2) * (1.0f - p->beta_2);
-        *s1 = m;
-        *s2 = v;
+        float m = s1[i] + (g - s1[i]) * (1.0f - p->beta_1);
+        float v = s2[i] + (g * g - s2[i]) * (1.0f - p->beta_2);
+        s1[i] = m;
+        s2[i] = v;
         if (p->amsgrad) {
-            v = *s3 > v ? *s3 : v;
-            *s3 = v;
+            v = s3[i] > v ? s3[i] : v;
+            s3[i] = v;
         }
         wi -= (m * lr) / (sqrtf(v) + eps);
         break;
     }
     case CDNN_NADAM: {
         const float u_t = s->a, u_t1 = s->b, up_t = s->c, up_t1 = s->c * s->b;
-        float m = *s1 + (g - *s1) * (1.0f - p->beta_1);
-        float v = *s2 + (g * g - *s2) * (1.0f - p->beta_2);
-        *s1 = m;
-        *s2 = v;
+        float m = s1[i] + (g - s1[i]) * (1.0f - p->beta_1);
+        float v = s2[i] + (g * g - s2[i]) * (1.0f - p->beta_2);
+        s1[i] = m;
+        s2[i] = v;
         float m_hat = (u_t1 * m) / (1.0f - up_t1) + ((1.0f - u_t) * g) / (1.0f - up_t);
         float v_hat = v / (1.0f - s->d);
         wi -= (m_hat * lr) / (sqrtf(v_hat) + eps);
         break;
     }
     case CDNN_ADAMAX: {
-        float m = *s1 + (g - *s1) * (1.0f - p->beta_1);
-        float u = p->beta_2 * *s2, ag = fabsf(g);
+        float m = s1[i] + (g - s1[i]) * (1.0f - p->beta_1);
+        float u = p->beta_2 * s2[i], ag = fabsf(g);
         u = u > ag ? u : ag;
-        *s1 = m;
-        *s2 = u;
+        s1[i] = m;
+        s2[i] = u;
         wi -= (lr * m) / (s->a * (u + eps));
         break;
     }
     case CDNN_ADADELTA: {
         const float rho = p->rho;
-        float ag = rho * *s1 + (1.0f - rho) * (g * g);
-        *s1 = ag;
-        float delta = -((sqrtf(*s2 + eps) * g) / sqrtf(ag + eps));
-        *s2 = rho * *s2 + (1.0f - rho) * (delta * delta);
+        float ag = rho * s1[i] + (1.0f - rho) * (g * g);
+        s1[i] = ag;
+        float delta = -((sqrtf(s2[i] + eps) * g) / sqrtf(ag + eps));
+        s2[i] = rho * s2[i] + (1.0f - rho) * (delta * delta);
         wi += lr * delta;
         break;
     }
     case CDNN_LION: {
-        wi -= lr * signf(*s1 * p->beta_1 + g * (1.0f - p->beta_1));
-        *s1 = *s1 * p->beta_2 + g * (1.0f - p->beta_2);
+        wi -= lr * signf(s1[i] * p->beta_1 + g * (1.0f - p->beta_1));
+        s1[i] = s1[i] * p->beta_2 + g * (1.0f - p->beta_2);
         break;
     }
     case CDNN_FTRL: {
         const float l2_reg = p->l2 + p->beta / (2.0f * lr);
         const float gtu = g + 2.0f * p->l2_shrinkage * wi;
-        const float acc = *s1, new_acc = acc + g * g;
+        const float acc = s1[i], new_acc = acc + g * g;
         const float pn = powf(new_acc, -p->lr_power), po = powf(acc, -p->lr_power);
-        float lin = *s2 + (gtu - ((pn - po) / lr) * wi);
-        *s2 = lin;
+        float lin = s2[i] + (gtu - ((pn - po) / lr) * wi);
+        s2[i] = lin;
         float quad = pn / lr + 2.0f * l2_reg;
         float lc = lin < -p->l1 ? -p->l1 : (lin > p->l1 ? p->l1 : lin);
         wi = (lc - lin) / quad;
-        *s1 = new_acc;
+        s1[i] = new_acc;
         break;
     }
     default:
         break;
     }
-    *w = wi;
+    w[i] = wi;
 }
 
-/* Any optimizer with options, n contiguous parameters (slot pointers may be NULL where unused). */
+/* Any optimizer with options, n contiguous parameters (slot pointers may be NULL where the kind does not
+ * read them): one loop per kind, so that each is compiled for its own kind. */
 static void update_general(const cdnn_opt_params *p, cdnn_opt_step s, float *w, float *s1, float *s2, float *s3,
                            const float *g, long n)
 {
-    float dummy = 0.0f;
-    for (long i = 0; i < n; i++)
-        update_one(p, &s, w + i, s1 ? s1 + i : &dummy, s2 ? s2 + i : &dummy, s3 ? s3 + i : &dummy, g[i]);
+#define CDNN_UPDATE_LOOP(K) for (long i = 0; i < n; i++) update_one(K, p, &s, w, s1, s2, s3, g, i)
+    switch (p->kind) {
+    case CDNN_SGD: CDNN_UPDATE_LOOP(CDNN_SGD); break;
+    case CDNN_ADAGRAD: CDNN_UPDATE_LOOP(CDNN_ADAGRAD); break;
+    case CDNN_RMSPROP: CDNN_UPDATE_LOOP(CDNN_RMSPROP); break;
+    case CDNN_ADAM: CDNN_UPDATE_LOOP(CDNN_ADAM); break;
+    case CDNN_NADAM: CDNN_UPDATE_LOOP(CDNN_NADAM); break;
+    case CDNN_ADAMAX: CDNN_UPDATE_LOOP(CDNN_ADAMAX); break;
+    case CDNN_ADADELTA: CDNN_UPDATE_LOOP(CDNN_ADADELTA); break;
+    case CDNN_LION: CDNN_UPDATE_LOOP(CDNN_LION); break;
+    case CDNN_FTRL: CDNN_UPDATE_LOOP(CDNN_FTRL); break;
+    default: break;
+    }
+#undef CDNN_UPDATE_LOOP
 }
 
 static int plain(const cdnn_opt_params *p)

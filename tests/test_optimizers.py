@@ -396,7 +396,16 @@ def test_negative_assigned_learning_rate_is_refused():
                                   lambda: K.AdamW(use_ema=True, gradient_accumulation_steps=2),
                                   lambda: K.Lion(K.schedules.CosineDecayRestarts(0.001, 3))],
                          ids=["sgd", "amsgrad", "nadam", "adafactor", "ftrl", "adamw-ema-acc", "lion-schedule"])
-def test_saved_model_resumes_training_identically(tmp_path, make):
+def test_saved_model_with_options_resumes_training_identically(tmp_path, make):
+    _resumes_identically(tmp_path, make)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_saved_model_resumes_training_identically(tmp_path, name):
+    _resumes_identically(tmp_path, lambda: K.get(name))
+
+
+def _resumes_identically(tmp_path, make):
     x, y = blobs(96)
     model = model_of((20, 16, 4), ["relu", "softmax"], make())
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)

@@ -210,3 +210,40 @@ def test_orthogonal_regularizer_gradient_in_c_matches_finite_differences(mode):
         down[i, j] -= h
         numeric = (ref.orthogonal_regularizer(up, 0.3, mode)[0] - ref.orthogonal_regularizer(down, 0.3, mode)[0]) / (2 * h)
         assert oracle[i, j] == pytest.approx(numeric, rel=1e-4, abs=1e-8)
+
+
+def test_regularizers_constraints_and_initializer_objects_go_through_keras_files(tmp_path):
+    pytest.importorskip("h5py")
+    model = keras.Sequential([
+        keras.layers.Input((6,)),
+        keras.layers.Dense(5, activation="relu", kernel_initializer=I.RandomNormal(stddev=0.2, seed=3),
+                           kernel_regularizer=R.L1L2(0.001, 0.01), bias_regularizer=R.L2(0.02),
+                           kernel_constraint=C.MaxNorm(2.0), bias_constraint=C.NonNeg()),
+        keras.layers.Dense(3, activation="softmax", kernel_regularizer=R.OrthogonalRegularizer(0.1, "columns"))])
+    model.compile(optimizer=keras.optimizers.AdamW(use_ema=True), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+    model.fit(x, np.arange(40) % 3, epochs=1, verbose=0)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    d = loaded.layers[0]
+    assert d.kernel_regularizer.get_config() == {"l1": 0.001, "l2": 0.01}
+    assert d.bias_regularizer.get_config() == {"l2": 0.02}
+    assert isinstance(d.kernel_constraint, C.MaxNorm) and isinstance(d.bias_constraint, C.NonNeg)
+    assert isinstance(d.kernel_initializer, I.RandomNormal) and d.kernel_initializer.stddev == 0.2
+    assert loaded.layers[1].kernel_regularizer.get_config() == {"factor": 0.1, "mode": "columns"}
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(a, b)
+    # and Keras 3 itself reads the same objects and optimizer state, where it is installed
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    pytest.importorskip("jax")
+    real = pytest.importorskip("keras")
+    theirs = real.models.load_model(path)
+    dense = theirs.layers[0]
+    assert type(dense.kernel_regularizer).__name__ == "L1L2" and float(dense.kernel_regularizer.l2) == 0.01
+    assert type(dense.kernel_constraint).__name__ == "MaxNorm"
+    assert type(theirs.optimizer).__name__ == "AdamW" and theirs.optimizer.use_ema
+    kernel_average = [np.asarray(v) for v in theirs.optimizer.variables if v.path.endswith("kernel_average")]
+    np.testing.assert_array_equal(kernel_average[0], model.optimizer._slots[0][3])

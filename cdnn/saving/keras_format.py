@@ -79,10 +79,11 @@ _UNSEEDED = {"zeros", "ones"}
 
 
 def _initializer(name) -> dict:
-    if not isinstance(name, str):  # an initializer object: its own config (Keras' serialization)
-        from cdnn import initializers
+    from cdnn import initializers
 
-        return initializers.serialize(name)
+    if not isinstance(name, str) or name in ("constant", "identity", "variance_scaling"):
+        # an object (or a name whose class takes other arguments than a seed): its own config
+        return initializers.serialize(initializers.get(name))
     return _object("keras.initializers", camel_case(name), {} if name in _UNSEEDED else {"seed": None})
 
 

@@ -113,7 +113,7 @@ cdef extern from "cdnn.h" nogil:
                        const int32_t *ysparse, const float *ydense, int ldy,
                        const int32_t *perm, int64_t first, int n_batches, int bs,
                        int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
-                       int stop_nonfinite_loss)
+                       int stop_nonfinite_loss, float *outputs)
     void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum)
@@ -786,7 +786,7 @@ cdef class Network:
 
     def train_run(self, x, y, perm, long first, int n_batches, int batch_size, long step0,
                   unsigned long long seed, batch_loss, batch_correct, int threads=0,
-                  bint stop_nonfinite_loss=False):
+                  bint stop_nonfinite_loss=False, outputs=None):
         """Train ``n_batches`` mini-batches of ``batch_size`` rows ``x[perm[...]]``, starting at batch ``first``.
 
         ``threads > 0`` caps this run's threads (the results do not depend on it).
@@ -798,6 +798,9 @@ cdef class Network:
         The rows of ``x`` are checked as they are gathered: the first batch with a NaN or an
         infinity raises :class:`NonFiniteInputError` before its update (the batches before it are
         trained and counted in ``steps_done``).
+        ``outputs`` (float32, C-contiguous, at least ``n_batches * batch_size`` rows of ``n_out``),
+        if given, receives each trained batch's forward outputs, batch ``j`` from row ``j * batch_size``
+        (for metrics computed outside C).
         """
         _check(x, "x", 2)
         cdef long n = x.shape[0]
@@ -818,9 +821,15 @@ cdef class Network:
             _check(arr, nm, 1, writable=True, dtype=np.float64)
             if arr.shape[0] < n_batches:
                 raise ValueError(f"Invalid shape for argument `{nm}`: expected at least {n_batches} entries")
+        if outputs is not None:
+            _check(outputs, "outputs", 2, writable=True)
+            if outputs.shape[0] < n_batches * batch_size or outputs.shape[1] != self.n_out:
+                raise ValueError(f"Invalid shape for argument `outputs`: expected at least "
+                                 f"({n_batches * batch_size}, {self.n_out}), received {outputs.shape}")
         if n_batches == 0:
             return 0
         _check_step_arrays(self.step_arrays, step0 + 1, n_batches)
+        cdef float *pout = fptr(outputs)
         cdef float *px = fptr(x)
         cdef int32_t *pys = iptr(ys)
         cdef float *pyd = fptr(yd)
@@ -832,7 +841,7 @@ cdef class Network:
             self._workspace(min(batch_size, n))
             with nogil:
                 done = cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
-                                      batch_size, step0, seed, pl, pc, threads, stop_nonfinite_loss)
+                                      batch_size, step0, seed, pl, pc, threads, stop_nonfinite_loss, pout)
             self.steps_done += done
         if stop_nonfinite_loss and done > 0 and not isfinite(pl[done - 1]):
             return done  # stopped after the batch whose loss is not finite (the last one, possibly)

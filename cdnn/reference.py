@@ -1238,3 +1238,65 @@ class MLP:
             total_loss += (value + getattr(optimizer, "last_penalty", 0.0)) * len(idx)
             total_correct += accuracy(yb, out) * len(idx)
         return total_loss / n, total_correct / n
+
+
+# ----------------------------------------------------------------------------
+# metrics (keras/src/metrics/*.py formulas, written with plain loops)
+# ----------------------------------------------------------------------------
+
+
+def confusion_at_thresholds(y_true, y_pred, thresholds, sample_weight=None) -> dict:
+    """Weighted tp, fp, tn, fn of ``y_pred > t`` against 0/1 labels, for each t (loops, no sorting)."""
+    yt = np.asarray(y_true, np.float64).reshape(len(y_true), -1)
+    yp = np.asarray(y_pred, np.float64).reshape(yt.shape)
+    w = np.ones(len(yt)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    out = {k: np.zeros(len(thresholds)) for k in ("tp", "fp", "tn", "fn")}
+    for i, t in enumerate(thresholds):
+        for r in range(yt.shape[0]):
+            for c in range(yt.shape[1]):
+                key = ("t" if (yp[r, c] > t) == (yt[r, c] == 1) else "f") + ("p" if yp[r, c] > t else "n")
+                out[key][i] += w[r]
+    return out
+
+
+def auc(y_true, y_pred, num_thresholds: int = 200, curve: str = "ROC", sample_weight=None) -> float:
+    """Keras' AUC: a trapezoid Riemann sum over evenly spaced thresholds (PR: Davis & Goadrich interpolation)."""
+    ts = [-1e-7] + [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)] + [1 + 1e-7]
+    c = confusion_at_thresholds(y_true, y_pred, ts, sample_weight)
+    tp, fp, tn, fn = c["tp"], c["fp"], c["tn"], c["fn"]
+    total = 0.0
+    for i in range(len(ts) - 1):
+        if curve == "ROC":
+            def rate(a, b, j):
+                return a[j] / (a[j] + b[j]) if a[j] + b[j] else 0.0
+            total += (rate(fp, tn, i) - rate(fp, tn, i + 1)) * (rate(tp, fn, i) + rate(tp, fn, i + 1)) / 2
+        else:
+            p_a, p_b = tp[i] + fp[i], tp[i + 1] + fp[i + 1]
+            dtp = tp[i] - tp[i + 1]
+            slope = dtp / (p_a - p_b) if p_a - p_b > 0 else 0.0
+            intercept = tp[i + 1] - slope * p_b
+            log_ratio = math.log(p_a / p_b) if p_a > 0 and p_b > 0 else 0.0
+            pos = tp[i + 1] + fn[i + 1]
+            total += slope * (dtp + intercept * log_ratio) / pos if pos > 0 else 0.0
+    return total
+
+
+def r2_score(y_true, y_pred) -> float:
+    """Mean over outputs of ``1 - sum((y - p)^2) / sum((y - mean(y))^2)``."""
+    yt, yp = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    scores = [1 - ((yt[:, j] - yp[:, j]) ** 2).sum() / ((yt[:, j] - yt[:, j].mean()) ** 2).sum()
+              for j in range(yt.shape[1])]
+    return float(np.mean(scores))
+
+
+def f_beta(y_true, y_pred, beta: float = 1.0, threshold: float = 0.5) -> np.ndarray:
+    """Per-class F-beta of ``y_pred > threshold`` (Keras' epsilon-guarded divisions)."""
+    yt, pred = np.asarray(y_true, np.float64), (np.asarray(y_pred) > threshold).astype(np.float64)
+    out = []
+    for j in range(yt.shape[1]):
+        tp = (pred[:, j] * yt[:, j]).sum()
+        fp = (pred[:, j] * (1 - yt[:, j])).sum()
+        fn = ((1 - pred[:, j]) * yt[:, j]).sum()
+        p, r = tp / (tp + fp + 1e-7), tp / (tp + fn + 1e-7)
+        out.append((1 + beta ** 2) * p * r / (beta ** 2 * p + r + 1e-7))
+    return np.array(out)

@@ -140,3 +140,36 @@ def test_negative_or_nan_rates_are_refused_naming_the_step():
 
     with pytest.raises(TypeError, match="Bad returned 'fast' at step 0"):
         Bad()._rates(0, 1)
+
+
+@pytest.mark.parametrize("lr", [0.01, S.ExponentialDecay(0.01, 4, 0.5)], ids=["constant", "schedule"])
+def test_backup_and_restore_resumes_a_scheduled_optimizer(tmp_path, lr):
+    # the backup must not assign a float to an optimizer whose rate is a schedule (Keras' TypeError), and
+    # the restored slots must be the ones the C core trains
+    x = np.random.default_rng(0).random((64, 5)).astype(np.float32)
+    y = np.arange(64) % 3
+
+    def make():
+        keras.utils.set_random_seed(1)
+        m = keras.Sequential([keras.layers.Input((5,)), keras.layers.Dense(3, activation="softmax")])
+        m.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+        return m
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    model = make()
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=4, batch_size=16, shuffle=False, verbose=0,
+                  callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "b")), Stop()])
+    resumed = make()
+    resumed.fit(x, y, epochs=4, batch_size=16, shuffle=False, verbose=0,
+                callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "b"))])
+    assert int(resumed.optimizer.iterations) == 16
+    straight = make()
+    straight.fit(x, y, epochs=4, batch_size=16, shuffle=False, verbose=0)
+    for a, b in zip(resumed.get_weights() + resumed.optimizer.variables,
+                    straight.get_weights() + straight.optimizer.variables):
+        np.testing.assert_array_equal(a, b)

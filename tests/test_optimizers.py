@@ -453,3 +453,22 @@ def test_files_of_the_earlier_layout_still_load(tmp_path):
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
     for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
         np.testing.assert_array_equal(a, b)
+
+
+def test_batch_methods_read_the_schedule_and_report_the_penalty():
+    x, y = blobs(16)
+    sched = K.schedules.PiecewiseConstantDecay([1], [0.1, 0.0])  # steps 0 and 1 move the weights, then none
+    model = model_of((20, 16, 4), ["relu", "softmax"], K.SGD(sched), kernel_regularizer="l2")
+    model.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    after_two = model.get_weights()
+    model.train_on_batch(x, y)
+    for a, b in zip(after_two, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    model.reset_metrics()
+    loss = model.test_on_batch(x, y)
+    loss = loss[0] if isinstance(loss, list) else loss
+    penalty = sum(layer.kernel_regularizer(layer.kernel) for layer in model.layers if layer.kernel_regularizer)
+    assert penalty > 0
+    assert loss == pytest.approx(ref.loss(SCCE, y, model.predict(x, verbose=0).astype(np.float64)) + penalty,
+                                 rel=1e-5)

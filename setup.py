@@ -21,7 +21,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-C_SOURCES = ["gemm.c", "dense.c", "activations.c", "losses.c", "optimizers.c", "threading.c", "train.c"]
+C_SOURCES = ["gemm.c", "dense.c", "activations.c", "losses.c", "optimizers.c", "threading.c", "train.c",
+             "graph.c", "graph_ops.c", "normalization.c"]
 
 
 def _flag(name: str) -> bool:

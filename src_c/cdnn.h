@@ -289,6 +289,7 @@ typedef struct {
     int act;              /* enum cdnn_act */
     float alpha;          /* leaky_relu slope */
     float in_drop;        /* dropout rate on this layer's input during training */
+    int frozen;           /* 1: trainable=False, training leaves W and b (and their slots) as they are */
     float *W, *b;         /* parameters; b may be NULL (use_bias=False) */
     float *W1, *W2, *b1, *b2; /* optimizer slots (may be NULL if unused) */
     float *W3, *b3;       /* third slot (amsgrad's v_hat, Adafactor's v), or NULL */

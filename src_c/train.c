@@ -530,7 +530,8 @@ static int needs_whole(const cdnn_net *net)
 {
     if (cdnn_opt_needs_whole(&net->opt)) return 1;
     for (int l = 0; l < net->n_layers; l++)
-        if (has_rules(&net->layers[l].kernel_rules) || (net->layers[l].b && has_rules(&net->layers[l].bias_rules)))
+        if (!net->layers[l].frozen && (has_rules(&net->layers[l].kernel_rules) ||
+                                       (net->layers[l].b && has_rules(&net->layers[l].bias_rules))))
             return 1;
     return 0;
 }
@@ -548,7 +549,7 @@ static void apply_whole_team(const cdnn_net *net, cdnn_workspace *ws, cdnn_opt_s
         const cdnn_layer *ly = &net->layers[v / 2];
         const int bias = v & 1;
         ws->var_sumsq[v] = ws->var_penalty[v] = 0.0;
-        if (bias && !ly->b) continue;
+        if ((bias && !ly->b) || ly->frozen) continue; /* a frozen layer: not a trainable variable of the step */
         cdnn_var_slots sl = {bias ? ly->b1 : ly->W1, bias ? ly->b2 : ly->W2, bias ? ly->b3 : ly->W3,
                              bias ? ly->bema : ly->Wema, bias ? ly->bacc : ly->Wacc};
         ws->var_sumsq[v] = cdnn_opt_prepare_grad(&net->opt, st, bias ? &ly->bias_rules : &ly->kernel_rules,
@@ -565,7 +566,7 @@ static void apply_whole_team(const cdnn_net *net, cdnn_workspace *ws, cdnn_opt_s
     for (int v = 0; v < V; v++) {
         const cdnn_layer *ly = &net->layers[v / 2];
         const int bias = v & 1;
-        if (bias && !ly->b) continue;
+        if ((bias && !ly->b) || ly->frozen) continue;
         cdnn_var_slots sl = {bias ? ly->b1 : ly->W1, bias ? ly->b2 : ly->W2, bias ? ly->b3 : ly->W3,
                              bias ? ly->bema : ly->Wema, bias ? ly->bacc : ly->Wacc};
         /* a bias is a column of units rows: its constraint's norm (axis 0) is over all of it */
@@ -608,8 +609,10 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
                    net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, rows, ws->lb[L - 1].dz,
                    ws->row_loss, ws->row_correct);
 
-    /* below the first layer nothing needs dX */
-    for (int l = L - 1; l > 0; l--) {
+    /* below the lowest trainable layer nothing needs dX (below the first one, never) */
+    int lowest = 0;
+    while (lowest < L - 1 && net->layers[lowest].frozen) lowest++;
+    for (int l = L - 1; l > lowest; l--) {
         const cdnn_layer *ly = &net->layers[l], *lower = &net->layers[l - 1];
         float *dx = ws->lb[l - 1].dz;
         /* fold the dropout mask and the lower activation's derivative into dX */
@@ -664,6 +667,7 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
         const cdnn_layer *ly = &net->layers[l];
         layer_buf *b = &ws->lb[l];
         const float *x = l == 0 ? x0 : b->din;
+        if (ly->frozen) continue; /* no dW, no update: its W and b keep their bits */
         if (b->mid) {
             /* each half of the team updates the rows of W whose partial product it computed */
             const int mr = cdnn_simd_current()->mr;

@@ -472,3 +472,27 @@ def test_batch_methods_read_the_schedule_and_report_the_penalty():
     assert penalty > 0
     assert loss == pytest.approx(ref.loss(SCCE, y, model.predict(x, verbose=0).astype(np.float64)) + penalty,
                                  rel=1e-5)
+
+
+@pytest.mark.parametrize("hp", [dict(name="adam", amsgrad=True), dict(name="sgd", global_clipnorm=0.1)])
+def test_a_frozen_layer_keeps_its_bits_on_the_whole_gradient_path(hp):
+    rng = np.random.default_rng(0)
+    shapes = [(20, 16), (16, 4)]
+    layers = []
+    for i, (a, b) in enumerate(shapes):
+        W, bias = f32(rng.normal(0, 0.3, (a, b))), f32(np.zeros(b))
+        z = lambda s: np.zeros(s, np.float32)  # noqa: E731
+        layers.append(dict(W=W, b=bias, activation="relu" if i == 0 else "softmax",
+                           slots=[z(W.shape), z(W.shape), z(b), z(b)],
+                           extra_slots={"W3": z(W.shape), "b3": z(b)},
+                           kernel_rules={"l2": 0.01, "constraint": "max_norm", "max_value": 0.5},
+                           trainable=i != 0))
+    net = _core.Network(layers, SCCE, False, None, dict(hp, learning_rate=0.1))
+    before = [d["W"].copy() for d in layers] + [d["b"].copy() for d in layers]
+    x, y = blobs(64)
+    bl, bc = np.zeros(4), np.zeros(4)
+    net.train_run(x, y.astype(np.int32), np.arange(64, dtype=np.int32), 0, 4, 16, 0, 1, bl, bc)
+    np.testing.assert_array_equal(layers[0]["W"], before[0])
+    np.testing.assert_array_equal(layers[0]["b"], before[2])
+    assert not np.array_equal(layers[1]["W"], before[1])
+    assert np.sqrt((layers[1]["W"] ** 2).sum(axis=0)).max() <= 0.5 * (1 + 1e-5)

@@ -607,6 +607,17 @@ def optimizer_apply(dict hparams, list variables, list grads, list slots, long s
     return penalty
 
 
+cdef int _graph_refuses_whole(cdnn_opt_params p) except -1:
+    """The graph executor applies the fused element-wise update only (cdnn_opt_update): options that need the
+    whole gradient (amsgrad's third slot, Adafactor, norm clipping, EMA, accumulation) are refused there."""
+    if cdnn_opt_needs_whole(&p):
+        raise ValueError(f"Invalid optimizer settings for a graph model: {hparams_name(p.kind)} with amsgrad, "
+                         f"clipnorm, global_clipnorm, use_ema or gradient_accumulation_steps (or Adafactor) needs "
+                         f"the whole-gradient path, which the graph executor does not have yet; Sequential "
+                         f"models train with them")
+    return 0
+
+
 def optimizer_needs_whole(dict hparams) -> bool:
     """Whether these settings take the whole-gradient path (no fused update)."""
     cdef cdnn_opt_params p = _opt_params(hparams)
@@ -1130,6 +1141,7 @@ cdef class Graph:
                                                      f"a trainable layer used twice in a graph is not supported yet")
                     seen.append((i, key, a))
         cdef cdnn_opt_params opt = _opt_params(optimizer)
+        _graph_refuses_whole(opt)
 
         # ---- then build the C description
         self.g.n_nodes = N
@@ -1218,8 +1230,8 @@ cdef class Graph:
 
     cdef int _check_slots(self, cdnn_opt_params p) except -1:
         """Refuse optimizer settings whose slots were not allocated for a trainable parameter."""
-        need1 = p.kind != 0 or p.momentum != 0
-        need2 = p.kind == 3 or (p.kind == 2 and p.momentum > 0)
+        need = _slots_needed({"name": hparams_name(p.kind), "momentum": p.momentum, "amsgrad": p.amsgrad})
+        need1, need2 = 1 in need, 2 in need
         cdef cdnn_node *nd
         for i in range(self.g.n_nodes):
             nd = &self.g.nodes[i]
@@ -1242,6 +1254,7 @@ cdef class Graph:
     def set_optimizer(self, dict hparams):
         """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""
         cdef cdnn_opt_params p = _opt_params(hparams)
+        _graph_refuses_whole(p)
         self._check_slots(p)
         self.g.opt = p
 

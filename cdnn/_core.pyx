@@ -73,11 +73,15 @@ cdef extern from "cdnn.h" nogil:
         float *Wacc
         float *bacc
         cdnn_param_rules kernel_rules, bias_rules
+    ctypedef struct cdnn_loss_opts:
+        float label_smoothing, delta, gamma, alpha
+        int class_balancing, has_ignore, ignore_class, hinge_binary
     ctypedef struct cdnn_net:
         int n_layers
         cdnn_layer *layers
         int loss, from_logits, metric
         cdnn_opt_params opt
+        cdnn_loss_opts loss_opts
     ctypedef struct cdnn_workspace:
         pass
 
@@ -97,10 +101,13 @@ cdef extern from "cdnn.h" nogil:
     void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a,
                              const float *dy, float *dz, float *dw, float *db, float *dx, float *pack,
                              int max_threads)
+    cdnn_loss_opts cdnn_loss_opts_default()
     void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
                         int lo, int hi, int cols, const float *out, const float *z,
                         const int32_t *ysparse, const float *ydense, int ldy,
-                        int grad_batch, float *dz, double *row_loss, double *row_correct)
+                        int grad_batch, float *dz, double *row_loss, double *row_correct,
+                        const cdnn_loss_opts *opts, const float *row_weight)
+    int cdnn_loss_valid_rows(int loss, const cdnn_loss_opts *opts, const int32_t *ysparse, const int32_t *rows, int n)
     cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t)
     void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *w, float *slot1,
                          float *slot2, const float *g, long n)
@@ -116,11 +123,16 @@ cdef extern from "cdnn.h" nogil:
                        const int32_t *ysparse, const float *ydense, int ldy,
                        const int32_t *perm, int64_t first, int n_batches, int bs,
                        int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
-                       int stop_nonfinite_loss, float *outputs)
+                       int stop_nonfinite_loss, const float *sample_weight, float *outputs)
     void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
-                      double *loss_sum, double *correct_sum)
+                      double *loss_sum, double *correct_sum, const float *sample_weight)
     int cdnn_all_finite(const float *x, int64_t n)
+    void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols, const float *bias, float *z,
+                            int ldz)
+    void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols)
+    void cdnn_rowwise_act_rows(int act, float *x, int ld, int rows, int cols)
+    void cdnn_rowwise_backward_rows(int act, float *g, int ldg, const float *a, int lda, int rows, int cols)
 
 class NonFiniteInputError(ValueError):
     """A training batch holds a NaN or an infinity: found as the batch was gathered, before its update.
@@ -148,10 +160,20 @@ cdef extern from *:
     const char *CDNN_BUILD_FLAGS
 
 #: Activation names and their codes in the C core.
-ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "leaky_relu": 5, "gelu": 6}
+ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "leaky_relu": 5, "gelu": 6,
+               "elu": 7, "selu": 8, "silu": 9, "softplus": 10, "softsign": 11, "hard_sigmoid": 12,
+               "hard_silu": 13, "mish": 14, "relu6": 15, "exponential": 16, "log_softmax": 17}
+#: Activations whose derivative the core computes from the pre-activation z (else from the output).
+GRAD_FROM_Z = frozenset({"gelu", "silu", "softplus", "softsign", "hard_silu", "mish"})
 #: Loss names and their codes.
 LOSSES = {"sparse_categorical_crossentropy": 0, "categorical_crossentropy": 1,
-          "binary_crossentropy": 2, "mean_squared_error": 3}
+          "binary_crossentropy": 2, "mean_squared_error": 3, "mean_absolute_error": 4,
+          "mean_absolute_percentage_error": 5, "mean_squared_logarithmic_error": 6, "huber": 7,
+          "log_cosh": 8, "binary_focal_crossentropy": 9, "kl_divergence": 10, "poisson": 11,
+          "hinge": 12, "squared_hinge": 13, "categorical_hinge": 14, "cosine_similarity": 15}
+#: The loss options the core takes (Keras' argument names) and their defaults.
+LOSS_OPTIONS = {"label_smoothing": 0.0, "delta": 1.0, "gamma": 2.0, "alpha": 0.25,
+                "apply_class_balancing": False, "ignore_class": None}
 #: Accuracy kinds and their codes.
 METRICS = {None: 0, "sparse": 1, "categorical": 2, "binary": 3}
 #: Optimizer names and their codes.
@@ -402,7 +424,7 @@ def dense_forward(x, W, b, str activation="linear", float alpha=0.2):
 def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint need_dx=True):
     """Backward of the fused layer from ``dy = dL/d(output)``.
 
-    ``a`` is the layer's output (its pre-activation for ``"gelu"``).
+    ``a`` is the layer's output (its pre-activation for the activations in GRAD_FROM_Z).
     Returns ``(dW, db, dx)``; ``dx`` is None unless ``need_dx``.
     """
     _check(x, "x", 2)
@@ -430,6 +452,61 @@ def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint n
     return dW, db, dx
 
 
+def activation_forward(str activation, x, float alpha=0.2):
+    """``act(x)`` by the core's vectorized code, as training applies it: a new float32 array.
+
+    ``x`` is a C-contiguous float32 array of any shape; row-wise activations (softmax,
+    log_softmax) work on its last axis. ``alpha``: leaky_relu's slope, elu's alpha.
+    """
+    cdef int act = _code(ACTIVATIONS, activation, "activation")
+    cdef int rows, cols
+    y, rows, cols = _activation_input(x, "x")
+    cdef float *py = fptr(y)
+    with nogil:
+        if act == 4 or act == 17:
+            cdnn_rowwise_act_rows(act, py, cols, rows, cols)
+        else:
+            cdnn_bias_act_tile(act, alpha, py, cols, rows, cols, NULL, NULL, 0)
+    return y.reshape(x.shape)
+
+
+def activation_backward(str activation, x, g, float alpha=0.2):
+    """``g * act'(x)`` (the vector-Jacobian product for row-wise ones) at pre-activation ``x``, as
+    training computes it (from the output, or from ``x`` for the activations in GRAD_FROM_Z)."""
+    cdef int act = _code(ACTIVATIONS, activation, "activation")
+    cdef int rows, cols
+    _, rows, cols = _activation_input(x, "x")
+    if not isinstance(g, np.ndarray) or g.shape != x.shape:
+        raise ValueError(f"Invalid shape for argument `g`: expected {x.shape}, received "
+                         f"{getattr(g, 'shape', type(g).__name__)}")
+    _check(g, "g", g.ndim)
+    a = activation_forward(activation, x, alpha).reshape(rows, cols) if activation not in GRAD_FROM_Z \
+        else np.ascontiguousarray(x.reshape(rows, cols))
+    out = np.array(g, dtype=np.float32, order="C").reshape(rows, cols)
+    cdef float *po = fptr(out)
+    cdef float *pa = fptr(a)
+    with nogil:
+        if act == 4 or act == 17:
+            cdnn_rowwise_backward_rows(act, po, cols, pa, cols, rows, cols)
+        else:
+            cdnn_dact_tile(act, alpha, po, cols, pa, cols, rows, cols)
+    return out.reshape(x.shape)
+
+
+def _activation_input(x, str name):
+    """A copy of x as [rows, cols] float32 (cols: the last axis), checked."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"Invalid argument `{name}`: expected a numpy.ndarray, received {type(x).__name__}")
+    _check(x, name, x.ndim)
+    if x.ndim == 0:
+        raise ValueError(f"Invalid shape for argument `{name}`: expected at least one dimension, received a scalar")
+    cols = x.shape[x.ndim - 1]
+    rows = x.size // cols if cols else 0
+    if x.size > INT_LIMIT:
+        raise ValueError(f"Invalid shape for argument `{name}`: more than 2**31 - 1 elements")
+    return np.array(x, dtype=np.float32, order="C").reshape(rows, cols), rows, cols
+
+
 def _check_metric(metric, str loss_name):
     """The accuracy kind must read the kind of labels the loss takes (sparse or dense)."""
     sparse = loss_name == "sparse_categorical_crossentropy"
@@ -438,14 +515,68 @@ def _check_metric(metric, str loss_name):
                          f"{'integer' if sparse else 'dense'} labels of {loss_name}")
 
 
-def _check_labels(y, str name, int rows, int units, str loss_name):
+cdef cdnn_loss_opts _loss_opts(options, str loss_name) except *:
+    """The core's options of a loss from a dict of Keras' argument names (missing: Keras' defaults)."""
+    cdef cdnn_loss_opts o = cdnn_loss_opts_default()
+    if not options:
+        return o
+    unknown_keys = set(options) - set(LOSS_OPTIONS)
+    if unknown_keys:
+        raise ValueError(f"Invalid loss options: {sorted(unknown_keys)}, expected some of {sorted(LOSS_OPTIONS)}")
+    for key in ("label_smoothing", "delta", "gamma", "alpha"):
+        v = float(options.get(key, LOSS_OPTIONS[key]))
+        if not isfinite(v):
+            raise ValueError(f"Invalid value for loss option `{key}`: expected a finite number, received {v}")
+    o.label_smoothing = options.get("label_smoothing", 0.0)
+    o.delta = options.get("delta", 1.0)
+    o.gamma = options.get("gamma", 2.0)
+    o.alpha = options.get("alpha", 0.25)
+    if not 0.0 <= o.label_smoothing <= 1.0:
+        raise ValueError(f"Invalid value for loss option `label_smoothing`: expected a number in [0, 1], "
+                         f"received {o.label_smoothing}")
+    o.class_balancing = bool(options.get("apply_class_balancing", False))
+    ignore = options.get("ignore_class")
+    if ignore is not None:
+        if loss_name != "sparse_categorical_crossentropy":
+            raise ValueError(f"Invalid loss option `ignore_class` for {loss_name}: only "
+                             f"sparse_categorical_crossentropy has it")
+        if not -2**31 <= int(ignore) < 2**31:
+            raise ValueError(f"Invalid value for loss option `ignore_class`: expected a 32-bit integer, received {ignore}")
+        o.has_ignore = 1
+        o.ignore_class = int(ignore)
+    return o
+
+
+def _hinge_binary(str loss_name, yd) -> bool:
+    """Whether hinge labels are all 0 or 1, which Keras reads as -1 and 1."""
+    if loss_name not in ("hinge", "squared_hinge") or yd is None:
+        return False
+    return bool(((yd == 0) | (yd == 1)).all())
+
+
+def _check_weights(w, str name, long rows):
+    """Validate per-row weights: float32, C-contiguous, one per row, finite and not negative."""
+    if w is None:
+        return None
+    _check(w, name, 1)
+    _shape(w, name, (rows,))
+    if rows and not cdnn_all_finite(<const float *>cnp.PyArray_DATA(w), rows):
+        raise ValueError(f"Invalid values in `{name}`: expected finite weights, received NaN or infinity")
+    if rows and w.min() < 0:
+        raise ValueError(f"Invalid values in `{name}`: expected weights >= 0, received {w.min()}")
+    return w
+
+
+def _check_labels(y, str name, int rows, int units, str loss_name, ignore_class=None):
     """Validate labels for a loss; returns (sparse int32 or None, dense float32 or None)."""
     if loss_name == "sparse_categorical_crossentropy":
         _check(y, name, 1, dtype=np.int32)
         _shape(y, name, (rows,))
-        if rows and (y.min() < 0 or y.max() >= units):
-            raise ValueError(f"Invalid labels in `{name}`: expected integers in [0, {units}), "
-                             f"received values in [{y.min()}, {y.max()}]")
+        counted = y[y != ignore_class] if ignore_class is not None else y
+        if counted.size and (counted.min() < 0 or counted.max() >= units):
+            ignored = f" (other than ignore_class={ignore_class})" if ignore_class is not None else ""
+            raise ValueError(f"Invalid labels in `{name}`: expected integers in [0, {units}){ignored}, "
+                             f"received values in [{counted.min()}, {counted.max()}]")
         return y, None
     _check(y, name, 2)
     _shape(y, name, (rows, units))
@@ -453,11 +584,14 @@ def _check_labels(y, str name, int rows, int units, str loss_name):
 
 
 def loss_forward_backward(str loss, output, z, y, str activation="softmax", float alpha=0.2,
-                          bint from_logits=False, metric=None):
-    """Per-row loss and correctness, and dL/dz of the batch-mean loss.
+                          bint from_logits=False, metric=None, options=None, sample_weight=None,
+                          bint need_grad=True):
+    """Per-row loss and correctness, and dL/dz of the batch's loss (Keras' sum_over_batch_size).
 
-    ``output`` is the last layer's output and ``z`` its pre-activation.
-    Returns ``(row_loss float64, row_correct float64, dz float32)``.
+    ``output`` is the last layer's output and ``z`` its pre-activation. ``options``: the loss's
+    options by Keras' names (see LOSS_OPTIONS); ``sample_weight``: float32 per-row weights.
+    Returns ``(row_loss float64, row_correct float64, dz float32 or None)``: row_loss is each
+    row's weighted loss (0 for rows of ``ignore_class``), dz is divided by the rows that count.
     """
     _check(output, "output", 2)
     _check(z, "z", 2)
@@ -466,21 +600,28 @@ def loss_forward_backward(str loss, output, z, y, str activation="softmax", floa
     cdef int lc = _code(LOSSES, loss, "loss"), act = _code(ACTIVATIONS, activation, "activation")
     cdef int mc = _code(METRICS, metric, "metric")
     _check_metric(metric, loss)
-    ys, yd = _check_labels(y, "y", rows, cols, loss)
+    cdef cdnn_loss_opts o = _loss_opts(options, loss)
+    ys, yd = _check_labels(y, "y", rows, cols, loss, o.ignore_class if o.has_ignore else None)
+    o.hinge_binary = _hinge_binary(loss, yd)
+    sw = _check_weights(sample_weight, "sample_weight", rows)
     if rows == 0:
         raise ValueError("Invalid argument `output`: expected at least one row, received an empty batch")
     row_loss = np.empty(rows, np.float64)
     row_correct = np.empty(rows, np.float64)
-    dz = np.empty((rows, cols), np.float32)
+    dz = np.empty((rows, cols), np.float32) if need_grad else None
     cdef float *po = fptr(output)
     cdef float *pz = fptr(z)
     cdef float *pyd = fptr(yd)
     cdef int32_t *pys = iptr(ys)
     cdef float *pdz = fptr(dz)
+    cdef float *psw = fptr(sw)
     cdef double *pl = <double *>cnp.PyArray_DATA(row_loss)
     cdef double *pc = <double *>cnp.PyArray_DATA(row_correct)
+    cdef int valid
     with nogil:
-        cdnn_loss_rows(lc, mc, act, alpha, from_logits, 0, rows, cols, po, pz, pys, pyd, cols, rows, pdz, pl, pc)
+        valid = cdnn_loss_valid_rows(lc, &o, pys, NULL, rows)
+        cdnn_loss_rows(lc, mc, act, alpha, from_logits, 0, rows, cols, po, pz, pys, pyd, cols, valid, pdz, pl, pc,
+                       &o, psw)
     return row_loss, row_correct, dz
 
 
@@ -682,12 +823,12 @@ cdef class Network:
         self.net.layers = NULL
         self.ws = NULL
 
-    def __init__(self, list layers, str loss, bint from_logits, metric, dict optimizer):
+    def __init__(self, list layers, str loss, bint from_logits, metric, dict optimizer, loss_options=None):
         """``layers``: dicts with W, b (or None), activation, alpha, dropout (input rate),
         slots (list of up to 4 arrays: W1, W2, b1, b2 or None), extra_slots (dict of W3, b3, Wema,
         bema, Wacc, bacc: arrays or None), kernel_rules / bias_rules (see ``_rules``), trainable (default
         True: False leaves the layer's W and b, and their slots, bit for bit as they are while the layers
-        around it train)."""
+        around it train). ``loss_options``: the loss's options by Keras' names (see LOSS_OPTIONS)."""
         if not layers:
             raise ValueError("Invalid argument `layers`: a network needs at least one Dense layer")
         self.arrays = []
@@ -703,6 +844,7 @@ cdef class Network:
         self.net.metric = _code(METRICS, metric, "metric")
         _check_metric(metric, loss)
         self.net.opt = _opt_params(optimizer)
+        self.net.loss_opts = _loss_opts(loss_options, loss)
         self.loss_name = loss
         cdef cdnn_layer *ly
         prev = None
@@ -800,11 +942,15 @@ cdef class Network:
         return 0
 
     def _labels(self, y, int n):
-        return _check_labels(y, "y", n, self.n_out, self.loss_name)
+        """(sparse, dense) labels checked for the loss, and whether hinge labels are 0/1 (Keras then reads
+        them as -1/1; decided on the whole array), to set under the lock for the C call."""
+        o = self.net.loss_opts
+        ys, yd = _check_labels(y, "y", n, self.n_out, self.loss_name, o.ignore_class if o.has_ignore else None)
+        return ys, yd, _hinge_binary(self.loss_name, yd)
 
     def train_run(self, x, y, perm, long first, int n_batches, int batch_size, long step0,
                   unsigned long long seed, batch_loss, batch_correct, int threads=0,
-                  bint stop_nonfinite_loss=False, outputs=None):
+                  bint stop_nonfinite_loss=False, sample_weight=None, outputs=None):
         """Train ``n_batches`` mini-batches of ``batch_size`` rows ``x[perm[...]]``, starting at batch ``first``.
 
         ``threads > 0`` caps this run's threads (the results do not depend on it).
@@ -815,7 +961,8 @@ cdef class Network:
         Keras' ``TerminateOnNaN`` stops ``fit``), that batch being the last one written.
         The rows of ``x`` are checked as they are gathered: the first batch with a NaN or an
         infinity raises :class:`NonFiniteInputError` before its update (the batches before it are
-        trained and counted in ``steps_done``).
+        trained and counted in ``steps_done``). ``sample_weight``: float32 weights of the rows of ``x``
+        (finite, >= 0); a batch's loss is then its weighted sum over its rows.
         ``outputs`` (float32, C-contiguous, at least ``n_batches * batch_size`` rows of ``n_out``),
         if given, receives each trained batch's forward outputs, batch ``j`` from row ``j * batch_size``
         (for metrics computed outside C).
@@ -824,7 +971,8 @@ cdef class Network:
         cdef long n = x.shape[0]
         if x.shape[1] != self.n_in:
             raise ValueError(f"Invalid shape for argument `x`: expected (n, {self.n_in}), received {x.shape}")
-        ys, yd = self._labels(y, n)
+        ys, yd, hinge01 = self._labels(y, n)
+        sw = _check_weights(sample_weight, "sample_weight", n)
         _check(perm, "perm", 1, dtype=np.int32)
         _shape(perm, "perm", (n,))
         if batch_size < 1:
@@ -854,12 +1002,14 @@ cdef class Network:
         cdef int32_t *pp = iptr(perm)
         cdef double *pl = <double *>cnp.PyArray_DATA(batch_loss)
         cdef double *pc = <double *>cnp.PyArray_DATA(batch_correct)
+        cdef float *psw = fptr(sw)
         cdef int done
         with self.lock:
             self._workspace(min(batch_size, n))
+            self.net.loss_opts.hinge_binary = hinge01
             with nogil:
                 done = cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
-                                      batch_size, step0, seed, pl, pc, threads, stop_nonfinite_loss, pout)
+                                      batch_size, step0, seed, pl, pc, threads, stop_nonfinite_loss, psw, pout)
             self.steps_done += done
         if stop_nonfinite_loss and done > 0 and not isfinite(pl[done - 1]):
             return done  # stopped after the batch whose loss is not finite (the last one, possibly)
@@ -870,17 +1020,23 @@ cdef class Network:
             raise NonFiniteInputError(int(bad.min()) if bad.size else None, batch, done)
         return done
 
-    def predict(self, x, int batch_size=256, y=None):
-        """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``."""
+    def predict(self, x, int batch_size=256, y=None, sample_weight=None):
+        """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``.
+
+        The loss sum is over batches of ``batch_size`` rows as in :meth:`train_run` (rows weighted
+        by ``sample_weight``, float32, if given).
+        """
         _check(x, "x", 2)
         cdef long n = x.shape[0]
         if x.shape[1] != self.n_in:
             raise ValueError(f"Invalid shape for argument `x`: expected (n, {self.n_in}), received {x.shape}")
         if batch_size < 1:
             raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer, received {batch_size}")
-        ys = yd = None
+        ys = yd = sw = None
+        hinge01 = False
         if y is not None:
-            ys, yd = self._labels(y, n)
+            ys, yd, hinge01 = self._labels(y, n)
+            sw = _check_weights(sample_weight, "sample_weight", n)
         out = np.empty((n, self.n_out), np.float32)
         if n == 0:
             return (out, 0.0, 0.0) if y is not None else out
@@ -890,11 +1046,17 @@ cdef class Network:
         cdef float *pyd = fptr(yd)
         cdef double ls = 0, cs = 0
         cdef bint labelled = y is not None
+        cdef float *psw = fptr(sw)
         with self.lock:
+            # the workspace's batch is the loss's batch (ignore_class's mean is per batch): exactly batch_size
+            if self.ws != NULL and self.ws_batch != min(batch_size, n) and labelled and self.net.loss_opts.has_ignore:
+                cdnn_workspace_free(self.ws)
+                self.ws = NULL
             self._workspace(min(batch_size, n))
+            self.net.loss_opts.hinge_binary = hinge01
             with nogil:
                 cdnn_predict(&self.net, self.ws, px, n, po, pys, pyd, self.n_out,
-                             &ls if labelled else NULL, &cs if labelled else NULL)
+                             &ls if labelled else NULL, &cs if labelled else NULL, psw)
         return (out, ls, cs) if labelled else out
 
 
@@ -924,6 +1086,7 @@ cdef extern from "graph.h" nogil:
     ctypedef struct cdnn_output:
         int node, loss, from_logits, metric
         float weight
+        cdnn_loss_opts opts
     ctypedef struct cdnn_graph:
         int n_nodes
         cdnn_node *nodes
@@ -1222,6 +1385,11 @@ cdef class Graph:
             gout[o].from_logits = bool(out.get("from_logits", False))
             gout[o].metric = METRICS[out.get("metric")]
             gout[o].weight = float(out.get("weight", 1.0))
+            options = out.get("loss_options") or {}
+            if options.get("ignore_class") is not None:
+                raise ValueError(f"Invalid loss option `ignore_class` for output {o}: a model with several outputs "
+                                 f"or layers beyond Dense does not support it yet")
+            gout[o].opts = _loss_opts(options, out.get("loss") or "")
         self.shapes = tuple(shapes)
         self.input_nodes = tuple(in_list)
         self.output_nodes = tuple(int(out["node"]) for out in outputs)

@@ -135,7 +135,7 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
 
         meta["compile"] = {
             "optimizer": optimizers.serialize(model.optimizer),
-            "loss": model.loss.get_config() if model.loss is not None else None,
+            "loss": _serialize_loss(model.loss) if model.loss is not None else None,
             "metrics": serialize_metrics(model._compile_metrics),
             "iterations": int(model.optimizer.iterations),
         }
@@ -343,3 +343,10 @@ def load_weights(model, path) -> None:
             raise ModelFileError(f"{path}: invalid input shape {shape!r}: {type(exc).__name__}: {exc}") from None
     weights = _checked_weights(path, meta, arrays, [w.shape for w in model.weights])
     model.set_weights(weights)
+
+
+def _serialize_loss(loss):
+    """The loss as Keras serializes it (the losses module imports the core: imported when saving)."""
+    from cdnn import losses
+
+    return losses.serialize(loss)

@@ -1,18 +1,24 @@
 """Activation functions by name, as Keras 3's ``keras.activations``.
 
-The C core applies them fused with the Dense layer's product; the NumPy
-functions here serve direct calls such as ``cdnn.activations.relu(x)``.
+The C core applies them fused with the Dense layer's product. Direct calls
+such as ``cdnn.activations.elu(x)`` run the same vectorized C code on a
+float32 copy (the first seven, older, in NumPy); ``relu`` with Keras'
+``negative_slope``/``max_value``/``threshold`` runs in NumPy only: a Dense
+layer takes activations by name, with their defaults.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 
+from cdnn import _core
 from cdnn._errors import unknown
 
-__all__ = ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "get", "serialize"]
+__all__ = ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "elu", "selu", "silu", "swish",
+           "softplus", "softsign", "hard_sigmoid", "hard_silu", "hard_swish", "mish", "relu6", "exponential",
+           "log_softmax", "get", "serialize"]
 
 
 def linear(x: np.ndarray) -> np.ndarray:
@@ -20,9 +26,24 @@ def linear(x: np.ndarray) -> np.ndarray:
     return np.asarray(x)
 
 
-def relu(x: np.ndarray) -> np.ndarray:
-    """``max(x, 0)``."""
-    return np.maximum(x, 0)
+def relu(x: np.ndarray, negative_slope: float = 0.0, max_value: Optional[float] = None,
+         threshold: float = 0.0) -> np.ndarray:
+    """``max(x, 0)``; with Keras' options: ``x`` above ``threshold`` (clipped at ``max_value``),
+    ``negative_slope * (x - threshold)`` below it."""
+    if negative_slope == 0.0 and max_value is None and threshold == 0.0:
+        return np.maximum(x, 0)
+    x = np.asarray(x)
+    if max_value is not None and max_value < 0:
+        raise ValueError(f"Invalid value for argument `max_value`: expected a number >= 0, received max_value={max_value}")
+    if negative_slope < 0:
+        raise ValueError(f"Invalid value for argument `negative_slope`: expected a number >= 0, "
+                         f"received negative_slope={negative_slope}")
+    y = np.where(x > threshold, x, 0) if threshold != 0 else np.maximum(x, 0)
+    if max_value is not None:
+        y = np.clip(y, 0, max_value)
+    if negative_slope != 0.0:
+        y = y - negative_slope * np.maximum(threshold - x, 0)
+    return y
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -57,10 +78,91 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
     return 0.5 * x * np.vectorize(math.erfc, otypes=[np.float64])(-x / math.sqrt(2))
 
 
+def _core_act(name: str, x, alpha: float = 0.2) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"Invalid dtype for argument `x`: expected real numbers, received {a.dtype}")
+    return _core.activation_forward(name, np.ascontiguousarray(a, dtype=np.float32), alpha)
+
+
+def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """``x`` for ``x > 0``, else ``alpha * (exp(x) - 1)``."""
+    return _core_act("elu", x, alpha)
+
+
+def selu(x: np.ndarray) -> np.ndarray:
+    """``scale * elu(x, alpha)`` with Keras' constants (1.0507..., 1.6732...); use ``lecun_normal`` weights."""
+    return _core_act("selu", x)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """``x * sigmoid(x)`` (swish)."""
+    return _core_act("silu", x)
+
+
+swish = silu
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """``log(exp(x) + 1)``, without overflow."""
+    return _core_act("softplus", x)
+
+
+def softsign(x: np.ndarray) -> np.ndarray:
+    """``x / (abs(x) + 1)``."""
+    return _core_act("softsign", x)
+
+
+def hard_sigmoid(x: np.ndarray) -> np.ndarray:
+    """Keras 3's ``relu6(x + 3) / 6``: 0 below -3, 1 above 3, linear between."""
+    return _core_act("hard_sigmoid", x)
+
+
+def hard_silu(x: np.ndarray) -> np.ndarray:
+    """``x * hard_sigmoid(x)`` (hard swish)."""
+    return _core_act("hard_silu", x)
+
+
+hard_swish = hard_silu
+
+
+def mish(x: np.ndarray) -> np.ndarray:
+    """``x * tanh(softplus(x))``."""
+    return _core_act("mish", x)
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    """``min(max(x, 0), 6)``."""
+    return _core_act("relu6", x)
+
+
+def exponential(x: np.ndarray) -> np.ndarray:
+    """``exp(x)``."""
+    return _core_act("exponential", x)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``x - log(sum(exp(x)))`` over the last axis, stable."""
+    if axis != -1:
+        raise ValueError(f"Invalid value for argument `axis`: cdnn computes log_softmax over the last axis (-1), "
+                         f"received axis={axis}")
+    return _core_act("log_softmax", x)
+
+
 _BY_NAME: dict[str, Callable] = {
     "linear": linear, "relu": relu, "sigmoid": sigmoid, "tanh": tanh,
     "softmax": softmax, "leaky_relu": leaky_relu, "gelu": gelu,
+    "elu": elu, "selu": selu, "silu": silu, "swish": silu, "softplus": softplus, "softsign": softsign,
+    "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu, "hard_swish": hard_silu, "mish": mish,
+    "relu6": relu6, "exponential": exponential, "log_softmax": log_softmax,
 }
+#: the parameter the core takes with each activation (leaky_relu's slope, elu's alpha), as Keras' defaults
+_CORE_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+
+
+def core_alpha(fn: Callable) -> float:
+    """The core's ``alpha`` for an activation function of this module (its Keras default)."""
+    return _CORE_ALPHA.get(fn.__name__, 0.2)
 
 Activation = Union[str, Callable, None]
 

@@ -43,6 +43,10 @@ __all__ = [
     "softmax_cross_entropy_grad",
     "sigmoid_bce_grad",
     "accuracy",
+    "keras_loss",
+    "keras_loss_grad",
+    "keras_reduced_loss",
+    "relu_with_options",
     "SGD",
     "Adagrad",
     "RMSprop",
@@ -63,7 +67,12 @@ __all__ = [
 #: Keras' ``backend.epsilon()``: the clipping bound for probabilities in losses.
 EPSILON = 1e-7
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu")
+ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "elu", "selu", "silu",
+               "softplus", "softsign", "hard_sigmoid", "hard_silu", "mish", "relu6", "exponential", "log_softmax")
+#: keras.activations.selu's constants (activations.py docstring: Klambauer et al., 2017)
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+ELU_ALPHA = 1.0  # keras.activations.elu(x, alpha=1.0)
 LOSSES = (
     "sparse_categorical_crossentropy",
     "categorical_crossentropy",
@@ -138,8 +147,50 @@ def activation(name: str | None, z: np.ndarray) -> np.ndarray:
         return _softmax(z)
     if name == "leaky_relu":
         return np.maximum(z, LEAKY_RELU_SLOPE * z)
-    # gelu
-    return (z * _std_normal_cdf(z)).astype(z.dtype, copy=False)
+    if name == "gelu":
+        return (z * _std_normal_cdf(z)).astype(z.dtype, copy=False)
+    return _more_activation(name, z)
+
+
+def _softplus(z: np.ndarray) -> np.ndarray:
+    # log(1 + e^z) = log(e^0 + e^z): NumPy's logaddexp, which never overflows
+    return np.logaddexp(0.0, z)
+
+
+def _more_activation(name: str, z: np.ndarray) -> np.ndarray:
+    """Keras 3's other activations (activations.py), straight from their docstrings' formulas."""
+    if name == "elu":
+        return np.where(z > 0, z, ELU_ALPHA * np.expm1(np.minimum(z, 0)))
+    if name == "selu":
+        return SELU_SCALE * np.where(z > 0, z, SELU_ALPHA * np.expm1(np.minimum(z, 0)))
+    if name == "silu":
+        return z * _sigmoid(z)
+    if name == "softplus":
+        return _softplus(z)
+    if name == "softsign":
+        return z / (np.abs(z) + 1)
+    if name == "hard_sigmoid":
+        # Keras 3: 0 if x <= -3, 1 if x >= 3, x/6 + 0.5 in between
+        return np.clip(z / 6 + 0.5, 0, 1)
+    if name == "hard_silu":
+        return z * np.clip(z / 6 + 0.5, 0, 1)
+    if name == "mish":
+        return z * np.tanh(_softplus(z))
+    if name == "relu6":
+        return np.clip(z, 0, 6)
+    if name == "exponential":
+        return np.exp(z)
+    # log_softmax over the last axis
+    return _log_softmax(z)
+
+
+def relu_with_options(z: np.ndarray, negative_slope: float = 0.0, max_value: float | None = None,
+                      threshold: float = 0.0) -> np.ndarray:
+    """keras.activations.relu with its options: ``z`` where ``z > threshold`` (at most ``max_value``),
+    else ``negative_slope * (z - threshold)``."""
+    z = np.asarray(z, dtype=np.float64)
+    above = z if max_value is None else np.minimum(z, max_value)
+    return np.where(z > threshold, above, negative_slope * (z - threshold))
 
 
 def activation_grad(name: str | None, z: np.ndarray, upstream: np.ndarray) -> np.ndarray:
@@ -179,9 +230,40 @@ def activation_grad(name: str | None, z: np.ndarray, upstream: np.ndarray) -> np
         return s * (u - (u * s).sum(axis=-1, keepdims=True))
     if name == "leaky_relu":
         return u * np.where(z > 0, 1.0, LEAKY_RELU_SLOPE).astype(z.dtype, copy=False)
-    # gelu: d/dz [z * Phi(z)] = Phi(z) + z * phi(z)
-    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return (u * (_std_normal_cdf(z) + z * pdf)).astype(z.dtype, copy=False)
+    if name == "gelu":
+        # d/dz [z * Phi(z)] = Phi(z) + z * phi(z)
+        pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+        return (u * (_std_normal_cdf(z) + z * pdf)).astype(z.dtype, copy=False)
+    if name == "log_softmax":
+        # d/dz [z - logsumexp(z)]: u - softmax(z) * sum(u)
+        return u - _softmax(z) * u.sum(axis=-1, keepdims=True)
+    return u * _more_derivative(name, z)
+
+
+def _more_derivative(name: str, z: np.ndarray) -> np.ndarray:
+    """The derivatives of the element-wise activations of :func:`_more_activation` (0 at kinks' left side)."""
+    s = _sigmoid(z)
+    if name == "elu":
+        return np.where(z > 0, 1.0, ELU_ALPHA * np.exp(np.minimum(z, 0)))
+    if name == "selu":
+        return SELU_SCALE * np.where(z > 0, 1.0, SELU_ALPHA * np.exp(np.minimum(z, 0)))
+    if name == "silu":
+        return s + z * s * (1 - s)
+    if name == "softplus":
+        return s
+    if name == "softsign":
+        return 1 / (1 + np.abs(z)) ** 2
+    if name == "hard_sigmoid":
+        return np.where((z > -3) & (z < 3), 1 / 6, 0.0)
+    if name == "hard_silu":
+        return np.clip(z / 6 + 0.5, 0, 1) + np.where((z > -3) & (z < 3), z / 6, 0.0)
+    if name == "mish":
+        t = np.tanh(_softplus(z))
+        return t + z * (1 - t * t) * s
+    if name == "relu6":
+        return ((z > 0) & (z < 6)).astype(np.float64)
+    # exponential
+    return np.exp(z)
 
 
 # ----------------------------------------------------------------------------
@@ -473,6 +555,205 @@ def sigmoid_bce_grad(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarr
     t = _same_shape(y, x)
     per_elem = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
     return float(per_elem.mean()), (_sigmoid(x) - t) / x.size
+
+
+# ----------------------------------------------------------------------------
+# Keras 3's other losses, with their options, sample weights and gradients
+# (keras/src/losses/losses.py and loss.py; backend/numpy/nn.py)
+# ----------------------------------------------------------------------------
+
+KERAS_LOSSES = (
+    "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error", "huber", "log_cosh", "binary_crossentropy",
+    "binary_focal_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy",
+    "kl_divergence", "poisson", "hinge", "squared_hinge", "categorical_hinge", "cosine_similarity",
+)
+
+
+def _targets(name: str, y_true, p: np.ndarray, label_smoothing: float, ignore_class) -> np.ndarray:
+    """Dense float64 targets of p's shape (one-hot for sparse labels; ignored rows all zero)."""
+    if name == "sparse_categorical_crossentropy":
+        labels = np.asarray(y_true).reshape(-1).astype(np.int64)
+        keep = labels != ignore_class if ignore_class is not None else np.ones(labels.shape, bool)
+        t = np.zeros(p.shape)
+        t[np.flatnonzero(keep), labels[keep]] = 1.0
+        return t
+    t = np.asarray(y_true, dtype=np.float64).reshape(p.shape)
+    if label_smoothing and name == "categorical_crossentropy":
+        t = t * (1 - label_smoothing) + label_smoothing / p.shape[-1]
+    elif label_smoothing and name in ("binary_crossentropy", "binary_focal_crossentropy"):
+        t = t * (1 - label_smoothing) + 0.5 * label_smoothing
+    if name in ("hinge", "squared_hinge") and np.isin(t, (0.0, 1.0)).all():
+        t = 2 * t - 1  # Keras' convert_binary_labels_to_hinge
+    return t
+
+
+def keras_loss(name: str, y_true, y_pred, from_logits: bool = False, *, label_smoothing: float = 0.0,
+               delta: float = 1.0, gamma: float = 2.0, alpha: float = 0.25, apply_class_balancing: bool = False,
+               ignore_class=None) -> np.ndarray:
+    """One value per row of ``y_pred`` [batch, d] (float64), as Keras 3's loss function of that name.
+
+    Rows whose sparse label is ``ignore_class`` give 0 (Keras masks them out of the mean).
+    """
+    if name not in KERAS_LOSSES:
+        raise ValueError(f"Invalid value for argument `name`: expected one of {KERAS_LOSSES}, received {name!r}")
+    p = np.asarray(y_pred, dtype=np.float64)
+    t = _targets(name, y_true, p, label_smoothing, ignore_class)
+    eps = EPSILON
+    e = p - t
+    if name == "mean_squared_error":
+        return (e ** 2).mean(-1)
+    if name == "mean_absolute_error":
+        return np.abs(e).mean(-1)
+    if name == "mean_absolute_percentage_error":
+        return 100 * (np.abs(e) / np.maximum(np.abs(t), eps)).mean(-1)
+    if name == "mean_squared_logarithmic_error":
+        return ((np.log1p(np.maximum(p, eps)) - np.log1p(np.maximum(t, eps))) ** 2).mean(-1)
+    if name == "huber":
+        a = np.abs(e)
+        return np.where(a <= delta, 0.5 * e * e, delta * a - 0.5 * delta * delta).mean(-1)
+    if name == "log_cosh":
+        # log(cosh(x)) = |x| + log1p(e^-2|x|) - log 2, the stable form of the definition
+        a = np.abs(e)
+        return (a + np.log1p(np.exp(-2 * a)) - math.log(2)).mean(-1)
+    if name in ("binary_crossentropy", "binary_focal_crossentropy"):
+        if name == "binary_crossentropy" and from_logits:
+            return (np.logaddexp(0.0, p) - p * t).mean(-1)
+        q = _sigmoid(p) if from_logits else p
+        qc = np.clip(q, eps, 1 - eps)
+        bce = -(t * np.log(qc) + (1 - t) * np.log(1 - qc))
+        if name == "binary_crossentropy":
+            return bce.mean(-1)
+        p_t = t * q + (1 - t) * (1 - q)
+        focal = (1 - p_t) ** gamma * bce
+        if apply_class_balancing:
+            focal = (t * alpha + (1 - t) * (1 - alpha)) * focal
+        return focal.mean(-1)
+    if name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+        if from_logits:
+            log_q = _log_softmax(p)
+        else:
+            log_q = np.log(np.clip(p / p.sum(-1, keepdims=True), eps, 1 - eps))
+        return -(t * log_q).sum(-1)
+    if name == "kl_divergence":
+        tc, pc = np.clip(t, eps, 1), np.clip(p, eps, 1)
+        return (tc * np.log(tc / pc)).sum(-1)
+    if name == "poisson":
+        return (p - t * np.log(p + eps)).mean(-1)
+    if name == "hinge":
+        return np.maximum(1 - t * p, 0).mean(-1)
+    if name == "squared_hinge":
+        return (np.maximum(1 - t * p, 0) ** 2).mean(-1)
+    if name == "categorical_hinge":
+        pos = (t * p).sum(-1)
+        neg = ((1 - t) * p).max(-1)
+        return np.maximum(neg - pos + 1, 0)
+    # cosine_similarity: x / sqrt(max(sum x^2, eps^2)) (ops.normalize with epsilon 1e-7)
+    nt = t / np.sqrt(np.maximum((t * t).sum(-1, keepdims=True), eps * eps))
+    npred = p / np.sqrt(np.maximum((p * p).sum(-1, keepdims=True), eps * eps))
+    return -(nt * npred).sum(-1)
+
+
+def keras_loss_grad(name: str, y_true, y_pred, from_logits: bool = False, **options) -> np.ndarray:
+    """``d keras_loss_i / d y_pred_i`` for each row (float64), written out by hand.
+
+    Where Keras clips a value the derivative through it is 0; at kinks (|x| at 0, hinge at the
+    margin) the one-sided value the C core takes: 0 for sign(0) and for a zero margin.
+    """
+    p = np.asarray(y_pred, dtype=np.float64)
+    ls = options.get("label_smoothing", 0.0)
+    t = _targets(name, y_true, p, ls, options.get("ignore_class"))
+    eps = EPSILON
+    d = p.shape[-1]
+    e = p - t
+    if name == "mean_squared_error":
+        return 2 * e / d
+    if name == "mean_absolute_error":
+        return np.sign(e) / d
+    if name == "mean_absolute_percentage_error":
+        return 100 * np.sign(e) / np.maximum(np.abs(t), eps) / d
+    if name == "mean_squared_logarithmic_error":
+        diff = np.log1p(np.maximum(p, eps)) - np.log1p(np.maximum(t, eps))
+        return np.where(p > eps, 2 * diff / (1 + p), 0.0) / d
+    if name == "huber":
+        delta = options.get("delta", 1.0)
+        return np.where(np.abs(e) <= delta, e, delta * np.sign(e)) / d
+    if name == "log_cosh":
+        return np.tanh(e) / d
+    if name in ("binary_crossentropy", "binary_focal_crossentropy"):
+        if name == "binary_crossentropy" and from_logits:
+            return (_sigmoid(p) - t) / d
+        q = _sigmoid(p) if from_logits else p
+        inside = (q > eps) & (q < 1 - eps)
+        qs = np.where(inside, q, 0.5)
+        dbce = np.where(inside, (qs - t) / (qs * (1 - qs)), 0.0)
+        if name == "binary_crossentropy":
+            g = dbce
+        else:
+            gamma, alpha = options.get("gamma", 2.0), options.get("alpha", 0.25)
+            qc = np.clip(q, eps, 1 - eps)
+            bce = -(t * np.log(qc) + (1 - t) * np.log(1 - qc))
+            m = 1 - (t * q + (1 - t) * (1 - q))  # 1 - p_t, d m / d q = 1 - 2t
+            dm = gamma * m ** (gamma - 1) * (1 - 2 * t) if gamma else 0.0
+            g = dm * bce + m ** gamma * dbce
+            if options.get("apply_class_balancing", False):
+                g = (t * alpha + (1 - t) * (1 - alpha)) * g
+        if from_logits:
+            g = g * q * (1 - q)
+        return g / d
+    if name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+        if from_logits:
+            return _softmax(p) * t.sum(-1, keepdims=True) - t
+        s = p.sum(-1, keepdims=True)
+        q = p / s
+        inside = (q > eps) & (q < 1 - eps)
+        dq = np.where(inside, -t / np.where(inside, q, 1), 0.0)
+        return (dq - (dq * q).sum(-1, keepdims=True)) / s
+    if name == "kl_divergence":
+        tc = np.clip(t, eps, 1)
+        return np.where((p > eps) & (p < 1), -tc / np.where((p > eps) & (p < 1), p, 1), 0.0)
+    if name == "poisson":
+        return (1 - t / (p + eps)) / d
+    if name == "hinge":
+        return np.where(1 - t * p > 0, -t, 0.0) / d
+    if name == "squared_hinge":
+        return -2 * t * np.maximum(1 - t * p, 0) / d
+    if name == "categorical_hinge":
+        pos = (t * p).sum(-1, keepdims=True)
+        masked = (1 - t) * p
+        k = masked.argmax(-1)
+        neg = masked.max(-1, keepdims=True)
+        g = -t.copy()
+        g[np.arange(p.shape[0]), k] += (1 - t)[np.arange(p.shape[0]), k]
+        return np.where(neg - pos + 1 > 0, g, 0.0)
+    # cosine similarity: l = -(t^ . p) / |p|
+    nt = t / np.sqrt(np.maximum((t * t).sum(-1, keepdims=True), eps * eps))
+    sq = (p * p).sum(-1, keepdims=True)
+    norm = np.sqrt(np.maximum(sq, eps * eps))
+    dot = (nt * p).sum(-1, keepdims=True)
+    return np.where(sq > eps * eps, -nt / norm + dot * p / norm ** 3, -nt / norm)
+
+
+def keras_reduced_loss(name: str, y_true, y_pred, from_logits: bool = False, sample_weight=None,
+                       **options) -> tuple[float, np.ndarray]:
+    """Keras' default reduction (loss.py, reduce_weighted_values with "sum_over_batch_size") and its gradient.
+
+    Returns ``(sum_i w_i l_i / N, d/d y_pred)``, ``N`` the rows (only those not of ``ignore_class``:
+    Keras' mask weighs the valid rows total / valid).
+    """
+    p = np.asarray(y_pred, dtype=np.float64)
+    rows = p.shape[0]
+    w = np.ones(rows) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(rows)
+    valid = np.ones(rows, bool)
+    if options.get("ignore_class") is not None:
+        valid = np.asarray(y_true).reshape(-1) != options["ignore_class"]
+    n = int(valid.sum())
+    if n == 0:
+        return 0.0, np.zeros_like(p)
+    w = np.where(valid, w, 0.0)
+    per = keras_loss(name, y_true, p, from_logits, **options)
+    grad = keras_loss_grad(name, y_true, p, from_logits, **options)
+    return float((w * np.where(valid, per, 0.0)).sum() / n), grad * (w / n)[:, None]
 
 
 # ----------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def _clone_model(model: Sequential) -> Sequential:
         clone.build((None, *config["input_shape"]))
     if model.compiled:
         clone.compile(optimizer=optimizers_module.get(optimizers_module.serialize(model.optimizer)),
-                      loss=losses_module.get(model.loss.get_config()) if model.loss is not None else None,
+                      loss=losses_module.deserialize(losses_module.serialize(model.loss)) if model.loss is not None else None,
                       metrics=clone_metrics(model._compile_metrics))
     return clone
 

@@ -78,6 +78,96 @@ static inline float gelu_gradf(float x)
     return 0.5f * erfc_f(-x * 0.70710678118654752f) + x * 0.39894228040143268f * cdnn_exp_nonpositive(-0.5f * x * x);
 }
 
+/* e^x - 1 for x <= 0: Taylor's series to x^9 above -0.7 (where e^x - 1 would lose bits to
+ * cancellation), else e^x - 1; within 3 ulp of the exact value (tested). */
+static inline float expm1_nonpositive(float x)
+{
+    float p = 2.7557319e-6f;   /* 1/9! */
+    p = p * x + 2.4801587e-5f; /* 1/8! */
+    p = p * x + 1.9841270e-4f;
+    p = p * x + 1.3888889e-3f;
+    p = p * x + 8.3333333e-3f;
+    p = p * x + 4.1666667e-2f;
+    p = p * x + 1.6666667e-1f;
+    p = p * x + 0.5f;
+    p = p * x * x + x;
+    const float big = cdnn_exp_nonpositive(x) - 1.0f;
+    return x > -0.7f ? p : big;
+}
+
+/* e^x for any x, branch-free: e^-|x| inverted for x > 0 (squared from e^(-x/2) above 87, where e^-x
+ * is below float32's normal range); within 3 ulp (5 above 87) of the exact value (tested). */
+static inline float exp_f(float x)
+{
+    const float e = cdnn_exp_nonpositive(-fabsf(x)), h = 1.0f / cdnn_exp_nonpositive(-0.5f * fabsf(x));
+    const float pos = x > 87.0f ? h * h : 1.0f / e;
+    return x > 0.0f ? pos : e;
+}
+
+/* log x for finite x > 0 (normal or not flushed), branch-free: Cephes' logf (x = m 2^e with m in
+ * [sqrt(1/2), sqrt 2), log(m) by a polynomial in m - 1). */
+static inline float log_f(float x)
+{
+    union { float f; int32_t i; } u = {x};
+    float e = (float)(((u.i >> 23) & 0xff) - 126);
+    u.i = (u.i & 0x007fffff) | 0x3f000000; /* mantissa in [0.5, 1) */
+    const int small = u.f < 0.70710678f;
+    const float m = small ? u.f + u.f - 1.0f : u.f - 1.0f;
+    e = small ? e - 1.0f : e;
+    const float z = m * m;
+    float p = 7.0376836292e-2f;
+    p = p * m - 1.1514610310e-1f;
+    p = p * m + 1.1676998740e-1f;
+    p = p * m - 1.2420140846e-1f;
+    p = p * m + 1.4249322787e-1f;
+    p = p * m - 1.6668057665e-1f;
+    p = p * m + 2.0000714765e-1f;
+    p = p * m - 2.4999993993e-1f;
+    p = p * m + 3.3333331174e-1f;
+    float y = p * m * z;
+    y += -2.12194440e-4f * e;
+    y += -0.5f * z;
+    return (m + y) + 0.693359375f * e;
+}
+
+/* log(1 + v) for v in [0, 1]: log of w = 1 + v, corrected by the rounding of w (exact for tiny v). */
+static inline float log1p_unit(float v)
+{
+    const float w = 1.0f + v;
+    return log_f(w) + (v - (w - 1.0f)) / w;
+}
+
+/* log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): never overflows; within 2 ulp (tested). */
+static inline float softplusf(float x) { return (x > 0.0f ? x : 0.0f) + log1p_unit(cdnn_exp_nonpositive(-fabsf(x))); }
+
+/* Keras' SELU constants (Klambauer et al.). */
+#define SELU_SCALE 1.05070098735548049342f
+#define SELU_ALPHA 1.67326324235437728482f
+
+static inline float hard_sigmoidf(float x)
+{
+    /* Keras 3: relu6(x + 3) / 6 */
+    const float t = x + 3.0f, c = t < 0.0f ? 0.0f : (t > 6.0f ? 6.0f : t);
+    return c / 6.0f;
+}
+
+/* tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2), written in v = e^-|x| for x > 0 (no
+ * overflow): (1 + 2v) / (1 + 2v + 2v^2); *one_minus gets 1 - tanh(softplus(x)) without cancellation. */
+static inline float tanh_softplus2(float x, float *one_minus)
+{
+    const float v = cdnn_exp_nonpositive(-fabsf(x));
+    const float n = v * (v + 2.0f), dneg = n + 2.0f;
+    const float dpos = 1.0f + 2.0f * v + 2.0f * v * v;
+    *one_minus = x > 0.0f ? 2.0f * v * v / dpos : 2.0f / dneg;
+    return x > 0.0f ? (1.0f + 2.0f * v) / dpos : n / dneg;
+}
+
+static inline float tanh_softplusf(float x)
+{
+    float unused;
+    return tanh_softplus2(x, &unused);
+}
+
 CDNN_VECTOR_CLONES
 void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols,
                         const float *bias, float *z, int ldz)
@@ -108,7 +198,43 @@ void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int co
         case CDNN_GELU:
             for (int j = 0; j < cols; j++) r[j] = geluf(r[j]);
             break;
-        default: /* linear; softmax is applied row-wise by the caller */
+        case CDNN_ELU:
+            for (int j = 0; j < cols; j++) {
+                const float v = r[j], neg = alpha * expm1_nonpositive(v < 0.0f ? v : 0.0f);
+                r[j] = v > 0.0f ? v : neg;
+            }
+            break;
+        case CDNN_SELU:
+            for (int j = 0; j < cols; j++) {
+                const float v = r[j], neg = SELU_ALPHA * expm1_nonpositive(v < 0.0f ? v : 0.0f);
+                r[j] = SELU_SCALE * (v > 0.0f ? v : neg);
+            }
+            break;
+        case CDNN_SWISH:
+            for (int j = 0; j < cols; j++) r[j] *= sigmoidf(r[j]);
+            break;
+        case CDNN_SOFTPLUS:
+            for (int j = 0; j < cols; j++) r[j] = softplusf(r[j]);
+            break;
+        case CDNN_SOFTSIGN:
+            for (int j = 0; j < cols; j++) r[j] /= 1.0f + fabsf(r[j]);
+            break;
+        case CDNN_HARD_SIGMOID:
+            for (int j = 0; j < cols; j++) r[j] = hard_sigmoidf(r[j]);
+            break;
+        case CDNN_HARD_SWISH:
+            for (int j = 0; j < cols; j++) r[j] *= hard_sigmoidf(r[j]);
+            break;
+        case CDNN_MISH:
+            for (int j = 0; j < cols; j++) r[j] *= tanh_softplusf(r[j]);
+            break;
+        case CDNN_RELU6:
+            for (int j = 0; j < cols; j++) r[j] = r[j] < 0.0f ? 0.0f : (r[j] > 6.0f ? 6.0f : r[j]);
+            break;
+        case CDNN_EXPONENTIAL:
+            for (int j = 0; j < cols; j++) r[j] = exp_f(r[j]);
+            break;
+        default: /* linear; softmax and log_softmax are applied row-wise by the caller */
             break;
         }
     }
@@ -135,6 +261,46 @@ void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int
             break;
         case CDNN_GELU: /* y holds the pre-activation z */
             for (int j = 0; j < cols; j++) r[j] *= gelu_gradf(y[j]);
+            break;
+        case CDNN_ELU: /* a + alpha below 0 */
+            for (int j = 0; j < cols; j++) r[j] *= y[j] > 0.0f ? 1.0f : y[j] + alpha;
+            break;
+        case CDNN_SELU:
+            for (int j = 0; j < cols; j++) r[j] *= y[j] > 0.0f ? SELU_SCALE : y[j] + SELU_SCALE * SELU_ALPHA;
+            break;
+        case CDNN_SWISH: /* z: s (1 + z (1 - s)), 1 - s = sigmoid(-z) without cancellation */
+            for (int j = 0; j < cols; j++) r[j] *= sigmoidf(y[j]) * (1.0f + y[j] * sigmoidf(-y[j]));
+            break;
+        case CDNN_SOFTPLUS: /* z: sigmoid(z) */
+            for (int j = 0; j < cols; j++) r[j] *= sigmoidf(y[j]);
+            break;
+        case CDNN_SOFTSIGN: /* z: 1 / (1 + |z|)^2 */
+            for (int j = 0; j < cols; j++) {
+                const float d = 1.0f + fabsf(y[j]);
+                r[j] /= d * d;
+            }
+            break;
+        case CDNN_HARD_SIGMOID:
+            for (int j = 0; j < cols; j++) r[j] = y[j] > 0.0f && y[j] < 1.0f ? r[j] * (1.0f / 6.0f) : 0.0f;
+            break;
+        case CDNN_HARD_SWISH: /* z: hard_sigmoid(z) + z / 6 inside (-3, 3) */
+            for (int j = 0; j < cols; j++) {
+                const float v = y[j], in = v > -3.0f && v < 3.0f ? v / 6.0f : 0.0f;
+                r[j] *= hard_sigmoidf(v) + in;
+            }
+            break;
+        case CDNN_MISH: /* z: t + z (1 - t^2) sigmoid(z), t = tanh(softplus(z)), 1 - t^2 = (1 - t)(1 + t) */
+            for (int j = 0; j < cols; j++) {
+                float omt;
+                const float v = y[j], t = tanh_softplus2(v, &omt);
+                r[j] *= t + v * (omt * (1.0f + t)) * sigmoidf(v);
+            }
+            break;
+        case CDNN_RELU6:
+            for (int j = 0; j < cols; j++) r[j] = y[j] > 0.0f && y[j] < 6.0f ? r[j] : 0.0f;
+            break;
+        case CDNN_EXPONENTIAL:
+            for (int j = 0; j < cols; j++) r[j] *= y[j];
             break;
         default:
             break;
@@ -163,6 +329,47 @@ void cdnn_softmax_backward_rows(float *g, int ldg, const float *a, int lda, int 
         float dot = 0.0f;
         for (int j = 0; j < cols; j++) dot += r[j] * y[j];
         for (int j = 0; j < cols; j++) r[j] = y[j] * (r[j] - dot);
+    }
+}
+
+/* log_softmax: (x - max) - log(sum e^(x - max)), the sum in float as softmax's. */
+static void log_softmax_rows(float *x, int ld, int rows, int cols)
+{
+    float e[64];
+    for (int i = 0; i < rows; i++) {
+        float *r = x + (size_t)i * ld;
+        float m = r[0], s = 0.0f;
+        for (int j = 1; j < cols; j++) m = r[j] > m ? r[j] : m;
+        for (int j0 = 0; j0 < cols; j0 += 64) {
+            const int len = cols - j0 < 64 ? cols - j0 : 64;
+            for (int j = 0; j < len; j++) e[j] = cdnn_exp_nonpositive(r[j0 + j] - m);
+            for (int j = 0; j < len; j++) s += e[j];
+        }
+        const float lse = logf(s);
+        for (int j = 0; j < cols; j++) r[j] = (r[j] - m) - lse;
+    }
+}
+
+void cdnn_rowwise_act_rows(int act, float *x, int ld, int rows, int cols)
+{
+    if (act == CDNN_LOG_SOFTMAX)
+        log_softmax_rows(x, ld, rows, cols);
+    else
+        cdnn_softmax_rows(x, ld, rows, cols);
+}
+
+void cdnn_rowwise_backward_rows(int act, float *g, int ldg, const float *a, int lda, int rows, int cols)
+{
+    if (act != CDNN_LOG_SOFTMAX) {
+        cdnn_softmax_backward_rows(g, ldg, a, lda, rows, cols);
+        return;
+    }
+    for (int i = 0; i < rows; i++) { /* g - softmax * sum(g), softmax = e^a */
+        float *r = g + (size_t)i * ldg;
+        const float *y = a + (size_t)i * lda;
+        float s = 0.0f;
+        for (int j = 0; j < cols; j++) s += r[j];
+        for (int j = 0; j < cols; j++) r[j] -= cdnn_exp_nonpositive(y[j]) * s;
     }
 }
 

@@ -48,13 +48,39 @@ static inline float cdnn_exp_nonpositive(float x)
 
 enum cdnn_act {
     CDNN_LINEAR = 0, CDNN_RELU, CDNN_SIGMOID, CDNN_TANH, CDNN_SOFTMAX,
-    CDNN_LEAKY_RELU, CDNN_GELU
+    CDNN_LEAKY_RELU, CDNN_GELU,
+    CDNN_ELU, CDNN_SELU, CDNN_SWISH, CDNN_SOFTPLUS, CDNN_SOFTSIGN, CDNN_HARD_SIGMOID,
+    CDNN_HARD_SWISH, CDNN_MISH, CDNN_RELU6, CDNN_EXPONENTIAL, CDNN_LOG_SOFTMAX
 };
+
+/* Whether act's derivative is computed from the pre-activation z (else from the output a): the
+ * activations that are not invertible from their output, or lose precision doing so. */
+static inline int cdnn_act_grad_from_z(int act)
+{
+    return act == CDNN_GELU || act == CDNN_SWISH || act == CDNN_SOFTPLUS || act == CDNN_SOFTSIGN ||
+           act == CDNN_HARD_SWISH || act == CDNN_MISH;
+}
+
+/* Whether act works on whole rows (softmax, log_softmax): applied and differentiated row by row. */
+static inline int cdnn_act_rowwise(int act) { return act == CDNN_SOFTMAX || act == CDNN_LOG_SOFTMAX; }
 
 /* ---- losses and accuracy modes ---------------------------------------- */
 enum cdnn_loss {
-    CDNN_SPARSE_CCE = 0, CDNN_CCE, CDNN_BCE, CDNN_MSE
+    CDNN_SPARSE_CCE = 0, CDNN_CCE, CDNN_BCE, CDNN_MSE,
+    CDNN_MAE, CDNN_MAPE, CDNN_MSLE, CDNN_HUBER, CDNN_LOG_COSH, CDNN_BFCE, CDNN_KLD, CDNN_POISSON,
+    CDNN_HINGE, CDNN_SQUARED_HINGE, CDNN_CATEGORICAL_HINGE, CDNN_COSINE
 };
+
+/* A loss's options beyond its kind and from_logits (Keras 3's names and defaults; see cdnn_loss_opts_default). */
+typedef struct {
+    float label_smoothing;   /* CCE, BCE, BFCE: labels pulled towards uniform (CCE) or 0.5 (BCE, BFCE) */
+    float delta;             /* Huber: where the loss turns from quadratic to linear (1.0) */
+    float gamma, alpha;      /* BFCE: focusing exponent (2.0), weight of class 1 (0.25) */
+    int class_balancing;     /* BFCE: apply_class_balancing (weights alpha and 1 - alpha) */
+    int has_ignore;          /* sparse CCE: rows whose label is ignore_class count for nothing */
+    int ignore_class;
+    int hinge_binary;        /* hinge, squared hinge: labels are 0/1, read as -1/1 (Keras decides on the labels) */
+} cdnn_loss_opts;
 enum cdnn_metric { CDNN_METRIC_NONE = 0, CDNN_METRIC_SPARSE, CDNN_METRIC_CATEGORICAL, CDNN_METRIC_BINARY };
 
 /* ---- optimizers -------------------------------------------------------- */
@@ -239,27 +265,40 @@ double cdnn_wtime(void);
 /* In place: x[rows, cols] (row stride ld) = act(x + bias). bias may be NULL; z (ld ldz) gets x+bias if not NULL. */
 void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols,
                         const float *bias, float *z, int ldz);
-/* In place: g[rows, cols] *= act'(a) where a is the activation output (z for gelu). Not softmax. */
+/* In place: g[rows, cols] *= act'(a) where a is the activation output (z where cdnn_act_grad_from_z). Not row-wise acts. */
 void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols);
 /* Row-wise softmax in place over x[rows, cols] (ld), stable. */
 void cdnn_softmax_rows(float *x, int ld, int rows, int cols);
 /* Softmax backward in place: g = a * (g - sum(g*a)) row-wise. */
 void cdnn_softmax_backward_rows(float *g, int ldg, const float *a, int lda, int rows, int cols);
+/* A row-wise activation (softmax or log_softmax, see cdnn_act_rowwise) in place over x[rows, cols] (ld). */
+void cdnn_rowwise_act_rows(int act, float *x, int ld, int rows, int cols);
+/* Its backward in place from its output a: softmax as above, log_softmax g = g - exp(a) * sum(g). */
+void cdnn_rowwise_backward_rows(int act, float *g, int ldg, const float *a, int lda, int rows, int cols);
 /* dst[j] = src[j] times element (row, col0 + j)'s dropout factor under key (0 or 1/(1-rate)), j < n; dst may be src. */
 void cdnn_dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate);
 /* g[j] *= (din[j] != 0 ? 1/(1-rate) : 0) for j < n: the dropout factors of a ReLU layer's kept outputs, read back. */
 void cdnn_dropout_row_kept(float *g, const float *din, int n, float rate);
 
 /* ---- losses (losses.c) ------------------------------------------------ */
+/* Keras 3's defaults: no smoothing, delta 1, gamma 2, alpha 0.25, no class balancing, no ignored class. */
+cdnn_loss_opts cdnn_loss_opts_default(void);
 /* For output rows [lo, hi) of a batch (calling thread only), write per-row loss
- * and correctness to row_loss/row_correct and dL/dz (already divided by
- * grad_batch) into dz if not NULL. out holds the layer output
- * (probabilities/activations), z the pre-activation. ysparse (int32) or
- * ydense (float, row stride ldy) hold the labels. */
+ * (times the row's weight) and correctness (unweighted) to row_loss/row_correct
+ * and dL/dz (times the row's weight, divided by grad_batch) into dz if not NULL.
+ * out holds the layer output (probabilities/activations), z the pre-activation.
+ * ysparse (int32) or ydense (float, row stride ldy) hold the labels. opts: the
+ * loss's options (NULL: defaults); row_weight[i]: row i's weight (NULL: all 1).
+ * Rows whose label is opts' ignore_class get loss 0 and dz 0; the caller divides
+ * by the valid rows (grad_batch, and see cdnn_loss_valid_rows). */
 void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
                     int lo, int hi, int cols, const float *out, const float *z,
                     const int32_t *ysparse, const float *ydense, int ldy,
-                    int grad_batch, float *dz, double *row_loss, double *row_correct);
+                    int grad_batch, float *dz, double *row_loss, double *row_correct,
+                    const cdnn_loss_opts *opts, const float *row_weight);
+/* How many of n rows count for a loss: those whose label ysparse[rows[i]] (ysparse[i] if rows is NULL) is
+ * not opts' ignore_class (n without one). Keras' mean is over them: sum / valid. */
+int cdnn_loss_valid_rows(int loss, const cdnn_loss_opts *opts, const int32_t *ysparse, const int32_t *rows, int n);
 
 /* ---- optimizers (optimizers.c) ---------------------------------------- */
 /* Per-step scalars for step t (t >= 1). */
@@ -305,6 +344,7 @@ typedef struct {
     int from_logits;
     int metric;           /* enum cdnn_metric */
     cdnn_opt_params opt;
+    cdnn_loss_opts loss_opts;
 } cdnn_net;
 
 /* Preallocated buffers for batches of up to max_batch rows. */
@@ -355,21 +395,24 @@ void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const f
  * Returns the batches trained: n_batches, or the index of the first batch
  * holding a NaN or an infinity, which stops the run before its update, or
  * with stop_nonfinite_loss, one past the first batch whose loss is NaN or
- * infinite, which stops the run after its update. outputs (or NULL): each trained
- * batch's forward outputs [n_batches * bs, units_last], batch j from row j * bs. */
+ * infinite, which stops the run after its update. sample_weight[r] (NULL: all 1) weighs dataset
+ * row r's loss and gradient: a batch's loss is the weighted sum over its rows divided by its rows
+ * (Keras' sum_over_batch_size), and batch_loss gets that times its rows. outputs (or NULL): each
+ * trained batch's forward outputs [n_batches * bs, units_last], batch j from row j * bs. */
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
-                   int stop_nonfinite_loss, float *outputs);
+                   int stop_nonfinite_loss, const float *sample_weight, float *outputs);
 
 /* 1 if none of x[0..n) is NaN or infinite (a parallel scan of inputs before inference), else 0. */
 int cdnn_all_finite(const float *x, int64_t n);
 
-/* Inference over X[n, in] in batches: write outputs [n, units_last] to out; if
- * labels are given also sum loss and correctness into loss_sum and correct_sum. */
+/* Inference over X[n, in] in batches of the workspace's max_batch rows: write outputs [n, units_last]
+ * to out; if labels are given also sum loss (each batch's as in cdnn_train_run, rows weighted by
+ * sample_weight[i] if not NULL) and correctness into loss_sum and correct_sum. */
 void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                   float *out, const int32_t *ysparse, const float *ydense, int ldy,
-                  double *loss_sum, double *correct_sum);
+                  double *loss_sum, double *correct_sum, const float *sample_weight);
 
 #endif

@@ -1,8 +1,8 @@
 /* dense.c - the fused Dense layer: forward and backward passes.
  *
  * forward:  Y = act(X W + b)  - one GEMM whose epilogue adds the bias and
- *           applies the activation on each output tile (softmax, which needs
- *           whole rows, runs row-wise right after). Row-local: a thread
+ *           applies the activation on each output tile (softmax and log_softmax,
+ *           which need whole rows, run row-wise right after). Row-local: a thread
  *           computes its own rows of Y from its own rows of X.
  * backward: given dZ = dL/d(XW + b):
  *           dX = dZ W^T   (only where a layer below needs it; its epilogue
@@ -20,14 +20,14 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
 {
     cdnn_epilogue e = {0};
     e.kind = CDNN_EPI_BIAS_ACT;
-    e.act = ly->act == CDNN_SOFTMAX ? CDNN_LINEAR : ly->act;
+    e.act = cdnn_act_rowwise(ly->act) ? CDNN_LINEAR : ly->act;
     e.alpha = ly->alpha;
     e.bias = ly->b;
     e.aux = z;
     e.ldaux = ly->units;
     cdnn_gemm_rows(0, 0, r0, r1, ly->units, ly->in, x, ly->in, ly->W, ly->units, packed_w, y, ly->units, 0, &e, pack);
-    if (ly->act == CDNN_SOFTMAX && r1 > r0)
-        cdnn_softmax_rows(y + (size_t)r0 * ly->units, ly->units, r1 - r0, ly->units);
+    if (cdnn_act_rowwise(ly->act) && r1 > r0)
+        cdnn_rowwise_act_rows(ly->act, y + (size_t)r0 * ly->units, ly->units, r1 - r0, ly->units);
 }
 
 void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
@@ -125,8 +125,8 @@ void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const f
         long lo, hi;
         cdnn_team_range(rows, &lo, &hi);
         for (long i = lo * ly->units; i < hi * ly->units; i++) dz[i] = dy[i];
-        if (ly->act == CDNN_SOFTMAX)
-            cdnn_softmax_backward_rows(dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
+        if (cdnn_act_rowwise(ly->act))
+            cdnn_rowwise_backward_rows(ly->act, dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
                                        (int)(hi - lo), ly->units);
         else
             cdnn_dact_tile(ly->act, ly->alpha, dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,

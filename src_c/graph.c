@@ -207,7 +207,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         } else {
             TAKE_OR_FAIL(b->val, float, rows * w);
         }
-        if (nd->op == CDNN_OP_DENSE && (nd->act == CDNN_GELU || b->zloss)) TAKE_OR_FAIL(b->z, float, rows * w);
+        if (nd->op == CDNN_OP_DENSE && (cdnn_act_grad_from_z(nd->act) || b->zloss)) TAKE_OR_FAIL(b->z, float, rows * w);
         if (b->canon == i && b->n_contrib) TAKE_OR_FAIL(b->g, float, rows * w);
         if (nd->op == CDNN_OP_BATCHNORM) {
             TAKE_OR_FAIL(b->mean, float, w);
@@ -354,11 +354,11 @@ static void dact_rows(const cdnn_node *nd, float *g, const float *a, const float
 {
     const int w = nd->width;
     if (r1 <= r0) return;
-    if (nd->act == CDNN_SOFTMAX)
-        cdnn_softmax_backward_rows(g + r0 * w, w, a + r0 * w, w, (int)(r1 - r0), w);
+    if (cdnn_act_rowwise(nd->act))
+        cdnn_rowwise_backward_rows(nd->act, g + r0 * w, w, a + r0 * w, w, (int)(r1 - r0), w);
     else
-        cdnn_dact_tile(nd->act, nd->alpha, g + r0 * w, w, (nd->act == CDNN_GELU ? z : a) + r0 * w, w, (int)(r1 - r0),
-                       w);
+        cdnn_dact_tile(nd->act, nd->alpha, g + r0 * w, w, (cdnn_act_grad_from_z(nd->act) ? z : a) + r0 * w, w,
+                       (int)(r1 - r0), w);
 }
 
 /* The pre-activation of a Dense/Activation node (what its derivative and a logits loss read). */
@@ -399,8 +399,8 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
     case CDNN_OP_ACTIVATION:
         if (r1 > r0) {
             memcpy(b->val + (size_t)r0 * w, x + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
-            if (nd->act == CDNN_SOFTMAX)
-                cdnn_softmax_rows(b->val + (size_t)r0 * w, w, r1 - r0, w);
+            if (cdnn_act_rowwise(nd->act))
+                cdnn_rowwise_act_rows(nd->act, b->val + (size_t)r0 * w, w, r1 - r0, w);
             else
                 cdnn_bias_act_tile(nd->act, nd->alpha, b->val + (size_t)r0 * w, w, r1 - r0, w, NULL, NULL, 0);
         }
@@ -460,7 +460,7 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
             dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
         }
         cdnn_loss_rows(out->loss, out->metric, act, nd->alpha, out->from_logits, r0, r1, w, b->val, z, ob->ys,
-                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct);
+                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
         if (!ob->zkind && ob->acc == 1)

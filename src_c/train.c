@@ -60,6 +60,7 @@ struct cdnn_workspace {
     int32_t *rows;      /* dataset row of each batch row (dropout keys) */
     int32_t *ys;        /* gathered sparse labels */
     float *yd;          /* gathered dense labels */
+    float *rw;          /* gathered sample weights (with sample_weight) */
     double *row_loss, *row_correct;
     float *pack;        /* threads x cdnn_gemm_pack_floats() */
     size_t pack_per;
@@ -169,8 +170,8 @@ static void packed_copies_team(const cdnn_net *net, cdnn_workspace *ws, int pack
 static int split_at(const cdnn_net *net, int l)
 {
     const cdnn_layer *ly = &net->layers[l];
-    if (l == net->n_layers - 1 || ly->act == CDNN_SOFTMAX || (long)ly->in * ly->units < PACKED_MIN_WEIGHTS) return 0;
-    if (l > 0 && net->layers[l - 1].act == CDNN_SOFTMAX) return 0;
+    if (l == net->n_layers - 1 || cdnn_act_rowwise(ly->act) || (long)ly->in * ly->units < PACKED_MIN_WEIGHTS) return 0;
+    if (l > 0 && cdnn_act_rowwise(net->layers[l - 1].act)) return 0;
     /* as near the middle as whole 32-byte runs of X's rows allow (the parts
      * take turns at the barriers: 784 split 400/384 made one thread wait 4%
      * of the split phases); above the first layer whole 64-byte lines, so
@@ -199,7 +200,7 @@ static int split_at(const cdnn_net *net, int l)
 static int combined_in_blocks(const cdnn_net *net, const cdnn_workspace *ws, int l, int nr)
 {
     return l + 1 < net->n_layers && ws->lb[l].mid && ws->lb[l + 1].mid && ws->lb[l + 1].mid % nr == 0 &&
-           net->layers[l + 1].in_drop == 0.0f && net->layers[l].act != CDNN_GELU;
+           net->layers[l + 1].in_drop == 0.0f && !cdnn_act_grad_from_z(net->layers[l].act);
 }
 
 /* This thread's items [*lo, *hi) of n in part p (0 or 1) of a depth-split
@@ -328,7 +329,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         const cdnn_layer *ly = &net->layers[l];
         if (l == 0 || ly->in_drop > 0.0f) floats += round16((size_t)B * ly->in);
         floats += 2 * round16((size_t)B * ly->units);
-        if (ly->act == CDNN_GELU || l == L - 1) floats += round16((size_t)B * ly->units);
+        if (cdnn_act_grad_from_z(ly->act) || l == L - 1) floats += round16((size_t)B * ly->units);
         floats += round16((size_t)ly->in * ly->units) + round16(ly->units);
         const int mid = split_at(net, l);
         if (keeps_packed_w(ly)) floats += round16(cdnn_packed_floats(ly->in, ly->units));
@@ -336,7 +337,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         if (mid) floats += round16((size_t)B * ly->units);
     }
     if (split_at(net, 0)) floats += round16((size_t)B * net->layers[0].in);
-    floats += round16((size_t)B * out_units) + round16(B) * 2; /* yd, rows, ys */
+    floats += round16((size_t)B * out_units) + round16(B) * 3; /* yd, rows, ys, rw */
     floats += pack_per * threads;
     size_t bytes = floats * sizeof(float) + 2 * round16(B) * sizeof(double) + (size_t)L * sizeof(layer_buf) + 64;
 
@@ -379,7 +380,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         b->din = (l == 0 || ly->in_drop > 0.0f) ? TAKE((size_t)B * ly->in) : ws->lb[l - 1].act;
         b->act = TAKE((size_t)B * ly->units);
         b->dz = TAKE((size_t)B * ly->units);
-        b->z = (ly->act == CDNN_GELU || l == L - 1) ? TAKE((size_t)B * ly->units) : NULL;
+        b->z = (cdnn_act_grad_from_z(ly->act) || l == L - 1) ? TAKE((size_t)B * ly->units) : NULL;
         b->dw = TAKE((size_t)ly->in * ly->units);
         b->db = TAKE(ly->units);
         b->pw = keeps_packed_w(ly) ? TAKE(cdnn_packed_floats(ly->in, ly->units)) : NULL;
@@ -391,6 +392,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
     ws->yd = TAKE((size_t)B * out_units);
     ws->rows = (int32_t *)TAKE(B);
     ws->ys = (int32_t *)TAKE(B);
+    ws->rw = TAKE(B);
 #undef TAKE
     return ws;
 }
@@ -586,10 +588,11 @@ static void apply_whole_team(const cdnn_net *net, cdnn_workspace *ws, cdnn_opt_s
  * barrier: the next step's forward pass reads the updated weights.
  * local_before: seconds this thread already spent on its rows (the labels).
  * Returns 0, having updated nothing, if a thread found step j's batch not
- * finite (*bad_batch == j at the middle barrier), else 1. */
+ * finite (*bad_batch == j at the middle barrier), else 1. valid: the batch's rows that count for the
+ * loss (its mean divides by them); weighted: the gathered sample weights apply. */
 static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float *x0, int rows, int r0, int r1,
                            int64_t t, uint64_t seed, double local_before, int packed, const int *bad_batch, int j,
-                           int whole)
+                           int valid, int weighted, int whole)
 {
     row_timer tm = {local_before, cdnn_wtime()};
     const int L = net->n_layers;
@@ -606,8 +609,8 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
     forward_rows(net, ws, ws->lb[0].mid ? 1 : 0, x0, rows, r0, r1, NULL, 1, seed, t, packed, 1, &tm, pack);
     cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,
-                   net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, rows, ws->lb[L - 1].dz,
-                   ws->row_loss, ws->row_correct);
+                   net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, valid, ws->lb[L - 1].dz,
+                   ws->row_loss, ws->row_correct, &net->loss_opts, weighted ? ws->rw : NULL);
 
     /* below the lowest trainable layer nothing needs dX (below the first one, never) */
     int lowest = 0;
@@ -618,9 +621,9 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
         /* fold the dropout mask and the lower activation's derivative into dX */
         cdnn_epilogue e = {0};
         e.kind = CDNN_EPI_DACT;
-        e.act = lower->act == CDNN_SOFTMAX ? CDNN_LINEAR : lower->act;
+        e.act = cdnn_act_rowwise(lower->act) ? CDNN_LINEAR : lower->act;
         e.alpha = lower->alpha;
-        e.aux = lower->act == CDNN_GELU ? ws->lb[l - 1].z : ws->lb[l - 1].act;
+        e.aux = cdnn_act_grad_from_z(lower->act) ? ws->lb[l - 1].z : ws->lb[l - 1].act;
         e.ldaux = lower->units;
         e.drop_rate = ly->in_drop;
         e.drop_seed = dropout_key(seed, t, l);
@@ -653,10 +656,10 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
             continue;
         }
         cdnn_dense_dx_rows(ly, r0, r1, ws->lb[l].dz, dx, &e, packed ? ws->lb[l].pwt : NULL, pack);
-        if (lower->act == CDNN_SOFTMAX && r1 > r0)
-            /* softmax's derivative needs whole rows: after the product */
-            cdnn_softmax_backward_rows(dx + (size_t)r0 * ly->in, ly->in, ws->lb[l - 1].act + (size_t)r0 * ly->in,
-                                       ly->in, r1 - r0, ly->in);
+        if (cdnn_act_rowwise(lower->act) && r1 > r0)
+            /* softmax's (log_softmax's) derivative needs whole rows: after the product */
+            cdnn_rowwise_backward_rows(lower->act, dx + (size_t)r0 * ly->in, ly->in,
+                                       ws->lb[l - 1].act + (size_t)r0 * ly->in, ly->in, r1 - r0, ly->in);
     }
     timer_pause(&tm);
     ws->sec_per_row[cdnn_team_rank()] = r1 > r0 ? tm.local / (r1 - r0) : 0.0;
@@ -775,13 +778,14 @@ static void gather_team(float *dst, const float *X, int in, const int32_t *rows_
     if (!ok) mark_bad_batch(bad_batch, j);
 }
 
-/* The dataset rows and labels of batch rows [i0, i1). */
+/* The dataset rows, labels and sample weights (if any) of batch rows [i0, i1). */
 static void gather_labels(cdnn_workspace *ws, const int32_t *ysparse, const float *ydense, int ldy,
-                          const int32_t *rows, long i0, long i1)
+                          const float *sample_weight, const int32_t *rows, long i0, long i1)
 {
     for (long i = i0; i < i1; i++) {
         int32_t r = rows[i];
         ws->rows[i] = r;
+        if (sample_weight) ws->rw[i] = sample_weight[r];
         if (ysparse)
             ws->ys[i] = ysparse[r];
         else
@@ -849,7 +853,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
-                   int stop_nonfinite_loss, float *outputs)
+                   int stop_nonfinite_loss, const float *sample_weight, float *outputs)
 {
     const int in = net->layers[0].in;
     const int units = net->layers[net->n_layers - 1].units;
@@ -889,6 +893,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
         int64_t t = step0 + j + 1;
         long lo, hi;
         my_rows(ws, rows, bs, &lo, &hi);
+        /* every thread counts them (the batch's labels, not only its rows'): no barrier */
+        const int valid = cdnn_loss_valid_rows(net->loss, &net->loss_opts, ysparse, perm + start, rows);
         if (ws->lb[0].mid) {
             /* Even and odd steps gather into two buffers: each thread joins
              * the gather of the next batch as soon as it is done with this
@@ -905,9 +911,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             depth_parts_team(net, ws, 0, x0, rows, packed, ws->pack + ws->pack_per * cdnn_team_rank());
             cdnn_team_barrier();
             double t_start = cdnn_wtime();
-            gather_labels(ws, ysparse, ydense, ldy, perm + start, lo, hi);
+            gather_labels(ws, ysparse, ydense, ldy, sample_weight, perm + start, lo, hi);
             train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed, &bad_batch,
-                            j, whole);
+                            j, valid, sample_weight != NULL, whole);
             if (j + 1 < n_batches)
                 gather_team(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + start + bs,
                             batch_rows(n, start + bs, bs), drop0, dropout_key(seed, t + 1, 0), &bad_batch, j + 1);
@@ -915,11 +921,11 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             /* gather this thread's rows of the batch (and their labels), with input dropout if any;
              * no barrier: each thread goes on with the rows it gathered */
             double t_start = cdnn_wtime();
-            gather_labels(ws, ysparse, ydense, ldy, perm + start, lo, hi);
+            gather_labels(ws, ysparse, ydense, ldy, sample_weight, perm + start, lo, hi);
             if (!gather_x(ws->lb[0].din, X, in, perm + start, lo, hi, drop0, dropout_key(seed, t, 0)))
                 mark_bad_batch(&bad_batch, j);
             if (!train_step_team(net, ws, ws->lb[0].din, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start,
-                                 packed, &bad_batch, j, whole))
+                                 packed, &bad_batch, j, valid, sample_weight != NULL, whole))
                 break;
         }
         /* this thread's rows of the step's forward outputs, for metrics computed outside C: the
@@ -936,6 +942,8 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                 l += ws->row_loss[i];
                 c += ws->row_correct[i];
             }
+            /* the batch's mean is over its valid rows (0 if none, as Keras' divide_no_nan): as rows' worth */
+            if (valid != rows) l = valid ? l * rows / valid : 0.0;
             /* Keras adds the regularization penalties (at the weights before the update) to the batch's mean loss */
             if (whole)
                 for (int v = 0; v < 2 * net->n_layers; v++) l += ws->var_penalty[v] * rows;
@@ -958,7 +966,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
 
 void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                   float *out, const int32_t *ysparse, const float *ydense, int ldy,
-                  double *loss_sum, double *correct_sum)
+                  double *loss_sum, double *correct_sum, const float *sample_weight)
 {
     const int L = net->n_layers, in = net->layers[0].in, units = net->layers[L - 1].units;
     const int bs = ws->max_batch;
@@ -989,13 +997,19 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
             cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, (int)lo, (int)hi, units,
                            o, ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
                            ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL,
-                           ws->row_loss, ws->row_correct);
+                           ws->row_loss, ws->row_correct, &net->loss_opts,
+                           sample_weight ? sample_weight + start : NULL);
             cdnn_team_barrier();
-            if (cdnn_team_rank() == 0)
+            if (cdnn_team_rank() == 0) {
+                double l = 0.0;
+                const int valid = cdnn_loss_valid_rows(net->loss, &net->loss_opts, ysparse ? ysparse + start : NULL,
+                                                       NULL, rows);
                 for (int i = 0; i < rows; i++) {
-                    ls += ws->row_loss[i];
+                    l += ws->row_loss[i];
                     cs += ws->row_correct[i];
                 }
+                ls += valid == rows ? l : (valid ? l * rows / valid : 0.0);
+            }
             cdnn_team_barrier();
         }
     }

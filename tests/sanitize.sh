@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory-safety check: build cdnn with AddressSanitizer + UBSan (CDNN_SANITIZE=1)
 # in a throw-away copy of the repository, then run the fast core, model and
-# robustness tests against it.
+# robustness tests (and the losses, activations and sample weights ones) against it.
 #
 #   tests/sanitize.sh [REPO]        (REPO defaults to this script's repository)
 #
@@ -63,6 +63,7 @@ EOF
 echo "== tests under ASan + UBSan"
 set +e
 "$python" -m pytest -m "not slow" tests/test_core.py tests/test_graph_core.py tests/test_models.py tests/test_robustness.py \
+    tests/test_losses.py tests/test_activations.py tests/test_sample_weight.py -k "not real_keras" \
     -x -q -p no:cacheprovider -p no:randomly 2>&1 | tee pytest.log
 status=${PIPESTATUS[0]}
 set -e

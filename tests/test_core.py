@@ -1425,7 +1425,7 @@ BAD_CALLS = {
     "fwd-x-strided": (lambda: _core.dense_forward(np.ones((5, 8), np.float32)[:, ::2], W, B), ValueError, "`x`"),
     "fwd-W-fortran": (lambda: _core.dense_forward(X, FORTRAN, B), ValueError, "`W`"),
     "fwd-x-rank3": (lambda: _core.dense_forward(np.ones((5, 4, 1), np.float32), W, B), ValueError, "`x`"),
-    "fwd-activation": (lambda: _core.dense_forward(X, W, B, "swish"), ValueError, "activation"),
+    "fwd-activation": (lambda: _core.dense_forward(X, W, B, "celu"), ValueError, "activation"),
     # dense_backward
     "bwd-a-shape": (lambda: _core.dense_backward(X, W, np.ones((5, 4), np.float32), Y3, "relu"), ValueError, "`a`"),
     "bwd-dy-dtype": (lambda: _core.dense_backward(X, W, Y3, np.ones((5, 3)), "relu"), TypeError, "`dy`"),
@@ -1433,10 +1433,10 @@ BAD_CALLS = {
     "bwd-dy-strided": (lambda: _core.dense_backward(X, W, Y3, np.ones((5, 6), np.float32)[:, ::2], "relu"),
                        ValueError, "`dy`"),
     "bwd-x-shape": (lambda: _core.dense_backward(np.ones((5, 2), np.float32), W, Y3, Y3, "relu"), ValueError, "`x`"),
-    "bwd-activation": (lambda: _core.dense_backward(X, W, Y3, Y3, "mish"), ValueError, "activation"),
+    "bwd-activation": (lambda: _core.dense_backward(X, W, Y3, Y3, "celu"), ValueError, "activation"),
     # loss_forward_backward
-    "loss-name": (lambda: _core.loss_forward_backward("hinge", P3, P3, L5), ValueError, "loss"),
-    "loss-activation": (lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, activation="elu"),
+    "loss-name": (lambda: _core.loss_forward_backward("dice", P3, P3, L5), ValueError, "loss"),
+    "loss-activation": (lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, activation="celu"),
                         ValueError, "activation"),
     "loss-metric": (lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, metric="auc"),
                     ValueError, "metric"),
@@ -1492,8 +1492,8 @@ BAD_CALLS = {
     "net-dropout-negative": (lambda: _network([_layer(dropout=-0.1)]), ValueError, "dropout"),
     "net-slot-shape": (lambda: _network([_layer(slots=[np.zeros((3, 4), np.float32)])]), ValueError, "layers[0].slots[0]"),
     "net-slot-readonly": (lambda: _network([_layer(slots=[None, _ro(W)])]), ValueError, "layers[0].slots[1]"),
-    "net-activation": (lambda: _network([_layer(activation="selu")]), ValueError, "activation"),
-    "net-loss": (lambda: _network(loss="hinge"), ValueError, "loss"),
+    "net-activation": (lambda: _network([_layer(activation="celu")]), ValueError, "activation"),
+    "net-loss": (lambda: _network(loss="dice"), ValueError, "loss"),
     "net-metric": (lambda: _network(metric="f1"), ValueError, "metric"),
     "net-optimizer": (lambda: _network(opt=dict(name="lion")), ValueError, "optimizer"),
     # train_run

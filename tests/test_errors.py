@@ -109,7 +109,7 @@ def test_unsupported_fit_arguments():
     model = fashion_model()
     x, y = data()
     with raises(ValueError, "sample_weight"):
-        model.fit(x, y, sample_weight=np.ones(40), verbose=0)
+        model.fit(x, y, sample_weight=np.ones(41), verbose=0)  # one weight per sample
     with raises(TypeError, "workers"):
         model.fit(x, y, workers=4, verbose=0)
 
@@ -199,8 +199,8 @@ def test_validation_data_of_the_wrong_form_says_what_it_got():
     x, y = data()
     with raises(ValueError, "`validation_data`", "a tuple (x_val, y_val)", "a tuple of 1 item(s)"):
         model.fit(x, y, validation_data=(x,), verbose=0)
-    with raises(ValueError, "sample weights in `validation_data`", "not supported"):
-        model.fit(x, y, validation_data=(x, y, np.ones(len(y))), verbose=0)
+    with raises(ValueError, "`validation_data[2]`", "one weight per sample"):
+        model.fit(x, y, validation_data=(x, y, np.ones(len(y) + 1)), verbose=0)
     with raises(ValueError, "`validation_data`", "a tuple (x_val, y_val)", "received dict"):
         model.fit(x, y, validation_data={"x": x, "y": y}, verbose=0)
     assert model.optimizer.iterations == 0  # refused before any training

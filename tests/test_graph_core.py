@@ -585,7 +585,7 @@ def test_bad_arrays_and_outputs_are_refused():
     with pytest.raises(ValueError, match="C-contiguous"):
         bad([inp(3), dict(dense(0, 3, 2), W=W)])
     with pytest.raises(ValueError, match="Unknown loss"):
-        bad([inp(3), dense(0, 3, 2)], outputs=[dict(node=1, loss="hinge")])
+        bad([inp(3), dense(0, 3, 2)], outputs=[dict(node=1, loss="dice")])
     with pytest.raises(ValueError, match="node index"):
         bad([inp(3), dense(0, 3, 2)], outputs=[dict(node=5, loss=None)])
     shared = dense(0, 3, 3)

@@ -47,10 +47,13 @@ def test_test_on_batch_and_predict_on_batch_match_evaluate_and_predict():
     m.reset_metrics()
     assert m.test_on_batch(x, y, return_dict=True) == m.evaluate(x, y, verbose=0, return_dict=True)
     np.testing.assert_array_equal(m.predict_on_batch(x), m.predict(x, verbose=0))
-    with pytest.raises(ValueError, match="sample_weight"):
-        m.train_on_batch(x, y, sample_weight=np.ones(40))
+    m.reset_metrics()
+    plain = m.test_on_batch(x, y, return_dict=True)["loss"]
+    m.reset_metrics()
+    doubled = m.test_on_batch(x, y, sample_weight=np.full(40, 2.0), return_dict=True)["loss"]
+    assert doubled == pytest.approx(2 * plain, rel=1e-6)  # Keras' weighted sum over the batch's rows
     with pytest.raises(ValueError, match="class_weight"):
-        m.train_on_batch(x, y, class_weight={0: 1.0, 1: 2.0})
+        m.train_on_batch(x, y, sample_weight=np.ones(40), class_weight={0: 1.0, 1: 2.0})
 
 
 def test_steps_per_epoch_walks_on_through_the_data_as_keras():

@@ -444,20 +444,20 @@ def test_train_run_copies_each_steps_outputs(sizes, batch):
     for threads in (1, 2):
         out = np.full((steps * batch, sizes[-1]), np.nan, np.float32)
         done = net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), threads,
-                             False, out)
+                             False, outputs=out)
         assert done == steps
         np.testing.assert_allclose(out[:n], expected[perm], rtol=2e-5, atol=1e-6)
         results.append(out[:n])
     assert np.array_equal(results[0], results[1])
     with pytest.raises(ValueError, match="outputs"):
         net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
-                      np.zeros((steps * batch - 1, sizes[-1]), np.float32))
+                      outputs=np.zeros((steps * batch - 1, sizes[-1]), np.float32))
     with pytest.raises(TypeError, match="outputs"):
         net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
-                      np.zeros((steps * batch, sizes[-1]), np.float64))
+                      outputs=np.zeros((steps * batch, sizes[-1]), np.float64))
     with pytest.raises(ValueError, match="C-contiguous"):
         net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
-                      np.zeros((2 * steps * batch, sizes[-1]), np.float32)[::2])
+                      outputs=np.zeros((2 * steps * batch, sizes[-1]), np.float32)[::2])
 
 
 @pytest.mark.parametrize("T", [18, 200, 1001])

@@ -117,9 +117,9 @@ class Dense(Layer):
     ----------
     units : int
         Output width.
-    activation : str or None
-        ``"relu"``, ``"sigmoid"``, ``"softmax"``, ``"tanh"``, ``"linear"``/None,
-        ``"leaky_relu"`` (slope 0.2) or ``"gelu"`` (exact).
+    activation : str, function or None
+        A name or function of :mod:`cdnn.activations` (``"relu"``, ``"softmax"``, ``"elu"``,
+        ``"swish"``, ...; None is linear), with Keras' default parameters.
     use_bias : bool
         Whether to add a bias vector.
     kernel_initializer, bias_initializer : str or Initializer
@@ -242,7 +242,8 @@ class Dense(Layer):
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not self.built:
             self.build(x.shape[1:])
-        return _core.dense_forward(x, self.kernel, self.bias, activations.serialize(self.activation))[0]
+        return _core.dense_forward(x, self.kernel, self.bias, activations.serialize(self.activation),
+                                   activations.core_alpha(self.activation))[0]
 
 
 class Dropout(Layer):

@@ -15,6 +15,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from cdnn import _core, _io_utils, _naming, _random, _saving, callbacks as callbacks_module, saving
+from cdnn import activations as activations_module
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
@@ -23,6 +24,7 @@ from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer
 from cdnn.trainers.compile_utils import (CompileMetrics, deserialize_metrics, flatten_metrics_in_order,
                                          metrics_logs, serialize_metrics)
 from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
+from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
 __all__ = ["Sequential", "load_model"]
@@ -247,13 +249,17 @@ class Sequential:
     # ---- compile ------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
         """Choose the optimizer, loss and metrics (Keras' default optimizer is RMSprop)."""
+        if kwargs.get("weighted_metrics"):
+            # the core's accuracy is unweighted (Keras' `metrics=`); weighing it by sample_weight is not built
+            raise ValueError(f"compile: `weighted_metrics` is not supported by cdnn yet, received "
+                             f"weighted_metrics={kwargs['weighted_metrics']!r} (use `metrics=`: not weighted, as Keras)")
         for k in ("loss_weights", "weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile",
                   "auto_scale_loss"):
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
-        self.loss = losses_module.get(loss) if loss is not None else None
+        self.loss = losses_module.resolve(loss) if loss is not None else None
         self._compile_metrics = CompileMetrics(metrics) if metrics is not None else None
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = True
@@ -298,7 +304,8 @@ class Sequential:
                 ws = next(slots)
                 bs = next(slots) if layer.use_bias else [None] * 5
                 layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
-                               "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]],
+                               "alpha": activations_module.core_alpha(layer.activation), "dropout": item["dropout"],
+                               "slots": [ws[0], ws[1], bs[0], bs[1]],
                                "extra_slots": {"W3": ws[2], "b3": bs[2], "Wema": ws[3], "bema": bs[3],
                                                "Wacc": ws[4], "bacc": bs[4]},
                                **layer._core_rules()})
@@ -307,7 +314,7 @@ class Sequential:
                 self._compile_metrics.build(loss.core_name, top.units, top.activation.__name__)
                 kind = self._compile_metrics.core_kind
             self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
-                                      self.optimizer.hyperparameters())
+                                      self.optimizer.hyperparameters(), loss._core_options())
             self._chooser_key = None  # fit's thread timings were for the old network
         return self._net
 
@@ -340,9 +347,12 @@ class Sequential:
             if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
                 raise ValueError(f"Invalid labels in `{name}`: expected integer class indices, received "
                                  f"non-integer values such as {float(a[a != np.round(a)][0])}")
-            if a.min() < 0 or a.max() >= units:
-                raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}) for an "
-                                 f"output of {units} units, received values in [{a.min()}, {a.max()}]")
+            ignore = getattr(self.loss, "ignore_class", None)
+            counted = a[a != ignore] if ignore is not None else a
+            if counted.size and (counted.min() < 0 or counted.max() >= units):
+                also = f" (or ignore_class={ignore})" if ignore is not None else ""
+                raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}){also} for an "
+                                 f"output of {units} units, received values in [{counted.min()}, {counted.max()}]")
             return np.ascontiguousarray(a, dtype=np.int32)
         if a.ndim == 1 and units == 1:
             a = a.reshape(n, 1)
@@ -366,10 +376,8 @@ class Sequential:
         generator / PyDataset; ``steps_per_epoch`` batches make an epoch (needed for an endless
         generator); validation runs every ``validation_freq`` epochs (or at the epochs listed).
         """
-        for k in ("class_weight", "sample_weight"):
-            if kwargs.get(k) is not None:
-                raise ValueError(f"fit: argument `{k}` is not supported by cdnn")
-            kwargs.pop(k, None)
+        class_weight = kwargs.pop("class_weight", None)
+        sample_weight = kwargs.pop("sample_weight", None)
         if kwargs:
             raise TypeError(f"fit: unsupported argument(s) {sorted(kwargs)}")
         self._check_compiled("fit")
@@ -387,6 +395,8 @@ class Sequential:
         val_batch = _batch_size(validation_batch_size) if validation_batch_size is not None else batch_size
         _check_validation_freq(validation_freq)
 
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
         split_val = None
         if is_batch_source(x):
             if y is not None:
@@ -395,11 +405,16 @@ class Sequential:
             if validation_split:
                 raise ValueError("`validation_split` is only supported for arrays, not for a generator or a "
                                  "PyDataset: pass validation_data")
+            for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
+                if value is not None:
+                    raise ValueError(f"fit: `{name}` with a generator or a PyDataset `x` is not supported by cdnn: "
+                                     f"pass arrays")
             feeder = BatchEpochs(x, steps_per_epoch, "x")
         else:
             # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
             xs = self._prepare_x(x, check_float32=False)
             ys = self._prepare_y(y, len(xs))
+            sw = as_sample_weights(sample_weight, len(xs))
             if validation_split and validation_data is None:
                 split = int(math.floor(len(xs) * (1.0 - validation_split)))  # as Keras: train on the first part
                 if split <= 0 or split >= len(xs):
@@ -407,34 +422,41 @@ class Sequential:
                                      f"samples out of {len(xs)}")
                 if not _all_finite(xs[split:]):  # not gathered by training: checked here
                     raise ValueError("Invalid values in `x`: its validation split contains NaN or infinity")
-                split_val = (xs[split:], ys[split:])  # already prepared (flat rows)
+                # as Keras: the sample weights are split with the data, class weights weigh the training part
+                split_val = (xs[split:], ys[split:], sw[split:] if sw is not None else None)  # already prepared
                 xs, ys = xs[:split], ys[:split]
+                sw = sw[:split] if sw is not None else None
+            if class_weight is not None:
+                sw = class_weights_to_sample_weights(class_weight, ys, self.loss.core_name, self._layers[-1].units,
+                                                     getattr(self.loss, "ignore_class", None))
             # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
-            feeder = ArrayEpochs(xs, ys, min(batch_size, len(xs)), shuffle, steps_per_epoch)
+            feeder = ArrayEpochs(xs, ys, min(batch_size, len(xs)), shuffle, steps_per_epoch, sw)
         val = None
         if split_val is not None:
-            vx, vy = split_val
+            vx, vy, vsw = split_val
             if validation_steps is not None:
-                vx, vy = vx[:validation_steps * val_batch], vy[:validation_steps * val_batch]
-            val = (vx, vy)
+                cut = validation_steps * val_batch
+                vx, vy, vsw = vx[:cut], vy[:cut], vsw[:cut] if vsw is not None else None
+            val = (vx, vy, vsw)
         elif validation_data is not None:
             if is_batch_source(validation_data):
                 val = validation_data
             else:
                 if not isinstance(validation_data, (tuple, list)):
-                    raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
-                                     f"received {type(validation_data).__name__}")
-                if len(validation_data) == 3:
-                    raise ValueError("fit: sample weights in `validation_data` (x_val, y_val, sample_weight) are not "
-                                     "supported by cdnn")
-                if len(validation_data) != 2:
-                    raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
-                                     f"received a {type(validation_data).__name__} of {len(validation_data)} item(s)")
+                    raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) "
+                                     f"or (x_val, y_val, sample_weight), received {type(validation_data).__name__}")
+                if len(validation_data) not in (2, 3):
+                    raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) "
+                                     f"or (x_val, y_val, sample_weight), received a {type(validation_data).__name__} "
+                                     f"of {len(validation_data)} item(s)")
                 vx = self._prepare_x(validation_data[0], "validation_data[0]")
                 vy = self._prepare_y(validation_data[1], len(vx), "validation_data[1]")
+                vsw = as_sample_weights(validation_data[2] if len(validation_data) == 3 else None, len(vx),
+                                        "validation_data[2]")
                 if validation_steps is not None:  # as Keras: the first validation_steps batches
-                    vx, vy = vx[:validation_steps * val_batch], vy[:validation_steps * val_batch]
-                val = (vx, vy)
+                    cut = validation_steps * val_batch
+                    vx, vy, vsw = vx[:cut], vy[:cut], vsw[:cut] if vsw is not None else None
+                val = (vx, vy, vsw)
         return self._train(feeder, val, epochs, verbose, list(callbacks or []), int(initial_epoch),
                            (val_batch, validation_steps, validation_freq))
 
@@ -502,7 +524,7 @@ class Sequential:
                 try:
                     k = net.train_run(run.xs, run.ys, run.perm, run.first, k, run.batch_size,
                                       self.optimizer.iterations, seed, batch_loss[done:], batch_correct[done:], nt,
-                                      stop_nonfinite, outputs)
+                                      stop_nonfinite, run.sw, outputs)
                 except _core.NonFiniteInputError as e:
                     raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
                                      f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
@@ -571,9 +593,13 @@ class Sequential:
     def _log_names(self) -> list:
         return list(metrics_logs(self._loss_tracker, self._compile_metrics))
 
-    def _evaluate_rows(self, net, xs: np.ndarray, ys: np.ndarray, sums: list) -> dict:
-        """Add ``(xs, ys)`` to the running loss and metrics (``sums``: loss, correct, rows); the logs."""
-        out, ls, cs = net.predict(xs, PREDICT_ROWS, ys)
+    def _evaluate_rows(self, net, xs: np.ndarray, ys: np.ndarray, sums: list, sw=None,
+                       batch_size: int = PREDICT_ROWS) -> dict:
+        """Add ``(xs, ys)`` (weights ``sw``) to the running loss and metrics (``sums``: loss, correct, rows);
+        the logs."""
+        # ignore_class's mean is per batch (Keras): the loss's batches are then the evaluation's
+        rows = batch_size if getattr(self.loss, "ignore_class", None) is not None else PREDICT_ROWS
+        out, ls, cs = net.predict(xs, rows, ys, sw)
         # Keras adds the regularization penalties (model.losses) to every batch's loss
         ls += self._penalty() * len(xs)
         sums[0], sums[1], sums[2] = sums[0] + ls, sums[1] + cs, sums[2] + len(xs)
@@ -598,20 +624,21 @@ class Sequential:
         sums = [0.0, 0.0, 0]
         logs = self._run_logs(0.0, 0.0, 0)
         if is_batch_source(data):
-            batches = batches_of(data, steps, "x" if cbs is getattr(self, "_evaluate_cbs", None) else "validation_data",
-                                 self)
+            batches = ((xb, yb, None) for xb, yb in batches_of(
+                data, steps, "x" if cbs is getattr(self, "_evaluate_cbs", None) else "validation_data", self))
         elif per_batch and len(data[0]):
-            xs, ys = data
-            batches = ((xs[start:start + batch_size], ys[start:start + batch_size])
+            xs, ys, sw = data
+            batches = ((xs[start:start + batch_size], ys[start:start + batch_size],
+                        sw[start:start + batch_size] if sw is not None else None)
                        for start in range(0, len(xs), batch_size))
         else:
             batches = iter([data])
             per_batch = []
         self._eval_batches = 0
-        for step, (xb, yb) in enumerate(batches):
+        for step, (xb, yb, swb) in enumerate(batches):
             for cb in per_batch:
                 cb.on_test_batch_begin(step)
-            logs = self._evaluate_rows(net, xb, yb, sums)
+            logs = self._evaluate_rows(net, xb, yb, sums, swb, batch_size)
             for cb in per_batch:
                 cb.on_test_batch_end(step, dict(logs))
             self._eval_batches = step + 1
@@ -624,24 +651,31 @@ class Sequential:
                  sample_weight=None, steps: Optional[int] = None, callbacks=None, return_dict: bool = False,
                  **kwargs):
         """The loss and metrics on ``(x, y)`` (arrays, or a generator / PyDataset of batches):
-        ``[loss, *metrics]`` in compile order, the loss alone without metrics, or a dict."""
+        ``[loss, *metrics]`` in compile order, the loss alone without metrics, or a dict.
+
+        ``sample_weight`` weighs each sample's loss (Keras' sum_over_batch_size: the weighted sum
+        over the number of samples); the accuracy from ``metrics`` is not weighted, as in Keras.
+        """
         if kwargs:
             raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
-        if sample_weight is not None:
-            raise ValueError("evaluate: argument `sample_weight` is not supported by cdnn")
         self._check_compiled("evaluate")
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
             raise invalid("steps", steps, "a positive integer or None")
         if is_batch_source(x):
+            if sample_weight is not None:
+                raise ValueError("evaluate: `sample_weight` with a generator or a PyDataset `x` is not supported by "
+                                 "cdnn: pass arrays")
             data = x
             total = steps or getattr(x, "num_batches", None)
         else:
             xs = self._prepare_x(x)
             ys = self._prepare_y(y, len(xs))
+            sw = as_sample_weights(sample_weight, len(xs))
             if steps is not None:
                 xs, ys = xs[:steps * batch_size], ys[:steps * batch_size]
-            data, total = (xs, ys), -(-len(xs) // batch_size)
+                sw = sw[:steps * batch_size] if sw is not None else None
+            data, total = (xs, ys, sw), -(-len(xs) // batch_size)
         cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
         bar = Progbar(total, verbose=verbose)
         self._evaluate_cbs = cbs
@@ -715,11 +749,14 @@ class Sequential:
         """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
         ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
         self._check_compiled("train_on_batch")
-        for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
-            if value is not None:
-                raise ValueError(f"train_on_batch: argument `{name}` is not supported by cdnn")
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
         xs = self._prepare_x(x, check_float32=False)
         ys = self._prepare_y(y, len(xs))
+        sw = as_sample_weights(sample_weight, len(xs))
+        if class_weight is not None:
+            sw = class_weights_to_sample_weights(class_weight, ys, self.loss.core_name, self._layers[-1].units,
+                                                 getattr(self.loss, "ignore_class", None))
         net = self._core_network()
         cm = self._compile_metrics
         out = np.empty((len(xs), net.n_out), np.float32) if cm is not None and cm.needs_outputs else None
@@ -729,7 +766,7 @@ class Sequential:
         before = net.steps_done
         try:
             net.train_run(xs, ys, np.arange(len(xs), dtype=np.int32), 0, 1, len(xs), self.optimizer.iterations,
-                          seed, loss, correct, 0, False, out)
+                          seed, loss, correct, 0, False, sw, out)
         except _core.NonFiniteInputError as e:
             raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; the batch is not "
                              f"trained") from None
@@ -741,11 +778,10 @@ class Sequential:
         """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()``
         or ``evaluate`` (as Keras 3)."""
         self._check_compiled("test_on_batch")
-        if sample_weight is not None:
-            raise ValueError("test_on_batch: argument `sample_weight` is not supported by cdnn")
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, len(xs))
-        out, loss, correct = self._core_network().predict(xs, PREDICT_ROWS, ys)
+        sw = as_sample_weights(sample_weight, len(xs))
+        out, loss, correct = self._core_network().predict(xs, PREDICT_ROWS, ys, sw)
         return self._batch_logs(loss + self._penalty() * len(xs), correct, ys, out, return_dict)
 
     def predict_on_batch(self, x) -> np.ndarray:
@@ -785,8 +821,8 @@ class Sequential:
         stack = self._dense_stack()
         if self.compiled and self.loss is not None:
             return self._core_network()
-        layers = [{"W": s["layer"].kernel, "b": s["layer"].bias, "activation": s["layer"].activation.__name__}
-                  for s in stack]
+        layers = [{"W": s["layer"].kernel, "b": s["layer"].bias, "activation": s["layer"].activation.__name__,
+                   "alpha": activations_module.core_alpha(s["layer"].activation)} for s in stack]
         return _core.Network(layers, "mean_squared_error", False, None, {"name": "sgd"})
 
     # ---- weights and files -------------------------------------------------------
@@ -873,7 +909,7 @@ class Sequential:
             comp = None
             if self.compiled:
                 comp = {"optimizer": optimizers_module.serialize(self.optimizer),
-                        "loss": self.loss.get_config() if self.loss is not None else None,
+                        "loss": losses_module.serialize(self.loss) if self.loss is not None else None,
                         "metrics": serialize_metrics(self._compile_metrics)}
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}
         import io

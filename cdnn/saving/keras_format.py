@@ -129,14 +129,27 @@ def _optimizer_config(optimizer) -> dict:
     return _object("keras.optimizers", class_name, out)
 
 
+def _loss_config(loss):
+    """The loss as Keras' compile_config holds it: the name given to compile when it has Keras' defaults
+    (``"mse"``), else the serialized class (``Huber`` with its ``delta``)."""
+    from cdnn import losses
+
+    if loss is None:
+        return None
+    named = losses.get(loss.name) if loss.name in losses._NAMES else None
+    if named is not None and not isinstance(named, losses.Loss):
+        named = losses.resolve(loss.name)
+    if named is not None and type(named) is type(loss) and named.get_config() == loss.get_config():
+        return loss.name
+    return _object("keras.losses", type(loss).__name__, loss.get_config())
+
+
 def _compile_config(model) -> Optional[dict]:
     if not model.compiled:
         return None
-    loss = model.loss.get_config() if model.loss is not None else None
-    loss_name = loss.get("name") if isinstance(loss, dict) else None
     from cdnn.trainers.compile_utils import serialize_metrics
 
-    return {"optimizer": _optimizer_config(model.optimizer), "loss": loss_name, "loss_weights": None,
+    return {"optimizer": _optimizer_config(model.optimizer), "loss": _loss_config(model.loss), "loss_weights": None,
             "metrics": serialize_metrics(model._compile_metrics), "weighted_metrics": None, "run_eagerly": False,
             "steps_per_execution": 1, "jit_compile": False}
 
@@ -534,9 +547,12 @@ def _compile_from_config(path: str, model, comp) -> None:
             # centered are refused by the optimizer's own checks, named in the error)
             opt = {"class_name": opt.get("class_name"), "config": dict(opt.get("config") or {})}
         loss = comp.get("loss")
-        if isinstance(loss, dict):
+        if isinstance(loss, dict) and loss.get("class_name") in losses._CLASSES and \
+                isinstance(loss.get("config"), dict):
+            loss = losses.deserialize({"class_name": loss["class_name"], "config": loss["config"]})
+        elif isinstance(loss, dict):
             loss = loss.get("config", {}).get("name") or snake_case(loss.get("class_name", ""))
-        if not isinstance(loss, (str, type(None))):
+        if not isinstance(loss, (str, type(None), losses.Loss)):
             raise ModelFileError(f"{path}: loss {str(loss)[:80]!r} is not a built-in loss")
         mets = comp.get("metrics")
         mets = [m for m in mets] if isinstance(mets, list) else ([mets] if mets else None)
@@ -546,7 +562,7 @@ def _compile_from_config(path: str, model, comp) -> None:
         from cdnn.trainers.compile_utils import deserialize_metrics
 
         model.compile(optimizer=optimizers.get(opt) if opt is not None else "rmsprop",
-                      loss=losses.get(loss) if loss else None,
+                      loss=loss or None,
                       metrics=deserialize_metrics({"metrics": mets}) if mets else None)
     except ModelFileError:
         raise

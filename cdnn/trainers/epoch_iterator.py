@@ -46,6 +46,7 @@ class Run:
     first: int
     k: int
     batch_size: int
+    sw: Optional[np.ndarray] = None  # float32 weights of the rows of xs, or None
 
     def rows(self, k: int) -> np.ndarray:
         """The dataset rows of the run's first ``k`` batches (in batch order)."""
@@ -61,8 +62,8 @@ class ArrayEpochs:
     """Epochs over arrays (already checked and converted), shuffled per pass if ``shuffle``."""
 
     def __init__(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, shuffle: bool,
-                 steps_per_epoch: Optional[int]) -> None:
-        self.xs, self.ys, self.batch_size, self.shuffle = xs, ys, batch_size, shuffle
+                 steps_per_epoch: Optional[int], sw: Optional[np.ndarray] = None) -> None:
+        self.xs, self.ys, self.batch_size, self.shuffle, self.sw = xs, ys, batch_size, shuffle, sw
         self.num_batches = -(-len(xs) // batch_size)
         self.steps = steps_per_epoch or self.num_batches
         self._steps_per_epoch = steps_per_epoch
@@ -86,7 +87,8 @@ class ArrayEpochs:
                           f"can generate at least `steps_per_epoch * epochs` batches ({self.steps} per epoch).",
                           stacklevel=4)
             return None
-        return Run(self.xs, self.ys, self.perm, self.pos, min(k, self.num_batches - self.pos), self.batch_size)
+        return Run(self.xs, self.ys, self.perm, self.pos, min(k, self.num_batches - self.pos), self.batch_size,
+                   self.sw)
 
     def advance(self, k: int) -> None:
         self.pos += k

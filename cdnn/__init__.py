@@ -17,7 +17,7 @@ except ImportError as _exc:  # running from a source tree whose extension was ne
         "unbuilt source tree first on sys.path."
     ) from _exc
 from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
-from cdnn import backend, models, saving
+from cdnn import backend, constraints, models, regularizers, saving
 from cdnn._config import build_info, get_num_threads, set_num_threads, show_config
 from cdnn.layers import Input
 from cdnn.models import Model, Sequential, load_model

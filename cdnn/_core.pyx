@@ -24,8 +24,33 @@ cdef extern from "cdnn.h" nogil:
         float lr, momentum
         int nesterov
         float rho, beta_1, beta_2, epsilon
+        int amsgrad
+        float weight_decay, clipvalue, clipnorm, global_clipnorm
+        int use_ema
+        float ema_momentum
+        int ema_overwrite_frequency, accumulation_steps
+        float lr_power, l1, l2, l2_shrinkage, beta
+        float beta_2_decay, epsilon_1, epsilon_2, clip_threshold
+        int relative_step
+        const float *step_lr
+        const float *step_aux
+        int64_t step_base
     ctypedef struct cdnn_opt_step:
         float lr
+    ctypedef struct cdnn_param_rules:
+        float l1, l2
+        int constraint
+        float c_min, c_max, c_rate
+        int c_axis
+        float orth_factor
+        int orth_mode
+        float *orth_scratch
+    ctypedef struct cdnn_var_slots:
+        float *s1
+        float *s2
+        float *s3
+        float *ema
+        float *acc
     ctypedef struct cdnn_simd:
         const char *name
         int mr, nr
@@ -41,6 +66,13 @@ cdef extern from "cdnn.h" nogil:
         float *W2
         float *b1
         float *b2
+        float *W3
+        float *b3
+        float *Wema
+        float *bema
+        float *Wacc
+        float *bacc
+        cdnn_param_rules kernel_rules, bias_rules
     ctypedef struct cdnn_loss_opts:
         float label_smoothing, delta, gamma, alpha
         int class_balancing, has_ignore, ignore_class, hinge_binary
@@ -81,6 +113,12 @@ cdef extern from "cdnn.h" nogil:
     cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t)
     void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *w, float *slot1,
                          float *slot2, const float *g, long n)
+    double cdnn_opt_prepare_grad(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r,
+                                 const float *w, float *g, cdnn_var_slots sl, long rows, long cols,
+                                 double *penalty)
+    void cdnn_opt_apply_var(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r, float *w,
+                            float *g, cdnn_var_slots sl, long rows, long cols, double sumsq, double global_sumsq)
+    int cdnn_opt_needs_whole(const cdnn_opt_params *p)
     cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threads)
     void cdnn_workspace_free(cdnn_workspace *ws)
     int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
@@ -141,7 +179,24 @@ LOSS_OPTIONS = {"label_smoothing": 0.0, "delta": 1.0, "gamma": 2.0, "alpha": 0.2
 #: Accuracy kinds and their codes.
 METRICS = {None: 0, "sparse": 1, "categorical": 2, "binary": 3}
 #: Optimizer names and their codes.
-OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3}
+OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3, "nadam": 4, "adamax": 5, "adadelta": 6,
+              "lion": 7, "ftrl": 8, "adafactor": 9}
+#: Constraint names and their codes.
+CONSTRAINTS = {None: 0, "max_norm": 1, "non_neg": 2, "unit_norm": 3, "min_max_norm": 4}
+#: Slots each optimizer's update reads (1, 2, 3 = slot1..slot3), beyond the options' ema/accumulator.
+def _slots_needed(dict h):
+    kind = h.get("name")
+    if kind == "sgd":
+        return {1} if (h.get("momentum") or 0.0) != 0 else set()
+    if kind == "adagrad" or kind == "lion":
+        return {1}
+    if kind == "rmsprop":
+        return {1, 2} if (h.get("momentum") or 0.0) > 0 else {1}
+    if kind == "adam":
+        return {1, 2, 3} if h.get("amsgrad") else {1, 2}
+    if kind == "adafactor":
+        return {1, 2, 3}
+    return {1, 2}
 
 cdef long INT_LIMIT = 2**31 - 1
 #: the most threads a region or a workspace uses (OMP_NUM_THREADS beyond it is capped)
@@ -309,7 +364,43 @@ cdef cdnn_layer _layer_view(W, b, str activation, float alpha) except *:
     ly.W = fptr(W)
     ly.b = fptr(b)
     ly.W1 = ly.W2 = ly.b1 = ly.b2 = NULL
+    ly.W3 = ly.b3 = ly.Wema = ly.bema = ly.Wacc = ly.bacc = NULL
+    ly.kernel_rules = _rules(None)
+    ly.bias_rules = _rules(None)
     return ly
+
+
+def _check_rules(r, str name, shape):
+    """Validate a variable's rules dict; an orthogonal regularizer needs a kernel and its scratch array."""
+    r = r or {}
+    if r.get("orth_factor"):
+        if len(shape) != 2:
+            raise ValueError(f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={shape} "
+                             f"({name})")
+        scratch = r.get("orth_scratch")
+        _check(scratch, f"{name}.orth_scratch", 1, writable=True)
+        need = 2 * shape[0] * shape[1] + max(shape)
+        if scratch.shape[0] < need:
+            raise ValueError(f"Invalid `{name}.orth_scratch`: expected at least {need} floats, received {scratch.shape[0]}")
+    return r
+
+
+cdef cdnn_param_rules _rules(r) except *:
+    """A variable's regularizer and constraint from a dict (l1, l2, orth_factor, orth_mode, orth_scratch,
+    constraint, min_value, max_value, rate, axis), checked by ``_check_rules``."""
+    cdef cdnn_param_rules c
+    r = r or {}
+    c.orth_factor = r.get("orth_factor", 0.0)
+    c.orth_mode = 1 if r.get("orth_mode") == "columns" else 0
+    c.orth_scratch = fptr(r.get("orth_scratch")) if c.orth_factor else NULL
+    c.l1 = r.get("l1", 0.0)
+    c.l2 = r.get("l2", 0.0)
+    c.constraint = _code(CONSTRAINTS, r.get("constraint"), "constraint")
+    c.c_min = r.get("min_value", 0.0)
+    c.c_max = r.get("max_value", 0.0)
+    c.c_rate = r.get("rate", 1.0)
+    c.c_axis = r.get("axis", 0)
+    return c
 
 
 def dense_forward(x, W, b, str activation="linear", float alpha=0.2):
@@ -541,17 +632,144 @@ def loss_forward_backward(str loss, output, z, y, str activation="softmax", floa
     return row_loss, row_correct, dz
 
 
+def _opt(h, str key, default):
+    v = h.get(key)
+    return default if v is None else v
+
+
 cdef cdnn_opt_params _opt_params(dict h) except *:
+    """The C parameters from Keras' hyper-parameter names (``None`` = option unset). ``step_lr`` /
+    ``step_aux`` arrays, if given, must stay alive while C may read them (Network keeps them)."""
     cdef cdnn_opt_params p
     p.kind = _code(OPTIMIZERS, h.get("name"), "optimizer")
-    p.lr = h.get("learning_rate", 0.001)
-    p.momentum = h.get("momentum", 0.0)
+    p.lr = _opt(h, "learning_rate", 0.001)
+    p.momentum = _opt(h, "momentum", 0.0)
     p.nesterov = bool(h.get("nesterov", False))
-    p.rho = h.get("rho", 0.9)
-    p.beta_1 = h.get("beta_1", 0.9)
-    p.beta_2 = h.get("beta_2", 0.999)
-    p.epsilon = h.get("epsilon", 1e-7)
+    p.rho = _opt(h, "rho", 0.9)
+    p.beta_1 = _opt(h, "beta_1", 0.9)
+    p.beta_2 = _opt(h, "beta_2", 0.999)
+    p.epsilon = _opt(h, "epsilon", 1e-7)
+    p.amsgrad = bool(h.get("amsgrad", False))
+    p.weight_decay = _opt(h, "weight_decay", 0.0)
+    p.clipvalue = _opt(h, "clipvalue", 0.0)
+    p.clipnorm = _opt(h, "clipnorm", 0.0)
+    p.global_clipnorm = _opt(h, "global_clipnorm", 0.0)
+    p.use_ema = bool(h.get("use_ema", False))
+    p.ema_momentum = _opt(h, "ema_momentum", 0.99)
+    p.ema_overwrite_frequency = _opt(h, "ema_overwrite_frequency", 0)
+    p.accumulation_steps = _opt(h, "gradient_accumulation_steps", 0)
+    p.lr_power = _opt(h, "learning_rate_power", -0.5)
+    p.l1 = _opt(h, "l1_regularization_strength", 0.0)
+    p.l2 = _opt(h, "l2_regularization_strength", 0.0)
+    p.l2_shrinkage = _opt(h, "l2_shrinkage_regularization_strength", 0.0)
+    p.beta = _opt(h, "beta", 0.0)
+    p.beta_2_decay = _opt(h, "beta_2_decay", -0.8)
+    p.epsilon_1 = _opt(h, "epsilon_1", 1e-30)
+    p.epsilon_2 = _opt(h, "epsilon_2", 1e-3)
+    p.clip_threshold = _opt(h, "clip_threshold", 1.0)
+    p.relative_step = bool(h.get("relative_step", True))
+    p.step_lr = NULL
+    p.step_aux = NULL
+    p.step_base = 0
+    step_lr, step_aux = h.get("step_lr"), h.get("step_aux")
+    if step_lr is not None:
+        _check(step_lr, "step_lr", 1)
+        p.step_lr = fptr(step_lr)
+        p.step_base = h["step_base"]
+    if step_aux is not None:
+        _check(step_aux, "step_aux", 1)
+        p.step_aux = fptr(step_aux)
+        p.step_base = h["step_base"]
     return p
+
+
+def _check_step_arrays(dict h, long first_step, long n_steps):
+    """The per-step arrays must cover steps first_step .. first_step + n_steps - 1 (1-based)."""
+    for key in ("step_lr", "step_aux"):
+        a = h.get(key)
+        if a is not None:
+            lo = first_step - 1 - h["step_base"]
+            if lo < 0 or lo + n_steps > a.shape[0]:
+                raise ValueError(f"Invalid `{key}`: it covers steps {h['step_base'] + 1}..{h['step_base'] + a.shape[0]}, "
+                                 f"the run needs {first_step}..{first_step + n_steps - 1}")
+
+
+def optimizer_apply(dict hparams, list variables, list grads, list slots, long step, list rules=None):
+    """One optimizer step over several variables at once, the way a training step applies it (clipping by
+    norms, accumulation, EMA and constraints included); ``slots[i]`` holds variable i's
+    ``[s1, s2, s3, ema, acc]`` (None where unused); gradients are modified in place. Returns the
+    regularization penalty at the weights before the update."""
+    cdef cdnn_opt_params p = _opt_params(hparams)
+    if step < 1:
+        raise ValueError(f"Invalid value for argument `step`: expected >= 1, received {step}")
+    _check_step_arrays(hparams, step, 1)
+    if len(grads) != len(variables) or len(slots) != len(variables):
+        raise ValueError("optimizer_apply: variables, grads and slots must have the same length")
+    rules = rules or [None] * len(variables)
+    need = _slots_needed(hparams)
+    views = []
+    for i, (w, g, sl) in enumerate(zip(variables, grads, slots)):
+        _check(w, "w", w.ndim if isinstance(w, np.ndarray) else 1, writable=True)
+        if w.ndim not in (1, 2):
+            raise ValueError(f"Invalid shape for `variables[{i}]`: expected 1 or 2 dimensions, received {w.shape}")
+        _check(g, "g", w.ndim, writable=True)
+        _shape(g, "g", w.shape)
+        sl = list(sl) + [None] * (5 - len(sl))
+        for k in need:
+            if sl[k - 1] is None and not (p.kind == 9 and k < 3 and w.ndim < 2):
+                raise ValueError(f"Invalid arguments for optimizer {hparams.get('name')!r}: missing slot {k} "
+                                 f"of variable {i}")
+        if (p.use_ema and sl[3] is None) or (p.accumulation_steps > 1 and sl[4] is None):
+            raise ValueError(f"Invalid arguments: variable {i} lacks its ema/accumulator slot")
+        for k, s in enumerate(sl):
+            if s is None:
+                continue
+            if p.kind == 9 and k < 2 and w.ndim == 2:
+                _check(s, f"slots[{i}][{k}]", 1, writable=True)
+                _shape(s, f"slots[{i}][{k}]", (w.shape[k],))
+            else:
+                _check(s, f"slots[{i}][{k}]", w.ndim, writable=True)
+                _shape(s, f"slots[{i}][{k}]", w.shape)
+        if p.kind == 9 and w.ndim < 2:
+            sl[0] = sl[1] = None
+        rows, cols = (w.shape[0], w.shape[1]) if w.ndim == 2 else (w.shape[0], 1)
+        _check_rules(rules[i], f"rules[{i}]", w.shape)
+        views.append((w, g, sl, rules[i], rows, cols))
+    cdef cdnn_opt_step st = cdnn_opt_prepare(&p, step)
+    cdef cdnn_var_slots vs
+    cdef cdnn_param_rules r
+    cdef double penalty = 0.0, pen
+    sums = []
+    for w, g, sl, rl, rows, cols in views:
+        vs.s1, vs.s2, vs.s3, vs.ema, vs.acc = fptr(sl[0]), fptr(sl[1]), fptr(sl[2]), fptr(sl[3]), fptr(sl[4])
+        r = _rules(rl)
+        sums.append(cdnn_opt_prepare_grad(&p, st, &r, fptr(w), fptr(g), vs, rows, cols, &pen))
+        penalty += pen
+    cdef double total = 0.0
+    for x in sums:
+        total += x
+    for (w, g, sl, rl, rows, cols), ss in zip(views, sums):
+        vs.s1, vs.s2, vs.s3, vs.ema, vs.acc = fptr(sl[0]), fptr(sl[1]), fptr(sl[2]), fptr(sl[3]), fptr(sl[4])
+        r = _rules(rl)
+        cdnn_opt_apply_var(&p, st, &r, fptr(w), fptr(g), vs, rows, cols, ss, total)
+    return penalty
+
+
+cdef int _graph_refuses_whole(cdnn_opt_params p) except -1:
+    """The graph executor applies the fused element-wise update only (cdnn_opt_update): options that need the
+    whole gradient (amsgrad's third slot, Adafactor, norm clipping, EMA, accumulation) are refused there."""
+    if cdnn_opt_needs_whole(&p):
+        raise ValueError(f"Invalid optimizer settings for a graph model: {hparams_name(p.kind)} with amsgrad, "
+                         f"clipnorm, global_clipnorm, use_ema or gradient_accumulation_steps (or Adafactor) needs "
+                         f"the whole-gradient path, which the graph executor does not have yet; Sequential "
+                         f"models train with them")
+    return 0
+
+
+def optimizer_needs_whole(dict hparams) -> bool:
+    """Whether these settings take the whole-gradient path (no fused update)."""
+    cdef cdnn_opt_params p = _opt_params(hparams)
+    return bool(cdnn_opt_needs_whole(&p))
 
 
 def optimizer_update(dict hparams, w, g, slot1, slot2, long step):
@@ -567,9 +785,13 @@ def optimizer_update(dict hparams, w, g, slot1, slot2, long step):
         if s is not None:
             _check(s, nm, w.ndim, writable=True)
             _shape(s, nm, w.shape)
-    needs = {0: (p.momentum != 0, False), 1: (True, False), 2: (True, p.momentum > 0), 3: (True, True)}[p.kind]
-    if (needs[0] and slot1 is None) or (needs[1] and slot2 is None):
+    if cdnn_opt_needs_whole(&p):
+        raise ValueError(f"optimizer_update: {hparams.get('name')!r} with these options needs the whole "
+                         f"gradient: use optimizer_apply")
+    need = _slots_needed(hparams)
+    if (1 in need and slot1 is None) or (2 in need and slot2 is None):
         raise ValueError(f"Invalid arguments for optimizer {hparams.get('name')!r}: missing slot array(s)")
+    _check_step_arrays(hparams, step, 1)
     if step < 1:
         raise ValueError(f"Invalid value for argument `step`: expected >= 1, received {step}")
     cdef cdnn_opt_step st = cdnn_opt_prepare(&p, step)
@@ -602,6 +824,7 @@ cdef class Network:
     cdef readonly int n_in, n_out
     cdef readonly long steps_done
     cdef readonly str loss_name
+    cdef object step_arrays
 
     def __cinit__(self):
         self.net.layers = NULL
@@ -609,9 +832,10 @@ cdef class Network:
 
     def __init__(self, list layers, str loss, bint from_logits, metric, dict optimizer, loss_options=None):
         """``layers``: dicts with W, b (or None), activation, alpha, dropout (input rate),
-        slots (list of up to 4 arrays: W1, W2, b1, b2 or None), trainable (default True: False leaves
-        the layer's W and b, and their slots, bit for bit as they are while the layers around it train).
-        ``loss_options``: the loss's options by Keras' names (see LOSS_OPTIONS)."""
+        slots (list of up to 4 arrays: W1, W2, b1, b2 or None), extra_slots (dict of W3, b3, Wema,
+        bema, Wacc, bacc: arrays or None), kernel_rules / bias_rules (see ``_rules``), trainable (default
+        True: False leaves the layer's W and b, and their slots, bit for bit as they are while the layers
+        around it train). ``loss_options``: the loss's options by Keras' names (see LOSS_OPTIONS)."""
         if not layers:
             raise ValueError("Invalid argument `layers`: a network needs at least one Dense layer")
         self.arrays = []
@@ -654,13 +878,36 @@ cdef class Network:
                 if s is not None:
                     if ref is None:
                         raise ValueError(f"Invalid slots for `layers[{i}]`: a bias slot without a bias")
-                    _check(s, f"layers[{i}].slots[{k}]", ref.ndim, writable=True)
-                    _shape(s, f"layers[{i}].slots[{k}]", ref.shape)
+                    # Adafactor factors a kernel's second moments: r per row, c per column (no bias slots)
+                    factored = optimizer.get("name") == "adafactor"
+                    if factored and k >= 2:
+                        raise ValueError(f"Invalid slots for `layers[{i}]`: Adafactor keeps a bias's state in slot 3")
+                    _check(s, f"layers[{i}].slots[{k}]", 1 if factored else ref.ndim, writable=True)
+                    _shape(s, f"layers[{i}].slots[{k}]", (W.shape[k],) if factored else ref.shape)
             ly.W1 = fptr(slots[0]); ly.W2 = fptr(slots[1]); ly.b1 = fptr(slots[2]); ly.b2 = fptr(slots[3])
-            self.arrays.append((W, b, slots[:4]))
+            extra = dict(d.get("extra_slots") or {})
+            for key, s in extra.items():
+                ref = W if key[0] == "W" else b
+                if key not in ("W3", "b3", "Wema", "bema", "Wacc", "bacc"):
+                    raise ValueError(f"Invalid extra slot {key!r} for `layers[{i}]`")
+                if s is not None:
+                    if ref is None:
+                        raise ValueError(f"Invalid slots for `layers[{i}]`: a bias slot without a bias")
+                    _check(s, f"layers[{i}].{key}", ref.ndim, writable=True)
+                    if s.shape != ref.shape:
+                        raise ValueError(f"Invalid shape for `layers[{i}].{key}`: expected {ref.shape}, received {s.shape}")
+            ly.W3 = fptr(extra.get("W3")); ly.b3 = fptr(extra.get("b3"))
+            ly.Wema = fptr(extra.get("Wema")); ly.bema = fptr(extra.get("bema"))
+            ly.Wacc = fptr(extra.get("Wacc")); ly.bacc = fptr(extra.get("bacc"))
+            krules = _check_rules(d.get("kernel_rules"), f"layers[{i}].kernel_rules", W.shape)
+            brules = _check_rules(d.get("bias_rules"), f"layers[{i}].bias_rules", b.shape) if b is not None else None
+            ly.kernel_rules = _rules(krules)
+            ly.bias_rules = _rules(brules)
+            self.arrays.append((W, b, slots[:4], extra, krules, brules))
         self.n_in = self.net.layers[0].in_
         self.n_out = prev
-        self._check_slots(self.net.opt)
+        self._check_slots(self.net.opt, optimizer)
+        self.step_arrays = optimizer
 
     def __dealloc__(self):
         cdnn_workspace_free(self.ws)
@@ -680,17 +927,23 @@ cdef class Network:
     def set_optimizer(self, dict hparams):
         """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""
         cdef cdnn_opt_params p = _opt_params(hparams)
-        self._check_slots(p)
+        self._check_slots(p, hparams)
         self.net.opt = p
+        self.step_arrays = hparams  # keeps step_lr/step_aux alive while C reads them
 
-    cdef int _check_slots(self, cdnn_opt_params p) except -1:
+    cdef int _check_slots(self, cdnn_opt_params p, dict h) except -1:
         """Refuse optimizer settings whose slots were not allocated (C would dereference NULL)."""
-        need1 = p.kind != 0 or p.momentum != 0
-        need2 = p.kind == 3 or (p.kind == 2 and p.momentum > 0)
+        need = _slots_needed(h)
+        need1, need2, need3 = 1 in need, 2 in need, 3 in need
         for i in range(self.net.n_layers):
             ly = &self.net.layers[i]
-            if (need1 and (ly.W1 == NULL or (ly.b != NULL and ly.b1 == NULL))) or \
-               (need2 and (ly.W2 == NULL or (ly.b != NULL and ly.b2 == NULL))):
+            hb = ly.b != NULL
+            ada = p.kind == 9  # Adafactor: a bias has only v (slot 3)
+            if (need1 and (ly.W1 == NULL or (hb and ly.b1 == NULL and not ada))) or \
+               (need2 and (ly.W2 == NULL or (hb and ly.b2 == NULL and not ada))) or \
+               (need3 and (ly.W3 == NULL or (hb and ly.b3 == NULL))) or \
+               (p.use_ema and (ly.Wema == NULL or (hb and ly.bema == NULL))) or \
+               (p.accumulation_steps > 1 and (ly.Wacc == NULL or (hb and ly.bacc == NULL))):
                 raise ValueError(f"Invalid optimizer settings for layer {i}: {hparams_name(p.kind)} with these "
                                  f"hyper-parameters needs slot arrays that were not provided")
         return 0
@@ -748,6 +1001,7 @@ cdef class Network:
                                  f"({n_batches * batch_size}, {self.n_out}), received {outputs.shape}")
         if n_batches == 0:
             return 0
+        _check_step_arrays(self.step_arrays, step0 + 1, n_batches)
         cdef float *pout = fptr(outputs)
         cdef float *px = fptr(x)
         cdef int32_t *pys = iptr(ys)
@@ -1057,6 +1311,7 @@ cdef class Graph:
                                                      f"a trainable layer used twice in a graph is not supported yet")
                     seen.append((i, key, a))
         cdef cdnn_opt_params opt = _opt_params(optimizer)
+        _graph_refuses_whole(opt)
 
         # ---- then build the C description
         self.g.n_nodes = N
@@ -1150,8 +1405,8 @@ cdef class Graph:
 
     cdef int _check_slots(self, cdnn_opt_params p) except -1:
         """Refuse optimizer settings whose slots were not allocated for a trainable parameter."""
-        need1 = p.kind != 0 or p.momentum != 0
-        need2 = p.kind == 3 or (p.kind == 2 and p.momentum > 0)
+        need = _slots_needed({"name": hparams_name(p.kind), "momentum": p.momentum, "amsgrad": p.amsgrad})
+        need1, need2 = 1 in need, 2 in need
         cdef cdnn_node *nd
         for i in range(self.g.n_nodes):
             nd = &self.g.nodes[i]
@@ -1174,6 +1429,7 @@ cdef class Graph:
     def set_optimizer(self, dict hparams):
         """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""
         cdef cdnn_opt_params p = _opt_params(hparams)
+        _graph_refuses_whole(p)
         self._check_slots(p)
         self.g.opt = p
 

@@ -150,21 +150,23 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
     meta = {"format": FORMAT, "version": VERSION, "config": model.get_config(),
             "weights": [list(w.shape) for w in weights]}
     if with_optimizer and model.compiled:
-        if hasattr(model, "_compile_metrics"):   # Sequential: one loss, its metrics
-            from cdnn.trainers.compile_utils import serialize_metrics
+        from cdnn import optimizers
+        from cdnn.trainers.compile_utils import serialize_metrics
 
+        if hasattr(model, "_compile_metrics"):   # Sequential: one loss, its metrics
             meta["compile"] = {
-                "optimizer": model.optimizer.get_config(),
+                "optimizer": optimizers.serialize(model.optimizer),
                 "loss": _serialize_loss(model.loss) if model.loss is not None else None,
                 "metrics": serialize_metrics(model._compile_metrics),
                 "iterations": int(model.optimizer.iterations),
             }
         else:   # graph models: per-output losses, metrics and loss weights as given to compile
-            meta["compile"] = {"optimizer": model.optimizer.get_config(),
+            meta["compile"] = {"optimizer": optimizers.serialize(model.optimizer),
                                "iterations": int(model.optimizer.iterations),
                                "args": {k: _plain(v) for k, v in (model._compile_args or {}).items()}}
-        slots = [s for pair in model.optimizer._slots for s in pair]
-        if len(model.optimizer._slots) == len(model.trainable_weights):
+        # every parameter's five slot positions (optimizer slots 1-3, moving average, accumulator)
+        slots = [s for row in model.optimizer._slots for s in row]
+        if model.optimizer._slots_fit(model.trainable_weights):
             meta["compile"]["slots"] = [list(s.shape) if s is not None else None for s in slots]
             arrays.update({f"slot_{i}": s for i, s in enumerate(slots) if s is not None})
     return arrays, meta
@@ -478,11 +480,15 @@ def _load_model(path: str, read: tuple, from_config, compile: bool):
         if isinstance(slots, list):
             params = model.trainable_weights
             model.optimizer.build(params)
-            if len(slots) != 2 * len(params):
+            width = len(model.optimizer._slots[0]) if model.optimizer._slots else 5
+            entries = [(shape, f"slot_{i}") for i, shape in enumerate(slots)]
+            if len(slots) == 2 * len(params):  # files of the two-slot layout (SGD, Adagrad, RMSprop, Adam)
+                entries = [e for i in range(len(params)) for e in entries[2 * i:2 * i + 2] + [(None, None)] * (width - 2)]
+            if len(entries) != width * len(params):
                 raise ModelFileError(f"{path}: optimizer state does not match the weights")
-            for i, shape in enumerate(slots):
-                own = model.optimizer._slots[i // 2][i % 2]
-                a = arrays.get(f"slot_{i}")
+            for i, (shape, name) in enumerate(entries):
+                own = model.optimizer._slots[i // width][i % width]
+                a = arrays.get(name) if name else None
                 if (shape is None) != (own is None) or (a is None) != (shape is None):
                     raise ModelFileError(f"{path}: optimizer slot {i} does not match {type(model.optimizer).__name__}")
                 if a is not None:

@@ -797,24 +797,63 @@ def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 class _Optimizer:
-    """Shared bookkeeping: the step counter and per-parameter slots.
+    """Shared bookkeeping: the step counter, per-parameter slots and the
+    options of Keras 3's base optimizer (``keras/src/optimizers/base_optimizer.py``).
 
     Slots are created on the first :meth:`step`, one per parameter, in the
     order of the ``params`` list; every later call must pass the same list.
     ``iterations`` counts applied steps, so inside an update ``t =
-    iterations + 1`` (Keras' ``local_step``).
+    iterations + 1`` (Keras' ``local_step``). ``learning_rate`` may be a
+    function of ``iterations`` (a schedule): ``step`` then sets
+    ``self.learning_rate`` to its value before updating.
+
+    ``rules`` (optional, one dict per parameter): ``l1``/``l2`` penalty
+    strengths (their gradient joins the loss's; ``last_penalty`` is the
+    penalty before the step, which Keras adds to the reported loss) and
+    ``constraint``, a function of the updated weights (applied after the
+    update, as Keras' ``apply``).
     """
 
-    def __init__(self, learning_rate: float) -> None:
-        self.learning_rate = float(learning_rate)
+    def __init__(self, learning_rate, *, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
+                 use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
+                 gradient_accumulation_steps=None) -> None:
+        self._schedule = learning_rate if callable(learning_rate) else None
+        self.learning_rate = 0.0 if callable(learning_rate) else float(learning_rate)
         self.iterations = 0
         self._slots: list[dict[str, np.ndarray]] | None = None
+        self.weight_decay = weight_decay
+        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
+        self.use_ema, self.ema_momentum, self.ema_overwrite_frequency = use_ema, ema_momentum, ema_overwrite_frequency
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.rules: list[dict] | None = None
+        self.last_penalty = 0.0
+        self.averages: list[np.ndarray] | None = None
+        self._accumulators: list[np.ndarray] | None = None
 
     def _new_slots(self, w: np.ndarray) -> dict[str, np.ndarray]:
         return {}
 
     def _update(self, w: np.ndarray, g: np.ndarray, slots: dict[str, np.ndarray], t: int) -> None:
         raise NotImplementedError
+
+    def _before_updates(self, t: int) -> None:
+        """Once per applied update, before the parameters' updates (Nadam's u_product)."""
+
+    def _clip(self, grads: list[np.ndarray]) -> list[np.ndarray]:
+        # base_optimizer._clip_gradients: one of the three, in this order
+        if self.clipnorm:
+            out = []
+            for g in grads:
+                norm = np.sqrt(np.sum(g * g))
+                out.append(g * self.clipnorm / max(norm, self.clipnorm) if norm > 0 else g)
+            return out
+        if self.global_clipnorm:
+            norm = np.sqrt(sum(np.sum(g * g) for g in grads))
+            scale = self.global_clipnorm * min(1.0 / norm, 1.0 / self.global_clipnorm)
+            return [g * scale for g in grads]
+        if self.clipvalue:
+            return [np.clip(g, -self.clipvalue, self.clipvalue) for g in grads]
+        return grads
 
     def step(self, params: list[np.ndarray], grads: list[np.ndarray]) -> None:
         """Apply one update to every parameter, in place.
@@ -833,9 +872,55 @@ class _Optimizer:
             )
         if self._slots is None:
             self._slots = [self._new_slots(w) for w in params]
+            self.averages = [np.zeros_like(w) for w in params] if self.use_ema else None
+            self._accumulators = ([np.zeros_like(w) for w in params] if self.gradient_accumulation_steps
+                                  else None)
+        if self._schedule is not None:
+            self.learning_rate = float(self._schedule(self.iterations))
         t = self.iterations + 1
-        for w, g, slots in zip(params, grads, self._slots):
-            self._update(w, np.asarray(g, dtype=w.dtype), slots, t)
+        grads = [np.asarray(g, dtype=w.dtype) for w, g in zip(params, grads)]
+        self.last_penalty = 0.0
+        for i, (w, g) in enumerate(zip(params, grads)):
+            r = self.rules[i] if self.rules else None
+            if r and (r.get("l1") or r.get("l2")):
+                l1, l2 = r.get("l1", 0.0), r.get("l2", 0.0)
+                self.last_penalty += l1 * np.abs(w).sum() + l2 * np.square(w).sum()
+                g = grads[i] = g + l1 * np.sign(w) + 2 * l2 * w
+            if r and r.get("orthogonal"):
+                value, grad = orthogonal_regularizer(w, *r["orthogonal"])
+                self.last_penalty += value
+                g = grads[i] = g + grad
+        update = True
+        steps = self.gradient_accumulation_steps
+        if steps:
+            # base_optimizer._backend_apply_gradients: accumulate, or update with the mean
+            if t % steps != 0:
+                for acc, g in zip(self._accumulators, grads):
+                    acc += g
+                update = False
+            else:
+                grads = [(g + acc) / steps for g, acc in zip(grads, self._accumulators)]
+                for acc in self._accumulators:
+                    acc[...] = 0
+        if update:
+            grads = self._clip(grads)
+            if self.weight_decay:
+                for w in params:
+                    w -= w * self.weight_decay * self.learning_rate
+            self._before_updates(t)
+            for w, g, slots in zip(params, grads, self._slots):
+                self._update(w, g, slots, t)
+        if self.use_ema:
+            momentum = self.ema_momentum if self.iterations != 0 else 0.0
+            for w, avg in zip(params, self.averages):
+                avg[...] = momentum * avg + (1 - momentum) * w
+            if self.ema_overwrite_frequency and t % self.ema_overwrite_frequency == 0:
+                for w, avg in zip(params, self.averages):
+                    w[...] = avg
+        if self.rules:
+            for w, r in zip(params, self.rules):
+                if r and r.get("constraint") is not None:
+                    w[...] = r["constraint"](w)
         self.iterations += 1
 
 
@@ -851,9 +936,9 @@ class SGD(_Optimizer):
     """
 
     def __init__(
-        self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False
+        self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False, **options
     ) -> None:
-        super().__init__(learning_rate)
+        super().__init__(learning_rate, **options)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(
                 f"Invalid value for argument `momentum`: expected a float in [0, 1], "
@@ -891,8 +976,9 @@ class Adagrad(_Optimizer):
         learning_rate: float = 0.001,
         initial_accumulator_value: float = 0.1,
         epsilon: float = 1e-7,
+        **options,
     ) -> None:
-        super().__init__(learning_rate)
+        super().__init__(learning_rate, **options)
         self.initial_accumulator_value = float(initial_accumulator_value)
         self.epsilon = float(epsilon)
 
@@ -918,8 +1004,9 @@ class RMSprop(_Optimizer):
         rho: float = 0.9,
         momentum: float = 0.0,
         epsilon: float = 1e-7,
+        **options,
     ) -> None:
-        super().__init__(learning_rate)
+        super().__init__(learning_rate, **options)
         self.rho = float(rho)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
@@ -945,7 +1032,7 @@ class RMSprop(_Optimizer):
 
 
 class Adam(_Optimizer):
-    """Adam (without amsgrad) — ``keras/src/optimizers/adam.py``.
+    """Adam — ``keras/src/optimizers/adam.py`` (``amsgrad``: ``v_hat = max(v_hat, v)`` replaces v).
 
     ``alpha = lr * sqrt(1 - beta_2**t) / (1 - beta_1**t)``;
     ``m += (g - m) * (1 - beta_1)``; ``v += (g**2 - v) * (1 - beta_2)``;
@@ -959,14 +1046,20 @@ class Adam(_Optimizer):
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-7,
+        amsgrad: bool = False,
+        **options,
     ) -> None:
-        super().__init__(learning_rate)
+        super().__init__(learning_rate, **options)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
+        self.amsgrad = amsgrad
 
     def _new_slots(self, w: np.ndarray) -> dict[str, np.ndarray]:
-        return {"momentum": np.zeros_like(w), "velocity": np.zeros_like(w)}
+        slots = {"momentum": np.zeros_like(w), "velocity": np.zeros_like(w)}
+        if self.amsgrad:
+            slots["velocity_hat"] = np.zeros_like(w)
+        return slots
 
     def _update(self, w, g, slots, t):
         f = w.dtype.type
@@ -976,7 +1069,265 @@ class Adam(_Optimizer):
         m, v = slots["momentum"], slots["velocity"]
         m += (g - m) * (1 - self.beta_1)
         v += (g * g - v) * (1 - self.beta_2)
+        if self.amsgrad:
+            np.maximum(slots["velocity_hat"], v, out=slots["velocity_hat"])
+            v = slots["velocity_hat"]
         w -= alpha * m / (np.sqrt(v) + self.epsilon)
+
+
+def AdamW(learning_rate=0.001, weight_decay=0.004, **kwargs) -> Adam:
+    """AdamW — ``keras/src/optimizers/adamw.py``: Adam with weight decay (default 0.004)."""
+    return Adam(learning_rate, weight_decay=weight_decay, **kwargs)
+
+
+class Nadam(_Optimizer):
+    """Nadam — ``keras/src/optimizers/nadam.py``.
+
+    ``u_t = beta_1 (1 - 0.5 * 0.96**t)``; ``u_product`` is multiplied by
+    ``u_t`` once per applied update; ``m_hat = u_{t+1} m / (1 - u_product
+    u_{t+1}) + (1 - u_t) g / (1 - u_product)``, ``v_hat = v / (1 -
+    beta_2**t)``; ``w -= lr m_hat / (sqrt(v_hat) + epsilon)``.
+    """
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **options) -> None:
+        super().__init__(learning_rate, **options)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.u_product = 1.0
+
+    def _new_slots(self, w):
+        return {"momentum": np.zeros_like(w), "velocity": np.zeros_like(w)}
+
+    def _before_updates(self, t):
+        self.u_product *= self.beta_1 * (1.0 - 0.5 * 0.96 ** t)
+
+    def _update(self, w, g, slots, t):
+        b1, b2 = self.beta_1, self.beta_2
+        u_t = b1 * (1.0 - 0.5 * 0.96 ** t)
+        u_t1 = b1 * (1.0 - 0.5 * 0.96 ** (t + 1))
+        m, v = slots["momentum"], slots["velocity"]
+        m += (g - m) * (1 - b1)
+        v += (g * g - v) * (1 - b2)
+        m_hat = u_t1 * m / (1 - self.u_product * u_t1) + (1 - u_t) * g / (1 - self.u_product)
+        v_hat = v / (1 - b2 ** t)
+        w -= self.learning_rate * m_hat / (np.sqrt(v_hat) + self.epsilon)
+
+
+class Adamax(_Optimizer):
+    """Adamax — ``keras/src/optimizers/adamax.py``: ``u = max(beta_2 u, |g|)``;
+    ``w -= lr m / ((1 - beta_1**t)(u + epsilon))``."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **options) -> None:
+        super().__init__(learning_rate, **options)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+
+    def _new_slots(self, w):
+        return {"m": np.zeros_like(w), "u": np.zeros_like(w)}
+
+    def _update(self, w, g, slots, t):
+        m, u = slots["m"], slots["u"]
+        m += (g - m) * (1 - self.beta_1)
+        u[...] = np.maximum(self.beta_2 * u, np.abs(g))
+        w -= self.learning_rate * m / ((1 - self.beta_1 ** t) * (u + self.epsilon))
+
+
+class Adadelta(_Optimizer):
+    """Adadelta — ``keras/src/optimizers/adadelta.py``."""
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, **options) -> None:
+        super().__init__(learning_rate, **options)
+        self.rho, self.epsilon = rho, epsilon
+
+    def _new_slots(self, w):
+        return {"grad": np.zeros_like(w), "delta": np.zeros_like(w)}
+
+    def _update(self, w, g, slots, t):
+        a, d = slots["grad"], slots["delta"]
+        a[...] = self.rho * a + (1 - self.rho) * g * g
+        delta = -np.sqrt(d + self.epsilon) * g / np.sqrt(a + self.epsilon)
+        d[...] = self.rho * d + (1 - self.rho) * delta * delta
+        w += self.learning_rate * delta
+
+
+class Lion(_Optimizer):
+    """Lion — ``keras/src/optimizers/lion.py``: ``w -= lr sign(beta_1 m + (1 - beta_1) g)``, then
+    ``m = beta_2 m + (1 - beta_2) g``."""
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.99, **options) -> None:
+        super().__init__(learning_rate, **options)
+        self.beta_1, self.beta_2 = beta_1, beta_2
+
+    def _new_slots(self, w):
+        return {"m": np.zeros_like(w)}
+
+    def _update(self, w, g, slots, t):
+        m = slots["m"]
+        w -= self.learning_rate * np.sign(m * self.beta_1 + g * (1 - self.beta_1))
+        m[...] = m * self.beta_2 + g * (1 - self.beta_2)
+
+
+class Ftrl(_Optimizer):
+    """Ftrl — ``keras/src/optimizers/ftrl.py``."""
+
+    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
+                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
+                 l2_shrinkage_regularization_strength=0.0, beta=0.0, **options) -> None:
+        super().__init__(learning_rate, **options)
+        self.power, self.init = learning_rate_power, initial_accumulator_value
+        self.l1, self.l2 = l1_regularization_strength, l2_regularization_strength
+        self.shrink, self.beta = l2_shrinkage_regularization_strength, beta
+
+    def _new_slots(self, w):
+        return {"accum": np.full_like(w, self.init), "linear": np.zeros_like(w)}
+
+    def _update(self, w, g, slots, t):
+        lr = self.learning_rate
+        accum, linear = slots["accum"], slots["linear"]
+        l2 = self.l2 + self.beta / (2.0 * lr)
+        g_shrunk = g + 2 * self.shrink * w
+        new_accum = accum + g * g
+        linear += g_shrunk - (new_accum ** -self.power - accum ** -self.power) / lr * w
+        quadratic = new_accum ** -self.power / lr + 2 * l2
+        w[...] = (np.clip(linear, -self.l1, self.l1) - linear) / quadratic
+        accum[...] = new_accum
+
+
+class Adafactor(_Optimizer):
+    """Adafactor — ``keras/src/optimizers/adafactor.py``: a 2-D parameter keeps row and column
+    means of ``g**2 + epsilon_1``, a 1-D one the full average."""
+
+    def __init__(self, learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0,
+                 relative_step=True, **options) -> None:
+        super().__init__(learning_rate, **options)
+        self.beta_2_decay, self.epsilon_1, self.epsilon_2 = beta_2_decay, epsilon_1, epsilon_2
+        self.clip_threshold, self.relative_step = clip_threshold, relative_step
+
+    def _new_slots(self, w):
+        if w.ndim >= 2:
+            return {"r": np.zeros(w.shape[:-1], w.dtype), "c": np.zeros(w.shape[-1:], w.dtype),
+                    "v": np.zeros_like(w)}
+        return {"v": np.zeros_like(w)}
+
+    def _update(self, w, g, slots, t):
+        lr = self.learning_rate
+        if self._schedule is None and self.relative_step:
+            lr = min(lr, 1 / np.sqrt(t))
+        rho_t = min(lr, 1 / np.sqrt(t))
+        alpha_t = max(self.epsilon_2, np.sqrt(np.mean(w * w))) * rho_t
+        sq = g * g + self.epsilon_1
+        b2t = 1 - t ** self.beta_2_decay
+        if w.ndim >= 2:
+            r, c = slots["r"], slots["c"]
+            r[...] = b2t * r + (1 - b2t) * sq.mean(axis=-1)
+            c[...] = b2t * c + (1 - b2t) * sq.mean(axis=-2)
+            slots["v"][...] = (r / r.mean(axis=-1, keepdims=True))[..., None] * c[None, :]
+        else:
+            slots["v"][...] = b2t * slots["v"] + (1 - b2t) * sq
+        u = g / np.sqrt(slots["v"])
+        u_hat = u / max(1.0, np.sqrt(np.mean(u * u)) / self.clip_threshold)
+        w -= alpha_t * u_hat
+
+
+# ----------------------------------------------------------------------------
+# Constraints (keras/src/constraints/constraints.py) and schedules
+# (keras/src/optimizers/schedules/learning_rate_schedule.py)
+# ----------------------------------------------------------------------------
+
+
+def orthogonal_regularizer(w: np.ndarray, factor: float, mode: str = "rows") -> tuple[float, np.ndarray]:
+    """Keras' OrthogonalRegularizer (``keras/src/regularizers/regularizers.py``) and its gradient.
+
+    ``N`` holds the rows (or columns) of ``w`` scaled by ``1/sqrt(max(|x|^2, 1e-14))``
+    (``keras.ops.normalize``); the penalty is ``factor/2 * sum(|N N^T| off the diagonal) / (s(s-1)/2)``.
+    With ``S = sign(N N^T)`` (zero diagonal), ``dP/dN = factor/pairs * S N`` and, where the norm is not
+    clamped, ``dP/dx = (dP/dn - (n . dP/dn) n) / |x|``.
+    """
+    a = w if mode == "rows" else w.T
+    sq = (a * a).sum(axis=1, keepdims=True)
+    inv = 1 / np.sqrt(np.maximum(sq, 1e-14))
+    n = a * inv
+    m = n @ n.T
+    s = a.shape[0]
+    pairs = s * (s - 1) / 2
+    off = 1 - np.eye(s)
+    value = factor * 0.5 * np.abs(m * off).sum() / pairs
+    dn = factor / pairs * (np.sign(m) * off) @ n
+    radial = np.where(sq > 1e-14, (n * dn).sum(axis=1, keepdims=True), 0.0)
+    grad = (dn - radial * n) * inv
+    return float(value), grad if mode == "rows" else grad.T
+
+
+def _column_norms(w: np.ndarray, axis: int) -> np.ndarray:
+    return np.sqrt(np.sum(w * w, axis=axis if w.ndim > 1 else 0, keepdims=True))
+
+
+def max_norm(w: np.ndarray, max_value: float = 2.0, axis: int = 0) -> np.ndarray:
+    """``w * clip(norms, 0, max_value) / (1e-7 + norms)``."""
+    n = _column_norms(w, axis)
+    return w * (np.clip(n, 0, max_value) / (1e-7 + n))
+
+
+def non_neg(w: np.ndarray) -> np.ndarray:
+    """``max(w, 0)``."""
+    return np.maximum(w, 0)
+
+
+def unit_norm(w: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``w / (1e-7 + norms)``."""
+    return w / (1e-7 + _column_norms(w, axis))
+
+
+def min_max_norm(w: np.ndarray, min_value=0.0, max_value=1.0, rate=1.0, axis=0) -> np.ndarray:
+    """``w * (rate * clip(norms, min, max) + (1 - rate) * norms) / (1e-7 + norms)``."""
+    n = _column_norms(w, axis)
+    return w * ((rate * np.clip(n, min_value, max_value) + (1 - rate) * n) / (1e-7 + n))
+
+
+def exponential_decay(step, initial, decay_steps, rate, staircase=False):
+    p = step / decay_steps
+    return initial * rate ** (np.floor(p) if staircase else p)
+
+
+def piecewise_constant_decay(step, boundaries, values):
+    for b, v in zip(boundaries, values):
+        if step <= b:
+            return v
+    return values[-1]
+
+
+def polynomial_decay(step, initial, decay_steps, end=0.0001, power=1.0, cycle=False):
+    if cycle:
+        decay_steps = decay_steps * (1.0 if step == 0 else np.ceil(step / decay_steps))
+    else:
+        step = min(step, decay_steps)
+    return (initial - end) * (1 - step / decay_steps) ** power + end
+
+
+def inverse_time_decay(step, initial, decay_steps, rate, staircase=False):
+    p = step / decay_steps
+    return initial / (1 + rate * (np.floor(p) if staircase else p))
+
+
+def cosine_decay(step, initial, decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
+    def decay(s, lr0):
+        return lr0 * ((1 - alpha) * 0.5 * (1 + np.cos(np.pi * s / decay_steps)) + alpha)
+
+    if warmup_target is None:
+        return decay(min(step, decay_steps), initial)
+    step = min(step, decay_steps + warmup_steps)
+    if step < warmup_steps:
+        return (warmup_target - initial) * step / warmup_steps + initial
+    return decay(step - warmup_steps, warmup_target)
+
+
+def cosine_decay_restarts(step, initial, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0):
+    frac = step / first_decay_steps
+    if t_mul == 1.0:
+        i = np.floor(frac)
+        frac -= i
+    else:
+        i = np.floor(np.log(1 - frac * (1 - t_mul)) / np.log(t_mul))
+        frac = (frac - (1 - t_mul ** i) / (1 - t_mul)) / t_mul ** i
+    return initial * ((1 - alpha) * 0.5 * m_mul ** i * (1 + np.cos(np.pi * frac)) + alpha)
 
 
 # ----------------------------------------------------------------------------
@@ -1173,7 +1524,8 @@ class MLP:
             xb, yb = x[idx], y[idx]
             value, grads, out = self._loss_and_grads(xb, yb, loss_name)
             optimizer.step(self.params, grads)
-            total_loss += value * len(idx)
+            # Keras adds the regularization penalties (before the update) to the batch's loss
+            total_loss += (value + getattr(optimizer, "last_penalty", 0.0)) * len(idx)
             total_correct += accuracy(yb, out) * len(idx)
         return total_loss / n, total_correct / n
 

@@ -102,7 +102,7 @@ def _clone_model(model: Sequential) -> Sequential:
     if not clone.built and config.get("input_shape") is not None and clone.layers:
         clone.build((None, *config["input_shape"]))
     if model.compiled:
-        clone.compile(optimizer=optimizers_module.get(model.optimizer.get_config()),
+        clone.compile(optimizer=optimizers_module.get(optimizers_module.serialize(model.optimizer)),
                       loss=losses_module.deserialize(losses_module.serialize(model.loss)) if model.loss is not None else None,
                       metrics=clone_metrics(model._compile_metrics))
     return clone

@@ -84,23 +84,67 @@ typedef struct {
 enum cdnn_metric { CDNN_METRIC_NONE = 0, CDNN_METRIC_SPARSE, CDNN_METRIC_CATEGORICAL, CDNN_METRIC_BINARY };
 
 /* ---- optimizers -------------------------------------------------------- */
-enum cdnn_opt { CDNN_SGD = 0, CDNN_ADAGRAD, CDNN_RMSPROP, CDNN_ADAM };
+/* CDNN_OPT_NONE updates nothing: the gradients stay in the buffers for cdnn_opt_apply_var (see train.c). */
+enum cdnn_opt { CDNN_SGD = 0, CDNN_ADAGRAD, CDNN_RMSPROP, CDNN_ADAM, CDNN_NADAM, CDNN_ADAMAX, CDNN_ADADELTA,
+                CDNN_LION, CDNN_FTRL, CDNN_ADAFACTOR, CDNN_OPT_NONE };
 
-/* Optimizer hyper-parameters (Keras 3 names and meaning). */
+/* Optimizer hyper-parameters (Keras 3 names and meaning; 0 means "not set" for the options). */
 typedef struct {
     int kind;             /* enum cdnn_opt */
-    float lr;             /* learning_rate */
+    float lr;             /* learning_rate (when step_lr is NULL) */
     float momentum;       /* SGD, RMSprop */
     int nesterov;         /* SGD */
-    float rho;            /* RMSprop */
-    float beta_1, beta_2; /* Adam */
-    float epsilon;        /* Adagrad, RMSprop, Adam */
+    float rho;            /* RMSprop, Adadelta */
+    float beta_1, beta_2; /* Adam, Nadam, Adamax, Lion */
+    float epsilon;        /* Adagrad, RMSprop, Adam, Nadam, Adamax, Adadelta */
+    int amsgrad;          /* Adam: v_hat in slot 3 */
+    float weight_decay;   /* decoupled: w -= w * weight_decay * lr before the update */
+    float clipvalue, clipnorm, global_clipnorm;
+    int use_ema;          /* exponential moving average of the weights in the ema slot */
+    float ema_momentum;
+    int ema_overwrite_frequency;
+    int accumulation_steps; /* gradient_accumulation_steps (0: none) */
+    float lr_power, l1, l2, l2_shrinkage, beta; /* Ftrl */
+    float beta_2_decay, epsilon_1, epsilon_2, clip_threshold; /* Adafactor */
+    int relative_step;    /* Adafactor */
+    /* Per-step values of a run (or NULL): step t (t >= 1) reads index t - 1 - step_base. step_lr: the
+     * learning rate (a schedule's); step_aux: Nadam's u_product after step t's own factor. */
+    const float *step_lr, *step_aux;
+    int64_t step_base;
 } cdnn_opt_params;
 
 /* Per-step optimizer scalars derived from the hyper-parameters and step t. */
 typedef struct {
     float lr;             /* effective step size (Adam: lr*sqrt(1-b2^t)/(1-b1^t)) */
+    float base_lr;        /* the learning rate of step t (weight decay, Ftrl, Adafactor) */
+    float a, b, c, d;     /* kind-specific: Nadam u_t, u_t1, u_product_t, beta_2^t; Adamax 1-beta_1^t;
+                             Adafactor rho_t, beta_2_t */
+    int64_t t;            /* the step (iterations + 1) */
 } cdnn_opt_step;
+
+/* Whether an optimizer needs the whole gradient of every variable before any update (clipnorm,
+ * global_clipnorm, EMA, accumulation, amsgrad's third slot, Adafactor): no fused epilogue then. */
+int cdnn_opt_needs_whole(const cdnn_opt_params *p);
+
+/* Per-variable rules beyond the optimizer: L1/L2 penalties and a constraint (Keras' regularizers and
+ * constraints; constraint axis 0 = norms over rows, i.e. per column, as Keras' default for kernels). */
+enum cdnn_constraint { CDNN_CONSTRAINT_NONE = 0, CDNN_MAX_NORM, CDNN_NON_NEG, CDNN_UNIT_NORM, CDNN_MIN_MAX_NORM };
+typedef struct {
+    float l1, l2;         /* penalty l1*sum|w| + l2*sum w^2 */
+    int constraint;       /* enum cdnn_constraint */
+    float c_min, c_max, c_rate; /* MaxNorm: c_max; MinMaxNorm: all three */
+    int c_axis;           /* 0 or 1 for a kernel (1-D: ignored) */
+    float orth_factor;    /* OrthogonalRegularizer's factor (0: none), kernels only */
+    int orth_mode;        /* its vectors: 0 the kernel's rows, 1 its columns */
+    float *orth_scratch;  /* with orth_factor: 2 * rows * cols + max(rows, cols) floats of scratch */
+} cdnn_param_rules;
+
+/* The optimizer state of one variable for cdnn_opt_apply_var (NULL where unused). */
+typedef struct {
+    float *s1, *s2, *s3;  /* the optimizer's slots (Adafactor: r [rows], c [cols], v) */
+    float *ema;           /* use_ema: the moving average */
+    float *acc;           /* accumulation_steps: the accumulated gradient */
+} cdnn_var_slots;
 
 /* ---- GEMM -------------------------------------------------------------- */
 /* What to do with each finished output tile of a GEMM (while it is hot). */
@@ -271,6 +315,17 @@ void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict 
  * first run starts off0 floats into its chunk), their slots and gradients contiguous: W packed. */
 void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
                             float *slot1, float *slot2, const float *g, long n);
+/* Sum of squares (double, in index order) of the effective gradient of one rows x cols variable for the
+ * whole-gradient path, after folding in its regularizers' gradient (of w) and, if accumulating, the
+ * accumulator (g is rewritten in place: g + reg'(w), then on an update step (g + acc) / steps); *penalty
+ * gets the variable's penalty at w. Returns the sum of squares, or 0 on a step that only accumulates. */
+double cdnn_opt_prepare_grad(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r, const float *w,
+                             float *g, cdnn_var_slots sl, long rows, long cols, double *penalty);
+/* The rest of one variable's step on the whole-gradient path, on the calling thread: clipping (sumsq:
+ * this variable's, global_sumsq: all of them), weight decay, the update, the moving average and the
+ * constraint, as Keras' base optimizer orders them. The variable is rows x cols (a bias: 1 x n). */
+void cdnn_opt_apply_var(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_param_rules *r, float *w, float *g,
+                        cdnn_var_slots sl, long rows, long cols, double sumsq, double global_sumsq);
 
 /* ---- network ---------------------------------------------------------- */
 typedef struct {
@@ -281,6 +336,10 @@ typedef struct {
     int frozen;           /* 1: trainable=False, training leaves W and b (and their slots) as they are */
     float *W, *b;         /* parameters; b may be NULL (use_bias=False) */
     float *W1, *W2, *b1, *b2; /* optimizer slots (may be NULL if unused) */
+    float *W3, *b3;       /* third slot (amsgrad's v_hat, Adafactor's v), or NULL */
+    float *Wema, *bema;   /* use_ema's averages, or NULL */
+    float *Wacc, *bacc;   /* gradient accumulators, or NULL */
+    cdnn_param_rules kernel_rules, bias_rules; /* regularizers and constraints (zero: none) */
 } cdnn_layer;
 
 typedef struct {

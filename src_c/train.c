@@ -81,6 +81,9 @@ struct cdnn_workspace {
      * buffer b was made for (0: none yet). */
     float *share;
     int share_nt[2];
+    /* The whole-gradient path (see apply_whole_team): per variable (layer l's kernel 2l, bias 2l + 1) the
+     * gradient's sum of squares and the regularization penalty of the step. */
+    double *var_sumsq, *var_penalty;
 };
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -350,7 +353,9 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
     ws->speed = (double *)calloc((size_t)threads, sizeof(double));
     ws->sec_per_row = (double *)calloc((size_t)threads, sizeof(double));
     ws->share = (float *)calloc(2 * ((size_t)threads + 1), sizeof(float));
-    if (!ws->split || !ws->speed || !ws->sec_per_row || !ws->share) {
+    ws->var_sumsq = (double *)calloc(2 * (size_t)L, sizeof(double));
+    ws->var_penalty = (double *)calloc(2 * (size_t)L, sizeof(double));
+    if (!ws->split || !ws->speed || !ws->sec_per_row || !ws->share || !ws->var_sumsq || !ws->var_penalty) {
         cdnn_workspace_free(ws);
         return NULL;
     }
@@ -399,6 +404,8 @@ void cdnn_workspace_free(cdnn_workspace *ws)
     free(ws->speed);
     free(ws->sec_per_row);
     free(ws->share);
+    free(ws->var_sumsq);
+    free(ws->var_penalty);
     free(ws->block);
     free(ws);
 }
@@ -514,6 +521,63 @@ static int bad_batch_of(const int *bad_batch)
     return j;
 }
 
+static int has_rules(const cdnn_param_rules *r)
+{
+    return r->l1 != 0.0f || r->l2 != 0.0f || r->orth_factor != 0.0f || r->constraint != CDNN_CONSTRAINT_NONE;
+}
+
+/* Whether a run must take the whole-gradient path: an optimizer option that reads whole variables, or a
+ * regularizer or constraint on some layer. */
+static int needs_whole(const cdnn_net *net)
+{
+    if (cdnn_opt_needs_whole(&net->opt)) return 1;
+    for (int l = 0; l < net->n_layers; l++)
+        if (!net->layers[l].frozen && (has_rules(&net->layers[l].kernel_rules) ||
+                                       (net->layers[l].b && has_rules(&net->layers[l].bias_rules))))
+            return 1;
+    return 0;
+}
+
+/* Team, after every gradient of the step is complete (in the layers' dw/db buffers): the optimizer
+ * step of every variable, each variable by one thread alone (its sums in index order, the global norm
+ * summed over the variables in their order), so that any number of threads gives the same bits. */
+static void apply_whole_team(const cdnn_net *net, cdnn_workspace *ws, cdnn_opt_step st)
+{
+    const int V = 2 * net->n_layers;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+    for (int v = 0; v < V; v++) {
+        const cdnn_layer *ly = &net->layers[v / 2];
+        const int bias = v & 1;
+        ws->var_sumsq[v] = ws->var_penalty[v] = 0.0;
+        if ((bias && !ly->b) || ly->frozen) continue; /* a frozen layer: not a trainable variable of the step */
+        cdnn_var_slots sl = {bias ? ly->b1 : ly->W1, bias ? ly->b2 : ly->W2, bias ? ly->b3 : ly->W3,
+                             bias ? ly->bema : ly->Wema, bias ? ly->bacc : ly->Wacc};
+        ws->var_sumsq[v] = cdnn_opt_prepare_grad(&net->opt, st, bias ? &ly->bias_rules : &ly->kernel_rules,
+                                                 bias ? ly->b : ly->W, bias ? ws->lb[v / 2].db : ws->lb[v / 2].dw,
+                                                 sl, bias ? ly->units : ly->in, bias ? 1 : ly->units,
+                                                 &ws->var_penalty[v]);
+    }
+    cdnn_team_barrier();
+    double global = 0.0;
+    for (int v = 0; v < V; v++) global += ws->var_sumsq[v];
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+    for (int v = 0; v < V; v++) {
+        const cdnn_layer *ly = &net->layers[v / 2];
+        const int bias = v & 1;
+        if ((bias && !ly->b) || ly->frozen) continue;
+        cdnn_var_slots sl = {bias ? ly->b1 : ly->W1, bias ? ly->b2 : ly->W2, bias ? ly->b3 : ly->W3,
+                             bias ? ly->bema : ly->Wema, bias ? ly->bacc : ly->Wacc};
+        /* a bias is a column of units rows: its constraint's norm (axis 0) is over all of it */
+        cdnn_opt_apply_var(&net->opt, st, bias ? &ly->bias_rules : &ly->kernel_rules, bias ? ly->b : ly->W,
+                           bias ? ws->lb[v / 2].db : ws->lb[v / 2].dw, sl, bias ? ly->units : ly->in,
+                           bias ? 1 : ly->units, ws->var_sumsq[v], global);
+    }
+}
+
 /* One training step on the gathered batch. Each thread carries its own rows
  * through the forward pass (with a depth-split first layer, from the sum of
  * its partial products, which the team computed before; summed by blocks
@@ -528,7 +592,7 @@ static int bad_batch_of(const int *bad_batch)
  * loss (its mean divides by them); weighted: the gathered sample weights apply. */
 static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float *x0, int rows, int r0, int r1,
                            int64_t t, uint64_t seed, double local_before, int packed, const int *bad_batch, int j,
-                           int valid, int weighted)
+                           int valid, int weighted, int whole)
 {
     row_timer tm = {local_before, cdnn_wtime()};
     const int L = net->n_layers;
@@ -536,6 +600,10 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
     const cdnn_layer *top = &net->layers[L - 1];
     const int ldy = top->units;
     cdnn_opt_step st = cdnn_opt_prepare(&net->opt, t);
+    /* the whole-gradient path: the products keep the gradients, apply_whole_team updates */
+    cdnn_opt_params none = {0};
+    none.kind = CDNN_OPT_NONE;
+    const cdnn_opt_params *opt = whole ? &none : &net->opt;
 
     if (ws->lb[0].mid) depth_combine(net, ws, 0, rows, r0, r1, &tm);
     forward_rows(net, ws, ws->lb[0].mid ? 1 : 0, x0, rows, r0, r1, NULL, 1, seed, t, packed, 1, &tm, pack);
@@ -620,21 +688,25 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
                     int c0;
                     xp = block_of(net, ws, l - 1, ws->lb[l - 1].act, p, &ldx, &c0) - c0;
                 }
-                cdnn_dense_grads_rows(ly, rows, xp, ldx, b->dz, b->dw, &net->opt, st, packed ? part_pw(ws, ly, l, p) : NULL,
+                cdnn_dense_grads_rows(ly, rows, xp, ldx, b->dz, b->dw, opt, st, packed ? part_pw(ws, ly, l, p) : NULL,
                                       packed ? part_pwt(ws, ly, l, p) : NULL, k0, k1, i0, i1, pack);
             }
             if (ly->b) {
                 long lo, hi;
                 cdnn_team_range(ly->units, &lo, &hi);
-                cdnn_dense_bias_grads(ly, rows, b->dz, b->db, &net->opt, st, lo, hi);
+                cdnn_dense_bias_grads(ly, rows, b->dz, b->db, opt, st, lo, hi);
             }
             continue;
         }
-        cdnn_dense_grads_team(ly, rows, x, b->dz, b->dw, ly->b ? b->db : NULL, &net->opt, st,
+        cdnn_dense_grads_team(ly, rows, x, b->dz, b->dw, ly->b ? b->db : NULL, opt, st,
                               packed ? b->pw : NULL, packed ? b->pwt : NULL,
                               ws->share_nt[t & 1] == cdnn_team_size() ? ws->share + (size_t)(t & 1) * (ws->threads + 1)
                                                                       : NULL,
                               pack);
+    }
+    if (whole) {
+        cdnn_team_barrier(); /* every gradient complete */
+        apply_whole_team(net, ws, st);
     }
     return 1;
 }
@@ -790,7 +862,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     if (nt > ws->threads) nt = ws->threads;
     if (step_flops(net, bs) < TRAIN_SERIAL_FLOPS) nt = 1;
     /* copies laid out for another micro-kernel width (a SIMD path chosen since) are not used */
-    const int packed = ws->packed_nr == cdnn_simd_current()->nr;
+    /* the whole-gradient path updates W in place (no packed copies to keep current) */
+    const int whole = needs_whole(net);
+    const int packed = !whole && ws->packed_nr == cdnn_simd_current()->nr;
     /* the step of this run whose batch holds a NaN or an infinity (-1: none yet) */
     int bad_batch = -1;
     /* with stop_nonfinite_loss, the step whose loss was NaN or infinite (-1: none yet) */
@@ -839,7 +913,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             double t_start = cdnn_wtime();
             gather_labels(ws, ysparse, ydense, ldy, sample_weight, perm + start, lo, hi);
             train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed, &bad_batch,
-                            j, valid, sample_weight != NULL);
+                            j, valid, sample_weight != NULL, whole);
             if (j + 1 < n_batches)
                 gather_team(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + start + bs,
                             batch_rows(n, start + bs, bs), drop0, dropout_key(seed, t + 1, 0), &bad_batch, j + 1);
@@ -851,7 +925,7 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             if (!gather_x(ws->lb[0].din, X, in, perm + start, lo, hi, drop0, dropout_key(seed, t, 0)))
                 mark_bad_batch(&bad_batch, j);
             if (!train_step_team(net, ws, ws->lb[0].din, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start,
-                                 packed, &bad_batch, j, valid, sample_weight != NULL))
+                                 packed, &bad_batch, j, valid, sample_weight != NULL, whole))
                 break;
         }
         /* this thread's rows of the step's forward outputs, for metrics computed outside C: the
@@ -870,6 +944,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
             }
             /* the batch's mean is over its valid rows (0 if none, as Keras' divide_no_nan): as rows' worth */
             if (valid != rows) l = valid ? l * rows / valid : 0.0;
+            /* Keras adds the regularization penalties (at the weights before the update) to the batch's mean loss */
+            if (whole)
+                for (int v = 0; v < 2 * net->n_layers; v++) l += ws->var_penalty[v] * rows;
             batch_loss[j] = l;
             batch_correct[j] = c;
             if (stop_nonfinite_loss && !isfinite(l)) mark_bad_batch(&bad_loss, j);

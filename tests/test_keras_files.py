@@ -157,8 +157,12 @@ def test_unknown_and_code_running_layers_are_named_and_refused(tmp_path):
     with pytest.raises(cdnn.saving.ModelFileError, match="custom layer"):
         cdnn.models.load_model(_archive(tmp_path, config, weights))
     config, weights = _saved_config(tmp_path)
-    config["config"]["layers"][2]["config"]["kernel_regularizer"] = {"class_name": "L2", "config": {"l2": 0.1}}
-    with pytest.raises(cdnn.saving.ModelFileError, match="kernel_regularizer"):
+    config["config"]["layers"][2]["config"]["kernel_regularizer"] = {"class_name": "MyRegularizer", "config": {}}
+    with pytest.raises(cdnn.saving.ModelFileError, match="regularizer.*MyRegularizer"):
+        cdnn.models.load_model(_archive(tmp_path, config, weights))
+    config, weights = _saved_config(tmp_path)
+    config["config"]["layers"][2]["config"]["activity_regularizer"] = {"class_name": "L2", "config": {"l2": 0.1}}
+    with pytest.raises(cdnn.saving.ModelFileError, match="activity_regularizer"):
         cdnn.models.load_model(_archive(tmp_path, config, weights))
 
 

@@ -466,9 +466,9 @@ def boolean_and_float_integer_labels_are_accepted():
 # ---- names and hyper-parameters
 
 
-@case(ValueError, "optimizer", "adamw", "rmsprop")
+@case(ValueError, "optimizer", "adamwr", "rmsprop")
 def unknown_optimizer():
-    dense_model(compile=False).compile(optimizer="adamw", loss=SCCE)
+    dense_model(compile=False).compile(optimizer="adamwr", loss=SCCE)
 
 
 @case(ValueError, "loss", "dice", "mean_squared_error")
@@ -486,9 +486,9 @@ def unknown_metric():
     dense_model(compile=False).compile(loss=SCCE, metrics=["auroc"])
 
 
-@case(ValueError, "initializer", "orthogonal", "glorot_uniform")
+@case(ValueError, "initializer", "kaiming_normal", "glorot_uniform")
 def unknown_initializer():
-    _keras().layers.Dense(3, kernel_initializer="orthogonal")
+    _keras().layers.Dense(3, kernel_initializer="kaiming_normal")  # PyTorch's name; Keras' is he_normal
 
 
 @case(ValueError, "learning_rate", "non-negative", "-0.1")

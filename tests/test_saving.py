@@ -373,7 +373,7 @@ def edit(meta, path, value):
     (lambda m: edit(m, ["config", "input_shape"], "ten"), "input shape|architecture"),
     (lambda m: edit(m, ["weights"], [[10, 12]]), "weight arrays"),
     (lambda m: edit(m, ["compile", "optimizer", "class_name"], "Evil"), "compile settings"),
-    (lambda m: edit(m, ["compile", "optimizer", "learning_rate"], -1.0), "compile settings"),
+    (lambda m: edit(m, ["compile", "optimizer", "config", "learning_rate"], -1.0), "compile settings"),
     (lambda m: edit(m, ["compile", "loss"], {"class_name": "os.system"}), "compile settings"),
     (lambda m: edit(m, ["compile", "iterations"], -5), "iteration"),
 ])

@@ -81,7 +81,10 @@ class BackupAndRestore(Callback):
                 iterations, lr = int(saved["iterations"]), float(saved["learning_rate"])
             self.model.set_weights(weights)
             optimizer = self.model.optimizer
-            optimizer.build(self.model.weights)
+            # in place: fit's C network already holds the slot arrays (a rebuild would leave it training
+            # fresh ones while the restored state sat unused in the new)
+            if not optimizer._slots_fit(self.model.weights):
+                optimizer.build(self.model.weights)
             own = optimizer.variables
             if len(own) != len(slots) or any(a.shape != b.shape for a, b in zip(own, slots)):
                 raise ValueError(f"{self._model_path}: the backed-up optimizer state does not match "
@@ -119,10 +122,10 @@ class BackupAndRestore(Callback):
         if self.double_checkpoint and os.path.exists(self._metadata_path):
             shutil.copyfile(self._metadata_path, self._prev_metadata_path)
         optimizer = self.model.optimizer
-        try:
+        if not isinstance(optimizer._learning_rate, (int, float)):
+            lr = math.nan  # a schedule (or a function): recomputed from the iterations, not assignable
+        else:
             lr = float(optimizer.learning_rate)
-        except (TypeError, ValueError):  # a schedule: recomputed from the iterations
-            lr = math.nan
         arrays = {f"weight_{i}": w for i, w in enumerate(self.model.get_weights())}
         arrays.update({f"slot_{i}": v for i, v in enumerate(optimizer.variables)})
         tmp = self._model_path + ".tmp.npz"

@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from cdnn import _core, _naming, activations, initializers
+from cdnn import _core, _naming, activations, constraints, initializers, regularizers
 from cdnn._errors import invalid
 from cdnn._symbolic import KerasTensor, Node, flatten, is_symbolic
 
@@ -323,12 +323,20 @@ class Dense(Layer):
         ``"swish"``, ...; None is linear), with Keras' default parameters.
     use_bias : bool
         Whether to add a bias vector.
-    kernel_initializer, bias_initializer : str
-        Keras names (default ``"glorot_uniform"`` and ``"zeros"``).
+    kernel_initializer, bias_initializer : str or Initializer
+        Keras names or objects (default ``"glorot_uniform"`` and ``"zeros"``).
+    kernel_regularizer, bias_regularizer : str or Regularizer, optional
+        L1, L2 or L1L2 penalties, trained in C and added to the loss as Keras reports it.
+    activity_regularizer : None
+        Refused: a penalty on the outputs is not in cdnn's C training step.
+    kernel_constraint, bias_constraint : str or Constraint, optional
+        MaxNorm, NonNeg, UnitNorm or MinMaxNorm, applied after each update.
     """
 
     def __init__(self, units: int, activation=None, use_bias: bool = True,
-                 kernel_initializer: str = "glorot_uniform", bias_initializer: str = "zeros",
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None,
                  name: Optional[str] = None, input_shape=None, **kwargs) -> None:
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise invalid("units", units, "a positive integer")
@@ -342,8 +350,19 @@ class Dense(Layer):
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         initializers.get(kernel_initializer), initializers.get(bias_initializer)  # validate names now
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
+        self.kernel_initializer = kernel_initializer if isinstance(kernel_initializer, str) else \
+            initializers.get(kernel_initializer)
+        self.bias_initializer = bias_initializer if isinstance(bias_initializer, str) else \
+            initializers.get(bias_initializer)
+        if activity_regularizer is not None:
+            raise ValueError(f"Invalid value for argument `activity_regularizer`: cdnn's C training step has no "
+                             f"penalty on a layer's outputs yet; expected None, received {activity_regularizer!r}")
+        self.activity_regularizer = None
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+        self._core_rules()  # refuse what the C core cannot apply, now
         self.kernel: Optional[np.ndarray] = None
         self.bias: Optional[np.ndarray] = None
 
@@ -373,10 +392,57 @@ class Dense(Layer):
             return []
         return [self.kernel] + ([self.bias] if self.use_bias else [])
 
+    def _core_rules(self) -> dict:
+        """The regularizers and constraints as the C core reads them (``kernel_rules``/``bias_rules``)."""
+        rules = {}
+        for key, reg, con in (("kernel_rules", self.kernel_regularizer, self.kernel_constraint),
+                              ("bias_rules", self.bias_regularizer, self.bias_constraint)):
+            r = {}
+            if reg is not None:
+                r.update(reg._core())
+                if r.get("orth_factor") and key == "bias_rules":
+                    raise ValueError("Invalid value for argument `bias_regularizer`: OrthogonalRegularizer needs "
+                                     "a 2-D kernel (Keras: inputs must have rank 2), a bias is 1-D")
+                if r.get("orth_factor") and getattr(self, "kernel", None) is not None:
+                    count = self.kernel.shape[0 if r["orth_mode"] == "rows" else 1]
+                    if count < 2:
+                        raise ValueError(f"OrthogonalRegularizer(mode={r['orth_mode']!r}) on layer {self.name!r} "
+                                         f"needs at least 2 vectors, its kernel {self.kernel.shape} has {count} "
+                                         f"(no pair to make orthogonal; Keras divides by 0 pairs)")
+                    # C's scratch: the normalized vectors, their gradients and the inverse norms
+                    r["orth_scratch"] = np.empty(2 * self.kernel.size + max(self.kernel.shape), np.float32)
+            if con is not None:
+                r.update(con._core())
+                if key == "bias_rules":
+                    r["axis"] = 0  # a bias is one vector: its norm is over all of it
+            rules[key] = r
+        return rules
+
+    @property
+    def losses(self) -> list[float]:
+        """The regularization penalties at the current weights (Keras' ``layer.losses``)."""
+        out = []
+        if self.built:
+            for reg, w in ((self.kernel_regularizer, self.kernel), (self.bias_regularizer, self.bias)):
+                if reg is not None and w is not None:
+                    out.append(reg(w))
+        return out
+
+    def _penalty(self) -> float:
+        return float(sum(self.losses))
+
     def get_config(self) -> dict:
-        return {**super().get_config(), "units": self.units,
-                "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer, "bias_initializer": self.bias_initializer}
+        cfg = {**super().get_config(), "units": self.units,
+               "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
+               "kernel_initializer": initializers.serialize(self.kernel_initializer),
+               "bias_initializer": initializers.serialize(self.bias_initializer)}
+        for key, obj, module in (("kernel_regularizer", self.kernel_regularizer, regularizers),
+                                 ("bias_regularizer", self.bias_regularizer, regularizers),
+                                 ("kernel_constraint", self.kernel_constraint, constraints),
+                                 ("bias_constraint", self.bias_constraint, constraints)):
+            if obj is not None:
+                cfg[key] = module.serialize(obj)
+        return cfg
 
     def _lower(self, input_shapes: list, training) -> dict:
         return {"op": "dense", "W": self.kernel, "b": self.bias,

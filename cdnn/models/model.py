@@ -534,7 +534,7 @@ class Model(Layer):
 
         # one core graph serves both unless call() branches on `training` (two traces)
         same = self._inference_model() is self._graph_model()
-        key = "train" if training or (same and self.compiled) else "infer"
+        key = "train" if training or (same and "train" in self._core) else "infer"
         if key not in self._core:
             training = key == "train"
             require_graph_core(f"Training or running model '{self.name}'")
@@ -556,10 +556,11 @@ class Model(Layer):
     def _attach_slots(self, nodes: list) -> None:
         """Give each trainable node its optimizer slots (``W1, W2, b1, b2`` or gamma's and beta's), Keras' order."""
         params = self.trainable_weights
-        if len(self.optimizer._slots) != len(params) or any(
-                s is not None and s.shape != p.shape for pair, p in zip(self.optimizer._slots, params) for s in pair):
+        if not self.optimizer._built_for(params):   # refuses an optimizer built for another model
             self.optimizer.build(params)
-        by_id = {id(p): pair for p, pair in zip(params, self.optimizer._slots)}
+        # a row holds slots 1-3, the moving average and the accumulator: the graph core takes slots 1-2
+        # (the options needing the others are refused by _core.Graph)
+        by_id = {id(p): row[:2] for p, row in zip(params, self.optimizer._slots)}
         for node in nodes:
             keys = {"dense": ("W", "b"), "batchnorm": ("gamma", "beta"), "layernorm": ("gamma", "beta")}.get(node["op"])
             if keys is None or not node.get("trainable", True):

@@ -363,12 +363,14 @@ class Sequential(Model):
             if not self.optimizer._built_for(params):   # refuses an optimizer built for another model
                 self.optimizer.build(params)
             slots = iter(self.optimizer._slots)
-            n_slots = self.optimizer._slot_count()
+            opt = self.optimizer
 
             def untouched(w):
                 # the chain's core wants slot arrays even for a frozen layer, whose slots it never reads or
                 # writes: zero pages the system maps only if touched (np.zeros), not optimizer state
-                return [np.zeros(w.shape, np.float32) if i < n_slots else None for i in range(2)]
+                specs = opt._slot_specs(tuple(w.shape)) + [(w.shape, 0.0) if opt.use_ema else None,
+                                                           (w.shape, 0.0) if opt.gradient_accumulation_steps else None]
+                return [np.zeros(spec[0], np.float32) if spec is not None else None for spec in specs]
 
             layers = []
             for item in stack:
@@ -376,12 +378,15 @@ class Sequential(Model):
                 frozen = not (self.trainable and layer.trainable)
                 ws = untouched(layer.kernel) if frozen else next(slots)
                 if not layer.use_bias:
-                    bs = [None, None]
+                    bs = [None] * 5
                 else:
                     bs = untouched(layer.bias) if frozen else next(slots)
                 layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
                                "alpha": activations_module.core_alpha(layer.activation), "dropout": item["dropout"],
-                               "slots": [ws[0], ws[1], bs[0], bs[1]], "trainable": not frozen})
+                               "slots": [ws[0], ws[1], bs[0], bs[1]],
+                               "extra_slots": {"W3": ws[2], "b3": bs[2], "Wema": ws[3], "bema": bs[3],
+                                               "Wacc": ws[4], "bacc": bs[4]},
+                               "trainable": not frozen, **layer._core_rules()})
             kind = None
             if self._compile_metrics is not None:  # bad metric and loss/output combinations are refused here
                 self._compile_metrics.build(loss.core_name, top.units, top.activation.__name__)
@@ -572,7 +577,7 @@ class Sequential(Model):
                     batch_correct = np.resize(batch_correct, 2 * (done + k))
                 for cb in per_batch:
                     cb.on_train_batch_begin(done)
-                net.set_optimizer(self.optimizer.hyperparameters())
+                net.set_optimizer(self.optimizer._run_hyperparameters(int(self.optimizer.iterations), k))
                 if want_outputs and (run_out is None or run_out.size < k * run.batch_size * net.n_out):
                     run_out = np.empty(k * run.batch_size * net.n_out, np.float32)
                 outputs = run_out[:k * run.batch_size * net.n_out].reshape(-1, net.n_out) if want_outputs else None
@@ -627,6 +632,8 @@ class Sequential(Model):
             training_logs = logs
             if self.stop_training:
                 break
+        if epochs > initial_epoch:  # as Keras 3: EMA weights into the model before on_train_end
+            self.optimizer.finalize_variable_values(self.weights)
         for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
             cb.on_train_end(training_logs)
         return history
@@ -641,6 +648,10 @@ class Sequential(Model):
             cm.add_core_counts(correct_sum, rows)
         return metrics_logs(self._loss_tracker, cm)
 
+    def _penalty(self) -> float:
+        """The layers' regularization penalties at the current weights (Keras adds them to the loss)."""
+        return float(sum(layer._penalty() for layer in self._layers if isinstance(layer, Dense)))
+
     def _log_names(self) -> list:
         return list(metrics_logs(self._loss_tracker, self._compile_metrics))
 
@@ -651,6 +662,8 @@ class Sequential(Model):
         # ignore_class's mean is per batch (Keras): the loss's batches are then the evaluation's
         rows = batch_size if getattr(self.loss, "ignore_class", None) is not None else PREDICT_ROWS
         out, ls, cs = net.predict(xs, rows, ys, sw)
+        # Keras adds the regularization penalties (model.losses) to every batch's loss
+        ls += self._penalty() * len(xs)
         sums[0], sums[1], sums[2] = sums[0] + ls, sums[1] + cs, sums[2] + len(xs)
         cm = self._compile_metrics
         if cm is not None and cm.needs_outputs:
@@ -817,7 +830,7 @@ class Sequential(Model):
         cm = self._compile_metrics
         out = np.empty((len(xs), net.n_out), np.float32) if cm is not None and cm.needs_outputs else None
         loss, correct = np.zeros(1), np.zeros(1)
-        net.set_optimizer(self.optimizer.hyperparameters())
+        net.set_optimizer(self.optimizer._run_hyperparameters(int(self.optimizer.iterations), 1))
         seed = int(_random.generator().integers(0, 2**63))
         before = net.steps_done
         try:
@@ -838,7 +851,7 @@ class Sequential(Model):
         ys = self._prepare_y(y, len(xs))
         sw = as_sample_weights(sample_weight, len(xs))
         out, loss, correct = self._core_network().predict(xs, PREDICT_ROWS, ys, sw)
-        return self._batch_logs(loss, correct, ys, out, return_dict)
+        return self._batch_logs(loss + self._penalty() * len(xs), correct, ys, out, return_dict)
 
     def predict_on_batch(self, x) -> np.ndarray:
         """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
@@ -983,7 +996,7 @@ class Sequential(Model):
         if not self.built:
             comp = None
             if self.compiled:
-                comp = {"optimizer": self.optimizer.get_config(),
+                comp = {"optimizer": optimizers_module.serialize(self.optimizer),
                         "loss": losses_module.serialize(self.loss) if self.loss is not None else None,
                         "metrics": serialize_metrics(self._compile_metrics)}
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}

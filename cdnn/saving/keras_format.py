@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from cdnn import _loading
+from cdnn import _loading, constraints, regularizers
 from cdnn._saving import MAX_ITERATIONS, ModelFileError, _assign_weights, _write_atomically
 
 #: the Keras release whose format cdnn writes (the layout is the same across Keras 3 releases)
@@ -78,8 +78,18 @@ def _dtype_policy() -> dict:
 _UNSEEDED = {"zeros", "ones"}
 
 
-def _initializer(name: str) -> dict:
+def _initializer(name) -> dict:
+    from cdnn import initializers
+
+    if not isinstance(name, str) or name in ("constant", "identity", "variance_scaling"):
+        # an object (or a name whose class takes other arguments than a seed): its own config
+        return initializers.serialize(initializers.get(name))
     return _object("keras.initializers", camel_case(name), {} if name in _UNSEEDED else {"seed": None})
+
+
+def _serialized(module, obj):
+    """A regularizer or constraint as Keras serializes it, or None."""
+    return None if obj is None else module.serialize(obj)
 
 
 # ---- the architecture: cdnn layer -> Keras config ------------------------------------
@@ -101,8 +111,10 @@ def _layer_config(layer) -> dict:
             **base, "units": layer.units, "activation": cfg["activation"] or "linear", "use_bias": layer.use_bias,
             "kernel_initializer": _initializer(layer.kernel_initializer),
             "bias_initializer": _initializer(layer.bias_initializer),
-            "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-            "kernel_constraint": None, "bias_constraint": None})
+            "kernel_regularizer": _serialized(regularizers, layer.kernel_regularizer),
+            "bias_regularizer": _serialized(regularizers, layer.bias_regularizer), "activity_regularizer": None,
+            "kernel_constraint": _serialized(constraints, layer.kernel_constraint),
+            "bias_constraint": _serialized(constraints, layer.bias_constraint)})
     raise ValueError(f"Layer {layer.name!r} ({kind}) cannot be written to a .keras file yet: cdnn writes "
                      f"InputLayer, Flatten, Dense and Dropout there. Save it with a .cdnn file name instead.")
 
@@ -112,7 +124,7 @@ def _optimizer_config(optimizer) -> dict:
     out = {"name": cfg.pop("name"), "learning_rate": cfg.pop("learning_rate"), "weight_decay": None,
            "clipnorm": None, "global_clipnorm": None, "clipvalue": None, "use_ema": False, "ema_momentum": 0.99,
            "ema_overwrite_frequency": None, "loss_scale_factor": None, "gradient_accumulation_steps": None}
-    class_name = cfg.pop("class_name")
+    class_name = type(optimizer).__name__
     out.update(cfg)
     return _object("keras.optimizers", class_name, out)
 
@@ -177,16 +189,23 @@ def model_config(model) -> dict:
 def _slot_order(optimizer, n_params: int) -> list[tuple[int, int]]:
     """(parameter, slot) of each optimizer variable after ``iterations`` and ``learning_rate``.
 
-    Keras creates them in ``build``: Adam interleaves its moments per
-    variable (m0, v0, m1, v1, ...); RMSprop makes all velocities, then all
-    momentums; SGD with momentum and Adagrad make one per variable.
+    Keras creates them in ``build``: the base optimizer's moving averages
+    (``use_ema``) and gradient accumulators first, one per variable; then
+    Adam, AdamW, Adamax, Adadelta, Ftrl and Lion interleave their slots per
+    variable (m0, v0, m1, v1, ...; amsgrad's v_hat after all of them);
+    RMSprop makes all velocities, then all momentums; SGD with momentum and
+    Adagrad make one per variable. (cdnn's slot row: 0-2 the optimizer's,
+    3 the average, 4 the accumulator.)
     """
     kind = type(optimizer).__name__
-    used = [i for i in range(2) if optimizer._slots and optimizer._slots[0][i] is not None]
-    if kind == "Adam":
-        return [(p, s) for p in range(n_params) for s in used]
+    rows = optimizer._slots
+    used = [i for i in range(2) if rows and rows[0][i] is not None]
+    head = [(p, s) for s in (3, 4) if rows and rows[0][s] is not None for p in range(n_params)]
+    if kind in ("Adam", "AdamW", "Adamax", "Adadelta", "Ftrl", "Lion"):
+        tail = [(p, 2) for p in range(n_params)] if rows and rows[0][2] is not None else []
+        return head + [(p, s) for p in range(n_params) for s in used] + tail
     if kind in ("SGD", "Adagrad", "RMSprop"):
-        return [(p, s) for s in used for p in range(n_params)]
+        return head + [(p, s) for s in used for p in range(n_params)]
     raise ValueError(f"cdnn cannot write the state of optimizer {kind} to a .keras file yet")
 
 
@@ -332,11 +351,23 @@ def _initializer_name(path: str, where: str, value) -> str:
     if isinstance(value, dict) and isinstance(value.get("class_name"), str):
         cfg = value.get("config") or {}
         extra = {k: v for k, v in cfg.items() if k not in ("seed", "input_axes", "output_axes") and v is not None}
+        if (extra or cfg.get("seed") is not None) and value["class_name"] in _initializer_classes():
+            # an initializer with arguments (RandomNormal(stddev=...), Constant(value), ...) as an object
+            from cdnn import initializers
+
+            kept = {k: v for k, v in cfg.items() if k not in ("input_axes", "output_axes")}
+            return initializers.deserialize({"class_name": value["class_name"], "config": kept})
         if extra:
             raise ModelFileError(f"{path}: {where}: initializer {value['class_name']} with {extra} is not "
                                  f"supported by cdnn")
         return snake_case(value["class_name"])
     raise ModelFileError(f"{path}: {where}: invalid initializer {str(value)[:80]!r}")
+
+
+def _initializer_classes() -> set:
+    from cdnn import initializers
+
+    return set(initializers._CLASSES)
 
 
 def _build_layer(path: str, entry: dict):
@@ -366,8 +397,8 @@ def _build_layer(path: str, entry: dict):
     if kind == "Dense":
         kw = _check_keys(path, where, cfg, {
             **_COMMON, "units": _USE, "activation": _USE, "use_bias": _USE, "kernel_initializer": _USE,
-            "bias_initializer": _USE, "kernel_regularizer": (None,), "bias_regularizer": (None,),
-            "activity_regularizer": (None,), "kernel_constraint": (None,), "bias_constraint": (None,),
+            "bias_initializer": _USE, "kernel_regularizer": _USE, "bias_regularizer": _USE,
+            "activity_regularizer": (None,), "kernel_constraint": _USE, "bias_constraint": _USE,
             "lora_rank": (None,), "lora_alpha": (None,)})
         _dtype_ok(path, where, kw.pop("dtype", None))
         if not isinstance(kw.get("activation", "linear"), (str, type(None))):
@@ -517,24 +548,9 @@ def _compile_from_config(path: str, model, comp) -> None:
     try:
         opt = comp.get("optimizer")
         if isinstance(opt, dict):
-            cfg = dict(opt.get("config") or {})
-            unsupported = {k: cfg.pop(k, None) for k in ("weight_decay", "clipnorm", "global_clipnorm", "clipvalue",
-                                                         "ema_overwrite_frequency", "loss_scale_factor",
-                                                         "gradient_accumulation_steps")}
-            unsupported = {k: v for k, v in unsupported.items() if v is not None}
-            if cfg.pop("use_ema", False):
-                unsupported["use_ema"] = True
-            cfg.pop("ema_momentum", None)
-            for flag in ("amsgrad", "centered"):
-                if cfg.pop(flag, False):
-                    unsupported[flag] = True
-            if unsupported:
-                raise ModelFileError(f"{path}: the optimizer uses {unsupported}, which cdnn does not support yet; "
-                                     f"load with compile=False to get the model without it")
-            if isinstance(cfg.get("learning_rate"), dict):
-                raise ModelFileError(f"{path}: learning-rate schedules in .keras files are not supported yet; "
-                                     f"load with compile=False")
-            opt = {"class_name": opt.get("class_name"), **cfg}
+            # every option of Keras 3's optimizers and their schedules (loss_scale_factor and RMSprop's
+            # centered are refused by the optimizer's own checks, named in the error)
+            opt = {"class_name": opt.get("class_name"), "config": dict(opt.get("config") or {})}
         loss = comp.get("loss")
         if isinstance(loss, dict) and loss.get("class_name") in losses._CLASSES and \
                 isinstance(loss.get("config"), dict):

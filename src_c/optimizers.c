@@ -85,14 +85,20 @@ static inline void update_run(const cdnn_opt_params *p, cdnn_opt_step s, float *
 }
 
 CDNN_VECTOR_CLONES
-void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
+static void cdnn_opt_update_cloned(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
                      float *restrict slot2, const float *restrict g, long n)
 {
     update_run(p, s, w, slot1, slot2, g, n);
 }
 
+void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
+                     float *restrict slot2, const float *restrict g, long n)
+{
+    cdnn_opt_update_cloned(p, s, w, slot1, slot2, g, n);
+}
+
 CDNN_VECTOR_CLONES
-void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
+static void cdnn_opt_update_panels_cloned(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
                             float *slot1, float *slot2, const float *g, long n)
 {
     for (long done = 0; done < n; w += wstride) {
@@ -101,4 +107,10 @@ void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w,
         done += len;
         off0 = 0;
     }
+}
+
+void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
+                            float *slot1, float *slot2, const float *g, long n)
+{
+    cdnn_opt_update_panels_cloned(p, s, w, off0, chunk, wstride, slot1, slot2, g, n);
 }

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import sys as _sys
 
+from cdnn._version import __version__
+
 try:
     from cdnn import _core
-except ImportError as _exc:  # running from a source tree whose extension was never built
-    raise ImportError(
-        f"cdnn's C extension is not built here ({_exc}). Install the package with `pip install .`, "
-        "or for development build it in place with `python setup.py build_ext --inplace`. "
-        "If you ran `python -m pytest` from the repository, run `pytest` instead: `python -m` puts the "
-        "unbuilt source tree first on sys.path."
-    ) from _exc
+except ImportError as _exc:
+    from cdnn._import_error import explain as _explain
+
+    raise ImportError(_explain(_exc)) from _exc
 from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
 from cdnn import models
 from cdnn._config import build_info, get_num_threads, set_num_threads, show_config
@@ -36,8 +35,6 @@ def _lazy_submodule(name: str) -> "types.ModuleType":  # noqa: F821
 
 
 wrappers = _lazy_submodule("wrappers")
-
-__version__ = "0.1.0"
 
 #: ``from cdnn import keras`` and ``import cdnn as tf; tf.keras.layers...`` both see this package
 keras = _sys.modules[__name__]

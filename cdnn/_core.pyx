@@ -102,9 +102,13 @@ cdef extern from *:
     #ifndef CDNN_BUILD_FLAGS
     #define CDNN_BUILD_FLAGS ""
     #endif
+    #ifndef CDNN_BUILD_OPENMP_NOTE
+    #define CDNN_BUILD_OPENMP_NOTE ""
+    #endif
     """
     const char *CDNN_BUILD_COMPILER
     const char *CDNN_BUILD_FLAGS
+    const char *CDNN_BUILD_OPENMP_NOTE
 
 #: Activation names and their codes in the C core.
 ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "leaky_relu": 5, "gelu": 6}
@@ -191,6 +195,7 @@ def build_info() -> dict:
         "flags": CDNN_BUILD_FLAGS.decode(),
         "openmp": bool(cdnn_openmp_enabled()),
         "openmp_version": cdnn_openmp_version(),
+        "openmp_note": CDNN_BUILD_OPENMP_NOTE.decode(),
         "simd_compiled": compiled,
         "simd_supported": [p for p in compiled if cdnn_simd_supported(p.encode())],
         "simd_selected": cdnn_simd_current().name.decode(),

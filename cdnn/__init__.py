@@ -6,6 +6,7 @@ A Keras script ports by changing its import: ``import cdnn as keras`` or
 from __future__ import annotations
 
 import sys as _sys
+import types as _types
 
 from cdnn._version import __version__
 
@@ -22,11 +23,13 @@ from cdnn.layers import Input
 from cdnn.models import Sequential, load_model
 
 
-def _lazy_submodule(name: str) -> "types.ModuleType":  # noqa: F821
+def _lazy_submodule(name: str) -> _types.ModuleType:
     """``cdnn.<name>``, executed on first attribute access (``wrappers`` imports scikit-learn: ~1 s)."""
     import importlib.util
 
     spec = importlib.util.find_spec(f"{__name__}.{name}")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cdnn.{name} is missing from this installation")
     spec.loader = importlib.util.LazyLoader(spec.loader)
     module = importlib.util.module_from_spec(spec)
     _sys.modules[spec.name] = module

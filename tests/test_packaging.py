@@ -1,4 +1,5 @@
 """Packaging: the version, the build's messages, the import error's words, and rules the build relies on."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ from cdnn._import_error import explain
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(cdnn.__file__).resolve().parent
 # setup.py and src_c/ exist in a checkout and in the sdist, not beside an installed wheel's tests
-needs_source = pytest.mark.skipif(not (ROOT / "setup.py").exists() or not (ROOT / "src_c").is_dir(),
-                                  reason="needs the source tree (setup.py, src_c/)")
+needs_source = pytest.mark.skipif(
+    not (ROOT / "setup.py").exists() or not (ROOT / "src_c").is_dir(), reason="needs the source tree (setup.py, src_c/)"
+)
 
 
 def test_version_is_one_string_everywhere():
@@ -26,8 +28,14 @@ def test_version_is_one_string_everywhere():
 
     assert cdnn.__version__ == __version__
     assert re.fullmatch(r"\d+\.\d+\.\d+([abc]|rc)?\d*(\.dev\d+)?", __version__), __version__
-    out = subprocess.run([sys.executable, "-m", "cdnn", "--version"], capture_output=True, text=True, timeout=120,
-                         cwd=PACKAGE.parent, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
+    out = subprocess.run(
+        [sys.executable, "-m", "cdnn", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PACKAGE.parent,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"cdnn {__version__}"
 
@@ -40,6 +48,8 @@ def test_installed_metadata_matches_the_package():
         dist = metadata.distribution("cdnn")
     except metadata.PackageNotFoundError:
         pytest.skip("cdnn is not installed (an in-place build)")
+    if dist.read_text("RECORD") is None:  # a checkout's cdnn.egg-info (pip's in-tree build), not an install
+        pytest.skip("cdnn is not installed from a wheel")
     files = [dist.locate_file(f).resolve() for f in dist.files or []]
     if Path(cdnn.__file__).resolve() not in files:
         pytest.skip("the cdnn imported is not the installed one")
@@ -58,11 +68,14 @@ def test_build_info_says_why_a_build_is_serial():
         assert info["openmp_note"], "a serial build must say why it is serial"
 
 
-@pytest.mark.parametrize("note, warns", [
-    ("the compiler cannot build an OpenMP program (omp.h not found); cdnn runs on one core", True),
-    ("OpenMP disabled by CDNN_NO_OPENMP", False),  # asked for: show_config says it, no warning
-    ("", False),                                   # a build from before the note existed
-])
+@pytest.mark.parametrize(
+    "note, warns",
+    [
+        ("the compiler cannot build an OpenMP program (omp.h not found); cdnn runs on one core", True),
+        ("OpenMP disabled by CDNN_NO_OPENMP", False),  # asked for: show_config says it, no warning
+        ("", False),  # a build from before the note existed
+    ],
+)
 def test_serial_build_warns_once_at_import_unless_asked_for(monkeypatch, note, warns):
     real = _core.build_info()
     monkeypatch.setattr(_core, "build_info", lambda: {**real, "openmp": False, "openmp_note": note})
@@ -78,8 +91,9 @@ def test_serial_build_warns_once_at_import_unless_asked_for(monkeypatch, note, w
 
 def test_show_config_says_why_a_build_is_serial(monkeypatch, capsys):
     real = _core.build_info()
-    monkeypatch.setattr(_core, "build_info", lambda: {**real, "openmp": False,
-                                                      "openmp_note": "OpenMP disabled by CDNN_NO_OPENMP"})
+    monkeypatch.setattr(
+        _core, "build_info", lambda: {**real, "openmp": False, "openmp_note": "OpenMP disabled by CDNN_NO_OPENMP"}
+    )
     cdnn.show_config()
     assert "no (serial build: OpenMP disabled by CDNN_NO_OPENMP)" in capsys.readouterr().out
 
@@ -124,9 +138,22 @@ def test_cloned_functions_are_static():
 def test_build_without_a_compiler_says_so_first_and_once(tmp_path):
     """No C compiler: the build's first words say a compiler is needed and how to get one, no traceback."""
     env = {**os.environ, "CC": str(tmp_path / "no-such-cc")}
-    out = subprocess.run([sys.executable, "setup.py", "build_ext", "--build-temp", str(tmp_path / "t"),
-                          "--build-lib", str(tmp_path / "l")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "setup.py",
+            "build_ext",
+            "--build-temp",
+            str(tmp_path / "t"),
+            "--build-lib",
+            str(tmp_path / "l"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode != 0
     text = (out.stdout + out.stderr).strip()
     assert text.startswith("cdnn builds a C extension, and this machine has no C compiler"), text[:500]

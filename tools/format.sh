@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python}
 ruff=(${RUFF:-$python -m ruff})
-clang_format=${CLANG_FORMAT:-clang-format}
+# the pinned clang-format from PyPI (its executable is inside the package), else the one on PATH
+clang_format=${CLANG_FORMAT:-$("$python" -c "import clang_format; print(clang_format.get_executable('clang-format'))" 2>/dev/null || echo clang-format)}
 if ! "${ruff[@]}" --version >/dev/null 2>&1 || ! "$clang_format" --version >/dev/null 2>&1; then
     echo "format.sh: needs ruff and clang-format: $python -m pip install ruff==0.17.6 clang-format==23.1.5" >&2
     exit 2

@@ -265,14 +265,24 @@ class CdnnBuildExt(build_ext):
             src = os.path.join(tmp, "omp_test.c")
             with open(src, "w") as f:
                 f.write(OPENMP_TEST)
-            try:
-                objects = self.compiler.compile([src], output_dir=tmp, extra_postargs=compile_flags)
-                exe = os.path.join(tmp, "omp_test")
-                self.compiler.link_executable(objects, "omp_test", output_dir=tmp, extra_postargs=link_flags)
-            except Exception as exc:  # CompileError, LinkError: their text is the compiler's complaint
-                return False, " ".join(str(exc).split())[:200] or type(exc).__name__
-            if sys.platform == "win32":
-                exe += ".exe"
+            exe = os.path.join(tmp, "omp_test" + (".exe" if sys.platform == "win32" else ""))
+            if self.compiler.compiler_type == "msvc":
+                try:
+                    objects = self.compiler.compile([src], output_dir=tmp, extra_postargs=compile_flags)
+                    self.compiler.link_executable(objects, "omp_test", output_dir=tmp, extra_postargs=link_flags)
+                except Exception as exc:  # CompileError, LinkError
+                    return False, " ".join(str(exc).split())[:200] or type(exc).__name__
+            else:
+                # the compiler's own command (with CFLAGS, CPPFLAGS), run here to keep its complaint
+                cmd = [*self._compiler_command(), *compile_flags, src, "-o", exe, *link_flags]
+                try:
+                    subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
+                except subprocess.CalledProcessError as exc:
+                    lines = [ln.strip() for ln in (exc.stderr or exc.stdout or "").splitlines() if ln.strip()]
+                    said = next((ln for ln in lines if "error" in ln.lower()), lines[0] if lines else "failed")
+                    return False, said[:200]
+                except (OSError, subprocess.SubprocessError) as exc:
+                    return False, str(exc)[:200]
             run = _quiet_run([exe])
             if run is None:  # cross-compiling (e.g. arm64 wheels on an x86 macOS): it compiled and linked
                 return True, f"{' '.join(compile_flags)}, not run here"

@@ -1,10 +1,13 @@
-"""One training epoch on Fashion-MNIST: cdnn against NumPy, scikit-learn and PyTorch.
+"""One training epoch on Fashion-MNIST: cdnn against NumPy, scikit-learn, PyTorch, JAX and Keras on JAX.
 
 Every contender trains the same network (Glorot-uniform kernels, zero biases,
 ReLU hidden layers, softmax + sparse categorical cross-entropy, Adam with
 learning rate 1e-3 and epsilon 1e-7) on the same images, shuffled every epoch,
 on the same number of threads. One round = one epoch over the group's slice.
 cdnn also runs at 1, 2 and all cores' threads (thread scaling, same group).
+JAX (the whole epoch one jit-compiled ``lax.scan``: what an expert writes) and
+Keras 3 on the JAX backend run where installed, on all cores only (XLA's CPU
+thread pool is fixed when JAX starts).
 
 FLOPs (``extra_info["flops"]``) count the useful matrix-product work of the
 epoch, one definition for every contender: per sample ``2·Σ in·out`` for the
@@ -172,7 +175,106 @@ def make_torch(sizes, batch, x, y):
     return epoch
 
 
-CONTENDERS = {"cdnn": make_cdnn, "numpy": make_numpy, "sklearn": make_sklearn, "torch": make_torch}
+def _jax_on_all_cores(threads):
+    """JAX, imported here (XLA's CPU client uses every core: it runs only where that is the budget)."""
+    import os
+
+    from conftest import default_threads
+
+    if threads != default_threads():
+        pytest.skip("JAX's CPU threads are fixed when it starts: it runs only on all cores")
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    return pytest.importorskip("jax", reason="JAX is not installed (pip install 'jax[cpu]')")
+
+
+def make_jax(sizes, batch, x, y, threads=None):
+    """JAX as an expert writes it: the whole epoch one jit-compiled ``lax.scan`` over the batches.
+
+    The data lives on the device; each epoch draws a permutation, gathers the batches and runs
+    the scan (plus one step for a last partial batch, as Keras trains it). Adam as Keras'.
+    """
+    jax = _jax_on_all_cores(threads)
+    jnp = jax.numpy
+    key = jax.random.PRNGKey(SEED)
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        key, sub = jax.random.split(key)
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        params.append((jax.random.uniform(sub, (fan_in, fan_out), jnp.float32, -limit, limit),
+                       jnp.zeros(fan_out, jnp.float32)))
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    state = (params, zeros, zeros, jnp.zeros((), jnp.int32))
+
+    def loss_fn(p, xb, yb):
+        h = xb
+        for W, b in p[:-1]:
+            h = jax.nn.relu(h @ W + b)
+        logits = h @ p[-1][0] + p[-1][1]
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1)), logits
+
+    def step(st, batch_xy):
+        p, m, v, t = st
+        xb, yb = batch_xy
+        (loss, logits), g = jax.value_and_grad(loss_fn, has_aux=True)(p, xb, yb)
+        t = t + 1
+        lr = 1e-3 * jnp.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        m = jax.tree_util.tree_map(lambda m_, g_: m_ + (g_ - m_) * 0.1, m, g)
+        v = jax.tree_util.tree_map(lambda v_, g_: v_ + (g_ * g_ - v_) * 0.001, v, g)
+        p = jax.tree_util.tree_map(lambda p_, m_, v_: p_ - lr * m_ / (jnp.sqrt(v_) + 1e-7), p, m, v)
+        return (p, m, v, t), (loss, jnp.sum(jnp.argmax(logits, 1) == yb))
+
+    n = x.shape[0]
+    full = n // batch
+    xd, yd = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
+
+    @jax.jit
+    def epoch_fn(st, k):
+        perm = jax.random.permutation(k, n)
+        idx = perm[:full * batch].reshape(full, batch)
+        st, (losses, correct) = jax.lax.scan(step, st, (xd[idx], yd[idx]))
+        if n % batch:
+            rest = perm[full * batch:]
+            st, (loss, c) = step(st, (xd[rest], yd[rest]))
+            correct = jnp.sum(correct) + c
+        return st, jnp.sum(correct)
+
+    holder = [state, key]
+
+    def epoch():
+        holder[1], sub = jax.random.split(holder[1])
+        holder[0], correct = epoch_fn(holder[0], sub)
+        return int(correct)  # waits for the result
+
+    epoch()  # compile
+    epoch.path = "jax.jit(lax.scan) over the epoch"
+    return epoch
+
+
+def make_keras_jax(sizes, batch, x, y, threads=None):
+    """Keras 3 on the JAX backend, as a Keras user switches to it: ``model.fit``."""
+    _jax_on_all_cores(threads)
+    keras = pytest.importorskip("keras", reason="Keras is not installed")
+    if keras.backend.backend() != "jax":
+        pytest.skip(f"Keras runs on its {keras.backend.backend()} backend here, not JAX")
+    keras.utils.set_random_seed(SEED)
+    model = keras.Sequential([keras.Input(shape=(sizes[0],))]
+                             + [keras.layers.Dense(u, activation=a) for u, a in _layers(sizes)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-7), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # compiles the step for both batch shapes
+
+    def epoch():
+        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+
+    epoch.path = "keras (JAX backend) Sequential.fit"
+    return epoch
+
+
+CONTENDERS = {"cdnn": make_cdnn, "numpy": make_numpy, "sklearn": make_sklearn, "torch": make_torch,
+              "jax": make_jax, "keras-jax": make_keras_jax}
+#: contenders that need the thread count to decide whether they can run
+_NEED_THREADS = {"jax", "keras-jax"}
 
 
 def _bench_epoch(run, settings, fashion, workload, contender, threads):
@@ -181,7 +283,8 @@ def _bench_epoch(run, settings, fashion, workload, contender, threads):
     n = settings.epoch_images(full or len(x))
     x, y = x[:n], y[:n]
     with settings.thread_limit(threads):
-        epoch = CONTENDERS[contender](sizes, batch, x, y)
+        make = CONTENDERS[contender]
+        epoch = make(sizes, batch, x, y, threads=threads) if contender in _NEED_THREADS else make(sizes, batch, x, y)
     run(epoch, group=f"{workload} ({n / 1000:g}k-image epoch)", contender=contender,
         threads=threads, reference=(contender == "cdnn" and threads == settings.threads),
         flops=n * train_flops_per_sample(sizes), samples=n, workload=workload,

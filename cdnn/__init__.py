@@ -17,7 +17,7 @@ except ImportError as _exc:
 
     raise ImportError(_explain(_exc)) from _exc
 from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
-from cdnn import models
+from cdnn import models, saving
 from cdnn._config import build_info, get_num_threads, set_num_threads, show_config
 from cdnn.layers import Input
 from cdnn.models import Sequential, load_model
@@ -49,5 +49,5 @@ for _name, _module in list(_sys.modules.items()):
 del _name, _module
 
 __all__ = ["Sequential", "Input", "load_model", "layers", "models", "optimizers", "losses", "metrics",
-           "callbacks", "datasets", "utils", "activations", "initializers", "build_info", "show_config",
+           "callbacks", "datasets", "utils", "saving", "activations", "initializers", "build_info", "show_config",
            "get_num_threads", "set_num_threads", "keras", "wrappers"]

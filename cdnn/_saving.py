@@ -91,7 +91,7 @@ def _write_atomically(path: str, arrays: dict, overwrite: bool) -> None:
         raise type(exc)(exc.errno, why, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            arrays(f) if callable(arrays) else np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

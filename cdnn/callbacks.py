@@ -178,6 +178,13 @@ class ModelCheckpoint(Callback):
         self.best = initial_value_threshold if initial_value_threshold is not None else (
             -math.inf if self.mode == "max" else math.inf)
 
+    def on_train_begin(self, logs=None) -> None:
+        # a .keras or .h5 checkpoint needs h5py: say so now, not after the first epoch's training
+        if self.filepath.lower().endswith((".keras", ".h5", ".hdf5")):
+            from cdnn.saving import keras_format
+
+            keras_format.h5py()
+
     def _path(self, epoch: int, logs: dict) -> str:
         try:
             return self.filepath.format(epoch=epoch + 1, **logs)

@@ -18,7 +18,9 @@ as a regression test (it runs without the ``fuzz`` marker).
 Targets: ``idx`` (the bytes are an IDX file, raw or gzip), ``model`` (the bytes
 are a model file), ``model_meta`` (the bytes are the JSON architecture record
 of an otherwise valid file), ``model_npy`` (the bytes are one ``.npy`` member
-of an otherwise valid file).
+of an otherwise valid file), ``keras`` (the bytes are a Keras ``.keras``
+archive), ``keras_h5`` (the bytes are the ``model.weights.h5`` member of an
+otherwise valid ``.keras`` archive, and also a ``.weights.h5`` file).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--atheris"]:
 
         import cdnn._saving  # noqa: F401
         import cdnn.datasets._idx  # noqa: F401
+        import cdnn.saving.keras_format  # noqa: F401
 
 import gzip
 import hashlib
@@ -57,7 +60,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CORPUS = HERE / "fuzz_corpus"
-TARGETS = ("idx", "model", "model_meta", "model_npy")
+TARGETS = ("idx", "model", "model_meta", "model_npy", "keras", "keras_h5")
 SECONDS = float(os.environ.get("CDNN_FUZZ_SECONDS", "15"))
 
 
@@ -75,6 +78,8 @@ class Target:
         self.path = self.dir / "input"
         if name.startswith("model"):
             self.meta, self.arrays = template_model_parts(self.dir)
+        if name.startswith("keras"):
+            self.config, self.h5 = template_keras_parts(self.dir)
 
     def __call__(self, data: bytes) -> None:
         getattr(self, "_" + self.name)(data)
@@ -112,6 +117,19 @@ class Target:
         write_parts(self.path, data, self.arrays)
         self._load()
 
+    def _keras(self, data):
+        self.path = self.dir / "input.keras"
+        self.path.write_bytes(data)
+        self._load()
+
+    def _keras_h5(self, data):
+        self.path = self.dir / "input.keras"
+        write_keras_parts(self.path, self.config, data)
+        self._load()
+        self.path = self.dir / "input.weights.h5"
+        self.path.write_bytes(data)
+        self._load()
+
     def _model_npy(self, data):
         write_parts(self.path, json.dumps(self.meta).encode(), self.arrays, raw={"weight_0.npy": data})
         self._load()
@@ -136,9 +154,25 @@ def template_model_file(path: Path) -> Path:
 
 
 def template_model_parts(directory: Path):
-    path = template_model_file(Path(directory) / "template.keras")
+    path = template_model_file(Path(directory) / "template.cdnn")
     with np.load(path) as z:
         return json.loads(z["__cdnn__"].tobytes()), {k: z[k] for k in z.files if k != "__cdnn__"}
+
+
+def template_keras_parts(directory: Path):
+    path = Path(directory) / "template.keras"
+    model = template_model()
+    model.fit(np.random.default_rng(0).random((8, 4), dtype=np.float32), np.arange(8) % 2, verbose=0)
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        return z.read("config.json"), z.read("model.weights.h5")
+
+
+def write_keras_parts(path: Path, config: bytes, h5: bytes) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", b'{"keras_version": "3.15.1"}')
+        z.writestr("config.json", config)
+        z.writestr("model.weights.h5", h5)
 
 
 def write_parts(path: Path, meta: bytes, arrays: dict, raw: dict | None = None) -> None:
@@ -165,9 +199,14 @@ def seeds(target: str, directory: Path) -> list[bytes]:
                 rng.integers(0, 256, shape, dtype=np.uint8).tobytes()
             out += [raw, gzip.compress(raw, mtime=0)]
         return out
+    if target.startswith("keras"):
+        config, h5 = template_keras_parts(directory)
+        if target == "keras":
+            return [(directory / "template.keras").read_bytes()]
+        return [h5]
     meta, arrays = template_model_parts(directory)
     if target == "model":
-        return [template_model_file(directory / "seed.keras").read_bytes()]
+        return [template_model_file(directory / "seed.cdnn").read_bytes()]
     if target == "model_meta":
         return [json.dumps(meta).encode()]
     buf = io.BytesIO()

@@ -110,7 +110,7 @@ def same_predictions(x_odd, x_ref, **model_args):
     assert got.dtype == np.float32 and np.array_equal(got, want), "converted input gives other predictions"
 
 
-def saved_model_file(name="good.keras", fitted=True):
+def saved_model_file(name="good.cdnn", fitted=True):
     model = dense_model(features=6, units=3)
     if fitted:
         model.fit(*samples(12, 6, 3), verbose=0)
@@ -644,7 +644,7 @@ def unbuilt_model_is_built_by_predict_and_summarised():
 @case(ValueError, "not been built", "save")
 def save_an_unbuilt_model():
     keras = _keras()
-    keras.Sequential([keras.layers.Dense(2)]).save(TMP / "unbuilt.keras")
+    keras.Sequential([keras.layers.Dense(2)]).save(TMP / "unbuilt.cdnn")
 
 
 # ---- set_weights
@@ -749,18 +749,18 @@ def _bad_model(name, change):
 @case(ModelFileError, "truncated")
 def truncated_model_file():
     data = saved_model_file().read_bytes()
-    (TMP / "cut.keras").write_bytes(data[: len(data) // 2])
-    load(TMP / "cut.keras")
+    (TMP / "cut.cdnn").write_bytes(data[: len(data) // 2])
+    load(TMP / "cut.cdnn")
 
 
 @case(ModelFileError, "architecture", "layer list")
 def model_file_with_a_wrong_architecture():
-    _bad_model("arch.keras", lambda m, a: ({**m, "config": {"name": "x", "layers": "Dense"}}, a))
+    _bad_model("arch.cdnn", lambda m, a: ({**m, "config": {"name": "x", "layers": "Dense"}}, a))
 
 
 @case(ModelFileError, "weight array 0", "(5, 3)", "expected float32 (6, 3)")
 def model_file_with_arrays_of_the_wrong_shape():
-    _bad_model("shape.keras", lambda m, a: (m, {**a, "weight_0": np.zeros((5, 3), np.float32)}))
+    _bad_model("shape.cdnn", lambda m, a: (m, {**a, "weight_0": np.zeros((5, 3), np.float32)}))
 
 
 class Payload:
@@ -777,36 +777,36 @@ def model_file_with_a_pickled_object():
     evil = np.empty(1, dtype=object)
     evil[0] = Payload(marker)
     try:
-        _bad_model("evil.keras", lambda m, a: (m, {**a, "weight_1": evil}))
+        _bad_model("evil.cdnn", lambda m, a: (m, {**a, "weight_1": evil}))
     finally:
         assert not os.path.exists(marker), "loading the file ran code from it"
 
 
 @case(ModelFileError, "not a cdnn model file")
 def model_file_that_is_not_a_zip():
-    (TMP / "text.keras").write_bytes(b"just some text, not a model\n" * 10)
-    load(TMP / "text.keras")
+    (TMP / "text.cdnn").write_bytes(b"just some text, not a model\n" * 10)
+    load(TMP / "text.cdnn")
 
 
 @case(ModelFileError, "not a cdnn model file")
 def model_file_that_is_a_pickle():
     marker = str(TMP / "pwned2")
-    (TMP / "p.keras").write_bytes(pickle.dumps(Payload(marker)))
+    (TMP / "p.cdnn").write_bytes(pickle.dumps(Payload(marker)))
     try:
-        load(TMP / "p.keras")
+        load(TMP / "p.cdnn")
     finally:
         assert not os.path.exists(marker)
 
 
 @case(ModelFileError, "not a cdnn model file")
 def model_file_that_is_a_directory():
-    (TMP / "dir.keras").mkdir(exist_ok=True)
-    load(TMP / "dir.keras")
+    (TMP / "dir.cdnn").mkdir(exist_ok=True)
+    load(TMP / "dir.cdnn")
 
 
-@case(FileNotFoundError, "nowhere.keras")
+@case(FileNotFoundError, "nowhere.cdnn")
 def model_file_that_does_not_exist():
-    load(TMP / "nowhere.keras")
+    load(TMP / "nowhere.cdnn")
 
 
 @case(ModelFileError, "declares", "(8589934592,)", seconds=2)
@@ -814,22 +814,22 @@ def model_file_whose_array_header_promises_32_gib():
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (2**33,)})
     meta, arrays = model_file_parts(saved_model_file())
-    write_model_file(TMP / "bomb.keras", meta, arrays)
-    with zipfile.ZipFile(TMP / "bomb.keras", "a") as z:
+    write_model_file(TMP / "bomb.cdnn", meta, arrays)
+    with zipfile.ZipFile(TMP / "bomb.cdnn", "a") as z:
         z.writestr("weight_9.npy", buf.getvalue() + bytes(64))
-    load(TMP / "bomb.keras")
+    load(TMP / "bomb.cdnn")
 
 
 @case(ModelFileError, "architecture record", "corrupted")
 def model_file_with_deeply_nested_json():
     meta, arrays = model_file_parts(saved_model_file())
-    write_model_file(TMP / "deep.keras", b"[" * 100000 + b"]" * 100000, arrays)
-    load(TMP / "deep.keras")
+    write_model_file(TMP / "deep.cdnn", b"[" * 100000 + b"]" * 100000, arrays)
+    load(TMP / "deep.cdnn")
 
 
 @case(ModelFileError, "iteration", "2**62")
 def model_file_with_an_iteration_count_beyond_64_bits():
-    _bad_model("iters.keras", lambda m, a: ({**m, "compile": {**m["compile"], "iterations": 2**70}}, a))
+    _bad_model("iters.cdnn", lambda m, a: ({**m, "compile": {**m["compile"], "iterations": 2**70}}, a))
 
 
 @case(ModelFileError, "units", limit=True, seconds=2)
@@ -838,15 +838,15 @@ def model_file_with_a_dense_layer_of_2_31_units():
         meta = json.loads(json.dumps(meta))
         meta["config"]["layers"][0]["config"]["units"] = 2**31
         return meta, arrays
-    _bad_model("huge.keras", change)
+    _bad_model("huge.cdnn", change)
 
 
 @case(ModelFileError, "input shape")
 def weights_file_without_a_usable_input_shape():
     keras = _keras()
     meta, arrays = model_file_parts(saved_model_file())
-    write_model_file(TMP / "w.keras", {**meta, "config": {**meta["config"], "input_shape": [[6]]}}, arrays)
-    keras.Sequential([keras.layers.Dense(3)]).load_weights(TMP / "w.keras")
+    write_model_file(TMP / "w.cdnn", {**meta, "config": {**meta["config"], "input_shape": [[6]]}}, arrays)
+    keras.Sequential([keras.layers.Dense(3)]).load_weights(TMP / "w.cdnn")
 
 
 # ---- IDX files
@@ -1248,7 +1248,7 @@ def child_interrupted_fit(tmp):
     out["weights_after_batches"] = matched[0]
     # usable and savable
     pred = model.predict(x[:100], verbose=0)
-    path = Path(tmp) / "interrupted.keras"
+    path = Path(tmp) / "interrupted.cdnn"
     model.save(path)
     loaded = keras.models.load_model(path)
     out["reload_same"] = bool(np.array_equal(loaded.predict(x[:100], verbose=0), pred))
@@ -1329,7 +1329,7 @@ def test_sigkill_during_save_keeps_the_previous_file(tmp_path):
     """20 children saving in a loop are killed at random moments; the file always loads, and the only stray
     file is at most one temporary: the last killed save's (the next save removes it)."""
     keras = _keras()
-    path = tmp_path / "m.keras"
+    path = tmp_path / "m.cdnn"
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--run", "save_loop", str(path), "once"],
                    check=True, env=child_env(), cwd=REPO, capture_output=True, timeout=120)
     rng = random.Random(1)
@@ -1342,8 +1342,8 @@ def test_sigkill_during_save_keeps_the_previous_file(tmp_path):
         proc.kill()
         proc.communicate()
         names = sorted(p.name for p in tmp_path.iterdir())
-        temps = _temporaries(tmp_path, "m.keras", ".tmp")
-        assert set(names) - set(temps) == {"m.keras"}, names
+        temps = _temporaries(tmp_path, "m.cdnn", ".tmp")
+        assert set(names) - set(temps) == {"m.cdnn"}, names
         assert len(temps) <= 1, f"temporaries of killed saves pile up: {temps}"
         left_a_temporary += len(temps)
         model = keras.models.load_model(path)
@@ -1365,7 +1365,7 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path, monkeypatch):
     from cdnn.datasets import _fetch
 
     host, dead = _saving._host(), _dead_pid()
-    for kind, name, suffix in (("save", "m.keras", ".tmp"), ("download", "t10k-labels-idx1-ubyte.gz", ".part")):
+    for kind, name, suffix in (("save", "m.cdnn", ".tmp"), ("download", "t10k-labels-idx1-ubyte.gz", ".part")):
         directory = tmp_path / kind
         directory.mkdir()
         stale = f".{name}.{host}-{dead}.k1x2{suffix}"
@@ -1505,10 +1505,10 @@ def child_leak_loop(tmp, iterations):
     cdnn.set_num_threads(1)
     rng = np.random.default_rng(0)
     x, y = rng.random((512, 64), dtype=np.float32), rng.integers(0, 10, 512)
-    path = Path(tmp) / "m.keras"
+    path = Path(tmp) / "m.cdnn"
     bad_x = x.copy()
     bad_x[3, 3] = np.nan
-    bad_file = Path(tmp) / "bad.keras"
+    bad_file = Path(tmp) / "bad.cdnn"
     bad_file.write_bytes(b"PK\x03\x04" + bytes(100))
     rss = []
     for i in range(int(iterations)):
@@ -1617,9 +1617,9 @@ def test_a_diverging_run_reports_nan_and_terminate_on_nan_stops_it(tmp_path, cap
     losses = model.fit(x, y, epochs=5, batch_size=32, verbose=0).history["loss"]
     assert len(losses) == 5 and not np.isfinite(losses).all(), losses
     assert np.isnan(model.predict(x[:4], verbose=0)).any()       # NaN weights predict NaN, no crash
-    model.save(tmp_path / "nan.keras")                           # saving works; loading refuses the NaN
+    model.save(tmp_path / "nan.cdnn")                           # saving works; loading refuses the NaN
     with pytest.raises(ModelFileError, match="NaN"):
-        keras.models.load_model(tmp_path / "nan.keras")
+        keras.models.load_model(tmp_path / "nan.cdnn")
 
     model = diverging()
     capsys.readouterr()

@@ -111,7 +111,7 @@ def test_save_and_load_model_round_trip(tmp_path):
     x, y = blobs()
     model = make_model(optimizer=keras.optimizers.RMSprop(learning_rate=0.003, momentum=0.5), name="내 모델")
     model.fit(x, y, epochs=2, verbose=0)
-    path = tmp_path / "model.keras"
+    path = tmp_path / "model.cdnn"
     model.save(path)
     loaded = keras.models.load_model(path)
     assert loaded.name == "내 모델"
@@ -136,8 +136,8 @@ def test_loaded_model_resumes_training_identically(tmp_path, optimizer):
     x, y = blobs()
     model = make_model(optimizer=optimizer)
     model.fit(x, y, epochs=2, verbose=0)
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
+    model.save(tmp_path / "m.cdnn")
+    loaded = keras.models.load_model(tmp_path / "m.cdnn")
     keras.utils.set_random_seed(77)
     h1 = model.fit(x, y, epochs=2, verbose=0)
     keras.utils.set_random_seed(77)
@@ -152,8 +152,8 @@ def test_a_fresh_optimizer_does_not_resume_identically(tmp_path):
     x, y = blobs()
     model = make_model()
     model.fit(x, y, epochs=2, verbose=0)
-    model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    model.save(tmp_path / "m.cdnn")
+    loaded = keras.models.load_model(tmp_path / "m.cdnn", compile=False)
     assert not loaded.compiled
     loaded.compile(optimizer="adam", loss=SCCE, metrics=["accuracy"])
     keras.utils.set_random_seed(77)
@@ -166,14 +166,14 @@ def test_a_fresh_optimizer_does_not_resume_identically(tmp_path):
 def test_save_untrained_and_uncompiled_models(tmp_path):
     x, y = blobs()
     compiled = make_model()
-    compiled.save(tmp_path / "c.keras")
-    loaded = keras.models.load_model(tmp_path / "c.keras")
+    compiled.save(tmp_path / "c.cdnn")
+    loaded = keras.models.load_model(tmp_path / "c.cdnn")
     assert loaded.compiled and loaded.optimizer.iterations == 0
     loaded.fit(x, y, verbose=0)
 
     bare = keras.Sequential([keras.layers.Flatten(input_shape=(2, 5)), keras.layers.Dense(3, activation="tanh")])
-    bare.save(tmp_path / "b.keras")
-    loaded = keras.models.load_model(tmp_path / "b.keras")
+    bare.save(tmp_path / "b.cdnn")
+    loaded = keras.models.load_model(tmp_path / "b.cdnn")
     assert not loaded.compiled and loaded.input_shape == (None, 2, 5)
     x3 = x.reshape(-1, 2, 5)
     np.testing.assert_array_equal(loaded.predict(x3, verbose=0), bare.predict(x3, verbose=0))
@@ -182,12 +182,12 @@ def test_save_untrained_and_uncompiled_models(tmp_path):
 def test_unbuilt_model_cannot_be_saved(tmp_path):
     model = keras.Sequential([keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="not been built"):
-        model.save(tmp_path / "m.keras")
-    assert not (tmp_path / "m.keras").exists()
+        model.save(tmp_path / "m.cdnn")
+    assert not (tmp_path / "m.cdnn").exists()
 
 
 def test_overwrite_false_keeps_the_existing_file(tmp_path):
-    path = tmp_path / "m.keras"
+    path = tmp_path / "m.cdnn"
     path.write_bytes(b"old")
     with pytest.raises(FileExistsError):
         make_model().save(path, overwrite=False)
@@ -197,11 +197,11 @@ def test_overwrite_false_keeps_the_existing_file(tmp_path):
 def test_file_holds_plain_arrays_and_json(tmp_path):
     model = make_model()
     model.fit(*blobs(), verbose=0)
-    model.save(tmp_path / "m.keras")
-    meta, arrays = saved_meta(tmp_path / "m.keras")   # np.load's default allow_pickle=False reads it all
+    model.save(tmp_path / "m.cdnn")
+    meta, arrays = saved_meta(tmp_path / "m.cdnn")   # np.load's default allow_pickle=False reads it all
     assert meta["format"] == "cdnn-model" and meta["kind"] == "model"
     assert all(a.dtype == np.float32 for a in arrays.values())
-    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+    with zipfile.ZipFile(tmp_path / "m.cdnn") as z:
         assert all(name.endswith(".npy") for name in z.namelist())
 
 
@@ -212,36 +212,36 @@ def test_save_weights_and_load_weights(tmp_path):
     x, y = blobs()
     model = make_model()
     model.fit(x, y, verbose=0)
-    model.save_weights(tmp_path / "w.weights.h5")
+    model.save_weights(tmp_path / "w.weights.cdnn")
     other = make_model()
     assert not np.array_equal(other.get_weights()[0], model.get_weights()[0])
-    other.load_weights(tmp_path / "w.weights.h5")
+    other.load_weights(tmp_path / "w.weights.cdnn")
     assert_weights_equal(other.get_weights(), model.get_weights())
     np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
     # an unbuilt model of the same layers is built from the file's input shape
     unbuilt = keras.Sequential([keras.layers.Dense(12, activation="relu"), keras.layers.Dropout(0.2),
                                 keras.layers.Dense(4, activation="softmax")])
-    unbuilt.load_weights(tmp_path / "w.weights.h5")
+    unbuilt.load_weights(tmp_path / "w.weights.cdnn")
     assert_weights_equal(unbuilt.get_weights(), model.get_weights())
     # a whole-model file also provides weights
-    model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.cdnn")
     third = make_model()
-    third.load_weights(tmp_path / "m.keras")
+    third.load_weights(tmp_path / "m.cdnn")
     assert_weights_equal(third.get_weights(), model.get_weights())
 
 
 def test_load_weights_into_another_architecture_is_refused(tmp_path):
-    make_model().save_weights(tmp_path / "w.weights.h5")
+    make_model().save_weights(tmp_path / "w.weights.cdnn")
     wider = keras.Sequential([keras.layers.Dense(13, activation="relu", input_shape=(10,)),
                               keras.layers.Dense(4, activation="softmax")])
     before = wider.get_weights()
     with pytest.raises(ModelFileError, match=r"weight array 0 .*\(10, 13\)"):
-        wider.load_weights(tmp_path / "w.weights.h5")
+        wider.load_weights(tmp_path / "w.weights.cdnn")
     assert_weights_equal(wider.get_weights(), before)
     deeper = keras.Sequential([keras.layers.Dense(12, input_shape=(10,)), keras.layers.Dense(12),
                                keras.layers.Dense(4, activation="softmax")])
     with pytest.raises(ModelFileError, match="6"):
-        deeper.load_weights(tmp_path / "w.weights.h5")
+        deeper.load_weights(tmp_path / "w.weights.cdnn")
 
 
 # --------------------------------------------------------------------------- hostile and damaged files
@@ -260,60 +260,60 @@ class Payload:
 def test_pickled_object_arrays_are_refused_without_running_them(tmp_path):
     marker = tmp_path / "pwned"
     good = make_model()
-    good.save(tmp_path / "good.keras")
-    meta, arrays = saved_meta(tmp_path / "good.keras")
+    good.save(tmp_path / "good.cdnn")
+    meta, arrays = saved_meta(tmp_path / "good.cdnn")
     evil = np.empty(1, dtype=object)
     evil[0] = Payload(str(marker))
     arrays["weight_0"] = evil
-    write_npz(tmp_path / "evil.keras", meta, **arrays)
+    write_npz(tmp_path / "evil.cdnn", meta, **arrays)
     # sanity: the file really executes code when unpickled
-    with np.load(tmp_path / "evil.keras", allow_pickle=True) as z:
+    with np.load(tmp_path / "evil.cdnn", allow_pickle=True) as z:
         z["weight_0"]
     assert marker.exists()
     marker.unlink()
 
     for load in (keras.models.load_model, make_model().load_weights):
         with pytest.raises(ModelFileError, match="pickle"):
-            load(tmp_path / "evil.keras")
+            load(tmp_path / "evil.cdnn")
         assert not marker.exists()
 
 
 def test_a_plain_pickle_file_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
-    (tmp_path / "evil.keras").write_bytes(pickle.dumps(Payload(str(marker))))
+    (tmp_path / "evil.cdnn").write_bytes(pickle.dumps(Payload(str(marker))))
     with pytest.raises(ModelFileError, match="not a cdnn model file"):
-        keras.models.load_model(tmp_path / "evil.keras")
+        keras.models.load_model(tmp_path / "evil.cdnn")
     assert not marker.exists()
 
 
 @pytest.mark.parametrize("keep", [0, 10, 0.5, 0.9, -1])
 def test_truncated_files_are_refused(tmp_path, keep):
     model = make_model()
-    model.save(tmp_path / "m.keras")
-    data = (tmp_path / "m.keras").read_bytes()
+    model.save(tmp_path / "m.cdnn")
+    data = (tmp_path / "m.cdnn").read_bytes()
     cut = keep if isinstance(keep, int) and keep >= 0 else int(len(data) * keep) if keep > 0 else len(data) - 1
-    (tmp_path / "cut.keras").write_bytes(data[:cut])
-    with pytest.raises(ModelFileError, match="cut.keras"):
-        keras.models.load_model(tmp_path / "cut.keras")
+    (tmp_path / "cut.cdnn").write_bytes(data[:cut])
+    with pytest.raises(ModelFileError, match="cut.cdnn"):
+        keras.models.load_model(tmp_path / "cut.cdnn")
 
 
 def test_corrupted_bytes_inside_the_archive_are_refused(tmp_path):
     model = make_model()
-    model.save(tmp_path / "m.keras")
-    data = bytearray((tmp_path / "m.keras").read_bytes())
-    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+    model.save(tmp_path / "m.cdnn")
+    data = bytearray((tmp_path / "m.cdnn").read_bytes())
+    with zipfile.ZipFile(tmp_path / "m.cdnn") as z:
         info = z.getinfo("weight_0.npy")
     data[info.header_offset + 200] ^= 0xFF    # inside weight_0's data: the zip's CRC no longer matches
-    (tmp_path / "bad.keras").write_bytes(bytes(data))
+    (tmp_path / "bad.cdnn").write_bytes(bytes(data))
     with pytest.raises(ModelFileError):
-        keras.models.load_model(tmp_path / "bad.keras")
+        keras.models.load_model(tmp_path / "bad.cdnn")
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", b"PK\x03\x04 not really a zip"])
 def test_files_that_are_not_zip_archives_are_refused(tmp_path, content):
-    (tmp_path / "x.keras").write_bytes(content)
+    (tmp_path / "x.cdnn").write_bytes(content)
     with pytest.raises(ModelFileError, match="not a cdnn model file"):
-        keras.models.load_model(tmp_path / "x.keras")
+        keras.models.load_model(tmp_path / "x.cdnn")
 
 
 def test_a_bare_npy_array_is_refused(tmp_path):
@@ -329,21 +329,21 @@ def test_a_foreign_npz_is_refused(tmp_path):
 
 
 def test_a_zip_with_raw_members_is_refused(tmp_path):
-    with zipfile.ZipFile(tmp_path / "z.keras", "w") as z:
+    with zipfile.ZipFile(tmp_path / "z.cdnn", "w") as z:
         z.writestr("__cdnn__", b"{}")
         z.writestr("weight_0", b"\x00" * 8)
     with pytest.raises(ModelFileError):
-        keras.models.load_model(tmp_path / "z.keras")
+        keras.models.load_model(tmp_path / "z.cdnn")
 
 
 def test_a_missing_file():
-    with pytest.raises(FileNotFoundError, match="nowhere.keras"):
-        keras.models.load_model("/nonexistent/nowhere.keras")
+    with pytest.raises(FileNotFoundError, match="nowhere.cdnn"):
+        keras.models.load_model("/nonexistent/nowhere.cdnn")
 
 
 def good_meta_and_arrays(tmp_path):
-    make_model().save(tmp_path / "good.keras")
-    return saved_meta(tmp_path / "good.keras")
+    make_model().save(tmp_path / "good.cdnn")
+    return saved_meta(tmp_path / "good.cdnn")
 
 
 def edit(meta, path, value):
@@ -380,9 +380,9 @@ def edit(meta, path, value):
 def test_wrong_architecture_records_are_refused(tmp_path, change, message):
     meta, arrays = good_meta_and_arrays(tmp_path)
     meta = change(meta)
-    write_npz(tmp_path / "bad.keras", meta, **arrays)
+    write_npz(tmp_path / "bad.cdnn", meta, **arrays)
     with pytest.raises(ModelFileError, match=message):
-        keras.models.load_model(tmp_path / "bad.keras")
+        keras.models.load_model(tmp_path / "bad.cdnn")
 
 
 @pytest.mark.parametrize("name, array, message", [
@@ -397,22 +397,22 @@ def test_weight_arrays_of_wrong_shape_dtype_or_value_are_refused(tmp_path, name,
         del arrays[name]
     else:
         arrays[name] = array
-    write_npz(tmp_path / "bad.keras", meta, **arrays)
+    write_npz(tmp_path / "bad.cdnn", meta, **arrays)
     with pytest.raises(ModelFileError, match=message):
-        keras.models.load_model(tmp_path / "bad.keras")
+        keras.models.load_model(tmp_path / "bad.cdnn")
     with pytest.raises(ModelFileError, match=message):
-        make_model().load_weights(tmp_path / "bad.keras")
+        make_model().load_weights(tmp_path / "bad.cdnn")
 
 
 def test_optimizer_slots_of_wrong_shape_are_refused(tmp_path):
     model = make_model()
     model.fit(*blobs(), verbose=0)
-    model.save(tmp_path / "m.keras")
-    meta, arrays = saved_meta(tmp_path / "m.keras")
+    model.save(tmp_path / "m.cdnn")
+    meta, arrays = saved_meta(tmp_path / "m.cdnn")
     arrays["slot_0"] = np.zeros((3, 3), np.float32)
-    write_npz(tmp_path / "bad.keras", meta, **arrays)
+    write_npz(tmp_path / "bad.cdnn", meta, **arrays)
     with pytest.raises(ModelFileError, match="slot 0"):
-        keras.models.load_model(tmp_path / "bad.keras")
+        keras.models.load_model(tmp_path / "bad.cdnn")
 
 
 def test_model_file_error_is_a_value_error():
@@ -425,7 +425,7 @@ def test_model_file_error_is_a_value_error():
 def test_interrupted_save_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
     x, y = blobs()
     model = make_model()
-    path = tmp_path / "m.keras"
+    path = tmp_path / "m.cdnn"
     model.save(path)
     before = model.predict(x, verbose=0)
     model.fit(x, y, verbose=0)
@@ -442,16 +442,16 @@ def test_interrupted_save_leaves_the_previous_file_and_no_temporary(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         model.save(path)
     with pytest.raises(KeyboardInterrupt):
-        model.save_weights(tmp_path / "w.weights.h5")
+        model.save_weights(tmp_path / "w.weights.cdnn")
     monkeypatch.setattr(saving.np, "savez", real_savez)
 
-    assert sorted(os.listdir(tmp_path)) == ["m.keras"]
+    assert sorted(os.listdir(tmp_path)) == ["m.cdnn"]
     np.testing.assert_array_equal(keras.models.load_model(path).predict(x, verbose=0), before)
 
 
 def test_save_into_a_missing_directory_fails_cleanly(tmp_path):
     with pytest.raises(OSError):
-        make_model().save(tmp_path / "no" / "such" / "m.keras")
+        make_model().save(tmp_path / "no" / "such" / "m.cdnn")
     assert os.listdir(tmp_path) == []
 
 
@@ -463,14 +463,14 @@ def test_saved_files_get_the_mode_of_an_ordinary_open(tmp_path, umask):
     model.fit(x, y, verbose=0)
     old = os.umask(umask)
     try:
-        model.save(tmp_path / "m.keras")
-        model.save_weights(tmp_path / "w.weights.h5")
-        model.fit(x, y, verbose=0, callbacks=[keras.callbacks.ModelCheckpoint(str(tmp_path / "c" / "ck.keras"))])
+        model.save(tmp_path / "m.cdnn")
+        model.save_weights(tmp_path / "w.weights.cdnn")
+        model.fit(x, y, verbose=0, callbacks=[keras.callbacks.ModelCheckpoint(str(tmp_path / "c" / "ck.cdnn"))])
     finally:
         os.umask(old)
-    for path in (tmp_path / "m.keras", tmp_path / "w.weights.h5", tmp_path / "c" / "ck.keras"):
+    for path in (tmp_path / "m.cdnn", tmp_path / "w.weights.cdnn", tmp_path / "c" / "ck.cdnn"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "m.keras", "w.weights.h5"]  # no temporaries
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "m.cdnn", "w.weights.cdnn"]  # no temporaries
 
 
 def test_temporary_names_are_new_files_and_say_whose_they_are(tmp_path):
@@ -490,8 +490,8 @@ def test_a_save_that_cannot_be_written_names_the_users_path(tmp_path):
     """Not the hidden temporary the save writes first."""
     model = make_model()
     with pytest.raises(FileNotFoundError, match=f"folder {tmp_path}/missing does not exist") as err:
-        model.save(tmp_path / "missing" / "m.keras")
-    assert err.value.filename == str(tmp_path / "missing" / "m.keras")
+        model.save(tmp_path / "missing" / "m.cdnn")
+    assert err.value.filename == str(tmp_path / "missing" / "m.cdnn")
     with pytest.raises(IsADirectoryError, match="is a folder, expected a file path"):
         model.save_weights(tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cdnn import _core, _naming, _random, _saving, callbacks as callbacks_module
+from cdnn import _core, _naming, _random, _saving, callbacks as callbacks_module, saving
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
@@ -608,15 +608,35 @@ class Sequential:
 
     def save(self, filepath, overwrite: bool = True) -> None:
         """Save architecture, weights, compile settings and optimizer state to one file (atomically)."""
-        _saving.save_model(self, filepath, overwrite=overwrite)
+        saving.save_model(self, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath, overwrite: bool = True) -> None:
         """Save the weights only (atomically)."""
-        _saving.save_weights(self, filepath, overwrite=overwrite)
+        saving.save_weights(self, filepath, overwrite=overwrite)
 
     def load_weights(self, filepath) -> None:
         """Load weights saved by :meth:`save_weights` or :meth:`save` from a model of the same architecture."""
-        _saving.load_weights(self, filepath)
+        saving.load_weights(self, filepath)
+
+    def export(self, filepath, format: str = "tf_saved_model", verbose=None, input_signature=None, **kwargs) -> None:
+        """Write the inference graph for other runtimes: ``format="onnx"`` (needs the ``onnx`` package).
+
+        Keras' other formats (TensorFlow SavedModel, LiteRT, OpenVINO) are refused: cdnn has no
+        TensorFlow to write them with.
+        """
+        if format != "onnx":
+            raise ValueError(f"Invalid value for argument `format`: cdnn exports format='onnx', received "
+                             f"format={format!r} (Keras' default, 'tf_saved_model', needs TensorFlow)")
+        from cdnn.export import export_onnx
+
+        opset = kwargs.pop("opset_version", None)
+        if kwargs:
+            raise TypeError(f"export: unsupported argument(s) {sorted(kwargs)}")
+        export_onnx(self, filepath, verbose=verbose, input_signature=input_signature, opset_version=opset)
+
+    def to_json(self, **kwargs) -> str:
+        """The architecture as Keras 3 serializes it (``keras.models.model_from_json`` rebuilds it)."""
+        return saving.model_to_json(self, **kwargs)
 
     def get_config(self) -> dict:
         """The architecture as plain data."""
@@ -685,4 +705,4 @@ class Sequential:
 
 def load_model(filepath, compile: bool = True) -> Sequential:
     """Read a model written by :meth:`Sequential.save`. Never unpickles or runs anything from the file."""
-    return _saving.load_model(filepath, compile=compile)
+    return saving.load_model(filepath, compile=compile)

@@ -1,0 +1,16 @@
+"""``keras.models.clone_model``: the same architecture with new weights."""
+from __future__ import annotations
+
+
+def clone_model(model, input_tensors=None, clone_function=None, **kwargs):
+    """A new, uncompiled model with ``model``'s architecture and freshly initialized weights (as Keras).
+
+    ``input_tensors`` and ``clone_function`` are not supported (they are refused, not ignored).
+    """
+    from cdnn import _saving
+
+    if input_tensors is not None or clone_function is not None or kwargs:
+        given = [k for k, v in (("input_tensors", input_tensors), ("clone_function", clone_function)) if v is not None]
+        raise ValueError(f"clone_model: unsupported argument(s) {given + sorted(kwargs)}: cdnn clones the "
+                         f"architecture as it is")
+    return _saving._model_from_config(f"<clone of {model.name}>", model.get_config())

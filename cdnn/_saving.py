@@ -23,6 +23,7 @@ import math
 import os
 import socket
 import zipfile
+from typing import BinaryIO, Callable
 
 import numpy as np
 from cdnn._files import create_temporary as _create_temporary
@@ -75,7 +76,7 @@ def _remove_stale_temporaries(path: str) -> None:
             pass
 
 
-def _write_atomically(path: str, arrays: dict, overwrite: bool) -> None:
+def _write_atomically(path: str, arrays: dict | Callable[[BinaryIO], object], overwrite: bool) -> None:
     path = os.fspath(path)
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists and overwrite=False")

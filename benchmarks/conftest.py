@@ -37,7 +37,7 @@ import pytest
 #: Pause before each benchmark: the previous contender's idle BLAS/OpenMP threads
 #: busy-wait for a while after their last call (OpenBLAS ~0.1 s) and would
 #: take a core from the next contender. Measured: cdnn's 128x784x512 GEMM right
-#: after NumPy's ran at 25-39 GFLOP/s, after a 0.2 s pause at 82-94 (/tmp/w/g2.py).
+#: after NumPy's ran at 25-39 GFLOP/s, after a 0.2 s pause at 82-94.
 SETTLE_SECONDS = 0.3
 #: Seconds that a benchmark's rounds fill when ``--benchmark-max-time`` is not given
 #: (pytest-benchmark's default, 1 s, is for its own calibrated mode, which pedantic

@@ -19,6 +19,19 @@ line of each bar is written, once, without colours or carriage returns.
 Metric values are averaged over the steps (weighted by each update's step
 increment), except names listed in ``stateful_metrics``, which are shown as
 given.  A finalizing update always shows the values it is given.
+
+The time per step leaves out the first step's time, as Keras does: it pays
+for start-up work (in Keras the tracing, in cdnn the core's workspace and
+threads).  ``fit`` updates the bar once per run of batches, not per batch, so
+it marks the first run with :meth:`Progbar.warm_up` instead: the bar is first
+drawn after it, with an estimate from the steps that followed.  The ETA
+comes from the pace of about the last second (``ETA_WINDOW``), where Keras
+uses the average since the start: the two agree while the pace is steady,
+and when it changes (``fit`` moving to one thread on a busy machine) the ETA
+follows within a second instead of staying off for the rest of the epoch.
+
+While interactive logging is off (``cdnn.utils.disable_interactive_logging()``)
+the bar writes each line it would draw to the ``cdnn`` logger instead.
 """
 
 from __future__ import annotations
@@ -27,7 +40,10 @@ import math
 import os
 import sys
 import time
+from collections import deque
 from typing import Iterable, TextIO
+
+from cdnn import _io_utils
 
 __all__ = ["Progbar", "epoch_header"]
 
@@ -39,6 +55,8 @@ _GREEN = "\x1b[32m"
 _WHITE = "\x1b[37m"
 _RESET = "\x1b[0m"
 _BAR_CHAR = "━"
+#: seconds of recent progress the ETA is estimated from
+ETA_WINDOW = 1.0
 
 
 def epoch_header(epoch: int, epochs: int) -> str:
@@ -97,13 +115,16 @@ class Progbar:
         self.stateful_metrics = set(stateful_metrics or ())
         self.unit_name = unit_name
         self._stream = stream
-        self._dynamic_display = _is_interactive(self.stream)
+        self._dynamic_display = _io_utils.is_interactive_logging_enabled() and _is_interactive(self.stream)
         # name -> [weighted sum, weight]; dicts keep the order names arrive in.
         self._values: dict[str, list[float]] = {}
         self._seen_so_far = 0
         self._start = _clock()
         self._last_update = -math.inf
-        self._time_after_first_step: float | None = None
+        # (time, steps) the time per step is measured from: after the first step, or the warm-up
+        self._rate_origin: tuple[float, int] | None = None
+        # (time, steps) of the updates in the last ETA_WINDOW seconds, and the newest one before them
+        self._recent: deque[tuple[float, int]] = deque([(self._start, 0)])
         self._prev_total_width = 0
 
     @property
@@ -139,15 +160,26 @@ class Progbar:
 
         now = _clock()
         time_per_unit = self._estimate_step_duration(current, now)
+        recent_time_per_unit = self._recent_step_duration(current, now, time_per_unit)
         if self.verbose == 1:
             if not finalize and (
                 not self._dynamic_display or now - self._last_update < self.interval
             ):
                 return
-            self._write(self._redraw(current, now, time_per_unit, finalize))
+            self._write(self._redraw(current, now, time_per_unit, finalize, recent_time_per_unit))
         elif self.verbose == 2 and finalize and self._has_target():
             self._write(self._summary_line(current, now, time_per_unit))
         self._last_update = now
+
+    def warm_up(self, current: int) -> None:
+        """Record that the first ``current`` steps are done, without drawing.
+
+        They paid for start-up work, so the time per step is measured from
+        here on; the bar is drawn at the next update with that estimate.
+        """
+        self._seen_so_far = current
+        self._rate_origin = (_clock(), current)
+        self._recent = deque([self._rate_origin])
 
     def add(self, n: int, values: list[tuple[str, float]] | None = None) -> None:
         """Advance the bar by ``n`` steps (see :meth:`update`)."""
@@ -168,15 +200,28 @@ class Progbar:
             self._values[name] = [value * steps, steps]
 
     def _estimate_step_duration(self, current: int, now: float) -> float:
-        """Return the estimated seconds per step, ignoring the (slow) first step."""
+        """Return the estimated seconds per step, ignoring the (slow) first step or warm-up."""
         if not current:
             return 0.0
-        if self._time_after_first_step is not None and current > 1:
-            time_per_unit = (now - self._time_after_first_step) / (current - 1)
+        origin = self._rate_origin
+        if origin is not None and current > origin[1]:
+            time_per_unit = (now - origin[0]) / (current - origin[1])
         else:
             time_per_unit = (now - self._start) / current
-        if current == 1:
-            self._time_after_first_step = now
+        if current == 1 and origin is None:
+            self._rate_origin = (now, 1)
+            self._recent = deque()
+        return time_per_unit
+
+    def _recent_step_duration(self, current: int, now: float, average: float) -> float:
+        """Return the seconds per step over about the last ``ETA_WINDOW`` seconds, and record this update."""
+        recent = self._recent
+        while len(recent) > 1 and now - recent[1][0] >= ETA_WINDOW:
+            recent.popleft()
+        time_per_unit = average
+        if recent and current > recent[0][1]:
+            time_per_unit = (now - recent[0][0]) / (current - recent[0][1])
+        recent.append((now, current))
         return time_per_unit
 
     def _has_target(self) -> bool:
@@ -185,7 +230,12 @@ class Progbar:
     # -- rendering ---------------------------------------------------------
 
     def _redraw(
-        self, current: int, now: float, time_per_unit: float, finalize: bool
+        self,
+        current: int,
+        now: float,
+        time_per_unit: float,
+        finalize: bool,
+        recent_time_per_unit: float | None = None,
     ) -> str:
         """Return the ``verbose=1`` output for this update."""
         colour = self._dynamic_display
@@ -204,7 +254,8 @@ class Progbar:
             visible = len(bar)
 
         if self._has_target() and not finalize:
-            clock_text = _format_eta(time_per_unit * (self.target - current))
+            pace = time_per_unit if recent_time_per_unit is None else recent_time_per_unit
+            clock_text = _format_eta(pace * (self.target - current))
         else:
             clock_text = f"{now - self._start:.0f}s"  # elapsed time
         rest = _format_time(time_per_unit, self.unit_name)
@@ -242,6 +293,11 @@ class Progbar:
         return text
 
     def _write(self, message: str) -> None:
+        if not _io_utils.is_interactive_logging_enabled():
+            text = message.replace("\b", "").replace("\r", "").strip()
+            if text:
+                _io_utils.logger.info(text)
+            return
         stream = self.stream
         try:
             stream.write(message)

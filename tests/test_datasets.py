@@ -532,3 +532,36 @@ def test_real_fashion_mnist_files_are_not_mnist(env, monkeypatch):
     monkeypatch.setenv("CDNN_DATA", str(DEBIAN_DIR))
     with pytest.raises(CorruptDatasetError, match="is the Fashion-MNIST file"):
         mnist.load_data()
+
+
+def test_download_lines_on_stderr_unless_interactive_logging_is_off(env, tiny, server, monkeypatch, capsys, caplog):
+    import cdnn
+
+    base = serve_set(server, "good", tiny)
+    dataset = dataclasses.replace(fashion_mnist.DATASET, mirrors=(base,))
+    monkeypatch.setattr(fashion_mnist, "DATASET", dataset)
+    cdnn.utils.disable_interactive_logging()
+    try:
+        with caplog.at_level("INFO", logger="cdnn"):
+            assert_loaded(fashion_mnist.load_data(), tiny)
+    finally:
+        cdnn.utils.enable_interactive_logging()
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""  # python -m cdnn --quiet prints its result line only
+    assert [r.getMessage() for r in caplog.records] == [f"Downloading {base}{name}.gz" for name in NAMES]
+    for path in Path(env).rglob("*.gz"):
+        path.unlink()
+    assert_loaded(fashion_mnist.load_data(), tiny)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.splitlines() == [f"Downloading {base}{name}.gz" for name in NAMES]
+
+
+def test_locate_says_where_each_file_is(env, tiny, monkeypatch):
+    dataset = fashion_mnist.DATASET
+    assert _fetch.locate(dataset) == [None] * 4
+    write_set(env / "system", tiny, names=NAMES[:2])
+    write_set(env / "xdg" / "cdnn" / "tiny", tiny, names=NAMES[2:], compress=False)
+    found = _fetch.locate(dataset)
+    assert found == [("system", env / "system" / (NAMES[0] + ".gz")), ("system", env / "system" / (NAMES[1] + ".gz")),
+                     ("cache", env / "xdg" / "cdnn" / "tiny" / NAMES[2]),
+                     ("cache", env / "xdg" / "cdnn" / "tiny" / NAMES[3])]

@@ -284,3 +284,120 @@ def test_format_time(seconds, expected):
 )
 def test_format_eta(seconds, expected):
     assert _format_eta(seconds) == expected
+
+
+def test_warm_up_is_not_drawn_and_left_out_of_the_estimate(clock):
+    # fit's first run of batches also allocates the workspace and starts the threads: a
+    # first ETA from it was far off (a 1 s epoch announced as 6 s)
+    stream = TTY()
+    bar = Progbar(375, stream=stream)
+    clock.now += 0.02  # one batch, warm-up included
+    bar.warm_up(1)
+    assert stream.getvalue() == ""
+    clock.now += 4 * 0.002  # the next run: 4 batches at 2 ms
+    bar.update(5)
+    assert f"{BOLD}  5/375{RESET}" in stream.getvalue()
+    # 370 steps left at 2 ms each: 0.74 s, not 370 * 5.6 ms = 2 s
+    assert f" {BOLD}0s{RESET} 2ms/step" in stream.getvalue()
+    stream.seek(0)
+    stream.truncate()
+    clock.now += 370 * 0.002
+    bar.update(375)
+    # the final line's elapsed time includes the warm-up; the time per step leaves it out, as Keras
+    assert stream.getvalue().endswith(f" {BOLD}1s{RESET} 2ms/step\n")
+
+
+def test_without_a_warm_up_the_first_step_is_left_out_as_keras_does(clock):
+    stream = TTY()
+    bar = Progbar(100, stream=stream)
+    clock.now += 1.0
+    bar.update(1)
+    assert f" {BOLD}1:39{RESET} 1s/step" in stream.getvalue()  # Keras: 99 steps at the first step's rate
+    clock.now += 0.1
+    bar.update(11)
+    assert stream.getvalue().endswith(f" {BOLD}0s{RESET} 10ms/step")
+
+
+def test_disabled_interactive_logging_sends_lines_to_the_logger(clock, caplog):
+    import cdnn
+
+    stream = TTY()
+    cdnn.utils.disable_interactive_logging()
+    try:
+        with caplog.at_level("INFO", logger="cdnn"):
+            bar = Progbar(10, stream=stream)
+            for step in range(1, 11):
+                clock.now += 1.0
+                bar.update(step, [("loss", 0.5)])
+    finally:
+        cdnn.utils.enable_interactive_logging()
+    assert stream.getvalue() == ""
+    # one plain line, as on a file: no redraws, colours or carriage returns
+    assert [r.getMessage() for r in caplog.records] == ["10/10 ━━━━━━━━━━━━━━━━━━━━ 10s 1s/step - loss: 0.5000"]
+
+
+def test_fit_draws_its_bar_first_after_the_warm_up_run(monkeypatch):
+    import re
+    import sys
+
+    import numpy as np
+
+    import cdnn
+    from cdnn.trainers import thread_chooser
+
+    # a run-length target so long that runs grow RUN_GROWTH times each (1, 4, 16, ...) whatever the clock
+    monkeypatch.setattr(thread_chooser, "RUN_SECONDS", 1e9)
+    monkeypatch.setattr(progbar_module, "_is_interactive", lambda stream: True)
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", screen)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((2000, 6)).astype(np.float32), rng.integers(0, 3, 2000)
+    model = cdnn.Sequential([cdnn.layers.Input(shape=(6,)), cdnn.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=10, epochs=2)
+    monkeypatch.undo()
+    epochs = screen.getvalue().split("Epoch ")[1:]
+    drawn = [[int(n) for n in re.findall(r"\r\x1b\[1m\s*(\d+)/200", text)] for text in epochs]
+    # epoch 1: not after the 1-batch warm-up run (its time per batch includes the start-up), but after
+    # the next run of 4; epoch 2 runs warm, and draws after its first run
+    assert drawn[0][0] == 5 and drawn[0][-1] == 200, drawn
+    assert drawn[1][0] > 1 and drawn[1][-1] == 200, drawn
+
+
+def test_fit_with_interactive_logging_off_prints_nothing(capsys, caplog):
+    import numpy as np
+
+    import cdnn
+
+    x, y = np.random.default_rng(0).random((64, 4)).astype(np.float32), np.arange(64) % 2
+    model = cdnn.Sequential([cdnn.layers.Input(shape=(4,)), cdnn.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    cdnn.utils.disable_interactive_logging()
+    try:
+        with caplog.at_level("INFO", logger="cdnn"):
+            model.fit(x, y, epochs=2, batch_size=16)
+    finally:
+        cdnn.utils.enable_interactive_logging()
+    assert capsys.readouterr().out == ""
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0] == "Epoch 1/2" and messages[2] == "Epoch 2/2" and len(messages) == 4
+    assert messages[1].startswith("4/4 ━━━━━━━━━━━━━━━━━━━━ ") and "loss: " in messages[1]
+
+
+def test_eta_follows_a_change_of_pace_within_a_second(clock):
+    # on a busy machine fit may run its first batches on two threads at 100 ms each, then move to
+    # one thread at 10 ms: the ETA follows the new pace, the time per step stays Keras' average
+    stream = TTY()
+    bar = Progbar(1000, stream=stream)
+    clock.now += 0.1
+    bar.warm_up(1)
+    for step in range(2, 21):
+        clock.now += 0.1
+        bar.update(step)
+    for step in range(30, 141, 10):
+        clock.now += 0.1  # runs of 10 steps at 10 ms
+        bar.update(step)
+    line = stream.getvalue().split("\r")[-1]
+    # 860 steps left at 10 ms: 8.6 s (the average since the warm-up, 22 ms, would say 18 s)
+    assert f" {BOLD}8s{RESET} 22ms/step" in line, line
+    # a steady pace gives the same ETA either way (see test_eta_while_in_progress_then_elapsed_time_at_the_end)

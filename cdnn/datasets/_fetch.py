@@ -45,6 +45,7 @@ import numpy as np
 from ._idx import IdxError, read_idx
 from cdnn._files import create_temporary as _create_temporary
 from cdnn._files import process_exists as _process_exists
+from cdnn._io_utils import print_msg
 
 # Seconds to wait for a mirror to connect or send more data. Short, so that
 # a machine without a network learns so quickly.
@@ -167,6 +168,15 @@ def _find(dataset: Dataset, spec: FileSpec) -> tuple[str, Path] | None:
     return None
 
 
+def locate(dataset: Dataset) -> list[tuple[str, Path] | None]:
+    """Where each of `dataset`'s files is found now, in look-up order.
+
+    Returns ``(kind, path)`` per file (kind ``"CDNN_DATA"``, ``"cache"`` or
+    ``"system"``), ``None`` for a file found nowhere. Nothing is read or checked.
+    """
+    return [_find(dataset, spec) for spec in dataset.files]
+
+
 def _fix(dataset: Dataset, kind: str, path: Path) -> str:
     if kind == "CDNN_DATA":
         return (
@@ -262,7 +272,8 @@ def _download(
         if base in dead:
             continue
         url = base + filename
-        print(f"Downloading {url}", file=sys.stderr)
+        # stderr keeps stdout for results; silenced by cdnn.utils.disable_interactive_logging()
+        print_msg(f"Downloading {url}", sys.stderr)
         try:
             response = urlopen(url, timeout=TIMEOUT)
         except urllib.error.HTTPError as exc:

@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cdnn import _core, _naming, _random, _saving, callbacks as callbacks_module, saving
+from cdnn import _core, _io_utils, _naming, _random, _saving, callbacks as callbacks_module, saving
 from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
@@ -405,7 +405,7 @@ class Sequential:
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
             if verbose and epochs > 1:
-                print(epoch_header(epoch + 1, epochs), flush=True)
+                _io_utils.print_msg(epoch_header(epoch + 1, epochs))
             bar = Progbar(steps, verbose=verbose, stateful_metrics=["accuracy", "loss", metric_name])
             perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
             seed = int(rng.integers(0, 2**63))
@@ -429,6 +429,7 @@ class Sequential:
                     # counted by the core itself: exact even when Ctrl-C lands just after the run
                     self.optimizer.iterations += net.steps_done - steps_before
                 elapsed = time.perf_counter() - t0
+                warm_up = not threads.warm  # this run also paid for the workspace and starting the threads
                 threads.record(nt, elapsed, k)
                 done += k
                 seen = min(n, done * batch_size)
@@ -439,7 +440,10 @@ class Sequential:
                 for cb in per_batch:
                     cb.on_train_batch_end(done - 1, dict(logs))
                 if done < steps:
-                    bar.update(done, list(logs.items()))
+                    if warm_up:
+                        bar.warm_up(done)
+                    else:
+                        bar.update(done, list(logs.items()))
             logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
             if val is not None:

@@ -47,17 +47,17 @@ class _ThreadChooser:
     one thread must beat all threads by ``SINGLE_THREAD_MARGIN``. The model
     keeps its chooser from one ``fit`` to the next (same threads and batch
     size), so fitting epoch by epoch does not start from scratch each time:
-    a single run measured during a hiccup once sent whole epochs to one thread.
+    a single run timed during a moment of load would otherwise send whole epochs to one thread.
 
     It also sets how many batches each run trains (``run_batches``): as many
     as take about ``RUN_SECONDS``, learned from the runs so far (growing at
     most ``RUN_GROWTH`` times at once) and kept from one epoch and one ``fit``
     to the next. Each run costs a little on top of its batches (starting the
     threads, packing and unpacking the weights' copies, the Python between
-    runs: about 0.4 ms at BIG-b128); starting every epoch again from one
-    batch per run made 7 runs of a 94-batch epoch instead of 2. Growing four
-    times rather than two, it is learned in 4 runs (1, 4, 16, 64 batches at
-    BIG-b128), not 7.
+    runs: about 0.4 ms at BIG-b128); learning it again at every epoch from one
+    batch per run would take 7 runs of a 94-batch epoch instead of 2. Growing
+    four times at once rather than two, it is learned in 4 runs (1, 4, 16, 64
+    batches at BIG-b128), not 7.
     """
 
     def __init__(self, threads: int) -> None:
@@ -82,9 +82,9 @@ class _ThreadChooser:
                 if t != self.options[0] and (not self.settled or first):
                     # the option not in use is measured with probe-sized runs, and those are
                     # only long enough once the runs are: each run's fixed cost (0.4 ms at
-                    # BIG-b128) made 2-batch probes look 6-9% slower per batch. And not in the
+                    # BIG-b128) makes 2-batch probes look 6-9% slower per batch. And not in the
                     # first FIRST_PROBE_SECONDS of training: a probe costs about half its length,
-                    # 5% of a grid search's short fits when each fit measured one thread. After
+                    # 5% of a grid search's short fits if each fit measured one thread. After
                     # that, probes follow each other until the measurement is complete
                     return self.options[0]
                 self.probing = t != self.options[0]

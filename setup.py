@@ -33,7 +33,18 @@ import textwrap
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-C_SOURCES = ["gemm.c", "dense.c", "activations.c", "losses.c", "optimizers.c", "threading.c", "train.c"]
+C_SOURCES = [
+    "gemm.c",
+    "dense.c",
+    "activations.c",
+    "losses.c",
+    "optimizers.c",
+    "threading.c",
+    "train.c",
+    "graph.c",
+    "graph_ops.c",
+    "normalization.c",
+]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 NO_COMPILER_HELP = """\

@@ -302,3 +302,101 @@ def test_train_epoch(run, settings, fashion, workload, contender):
 def test_cdnn_thread_scaling(run, settings, fashion, workload, scaling_threads):
     """cdnn on the other thread counts (1, 2, all cores), in the workload's group."""
     _bench_epoch(run, settings, fashion, workload, "cdnn", scaling_threads)
+
+
+# ---- the BatchNorm MLP: 784-256(BN, ReLU)-128(BN, ReLU)-10 at batch 128 -----------------
+#
+# Keras' and PyTorch's usual BatchNormalization MLP: Dense (with bias) -> BatchNormalization
+# (momentum 0.99 / PyTorch's 0.01, epsilon 1e-3) -> ReLU, twice, then a softmax Dense; Adam.
+# FLOPs: the Dense layers' products, as above (the normalization is not counted).
+
+BN_WORKLOAD = ([784, 256, 128, 10], 128, 12_000)
+
+
+def make_cdnn_bn(sizes, batch, x, y):
+    """cdnn's graph executor, driven through the core (the path a functional/Sequential model with
+    BatchNormalization lowers to)."""
+    from cdnn import _core, reference
+
+    rng = np.random.default_rng(SEED)
+    nodes = [dict(op="input", inputs=[], shape=(sizes[0],))]
+    for k, (fan_in, units) in enumerate(zip(sizes[:-1], sizes[1:])):
+        W = reference.glorot_uniform(fan_in, units, rng, np.float32)
+        b = np.zeros(units, np.float32)
+        last = k == len(sizes) - 2
+        nodes.append(dict(op="dense", inputs=[len(nodes) - 1], shape=(units,), W=W, b=b,
+                          activation="softmax" if last else "linear",
+                          slots=[np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]))
+        if not last:
+            ones, zeros = np.ones(units, np.float32), np.zeros(units, np.float32)
+            nodes.append(dict(op="batchnorm", inputs=[len(nodes) - 1], shape=(units,), gamma=ones.copy(),
+                              beta=zeros.copy(), moving_mean=zeros.copy(), moving_variance=ones.copy(),
+                              momentum=0.99, epsilon=1e-3, slots=[np.zeros_like(b) for _ in range(4)]))
+            nodes.append(dict(op="activation", inputs=[len(nodes) - 1], shape=(units,), activation="relu"))
+    net = _core.Graph(nodes, [0], [dict(node=len(nodes) - 1, loss="sparse_categorical_crossentropy",
+                                        metric="sparse")], dict(name="adam", learning_rate=1e-3, epsilon=1e-7))
+    y32 = y.astype(np.int32)
+    n = x.shape[0]
+    n_batches = math.ceil(n / batch)
+    batch_loss = np.zeros(n_batches)
+    batch_correct = np.zeros((n_batches, 1))
+    step = [0]
+
+    def epoch():
+        perm = rng.permutation(n).astype(np.int32)
+        net.train_run([x], [y32], perm, 0, n_batches, batch, step[0], SEED, batch_loss, batch_correct)
+        step[0] += n_batches
+
+    epoch.path = "_core.Graph.train_run"
+    return epoch
+
+
+def make_torch_bn(sizes, batch, x, y):
+    """PyTorch: Linear -> BatchNorm1d -> ReLU, twice, then Linear; Adam."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+    nn = torch.nn
+    torch.manual_seed(SEED)
+    mods = []
+    for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(fan_in, fan_out)
+        nn.init.xavier_uniform_(lin.weight)
+        nn.init.zeros_(lin.bias)
+        mods.append(lin)
+        if k < len(sizes) - 2:
+            mods += [nn.BatchNorm1d(fan_out, eps=1e-3, momentum=0.01), nn.ReLU()]
+    model = nn.Sequential(*mods).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    loss_fn = nn.CrossEntropyLoss()
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y.astype(np.int64))
+    n = x.shape[0]
+
+    def epoch():
+        perm = torch.randperm(n)
+        for start in range(0, n, batch):
+            idx = perm[start:start + batch]
+            if idx.numel() < 2:  # BatchNorm1d refuses a batch of one in training
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+
+    return epoch
+
+
+BN_CONTENDERS = {"cdnn": make_cdnn_bn, "torch": make_torch_bn}
+
+
+@pytest.mark.parametrize("contender", list(BN_CONTENDERS))
+def test_bn_mlp_epoch(run, settings, fashion, contender):
+    """The BatchNorm MLP, cdnn's graph executor against PyTorch, on the same threads."""
+    sizes, batch, full = BN_WORKLOAD
+    x, y = fashion
+    n = settings.epoch_images(full)
+    x, y = x[:n], y[:n]
+    with settings.thread_limit(settings.threads):
+        epoch = BN_CONTENDERS[contender](sizes, batch, x, y)
+    run(epoch, group=f"BN-b128 ({n / 1000:g}k-image epoch)", contender=contender, threads=settings.threads,
+        reference=contender == "cdnn", flops=n * train_flops_per_sample(sizes), samples=n, workload="BN-b128",
+        batch_size=batch, unit="epoch", path=getattr(epoch, "path", None))

@@ -9,10 +9,12 @@ import threading
 
 import numpy as np
 
+cimport cython
 cimport numpy as cnp
 from libc.math cimport isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
 cnp.import_array()
 
@@ -32,6 +34,7 @@ cdef extern from "cdnn.h" nogil:
         int in_ "in"
         int act
         float alpha, in_drop
+        int frozen
         float *W
         float *b
         float *W1
@@ -75,7 +78,7 @@ cdef extern from "cdnn.h" nogil:
                        const int32_t *ysparse, const float *ydense, int ldy,
                        const int32_t *perm, int64_t first, int n_batches, int bs,
                        int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
-                       int stop_nonfinite_loss)
+                       int stop_nonfinite_loss, float *outputs)
     void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum)
@@ -278,6 +281,7 @@ cdef cdnn_layer _layer_view(W, b, str activation, float alpha) except *:
     ly.act = _code(ACTIVATIONS, activation, "activation")
     ly.alpha = alpha
     ly.in_drop = 0
+    ly.frozen = 0
     ly.W = fptr(W)
     ly.b = fptr(b)
     ly.W1 = ly.W2 = ly.b1 = ly.b2 = NULL
@@ -462,7 +466,8 @@ cdef class Network:
 
     def __init__(self, list layers, str loss, bint from_logits, metric, dict optimizer):
         """``layers``: dicts with W, b (or None), activation, alpha, dropout (input rate),
-        slots (list of up to 4 arrays: W1, W2, b1, b2 or None)."""
+        slots (list of up to 4 arrays: W1, W2, b1, b2 or None), trainable (default True: False leaves
+        the layer's W and b, and their slots, bit for bit as they are while the layers around it train)."""
         if not layers:
             raise ValueError("Invalid argument `layers`: a network needs at least one Dense layer")
         self.arrays = []
@@ -499,6 +504,7 @@ cdef class Network:
             ly = &self.net.layers[i]
             ly[0] = _layer_view(W, b, d.get("activation", "linear"), d.get("alpha", 0.2))
             ly.in_drop = rate
+            ly.frozen = not d.get("trainable", True)
             for k, (s, ref) in enumerate(zip(slots[:4], (W, W, b, b))):
                 if s is not None:
                     if ref is None:
@@ -549,7 +555,7 @@ cdef class Network:
 
     def train_run(self, x, y, perm, long first, int n_batches, int batch_size, long step0,
                   unsigned long long seed, batch_loss, batch_correct, int threads=0,
-                  bint stop_nonfinite_loss=False):
+                  bint stop_nonfinite_loss=False, outputs=None):
         """Train ``n_batches`` mini-batches of ``batch_size`` rows ``x[perm[...]]``, starting at batch ``first``.
 
         ``threads > 0`` caps this run's threads (the results do not depend on it).
@@ -561,6 +567,9 @@ cdef class Network:
         The rows of ``x`` are checked as they are gathered: the first batch with a NaN or an
         infinity raises :class:`NonFiniteInputError` before its update (the batches before it are
         trained and counted in ``steps_done``).
+        ``outputs`` (float32, C-contiguous, at least ``n_batches * batch_size`` rows of ``n_out``),
+        if given, receives each trained batch's forward outputs, batch ``j`` from row ``j * batch_size``
+        (for metrics computed outside C).
         """
         _check(x, "x", 2)
         cdef long n = x.shape[0]
@@ -581,8 +590,14 @@ cdef class Network:
             _check(arr, nm, 1, writable=True, dtype=np.float64)
             if arr.shape[0] < n_batches:
                 raise ValueError(f"Invalid shape for argument `{nm}`: expected at least {n_batches} entries")
+        if outputs is not None:
+            _check(outputs, "outputs", 2, writable=True)
+            if outputs.shape[0] < n_batches * batch_size or outputs.shape[1] != self.n_out:
+                raise ValueError(f"Invalid shape for argument `outputs`: expected at least "
+                                 f"({n_batches * batch_size}, {self.n_out}), received {outputs.shape}")
         if n_batches == 0:
             return 0
+        cdef float *pout = fptr(outputs)
         cdef float *px = fptr(x)
         cdef int32_t *pys = iptr(ys)
         cdef float *pyd = fptr(yd)
@@ -594,7 +609,7 @@ cdef class Network:
             self._workspace(min(batch_size, n))
             with nogil:
                 done = cdnn_train_run(&self.net, self.ws, px, n, pys, pyd, self.n_out, pp, first, n_batches,
-                                      batch_size, step0, seed, pl, pc, threads, stop_nonfinite_loss)
+                                      batch_size, step0, seed, pl, pc, threads, stop_nonfinite_loss, pout)
             self.steps_done += done
         if stop_nonfinite_loss and done > 0 and not isfinite(pl[done - 1]):
             return done  # stopped after the batch whose loss is not finite (the last one, possibly)
@@ -631,3 +646,565 @@ cdef class Network:
                 cdnn_predict(&self.net, self.ws, px, n, po, pys, pyd, self.n_out,
                              &ls if labelled else NULL, &cs if labelled else NULL)
         return (out, ls, cs) if labelled else out
+
+
+# ---- a graph of layers ----------------------------------------------------------
+
+cdef extern from "graph.h" nogil:
+    ctypedef struct cdnn_node:
+        int op, n_in
+        const int *in_ "in"
+        int rows, width, frozen, act
+        float alpha
+        cdnn_layer dense
+        float *gamma
+        float *beta
+        float *gamma1
+        float *gamma2
+        float *beta1
+        float *beta2
+        float *moving_mean
+        float *moving_var
+        float momentum, epsilon
+        const float *scale
+        const float *offset
+        int scale_n, offset_n
+        float rate
+        uint64_t seed_offset
+    ctypedef struct cdnn_output:
+        int node, loss, from_logits, metric
+        float weight
+    ctypedef struct cdnn_graph:
+        int n_nodes
+        cdnn_node *nodes
+        int n_inputs
+        const int *inputs
+        int n_outputs
+        const cdnn_output *outputs
+        cdnn_opt_params opt
+    ctypedef struct cdnn_graph_ws:
+        pass
+    cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads)
+    void cdnn_graph_ws_free(cdnn_graph_ws *ws)
+    int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n,
+                             const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm,
+                             int64_t first, int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss,
+                             double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss)
+    void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
+                            const int *want, float *const *outs, const int32_t *const *ysparse,
+                            const float *const *ydense, double *loss_sum, double *correct_sum)
+
+#: Graph node ops and their codes in the C core (src_c/graph.h).
+OPS = {"input": 0, "dense": 1, "batchnorm": 2, "layernorm": 3, "activation": 4, "affine": 5, "dropout": 6,
+       "gaussian_noise": 7, "add": 8, "subtract": 9, "multiply": 10, "average": 11, "maximum": 12, "minimum": 13,
+       "concatenate": 14, "reshape": 15}
+_MERGES = ("add", "subtract", "multiply", "average", "maximum", "minimum")
+#: The most inputs one merge node takes.
+MAX_NODE_INPUTS = 64
+
+
+def _graph_error(int i, d, str what):
+    name = d.get("name") if isinstance(d, dict) else None
+    return ValueError(f"Invalid graph node {i}" + (f" ({name!r})" if name else "") + f": {what}")
+
+
+def _param(d, str key, int i, tuple shape, bint writable=True, bint optional=False):
+    a = d.get(key)
+    if a is None:
+        if optional:
+            return None
+        raise _graph_error(i, d, f"`{key}` is missing (expected a float32 array of shape {shape})")
+    _check(a, f"nodes[{i}].{key}", len(shape), writable=writable)
+    _shape(a, f"nodes[{i}].{key}", shape)
+    return a
+
+
+cdef class Graph:
+    """The C view of a graph of layers (see GRAPH_SPEC.md / docs/design.md, "The graph executor").
+
+    ``nodes``: dicts in topological order (``op``, ``inputs``, ``shape``, ``name`` and the op's
+    parameters); ``inputs``: the input nodes in the model's input order; ``outputs``: dicts
+    ``{"node", "loss", "from_logits", "weight", "metric"}``; ``optimizer``: as :class:`Network`.
+    The whole description is validated here, before any C call; the graph keeps a reference to
+    every array it hands to C, and the model updates them in place only.
+    """
+    cdef cdnn_graph g
+    cdef cdnn_graph_ws *ws
+    cdef int ws_batch, ws_threads
+    cdef int *in_idx
+    cdef object arrays, lock
+    cdef readonly long steps_done
+    cdef readonly tuple shapes, input_nodes, output_nodes, loss_names
+    cdef readonly int n_nodes
+
+    def __cinit__(self):
+        self.g.nodes = NULL
+        self.g.inputs = NULL
+        self.g.outputs = NULL
+        self.in_idx = NULL
+        self.ws = NULL
+
+    def __dealloc__(self):
+        cdnn_graph_ws_free(self.ws)
+        free(self.g.nodes)
+        free(<void *>self.g.inputs)
+        free(<void *>self.g.outputs)
+        free(self.in_idx)
+
+    @cython.wraparound(True)
+    def __init__(self, list nodes, list inputs, list outputs, dict optimizer):
+        if not nodes:
+            raise ValueError("Invalid argument `nodes`: a graph needs at least one node")
+        self.arrays = []
+        self.lock = threading.Lock()
+        self.steps_done = 0
+        cdef int N = len(nodes)
+        self.n_nodes = N
+        shapes = []
+        n_in_total = 0
+        # ---- validate everything in Python first
+        for i, d in enumerate(nodes):
+            if not isinstance(d, dict):
+                raise TypeError(f"Invalid graph node {i}: expected a dict, received {type(d).__name__}")
+            op = d.get("op")
+            if op not in OPS:
+                raise _graph_error(i, d, f"unknown op {op!r}, expected one of {sorted(OPS)}")
+            ins = d.get("inputs", [])
+            if not isinstance(ins, (list, tuple)) or not all(isinstance(k, (int, np.integer)) for k in ins):
+                raise _graph_error(i, d, f"`inputs` must be a list of node indices, received {ins!r}")
+            ins = [int(k) for k in ins]
+            for k in ins:
+                if not 0 <= k < i:
+                    raise _graph_error(i, d, f"input {k} is not an earlier node (nodes must be in topological "
+                                             f"order: a node's inputs have smaller indices)")
+            want = 0 if op == "input" else 2 if op == "subtract" else None if op in _MERGES + ("concatenate",) else 1
+            if want is not None and len(ins) != want:
+                raise _graph_error(i, d, f"op {op!r} takes exactly {want} input(s), received {len(ins)}")
+            if want is None and not 2 <= len(ins) <= MAX_NODE_INPUTS:
+                raise _graph_error(i, d, f"op {op!r} takes 2 to {MAX_NODE_INPUTS} inputs, received {len(ins)}")
+            shape = d.get("shape")
+            try:
+                shape = tuple(int(s) for s in shape)
+            except (TypeError, ValueError):
+                raise _graph_error(i, d, f"`shape` must be a tuple of ints, received {shape!r}")
+            if not shape or any(s < 1 for s in shape):
+                raise _graph_error(i, d, f"`shape` must have positive dimensions (batch excluded), received {shape}")
+            size = int(np.prod(shape, dtype=np.int64))
+            if size > INT_LIMIT:
+                raise _graph_error(i, d, f"shape {shape} holds more than 2**31 - 1 values per sample")
+            in_shapes = [shapes[k] for k in ins]
+            x = in_shapes[0] if in_shapes else None
+            if op == "dense":
+                W = _param(d, "W", i, (x[-1], shape[-1]))
+                if shape != x[:-1] + (shape[-1],):
+                    raise _graph_error(i, d, f"a Dense on input shape {x} gives shape {x[:-1] + (shape[-1],)}, "
+                                             f"received shape {shape}")
+                _param(d, "b", i, (shape[-1],), optional=True)
+                _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
+            elif op in ("batchnorm", "layernorm", "activation", "affine", "dropout", "gaussian_noise"):
+                if shape != x:
+                    raise _graph_error(i, d, f"op {op!r} keeps its input's shape {x}, received shape {shape}")
+            elif op in _MERGES:
+                if any(s != x for s in in_shapes) or shape != x:
+                    raise _graph_error(i, d, f"a {op} merge needs inputs of one shape and gives it, received "
+                                             f"input shapes {in_shapes} and shape {shape}")
+            elif op == "concatenate":
+                if any(len(s) != len(x) or s[:-1] != x[:-1] for s in in_shapes):
+                    raise _graph_error(i, d, f"concatenate (last axis) needs inputs whose shapes differ only in "
+                                             f"the last axis, received {in_shapes}")
+                joined = x[:-1] + (sum(s[-1] for s in in_shapes),)
+                if shape != joined:
+                    raise _graph_error(i, d, f"concatenating {in_shapes} gives shape {joined}, received {shape}")
+            elif op == "reshape":
+                if size != int(np.prod(x, dtype=np.int64)):
+                    raise _graph_error(i, d, f"cannot reshape {x} ({int(np.prod(x))} values) into {shape} "
+                                             f"({size} values)")
+            w = shape[-1]
+            if op in ("batchnorm", "layernorm"):
+                _param(d, "gamma", i, (w,), optional=True)
+                _param(d, "beta", i, (w,), optional=True)
+                eps = float(d.get("epsilon", 1e-3))
+                if not (eps > 0 and np.isfinite(eps)):
+                    raise _graph_error(i, d, f"`epsilon` must be a positive number, received {eps}")
+            if op == "batchnorm":
+                _param(d, "moving_mean", i, (w,))
+                _param(d, "moving_variance", i, (w,))
+                mom = float(d.get("momentum", 0.99))
+                if not 0.0 <= mom <= 1.0:
+                    raise _graph_error(i, d, f"`momentum` must be in [0, 1], received {mom}")
+            if op == "activation":
+                _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
+            if op == "affine":
+                for key in ("scale", "offset"):
+                    a = d.get(key)
+                    _check(a, f"nodes[{i}].{key}", 1)
+                    if a.shape[0] not in (1, w):
+                        raise _graph_error(i, d, f"`{key}` must hold 1 or {w} values, received shape {a.shape}")
+            if op == "dropout":
+                rate = float(d.get("rate", 0.0))
+                if not 0.0 <= rate < 1.0:
+                    raise _graph_error(i, d, f"`rate` must be in [0, 1), received {rate}")
+            if op == "gaussian_noise":
+                sd = float(d.get("stddev", 0.0))
+                if not (sd >= 0 and np.isfinite(sd)):
+                    raise _graph_error(i, d, f"`stddev` must be a finite number >= 0, received {sd}")
+            if op in ("dropout", "gaussian_noise") and not 0 <= int(d.get("seed_offset", 0)) < 2**63:
+                raise _graph_error(i, d, f"`seed_offset` must be an integer in [0, 2**63), received "
+                                         f"{d.get('seed_offset')}")
+            shapes.append(shape)
+            n_in_total += len(ins)
+        in_list = [int(k) for k in inputs]
+        input_ops = [i for i, d in enumerate(nodes) if d["op"] == "input"]
+        if not input_ops:
+            raise ValueError("Invalid argument `nodes`: a graph needs at least one node of op 'input'")
+        if sorted(in_list) != input_ops:
+            raise ValueError(f"Invalid argument `inputs`: expected each input node once ({input_ops}), "
+                             f"received {in_list}")
+        if not outputs:
+            raise ValueError("Invalid argument `outputs`: a graph needs at least one output")
+        for o, out in enumerate(outputs):
+            if not isinstance(out, dict) or not isinstance(out.get("node"), (int, np.integer)) \
+                    or not 0 <= out["node"] < N:
+                raise ValueError(f"Invalid output {o}: expected a dict whose `node` is a node index in [0, {N}), "
+                                 f"received {out!r}")
+            loss = out.get("loss")
+            if loss is not None:
+                _code(LOSSES, loss, "loss")
+                _check_metric(out.get("metric"), loss)
+            elif out.get("metric") is not None:
+                raise ValueError(f"Invalid output {o}: a metric ({out.get('metric')!r}) needs a loss (and labels)")
+            _code(METRICS, out.get("metric"), "metric")
+            wt = float(out.get("weight", 1.0))
+            if not np.isfinite(wt):
+                raise ValueError(f"Invalid output {o}: `weight` must be a finite number, received {wt}")
+        # trainable parameters shared by two nodes would get two updates a step
+        seen = []
+        for i, d in enumerate(nodes):
+            if d["op"] in ("dense", "batchnorm", "layernorm") and d.get("trainable", True):
+                for key in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance"):
+                    a = d.get(key)
+                    if a is None:
+                        continue
+                    for j, jkey, other in seen:
+                        if np.shares_memory(a, other):
+                            raise _graph_error(i, d, f"its `{key}` shares memory with node {j}'s `{jkey}`: "
+                                                     f"a trainable layer used twice in a graph is not supported yet")
+                    seen.append((i, key, a))
+        cdef cdnn_opt_params opt = _opt_params(optimizer)
+
+        # ---- then build the C description
+        self.g.n_nodes = N
+        self.g.nodes = <cdnn_node *>malloc(N * sizeof(cdnn_node))
+        self.in_idx = <int *>malloc((n_in_total + 1) * sizeof(int))
+        self.g.n_inputs = len(in_list)
+        cdef int *gin = <int *>malloc((len(in_list) + 1) * sizeof(int))
+        self.g.inputs = gin
+        self.g.n_outputs = len(outputs)
+        cdef cdnn_output *gout = <cdnn_output *>malloc(len(outputs) * sizeof(cdnn_output))
+        self.g.outputs = gout
+        if self.g.nodes == NULL or self.in_idx == NULL or gin == NULL or gout == NULL:
+            raise MemoryError()
+        memset_nodes(self.g.nodes, N)
+        self.g.opt = opt
+        cdef int pos = 0
+        cdef cdnn_node *nd
+        for i, d in enumerate(nodes):
+            nd = &self.g.nodes[i]
+            op = d["op"]
+            ins = [int(k) for k in d.get("inputs", [])]
+            shape = shapes[i]
+            nd.op = OPS[op]
+            nd.n_in = len(ins)
+            nd.in_ = self.in_idx + pos
+            for k in ins:
+                self.in_idx[pos] = k
+                pos += 1
+            nd.width = shape[-1]
+            nd.rows = int(np.prod(shape[:-1], dtype=np.int64))
+            nd.frozen = not d.get("trainable", True)
+            slots = list(d.get("slots") or []) + [None] * 4
+            keep = [d.get(k) for k in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance", "scale",
+                                       "offset")] + slots[:4]
+            self.arrays.append(keep)
+            if op == "dense":
+                W, b = d["W"], d.get("b")
+                nd.dense = _layer_view(W, b, d.get("activation", "linear"), d.get("alpha", 0.2))
+                nd.act = nd.dense.act
+                nd.alpha = nd.dense.alpha
+                nd.dense.frozen = nd.frozen
+                for k, (s, ref) in enumerate(zip(slots[:4], (W, W, b, b))):
+                    _slot(s, ref, i, k)
+                nd.dense.W1 = fptr(slots[0]); nd.dense.W2 = fptr(slots[1])
+                nd.dense.b1 = fptr(slots[2]); nd.dense.b2 = fptr(slots[3])
+            elif op == "activation":
+                nd.act = _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
+                nd.alpha = d.get("alpha", 0.2)
+            elif op in ("batchnorm", "layernorm"):
+                gm, bt = d.get("gamma"), d.get("beta")
+                nd.gamma = fptr(gm)
+                nd.beta = fptr(bt)
+                for k, (s, ref) in enumerate(zip(slots[:4], (gm, gm, bt, bt))):
+                    _slot(s, ref, i, k)
+                nd.gamma1 = fptr(slots[0]); nd.gamma2 = fptr(slots[1])
+                nd.beta1 = fptr(slots[2]); nd.beta2 = fptr(slots[3])
+                nd.epsilon = float(d.get("epsilon", 1e-3))
+                if op == "batchnorm":
+                    nd.moving_mean = fptr(d["moving_mean"])
+                    nd.moving_var = fptr(d["moving_variance"])
+                    nd.momentum = float(d.get("momentum", 0.99))
+            elif op == "affine":
+                nd.scale = fptr(d["scale"])
+                nd.offset = fptr(d["offset"])
+                nd.scale_n = d["scale"].shape[0]
+                nd.offset_n = d["offset"].shape[0]
+            elif op == "dropout":
+                nd.rate = float(d.get("rate", 0.0))
+                nd.seed_offset = int(d.get("seed_offset", 0))
+            elif op == "gaussian_noise":
+                nd.rate = float(d.get("stddev", 0.0))
+                nd.seed_offset = int(d.get("seed_offset", 0))
+        for k, i in enumerate(in_list):
+            gin[k] = i
+        for o, out in enumerate(outputs):
+            gout[o].node = int(out["node"])
+            gout[o].loss = -1 if out.get("loss") is None else LOSSES[out["loss"]]
+            gout[o].from_logits = bool(out.get("from_logits", False))
+            gout[o].metric = METRICS[out.get("metric")]
+            gout[o].weight = float(out.get("weight", 1.0))
+        self.shapes = tuple(shapes)
+        self.input_nodes = tuple(in_list)
+        self.output_nodes = tuple(int(out["node"]) for out in outputs)
+        self.loss_names = tuple(out.get("loss") for out in outputs)
+        self._check_slots(self.g.opt)
+
+    cdef int _check_slots(self, cdnn_opt_params p) except -1:
+        """Refuse optimizer settings whose slots were not allocated for a trainable parameter."""
+        need1 = p.kind != 0 or p.momentum != 0
+        need2 = p.kind == 3 or (p.kind == 2 and p.momentum > 0)
+        cdef cdnn_node *nd
+        for i in range(self.g.n_nodes):
+            nd = &self.g.nodes[i]
+            if nd.frozen:
+                continue
+            if nd.op == OPS["dense"]:
+                pairs = ((nd.dense.W != NULL, nd.dense.W1 != NULL, nd.dense.W2 != NULL),
+                         (nd.dense.b != NULL, nd.dense.b1 != NULL, nd.dense.b2 != NULL))
+            elif nd.op == OPS["batchnorm"] or nd.op == OPS["layernorm"]:
+                pairs = ((nd.gamma != NULL, nd.gamma1 != NULL, nd.gamma2 != NULL),
+                         (nd.beta != NULL, nd.beta1 != NULL, nd.beta2 != NULL))
+            else:
+                continue
+            for has, s1, s2 in pairs:
+                if has and ((need1 and not s1) or (need2 and not s2)):
+                    raise ValueError(f"Invalid optimizer settings for graph node {i}: {hparams_name(p.kind)} "
+                                     f"with these hyper-parameters needs slot arrays that were not provided")
+        return 0
+
+    def set_optimizer(self, dict hparams):
+        """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""
+        cdef cdnn_opt_params p = _opt_params(hparams)
+        self._check_slots(p)
+        self.g.opt = p
+
+    @cython.wraparound(True)
+    cdef int _workspace(self, int batch) except -1:
+        cdef int threads = min(cdnn_get_num_threads(), MAX_THREADS)
+        for s in self.shapes:
+            if batch * int(np.prod(s[:-1], dtype=np.int64)) > INT_LIMIT:
+                raise ValueError(f"Invalid batch size {batch}: {batch} x {s[:-1]} rows exceed 2**31 - 1")
+        if self.ws == NULL or batch > self.ws_batch or threads > self.ws_threads:
+            cdnn_graph_ws_free(self.ws)
+            self.ws = NULL
+            self.ws = cdnn_graph_ws_new(&self.g, batch, threads)
+            if self.ws == NULL:
+                raise MemoryError(f"cdnn: could not allocate the graph workspace for batches of {batch}")
+            self.ws_batch, self.ws_threads = batch, threads
+        return 0
+
+    def _xs(self, xs):
+        if not isinstance(xs, (list, tuple)) or len(xs) != len(self.input_nodes):
+            raise ValueError(f"Invalid argument `xs`: expected a list of {len(self.input_nodes)} array(s), "
+                             f"received {type(xs).__name__}" + (f" of {len(xs)}" if isinstance(xs, (list, tuple))
+                                                                 else ""))
+        n = None
+        for k, x in enumerate(xs):
+            _check(x, f"xs[{k}]", 2)
+            size = int(np.prod(self.shapes[self.input_nodes[k]]))
+            if n is None:
+                n = x.shape[0]
+            if x.shape != (n, size):
+                raise ValueError(f"Invalid shape for argument `xs[{k}]`: expected ({n}, {size}), received {x.shape}")
+        return n
+
+    @cython.wraparound(True)
+    def _ys(self, ys, long n):
+        if not isinstance(ys, (list, tuple)) or len(ys) != len(self.output_nodes):
+            raise ValueError(f"Invalid argument `ys`: expected a list of {len(self.output_nodes)} label array(s) "
+                             f"(None for an output without a loss)")
+        for o, y in enumerate(ys):
+            loss = self.loss_names[o]
+            if loss is None:
+                if y is not None:
+                    raise ValueError(f"Invalid argument `ys[{o}]`: output {o} has no loss, expected None")
+                continue
+            shape = self.shapes[self.output_nodes[o]]
+            rows, width = int(np.prod(shape[:-1])), shape[-1]
+            if loss == "sparse_categorical_crossentropy":
+                _check(y, f"ys[{o}]", 1 if rows == 1 else 2, dtype=np.int32)
+                _shape(y, f"ys[{o}]", (n,) if rows == 1 else (n, rows))
+                if y.size and (y.min() < 0 or y.max() >= width):
+                    raise ValueError(f"Invalid labels in `ys[{o}]`: expected integers in [0, {width}), "
+                                     f"received values in [{y.min()}, {y.max()}]")
+            else:
+                _check(y, f"ys[{o}]", 2)
+                _shape(y, f"ys[{o}]", (n, rows * width))
+
+    def train_run(self, xs, ys, perm, long first, int n_batches, int batch_size, long step0,
+                  unsigned long long seed, batch_loss, batch_correct, int threads=0,
+                  bint stop_nonfinite_loss=False, output_loss=None):
+        """Train ``n_batches`` mini-batches of ``batch_size`` samples ``xs[k][perm[...]]`` from batch ``first``.
+
+        ``xs``: one float32 array ``[n, prod(shape)]`` per input node; ``ys``: one label array per
+        output (int32 ``[n]`` or ``[n, rows]`` for sparse categorical cross-entropy, float32
+        ``[n, prod(shape)]`` for the others; None for an output without a loss). Writes batch j's
+        summed weighted loss to ``batch_loss[j]`` (float64 ``[>= n_batches]``), output o's summed
+        correctness to ``batch_correct[j, o]`` and, if given, its summed (unweighted) loss to
+        ``output_loss[j, o]`` (both float64 ``[>= n_batches, n_outputs]``). Returns the batches
+        trained, stops and raises as :meth:`Network.train_run`.
+        """
+        cdef long n = self._xs(xs)
+        self._ys(ys, n)
+        _check(perm, "perm", 1, dtype=np.int32)
+        _shape(perm, "perm", (n,))
+        if batch_size < 1:
+            raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer, received {batch_size}")
+        n_total = (n + batch_size - 1) // batch_size
+        if n_batches < 0 or first < 0 or first + n_batches > n_total:
+            raise ValueError(f"Invalid batch range: first={first}, n_batches={n_batches} for {n_total} batches")
+        seg = perm[first * batch_size: min(n, (first + n_batches) * batch_size)]
+        if seg.size and (seg.min() < 0 or seg.max() >= n):
+            raise ValueError(f"Invalid argument `perm`: expected indices in [0, {n}), received [{seg.min()}, {seg.max()}]")
+        cdef int O = len(self.output_nodes)
+        _check(batch_loss, "batch_loss", 1, writable=True, dtype=np.float64)
+        if batch_loss.shape[0] < n_batches:
+            raise ValueError(f"Invalid shape for argument `batch_loss`: expected at least {n_batches} entries")
+        if output_loss is None:
+            output_loss = np.empty((max(n_batches, 1), O), np.float64)
+        for arr, nm in ((batch_correct, "batch_correct"), (output_loss, "output_loss")):
+            _check(arr, nm, 2, writable=True, dtype=np.float64)
+            if arr.shape[0] < n_batches or arr.shape[1] != O:
+                raise ValueError(f"Invalid shape for argument `{nm}`: expected (>= {n_batches}, {O}), "
+                                 f"received {arr.shape}")
+        if n_batches == 0:
+            return 0
+        cdef int I = len(self.input_nodes)
+        cdef const float **px = <const float **>malloc((I + 1) * sizeof(float *))
+        cdef const int32_t **pys = <const int32_t **>malloc((O + 1) * sizeof(int32_t *))
+        cdef const float **pyd = <const float **>malloc((O + 1) * sizeof(float *))
+        cdef int done
+        cdef int32_t *pperm
+        cdef double *pbl
+        cdef double *pol
+        cdef double *pbc
+        try:
+            if px == NULL or pys == NULL or pyd == NULL:
+                raise MemoryError()
+            for k in range(I):
+                px[k] = fptr(xs[k])
+            for o in range(O):
+                y = ys[o]
+                sparse = y is not None and y.dtype == np.int32
+                pys[o] = iptr(y) if sparse else NULL
+                pyd[o] = fptr(y) if (y is not None and not sparse) else NULL
+            pperm = iptr(perm)
+            pbl = <double *>cnp.PyArray_DATA(batch_loss)
+            pol = <double *>cnp.PyArray_DATA(output_loss)
+            pbc = <double *>cnp.PyArray_DATA(batch_correct)
+            with self.lock:
+                self._workspace(min(batch_size, n))
+                with nogil:
+                    done = cdnn_graph_train_run(&self.g, self.ws, px, n, pys, pyd, pperm, first, n_batches,
+                                                batch_size, step0, seed, pbl, pol, pbc, threads, stop_nonfinite_loss)
+                self.steps_done += done
+        finally:
+            free(px)
+            free(pys)
+            free(pyd)
+        if stop_nonfinite_loss and done > 0 and not isfinite(batch_loss[done - 1]):
+            return done
+        if done < n_batches:
+            batch = first + done
+            rows = perm[batch * batch_size: min(n, (batch + 1) * batch_size)]
+            bad_mask = np.zeros(rows.shape[0], bool)
+            for x in xs:
+                bad_mask |= ~np.isfinite(x[rows]).all(axis=1)
+            bad = rows[bad_mask]
+            raise NonFiniteInputError(int(bad.min()) if bad.size else None, batch, done)
+        return done
+
+    def predict(self, xs, int batch_size=256, ys=None, nodes=None):
+        """Inference: a list of arrays ``(n, *shape)``, one per output (or per node of ``nodes``).
+
+        With labels ``ys`` (as in :meth:`train_run`), returns ``(values, loss_sums, correct_sums)``,
+        the sums being float64 arrays with one (unweighted, summed over samples) entry per output.
+        """
+        cdef long n = self._xs(xs)
+        if batch_size < 1:
+            raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer, received {batch_size}")
+        if ys is not None:
+            self._ys(ys, n)
+        want = list(self.output_nodes) if nodes is None else [int(k) for k in nodes]
+        for k in want:
+            if not 0 <= k < self.n_nodes:
+                raise ValueError(f"Invalid argument `nodes`: expected node indices in [0, {self.n_nodes}), "
+                                 f"received {k}")
+        outs = [np.empty((n,) + self.shapes[k], np.float32) for k in want]
+        cdef int O = len(self.output_nodes)
+        loss_sums = np.zeros(O, np.float64)
+        correct_sums = np.zeros(O, np.float64)
+        if n == 0:
+            return (outs, loss_sums, correct_sums) if ys is not None else outs
+        cdef int I = len(self.input_nodes), W = len(want)
+        cdef const float **px = <const float **>malloc((I + 1) * sizeof(float *))
+        cdef const int32_t **pys = <const int32_t **>malloc((O + 1) * sizeof(int32_t *))
+        cdef const float **pyd = <const float **>malloc((O + 1) * sizeof(float *))
+        cdef float **po = <float **>malloc((W + 1) * sizeof(float *))
+        cdef int *pw = <int *>malloc((W + 1) * sizeof(int))
+        cdef bint labelled = ys is not None
+        cdef double *pls
+        cdef double *pcs
+        try:
+            if px == NULL or pys == NULL or pyd == NULL or po == NULL or pw == NULL:
+                raise MemoryError()
+            for k in range(I):
+                px[k] = fptr(xs[k])
+            for o in range(O):
+                y = ys[o] if labelled else None
+                sparse = y is not None and y.dtype == np.int32
+                pys[o] = iptr(y) if sparse else NULL
+                pyd[o] = fptr(y) if (y is not None and not sparse) else NULL
+            for k in range(W):
+                po[k] = fptr(outs[k])
+                pw[k] = want[k]
+            pls = <double *>cnp.PyArray_DATA(loss_sums) if labelled else NULL
+            pcs = <double *>cnp.PyArray_DATA(correct_sums) if labelled else NULL
+            with self.lock:
+                self._workspace(min(batch_size, n))
+                with nogil:
+                    cdnn_graph_predict(&self.g, self.ws, px, n, W, pw, po, pys, pyd, pls, pcs)
+        finally:
+            free(px); free(pys); free(pyd); free(po); free(pw)
+        return (outs, loss_sums, correct_sums) if labelled else outs
+
+
+cdef void memset_nodes(cdnn_node *nodes, int n) noexcept:
+    memset(nodes, 0, n * sizeof(cdnn_node))
+
+
+def _slot(s, ref, int i, int k):
+    if s is None:
+        return
+    if ref is None:
+        raise ValueError(f"Invalid slots for graph node {i}: slot {k} given for a parameter the node does not have")
+    _check(s, f"nodes[{i}].slots[{k}]", ref.ndim, writable=True)
+    _shape(s, f"nodes[{i}].slots[{k}]", ref.shape)

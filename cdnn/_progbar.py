@@ -43,6 +43,8 @@ import time
 from collections import deque
 from typing import Iterable, TextIO
 
+import numpy as np
+
 from cdnn import _io_utils
 
 __all__ = ["Progbar", "epoch_header"]
@@ -155,7 +157,8 @@ class Progbar:
         if finalize is None:
             finalize = self.target is not None and current >= self.target
         for name, value in values or ():
-            self._record(name, float(value), current, finalize)
+            # a metric with one value per class or threshold shows their mean, as Keras' bar
+            self._record(name, float(np.mean(value)), current, finalize)
         self._seen_so_far = current
 
         now = _clock()

@@ -131,10 +131,12 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
     meta = {"format": FORMAT, "version": VERSION, "config": model.get_config(),
             "weights": [list(w.shape) for w in weights]}
     if with_optimizer and model.compiled:
+        from cdnn.trainers.compile_utils import serialize_metrics
+
         meta["compile"] = {
             "optimizer": model.optimizer.get_config(),
             "loss": model.loss.get_config() if model.loss is not None else None,
-            "metric": model._metric.get_config() if model._metric is not None else None,
+            "metrics": serialize_metrics(model._compile_metrics),
             "iterations": int(model.optimizer.iterations),
         }
         slots = [s for pair in model.optimizer._slots for s in pair]
@@ -281,7 +283,8 @@ def _model_from_config(path: str, config) -> "object":
 
 def load_model(path, compile: bool = True):
     """Rebuild a model saved by :func:`save_model`."""
-    from cdnn import losses, metrics, optimizers
+    from cdnn import losses, optimizers
+    from cdnn.trainers.compile_utils import deserialize_metrics
 
     path = os.fspath(path)
     meta, arrays = _read(path)
@@ -293,7 +296,7 @@ def load_model(path, compile: bool = True):
         try:
             model.compile(optimizer=optimizers.get(comp["optimizer"]),
                           loss=losses.get(comp["loss"]) if comp.get("loss") else None,
-                          metrics=[metrics.get(comp["metric"])] if comp.get("metric") else None)
+                          metrics=deserialize_metrics(comp))
         except _BAD_RECORD as exc:
             raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None
         slots = comp.get("slots")

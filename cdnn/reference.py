@@ -49,6 +49,15 @@ __all__ = [
     "Adam",
     "glorot_uniform",
     "MLP",
+    "batch_moments",
+    "normalize",
+    "moving_update",
+    "batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "merge_forward",
+    "merge_backward",
+    "Graph",
 ]
 
 #: Keras' ``backend.epsilon()``: the clipping bound for probabilities in losses.
@@ -886,3 +895,385 @@ class MLP:
             total_loss += value * len(idx)
             total_correct += accuracy(yb, out) * len(idx)
         return total_loss / n, total_correct / n
+
+
+# ----------------------------------------------------------------------------
+# metrics (keras/src/metrics/*.py formulas, written with plain loops)
+# ----------------------------------------------------------------------------
+
+
+def confusion_at_thresholds(y_true, y_pred, thresholds, sample_weight=None) -> dict:
+    """Weighted tp, fp, tn, fn of ``y_pred > t`` against 0/1 labels, for each t (loops, no sorting)."""
+    yt = np.asarray(y_true, np.float64).reshape(len(y_true), -1)
+    yp = np.asarray(y_pred, np.float64).reshape(yt.shape)
+    w = np.ones(len(yt)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    out = {k: np.zeros(len(thresholds)) for k in ("tp", "fp", "tn", "fn")}
+    for i, t in enumerate(thresholds):
+        for r in range(yt.shape[0]):
+            for c in range(yt.shape[1]):
+                key = ("t" if (yp[r, c] > t) == (yt[r, c] == 1) else "f") + ("p" if yp[r, c] > t else "n")
+                out[key][i] += w[r]
+    return out
+
+
+def auc(y_true, y_pred, num_thresholds: int = 200, curve: str = "ROC", sample_weight=None) -> float:
+    """Keras' AUC: a trapezoid Riemann sum over evenly spaced thresholds (PR: Davis & Goadrich interpolation)."""
+    ts = [-1e-7] + [(i + 1) / (num_thresholds - 1) for i in range(num_thresholds - 2)] + [1 + 1e-7]
+    c = confusion_at_thresholds(y_true, y_pred, ts, sample_weight)
+    tp, fp, tn, fn = c["tp"], c["fp"], c["tn"], c["fn"]
+    total = 0.0
+    for i in range(len(ts) - 1):
+        if curve == "ROC":
+            def rate(a, b, j):
+                return a[j] / (a[j] + b[j]) if a[j] + b[j] else 0.0
+            total += (rate(fp, tn, i) - rate(fp, tn, i + 1)) * (rate(tp, fn, i) + rate(tp, fn, i + 1)) / 2
+        else:
+            p_a, p_b = tp[i] + fp[i], tp[i + 1] + fp[i + 1]
+            dtp = tp[i] - tp[i + 1]
+            slope = dtp / (p_a - p_b) if p_a - p_b > 0 else 0.0
+            intercept = tp[i + 1] - slope * p_b
+            log_ratio = math.log(p_a / p_b) if p_a > 0 and p_b > 0 else 0.0
+            pos = tp[i + 1] + fn[i + 1]
+            total += slope * (dtp + intercept * log_ratio) / pos if pos > 0 else 0.0
+    return total
+
+
+def r2_score(y_true, y_pred) -> float:
+    """Mean over outputs of ``1 - sum((y - p)^2) / sum((y - mean(y))^2)``."""
+    yt, yp = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    scores = [1 - ((yt[:, j] - yp[:, j]) ** 2).sum() / ((yt[:, j] - yt[:, j].mean()) ** 2).sum()
+              for j in range(yt.shape[1])]
+    return float(np.mean(scores))
+
+
+def f_beta(y_true, y_pred, beta: float = 1.0, threshold: float = 0.5) -> np.ndarray:
+    """Per-class F-beta of ``y_pred > threshold`` (Keras' epsilon-guarded divisions)."""
+    yt, pred = np.asarray(y_true, np.float64), (np.asarray(y_pred) > threshold).astype(np.float64)
+    out = []
+    for j in range(yt.shape[1]):
+        tp = (pred[:, j] * yt[:, j]).sum()
+        fp = (pred[:, j] * (1 - yt[:, j])).sum()
+        fn = ((1 - pred[:, j]) * yt[:, j]).sum()
+        p, r = tp / (tp + fp + 1e-7), tp / (tp + fn + 1e-7)
+        out.append((1 + beta ** 2) * p * r / (beta ** 2 * p + r + 1e-7))
+    return np.array(out)
+
+
+# ----------------------------------------------------------------------------
+# Graph layers: normalization, merging, rescaling (forward and backward)
+# ----------------------------------------------------------------------------
+#
+# Keras 3 source these follow (keras/src/layers/):
+# - normalization/batch_normalization.py: in training the batch mean and the
+#   biased batch variance over every axis but the last; moving statistics
+#   ``moving = moving * momentum + batch * (1 - momentum)`` (momentum 0.99,
+#   epsilon 1e-3); in inference, and with ``trainable=False``, the moving
+#   ones; ``y = (x - mean) / sqrt(var + epsilon) * gamma + beta``.
+# - normalization/layer_normalization.py: the same over the last axis of
+#   each row (epsilon 1e-3), gamma and beta per feature.
+# - merging/{add,subtract,multiply,average,maximum,minimum,concatenate}.py:
+#   elementwise folds of the inputs in order; concatenation on the last axis.
+# - preprocessing/rescaling.py: ``x * scale + offset``.
+
+
+def batch_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and biased variance over every axis but the last (BatchNormalization in training)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axis=axes)
+    return mean, ((x - mean) ** 2).mean(axis=axes)
+
+
+def normalize(x, mean, var, gamma, beta, epsilon: float) -> np.ndarray:
+    """``(x - mean) / sqrt(var + epsilon) * gamma + beta`` (gamma/beta may be None)."""
+    y = (x - mean) / np.sqrt(var + epsilon)
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return y
+
+
+def moving_update(moving: np.ndarray, batch: np.ndarray, momentum: float) -> np.ndarray:
+    """Keras' moving statistic after one training step."""
+    return moving * momentum + batch * (1 - momentum)
+
+
+def batchnorm_backward(x, gamma, epsilon: float, g) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training-mode BatchNormalization backward: ``(dx, dgamma, dbeta)`` from ``g = dL/dy``.
+
+    Written from the chain rule through the batch mean and variance (every row
+    of every sample counts): with ``n`` rows, ``xhat`` the normalized input,
+    ``dxhat = g * gamma``, ``dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / std``.
+    """
+    w = x.shape[-1]
+    x2, g2 = x.reshape(-1, w), g.reshape(-1, w)
+    mean, var = x2.mean(axis=0), x2.var(axis=0)
+    std = np.sqrt(var + epsilon)
+    xhat = (x2 - mean) / std
+    dxhat = g2 * (gamma if gamma is not None else 1.0)
+    dx = (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0)) / std
+    return dx.reshape(x.shape), (g2 * xhat).sum(axis=0), g2.sum(axis=0)
+
+
+def layernorm_forward(x, gamma, beta, epsilon: float) -> np.ndarray:
+    """LayerNormalization over the last axis."""
+    mean = x.mean(axis=-1, keepdims=True)
+    var = x.var(axis=-1, keepdims=True)
+    return normalize(x, mean, var, gamma, beta, epsilon)
+
+
+def layernorm_backward(x, gamma, epsilon: float, g) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LayerNormalization backward: ``(dx, dgamma, dbeta)`` (the sums over every row)."""
+    w = x.shape[-1]
+    mean = x.mean(axis=-1, keepdims=True)
+    std = np.sqrt(x.var(axis=-1, keepdims=True) + epsilon)
+    xhat = (x - mean) / std
+    dxhat = g * (gamma if gamma is not None else 1.0)
+    dx = (dxhat - dxhat.mean(axis=-1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)) / std
+    return dx, (g * xhat).reshape(-1, w).sum(axis=0), g.reshape(-1, w).sum(axis=0)
+
+
+MERGES = ("add", "subtract", "multiply", "average", "maximum", "minimum")
+
+
+def merge_forward(op: str, xs: list[np.ndarray]) -> np.ndarray:
+    """Keras' merge layers: the inputs folded in order."""
+    if op == "add":
+        return sum(xs[1:], xs[0])
+    if op == "subtract":
+        return xs[0] - xs[1]
+    if op == "multiply":
+        out = xs[0]
+        for x in xs[1:]:
+            out = out * x
+        return out
+    if op == "average":
+        return sum(xs[1:], xs[0]) / len(xs)
+    fold = np.maximum if op == "maximum" else np.minimum
+    out = xs[0]
+    for x in xs[1:]:
+        out = fold(out, x)
+    return out
+
+
+def merge_backward(op: str, xs: list[np.ndarray], g: np.ndarray) -> list[np.ndarray]:
+    """Gradients of a merge for each input. Maximum/minimum: to the first input attaining the extreme
+    (TensorFlow's ``maximum`` gives ``x >= y`` the gradient, folded in order)."""
+    if op == "add":
+        return [g.copy() for _ in xs]
+    if op == "subtract":
+        return [g.copy(), -g]
+    if op == "average":
+        return [g / len(xs) for _ in xs]
+    if op == "multiply":
+        out = []
+        for k in range(len(xs)):
+            p = g.copy()
+            for q, x in enumerate(xs):
+                if q != k:
+                    p = p * x
+            out.append(p)
+        return out
+    y = merge_forward(op, xs)
+    taken = np.zeros(y.shape, bool)
+    out = []
+    for x in xs:
+        hit = (x == y) & ~taken
+        taken |= hit
+        out.append(np.where(hit, g, 0.0))
+    return out
+
+
+class Graph:
+    """A graph of layers in NumPy (float64): the oracle of ``cdnn._core.Graph``.
+
+    Takes the same description as the core (``nodes`` in topological order,
+    ``inputs``, ``outputs``; see docs/design.md, "The graph executor") but
+    copies every parameter to float64 and computes with whole arrays of shape
+    ``(batch, *shape)``. Dropout and Gaussian noise are the identity unless
+    ``masks`` (node -> multiplier array) / ``noise`` (node -> added array) are
+    given for a training step.
+    """
+
+    def __init__(self, nodes: list[dict], inputs: list[int], outputs: list[dict]) -> None:
+        self.nodes = nodes
+        self.inputs = list(inputs)
+        self.outputs = outputs
+        keys = ("W", "b", "gamma", "beta", "moving_mean", "moving_variance", "scale", "offset")
+        self.p = [{k: np.array(d[k], np.float64) for k in keys if d.get(k) is not None} for d in nodes]
+
+    def params(self) -> list[tuple[int, str]]:
+        """The trainable parameters as ``(node, name)`` pairs, in node order."""
+        out = []
+        for i, d in enumerate(self.nodes):
+            if d["op"] in ("dense", "batchnorm", "layernorm") and d.get("trainable", True):
+                out += [(i, k) for k in ("W", "b", "gamma", "beta") if k in self.p[i]]
+        return out
+
+    def forward(self, xs, training: bool, masks=None, noise=None) -> tuple[list, list]:
+        """Values of every node (``(batch, *shape)``) and the pre-activations of dense nodes."""
+        masks, noise = masks or {}, noise or {}
+        vals: list = [None] * len(self.nodes)
+        pre: list = [None] * len(self.nodes)
+        for k, i in enumerate(self.inputs):
+            vals[i] = np.asarray(xs[k], np.float64).reshape((-1,) + tuple(self.nodes[i]["shape"]))
+        for i, d in enumerate(self.nodes):
+            op, p = d["op"], self.p[i]
+            ins = [vals[k] for k in d.get("inputs", [])]
+            x = ins[0] if ins else None
+            if op == "input":
+                continue
+            if op == "dense":
+                z = x @ p["W"] + (p["b"] if "b" in p else 0.0)
+                pre[i] = z
+                vals[i] = _act_nd(d.get("activation", "linear"), z)
+            elif op == "batchnorm":
+                eps = d.get("epsilon", 1e-3)
+                if training and d.get("trainable", True):
+                    mean, var = batch_moments(x)
+                else:
+                    mean, var = p["moving_mean"], p["moving_variance"]
+                vals[i] = normalize(x, mean, var, p.get("gamma"), p.get("beta"), eps)
+            elif op == "layernorm":
+                vals[i] = layernorm_forward(x, p.get("gamma"), p.get("beta"), d.get("epsilon", 1e-3))
+            elif op == "activation":
+                pre[i] = x
+                vals[i] = _act_nd(d.get("activation", "linear"), x)
+            elif op == "affine":
+                vals[i] = x * p["scale"] + p["offset"]
+            elif op == "dropout":
+                vals[i] = x * masks[i] if (training and i in masks) else x
+            elif op == "gaussian_noise":
+                vals[i] = x + noise[i] if (training and i in noise) else x
+            elif op in MERGES:
+                vals[i] = merge_forward(op, ins)
+            elif op == "concatenate":
+                vals[i] = np.concatenate(ins, axis=-1)
+            elif op == "reshape":
+                vals[i] = x.reshape((x.shape[0],) + tuple(d["shape"]))
+        return vals, pre
+
+    def _logits_loss(self, o: dict) -> bool:
+        d = self.nodes[o["node"]]
+        act = d.get("activation", "linear") if d["op"] in ("dense", "activation") else "linear"
+        categorical = o["loss"] in ("sparse_categorical_crossentropy", "categorical_crossentropy")
+        return not o.get("from_logits") and ((categorical and act == "softmax") or
+                                             (o["loss"] == "binary_crossentropy" and act == "sigmoid"))
+
+    def losses(self, xs, ys, training: bool = False, masks=None, noise=None) -> list[float | None]:
+        """Each output's mean loss on the batch (None for an output without a loss)."""
+        vals, pre = self.forward(xs, training, masks, noise)
+        return [self._output_loss(o, vals, pre, y)[0] if o.get("loss") else None for o, y in zip(self.outputs, ys)]
+
+    def _output_loss(self, o, vals, pre, y):
+        """Mean loss of one output and its gradient with respect to the value (or the logits)."""
+        v = vals[o["node"]]
+        w = v.shape[-1]
+        logits = self._logits_loss(o)
+        src = pre[o["node"]] if logits else v
+        flat = src.reshape(-1, w)
+        yy = np.asarray(y).reshape(-1) if o["loss"] == "sparse_categorical_crossentropy" else \
+            np.asarray(y, np.float64).reshape(-1, w)
+        value = loss(o["loss"], yy, flat, from_logits=logits or bool(o.get("from_logits")))
+        grad = loss_grad(o["loss"], yy, flat, from_logits=logits or bool(o.get("from_logits")))
+        return value, grad.reshape(v.shape), logits
+
+    def gradients(self, xs, ys, training: bool = True, masks=None, noise=None):
+        """Weighted total loss, per-output losses and ``{(node, name): gradient}``."""
+        vals, pre = self.forward(xs, training, masks, noise)
+        gv: list = [None] * len(self.nodes)   # dL/d(value)
+        gz: list = [None] * len(self.nodes)   # dL/d(pre-activation) from logits losses
+
+        def add(store, i, g):
+            store[i] = g if store[i] is None else store[i] + g
+
+        total, per = 0.0, []
+        for o, y in zip(self.outputs, ys):
+            if not o.get("loss"):
+                per.append(None)
+                continue
+            value, grad, logits = self._output_loss(o, vals, pre, y)
+            wt = o.get("weight", 1.0)
+            total += wt * value
+            per.append(value)
+            add(gz if logits else gv, o["node"], wt * grad)
+        grads = {}
+        for i in reversed(range(len(self.nodes))):
+            d, p = self.nodes[i], self.p[i]
+            op = d["op"]
+            ins = d.get("inputs", [])
+            if op in ("dense", "activation"):
+                act = d.get("activation", "linear")
+                g = _act_grad_nd(act, pre[i], gv[i]) if gv[i] is not None else None
+                if gz[i] is not None:
+                    g = gz[i] if g is None else g + gz[i]
+            else:
+                g = gv[i]
+            if g is None or op == "input":
+                continue
+            x = vals[ins[0]] if ins else None
+            if op == "dense":
+                w_in = p["W"].shape[0]
+                grads[(i, "W")] = x.reshape(-1, w_in).T @ g.reshape(-1, g.shape[-1])
+                if "b" in p:
+                    grads[(i, "b")] = g.reshape(-1, g.shape[-1]).sum(axis=0)
+                add(gv, ins[0], g @ p["W"].T)
+            elif op == "activation" or op == "gaussian_noise":
+                add(gv, ins[0], g)
+            elif op == "dropout":
+                add(gv, ins[0], g * masks[i] if (masks and i in masks) else g)
+            elif op == "affine":
+                add(gv, ins[0], g * p["scale"])
+            elif op == "batchnorm":
+                eps = d.get("epsilon", 1e-3)
+                if d.get("trainable", True):
+                    dx, dgamma, dbeta = batchnorm_backward(x, p.get("gamma"), eps, g)
+                    if "gamma" in p:
+                        grads[(i, "gamma")] = dgamma
+                    if "beta" in p:
+                        grads[(i, "beta")] = dbeta
+                else:
+                    dx = g * (p["gamma"] if "gamma" in p else 1.0) / np.sqrt(p["moving_variance"] + eps)
+                add(gv, ins[0], dx)
+            elif op == "layernorm":
+                dx, dgamma, dbeta = layernorm_backward(x, p.get("gamma"), d.get("epsilon", 1e-3), g)
+                if "gamma" in p:
+                    grads[(i, "gamma")] = dgamma
+                if "beta" in p:
+                    grads[(i, "beta")] = dbeta
+                add(gv, ins[0], dx)
+            elif op in MERGES:
+                for k, dx in zip(ins, merge_backward(op, [vals[k] for k in ins], g)):
+                    add(gv, k, dx)
+            elif op == "concatenate":
+                c0 = 0
+                for k in ins:
+                    wk = vals[k].shape[-1]
+                    add(gv, k, g[..., c0:c0 + wk])
+                    c0 += wk
+            elif op == "reshape":
+                add(gv, ins[0], g.reshape(vals[ins[0]].shape))
+        return total, per, grads, vals
+
+    def train_step(self, xs, ys, optimizer: _Optimizer, masks=None, noise=None) -> float:
+        """One training step: gradients, the optimizer on every trainable parameter, the moving statistics."""
+        total, _, grads, vals = self.gradients(xs, ys, True, masks, noise)
+        keys = self.params()
+        optimizer.step([self.p[i][k] for i, k in keys],
+                       [grads.get((i, k), np.zeros_like(self.p[i][k])) for i, k in keys])
+        for i, d in enumerate(self.nodes):
+            if d["op"] == "batchnorm" and d.get("trainable", True):
+                mean, var = batch_moments(vals[d["inputs"][0]])
+                m = d.get("momentum", 0.99)
+                self.p[i]["moving_mean"] = moving_update(self.p[i]["moving_mean"], mean, m)
+                self.p[i]["moving_variance"] = moving_update(self.p[i]["moving_variance"], var, m)
+        return total
+
+
+def _act_nd(name: str, z: np.ndarray) -> np.ndarray:
+    """An activation on the last axis of an array of any rank."""
+    return activation(name, z.reshape(-1, z.shape[-1])).reshape(z.shape)
+
+
+def _act_grad_nd(name: str, z: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+    return activation_grad(name, z.reshape(-1, z.shape[-1]), upstream.reshape(-1, z.shape[-1])).reshape(z.shape)

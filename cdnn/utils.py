@@ -9,9 +9,10 @@ import numpy as np
 from cdnn import _naming, _random
 from cdnn._errors import invalid
 from cdnn._io_utils import disable_interactive_logging, enable_interactive_logging, is_interactive_logging_enabled
+from cdnn.trainers.py_dataset import PyDataset
 
 __all__ = ["set_random_seed", "to_categorical", "split_dataset", "clear_session", "disable_interactive_logging",
-           "enable_interactive_logging", "is_interactive_logging_enabled"]
+           "enable_interactive_logging", "is_interactive_logging_enabled", "PyDataset"]
 
 
 def set_random_seed(seed: int) -> None:

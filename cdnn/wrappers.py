@@ -41,11 +41,12 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 
 from cdnn import _random
-from cdnn import layers as layers_module, losses as losses_module, metrics as metrics_module
+from cdnn import layers as layers_module, losses as losses_module
 from cdnn import optimizers as optimizers_module
 from cdnn._config import get_num_threads
 from cdnn._errors import invalid
 from cdnn.models import Sequential
+from cdnn.trainers.compile_utils import clone_metrics
 
 try:
     import sklearn
@@ -98,7 +99,7 @@ def _clone_model(model: Sequential) -> Sequential:
     if model.compiled:
         clone.compile(optimizer=optimizers_module.get(model.optimizer.get_config()),
                       loss=losses_module.get(model.loss.get_config()) if model.loss is not None else None,
-                      metrics=[metrics_module.get(model._metric.get_config())] if model._metric is not None else None)
+                      metrics=clone_metrics(model._compile_metrics))
     return clone
 
 

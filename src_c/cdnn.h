@@ -236,6 +236,7 @@ typedef struct {
     int act;              /* enum cdnn_act */
     float alpha;          /* leaky_relu slope */
     float in_drop;        /* dropout rate on this layer's input during training */
+    int frozen;           /* 1: trainable=False, training leaves W and b (and their slots) as they are */
     float *W, *b;         /* parameters; b may be NULL (use_bias=False) */
     float *W1, *W2, *b1, *b2; /* optimizer slots (may be NULL if unused) */
 } cdnn_layer;
@@ -297,12 +298,13 @@ void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const f
  * Returns the batches trained: n_batches, or the index of the first batch
  * holding a NaN or an infinity, which stops the run before its update, or
  * with stop_nonfinite_loss, one past the first batch whose loss is NaN or
- * infinite, which stops the run after its update. */
+ * infinite, which stops the run after its update. outputs (or NULL): each trained
+ * batch's forward outputs [n_batches * bs, units_last], batch j from row j * bs. */
 int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
-                   int stop_nonfinite_loss);
+                   int stop_nonfinite_loss, float *outputs);
 
 /* 1 if none of x[0..n) is NaN or infinite (a parallel scan of inputs before inference), else 0. */
 int cdnn_all_finite(const float *x, int64_t n);

@@ -540,8 +540,10 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
                    net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, rows, ws->lb[L - 1].dz,
                    ws->row_loss, ws->row_correct);
 
-    /* below the first layer nothing needs dX */
-    for (int l = L - 1; l > 0; l--) {
+    /* below the lowest trainable layer nothing needs dX (below the first one, never) */
+    int lowest = 0;
+    while (lowest < L - 1 && net->layers[lowest].frozen) lowest++;
+    for (int l = L - 1; l > lowest; l--) {
         const cdnn_layer *ly = &net->layers[l], *lower = &net->layers[l - 1];
         float *dx = ws->lb[l - 1].dz;
         /* fold the dropout mask and the lower activation's derivative into dX */
@@ -596,6 +598,7 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
         const cdnn_layer *ly = &net->layers[l];
         layer_buf *b = &ws->lb[l];
         const float *x = l == 0 ? x0 : b->din;
+        if (ly->frozen) continue; /* no dW, no update: its W and b keep their bits */
         if (b->mid) {
             /* each half of the team updates the rows of W whose partial product it computed */
             const int mr = cdnn_simd_current()->mr;
@@ -773,9 +776,10 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                    const int32_t *ysparse, const float *ydense, int ldy,
                    const int32_t *perm, int64_t first, int n_batches, int bs,
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
-                   int stop_nonfinite_loss)
+                   int stop_nonfinite_loss, float *outputs)
 {
     const int in = net->layers[0].in;
+    const int units = net->layers[net->n_layers - 1].units;
     const float drop0 = net->layers[0].in_drop;
     int nt = threads > 0 ? threads : cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
@@ -843,6 +847,12 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                                  packed, &bad_batch, j))
                 break;
         }
+        /* this thread's rows of the step's forward outputs, for metrics computed outside C: the
+         * last layer is never split in depth nor kept in blocks, and nothing writes its output
+         * between the forward pass and the next step's */
+        if (outputs && hi > lo)
+            memcpy(outputs + ((size_t)j * bs + lo) * units, ws->lb[net->n_layers - 1].act + (size_t)lo * units,
+                   (size_t)(hi - lo) * units * sizeof(float));
         if (cdnn_team_rank() == 0) {
             if (rows == bs) learn_split(ws, bs, t); /* published by the barrier that ends the step */
             /* the per-row losses are complete since the step's middle barrier */

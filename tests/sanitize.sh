@@ -62,7 +62,7 @@ EOF
 
 echo "== tests under ASan + UBSan"
 set +e
-"$python" -m pytest -m "not slow" tests/test_core.py tests/test_models.py tests/test_robustness.py \
+"$python" -m pytest -m "not slow" tests/test_core.py tests/test_graph_core.py tests/test_models.py tests/test_robustness.py \
     -x -q -p no:cacheprovider -p no:randomly 2>&1 | tee pytest.log
 status=${PIPESTATUS[0]}
 set -e

@@ -66,11 +66,6 @@ def test_activation_functions_from_elsewhere_are_refused():
         keras.layers.Dense(3, activation=np.tanh)
 
 
-def test_more_than_one_metric_is_refused():
-    with raises(ValueError, "metrics"):
-        fashion_model().compile(loss=SCCE, metrics=["accuracy", "mse"])
-
-
 # --------------------------------------------------------------------------- compile
 
 

@@ -478,9 +478,9 @@ def unknown_activation():
     _keras().layers.Dense(3, activation="swish")
 
 
-@case(ValueError, "metric", "auc", "accuracy")
+@case(ValueError, "metric", "auroc", "accuracy")
 def unknown_metric():
-    dense_model(compile=False).compile(loss=SCCE, metrics=["auc"])
+    dense_model(compile=False).compile(loss=SCCE, metrics=["auroc"])
 
 
 @case(ValueError, "initializer", "orthogonal", "glorot_uniform")

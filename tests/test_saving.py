@@ -125,7 +125,7 @@ def test_save_and_load_model_round_trip(tmp_path):
     assert type(opt) is keras.optimizers.RMSprop
     assert (opt.learning_rate, opt.rho, opt.momentum, opt.epsilon) == (0.003, 0.9, 0.5, 1e-7)
     assert opt.iterations == model.optimizer.iterations == 8
-    assert loaded.loss.name == SCCE and loaded._metric.name == "accuracy"
+    assert loaded.loss.name == SCCE and loaded._compile_metrics._user_metrics == ["accuracy"]
     assert loaded.get_config() == model.get_config()
 
 

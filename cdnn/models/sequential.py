@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -19,6 +20,9 @@ from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer
+from cdnn.trainers.compile_utils import (CompileMetrics, deserialize_metrics, flatten_metrics_in_order,
+                                         metrics_logs, serialize_metrics)
+from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
 __all__ = ["Sequential", "load_model"]
@@ -85,6 +89,17 @@ def _batch_size(batch_size) -> int:
     return int(batch_size)
 
 
+def _check_validation_freq(freq) -> None:
+    if isinstance(freq, bool) or not (isinstance(freq, (int, np.integer)) and freq >= 1 or isinstance(freq, (list, tuple))):
+        raise ValueError(f"Expected `validation_freq` to be a list or int. Received: validation_freq={freq!r} of the "
+                         f"type {type(freq)}.")
+
+
+def _should_eval(epoch: int, freq) -> bool:
+    """Keras' rule: validate after epoch ``epoch + 1`` if it is a multiple of ``freq`` (or listed in it)."""
+    return (epoch + 1) % freq == 0 if isinstance(freq, (int, np.integer)) else (epoch + 1) in freq
+
+
 class Sequential:
     """A linear stack of layers.
 
@@ -108,7 +123,8 @@ class Sequential:
         self.built = False
         self.optimizer: Optional[optimizers_module.Optimizer] = None
         self.loss: Optional[losses_module.Loss] = None
-        self._metric: Optional[metrics_module.Metric] = None
+        self._compile_metrics: Optional[CompileMetrics] = None
+        self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = False
         self.stop_training = False
         self.history: Optional[callbacks_module.History] = None
@@ -238,16 +254,26 @@ class Sequential:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
         self.loss = losses_module.get(loss) if loss is not None else None
-        if metrics is None or metrics == []:
-            self._metric = None
-        else:
-            items = [metrics] if isinstance(metrics, (str, metrics_module.Metric)) else list(metrics)
-            if len(items) != 1:
-                raise ValueError(f"Invalid value for argument `metrics`: cdnn supports one accuracy metric, "
-                                 f"received {metrics!r}")
-            self._metric = metrics_module.get(items[0])
+        self._compile_metrics = CompileMetrics(metrics) if metrics is not None else None
+        self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = True
         self._net = None
+
+    @property
+    def metrics(self) -> list:
+        """The loss tracker and the compiled metrics (one ``compile_metrics`` object), as Keras 3."""
+        if not self.compiled:
+            return []
+        return [self._loss_tracker] + ([self._compile_metrics] if self._compile_metrics is not None else [])
+
+    @property
+    def metrics_names(self) -> list[str]:
+        """``["loss", "compile_metrics"]`` after compiling with metrics, as Keras 3."""
+        return [m.name for m in self.metrics]
+
+    def reset_metrics(self) -> None:
+        for m in self.metrics:
+            m.reset_state()
 
     def _check_compiled(self, what: str) -> None:
         if not self.compiled:
@@ -274,7 +300,10 @@ class Sequential:
                 bs = next(slots) if layer.use_bias else [None, None]
                 layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
                                "alpha": 0.2, "dropout": item["dropout"], "slots": [ws[0], ws[1], bs[0], bs[1]]})
-            kind = metrics_module.resolve(self._metric, loss.core_name, top.units) if self._metric else None
+            kind = None
+            if self._compile_metrics is not None:  # bad metric and loss/output combinations are refused here
+                self._compile_metrics.build(loss.core_name, top.units, top.activation.__name__)
+                kind = self._compile_metrics.core_kind
             self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
                                       self.optimizer.hyperparameters())
             self._chooser_key = None  # fit's thread timings were for the old network
@@ -324,14 +353,18 @@ class Sequential:
     # ---- training ---------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
             callbacks: Optional[list] = None, validation_split: float = 0.0, validation_data=None,
-            shuffle: bool = True, initial_epoch: int = 0, **kwargs) -> callbacks_module.History:
+            shuffle: bool = True, initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
+            validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None,
+            validation_freq=1, **kwargs) -> callbacks_module.History:
         """Train with mini-batch gradient descent; returns a History of the epoch logs.
 
-        Parameters follow Keras: ``validation_split`` takes the last fraction of
-        the data (before shuffling); ``validation_data`` is ``(x_val, y_val)``.
+        Parameters follow Keras: ``x`` is an array (NumPy, list, pandas) with labels ``y``, or a
+        generator / ``keras.utils.PyDataset`` of ``(x, y)`` batches; ``validation_split`` takes the
+        last fraction of the data (before shuffling); ``validation_data`` is ``(x_val, y_val)`` or a
+        generator / PyDataset; ``steps_per_epoch`` batches make an epoch (needed for an endless
+        generator); validation runs every ``validation_freq`` epochs (or at the epochs listed).
         """
-        for k in ("class_weight", "sample_weight", "steps_per_epoch", "validation_steps", "validation_batch_size",
-                  "validation_freq"):
+        for k in ("class_weight", "sample_weight"):
             if kwargs.get(k) is not None:
                 raise ValueError(f"fit: argument `{k}` is not supported by cdnn")
             kwargs.pop(k, None)
@@ -346,57 +379,90 @@ class Sequential:
             raise invalid("validation_split", validation_split, "a number in [0, 1)")
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
             raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
+        for name, value in (("steps_per_epoch", steps_per_epoch), ("validation_steps", validation_steps)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+                raise invalid(name, value, "a positive integer or None")
+        val_batch = _batch_size(validation_batch_size) if validation_batch_size is not None else batch_size
+        _check_validation_freq(validation_freq)
 
-        # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
-        xs = self._prepare_x(x, check_float32=False)
-        ys = self._prepare_y(y, len(xs))
+        split_val = None
+        if is_batch_source(x):
+            if y is not None:
+                raise ValueError(f"Invalid argument `y`: when `x` is a generator or a PyDataset it yields the labels, "
+                                 f"received y of type {type(y).__name__}")
+            if validation_split:
+                raise ValueError("`validation_split` is only supported for arrays, not for a generator or a "
+                                 "PyDataset: pass validation_data")
+            feeder = BatchEpochs(x, steps_per_epoch, "x")
+        else:
+            # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
+            xs = self._prepare_x(x, check_float32=False)
+            ys = self._prepare_y(y, len(xs))
+            if validation_split and validation_data is None:
+                split = int(math.floor(len(xs) * (1.0 - validation_split)))  # as Keras: train on the first part
+                if split <= 0 or split >= len(xs):
+                    raise ValueError(f"validation_split={validation_split} leaves no training or no validation "
+                                     f"samples out of {len(xs)}")
+                if not _all_finite(xs[split:]):  # not gathered by training: checked here
+                    raise ValueError("Invalid values in `x`: its validation split contains NaN or infinity")
+                split_val = (xs[split:], ys[split:])  # already prepared (flat rows)
+                xs, ys = xs[:split], ys[:split]
+            # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
+            feeder = ArrayEpochs(xs, ys, min(batch_size, len(xs)), shuffle, steps_per_epoch)
         val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)):
-                raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
-                                 f"received {type(validation_data).__name__}")
-            if len(validation_data) == 3:
-                raise ValueError("fit: sample weights in `validation_data` (x_val, y_val, sample_weight) are not "
-                                 "supported by cdnn")
-            if len(validation_data) != 2:
-                raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
-                                 f"received a {type(validation_data).__name__} of {len(validation_data)} item(s)")
-            vx = self._prepare_x(validation_data[0], "validation_data[0]")
-            val = (vx, self._prepare_y(validation_data[1], len(vx), "validation_data[1]"))
-        elif validation_split:
-            split = int(math.floor(len(xs) * (1.0 - validation_split)))  # as Keras: train on the first part
-            if split <= 0 or split >= len(xs):
-                raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples "
-                                 f"out of {len(xs)}")
-            if not _all_finite(xs[split:]):  # not gathered by training: checked here
-                raise ValueError("Invalid values in `x`: its validation split contains NaN or infinity")
-            val = (xs[split:], ys[split:])
-            xs, ys = xs[:split], ys[:split]
-        # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
-        return self._train(xs, ys, val, min(batch_size, len(xs)), epochs, verbose, list(callbacks or []), shuffle,
-                           int(initial_epoch))
+        if split_val is not None:
+            vx, vy = split_val
+            if validation_steps is not None:
+                vx, vy = vx[:validation_steps * val_batch], vy[:validation_steps * val_batch]
+            val = (vx, vy)
+        elif validation_data is not None:
+            if is_batch_source(validation_data):
+                val = validation_data
+            else:
+                if not isinstance(validation_data, (tuple, list)):
+                    raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
+                                     f"received {type(validation_data).__name__}")
+                if len(validation_data) == 3:
+                    raise ValueError("fit: sample weights in `validation_data` (x_val, y_val, sample_weight) are not "
+                                     "supported by cdnn")
+                if len(validation_data) != 2:
+                    raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
+                                     f"received a {type(validation_data).__name__} of {len(validation_data)} item(s)")
+                vx = self._prepare_x(validation_data[0], "validation_data[0]")
+                vy = self._prepare_y(validation_data[1], len(vx), "validation_data[1]")
+                if validation_steps is not None:  # as Keras: the first validation_steps batches
+                    vx, vy = vx[:validation_steps * val_batch], vy[:validation_steps * val_batch]
+                val = (vx, vy)
+        return self._train(feeder, val, epochs, verbose, list(callbacks or []), int(initial_epoch),
+                           (val_batch, validation_steps, validation_freq))
 
-    def _train(self, xs, ys, val, batch_size, epochs, verbose, user_callbacks, shuffle, initial_epoch):
+    def _train(self, feeder, val, epochs, verbose, user_callbacks, initial_epoch, val_args):
         net = self._core_network()
-        n = len(xs)
-        steps = -(-n // batch_size)
+        steps = feeder.steps
         history = callbacks_module.History()
         cbs = self._own_callbacks([*user_callbacks, history], {"verbose": verbose, "epochs": epochs, "steps": steps})
         per_batch = [cb for cb in cbs if cb._needs_batches]
         # the core stops a run after a batch whose loss is not finite, so that such a callback
         # stops fit right after that batch's update, as in Keras
         stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
-        metric_name = self._metric.name if self._metric else None
-        batch_loss = np.zeros(steps)
-        batch_correct = np.zeros(steps)
+        cm, tracker = self._compile_metrics, self._loss_tracker
+        # each batch's outputs leave C only for metrics the core does not count itself
+        run_out = None
+        want_outputs = cm is not None and cm.needs_outputs
+        batch_loss = np.zeros(steps or 64)
+        batch_correct = np.zeros(steps or 64)
         rng = _random.generator()
         self.history = history
         self.stop_training = False
+        self._initial_epoch = None
         history.on_train_begin()
         for cb in user_callbacks:
             cb.on_train_begin()
+        if self._initial_epoch is not None:  # as Keras: BackupAndRestore resumes where it stopped
+            initial_epoch = self._initial_epoch
+        val_batch, val_steps, val_freq = val_args
 
-        key = (_core.get_num_threads(), batch_size)
+        key = (_core.get_num_threads(), feeder.batch_size)
         if getattr(self, "_chooser_key", None) != key:
             self._chooser, self._chooser_key = _ThreadChooser(key[0]), key
         threads = self._chooser
@@ -406,21 +472,35 @@ class Sequential:
                 cb.on_epoch_begin(epoch)
             if verbose and epochs > 1:
                 _io_utils.print_msg(epoch_header(epoch + 1, epochs))
-            bar = Progbar(steps, verbose=verbose, stateful_metrics=["accuracy", "loss", metric_name])
-            perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
-            seed = int(rng.integers(0, 2**63))
+            tracker.reset_state()
+            if cm is not None:
+                cm.reset_state()
+            bar = Progbar(steps, verbose=verbose, stateful_metrics=self._log_names())
+            seed = feeder.begin_epoch(rng)
             done, seen = 0, 0
-            while done < steps and not self.stop_training:
+            while (steps is None or done < steps) and not self.stop_training:
                 nt = threads.pick()
-                k = 1 if per_batch else threads.run_batches(steps - done)
+                # no batch left in the data (before steps_per_epoch): next_run warns as Keras and ends the epoch
+                k = 1 if per_batch else threads.run_batches(max(feeder.left(done), 1))
+                run = feeder.next_run(k, self)
+                if run is None:
+                    break
+                k = run.k
+                if done + k > len(batch_loss):  # an epoch of unknown length: room for twice as many batches
+                    batch_loss = np.resize(batch_loss, 2 * (done + k))
+                    batch_correct = np.resize(batch_correct, 2 * (done + k))
                 for cb in per_batch:
                     cb.on_train_batch_begin(done)
                 net.set_optimizer(self.optimizer.hyperparameters())
+                if want_outputs and (run_out is None or run_out.size < k * run.batch_size * net.n_out):
+                    run_out = np.empty(k * run.batch_size * net.n_out, np.float32)
+                outputs = run_out[:k * run.batch_size * net.n_out].reshape(-1, net.n_out) if want_outputs else None
                 t0 = time.perf_counter()
                 steps_before = net.steps_done
                 try:
-                    k = net.train_run(xs, ys, perm, done, k, batch_size, self.optimizer.iterations, seed,
-                                      batch_loss[done:], batch_correct[done:], nt, stop_nonfinite)
+                    k = net.train_run(run.xs, run.ys, run.perm, run.first, k, run.batch_size,
+                                      self.optimizer.iterations, seed, batch_loss[done:], batch_correct[done:], nt,
+                                      stop_nonfinite, outputs)
                 except _core.NonFiniteInputError as e:
                     raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
                                      f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
@@ -431,25 +511,36 @@ class Sequential:
                 elapsed = time.perf_counter() - t0
                 warm_up = not threads.warm  # this run also paid for the workspace and starting the threads
                 threads.record(nt, elapsed, k)
+                rows = run.rows(k)
+                if want_outputs:
+                    cm.update_outputs(run.ys[rows], outputs[:len(rows)], run.batch_size)
+                feeder.advance(k)
                 done += k
-                seen = min(n, done * batch_size)
-                logs = self._logs(batch_loss[:done].sum() / seen, batch_correct[:done].sum() / seen)
+                seen += len(rows)
+                logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
                 for cb in cbs:
-                    cb._on_run_end(done - k, batch_loss[done - k:done] / np.minimum(
-                        batch_size, n - np.arange(done - k, done) * batch_size))
+                    cb._on_run_end(done - k, batch_loss[done - k:done] / run.batch_rows(k))
                 for cb in per_batch:
                     cb.on_train_batch_end(done - 1, dict(logs))
-                if done < steps:
+                if steps is None or done < steps:
                     if warm_up:
                         bar.warm_up(done)
                     else:
                         bar.update(done, list(logs.items()))
-            logs = self._logs(batch_loss[:done].sum() / max(seen, 1), batch_correct[:done].sum() / max(seen, 1))
+            feeder.end_epoch()
+            if done == 0 and isinstance(feeder, BatchEpochs) and not self.stop_training:
+                if epoch == initial_epoch:
+                    raise ValueError("fit: the generator or PyDataset `x` yielded no batch")
+                warnings.warn("Your input ran out of data; interrupting training. Make sure that your dataset or "
+                              "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
+                              "use the `.repeat()` function when building your dataset.", stacklevel=3)
+                break
+            logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
-            if val is not None:
-                val_logs = self._evaluate_with_callbacks(*val, batch_size, cbs)
+            if val is not None and _should_eval(epoch, val_freq):
+                val_logs = self._evaluate_with_callbacks(val, val_batch, cbs, val_steps)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
-            bar.update(steps, list(logs.items()), finalize=True)
+            bar.update(steps if steps is not None else done, list(logs.items()), finalize=True)
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
             training_logs = logs
@@ -459,74 +550,133 @@ class Sequential:
             cb.on_train_end(training_logs)
         return history
 
-    def _logs(self, loss: float, correct: float, prefix: str = "") -> dict:
-        logs = {}
-        if self._metric is not None:
-            logs[prefix + self._metric.name] = float(correct)
-        logs[prefix + "loss"] = float(loss)
-        return logs
+    def _run_logs(self, loss_sum: float, correct_sum: float, rows: int) -> dict:
+        """The logs after ``rows`` rows whose losses (and core-counted accuracy) sum to these."""
+        self._loss_tracker.reset_state()
+        self._loss_tracker._add_sums(loss_sum, rows)
+        cm = self._compile_metrics
+        if cm is not None and cm.core_index is not None:
+            cm.metrics[cm.core_index].reset_state()
+            cm.add_core_counts(correct_sum, rows)
+        return metrics_logs(self._loss_tracker, cm)
 
-    def _evaluate_arrays(self, xs: np.ndarray, ys: np.ndarray) -> tuple:
-        net = self._core_network()
-        _, loss_sum, correct_sum = net.predict(xs, PREDICT_ROWS, ys)
-        return loss_sum / len(xs), correct_sum / len(xs)
+    def _log_names(self) -> list:
+        return list(metrics_logs(self._loss_tracker, self._compile_metrics))
 
-    def _evaluate_with_callbacks(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, cbs: list) -> dict:
-        """The logs of ``(xs, ys)``, calling the callbacks' test hooks as Keras' ``evaluate`` does.
+    def _evaluate_rows(self, net, xs: np.ndarray, ys: np.ndarray, sums: list) -> dict:
+        """Add ``(xs, ys)`` to the running loss and metrics (``sums``: loss, correct, rows); the logs."""
+        out, ls, cs = net.predict(xs, PREDICT_ROWS, ys)
+        sums[0], sums[1], sums[2] = sums[0] + ls, sums[1] + cs, sums[2] + len(xs)
+        cm = self._compile_metrics
+        if cm is not None and cm.needs_outputs:
+            cm.update_outputs(ys, out)
+        return self._run_logs(*sums)
 
-        Batch by batch (``on_test_batch_begin/end`` with the running means) only
+    def _evaluate_with_callbacks(self, data, batch_size: int, cbs: list, steps: Optional[int] = None) -> dict:
+        """The logs of ``data`` (arrays ``(xs, ys)``, or a generator / PyDataset of batches), calling the
+        callbacks' test hooks as Keras' ``evaluate`` does.
+
+        Arrays go batch by batch (``on_test_batch_begin/end`` with the running means) only
         for a callback that defines those hooks; otherwise in one pass in C.
         """
         for cb in cbs:
             cb.on_test_begin()
         per_batch = [cb for cb in cbs if cb._needs_test_batches]
-        if per_batch and len(xs):
-            net = self._core_network()
-            loss_sum = correct_sum = 0.0
-            for step, start in enumerate(range(0, len(xs), batch_size)):
-                for cb in per_batch:
-                    cb.on_test_batch_begin(step)
-                stop = min(start + batch_size, len(xs))
-                _, ls, cs = net.predict(xs[start:stop], PREDICT_ROWS, ys[start:stop])
-                loss_sum, correct_sum = loss_sum + ls, correct_sum + cs
-                logs = self._logs(loss_sum / stop, correct_sum / stop)
-                for cb in per_batch:
-                    cb.on_test_batch_end(step, dict(logs))
+        net = self._core_network()
+        if self._compile_metrics is not None:
+            self._compile_metrics.reset_state()
+        sums = [0.0, 0.0, 0]
+        logs = self._run_logs(0.0, 0.0, 0)
+        if is_batch_source(data):
+            batches = batches_of(data, steps, "x" if cbs is getattr(self, "_evaluate_cbs", None) else "validation_data",
+                                 self)
+        elif per_batch and len(data[0]):
+            xs, ys = data
+            batches = ((xs[start:start + batch_size], ys[start:start + batch_size])
+                       for start in range(0, len(xs), batch_size))
         else:
-            logs = self._logs(*self._evaluate_arrays(xs, ys))
+            batches = iter([data])
+            per_batch = []
+        self._eval_batches = 0
+        for step, (xb, yb) in enumerate(batches):
+            for cb in per_batch:
+                cb.on_test_batch_begin(step)
+            logs = self._evaluate_rows(net, xb, yb, sums)
+            for cb in per_batch:
+                cb.on_test_batch_end(step, dict(logs))
+            self._eval_batches = step + 1
         for cb in cbs:
             cb.on_test_end(dict(logs))
         return logs
 
     # ---- inference -----------------------------------------------------------
     def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
-                 return_dict: bool = False, **kwargs):
-        """Loss and accuracy on ``(x, y)``: ``[loss, accuracy]``, or the loss alone without metrics."""
-        kwargs.pop("steps", None)
-        callbacks = kwargs.pop("callbacks", None)
+                 sample_weight=None, steps: Optional[int] = None, callbacks=None, return_dict: bool = False,
+                 **kwargs):
+        """The loss and metrics on ``(x, y)`` (arrays, or a generator / PyDataset of batches):
+        ``[loss, *metrics]`` in compile order, the loss alone without metrics, or a dict."""
         if kwargs:
             raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
+        if sample_weight is not None:
+            raise ValueError("evaluate: argument `sample_weight` is not supported by cdnn")
         self._check_compiled("evaluate")
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
-        xs = self._prepare_x(x)
-        ys = self._prepare_y(y, len(xs))
-        steps = -(-len(xs) // batch_size)
-        cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": steps})
-        bar = Progbar(steps, verbose=verbose)
-        logs = self._evaluate_with_callbacks(xs, ys, batch_size, cbs)
-        bar.update(bar.target, list(logs.items()), finalize=True)
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise invalid("steps", steps, "a positive integer or None")
+        if is_batch_source(x):
+            data = x
+            total = steps or getattr(x, "num_batches", None)
+        else:
+            xs = self._prepare_x(x)
+            ys = self._prepare_y(y, len(xs))
+            if steps is not None:
+                xs, ys = xs[:steps * batch_size], ys[:steps * batch_size]
+            data, total = (xs, ys), -(-len(xs) // batch_size)
+        cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
+        bar = Progbar(total, verbose=verbose)
+        self._evaluate_cbs = cbs
+        try:
+            logs = self._evaluate_with_callbacks(data, batch_size, cbs, steps)
+        finally:
+            self._evaluate_cbs = None
+        bar.update(bar.target if bar.target is not None else self._eval_batches, list(logs.items()), finalize=True)
         if return_dict:
             return logs
-        return [logs["loss"], logs[self._metric.name]] if self._metric is not None else logs["loss"]
+        return flatten_metrics_in_order(logs, self._compile_metrics)
 
-    def predict(self, x, batch_size: Optional[int] = None, verbose="auto", **kwargs) -> np.ndarray:
-        """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units)."""
-        kwargs.pop("steps", None)
-        callbacks = kwargs.pop("callbacks", None)
+    def predict(self, x, batch_size: Optional[int] = None, verbose="auto", steps: Optional[int] = None,
+                callbacks=None, **kwargs) -> np.ndarray:
+        """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units);
+        ``x`` an array or a generator / PyDataset of batches (``x`` or ``(x, ...)``)."""
         if kwargs:
             raise TypeError(f"predict: unsupported argument(s) {sorted(kwargs)}")
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+            raise invalid("steps", steps, "a positive integer or None")
+        if is_batch_source(x):
+            total = steps or getattr(x, "num_batches", None)
+            cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
+            bar = Progbar(total, verbose=verbose)
+            for cb in cbs:
+                cb.on_predict_begin()
+            outs = []
+            for step, xb in enumerate(batches_of(x, steps, "x", self, with_labels=False)):
+                for cb in cbs:
+                    cb.on_predict_batch_begin(step)
+                outs.append(self._inference_network().predict(xb, PREDICT_ROWS))
+                for cb in cbs:
+                    cb.on_predict_batch_end(step, {"outputs": outs[-1]})
+                if total is None or step + 1 < total:
+                    bar.update(step + 1)
+            if not outs:
+                raise ValueError("predict: the generator or PyDataset `x` yielded no batch")
+            for cb in cbs:
+                cb.on_predict_end()
+            bar.update(total if total is not None else len(outs), finalize=True)
+            return np.concatenate(outs)
         xs = self._prepare_x(x)
+        if steps is not None:
+            xs = xs[:steps * batch_size]
         steps = -(-len(xs) // batch_size)
         cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": steps})
         bar = Progbar(steps, verbose=verbose)
@@ -549,6 +699,58 @@ class Sequential:
             cb.on_predict_end()
         bar.update(bar.target, finalize=True)
         return out
+
+    # ---- one batch at a time ------------------------------------------------------
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
+        """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
+        ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
+        self._check_compiled("train_on_batch")
+        for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
+            if value is not None:
+                raise ValueError(f"train_on_batch: argument `{name}` is not supported by cdnn")
+        xs = self._prepare_x(x, check_float32=False)
+        ys = self._prepare_y(y, len(xs))
+        net = self._core_network()
+        cm = self._compile_metrics
+        out = np.empty((len(xs), net.n_out), np.float32) if cm is not None and cm.needs_outputs else None
+        loss, correct = np.zeros(1), np.zeros(1)
+        net.set_optimizer(self.optimizer.hyperparameters())
+        seed = int(_random.generator().integers(0, 2**63))
+        before = net.steps_done
+        try:
+            net.train_run(xs, ys, np.arange(len(xs), dtype=np.int32), 0, 1, len(xs), self.optimizer.iterations,
+                          seed, loss, correct, 0, False, out)
+        except _core.NonFiniteInputError as e:
+            raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; the batch is not "
+                             f"trained") from None
+        finally:
+            self.optimizer.iterations += net.steps_done - before
+        return self._batch_logs(loss[0], correct[0], ys, out, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
+        """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()``
+        or ``evaluate`` (as Keras 3)."""
+        self._check_compiled("test_on_batch")
+        if sample_weight is not None:
+            raise ValueError("test_on_batch: argument `sample_weight` is not supported by cdnn")
+        xs = self._prepare_x(x)
+        ys = self._prepare_y(y, len(xs))
+        out, loss, correct = self._core_network().predict(xs, PREDICT_ROWS, ys)
+        return self._batch_logs(loss, correct, ys, out, return_dict)
+
+    def predict_on_batch(self, x) -> np.ndarray:
+        """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
+        return self._inference_network().predict(self._prepare_x(x), PREDICT_ROWS)
+
+    def _batch_logs(self, loss: float, correct: float, ys: np.ndarray, out, return_dict: bool):
+        cm = self._compile_metrics
+        self._loss_tracker._add_sums(loss, len(ys))
+        if cm is not None:
+            cm.add_core_counts(correct, len(ys))
+            if cm.needs_outputs:
+                cm.update_outputs(ys, out)
+        logs = metrics_logs(self._loss_tracker, cm)
+        return logs if return_dict else flatten_metrics_in_order(logs, cm)
 
     def _own_callbacks(self, callbacks, params: dict) -> list:
         """``fit``'s, ``evaluate``'s or ``predict``'s callbacks, checked, given the model and ``params``, as Keras does."""
@@ -662,7 +864,7 @@ class Sequential:
             if self.compiled:
                 comp = {"optimizer": self.optimizer.get_config(),
                         "loss": self.loss.get_config() if self.loss is not None else None,
-                        "metric": self._metric.get_config() if self._metric is not None else None}
+                        "metrics": serialize_metrics(self._compile_metrics)}
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}
         import io
 
@@ -701,7 +903,7 @@ class Sequential:
         if comp:
             self.compile(optimizer=optimizers_module.get(comp["optimizer"]),
                          loss=losses_module.get(comp["loss"]) if comp.get("loss") else None,
-                         metrics=[metrics_module.get(comp["metric"])] if comp.get("metric") else None)
+                         metrics=deserialize_metrics(comp))
 
     def __repr__(self) -> str:
         return f"<Sequential name={self.name!r}, built={self.built}>"

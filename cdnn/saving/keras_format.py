@@ -121,9 +121,10 @@ def _compile_config(model) -> Optional[dict]:
         return None
     loss = model.loss.get_config() if model.loss is not None else None
     loss_name = loss.get("name") if isinstance(loss, dict) else None
-    metric = model._metric.name if model._metric is not None else None
+    from cdnn.trainers.compile_utils import serialize_metrics
+
     return {"optimizer": _optimizer_config(model.optimizer), "loss": loss_name, "loss_weights": None,
-            "metrics": [metric] if metric else None, "weighted_metrics": None, "run_eagerly": False,
+            "metrics": serialize_metrics(model._compile_metrics), "weighted_metrics": None, "run_eagerly": False,
             "steps_per_execution": 1, "jit_compile": False}
 
 
@@ -522,10 +523,14 @@ def _compile_from_config(path: str, model, comp) -> None:
             raise ModelFileError(f"{path}: loss {str(loss)[:80]!r} is not a built-in loss")
         mets = comp.get("metrics")
         mets = [m for m in mets] if isinstance(mets, list) else ([mets] if mets else None)
-        if mets and not all(isinstance(m, str) for m in mets):
-            raise ModelFileError(f"{path}: metrics {str(mets)[:80]!r}: cdnn reads metrics given by name")
+        if mets and not all(isinstance(m, (str, dict)) for m in mets):
+            raise ModelFileError(f"{path}: metrics {str(mets)[:80]!r}: cdnn reads metrics given by name or by "
+                                 f"their Keras config")
+        from cdnn.trainers.compile_utils import deserialize_metrics
+
         model.compile(optimizer=optimizers.get(opt) if opt is not None else "rmsprop",
-                      loss=losses.get(loss) if loss else None, metrics=mets)
+                      loss=losses.get(loss) if loss else None,
+                      metrics=deserialize_metrics({"metrics": mets}) if mets else None)
     except ModelFileError:
         raise
     except _BAD as exc:

@@ -1,0 +1,249 @@
+"""The metrics of ``compile(metrics=...)``, resolved against the loss and the output (Keras 3's
+``keras/src/trainers/compile_utils.py``), and how the training loop feeds them.
+
+The C core counts one accuracy (binary, categorical or sparse, the kind its
+loss's labels allow) in the training step itself, at no cost. Any other
+metric needs the step's outputs: the core then copies each batch's forward
+outputs into a buffer for the run, and the metrics are updated from it in
+NumPy between runs (built-in metrics, whose state is sums, once per run;
+a user's ``Metric`` subclass once per batch, as Keras calls it).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from cdnn import metrics as metrics_module
+from cdnn.metrics import accuracy_metrics as acc
+from cdnn.metrics.confusion_metrics import AUC, Precision, Recall, _ConfusionMatrixConditionCount
+from cdnn.metrics.f_score_metrics import FBetaScore
+from cdnn.metrics.metric import Metric
+from cdnn.metrics.reduction_metrics import Mean
+
+__all__ = ["CompileMetrics", "get_metric"]
+
+SPARSE_LOSS = "sparse_categorical_crossentropy"
+
+
+def get_metric(identifier, sparse_labels: bool, units: int) -> Metric:
+    """One entry of ``metrics=[...]`` as a Metric object with Keras' name for it."""
+    if identifier is None:
+        raise ValueError("Expected metric, received `None`")
+    if str(identifier).lower() in ("accuracy", "acc"):
+        if units == 1:
+            obj = acc.BinaryAccuracy(name=str(identifier))
+        elif sparse_labels:
+            obj = acc.SparseCategoricalAccuracy(name=str(identifier))
+        else:
+            obj = acc.CategoricalAccuracy(name=str(identifier))
+    else:
+        obj = metrics_module.get(identifier)
+    if isinstance(identifier, str):
+        name = identifier
+    else:
+        name = getattr(obj, "name", None) or getattr(obj, "__name__", None) or type(obj).__name__
+    if not isinstance(obj, Metric):
+        if not callable(obj):
+            raise ValueError(f"Could not interpret metric identifier: {identifier!r}")
+        obj = metrics_module.MeanMetricWrapper(obj)
+    obj.name = name
+    return obj
+
+
+def _core_kind(m: Metric) -> Optional[str]:
+    """The C core's accuracy that computes ``m`` exactly, if any."""
+    t = type(m)
+    if t is acc.SparseCategoricalAccuracy:
+        return "sparse"
+    if t is acc.CategoricalAccuracy:
+        return "categorical"
+    if t is acc.BinaryAccuracy and m.threshold == 0.5:
+        return "binary"
+    return None
+
+
+def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, activation: str = "") -> None:
+    """Refuse, before training, a metric that cannot read these labels and outputs."""
+    label_text = ("integer class labels of shape (n,)" if sparse_labels else f"labels of shape (n, {units})")
+
+    def refuse(why: str):
+        raise ValueError(f"Invalid metric {m.name!r} ({type(m).__name__}) for loss {loss_name!r} and an output of "
+                         f"{units} unit(s): {why}")
+
+    k = getattr(m, "k", None)
+    if isinstance(m, (acc.TopKCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and \
+            not getattr(m, "from_sorted_ids", False) and k > units:
+        refuse(f"k={k} is more than the {units} classes of the output")
+    if isinstance(m, (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and not sparse_labels:
+        refuse(f"it reads integer class labels, but {loss_name} takes {label_text} "
+               f"(use the categorical metric, or sparse_categorical_crossentropy)")
+    if sparse_labels and isinstance(m, (acc.CategoricalAccuracy, acc.TopKCategoricalAccuracy, FBetaScore)):
+        refuse("it reads one-hot labels, but sparse_categorical_crossentropy takes integer class labels (use the "
+               "sparse_ metric, or one-hot labels with categorical_crossentropy)")
+    if sparse_labels and units > 1 and isinstance(m, (AUC, Precision, Recall, _ConfusionMatrixConditionCount)):
+        hint = " (or AUC(multi_label=True) with one-hot labels)" if isinstance(m, AUC) else ""
+        refuse(f"it compares labels and outputs element by element, and {units}-way outputs do not match "
+               f"{label_text}: use one-hot labels with categorical_crossentropy{hint}")
+    if isinstance(m, AUC) and not m.multi_label and units > 1 and activation == "softmax":
+        refuse("on a softmax the classes are one prediction, not separate binary ones: the flattened AUC mixes "
+               "them; use AUC(multi_label=True) with one-hot labels (one AUC per class, averaged)")
+    if isinstance(m, AUC) and m.multi_label and m._num_labels not in (None, units):
+        refuse(f"num_labels={m._num_labels} does not match the output's {units} units")
+    if isinstance(m, (Precision, Recall)):
+        if m.class_id is not None and m.class_id >= units:
+            refuse(f"class_id={m.class_id} is not a class of the {units}-unit output")
+        if m.top_k is not None and m.top_k > units:
+            refuse(f"top_k={m.top_k} is more than the {units} units of the output")
+
+
+class CompileMetrics(Metric):
+    """The compiled metrics as one metric whose result is a dict (Keras' ``compile_metrics``)."""
+
+    def __init__(self, metrics) -> None:
+        super().__init__(name="compile_metrics")
+        if isinstance(metrics, dict):
+            raise ValueError("Invalid value for argument `metrics`: a dict of metrics per output needs a model with "
+                             "several outputs; this model has one (pass a list)")
+        self._user_metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
+        for m in self._user_metrics:  # unknown names fail at compile, as in Keras
+            if m is None or isinstance(m, (dict, Metric)):
+                continue
+            if not (isinstance(m, str) or callable(m)):
+                raise ValueError(f"Could not interpret metric identifier: {m!r}")
+            if isinstance(m, str) and m.lower() not in ("accuracy", "acc"):
+                metrics_module.get(m)
+        self._metrics: list[Metric] = []
+        self.built = False
+        self.core_index: Optional[int] = None
+        self._key: Optional[tuple] = None
+
+    @property
+    def metrics(self) -> list[Metric]:
+        return list(self._metrics)
+
+    def build(self, loss_name: str, units: int, activation: str = "") -> None:
+        """Make (once per loss and output) the metric objects, check they fit, choose the core's one."""
+        if self.built and self._key == (loss_name, units, activation):
+            return
+        sparse = loss_name == SPARSE_LOSS
+        made = [get_metric(m, sparse, units) for m in self._user_metrics]
+        for m in made:
+            _check_fits(m, sparse, units, loss_name, activation)
+        self.core_index = None
+        for i, m in enumerate(made):
+            kind = _core_kind(m)
+            if kind is not None and (kind == "sparse") == sparse:
+                self.core_index = i
+                break
+        self._metrics, self.built, self._key = made, True, (loss_name, units, activation)
+
+    @property
+    def core_kind(self) -> Optional[str]:
+        return _core_kind(self._metrics[self.core_index]) if self.core_index is not None else None
+
+    @property
+    def needs_outputs(self) -> bool:
+        """Whether a metric needs the outputs (all but the one the core counts)."""
+        return len(self._metrics) > (1 if self.core_index is not None else 0)
+
+    def reset_state(self) -> None:
+        for m in self._metrics:
+            m.reset_state()
+
+    def add_core_counts(self, correct: float, count: float) -> None:
+        """The core's accuracy sums (of rows correct, of rows seen) into its metric."""
+        if self.core_index is not None:
+            self._metrics[self.core_index]._add_sums(correct, count)
+
+    def update_outputs(self, y_true: np.ndarray, y_pred: np.ndarray, batch_size: Optional[int] = None) -> None:
+        """Every metric the core does not count, from labels and outputs (of a run of batches of ``batch_size``)."""
+        for i, m in enumerate(self._metrics):
+            if i == self.core_index:
+                continue
+            if batch_size is None or type(m).__module__.startswith("cdnn."):
+                m.update_state(y_true, y_pred)  # built-in state is sums: one update per run is the same
+            else:
+                for s in range(0, len(y_pred), batch_size):
+                    m.update_state(y_true[s:s + batch_size], y_pred[s:s + batch_size])
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        for m in self._metrics:
+            m.update_state(y_true, y_pred, sample_weight=sample_weight)
+
+    def result(self) -> dict:
+        """Each metric's result under its name; a repeated name gets ``_1``, ``_2``... as in Keras."""
+        results, seen = {}, {}
+        for m in self._metrics:
+            name = m.name
+            if name in seen:
+                seen[name] += 1
+                name = f"{name}_{seen[name] - 1}"
+            else:
+                seen[name] = 1
+            results[name] = m.result()
+        return results
+
+    def get_config(self) -> dict:
+        raise NotImplementedError
+
+
+def pythonify_logs(logs: dict) -> dict:
+    """Logs as Keras gives them: sorted by name, results as Python floats (arrays stay arrays)."""
+    out = {}
+    for key, value in sorted(logs.items()):
+        if isinstance(value, dict):
+            out.update(pythonify_logs(value))
+            continue
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = np.asarray(value)
+        out[key] = value
+    return out
+
+
+def metrics_logs(loss_tracker: Mean, compile_metrics: Optional[CompileMetrics], prefix: str = "") -> dict:
+    """``{"loss": ..., "mae": ...}`` sorted, as Keras' ``get_metrics_result``; ``prefix`` e.g. ``"val_"``."""
+    logs = {loss_tracker.name: loss_tracker.result()}
+    if compile_metrics is not None and compile_metrics.built:
+        logs.update(compile_metrics.result())
+    return {prefix + k: v for k, v in pythonify_logs(logs).items()}
+
+
+def flatten_metrics_in_order(logs: dict, compile_metrics: Optional[CompileMetrics]):
+    """``evaluate``'s list as Keras 3 orders it: the loss, the metrics in compile order, then any other
+    log in name order; a single value alone."""
+    names = ["loss"]
+    if compile_metrics is not None and compile_metrics.built:
+        names += [m.name for m in compile_metrics.metrics]
+    results = [logs[n] for n in names if n in logs]
+    results += [logs[k] for k in sorted(logs) if k not in names]
+    return results[0] if len(results) == 1 else results
+
+
+def serialize_metrics(compile_metrics: Optional[CompileMetrics]) -> Optional[list]:
+    """``compile(metrics=...)`` as plain data: names stay names, objects become configs."""
+    if compile_metrics is None:
+        return None
+    return [m if isinstance(m, str) else metrics_module.serialize(m) for m in compile_metrics._user_metrics]
+
+
+def deserialize_metrics(comp: dict) -> Optional[list]:
+    """The ``metrics`` argument that :func:`serialize_metrics` (or an older file's single ``metric``) saved."""
+    if comp.get("metrics") is not None:
+        return [m if isinstance(m, str) else metrics_module.deserialize(m) for m in comp["metrics"]]
+    legacy = comp.get("metric")
+    if not legacy:
+        return None
+    if legacy.get("class_name") == "Accuracy":  # older files: the accuracy resolved by the loss
+        return [legacy.get("name", "accuracy")]
+    return [metrics_module.deserialize({"class_name": legacy["class_name"], "config": {"name": legacy["name"]}})]
+
+
+def clone_metrics(compile_metrics: Optional[CompileMetrics]) -> Optional[list]:
+    """Fresh copies of ``compile(metrics=...)`` for another model (user subclasses included)."""
+    if compile_metrics is None:
+        return None
+    return [type(m).from_config(m.get_config()) if isinstance(m, Metric) else m
+            for m in compile_metrics._user_metrics]

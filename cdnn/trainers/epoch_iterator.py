@@ -1,0 +1,211 @@
+"""The batches of an epoch, handed to the C core run by run (Keras 3's ``EpochIterator``).
+
+Arrays are trained in place: a run is a slice of the epoch's permutation,
+gathered by the core. A Python generator or a ``PyDataset`` gives one
+batch at a time: the batches of a run (as many as the thread chooser asks,
+of one size) are stacked into one array and trained in one core call.
+
+As in Keras, ``steps_per_epoch`` walks on through the data from one epoch to
+the next, starting a new pass (a new shuffle) only when the data is used up;
+an epoch that runs out of data ends early with a warning.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from cdnn.trainers.py_dataset import PyDataset
+
+__all__ = ["Run", "ArrayEpochs", "BatchEpochs", "is_batch_source"]
+
+#: batches of an epoch of unknown length handed to the chooser as "left" (it caps a run's length)
+_UNKNOWN_LEFT = 1 << 30
+
+
+def is_batch_source(x) -> bool:
+    """Whether ``x`` yields batches (a generator, an iterator, a PyDataset) rather than being the data."""
+    if isinstance(x, PyDataset):
+        return True
+    if x is None or isinstance(x, (np.ndarray, list, tuple, str, bytes, dict)):
+        return False
+    if hasattr(x, "__array__") or hasattr(x, "to_numpy"):  # arrays, pandas
+        return False
+    return inspect.isgenerator(x) or hasattr(x, "__next__") or (hasattr(x, "__iter__") and not hasattr(x, "shape"))
+
+
+@dataclass
+class Run:
+    """One core call's work: batches ``first .. first + k`` of ``perm`` over ``xs``/``ys``."""
+    xs: np.ndarray
+    ys: np.ndarray
+    perm: np.ndarray
+    first: int
+    k: int
+    batch_size: int
+
+    def rows(self, k: int) -> np.ndarray:
+        """The dataset rows of the run's first ``k`` batches (in batch order)."""
+        return self.perm[self.first * self.batch_size:min(len(self.perm), (self.first + k) * self.batch_size)]
+
+    def batch_rows(self, k: int) -> np.ndarray:
+        """Rows of each of the run's first ``k`` batches."""
+        starts = (self.first + np.arange(k)) * self.batch_size
+        return np.minimum(self.batch_size, len(self.perm) - starts)
+
+
+class ArrayEpochs:
+    """Epochs over arrays (already checked and converted), shuffled per pass if ``shuffle``."""
+
+    def __init__(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, shuffle: bool,
+                 steps_per_epoch: Optional[int]) -> None:
+        self.xs, self.ys, self.batch_size, self.shuffle = xs, ys, batch_size, shuffle
+        self.num_batches = -(-len(xs) // batch_size)
+        self.steps = steps_per_epoch or self.num_batches
+        self._steps_per_epoch = steps_per_epoch
+        self.perm: Optional[np.ndarray] = None
+        self.pos = 0
+
+    def begin_epoch(self, rng: np.random.Generator) -> int:
+        """Start an epoch; returns the dropout seed of its steps (drawn after the permutation, if any)."""
+        if self.perm is None or self.pos >= self.num_batches or not self._steps_per_epoch:
+            n = len(self.xs)
+            self.perm = (rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int32)
+            self.pos = 0
+        return int(rng.integers(0, 2**63))
+
+    def left(self, done: int) -> int:
+        return min(self.steps - done, self.num_batches - self.pos)
+
+    def next_run(self, k: int, model) -> Optional[Run]:
+        if self.pos >= self.num_batches:
+            warnings.warn(f"Your input ran out of data; interrupting epoch. Make sure that your dataset or generator "
+                          f"can generate at least `steps_per_epoch * epochs` batches ({self.steps} per epoch).",
+                          stacklevel=4)
+            return None
+        return Run(self.xs, self.ys, self.perm, self.pos, min(k, self.num_batches - self.pos), self.batch_size)
+
+    def advance(self, k: int) -> None:
+        self.pos += k
+
+    def end_epoch(self) -> None:
+        pass
+
+
+class BatchEpochs:
+    """Epochs over a generator, an iterator or a PyDataset yielding ``(x, y)`` batches."""
+
+    def __init__(self, source, steps_per_epoch: Optional[int], name: str = "x") -> None:
+        self.source, self.name = source, name
+        self._steps_per_epoch = steps_per_epoch
+        self.is_dataset = isinstance(source, PyDataset)
+        self.num_batches = source.num_batches if self.is_dataset else None
+        self.steps = steps_per_epoch or self.num_batches  # None: until the generator ends
+        self._iterator = None
+        self._exhausted = False
+        self._pending = None  # a batch read but not trained yet (of another size than its run's)
+        self.batch_size = None
+
+    def _batches(self):
+        if self.is_dataset:
+            n = self.num_batches
+            i = 0
+            while n is None or i < n:
+                yield self.source[i]
+                i += 1
+        else:
+            yield from self.source
+
+    def begin_epoch(self, rng: np.random.Generator) -> int:
+        if self.is_dataset:
+            self.source.on_epoch_begin()
+        if self._iterator is None or (self.is_dataset and not self._steps_per_epoch):
+            self._iterator = iter(self._batches())
+            self._exhausted = False
+        return int(rng.integers(0, 2**63))
+
+    def left(self, done: int) -> int:
+        return self.steps - done if self.steps else _UNKNOWN_LEFT
+
+    def _next_batch(self):
+        if self._pending is not None:
+            batch, self._pending = self._pending, None
+            return batch
+        if self._exhausted:
+            return None
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._exhausted = True
+            if self.is_dataset and self._steps_per_epoch:  # a PyDataset starts a new pass
+                self._iterator = iter(self._batches())
+            return None
+
+    def _unpack(self, batch):
+        if not isinstance(batch, (tuple, list)) or not 1 <= len(batch) <= 3:
+            raise ValueError(f"Invalid batch from `{self.name}`: expected a tuple (x, y) or (x, y, sample_weight), "
+                             f"received {type(batch).__name__}")
+        if len(batch) == 3 and batch[2] is not None:
+            raise ValueError(f"Invalid batch from `{self.name}`: sample weights in batches (x, y, sample_weight) "
+                             f"are not supported by this cdnn (yield (x, y))")
+        if len(batch) == 1 or batch[1] is None:
+            raise ValueError(f"Invalid batch from `{self.name}`: training and evaluation need labels, a tuple (x, y)")
+        return batch[0], batch[1]
+
+    def next_run(self, k: int, model) -> Optional[Run]:
+        """Up to ``k`` batches of one size, checked and stacked (None when the data has ended)."""
+        xs, ys, size = [], [], None
+        while len(xs) < k:
+            batch = self._next_batch()
+            if batch is None:
+                break
+            x, y = self._unpack(batch)
+            x = model._prepare_x(x, f"{self.name} (a batch)")
+            y = model._prepare_y(y, len(x), f"y of a batch of `{self.name}`")
+            if size is not None and len(x) != size:
+                self._pending = (x, y)
+                break
+            size = len(x)
+            xs.append(x)
+            ys.append(y)
+            if size < (self.batch_size or size):  # a short batch ends the run (the last of a pass)
+                break
+            self.batch_size = max(self.batch_size or 0, size)
+        if not xs:
+            if self.steps and self._steps_per_epoch:
+                warnings.warn(f"Your input ran out of data; interrupting epoch. Make sure that your dataset or "
+                              f"generator can generate at least `steps_per_epoch * epochs` batches "
+                              f"({self.steps} per epoch).", stacklevel=4)
+            return None
+        x, y = (xs[0], ys[0]) if len(xs) == 1 else (np.concatenate(xs), np.concatenate(ys))
+        return Run(x, y, np.arange(len(x), dtype=np.int32), 0, len(xs), size)
+
+    def advance(self, k: int) -> None:
+        pass
+
+    def end_epoch(self) -> None:
+        if self.is_dataset:
+            self.source.on_epoch_end()
+
+
+def batches_of(source, steps: Optional[int], name: str, model, with_labels: bool = True):
+    """The ``(x, y)`` (or ``x``) batches of a generator or PyDataset for ``evaluate``/``predict``."""
+    epochs = BatchEpochs(source, steps, name)
+    epochs.begin_epoch(np.random.default_rng(0))
+    done = 0
+    while steps is None or done < steps:
+        batch = epochs._next_batch()
+        if batch is None:
+            break
+        if with_labels:
+            x, y = epochs._unpack(batch)
+            x = model._prepare_x(x, f"{name} (a batch)")
+            yield x, model._prepare_y(y, len(x), f"y of a batch of `{name}`")
+        else:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            yield model._prepare_x(x, f"{name} (a batch)")
+        done += 1
+    epochs.end_epoch()

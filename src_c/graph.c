@@ -1,0 +1,792 @@
+/* graph.c - the graph executor: the training run and inference of a
+ * network of nodes (graph.h) in topological order.
+ *
+ * One OpenMP parallel region spans a whole run of mini-batches, as in the
+ * chain (train.c). A step: each thread gathers its own samples of every
+ * input (and their labels), carries them forward node by node, computes
+ * each output's loss and gradient, and carries the gradients back node by
+ * node, all row-local, except BatchNormalization in training, whose batch
+ * statistics (forward) and gradient sums (backward) need every row: a
+ * barrier, the team's column reduction, a barrier. Then the middle barrier
+ * (where a batch holding a NaN or an infinity stops the run, nothing
+ * updated), the team phase (each Dense's dW = X^T dZ with the optimizer
+ * applied to each finished row panel, db, BatchNormalization's moving
+ * statistics and gamma/beta, LayerNormalization's gamma/beta), and the
+ * barrier that ends the step. Every reduction splits columns over the team
+ * and sums rows in order, so results do not depend on the thread count.
+ *
+ * Gradients: node i's buffer g receives dL/d(value) from its consumers (and
+ * from a loss on it that reads its value); the first contribution in a
+ * fixed order (losses in output order, then consumers from the last node
+ * down, inputs in order) writes, the others add. A Dense or Activation
+ * node's own loss, when it reads the logits (fused softmax or sigmoid
+ * cross-entropy), is dL/dz and is added after the activation's derivative.
+ * Reshape nodes share their input's buffers (value and gradient): they cost
+ * nothing. All buffers are laid out when the workspace is made: a step
+ * allocates nothing.
+ */
+#include "graph.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Below this many flops per step a run stays on one thread (as the chain's TRAIN_SERIAL_FLOPS). */
+#define GRAPH_SERIAL_FLOPS 400000L
+/* Below this many flops per chunk inference stays on one thread (as the chain's PREDICT_SERIAL_FLOPS). */
+#define GRAPH_PREDICT_SERIAL_FLOPS (1L << 24)
+/* Dense nodes with at least this many weights keep packed copies of W (when its rows are a multiple of
+ * 256 bytes apart) and of W^T during a run, as the chain does (train.c's PACKED_MIN_WEIGHTS): else every
+ * thread packs them again at every step. */
+#define GRAPH_PACKED_MIN_WEIGHTS 16384L
+/* The gather asks for a row's first lines this many rows before copying it. */
+#define GATHER_AHEAD 4
+
+typedef struct {
+    int canon;           /* the node whose buffers this one uses (itself, but for reshapes) */
+    int needs;           /* a trainable parameter at or below this node: its gradient is wanted */
+    int affects;         /* some loss depends on its value */
+    int run_bwd;         /* its backward pass runs */
+    int n_contrib;       /* contributions its g receives in a step */
+    int zloss;           /* outputs whose loss gives dL/dz of this Dense/Activation node */
+    int first_zloss;     /* the first of them (index into outputs), or -1 */
+    int *acc;            /* per input: 1 add into that input's g, 0 write it, -1 nothing */
+    const float **xin;   /* the inputs' values */
+    int *widths;         /* concatenate: the inputs' widths */
+    float *val;          /* value [B*rows, width] */
+    float *z;            /* dense: pre-activation (gelu, or a loss reading logits), else NULL */
+    float *g;            /* dL/d(value), or NULL if nothing contributes */
+    float *dz;           /* what the backward pass reads: dense/activation dL/dz, others dL/d(value) */
+    float *mean, *var, *inv_std; /* batchnorm: [width] (training); layernorm: mean, inv_std [B*rows] */
+    float *fixed_inv;    /* batchnorm: 1/sqrt(moving_var + eps), set at the start of a run or a predict */
+    float *sum_g, *sum_gx; /* batchnorm, layernorm: column sums of g and g*xhat [width] */
+    float *dw, *db;      /* dense: gradients, when it trains */
+    float *pw, *pwt;     /* dense: W and W^T packed as the forward and dX products' B during a run (or NULL);
+                            while the node trains, W's values live in pw and are written back at the run's end */
+} node_buf;
+
+typedef struct {
+    int canon;           /* the node whose g a value loss feeds */
+    int zkind;           /* 1: dL/dz of a Dense/Activation node (logits), 0: dL/d(value) */
+    int acc;             /* value loss: 1 add into g, 0 write it, -1 no gradient wanted */
+    float *dzl;          /* the loss gradient when it cannot go straight into g */
+    int32_t *ys;         /* gathered sparse labels [B*rows] */
+    float *yd;           /* gathered dense labels [B*rows, width] */
+    double *row_loss, *row_correct; /* [B*rows] */
+} out_buf;
+
+struct cdnn_graph_ws {
+    int max_batch, threads, n_nodes, n_outputs;
+    long flops;          /* matrix-product flops of a full step */
+    node_buf *nb;
+    out_buf *ob;
+    int32_t *rows;       /* dataset row of each batch sample (mask keys) */
+    int packed_nr;       /* micro-kernel width the packed copies are laid out for */
+    float *pack;
+    size_t pack_per;
+    void **allocs;       /* every block allocated for this workspace */
+    int n_allocs, cap_allocs;
+};
+
+/* ---- layout --------------------------------------------------------------- */
+
+/* A zeroed, 64-byte aligned block owned by ws (freed with it); NULL on OOM. */
+static void *ws_take(cdnn_graph_ws *ws, size_t bytes)
+{
+    if (ws->n_allocs == ws->cap_allocs) {
+        int cap = ws->cap_allocs ? 2 * ws->cap_allocs : 64;
+        void **a = (void **)realloc(ws->allocs, (size_t)cap * sizeof(void *));
+        if (!a) return NULL;
+        ws->allocs = a;
+        ws->cap_allocs = cap;
+    }
+    size_t sz = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, sz ? sz : 64);
+    if (!p) return NULL;
+    memset(p, 0, sz ? sz : 64);
+    ws->allocs[ws->n_allocs++] = p;
+    return p;
+}
+
+static int has_act(const cdnn_node *nd) { return nd->op == CDNN_OP_DENSE || nd->op == CDNN_OP_ACTIVATION; }
+
+/* Whether node i holds weights that training updates. */
+static int trains(const cdnn_node *nd)
+{
+    if (nd->frozen) return 0;
+    if (nd->op == CDNN_OP_DENSE) return 1;
+    if (nd->op == CDNN_OP_BATCHNORM || nd->op == CDNN_OP_LAYERNORM) return nd->gamma || nd->beta;
+    return 0;
+}
+
+static size_t node_size(const cdnn_node *nd) { return (size_t)nd->rows * nd->width; }
+
+void cdnn_graph_ws_free(cdnn_graph_ws *ws)
+{
+    if (!ws) return;
+    for (int k = 0; k < ws->n_allocs; k++) free(ws->allocs[k]);
+    free(ws->allocs);
+    free(ws);
+}
+
+#define TAKE(type, count) ((type *)ws_take(ws, (size_t)(count) * sizeof(type)))
+#define TAKE_OR_FAIL(dst, type, count) \
+    do { if (!((dst) = TAKE(type, count))) goto oom; } while (0)
+
+cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads)
+{
+    const int N = g->n_nodes, O = g->n_outputs, B = max_batch;
+    if (threads < 1) threads = 1;
+    cdnn_graph_ws *ws = (cdnn_graph_ws *)calloc(1, sizeof *ws);
+    if (!ws) return NULL;
+    ws->max_batch = B;
+    ws->threads = threads;
+    ws->n_nodes = N;
+    ws->n_outputs = O;
+    ws->pack_per = cdnn_gemm_pack_floats();
+    ws->packed_nr = cdnn_simd_current()->nr;
+    TAKE_OR_FAIL(ws->nb, node_buf, N);
+    TAKE_OR_FAIL(ws->ob, out_buf, O > 0 ? O : 1);
+    TAKE_OR_FAIL(ws->rows, int32_t, B);
+    TAKE_OR_FAIL(ws->pack, float, ws->pack_per * threads);
+    node_buf *nb = ws->nb;
+
+    /* the plan: canonical buffers, which gradients are wanted, and by whom */
+    for (int i = 0; i < N; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        nb[i].canon = nd->op == CDNN_OP_RESHAPE ? nb[nd->in[0]].canon : i;
+        nb[i].needs = trains(nd);
+        for (int k = 0; k < nd->n_in; k++) nb[i].needs |= nb[nd->in[k]].needs;
+        nb[i].first_zloss = -1;
+        if (nd->op == CDNN_OP_DENSE)
+            ws->flops += 6L * B * nd->rows * nd->dense.in * nd->dense.units;
+    }
+    for (int o = 0; o < O; o++) {
+        const cdnn_output *out = &g->outputs[o];
+        if (out->loss < 0) continue;
+        nb[out->node].affects = 1;
+        const cdnn_node *nd = &g->nodes[out->node];
+        ws->ob[o].canon = nb[out->node].canon;
+        ws->ob[o].zkind = has_act(nd) && nd->act != CDNN_LINEAR;
+        if (ws->ob[o].zkind) {
+            nb[out->node].zloss++;
+            if (nb[out->node].first_zloss < 0) nb[out->node].first_zloss = o;
+        }
+    }
+    for (int i = N - 1; i >= 0; i--)
+        if (nb[i].affects)
+            for (int k = 0; k < g->nodes[i].n_in; k++) nb[g->nodes[i].in[k]].affects = 1;
+    for (int i = 0; i < N; i++) {
+        const int op = g->nodes[i].op;
+        nb[i].run_bwd = nb[i].affects && nb[i].needs && op != CDNN_OP_INPUT && op != CDNN_OP_RESHAPE;
+    }
+    /* contributions in their fixed order: value losses, then consumers from the last node down */
+    for (int o = 0; o < O; o++) {
+        out_buf *ob = &ws->ob[o];
+        ob->acc = -1;
+        if (g->outputs[o].loss < 0 || ob->zkind) continue;
+        if (nb[ob->canon].needs && g->nodes[ob->canon].op != CDNN_OP_INPUT) ob->acc = nb[ob->canon].n_contrib++ > 0;
+    }
+    for (int i = N - 1; i >= 0; i--) {
+        const cdnn_node *nd = &g->nodes[i];
+        if (nd->n_in) TAKE_OR_FAIL(nb[i].acc, int, nd->n_in);
+        for (int k = 0; k < nd->n_in; k++) {
+            const int c = nb[nd->in[k]].canon;
+            nb[i].acc[k] = -1;
+            if (nb[i].run_bwd && nb[c].needs && g->nodes[c].op != CDNN_OP_INPUT) nb[i].acc[k] = nb[c].n_contrib++ > 0;
+        }
+    }
+
+    /* buffers */
+    for (int i = 0; i < N; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        node_buf *b = &nb[i];
+        const size_t rows = (size_t)B * nd->rows, w = nd->width;
+        if (b->canon != i) {
+            b->val = nb[b->canon].val;
+        } else {
+            TAKE_OR_FAIL(b->val, float, rows * w);
+        }
+        if (nd->op == CDNN_OP_DENSE && (nd->act == CDNN_GELU || b->zloss)) TAKE_OR_FAIL(b->z, float, rows * w);
+        if (b->canon == i && b->n_contrib) TAKE_OR_FAIL(b->g, float, rows * w);
+        if (nd->op == CDNN_OP_BATCHNORM) {
+            TAKE_OR_FAIL(b->mean, float, w);
+            TAKE_OR_FAIL(b->var, float, w);
+            TAKE_OR_FAIL(b->inv_std, float, w);
+            TAKE_OR_FAIL(b->fixed_inv, float, w);
+        }
+        if (nd->op == CDNN_OP_LAYERNORM) {
+            TAKE_OR_FAIL(b->mean, float, rows);
+            TAKE_OR_FAIL(b->inv_std, float, rows);
+        }
+        if (nd->op == CDNN_OP_BATCHNORM || nd->op == CDNN_OP_LAYERNORM) {
+            TAKE_OR_FAIL(b->sum_g, float, w);
+            TAKE_OR_FAIL(b->sum_gx, float, w);
+        }
+        if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
+            TAKE_OR_FAIL(b->dw, float, (size_t)nd->dense.in * nd->dense.units);
+            TAKE_OR_FAIL(b->db, float, w);
+        }
+        if (nd->op == CDNN_OP_DENSE && (long)nd->dense.in * nd->dense.units >= GRAPH_PACKED_MIN_WEIGHTS) {
+            if (nd->dense.units % 64 == 0) TAKE_OR_FAIL(b->pw, float, cdnn_packed_floats(nd->dense.in, nd->dense.units));
+            if (b->acc[0] >= 0) TAKE_OR_FAIL(b->pwt, float, cdnn_packed_floats(nd->dense.units, nd->dense.in));
+        }
+        if (nd->n_in) {
+            TAKE_OR_FAIL(b->xin, const float *, nd->n_in);
+            TAKE_OR_FAIL(b->widths, int, nd->n_in);
+            for (int k = 0; k < nd->n_in; k++) {
+                b->xin[k] = nb[nd->in[k]].val;
+                b->widths[k] = g->nodes[nd->in[k]].width;
+            }
+        }
+    }
+    for (int o = 0; o < O; o++) {
+        const cdnn_output *out = &g->outputs[o];
+        const cdnn_node *nd = &g->nodes[out->node];
+        out_buf *ob = &ws->ob[o];
+        const size_t rows = (size_t)B * nd->rows;
+        if (out->loss < 0) continue;
+        TAKE_OR_FAIL(ob->row_loss, double, rows);
+        TAKE_OR_FAIL(ob->row_correct, double, rows);
+        if (out->loss == CDNN_SPARSE_CCE)
+            TAKE_OR_FAIL(ob->ys, int32_t, rows);
+        else
+            TAKE_OR_FAIL(ob->yd, float, rows * nd->width);
+        if (ob->zkind || ob->acc == 1) TAKE_OR_FAIL(ob->dzl, float, rows * nd->width);
+    }
+    /* where each backward pass reads its gradient: its g, or a node trained only through logits losses
+     * reads the first one's gradient in place (and adds the others to it) */
+    for (int i = 0; i < N; i++) {
+        node_buf *b = &nb[i];
+        if (b->run_bwd) b->dz = b->n_contrib ? b->g : ws->ob[b->first_zloss].dzl;
+    }
+    return ws;
+oom:
+    cdnn_graph_ws_free(ws);
+    return NULL;
+}
+#undef TAKE
+#undef TAKE_OR_FAIL
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static uint64_t node_key(uint64_t seed, int64_t step, int node, uint64_t seed_offset)
+{
+    uint64_t k = seed ^ (0x9E3779B97F4A7C15ULL * (uint64_t)(step + 1));
+    k ^= 0xD1B54A32D192ED03ULL * (uint64_t)(node + 1);
+    return k ^ (0xA24BAED4963EE407ULL * (seed_offset + 1));
+}
+
+static void mark_bad(int *flag, int j)
+{
+#ifdef _OPENMP
+#pragma omp atomic write
+#endif
+    *flag = j;
+}
+
+static int read_flag(const int *flag)
+{
+    int j;
+#ifdef _OPENMP
+#pragma omp atomic read
+#endif
+    j = *flag;
+    return j;
+}
+
+/* n floats from src to dst; whether they are all finite (exponent bits not all ones). */
+CDNN_VECTOR_CLONES
+static int copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t k = 0; k < n; k++) {
+        dst[k] = src[k];
+        bad |= (src[k] & 0x7f800000u) == 0x7f800000u;
+    }
+    return !bad;
+}
+
+/* Ask for the first few cache lines of a row of n floats. */
+static void prefetch_head(const float *row, size_t n)
+{
+    const char *p = (const char *)row;
+    for (size_t o = 0; o < n * sizeof(float) && o < 4 * 64; o += 64) __builtin_prefetch(p + o, 0, 3);
+}
+
+/* Samples [lo, hi) of the batch whose dataset rows are rows_of[]: every input's rows, and every output's
+ * labels. Returns 0 if an input value is NaN or infinite. */
+static int gather(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, const int32_t *const *ysparse,
+                  const float *const *ydense, const int32_t *rows_of, long lo, long hi)
+{
+    int ok = 1;
+    for (long s = lo; s < hi; s++) ws->rows[s] = rows_of[s];
+    for (int k = 0; k < g->n_inputs; k++) {
+        const cdnn_node *nd = &g->nodes[g->inputs[k]];
+        const size_t n = node_size(nd);
+        float *dst = ws->nb[g->inputs[k]].val;
+        /* the rows are scattered over the dataset: ask for each row's first lines a few rows ahead, so
+         * that they are not a memory latency each (as the chain's gather) */
+        for (long s = lo; s < hi && s < lo + GATHER_AHEAD; s++) prefetch_head(xs[k] + (size_t)rows_of[s] * n, n);
+        for (long s = lo; s < hi; s++) {
+            if (s + GATHER_AHEAD < hi) prefetch_head(xs[k] + (size_t)rows_of[s + GATHER_AHEAD] * n, n);
+            ok &= copy_finite((uint32_t *)(dst + s * n), (const uint32_t *)(xs[k] + (size_t)rows_of[s] * n), n);
+        }
+    }
+    for (int o = 0; o < g->n_outputs; o++) {
+        const cdnn_output *out = &g->outputs[o];
+        if (out->loss < 0) continue;
+        const cdnn_node *nd = &g->nodes[out->node];
+        out_buf *ob = &ws->ob[o];
+        for (long s = lo; s < hi; s++) {
+            const size_t r = (size_t)rows_of[s];
+            if (ob->ys)
+                memcpy(ob->ys + s * nd->rows, ysparse[o] + r * nd->rows, (size_t)nd->rows * sizeof(int32_t));
+            else
+                memcpy(ob->yd + s * node_size(nd), ydense[o] + r * node_size(nd), node_size(nd) * sizeof(float));
+        }
+    }
+    return ok;
+}
+
+/* The activation's derivative folded into g (rows [r0, r1)): a is the node's output, z its pre-activation. */
+static void dact_rows(const cdnn_node *nd, float *g, const float *a, const float *z, long r0, long r1)
+{
+    const int w = nd->width;
+    if (r1 <= r0) return;
+    if (nd->act == CDNN_SOFTMAX)
+        cdnn_softmax_backward_rows(g + r0 * w, w, a + r0 * w, w, (int)(r1 - r0), w);
+    else
+        cdnn_dact_tile(nd->act, nd->alpha, g + r0 * w, w, (nd->act == CDNN_GELU ? z : a) + r0 * w, w, (int)(r1 - r0),
+                       w);
+}
+
+/* The pre-activation of a Dense/Activation node (what its derivative and a logits loss read). */
+static const float *pre_activation(const cdnn_graph_ws *ws, const cdnn_node *nd, int i)
+{
+    return nd->op == CDNN_OP_DENSE ? ws->nb[i].z : ws->nb[i].xin[0];
+}
+
+/* ---- forward ---------------------------------------------------------------- */
+
+/* Node i's forward pass for samples [lo, hi) of a batch of `batch`; training: batch statistics and masks;
+ * packed: read W from its packed copy (during a training run). With training and a batchnorm node in training mode, every thread of the team must make the call. */
+static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo, long hi, int batch, int training,
+                         uint64_t seed, int64_t t, int packed, float *pack)
+{
+    const cdnn_node *nd = &g->nodes[i];
+    node_buf *b = &ws->nb[i];
+    const int R = nd->rows, w = nd->width;
+    const int r0 = (int)(lo * R), r1 = (int)(hi * R);
+    const float *x = nd->n_in ? b->xin[0] : NULL;
+    switch (nd->op) {
+    case CDNN_OP_DENSE:
+        cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, packed ? b->pw : NULL, pack);
+        break;
+    case CDNN_OP_BATCHNORM:
+        if (training && !nd->frozen) {
+            cdnn_team_barrier(); /* every row of the input */
+            cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
+            cdnn_team_barrier(); /* every column's statistics */
+            cdnn_batchnorm_rows(r0, r1, w, x, b->mean, b->inv_std, nd->gamma, nd->beta, b->val);
+        } else {
+            cdnn_batchnorm_rows(r0, r1, w, x, nd->moving_mean, b->fixed_inv, nd->gamma, nd->beta, b->val);
+        }
+        break;
+    case CDNN_OP_LAYERNORM:
+        cdnn_layernorm_rows(r0, r1, w, nd->epsilon, x, nd->gamma, nd->beta, b->mean, b->inv_std, b->val);
+        break;
+    case CDNN_OP_ACTIVATION:
+        if (r1 > r0) {
+            memcpy(b->val + (size_t)r0 * w, x + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
+            if (nd->act == CDNN_SOFTMAX)
+                cdnn_softmax_rows(b->val + (size_t)r0 * w, w, r1 - r0, w);
+            else
+                cdnn_bias_act_tile(nd->act, nd->alpha, b->val + (size_t)r0 * w, w, r1 - r0, w, NULL, NULL, 0);
+        }
+        break;
+    case CDNN_OP_AFFINE:
+        cdnn_affine_rows(nd, r0, r1, x, b->val);
+        break;
+    case CDNN_OP_DROPOUT:
+    case CDNN_OP_GAUSSIAN_NOISE:
+        if (!training) {
+            if (r1 > r0) memcpy(b->val + (size_t)r0 * w, x + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
+        } else if (nd->op == CDNN_OP_DROPOUT) {
+            cdnn_dropout_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
+                                 nd->rate);
+        } else {
+            cdnn_noise_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
+                               nd->rate);
+        }
+        break;
+    case CDNN_OP_CONCATENATE:
+        cdnn_concat_rows(nd->n_in, b->widths, r0, r1, b->xin, b->val, w);
+        break;
+    case CDNN_OP_ADD:
+    case CDNN_OP_SUBTRACT:
+    case CDNN_OP_MULTIPLY:
+    case CDNN_OP_AVERAGE:
+    case CDNN_OP_MAXIMUM:
+    case CDNN_OP_MINIMUM:
+        cdnn_merge_rows(nd, r0, r1, b->xin, b->val);
+        break;
+    default: /* input (gathered), reshape (its input's buffer) */
+        break;
+    }
+}
+
+/* ---- losses ----------------------------------------------------------------- */
+
+/* Samples [lo, hi) of every output's loss (batch of `batch`): per-row loss and correctness, and with
+ * grads the weighted loss gradient into the g or dzl it feeds. */
+static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi, int batch, int grads)
+{
+    for (int o = 0; o < g->n_outputs; o++) {
+        const cdnn_output *out = &g->outputs[o];
+        if (out->loss < 0) continue;
+        const cdnn_node *nd = &g->nodes[out->node];
+        const node_buf *b = &ws->nb[out->node];
+        out_buf *ob = &ws->ob[o];
+        const int R = nd->rows, w = nd->width, r0 = (int)(lo * R), r1 = (int)(hi * R);
+        int act = CDNN_LINEAR;
+        const float *z = b->val;
+        float *dst = NULL;
+        if (ob->zkind) {
+            act = nd->act;
+            z = pre_activation(ws, nd, out->node);
+            if (grads && ws->nb[out->node].run_bwd) dst = ob->dzl;
+        } else if (grads && ob->acc >= 0) {
+            dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
+        }
+        cdnn_loss_rows(out->loss, out->metric, act, nd->alpha, out->from_logits, r0, r1, w, b->val, z, ob->ys,
+                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct);
+        if (!dst || r1 <= r0) continue;
+        const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
+        if (!ob->zkind && ob->acc == 1)
+            cdnn_axpy_rows(ws->nb[ob->canon].g + e0, dst + e0, (long)n, out->weight, 1);
+        else if (out->weight != 1.0f)
+            cdnn_axpy_rows(dst + e0, dst + e0, (long)n, out->weight, 0);
+    }
+}
+
+/* ---- backward --------------------------------------------------------------- */
+
+/* Node i's backward pass for samples [lo, hi) of a batch of `batch` (row-local, but for batchnorm in
+ * training: every thread of the team makes the call). */
+static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo, long hi, int batch, uint64_t seed,
+                          int64_t t, int packed, float *pack)
+{
+    const cdnn_node *nd = &g->nodes[i];
+    node_buf *b = &ws->nb[i];
+    const int R = nd->rows, w = nd->width;
+    const int r0 = (int)(lo * R), r1 = (int)(hi * R);
+    const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
+    float *dz = b->dz;
+    const float *x = nd->n_in ? b->xin[0] : NULL;
+    float *dx0 = nd->n_in ? ws->nb[ws->nb[nd->in[0]].canon].g : NULL;
+    const int acc0 = nd->n_in ? b->acc[0] : -1;
+
+    if (has_act(nd)) {
+        /* dL/dz: the consumers' dL/da times the derivative, plus the losses that read the logits */
+        if (b->n_contrib) dact_rows(nd, dz, b->val, pre_activation(ws, nd, i), r0, r1);
+        for (int o = 0; o < g->n_outputs && r1 > r0; o++) {
+            const out_buf *ob = &ws->ob[o];
+            if (g->outputs[o].node != i || g->outputs[o].loss < 0 || !ob->zkind || ob->dzl == dz) continue;
+            cdnn_axpy_rows(dz + e0, ob->dzl + e0, (long)n, 1.0f, 1);
+        }
+    }
+    switch (nd->op) {
+    case CDNN_OP_DENSE:
+        if (acc0 >= 0)
+            cdnn_gemm_rows(0, 1, r0, r1, nd->dense.in, nd->dense.units, dz, nd->dense.units, nd->dense.W,
+                           nd->dense.units, packed ? b->pwt : NULL, dx0, nd->dense.in, acc0, NULL, pack);
+        break;
+    case CDNN_OP_ACTIVATION:
+    case CDNN_OP_GAUSSIAN_NOISE:
+        if (acc0 >= 0 && r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, acc0);
+        break;
+    case CDNN_OP_DROPOUT:
+        if (acc0 >= 0) {
+            const uint64_t key = node_key(seed, t, i, nd->seed_offset);
+            if (acc0) { /* the mask on the gradient in place (read by nothing else), then added */
+                cdnn_dropout_samples(dz, dz, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
+                if (r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, 1);
+            } else {
+                cdnn_dropout_samples(dz, dx0, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
+            }
+        }
+        break;
+    case CDNN_OP_AFFINE:
+        if (acc0 >= 0)
+            for (long r = r0; r < r1; r++)
+                for (int j = 0; j < w; j++) {
+                    const float d = dz[(size_t)r * w + j] * (nd->scale_n == 1 ? nd->scale[0] : nd->scale[j]);
+                    dx0[(size_t)r * w + j] = acc0 ? dx0[(size_t)r * w + j] + d : d;
+                }
+        break;
+    case CDNN_OP_BATCHNORM:
+        if (!nd->frozen) {
+            cdnn_team_barrier(); /* every row of the gradient */
+            cdnn_norm_sums_team(x, dz, batch * R, w, b->mean, b->inv_std, 0, b->sum_g, b->sum_gx);
+            cdnn_team_barrier(); /* every column's sums */
+            if (acc0 >= 0)
+                cdnn_batchnorm_backward_rows(r0, r1, batch * R, w, x, dz, b->mean, b->inv_std, nd->gamma, b->sum_g,
+                                             b->sum_gx, dx0, acc0);
+        } else if (acc0 >= 0) {
+            cdnn_batchnorm_backward_fixed_rows(r0, r1, w, dz, b->fixed_inv, nd->gamma, dx0, acc0);
+        }
+        break;
+    case CDNN_OP_LAYERNORM:
+        if (acc0 >= 0)
+            cdnn_layernorm_backward_rows(r0, r1, w, x, dz, b->mean, b->inv_std, nd->gamma, dx0, acc0);
+        break;
+    case CDNN_OP_CONCATENATE: {
+        int c0 = 0;
+        for (int k = 0; k < nd->n_in; k++) {
+            if (b->acc[k] >= 0)
+                cdnn_concat_backward_rows(b->widths[k], c0, r0, r1, dz, w, ws->nb[ws->nb[nd->in[k]].canon].g,
+                                          b->acc[k]);
+            c0 += b->widths[k];
+        }
+        break;
+    }
+    case CDNN_OP_ADD:
+    case CDNN_OP_SUBTRACT:
+    case CDNN_OP_MULTIPLY:
+    case CDNN_OP_AVERAGE:
+    case CDNN_OP_MAXIMUM:
+    case CDNN_OP_MINIMUM:
+        for (int k = 0; k < nd->n_in; k++)
+            if (b->acc[k] >= 0)
+                cdnn_merge_backward_rows(nd, k, r0, r1, b->xin, b->val, dz, ws->nb[ws->nb[nd->in[k]].canon].g,
+                                         b->acc[k]);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- the team phase: parameter updates ---------------------------------------- */
+
+/* Team, no barrier: every update of the step, once every row's gradients are complete. */
+static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_opt_step st, int packed, float *pack)
+{
+    for (int i = g->n_nodes - 1; i >= 0; i--) {
+        const cdnn_node *nd = &g->nodes[i];
+        node_buf *b = &ws->nb[i];
+        const int rows = batch * nd->rows, w = nd->width;
+        long lo, hi;
+        if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
+            cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, &g->opt, st,
+                                  packed ? b->pw : NULL, packed ? b->pwt : NULL, NULL, pack);
+        } else if (nd->op == CDNN_OP_BATCHNORM && !nd->frozen) {
+            cdnn_team_range(w, &lo, &hi);
+            const float m = nd->momentum, m1 = 1.0f - nd->momentum;
+            for (long j = lo; j < hi; j++) {
+                nd->moving_mean[j] = nd->moving_mean[j] * m + b->mean[j] * m1;
+                nd->moving_var[j] = nd->moving_var[j] * m + b->var[j] * m1;
+            }
+            if (b->run_bwd && hi > lo) {
+                if (nd->gamma)
+                    cdnn_opt_update(&g->opt, st, nd->gamma + lo, nd->gamma1 ? nd->gamma1 + lo : NULL,
+                                    nd->gamma2 ? nd->gamma2 + lo : NULL, b->sum_gx + lo, hi - lo);
+                if (nd->beta)
+                    cdnn_opt_update(&g->opt, st, nd->beta + lo, nd->beta1 ? nd->beta1 + lo : NULL,
+                                    nd->beta2 ? nd->beta2 + lo : NULL, b->sum_g + lo, hi - lo);
+            }
+        } else if (nd->op == CDNN_OP_LAYERNORM && b->run_bwd && !nd->frozen && (nd->gamma || nd->beta)) {
+            cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
+            cdnn_team_range(w, &lo, &hi); /* the columns this thread summed */
+            if (hi > lo) {
+                if (nd->gamma)
+                    cdnn_opt_update(&g->opt, st, nd->gamma + lo, nd->gamma1 ? nd->gamma1 + lo : NULL,
+                                    nd->gamma2 ? nd->gamma2 + lo : NULL, b->sum_gx + lo, hi - lo);
+                if (nd->beta)
+                    cdnn_opt_update(&g->opt, st, nd->beta + lo, nd->beta1 ? nd->beta1 + lo : NULL,
+                                    nd->beta2 ? nd->beta2 + lo : NULL, b->sum_g + lo, hi - lo);
+            }
+        }
+    }
+}
+
+/* Team, W's rows split, then a barrier: pack every Dense's W into its copies (pack), or write the W of
+ * those that train back from its packed copy (!pack), at the end of a run that kept its values there. */
+static void packed_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int pack)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        const node_buf *b = &ws->nb[i];
+        long lo, hi;
+        if (nd->op != CDNN_OP_DENSE || (!b->pw && !b->pwt)) continue;
+        cdnn_team_range(nd->dense.in, &lo, &hi);
+        if (pack)
+            cdnn_pack_rows(nd->dense.W, nd->dense.in, nd->dense.units, (int)lo, (int)hi, 0, nd->dense.units, b->pw,
+                           b->pwt);
+        else if (b->pw && b->dw) /* it trained (a frozen W is left alone) */
+            cdnn_unpack_rows(b->pw, nd->dense.in, nd->dense.units, (int)lo, (int)hi, nd->dense.W);
+    }
+    cdnn_team_barrier();
+}
+
+/* Team: the inference statistics of every batchnorm node, from its moving variance; ends with a barrier. */
+static void fixed_stats_team(const cdnn_graph *g, cdnn_graph_ws *ws)
+{
+    if (cdnn_team_rank() == 0)
+        for (int i = 0; i < g->n_nodes; i++) {
+            const cdnn_node *nd = &g->nodes[i];
+            if (nd->op == CDNN_OP_BATCHNORM)
+                cdnn_batchnorm_fixed_stats(nd->width, nd->moving_var, nd->epsilon, ws->nb[i].fixed_inv);
+        }
+    cdnn_team_barrier();
+}
+
+/* Thread 0, after the middle barrier: batch j's losses and correctness per output, and the weighted total. */
+static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, double *out_loss, double *out_correct)
+{
+    double total = 0.0;
+    for (int o = 0; o < g->n_outputs; o++) {
+        const cdnn_output *out = &g->outputs[o];
+        double l = 0.0, c = 0.0;
+        if (out->loss >= 0) {
+            const int R = g->nodes[out->node].rows;
+            for (long r = 0; r < (long)batch * R; r++) {
+                l += ws->ob[o].row_loss[r];
+                c += ws->ob[o].row_correct[r];
+            }
+            /* a sample's loss is the mean over its rows (Keras' mean over every axis but the last) */
+            l /= R;
+            c /= R;
+            total += out->weight * l;
+        }
+        out_loss[o] = l;
+        out_correct[o] = c;
+    }
+    return total;
+}
+
+int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n,
+                         const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm,
+                         int64_t first, int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss,
+                         double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss)
+{
+    int nt = threads > 0 ? threads : cdnn_get_num_threads();
+    if (nt > ws->threads) nt = ws->threads;
+    if (ws->flops / (ws->max_batch > 0 ? ws->max_batch : 1) * bs < GRAPH_SERIAL_FLOPS) nt = 1;
+    int bad_batch = -1, bad_loss = -1;
+    const int O = g->n_outputs;
+    /* copies laid out for another micro-kernel width (a SIMD path chosen since) are not used */
+    const int packed = ws->packed_nr == cdnn_simd_current()->nr;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+    unsigned fp_state = cdnn_flush_denormals_begin();
+    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    fixed_stats_team(g, ws);
+    /* W may have been set from Python since the last run: pack afresh */
+    if (packed) packed_copies_team(g, ws, 1);
+    for (int j = 0; j < n_batches; j++) {
+        const int64_t start = (first + j) * (int64_t)bs;
+        const int batch = (int)(n - start < bs ? n - start : bs);
+        const int64_t t = step0 + j + 1;
+        long lo, hi;
+        cdnn_team_range(batch, &lo, &hi);
+        if (!gather(g, ws, xs, ysparse, ydense, perm + start, lo, hi)) mark_bad(&bad_batch, j);
+        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 1, seed, t, packed, pack);
+        losses_rows(g, ws, lo, hi, batch, 1);
+        for (int i = g->n_nodes - 1; i >= 0; i--)
+            if (ws->nb[i].run_bwd) backward_node(g, ws, i, lo, hi, batch, seed, t, packed, pack);
+        cdnn_team_barrier();
+        if (read_flag(&bad_batch) == j) break; /* the same flag on every thread after the barrier */
+        update_team(g, ws, batch, cdnn_opt_prepare(&g->opt, t), packed, pack);
+        if (cdnn_team_rank() == 0) {
+            batch_loss[j] = sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O);
+            if (stop_nonfinite_loss && !isfinite(batch_loss[j])) mark_bad(&bad_loss, j);
+        }
+        cdnn_team_barrier(); /* the next step reads the updated weights */
+        if (read_flag(&bad_loss) == j) break;
+    }
+    /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
+    if (packed) packed_copies_team(g, ws, 0);
+    cdnn_flush_denormals_end(fp_state);
+    }
+    return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
+}
+
+void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
+                        const int *want, float *const *outs, const int32_t *const *ysparse,
+                        const float *const *ydense, double *loss_sum, double *correct_sum)
+{
+    const int bs = ws->max_batch, O = g->n_outputs;
+    int nt = cdnn_get_num_threads();
+    if (nt > ws->threads) nt = ws->threads;
+    /* a chunk's forward flops (a third of a training step's): below this, one thread (train.c's
+     * PREDICT_SERIAL_FLOPS: on a loaded machine every barrier waits for a descheduled thread) */
+    const int64_t chunk = n < bs ? n : bs;
+    if (ws->flops / 3 / (bs > 0 ? bs : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
+    if (loss_sum)
+        for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
+
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nt)
+#endif
+    {
+    unsigned fp_state = cdnn_flush_denormals_begin();
+    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    fixed_stats_team(g, ws);
+    /* each thread owns the same workspace samples in every chunk: without labels, no barrier between chunks */
+    long own_lo, own_hi;
+    cdnn_team_range(bs, &own_lo, &own_hi);
+    for (int64_t start = 0; start < n; start += bs) {
+        const int batch = (int)(n - start < bs ? n - start : bs);
+        const long lo = own_lo < batch ? own_lo : batch, hi = own_hi < batch ? own_hi : batch;
+        for (int k = 0; k < g->n_inputs; k++) {
+            const size_t sz = node_size(&g->nodes[g->inputs[k]]);
+            if (hi > lo)
+                memcpy(ws->nb[g->inputs[k]].val + lo * sz, xs[k] + ((size_t)start + lo) * sz,
+                       (size_t)(hi - lo) * sz * sizeof(float));
+        }
+        if (loss_sum)
+            for (int o = 0; o < O; o++) {
+                const cdnn_output *out = &g->outputs[o];
+                if (out->loss < 0) continue;
+                const cdnn_node *nd = &g->nodes[out->node];
+                const size_t R = nd->rows, sz = node_size(nd);
+                if (hi <= lo) continue;
+                if (ws->ob[o].ys)
+                    memcpy(ws->ob[o].ys + lo * R, ysparse[o] + ((size_t)start + lo) * R,
+                           (size_t)(hi - lo) * R * sizeof(int32_t));
+                else
+                    memcpy(ws->ob[o].yd + lo * sz, ydense[o] + ((size_t)start + lo) * sz,
+                           (size_t)(hi - lo) * sz * sizeof(float));
+            }
+        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
+        for (int k = 0; k < n_want; k++) {
+            const size_t sz = node_size(&g->nodes[want[k]]);
+            if (hi > lo)
+                memcpy(outs[k] + ((size_t)start + lo) * sz, ws->nb[want[k]].val + lo * sz,
+                       (size_t)(hi - lo) * sz * sizeof(float));
+        }
+        if (loss_sum) {
+            losses_rows(g, ws, lo, hi, batch, 0);
+            cdnn_team_barrier();
+            if (cdnn_team_rank() == 0)
+                for (int o = 0; o < O; o++) {
+                    if (g->outputs[o].loss < 0) continue;
+                    const int R = g->nodes[g->outputs[o].node].rows;
+                    double l = 0.0, c = 0.0;
+                    for (long r = 0; r < (long)batch * R; r++) {
+                        l += ws->ob[o].row_loss[r];
+                        c += ws->ob[o].row_correct[r];
+                    }
+                    loss_sum[o] += l / R;
+                    correct_sum[o] += c / R;
+                }
+            cdnn_team_barrier();
+        }
+    }
+    cdnn_flush_denormals_end(fp_state);
+    }
+}

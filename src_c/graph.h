@@ -1,0 +1,135 @@
+/* graph.h - the graph executor: a network of layers (nodes) in topological
+ * order, trained and run by the same team kernels as the Dense chain.
+ *
+ * A node's value for a batch is [batch * rows, width] floats, row-major:
+ * `rows` = the product of its shape but the last axis, `width` = its last
+ * axis (Dense, BatchNormalization, LayerNormalization act on that axis;
+ * every other op is elementwise or a copy). cdnn/_core.pyx validates the
+ * description (shapes, topological order, input counts) before any call:
+ * the C code trusts it.
+ */
+#ifndef CDNN_GRAPH_H
+#define CDNN_GRAPH_H
+
+#include "cdnn.h"
+
+enum cdnn_op {
+    CDNN_OP_INPUT = 0, CDNN_OP_DENSE, CDNN_OP_BATCHNORM, CDNN_OP_LAYERNORM, CDNN_OP_ACTIVATION,
+    CDNN_OP_AFFINE, CDNN_OP_DROPOUT, CDNN_OP_GAUSSIAN_NOISE, CDNN_OP_ADD, CDNN_OP_SUBTRACT,
+    CDNN_OP_MULTIPLY, CDNN_OP_AVERAGE, CDNN_OP_MAXIMUM, CDNN_OP_MINIMUM, CDNN_OP_CONCATENATE,
+    CDNN_OP_RESHAPE
+};
+
+/* The most inputs a merge node takes. */
+#define CDNN_MAX_NODE_INPUTS 64
+
+/* One node of the graph. */
+typedef struct {
+    int op;                   /* enum cdnn_op */
+    int n_in;                 /* number of inputs (0 for CDNN_OP_INPUT) */
+    const int *in;            /* their node indices, all smaller than this node's */
+    int rows, width;          /* per sample: rows x width floats */
+    int frozen;               /* trainable=False: no update (batchnorm: inference mode in training too) */
+    int act;                  /* dense, activation: enum cdnn_act */
+    float alpha;              /* leaky_relu slope */
+    cdnn_layer dense;         /* dense: W [in, units], b, slots (in = the input's width, units = width) */
+    float *gamma, *beta;      /* batchnorm, layernorm: scale and offset [width] or NULL */
+    float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */
+    float *moving_mean, *moving_var;        /* batchnorm [width] */
+    float momentum, epsilon;  /* batchnorm momentum; batchnorm, layernorm epsilon */
+    const float *scale, *offset; /* affine: length 1 or width */
+    int scale_n, offset_n;
+    float rate;               /* dropout rate in [0, 1); gaussian_noise: stddev */
+    uint64_t seed_offset;     /* dropout, gaussian_noise: mixed into the mask's key */
+} cdnn_node;
+
+/* A model output: a node, and the loss trained on it (loss < 0: none). */
+typedef struct {
+    int node;
+    int loss;                 /* enum cdnn_loss, or -1 */
+    int from_logits;
+    int metric;               /* enum cdnn_metric */
+    float weight;             /* loss_weights */
+} cdnn_output;
+
+typedef struct {
+    int n_nodes;
+    cdnn_node *nodes;
+    int n_inputs;
+    const int *inputs;        /* the input nodes, in the model's input order */
+    int n_outputs;
+    const cdnn_output *outputs;
+    cdnn_opt_params opt;
+} cdnn_graph;
+
+/* Buffers and the step plan for batches of up to max_batch samples. */
+typedef struct cdnn_graph_ws cdnn_graph_ws;
+/* Lay out a workspace for g and batches of up to max_batch samples, threads threads; NULL on OOM. */
+cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads);
+/* Free a workspace (NULL is fine). */
+void cdnn_graph_ws_free(cdnn_graph_ws *ws);
+
+/* Train n_batches mini-batches: batch j takes the samples perm[(first+j)*bs ..] of every input xs[k]
+ * ([n, rows*width] of input node k). ysparse[o] (int32, [n * rows]) or ydense[o] ([n, rows*width]) hold
+ * output o's labels (both NULL for an output without a loss). Writes batch j's summed weighted loss to
+ * batch_loss[j], output o's summed loss and correctness to out_loss[j*n_outputs+o] and
+ * out_correct[j*n_outputs+o]. Returns the batches trained, as cdnn_train_run. */
+int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n,
+                         const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm,
+                         int64_t first, int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss,
+                         double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss);
+
+/* Inference over n samples in batches: node want[k]'s values into outs[k] ([n, rows*width]); with labels
+ * (ysparse/ydense as in training, or NULL) also output o's summed loss and correctness. */
+void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
+                        const int *want, float *const *outs, const int32_t *const *ysparse,
+                        const float *const *ydense, double *loss_sum, double *correct_sum);
+
+/* ---- per-op passes (graph_ops.c, normalization.c); r0..r1 are rows of [batch*rows, width] ---- */
+/* Rows [r0, r1) of y = x * scale + offset (scale/offset of length 1 or width). */
+void cdnn_affine_rows(const cdnn_node *nd, int r0, int r1, const float *x, float *y);
+/* Rows [r0, r1) of a merge (add ... minimum) of the node's inputs xs into y (all width wide). */
+void cdnn_merge_rows(const cdnn_node *nd, int r0, int r1, const float *const *xs, float *y);
+/* Rows [r0, r1) of the merge's backward: gradient of input k into dx (accumulated into it if acc). */
+void cdnn_merge_backward_rows(const cdnn_node *nd, int k, int r0, int r1, const float *const *xs, const float *y,
+                              const float *g, float *dx, int acc);
+/* Rows [r0, r1) of y = x_0 | x_1 | ... along the last axis (widths ws[k]). */
+void cdnn_concat_rows(int n_in, const int *widths, int r0, int r1, const float *const *xs, float *y, int width);
+/* Rows [r0, r1) of input k's slice (columns c0.., widths[k] wide) of g into dx (accumulated if acc). */
+void cdnn_concat_backward_rows(int w_k, int c0, int r0, int r1, const float *g, int width, float *dx, int acc);
+/* Samples [s0, s1) of y = x * mask (dataset rows rows[s], n floats each) under key, at rate; y may be x. */
+void cdnn_dropout_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
+                          float rate);
+/* Samples [s0, s1) of y = x + stddev * N(0, 1) from a counter hash of (key, dataset row, column). */
+void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
+                        float stddev);
+/* dst[i] (+)= src[i] for i < n (acc: add, else copy); scale != 1 multiplies src. */
+void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc);
+
+/* Team, columns split, no barrier: mean, biased variance and 1/sqrt(var + eps) per column of
+ * x[rows, width] (two passes in double, rows in order). */
+void cdnn_col_moments_team(const float *x, int rows, int width, float eps, float *mean, float *var, float *inv_std);
+/* Rows [r0, r1) of y = (x - mean) * inv_std * gamma + beta per column (gamma/beta may be NULL). */
+void cdnn_batchnorm_rows(int r0, int r1, int width, const float *x, const float *mean, const float *inv_std,
+                         const float *gamma, const float *beta, float *y);
+/* Team, columns split, no barrier: sum_g[j] = sum of g, sum_gx[j] = sum of g * xhat over all rows
+ * (xhat = (x - mean[j]) * inv_std[j] with per-column stats, or per-row ones if row_stats). */
+void cdnn_norm_sums_team(const float *x, const float *g, int rows, int width, const float *mean,
+                         const float *inv_std, int row_stats, float *sum_g, float *sum_gx);
+/* Rows [r0, r1) of batchnorm's training backward into dx (acc: added): from g and the column sums. */
+void cdnn_batchnorm_backward_rows(int r0, int r1, int rows, int width, const float *x, const float *g,
+                                  const float *mean, const float *inv_std, const float *gamma, const float *sum_g,
+                                  const float *sum_gx, float *dx, int acc);
+/* Rows [r0, r1) of batchnorm's inference backward (fixed statistics) into dx (acc: added). */
+void cdnn_batchnorm_backward_fixed_rows(int r0, int r1, int width, const float *g, const float *inv_std,
+                                        const float *gamma, float *dx, int acc);
+/* Rows [r0, r1) of layer normalization: per-row mean and inv_std saved, y = xhat * gamma + beta. */
+void cdnn_layernorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma,
+                         const float *beta, float *mean, float *inv_std, float *y);
+/* Rows [r0, r1) of layer normalization's backward into dx (acc: added). */
+void cdnn_layernorm_backward_rows(int r0, int r1, int width, const float *x, const float *g, const float *mean,
+                                  const float *inv_std, const float *gamma, float *dx, int acc);
+/* Inference statistics of batchnorm: inv_std[j] = 1 / sqrt(moving_var[j] + eps). */
+void cdnn_batchnorm_fixed_stats(int width, const float *moving_var, float eps, float *inv_std);
+
+#endif

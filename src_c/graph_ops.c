@@ -1,0 +1,181 @@
+/* graph_ops.c - the graph's elementwise and copying ops, forward and
+ * backward: affine (Rescaling, folded Normalization), the merges (Add,
+ * Subtract, Multiply, Average, Maximum, Minimum), Concatenate on the last
+ * axis, Dropout and GaussianNoise. All row-local: a thread passes its own
+ * rows, so the results do not depend on how rows are shared out.
+ */
+#include "graph.h"
+
+#include <math.h>
+#include <string.h>
+
+void cdnn_affine_rows(const cdnn_node *nd, int r0, int r1, const float *x, float *y)
+{
+    const int w = nd->width;
+    for (long i = r0; i < r1; i++) {
+        const float *xi = x + (size_t)i * w;
+        float *yi = y + (size_t)i * w;
+        for (int j = 0; j < w; j++) {
+            const float s = nd->scale_n == 1 ? nd->scale[0] : nd->scale[j];
+            const float o = nd->offset_n == 1 ? nd->offset[0] : nd->offset[j];
+            yi[j] = xi[j] * s + o;
+        }
+    }
+}
+
+void cdnn_merge_rows(const cdnn_node *nd, int r0, int r1, const float *const *xs, float *y)
+{
+    const int w = nd->width, k = nd->n_in;
+    const size_t lo = (size_t)r0 * w, hi = (size_t)r1 * w;
+    if (r1 <= r0) return;
+    memcpy(y + lo, xs[0] + lo, (hi - lo) * sizeof(float));
+    /* inputs folded in order, as Keras' merge layers fold them */
+    for (int q = 1; q < k; q++) {
+        const float *x = xs[q];
+        switch (nd->op) {
+        case CDNN_OP_ADD:
+        case CDNN_OP_AVERAGE:
+            for (size_t e = lo; e < hi; e++) y[e] += x[e];
+            break;
+        case CDNN_OP_SUBTRACT:
+            for (size_t e = lo; e < hi; e++) y[e] -= x[e];
+            break;
+        case CDNN_OP_MULTIPLY:
+            for (size_t e = lo; e < hi; e++) y[e] *= x[e];
+            break;
+        case CDNN_OP_MAXIMUM: /* NaN wins, as NumPy's and TensorFlow's maximum */
+            for (size_t e = lo; e < hi; e++) y[e] = (y[e] >= x[e] || y[e] != y[e]) ? y[e] : x[e];
+            break;
+        case CDNN_OP_MINIMUM:
+            for (size_t e = lo; e < hi; e++) y[e] = (y[e] <= x[e] || y[e] != y[e]) ? y[e] : x[e];
+            break;
+        default:
+            break;
+        }
+    }
+    if (nd->op == CDNN_OP_AVERAGE) {
+        const float inv = 1.0f / (float)k;
+        for (size_t e = lo; e < hi; e++) y[e] *= inv;
+    }
+}
+
+/* Whether input k attains the extreme y at element e first: the gradient
+ * of a maximum (minimum) goes to the first input equal to it, as folding
+ * TensorFlow's maximum, whose gradient goes to x where x >= y, gives. */
+static int first_extreme(const float *const *xs, int k, size_t e, float ye)
+{
+    if (xs[k][e] != ye) return 0;
+    for (int q = 0; q < k; q++)
+        if (xs[q][e] == ye) return 0;
+    return 1;
+}
+
+void cdnn_merge_backward_rows(const cdnn_node *nd, int k, int r0, int r1, const float *const *xs, const float *y,
+                              const float *g, float *dx, int acc)
+{
+    const int w = nd->width, n = nd->n_in;
+    const size_t lo = (size_t)r0 * w, hi = (size_t)r1 * w;
+    for (size_t e = lo; e < hi; e++) {
+        float d;
+        switch (nd->op) {
+        case CDNN_OP_ADD:
+            d = g[e];
+            break;
+        case CDNN_OP_AVERAGE:
+            d = g[e] * (1.0f / (float)n);
+            break;
+        case CDNN_OP_SUBTRACT:
+            d = k == 0 ? g[e] : -g[e];
+            break;
+        case CDNN_OP_MULTIPLY: {
+            float p = g[e];
+            for (int q = 0; q < n; q++)
+                if (q != k) p *= xs[q][e];
+            d = p;
+            break;
+        }
+        case CDNN_OP_MAXIMUM:
+        case CDNN_OP_MINIMUM:
+            d = first_extreme(xs, k, e, y[e]) ? g[e] : 0.0f;
+            break;
+        default:
+            d = 0.0f;
+            break;
+        }
+        dx[e] = acc ? dx[e] + d : d;
+    }
+}
+
+void cdnn_concat_rows(int n_in, const int *widths, int r0, int r1, const float *const *xs, float *y, int width)
+{
+    for (long i = r0; i < r1; i++) {
+        float *yi = y + (size_t)i * width;
+        for (int k = 0; k < n_in; k++) {
+            memcpy(yi, xs[k] + (size_t)i * widths[k], (size_t)widths[k] * sizeof(float));
+            yi += widths[k];
+        }
+    }
+}
+
+void cdnn_concat_backward_rows(int w_k, int c0, int r0, int r1, const float *g, int width, float *dx, int acc)
+{
+    for (long i = r0; i < r1; i++) {
+        const float *gi = g + (size_t)i * width + c0;
+        float *di = dx + (size_t)i * w_k;
+        if (acc)
+            for (int j = 0; j < w_k; j++) di[j] += gi[j];
+        else
+            memcpy(di, gi, (size_t)w_k * sizeof(float));
+    }
+}
+
+void cdnn_dropout_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
+                          float rate)
+{
+    /* keyed by the sample's dataset row and the column within the sample, as the chain's dropout */
+    for (long s = s0; s < s1; s++) cdnn_dropout_row(y + (size_t)s * n, x + (size_t)s * n, n, key, rows[s], 0, rate);
+}
+
+/* splitmix64's finaliser: a 64-bit hash of a counter. */
+static inline uint64_t hash64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
+                        float stddev)
+{
+    const double two_pi = 6.283185307179586;
+    for (long s = s0; s < s1; s++) {
+        const float *xs = x + (size_t)s * n;
+        float *ys = y + (size_t)s * n;
+        const uint64_t rk = hash64(key ^ hash64((uint64_t)(uint32_t)rows[s] << 32));
+        for (int j = 0; j < n; j++) {
+            /* Box-Muller from two 26-bit uniforms of one hash: u1 in (0, 1], u2 in [0, 1) */
+            const uint64_t h = hash64(rk ^ (uint64_t)(uint32_t)j);
+            const double u1 = ((double)(h >> 38) + 1.0) * (1.0 / 67108864.0);
+            const double u2 = (double)(h & 0x3ffffffULL) * (1.0 / 67108864.0);
+            const double z = sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
+            ys[j] = xs[j] + stddev * (float)z;
+        }
+    }
+}
+
+void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc)
+{
+    if (scale == 1.0f) {
+        if (acc)
+            for (long i = 0; i < n; i++) dst[i] += src[i];
+        else if (dst != src)
+            memcpy(dst, src, (size_t)n * sizeof(float));
+    } else {
+        if (acc)
+            for (long i = 0; i < n; i++) dst[i] += src[i] * scale;
+        else
+            for (long i = 0; i < n; i++) dst[i] = src[i] * scale;
+    }
+}

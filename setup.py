@@ -302,6 +302,19 @@ class CdnnBuildExt(build_ext):
                 return True, f"{' '.join(compile_flags)}, _OPENMP={out[1]}"
             return False, "the OpenMP test program gave a wrong answer"
 
+    def copy_extensions_to_source(self):
+        # --inplace: setuptools writes into the existing file, which crashes a process that has it loaded;
+        # removed first, that process keeps the old file's pages and the copy is a new file
+        for ext in self.extensions:
+            package = ".".join(ext.name.split(".")[:-1])
+            target = os.path.join(
+                self.get_finalized_command("build_py").get_package_dir(package),
+                os.path.basename(self.get_ext_filename(ext.name)),
+            )
+            if os.path.exists(target):
+                os.unlink(target)
+        super().copy_extensions_to_source()
+
     def run(self):
         super().run()
         if self.inplace:
@@ -310,7 +323,11 @@ class CdnnBuildExt(build_ext):
             built = self.get_ext_fullpath(ext.name)
             target = os.path.join(HERE, *ext.name.split(".")[:-1], os.path.basename(built))
             try:
-                shutil.copyfile(built, target)
+                # a new file renamed over the old one: a process that has the old extension loaded keeps
+                # its pages (copying into the same file crashes it, e.g. a test run during pip install .)
+                tmp = f"{target}.{os.getpid()}.tmp"
+                shutil.copyfile(built, tmp)
+                os.replace(tmp, target)
             except OSError as exc:  # a read-only checkout: the installed copy still works
                 print(f"cdnn build: could not copy the extension into the checkout ({exc})", file=sys.stderr)
 

@@ -6,16 +6,16 @@ A Keras script ports by changing its import: ``import cdnn as keras`` or
 from __future__ import annotations
 
 import sys as _sys
+import types as _types
+
+from cdnn._version import __version__
 
 try:
     from cdnn import _core
-except ImportError as _exc:  # running from a source tree whose extension was never built
-    raise ImportError(
-        f"cdnn's C extension is not built here ({_exc}). Install the package with `pip install .`, "
-        "or for development build it in place with `python setup.py build_ext --inplace`. "
-        "If you ran `python -m pytest` from the repository, run `pytest` instead: `python -m` puts the "
-        "unbuilt source tree first on sys.path."
-    ) from _exc
+except ImportError as _exc:
+    from cdnn._import_error import explain as _explain
+
+    raise ImportError(_explain(_exc)) from _exc
 from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
 from cdnn import backend, constraints, models, regularizers, saving
 from cdnn._config import build_info, get_num_threads, set_num_threads, show_config
@@ -23,11 +23,13 @@ from cdnn.layers import Input
 from cdnn.models import Model, Sequential, load_model
 
 
-def _lazy_submodule(name: str) -> "types.ModuleType":  # noqa: F821
+def _lazy_submodule(name: str) -> _types.ModuleType:
     """``cdnn.<name>``, executed on first attribute access (``wrappers`` imports scikit-learn: ~1 s)."""
     import importlib.util
 
     spec = importlib.util.find_spec(f"{__name__}.{name}")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cdnn.{name} is missing from this installation")
     spec.loader = importlib.util.LazyLoader(spec.loader)
     module = importlib.util.module_from_spec(spec)
     _sys.modules[spec.name] = module
@@ -36,8 +38,6 @@ def _lazy_submodule(name: str) -> "types.ModuleType":  # noqa: F821
 
 
 wrappers = _lazy_submodule("wrappers")
-
-__version__ = "0.1.0"
 
 #: ``from cdnn import keras`` and ``import cdnn as tf; tf.keras.layers...`` both see this package
 keras = _sys.modules[__name__]

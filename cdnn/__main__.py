@@ -15,6 +15,7 @@ import time
 from typing import Optional, Sequence
 
 from cdnn._core import MAX_THREADS
+from cdnn._version import __version__
 from cdnn.optimizers import _FLOAT32_MAX
 
 DEFAULTS = {
@@ -110,6 +111,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--save", metavar="PATH", type=_path, default=None, help="save the trained model here (cdnn.load_model reads it)")
     p.add_argument("--plot", metavar="PATH", type=_path, default=None, help="write loss/accuracy curves as a PNG (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="print only the final result line")
+    p.add_argument("--version", action="version", version=f"cdnn {__version__}")
     return p.parse_args(argv)
 
 

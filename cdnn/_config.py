@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -18,6 +19,18 @@ def _select_simd() -> None:
 
 
 _select_simd()
+
+
+def _warn_if_serial() -> None:
+    """Warn once, at import, when OpenMP was wanted but the compiler had none (pip hides the build's note)."""
+    info = _core.build_info()
+    note = info.get("openmp_note", "")
+    if not info["openmp"] and note and "CDNN_NO_OPENMP" not in note:
+        warnings.warn(f"cdnn was built without OpenMP: {note}. cdnn.show_config() shows how it was built.",
+                      RuntimeWarning, stacklevel=2)
+
+
+_warn_if_serial()
 
 
 def get_num_threads() -> int:
@@ -47,7 +60,7 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(int(n))
 
 
-def build_info() -> dict:
+def build_info() -> dict[str, Any]:
     """The compiler, OpenMP, the SIMD paths compiled and the one selected on this CPU, and threads."""
     info = _core.build_info()
     info["cpu"] = _cpu_name()
@@ -71,7 +84,8 @@ def _cpu_name() -> str:
 def show_config() -> None:
     """Print :func:`build_info` as ``key: value`` lines."""
     info = build_info()
-    omp = f"yes (version {info['openmp_version']})" if info["openmp"] else "no (serial build)"
+    omp = (f"yes (version {info['openmp_version']})" if info["openmp"]
+           else f"no (serial build: {info.get('openmp_note') or 'reason not recorded'})")
     print(f"cdnn {_version()}")
     print(f"  compiler:        {info['compiler']}")
     print(f"  OpenMP:          {omp}")

@@ -93,6 +93,7 @@ cdef extern from "cdnn.h" nogil:
     int cdnn_simd_supported(const char *name)
     int cdnn_simd_select(const char *name)
     int cdnn_get_num_threads()
+    int cdnn_threads_setting()
     int cdnn_serial_after_fork()
     int CDNN_MAX_THREADS
     void cdnn_set_num_threads(int n)
@@ -157,9 +158,13 @@ cdef extern from *:
     #ifndef CDNN_BUILD_FLAGS
     #define CDNN_BUILD_FLAGS ""
     #endif
+    #ifndef CDNN_BUILD_OPENMP_NOTE
+    #define CDNN_BUILD_OPENMP_NOTE ""
+    #endif
     """
     const char *CDNN_BUILD_COMPILER
     const char *CDNN_BUILD_FLAGS
+    const char *CDNN_BUILD_OPENMP_NOTE
 
 #: Activation names and their codes in the C core.
 ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "leaky_relu": 5, "gelu": 6,
@@ -248,7 +253,7 @@ cdef inline int32_t *iptr(a):
 
 def get_num_threads() -> int:
     """Number of threads the core uses."""
-    return cdnn_get_num_threads()
+    return cdnn_threads_setting()
 
 
 def serial_after_fork() -> bool:
@@ -278,11 +283,12 @@ def build_info() -> dict:
         "flags": CDNN_BUILD_FLAGS.decode(),
         "openmp": bool(cdnn_openmp_enabled()),
         "openmp_version": cdnn_openmp_version(),
+        "openmp_note": CDNN_BUILD_OPENMP_NOTE.decode(),
         "simd_compiled": compiled,
         "simd_supported": [p for p in compiled if cdnn_simd_supported(p.encode())],
         "simd_selected": cdnn_simd_current().name.decode(),
         "micro_kernel": f"{cdnn_simd_current().mr}x{cdnn_simd_current().nr}",
-        "threads": cdnn_get_num_threads(),
+        "threads": cdnn_threads_setting(),
     }
 
 

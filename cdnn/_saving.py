@@ -34,6 +34,8 @@ import socket
 import struct
 import warnings
 import zipfile
+from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 from cdnn import _files, _loading
@@ -90,7 +92,7 @@ def _remove_stale_temporaries(path: str) -> None:
             pass
 
 
-def _write_atomically(path, arrays: dict, overwrite: bool) -> None:
+def _write_atomically(path, arrays: dict | Callable[[BinaryIO], object], overwrite: bool) -> None:
     path = _files.filename(path)
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path} exists and overwrite=False")

@@ -169,7 +169,7 @@ static inline float tanh_softplusf(float x)
 }
 
 CDNN_VECTOR_CLONES
-void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols,
+static void cdnn_bias_act_tile_cloned(int act, float alpha, float *x, int ld, int rows, int cols,
                         const float *bias, float *z, int ldz)
 {
     for (int i = 0; i < rows; i++) {
@@ -240,8 +240,14 @@ void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int co
     }
 }
 
+void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols,
+                        const float *bias, float *z, int ldz)
+{
+    cdnn_bias_act_tile_cloned(act, alpha, x, ld, rows, cols, bias, z, ldz);
+}
+
 CDNN_VECTOR_CLONES
-void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols)
+static void cdnn_dact_tile_cloned(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols)
 {
     for (int i = 0; i < rows; i++) {
         float *r = g + (size_t)i * ldg;
@@ -306,6 +312,11 @@ void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int
             break;
         }
     }
+}
+
+void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols)
+{
+    cdnn_dact_tile_cloned(act, alpha, g, ldg, a, lda, rows, cols);
 }
 
 void cdnn_softmax_rows(float *x, int ld, int rows, int cols)
@@ -408,7 +419,7 @@ static void dropout_row_avx512(float *dst, const float *src, int n, uint64_t key
  * element, and `python -m cdnn`'s epochs (dropout 0.2 on two hidden layers)
  * took 60% longer than without dropout. */
 CDNN_VECTOR_CLONES
-void cdnn_dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
+static void cdnn_dropout_row_cloned(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
 {
 #ifdef CDNN_CLONES
     if (__builtin_cpu_supports("avx512dq")) {
@@ -419,13 +430,23 @@ void cdnn_dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t
     dropout_row(dst, src, n, key, row, col0, rate);
 }
 
+void cdnn_dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
+{
+    cdnn_dropout_row_cloned(dst, src, n, key, row, col0, rate);
+}
+
 /* Without the hash: where ReLU's derivative is 1 its output is positive,
  * so after dropout it is nonzero exactly where kept (and where the
  * derivative is 0, g is 0 either way). Hashing the mask again in the
  * backward pass was half of dropout's cost. */
 CDNN_VECTOR_CLONES
-void cdnn_dropout_row_kept(float *g, const float *din, int n, float rate)
+static void cdnn_dropout_row_kept_cloned(float *g, const float *din, int n, float rate)
 {
     const float scale = 1.0f / (1.0f - rate);
     for (int j = 0; j < n; j++) g[j] *= din[j] != 0.0f ? scale : 0.0f;
+}
+
+void cdnn_dropout_row_kept(float *g, const float *din, int n, float rate)
+{
+    cdnn_dropout_row_kept_cloned(g, din, n, rate);
 }

@@ -16,7 +16,9 @@
 #include <stdint.h>
 
 /* Loops worth an AVX2 copy chosen at load time (GCC/clang ifunc on Linux). CDNN_CLONES: such copies
- * are built (code that picks a wider copy itself checks it too). */
+ * are built (code that picks a wider copy itself checks it too). Only on static functions: GCC names
+ * the resolver of `f` `f`, clang 14 `f.ifunc`, so a cloned function called from another file links
+ * with one compiler and not the other; an exported function calls a static cloned one instead. */
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CDNN_NO_CLONES)
 #define CDNN_CLONES 1
 #define CDNN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))

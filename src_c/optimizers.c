@@ -273,7 +273,7 @@ static int plain(const cdnn_opt_params *p)
 }
 
 CDNN_VECTOR_CLONES
-void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
+static void cdnn_opt_update_cloned(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
                      float *restrict slot2, const float *restrict g, long n)
 {
     if (p->kind == CDNN_OPT_NONE) return;
@@ -283,8 +283,14 @@ void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict 
         update_general(p, s, w, slot1, slot2, NULL, g, n);
 }
 
+void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
+                     float *restrict slot2, const float *restrict g, long n)
+{
+    cdnn_opt_update_cloned(p, s, w, slot1, slot2, g, n);
+}
+
 CDNN_VECTOR_CLONES
-void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
+static void cdnn_opt_update_panels_cloned(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
                             float *slot1, float *slot2, const float *g, long n)
 {
     if (p->kind == CDNN_OPT_NONE) return;
@@ -299,6 +305,12 @@ void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w,
         done += len;
         off0 = 0;
     }
+}
+
+void cdnn_opt_update_panels(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
+                            float *slot1, float *slot2, const float *g, long n)
+{
+    cdnn_opt_update_panels_cloned(p, s, w, off0, chunk, wstride, slot1, slot2, g, n);
 }
 
 /* ---- the whole-gradient path ------------------------------------------- */

@@ -24,18 +24,23 @@ static int pool_may_exist = 0;
  * touches the pool. */
 static int forked_child = 0;
 
-int cdnn_get_num_threads(void)
+int cdnn_threads_setting(void)
 {
 #ifdef _OPENMP
     if (forked_child) return 1;
     int n = requested_threads > 0 ? requested_threads : omp_get_max_threads();
     /* every region sizes per-thread buffers by this count: OMP_NUM_THREADS=100000 must not allocate them */
-    if (n > CDNN_MAX_THREADS) n = CDNN_MAX_THREADS;
-    if (n > 1) pool_may_exist = 1;
-    return n;
+    return n > CDNN_MAX_THREADS ? CDNN_MAX_THREADS : n;
 #else
     return 1;
 #endif
+}
+
+int cdnn_get_num_threads(void)
+{
+    int n = cdnn_threads_setting();
+    if (n > 1) pool_may_exist = 1;
+    return n;
 }
 
 int cdnn_serial_after_fork(void)

@@ -26,7 +26,7 @@ cd "$work"
 if ! "$python" -c "import Cython, numpy, setuptools" 2>/dev/null; then
     # pip install . builds in an isolated environment; an in-place build needs the build requirements here
     echo "== installing the build requirements (pyproject.toml [build-system])"
-    "$python" -m pip install -q "Cython>=3.0" "setuptools>=64" "numpy>=1.25"
+    "$python" -m pip install -q "Cython>=3.0" "setuptools>=77" "numpy>=1.25"
 fi
 if ! CDNN_SANITIZE=1 "$python" setup.py build_ext --inplace -f >build.log 2>&1; then
     tail -40 build.log

@@ -13,7 +13,7 @@ __all__ = ["LearningRateScheduler"]
 class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate at each epoch from ``schedule(epoch, lr)``."""
 
-    def __init__(self, schedule: Callable[[int, float], float], verbose: int = 0) -> None:
+    def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:  # (epoch, lr) or (epoch)
         super().__init__()
         self.schedule, self.verbose = schedule, verbose
 

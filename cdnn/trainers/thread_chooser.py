@@ -1,6 +1,8 @@
 """The thread chooser: runs of batches on all threads or on one, whichever is faster now."""
 from __future__ import annotations
 
+from typing import Optional
+
 #: target wall time of one run of batches in C between two progress-bar updates
 RUN_SECONDS = 0.1
 #: a run is at most this many times longer (in batches) than the runs before it

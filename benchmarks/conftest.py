@@ -183,8 +183,7 @@ def pytest_collection_modifyitems(session, config, items):
             continue
         ordered.append(item)
         params = getattr(item, "callspec", None)
-        if item.originalname == "test_train_epoch" and params is not None \
-                and params.params.get("contender") == "cdnn":
+        if item.originalname == "test_train_epoch" and params is not None and params.params.get("contender") == "cdnn":
             ordered.extend(scaling.pop(params.params["workload"], []))
     for group in scaling.values():  # deselected cdnn runs: keep the scaling runs, at the end
         ordered.extend(group)
@@ -240,14 +239,26 @@ class Runner:
         self.benchmark = benchmark
         self.settings = settings
 
-    def __call__(self, fn, *, group, contender, threads=None, flops=None, samples=None,
-                 setup=None, rounds=None, iterations=1, reference=False, **info):
+    def __call__(
+        self,
+        fn,
+        *,
+        group,
+        contender,
+        threads=None,
+        flops=None,
+        samples=None,
+        setup=None,
+        rounds=None,
+        iterations=1,
+        reference=False,
+        **info,
+    ):
         s = self.settings
         threads = s.threads if threads is None else threads
         bm = self.benchmark
         bm.group = group
-        bm.extra_info.update(contender=contender, threads=threads, quick=s.quick,
-                             reference=reference, **info)
+        bm.extra_info.update(contender=contender, threads=threads, quick=s.quick, reference=reference, **info)
         if flops is not None:
             bm.extra_info["flops"] = int(flops)
         if samples is not None:
@@ -262,8 +273,7 @@ class Runner:
                 warmup = 0
             else:
                 warmup = s.warmup
-            return bm.pedantic(fn, setup=setup, rounds=rounds or s.rounds, iterations=iterations,
-                               warmup_rounds=warmup)
+            return bm.pedantic(fn, setup=setup, rounds=rounds or s.rounds, iterations=iterations, warmup_rounds=warmup)
 
 
 def _time_call(fn, setup, iterations: int) -> float:
@@ -314,8 +324,10 @@ def _load_train() -> tuple[np.ndarray, np.ndarray]:
     images = SYSTEM_DATA / "train-images-idx3-ubyte.gz"
     labels = SYSTEM_DATA / "train-labels-idx1-ubyte.gz"
     if not (images.exists() and labels.exists()):
-        pytest.skip(f"No Fashion-MNIST data ({reason}; and no {SYSTEM_DATA}: "
-                    "apt-get install dataset-fashion-mnist, or set CDNN_DATA)")
+        pytest.skip(
+            f"No Fashion-MNIST data ({reason}; and no {SYSTEM_DATA}: "
+            "apt-get install dataset-fashion-mnist, or set CDNN_DATA)"
+        )
     return _read_idx(images), _read_idx(labels)
 
 

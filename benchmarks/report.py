@@ -73,22 +73,31 @@ def table(name: str, benches: list[dict], peak: float | None) -> list[str]:
     unit = benches[0].get("extra_info", {}).get("unit") or "round"
     ref = next((b for b in benches if b.get("extra_info", {}).get("reference")), None)
     has_bytes = any("bytes" in b.get("extra_info", {}) for b in benches)
-    head = ["contender", "threads", f"time / {unit} (median)", "spread (min–max)", "× slower than cdnn",
-            "GFLOP/s"]
+    head = ["contender", "threads", f"time / {unit} (median)", "spread (min–max)", "× slower than cdnn", "GFLOP/s"]
     if peak:
         head.append("% of sgemm peak")
     if has_bytes:
         head.append("GB/s")
-    lines = [f"### {name}", "", "| " + " | ".join(head) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    lines = [
+        f"### {name}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+    ]
     for b in sorted(benches, key=lambda b: b["stats"]["median"]):
         st, info = b["stats"], b.get("extra_info", {})
         med = st["median"]
         ratio = f"{med / ref['stats']['median']:.2f}" if ref else "—"
         flops = info.get("flops")
         gflops = flops / med / 1e9 if flops else None
-        row = [label(b), str(info.get("threads", "")), fmt_time(med),
-               fmt_range(st["min"], st["max"]), ratio, f"{gflops:.1f}" if gflops else "—"]
+        row = [
+            label(b),
+            str(info.get("threads", "")),
+            fmt_time(med),
+            fmt_range(st["min"], st["max"]),
+            ratio,
+            f"{gflops:.1f}" if gflops else "—",
+        ]
         if peak:
             row.append(f"{100 * gflops * 1e9 / peak:.0f}%" if gflops else "—")
         if has_bytes:
@@ -114,8 +123,10 @@ def machine_line(data: dict) -> str:
     parts = [f"**Machine:** {cpu}, {cores} cores, {info.get('threads', '?')} threads per contender"]
     build = info.get("cdnn_build")
     if build:
-        parts.append(f"cdnn {build.get('compiler', '?')} {build.get('simd_selected', '?')} "
-                     f"{build.get('micro_kernel', '')}, OpenMP {'on' if build.get('openmp') else 'off'}")
+        parts.append(
+            f"cdnn {build.get('compiler', '?')} {build.get('simd_selected', '?')} "
+            f"{build.get('micro_kernel', '')}, OpenMP {'on' if build.get('openmp') else 'off'}"
+        )
     libs = [f"{k} {info[k]}" for k in ("numpy", "sklearn", "torch") if k in info]
     if libs:
         parts.append(", ".join(libs))
@@ -131,20 +142,27 @@ def render(data: dict) -> str:
     for b in benchmarks:
         groups.setdefault(b.get("group") or b["name"], []).append(b)
     peak, size = find_peak(benchmarks)
-    lines = ["## Benchmarks", "", machine_line(data) + "  ",
-             f"**Command:** `{data.get('command', 'pytest benchmarks --benchmark-only --benchmark-json=…')}`  ",
-             f"**Date:** {data.get('datetime', '?')[:19]}, commit {data.get('commit_info', {}).get('id', '?')[:10]}"
-             f"{' (dirty)' if data.get('commit_info', {}).get('dirty') else ''}  "]
+    lines = [
+        "## Benchmarks",
+        "",
+        machine_line(data) + "  ",
+        f"**Command:** `{data.get('command', 'pytest benchmarks --benchmark-only --benchmark-json=…')}`  ",
+        f"**Date:** {data.get('datetime', '?')[:19]}, commit {data.get('commit_info', {}).get('id', '?')[:10]}"
+        f"{' (dirty)' if data.get('commit_info', {}).get('dirty') else ''}  ",
+    ]
     if peak:
         shape = f" {size}×{size}" if size else ""
-        lines.append(f"**Practical SGEMM peak:** {peak / 1e9:.1f} GFLOP/s "
-                     f"(NumPy float32 matmul{shape}, group sgemm-peak)")
+        lines.append(
+            f"**Practical SGEMM peak:** {peak / 1e9:.1f} GFLOP/s (NumPy float32 matmul{shape}, group sgemm-peak)"
+        )
     if data.get("machine_info", {}).get("cdnn_bench", {}).get("quick"):
         lines.append("")
         lines.append("> Quick run (small slices, one round): a smoke test, not a measurement.")
     lines.append("")
-    lines.append("Median over the rounds; “× slower than cdnn” divides by cdnn's median on the same "
-                 "threads. GFLOP/s count useful matrix-product FLOPs only (see benchmarks/test_bench_training.py).")
+    lines.append(
+        "Median over the rounds; “× slower than cdnn” divides by cdnn's median on the same "
+        "threads. GFLOP/s count useful matrix-product FLOPs only (see benchmarks/test_bench_training.py)."
+    )
     lines.append("")
     for name in group_order(groups):
         lines += table(name, groups[name], peak)

@@ -29,8 +29,12 @@ class _Config:
 
     def __init__(self, *args, quick=False, min_rounds=5, max_time=1.0):
         self.invocation_params = SimpleNamespace(args=("benchmarks", "--benchmark-only", *args))
-        self._options = {"benchmark_only": True, "--quick": quick, "benchmark_min_rounds": min_rounds,
-                         "benchmark_max_time": max_time}
+        self._options = {
+            "benchmark_only": True,
+            "--quick": quick,
+            "benchmark_min_rounds": min_rounds,
+            "benchmark_max_time": max_time,
+        }
 
     def getoption(self, name, default=None):
         return self._options.get(name, default)
@@ -58,8 +62,9 @@ def _item(name, workload, contender=None, threads=None):
     params = {"workload": workload}
     if contender is not None:
         params["contender"] = contender
-    return SimpleNamespace(originalname=name, callspec=SimpleNamespace(params=params),
-                           label=f"{name}[{workload}-{contender or threads}]")
+    return SimpleNamespace(
+        originalname=name, callspec=SimpleNamespace(params=params), label=f"{name}[{workload}-{contender or threads}]"
+    )
 
 
 def test_thread_scaling_runs_right_after_cdnns_run_on_the_same_workload(harness):
@@ -69,8 +74,12 @@ def test_thread_scaling_runs_right_after_cdnns_run_on_the_same_workload(harness)
     items.insert(2, SimpleNamespace(originalname="test_gemm", label="test_gemm"))
     harness.pytest_collection_modifyitems(None, None, items)
     assert [i.label for i in items] == [
-        "test_train_epoch[A-cdnn]", "test_cdnn_thread_scaling[A-1]", "test_train_epoch[A-numpy]",
+        "test_train_epoch[A-cdnn]",
+        "test_cdnn_thread_scaling[A-1]",
+        "test_train_epoch[A-numpy]",
         "test_gemm",
-        "test_train_epoch[B-cdnn]", "test_cdnn_thread_scaling[B-1]", "test_train_epoch[B-numpy]",
+        "test_train_epoch[B-cdnn]",
+        "test_cdnn_thread_scaling[B-1]",
+        "test_train_epoch[B-numpy]",
         "test_cdnn_thread_scaling[C-1]",  # no cdnn run on C selected: kept, at the end
     ]

@@ -23,9 +23,11 @@ def _model(sizes):
     import cdnn as keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.layers.Input(shape=(sizes[0],))]
-                             + [keras.layers.Dense(u, activation="relu") for u in sizes[1:-1]]
-                             + [keras.layers.Dense(sizes[-1], activation="softmax")])
+    model = keras.Sequential(
+        [keras.layers.Input(shape=(sizes[0],))]
+        + [keras.layers.Dense(u, activation="relu") for u in sizes[1:-1]]
+        + [keras.layers.Dense(sizes[-1], activation="softmax")]
+    )
     return model
 
 
@@ -102,6 +104,13 @@ def test_inference(run, settings, tmp_path, network, batch, contender):
     np.testing.assert_allclose(np.asarray(fn(x)), expected, rtol=1e-4, atol=1e-5)  # the same work
     macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     iterations = 1 if settings.quick else max(1, int(2e-3 * 40e9 / (2 * macs * batch)))
-    run(lambda: fn(x), group=f"inference {network} batch {batch}", contender=contender,
-        reference=contender == "cdnn-predict", flops=2 * macs * batch, samples=batch, iterations=iterations,
-        unit="call")
+    run(
+        lambda: fn(x),
+        group=f"inference {network} batch {batch}",
+        contender=contender,
+        reference=contender == "cdnn-predict",
+        flops=2 * macs * batch,
+        samples=batch,
+        iterations=iterations,
+        unit="call",
+    )

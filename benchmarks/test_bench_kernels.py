@@ -64,9 +64,16 @@ def test_dense_forward_backward(run, settings, contender):
     x, W, b, dy = _rand(rng, m, k), _rand(rng, k, n) * 0.05, _rand(rng, n), _rand(rng, m, n)
     flops = 2 * (2 * m * k * n)
     call = {"cdnn": _dense_cdnn, "numpy": _dense_numpy}[contender](x, W, b, dy)
-    run(call, group=f"dense {m}x{k}->{n} relu fwd+bwd", contender=contender,
-        reference=contender == "cdnn", flops=flops, samples=m,
-        iterations=_iterations(settings, flops), unit="call")
+    run(
+        call,
+        group=f"dense {m}x{k}->{n} relu fwd+bwd",
+        contender=contender,
+        reference=contender == "cdnn",
+        flops=flops,
+        samples=m,
+        iterations=_iterations(settings, flops),
+        unit="call",
+    )
 
 
 # ---- GEMM ---------------------------------------------------------------------------
@@ -84,9 +91,15 @@ def test_gemm(run, settings, shape, contender):
     a, b = _rand(rng, m, k), _rand(rng, k, n)
     fn = {"cdnn": _core.gemm, "numpy": np.matmul}[contender]
     flops = 2 * m * k * n
-    run(lambda: fn(a, b), group=f"GEMM {m}x{k}x{n}", contender=contender,
-        reference=contender == "cdnn", flops=flops, iterations=_iterations(settings, flops),
-        unit="call")
+    run(
+        lambda: fn(a, b),
+        group=f"GEMM {m}x{k}x{n}",
+        contender=contender,
+        reference=contender == "cdnn",
+        flops=flops,
+        iterations=_iterations(settings, flops),
+        unit="call",
+    )
 
 
 # ---- optimizer update -----------------------------------------------------------------
@@ -116,8 +129,16 @@ def test_adam_update(run, settings, contender):
     iterations = 5 if settings.quick else 200
     # One thread for both, and said so: _core.optimizer_update and NumPy's ufuncs are
     # single-threaded (in fit, each thread of the team updates its own rows of a gradient).
-    run(call, group=f"Adam update {shape[0]}x{shape[1]}", contender=contender, threads=1,
-        reference=contender == "cdnn", bytes=7 * 4 * w.size, iterations=iterations, unit="call")
+    run(
+        call,
+        group=f"Adam update {shape[0]}x{shape[1]}",
+        contender=contender,
+        threads=1,
+        reference=contender == "cdnn",
+        bytes=7 * 4 * w.size,
+        iterations=iterations,
+        unit="call",
+    )
 
 
 # ---- the machine's SGEMM peak -------------------------------------------------------------
@@ -131,6 +152,13 @@ def test_sgemm_peak(run, settings, contender):
     rng = np.random.default_rng(KERNEL_SEED)
     a, b = _rand(rng, n, n), _rand(rng, n, n)
     fn = {"cdnn": _core.gemm, "numpy": np.matmul}[contender]
-    run(lambda: fn(a, b), group="sgemm-peak", contender=contender,
-        reference=contender == "cdnn", peak=contender == "numpy", flops=2 * n**3,
-        size=n, unit="call")
+    run(
+        lambda: fn(a, b),
+        group="sgemm-peak",
+        contender=contender,
+        reference=contender == "cdnn",
+        peak=contender == "numpy",
+        flops=2 * n**3,
+        size=n,
+        unit="call",
+    )

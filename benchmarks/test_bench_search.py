@@ -65,15 +65,28 @@ def test_grid_search(run, settings, fashion, way):
     n = settings.epoch_images(FULL_IMAGES)
     epochs = EPOCHS["quick" if settings.quick else "full"]
     x, y = fashion[0][:n], fashion[1][:n]
-    search = model_selection.GridSearchCV(SKLearnClassifier(epochs=epochs, random_state=SEED), GRID, cv=CV,
-                                          n_jobs=n_jobs, refit=False)
+    search = model_selection.GridSearchCV(
+        SKLearnClassifier(epochs=epochs, random_state=SEED), GRID, cv=CV, n_jobs=n_jobs, refit=False
+    )
     flops, images = _search_flops(n, epochs)
     with joblib.parallel_backend("loky", inner_max_num_threads=threads):
         if n_jobs > 1:  # start the workers (same backend settings: the timed search reuses them)
             ready = joblib.Parallel(n_jobs=n_jobs)(joblib.delayed(_worker_ready)() for _ in range(n_jobs))
             assert ready == [threads] * n_jobs
-        run(lambda: search.fit(x, y), group=GROUP, contender=way, threads=threads, n_jobs=n_jobs,
-            flops=flops, samples=images, unit="search", reference=(way == "n_jobs=1, 2 threads"),
-            grid_points=4, cv=CV, epochs=epochs, images=n)
+        run(
+            lambda: search.fit(x, y),
+            group=GROUP,
+            contender=way,
+            threads=threads,
+            n_jobs=n_jobs,
+            flops=flops,
+            samples=images,
+            unit="search",
+            reference=(way == "n_jobs=1, 2 threads"),
+            grid_points=4,
+            cv=CV,
+            epochs=epochs,
+            images=n,
+        )
     scores = search.cv_results_["mean_test_score"]
     assert scores.min() > 0.5, scores

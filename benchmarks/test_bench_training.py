@@ -61,8 +61,7 @@ def make_cdnn(sizes, batch, x, y):
     if hasattr(keras, "utils") and hasattr(keras.utils, "set_random_seed"):
         keras.utils.set_random_seed(SEED)
     model = keras.Sequential(
-        [keras.layers.Input(shape=(sizes[0],))]
-        + [keras.layers.Dense(u, activation=a) for u, a in _layers(sizes)]
+        [keras.layers.Input(shape=(sizes[0],))] + [keras.layers.Dense(u, activation=a) for u, a in _layers(sizes)]
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x[:batch], y[:batch], batch_size=batch, epochs=1, verbose=0)  # build, allocate
@@ -84,8 +83,9 @@ def _make_cdnn_core(sizes, batch, x, y):
         b = np.zeros(units, np.float32)
         slots = [np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]
         specs.append(dict(W=W, b=b, activation=act, slots=slots))
-    net = _core.Network(specs, "sparse_categorical_crossentropy", False, "sparse",
-                        dict(name="adam", learning_rate=1e-3, epsilon=1e-7))
+    net = _core.Network(
+        specs, "sparse_categorical_crossentropy", False, "sparse", dict(name="adam", learning_rate=1e-3, epsilon=1e-7)
+    )
     y32 = y.astype(np.int32)
     n = x.shape[0]
     n_batches = math.ceil(n / batch)
@@ -122,8 +122,15 @@ def make_sklearn(sizes, batch, x, y):
     """scikit-learn's MLPClassifier: one ``partial_fit`` is one epoch of Adam."""
     neural_network = pytest.importorskip("sklearn.neural_network", reason="scikit-learn is not installed")
     clf = neural_network.MLPClassifier(
-        hidden_layer_sizes=tuple(sizes[1:-1]), activation="relu", solver="adam", alpha=0.0,
-        batch_size=batch, learning_rate_init=1e-3, epsilon=1e-7, shuffle=True, random_state=SEED,
+        hidden_layer_sizes=tuple(sizes[1:-1]),
+        activation="relu",
+        solver="adam",
+        alpha=0.0,
+        batch_size=batch,
+        learning_rate_init=1e-3,
+        epsilon=1e-7,
+        shuffle=True,
+        random_state=SEED,
     )
     classes = np.arange(CLASSES)
     clf.partial_fit(x[:batch], y[:batch], classes=classes)
@@ -167,7 +174,7 @@ def make_torch(sizes, batch, x, y):
         perm = torch.randperm(n)
         correct = 0
         for start in range(0, n, batch):
-            idx = perm[start:start + batch]
+            idx = perm[start : start + batch]
             out, _ = step(idx)
             correct += (out.argmax(1) == yt[idx]).sum()  # the accuracy Keras reports
         return int(correct)
@@ -200,8 +207,9 @@ def make_jax(sizes, batch, x, y, threads=None):
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
         key, sub = jax.random.split(key)
         limit = math.sqrt(6.0 / (fan_in + fan_out))
-        params.append((jax.random.uniform(sub, (fan_in, fan_out), jnp.float32, -limit, limit),
-                       jnp.zeros(fan_out, jnp.float32)))
+        params.append(
+            (jax.random.uniform(sub, (fan_in, fan_out), jnp.float32, -limit, limit), jnp.zeros(fan_out, jnp.float32))
+        )
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     state = (params, zeros, zeros, jnp.zeros((), jnp.int32))
 
@@ -218,7 +226,7 @@ def make_jax(sizes, batch, x, y, threads=None):
         xb, yb = batch_xy
         (loss, logits), g = jax.value_and_grad(loss_fn, has_aux=True)(p, xb, yb)
         t = t + 1
-        lr = 1e-3 * jnp.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+        lr = 1e-3 * jnp.sqrt(1 - 0.999**t) / (1 - 0.9**t)
         m = jax.tree_util.tree_map(lambda m_, g_: m_ + (g_ - m_) * 0.1, m, g)
         v = jax.tree_util.tree_map(lambda v_, g_: v_ + (g_ * g_ - v_) * 0.001, v, g)
         p = jax.tree_util.tree_map(lambda p_, m_, v_: p_ - lr * m_ / (jnp.sqrt(v_) + 1e-7), p, m, v)
@@ -231,10 +239,10 @@ def make_jax(sizes, batch, x, y, threads=None):
     @jax.jit
     def epoch_fn(st, k):
         perm = jax.random.permutation(k, n)
-        idx = perm[:full * batch].reshape(full, batch)
+        idx = perm[: full * batch].reshape(full, batch)
         st, (losses, correct) = jax.lax.scan(step, st, (xd[idx], yd[idx]))
         if n % batch:
-            rest = perm[full * batch:]
+            rest = perm[full * batch :]
             st, (loss, c) = step(st, (xd[rest], yd[rest]))
             correct = jnp.sum(correct) + c
         return st, jnp.sum(correct)
@@ -258,10 +266,14 @@ def make_keras_jax(sizes, batch, x, y, threads=None):
     if keras.backend.backend() != "jax":
         pytest.skip(f"Keras runs on its {keras.backend.backend()} backend here, not JAX")
     keras.utils.set_random_seed(SEED)
-    model = keras.Sequential([keras.Input(shape=(sizes[0],))]
-                             + [keras.layers.Dense(u, activation=a) for u, a in _layers(sizes)])
-    model.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-7), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = keras.Sequential(
+        [keras.Input(shape=(sizes[0],))] + [keras.layers.Dense(u, activation=a) for u, a in _layers(sizes)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-7),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # compiles the step for both batch shapes
 
     def epoch():
@@ -271,8 +283,14 @@ def make_keras_jax(sizes, batch, x, y, threads=None):
     return epoch
 
 
-CONTENDERS = {"cdnn": make_cdnn, "numpy": make_numpy, "sklearn": make_sklearn, "torch": make_torch,
-              "jax": make_jax, "keras-jax": make_keras_jax}
+CONTENDERS = {
+    "cdnn": make_cdnn,
+    "numpy": make_numpy,
+    "sklearn": make_sklearn,
+    "torch": make_torch,
+    "jax": make_jax,
+    "keras-jax": make_keras_jax,
+}
 #: contenders that need the thread count to decide whether they can run
 _NEED_THREADS = {"jax", "keras-jax"}
 
@@ -285,10 +303,19 @@ def _bench_epoch(run, settings, fashion, workload, contender, threads):
     with settings.thread_limit(threads):
         make = CONTENDERS[contender]
         epoch = make(sizes, batch, x, y, threads=threads) if contender in _NEED_THREADS else make(sizes, batch, x, y)
-    run(epoch, group=f"{workload} ({n / 1000:g}k-image epoch)", contender=contender,
-        threads=threads, reference=(contender == "cdnn" and threads == settings.threads),
-        flops=n * train_flops_per_sample(sizes), samples=n, workload=workload,
-        batch_size=batch, unit="epoch", path=getattr(epoch, "path", None))
+    run(
+        epoch,
+        group=f"{workload} ({n / 1000:g}k-image epoch)",
+        contender=contender,
+        threads=threads,
+        reference=(contender == "cdnn" and threads == settings.threads),
+        flops=n * train_flops_per_sample(sizes),
+        samples=n,
+        workload=workload,
+        batch_size=batch,
+        unit="epoch",
+        path=getattr(epoch, "path", None),
+    )
 
 
 @pytest.mark.parametrize("contender", list(CONTENDERS))
@@ -324,17 +351,40 @@ def make_cdnn_bn(sizes, batch, x, y):
         W = reference.glorot_uniform(fan_in, units, rng, np.float32)
         b = np.zeros(units, np.float32)
         last = k == len(sizes) - 2
-        nodes.append(dict(op="dense", inputs=[len(nodes) - 1], shape=(units,), W=W, b=b,
-                          activation="softmax" if last else "linear",
-                          slots=[np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]))
+        nodes.append(
+            dict(
+                op="dense",
+                inputs=[len(nodes) - 1],
+                shape=(units,),
+                W=W,
+                b=b,
+                activation="softmax" if last else "linear",
+                slots=[np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)],
+            )
+        )
         if not last:
             ones, zeros = np.ones(units, np.float32), np.zeros(units, np.float32)
-            nodes.append(dict(op="batchnorm", inputs=[len(nodes) - 1], shape=(units,), gamma=ones.copy(),
-                              beta=zeros.copy(), moving_mean=zeros.copy(), moving_variance=ones.copy(),
-                              momentum=0.99, epsilon=1e-3, slots=[np.zeros_like(b) for _ in range(4)]))
+            nodes.append(
+                dict(
+                    op="batchnorm",
+                    inputs=[len(nodes) - 1],
+                    shape=(units,),
+                    gamma=ones.copy(),
+                    beta=zeros.copy(),
+                    moving_mean=zeros.copy(),
+                    moving_variance=ones.copy(),
+                    momentum=0.99,
+                    epsilon=1e-3,
+                    slots=[np.zeros_like(b) for _ in range(4)],
+                )
+            )
             nodes.append(dict(op="activation", inputs=[len(nodes) - 1], shape=(units,), activation="relu"))
-    net = _core.Graph(nodes, [0], [dict(node=len(nodes) - 1, loss="sparse_categorical_crossentropy",
-                                        metric="sparse")], dict(name="adam", learning_rate=1e-3, epsilon=1e-7))
+    net = _core.Graph(
+        nodes,
+        [0],
+        [dict(node=len(nodes) - 1, loss="sparse_categorical_crossentropy", metric="sparse")],
+        dict(name="adam", learning_rate=1e-3, epsilon=1e-7),
+    )
     y32 = y.astype(np.int32)
     n = x.shape[0]
     n_batches = math.ceil(n / batch)
@@ -374,7 +424,7 @@ def make_torch_bn(sizes, batch, x, y):
     def epoch():
         perm = torch.randperm(n)
         for start in range(0, n, batch):
-            idx = perm[start:start + batch]
+            idx = perm[start : start + batch]
             if idx.numel() < 2:  # BatchNorm1d refuses a batch of one in training
                 continue
             opt.zero_grad(set_to_none=True)
@@ -397,6 +447,16 @@ def test_bn_mlp_epoch(run, settings, fashion, contender):
     x, y = x[:n], y[:n]
     with settings.thread_limit(settings.threads):
         epoch = BN_CONTENDERS[contender](sizes, batch, x, y)
-    run(epoch, group=f"BN-b128 ({n / 1000:g}k-image epoch)", contender=contender, threads=settings.threads,
-        reference=contender == "cdnn", flops=n * train_flops_per_sample(sizes), samples=n, workload="BN-b128",
-        batch_size=batch, unit="epoch", path=getattr(epoch, "path", None))
+    run(
+        epoch,
+        group=f"BN-b128 ({n / 1000:g}k-image epoch)",
+        contender=contender,
+        threads=settings.threads,
+        reference=contender == "cdnn",
+        flops=n * train_flops_per_sample(sizes),
+        samples=n,
+        workload="BN-b128",
+        batch_size=batch,
+        unit="epoch",
+        path=getattr(epoch, "path", None),
+    )

@@ -3,6 +3,7 @@
 A Keras script ports by changing its import: ``import cdnn as keras`` or
 ``from cdnn import keras`` (``cdnn.keras`` is this same namespace).
 """
+
 from __future__ import annotations
 
 import sys as _sys
@@ -16,8 +17,22 @@ except ImportError as _exc:
     from cdnn._import_error import explain as _explain
 
     raise ImportError(_explain(_exc)) from _exc
-from cdnn import activations, callbacks, datasets, initializers, layers, losses, metrics, optimizers, utils
-from cdnn import backend, constraints, models, regularizers, saving
+from cdnn import (
+    activations,
+    backend,
+    callbacks,
+    constraints,
+    datasets,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    regularizers,
+    saving,
+    utils,
+)
 from cdnn._config import build_info, get_num_threads, set_num_threads, show_config
 from cdnn.layers import Input
 from cdnn.models import Model, Sequential, load_model
@@ -45,9 +60,30 @@ _sys.modules[__name__ + ".keras"] = keras
 # ``from cdnn.keras.layers import Dense`` must find the same modules, not import second copies of them
 for _name, _module in list(_sys.modules.items()):
     if _name.startswith(__name__ + ".") and not _name.startswith(__name__ + ".keras") and "._" not in _name:
-        _sys.modules[__name__ + ".keras." + _name[len(__name__) + 1:]] = _module
+        _sys.modules[__name__ + ".keras." + _name[len(__name__) + 1 :]] = _module
 del _name, _module
 
-__all__ = ["Model", "Sequential", "Input", "load_model", "layers", "models", "optimizers", "losses", "metrics",
-           "callbacks", "datasets", "utils", "saving", "activations", "initializers", "build_info", "show_config",
-           "get_num_threads", "set_num_threads", "keras", "wrappers", "backend"]
+__all__ = [
+    "Model",
+    "Sequential",
+    "Input",
+    "load_model",
+    "layers",
+    "models",
+    "optimizers",
+    "losses",
+    "metrics",
+    "callbacks",
+    "datasets",
+    "utils",
+    "saving",
+    "activations",
+    "initializers",
+    "build_info",
+    "show_config",
+    "get_num_threads",
+    "set_num_threads",
+    "keras",
+    "wrappers",
+    "backend",
+]

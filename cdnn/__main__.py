@@ -6,6 +6,7 @@ figure (and anything a schedule or early stopping decides) comes from it, and
 the test images are evaluated once, after training. The default network and
 schedule were chosen on that validation split only (see docs/performance.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ MAX_UNITS = 1 << 20
 def _hidden(text: str) -> list[int]:
     expected = f"expected comma-separated positive integers up to {MAX_UNITS}, e.g. 256,128; got {text!r}"
     try:
-        units = [int(u) for u in text.split(",")]   # an empty field ("256,,128", "") is an error, not skipped
+        units = [int(u) for u in text.split(",")]  # an empty field ("256,,128", "") is an error, not skipped
     except ValueError:
         raise argparse.ArgumentTypeError(expected) from None
     if any(not 0 < u <= MAX_UNITS for u in units):
@@ -82,34 +83,73 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m cdnn",
         description="Train a dense network on Fashion-MNIST (or MNIST) with cdnn, validating on a held-out part of "
-                    "the training images, then report the test accuracy (measured once) and the training time.",
+        "the training images, then report the test accuracy (measured once) and the training time.",
     )
     d = DEFAULTS
     p.add_argument("--epochs", type=_positive_int, default=d["epochs"], help="epochs (default %(default)s)")
-    p.add_argument("--batch-size", type=_positive_int, default=d["batch_size"], help="mini-batch size (default %(default)s)")
-    p.add_argument("--hidden", type=_hidden, default=_hidden(d["hidden"]),
-                   help=f"hidden layer sizes, comma separated (default {d['hidden']})")
-    p.add_argument("--activation", default=d["activation"],
-                   choices=["relu", "sigmoid", "tanh", "leaky_relu", "gelu", "linear"],
-                   help="hidden activation (default %(default)s)")
-    p.add_argument("--optimizer", default=d["optimizer"], choices=["sgd", "adam", "rmsprop", "adagrad"],
-                   help="optimizer (default %(default)s)")
-    p.add_argument("--learning-rate", type=_learning_rate, default=d["learning_rate"],
-                   help="learning rate (default %(default)s)")
-    p.add_argument("--dropout", type=_rate, default=d["dropout"],
-                   help="dropout rate after each hidden layer, 0 for none (default %(default)s)")
-    p.add_argument("--lr-decay", type=_decay, default=d["lr_decay"],
-                   help="multiply the learning rate by this after every epoch, 1 for none (default %(default)s)")
-    p.add_argument("--validation-split", type=_split, default=d["validation_split"],
-                   help="fraction of the training images held out for validation, the last ones "
-                        "(default %(default)s); the test images are evaluated once, after training")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=d["batch_size"], help="mini-batch size (default %(default)s)"
+    )
+    p.add_argument(
+        "--hidden",
+        type=_hidden,
+        default=_hidden(d["hidden"]),
+        help=f"hidden layer sizes, comma separated (default {d['hidden']})",
+    )
+    p.add_argument(
+        "--activation",
+        default=d["activation"],
+        choices=["relu", "sigmoid", "tanh", "leaky_relu", "gelu", "linear"],
+        help="hidden activation (default %(default)s)",
+    )
+    p.add_argument(
+        "--optimizer",
+        default=d["optimizer"],
+        choices=["sgd", "adam", "rmsprop", "adagrad"],
+        help="optimizer (default %(default)s)",
+    )
+    p.add_argument(
+        "--learning-rate", type=_learning_rate, default=d["learning_rate"], help="learning rate (default %(default)s)"
+    )
+    p.add_argument(
+        "--dropout",
+        type=_rate,
+        default=d["dropout"],
+        help="dropout rate after each hidden layer, 0 for none (default %(default)s)",
+    )
+    p.add_argument(
+        "--lr-decay",
+        type=_decay,
+        default=d["lr_decay"],
+        help="multiply the learning rate by this after every epoch, 1 for none (default %(default)s)",
+    )
+    p.add_argument(
+        "--validation-split",
+        type=_split,
+        default=d["validation_split"],
+        help="fraction of the training images held out for validation, the last ones "
+        "(default %(default)s); the test images are evaluated once, after training",
+    )
     p.add_argument("--threads", type=_threads, default=None, help="threads (default: OMP_NUM_THREADS or all cores)")
     p.add_argument("--seed", type=_seed, default=d["seed"], help="random seed (default %(default)s)")
-    p.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "mnist"],
-                   help="data set (default %(default)s)")
+    p.add_argument(
+        "--dataset", default="fashion_mnist", choices=["fashion_mnist", "mnist"], help="data set (default %(default)s)"
+    )
     p.add_argument("--limit", type=_positive_int, default=None, help="train on the first N images only (quick runs)")
-    p.add_argument("--save", metavar="PATH", type=_path, default=None, help="save the trained model here (cdnn.load_model reads it)")
-    p.add_argument("--plot", metavar="PATH", type=_path, default=None, help="write loss/accuracy curves as a PNG (needs matplotlib)")
+    p.add_argument(
+        "--save",
+        metavar="PATH",
+        type=_path,
+        default=None,
+        help="save the trained model here (cdnn.load_model reads it)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="PATH",
+        type=_path,
+        default=None,
+        help="write loss/accuracy curves as a PNG (needs matplotlib)",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final result line")
     p.add_argument("--version", action="version", version=f"cdnn {__version__}")
     return p.parse_args(argv)
@@ -173,9 +213,11 @@ def _data_source(dataset) -> str:
 def _hyperparameters(args: argparse.Namespace) -> str:
     """The settings that ran, as one line (the options that change them in brackets)."""
     decay = f", x{args.lr_decay:g} per epoch" if args.lr_decay != 1 else ""
-    return (f"hidden {','.join(map(str, args.hidden))} {args.activation}, dropout {args.dropout:g}, "
-            f"{args.optimizer} learning rate {args.learning_rate:g}{decay}, batch {args.batch_size}, "
-            f"{args.epochs} epochs, seed {args.seed}, validation split {args.validation_split:g}")
+    return (
+        f"hidden {','.join(map(str, args.hidden))} {args.activation}, dropout {args.dropout:g}, "
+        f"{args.optimizer} learning rate {args.learning_rate:g}{decay}, batch {args.batch_size}, "
+        f"{args.epochs} epochs, seed {args.seed}, validation split {args.validation_split:g}"
+    )
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -205,8 +247,7 @@ def run(args: argparse.Namespace) -> dict:
     x_train = x_train.reshape(len(x_train), -1).astype("float32") / 255.0
     x_test = x_test.reshape(len(x_test), -1).astype("float32") / 255.0
     # the last images of the training set, as fit's validation_split takes them; never the test set
-    (x_fit, y_fit), (x_val, y_val) = cdnn.utils.split_dataset((x_train, y_train),
-                                                              right_size=args.validation_split)
+    (x_fit, y_fit), (x_val, y_val) = cdnn.utils.split_dataset((x_train, y_train), right_size=args.validation_split)
 
     stack = [layers.Input(shape=(784,))]
     for units in args.hidden:
@@ -222,25 +263,44 @@ def run(args: argparse.Namespace) -> dict:
     verbose = 0 if args.quiet else 1
     if not args.quiet:
         info = cdnn.build_info()
-        print(f"cdnn {cdnn.__version__}: {info['threads']} threads, SIMD {info['simd_selected']}, "
-              f"OpenMP {'on' if info['openmp'] else 'off'}, {info['cpu']}")
-        print(f"data: {args.dataset} from {_data_source(loader.DATASET)}: {len(x_fit)} training images, "
-              f"{len(x_val)} held out for validation (the last {args.validation_split:.0%} of the training set), "
-              f"{len(x_test)} test images")
+        print(
+            f"cdnn {cdnn.__version__}: {info['threads']} threads, SIMD {info['simd_selected']}, "
+            f"OpenMP {'on' if info['openmp'] else 'off'}, {info['cpu']}"
+        )
+        print(
+            f"data: {args.dataset} from {_data_source(loader.DATASET)}: {len(x_fit)} training images, "
+            f"{len(x_val)} held out for validation (the last {args.validation_split:.0%} of the training set), "
+            f"{len(x_test)} test images"
+        )
         print(f"settings: {_hyperparameters(args)}")
         model.summary()
     start = time.perf_counter()
-    decay = cdnn.callbacks.LearningRateScheduler(lambda epoch: args.learning_rate * args.lr_decay ** epoch)
-    history = model.fit(x_fit, y_fit, batch_size=args.batch_size, epochs=args.epochs,
-                        validation_data=(x_val, y_val), verbose=verbose, callbacks=[decay])
+    decay = cdnn.callbacks.LearningRateScheduler(lambda epoch: args.learning_rate * args.lr_decay**epoch)
+    history = model.fit(
+        x_fit,
+        y_fit,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=(x_val, y_val),
+        verbose=verbose,
+        callbacks=[decay],
+    )
     train_seconds = time.perf_counter() - start
     # the one look at the test set
     loss, accuracy = model.evaluate(x_test, y_test, verbose=0)
-    result = {"test_loss": loss, "test_accuracy": accuracy, "train_seconds": train_seconds,
-              "seconds_per_epoch": train_seconds / args.epochs, "history": history.history}
+    result = {
+        "test_loss": loss,
+        "test_accuracy": accuracy,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / args.epochs,
+        "history": history.history,
+    }
     # the result first: a failure to write the outputs below must not lose it
-    print(f"test accuracy: {accuracy:.4f}  test loss: {loss:.4f}  training: {train_seconds:.1f} s "
-          f"({train_seconds / args.epochs:.2f} s/epoch incl. validation)", flush=True)
+    print(
+        f"test accuracy: {accuracy:.4f}  test loss: {loss:.4f}  training: {train_seconds:.1f} s "
+        f"({train_seconds / args.epochs:.2f} s/epoch incl. validation)",
+        flush=True,
+    )
     if args.save:
         model.save(args.save)
     if args.plot:
@@ -261,8 +321,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except MemoryError as exc:
-        print(f"python -m cdnn: error: not enough memory ({' '.join(str(exc).split()) or 'MemoryError'}); "
-              f"try fewer or smaller --hidden layers, or --limit", file=sys.stderr)
+        print(
+            f"python -m cdnn: error: not enough memory ({' '.join(str(exc).split()) or 'MemoryError'}); "
+            f"try fewer or smaller --hidden layers, or --limit",
+            file=sys.stderr,
+        )
         return 1
     except (OSError, ValueError, RuntimeError) as exc:
         message = " ".join(str(exc).split())

@@ -1,4 +1,5 @@
 """Threads and build information of the C core."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,11 @@ def _warn_if_serial() -> None:
     info = _core.build_info()
     note = info.get("openmp_note", "")
     if not info["openmp"] and note and "CDNN_NO_OPENMP" not in note:
-        warnings.warn(f"cdnn was built without OpenMP: {note}. cdnn.show_config() shows how it was built.",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"cdnn was built without OpenMP: {note}. cdnn.show_config() shows how it was built.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 _warn_if_serial()
@@ -49,14 +53,23 @@ def set_num_threads(n: int) -> None:
     from any Python thread. In a process forked from one that used cdnn the
     core runs on one thread whatever ``n`` (see ``cdnn/_fork.py``).
     """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or \
-            not _MIN_THREADS <= n <= _core.MAX_THREADS:
-        raise ValueError(f"Invalid value for argument `n`: expected an integer up to {_core.MAX_THREADS} "
-                         f"(<= 0 for the default), received n={n!r}")
+    if (
+        isinstance(n, (bool, np.bool_))
+        or not isinstance(n, (int, np.integer))
+        or not _MIN_THREADS <= n <= _core.MAX_THREADS
+    ):
+        raise ValueError(
+            f"Invalid value for argument `n`: expected an integer up to {_core.MAX_THREADS} "
+            f"(<= 0 for the default), received n={n!r}"
+        )
     if _fork.forked and n > 1:
-        warnings.warn(f"set_num_threads({n}): this process was forked from one that used cdnn, whose OpenMP "
-                      f"threads do not survive fork; cdnn runs on one thread here (start worker processes "
-                      f"with the 'spawn' or 'forkserver' method to use more)", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"set_num_threads({n}): this process was forked from one that used cdnn, whose OpenMP "
+            f"threads do not survive fork; cdnn runs on one thread here (start worker processes "
+            f"with the 'spawn' or 'forkserver' method to use more)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     _core.set_num_threads(int(n))
 
 
@@ -84,14 +97,19 @@ def _cpu_name() -> str:
 def show_config() -> None:
     """Print :func:`build_info` as ``key: value`` lines."""
     info = build_info()
-    omp = (f"yes (version {info['openmp_version']})" if info["openmp"]
-           else f"no (serial build: {info.get('openmp_note') or 'reason not recorded'})")
+    omp = (
+        f"yes (version {info['openmp_version']})"
+        if info["openmp"]
+        else f"no (serial build: {info.get('openmp_note') or 'reason not recorded'})"
+    )
     print(f"cdnn {_version()}")
     print(f"  compiler:        {info['compiler']}")
     print(f"  OpenMP:          {omp}")
     print(f"  SIMD compiled:   {', '.join(info['simd_compiled'])}")
-    print(f"  SIMD on this CPU: {info['simd_selected']} (micro-kernel {info['micro_kernel']}); "
-          f"supported: {', '.join(info['simd_supported'])}")
+    print(
+        f"  SIMD on this CPU: {info['simd_selected']} (micro-kernel {info['micro_kernel']}); "
+        f"supported: {', '.join(info['simd_supported'])}"
+    )
     print(f"  CPU:             {info['cpu']} ({info['cores']} cores)")
     print(f"  threads:         {info['threads']}")
 

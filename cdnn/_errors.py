@@ -1,4 +1,5 @@
 """Error messages in Keras' shape: the argument, the value received, what is expected."""
+
 from __future__ import annotations
 
 

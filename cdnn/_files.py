@@ -1,4 +1,5 @@
 """Small file-system helpers shared by model saving and the dataset cache (stdlib only)."""
+
 from __future__ import annotations
 
 import errno
@@ -44,11 +45,12 @@ def filename(path, argument: str = "filepath") -> str:
     try:
         name = os.fsdecode(os.fspath(path))
     except TypeError:
-        raise TypeError(f"Invalid argument `{argument}`: expected a file path (str, bytes or os.PathLike), "
-                        f"received {type(path).__name__}") from None
+        raise TypeError(
+            f"Invalid argument `{argument}`: expected a file path (str, bytes or os.PathLike), "
+            f"received {type(path).__name__}"
+        ) from None
     if not name:
-        raise ValueError(f"Invalid value for argument `{argument}`: expected a file path, received an empty "
-                         f"string")
+        raise ValueError(f"Invalid value for argument `{argument}`: expected a file path, received an empty string")
     return name
 
 
@@ -56,9 +58,14 @@ def file_kind(mode: int) -> str:
     """What ``stat``'s ``st_mode`` says a file is, in words ("a folder", "a named pipe (FIFO)", ...)."""
     import stat
 
-    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file")):
+    for test, kind in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISREG, "a regular file"),
+    ):
         if test(mode):
             return kind
     return "not a regular file"
@@ -84,8 +91,9 @@ def open_regular(path: str):
     """
     import stat
 
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-                 | getattr(os, "O_CLOEXEC", 0))
+    fd = os.open(
+        path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    )
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -132,7 +140,7 @@ def temp_stem(name: str) -> str:
         return name
     import hashlib
 
-    head = raw[:TEMP_NAME_BYTES - 20]
+    head = raw[: TEMP_NAME_BYTES - 20]
     while head and head[-1] & 0xC0 == 0x80:  # not inside a UTF-8 character
         head = head[:-1]
     if head and head[-1] >= 0xC0:

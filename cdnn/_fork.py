@@ -10,6 +10,7 @@ pool, and several worker processes on one thread each use the cores without
 oversubscribing them. A child forked before any such run, and processes
 started with ``spawn`` or ``forkserver``, use every thread.
 """
+
 from __future__ import annotations
 
 import os

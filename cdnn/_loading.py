@@ -8,6 +8,7 @@ sets the budget to the number of values the file's weight arrays really hold
 ``MIN_VALUES``), and every initializer draw is charged to it: an
 architecture that would create more is refused before allocating anything.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,5 +48,6 @@ def charge(shape) -> None:
         raise ArchitectureTooLargeError(
             f"the architecture creates a weight of shape {tuple(int(d) for d in shape)} ({size} values), more "
             f"than the file's weight arrays hold ({left} values left): the architecture and the weights do "
-            f"not match")
+            f"not match"
+        )
     _local.left = left - size

@@ -1,4 +1,5 @@
 """Keras' default object names: ``dense``, ``dense_1``, ``dense_2``, ... per process."""
+
 from __future__ import annotations
 
 import collections

@@ -165,9 +165,7 @@ class Progbar:
         time_per_unit = self._estimate_step_duration(current, now)
         recent_time_per_unit = self._recent_step_duration(current, now, time_per_unit)
         if self.verbose == 1:
-            if not finalize and (
-                not self._dynamic_display or now - self._last_update < self.interval
-            ):
+            if not finalize and (not self._dynamic_display or now - self._last_update < self.interval):
                 return
             self._write(self._redraw(current, now, time_per_unit, finalize, recent_time_per_unit))
         elif self.verbose == 2 and finalize and self._has_target():
@@ -323,9 +321,7 @@ def _is_interactive(stream: TextIO) -> bool:
     except (AttributeError, ValueError):  # no isatty(), or a closed file
         return False
     # Jupyter and PyCharm consoles are not TTYs but handle "\r" and ANSI codes.
-    return stream is sys.stdout and (
-        "ipykernel" in sys.modules or "PYCHARM_HOSTED" in os.environ
-    )
+    return stream is sys.stdout and ("ipykernel" in sys.modules or "PYCHARM_HOSTED" in os.environ)
 
 
 def _style(text: str, code: str, colour: bool) -> str:

@@ -7,6 +7,7 @@ one. Each ``fit`` shuffles and drops out with a generator of its own, seeded
 at its start by one draw from those (:func:`fit_generator`): a seeded fit
 gives the same results whatever other threads draw meanwhile.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -22,10 +22,10 @@ device, a pipe or a socket is refused. A save that is killed (SIGKILL, power
 cut) leaves its temporary file (``.NAME.HOST-PID.*.tmp``); the next save to
 the same path deletes it once its process is gone.
 """
+
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import math
@@ -35,9 +35,9 @@ import struct
 import warnings
 import zipfile
 from typing import BinaryIO, Callable
-from typing import BinaryIO, Callable
 
 import numpy as np
+
 from cdnn import _files, _loading
 from cdnn._files import create_temporary as _create_temporary
 from cdnn._files import process_exists as _process_exists
@@ -82,7 +82,7 @@ def _remove_stale_temporaries(path: str) -> None:
     for name in names:
         if not (name.startswith(head) and name.endswith(".tmp")):
             continue
-        owner = name[len(head):-len(".tmp")].rsplit(".", 1)[0]   # HOST-PID (then the random part)
+        owner = name[len(head) : -len(".tmp")].rsplit(".", 1)[0]  # HOST-PID (then the random part)
         owner_host, _, pid = owner.rpartition("-")
         if owner_host != host or not pid.isdigit() or _process_exists(int(pid)):
             continue
@@ -97,21 +97,26 @@ def _write_atomically(path, arrays: dict | Callable[[BinaryIO], object], overwri
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path} exists and overwrite=False")
     try:
-        target, mode = _files.save_target(path)   # through a symlink; never over a device or a pipe
+        target, mode = _files.save_target(path)  # through a symlink; never over a device or a pipe
     except _files.NotRegularFileError as exc:
-        raise ValueError(f"Invalid value for argument `filepath`: expected the path of a regular file (or of "
-                         f"a new one), received {path!r}, which is {exc.kind}") from None
+        raise ValueError(
+            f"Invalid value for argument `filepath`: expected the path of a regular file (or of "
+            f"a new one), received {path!r}, which is {exc.kind}"
+        ) from None
     directory = os.path.dirname(os.path.abspath(target))
     _remove_stale_temporaries(target)
     try:
         fd, tmp = _create_temporary(directory, _temp_prefix(target), ".tmp")
     except OSError as exc:  # name the user's path, not the hidden temporary's
-        why = (f"folder {directory} does not exist" if not os.path.isdir(directory)
-               else f"cannot create a file in folder {directory} ({exc.strerror})")
+        why = (
+            f"folder {directory} does not exist"
+            if not os.path.isdir(directory)
+            else f"cannot create a file in folder {directory} ({exc.strerror})"
+        )
         raise type(exc)(exc.errno, why, path) from None
     try:
         if mode is not None and hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)   # a replaced file keeps its permissions (0600 stays 0600)
+            os.fchmod(fd, mode)  # a replaced file keeps its permissions (0600 stays 0600)
         with os.fdopen(fd, "wb") as f:
             arrays(f) if callable(arrays) else np.savez(f, **arrays)
             f.flush()
@@ -149,23 +154,29 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
         raise ValueError(f"Model {model.name!r} has not been built: it has no weights to save yet")
     weights = model.weights
     arrays = {f"weight_{i}": w for i, w in enumerate(weights)}
-    meta = {"format": FORMAT, "version": VERSION, "config": model.get_config(),
-            "weights": [list(w.shape) for w in weights]}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.get_config(),
+        "weights": [list(w.shape) for w in weights],
+    }
     if with_optimizer and model.compiled:
         from cdnn import optimizers
         from cdnn.trainers.compile_utils import serialize_metrics
 
-        if hasattr(model, "_compile_metrics"):   # Sequential: one loss, its metrics
+        if hasattr(model, "_compile_metrics"):  # Sequential: one loss, its metrics
             meta["compile"] = {
                 "optimizer": optimizers.serialize(model.optimizer),
                 "loss": _serialize_loss(model.loss) if model.loss is not None else None,
                 "metrics": serialize_metrics(model._compile_metrics),
                 "iterations": int(model.optimizer.iterations),
             }
-        else:   # graph models: per-output losses, metrics and loss weights as given to compile
-            meta["compile"] = {"optimizer": optimizers.serialize(model.optimizer),
-                               "iterations": int(model.optimizer.iterations),
-                               "args": {k: _plain(v) for k, v in (model._compile_args or {}).items()}}
+        else:  # graph models: per-output losses, metrics and loss weights as given to compile
+            meta["compile"] = {
+                "optimizer": optimizers.serialize(model.optimizer),
+                "iterations": int(model.optimizer.iterations),
+                "args": {k: _plain(v) for k, v in (model._compile_args or {}).items()},
+            }
         # every parameter's five slot positions (optimizer slots 1-3, moving average, accumulator)
         slots = [s for row in model.optimizer._slots for s in row]
         if model.optimizer._slots_fit(model.trainable_weights):
@@ -184,8 +195,9 @@ def _plain(value):
         return {str(k): _plain(v) for k, v in value.items()}
     if hasattr(value, "get_config"):
         return {"__object__": value.get_config()}
-    raise ValueError(f"Cannot save the compile argument {value!r}: expected names, cdnn losses/metrics, or lists "
-                     f"and dicts of them")
+    raise ValueError(
+        f"Cannot save the compile argument {value!r}: expected names, cdnn losses/metrics, or lists and dicts of them"
+    )
 
 
 def _unplain(value, get):
@@ -213,7 +225,7 @@ def save_weights(model, path, overwrite: bool = True) -> None:
     _write_atomically(path, {_META: _meta_array(meta), **arrays}, overwrite)
 
 
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")   # a zip member's local header (APPNOTE 4.3.7)
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local header (APPNOTE 4.3.7)
 
 
 def _member_header(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int):
@@ -227,16 +239,21 @@ def _member_header(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit:
         elif version == (2, 0):
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:
-            raise ModelFileError(f"{path}: member {name!r} is a .npy array of format version {version}, "
-                                 f"which cdnn does not write")
+            raise ModelFileError(
+                f"{path}: member {name!r} is a .npy array of format version {version}, which cdnn does not write"
+            )
         header = f.tell()
     if dtype.hasobject:
-        raise ModelFileError(f"{path}: the file contains pickled Python objects, which cdnn never loads "
-                             f"(they could run code). It was not written by cdnn.")
+        raise ModelFileError(
+            f"{path}: the file contains pickled Python objects, which cdnn never loads "
+            f"(they could run code). It was not written by cdnn."
+        )
     nbytes = math.prod(shape) * dtype.itemsize
     if header + nbytes != info.file_size or nbytes > limit:
-        raise ModelFileError(f"{path}: member {name!r} declares an array of shape {shape} ({nbytes} bytes) "
-                             f"but holds {info.file_size - header} bytes: the file is corrupted")
+        raise ModelFileError(
+            f"{path}: member {name!r} declares an array of shape {shape} ({nbytes} bytes) "
+            f"but holds {info.file_size - header} bytes: the file is corrupted"
+        )
     return shape, fortran, dtype, header, nbytes
 
 
@@ -253,11 +270,11 @@ def _read_member(path: str, zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: i
             chunk = f.read(min(nbytes - got, 1 << 20))
             if not chunk:
                 break
-            view[got:got + len(chunk)] = chunk
+            view[got : got + len(chunk)] = chunk
             got += len(chunk)
     if got != nbytes:
         raise ModelFileError(f"{path}: member {name!r} is truncated ({got} of {nbytes} bytes)")
-    if not dtype.isnative:   # written on a machine of the other byte order: the .npy header says which
+    if not dtype.isnative:  # written on a machine of the other byte order: the .npy header says which
         out = out.byteswap(inplace=True).view(dtype.newbyteorder("="))
     return out
 
@@ -274,20 +291,24 @@ def _check_spans(path: str, fh, infos: list, end: int) -> None:
         fh.seek(info.header_offset)
         raw = fh.read(_LOCAL_HEADER.size)
         if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
-            raise ModelFileError(f"{path}: member {info.filename!r} has no valid local header: the file is "
-                                 f"truncated or corrupted")
+            raise ModelFileError(
+                f"{path}: member {info.filename!r} has no valid local header: the file is truncated or corrupted"
+            )
         fields = _LOCAL_HEADER.unpack(raw)
         start = info.header_offset
         stop = start + _LOCAL_HEADER.size + fields[10] + fields[11] + info.compress_size
         if stop > end:
-            raise ModelFileError(f"{path}: member {info.filename!r} extends beyond the archive's data: the file "
-                                 f"is truncated or corrupted")
+            raise ModelFileError(
+                f"{path}: member {info.filename!r} extends beyond the archive's data: the file "
+                f"is truncated or corrupted"
+            )
         spans.append((start, stop, info.filename))
     spans.sort()
     for (_, stop, name), (start, _, other) in zip(spans, spans[1:]):
         if start < stop:
-            raise ModelFileError(f"{path}: members {name!r} and {other!r} overlap in the archive: the file is "
-                                 f"corrupted or crafted")
+            raise ModelFileError(
+                f"{path}: members {name!r} and {other!r} overlap in the archive: the file is corrupted or crafted"
+            )
 
 
 def _named_members(meta: dict, with_slots: bool) -> list[str]:
@@ -319,15 +340,17 @@ def _read(path, data: bytes | None = None, with_slots: bool = True) -> tuple[dic
         fh.seek(0)
         if not zipfile.is_zipfile(fh):
             # np.load would read a bare .npy array, or call anything else a pickle
-            raise ModelFileError(f"{path} is not a cdnn model file (a zip archive of NumPy arrays), or it is "
-                                 f"truncated or corrupted")
+            raise ModelFileError(
+                f"{path} is not a cdnn model file (a zip archive of NumPy arrays), or it is truncated or corrupted"
+            )
         try:
             return _read_archive(path, fh, size, with_slots)
         except ModelFileError:
             raise
         except Exception as exc:  # anything zipfile, zlib or numpy raise on malformed bytes: the file is damaged
-            raise ModelFileError(f"{path} is not a cdnn model file, or it is truncated or corrupted "
-                                 f"({type(exc).__name__}: {exc})") from None
+            raise ModelFileError(
+                f"{path} is not a cdnn model file, or it is truncated or corrupted ({type(exc).__name__}: {exc})"
+            ) from None
 
 
 def _read_archive(path: str, fh, size: int, with_slots: bool) -> tuple[dict, dict]:
@@ -336,8 +359,9 @@ def _read_archive(path: str, fh, size: int, with_slots: bool) -> tuple[dict, dic
         for info in zf.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else None
             if key is None or info.is_dir() or key in members:
-                raise ModelFileError(f"{path}: member {info.filename!r} is not a NumPy array; the file was "
-                                     f"not written by cdnn")
+                raise ModelFileError(
+                    f"{path}: member {info.filename!r} is not a NumPy array; the file was not written by cdnn"
+                )
             members[key] = info
 
         def limit(info):
@@ -362,8 +386,10 @@ def _read_archive(path: str, fh, size: int, with_slots: bool) -> tuple[dict, dic
             i = int(k.split("_")[1])
             if k.startswith("weight_") and (not isinstance(declared[i], list) or list(shape) != declared[i]):
                 want = tuple(declared[i]) if isinstance(declared[i], list) else declared[i]
-                raise ModelFileError(f"{path}: weight array {i} has dtype {dtype} and shape {shape}, expected "
-                                     f"float32 {want} (the shape its architecture record lists)")
+                raise ModelFileError(
+                    f"{path}: weight array {i} has dtype {dtype} and shape {shape}, expected "
+                    f"float32 {want} (the shape its architecture record lists)"
+                )
         arrays = {k: _read_member(path, zf, members[k], limit(members[k])) for k in named}
     return meta, arrays
 
@@ -376,10 +402,13 @@ def _parse_meta(path: str, meta_arr: np.ndarray) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path}: the architecture record is corrupted ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a cdnn model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise ModelFileError(
+            f"{path}: not a cdnn model file (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("version") != VERSION:
-        raise ModelFileError(f"{path}: written by a cdnn file format version {meta.get('version')!r}; "
-                             f"this cdnn reads version {VERSION}")
+        raise ModelFileError(
+            f"{path}: written by a cdnn file format version {meta.get('version')!r}; this cdnn reads version {VERSION}"
+        )
     return meta
 
 
@@ -391,16 +420,19 @@ def _weight_values(arrays: dict) -> int:
 def _checked_weights(path: str, meta: dict, arrays: dict, expected_shapes: list) -> list:
     shapes = meta.get("weights")
     if not isinstance(shapes, list) or len(shapes) != len(expected_shapes):
-        raise ModelFileError(f"{path}: holds {len(shapes) if isinstance(shapes, list) else 'no'} weight arrays, "
-                             f"the architecture needs {len(expected_shapes)}")
+        raise ModelFileError(
+            f"{path}: holds {len(shapes) if isinstance(shapes, list) else 'no'} weight arrays, "
+            f"the architecture needs {len(expected_shapes)}"
+        )
     out = []
     for i, shape in enumerate(expected_shapes):
         a = arrays.get(f"weight_{i}")
         if a is None:
             raise ModelFileError(f"{path}: weight array {i} is missing")
         if a.dtype != np.float32 or a.shape != tuple(shape):
-            raise ModelFileError(f"{path}: weight array {i} has dtype {a.dtype} and shape {a.shape}, "
-                                 f"expected float32 {tuple(shape)}")
+            raise ModelFileError(
+                f"{path}: weight array {i} has dtype {a.dtype} and shape {a.shape}, expected float32 {tuple(shape)}"
+            )
         out.append(a)
     return out
 
@@ -413,18 +445,21 @@ def _assign_weights(path: str, model, weights: list) -> None:
     """
     bad = [i for i, a in enumerate(weights) if not np.isfinite(a).all()]
     if bad:
-        warnings.warn(f"{path}: weight array(s) {bad} contain NaN or infinity (saved from a run that diverged?): "
-                      f"the model's outputs will be NaN", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{path}: weight array(s) {bad} contain NaN or infinity (saved from a run that diverged?): "
+            f"the model's outputs will be NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     for a, own in zip(weights, model.weights):
         np.copyto(own, a)
 
 
 #: what interpreting a hand-edited or corrupted JSON record can raise (wrong types, sizes, nesting)
-_BAD_RECORD = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, MemoryError,
-               RecursionError)
+_BAD_RECORD = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, MemoryError, RecursionError)
 
 
-def _model_from_config(path: str, config, from_config, budget: int | None = None) -> "object":
+def _model_from_config(path: str, config, from_config, budget: int | None = None) -> object:
     """The model ``config`` describes, made by ``from_config`` (the models package passes it, so that this
     module never imports the models); with ``budget``, its layers may create at most that many values."""
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
@@ -468,14 +503,18 @@ def _load_model(path: str, read: tuple, from_config, compile: bool):
         try:
             if isinstance(comp.get("args"), dict):
                 args = comp["args"]
-                model.compile(optimizer=optimizers.get(comp["optimizer"]),
-                              loss=_unplain(args.get("loss"), losses.resolve),
-                              metrics=_unplain(args.get("metrics"), metrics.get),
-                              loss_weights=_unplain(args.get("loss_weights"), float))
-            else:   # Sequential: one loss, its metrics
-                model.compile(optimizer=optimizers.get(comp["optimizer"]),
-                              loss=losses.resolve(comp["loss"]) if comp.get("loss") else None,
-                              metrics=deserialize_metrics(comp))
+                model.compile(
+                    optimizer=optimizers.get(comp["optimizer"]),
+                    loss=_unplain(args.get("loss"), losses.resolve),
+                    metrics=_unplain(args.get("metrics"), metrics.get),
+                    loss_weights=_unplain(args.get("loss_weights"), float),
+                )
+            else:  # Sequential: one loss, its metrics
+                model.compile(
+                    optimizer=optimizers.get(comp["optimizer"]),
+                    loss=losses.resolve(comp["loss"]) if comp.get("loss") else None,
+                    metrics=deserialize_metrics(comp),
+                )
         except _BAD_RECORD as exc:
             raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None
         slots = comp.get("slots")
@@ -485,7 +524,9 @@ def _load_model(path: str, read: tuple, from_config, compile: bool):
             width = len(model.optimizer._slots[0]) if model.optimizer._slots else 5
             entries = [(shape, f"slot_{i}") for i, shape in enumerate(slots)]
             if len(slots) == 2 * len(params):  # files of the two-slot layout (SGD, Adagrad, RMSprop, Adam)
-                entries = [e for i in range(len(params)) for e in entries[2 * i:2 * i + 2] + [(None, None)] * (width - 2)]
+                entries = [
+                    e for i in range(len(params)) for e in entries[2 * i : 2 * i + 2] + [(None, None)] * (width - 2)
+                ]
             if len(entries) != width * len(params):
                 raise ModelFileError(f"{path}: optimizer state does not match the weights")
             for i, (shape, name) in enumerate(entries):
@@ -495,13 +536,16 @@ def _load_model(path: str, read: tuple, from_config, compile: bool):
                     raise ModelFileError(f"{path}: optimizer slot {i} does not match {type(model.optimizer).__name__}")
                 if a is not None:
                     if a.dtype != np.float32 or a.shape != own.shape:
-                        raise ModelFileError(f"{path}: optimizer slot {i} has dtype {a.dtype} and shape {a.shape}, "
-                                             f"expected float32 {own.shape}")
+                        raise ModelFileError(
+                            f"{path}: optimizer slot {i} has dtype {a.dtype} and shape {a.shape}, "
+                            f"expected float32 {own.shape}"
+                        )
                     own[...] = a
         iterations = comp.get("iterations", 0)
         if isinstance(iterations, bool) or not isinstance(iterations, int) or not 0 <= iterations < MAX_ITERATIONS:
-            raise ModelFileError(f"{path}: invalid optimizer iteration count {iterations!r}, expected an "
-                                 f"integer in [0, 2**62)")
+            raise ModelFileError(
+                f"{path}: invalid optimizer iteration count {iterations!r}, expected an integer in [0, 2**62)"
+            )
         model.optimizer.iterations = iterations
     return model
 

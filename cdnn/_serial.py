@@ -8,6 +8,7 @@ the model's lock for the whole call, so a second ``fit`` waits for the first
 to end; the lock is re-entrant, so a callback may still call ``evaluate``
 or even ``fit`` on its own model.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,10 +28,12 @@ def model_lock(model, name: str = "_fit_lock") -> threading.RLock:
 
 def one_at_a_time(method):
     """Decorate a model method (``fit``) so that it runs under :func:`model_lock`."""
+
     @functools.wraps(method)
     def serialized(self, *args, **kwargs):
         with model_lock(self):
             return method(self, *args, **kwargs)
+
     return serialized
 
 
@@ -38,8 +41,10 @@ def one_builder(method):
     """Decorate the method that makes a model's C network on first use (``_core_network``): a
     ``predict`` in one thread and a ``fit`` in another must not both build it (and the optimizer's
     slots twice). A lock of its own, held briefly, so that ``predict`` never waits for a whole ``fit``."""
+
     @functools.wraps(method)
     def serialized(self, *args, **kwargs):
         with model_lock(self, "_build_lock"):
             return method(self, *args, **kwargs)
+
     return serialized

@@ -108,8 +108,12 @@ def format_summary(
     for index, (name, class_name, shape, params, *connected) in enumerate(rows):
         if index:
             lines.append(_rule(_ROW_RULE, widths))
-        cells = (f"{name} ({class_name})", shape, _format_count(params) if params is not None else "0 (unbuilt)",
-                 *connected)
+        cells = (
+            f"{name} ({class_name})",
+            shape,
+            _format_count(params) if params is not None else "0 (unbuilt)",
+            *connected,
+        )
         lines.extend(_table_row(cells, widths, _BODY_ROW, right))
     lines.append(_rule(_BOTTOM, widths))
 
@@ -210,10 +214,7 @@ def _table_row(
     or above it when ``align_bottom`` is true (rich does that for headers).
     """
     left, _, cross, right = chars
-    columns = [
-        _wrap(text, width, align_right)
-        for text, width, align_right in zip(cells, widths, right_aligned)
-    ]
+    columns = [_wrap(text, width, align_right) for text, width, align_right in zip(cells, widths, right_aligned)]
     height = max(len(column) for column in columns)
     for column, width in zip(columns, widths):
         blank = [" " * width] * (height - len(column))

@@ -7,6 +7,7 @@ its inputs and its outputs; cdnn lowers that graph to the C core's flat node
 list. A symbolic tensor refuses everything that would need its values (NumPy,
 ``if tensor:``), with a message that says where in the user's code that happened.
 """
+
 from __future__ import annotations
 
 import sys
@@ -62,7 +63,8 @@ class KerasTensor:
             f"{what} on the symbolic tensor {self.name!r} of shape {self.shape}, at {_user_frame()}. "
             f"A model's call() is traced once on symbolic inputs to record a graph of layers: it can only pass "
             f"tensors through cdnn layers (Dense, Concatenate, Activation, ...). Data-dependent Python control "
-            f"flow and NumPy functions have no values to work on here; use layers instead.")
+            f"flow and NumPy functions have no values to work on here; use layers instead."
+        )
 
     def __bool__(self):
         raise self._refuse("Data-dependent Python control flow (`if`/`while`/`and`/`or` on a tensor's value)")
@@ -93,8 +95,10 @@ class KerasTensor:
         from cdnn.layers import merging
 
         if not isinstance(other, KerasTensor):
-            raise self._refuse(f"Arithmetic with {type(other).__name__} {other!r} (only tensor-with-tensor "
-                               f"operations have a layer: Add, Subtract, Multiply)")
+            raise self._refuse(
+                f"Arithmetic with {type(other).__name__} {other!r} (only tensor-with-tensor "
+                f"operations have a layer: Add, Subtract, Multiply)"
+            )
         layer = getattr(merging, cls_name)()
         return layer([other, self] if swap else [self, other])
 
@@ -150,8 +154,9 @@ class Node:
     (merge layers, models with several inputs) or one tensor.
     """
 
-    def __init__(self, layer, input_tensors: list, output_tensors: list, nested: bool = False,
-                 training: Optional[bool] = None) -> None:
+    def __init__(
+        self, layer, input_tensors: list, output_tensors: list, nested: bool = False, training: Optional[bool] = None
+    ) -> None:
         self.layer = layer
         self.input_tensors = list(input_tensors)
         self.output_tensors = list(output_tensors)
@@ -186,6 +191,8 @@ def is_symbolic(x) -> bool:
     symbolic = [isinstance(t, KerasTensor) for t in items]
     if any(symbolic) and not all(symbolic):
         odd = next(t for t, s in zip(items, symbolic) if not s)
-        raise TypeError(f"A layer received a mix of symbolic tensors (keras.Input, layer outputs) and "
-                        f"{type(odd).__name__}: all inputs of a layer call must be of one kind")
+        raise TypeError(
+            f"A layer received a mix of symbolic tensors (keras.Input, layer outputs) and "
+            f"{type(odd).__name__}: all inputs of a layer call must be of one kind"
+        )
     return bool(items) and all(symbolic)

@@ -6,6 +6,7 @@ float32 copy (the first seven, older, in NumPy); ``relu`` with Keras'
 ``negative_slope``/``max_value``/``threshold`` runs in NumPy only: a Dense
 layer takes activations by name, with their defaults.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,9 +17,30 @@ import numpy as np
 from cdnn import _core
 from cdnn._errors import unknown
 
-__all__ = ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "elu", "selu", "silu", "swish",
-           "softplus", "softsign", "hard_sigmoid", "hard_silu", "hard_swish", "mish", "relu6", "exponential",
-           "log_softmax", "get", "serialize"]
+__all__ = [
+    "linear",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "leaky_relu",
+    "gelu",
+    "elu",
+    "selu",
+    "silu",
+    "swish",
+    "softplus",
+    "softsign",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "mish",
+    "relu6",
+    "exponential",
+    "log_softmax",
+    "get",
+    "serialize",
+]
 
 
 def linear(x: np.ndarray) -> np.ndarray:
@@ -26,18 +48,23 @@ def linear(x: np.ndarray) -> np.ndarray:
     return np.asarray(x)
 
 
-def relu(x: np.ndarray, negative_slope: float = 0.0, max_value: Optional[float] = None,
-         threshold: float = 0.0) -> np.ndarray:
+def relu(
+    x: np.ndarray, negative_slope: float = 0.0, max_value: Optional[float] = None, threshold: float = 0.0
+) -> np.ndarray:
     """``max(x, 0)``; with Keras' options: ``x`` above ``threshold`` (clipped at ``max_value``),
     ``negative_slope * (x - threshold)`` below it."""
     if negative_slope == 0.0 and max_value is None and threshold == 0.0:
         return np.maximum(x, 0)
     x = np.asarray(x)
     if max_value is not None and max_value < 0:
-        raise ValueError(f"Invalid value for argument `max_value`: expected a number >= 0, received max_value={max_value}")
+        raise ValueError(
+            f"Invalid value for argument `max_value`: expected a number >= 0, received max_value={max_value}"
+        )
     if negative_slope < 0:
-        raise ValueError(f"Invalid value for argument `negative_slope`: expected a number >= 0, "
-                         f"received negative_slope={negative_slope}")
+        raise ValueError(
+            f"Invalid value for argument `negative_slope`: expected a number >= 0, "
+            f"received negative_slope={negative_slope}"
+        )
     y = np.where(x > threshold, x, 0) if threshold != 0 else np.maximum(x, 0)
     if max_value is not None:
         y = np.clip(y, 0, max_value)
@@ -144,17 +171,34 @@ def exponential(x: np.ndarray) -> np.ndarray:
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """``x - log(sum(exp(x)))`` over the last axis, stable."""
     if axis != -1:
-        raise ValueError(f"Invalid value for argument `axis`: cdnn computes log_softmax over the last axis (-1), "
-                         f"received axis={axis}")
+        raise ValueError(
+            f"Invalid value for argument `axis`: cdnn computes log_softmax over the last axis (-1), "
+            f"received axis={axis}"
+        )
     return _core_act("log_softmax", x)
 
 
 _BY_NAME: dict[str, Callable] = {
-    "linear": linear, "relu": relu, "sigmoid": sigmoid, "tanh": tanh,
-    "softmax": softmax, "leaky_relu": leaky_relu, "gelu": gelu,
-    "elu": elu, "selu": selu, "silu": silu, "swish": silu, "softplus": softplus, "softsign": softsign,
-    "hard_sigmoid": hard_sigmoid, "hard_silu": hard_silu, "hard_swish": hard_silu, "mish": mish,
-    "relu6": relu6, "exponential": exponential, "log_softmax": log_softmax,
+    "linear": linear,
+    "relu": relu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "softmax": softmax,
+    "leaky_relu": leaky_relu,
+    "gelu": gelu,
+    "elu": elu,
+    "selu": selu,
+    "silu": silu,
+    "swish": silu,
+    "softplus": softplus,
+    "softsign": softsign,
+    "hard_sigmoid": hard_sigmoid,
+    "hard_silu": hard_silu,
+    "hard_swish": hard_silu,
+    "mish": mish,
+    "relu6": relu6,
+    "exponential": exponential,
+    "log_softmax": log_softmax,
 }
 #: the parameter the core takes with each activation (leaky_relu's slope, elu's alpha), as Keras' defaults
 _CORE_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
@@ -163,6 +207,7 @@ _CORE_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 def core_alpha(fn: Callable) -> float:
     """The core's ``alpha`` for an activation function of this module (its Keras default)."""
     return _CORE_ALPHA.get(fn.__name__, 0.2)
+
 
 Activation = Union[str, Callable, None]
 

@@ -1,4 +1,5 @@
 """``keras.backend``: the session helpers Keras scripts call (``clear_session``)."""
+
 from __future__ import annotations
 
 from cdnn.utils import clear_session

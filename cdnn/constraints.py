@@ -4,6 +4,7 @@ As a Dense layer's ``kernel_constraint``/``bias_constraint`` the C core
 applies them to the weights right after each optimizer update (norms over
 ``axis`` 0, i.e. per unit, by default; epsilon 1e-7 as Keras).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,12 +32,14 @@ class Constraint:
         return {}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Constraint":
+    def from_config(cls, config: dict) -> Constraint:
         return cls(**config)
 
     def _core(self) -> dict:
-        raise ValueError(f"cdnn trains in C and cannot call the constraint {type(self).__name__} inside a training "
-                         f"step: use keras.constraints.MaxNorm, NonNeg, UnitNorm or MinMaxNorm")
+        raise ValueError(
+            f"cdnn trains in C and cannot call the constraint {type(self).__name__} inside a training "
+            f"step: use keras.constraints.MaxNorm, NonNeg, UnitNorm or MinMaxNorm"
+        )
 
 
 def _norms(w: np.ndarray, axis: int) -> np.ndarray:
@@ -106,8 +109,13 @@ class MinMaxNorm(Constraint):
         return {"min_value": self.min_value, "max_value": self.max_value, "rate": self.rate, "axis": self.axis}
 
     def _core(self):
-        return {"constraint": "min_max_norm", "min_value": self.min_value, "max_value": self.max_value,
-                "rate": self.rate, "axis": self.axis}
+        return {
+            "constraint": "min_max_norm",
+            "min_value": self.min_value,
+            "max_value": self.max_value,
+            "rate": self.rate,
+            "axis": self.axis,
+        }
 
 
 _CLASSES = {c.__name__: c for c in (MaxNorm, NonNeg, UnitNorm, MinMaxNorm)}
@@ -115,8 +123,12 @@ _NAMES = {"max_norm": MaxNorm, "non_neg": NonNeg, "unit_norm": UnitNorm, "min_ma
 
 
 def serialize(constraint: Constraint) -> dict:
-    return {"module": "keras.constraints", "class_name": type(constraint).__name__,
-            "config": constraint.get_config(), "registered_name": None}
+    return {
+        "module": "keras.constraints",
+        "class_name": type(constraint).__name__,
+        "config": constraint.get_config(),
+        "registered_name": None,
+    }
 
 
 def deserialize(config: dict) -> Constraint:

@@ -6,6 +6,7 @@ generator seeded with it; without a seed it draws from cdnn's global
 generator (:func:`cdnn.utils.set_random_seed`). The values therefore differ
 from those Keras draws for the same seed.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,9 +16,28 @@ import numpy as np
 from cdnn import _loading, _random
 from cdnn._errors import invalid, unknown
 
-__all__ = ["Initializer", "Constant", "Zeros", "Ones", "Identity", "RandomNormal", "RandomUniform",
-           "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal", "HeUniform",
-           "LecunNormal", "LecunUniform", "Orthogonal", "get", "serialize", "deserialize", "NAMES"]
+__all__ = [
+    "Initializer",
+    "Constant",
+    "Zeros",
+    "Ones",
+    "Identity",
+    "RandomNormal",
+    "RandomUniform",
+    "TruncatedNormal",
+    "VarianceScaling",
+    "GlorotUniform",
+    "GlorotNormal",
+    "HeNormal",
+    "HeUniform",
+    "LecunNormal",
+    "LecunUniform",
+    "Orthogonal",
+    "get",
+    "serialize",
+    "deserialize",
+    "NAMES",
+]
 
 
 def _truncated_normal(rng: np.random.Generator, shape, stddev: float) -> np.ndarray:
@@ -58,7 +78,7 @@ class Initializer:
         return {}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Initializer":
+    def from_config(cls, config: dict) -> Initializer:
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -68,8 +88,10 @@ class Initializer:
 class _Seeded(Initializer):
     def __init__(self, seed=None) -> None:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ValueError("`seed` argument should be an instance of `keras.random.SeedGenerator()` or an "
-                             f"integer. Received: seed={seed!r}")
+            raise ValueError(
+                "`seed` argument should be an instance of `keras.random.SeedGenerator()` or an "
+                f"integer. Received: seed={seed!r}"
+            )
         self.seed = None if seed is None else int(seed)
 
     def _rng(self) -> np.random.Generator:
@@ -114,8 +136,10 @@ class Identity(Initializer):
 
     def _draw(self, shape):
         if len(shape) != 2:
-            raise ValueError(f"Identity matrix initializer can only be used for 2D matrices. Received: "
-                             f"shape={shape} of rank {len(shape)}.")
+            raise ValueError(
+                f"Identity matrix initializer can only be used for 2D matrices. Received: "
+                f"shape={shape} of rank {len(shape)}."
+            )
         return self.gain * np.eye(*shape)
 
     def get_config(self):
@@ -168,8 +192,9 @@ class VarianceScaling(_Seeded):
     """``scale / n`` variance, n the fan in, out or their mean: truncated normal (its standard deviation
     corrected by 0.8796...), untruncated normal, or uniform in ``+-sqrt(3 * scale / n)``."""
 
-    def __init__(self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal",
-                 seed=None) -> None:
+    def __init__(
+        self, scale: float = 1.0, mode: str = "fan_in", distribution: str = "truncated_normal", seed=None
+    ) -> None:
         if not isinstance(scale, (int, float, np.floating)) or isinstance(scale, bool) or not scale > 0:
             raise ValueError(f"Argument `scale` must be positive float. Received: scale={scale!r}")
         if mode not in ("fan_in", "fan_out", "fan_avg"):
@@ -178,8 +203,10 @@ class VarianceScaling(_Seeded):
         if distribution == "normal":
             distribution = "truncated_normal"
         if distribution not in ("uniform", "truncated_normal", "untruncated_normal"):
-            raise ValueError(f"Invalid `distribution` argument: {distribution!r}. Please use one of "
-                             f"{{'uniform', 'truncated_normal', 'untruncated_normal'}}")
+            raise ValueError(
+                f"Invalid `distribution` argument: {distribution!r}. Please use one of "
+                f"{{'uniform', 'truncated_normal', 'untruncated_normal'}}"
+            )
         super().__init__(seed)
         self.scale, self.mode, self.distribution = float(scale), mode, distribution
 
@@ -206,13 +233,17 @@ def _preset(name: str, scale: float, mode: str, distribution: str, doc: str):
     def get_config(self) -> dict:
         return {"seed": self.seed}
 
-    return type(name, (VarianceScaling,), {"__init__": __init__, "get_config": get_config, "__doc__": doc,
-                                           "__module__": __name__})
+    return type(
+        name,
+        (VarianceScaling,),
+        {"__init__": __init__, "get_config": get_config, "__doc__": doc, "__module__": __name__},
+    )
 
 
 GlorotUniform = _preset("GlorotUniform", 1.0, "fan_avg", "uniform", "Uniform in +-sqrt(6 / (fan_in + fan_out)).")
-GlorotNormal = _preset("GlorotNormal", 1.0, "fan_avg", "truncated_normal",
-                       "Truncated normal of variance 2 / (fan_in + fan_out).")
+GlorotNormal = _preset(
+    "GlorotNormal", 1.0, "fan_avg", "truncated_normal", "Truncated normal of variance 2 / (fan_in + fan_out)."
+)
 HeNormal = _preset("HeNormal", 2.0, "fan_in", "truncated_normal", "Truncated normal of variance 2 / fan_in.")
 HeUniform = _preset("HeUniform", 2.0, "fan_in", "uniform", "Uniform in +-sqrt(6 / fan_in).")
 LecunNormal = _preset("LecunNormal", 1.0, "fan_in", "truncated_normal", "Truncated normal of variance 1 / fan_in.")
@@ -229,8 +260,10 @@ class Orthogonal(_Seeded):
 
     def _draw(self, shape):
         if len(shape) < 2:
-            raise ValueError(f"The tensor to initialize must be at least two-dimensional. Received: shape={shape} "
-                             f"of rank {len(shape)}.")
+            raise ValueError(
+                f"The tensor to initialize must be at least two-dimensional. Received: shape={shape} "
+                f"of rank {len(shape)}."
+            )
         rows, cols = int(math.prod(shape[:-1])), int(shape[-1])
         a = self._rng().standard_normal((max(rows, cols), min(rows, cols)))
         q, r = np.linalg.qr(a)
@@ -243,24 +276,57 @@ class Orthogonal(_Seeded):
         return {**super().get_config(), "gain": self.gain}
 
 
-_CLASSES = {c.__name__: c for c in (Constant, Zeros, Ones, Identity, RandomNormal, RandomUniform, TruncatedNormal,
-                                    VarianceScaling, GlorotUniform, GlorotNormal, HeNormal, HeUniform, LecunNormal,
-                                    LecunUniform, Orthogonal)}
+_CLASSES = {
+    c.__name__: c
+    for c in (
+        Constant,
+        Zeros,
+        Ones,
+        Identity,
+        RandomNormal,
+        RandomUniform,
+        TruncatedNormal,
+        VarianceScaling,
+        GlorotUniform,
+        GlorotNormal,
+        HeNormal,
+        HeUniform,
+        LecunNormal,
+        LecunUniform,
+        Orthogonal,
+    )
+}
 
 #: Keras' string names and their classes
-NAMES = {"glorot_uniform": GlorotUniform, "glorot_normal": GlorotNormal, "he_uniform": HeUniform,
-         "he_normal": HeNormal, "lecun_uniform": LecunUniform, "lecun_normal": LecunNormal, "zeros": Zeros,
-         "ones": Ones, "constant": Constant, "identity": Identity, "random_uniform": RandomUniform,
-         "random_normal": RandomNormal, "truncated_normal": TruncatedNormal, "variance_scaling": VarianceScaling,
-         "orthogonal": Orthogonal}
+NAMES = {
+    "glorot_uniform": GlorotUniform,
+    "glorot_normal": GlorotNormal,
+    "he_uniform": HeUniform,
+    "he_normal": HeNormal,
+    "lecun_uniform": LecunUniform,
+    "lecun_normal": LecunNormal,
+    "zeros": Zeros,
+    "ones": Ones,
+    "constant": Constant,
+    "identity": Identity,
+    "random_uniform": RandomUniform,
+    "random_normal": RandomNormal,
+    "truncated_normal": TruncatedNormal,
+    "variance_scaling": VarianceScaling,
+    "orthogonal": Orthogonal,
+}
 
 
 def serialize(initializer) -> str | dict:
     """A string stays a string; an object becomes Keras' ``{"module", "class_name", "config", ...}``."""
     if isinstance(initializer, str):
         return initializer
-    return {"module": "keras.initializers", "class_name": type(initializer).__name__,
-            "config": initializer.get_config(), "registered_name": None}
+    return {
+        "module": "keras.initializers",
+        "class_name": type(initializer).__name__,
+        "config": initializer.get_config(),
+        "registered_name": None,
+    }
 
 
 def deserialize(config: dict) -> Initializer:

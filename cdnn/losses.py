@@ -8,6 +8,7 @@ functions one value per sample, ``__call__`` the reduction of them
 values). A loss written in Python cannot run inside the C training loop:
 ``compile`` refuses it and lists the built-in ones.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,14 +20,54 @@ from cdnn import _core
 from cdnn._errors import invalid, unknown
 
 __all__ = [
-    "Loss", "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
-    "Huber", "LogCosh", "BinaryCrossentropy", "BinaryFocalCrossentropy", "CategoricalCrossentropy",
-    "SparseCategoricalCrossentropy", "KLDivergence", "Poisson", "Hinge", "SquaredHinge", "CategoricalHinge",
-    "CosineSimilarity", "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
-    "mean_squared_logarithmic_error", "huber", "log_cosh", "binary_crossentropy", "binary_focal_crossentropy",
-    "categorical_crossentropy", "sparse_categorical_crossentropy", "kl_divergence", "poisson", "hinge",
-    "squared_hinge", "categorical_hinge", "cosine_similarity", "mse", "mae", "mape", "msle", "kld", "bce",
-    "MSE", "MAE", "MAPE", "MSLE", "KLD", "BCE", "get", "serialize", "deserialize",
+    "Loss",
+    "MeanSquaredError",
+    "MeanAbsoluteError",
+    "MeanAbsolutePercentageError",
+    "MeanSquaredLogarithmicError",
+    "Huber",
+    "LogCosh",
+    "BinaryCrossentropy",
+    "BinaryFocalCrossentropy",
+    "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "KLDivergence",
+    "Poisson",
+    "Hinge",
+    "SquaredHinge",
+    "CategoricalHinge",
+    "CosineSimilarity",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "huber",
+    "log_cosh",
+    "binary_crossentropy",
+    "binary_focal_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "kl_divergence",
+    "poisson",
+    "hinge",
+    "squared_hinge",
+    "categorical_hinge",
+    "cosine_similarity",
+    "mse",
+    "mae",
+    "mape",
+    "msle",
+    "kld",
+    "bce",
+    "MSE",
+    "MAE",
+    "MAPE",
+    "MSLE",
+    "KLD",
+    "BCE",
+    "get",
+    "serialize",
+    "deserialize",
 ]
 
 _REDUCTIONS = ("sum_over_batch_size", "sum", None, "none", "mean", "mean_with_sample_weight")
@@ -47,8 +88,11 @@ def _same_rank(y_true: np.ndarray, shape: tuple) -> np.ndarray:
     """y_true reshaped to y_pred's shape where Keras squeezes or expands a last axis of 1."""
     if y_true.shape == shape:
         return y_true
-    if y_true.size == math.prod(shape) and abs(y_true.ndim - len(shape)) == 1 and (
-            (y_true.ndim > len(shape) and y_true.shape[-1] == 1) or (len(shape) > y_true.ndim and shape[-1] == 1)):
+    if (
+        y_true.size == math.prod(shape)
+        and abs(y_true.ndim - len(shape)) == 1
+        and ((y_true.ndim > len(shape) and y_true.shape[-1] == 1) or (len(shape) > y_true.ndim and shape[-1] == 1))
+    ):
         return y_true.reshape(shape)
     raise ValueError(f"Invalid shapes: `y_true` has shape {y_true.shape}, expected {shape} to match `y_pred`")
 
@@ -65,8 +109,10 @@ def _per_sample(core_name: str, y_true, y_pred, from_logits: bool = False, **opt
         if t.shape != shape and t.shape == (*shape, 1):
             t = t.reshape(shape)
         if t.shape != shape:
-            raise ValueError(f"Invalid shapes: `y_true` has shape {t.shape}, expected {shape} (class indices) "
-                             f"to match `y_pred` of shape {p.shape}")
+            raise ValueError(
+                f"Invalid shapes: `y_true` has shape {t.shape}, expected {shape} (class indices) "
+                f"to match `y_pred` of shape {p.shape}"
+            )
         if t.dtype.kind == "f" and not np.array_equal(t, np.round(t)):
             raise ValueError("Invalid labels in `y_true`: expected integer class indices")
         labels = np.ascontiguousarray(t.reshape(rows), dtype=np.int32)
@@ -77,12 +123,14 @@ def _per_sample(core_name: str, y_true, y_pred, from_logits: bool = False, **opt
     opts = {k: v for k, v in options.items() if v is not None and v != _core.LOSS_OPTIONS[k]}
     if rows == 0:
         return np.zeros(shape, np.float32)
-    row_loss, _, _ = _core.loss_forward_backward(core_name, out2, out2, labels, activation="linear",
-                                                 from_logits=from_logits, options=opts, need_grad=False)
+    row_loss, _, _ = _core.loss_forward_backward(
+        core_name, out2, out2, labels, activation="linear", from_logits=from_logits, options=opts, need_grad=False
+    )
     return row_loss.astype(np.float32).reshape(shape)
 
 
 # ---- functions: one value per sample, as keras.losses.<name>(y_true, y_pred) ------------------
+
 
 def mean_squared_error(y_true, y_pred) -> np.ndarray:
     """``mean(square(y_true - y_pred), axis=-1)``."""
@@ -114,38 +162,58 @@ def log_cosh(y_true, y_pred) -> np.ndarray:
     return _per_sample("log_cosh", y_true, y_pred)
 
 
-def binary_crossentropy(y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0,
-                        axis: int = -1) -> np.ndarray:
+def binary_crossentropy(
+    y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1
+) -> np.ndarray:
     """Binary cross-entropy, the mean over the last axis (probabilities clipped to [1e-7, 1 - 1e-7])."""
     _axis(axis)
-    return _per_sample("binary_crossentropy", y_true, y_pred, bool(from_logits),
-                       label_smoothing=_smoothing(label_smoothing))
+    return _per_sample(
+        "binary_crossentropy", y_true, y_pred, bool(from_logits), label_smoothing=_smoothing(label_smoothing)
+    )
 
 
-def binary_focal_crossentropy(y_true, y_pred, apply_class_balancing: bool = False, alpha: float = 0.25,
-                              gamma: float = 2.0, from_logits: bool = False, label_smoothing: float = 0.0,
-                              axis: int = -1) -> np.ndarray:
+def binary_focal_crossentropy(
+    y_true,
+    y_pred,
+    apply_class_balancing: bool = False,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    from_logits: bool = False,
+    label_smoothing: float = 0.0,
+    axis: int = -1,
+) -> np.ndarray:
     """Binary cross-entropy times ``(1 - p_t) ** gamma`` (and ``alpha`` by class with class balancing)."""
     _axis(axis)
-    return _per_sample("binary_focal_crossentropy", y_true, y_pred, bool(from_logits),
-                       label_smoothing=_smoothing(label_smoothing), gamma=_finite(gamma, "gamma", 0.0),
-                       alpha=_finite(alpha, "alpha"), apply_class_balancing=bool(apply_class_balancing))
+    return _per_sample(
+        "binary_focal_crossentropy",
+        y_true,
+        y_pred,
+        bool(from_logits),
+        label_smoothing=_smoothing(label_smoothing),
+        gamma=_finite(gamma, "gamma", 0.0),
+        alpha=_finite(alpha, "alpha"),
+        apply_class_balancing=bool(apply_class_balancing),
+    )
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0,
-                             axis: int = -1) -> np.ndarray:
+def categorical_crossentropy(
+    y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1
+) -> np.ndarray:
     """Cross-entropy against one-hot (or soft) labels, smoothed towards ``1 / classes``."""
     _axis(axis)
-    return _per_sample("categorical_crossentropy", y_true, y_pred, bool(from_logits),
-                       label_smoothing=_smoothing(label_smoothing))
+    return _per_sample(
+        "categorical_crossentropy", y_true, y_pred, bool(from_logits), label_smoothing=_smoothing(label_smoothing)
+    )
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits: bool = False, ignore_class: Optional[int] = None,
-                                    axis: int = -1) -> np.ndarray:
+def sparse_categorical_crossentropy(
+    y_true, y_pred, from_logits: bool = False, ignore_class: Optional[int] = None, axis: int = -1
+) -> np.ndarray:
     """Cross-entropy against integer class labels; samples of ``ignore_class`` get 0."""
     _axis(axis)
-    return _per_sample("sparse_categorical_crossentropy", y_true, y_pred, bool(from_logits),
-                       ignore_class=_ignore(ignore_class))
+    return _per_sample(
+        "sparse_categorical_crossentropy", y_true, y_pred, bool(from_logits), ignore_class=_ignore(ignore_class)
+    )
 
 
 def kl_divergence(y_true, y_pred) -> np.ndarray:
@@ -194,8 +262,12 @@ def _axis(axis) -> None:
 
 
 def _finite(value, name: str, low: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
-            not math.isfinite(value) or (low is not None and value < low):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or (low is not None and value < low)
+    ):
         raise invalid(name, value, "a finite number" + (f" >= {low}" if low is not None else ""))
     return float(value)
 
@@ -217,12 +289,13 @@ def _smoothing(value) -> float:
 def _ignore(value) -> Optional[int]:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not -2**31 <= value < 2**31:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not -(2**31) <= value < 2**31:
         raise invalid("ignore_class", value, "None or an integer class index")
     return int(value)
 
 
 # ---- classes ------------------------------------------------------------------------------------
+
 
 class Loss:
     """Base class of losses, as ``keras.losses.Loss``.
@@ -235,11 +308,14 @@ class Loss:
     #: the C core's loss this class computes ("" for a user-written loss)
     core_name = ""
 
-    def __init__(self, name: Optional[str] = None, reduction: Optional[str] = "sum_over_batch_size",
-                 dtype=None) -> None:
+    def __init__(
+        self, name: Optional[str] = None, reduction: Optional[str] = "sum_over_batch_size", dtype=None
+    ) -> None:
         if reduction not in _REDUCTIONS:
-            raise ValueError(f"Invalid value for argument `reduction`. Expected one of {set(_REDUCTIONS)}. "
-                             f"Received: reduction={reduction!r}")
+            raise ValueError(
+                f"Invalid value for argument `reduction`. Expected one of {set(_REDUCTIONS)}. "
+                f"Received: reduction={reduction!r}"
+            )
         if dtype not in (None, "float32", np.float32):
             raise invalid("dtype", dtype, "None or 'float32' (cdnn computes in float32)")
         self.name = name if name is not None else type(self).__name__.lower()
@@ -292,7 +368,7 @@ class Loss:
         return {"name": self.name, "reduction": self.reduction}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Loss":
+    def from_config(cls, config: dict) -> Loss:
         return cls(**config)
 
     def _core_options(self) -> dict:
@@ -310,8 +386,9 @@ class _BuiltinLoss(Loss):
     _args: dict = {}
     _default_name = ""
 
-    def __init__(self, reduction: Optional[str] = "sum_over_batch_size", name: Optional[str] = None, dtype=None,
-                 **kwargs) -> None:
+    def __init__(
+        self, reduction: Optional[str] = "sum_over_batch_size", name: Optional[str] = None, dtype=None, **kwargs
+    ) -> None:
         unknown_args = set(kwargs) - set(self._args)
         if unknown_args:
             raise TypeError(f"{type(self).__name__}: unexpected argument(s) {sorted(unknown_args)}")
@@ -320,8 +397,9 @@ class _BuiltinLoss(Loss):
             setattr(self, k, kwargs.get(k, default))
         self._kwargs = {k: getattr(self, k) for k in self._args}
         # validated now, as Keras does at construction: the function checks its arguments on no data
-        _FUNCTIONS[self.core_name](np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32),
-                                   **self._function_kwargs())
+        _FUNCTIONS[self.core_name](
+            np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), **self._function_kwargs()
+        )
 
     #: whether outputs are logits (an argument of the cross-entropies)
     from_logits = False
@@ -364,66 +442,154 @@ def _make(class_name: str, core_name: str, default_name: str, args: dict, doc: s
             kwargs[k] = v
         base.__init__(self, reduction=reduction, name=name, dtype=dtype, **kwargs)
 
-    return type(class_name, (base,), {"core_name": core_name, "_default_name": default_name, "_args": dict(args),
-                                      "__init__": __init__, "__doc__": doc, "__module__": __name__})
+    return type(
+        class_name,
+        (base,),
+        {
+            "core_name": core_name,
+            "_default_name": default_name,
+            "_args": dict(args),
+            "__init__": __init__,
+            "__doc__": doc,
+            "__module__": __name__,
+        },
+    )
 
 
-MeanSquaredError = _make("MeanSquaredError", "mean_squared_error", "mean_squared_error", {},
-                         "Mean of squared errors over the last axis.")
-MeanAbsoluteError = _make("MeanAbsoluteError", "mean_absolute_error", "mean_absolute_error", {},
-                          "Mean of absolute errors over the last axis.")
-MeanAbsolutePercentageError = _make("MeanAbsolutePercentageError", "mean_absolute_percentage_error",
-                                    "mean_absolute_percentage_error", {},
-                                    "100 times the mean absolute error relative to |y_true| (at least 1e-7).")
-MeanSquaredLogarithmicError = _make("MeanSquaredLogarithmicError", "mean_squared_logarithmic_error",
-                                    "mean_squared_logarithmic_error", {},
-                                    "Mean squared error of log(1 + max(y, 1e-7)).")
-Huber = _make("Huber", "huber", "huber_loss", {"delta": 1.0},
-              "Quadratic within ``delta`` of the target, linear beyond.")
+MeanSquaredError = _make(
+    "MeanSquaredError", "mean_squared_error", "mean_squared_error", {}, "Mean of squared errors over the last axis."
+)
+MeanAbsoluteError = _make(
+    "MeanAbsoluteError", "mean_absolute_error", "mean_absolute_error", {}, "Mean of absolute errors over the last axis."
+)
+MeanAbsolutePercentageError = _make(
+    "MeanAbsolutePercentageError",
+    "mean_absolute_percentage_error",
+    "mean_absolute_percentage_error",
+    {},
+    "100 times the mean absolute error relative to |y_true| (at least 1e-7).",
+)
+MeanSquaredLogarithmicError = _make(
+    "MeanSquaredLogarithmicError",
+    "mean_squared_logarithmic_error",
+    "mean_squared_logarithmic_error",
+    {},
+    "Mean squared error of log(1 + max(y, 1e-7)).",
+)
+Huber = _make(
+    "Huber", "huber", "huber_loss", {"delta": 1.0}, "Quadratic within ``delta`` of the target, linear beyond."
+)
 LogCosh = _make("LogCosh", "log_cosh", "log_cosh", {}, "Mean of log(cosh(error)) over the last axis.")
-BinaryCrossentropy = _make("BinaryCrossentropy", "binary_crossentropy", "binary_crossentropy",
-                           {"from_logits": False, "label_smoothing": 0.0, "axis": -1},
-                           "Binary cross-entropy, averaged over the last axis.")
-BinaryFocalCrossentropy = _make("BinaryFocalCrossentropy", "binary_focal_crossentropy", "binary_focal_crossentropy",
-                                {"apply_class_balancing": False, "alpha": 0.25, "gamma": 2.0, "from_logits": False,
-                                 "label_smoothing": 0.0, "axis": -1},
-                                "Binary cross-entropy down-weighting easy examples by (1 - p_t) ** gamma.")
-CategoricalCrossentropy = _make("CategoricalCrossentropy", "categorical_crossentropy", "categorical_crossentropy",
-                                {"from_logits": False, "label_smoothing": 0.0, "axis": -1},
-                                "Cross-entropy against one-hot (or soft) labels.")
-SparseCategoricalCrossentropy = _make("SparseCategoricalCrossentropy", "sparse_categorical_crossentropy",
-                                      "sparse_categorical_crossentropy", {"from_logits": False, "ignore_class": None},
-                                      "Cross-entropy against integer class labels.")
-KLDivergence = _make("KLDivergence", "kl_divergence", "kl_divergence", {},
-                     "Kullback-Leibler divergence of y_pred from y_true.")
+BinaryCrossentropy = _make(
+    "BinaryCrossentropy",
+    "binary_crossentropy",
+    "binary_crossentropy",
+    {"from_logits": False, "label_smoothing": 0.0, "axis": -1},
+    "Binary cross-entropy, averaged over the last axis.",
+)
+BinaryFocalCrossentropy = _make(
+    "BinaryFocalCrossentropy",
+    "binary_focal_crossentropy",
+    "binary_focal_crossentropy",
+    {
+        "apply_class_balancing": False,
+        "alpha": 0.25,
+        "gamma": 2.0,
+        "from_logits": False,
+        "label_smoothing": 0.0,
+        "axis": -1,
+    },
+    "Binary cross-entropy down-weighting easy examples by (1 - p_t) ** gamma.",
+)
+CategoricalCrossentropy = _make(
+    "CategoricalCrossentropy",
+    "categorical_crossentropy",
+    "categorical_crossentropy",
+    {"from_logits": False, "label_smoothing": 0.0, "axis": -1},
+    "Cross-entropy against one-hot (or soft) labels.",
+)
+SparseCategoricalCrossentropy = _make(
+    "SparseCategoricalCrossentropy",
+    "sparse_categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    {"from_logits": False, "ignore_class": None},
+    "Cross-entropy against integer class labels.",
+)
+KLDivergence = _make(
+    "KLDivergence", "kl_divergence", "kl_divergence", {}, "Kullback-Leibler divergence of y_pred from y_true."
+)
 Poisson = _make("Poisson", "poisson", "poisson", {}, "Poisson loss: mean(y_pred - y_true * log(y_pred + 1e-7)).")
 Hinge = _make("Hinge", "hinge", "hinge", {}, "Hinge loss for labels -1/1 (or 0/1).")
-SquaredHinge = _make("SquaredHinge", "squared_hinge", "squared_hinge", {},
-                     "Squared hinge loss for labels -1/1 (or 0/1).")
-CategoricalHinge = _make("CategoricalHinge", "categorical_hinge", "categorical_hinge", {},
-                         "Categorical hinge loss for one-hot labels.")
-CosineSimilarity = _make("CosineSimilarity", "cosine_similarity", "cosine_similarity", {"axis": -1},
-                         "Negative cosine similarity of y_true and y_pred over the last axis.")
+SquaredHinge = _make(
+    "SquaredHinge", "squared_hinge", "squared_hinge", {}, "Squared hinge loss for labels -1/1 (or 0/1)."
+)
+CategoricalHinge = _make(
+    "CategoricalHinge", "categorical_hinge", "categorical_hinge", {}, "Categorical hinge loss for one-hot labels."
+)
+CosineSimilarity = _make(
+    "CosineSimilarity",
+    "cosine_similarity",
+    "cosine_similarity",
+    {"axis": -1},
+    "Negative cosine similarity of y_true and y_pred over the last axis.",
+)
 
 _FUNCTIONS: dict[str, Callable] = {
-    "mean_squared_error": mean_squared_error, "mean_absolute_error": mean_absolute_error,
+    "mean_squared_error": mean_squared_error,
+    "mean_absolute_error": mean_absolute_error,
     "mean_absolute_percentage_error": mean_absolute_percentage_error,
-    "mean_squared_logarithmic_error": mean_squared_logarithmic_error, "huber": huber, "log_cosh": log_cosh,
-    "binary_crossentropy": binary_crossentropy, "binary_focal_crossentropy": binary_focal_crossentropy,
+    "mean_squared_logarithmic_error": mean_squared_logarithmic_error,
+    "huber": huber,
+    "log_cosh": log_cosh,
+    "binary_crossentropy": binary_crossentropy,
+    "binary_focal_crossentropy": binary_focal_crossentropy,
     "categorical_crossentropy": categorical_crossentropy,
-    "sparse_categorical_crossentropy": sparse_categorical_crossentropy, "kl_divergence": kl_divergence,
-    "poisson": poisson, "hinge": hinge, "squared_hinge": squared_hinge, "categorical_hinge": categorical_hinge,
+    "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
+    "kl_divergence": kl_divergence,
+    "poisson": poisson,
+    "hinge": hinge,
+    "squared_hinge": squared_hinge,
+    "categorical_hinge": categorical_hinge,
     "cosine_similarity": cosine_similarity,
 }
-_CLASSES: dict[str, type] = {c.__name__: c for c in (
-    MeanSquaredError, MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredLogarithmicError, Huber, LogCosh,
-    BinaryCrossentropy, BinaryFocalCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy,
-    KLDivergence, Poisson, Hinge, SquaredHinge, CategoricalHinge, CosineSimilarity)}
+_CLASSES: dict[str, type] = {
+    c.__name__: c
+    for c in (
+        MeanSquaredError,
+        MeanAbsoluteError,
+        MeanAbsolutePercentageError,
+        MeanSquaredLogarithmicError,
+        Huber,
+        LogCosh,
+        BinaryCrossentropy,
+        BinaryFocalCrossentropy,
+        CategoricalCrossentropy,
+        SparseCategoricalCrossentropy,
+        KLDivergence,
+        Poisson,
+        Hinge,
+        SquaredHinge,
+        CategoricalHinge,
+        CosineSimilarity,
+    )
+}
 _CLASS_OF_CORE = {c.core_name: c for c in _CLASSES.values()}
 #: every name ``get`` and ``compile`` accept: functions (and Keras' short names) and classes
 _NAMES: dict[str, Union[Callable, type]] = {
-    **_FUNCTIONS, **_CLASSES, "mse": mse, "MSE": mse, "mae": mae, "MAE": mae, "mape": mape, "MAPE": mape,
-    "msle": msle, "MSLE": msle, "kld": kld, "KLD": kld, "bce": bce, "BCE": bce,
+    **_FUNCTIONS,
+    **_CLASSES,
+    "mse": mse,
+    "MSE": mse,
+    "mae": mae,
+    "MAE": mae,
+    "mape": mape,
+    "MAPE": mape,
+    "msle": msle,
+    "MSLE": msle,
+    "kld": kld,
+    "KLD": kld,
+    "bce": bce,
+    "BCE": bce,
 }
 
 
@@ -483,15 +649,19 @@ def resolve(identifier) -> Loss:
     obj = get(identifier)
     if isinstance(obj, _BuiltinLoss):
         if obj.reduction not in _TRAINABLE_REDUCTIONS:
-            raise ValueError(f"Invalid value for argument `loss`: cdnn trains with the reduction "
-                             f"'sum_over_batch_size' (Keras' default), received {type(obj).__name__}"
-                             f"(reduction={obj.reduction!r}); other reductions work in direct calls")
+            raise ValueError(
+                f"Invalid value for argument `loss`: cdnn trains with the reduction "
+                f"'sum_over_batch_size' (Keras' default), received {type(obj).__name__}"
+                f"(reduction={obj.reduction!r}); other reductions work in direct calls"
+            )
         return obj
     if callable(obj) and not isinstance(obj, Loss) and _FUNCTIONS.get(getattr(obj, "__name__", "")) is obj:
         loss = _CLASS_OF_CORE[obj.__name__]()
         loss.name = identifier if isinstance(identifier, str) else obj.__name__
         return loss
     what = type(obj).__name__ if isinstance(obj, Loss) else getattr(obj, "__name__", repr(obj))
-    raise ValueError(f"Invalid value for argument `loss`: {what!r} is a loss written in Python, which cdnn cannot "
-                     f"run: it computes the loss and its gradient inside its C training loop. Use one of the "
-                     f"built-in losses (as a name, function or class): {_builtin_list()}")
+    raise ValueError(
+        f"Invalid value for argument `loss`: {what!r} is a loss written in Python, which cdnn cannot "
+        f"run: it computes the loss and its gradient inside its C training loop. Use one of the "
+        f"built-in losses (as a name, function or class): {_builtin_list()}"
+    )

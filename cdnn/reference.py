@@ -67,8 +67,26 @@ __all__ = [
 #: Keras' ``backend.epsilon()``: the clipping bound for probabilities in losses.
 EPSILON = 1e-7
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "elu", "selu", "silu",
-               "softplus", "softsign", "hard_sigmoid", "hard_silu", "mish", "relu6", "exponential", "log_softmax")
+ACTIVATIONS = (
+    "linear",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "leaky_relu",
+    "gelu",
+    "elu",
+    "selu",
+    "silu",
+    "softplus",
+    "softsign",
+    "hard_sigmoid",
+    "hard_silu",
+    "mish",
+    "relu6",
+    "exponential",
+    "log_softmax",
+)
 #: keras.activations.selu's constants (activations.py docstring: Klambauer et al., 2017)
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -184,8 +202,9 @@ def _more_activation(name: str, z: np.ndarray) -> np.ndarray:
     return _log_softmax(z)
 
 
-def relu_with_options(z: np.ndarray, negative_slope: float = 0.0, max_value: float | None = None,
-                      threshold: float = 0.0) -> np.ndarray:
+def relu_with_options(
+    z: np.ndarray, negative_slope: float = 0.0, max_value: float | None = None, threshold: float = 0.0
+) -> np.ndarray:
     """keras.activations.relu with its options: ``z`` where ``z > threshold`` (at most ``max_value``),
     else ``negative_slope * (z - threshold)``."""
     z = np.asarray(z, dtype=np.float64)
@@ -271,9 +290,7 @@ def _more_derivative(name: str, z: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 
-def dense_forward(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, act: str | None
-) -> tuple[np.ndarray, np.ndarray]:
+def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, act: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Forward pass of a Dense layer: ``z = x @ W + b``, ``a = act(z)``.
 
     Parameters
@@ -362,8 +379,7 @@ def _sparse_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         )
     if labels.size and (labels.min() < 0 or labels.max() >= y_pred.shape[-1]):
         raise ValueError(
-            f"Expected integer labels in [0, {y_pred.shape[-1]}), received labels "
-            f"from {labels.min()} to {labels.max()}"
+            f"Expected integer labels in [0, {y_pred.shape[-1]}), received labels from {labels.min()} to {labels.max()}"
         )
     return labels
 
@@ -452,9 +468,7 @@ def loss(name: str, y_true: np.ndarray, y_pred: np.ndarray, from_logits: bool = 
     return float(_per_sample_loss(name, y_true, y_pred, from_logits).mean())
 
 
-def loss_grad(
-    name: str, y_true: np.ndarray, y_pred: np.ndarray, from_logits: bool = False
-) -> np.ndarray:
+def loss_grad(name: str, y_true: np.ndarray, y_pred: np.ndarray, from_logits: bool = False) -> np.ndarray:
     """Gradient of :func:`loss` (the batch mean) with respect to ``y_pred``.
 
     Parameters
@@ -500,9 +514,7 @@ def loss_grad(
     return 2 * (y_pred - t) / n
 
 
-def softmax_cross_entropy_grad(
-    logits: np.ndarray, labels_sparse: np.ndarray
-) -> tuple[float, np.ndarray]:
+def softmax_cross_entropy_grad(logits: np.ndarray, labels_sparse: np.ndarray) -> tuple[float, np.ndarray]:
     """Softmax followed by cross-entropy, fused and numerically stable.
 
     Parameters
@@ -563,10 +575,22 @@ def sigmoid_bce_grad(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarr
 # ----------------------------------------------------------------------------
 
 KERAS_LOSSES = (
-    "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
-    "mean_squared_logarithmic_error", "huber", "log_cosh", "binary_crossentropy",
-    "binary_focal_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy",
-    "kl_divergence", "poisson", "hinge", "squared_hinge", "categorical_hinge", "cosine_similarity",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "huber",
+    "log_cosh",
+    "binary_crossentropy",
+    "binary_focal_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "kl_divergence",
+    "poisson",
+    "hinge",
+    "squared_hinge",
+    "categorical_hinge",
+    "cosine_similarity",
 )
 
 
@@ -588,9 +612,19 @@ def _targets(name: str, y_true, p: np.ndarray, label_smoothing: float, ignore_cl
     return t
 
 
-def keras_loss(name: str, y_true, y_pred, from_logits: bool = False, *, label_smoothing: float = 0.0,
-               delta: float = 1.0, gamma: float = 2.0, alpha: float = 0.25, apply_class_balancing: bool = False,
-               ignore_class=None) -> np.ndarray:
+def keras_loss(
+    name: str,
+    y_true,
+    y_pred,
+    from_logits: bool = False,
+    *,
+    label_smoothing: float = 0.0,
+    delta: float = 1.0,
+    gamma: float = 2.0,
+    alpha: float = 0.25,
+    apply_class_balancing: bool = False,
+    ignore_class=None,
+) -> np.ndarray:
     """One value per row of ``y_pred`` [batch, d] (float64), as Keras 3's loss function of that name.
 
     Rows whose sparse label is ``ignore_class`` give 0 (Keras masks them out of the mean).
@@ -602,7 +636,7 @@ def keras_loss(name: str, y_true, y_pred, from_logits: bool = False, *, label_sm
     eps = EPSILON
     e = p - t
     if name == "mean_squared_error":
-        return (e ** 2).mean(-1)
+        return (e**2).mean(-1)
     if name == "mean_absolute_error":
         return np.abs(e).mean(-1)
     if name == "mean_absolute_percentage_error":
@@ -695,7 +729,7 @@ def keras_loss_grad(name: str, y_true, y_pred, from_logits: bool = False, **opti
             bce = -(t * np.log(qc) + (1 - t) * np.log(1 - qc))
             m = 1 - (t * q + (1 - t) * (1 - q))  # 1 - p_t, d m / d q = 1 - 2t
             dm = gamma * m ** (gamma - 1) * (1 - 2 * t) if gamma else 0.0
-            g = dm * bce + m ** gamma * dbce
+            g = dm * bce + m**gamma * dbce
             if options.get("apply_class_balancing", False):
                 g = (t * alpha + (1 - t) * (1 - alpha)) * g
         if from_logits:
@@ -731,11 +765,12 @@ def keras_loss_grad(name: str, y_true, y_pred, from_logits: bool = False, **opti
     sq = (p * p).sum(-1, keepdims=True)
     norm = np.sqrt(np.maximum(sq, eps * eps))
     dot = (nt * p).sum(-1, keepdims=True)
-    return np.where(sq > eps * eps, -nt / norm + dot * p / norm ** 3, -nt / norm)
+    return np.where(sq > eps * eps, -nt / norm + dot * p / norm**3, -nt / norm)
 
 
-def keras_reduced_loss(name: str, y_true, y_pred, from_logits: bool = False, sample_weight=None,
-                       **options) -> tuple[float, np.ndarray]:
+def keras_reduced_loss(
+    name: str, y_true, y_pred, from_logits: bool = False, sample_weight=None, **options
+) -> tuple[float, np.ndarray]:
     """Keras' default reduction (loss.py, reduce_weighted_values with "sum_over_batch_size") and its gradient.
 
     Returns ``(sum_i w_i l_i / N, d/d y_pred)``, ``N`` the rows (only those not of ``ignore_class``:
@@ -814,9 +849,19 @@ class _Optimizer:
     update, as Keras' ``apply``).
     """
 
-    def __init__(self, learning_rate, *, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
-                 use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
-                 gradient_accumulation_steps=None) -> None:
+    def __init__(
+        self,
+        learning_rate,
+        *,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema=False,
+        ema_momentum=0.99,
+        ema_overwrite_frequency=None,
+        gradient_accumulation_steps=None,
+    ) -> None:
         self._schedule = learning_rate if callable(learning_rate) else None
         self.learning_rate = 0.0 if callable(learning_rate) else float(learning_rate)
         self.iterations = 0
@@ -867,14 +912,12 @@ class _Optimizer:
         """
         if len(params) != len(grads):
             raise ValueError(
-                f"Expected one gradient per parameter, received "
-                f"{len(grads)} gradients for {len(params)} parameters"
+                f"Expected one gradient per parameter, received {len(grads)} gradients for {len(params)} parameters"
             )
         if self._slots is None:
             self._slots = [self._new_slots(w) for w in params]
             self.averages = [np.zeros_like(w) for w in params] if self.use_ema else None
-            self._accumulators = ([np.zeros_like(w) for w in params] if self.gradient_accumulation_steps
-                                  else None)
+            self._accumulators = [np.zeros_like(w) for w in params] if self.gradient_accumulation_steps else None
         if self._schedule is not None:
             self.learning_rate = float(self._schedule(self.iterations))
         t = self.iterations + 1
@@ -935,14 +978,11 @@ class SGD(_Optimizer):
     number in [0, 1].
     """
 
-    def __init__(
-        self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False, **options
-    ) -> None:
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False, **options) -> None:
         super().__init__(learning_rate, **options)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(
-                f"Invalid value for argument `momentum`: expected a float in [0, 1], "
-                f"received momentum={momentum!r}"
+                f"Invalid value for argument `momentum`: expected a float in [0, 1], received momentum={momentum!r}"
             )
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
@@ -1098,17 +1138,17 @@ class Nadam(_Optimizer):
         return {"momentum": np.zeros_like(w), "velocity": np.zeros_like(w)}
 
     def _before_updates(self, t):
-        self.u_product *= self.beta_1 * (1.0 - 0.5 * 0.96 ** t)
+        self.u_product *= self.beta_1 * (1.0 - 0.5 * 0.96**t)
 
     def _update(self, w, g, slots, t):
         b1, b2 = self.beta_1, self.beta_2
-        u_t = b1 * (1.0 - 0.5 * 0.96 ** t)
+        u_t = b1 * (1.0 - 0.5 * 0.96**t)
         u_t1 = b1 * (1.0 - 0.5 * 0.96 ** (t + 1))
         m, v = slots["momentum"], slots["velocity"]
         m += (g - m) * (1 - b1)
         v += (g * g - v) * (1 - b2)
         m_hat = u_t1 * m / (1 - self.u_product * u_t1) + (1 - u_t) * g / (1 - self.u_product)
-        v_hat = v / (1 - b2 ** t)
+        v_hat = v / (1 - b2**t)
         w -= self.learning_rate * m_hat / (np.sqrt(v_hat) + self.epsilon)
 
 
@@ -1127,7 +1167,7 @@ class Adamax(_Optimizer):
         m, u = slots["m"], slots["u"]
         m += (g - m) * (1 - self.beta_1)
         u[...] = np.maximum(self.beta_2 * u, np.abs(g))
-        w -= self.learning_rate * m / ((1 - self.beta_1 ** t) * (u + self.epsilon))
+        w -= self.learning_rate * m / ((1 - self.beta_1**t) * (u + self.epsilon))
 
 
 class Adadelta(_Optimizer):
@@ -1168,9 +1208,17 @@ class Lion(_Optimizer):
 class Ftrl(_Optimizer):
     """Ftrl — ``keras/src/optimizers/ftrl.py``."""
 
-    def __init__(self, learning_rate=0.001, learning_rate_power=-0.5, initial_accumulator_value=0.1,
-                 l1_regularization_strength=0.0, l2_regularization_strength=0.0,
-                 l2_shrinkage_regularization_strength=0.0, beta=0.0, **options) -> None:
+    def __init__(
+        self,
+        learning_rate=0.001,
+        learning_rate_power=-0.5,
+        initial_accumulator_value=0.1,
+        l1_regularization_strength=0.0,
+        l2_regularization_strength=0.0,
+        l2_shrinkage_regularization_strength=0.0,
+        beta=0.0,
+        **options,
+    ) -> None:
         super().__init__(learning_rate, **options)
         self.power, self.init = learning_rate_power, initial_accumulator_value
         self.l1, self.l2 = l1_regularization_strength, l2_regularization_strength
@@ -1185,8 +1233,8 @@ class Ftrl(_Optimizer):
         l2 = self.l2 + self.beta / (2.0 * lr)
         g_shrunk = g + 2 * self.shrink * w
         new_accum = accum + g * g
-        linear += g_shrunk - (new_accum ** -self.power - accum ** -self.power) / lr * w
-        quadratic = new_accum ** -self.power / lr + 2 * l2
+        linear += g_shrunk - (new_accum**-self.power - accum**-self.power) / lr * w
+        quadratic = new_accum**-self.power / lr + 2 * l2
         w[...] = (np.clip(linear, -self.l1, self.l1) - linear) / quadratic
         accum[...] = new_accum
 
@@ -1195,16 +1243,23 @@ class Adafactor(_Optimizer):
     """Adafactor — ``keras/src/optimizers/adafactor.py``: a 2-D parameter keeps row and column
     means of ``g**2 + epsilon_1``, a 1-D one the full average."""
 
-    def __init__(self, learning_rate=0.001, beta_2_decay=-0.8, epsilon_1=1e-30, epsilon_2=1e-3, clip_threshold=1.0,
-                 relative_step=True, **options) -> None:
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_2_decay=-0.8,
+        epsilon_1=1e-30,
+        epsilon_2=1e-3,
+        clip_threshold=1.0,
+        relative_step=True,
+        **options,
+    ) -> None:
         super().__init__(learning_rate, **options)
         self.beta_2_decay, self.epsilon_1, self.epsilon_2 = beta_2_decay, epsilon_1, epsilon_2
         self.clip_threshold, self.relative_step = clip_threshold, relative_step
 
     def _new_slots(self, w):
         if w.ndim >= 2:
-            return {"r": np.zeros(w.shape[:-1], w.dtype), "c": np.zeros(w.shape[-1:], w.dtype),
-                    "v": np.zeros_like(w)}
+            return {"r": np.zeros(w.shape[:-1], w.dtype), "c": np.zeros(w.shape[-1:], w.dtype), "v": np.zeros_like(w)}
         return {"v": np.zeros_like(w)}
 
     def _update(self, w, g, slots, t):
@@ -1214,7 +1269,7 @@ class Adafactor(_Optimizer):
         rho_t = min(lr, 1 / np.sqrt(t))
         alpha_t = max(self.epsilon_2, np.sqrt(np.mean(w * w))) * rho_t
         sq = g * g + self.epsilon_1
-        b2t = 1 - t ** self.beta_2_decay
+        b2t = 1 - t**self.beta_2_decay
         if w.ndim >= 2:
             r, c = slots["r"], slots["c"]
             r[...] = b2t * r + (1 - b2t) * sq.mean(axis=-1)
@@ -1326,8 +1381,8 @@ def cosine_decay_restarts(step, initial, first_decay_steps, t_mul=2.0, m_mul=1.0
         frac -= i
     else:
         i = np.floor(np.log(1 - frac * (1 - t_mul)) / np.log(t_mul))
-        frac = (frac - (1 - t_mul ** i) / (1 - t_mul)) / t_mul ** i
-    return initial * ((1 - alpha) * 0.5 * m_mul ** i * (1 + np.cos(np.pi * frac)) + alpha)
+        frac = (frac - (1 - t_mul**i) / (1 - t_mul)) / t_mul**i
+    return initial * ((1 - alpha) * 0.5 * m_mul**i * (1 + np.cos(np.pi * frac)) + alpha)
 
 
 # ----------------------------------------------------------------------------
@@ -1409,9 +1464,7 @@ class MLP:
             self.params.append(np.zeros(int(units), dtype=self.dtype))
             fan_in = int(units)
 
-    def _forward_saved(
-        self, x: np.ndarray
-    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    def _forward_saved(self, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
         inputs, zs = [], []
         a = x
         for i, act in enumerate(self.activations):
@@ -1444,16 +1497,12 @@ class MLP:
         # "linear"; every other layer receives dL/da from the layer above.
         upstream, act = dz, "linear"
         for i in reversed(range(len(self.activations))):
-            dW, db, upstream = dense_backward(
-                inputs[i], self.params[2 * i], zs[i], upstream, act, need_dx=i > 0
-            )
+            dW, db, upstream = dense_backward(inputs[i], self.params[2 * i], zs[i], upstream, act, need_dx=i > 0)
             grads[2 * i], grads[2 * i + 1] = dW, db
             act = self.activations[i - 1] if i > 0 else act
         return value, grads, out
 
-    def gradients(
-        self, x: np.ndarray, y: np.ndarray, loss_name: str
-    ) -> tuple[float, list[np.ndarray]]:
+    def gradients(self, x: np.ndarray, y: np.ndarray, loss_name: str) -> tuple[float, list[np.ndarray]]:
         """Mean loss on the batch and its gradient for every parameter.
 
         Parameters
@@ -1473,9 +1522,7 @@ class MLP:
         value, grads, _ = self._loss_and_grads(np.asarray(x, dtype=self.dtype), y, loss_name)
         return value, grads
 
-    def train_step(
-        self, x: np.ndarray, y: np.ndarray, loss_name: str, optimizer: _Optimizer
-    ) -> float:
+    def train_step(self, x: np.ndarray, y: np.ndarray, loss_name: str, optimizer: _Optimizer) -> float:
         """One gradient step on one batch; returns the batch's mean loss before the update."""
         value, grads = self.gradients(x, y, loss_name)
         optimizer.step(self.params, grads)
@@ -1557,8 +1604,10 @@ def auc(y_true, y_pred, num_thresholds: int = 200, curve: str = "ROC", sample_we
     total = 0.0
     for i in range(len(ts) - 1):
         if curve == "ROC":
+
             def rate(a, b, j):
                 return a[j] / (a[j] + b[j]) if a[j] + b[j] else 0.0
+
             total += (rate(fp, tn, i) - rate(fp, tn, i + 1)) * (rate(tp, fn, i) + rate(tp, fn, i + 1)) / 2
         else:
             p_a, p_b = tp[i] + fp[i], tp[i + 1] + fp[i + 1]
@@ -1574,8 +1623,9 @@ def auc(y_true, y_pred, num_thresholds: int = 200, curve: str = "ROC", sample_we
 def r2_score(y_true, y_pred) -> float:
     """Mean over outputs of ``1 - sum((y - p)^2) / sum((y - mean(y))^2)``."""
     yt, yp = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
-    scores = [1 - ((yt[:, j] - yp[:, j]) ** 2).sum() / ((yt[:, j] - yt[:, j].mean()) ** 2).sum()
-              for j in range(yt.shape[1])]
+    scores = [
+        1 - ((yt[:, j] - yp[:, j]) ** 2).sum() / ((yt[:, j] - yt[:, j].mean()) ** 2).sum() for j in range(yt.shape[1])
+    ]
     return float(np.mean(scores))
 
 
@@ -1588,7 +1638,7 @@ def f_beta(y_true, y_pred, beta: float = 1.0, threshold: float = 0.5) -> np.ndar
         fp = (pred[:, j] * (1 - yt[:, j])).sum()
         fn = ((1 - pred[:, j]) * yt[:, j]).sum()
         p, r = tp / (tp + fp + 1e-7), tp / (tp + fn + 1e-7)
-        out.append((1 + beta ** 2) * p * r / (beta ** 2 * p + r + 1e-7))
+        out.append((1 + beta**2) * p * r / (beta**2 * p + r + 1e-7))
     return np.array(out)
 
 
@@ -1790,8 +1840,9 @@ class Graph:
         d = self.nodes[o["node"]]
         act = d.get("activation", "linear") if d["op"] in ("dense", "activation") else "linear"
         categorical = o["loss"] in ("sparse_categorical_crossentropy", "categorical_crossentropy")
-        return not o.get("from_logits") and ((categorical and act == "softmax") or
-                                             (o["loss"] == "binary_crossentropy" and act == "sigmoid"))
+        return not o.get("from_logits") and (
+            (categorical and act == "softmax") or (o["loss"] == "binary_crossentropy" and act == "sigmoid")
+        )
 
     def losses(self, xs, ys, training: bool = False, masks=None, noise=None) -> list[float | None]:
         """Each output's mean loss on the batch (None for an output without a loss)."""
@@ -1805,8 +1856,11 @@ class Graph:
         logits = self._logits_loss(o)
         src = pre[o["node"]] if logits else v
         flat = src.reshape(-1, w)
-        yy = np.asarray(y).reshape(-1) if o["loss"] == "sparse_categorical_crossentropy" else \
-            np.asarray(y, np.float64).reshape(-1, w)
+        yy = (
+            np.asarray(y).reshape(-1)
+            if o["loss"] == "sparse_categorical_crossentropy"
+            else np.asarray(y, np.float64).reshape(-1, w)
+        )
         value = loss(o["loss"], yy, flat, from_logits=logits or bool(o.get("from_logits")))
         grad = loss_grad(o["loss"], yy, flat, from_logits=logits or bool(o.get("from_logits")))
         return value, grad.reshape(v.shape), logits
@@ -1814,8 +1868,8 @@ class Graph:
     def gradients(self, xs, ys, training: bool = True, masks=None, noise=None):
         """Weighted total loss, per-output losses and ``{(node, name): gradient}``."""
         vals, pre = self.forward(xs, training, masks, noise)
-        gv: list = [None] * len(self.nodes)   # dL/d(value)
-        gz: list = [None] * len(self.nodes)   # dL/d(pre-activation) from logits losses
+        gv: list = [None] * len(self.nodes)  # dL/d(value)
+        gz: list = [None] * len(self.nodes)  # dL/d(pre-activation) from logits losses
 
         def add(store, i, g):
             store[i] = g if store[i] is None else store[i] + g
@@ -1882,7 +1936,7 @@ class Graph:
                 c0 = 0
                 for k in ins:
                     wk = vals[k].shape[-1]
-                    add(gv, k, g[..., c0:c0 + wk])
+                    add(gv, k, g[..., c0 : c0 + wk])
                     c0 += wk
             elif op == "reshape":
                 add(gv, ins[0], g.reshape(vals[ins[0]].shape))
@@ -1892,8 +1946,9 @@ class Graph:
         """One training step: gradients, the optimizer on every trainable parameter, the moving statistics."""
         total, _, grads, vals = self.gradients(xs, ys, True, masks, noise)
         keys = self.params()
-        optimizer.step([self.p[i][k] for i, k in keys],
-                       [grads.get((i, k), np.zeros_like(self.p[i][k])) for i, k in keys])
+        optimizer.step(
+            [self.p[i][k] for i, k in keys], [grads.get((i, k), np.zeros_like(self.p[i][k])) for i, k in keys]
+        )
         for i, d in enumerate(self.nodes):
             if d["op"] == "batchnorm" and d.get("trainable", True):
                 mean, var = batch_moments(vals[d["inputs"][0]])

@@ -5,6 +5,7 @@ gradient joins the loss's in the C training step, and the penalty at the
 weights before the step is added to the batch's loss as Keras reports it
 (``loss`` in the logs and the progress bar includes ``sum(model.losses)``).
 """
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,12 @@ __all__ = ["Regularizer", "L1", "L2", "L1L2", "OrthogonalRegularizer", "get", "s
 
 
 def _penalty_arg(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (float, int, np.floating, np.integer)) or \
-            not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (float, int, np.floating, np.integer))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"Invalid value for argument {name}: expected a non-negative float. Received: {name}={value}")
     return float(value)
 
@@ -33,13 +38,15 @@ class Regularizer:
         raise NotImplementedError(f"{type(self).__name__} does not implement get_config()")
 
     @classmethod
-    def from_config(cls, config: dict) -> "Regularizer":
+    def from_config(cls, config: dict) -> Regularizer:
         return cls(**config)
 
     def _core(self) -> dict:
         """The L1/L2 strengths the C core applies (a user subclass cannot run inside the C step)."""
-        raise ValueError(f"cdnn trains in C and cannot call the regularizer {type(self).__name__} inside a "
-                         f"training step: use keras.regularizers.L1, L2, L1L2 or OrthogonalRegularizer")
+        raise ValueError(
+            f"cdnn trains in C and cannot call the regularizer {type(self).__name__} inside a "
+            f"training step: use keras.regularizers.L1, L2, L1L2 or OrthogonalRegularizer"
+        )
 
 
 class L1L2(Regularizer):
@@ -90,8 +97,9 @@ class OrthogonalRegularizer(Regularizer):
     def __init__(self, factor: float = 0.01, mode: str = "rows") -> None:
         self.factor = _penalty_arg(factor, "factor")
         if mode not in ("rows", "columns"):
-            raise ValueError(f'Invalid value for argument `mode`. Expected one of {{"rows", "columns"}}. '
-                             f"Received: mode={mode}")
+            raise ValueError(
+                f'Invalid value for argument `mode`. Expected one of {{"rows", "columns"}}. Received: mode={mode}'
+            )
         self.mode = mode
 
     def __call__(self, x) -> float:
@@ -119,8 +127,12 @@ _NAMES = {"l1": L1, "l2": L2, "l1l2": L1L2, "l1_l2": L1L2, "orthogonal_regulariz
 
 
 def serialize(regularizer: Regularizer) -> dict:
-    return {"module": "keras.regularizers", "class_name": type(regularizer).__name__,
-            "config": regularizer.get_config(), "registered_name": None}
+    return {
+        "module": "keras.regularizers",
+        "class_name": type(regularizer).__name__,
+        "config": regularizer.get_config(),
+        "registered_name": None,
+    }
 
 
 def deserialize(config: dict) -> Regularizer:

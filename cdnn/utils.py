@@ -1,4 +1,5 @@
 """Utilities: seeding, label encoding, splitting a data set, logging, and the session's name counters."""
+
 from __future__ import annotations
 
 import random
@@ -11,8 +12,16 @@ from cdnn._errors import invalid
 from cdnn._io_utils import disable_interactive_logging, enable_interactive_logging, is_interactive_logging_enabled
 from cdnn.trainers.py_dataset import PyDataset
 
-__all__ = ["set_random_seed", "to_categorical", "split_dataset", "clear_session", "disable_interactive_logging",
-           "enable_interactive_logging", "is_interactive_logging_enabled", "PyDataset"]
+__all__ = [
+    "set_random_seed",
+    "to_categorical",
+    "split_dataset",
+    "clear_session",
+    "disable_interactive_logging",
+    "enable_interactive_logging",
+    "is_interactive_logging_enabled",
+    "PyDataset",
+]
 
 
 def set_random_seed(seed: int) -> None:
@@ -51,16 +60,22 @@ def _split_size(value, name: str, total: int) -> Optional[int]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"Invalid type for argument `{name}`: expected an int, a float or None, "
-                        f"received {name}={value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"Invalid type for argument `{name}`: expected an int, a float or None, "
+            f"received {name}={value!r} of type {type(value).__name__}"
+        )
     if isinstance(value, (float, np.floating)):
         if not 0 < value < 1:
-            raise ValueError(f"Invalid value for argument `{name}`: expected a fraction in (0, 1) or a number of "
-                             f"samples in (0, {total}), received {name}={value}")
+            raise ValueError(
+                f"Invalid value for argument `{name}`: expected a fraction in (0, 1) or a number of "
+                f"samples in (0, {total}), received {name}={value}"
+            )
         return round(float(value) * total)
     if not 0 < value < total:
-        raise ValueError(f"Invalid value for argument `{name}`: expected a number of samples in (0, {total}) or a "
-                         f"fraction in (0, 1), received {name}={value}")
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected a number of samples in (0, {total}) or a "
+            f"fraction in (0, 1), received {name}={value}"
+        )
     return int(value)
 
 
@@ -97,43 +112,58 @@ def split_dataset(dataset, left_size=None, right_size=None, shuffle: bool = Fals
     elif isinstance(dataset, (tuple, list)):
         arrays, kind = list(dataset), type(dataset)
         if not arrays:
-            raise ValueError("Invalid argument `dataset`: expected arrays of samples, received an empty "
-                             f"{type(dataset).__name__}")
+            raise ValueError(
+                f"Invalid argument `dataset`: expected arrays of samples, received an empty {type(dataset).__name__}"
+            )
         for i, a in enumerate(arrays):
             if not isinstance(a, np.ndarray):
-                raise TypeError(f"Invalid argument `dataset`: expected NumPy arrays, received "
-                                f"{type(a).__name__} at index {i}")
+                raise TypeError(
+                    f"Invalid argument `dataset`: expected NumPy arrays, received {type(a).__name__} at index {i}"
+                )
     else:
-        raise TypeError(f"Invalid argument `dataset`: expected a NumPy array or a tuple or list of arrays, "
-                        f"received {type(dataset).__name__}")
+        raise TypeError(
+            f"Invalid argument `dataset`: expected a NumPy array or a tuple or list of arrays, "
+            f"received {type(dataset).__name__}"
+        )
     if any(a.ndim == 0 for a in arrays):
-        raise ValueError("Invalid argument `dataset`: expected arrays with samples along the first axis, "
-                         "received a 0-d array")
+        raise ValueError(
+            "Invalid argument `dataset`: expected arrays with samples along the first axis, received a 0-d array"
+        )
     total = len(arrays[0])
     if any(len(a) != total for a in arrays):
-        raise ValueError(f"Invalid argument `dataset`: expected arrays of the same length, received lengths "
-                         f"{[len(a) for a in arrays]}")
+        raise ValueError(
+            f"Invalid argument `dataset`: expected arrays of the same length, received lengths "
+            f"{[len(a) for a in arrays]}"
+        )
     if left_size is None and right_size is None:
-        raise ValueError("At least one of the `left_size` or `right_size` must be specified. "
-                         "Received: left_size=None and right_size=None")
-    if isinstance(left_size, (float, np.floating)) and isinstance(right_size, (float, np.floating)) \
-            and left_size + right_size > 1:
+        raise ValueError(
+            "At least one of the `left_size` or `right_size` must be specified. "
+            "Received: left_size=None and right_size=None"
+        )
+    if (
+        isinstance(left_size, (float, np.floating))
+        and isinstance(right_size, (float, np.floating))
+        and left_size + right_size > 1
+    ):
         raise ValueError(f"Invalid split: left_size + right_size = {left_size} + {right_size} is more than 1")
     left = _split_size(left_size, "left_size", total)
     right = _split_size(right_size, "right_size", total)
     left = total - right if left is None else left
     right = total - left if right is None else right
     if left + right > total:
-        raise ValueError(f"Invalid split: left_size + right_size = {left} + {right} samples, more than the "
-                         f"{total} in `dataset`")
+        raise ValueError(
+            f"Invalid split: left_size + right_size = {left} + {right} samples, more than the {total} in `dataset`"
+        )
     if left == 0 or right == 0:
-        raise ValueError(f"Invalid split: with {total} samples, left_size={left_size} and right_size={right_size} "
-                         f"leave the {'left' if left == 0 else 'right'} part empty")
+        raise ValueError(
+            f"Invalid split: with {total} samples, left_size={left_size} and right_size={right_size} "
+            f"leave the {'left' if left == 0 else 'right'} part empty"
+        )
     if shuffle:
         order = np.random.default_rng(seed).permutation(total)
-        parts = ([a[order[:left]] for a in arrays], [a[order[total - right:]] for a in arrays])
+        parts = ([a[order[:left]] for a in arrays], [a[order[total - right :]] for a in arrays])
     else:
-        parts = ([a[:left] for a in arrays], [a[total - right:] for a in arrays])
+        parts = ([a[:left] for a in arrays], [a[total - right :] for a in arrays])
     if kind == "array":
         return parts[0][0], parts[1][0]
     return kind(parts[0]), kind(parts[1])

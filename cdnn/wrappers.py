@@ -34,17 +34,18 @@ shuffling, dropout; cdnn's, Python's and NumPy's global generators are left
 alone) at the start of each fit, so that a search gives the same scores
 whatever ``n_jobs``, the backend (processes or threads) and the thread count.
 """
+
 from __future__ import annotations
 
 import contextlib
-
 import copy
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
 from cdnn import _random
-from cdnn import layers as layers_module, losses as losses_module
+from cdnn import layers as layers_module
+from cdnn import losses as losses_module
 from cdnn import optimizers as optimizers_module
 from cdnn._config import get_num_threads
 from cdnn._errors import invalid
@@ -65,6 +66,7 @@ except ImportError:  # scikit-learn is optional: the classes exist but refuse to
 
     class RegressorMixin:  # type: ignore[no-redef]
         pass
+
 
 __all__ = ["SKLearnClassifier", "SKLearnRegressor"]
 
@@ -102,16 +104,19 @@ def _clone_model(model: Sequential) -> Sequential:
     if not clone.built and config.get("input_shape") is not None and clone.layers:
         clone.build((None, *config["input_shape"]))
     if model.compiled:
-        clone.compile(optimizer=optimizers_module.get(optimizers_module.serialize(model.optimizer)),
-                      loss=losses_module.deserialize(losses_module.serialize(model.loss)) if model.loss is not None else None,
-                      metrics=clone_metrics(model._compile_metrics))
+        clone.compile(
+            optimizer=optimizers_module.get(optimizers_module.serialize(model.optimizer)),
+            loss=losses_module.deserialize(losses_module.serialize(model.loss)) if model.loss is not None else None,
+            metrics=clone_metrics(model._compile_metrics),
+        )
     return clone
 
 
 def _check_model(model) -> None:
     if not isinstance(model, Sequential):
-        raise TypeError(f"Invalid model: expected the callable `model` to return a cdnn Sequential, "
-                        f"received {type(model).__name__}")
+        raise TypeError(
+            f"Invalid model: expected the callable `model` to return a cdnn Sequential, received {type(model).__name__}"
+        )
     if not model.compiled or model.loss is None or model.optimizer is None:
         raise RuntimeError("Given model needs to be compiled, and have a loss and an optimizer.")
 
@@ -168,11 +173,22 @@ _SHARED_DOC = """
 class _SKLBase(BaseEstimator):
     """What the classifier and the regressor share: parameters, building and fitting the model."""
 
-    def __init__(self, model: ModelSpec = None, warm_start: bool = False, model_kwargs: Optional[dict] = None,
-                 fit_kwargs: Optional[dict] = None, *, hidden: Sequence[int] = (100,), activation: str = "relu",
-                 optimizer: Union[str, optimizers_module.Optimizer] = "adam",
-                 learning_rate: Optional[float] = 0.001, batch_size: int = 32, epochs: int = 10,
-                 random_state: Union[None, int, np.random.RandomState] = None, verbose: int = 0) -> None:
+    def __init__(
+        self,
+        model: ModelSpec = None,
+        warm_start: bool = False,
+        model_kwargs: Optional[dict] = None,
+        fit_kwargs: Optional[dict] = None,
+        *,
+        hidden: Sequence[int] = (100,),
+        activation: str = "relu",
+        optimizer: Union[str, optimizers_module.Optimizer] = "adam",
+        learning_rate: Optional[float] = 0.001,
+        batch_size: int = 32,
+        epochs: int = 10,
+        random_state: Union[None, int, np.random.RandomState] = None,
+        verbose: int = 0,
+    ) -> None:
         if sklearn is None:
             raise ImportError(f"{type(self).__name__} needs scikit-learn: pip install scikit-learn")
         self.model = model
@@ -203,15 +219,23 @@ class _SKLBase(BaseEstimator):
 
     # ---- building ------------------------------------------------------------------
     def _default_model(self, X: np.ndarray, y_built: np.ndarray) -> Sequential:
-        if isinstance(self.hidden, (str, bytes)) or not (isinstance(self.hidden, (int, np.integer))
-                                                          or hasattr(self.hidden, "__iter__")):
-            raise invalid("hidden", self.hidden,
-                          "the hidden layers' sizes, a tuple of positive integers such as (100,) or (256, 128)")
+        if isinstance(self.hidden, (str, bytes)) or not (
+            isinstance(self.hidden, (int, np.integer)) or hasattr(self.hidden, "__iter__")
+        ):
+            raise invalid(
+                "hidden",
+                self.hidden,
+                "the hidden layers' sizes, a tuple of positive integers such as (100,) or (256, 128)",
+            )
         hidden = (self.hidden,) if isinstance(self.hidden, (int, np.integer)) else tuple(self.hidden)
         units, activation, loss, metrics = self._output_layer(y_built)
-        model = Sequential([layers_module.Input(shape=(X.shape[1],)),
-                            *[layers_module.Dense(h, activation=self.activation) for h in hidden],
-                            layers_module.Dense(units, activation=activation)])
+        model = Sequential(
+            [
+                layers_module.Input(shape=(X.shape[1],)),
+                *[layers_module.Dense(h, activation=self.activation) for h in hidden],
+                layers_module.Dense(units, activation=activation),
+            ]
+        )
         optimizer = optimizers_module.get(copy.deepcopy(self.optimizer))
         if self.learning_rate is not None:
             optimizer.learning_rate = self.learning_rate
@@ -221,8 +245,10 @@ class _SKLBase(BaseEstimator):
     def _get_model(self, X: np.ndarray, y_built: np.ndarray) -> Sequential:
         if self.model is None:
             if self.model_kwargs:
-                raise ValueError("`model_kwargs` are the arguments of a callable `model`; with model=None, set "
-                                 "hidden, activation, optimizer and learning_rate instead")
+                raise ValueError(
+                    "`model_kwargs` are the arguments of a callable `model`; with model=None, set "
+                    "hidden, activation, optimizer and learning_rate instead"
+                )
             return self._default_model(X, y_built)
         if isinstance(self.model, Sequential):
             return copy.deepcopy(self.model) if self.warm_start else _clone_model(self.model)
@@ -231,7 +257,7 @@ class _SKLBase(BaseEstimator):
         raise invalid("model", self.model, "None, a compiled cdnn Sequential, or a callable returning one")
 
     # ---- scikit-learn API ----------------------------------------------------------
-    def fit(self, X, y, **kwargs) -> "_SKLBase":
+    def fit(self, X, y, **kwargs) -> _SKLBase:
         """Build (or, with ``warm_start``, reuse) the model and train it on ``(X, y)``.
 
         Parameters
@@ -252,8 +278,13 @@ class _SKLBase(BaseEstimator):
             _check_model(model)
             if not model.built:
                 model.build((None, X.shape[1]))
-            args = {"batch_size": self.batch_size, "epochs": self.epochs, "verbose": self.verbose,
-                    **(self.fit_kwargs or {}), **kwargs}
+            args = {
+                "batch_size": self.batch_size,
+                "epochs": self.epochs,
+                "verbose": self.verbose,
+                **(self.fit_kwargs or {}),
+                **kwargs,
+            }
             self.n_threads_ = get_num_threads()
             history = model.fit(X, self._fit_target(model, y_built), **args)
         self.model_ = model
@@ -290,10 +321,12 @@ class SKLearnClassifier(ClassifierMixin, _SKLBase):
         else:
             unseen = np.setdiff1d(y, self.classes_)
             if unseen.size:
-                raise ValueError(f"Invalid labels in `y`: {unseen[:5].tolist()} were not seen by the first fit; "
-                                 f"warm_start continues training on classes {self.classes_.tolist()}")
+                raise ValueError(
+                    f"Invalid labels in `y`: {unseen[:5].tolist()} were not seen by the first fit; "
+                    f"warm_start continues training on classes {self.classes_.tolist()}"
+                )
             codes = np.searchsorted(self.classes_, y)
-        return X, np.eye(len(self.classes_), dtype=np.float32)[codes]   # one-hot, as Keras' wrapper
+        return X, np.eye(len(self.classes_), dtype=np.float32)[codes]  # one-hot, as Keras' wrapper
 
     def _output_layer(self, y_built: np.ndarray) -> tuple:
         return y_built.shape[1], "softmax", "sparse_categorical_crossentropy", ["accuracy"]
@@ -301,8 +334,9 @@ class SKLearnClassifier(ClassifierMixin, _SKLBase):
     def _fit_target(self, model: Sequential, y_built: np.ndarray) -> np.ndarray:
         units, classes = model.output_shape[-1], y_built.shape[1]
         if units != classes and not (units == 1 and classes == 2):
-            raise ValueError(f"Invalid model: its output has {units} units, expected one per class ({classes}, "
-                             f"or 1 for two classes)")
+            raise ValueError(
+                f"Invalid model: its output has {units} units, expected one per class ({classes}, or 1 for two classes)"
+            )
         codes = y_built.argmax(axis=1)
         if model.loss.core_name == "sparse_categorical_crossentropy":
             return codes.astype(np.int32)
@@ -376,7 +410,9 @@ class SKLearnRegressor(RegressorMixin, _SKLBase):
         return tags
 
 
-SKLearnClassifier.__doc__ += _SHARED_DOC + """    classes_ : ndarray of shape (n_classes,)
+SKLearnClassifier.__doc__ += (
+    _SHARED_DOC
+    + """    classes_ : ndarray of shape (n_classes,)
         The labels seen by ``fit``, sorted.
 
     Examples
@@ -385,4 +421,5 @@ SKLearnClassifier.__doc__ += _SHARED_DOC + """    classes_ : ndarray of shape (n
     >>> clf = SKLearnClassifier(hidden=(64,), epochs=5, random_state=0).fit(X, y)  # doctest: +SKIP
     >>> clf.predict_proba(X[:2]), clf.score(X, y)  # doctest: +SKIP
 """
+)
 SKLearnRegressor.__doc__ += _SHARED_DOC

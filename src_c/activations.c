@@ -71,7 +71,10 @@ static inline float erfc_f(float t)
 }
 
 /* 1 + erf(x/sqrt 2) written as erfc(-x/sqrt 2): no cancellation for x << 0 */
-static inline float geluf(float x) { return 0.5f * x * erfc_f(-x * 0.70710678118654752f); }
+static inline float geluf(float x)
+{
+    return 0.5f * x * erfc_f(-x * 0.70710678118654752f);
+}
 
 static inline float gelu_gradf(float x)
 {
@@ -108,7 +111,10 @@ static inline float exp_f(float x)
  * [sqrt(1/2), sqrt 2), log(m) by a polynomial in m - 1). */
 static inline float log_f(float x)
 {
-    union { float f; int32_t i; } u = {x};
+    union {
+        float f;
+        int32_t i;
+    } u = {x};
     float e = (float)(((u.i >> 23) & 0xff) - 126);
     u.i = (u.i & 0x007fffff) | 0x3f000000; /* mantissa in [0.5, 1) */
     const int small = u.f < 0.70710678f;
@@ -138,7 +144,10 @@ static inline float log1p_unit(float v)
 }
 
 /* log(1 + e^x) = max(x, 0) + log(1 + e^-|x|): never overflows; within 2 ulp (tested). */
-static inline float softplusf(float x) { return (x > 0.0f ? x : 0.0f) + log1p_unit(cdnn_exp_nonpositive(-fabsf(x))); }
+static inline float softplusf(float x)
+{
+    return (x > 0.0f ? x : 0.0f) + log1p_unit(cdnn_exp_nonpositive(-fabsf(x)));
+}
 
 /* Keras' SELU constants (Klambauer et al.). */
 #define SELU_SCALE 1.05070098735548049342f
@@ -169,8 +178,8 @@ static inline float tanh_softplusf(float x)
 }
 
 CDNN_VECTOR_CLONES
-static void cdnn_bias_act_tile_cloned(int act, float alpha, float *x, int ld, int rows, int cols,
-                        const float *bias, float *z, int ldz)
+static void cdnn_bias_act_tile_cloned(int act, float alpha, float *x, int ld, int rows, int cols, const float *bias,
+                                      float *z, int ldz)
 {
     for (int i = 0; i < rows; i++) {
         float *r = x + (size_t)i * ld;
@@ -240,8 +249,8 @@ static void cdnn_bias_act_tile_cloned(int act, float alpha, float *x, int ld, in
     }
 }
 
-void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols,
-                        const float *bias, float *z, int ldz)
+void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols, const float *bias, float *z,
+                        int ldz)
 {
     cdnn_bias_act_tile_cloned(act, alpha, x, ld, rows, cols, bias, z, ldz);
 }
@@ -387,8 +396,10 @@ void cdnn_rowwise_backward_rows(int act, float *g, int ldg, const float *a, int 
 static inline uint64_t mix64(uint64_t x)
 {
     /* splitmix64 finaliser: a good 64-bit hash of a counter. */
-    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27; x *= 0x94d049bb133111ebULL;
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
     return x ^ (x >> 31);
 }
 
@@ -399,8 +410,8 @@ static inline int dropout_keeps(uint64_t key, int32_t row, int col, float rate)
     return (float)(uint32_t)(h >> 40) * (1.0f / 16777216.0f) >= rate;
 }
 
-__attribute__((always_inline))
-static inline void dropout_row(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
+__attribute__((always_inline)) static inline void dropout_row(float *dst, const float *src, int n, uint64_t key,
+                                                              int32_t row, int col0, float rate)
 {
     const float scale = 1.0f / (1.0f - rate);
     for (int j = 0; j < n; j++) dst[j] = src[j] * (dropout_keeps(key, row, col0 + j, rate) ? scale : 0.0f);
@@ -408,8 +419,8 @@ static inline void dropout_row(float *dst, const float *src, int n, uint64_t key
 
 #ifdef CDNN_CLONES
 /* AVX-512DQ multiplies 64-bit integers (vpmullq), which AVX2 emulates with three 32-bit products. */
-__attribute__((target("avx512f,avx512dq")))
-static void dropout_row_avx512(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
+__attribute__((target("avx512f,avx512dq"))) static void
+dropout_row_avx512(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
 {
     dropout_row(dst, src, n, key, row, col0, rate);
 }
@@ -419,7 +430,8 @@ static void dropout_row_avx512(float *dst, const float *src, int n, uint64_t key
  * element, and `python -m cdnn`'s epochs (dropout 0.2 on two hidden layers)
  * took 60% longer than without dropout. */
 CDNN_VECTOR_CLONES
-static void cdnn_dropout_row_cloned(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0, float rate)
+static void cdnn_dropout_row_cloned(float *dst, const float *src, int n, uint64_t key, int32_t row, int col0,
+                                    float rate)
 {
 #ifdef CDNN_CLONES
     if (__builtin_cpu_supports("avx512dq")) {

@@ -20,7 +20,7 @@
  * the resolver of `f` `f`, clang 14 `f.ifunc`, so a cloned function called from another file links
  * with one compiler and not the other; an exported function calls a static cloned one instead. */
 #if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && !defined(CDNN_NO_CLONES)
-#define CDNN_CLONES 1
+#define CDNN_CLONES        1
 #define CDNN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define CDNN_VECTOR_CLONES
@@ -44,15 +44,32 @@ static inline float cdnn_exp_nonpositive(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale = {((int32_t)n + 127) * (1 << 23)}; /* 2^n */
+    union {
+        int32_t i;
+        float f;
+    } scale = {((int32_t)n + 127) * (1 << 23)}; /* 2^n */
     return x < lo ? 0.0f : p * scale.f;
 }
 
 enum cdnn_act {
-    CDNN_LINEAR = 0, CDNN_RELU, CDNN_SIGMOID, CDNN_TANH, CDNN_SOFTMAX,
-    CDNN_LEAKY_RELU, CDNN_GELU,
-    CDNN_ELU, CDNN_SELU, CDNN_SWISH, CDNN_SOFTPLUS, CDNN_SOFTSIGN, CDNN_HARD_SIGMOID,
-    CDNN_HARD_SWISH, CDNN_MISH, CDNN_RELU6, CDNN_EXPONENTIAL, CDNN_LOG_SOFTMAX
+    CDNN_LINEAR = 0,
+    CDNN_RELU,
+    CDNN_SIGMOID,
+    CDNN_TANH,
+    CDNN_SOFTMAX,
+    CDNN_LEAKY_RELU,
+    CDNN_GELU,
+    CDNN_ELU,
+    CDNN_SELU,
+    CDNN_SWISH,
+    CDNN_SOFTPLUS,
+    CDNN_SOFTSIGN,
+    CDNN_HARD_SIGMOID,
+    CDNN_HARD_SWISH,
+    CDNN_MISH,
+    CDNN_RELU6,
+    CDNN_EXPONENTIAL,
+    CDNN_LOG_SOFTMAX
 };
 
 /* Whether act's derivative is computed from the pre-activation z (else from the output a): the
@@ -64,31 +81,58 @@ static inline int cdnn_act_grad_from_z(int act)
 }
 
 /* Whether act works on whole rows (softmax, log_softmax): applied and differentiated row by row. */
-static inline int cdnn_act_rowwise(int act) { return act == CDNN_SOFTMAX || act == CDNN_LOG_SOFTMAX; }
+static inline int cdnn_act_rowwise(int act)
+{
+    return act == CDNN_SOFTMAX || act == CDNN_LOG_SOFTMAX;
+}
 
 /* ---- losses and accuracy modes ---------------------------------------- */
 enum cdnn_loss {
-    CDNN_SPARSE_CCE = 0, CDNN_CCE, CDNN_BCE, CDNN_MSE,
-    CDNN_MAE, CDNN_MAPE, CDNN_MSLE, CDNN_HUBER, CDNN_LOG_COSH, CDNN_BFCE, CDNN_KLD, CDNN_POISSON,
-    CDNN_HINGE, CDNN_SQUARED_HINGE, CDNN_CATEGORICAL_HINGE, CDNN_COSINE
+    CDNN_SPARSE_CCE = 0,
+    CDNN_CCE,
+    CDNN_BCE,
+    CDNN_MSE,
+    CDNN_MAE,
+    CDNN_MAPE,
+    CDNN_MSLE,
+    CDNN_HUBER,
+    CDNN_LOG_COSH,
+    CDNN_BFCE,
+    CDNN_KLD,
+    CDNN_POISSON,
+    CDNN_HINGE,
+    CDNN_SQUARED_HINGE,
+    CDNN_CATEGORICAL_HINGE,
+    CDNN_COSINE
 };
 
 /* A loss's options beyond its kind and from_logits (Keras 3's names and defaults; see cdnn_loss_opts_default). */
 typedef struct {
-    float label_smoothing;   /* CCE, BCE, BFCE: labels pulled towards uniform (CCE) or 0.5 (BCE, BFCE) */
-    float delta;             /* Huber: where the loss turns from quadratic to linear (1.0) */
-    float gamma, alpha;      /* BFCE: focusing exponent (2.0), weight of class 1 (0.25) */
-    int class_balancing;     /* BFCE: apply_class_balancing (weights alpha and 1 - alpha) */
-    int has_ignore;          /* sparse CCE: rows whose label is ignore_class count for nothing */
+    float label_smoothing; /* CCE, BCE, BFCE: labels pulled towards uniform (CCE) or 0.5 (BCE, BFCE) */
+    float delta;           /* Huber: where the loss turns from quadratic to linear (1.0) */
+    float gamma, alpha;    /* BFCE: focusing exponent (2.0), weight of class 1 (0.25) */
+    int class_balancing;   /* BFCE: apply_class_balancing (weights alpha and 1 - alpha) */
+    int has_ignore;        /* sparse CCE: rows whose label is ignore_class count for nothing */
     int ignore_class;
-    int hinge_binary;        /* hinge, squared hinge: labels are 0/1, read as -1/1 (Keras decides on the labels) */
+    int hinge_binary; /* hinge, squared hinge: labels are 0/1, read as -1/1 (Keras decides on the labels) */
 } cdnn_loss_opts;
 enum cdnn_metric { CDNN_METRIC_NONE = 0, CDNN_METRIC_SPARSE, CDNN_METRIC_CATEGORICAL, CDNN_METRIC_BINARY };
 
 /* ---- optimizers -------------------------------------------------------- */
 /* CDNN_OPT_NONE updates nothing: the gradients stay in the buffers for cdnn_opt_apply_var (see train.c). */
-enum cdnn_opt { CDNN_SGD = 0, CDNN_ADAGRAD, CDNN_RMSPROP, CDNN_ADAM, CDNN_NADAM, CDNN_ADAMAX, CDNN_ADADELTA,
-                CDNN_LION, CDNN_FTRL, CDNN_ADAFACTOR, CDNN_OPT_NONE };
+enum cdnn_opt {
+    CDNN_SGD = 0,
+    CDNN_ADAGRAD,
+    CDNN_RMSPROP,
+    CDNN_ADAM,
+    CDNN_NADAM,
+    CDNN_ADAMAX,
+    CDNN_ADADELTA,
+    CDNN_LION,
+    CDNN_FTRL,
+    CDNN_ADAFACTOR,
+    CDNN_OPT_NONE
+};
 
 /* Optimizer hyper-parameters (Keras 3 names and meaning; 0 means "not set" for the options). */
 typedef struct {
@@ -102,13 +146,13 @@ typedef struct {
     int amsgrad;          /* Adam: v_hat in slot 3 */
     float weight_decay;   /* decoupled: w -= w * weight_decay * lr before the update */
     float clipvalue, clipnorm, global_clipnorm;
-    int use_ema;          /* exponential moving average of the weights in the ema slot */
+    int use_ema; /* exponential moving average of the weights in the ema slot */
     float ema_momentum;
     int ema_overwrite_frequency;
-    int accumulation_steps; /* gradient_accumulation_steps (0: none) */
-    float lr_power, l1, l2, l2_shrinkage, beta; /* Ftrl */
+    int accumulation_steps;                                   /* gradient_accumulation_steps (0: none) */
+    float lr_power, l1, l2, l2_shrinkage, beta;               /* Ftrl */
     float beta_2_decay, epsilon_1, epsilon_2, clip_threshold; /* Adafactor */
-    int relative_step;    /* Adafactor */
+    int relative_step;                                        /* Adafactor */
     /* Per-step values of a run (or NULL): step t (t >= 1) reads index t - 1 - step_base. step_lr: the
      * learning rate (a schedule's); step_aux: Nadam's u_product after step t's own factor. */
     const float *step_lr, *step_aux;
@@ -117,11 +161,11 @@ typedef struct {
 
 /* Per-step optimizer scalars derived from the hyper-parameters and step t. */
 typedef struct {
-    float lr;             /* effective step size (Adam: lr*sqrt(1-b2^t)/(1-b1^t)) */
-    float base_lr;        /* the learning rate of step t (weight decay, Ftrl, Adafactor) */
-    float a, b, c, d;     /* kind-specific: Nadam u_t, u_t1, u_product_t, beta_2^t; Adamax 1-beta_1^t;
+    float lr;         /* effective step size (Adam: lr*sqrt(1-b2^t)/(1-b1^t)) */
+    float base_lr;    /* the learning rate of step t (weight decay, Ftrl, Adafactor) */
+    float a, b, c, d; /* kind-specific: Nadam u_t, u_t1, u_product_t, beta_2^t; Adamax 1-beta_1^t;
                              Adafactor rho_t, beta_2_t */
-    int64_t t;            /* the step (iterations + 1) */
+    int64_t t;        /* the step (iterations + 1) */
 } cdnn_opt_step;
 
 /* Whether an optimizer needs the whole gradient of every variable before any update (clipnorm,
@@ -132,43 +176,43 @@ int cdnn_opt_needs_whole(const cdnn_opt_params *p);
  * constraints; constraint axis 0 = norms over rows, i.e. per column, as Keras' default for kernels). */
 enum cdnn_constraint { CDNN_CONSTRAINT_NONE = 0, CDNN_MAX_NORM, CDNN_NON_NEG, CDNN_UNIT_NORM, CDNN_MIN_MAX_NORM };
 typedef struct {
-    float l1, l2;         /* penalty l1*sum|w| + l2*sum w^2 */
-    int constraint;       /* enum cdnn_constraint */
+    float l1, l2;               /* penalty l1*sum|w| + l2*sum w^2 */
+    int constraint;             /* enum cdnn_constraint */
     float c_min, c_max, c_rate; /* MaxNorm: c_max; MinMaxNorm: all three */
-    int c_axis;           /* 0 or 1 for a kernel (1-D: ignored) */
-    float orth_factor;    /* OrthogonalRegularizer's factor (0: none), kernels only */
-    int orth_mode;        /* its vectors: 0 the kernel's rows, 1 its columns */
-    float *orth_scratch;  /* with orth_factor: 2 * rows * cols + max(rows, cols) floats of scratch */
+    int c_axis;                 /* 0 or 1 for a kernel (1-D: ignored) */
+    float orth_factor;          /* OrthogonalRegularizer's factor (0: none), kernels only */
+    int orth_mode;              /* its vectors: 0 the kernel's rows, 1 its columns */
+    float *orth_scratch;        /* with orth_factor: 2 * rows * cols + max(rows, cols) floats of scratch */
 } cdnn_param_rules;
 
 /* The optimizer state of one variable for cdnn_opt_apply_var (NULL where unused). */
 typedef struct {
-    float *s1, *s2, *s3;  /* the optimizer's slots (Adafactor: r [rows], c [cols], v) */
-    float *ema;           /* use_ema: the moving average */
-    float *acc;           /* accumulation_steps: the accumulated gradient */
+    float *s1, *s2, *s3; /* the optimizer's slots (Adafactor: r [rows], c [cols], v) */
+    float *ema;          /* use_ema: the moving average */
+    float *acc;          /* accumulation_steps: the accumulated gradient */
 } cdnn_var_slots;
 
 /* ---- GEMM -------------------------------------------------------------- */
 /* What to do with each finished output tile of a GEMM (while it is hot). */
 enum cdnn_epi_kind {
-    CDNN_EPI_STORE = 0,   /* C = op(A)op(B) (+C) */
-    CDNN_EPI_BIAS_ACT,    /* Z = AB + bias; C = act(Z); Z kept in aux if given */
-    CDNN_EPI_DACT,        /* C = AB * act'(at aux) * dropout scale */
-    CDNN_EPI_OPTIMIZE     /* C = AB is a gradient: update param at aux with it */
+    CDNN_EPI_STORE = 0, /* C = op(A)op(B) (+C) */
+    CDNN_EPI_BIAS_ACT,  /* Z = AB + bias; C = act(Z); Z kept in aux if given */
+    CDNN_EPI_DACT,      /* C = AB * act'(at aux) * dropout scale */
+    CDNN_EPI_OPTIMIZE   /* C = AB is a gradient: update param at aux with it */
 };
 
 typedef struct {
-    int kind;                    /* enum cdnn_epi_kind */
-    int act;                     /* enum cdnn_act (BIAS_ACT, DACT) */
-    float alpha;                 /* leaky_relu negative slope */
-    const float *bias;           /* BIAS_ACT: length N, or NULL */
-    float *aux;                  /* BIAS_ACT: pre-activation out (or NULL);
+    int kind;                   /* enum cdnn_epi_kind */
+    int act;                    /* enum cdnn_act (BIAS_ACT, DACT) */
+    float alpha;                /* leaky_relu negative slope */
+    const float *bias;          /* BIAS_ACT: length N, or NULL */
+    float *aux;                 /* BIAS_ACT: pre-activation out (or NULL);
                                     DACT: layer output a (or z for gelu);
                                     OPTIMIZE: parameter w */
-    int ldaux;                   /* row stride of aux */
-    float *slot1, *slot2;        /* OPTIMIZE: optimizer slots, same layout as aux */
-    const cdnn_opt_params *opt;  /* OPTIMIZE */
-    cdnn_opt_step step;          /* OPTIMIZE */
+    int ldaux;                  /* row stride of aux */
+    float *slot1, *slot2;       /* OPTIMIZE: optimizer slots, same layout as aux */
+    const cdnn_opt_params *opt; /* OPTIMIZE */
+    cdnn_opt_step step;         /* OPTIMIZE */
     /* DACT with dropout on this tensor: keep-mask from a counter hash */
     float *packed_w, *packed_wt; /* OPTIMIZE: packed copies of W and W^T to keep current (or NULL) */
     int packed_k;                /* OPTIMIZE: rows of W the copies hold (its columns are the product's N) */
@@ -187,34 +231,32 @@ typedef struct {
 
 /* A SIMD code path: micro-kernel shape and function. */
 typedef struct {
-    const char *name;            /* "avx512", "avx2", "generic" */
-    int mr, nr;                  /* micro-tile rows and columns */
-    int kc;                      /* depth of a slice of the product (<= KC_MAX in gemm.c) */
+    const char *name; /* "avx512", "avx2", "generic" */
+    int mr, nr;       /* micro-tile rows and columns */
+    int kc;           /* depth of a slice of the product (<= KC_MAX in gemm.c) */
     /* c[mr x nr] (+)= sum over k < kc of a[i*si + k*sk] * b[k*ldb + j] */
-    void (*kernel)(int kc, const float *a, long si, long sk, const float *b, long ldb,
-                   float *c, int ldc, int accumulate);
+    void (*kernel)(int kc, const float *a, long si, long sk, const float *b, long ldb, float *c, int ldc,
+                   int accumulate);
     /* Optional (else NULL): a rows x cols part of a tile straight into c; a's rows beyond `rows` are never read */
-    void (*edge)(int kc, const float *a, long si, long sk, const float *b, long ldb,
-                 float *c, int ldc, int accumulate, int rows, int cols);
-    int edge_reads_b_in_place;   /* 1: the edge kernel reads only B's first `cols` columns (else nr, zero-padded) */
+    void (*edge)(int kc, const float *a, long si, long sk, const float *b, long ldb, float *c, int ldc, int accumulate,
+                 int rows, int cols);
+    int edge_reads_b_in_place; /* 1: the edge kernel reads only B's first `cols` columns (else nr, zero-padded) */
 } cdnn_simd;
 
 /* Floats of packing buffer one thread needs for any GEMM. */
 size_t cdnn_gemm_pack_floats(void);
 /* Team GEMM: C[M,N] = op(A)[M,K] op(B)[K,N] (+C), then the epilogue on each tile; no barrier at the end. */
-void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
-                    const float *A, int lda, const float *B, int ldb,
-                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
-                    float *pack);
+void cdnn_gemm_team(int transa, int transb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack);
 /* Rows [i0, i1) of the same product on the calling thread alone (row-local work needs no barrier);
  * bpacked, if not NULL, is the whole of op(B) packed by cdnn_pack_rows, used instead of B. */
-void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
-                    const float *A, int lda, const float *B, int ldb, const float *bpacked,
-                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack);
+void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K, const float *A, int lda, const float *B,
+                    int ldb, const float *bpacked, float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
+                    float *pack);
 /* The same for columns [j0, j1) of C only (C[i][j] at C + i * ldc + j; with bpacked, j0 a multiple of nr). */
-void cdnn_gemm_rows_cols(int transa, int transb, int i0, int i1, int j0, int j1, int N, int K,
-                         const float *A, int lda, const float *B, int ldb, const float *bpacked,
-                         float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack);
+void cdnn_gemm_rows_cols(int transa, int transb, int i0, int i1, int j0, int j1, int N, int K, const float *A, int lda,
+                         const float *B, int ldb, const float *bpacked, float *C, int ldc, int accumulate,
+                         const cdnn_epilogue *epi, float *pack);
 /* Rows [i0, i1) of a gradient C[M,N] = op(A) op(B) on the calling thread, with the optimizer epilogue
  * (epi->kind == CDNN_EPI_OPTIMIZE) applied to each finished row panel and its packed copies. */
 void cdnn_gemm_optimize_rows(int transa, int transb, int i0, int i1, int N, int K, const float *A, int lda,
@@ -228,8 +270,8 @@ void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1
 void cdnn_unpack_rows(const float *pw, int K, int N, int r0, int r1, float *W);
 /* Standalone GEMM in its own parallel region of up to max_threads threads, each using
  * cdnn_gemm_pack_floats() floats of pack (64-byte aligned). */
-void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
-               const float *B, int ldb, float *C, int ldc, int accumulate, float *pack, int max_threads);
+void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+               int ldc, int accumulate, float *pack, int max_threads);
 
 /* ---- SIMD dispatch and threads ---------------------------------------- */
 /* The SIMD path selected for this CPU (or forced by cdnn_simd_select). */
@@ -270,8 +312,8 @@ double cdnn_wtime(void);
 
 /* ---- activations (activations.c) -------------------------------------- */
 /* In place: x[rows, cols] (row stride ld) = act(x + bias). bias may be NULL; z (ld ldz) gets x+bias if not NULL. */
-void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols,
-                        const float *bias, float *z, int ldz);
+void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols, const float *bias, float *z,
+                        int ldz);
 /* In place: g[rows, cols] *= act'(a) where a is the activation output (z where cdnn_act_grad_from_z). Not row-wise acts. */
 void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols);
 /* Row-wise softmax in place over x[rows, cols] (ld), stable. */
@@ -298,11 +340,10 @@ cdnn_loss_opts cdnn_loss_opts_default(void);
  * loss's options (NULL: defaults); row_weight[i]: row i's weight (NULL: all 1).
  * Rows whose label is opts' ignore_class get loss 0 and dz 0; the caller divides
  * by the valid rows (grad_batch, and see cdnn_loss_valid_rows). */
-void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
-                    int lo, int hi, int cols, const float *out, const float *z,
-                    const int32_t *ysparse, const float *ydense, int ldy,
-                    int grad_batch, float *dz, double *row_loss, double *row_correct,
-                    const cdnn_loss_opts *opts, const float *row_weight);
+void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits, int lo, int hi, int cols,
+                    const float *out, const float *z, const int32_t *ysparse, const float *ydense, int ldy,
+                    int grad_batch, float *dz, double *row_loss, double *row_correct, const cdnn_loss_opts *opts,
+                    const float *row_weight);
 /* How many of n rows count for a loss: those whose label ysparse[rows[i]] (ysparse[i] if rows is NULL) is
  * not opts' ignore_class (n without one). Keras' mean is over them: sum / valid. */
 int cdnn_loss_valid_rows(int loss, const cdnn_loss_opts *opts, const int32_t *ysparse, const int32_t *rows, int n);
@@ -331,25 +372,25 @@ void cdnn_opt_apply_var(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_pa
 
 /* ---- network ---------------------------------------------------------- */
 typedef struct {
-    int in, units;        /* kernel is [in, units], row-major */
-    int act;              /* enum cdnn_act */
-    float alpha;          /* leaky_relu slope */
-    float in_drop;        /* dropout rate on this layer's input during training */
-    int frozen;           /* 1: trainable=False, training leaves W and b (and their slots) as they are */
-    float *W, *b;         /* parameters; b may be NULL (use_bias=False) */
+    int in, units;            /* kernel is [in, units], row-major */
+    int act;                  /* enum cdnn_act */
+    float alpha;              /* leaky_relu slope */
+    float in_drop;            /* dropout rate on this layer's input during training */
+    int frozen;               /* 1: trainable=False, training leaves W and b (and their slots) as they are */
+    float *W, *b;             /* parameters; b may be NULL (use_bias=False) */
     float *W1, *W2, *b1, *b2; /* optimizer slots (may be NULL if unused) */
-    float *W3, *b3;       /* third slot (amsgrad's v_hat, Adafactor's v), or NULL */
-    float *Wema, *bema;   /* use_ema's averages, or NULL */
-    float *Wacc, *bacc;   /* gradient accumulators, or NULL */
+    float *W3, *b3;           /* third slot (amsgrad's v_hat, Adafactor's v), or NULL */
+    float *Wema, *bema;       /* use_ema's averages, or NULL */
+    float *Wacc, *bacc;       /* gradient accumulators, or NULL */
     cdnn_param_rules kernel_rules, bias_rules; /* regularizers and constraints (zero: none) */
 } cdnn_layer;
 
 typedef struct {
     int n_layers;
     cdnn_layer *layers;
-    int loss;             /* enum cdnn_loss */
+    int loss; /* enum cdnn_loss */
     int from_logits;
-    int metric;           /* enum cdnn_metric */
+    int metric; /* enum cdnn_metric */
     cdnn_opt_params opt;
     cdnn_loss_opts loss_opts;
 } cdnn_net;
@@ -368,15 +409,15 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
                              const float *packed_w, float *pack);
 /* Rows [r0, r1) of dx = dz W^T on the calling thread, with dx_epi (the layer below's derivative) if not NULL;
  * packed_wt (or NULL) is W^T packed by cdnn_pack_rows. */
-void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
-                        const cdnn_epilogue *dx_epi, const float *packed_wt, float *pack);
+void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx, const cdnn_epilogue *dx_epi,
+                        const float *packed_wt, float *pack);
 /* Rows [i0, i1) of dW = x^T dz over all batch rows (x's row stride ldx; its column i multiplies W's row i) on
  * the calling thread, with the optimizer opt applied to them and to their part of the packed copies
  * (packed_w/packed_wt, where not NULL), which hold W's rows [pk0, pk1) packed as a matrix of their own; with
  * packed_w, W's values are updated there, not in W. */
 void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, int ldx, const float *dz, float *dw,
-                           const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
-                           int pk0, int pk1, int i0, int i1, float *pack);
+                           const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt, int pk0,
+                           int pk1, int i0, int i1, float *pack);
 /* Columns [j0, j1) of db = column sums of dz[rows, units], in row order, then their update by opt (if not NULL). */
 void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, float *db, const cdnn_opt_params *opt,
                            cdnn_opt_step st, long j0, long j1);
@@ -390,8 +431,8 @@ void cdnn_dense_grads_team(const cdnn_layer *ly, int rows, const float *x, const
 void cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack,
                         int max_threads);
 /* Standalone backward from dy = dL/da (a = output, or z for gelu): dz, dw, db, dx (dx may be NULL); pack as above. */
-void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy,
-                         float *dz, float *dw, float *db, float *dx, float *pack, int max_threads);
+void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy, float *dz,
+                         float *dw, float *db, float *dx, float *pack, int max_threads);
 
 /* ---- training loop (train.c) ------------------------------------------ */
 /* Train n_batches mini-batches. Batch j takes the rows perm[(first+j)*bs ..] of
@@ -406,9 +447,8 @@ void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const f
  * row r's loss and gradient: a batch's loss is the weighted sum over its rows divided by its rows
  * (Keras' sum_over_batch_size), and batch_loss gets that times its rows. outputs (or NULL): each
  * trained batch's forward outputs [n_batches * bs, units_last], batch j from row j * bs. */
-int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
-                   const int32_t *ysparse, const float *ydense, int ldy,
-                   const int32_t *perm, int64_t first, int n_batches, int bs,
+int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, const int32_t *ysparse,
+                   const float *ydense, int ldy, const int32_t *perm, int64_t first, int n_batches, int bs,
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
                    int stop_nonfinite_loss, const float *sample_weight, float *outputs);
 
@@ -418,8 +458,8 @@ int cdnn_all_finite(const float *x, int64_t n);
 /* Inference over X[n, in] in batches of the workspace's max_batch rows: write outputs [n, units_last]
  * to out; if labels are given also sum loss (each batch's as in cdnn_train_run, rows weighted by
  * sample_weight[i] if not NULL) and correctness into loss_sum and correct_sum. */
-void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
-                  float *out, const int32_t *ysparse, const float *ydense, int ldy,
-                  double *loss_sum, double *correct_sum, const float *sample_weight);
+void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out,
+                  const int32_t *ysparse, const float *ydense, int ldy, double *loss_sum, double *correct_sum,
+                  const float *sample_weight);
 
 #endif

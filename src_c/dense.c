@@ -14,7 +14,6 @@
  */
 #include "cdnn.h"
 
-
 void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *x, float *y, float *z,
                              const float *packed_w, float *pack)
 {
@@ -30,8 +29,8 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
         cdnn_rowwise_act_rows(ly->act, y + (size_t)r0 * ly->units, ly->units, r1 - r0, ly->units);
 }
 
-void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx,
-                        const cdnn_epilogue *dx_epi, const float *packed_wt, float *pack)
+void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx, const cdnn_epilogue *dx_epi,
+                        const float *packed_wt, float *pack)
 {
     cdnn_gemm_rows(0, 1, r0, r1, ly->in, ly->units, dz, ly->units, ly->W, ly->units, packed_wt, dx, ly->in, 0, dx_epi,
                    pack);
@@ -86,12 +85,13 @@ void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, floa
         for (long j = j0; j < j1; j++) db[j] += r[j];
     }
     if (opt && ly->b)
-        cdnn_opt_update(opt, st, ly->b + j0, ly->b1 ? ly->b1 + j0 : NULL, ly->b2 ? ly->b2 + j0 : NULL, db + j0, j1 - j0);
+        cdnn_opt_update(opt, st, ly->b + j0, ly->b1 ? ly->b1 + j0 : NULL, ly->b2 ? ly->b2 + j0 : NULL, db + j0,
+                        j1 - j0);
 }
 
 void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, int ldx, const float *dz, float *dw,
-                           const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt,
-                           int pk0, int pk1, int i0, int i1, float *pack)
+                           const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt, int pk0,
+                           int pk1, int i0, int i1, float *pack)
 {
     const cdnn_epilogue e = optimize_epilogue(ly, opt, st, packed_w, packed_wt, pk0, pk1);
     cdnn_gemm_optimize_rows(1, 0, i0, i1, ly->units, rows, x, ldx, dz, ly->units, dw, ly->units, &e, pack);
@@ -112,8 +112,8 @@ void cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y
     }
 }
 
-void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy,
-                         float *dz, float *dw, float *db, float *dx, float *pack, int max_threads)
+void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const float *a, const float *dy, float *dz,
+                         float *dw, float *db, float *dx, float *pack, int max_threads)
 {
     int nt = cdnn_get_num_threads();
     if (nt > max_threads) nt = max_threads;

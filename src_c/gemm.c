@@ -36,8 +36,8 @@
  * thread's packed B block (kc x NC, <= 1 MB) stays in L2/L3. MC is a
  * multiple of every path's mr. */
 #define KC_MAX 256
-#define MC 144
-#define NC 1024
+#define MC     144
+#define NC     1024
 #define MR_MAX 16
 /* From this many rows of C (per thread) on, B is packed rather than read in place. */
 #define PACK_B_MIN_ROWS 48
@@ -46,7 +46,7 @@
 /* Below this many flops a standalone product runs on one thread: waking a
  * second thread costs a few microseconds, as much as ~100k flops. */
 #define GEMM_SERIAL_FLOPS 200000L
-#define NR_MAX 32
+#define NR_MAX            32
 
 size_t cdnn_gemm_pack_floats(void)
 {
@@ -58,36 +58,45 @@ size_t cdnn_gemm_pack_floats(void)
 
 #define G_MR 4
 #define G_NR 8
-static void kernel_generic(int kc, const float *a, long si, long sk, const float *b, long ldb,
-                           float *c, int ldc, int accumulate)
+static void kernel_generic(int kc, const float *a, long si, long sk, const float *b, long ldb, float *c, int ldc,
+                           int accumulate)
 {
     float acc[G_MR][G_NR] = {{0}};
     for (int k = 0; k < kc; k++, a += sk, b += ldb)
         for (int i = 0; i < G_MR; i++)
-            for (int j = 0; j < G_NR; j++)
-                acc[i][j] += a[i * si] * b[j];
+            for (int j = 0; j < G_NR; j++) acc[i][j] += a[i * si] * b[j];
     for (int i = 0; i < G_MR; i++)
-        for (int j = 0; j < G_NR; j++)
-            c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+        for (int j = 0; j < G_NR; j++) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
 #ifdef CDNN_X86
-__attribute__((target("avx2,fma")))
-static void kernel_avx2(int kc, const float *a, long si, long sk, const float *b, long ldb,
-                        float *c, int ldc, int accumulate)
+__attribute__((target("avx2,fma"))) static void kernel_avx2(int kc, const float *a, long si, long sk, const float *b,
+                                                            long ldb, float *c, int ldc, int accumulate)
 {
-    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-           c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
+           c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     const float *a0 = a, *a1 = a + si, *a2 = a + 2 * si, *a3 = a + 3 * si, *a4 = a + 4 * si, *a5 = a + 5 * si;
     for (int k = 0; k < kc; k++, b += ldb) {
         long o = k * sk;
         __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), x;
-        x = _mm256_broadcast_ss(a0 + o); c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-        x = _mm256_broadcast_ss(a1 + o); c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-        x = _mm256_broadcast_ss(a2 + o); c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-        x = _mm256_broadcast_ss(a3 + o); c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-        x = _mm256_broadcast_ss(a4 + o); c40 = _mm256_fmadd_ps(x, b0, c40); c41 = _mm256_fmadd_ps(x, b1, c41);
-        x = _mm256_broadcast_ss(a5 + o); c50 = _mm256_fmadd_ps(x, b0, c50); c51 = _mm256_fmadd_ps(x, b1, c51);
+        x = _mm256_broadcast_ss(a0 + o);
+        c00 = _mm256_fmadd_ps(x, b0, c00);
+        c01 = _mm256_fmadd_ps(x, b1, c01);
+        x = _mm256_broadcast_ss(a1 + o);
+        c10 = _mm256_fmadd_ps(x, b0, c10);
+        c11 = _mm256_fmadd_ps(x, b1, c11);
+        x = _mm256_broadcast_ss(a2 + o);
+        c20 = _mm256_fmadd_ps(x, b0, c20);
+        c21 = _mm256_fmadd_ps(x, b1, c21);
+        x = _mm256_broadcast_ss(a3 + o);
+        c30 = _mm256_fmadd_ps(x, b0, c30);
+        c31 = _mm256_fmadd_ps(x, b1, c31);
+        x = _mm256_broadcast_ss(a4 + o);
+        c40 = _mm256_fmadd_ps(x, b0, c40);
+        c41 = _mm256_fmadd_ps(x, b1, c41);
+        x = _mm256_broadcast_ss(a5 + o);
+        c50 = _mm256_fmadd_ps(x, b0, c50);
+        c51 = _mm256_fmadd_ps(x, b1, c51);
     }
     __m256 r[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
     for (int i = 0; i < 6; i++) {
@@ -103,49 +112,59 @@ static void kernel_avx2(int kc, const float *a, long si, long sk, const float *b
 
 /* Tiles of any size up to 6x16: R rows and V vectors of 8 columns, unrolled
  * by the compiler for each constant (R, V) of the switch below. */
-__attribute__((always_inline, target("avx2,fma")))
-static inline void avx2_tile(int R, int V, int kc, const float *a, long si, long sk, const float *b, long ldb,
-                             __m256 *acc)
+__attribute__((always_inline, target("avx2,fma"))) static inline void
+avx2_tile(int R, int V, int kc, const float *a, long si, long sk, const float *b, long ldb, __m256 *acc)
 {
     /* named accumulators: GCC keeps an array of vectors in memory */
     const __m256 z = _mm256_setzero_ps();
-    __m256 r00 = z, r01 = z, r10 = z, r11 = z, r20 = z, r21 = z, r30 = z, r31 = z, r40 = z, r41 = z,
-           r50 = z, r51 = z;
+    __m256 r00 = z, r01 = z, r10 = z, r11 = z, r20 = z, r21 = z, r30 = z, r31 = z, r40 = z, r41 = z, r50 = z, r51 = z;
     for (int k = 0; k < kc; k++, b += ldb) {
         const float *ak = a + k * sk;
         __m256 b0 = _mm256_loadu_ps(b), b1 = V > 1 ? _mm256_loadu_ps(b + 8) : z, x;
-#define ROW(i, c0, c1) \
-        if (R > i) { \
-            x = _mm256_broadcast_ss(ak + i * si); \
-            c0 = _mm256_fmadd_ps(x, b0, c0); \
-            if (V > 1) c1 = _mm256_fmadd_ps(x, b1, c1); \
-        }
+        // clang-format off
+#define ROW(i, c0, c1)                                                                                                 \
+    if (R > i) {                                                                                                       \
+        x = _mm256_broadcast_ss(ak + i * si);                                                                          \
+        c0 = _mm256_fmadd_ps(x, b0, c0);                                                                               \
+        if (V > 1) c1 = _mm256_fmadd_ps(x, b1, c1);                                                                    \
+    }
         ROW(0, r00, r01) ROW(1, r10, r11) ROW(2, r20, r21) ROW(3, r30, r31) ROW(4, r40, r41) ROW(5, r50, r51)
 #undef ROW
+        // clang-format on
     }
-    acc[0] = r00; acc[1] = r01; acc[2] = r10; acc[3] = r11; acc[4] = r20; acc[5] = r21;
-    acc[6] = r30; acc[7] = r31; acc[8] = r40; acc[9] = r41; acc[10] = r50; acc[11] = r51;
+    acc[0] = r00;
+    acc[1] = r01;
+    acc[2] = r10;
+    acc[3] = r11;
+    acc[4] = r20;
+    acc[5] = r21;
+    acc[6] = r30;
+    acc[7] = r31;
+    acc[8] = r40;
+    acc[9] = r41;
+    acc[10] = r50;
+    acc[11] = r51;
 }
 
 /* acc[2i+v] for rows < rows and vectors covering cols, computed from a
  * (rows read in place, none beyond `rows`) and b (16 readable columns). */
-__attribute__((target("avx2,fma")))
-static void avx2_tile_any(int rows, int cols, int kc, const float *a, long si, long sk, const float *b, long ldb,
-                          __m256 *acc)
+__attribute__((target("avx2,fma"))) static void avx2_tile_any(int rows, int cols, int kc, const float *a, long si,
+                                                              long sk, const float *b, long ldb, __m256 *acc)
 {
     switch (rows * 2 + (cols > 8)) {
+        // clang-format off
 #define TILE_CASE(R) \
     case 2 * R: avx2_tile(R, 1, kc, a, si, sk, b, ldb, acc); break; \
     case 2 * R + 1: avx2_tile(R, 2, kc, a, si, sk, b, ldb, acc); break;
     TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
 #undef TILE_CASE
-    default: break;
+            // clang-format on
+            default : break;
     }
 }
 
 /* Lanes below n (0..8) set. */
-__attribute__((target("avx2")))
-static inline __m256i avx2_mask(int n)
+__attribute__((target("avx2"))) static inline __m256i avx2_mask(int n)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -156,8 +175,8 @@ static inline __m256i avx2_mask(int n)
  * column per lane with half the lanes idle. B has 16 readable columns here. */
 
 /* Row i's 4 columns of C from lanes 2c + q (summed over q), into C (cm: the valid columns). */
-__attribute__((always_inline, target("avx2,fma")))
-static inline void avx2_edge4_store(__m256 t, float *ci, __m128i cm, int accumulate)
+__attribute__((always_inline, target("avx2,fma"))) static inline void avx2_edge4_store(__m256 t, float *ci, __m128i cm,
+                                                                                       int accumulate)
 {
     t = _mm256_add_ps(t, _mm256_permute_ps(t, 0xB1)); /* lane 2c: q0 + q1 */
     __m128 r = _mm256_castps256_ps128(_mm256_permutevar8x32_ps(t, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6)));
@@ -166,51 +185,63 @@ static inline void avx2_edge4_store(__m256 t, float *ci, __m128i cm, int accumul
 }
 
 /* A's rows contiguous in depth (sk == 1), R rows: lane 2c + q of row i sums A[i][k+q] B[k+q][c], k = 0, 2, 4, ... */
-__attribute__((always_inline, target("avx2,fma")))
-static inline void avx2_edge4_depth_tile(int R, int kc, const float *a, long si, const float *b, long ldb,
-                                         __m256 *acc)
+__attribute__((always_inline, target("avx2,fma"))) static inline void
+avx2_edge4_depth_tile(int R, int kc, const float *a, long si, const float *b, long ldb, __m256 *acc)
 {
     const __m256 z = _mm256_setzero_ps();
     __m256 s0 = z, s1 = z, s2 = z, s3 = z, s4 = z, s5 = z;
     int k = 0;
     for (; k + 2 <= kc; k += 2, b += 2 * ldb) {
         const __m128 x0 = _mm_loadu_ps(b), x1 = _mm_loadu_ps(b + ldb);
-        const __m256 bv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(x0, x1)), _mm_unpackhi_ps(x0, x1), 1);
-#define ROW(i, s) \
-        if (R > i) s = _mm256_fmadd_ps(_mm256_castpd_ps(_mm256_broadcast_sd((const double *)(a + i * si + k))), bv, s);
+        const __m256 bv =
+            _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(x0, x1)), _mm_unpackhi_ps(x0, x1), 1);
+        // clang-format off
+#define ROW(i, s)                                                                                                      \
+    if (R > i) s = _mm256_fmadd_ps(_mm256_castpd_ps(_mm256_broadcast_sd((const double *)(a + i * si + k))), bv, s);
         ROW(0, s0) ROW(1, s1) ROW(2, s2) ROW(3, s3) ROW(4, s4) ROW(5, s5)
 #undef ROW
+        // clang-format on
     }
     if (k < kc) { /* an odd last depth: its partner lanes are zero in A and B */
         const __m128 x0 = _mm_loadu_ps(b), x1 = _mm_setzero_ps();
-        const __m256 bv = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(x0, x1)), _mm_unpackhi_ps(x0, x1), 1);
-#define ROW(i, s) \
-        if (R > i) s = _mm256_fmadd_ps(_mm256_blend_ps(_mm256_broadcast_ss(a + i * si + k), z, 0xAA), bv, s);
+        const __m256 bv =
+            _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_unpacklo_ps(x0, x1)), _mm_unpackhi_ps(x0, x1), 1);
+        // clang-format off
+#define ROW(i, s)                                                                                                      \
+    if (R > i) s = _mm256_fmadd_ps(_mm256_blend_ps(_mm256_broadcast_ss(a + i * si + k), z, 0xAA), bv, s);
         ROW(0, s0) ROW(1, s1) ROW(2, s2) ROW(3, s3) ROW(4, s4) ROW(5, s5)
 #undef ROW
+        // clang-format on
     }
-    acc[0] = s0; acc[1] = s1; acc[2] = s2; acc[3] = s3; acc[4] = s4; acc[5] = s5;
+    acc[0] = s0;
+    acc[1] = s1;
+    acc[2] = s2;
+    acc[3] = s3;
+    acc[4] = s4;
+    acc[5] = s5;
 }
 
-__attribute__((target("avx2,fma")))
-static void avx2_edge4_depth(int kc, const float *a, long si, const float *b, long ldb, float *c, int ldc,
-                             int accumulate, int rows, int cols)
+__attribute__((target("avx2,fma"))) static void avx2_edge4_depth(int kc, const float *a, long si, const float *b,
+                                                                 long ldb, float *c, int ldc, int accumulate, int rows,
+                                                                 int cols)
 {
     __m256 acc[6];
     switch (rows) {
+        // clang-format off
 #define TILE_CASE(R) case R: avx2_edge4_depth_tile(R, kc, a, si, b, ldb, acc); break;
     TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6)
 #undef TILE_CASE
-    default: return;
+            // clang-format on
+            default : return;
     }
     const __m128i cm = _mm_cmpgt_epi32(_mm_set1_epi32(cols), _mm_setr_epi32(0, 1, 2, 3));
     for (int i = 0; i < rows; i++) avx2_edge4_store(acc[i], c + (size_t)i * ldc, cm, accumulate);
 }
 
 /* A's rows adjacent (si == 1: A transposed): lane 2c + r of pair h sums A[2h+r][k] B[k][c] with k in order. */
-__attribute__((target("avx2,fma")))
-static void avx2_edge4_rows(int kc, const float *a, long sk, const float *b, long ldb, float *c, int ldc,
-                            int accumulate, int rows, int cols)
+__attribute__((target("avx2,fma"))) static void avx2_edge4_rows(int kc, const float *a, long sk, const float *b,
+                                                                long ldb, float *c, int ldc, int accumulate, int rows,
+                                                                int cols)
 {
     const __m256i spread = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
     const __m256 z = _mm256_setzero_ps();
@@ -223,9 +254,12 @@ static void avx2_edge4_rows(int kc, const float *a, long sk, const float *b, lon
         if (pairs > 2) h2 = _mm256_fmadd_ps(_mm256_castpd_ps(_mm256_broadcast_sd((const double *)(a + 4))), bv, h2);
         if (odd) { /* the last row alone: no row of A read beyond `rows` */
             const __m256 x = _mm256_blend_ps(_mm256_broadcast_ss(a + 2 * pairs), z, 0xAA);
-            if (pairs == 0) h0 = _mm256_fmadd_ps(x, bv, h0);
-            else if (pairs == 1) h1 = _mm256_fmadd_ps(x, bv, h1);
-            else h2 = _mm256_fmadd_ps(x, bv, h2);
+            if (pairs == 0)
+                h0 = _mm256_fmadd_ps(x, bv, h0);
+            else if (pairs == 1)
+                h1 = _mm256_fmadd_ps(x, bv, h1);
+            else
+                h2 = _mm256_fmadd_ps(x, bv, h2);
         }
     }
     const __m128i cm = _mm_cmpgt_epi32(_mm_set1_epi32(cols), _mm_setr_epi32(0, 1, 2, 3));
@@ -242,9 +276,9 @@ static void avx2_edge4_rows(int kc, const float *a, long sk, const float *b, lon
 }
 
 /* Edge tiles (rows <= 6, cols <= 16) straight into C: A read in place, only C's valid part touched. */
-__attribute__((target("avx2,fma")))
-static void kernel_avx2_edge(int kc, const float *a, long si, long sk, const float *b, long ldb,
-                             float *c, int ldc, int accumulate, int rows, int cols)
+__attribute__((target("avx2,fma"))) static void kernel_avx2_edge(int kc, const float *a, long si, long sk,
+                                                                 const float *b, long ldb, float *c, int ldc,
+                                                                 int accumulate, int rows, int cols)
 {
     if (cols <= 4 && sk == 1) {
         avx2_edge4_depth(kc, a, si, b, ldb, c, ldc, accumulate, rows, cols);
@@ -279,35 +313,51 @@ static void kernel_avx2_edge(int kc, const float *a, long si, long sk, const flo
  * memory). With 32 registers, 8 rows x 2 vectors leave room for the B
  * vectors and the broadcasts, which the compiler folds into the FMAs. */
 #define A5_MR 8
-__attribute__((always_inline, target("avx512f")))
-static inline void avx512_tile(int R, int V, int kc, const float *a, long si, long sk, const float *b, long ldb,
-                               __mmask16 m0, __mmask16 m1, __m512 *acc)
+__attribute__((always_inline, target("avx512f"))) static inline void avx512_tile(int R, int V, int kc, const float *a,
+                                                                                 long si, long sk, const float *b,
+                                                                                 long ldb, __mmask16 m0, __mmask16 m1,
+                                                                                 __m512 *acc)
 {
     const __m512 z = _mm512_setzero_ps();
-    __m512 r00 = z, r01 = z, r10 = z, r11 = z, r20 = z, r21 = z, r30 = z, r31 = z, r40 = z, r41 = z,
-           r50 = z, r51 = z, r60 = z, r61 = z, r70 = z, r71 = z;
+    __m512 r00 = z, r01 = z, r10 = z, r11 = z, r20 = z, r21 = z, r30 = z, r31 = z, r40 = z, r41 = z, r50 = z, r51 = z,
+           r60 = z, r61 = z, r70 = z, r71 = z;
     for (int k = 0; k < kc; k++, b += ldb) {
         const float *ak = a + k * sk;
         /* masked lanes are not read: B's edge panels need no padded copy */
         __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = V > 1 ? _mm512_maskz_loadu_ps(m1, b + 16) : z, x;
-#define ROW(i, c0, c1) \
-        if (R > i) { \
-            x = _mm512_set1_ps(ak[i * si]); \
-            c0 = _mm512_fmadd_ps(x, b0, c0); \
-            if (V > 1) c1 = _mm512_fmadd_ps(x, b1, c1); \
-        }
-        ROW(0, r00, r01) ROW(1, r10, r11) ROW(2, r20, r21) ROW(3, r30, r31)
-        ROW(4, r40, r41) ROW(5, r50, r51) ROW(6, r60, r61) ROW(7, r70, r71)
-#undef ROW
+        // clang-format off
+#define ROW(i, c0, c1)                                                                                                 \
+    if (R > i) {                                                                                                       \
+        x = _mm512_set1_ps(ak[i * si]);                                                                                \
+        c0 = _mm512_fmadd_ps(x, b0, c0);                                                                               \
+        if (V > 1) c1 = _mm512_fmadd_ps(x, b1, c1);                                                                    \
     }
-    acc[0] = r00; acc[1] = r01; acc[2] = r10; acc[3] = r11; acc[4] = r20; acc[5] = r21;
-    acc[6] = r30; acc[7] = r31; acc[8] = r40; acc[9] = r41; acc[10] = r50; acc[11] = r51;
-    acc[12] = r60; acc[13] = r61; acc[14] = r70; acc[15] = r71;
+        ROW(0, r00, r01)
+        ROW(1, r10, r11) ROW(2, r20, r21) ROW(3, r30, r31) ROW(4, r40, r41) ROW(5, r50, r51) ROW(6, r60, r61)
+            ROW(7, r70, r71)
+#undef ROW
+        // clang-format on
+    }
+    acc[0] = r00;
+    acc[1] = r01;
+    acc[2] = r10;
+    acc[3] = r11;
+    acc[4] = r20;
+    acc[5] = r21;
+    acc[6] = r30;
+    acc[7] = r31;
+    acc[8] = r40;
+    acc[9] = r41;
+    acc[10] = r50;
+    acc[11] = r51;
+    acc[12] = r60;
+    acc[13] = r61;
+    acc[14] = r70;
+    acc[15] = r71;
 }
 
-__attribute__((target("avx512f")))
-static void kernel_avx512(int kc, const float *a, long si, long sk, const float *b, long ldb,
-                          float *c, int ldc, int accumulate)
+__attribute__((target("avx512f"))) static void kernel_avx512(int kc, const float *a, long si, long sk, const float *b,
+                                                             long ldb, float *c, int ldc, int accumulate)
 {
     __m512 acc[2 * A5_MR];
     avx512_tile(A5_MR, 2, kc, a, si, sk, b, ldb, 0xFFFF, 0xFFFF, acc);
@@ -330,8 +380,8 @@ static void kernel_avx512(int kc, const float *a, long si, long sk, const float 
 #define EDGE4_IDX_T _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15)
 
 /* Lanes 4c + q of B's rows k + q (q < depth), columns c < cols; 0 elsewhere. */
-__attribute__((always_inline, target("avx512f,avx512vl")))
-static inline __m512 edge4_b_block(const float *b, long ldb, __mmask8 cm, int depth)
+__attribute__((always_inline, target("avx512f,avx512vl"))) static inline __m512 edge4_b_block(const float *b, long ldb,
+                                                                                              __mmask8 cm, int depth)
 {
     __m512 v = _mm512_castps128_ps512(_mm_maskz_loadu_ps(cm, b));
     v = _mm512_insertf32x4(v, depth > 1 ? _mm_maskz_loadu_ps(cm, b + ldb) : _mm_setzero_ps(), 1);
@@ -343,42 +393,54 @@ static inline __m512 edge4_b_block(const float *b, long ldb, __mmask8 cm, int de
 /* A's rows contiguous in depth (sk == 1), R rows: lane 4c + q of row i's
  * accumulator sums A[i][k+q] B[k+q][c] over k = 0, 4, 8, ...; the four
  * depths of a column are added at the end. */
-__attribute__((always_inline, target("avx512f,avx512vl")))
-static inline void edge4_depth_tile(int R, int kc, const float *a, long si, const float *b, long ldb, __mmask8 cm,
-                                    __m512 *acc)
+__attribute__((always_inline, target("avx512f,avx512vl"))) static inline void
+edge4_depth_tile(int R, int kc, const float *a, long si, const float *b, long ldb, __mmask8 cm, __m512 *acc)
 {
     const __m512 z = _mm512_setzero_ps();
     __m512 s0 = z, s1 = z, s2 = z, s3 = z, s4 = z, s5 = z, s6 = z, s7 = z;
     int k = 0;
     for (; k + 4 <= kc; k += 4, b += 4 * ldb) {
         const __m512 bv = edge4_b_block(b, ldb, cm, 4);
-#define ROW(i, s) \
-        if (R > i) s = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a + i * si + k)), bv, s);
+        // clang-format off
+#define ROW(i, s)                                                                                                      \
+    if (R > i) s = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a + i * si + k)), bv, s);
         ROW(0, s0) ROW(1, s1) ROW(2, s2) ROW(3, s3) ROW(4, s4) ROW(5, s5) ROW(6, s6) ROW(7, s7)
 #undef ROW
+        // clang-format on
     }
     if (k < kc) { /* the last 1-3 depths: neither A nor B read past them */
         const __mmask8 km = (__mmask8)((1u << (kc - k)) - 1u);
         const __m512 bv = edge4_b_block(b, ldb, cm, kc - k);
-#define ROW(i, s) \
-        if (R > i) s = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_maskz_loadu_ps(km, a + i * si + k)), bv, s);
+        // clang-format off
+#define ROW(i, s)                                                                                                      \
+    if (R > i) s = _mm512_fmadd_ps(_mm512_broadcast_f32x4(_mm_maskz_loadu_ps(km, a + i * si + k)), bv, s);
         ROW(0, s0) ROW(1, s1) ROW(2, s2) ROW(3, s3) ROW(4, s4) ROW(5, s5) ROW(6, s6) ROW(7, s7)
 #undef ROW
+        // clang-format on
     }
-    acc[0] = s0; acc[1] = s1; acc[2] = s2; acc[3] = s3; acc[4] = s4; acc[5] = s5; acc[6] = s6; acc[7] = s7;
+    acc[0] = s0;
+    acc[1] = s1;
+    acc[2] = s2;
+    acc[3] = s3;
+    acc[4] = s4;
+    acc[5] = s5;
+    acc[6] = s6;
+    acc[7] = s7;
 }
 
-__attribute__((target("avx512f,avx512vl")))
-static void edge4_depth(int kc, const float *a, long si, const float *b, long ldb, float *c, int ldc, int accumulate,
-                        int rows, int cols)
+__attribute__((target("avx512f,avx512vl"))) static void edge4_depth(int kc, const float *a, long si, const float *b,
+                                                                    long ldb, float *c, int ldc, int accumulate,
+                                                                    int rows, int cols)
 {
     const __mmask8 cm = (__mmask8)((1u << cols) - 1u);
     __m512 acc[A5_MR];
     switch (rows) {
+        // clang-format off
 #define TILE_CASE(R) case R: edge4_depth_tile(R, kc, a, si, b, ldb, cm, acc); break;
     TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7) TILE_CASE(8)
 #undef TILE_CASE
-    default: return;
+            // clang-format on
+            default : return;
     }
     for (int i = 0; i < rows; i++) {
         __m512 t = _mm512_add_ps(acc[i], _mm512_permute_ps(acc[i], 0xB1)); /* q0+q1, q2+q3 */
@@ -393,9 +455,9 @@ static void edge4_depth(int kc, const float *a, long si, const float *b, long ld
 /* A's rows adjacent (si == 1: A transposed, as X^T in dW = X^T dZ): lane
  * 4c + r of half h sums A[4h+r][k] B[k][c] with k in order, the same sums
  * as the 32-column kernel's. */
-__attribute__((target("avx512f,avx512vl")))
-static void edge4_rows(int kc, const float *a, long sk, const float *b, long ldb, float *c, int ldc, int accumulate,
-                       int rows, int cols)
+__attribute__((target("avx512f,avx512vl"))) static void edge4_rows(int kc, const float *a, long sk, const float *b,
+                                                                   long ldb, float *c, int ldc, int accumulate,
+                                                                   int rows, int cols)
 {
     const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     const __mmask8 cm = (__mmask8)((1u << cols) - 1u);
@@ -417,8 +479,8 @@ static void edge4_rows(int kc, const float *a, long sk, const float *b, long ldb
     for (int h = 0; h < 2; h++) {
         const __m512 v = h ? h1 : h0;
         /* x_c = column c of rows 4h..4h+3; transposed: x_r = row 4h + r */
-        __m128 x0 = _mm512_extractf32x4_ps(v, 0), x1 = _mm512_extractf32x4_ps(v, 1),
-               x2 = _mm512_extractf32x4_ps(v, 2), x3 = _mm512_extractf32x4_ps(v, 3);
+        __m128 x0 = _mm512_extractf32x4_ps(v, 0), x1 = _mm512_extractf32x4_ps(v, 1), x2 = _mm512_extractf32x4_ps(v, 2),
+               x3 = _mm512_extractf32x4_ps(v, 3);
         _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
         const __m128 x[4] = {x0, x1, x2, x3};
         for (int r = 0; r < (h ? r1 : r0); r++) {
@@ -432,9 +494,9 @@ static void edge4_rows(int kc, const float *a, long sk, const float *b, long ldb
 
 /* Edge tiles (rows <= A5_MR, cols <= 32) straight into C: A read in place,
  * only B's and C's valid columns touched (masked). */
-__attribute__((target("avx512f,avx512vl")))
-static void kernel_avx512_edge(int kc, const float *a, long si, long sk, const float *b, long ldb,
-                               float *c, int ldc, int accumulate, int rows, int cols)
+__attribute__((target("avx512f,avx512vl"))) static void kernel_avx512_edge(int kc, const float *a, long si, long sk,
+                                                                           const float *b, long ldb, float *c, int ldc,
+                                                                           int accumulate, int rows, int cols)
 {
     if (cols <= 4 && sk == 1) {
         edge4_depth(kc, a, si, b, ldb, c, ldc, accumulate, rows, cols);
@@ -446,14 +508,18 @@ static void kernel_avx512_edge(int kc, const float *a, long si, long sk, const f
     }
     __m512 acc[2 * A5_MR];
     const __mmask16 m0 = (__mmask16)(cols >= 16 ? 0xFFFFu : (1u << cols) - 1u),
-                    m1 = (__mmask16)(cols >= 32 ? 0xFFFFu : cols > 16 ? (1u << (cols - 16)) - 1u : 0u);
+                    m1 = (__mmask16)(cols >= 32  ? 0xFFFFu
+                                     : cols > 16 ? (1u << (cols - 16)) - 1u
+                                                 : 0u);
     switch (rows * 2 + (cols > 16)) {
+        // clang-format off
 #define TILE_CASE(R) \
     case 2 * R: avx512_tile(R, 1, kc, a, si, sk, b, ldb, m0, m1, acc); break; \
     case 2 * R + 1: avx512_tile(R, 2, kc, a, si, sk, b, ldb, m0, m1, acc); break;
     TILE_CASE(1) TILE_CASE(2) TILE_CASE(3) TILE_CASE(4) TILE_CASE(5) TILE_CASE(6) TILE_CASE(7) TILE_CASE(8)
 #undef TILE_CASE
-    default: return;
+            // clang-format on
+            default : return;
     }
     for (int v = 0; v * 16 < cols; v++) {
         int n = cols - 16 * v < 16 ? cols - 16 * v : 16;
@@ -488,8 +554,7 @@ int cdnn_simd_supported(const char *name)
     __builtin_cpu_init();
     if (strcmp(name, "avx512") == 0) /* F and VL: every AVX-512 CPU but the Xeon Phi */
         return (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) ? 1 : 0;
-    if (strcmp(name, "avx2") == 0)
-        return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+    if (strcmp(name, "avx2") == 0) return (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
 #endif
     return strcmp(name, "generic") == 0;
 }
@@ -557,7 +622,10 @@ static void pack_b_panel(int transb, const float *B, int ldb, int p0, int kc, in
 /* ---- weights kept packed ------------------------------------------------ */
 
 /* n rounded up to whole micro-panels of nr: the width of a packed operand. */
-static size_t padded(int n, int nr) { return (size_t)(n + nr - 1) / nr * nr; }
+static size_t padded(int n, int nr)
+{
+    return (size_t)(n + nr - 1) / nr * nr;
+}
 
 size_t cdnn_packed_floats(int K, int N)
 {
@@ -629,8 +697,7 @@ void cdnn_unpack_rows(const float *pw, int K, int N, int r0, int r1, float *W)
 
 #ifdef CDNN_X86
 /* d[t * ds + q] = s[q * ss + t] for q, t < 8: an 8x8 block transposed in registers. */
-__attribute__((target("avx2")))
-static void transpose8(const float *s, long ss, float *d, long ds)
+__attribute__((target("avx2"))) static void transpose8(const float *s, long ss, float *d, long ds)
 {
     __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ss), r2 = _mm256_loadu_ps(s + 2 * ss),
            r3 = _mm256_loadu_ps(s + 3 * ss), r4 = _mm256_loadu_ps(s + 4 * ss), r5 = _mm256_loadu_ps(s + 5 * ss),
@@ -754,8 +821,8 @@ static void optimize_region(const cdnn_epilogue *e, const float *g, int ldg, int
 
 /* One tile of C (rows x cols, at most mr x nr): the full kernel, the edge
  * kernel, or the full kernel into tmp and a copy of the valid part. */
-static void tile(const cdnn_simd *s, int kc, const float *a, long si, long sk, const float *b, long ldb,
-                 float *c, int ldc, int acc, int rows, int cols, float *tmp)
+static void tile(const cdnn_simd *s, int kc, const float *a, long si, long sk, const float *b, long ldb, float *c,
+                 int ldc, int acc, int rows, int cols, float *tmp)
 {
     if (rows == s->mr && cols == s->nr) {
         s->kernel(kc, a, si, sk, b, ldb, c, ldc, acc);
@@ -771,7 +838,10 @@ static void tile(const cdnn_simd *s, int kc, const float *a, long si, long sk, c
 
 /* ---- the product ------------------------------------------------------- */
 
-static long ceil_div(long a, long b) { return (a + b - 1) / b; }
+static long ceil_div(long a, long b)
+{
+    return (a + b - 1) / b;
+}
 
 /* Cycles-like cost of one split, to choose between splitting rows and columns. */
 static double split_cost(long tiles_per_thread, long tile_flops, long packed)
@@ -779,14 +849,19 @@ static double split_cost(long tiles_per_thread, long tile_flops, long packed)
     return (double)tiles_per_thread * (double)tile_flops / 32.0 + (double)packed;
 }
 
-static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
-                       const float *A, int lda, const float *B, int ldb, const float *bpacked,
-                       float *C, int ldc, int accumulate,
+static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K, const float *A, int lda,
+                       const float *B, int ldb, const float *bpacked, float *C, int ldc, int accumulate,
                        const cdnn_epilogue *epi, float *pack, int i_begin, int i_end, int j_begin, int j_end);
 
 /* Where the pack buffer's parts start: A panel, B block, one edge tile. */
-static float *pack_a_part(float *pack) { return pack; }
-static float *pack_b_part(float *pack) { return pack + (size_t)(MC + MR_MAX) * KC_MAX; }
+static float *pack_a_part(float *pack)
+{
+    return pack;
+}
+static float *pack_b_part(float *pack)
+{
+    return pack + (size_t)(MC + MR_MAX) * KC_MAX;
+}
 static float *pack_tmp_part(float *pack)
 {
     return (float *)(((uintptr_t)(pack_b_part(pack) + (size_t)(NC + NR_MAX) * KC_MAX) + 63) & ~(uintptr_t)63);
@@ -795,9 +870,9 @@ static float *pack_tmp_part(float *pack)
 /* Row panel p counted from row r0 (rows below M; columns [jc, jc + nc)) of
  * a gradient whose B is packed in pb, then the optimizer on its rows and
  * their packed copies. */
-static void optimize_panel(const cdnn_simd *s, int transa, int M, int N, int K, const float *A, int lda,
-                           float *C, int ldc, const cdnn_epilogue *epi, float *pa, const float *pb, float *tmp,
-                           long a_si, long a_sk, int r0, long p, int jc, int nc)
+static void optimize_panel(const cdnn_simd *s, int transa, int M, int N, int K, const float *A, int lda, float *C,
+                           int ldc, const cdnn_epilogue *epi, float *pa, const float *pb, float *tmp, long a_si,
+                           long a_sk, int r0, long p, int jc, int nc)
 {
     const int mr = s->mr, nr = s->nr;
     int r = r0 + (int)(p * mr), rows = M - r < mr ? M - r : mr;
@@ -814,8 +889,8 @@ static void optimize_panel(const cdnn_simd *s, int transa, int M, int N, int K, 
         int kc = K - pc < s->kc ? K - pc : s->kc;
         for (int jr = 0; jr < nc; jr += nr) {
             int cols = nc - jr < nr ? nc - jr : nr;
-            tile(s, kc, a + pc * sk, si, sk, pb + (size_t)jr * K + (size_t)pc * nr, nr,
-                 C + (size_t)r * ldc + jc + jr, ldc, pc > 0, rows, cols, tmp);
+            tile(s, kc, a + pc * sk, si, sk, pb + (size_t)jr * K + (size_t)pc * nr, nr, C + (size_t)r * ldc + jc + jr,
+                 ldc, pc > 0, rows, cols, tmp);
         }
         if (K == 0) break;
     }
@@ -858,9 +933,8 @@ static int optimize_block_cols(const cdnn_simd *s, int K)
  * them; each panel's rows get the optimizer update right
  * after they are computed, while they are in L1. Every element is computed
  * and updated the same way whichever thread takes its panel. */
-static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M, int N, int K,
-                               const float *A, int lda, const float *B, int ldb, float *C, int ldc,
-                               const cdnn_epilogue *epi, float *pack)
+static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M, int N, int K, const float *A, int lda,
+                               const float *B, int ldb, float *C, int ldc, const cdnn_epilogue *epi, float *pack)
 {
     const int mr = s->mr;
     float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
@@ -918,10 +992,8 @@ static void gemm_optimize_team(const cdnn_simd *s, int transa, int transb, int M
     }
 }
 
-void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
-                    const float *A, int lda, const float *B, int ldb,
-                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
-                    float *pack)
+void cdnn_gemm_team(int transa, int transb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack)
 {
     const cdnn_simd *s = cdnn_simd_current();
     const int mr = s->mr, nr = s->nr;
@@ -942,34 +1014,36 @@ void cdnn_gemm_team(int transa, int transb, int M, int N, int K,
     int i_begin = 0, i_end = M, j_begin = 0, j_end = N;
     if (split_rows) {
         cdnn_team_range(pm, &lo, &hi);
-        i_begin = (int)(lo * mr); i_end = (int)(hi * mr < M ? hi * mr : M);
+        i_begin = (int)(lo * mr);
+        i_end = (int)(hi * mr < M ? hi * mr : M);
     } else {
         cdnn_team_range(pn, &lo, &hi);
-        j_begin = (int)(lo * nr); j_end = (int)(hi * nr < N ? hi * nr : N);
+        j_begin = (int)(lo * nr);
+        j_end = (int)(hi * nr < N ? hi * nr : N);
     }
-    gemm_block(s, transa, transb, N, K, A, lda, B, ldb, NULL, C, ldc, accumulate, epi, pack, i_begin, i_end, j_begin, j_end);
+    gemm_block(s, transa, transb, N, K, A, lda, B, ldb, NULL, C, ldc, accumulate, epi, pack, i_begin, i_end, j_begin,
+               j_end);
 }
 
-void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K,
-                    const float *A, int lda, const float *B, int ldb, const float *bpacked,
-                    float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack)
+void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K, const float *A, int lda, const float *B,
+                    int ldb, const float *bpacked, float *C, int ldc, int accumulate, const cdnn_epilogue *epi,
+                    float *pack)
 {
-    gemm_block(cdnn_simd_current(), transa, transb, N, K, A, lda, B, ldb, bpacked, C, ldc, accumulate, epi, pack,
-               i0, i1, 0, N);
+    gemm_block(cdnn_simd_current(), transa, transb, N, K, A, lda, B, ldb, bpacked, C, ldc, accumulate, epi, pack, i0,
+               i1, 0, N);
 }
 
-void cdnn_gemm_rows_cols(int transa, int transb, int i0, int i1, int j0, int j1, int N, int K,
-                         const float *A, int lda, const float *B, int ldb, const float *bpacked,
-                         float *C, int ldc, int accumulate, const cdnn_epilogue *epi, float *pack)
+void cdnn_gemm_rows_cols(int transa, int transb, int i0, int i1, int j0, int j1, int N, int K, const float *A, int lda,
+                         const float *B, int ldb, const float *bpacked, float *C, int ldc, int accumulate,
+                         const cdnn_epilogue *epi, float *pack)
 {
-    gemm_block(cdnn_simd_current(), transa, transb, N, K, A, lda, B, ldb, bpacked, C, ldc, accumulate, epi, pack,
-               i0, i1, j0, j1);
+    gemm_block(cdnn_simd_current(), transa, transb, N, K, A, lda, B, ldb, bpacked, C, ldc, accumulate, epi, pack, i0,
+               i1, j0, j1);
 }
 
 /* Rows [i_begin, i_end) x columns [j_begin, j_end) of C, on the calling thread. */
-static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
-                       const float *A, int lda, const float *B, int ldb, const float *bpacked,
-                       float *C, int ldc, int accumulate,
+static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K, const float *A, int lda,
+                       const float *B, int ldb, const float *bpacked, float *C, int ldc, int accumulate,
                        const cdnn_epilogue *epi, float *pack, int i_begin, int i_end, int j_begin, int j_end)
 {
     const int mr = s->mr, nr = s->nr;
@@ -998,7 +1072,8 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                 else
                     for (int jr = 0; jr < nc; jr += nr) {
                         int cols = nc - jr < nr ? nc - jr : nr;
-                        if (pack_all_b || (cols < nr && !s->edge_reads_b_in_place)) pack_b_panel(transb, B, ldb, pc, kc, jc + jr, cols, nr, pb + (size_t)jr * kc);
+                        if (pack_all_b || (cols < nr && !s->edge_reads_b_in_place))
+                            pack_b_panel(transb, B, ldb, pc, kc, jc + jr, cols, nr, pb + (size_t)jr * kc);
                     }
                 for (int ic = i_begin; ic < i_end; ic += MC) {
                     int mc = i_end - ic < MC ? i_end - ic : MC;
@@ -1061,8 +1136,8 @@ void cdnn_gemm_optimize_rows(int transa, int transb, int i0, int i1, int N, int 
     }
 }
 
-void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda,
-               const float *B, int ldb, float *C, int ldc, int accumulate, float *pack, int max_threads)
+void cdnn_gemm(int transa, int transb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float *C,
+               int ldc, int accumulate, float *pack, int max_threads)
 {
     int nt = cdnn_get_num_threads();
     long flops = 2L * M * N * K;

@@ -43,48 +43,48 @@
 #define GATHER_AHEAD 4
 
 typedef struct {
-    int canon;           /* the node whose buffers this one uses (itself, but for reshapes) */
-    int needs;           /* a trainable parameter at or below this node: its gradient is wanted */
-    int affects;         /* some loss depends on its value */
-    int run_bwd;         /* its backward pass runs */
-    int n_contrib;       /* contributions its g receives in a step */
-    int zloss;           /* outputs whose loss gives dL/dz of this Dense/Activation node */
-    int first_zloss;     /* the first of them (index into outputs), or -1 */
-    int *acc;            /* per input: 1 add into that input's g, 0 write it, -1 nothing */
-    const float **xin;   /* the inputs' values */
-    int *widths;         /* concatenate: the inputs' widths */
-    float *val;          /* value [B*rows, width] */
-    float *z;            /* dense: pre-activation (gelu, or a loss reading logits), else NULL */
-    float *g;            /* dL/d(value), or NULL if nothing contributes */
-    float *dz;           /* what the backward pass reads: dense/activation dL/dz, others dL/d(value) */
+    int canon;                   /* the node whose buffers this one uses (itself, but for reshapes) */
+    int needs;                   /* a trainable parameter at or below this node: its gradient is wanted */
+    int affects;                 /* some loss depends on its value */
+    int run_bwd;                 /* its backward pass runs */
+    int n_contrib;               /* contributions its g receives in a step */
+    int zloss;                   /* outputs whose loss gives dL/dz of this Dense/Activation node */
+    int first_zloss;             /* the first of them (index into outputs), or -1 */
+    int *acc;                    /* per input: 1 add into that input's g, 0 write it, -1 nothing */
+    const float **xin;           /* the inputs' values */
+    int *widths;                 /* concatenate: the inputs' widths */
+    float *val;                  /* value [B*rows, width] */
+    float *z;                    /* dense: pre-activation (gelu, or a loss reading logits), else NULL */
+    float *g;                    /* dL/d(value), or NULL if nothing contributes */
+    float *dz;                   /* what the backward pass reads: dense/activation dL/dz, others dL/d(value) */
     float *mean, *var, *inv_std; /* batchnorm: [width] (training); layernorm: mean, inv_std [B*rows] */
-    float *fixed_inv;    /* batchnorm: 1/sqrt(moving_var + eps), set at the start of a run or a predict */
-    float *sum_g, *sum_gx; /* batchnorm, layernorm: column sums of g and g*xhat [width] */
-    float *dw, *db;      /* dense: gradients, when it trains */
-    float *pw, *pwt;     /* dense: W and W^T packed as the forward and dX products' B during a run (or NULL);
+    float *fixed_inv;            /* batchnorm: 1/sqrt(moving_var + eps), set at the start of a run or a predict */
+    float *sum_g, *sum_gx;       /* batchnorm, layernorm: column sums of g and g*xhat [width] */
+    float *dw, *db;              /* dense: gradients, when it trains */
+    float *pw, *pwt;             /* dense: W and W^T packed as the forward and dX products' B during a run (or NULL);
                             while the node trains, W's values live in pw and are written back at the run's end */
 } node_buf;
 
 typedef struct {
-    int canon;           /* the node whose g a value loss feeds */
-    int zkind;           /* 1: dL/dz of a Dense/Activation node (logits), 0: dL/d(value) */
-    int acc;             /* value loss: 1 add into g, 0 write it, -1 no gradient wanted */
-    float *dzl;          /* the loss gradient when it cannot go straight into g */
-    int32_t *ys;         /* gathered sparse labels [B*rows] */
-    float *yd;           /* gathered dense labels [B*rows, width] */
+    int canon;                      /* the node whose g a value loss feeds */
+    int zkind;                      /* 1: dL/dz of a Dense/Activation node (logits), 0: dL/d(value) */
+    int acc;                        /* value loss: 1 add into g, 0 write it, -1 no gradient wanted */
+    float *dzl;                     /* the loss gradient when it cannot go straight into g */
+    int32_t *ys;                    /* gathered sparse labels [B*rows] */
+    float *yd;                      /* gathered dense labels [B*rows, width] */
     double *row_loss, *row_correct; /* [B*rows] */
 } out_buf;
 
 struct cdnn_graph_ws {
     int max_batch, threads, n_nodes, n_outputs;
-    long flops;          /* matrix-product flops of a full step */
+    long flops; /* matrix-product flops of a full step */
     node_buf *nb;
     out_buf *ob;
-    int32_t *rows;       /* dataset row of each batch sample (mask keys) */
-    int packed_nr;       /* micro-kernel width the packed copies are laid out for */
+    int32_t *rows; /* dataset row of each batch sample (mask keys) */
+    int packed_nr; /* micro-kernel width the packed copies are laid out for */
     float *pack;
     size_t pack_per;
-    void **allocs;       /* every block allocated for this workspace */
+    void **allocs; /* every block allocated for this workspace */
     int n_allocs, cap_allocs;
 };
 
@@ -108,7 +108,10 @@ static void *ws_take(cdnn_graph_ws *ws, size_t bytes)
     return p;
 }
 
-static int has_act(const cdnn_node *nd) { return nd->op == CDNN_OP_DENSE || nd->op == CDNN_OP_ACTIVATION; }
+static int has_act(const cdnn_node *nd)
+{
+    return nd->op == CDNN_OP_DENSE || nd->op == CDNN_OP_ACTIVATION;
+}
 
 /* Whether node i holds weights that training updates. */
 static int trains(const cdnn_node *nd)
@@ -119,7 +122,10 @@ static int trains(const cdnn_node *nd)
     return 0;
 }
 
-static size_t node_size(const cdnn_node *nd) { return (size_t)nd->rows * nd->width; }
+static size_t node_size(const cdnn_node *nd)
+{
+    return (size_t)nd->rows * nd->width;
+}
 
 void cdnn_graph_ws_free(cdnn_graph_ws *ws)
 {
@@ -130,8 +136,10 @@ void cdnn_graph_ws_free(cdnn_graph_ws *ws)
 }
 
 #define TAKE(type, count) ((type *)ws_take(ws, (size_t)(count) * sizeof(type)))
-#define TAKE_OR_FAIL(dst, type, count) \
-    do { if (!((dst) = TAKE(type, count))) goto oom; } while (0)
+#define TAKE_OR_FAIL(dst, type, count)                                                                                 \
+    do {                                                                                                               \
+        if (!((dst) = TAKE(type, count))) goto oom;                                                                    \
+    } while (0)
 
 cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads)
 {
@@ -148,7 +156,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
     TAKE_OR_FAIL(ws->nb, node_buf, N);
     TAKE_OR_FAIL(ws->ob, out_buf, O > 0 ? O : 1);
     TAKE_OR_FAIL(ws->rows, int32_t, B);
-    TAKE_OR_FAIL(ws->pack, float, ws->pack_per * threads);
+    TAKE_OR_FAIL(ws->pack, float, ws->pack_per *threads);
     node_buf *nb = ws->nb;
 
     /* the plan: canonical buffers, which gradients are wanted, and by whom */
@@ -158,8 +166,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         nb[i].needs = trains(nd);
         for (int k = 0; k < nd->n_in; k++) nb[i].needs |= nb[nd->in[k]].needs;
         nb[i].first_zloss = -1;
-        if (nd->op == CDNN_OP_DENSE)
-            ws->flops += 6L * B * nd->rows * nd->dense.in * nd->dense.units;
+        if (nd->op == CDNN_OP_DENSE) ws->flops += 6L * B * nd->rows * nd->dense.in * nd->dense.units;
     }
     for (int o = 0; o < O; o++) {
         const cdnn_output *out = &g->outputs[o];
@@ -205,10 +212,10 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         if (b->canon != i) {
             b->val = nb[b->canon].val;
         } else {
-            TAKE_OR_FAIL(b->val, float, rows * w);
+            TAKE_OR_FAIL(b->val, float, rows *w);
         }
-        if (nd->op == CDNN_OP_DENSE && (cdnn_act_grad_from_z(nd->act) || b->zloss)) TAKE_OR_FAIL(b->z, float, rows * w);
-        if (b->canon == i && b->n_contrib) TAKE_OR_FAIL(b->g, float, rows * w);
+        if (nd->op == CDNN_OP_DENSE && (cdnn_act_grad_from_z(nd->act) || b->zloss)) TAKE_OR_FAIL(b->z, float, rows *w);
+        if (b->canon == i && b->n_contrib) TAKE_OR_FAIL(b->g, float, rows *w);
         if (nd->op == CDNN_OP_BATCHNORM) {
             TAKE_OR_FAIL(b->mean, float, w);
             TAKE_OR_FAIL(b->var, float, w);
@@ -228,7 +235,8 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             TAKE_OR_FAIL(b->db, float, w);
         }
         if (nd->op == CDNN_OP_DENSE && (long)nd->dense.in * nd->dense.units >= GRAPH_PACKED_MIN_WEIGHTS) {
-            if (nd->dense.units % 64 == 0) TAKE_OR_FAIL(b->pw, float, cdnn_packed_floats(nd->dense.in, nd->dense.units));
+            if (nd->dense.units % 64 == 0)
+                TAKE_OR_FAIL(b->pw, float, cdnn_packed_floats(nd->dense.in, nd->dense.units));
             if (b->acc[0] >= 0) TAKE_OR_FAIL(b->pwt, float, cdnn_packed_floats(nd->dense.units, nd->dense.in));
         }
         if (nd->n_in) {
@@ -459,8 +467,8 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
         } else if (grads && ob->acc >= 0) {
             dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
         }
-        cdnn_loss_rows(out->loss, out->metric, act, nd->alpha, out->from_logits, r0, r1, w, b->val, z, ob->ys,
-                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, NULL);
+        cdnn_loss_rows(out->loss, out->metric, act, nd->alpha, out->from_logits, r0, r1, w, b->val, z, ob->ys, ob->yd,
+                       w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
         if (!ob->zkind && ob->acc == 1)
@@ -538,8 +546,7 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
         }
         break;
     case CDNN_OP_LAYERNORM:
-        if (acc0 >= 0)
-            cdnn_layernorm_backward_rows(r0, r1, w, x, dz, b->mean, b->inv_std, nd->gamma, dx0, acc0);
+        if (acc0 >= 0) cdnn_layernorm_backward_rows(r0, r1, w, x, dz, b->mean, b->inv_std, nd->gamma, dx0, acc0);
         break;
     case CDNN_OP_CONCATENATE: {
         int c0 = 0;
@@ -666,9 +673,9 @@ static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, doub
 }
 
 int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n,
-                         const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm,
-                         int64_t first, int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss,
-                         double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss)
+                         const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm, int64_t first,
+                         int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss, double *out_loss,
+                         double *out_correct, int threads, int stop_nonfinite_loss)
 {
     int nt = threads > 0 ? threads : cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
@@ -682,42 +689,42 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 #pragma omp parallel num_threads(nt)
 #endif
     {
-    unsigned fp_state = cdnn_flush_denormals_begin();
-    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
-    fixed_stats_team(g, ws);
-    /* W may have been set from Python since the last run: pack afresh */
-    if (packed) packed_copies_team(g, ws, 1);
-    for (int j = 0; j < n_batches; j++) {
-        const int64_t start = (first + j) * (int64_t)bs;
-        const int batch = (int)(n - start < bs ? n - start : bs);
-        const int64_t t = step0 + j + 1;
-        long lo, hi;
-        cdnn_team_range(batch, &lo, &hi);
-        if (!gather(g, ws, xs, ysparse, ydense, perm + start, lo, hi)) mark_bad(&bad_batch, j);
-        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 1, seed, t, packed, pack);
-        losses_rows(g, ws, lo, hi, batch, 1);
-        for (int i = g->n_nodes - 1; i >= 0; i--)
-            if (ws->nb[i].run_bwd) backward_node(g, ws, i, lo, hi, batch, seed, t, packed, pack);
-        cdnn_team_barrier();
-        if (read_flag(&bad_batch) == j) break; /* the same flag on every thread after the barrier */
-        update_team(g, ws, batch, cdnn_opt_prepare(&g->opt, t), packed, pack);
-        if (cdnn_team_rank() == 0) {
-            batch_loss[j] = sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O);
-            if (stop_nonfinite_loss && !isfinite(batch_loss[j])) mark_bad(&bad_loss, j);
+        unsigned fp_state = cdnn_flush_denormals_begin();
+        float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+        fixed_stats_team(g, ws);
+        /* W may have been set from Python since the last run: pack afresh */
+        if (packed) packed_copies_team(g, ws, 1);
+        for (int j = 0; j < n_batches; j++) {
+            const int64_t start = (first + j) * (int64_t)bs;
+            const int batch = (int)(n - start < bs ? n - start : bs);
+            const int64_t t = step0 + j + 1;
+            long lo, hi;
+            cdnn_team_range(batch, &lo, &hi);
+            if (!gather(g, ws, xs, ysparse, ydense, perm + start, lo, hi)) mark_bad(&bad_batch, j);
+            for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 1, seed, t, packed, pack);
+            losses_rows(g, ws, lo, hi, batch, 1);
+            for (int i = g->n_nodes - 1; i >= 0; i--)
+                if (ws->nb[i].run_bwd) backward_node(g, ws, i, lo, hi, batch, seed, t, packed, pack);
+            cdnn_team_barrier();
+            if (read_flag(&bad_batch) == j) break; /* the same flag on every thread after the barrier */
+            update_team(g, ws, batch, cdnn_opt_prepare(&g->opt, t), packed, pack);
+            if (cdnn_team_rank() == 0) {
+                batch_loss[j] = sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O);
+                if (stop_nonfinite_loss && !isfinite(batch_loss[j])) mark_bad(&bad_loss, j);
+            }
+            cdnn_team_barrier(); /* the next step reads the updated weights */
+            if (read_flag(&bad_loss) == j) break;
         }
-        cdnn_team_barrier(); /* the next step reads the updated weights */
-        if (read_flag(&bad_loss) == j) break;
-    }
-    /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
-    if (packed) packed_copies_team(g, ws, 0);
-    cdnn_flush_denormals_end(fp_state);
+        /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
+        if (packed) packed_copies_team(g, ws, 0);
+        cdnn_flush_denormals_end(fp_state);
     }
     return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
 }
 
 void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
-                        const int *want, float *const *outs, const int32_t *const *ysparse,
-                        const float *const *ydense, double *loss_sum, double *correct_sum)
+                        const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
+                        double *loss_sum, double *correct_sum)
 {
     const int bs = ws->max_batch, O = g->n_outputs;
     int nt = cdnn_get_num_threads();
@@ -733,60 +740,60 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
 #pragma omp parallel num_threads(nt)
 #endif
     {
-    unsigned fp_state = cdnn_flush_denormals_begin();
-    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
-    fixed_stats_team(g, ws);
-    /* each thread owns the same workspace samples in every chunk: without labels, no barrier between chunks */
-    long own_lo, own_hi;
-    cdnn_team_range(bs, &own_lo, &own_hi);
-    for (int64_t start = 0; start < n; start += bs) {
-        const int batch = (int)(n - start < bs ? n - start : bs);
-        const long lo = own_lo < batch ? own_lo : batch, hi = own_hi < batch ? own_hi : batch;
-        for (int k = 0; k < g->n_inputs; k++) {
-            const size_t sz = node_size(&g->nodes[g->inputs[k]]);
-            if (hi > lo)
-                memcpy(ws->nb[g->inputs[k]].val + lo * sz, xs[k] + ((size_t)start + lo) * sz,
-                       (size_t)(hi - lo) * sz * sizeof(float));
-        }
-        if (loss_sum)
-            for (int o = 0; o < O; o++) {
-                const cdnn_output *out = &g->outputs[o];
-                if (out->loss < 0) continue;
-                const cdnn_node *nd = &g->nodes[out->node];
-                const size_t R = nd->rows, sz = node_size(nd);
-                if (hi <= lo) continue;
-                if (ws->ob[o].ys)
-                    memcpy(ws->ob[o].ys + lo * R, ysparse[o] + ((size_t)start + lo) * R,
-                           (size_t)(hi - lo) * R * sizeof(int32_t));
-                else
-                    memcpy(ws->ob[o].yd + lo * sz, ydense[o] + ((size_t)start + lo) * sz,
+        unsigned fp_state = cdnn_flush_denormals_begin();
+        float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+        fixed_stats_team(g, ws);
+        /* each thread owns the same workspace samples in every chunk: without labels, no barrier between chunks */
+        long own_lo, own_hi;
+        cdnn_team_range(bs, &own_lo, &own_hi);
+        for (int64_t start = 0; start < n; start += bs) {
+            const int batch = (int)(n - start < bs ? n - start : bs);
+            const long lo = own_lo < batch ? own_lo : batch, hi = own_hi < batch ? own_hi : batch;
+            for (int k = 0; k < g->n_inputs; k++) {
+                const size_t sz = node_size(&g->nodes[g->inputs[k]]);
+                if (hi > lo)
+                    memcpy(ws->nb[g->inputs[k]].val + lo * sz, xs[k] + ((size_t)start + lo) * sz,
                            (size_t)(hi - lo) * sz * sizeof(float));
             }
-        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
-        for (int k = 0; k < n_want; k++) {
-            const size_t sz = node_size(&g->nodes[want[k]]);
-            if (hi > lo)
-                memcpy(outs[k] + ((size_t)start + lo) * sz, ws->nb[want[k]].val + lo * sz,
-                       (size_t)(hi - lo) * sz * sizeof(float));
-        }
-        if (loss_sum) {
-            losses_rows(g, ws, lo, hi, batch, 0);
-            cdnn_team_barrier();
-            if (cdnn_team_rank() == 0)
+            if (loss_sum)
                 for (int o = 0; o < O; o++) {
-                    if (g->outputs[o].loss < 0) continue;
-                    const int R = g->nodes[g->outputs[o].node].rows;
-                    double l = 0.0, c = 0.0;
-                    for (long r = 0; r < (long)batch * R; r++) {
-                        l += ws->ob[o].row_loss[r];
-                        c += ws->ob[o].row_correct[r];
-                    }
-                    loss_sum[o] += l / R;
-                    correct_sum[o] += c / R;
+                    const cdnn_output *out = &g->outputs[o];
+                    if (out->loss < 0) continue;
+                    const cdnn_node *nd = &g->nodes[out->node];
+                    const size_t R = nd->rows, sz = node_size(nd);
+                    if (hi <= lo) continue;
+                    if (ws->ob[o].ys)
+                        memcpy(ws->ob[o].ys + lo * R, ysparse[o] + ((size_t)start + lo) * R,
+                               (size_t)(hi - lo) * R * sizeof(int32_t));
+                    else
+                        memcpy(ws->ob[o].yd + lo * sz, ydense[o] + ((size_t)start + lo) * sz,
+                               (size_t)(hi - lo) * sz * sizeof(float));
                 }
-            cdnn_team_barrier();
+            for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
+            for (int k = 0; k < n_want; k++) {
+                const size_t sz = node_size(&g->nodes[want[k]]);
+                if (hi > lo)
+                    memcpy(outs[k] + ((size_t)start + lo) * sz, ws->nb[want[k]].val + lo * sz,
+                           (size_t)(hi - lo) * sz * sizeof(float));
+            }
+            if (loss_sum) {
+                losses_rows(g, ws, lo, hi, batch, 0);
+                cdnn_team_barrier();
+                if (cdnn_team_rank() == 0)
+                    for (int o = 0; o < O; o++) {
+                        if (g->outputs[o].loss < 0) continue;
+                        const int R = g->nodes[g->outputs[o].node].rows;
+                        double l = 0.0, c = 0.0;
+                        for (long r = 0; r < (long)batch * R; r++) {
+                            l += ws->ob[o].row_loss[r];
+                            c += ws->ob[o].row_correct[r];
+                        }
+                        loss_sum[o] += l / R;
+                        correct_sum[o] += c / R;
+                    }
+                cdnn_team_barrier();
+            }
         }
-    }
-    cdnn_flush_denormals_end(fp_state);
+        cdnn_flush_denormals_end(fp_state);
     }
 }

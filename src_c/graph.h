@@ -14,9 +14,21 @@
 #include "cdnn.h"
 
 enum cdnn_op {
-    CDNN_OP_INPUT = 0, CDNN_OP_DENSE, CDNN_OP_BATCHNORM, CDNN_OP_LAYERNORM, CDNN_OP_ACTIVATION,
-    CDNN_OP_AFFINE, CDNN_OP_DROPOUT, CDNN_OP_GAUSSIAN_NOISE, CDNN_OP_ADD, CDNN_OP_SUBTRACT,
-    CDNN_OP_MULTIPLY, CDNN_OP_AVERAGE, CDNN_OP_MAXIMUM, CDNN_OP_MINIMUM, CDNN_OP_CONCATENATE,
+    CDNN_OP_INPUT = 0,
+    CDNN_OP_DENSE,
+    CDNN_OP_BATCHNORM,
+    CDNN_OP_LAYERNORM,
+    CDNN_OP_ACTIVATION,
+    CDNN_OP_AFFINE,
+    CDNN_OP_DROPOUT,
+    CDNN_OP_GAUSSIAN_NOISE,
+    CDNN_OP_ADD,
+    CDNN_OP_SUBTRACT,
+    CDNN_OP_MULTIPLY,
+    CDNN_OP_AVERAGE,
+    CDNN_OP_MAXIMUM,
+    CDNN_OP_MINIMUM,
+    CDNN_OP_CONCATENATE,
     CDNN_OP_RESHAPE
 };
 
@@ -25,39 +37,39 @@ enum cdnn_op {
 
 /* One node of the graph. */
 typedef struct {
-    int op;                   /* enum cdnn_op */
-    int n_in;                 /* number of inputs (0 for CDNN_OP_INPUT) */
-    const int *in;            /* their node indices, all smaller than this node's */
-    int rows, width;          /* per sample: rows x width floats */
-    int frozen;               /* trainable=False: no update (batchnorm: inference mode in training too) */
-    int act;                  /* dense, activation: enum cdnn_act */
-    float alpha;              /* leaky_relu slope */
-    cdnn_layer dense;         /* dense: W [in, units], b, slots (in = the input's width, units = width) */
-    float *gamma, *beta;      /* batchnorm, layernorm: scale and offset [width] or NULL */
+    int op;                                 /* enum cdnn_op */
+    int n_in;                               /* number of inputs (0 for CDNN_OP_INPUT) */
+    const int *in;                          /* their node indices, all smaller than this node's */
+    int rows, width;                        /* per sample: rows x width floats */
+    int frozen;                             /* trainable=False: no update (batchnorm: inference mode in training too) */
+    int act;                                /* dense, activation: enum cdnn_act */
+    float alpha;                            /* leaky_relu slope */
+    cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
+    float *gamma, *beta;                    /* batchnorm, layernorm: scale and offset [width] or NULL */
     float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */
     float *moving_mean, *moving_var;        /* batchnorm [width] */
-    float momentum, epsilon;  /* batchnorm momentum; batchnorm, layernorm epsilon */
-    const float *scale, *offset; /* affine: length 1 or width */
+    float momentum, epsilon;                /* batchnorm momentum; batchnorm, layernorm epsilon */
+    const float *scale, *offset;            /* affine: length 1 or width */
     int scale_n, offset_n;
-    float rate;               /* dropout rate in [0, 1); gaussian_noise: stddev */
-    uint64_t seed_offset;     /* dropout, gaussian_noise: mixed into the mask's key */
+    float rate;           /* dropout rate in [0, 1); gaussian_noise: stddev */
+    uint64_t seed_offset; /* dropout, gaussian_noise: mixed into the mask's key */
 } cdnn_node;
 
 /* A model output: a node, and the loss trained on it (loss < 0: none). */
 typedef struct {
     int node;
-    int loss;                 /* enum cdnn_loss, or -1 */
+    int loss; /* enum cdnn_loss, or -1 */
     int from_logits;
-    int metric;               /* enum cdnn_metric */
-    float weight;             /* loss_weights */
-    cdnn_loss_opts opts;      /* the loss's options (no ignore_class: Graph refuses it) */
+    int metric;          /* enum cdnn_metric */
+    float weight;        /* loss_weights */
+    cdnn_loss_opts opts; /* the loss's options (no ignore_class: Graph refuses it) */
 } cdnn_output;
 
 typedef struct {
     int n_nodes;
     cdnn_node *nodes;
     int n_inputs;
-    const int *inputs;        /* the input nodes, in the model's input order */
+    const int *inputs; /* the input nodes, in the model's input order */
     int n_outputs;
     const cdnn_output *outputs;
     cdnn_opt_params opt;
@@ -76,15 +88,15 @@ void cdnn_graph_ws_free(cdnn_graph_ws *ws);
  * batch_loss[j], output o's summed loss and correctness to out_loss[j*n_outputs+o] and
  * out_correct[j*n_outputs+o]. Returns the batches trained, as cdnn_train_run. */
 int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n,
-                         const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm,
-                         int64_t first, int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss,
-                         double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss);
+                         const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm, int64_t first,
+                         int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss, double *out_loss,
+                         double *out_correct, int threads, int stop_nonfinite_loss);
 
 /* Inference over n samples in batches: node want[k]'s values into outs[k] ([n, rows*width]); with labels
  * (ysparse/ydense as in training, or NULL) also output o's summed loss and correctness. */
 void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
-                        const int *want, float *const *outs, const int32_t *const *ysparse,
-                        const float *const *ydense, double *loss_sum, double *correct_sum);
+                        const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
+                        double *loss_sum, double *correct_sum);
 
 /* ---- per-op passes (graph_ops.c, normalization.c); r0..r1 are rows of [batch*rows, width] ---- */
 /* Rows [r0, r1) of y = x * scale + offset (scale/offset of length 1 or width). */
@@ -115,8 +127,8 @@ void cdnn_batchnorm_rows(int r0, int r1, int width, const float *x, const float 
                          const float *gamma, const float *beta, float *y);
 /* Team, columns split, no barrier: sum_g[j] = sum of g, sum_gx[j] = sum of g * xhat over all rows
  * (xhat = (x - mean[j]) * inv_std[j] with per-column stats, or per-row ones if row_stats). */
-void cdnn_norm_sums_team(const float *x, const float *g, int rows, int width, const float *mean,
-                         const float *inv_std, int row_stats, float *sum_g, float *sum_gx);
+void cdnn_norm_sums_team(const float *x, const float *g, int rows, int width, const float *mean, const float *inv_std,
+                         int row_stats, float *sum_g, float *sum_gx);
 /* Rows [r0, r1) of batchnorm's training backward into dx (acc: added): from g and the column sums. */
 void cdnn_batchnorm_backward_rows(int r0, int r1, int rows, int width, const float *x, const float *g,
                                   const float *mean, const float *inv_std, const float *gamma, const float *sum_g,
@@ -125,8 +137,8 @@ void cdnn_batchnorm_backward_rows(int r0, int r1, int rows, int width, const flo
 void cdnn_batchnorm_backward_fixed_rows(int r0, int r1, int width, const float *g, const float *inv_std,
                                         const float *gamma, float *dx, int acc);
 /* Rows [r0, r1) of layer normalization: per-row mean and inv_std saved, y = xhat * gamma + beta. */
-void cdnn_layernorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma,
-                         const float *beta, float *mean, float *inv_std, float *y);
+void cdnn_layernorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma, const float *beta,
+                         float *mean, float *inv_std, float *y);
 /* Rows [r0, r1) of layer normalization's backward into dx (acc: added). */
 void cdnn_layernorm_backward_rows(int r0, int r1, int width, const float *x, const float *g, const float *mean,
                                   const float *inv_std, const float *gamma, float *dx, int acc);

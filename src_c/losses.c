@@ -62,14 +62,26 @@ static double log_sum_exp(const float *x, int n)
 }
 
 /* log(1 + e^t) without overflow. */
-static double softplus_d(double t) { return (t > 0.0 ? t : 0.0) + log1p(exp(-fabs(t))); }
+static double softplus_d(double t)
+{
+    return (t > 0.0 ? t : 0.0) + log1p(exp(-fabs(t)));
+}
 
 /* Binary cross-entropy of logit x against target y, stable for any x. */
-static double bce_logit(float x, double y) { return softplus_d(x) - (double)x * y; }
+static double bce_logit(float x, double y)
+{
+    return softplus_d(x) - (double)x * y;
+}
 
-static double clip_prob(double p) { return p < PROB_EPS ? PROB_EPS : (p > 1.0 - PROB_EPS ? 1.0 - PROB_EPS : p); }
+static double clip_prob(double p)
+{
+    return p < PROB_EPS ? PROB_EPS : (p > 1.0 - PROB_EPS ? 1.0 - PROB_EPS : p);
+}
 
-static double sign_d(double x) { return (double)(x > 0.0) - (double)(x < 0.0); }
+static double sign_d(double x)
+{
+    return (double)(x > 0.0) - (double)(x < 0.0);
+}
 
 /* Keras' binary cross-entropy on a probability p (clipped) and its derivative in p (0 where the clip holds). */
 static double bce_prob(double p, double t, double *dp)
@@ -269,17 +281,17 @@ static double row_loss_other(int loss, const float *o, const float *y, int cols,
     }
 }
 
-void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
-                    int lo, int hi, int cols, const float *out, const float *z,
-                    const int32_t *ysparse, const float *ydense, int ldy,
-                    int grad_batch, float *dz, double *row_loss, double *row_correct,
-                    const cdnn_loss_opts *opts, const float *row_weight)
+void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits, int lo, int hi, int cols,
+                    const float *out, const float *z, const int32_t *ysparse, const float *ydense, int ldy,
+                    int grad_batch, float *dz, double *row_loss, double *row_correct, const cdnn_loss_opts *opts,
+                    const float *row_weight)
 {
     const cdnn_loss_opts defaults = cdnn_loss_opts_default();
     const cdnn_loss_opts *op = opts ? opts : &defaults;
     const int categorical = loss == CDNN_SPARSE_CCE || loss == CDNN_CCE;
     const int sparse = loss == CDNN_SPARSE_CCE;
-    const int fused = !from_logits && ((categorical && act == CDNN_SOFTMAX) || (loss == CDNN_BCE && act == CDNN_SIGMOID));
+    const int fused =
+        !from_logits && ((categorical && act == CDNN_SOFTMAX) || (loss == CDNN_BCE && act == CDNN_SIGMOID));
     /* the tensor the loss formula reads: logits for fused/from_logits, else the output */
     const float *logits = fused ? z : out;
     const float ls = loss == CDNN_SPARSE_CCE ? 0.0f : op->label_smoothing;
@@ -318,7 +330,7 @@ void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
             done = 1;
         } else if (loss == CDNN_KLD || loss == CDNN_CATEGORICAL_HINGE || loss == CDNN_COSINE) {
             l = row_loss_other(loss, o, yd, cols, g);
-        } else { /* element-wise: the mean over the row */
+        } else {                                              /* element-wise: the mean over the row */
             const int sig = loss == CDNN_BFCE && from_logits; /* Keras: sigmoid first, then the formula */
             for (int j = 0; j < cols; j++) {
                 double d;
@@ -337,8 +349,8 @@ void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
                 if (cdnn_act_rowwise(act))
                     cdnn_rowwise_backward_rows(act, g, cols, o, cols, 1, cols);
                 else
-                    cdnn_dact_tile(act, alpha, g, cols, cdnn_act_grad_from_z(act) ? z + (size_t)i * cols : o, cols,
-                                   1, cols);
+                    cdnn_dact_tile(act, alpha, g, cols, cdnn_act_grad_from_z(act) ? z + (size_t)i * cols : o, cols, 1,
+                                   cols);
             }
         }
         row_loss[i] = w * l;

@@ -63,8 +63,8 @@ void cdnn_batchnorm_rows(int r0, int r1, int width, const float *x, const float 
     }
 }
 
-void cdnn_norm_sums_team(const float *x, const float *g, int rows, int width, const float *mean,
-                         const float *inv_std, int row_stats, float *sum_g, float *sum_gx)
+void cdnn_norm_sums_team(const float *x, const float *g, int rows, int width, const float *mean, const float *inv_std,
+                         int row_stats, float *sum_g, float *sum_gx)
 {
     long lo, hi;
     cdnn_team_range(width, &lo, &hi);
@@ -126,8 +126,8 @@ void cdnn_batchnorm_backward_fixed_rows(int r0, int r1, int width, const float *
     }
 }
 
-void cdnn_layernorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma,
-                         const float *beta, float *mean, float *inv_std, float *y)
+void cdnn_layernorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma, const float *beta,
+                         float *mean, float *inv_std, float *y)
 {
     for (long i = r0; i < r1; i++) {
         const float *xi = x + (size_t)i * width;

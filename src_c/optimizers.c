@@ -41,11 +41,11 @@ cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t)
         break;
     }
     case CDNN_NADAM: {
-        s.a = p->beta_1 * (1.0f - 0.5f * powf(0.96f, tf));         /* u_t */
-        s.b = p->beta_1 * (1.0f - 0.5f * powf(0.96f, tf + 1.0f));  /* u_{t+1} */
+        s.a = p->beta_1 * (1.0f - 0.5f * powf(0.96f, tf));        /* u_t */
+        s.b = p->beta_1 * (1.0f - 0.5f * powf(0.96f, tf + 1.0f)); /* u_{t+1} */
         if (p->step_aux) {
-            s.c = p->step_aux[idx];                                 /* u_product_t (includes u_t) */
-        } else { /* without the run's products: the product of every step's factor */
+            s.c = p->step_aux[idx]; /* u_product_t (includes u_t) */
+        } else {                    /* without the run's products: the product of every step's factor */
             float u = 1.0f;
             for (long k = 1; k <= t; k++) u *= p->beta_1 * (1.0f - 0.5f * powf(0.96f, (float)k));
             s.c = u;
@@ -59,8 +59,8 @@ cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t)
     case CDNN_ADAFACTOR: {
         float lr = s.base_lr, inv = 1.0f / sqrtf(tf);
         if (p->relative_step && inv < lr) lr = inv;
-        s.a = lr < inv ? lr : inv;                      /* rho_t */
-        s.b = 1.0f - powf(tf, p->beta_2_decay);         /* beta_2_t */
+        s.a = lr < inv ? lr : inv;              /* rho_t */
+        s.b = 1.0f - powf(tf, p->beta_2_decay); /* beta_2_t */
         s.lr = lr;
         break;
     }
@@ -72,9 +72,9 @@ cdnn_opt_step cdnn_opt_prepare(const cdnn_opt_params *p, long t)
 
 /* The update of n contiguous parameters for the original four optimizers without options (inlined
  * into each vector clone of its callers: the plain path stays as fast as it was). */
-__attribute__((always_inline))
-static inline void update_run(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
-                              float *restrict slot2, const float *restrict g, long n)
+__attribute__((always_inline)) static inline void update_run(const cdnn_opt_params *p, cdnn_opt_step s,
+                                                             float *restrict w, float *restrict slot1,
+                                                             float *restrict slot2, const float *restrict g, long n)
 {
     const float lr = s.lr, eps = p->epsilon;
     switch (p->kind) {
@@ -146,10 +146,10 @@ static inline float signf(float x)
 
 /* One parameter's update for any elementwise optimizer, with clipvalue and decoupled weight decay
  * applied first (Keras' base optimizer: clip the gradient, w -= w*wd*lr, then update_step). */
-__attribute__((always_inline))
-static inline void update_one(const int kind, const cdnn_opt_params *p, const cdnn_opt_step *s, float *restrict w,
-                              float *restrict s1, float *restrict s2, float *restrict s3, const float *restrict gp,
-                              long i)
+__attribute__((always_inline)) static inline void update_one(const int kind, const cdnn_opt_params *p,
+                                                             const cdnn_opt_step *s, float *restrict w,
+                                                             float *restrict s1, float *restrict s2, float *restrict s3,
+                                                             const float *restrict gp, long i)
 {
     const float g = clip_value(gp[i], p->clipvalue), lr = s->lr, eps = p->epsilon;
     float wi = w[i];
@@ -251,18 +251,38 @@ static inline void update_one(const int kind, const cdnn_opt_params *p, const cd
 static void update_general(const cdnn_opt_params *p, cdnn_opt_step s, float *w, float *s1, float *s2, float *s3,
                            const float *g, long n)
 {
-#define CDNN_UPDATE_LOOP(K) for (long i = 0; i < n; i++) update_one(K, p, &s, w, s1, s2, s3, g, i)
+#define CDNN_UPDATE_LOOP(K)                                                                                            \
+    for (long i = 0; i < n; i++) update_one(K, p, &s, w, s1, s2, s3, g, i)
     switch (p->kind) {
-    case CDNN_SGD: CDNN_UPDATE_LOOP(CDNN_SGD); break;
-    case CDNN_ADAGRAD: CDNN_UPDATE_LOOP(CDNN_ADAGRAD); break;
-    case CDNN_RMSPROP: CDNN_UPDATE_LOOP(CDNN_RMSPROP); break;
-    case CDNN_ADAM: CDNN_UPDATE_LOOP(CDNN_ADAM); break;
-    case CDNN_NADAM: CDNN_UPDATE_LOOP(CDNN_NADAM); break;
-    case CDNN_ADAMAX: CDNN_UPDATE_LOOP(CDNN_ADAMAX); break;
-    case CDNN_ADADELTA: CDNN_UPDATE_LOOP(CDNN_ADADELTA); break;
-    case CDNN_LION: CDNN_UPDATE_LOOP(CDNN_LION); break;
-    case CDNN_FTRL: CDNN_UPDATE_LOOP(CDNN_FTRL); break;
-    default: break;
+    case CDNN_SGD:
+        CDNN_UPDATE_LOOP(CDNN_SGD);
+        break;
+    case CDNN_ADAGRAD:
+        CDNN_UPDATE_LOOP(CDNN_ADAGRAD);
+        break;
+    case CDNN_RMSPROP:
+        CDNN_UPDATE_LOOP(CDNN_RMSPROP);
+        break;
+    case CDNN_ADAM:
+        CDNN_UPDATE_LOOP(CDNN_ADAM);
+        break;
+    case CDNN_NADAM:
+        CDNN_UPDATE_LOOP(CDNN_NADAM);
+        break;
+    case CDNN_ADAMAX:
+        CDNN_UPDATE_LOOP(CDNN_ADAMAX);
+        break;
+    case CDNN_ADADELTA:
+        CDNN_UPDATE_LOOP(CDNN_ADADELTA);
+        break;
+    case CDNN_LION:
+        CDNN_UPDATE_LOOP(CDNN_LION);
+        break;
+    case CDNN_FTRL:
+        CDNN_UPDATE_LOOP(CDNN_FTRL);
+        break;
+    default:
+        break;
     }
 #undef CDNN_UPDATE_LOOP
 }
@@ -274,7 +294,7 @@ static int plain(const cdnn_opt_params *p)
 
 CDNN_VECTOR_CLONES
 static void cdnn_opt_update_cloned(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict w, float *restrict slot1,
-                     float *restrict slot2, const float *restrict g, long n)
+                                   float *restrict slot2, const float *restrict g, long n)
 {
     if (p->kind == CDNN_OPT_NONE) return;
     if (plain(p))
@@ -290,8 +310,8 @@ void cdnn_opt_update(const cdnn_opt_params *p, cdnn_opt_step s, float *restrict 
 }
 
 CDNN_VECTOR_CLONES
-static void cdnn_opt_update_panels_cloned(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk, long wstride,
-                            float *slot1, float *slot2, const float *g, long n)
+static void cdnn_opt_update_panels_cloned(const cdnn_opt_params *p, cdnn_opt_step s, float *w, int off0, int chunk,
+                                          long wstride, float *slot1, float *slot2, const float *g, long n)
 {
     if (p->kind == CDNN_OPT_NONE) return;
     const int fast = plain(p);

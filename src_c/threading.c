@@ -49,7 +49,10 @@ int cdnn_serial_after_fork(void)
     return forked_child;
 }
 
-void cdnn_set_num_threads(int n) { requested_threads = n > 0 ? n : 0; }
+void cdnn_set_num_threads(int n)
+{
+    requested_threads = n > 0 ? n : 0;
+}
 
 int cdnn_openmp_enabled(void)
 {

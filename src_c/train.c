@@ -57,16 +57,16 @@ typedef struct {
 struct cdnn_workspace {
     int max_batch, threads, n_layers;
     layer_buf *lb;
-    int32_t *rows;      /* dataset row of each batch row (dropout keys) */
-    int32_t *ys;        /* gathered sparse labels */
-    float *yd;          /* gathered dense labels */
-    float *rw;          /* gathered sample weights (with sample_weight) */
+    int32_t *rows; /* dataset row of each batch row (dropout keys) */
+    int32_t *ys;   /* gathered sparse labels */
+    float *yd;     /* gathered dense labels */
+    float *rw;     /* gathered sample weights (with sample_weight) */
     double *row_loss, *row_correct;
-    float *pack;        /* threads x cdnn_gemm_pack_floats() */
+    float *pack; /* threads x cdnn_gemm_pack_floats() */
     size_t pack_per;
-    int packed_nr;      /* micro-kernel width the packed copies were laid out for */
-    float *din_odd;     /* with a depth-split first layer, odd steps' gathered batch (even steps': lb[0].din) */
-    void *block;        /* the one allocation the pointers above point into */
+    int packed_nr;  /* micro-kernel width the packed copies were laid out for */
+    float *din_odd; /* with a depth-split first layer, odd steps' gathered batch (even steps': lb[0].din) */
+    void *block;    /* the one allocation the pointers above point into */
     /* The row-local phase's split of a full batch, learned from how fast
      * each thread went (split_nt = 0: not learned yet): row boundaries
      * split[0..split_nt], each thread's rows per second (smoothed), and the
@@ -86,7 +86,10 @@ struct cdnn_workspace {
     double *var_sumsq, *var_penalty;
 };
 
-static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; }
+static size_t round16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
 
 static int keeps_packed_w(const cdnn_layer *ly)
 {
@@ -367,9 +370,12 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
 
     /* carve: doubles first (8-byte aligned), then 64-byte aligned float arrays */
     char *p = (char *)ws->block;
-    ws->row_loss = (double *)p; p += round16(B) * sizeof(double);
-    ws->row_correct = (double *)p; p += round16(B) * sizeof(double);
-    ws->lb = (layer_buf *)p; p += (size_t)L * sizeof(layer_buf);
+    ws->row_loss = (double *)p;
+    p += round16(B) * sizeof(double);
+    ws->row_correct = (double *)p;
+    p += round16(B) * sizeof(double);
+    ws->lb = (layer_buf *)p;
+    p += (size_t)L * sizeof(layer_buf);
     p = (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
     float *f = (float *)p;
 #define TAKE(n) (f += round16(n), f - round16(n))
@@ -462,9 +468,9 @@ static void depth_combine(const cdnn_net *net, cdnn_workspace *ws, int l, int ro
  * two barriers (the first skipped when its input is in blocks), and summed
  * by blocks if the layer's output is kept so (every thread of the team must
  * make the same call); without it, a thread computes both for its own rows. */
-static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, const float *x, int rows, int r0,
-                         int r1, float *out, int training, uint64_t seed, int64_t step, int packed, int team,
-                         row_timer *tm, float *pack)
+static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, const float *x, int rows, int r0, int r1,
+                         float *out, int training, uint64_t seed, int64_t step, int packed, int team, row_timer *tm,
+                         float *pack)
 {
     const float *in = first == 0 ? x : ws->lb[first - 1].act;
     for (int l = first; l < net->n_layers; l++) {
@@ -532,8 +538,8 @@ static int needs_whole(const cdnn_net *net)
 {
     if (cdnn_opt_needs_whole(&net->opt)) return 1;
     for (int l = 0; l < net->n_layers; l++)
-        if (!net->layers[l].frozen && (has_rules(&net->layers[l].kernel_rules) ||
-                                       (net->layers[l].b && has_rules(&net->layers[l].bias_rules))))
+        if (!net->layers[l].frozen &&
+            (has_rules(&net->layers[l].kernel_rules) || (net->layers[l].b && has_rules(&net->layers[l].bias_rules))))
             return 1;
     return 0;
 }
@@ -555,9 +561,8 @@ static void apply_whole_team(const cdnn_net *net, cdnn_workspace *ws, cdnn_opt_s
         cdnn_var_slots sl = {bias ? ly->b1 : ly->W1, bias ? ly->b2 : ly->W2, bias ? ly->b3 : ly->W3,
                              bias ? ly->bema : ly->Wema, bias ? ly->bacc : ly->Wacc};
         ws->var_sumsq[v] = cdnn_opt_prepare_grad(&net->opt, st, bias ? &ly->bias_rules : &ly->kernel_rules,
-                                                 bias ? ly->b : ly->W, bias ? ws->lb[v / 2].db : ws->lb[v / 2].dw,
-                                                 sl, bias ? ly->units : ly->in, bias ? 1 : ly->units,
-                                                 &ws->var_penalty[v]);
+                                                 bias ? ly->b : ly->W, bias ? ws->lb[v / 2].db : ws->lb[v / 2].dw, sl,
+                                                 bias ? ly->units : ly->in, bias ? 1 : ly->units, &ws->var_penalty[v]);
     }
     cdnn_team_barrier();
     double global = 0.0;
@@ -609,8 +614,8 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
     forward_rows(net, ws, ws->lb[0].mid ? 1 : 0, x0, rows, r0, r1, NULL, 1, seed, t, packed, 1, &tm, pack);
     cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,
-                   net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, valid, ws->lb[L - 1].dz,
-                   ws->row_loss, ws->row_correct, &net->loss_opts, weighted ? ws->rw : NULL);
+                   net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, valid, ws->lb[L - 1].dz, ws->row_loss,
+                   ws->row_correct, &net->loss_opts, weighted ? ws->rw : NULL);
 
     /* below the lowest trainable layer nothing needs dX (below the first one, never) */
     int lowest = 0;
@@ -698,11 +703,9 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
             }
             continue;
         }
-        cdnn_dense_grads_team(ly, rows, x, b->dz, b->dw, ly->b ? b->db : NULL, opt, st,
-                              packed ? b->pw : NULL, packed ? b->pwt : NULL,
-                              ws->share_nt[t & 1] == cdnn_team_size() ? ws->share + (size_t)(t & 1) * (ws->threads + 1)
-                                                                      : NULL,
-                              pack);
+        cdnn_dense_grads_team(
+            ly, rows, x, b->dz, b->dw, ly->b ? b->db : NULL, opt, st, packed ? b->pw : NULL, packed ? b->pwt : NULL,
+            ws->share_nt[t & 1] == cdnn_team_size() ? ws->share + (size_t)(t & 1) * (ws->threads + 1) : NULL, pack);
     }
     if (whole) {
         cdnn_team_barrier(); /* every gradient complete */
@@ -728,7 +731,8 @@ static int copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, int
 static void prefetch_row_head(const float *row, int in)
 {
     const char *p = (const char *)row;
-    for (size_t o = 0; o < (size_t)in * sizeof(float) && o < GATHER_LINES * 64; o += 64) __builtin_prefetch(p + o, 0, 3);
+    for (size_t o = 0; o < (size_t)in * sizeof(float) && o < GATHER_LINES * 64; o += 64)
+        __builtin_prefetch(p + o, 0, 3);
 }
 
 /* Batch rows [i0, i1) (dataset rows rows[i]) of X [*, in] into dst, with
@@ -750,8 +754,7 @@ static int gather_x(float *dst, const float *X, int in, const int32_t *rows, lon
         if (i + GATHER_AHEAD < i1) prefetch_row_head(X + (size_t)rows[i + GATHER_AHEAD] * in, in);
         float *d = dst + (size_t)i * in;
         ok &= copy_finite((uint32_t *)d, (const uint32_t *)src, in);
-        if (drop0 > 0.0f)
-            cdnn_dropout_row(d, d, in, key, r, 0, drop0);
+        if (drop0 > 0.0f) cdnn_dropout_row(d, d, in, key, r, 0, drop0);
     }
     return ok;
 }
@@ -763,8 +766,8 @@ static int gather_x(float *dst, const float *X, int in, const int32_t *rows, lon
  * whose even split of the gradients' work leaves the thread on the busier
  * core behind (BIG-b128: 18 us of a 1.3 ms step at the barrier that
  * follows): shared out as threads come free, it absorbs that. */
-static void gather_team(float *dst, const float *X, int in, const int32_t *rows_of, int rows, float drop0,
-                        uint64_t key, int *bad_batch, int j)
+static void gather_team(float *dst, const float *X, int in, const int32_t *rows_of, int rows, float drop0, uint64_t key,
+                        int *bad_batch, int j)
 {
     const long chunks = (rows + GATHER_CHUNK - 1) / GATHER_CHUNK;
     int ok = 1;
@@ -849,9 +852,8 @@ static int batch_rows(int64_t n, int64_t start, int bs)
     return (int)(n - start < bs ? n - start : bs);
 }
 
-int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
-                   const int32_t *ysparse, const float *ydense, int ldy,
-                   const int32_t *perm, int64_t first, int n_batches, int bs,
+int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, const int32_t *ysparse,
+                   const float *ydense, int ldy, const int32_t *perm, int64_t first, int n_batches, int bs,
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
                    int stop_nonfinite_loss, const float *sample_weight, float *outputs)
 {
@@ -876,87 +878,87 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
 #pragma omp parallel num_threads(nt)
 #endif
     {
-    unsigned fp_state = cdnn_flush_denormals_begin();
-    /* the packed copies follow W only while this run trains it (it may have
+        unsigned fp_state = cdnn_flush_denormals_begin();
+        /* the packed copies follow W only while this run trains it (it may have
      * been set from Python since): pack them afresh once per run. During the
      * run, a layer with a packed copy of W keeps W's values there: the
      * optimizer updates the copy (the forward product's operand) rather than
      * W and a second copy (7% of a BIG-b128 epoch), and W is written back at
      * the end of the run */
-    if (packed) {
-        packed_copies_team(net, ws, 1);
-        cdnn_team_barrier();
-    }
-    for (int j = 0; j < n_batches; j++) {
-        int64_t start = (first + j) * (int64_t)bs;
-        int rows = batch_rows(n, start, bs);
-        int64_t t = step0 + j + 1;
-        long lo, hi;
-        my_rows(ws, rows, bs, &lo, &hi);
-        /* every thread counts them (the batch's labels, not only its rows'): no barrier */
-        const int valid = cdnn_loss_valid_rows(net->loss, &net->loss_opts, ysparse, perm + start, rows);
-        if (ws->lb[0].mid) {
-            /* Even and odd steps gather into two buffers: each thread joins
+        if (packed) {
+            packed_copies_team(net, ws, 1);
+            cdnn_team_barrier();
+        }
+        for (int j = 0; j < n_batches; j++) {
+            int64_t start = (first + j) * (int64_t)bs;
+            int rows = batch_rows(n, start, bs);
+            int64_t t = step0 + j + 1;
+            long lo, hi;
+            my_rows(ws, rows, bs, &lo, &hi);
+            /* every thread counts them (the batch's labels, not only its rows'): no barrier */
+            const int valid = cdnn_loss_valid_rows(net->loss, &net->loss_opts, ysparse, perm + start, rows);
+            if (ws->lb[0].mid) {
+                /* Even and odd steps gather into two buffers: each thread joins
              * the gather of the next batch as soon as it is done with this
              * step's gradients (while the others may still read this batch),
              * so the step's last barrier also ends the gather. */
-            float *x0 = j & 1 ? ws->din_odd : ws->lb[0].din;
-            if (j == 0) {
-                gather_team(x0, X, in, perm + start, rows, drop0, dropout_key(seed, t, 0), &bad_batch, j);
-                cdnn_team_barrier();
-            }
-            if (bad_batch_of(&bad_batch) == j) break; /* gathered before the barrier that ended the last step */
-            /* the partial products of every row; the layers above need both
+                float *x0 = j & 1 ? ws->din_odd : ws->lb[0].din;
+                if (j == 0) {
+                    gather_team(x0, X, in, perm + start, rows, drop0, dropout_key(seed, t, 0), &bad_batch, j);
+                    cdnn_team_barrier();
+                }
+                if (bad_batch_of(&bad_batch) == j) break; /* gathered before the barrier that ended the last step */
+                /* the partial products of every row; the layers above need both
              * partials of their rows */
-            depth_parts_team(net, ws, 0, x0, rows, packed, ws->pack + ws->pack_per * cdnn_team_rank());
-            cdnn_team_barrier();
-            double t_start = cdnn_wtime();
-            gather_labels(ws, ysparse, ydense, ldy, sample_weight, perm + start, lo, hi);
-            train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed, &bad_batch,
-                            j, valid, sample_weight != NULL, whole);
-            if (j + 1 < n_batches)
-                gather_team(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + start + bs,
-                            batch_rows(n, start + bs, bs), drop0, dropout_key(seed, t + 1, 0), &bad_batch, j + 1);
-        } else {
-            /* gather this thread's rows of the batch (and their labels), with input dropout if any;
+                depth_parts_team(net, ws, 0, x0, rows, packed, ws->pack + ws->pack_per * cdnn_team_rank());
+                cdnn_team_barrier();
+                double t_start = cdnn_wtime();
+                gather_labels(ws, ysparse, ydense, ldy, sample_weight, perm + start, lo, hi);
+                train_step_team(net, ws, x0, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start, packed,
+                                &bad_batch, j, valid, sample_weight != NULL, whole);
+                if (j + 1 < n_batches)
+                    gather_team(j & 1 ? ws->lb[0].din : ws->din_odd, X, in, perm + start + bs,
+                                batch_rows(n, start + bs, bs), drop0, dropout_key(seed, t + 1, 0), &bad_batch, j + 1);
+            } else {
+                /* gather this thread's rows of the batch (and their labels), with input dropout if any;
              * no barrier: each thread goes on with the rows it gathered */
-            double t_start = cdnn_wtime();
-            gather_labels(ws, ysparse, ydense, ldy, sample_weight, perm + start, lo, hi);
-            if (!gather_x(ws->lb[0].din, X, in, perm + start, lo, hi, drop0, dropout_key(seed, t, 0)))
-                mark_bad_batch(&bad_batch, j);
-            if (!train_step_team(net, ws, ws->lb[0].din, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start,
-                                 packed, &bad_batch, j, valid, sample_weight != NULL, whole))
-                break;
-        }
-        /* this thread's rows of the step's forward outputs, for metrics computed outside C: the
+                double t_start = cdnn_wtime();
+                gather_labels(ws, ysparse, ydense, ldy, sample_weight, perm + start, lo, hi);
+                if (!gather_x(ws->lb[0].din, X, in, perm + start, lo, hi, drop0, dropout_key(seed, t, 0)))
+                    mark_bad_batch(&bad_batch, j);
+                if (!train_step_team(net, ws, ws->lb[0].din, rows, (int)lo, (int)hi, t, seed, cdnn_wtime() - t_start,
+                                     packed, &bad_batch, j, valid, sample_weight != NULL, whole))
+                    break;
+            }
+            /* this thread's rows of the step's forward outputs, for metrics computed outside C: the
          * last layer is never split in depth nor kept in blocks, and nothing writes its output
          * between the forward pass and the next step's */
-        if (outputs && hi > lo)
-            memcpy(outputs + ((size_t)j * bs + lo) * units, ws->lb[net->n_layers - 1].act + (size_t)lo * units,
-                   (size_t)(hi - lo) * units * sizeof(float));
-        if (cdnn_team_rank() == 0) {
-            if (rows == bs) learn_split(ws, bs, t); /* published by the barrier that ends the step */
-            /* the per-row losses are complete since the step's middle barrier */
-            double l = 0.0, c = 0.0;
-            for (int i = 0; i < rows; i++) {
-                l += ws->row_loss[i];
-                c += ws->row_correct[i];
+            if (outputs && hi > lo)
+                memcpy(outputs + ((size_t)j * bs + lo) * units, ws->lb[net->n_layers - 1].act + (size_t)lo * units,
+                       (size_t)(hi - lo) * units * sizeof(float));
+            if (cdnn_team_rank() == 0) {
+                if (rows == bs) learn_split(ws, bs, t); /* published by the barrier that ends the step */
+                /* the per-row losses are complete since the step's middle barrier */
+                double l = 0.0, c = 0.0;
+                for (int i = 0; i < rows; i++) {
+                    l += ws->row_loss[i];
+                    c += ws->row_correct[i];
+                }
+                /* the batch's mean is over its valid rows (0 if none, as Keras' divide_no_nan): as rows' worth */
+                if (valid != rows) l = valid ? l * rows / valid : 0.0;
+                /* Keras adds the regularization penalties (at the weights before the update) to the batch's mean loss */
+                if (whole)
+                    for (int v = 0; v < 2 * net->n_layers; v++) l += ws->var_penalty[v] * rows;
+                batch_loss[j] = l;
+                batch_correct[j] = c;
+                if (stop_nonfinite_loss && !isfinite(l)) mark_bad_batch(&bad_loss, j);
             }
-            /* the batch's mean is over its valid rows (0 if none, as Keras' divide_no_nan): as rows' worth */
-            if (valid != rows) l = valid ? l * rows / valid : 0.0;
-            /* Keras adds the regularization penalties (at the weights before the update) to the batch's mean loss */
-            if (whole)
-                for (int v = 0; v < 2 * net->n_layers; v++) l += ws->var_penalty[v] * rows;
-            batch_loss[j] = l;
-            batch_correct[j] = c;
-            if (stop_nonfinite_loss && !isfinite(l)) mark_bad_batch(&bad_loss, j);
+            cdnn_team_barrier();
+            if (bad_batch_of(&bad_loss) == j) break; /* after this step's update, as Keras' TerminateOnNaN */
         }
-        cdnn_team_barrier();
-        if (bad_batch_of(&bad_loss) == j) break; /* after this step's update, as Keras' TerminateOnNaN */
-    }
-    /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
-    if (packed) packed_copies_team(net, ws, 0);
-    cdnn_flush_denormals_end(fp_state);
+        /* every update is done (the step's last barrier, or the middle one of a step stopped before its update) */
+        if (packed) packed_copies_team(net, ws, 0);
+        cdnn_flush_denormals_end(fp_state);
     }
     /* act is in blocks until the next step overwrites it: nothing outside a run reads it, nor the flags */
     for (int l = 0; l < net->n_layers; l++) ws->lb[l].blocks = 0;
@@ -964,9 +966,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
 }
 
-void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
-                  float *out, const int32_t *ysparse, const float *ydense, int ldy,
-                  double *loss_sum, double *correct_sum, const float *sample_weight)
+void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out,
+                  const int32_t *ysparse, const float *ydense, int ldy, double *loss_sum, double *correct_sum,
+                  const float *sample_weight)
 {
     const int L = net->n_layers, in = net->layers[0].in, units = net->layers[L - 1].units;
     const int bs = ws->max_batch;
@@ -980,40 +982,39 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
 #pragma omp parallel num_threads(nt)
 #endif
     {
-    unsigned fp_state = cdnn_flush_denormals_begin();
-    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
-    /* Each thread owns the same workspace rows in every chunk (the last,
+        unsigned fp_state = cdnn_flush_denormals_begin();
+        float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+        /* Each thread owns the same workspace rows in every chunk (the last,
      * shorter one included): without labels there is no barrier between
      * chunks, and a thread may be one chunk ahead of another. */
-    long own_lo, own_hi;
-    cdnn_team_range(bs, &own_lo, &own_hi);
-    for (int64_t start = 0; start < n; start += bs) {
-        int rows = batch_rows(n, start, bs);
-        long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
-        float *o = out + (size_t)start * units;
-        forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);
-        if (loss_sum) {
-            const cdnn_layer *top = &net->layers[L - 1];
-            cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, (int)lo, (int)hi, units,
-                           o, ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
-                           ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL,
-                           ws->row_loss, ws->row_correct, &net->loss_opts,
-                           sample_weight ? sample_weight + start : NULL);
-            cdnn_team_barrier();
-            if (cdnn_team_rank() == 0) {
-                double l = 0.0;
-                const int valid = cdnn_loss_valid_rows(net->loss, &net->loss_opts, ysparse ? ysparse + start : NULL,
-                                                       NULL, rows);
-                for (int i = 0; i < rows; i++) {
-                    l += ws->row_loss[i];
-                    cs += ws->row_correct[i];
+        long own_lo, own_hi;
+        cdnn_team_range(bs, &own_lo, &own_hi);
+        for (int64_t start = 0; start < n; start += bs) {
+            int rows = batch_rows(n, start, bs);
+            long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
+            float *o = out + (size_t)start * units;
+            forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);
+            if (loss_sum) {
+                const cdnn_layer *top = &net->layers[L - 1];
+                cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, (int)lo, (int)hi, units,
+                               o, ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
+                               ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL, ws->row_loss,
+                               ws->row_correct, &net->loss_opts, sample_weight ? sample_weight + start : NULL);
+                cdnn_team_barrier();
+                if (cdnn_team_rank() == 0) {
+                    double l = 0.0;
+                    const int valid =
+                        cdnn_loss_valid_rows(net->loss, &net->loss_opts, ysparse ? ysparse + start : NULL, NULL, rows);
+                    for (int i = 0; i < rows; i++) {
+                        l += ws->row_loss[i];
+                        cs += ws->row_correct[i];
+                    }
+                    ls += valid == rows ? l : (valid ? l * rows / valid : 0.0);
                 }
-                ls += valid == rows ? l : (valid ? l * rows / valid : 0.0);
+                cdnn_team_barrier();
             }
-            cdnn_team_barrier();
         }
-    }
-    cdnn_flush_denormals_end(fp_state);
+        cdnn_flush_denormals_end(fp_state);
     }
     if (loss_sum) {
         *loss_sum = ls;

@@ -1,6 +1,7 @@
 """Activations: the core's vectorized forms and derivatives against float64 NumPy (cdnn.reference,
 keras/src/activations/activations.py's formulas), their stated accuracy, Keras' published examples,
 Dense layers using them (fused forward, dX epilogue, depth-split layers) on 1 and 2 threads."""
+
 import numpy as np
 import pytest
 
@@ -11,17 +12,34 @@ from cdnn import reference as ref
 
 NEW = ("elu", "selu", "silu", "softplus", "softsign", "hard_sigmoid", "hard_silu", "mish", "relu6", "exponential")
 #: max error of the value in float32 ulps of the exact value (README/docs state these)
-ULP_BOUND = {"elu": 2, "selu": 3, "silu": 4, "softplus": 2, "softsign": 2, "hard_sigmoid": 1, "hard_silu": 2,
-             "mish": 4, "relu6": 0, "exponential": 4}
+ULP_BOUND = {
+    "elu": 2,
+    "selu": 3,
+    "silu": 4,
+    "softplus": 2,
+    "softsign": 2,
+    "hard_sigmoid": 1,
+    "hard_silu": 2,
+    "mish": 4,
+    "relu6": 0,
+    "exponential": 4,
+}
 #: max error of the derivative: relative, or absolute where the derivative is below 1 in magnitude
 GRAD_BOUND = 3e-7
 ALPHA = {"elu": 1.0}
 
 
 def _grid():
-    return np.concatenate([np.linspace(-100, 100, 200001), np.linspace(-10, 10, 200001),
-                           np.linspace(-1e-3, 1e-3, 2001), -np.logspace(-30, 2, 5000),
-                           np.logspace(-30, 1.94, 5000), [0.0, -0.0, 3.0, -3.0, 6.0]]).astype(np.float32)
+    return np.concatenate(
+        [
+            np.linspace(-100, 100, 200001),
+            np.linspace(-10, 10, 200001),
+            np.linspace(-1e-3, 1e-3, 2001),
+            -np.logspace(-30, 2, 5000),
+            np.logspace(-30, 1.94, 5000),
+            [0.0, -0.0, 3.0, -3.0, 6.0],
+        ]
+    ).astype(np.float32)
 
 
 def _ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
@@ -48,8 +66,9 @@ def test_derivative_within_stated_error_of_float64(name):
     x = _grid()
     if name == "exponential":
         x = x[x < 88.7]
-    g = _core.activation_backward(name, x.reshape(1, -1), np.ones((1, x.size), np.float32),
-                                  ALPHA.get(name, 0.2)).ravel()
+    g = _core.activation_backward(
+        name, x.reshape(1, -1), np.ones((1, x.size), np.float32), ALPHA.get(name, 0.2)
+    ).ravel()
     exact = ref.activation_grad(name, x.astype(np.float64), np.ones(x.size))
     err = np.abs(g - exact) / np.maximum(np.abs(exact), 1.0)
     assert err.max() <= GRAD_BOUND
@@ -91,15 +110,23 @@ def test_keras_docstring_examples():
     np.testing.assert_allclose(keras.activations.relu(x, negative_slope=0.5), [-5, -2.5, 0, 5, 10])
     np.testing.assert_allclose(keras.activations.relu(x, max_value=5.0), [0, 0, 0, 5, 5])
     np.testing.assert_allclose(keras.activations.relu(x, threshold=5.0), [-0, -0, 0, 0, 10])
-    for kw in ({"negative_slope": 0.3, "threshold": 1.0}, {"negative_slope": 0.1, "max_value": 2.0, "threshold": -1},
-               {"max_value": 6.0}):
+    for kw in (
+        {"negative_slope": 0.3, "threshold": 1.0},
+        {"negative_slope": 0.1, "max_value": 2.0, "threshold": -1},
+        {"max_value": 6.0},
+    ):
         np.testing.assert_allclose(keras.activations.relu(x, **kw), ref.relu_with_options(x, **kw))
-    np.testing.assert_allclose(keras.activations.hard_sigmoid(np.array([-3.5, -3, 0, 1.5, 3, 4], np.float32)),
-                               [0, 0, 0.5, 0.75, 1, 1])
-    np.testing.assert_allclose(keras.activations.hard_silu(np.array([-4, -1.5, 0, 2, 4], np.float32)),
-                               [0, -1.5 * 1.5 / 6, 0, 2 * 5 / 6, 4], rtol=1e-6)
-    np.testing.assert_allclose(keras.activations.elu(np.array([-1.0, 2.0], np.float32), alpha=0.5),
-                               [0.5 * (np.exp(-1) - 1), 2.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        keras.activations.hard_sigmoid(np.array([-3.5, -3, 0, 1.5, 3, 4], np.float32)), [0, 0, 0.5, 0.75, 1, 1]
+    )
+    np.testing.assert_allclose(
+        keras.activations.hard_silu(np.array([-4, -1.5, 0, 2, 4], np.float32)),
+        [0, -1.5 * 1.5 / 6, 0, 2 * 5 / 6, 4],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        keras.activations.elu(np.array([-1.0, 2.0], np.float32), alpha=0.5), [0.5 * (np.exp(-1) - 1), 2.0], rtol=1e-6
+    )
 
 
 def test_aliases_and_serialization():
@@ -114,8 +141,17 @@ def test_aliases_and_serialization():
         keras.activations.log_softmax(np.ones((2, 2)), axis=0)
 
 
-def _train(act, units=(40,), threads=1, seed=0, out_act="softmax", loss="sparse_categorical_crossentropy",
-           n=150, features=24, init="glorot_uniform"):
+def _train(
+    act,
+    units=(40,),
+    threads=1,
+    seed=0,
+    out_act="softmax",
+    loss="sparse_categorical_crossentropy",
+    n=150,
+    features=24,
+    init="glorot_uniform",
+):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, features)).astype(np.float32)
     y = rng.integers(0, 3, n)
@@ -183,8 +219,10 @@ def test_selu_with_lecun_normal_self_normalizes():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(4000, 256)).astype(np.float32)
     keras.utils.set_random_seed(1)
-    m = keras.Sequential([keras.layers.Input((256,))] + [
-        keras.layers.Dense(256, activation="selu", kernel_initializer="lecun_normal") for _ in range(8)])
+    m = keras.Sequential(
+        [keras.layers.Input((256,))]
+        + [keras.layers.Dense(256, activation="selu", kernel_initializer="lecun_normal") for _ in range(8)]
+    )
     out = m.predict(x, verbose=0)
     assert abs(out.mean()) < 0.1 and abs(out.std() - 1) < 0.1
 

@@ -32,8 +32,9 @@ def blobs(n=100, features=8, classes=3, seed=0):
 
 
 def make_model(optimizer="adam"):
-    model = keras.Sequential([keras.layers.Dense(6, activation="relu", input_shape=(8,)),
-                              keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [keras.layers.Dense(6, activation="relu", input_shape=(8,)), keras.layers.Dense(3, activation="softmax")]
+    )
     model.compile(optimizer=optimizer, loss=SCCE, metrics=["accuracy"])
     return model
 
@@ -157,8 +158,9 @@ def test_stop_training_from_a_batch_hook_still_ends_the_epoch_as_keras(capsys):
             if batch == 1:
                 self.model.stop_training = True
 
-    history = model.fit(x, y, batch_size=10, epochs=3, validation_split=0.2, callbacks=[StopAfterBatch1(), rec],
-                        verbose=1)
+    history = model.fit(
+        x, y, batch_size=10, epochs=3, validation_split=0.2, callbacks=[StopAfterBatch1(), rec], verbose=1
+    )
     assert model.optimizer.iterations == 2
     assert history.epoch == [0]
     # on_epoch_end and on_train_end still run, with validation, as in Keras
@@ -174,8 +176,10 @@ def test_lambda_callback():
     x, y = blobs(64)
     model = make_model()
     ends, batches = [], []
-    cb = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: ends.append((epoch, logs["loss"])),
-                                        on_train_batch_end=lambda batch, logs: batches.append(batch))
+    cb = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: ends.append((epoch, logs["loss"])),
+        on_train_batch_end=lambda batch, logs: batches.append(batch),
+    )
     history = model.fit(x, y, batch_size=16, epochs=2, callbacks=[cb], verbose=0)
     assert ends == list(enumerate(history.history["loss"]))
     assert batches == [0, 1, 2, 3] * 2
@@ -215,14 +219,19 @@ def test_validation_in_fit_calls_the_test_hooks_and_train_end_gets_the_last_logs
     history = model.fit(x, y, batch_size=32, epochs=2, validation_split=0.2, callbacks=[rec], verbose=0)
     calls = [c for c in rec.calls if c[0] not in ("batch_begin", "batch_end")]
     last = {k: v[-1] for k, v in history.history.items()}
-    val = [{"accuracy": history.history["val_accuracy"][e], "loss": history.history["val_loss"][e]}
-           for e in range(2)]
-    assert calls == [("train_begin",),
-                     ("epoch_begin", 0), ("test_begin",), ("test_end", val[0]),
-                     ("epoch_end", 0, ["accuracy", "loss", "val_accuracy", "val_loss"]),
-                     ("epoch_begin", 1), ("test_begin",), ("test_end", val[1]),
-                     ("epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]),
-                     ("train_end", last)]
+    val = [{"accuracy": history.history["val_accuracy"][e], "loss": history.history["val_loss"][e]} for e in range(2)]
+    assert calls == [
+        ("train_begin",),
+        ("epoch_begin", 0),
+        ("test_begin",),
+        ("test_end", val[0]),
+        ("epoch_end", 0, ["accuracy", "loss", "val_accuracy", "val_loss"]),
+        ("epoch_begin", 1),
+        ("test_begin",),
+        ("test_end", val[1]),
+        ("epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]),
+        ("train_end", last),
+    ]
     # no validation: no test hooks; no epoch run: on_train_end(None)
     rec.calls.clear()
     model.fit(x, y, epochs=1, initial_epoch=1, callbacks=[rec], verbose=0)
@@ -287,8 +296,9 @@ def test_lambda_callback_takes_any_hook_as_keras_3():
     x, y = blobs(64)
     model = make_model()
     ends = []
-    cb = keras.callbacks.LambdaCallback(on_test_end=lambda logs: ends.append(logs["loss"]),
-                                        on_train_end=lambda logs: ends.append("end"))
+    cb = keras.callbacks.LambdaCallback(
+        on_test_end=lambda logs: ends.append(logs["loss"]), on_train_end=lambda logs: ends.append("end")
+    )
     history = model.fit(x, y, epochs=2, validation_split=0.25, callbacks=[cb], verbose=0)
     assert ends == [*history.history["val_loss"], "end"]
     with pytest.raises(TypeError, match="on_tset_end"):
@@ -313,8 +323,7 @@ def run_scripted(monitor, values, epochs=None, **early):
     model = make_model()
     script = Script(monitor, values)
     stop = keras.callbacks.EarlyStopping(monitor=monitor, **early)
-    history = model.fit(x, y, epochs=epochs or len(values), validation_split=0.25, callbacks=[script, stop],
-                        verbose=0)
+    history = model.fit(x, y, epochs=epochs or len(values), validation_split=0.25, callbacks=[script, stop], verbose=0)
     return model, script, stop, history
 
 
@@ -344,16 +353,18 @@ def test_early_stopping_min_delta():
 
 
 def test_early_stopping_restores_the_best_epochs_weights():
-    model, script, stop, history = run_scripted("val_loss", [1.0, 0.6, 0.7, 0.65, 0.9, 0.1], patience=3,
-                                                restore_best_weights=True)
+    model, script, stop, history = run_scripted(
+        "val_loss", [1.0, 0.6, 0.7, 0.65, 0.9, 0.1], patience=3, restore_best_weights=True
+    )
     assert history.epoch == [0, 1, 2, 3, 4] and stop.best_epoch == 1
     assert_weights_equal(model.get_weights(), script.weights[1])
     assert not np.array_equal(script.weights[1][0], script.weights[4][0])
 
 
 def test_early_stopping_on_accuracy_maximises_in_auto_mode():
-    model, script, stop, history = run_scripted("val_accuracy", [0.5, 0.7, 0.6, 0.65, 0.9], patience=2,
-                                                restore_best_weights=True)
+    model, script, stop, history = run_scripted(
+        "val_accuracy", [0.5, 0.7, 0.6, 0.65, 0.9], patience=2, restore_best_weights=True
+    )
     assert history.epoch == [0, 1, 2, 3] and stop.best == 0.7
     assert_weights_equal(model.get_weights(), script.weights[1])
 
@@ -370,10 +381,14 @@ def test_early_stopping_mode_min_on_a_metric_and_baseline():
 
 def test_early_stopping_on_a_missing_metric_warns_and_continues():
     x, y = blobs(32)
-    with pytest.warns(UserWarning, match="Early stopping conditioned on metric `val_loss` which is not available. "
-                                         "Available metrics are: accuracy,loss"):
-        history = make_model().fit(x, y, epochs=3, verbose=0,
-                                   callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss")])
+    with pytest.warns(
+        UserWarning,
+        match="Early stopping conditioned on metric `val_loss` which is not available. "
+        "Available metrics are: accuracy,loss",
+    ):
+        history = make_model().fit(
+            x, y, epochs=3, verbose=0, callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss")]
+        )
     assert history.epoch == [0, 1, 2]
 
 
@@ -389,8 +404,9 @@ def test_early_stopping_can_be_reused():
     model = make_model()
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1)
     model.fit(x, y, epochs=3, validation_split=0.25, verbose=0, callbacks=[Script("val_loss", [1, 2, 3]), stop])
-    history = model.fit(x, y, epochs=3, validation_split=0.25, verbose=0,
-                        callbacks=[Script("val_loss", [3, 2, 1]), stop])
+    history = model.fit(
+        x, y, epochs=3, validation_split=0.25, verbose=0, callbacks=[Script("val_loss", [3, 2, 1]), stop]
+    )
     assert history.epoch == [0, 1, 2]
 
 
@@ -414,8 +430,7 @@ def test_model_checkpoint_save_best_only(tmp_path):
     model = make_model()
     script = Script("val_loss", [1.0, 0.5, 0.7, 0.6])
     best = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", save_best_only=True)
-    named = keras.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch:02d}-{val_loss:.2f}.keras"),
-                                            save_best_only=True)
+    named = keras.callbacks.ModelCheckpoint(str(tmp_path / "m-{epoch:02d}-{val_loss:.2f}.keras"), save_best_only=True)
     model.fit(x, y, epochs=4, validation_split=0.25, callbacks=[script, best, named], verbose=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras", "m-01-1.00.keras", "m-02-0.50.keras"]
     # the file holds epoch 1's model, not the last one
@@ -427,8 +442,9 @@ def test_model_checkpoint_monitor_accuracy_and_weights_only(tmp_path):
     x, y = blobs(64)
     model = make_model()
     script = Script("val_accuracy", [0.5, 0.4, 0.8, 0.7])
-    ckpt = keras.callbacks.ModelCheckpoint(tmp_path / "w.weights.h5", monitor="val_accuracy",
-                                           save_best_only=True, save_weights_only=True)
+    ckpt = keras.callbacks.ModelCheckpoint(
+        tmp_path / "w.weights.h5", monitor="val_accuracy", save_best_only=True, save_weights_only=True
+    )
     model.fit(x, y, epochs=4, validation_split=0.25, callbacks=[script, ckpt], verbose=0)
     fresh = make_model()
     fresh.load_weights(tmp_path / "w.weights.h5")
@@ -447,8 +463,7 @@ def test_model_checkpoint_makes_its_folder_as_keras(tmp_path):
     fresh = make_model()
     fresh.load_weights(tmp_path / "training_1" / "cp.weights.h5")
     assert_weights_equal(fresh.get_weights(), model.get_weights())
-    assert_weights_equal(keras.models.load_model(tmp_path / "a" / "b-2" / "m.keras").get_weights(),
-                         model.get_weights())
+    assert_weights_equal(keras.models.load_model(tmp_path / "a" / "b-2" / "m.keras").get_weights(), model.get_weights())
 
 
 def test_model_checkpoint_in_a_folder_that_cannot_be_made(tmp_path):
@@ -479,7 +494,7 @@ def test_model_checkpoint_with_an_unknown_name_in_the_filepath(tmp_path):
 
 def exploding_data():
     x, y = blobs(64)
-    return x * 1e30, y     # finite inputs whose products overflow float32
+    return x * 1e30, y  # finite inputs whose products overflow float32
 
 
 def test_terminate_on_nan_stops_training(capsys):

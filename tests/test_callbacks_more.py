@@ -1,5 +1,6 @@
 """ReduceLROnPlateau, CSVLogger, TensorBoard (read back with tensorboard's own reader),
 BackupAndRestore, ProgbarLogger and History.params, against Keras 3's callbacks' rules."""
+
 import csv
 import os
 
@@ -20,8 +21,13 @@ def _problem(n=120, seed=0):
 
 def _model(lr=0.01):
     keras.utils.set_random_seed(0)
-    m = keras.Sequential([keras.layers.Input((5,)), keras.layers.Dense(8, activation="relu"),
-                          keras.layers.Dense(1, activation="sigmoid")])
+    m = keras.Sequential(
+        [
+            keras.layers.Input((5,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     m.compile(keras.optimizers.SGD(learning_rate=lr), "binary_crossentropy", metrics=["accuracy", "AUC"])
     return m
 
@@ -56,22 +62,30 @@ def _reference_plateau(values, lr, factor, patience, cooldown, min_delta, min_lr
     return lrs
 
 
-@pytest.mark.parametrize("key, mode, values", [
-    ("val_loss", "auto", [1.0, 0.9, 0.95, 0.96, 0.97, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]),
-    ("val_AUC", "auto", [0.5, 0.6, 0.6, 0.6, 0.59, 0.7, 0.69, 0.68, 0.67, 0.66, 0.65, 0.64]),
-    ("accuracy", "max", [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]),
-])
+@pytest.mark.parametrize(
+    "key, mode, values",
+    [
+        ("val_loss", "auto", [1.0, 0.9, 0.95, 0.96, 0.97, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]),
+        ("val_AUC", "auto", [0.5, 0.6, 0.6, 0.6, 0.59, 0.7, 0.69, 0.68, 0.67, 0.66, 0.65, 0.64]),
+        ("accuracy", "max", [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]),
+    ],
+)
 def test_reduce_lr_on_plateau_follows_keras_rule(key, mode, values):
     x, y = _problem()
     model = _model(lr=0.04)
     seen = []
-    rec = cb.LambdaCallback(on_epoch_end=lambda e, logs: seen.append((logs["learning_rate"],
-                                                                       float(model.optimizer.learning_rate))))
-    plateau = cb.ReduceLROnPlateau(monitor=key, factor=0.5, patience=2, cooldown=1, min_delta=0.001,
-                                   min_lr=0.006, mode=mode)
-    h = model.fit(x, y, epochs=len(values), verbose=0, validation_data=(x, y),
-                  callbacks=[FeedLogs(key, values), plateau, rec])
-    expected = _reference_plateau(values, 0.04, 0.5, 2, 1, 0.001, 0.006, "max" if "AUC" in key or mode == "max" else "min")
+    rec = cb.LambdaCallback(
+        on_epoch_end=lambda e, logs: seen.append((logs["learning_rate"], float(model.optimizer.learning_rate)))
+    )
+    plateau = cb.ReduceLROnPlateau(
+        monitor=key, factor=0.5, patience=2, cooldown=1, min_delta=0.001, min_lr=0.006, mode=mode
+    )
+    h = model.fit(
+        x, y, epochs=len(values), verbose=0, validation_data=(x, y), callbacks=[FeedLogs(key, values), plateau, rec]
+    )
+    expected = _reference_plateau(
+        values, 0.04, 0.5, 2, 1, 0.001, 0.006, "max" if "AUC" in key or mode == "max" else "min"
+    )
     after = [s[1] for s in seen]
     assert after == pytest.approx(expected)
     # the logs carry the rate the epoch trained with, as Keras'
@@ -122,8 +136,9 @@ def test_tensorboard_scalars_and_histograms_read_back(tmp_path):
 
     x, y = _problem()
     model = _model()
-    h = model.fit(x, y, epochs=3, verbose=0, validation_split=0.25,
-                  callbacks=[cb.TensorBoard(tmp_path, histogram_freq=2)])
+    h = model.fit(
+        x, y, epochs=3, verbose=0, validation_split=0.25, callbacks=[cb.TensorBoard(tmp_path, histogram_freq=2)]
+    )
     train, val = _events(tmp_path / "train"), _events(tmp_path / "validation")
     for name in ("loss", "accuracy", "AUC"):
         events = train.Tensors(f"epoch_{name}")
@@ -131,9 +146,11 @@ def test_tensorboard_scalars_and_histograms_read_back(tmp_path):
         assert [float(tensor_util.make_ndarray(e.tensor_proto)) for e in events] == pytest.approx(h.history[name])
         vevents = val.Tensors(f"epoch_{name}")
         assert [float(tensor_util.make_ndarray(e.tensor_proto)) for e in vevents] == pytest.approx(
-            h.history["val_" + name])
-    assert [float(tensor_util.make_ndarray(e.tensor_proto)) for e in train.Tensors("epoch_learning_rate")] == \
-        pytest.approx([0.01] * 3)
+            h.history["val_" + name]
+        )
+    assert [
+        float(tensor_util.make_ndarray(e.tensor_proto)) for e in train.Tensors("epoch_learning_rate")
+    ] == pytest.approx([0.01] * 3)
     tags = train.Tags()["tensors"]
     kernel = f"{model.layers[0].name}/kernel/histogram"
     assert kernel in tags and f"{model.layers[1].name}/bias/histogram" in tags
@@ -190,9 +207,20 @@ def test_backup_and_restore_resumes_at_the_epoch_it_stopped(tmp_path):
     fresh = _model()  # a new process would start from new weights
     fresh.set_weights([np.zeros_like(w) for w in fresh.get_weights()])
     seen = []
-    h = fresh.fit(x, y, epochs=6, verbose=0, callbacks=[
-        cb.BackupAndRestore(backup), cb.LambdaCallback(on_epoch_begin=lambda e, logs=None: seen.append(
-            (e, fresh.optimizer.iterations, [w.copy() for w in fresh.get_weights()])))])
+    h = fresh.fit(
+        x,
+        y,
+        epochs=6,
+        verbose=0,
+        callbacks=[
+            cb.BackupAndRestore(backup),
+            cb.LambdaCallback(
+                on_epoch_begin=lambda e, logs=None: seen.append(
+                    (e, fresh.optimizer.iterations, [w.copy() for w in fresh.get_weights()])
+                )
+            ),
+        ],
+    )
     assert h.epoch == [3, 4, 5]
     assert seen[0][1] == iterations
     assert all(np.array_equal(a, b) for a, b in zip(seen[0][2], weights_at_3))
@@ -218,8 +246,14 @@ def test_backup_every_n_batches_with_a_user_metric_and_a_reduced_learning_rate(t
     model.compile(keras.optimizers.Adam(learning_rate=0.01), "binary_crossentropy", metrics=[Rows()])
     lowered = cb.LambdaCallback(on_epoch_begin=lambda e, logs=None: setattr(model.optimizer, "learning_rate", 0.005))
     with pytest.raises(RuntimeError):
-        model.fit(x, y, epochs=3, batch_size=16, verbose=0,
-                  callbacks=[lowered, cb.BackupAndRestore(backup, save_freq=3), Crash(1)])
+        model.fit(
+            x,
+            y,
+            epochs=3,
+            batch_size=16,
+            verbose=0,
+            callbacks=[lowered, cb.BackupAndRestore(backup, save_freq=3), Crash(1)],
+        )
     # saved after batches 3 and 6 of the 8 trained (4 per epoch); the epoch reached is the first
     again = _model()
     again.compile(keras.optimizers.Adam(learning_rate=0.01), "binary_crossentropy", metrics=[Rows()])

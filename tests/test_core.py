@@ -250,8 +250,11 @@ def backward_reference(shape, act):
     # dz itself is rounded: a few ulps of |dy| (softmax: its row dot product too).
     extra = units + 8 if act == "softmax" else 16
     D = np.abs(dz_ref) + np.abs(f64(dy))
-    tols = (gemm_bound(rows + extra, np.abs(f64(x)).T @ D), gemm_bound(rows + extra, D.sum(axis=0)),
-            gemm_bound(units + extra, D @ np.abs(f64(W)).T))
+    tols = (
+        gemm_bound(rows + extra, np.abs(f64(x)).T @ D),
+        gemm_bound(rows + extra, D.sum(axis=0)),
+        gemm_bound(units + extra, D @ np.abs(f64(W)).T),
+    )
     return (x, W, a, dy), (dW_ref, db_ref, dx_ref), tols
 
 
@@ -393,11 +396,11 @@ def test_loss_gradient_finite_differences(case, one_thread):
     y = labels_for(loss, rows, cols, rng)
 
     def mean_loss(zz):
-        return _core.loss_forward_backward(loss, output_of(act, zz), zz, y, activation=act,
-                                           from_logits=from_logits)[0].mean()
+        return _core.loss_forward_backward(loss, output_of(act, zz), zz, y, activation=act, from_logits=from_logits)[
+            0
+        ].mean()
 
-    _, _, dz = _core.loss_forward_backward(loss, output_of(act, z), z, y, activation=act,
-                                           from_logits=from_logits)
+    _, _, dz = _core.loss_forward_backward(loss, output_of(act, z), z, y, activation=act, from_logits=from_logits)
     eps = 1e-2
     fd = np.zeros_like(dz, dtype=np.float64)
     for i in np.ndindex(z.shape):
@@ -432,12 +435,14 @@ def test_dense_gradients_finite_differences(act, one_thread):
 
     def mean_loss():
         z2 = two_layer_forward(x, W1, b1, W2, b2, act)[3]
-        return _core.loss_forward_backward("categorical_crossentropy", output_of("softmax", z2), z2, y,
-                                           activation="softmax")[0].mean()
+        return _core.loss_forward_backward(
+            "categorical_crossentropy", output_of("softmax", z2), z2, y, activation="softmax"
+        )[0].mean()
 
     a1, z1, out, z2 = two_layer_forward(x, W1, b1, W2, b2, act)
-    _, _, dz2 = _core.loss_forward_backward("categorical_crossentropy", output_of("softmax", z2), z2, y,
-                                            activation="softmax")
+    _, _, dz2 = _core.loss_forward_backward(
+        "categorical_crossentropy", output_of("softmax", z2), z2, y, activation="softmax"
+    )
     dW2, db2, da1 = _core.dense_backward(a1, W2, out, dz2, "linear")
     dW1, db1, dx = _core.dense_backward(x, W1, z1 if act == "gelu" else a1, da1, act)
     grads = {"x": dx, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
@@ -454,8 +459,9 @@ def test_dense_gradients_finite_differences(act, one_thread):
             lo = f64(p[i])
             p[i] = old
             fd[i] = (fp - fm) / (hi - lo)
-        np.testing.assert_allclose(grads[name], fd, rtol=1e-2, atol=1e-2 * np.abs(fd).max() + 1e-6,
-                                   err_msg=f"d loss / d {name} ({act})")
+        np.testing.assert_allclose(
+            grads[name], fd, rtol=1e-2, atol=1e-2 * np.abs(fd).max() + 1e-6, err_msg=f"d loss / d {name} ({act})"
+        )
 
 
 EXTREME_CASES = [
@@ -507,11 +513,19 @@ def test_dense_forward_extreme_inputs_are_finite():
 #: grid of arguments for the core's own sigmoid, tanh and gelu: dense, tiny and huge, both sides
 #: of their polynomials' edges (tanh's at 0.625; erfc's at 1 and 2, i.e. gelu's at -1.41 and -2.83),
 #: exp's flush point, and the special values
-ACT_GRID = np.concatenate([
-    np.linspace(-30, 30, 600_001), np.geomspace(1e-30, 1e3, 5000), -np.geomspace(1e-30, 1e3, 5000),
-    np.linspace(0.62, 0.63, 10_001), -np.linspace(0.62, 0.63, 10_001), -np.linspace(1.40, 1.43, 10_001),
-    -np.linspace(2.81, 2.85, 10_001), np.linspace(-110, -80, 30_001),
-    [0.0, -0.0, 1e30, -1e30, np.inf, -np.inf, np.nan]])
+ACT_GRID = np.concatenate(
+    [
+        np.linspace(-30, 30, 600_001),
+        np.geomspace(1e-30, 1e3, 5000),
+        -np.geomspace(1e-30, 1e3, 5000),
+        np.linspace(0.62, 0.63, 10_001),
+        -np.linspace(0.62, 0.63, 10_001),
+        -np.linspace(1.40, 1.43, 10_001),
+        -np.linspace(2.81, 2.85, 10_001),
+        np.linspace(-110, -80, 30_001),
+        [0.0, -0.0, 1e30, -1e30, np.inf, -np.inf, np.nan],
+    ]
+)
 
 
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "gelu"])
@@ -552,8 +566,9 @@ def test_gelu_derivative_accurate_everywhere():
     on ACT_GRID's finite values (it crosses zero at x = -0.75: an absolute bound)."""
     x = f32(ACT_GRID[np.isfinite(ACT_GRID)])
     n = x.size
-    _, db, _ = _core.dense_backward(f32([[1.0]]), np.ones((1, n), np.float32), x[None, :], np.ones((1, n), np.float32),
-                                    "gelu", need_dx=False)
+    _, db, _ = _core.dense_backward(
+        f32([[1.0]]), np.ones((1, n), np.float32), x[None, :], np.ones((1, n), np.float32), "gelu", need_dx=False
+    )
     want = ref.activation_grad("gelu", f64(x), np.ones(n))
     np.testing.assert_allclose(db, want, rtol=0, atol=2e-7)
 
@@ -668,8 +683,9 @@ def test_adam_bias_correction(steps):
     # lr * sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps) is lr * g * r / (r |g| + eps), r = sqrt(1 - b2^t):
     # about lr * sign(g), the bias correction undoing the zero start.
     g64 = f64(g)
-    want = -sum(lr * g64 * np.sqrt(1 - 0.999**t) / (np.sqrt(1 - 0.999**t) * np.abs(g64) + 1e-7)
-                for t in range(1, steps + 1))
+    want = -sum(
+        lr * g64 * np.sqrt(1 - 0.999**t) / (np.sqrt(1 - 0.999**t) * np.abs(g64) + 1e-7) for t in range(1, steps + 1)
+    )
     np.testing.assert_allclose(w, want, rtol=1e-5)
     np.testing.assert_allclose(w, -lr * steps * np.sign(g), rtol=2e-4)
     np.testing.assert_allclose(m, (1 - 0.9**steps) * g, rtol=1e-5)
@@ -704,8 +720,9 @@ def make_network(params, acts, loss, from_logits, metric, hp, dropout=None, with
     for i, act in enumerate(acts):
         W, b = f32(params[2 * i]).copy(), f32(params[2 * i + 1]).copy()
         slots = [np.full_like(W, init), np.zeros_like(W), np.full_like(b, init), np.zeros_like(b)]
-        layers.append(dict(W=W, b=b, activation=act, alpha=alpha,
-                           dropout=0.0 if dropout is None else dropout[i], slots=slots))
+        layers.append(
+            dict(W=W, b=b, activation=act, alpha=alpha, dropout=0.0 if dropout is None else dropout[i], slots=slots)
+        )
     net = _core.Network(layers, loss, from_logits, metric, hp)
     arrays = []
     for d in layers:
@@ -786,8 +803,9 @@ def test_network_training_matches_reference(case, hp):
     mlp = ref.MLP([(16, "tanh"), (units, ref_act)], 20)
     mlp.params = [p.copy() for p in params]
     # 100 rows in batches of 16: 7 batches per epoch, the last of 4 rows; 25 epochs = 175 steps.
-    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=16, epochs=25, seed=3,
-                      split=hp["name"] == "adam")
+    hist = train_both(
+        net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=16, epochs=25, seed=3, split=hp["name"] == "adam"
+    )
     for e, (c_loss, r_loss, c_acc, r_acc) in enumerate(hist):
         assert c_loss == pytest.approx(r_loss, rel=1e-4, abs=1e-6), f"epoch {e} loss"
         if metric in ("sparse", "categorical"):
@@ -831,8 +849,9 @@ def test_network_batch_sizes(n, bs):
         np.testing.assert_allclose(w, w_ref, rtol=1e-4, atol=1e-6)
 
 
-def assert_trains_like_reference(sizes, acts, hp, n, bs, epochs, seed, loss_rel=1e-5, acc_rows=1.01,
-                                  w_rtol=1e-4, w_atol=1e-5, split=False):
+def assert_trains_like_reference(
+    sizes, acts, hp, n, bs, epochs, seed, loss_rel=1e-5, acc_rows=1.01, w_rtol=1e-4, w_atol=1e-5, split=False
+):
     """Train a sparse-CCE Network and the oracle MLP on the same batches (params from ``seed``,
     data from ``seed + 1``, shuffles from ``seed + 2``); per epoch the losses agree within
     ``loss_rel`` and the accuracies within ``acc_rows`` rows; the final weights within ``w_rtol``
@@ -843,8 +862,7 @@ def assert_trains_like_reference(sizes, acts, hp, n, bs, epochs, seed, loss_rel=
     net, arrays = make_network(params, list(acts), loss, False, "sparse", hp)
     mlp = ref.MLP(list(zip(sizes[1:], acts)), sizes[0])
     mlp.params = [p.copy() for p in params]
-    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=bs, epochs=epochs, seed=seed + 2,
-                      split=split)
+    hist = train_both(net, arrays, mlp, ref_optimizer(hp), x, y, loss, bs=bs, epochs=epochs, seed=seed + 2, split=split)
     for c_loss, r_loss, c_acc, r_acc in hist:
         assert c_loss == pytest.approx(r_loss, rel=loss_rel)
         assert abs(c_acc - r_acc) <= acc_rows / len(x)
@@ -854,8 +872,9 @@ def assert_trains_like_reference(sizes, acts, hp, n, bs, epochs, seed, loss_rel=
 
 def test_network_large_two_threads_matches_reference(threads):
     """784-64-10 (above the serial threshold): parallel training vs the oracle."""
-    assert_trains_like_reference([784, 64, 10], ["relu", "softmax"], dict(name="adam", learning_rate=0.001),
-                                 n=320, bs=33, epochs=2, seed=10)
+    assert_trains_like_reference(
+        [784, 64, 10], ["relu", "softmax"], dict(name="adam", learning_rate=0.001), n=320, bs=33, epochs=2, seed=10
+    )
 
 
 @pytest.mark.parametrize("bs", [37, 300], ids=["one-depth-slice", "several-depth-slices"])
@@ -863,9 +882,15 @@ def test_network_gradients_deeper_than_a_slice_match_reference(bs, threads, simd
     """dW = X^T dZ is K = batch rows deep: batch 300 is deeper than every path's slice
     (kc 128 or 256), so the optimizer runs after several slices; 37 rows of W and 45
     columns leave partial micro-panels on every path."""
-    assert_trains_like_reference([37, 45, 5], ["tanh", "softmax"],
-                                 dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False),
-                                 n=700, bs=bs, epochs=3, seed=24)
+    assert_trains_like_reference(
+        [37, 45, 5],
+        ["tanh", "softmax"],
+        dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False),
+        n=700,
+        bs=bs,
+        epochs=3,
+        seed=24,
+    )
 
 
 @pytest.mark.parametrize("bs", [64, 300], ids=["one-depth-slice", "several-depth-slices"])
@@ -875,10 +900,20 @@ def test_network_with_packed_weight_copies_matches_reference(bs, threads, simd):
     batch 300 takes the optimizer path for gradients deeper than one slice."""
     # SGD: Adam and RMSprop scale every update to about the learning rate, so the float32
     # rounding of near-zero gradients of a 3-layer net would outgrow any useful tolerance
-    assert_trains_like_reference([784, 128, 256, 10], ["relu", "relu", "softmax"],
-                                 dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False),
-                                 n=600, bs=bs, epochs=2, seed=15, loss_rel=1e-4, acc_rows=2.01, w_rtol=1e-3,
-                                 w_atol=1e-4, split=True)
+    assert_trains_like_reference(
+        [784, 128, 256, 10],
+        ["relu", "relu", "softmax"],
+        dict(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=False),
+        n=600,
+        bs=bs,
+        epochs=2,
+        seed=15,
+        loss_rel=1e-4,
+        acc_rows=2.01,
+        w_rtol=1e-3,
+        w_atol=1e-4,
+        split=True,
+    )
 
 
 @pytest.mark.parametrize("case", NET_CASES[:4], ids=lambda c: c[0].split("_")[0])
@@ -909,9 +944,15 @@ def test_predict_matches_reference(case, batch_size, threads):
         assert correct_sum == 0.0
 
 
-@pytest.mark.parametrize("case", [("binary_crossentropy", "sigmoid", "binary"),
-                                  ("categorical_crossentropy", "softmax", "categorical"),
-                                  ("sparse_categorical_crossentropy", "softmax", "sparse")], ids=lambda c: c[2])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("binary_crossentropy", "sigmoid", "binary"),
+        ("categorical_crossentropy", "softmax", "categorical"),
+        ("sparse_categorical_crossentropy", "softmax", "sparse"),
+    ],
+    ids=lambda c: c[2],
+)
 def test_train_run_loss_and_correct_sums(case):
     """With a zero learning rate, train_run's batch sums equal the loss and accuracy of predict's outputs."""
     loss, act, metric = case
@@ -939,8 +980,14 @@ def test_train_run_loss_and_correct_sums(case):
 
 
 def test_predict_empty_input():
-    net, _ = make_network(init_params([4, 3], 0), ["softmax"], "sparse_categorical_crossentropy", False,
-                          "sparse", dict(name="sgd", learning_rate=0.1))
+    net, _ = make_network(
+        init_params([4, 3], 0),
+        ["softmax"],
+        "sparse_categorical_crossentropy",
+        False,
+        "sparse",
+        dict(name="sgd", learning_rate=0.1),
+    )
     assert net.predict(np.zeros((0, 4), np.float32)).shape == (0, 3)
 
 
@@ -954,9 +1001,16 @@ def test_network_without_bias_matches_reference():
     x, y = dataset(loss, 64, 20, 5, seed=16)
     Ws = [f32(params[0]).copy(), f32(params[2]).copy()]
     slots = [np.zeros_like(W) for W in Ws]
-    net = _core.Network([dict(W=Ws[0], b=None, activation="relu", slots=[slots[0]]),
-                         dict(W=Ws[1], b=None, activation="softmax", slots=[slots[1]])],
-                        loss, False, "sparse", hp)
+    net = _core.Network(
+        [
+            dict(W=Ws[0], b=None, activation="relu", slots=[slots[0]]),
+            dict(W=Ws[1], b=None, activation="softmax", slots=[slots[1]]),
+        ],
+        loss,
+        False,
+        "sparse",
+        hp,
+    )
     mlp = ref.MLP([(16, "relu"), (5, "softmax")], 20)
     mlp.params = [p.copy() for p in params]
     opt = ref_optimizer(hp)
@@ -1021,27 +1075,29 @@ DEPTH_SPLIT_CASES = {
     "packed": dict(sizes=(784, 128, 10), acts=("relu", "softmax"), bias=True, dropout=None, bs=64),
     # a hidden layer split (200x96; the first, 60x200, too small): forward partials and dX by
     # columns, with dropout on its input (the dX epilogue's dropout keys take absolute columns)
-    "hidden": dict(sizes=(60, 200, 96, 7), acts=("relu", "gelu", "softmax"), bias=True, dropout=[0.0, 0.3, 0.1],
-                   bs=40),
+    "hidden": dict(sizes=(60, 200, 96, 7), acts=("relu", "gelu", "softmax"), bias=True, dropout=[0.0, 0.3, 0.1], bs=40),
     # two split layers in a row, both with packed copies of W and the second of W^T
-    "two-packed": dict(sizes=(784, 128, 256, 10), acts=("relu", "relu", "softmax"), bias=True,
-                       dropout=[0.1, 0.2, 0.0], bs=64),
+    "two-packed": dict(
+        sizes=(784, 128, 256, 10), acts=("relu", "relu", "softmax"), bias=True, dropout=[0.1, 0.2, 0.0], bs=64
+    ),
     # the same without dropout on the second's input, the first a gelu (its pre-activation kept
     # for the second's dX): the second reads the first's output straight from the combine
-    "two-split": dict(sizes=(784, 128, 256, 10), acts=("gelu", "relu", "softmax"), bias=True,
-                      dropout=[0.1, 0.0, 0.0], bs=64),
+    "two-split": dict(
+        sizes=(784, 128, 256, 10), acts=("gelu", "relu", "softmax"), bias=True, dropout=[0.1, 0.0, 0.0], bs=64
+    ),
     # three in a row, each split at its own point (152 of 300, 64 of 128, 128 of 256), and a
     # short last batch of 44 rows
-    "three-split": dict(sizes=(300, 128, 256, 128, 10), acts=("relu", "tanh", "relu", "softmax"), bias=True,
-                        dropout=None, bs=64),
+    "three-split": dict(
+        sizes=(300, 128, 256, 128, 10), acts=("relu", "tanh", "relu", "softmax"), bias=True, dropout=None, bs=64
+    ),
     # the first layer's output in blocks of 96 and 104 columns (the second split at 96 of 200):
     # the second block's last micro-panel a partial one
-    "blocks-96-104": dict(sizes=(784, 200, 300, 10), acts=("relu", "relu", "softmax"), bias=True,
-                          dropout=None, bs=64),
+    "blocks-96-104": dict(sizes=(784, 200, 300, 10), acts=("relu", "relu", "softmax"), bias=True, dropout=None, bs=64),
     # a split layer (100x200) above one that is not (64x100): its dX columns must all be done
     # before the layer below's row-local dX (a barrier the layers above do not need)
-    "split-above-unsplit": dict(sizes=(120, 64, 100, 200, 10), acts=("relu", "relu", "relu", "softmax"),
-                                bias=True, dropout=None, bs=48),
+    "split-above-unsplit": dict(
+        sizes=(120, 64, 100, 200, 10), acts=("relu", "relu", "relu", "softmax"), bias=True, dropout=None, bs=48
+    ),
 }
 
 
@@ -1060,8 +1116,14 @@ def train_depth_split(threads, sizes, acts, bias, dropout, bs):
         W0 = arrays[0]
         layers = [dict(W=W0, b=None, activation=acts[0], slots=[np.zeros_like(W0), np.zeros_like(W0), None, None])]
         W1, b1 = arrays[2], arrays[3]
-        layers.append(dict(W=W1, b=b1, activation=acts[1],
-                           slots=[np.zeros_like(W1), np.zeros_like(W1), np.zeros_like(b1), np.zeros_like(b1)]))
+        layers.append(
+            dict(
+                W=W1,
+                b=b1,
+                activation=acts[1],
+                slots=[np.zeros_like(W1), np.zeros_like(W1), np.zeros_like(b1), np.zeros_like(b1)],
+            )
+        )
         net = _core.Network(layers, loss, False, "sparse", hp)
     nb = -(-300 // bs)
     losses = []
@@ -1102,15 +1164,23 @@ def test_depth_split_first_layer_is_thread_independent(case):
 
 def test_depth_split_training_matches_reference(threads):
     """200-96(gelu)-7: the depth-split first layer trains as the oracle does."""
-    assert_trains_like_reference([200, 96, 7], ["gelu", "softmax"], dict(name="adam", learning_rate=0.003),
-                                 n=300, bs=40, epochs=3, seed=32)
+    assert_trains_like_reference(
+        [200, 96, 7], ["gelu", "softmax"], dict(name="adam", learning_rate=0.003), n=300, bs=40, epochs=3, seed=32
+    )
 
 
 def test_consecutive_depth_split_layers_train_as_reference(threads):
     """300-128(gelu)-256-128-10: three depth-split layers in a row (forward partials,
     dX by columns, dW by parts, each feeding the next) train as the oracle does."""
-    assert_trains_like_reference([300, 128, 256, 128, 10], ["gelu", "relu", "tanh", "softmax"],
-                                 dict(name="adam", learning_rate=0.003), n=300, bs=64, epochs=3, seed=33)
+    assert_trains_like_reference(
+        [300, 128, 256, 128, 10],
+        ["gelu", "relu", "tanh", "softmax"],
+        dict(name="adam", learning_rate=0.003),
+        n=300,
+        bs=64,
+        epochs=3,
+        seed=33,
+    )
 
 
 def test_relu_dropout_backward_reads_the_mask_back_from_the_forward(threads):
@@ -1125,9 +1195,16 @@ def test_relu_dropout_backward_reads_the_mask_back_from_the_forward(threads):
     y = rng.integers(0, sizes[-1], size=n).astype(np.int32)
     trained = []
     for act in ("relu", "leaky_relu"):
-        net, arrays = make_network(init_params(sizes, seed=42), [act, act, "softmax"], "sparse_categorical_crossentropy",
-                                   False, "sparse", dict(name="adam", learning_rate=0.003), dropout=[0.0, 0.3, 0.2],
-                                   alpha=0.0)
+        net, arrays = make_network(
+            init_params(sizes, seed=42),
+            [act, act, "softmax"],
+            "sparse_categorical_crossentropy",
+            False,
+            "sparse",
+            dict(name="adam", learning_rate=0.003),
+            dropout=[0.0, 0.3, 0.2],
+            alpha=0.0,
+        )
         for epoch in range(2):
             perm = np.random.default_rng(epoch).permutation(n).astype(np.int32)
             net.train_run(x, y, perm, 0, n // bs, bs, epoch * (n // bs), 5, np.zeros(n // bs), np.zeros(n // bs))
@@ -1151,8 +1228,9 @@ def test_predict_ignores_dropout():
     params = init_params([30, 20, 5], seed=22)
     x, _ = dataset("sparse_categorical_crossentropy", 40, 30, 5, seed=23)
     hp = dict(name="sgd", learning_rate=0.1)
-    a, _ = make_network(params, ["relu", "softmax"], "sparse_categorical_crossentropy", False, "sparse", hp,
-                        dropout=[0.5, 0.5])
+    a, _ = make_network(
+        params, ["relu", "softmax"], "sparse_categorical_crossentropy", False, "sparse", hp, dropout=[0.5, 0.5]
+    )
     b, _ = make_network(params, ["relu", "softmax"], "sparse_categorical_crossentropy", False, "sparse", hp)
     np.testing.assert_array_equal(a.predict(x), b.predict(x))
     np.testing.assert_array_equal(a.predict(x), a.predict(x))
@@ -1200,8 +1278,15 @@ def dropout_mask(layer, n_in, n_rows, row, step, seed, rate):
     probe = [np.zeros((n_in, 1)), np.zeros(1)]
     if layer == 1:
         probe = [np.zeros((3, n_in)), np.ones(n_in)] + probe
-    net, arrays = make_network(probe, ["linear"] * (layer + 1), "mean_squared_error", False, None, hp,
-                               dropout=[rate if i == layer else 0.0 for i in range(layer + 1)])
+    net, arrays = make_network(
+        probe,
+        ["linear"] * (layer + 1),
+        "mean_squared_error",
+        False,
+        None,
+        hp,
+        dropout=[rate if i == layer else 0.0 for i in range(layer + 1)],
+    )
     x = np.ones((n_rows, 3 if layer == 1 else n_in), np.float32)
     perm = np.roll(np.arange(n_rows, dtype=np.int32), -row)  # batch 0 of size 1 = [row]
     net.train_run(x, np.ones((n_rows, 1), np.float32), perm, 0, 1, 1, step - 1, seed, np.zeros(1), np.zeros(1))
@@ -1220,8 +1305,9 @@ def test_dropout_backward_matches_masked_reference():
     for m, rate in ((m0, rates[0]), (m1, rates[1])):
         assert np.all((m == 0) | np.isclose(m, 1 / (1 - rate), rtol=1e-6)) and (m == 0).any() and (m != 0).any()
     hp = dict(name="sgd", learning_rate=0.5)
-    net, arrays = make_network(params, ["tanh", "softmax"], "sparse_categorical_crossentropy", False, "sparse", hp,
-                               dropout=list(rates))
+    net, arrays = make_network(
+        params, ["tanh", "softmax"], "sparse_categorical_crossentropy", False, "sparse", hp, dropout=list(rates)
+    )
     perm = np.concatenate([rows, [2, 4]]).astype(np.int32)
     bl = np.zeros(1)
     net.train_run(x, y, perm, 0, 1, 4, step - 1, seed, bl, np.zeros(1))
@@ -1251,8 +1337,15 @@ def test_dropout_on_a_depth_split_layer_matches_masked_reference():
     m1 = np.stack([dropout_mask(1, 160, n, r, step, seed, rate) for r in rows])
     assert (m1[:, :80] == 0).any() and (m1[:, 80:] == 0).any() and (m1 != 0).any()
     hp = dict(name="sgd", learning_rate=0.5)
-    net, arrays = make_network(params, ["tanh", "tanh", "softmax"], "sparse_categorical_crossentropy", False,
-                               "sparse", hp, dropout=[0.0, rate, 0.0])
+    net, arrays = make_network(
+        params,
+        ["tanh", "tanh", "softmax"],
+        "sparse_categorical_crossentropy",
+        False,
+        "sparse",
+        hp,
+        dropout=[0.0, rate, 0.0],
+    )
     perm = np.concatenate([rows, [1, 4]]).astype(np.int32)
     bl = np.zeros(1)
     net.train_run(x, y, perm, 0, 1, 3, step - 1, seed, bl, np.zeros(1))
@@ -1263,10 +1356,16 @@ def test_dropout_on_a_depth_split_layer_matches_masked_reference():
     z1 = h0 @ W1 + b1
     h1 = np.tanh(z1)
     value, dz2 = ref.softmax_cross_entropy_grad(h1 @ W2 + b2, y[rows])
-    dz1 = (dz2 @ W2.T) * (1 - h1 ** 2)
+    dz1 = (dz2 @ W2.T) * (1 - h1**2)
     dz0 = (dz1 @ W1.T) * m1 * (1 - np.tanh(z0) ** 2)
-    want = [W0 - 0.5 * xb.T @ dz0, b0 - 0.5 * dz0.sum(0), W1 - 0.5 * h0.T @ dz1, b1 - 0.5 * dz1.sum(0),
-            W2 - 0.5 * h1.T @ dz2, b2 - 0.5 * dz2.sum(0)]
+    want = [
+        W0 - 0.5 * xb.T @ dz0,
+        b0 - 0.5 * dz0.sum(0),
+        W1 - 0.5 * h0.T @ dz1,
+        b1 - 0.5 * dz1.sum(0),
+        W2 - 0.5 * h1.T @ dz2,
+        b2 - 0.5 * dz2.sum(0),
+    ]
     assert bl[0] == pytest.approx(value * 3, rel=1e-5)
     for i, (w, w_ref) in enumerate(zip(arrays, want)):
         np.testing.assert_allclose(w, w_ref, rtol=1e-5, atol=1e-6, err_msg=f"param {i}")
@@ -1289,8 +1388,9 @@ def test_train_run_stops_after_the_first_nonfinite_loss(sizes, batch, threads):
 
     def train(n_batches, stop):
         # SGD at learning rate 1000 on MSE: the loss overflows to inf or NaN within a few batches
-        net, arrays = make_network(init_params(sizes, seed=2), acts, "mean_squared_error", False, None,
-                                   dict(name="sgd", learning_rate=1e3))
+        net, arrays = make_network(
+            init_params(sizes, seed=2), acts, "mean_squared_error", False, None, dict(name="sgd", learning_rate=1e3)
+        )
         losses = np.zeros(runs)
         done = net.train_run(x, y, perm, 0, n_batches, batch, 0, 0, losses, np.zeros(runs), 0, stop)
         assert net.steps_done == done
@@ -1322,8 +1422,15 @@ def test_training_state_does_not_depend_on_how_runs_are_cut(threads):
     perm = rng.permutation(bs * n_batches).astype(np.int32)
 
     def network():
-        return make_network(init_params(sizes, seed=22), acts, "sparse_categorical_crossentropy", False, "sparse",
-                            dict(name="adam", learning_rate=0.01), with_slots=True)
+        return make_network(
+            init_params(sizes, seed=22),
+            acts,
+            "sparse_categorical_crossentropy",
+            False,
+            "sparse",
+            dict(name="adam", learning_rate=0.01),
+            with_slots=True,
+        )
 
     def train(net, cuts, start=0, x=x):
         for done, n in zip(start + np.cumsum([0] + cuts), cuts):
@@ -1368,13 +1475,33 @@ def _net_and_data(loss="sparse_categorical_crossentropy", n=10):
 
 def _train(**over):
     net, arrays, x, y = _net_and_data()
-    kw = dict(x=x, y=y, perm=np.arange(10, dtype=np.int32), first=0, n_batches=2, batch_size=5, step0=0, seed=0,
-              batch_loss=np.zeros(2), batch_correct=np.zeros(2))
+    kw = dict(
+        x=x,
+        y=y,
+        perm=np.arange(10, dtype=np.int32),
+        first=0,
+        n_batches=2,
+        batch_size=5,
+        step0=0,
+        seed=0,
+        batch_loss=np.zeros(2),
+        batch_correct=np.zeros(2),
+    )
     kw.update(over)
     before = [a.copy() for a in arrays]
     try:
-        net.train_run(kw["x"], kw["y"], kw["perm"], kw["first"], kw["n_batches"], kw["batch_size"], kw["step0"],
-                      kw["seed"], kw["batch_loss"], kw["batch_correct"])
+        net.train_run(
+            kw["x"],
+            kw["y"],
+            kw["perm"],
+            kw["first"],
+            kw["n_batches"],
+            kw["batch_size"],
+            kw["step0"],
+            kw["seed"],
+            kw["batch_loss"],
+            kw["batch_correct"],
+        )
     finally:
         for a, b in zip(arrays, before):  # a refused call changes nothing
             np.testing.assert_array_equal(a, b)
@@ -1393,8 +1520,9 @@ def _layer(**over):
 
 
 def _network(layers=None, loss="sparse_categorical_crossentropy", metric="sparse", opt=None):
-    return _core.Network([_layer()] if layers is None else layers, loss, False, metric,
-                         opt or dict(name="sgd", learning_rate=0.1))
+    return _core.Network(
+        [_layer()] if layers is None else layers, loss, False, metric, opt or dict(name="sgd", learning_rate=0.1)
+    )
 
 
 X = np.ones((5, 4), np.float32)
@@ -1430,67 +1558,143 @@ BAD_CALLS = {
     "bwd-a-shape": (lambda: _core.dense_backward(X, W, np.ones((5, 4), np.float32), Y3, "relu"), ValueError, "`a`"),
     "bwd-dy-dtype": (lambda: _core.dense_backward(X, W, Y3, np.ones((5, 3)), "relu"), TypeError, "`dy`"),
     "bwd-dy-shape": (lambda: _core.dense_backward(X, W, Y3, np.ones((4, 3), np.float32), "relu"), ValueError, "`dy`"),
-    "bwd-dy-strided": (lambda: _core.dense_backward(X, W, Y3, np.ones((5, 6), np.float32)[:, ::2], "relu"),
-                       ValueError, "`dy`"),
+    "bwd-dy-strided": (
+        lambda: _core.dense_backward(X, W, Y3, np.ones((5, 6), np.float32)[:, ::2], "relu"),
+        ValueError,
+        "`dy`",
+    ),
     "bwd-x-shape": (lambda: _core.dense_backward(np.ones((5, 2), np.float32), W, Y3, Y3, "relu"), ValueError, "`x`"),
     "bwd-activation": (lambda: _core.dense_backward(X, W, Y3, Y3, "celu"), ValueError, "activation"),
     # loss_forward_backward
     "loss-name": (lambda: _core.loss_forward_backward("dice", P3, P3, L5), ValueError, "loss"),
-    "loss-activation": (lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, activation="celu"),
-                        ValueError, "activation"),
-    "loss-metric": (lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, metric="auc"),
-                    ValueError, "metric"),
-    "loss-y-float": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(5, np.float32)),
-                     TypeError, "`y`"),
-    "loss-y-int64": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(5, np.int64)),
-                     TypeError, "`y`"),
-    "loss-y-negative": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3,
-                                                            np.array([0, 1, -1, 0, 0], np.int32)), ValueError, "`y`"),
-    "loss-y-too-big": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3,
-                                                           np.array([0, 1, 3, 0, 0], np.int32)), ValueError, "`y`"),
-    "loss-y-count": (lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(4, np.int32)),
-                     ValueError, "`y`"),
-    "loss-y-dense-shape": (lambda: _core.loss_forward_backward("categorical_crossentropy", P3, P3, np.ones((5, 2), np.float32)),
-                           ValueError, "`y`"),
-    "loss-z-shape": (lambda: _core.loss_forward_backward("mean_squared_error", P3, np.ones((5, 2), np.float32), Y3),
-                     ValueError, "`z`"),
-    "loss-output-float64": (lambda: _core.loss_forward_backward("mean_squared_error", np.ones((5, 3)), P3, Y3),
-                            TypeError, "`output`"),
-    "loss-output-strided": (lambda: _core.loss_forward_backward("mean_squared_error", np.ones((5, 6), np.float32)[:, ::2],
-                                                                P3, Y3), ValueError, "`output`"),
-    "loss-empty": (lambda: _core.loss_forward_backward("mean_squared_error", np.ones((0, 3), np.float32),
-                                                       np.ones((0, 3), np.float32), np.ones((0, 3), np.float32)),
-                   ValueError, "`output`"),
+    "loss-activation": (
+        lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, activation="celu"),
+        ValueError,
+        "activation",
+    ),
+    "loss-metric": (
+        lambda: _core.loss_forward_backward("mean_squared_error", P3, P3, Y3, metric="auc"),
+        ValueError,
+        "metric",
+    ),
+    "loss-y-float": (
+        lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(5, np.float32)),
+        TypeError,
+        "`y`",
+    ),
+    "loss-y-int64": (
+        lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(5, np.int64)),
+        TypeError,
+        "`y`",
+    ),
+    "loss-y-negative": (
+        lambda: _core.loss_forward_backward(
+            "sparse_categorical_crossentropy", P3, P3, np.array([0, 1, -1, 0, 0], np.int32)
+        ),
+        ValueError,
+        "`y`",
+    ),
+    "loss-y-too-big": (
+        lambda: _core.loss_forward_backward(
+            "sparse_categorical_crossentropy", P3, P3, np.array([0, 1, 3, 0, 0], np.int32)
+        ),
+        ValueError,
+        "`y`",
+    ),
+    "loss-y-count": (
+        lambda: _core.loss_forward_backward("sparse_categorical_crossentropy", P3, P3, np.zeros(4, np.int32)),
+        ValueError,
+        "`y`",
+    ),
+    "loss-y-dense-shape": (
+        lambda: _core.loss_forward_backward("categorical_crossentropy", P3, P3, np.ones((5, 2), np.float32)),
+        ValueError,
+        "`y`",
+    ),
+    "loss-z-shape": (
+        lambda: _core.loss_forward_backward("mean_squared_error", P3, np.ones((5, 2), np.float32), Y3),
+        ValueError,
+        "`z`",
+    ),
+    "loss-output-float64": (
+        lambda: _core.loss_forward_backward("mean_squared_error", np.ones((5, 3)), P3, Y3),
+        TypeError,
+        "`output`",
+    ),
+    "loss-output-strided": (
+        lambda: _core.loss_forward_backward("mean_squared_error", np.ones((5, 6), np.float32)[:, ::2], P3, Y3),
+        ValueError,
+        "`output`",
+    ),
+    "loss-empty": (
+        lambda: _core.loss_forward_backward(
+            "mean_squared_error", np.ones((0, 3), np.float32), np.ones((0, 3), np.float32), np.ones((0, 3), np.float32)
+        ),
+        ValueError,
+        "`output`",
+    ),
     # optimizer_update
-    "opt-name": (lambda: _core.optimizer_update(dict(name="lamb"), W.copy(), W, None, None, 1), ValueError, "optimizer"),
+    "opt-name": (
+        lambda: _core.optimizer_update(dict(name="lamb"), W.copy(), W, None, None, 1),
+        ValueError,
+        "optimizer",
+    ),
     "opt-w-readonly": (lambda: _core.optimizer_update(dict(name="sgd"), _ro(W), W, None, None, 1), ValueError, "`w`"),
-    "opt-w-float64": (lambda: _core.optimizer_update(dict(name="sgd"), np.ones((4, 3)), W, None, None, 1),
-                      TypeError, "`w`"),
-    "opt-g-shape": (lambda: _core.optimizer_update(dict(name="sgd"), W.copy(), np.ones((3, 4), np.float32), None, None, 1),
-                    ValueError, "`g`"),
-    "opt-g-strided": (lambda: _core.optimizer_update(dict(name="sgd"), W.copy(), np.ones((4, 6), np.float32)[:, ::2],
-                                                     None, None, 1), ValueError, "`g`"),
-    "opt-slot1-readonly": (lambda: _core.optimizer_update(dict(name="adagrad"), W.copy(), W, _ro(W), None, 1),
-                           ValueError, "`slot1`"),
-    "opt-slot2-dtype": (lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), np.ones((4, 3)), 1),
-                        TypeError, "`slot2`"),
-    "opt-slot2-shape": (lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), np.ones((3, 4), np.float32), 1),
-                        ValueError, "`slot2`"),
-    "opt-slot-missing": (lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), None, 1),
-                         ValueError, "slot"),
+    "opt-w-float64": (
+        lambda: _core.optimizer_update(dict(name="sgd"), np.ones((4, 3)), W, None, None, 1),
+        TypeError,
+        "`w`",
+    ),
+    "opt-g-shape": (
+        lambda: _core.optimizer_update(dict(name="sgd"), W.copy(), np.ones((3, 4), np.float32), None, None, 1),
+        ValueError,
+        "`g`",
+    ),
+    "opt-g-strided": (
+        lambda: _core.optimizer_update(dict(name="sgd"), W.copy(), np.ones((4, 6), np.float32)[:, ::2], None, None, 1),
+        ValueError,
+        "`g`",
+    ),
+    "opt-slot1-readonly": (
+        lambda: _core.optimizer_update(dict(name="adagrad"), W.copy(), W, _ro(W), None, 1),
+        ValueError,
+        "`slot1`",
+    ),
+    "opt-slot2-dtype": (
+        lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), np.ones((4, 3)), 1),
+        TypeError,
+        "`slot2`",
+    ),
+    "opt-slot2-shape": (
+        lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), np.ones((3, 4), np.float32), 1),
+        ValueError,
+        "`slot2`",
+    ),
+    "opt-slot-missing": (
+        lambda: _core.optimizer_update(dict(name="adam"), W.copy(), W, W.copy(), None, 1),
+        ValueError,
+        "slot",
+    ),
     "opt-step": (lambda: _core.optimizer_update(dict(name="sgd"), W.copy(), W, None, None, 0), ValueError, "`step`"),
     # Network
     "net-empty": (lambda: _network(layers=[]), ValueError, "`layers`"),
     "net-W-float64": (lambda: _network([_layer(W=np.zeros((4, 3)))]), TypeError, "layers[0].W"),
     "net-W-readonly": (lambda: _network([_layer(W=_ro(W))]), ValueError, "layers[0].W"),
-    "net-W-fortran": (lambda: _network([_layer(W=np.asfortranarray(np.zeros((4, 3), np.float32)))]), ValueError,
-                      "layers[0].W"),
+    "net-W-fortran": (
+        lambda: _network([_layer(W=np.asfortranarray(np.zeros((4, 3), np.float32)))]),
+        ValueError,
+        "layers[0].W",
+    ),
     "net-W-chain": (lambda: _network([_layer(), _layer()]), ValueError, "layers[1].W"),
     "net-b-shape": (lambda: _network([_layer(b=np.zeros(4, np.float32))]), ValueError, "layers[0].b"),
     "net-b-readonly": (lambda: _network([_layer(b=_ro(B))]), ValueError, "layers[0].b"),
     "net-dropout": (lambda: _network([_layer(dropout=1.0)]), ValueError, "dropout"),
     "net-dropout-negative": (lambda: _network([_layer(dropout=-0.1)]), ValueError, "dropout"),
-    "net-slot-shape": (lambda: _network([_layer(slots=[np.zeros((3, 4), np.float32)])]), ValueError, "layers[0].slots[0]"),
+    "net-slot-shape": (
+        lambda: _network([_layer(slots=[np.zeros((3, 4), np.float32)])]),
+        ValueError,
+        "layers[0].slots[0]",
+    ),
     "net-slot-readonly": (lambda: _network([_layer(slots=[None, _ro(W)])]), ValueError, "layers[0].slots[1]"),
     "net-activation": (lambda: _network([_layer(activation="celu")]), ValueError, "activation"),
     "net-loss": (lambda: _network(loss="dice"), ValueError, "loss"),
@@ -1505,8 +1709,16 @@ BAD_CALLS = {
     "train-y-units": (lambda: _train(y=np.array([0] * 9 + [3], np.int32)), ValueError, "`y`"),
     "train-perm-dtype": (lambda: _train(perm=np.arange(10)), TypeError, "`perm`"),
     "train-perm-length": (lambda: _train(perm=np.arange(9, dtype=np.int32)), ValueError, "`perm`"),
-    "train-perm-too-big": (lambda: _train(perm=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10], np.int32)), ValueError, "`perm`"),
-    "train-perm-negative": (lambda: _train(perm=np.array([-1, 1, 2, 3, 4, 5, 6, 7, 8, 9], np.int32)), ValueError, "`perm`"),
+    "train-perm-too-big": (
+        lambda: _train(perm=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 10], np.int32)),
+        ValueError,
+        "`perm`",
+    ),
+    "train-perm-negative": (
+        lambda: _train(perm=np.array([-1, 1, 2, 3, 4, 5, 6, 7, 8, 9], np.int32)),
+        ValueError,
+        "`perm`",
+    ),
     "train-batch-size-0": (lambda: _train(batch_size=0), ValueError, "batch_size"),
     "train-batch-size-negative": (lambda: _train(batch_size=-3), ValueError, "batch_size"),
     "train-n-batches": (lambda: _train(n_batches=3), ValueError, "n_batches"),
@@ -1515,11 +1727,18 @@ BAD_CALLS = {
     "train-loss-readonly": (lambda: _train(batch_loss=_ro(np.zeros(2))), ValueError, "`batch_loss`"),
     "train-correct-short": (lambda: _train(batch_correct=np.zeros(1)), ValueError, "`batch_correct`"),
     # predict
-    "predict-batch-size": (lambda: _net_and_data()[0].predict(_net_and_data()[2], batch_size=0), ValueError, "batch_size"),
+    "predict-batch-size": (
+        lambda: _net_and_data()[0].predict(_net_and_data()[2], batch_size=0),
+        ValueError,
+        "batch_size",
+    ),
     "predict-x-int": (lambda: _net_and_data()[0].predict(np.ones((3, 4), np.int32)), TypeError, "`x`"),
     "predict-x-shape": (lambda: _net_and_data()[0].predict(np.ones((3, 5), np.float32)), ValueError, "`x`"),
-    "predict-y-range": (lambda: _net_and_data()[0].predict(np.ones((3, 4), np.float32), y=np.array([0, 3, 1], np.int32)),
-                        ValueError, "`y`"),
+    "predict-y-range": (
+        lambda: _net_and_data()[0].predict(np.ones((3, 4), np.float32), y=np.array([0, 3, 1], np.int32)),
+        ValueError,
+        "`y`",
+    ),
     # configuration
     "simd-name": (lambda: _core.simd_select("sse9"), ValueError, "sse9"),
 }
@@ -1584,17 +1803,23 @@ MISMATCH_CALLS = {
 def test_metric_label_mismatch_is_refused(name):
     script = "import numpy as np\nfrom cdnn import _core\n" + textwrap.dedent(f"""
         try:
-{textwrap.indent(textwrap.dedent(MISMATCH_CALLS[name]).strip(), ' ' * 12)}
+{textwrap.indent(textwrap.dedent(MISMATCH_CALLS[name]).strip(), " " * 12)}
         except (TypeError, ValueError) as e:
             print("RAISED", e)
         else:
             print("ACCEPTED")
         """)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                       cwd=Path(__file__).resolve().parents[1])
+    r = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert r.returncode == 0, f"the interpreter died (exit code {r.returncode}): {r.stderr[-500:]}"
-    assert r.stdout.startswith("RAISED") and "metric" in r.stdout, \
+    assert r.stdout.startswith("RAISED") and "metric" in r.stdout, (
         f"a metric that does not fit the labels was not refused with a message naming `metric`: {r.stdout}"
+    )
 
 
 # ---------------------------------------------------------------- configuration
@@ -1602,8 +1827,17 @@ def test_metric_label_mismatch_is_refused(name):
 
 def test_build_info():
     info = _core.build_info()
-    expected = {"compiler": str, "flags": str, "openmp": bool, "openmp_version": int, "simd_compiled": list,
-                "simd_supported": list, "simd_selected": str, "micro_kernel": str, "threads": int}
+    expected = {
+        "compiler": str,
+        "flags": str,
+        "openmp": bool,
+        "openmp_version": int,
+        "simd_compiled": list,
+        "simd_supported": list,
+        "simd_selected": str,
+        "micro_kernel": str,
+        "threads": int,
+    }
     assert set(expected) <= set(info)
     for k, t in expected.items():
         assert isinstance(info[k], t), f"{k}: {type(info[k]).__name__}"
@@ -1680,10 +1914,15 @@ def test_predict_chunks_do_not_race(threads):
     """Without labels, inference has no barrier between chunks: a thread one chunk ahead
     must not overwrite rows another thread still reads (the short last chunk included)."""
     rng = np.random.default_rng(5)
-    params = [rng.standard_normal((784, 256)) * 0.05, np.zeros(256), rng.standard_normal((256, 10)) * 0.1,
-              np.zeros(10)]
-    net, _ = make_network(params, ["relu", "softmax"], "sparse_categorical_crossentropy", False, "sparse",
-                          dict(name="sgd", learning_rate=0.01, momentum=0.0, nesterov=False))
+    params = [rng.standard_normal((784, 256)) * 0.05, np.zeros(256), rng.standard_normal((256, 10)) * 0.1, np.zeros(10)]
+    net, _ = make_network(
+        params,
+        ["relu", "softmax"],
+        "sparse_categorical_crossentropy",
+        False,
+        "sparse",
+        dict(name="sgd", learning_rate=0.01, momentum=0.0, nesterov=False),
+    )
     x = f32(rng.random((64 * 16 + 13, 784)))
     _core.set_num_threads(1)
     want = net.predict(x, batch_size=64)
@@ -1706,8 +1945,14 @@ def test_training_bit_identical_with_packed_weights_and_learned_split():
     try:
         for threads in (1, 2, 2, 2, 2):
             _core.set_num_threads(threads)
-            net, arrays = make_network(init_params(sizes, seed=9), acts, "sparse_categorical_crossentropy",
-                                       False, "sparse", dict(name="adam", learning_rate=0.001))
+            net, arrays = make_network(
+                init_params(sizes, seed=9),
+                acts,
+                "sparse_categorical_crossentropy",
+                False,
+                "sparse",
+                dict(name="adam", learning_rate=0.001),
+            )
             bl, bc = np.zeros(32), np.zeros(32)
             for epoch in range(4):
                 perm = np.random.default_rng(epoch).permutation(2048).astype(np.int32)

@@ -22,10 +22,10 @@ from cdnn.datasets import (
     CorruptDatasetError,
     DatasetError,
     DatasetNotFoundError,
+    _fetch,
     fashion_mnist,
     mnist,
 )
-from cdnn.datasets import _fetch
 from cdnn.datasets._idx import IdxError, read_idx, write_idx
 
 NAMES = (
@@ -53,8 +53,7 @@ def make_arrays(seed=0):
 def make_dataset(tmp_path, arrays, **changes):
     """A four-file dataset like Fashion-MNIST's, with hashes of `arrays`."""
     files = tuple(
-        _fetch.FileSpec(name, arrays[name].shape, hashlib.sha256(idx_bytes(arrays[name])).hexdigest())
-        for name in NAMES
+        _fetch.FileSpec(name, arrays[name].shape, hashlib.sha256(idx_bytes(arrays[name])).hexdigest()) for name in NAMES
     )
     fields = dict(
         title="Tiny",
@@ -244,9 +243,7 @@ def test_lookup_order(env, monkeypatch):
     # No hashes, so that each location may hold different (valid) data.
     sets = {where: make_arrays(seed) for seed, where in enumerate(["data", "cache", "system"])}
     dataset = make_dataset(env, sets["data"])
-    dataset = dataclasses.replace(
-        dataset, files=tuple(dataclasses.replace(f, sha256=None) for f in dataset.files)
-    )
+    dataset = dataclasses.replace(dataset, files=tuple(dataclasses.replace(f, sha256=None) for f in dataset.files))
     monkeypatch.setattr(fashion_mnist, "DATASET", dataset)
 
     write_set(env / "system", sets["system"])
@@ -322,9 +319,7 @@ def test_corrupt_copy_is_not_skipped_for_a_later_location(env, tiny):
     write_set(env / "system", tiny)
     cache = env / "xdg" / "cdnn" / "tiny"
     write_set(cache, tiny, names=NAMES[:1])
-    (cache / "train-images-idx3-ubyte.gz").write_bytes(
-        gzip.compress(idx_bytes(tiny["train-images-idx3-ubyte"])[:-5])
-    )
+    (cache / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(tiny["train-images-idx3-ubyte"])[:-5]))
     with pytest.raises(CorruptDatasetError, match="truncated.*Delete it"):
         fashion_mnist.load_data()
 
@@ -380,9 +375,7 @@ def test_no_network_error_is_quick_and_says_what_to_do(env, tiny):
 def test_unresolvable_mirrors_fail_quickly(env, monkeypatch):
     # Name resolution failing is what a machine without network sees. ".invalid"
     # never resolves (RFC 2606), so this holds with or without a network.
-    dataset = dataclasses.replace(
-        mnist.DATASET, mirrors=("https://mirror-a.invalid/", "http://mirror-b.invalid/")
-    )
+    dataset = dataclasses.replace(mnist.DATASET, mirrors=("https://mirror-a.invalid/", "http://mirror-b.invalid/"))
     monkeypatch.setattr(mnist, "DATASET", dataset)
     start = time.perf_counter()
     with pytest.raises(DatasetNotFoundError) as info:
@@ -562,6 +555,9 @@ def test_locate_says_where_each_file_is(env, tiny, monkeypatch):
     write_set(env / "system", tiny, names=NAMES[:2])
     write_set(env / "xdg" / "cdnn" / "tiny", tiny, names=NAMES[2:], compress=False)
     found = _fetch.locate(dataset)
-    assert found == [("system", env / "system" / (NAMES[0] + ".gz")), ("system", env / "system" / (NAMES[1] + ".gz")),
-                     ("cache", env / "xdg" / "cdnn" / "tiny" / NAMES[2]),
-                     ("cache", env / "xdg" / "cdnn" / "tiny" / NAMES[3])]
+    assert found == [
+        ("system", env / "system" / (NAMES[0] + ".gz")),
+        ("system", env / "system" / (NAMES[1] + ".gz")),
+        ("cache", env / "xdg" / "cdnn" / "tiny" / NAMES[2]),
+        ("cache", env / "xdg" / "cdnn" / "tiny" / NAMES[3]),
+    ]

@@ -22,8 +22,9 @@ def fresh_session():
 
 
 def fashion_model(loss=SCCE, last="softmax"):
-    model = keras.Sequential([keras.layers.Dense(100, activation="sigmoid", input_shape=(784,)),
-                              keras.layers.Dense(10, activation=last)])
+    model = keras.Sequential(
+        [keras.layers.Dense(100, activation="sigmoid", input_shape=(784,)), keras.layers.Dense(10, activation=last)]
+    )
     model.compile(loss=loss, metrics=["accuracy"])
     return model
 
@@ -41,13 +42,16 @@ def raises(exc, *fragments):
 # --------------------------------------------------------------------------- unknown names
 
 
-@pytest.mark.parametrize("kind, call", [
-    ("optimizer", lambda: fashion_model().compile(optimizer="adamwr", loss=SCCE)),
-    ("loss", lambda: fashion_model().compile(loss="sparse_categorical_crossentropyy")),
-    ("metric", lambda: fashion_model().compile(loss=SCCE, metrics=["precision@k"])),
-    ("activation function", lambda: keras.layers.Dense(3, activation="swish2")),
-    ("initializer", lambda: keras.layers.Dense(3, kernel_initializer="glorot")),
-])
+@pytest.mark.parametrize(
+    "kind, call",
+    [
+        ("optimizer", lambda: fashion_model().compile(optimizer="adamwr", loss=SCCE)),
+        ("loss", lambda: fashion_model().compile(loss="sparse_categorical_crossentropyy")),
+        ("metric", lambda: fashion_model().compile(loss=SCCE, metrics=["precision@k"])),
+        ("activation function", lambda: keras.layers.Dense(3, activation="swish2")),
+        ("initializer", lambda: keras.layers.Dense(3, kernel_initializer="glorot")),
+    ],
+)
 def test_unknown_names_say_what_is_known(kind, call):
     with pytest.raises(ValueError) as info:
         call()
@@ -57,8 +61,9 @@ def test_unknown_names_say_what_is_known(kind, call):
 
 
 def test_unknown_optimizer_lists_the_supported_ones():
-    with raises(ValueError, "'adamwr'", "adadelta, adafactor, adagrad, adam, adamax, adamw, ftrl, lion, nadam, "
-                                        "rmsprop, sgd"):
+    with raises(
+        ValueError, "'adamwr'", "adadelta, adafactor, adagrad, adam, adamax, adamw, ftrl, lion, nadam, rmsprop, sgd"
+    ):
         fashion_model().compile(optimizer="adamwr", loss=SCCE)
 
 
@@ -88,8 +93,9 @@ def test_compile_without_a_loss_then_fit():
         model.fit(*data(), verbose=0)
 
 
-@pytest.mark.parametrize("loss, last", [(SCCE, "sigmoid"), ("categorical_crossentropy", "relu"),
-                                        ("binary_crossentropy", "softmax")])
+@pytest.mark.parametrize(
+    "loss, last", [(SCCE, "sigmoid"), ("categorical_crossentropy", "relu"), ("binary_crossentropy", "softmax")]
+)
 def test_probability_losses_on_other_outputs_follow_keras_formulas(loss, last):
     """Keras normalises and clips probabilities there: the loss matches the NumPy oracle's formula."""
     from cdnn import reference
@@ -120,8 +126,11 @@ def test_unsupported_fit_arguments():
 def test_wrong_feature_count():
     model = fashion_model()
     x, y = data(features=100)
-    for call in (lambda: model.fit(x, y, verbose=0), lambda: model.evaluate(x, y, verbose=0),
-                 lambda: model.predict(x, verbose=0)):
+    for call in (
+        lambda: model.fit(x, y, verbose=0),
+        lambda: model.evaluate(x, y, verbose=0),
+        lambda: model.predict(x, verbose=0),
+    ):
         with raises(ValueError, "expects inputs of shape (None, 784)", "received (40, 100)"):
             call()
 
@@ -289,13 +298,14 @@ def test_nan_found_in_a_later_batch_stops_fit_before_that_batch(hidden, dropout,
     try:
         keras.utils.set_random_seed(5)
         stopped = _stopped_model(hidden, dropout)
-        with raises(ValueError, "`x`", f"row {bad_row} contains NaN or infinity",
-                    f"before batch {trained + 1} of epoch 1"):
+        with raises(
+            ValueError, "`x`", f"row {bad_row} contains NaN or infinity", f"before batch {trained + 1} of epoch 1"
+        ):
             stopped.fit(bad, y, batch_size=batch, epochs=3, shuffle=False, verbose=0)
         keras.utils.set_random_seed(5)
         oracle = _stopped_model(hidden, dropout)
         if trained:
-            oracle.fit(x[:trained * batch], y[:trained * batch], batch_size=batch, shuffle=False, verbose=0)
+            oracle.fit(x[: trained * batch], y[: trained * batch], batch_size=batch, shuffle=False, verbose=0)
     finally:
         cdnn.set_num_threads(0)
     assert int(stopped.optimizer.iterations) == trained
@@ -331,11 +341,23 @@ def test_core_train_run_reports_the_first_batch_with_a_nan():
 
     rng = np.random.default_rng(0)
     W = reference.glorot_uniform(784, 100, rng, np.float32)
-    specs = [dict(W=W, b=np.zeros(100, np.float32), activation="relu",
-                  slots=[np.zeros_like(W), np.zeros_like(W), np.zeros(100, np.float32), np.zeros(100, np.float32)])]
+    specs = [
+        dict(
+            W=W,
+            b=np.zeros(100, np.float32),
+            activation="relu",
+            slots=[np.zeros_like(W), np.zeros_like(W), np.zeros(100, np.float32), np.zeros(100, np.float32)],
+        )
+    ]
     W2 = reference.glorot_uniform(100, 10, rng, np.float32)
-    specs.append(dict(W=W2, b=np.zeros(10, np.float32), activation="softmax",
-                      slots=[np.zeros_like(W2), np.zeros_like(W2), np.zeros(10, np.float32), np.zeros(10, np.float32)]))
+    specs.append(
+        dict(
+            W=W2,
+            b=np.zeros(10, np.float32),
+            activation="softmax",
+            slots=[np.zeros_like(W2), np.zeros_like(W2), np.zeros(10, np.float32), np.zeros(10, np.float32)],
+        )
+    )
     net = _core.Network(specs, SCCE, False, "sparse", dict(name="adam", learning_rate=1e-3, epsilon=1e-7))
     x, y = data(64)
     x[[40, 20], [9, 700]] = [np.inf, np.nan]  # both in batch 1 (rows 16-31 of the permutation below)
@@ -386,7 +408,9 @@ def test_labels_of_non_numeric_dtypes(y):
 def test_bad_batch_sizes(batch_size):
     model = fashion_model()
     x, y = data()
-    message = f"Invalid value for argument `batch_size`: expected a positive integer, received batch_size={batch_size!r}"
+    message = (
+        f"Invalid value for argument `batch_size`: expected a positive integer, received batch_size={batch_size!r}"
+    )
     with raises(ValueError, message):
         model.fit(x, y, batch_size=batch_size, verbose=0)
     with raises(ValueError, message):
@@ -398,7 +422,7 @@ def test_bad_batch_sizes(batch_size):
 def test_batch_size_larger_than_the_data_is_one_batch():
     x, y = data(n=10)
     runs = []
-    for batch_size in (10, 11, 10**9):   # 10**9 rows would need terabytes if the core sized for them
+    for batch_size in (10, 11, 10**9):  # 10**9 rows would need terabytes if the core sized for them
         keras.utils.set_random_seed(3)
         model = fashion_model()
         history = model.fit(x, y, batch_size=batch_size, epochs=2, verbose=0)
@@ -410,19 +434,32 @@ def test_batch_size_larger_than_the_data_is_one_batch():
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("argument, value", [("epochs", -1), ("epochs", 2.0), ("verbose", 3), ("verbose", "yes"),
-                                             ("validation_split", 1.0), ("validation_split", -0.1),
-                                             ("initial_epoch", -1), ("validation_data", np.zeros(3))])
+@pytest.mark.parametrize(
+    "argument, value",
+    [
+        ("epochs", -1),
+        ("epochs", 2.0),
+        ("verbose", 3),
+        ("verbose", "yes"),
+        ("validation_split", 1.0),
+        ("validation_split", -0.1),
+        ("initial_epoch", -1),
+        ("validation_data", np.zeros(3)),
+    ],
+)
 def test_bad_fit_arguments(argument, value):
     model = fashion_model()
     with raises(ValueError, f"Invalid value for argument `{argument}`"):
-        model.fit(*data(), verbose=0, **{argument: value}) if argument != "verbose" else \
-            model.fit(*data(), verbose=value)
+        model.fit(*data(), verbose=0, **{argument: value}) if argument != "verbose" else model.fit(
+            *data(), verbose=value
+        )
 
 
 @pytest.mark.parametrize("units", [0, -5, 2.5, True, "10", None])
 def test_bad_units(units):
-    with raises(ValueError, f"Invalid value for argument `units`: expected a positive integer, received units={units!r}"):
+    with raises(
+        ValueError, f"Invalid value for argument `units`: expected a positive integer, received units={units!r}"
+    ):
         keras.layers.Dense(units)
 
 
@@ -440,13 +477,16 @@ def test_bad_input_shapes(shape):
         keras.layers.Dense(3, input_shape=shape)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: keras.optimizers.SGD(learning_rate=-0.1),
-    lambda: keras.optimizers.Adam(learning_rate=-1e-3),
-    lambda: keras.optimizers.RMSprop(learning_rate=float("nan")),
-    lambda: keras.optimizers.Adagrad(learning_rate=float("inf")),
-    lambda: keras.optimizers.SGD(learning_rate="0.1"),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.optimizers.SGD(learning_rate=-0.1),
+        lambda: keras.optimizers.Adam(learning_rate=-1e-3),
+        lambda: keras.optimizers.RMSprop(learning_rate=float("nan")),
+        lambda: keras.optimizers.Adagrad(learning_rate=float("inf")),
+        lambda: keras.optimizers.SGD(learning_rate="0.1"),
+    ],
+)
 def test_bad_learning_rates(make):
     with raises(ValueError, "Invalid value for argument `learning_rate`", "received learning_rate="):
         make()
@@ -459,14 +499,17 @@ def test_setting_a_negative_learning_rate_later():
     assert opt.learning_rate == 0.01
 
 
-@pytest.mark.parametrize("make, argument", [
-    (lambda: keras.optimizers.SGD(momentum=1.5), "momentum"),
-    (lambda: keras.optimizers.SGD(momentum=-0.1), "momentum"),
-    (lambda: keras.optimizers.Adam(beta_1=1.1), "beta_1"),
-    (lambda: keras.optimizers.Adam(epsilon=-1.0), "epsilon"),
-    (lambda: keras.optimizers.RMSprop(rho=2), "rho"),
-    (lambda: keras.optimizers.Adagrad(initial_accumulator_value=-0.1), "initial_accumulator_value"),
-])
+@pytest.mark.parametrize(
+    "make, argument",
+    [
+        (lambda: keras.optimizers.SGD(momentum=1.5), "momentum"),
+        (lambda: keras.optimizers.SGD(momentum=-0.1), "momentum"),
+        (lambda: keras.optimizers.Adam(beta_1=1.1), "beta_1"),
+        (lambda: keras.optimizers.Adam(epsilon=-1.0), "epsilon"),
+        (lambda: keras.optimizers.RMSprop(rho=2), "rho"),
+        (lambda: keras.optimizers.Adagrad(initial_accumulator_value=-0.1), "initial_accumulator_value"),
+    ],
+)
 def test_bad_optimizer_hyperparameters(make, argument):
     with raises(ValueError, f"argument `{argument}`"):
         make()
@@ -510,7 +553,7 @@ def test_set_weights_mistakes():
         model.set_weights(weights[:3] + [np.full(10, np.nan)])
     with raises(ValueError, "weight 3", "float32"):
         model.set_weights(weights[:3] + [np.full(10, 1e300)])
-    for a, b in zip(model.get_weights(), weights):   # nothing was half-written
+    for a, b in zip(model.get_weights(), weights):  # nothing was half-written
         np.testing.assert_array_equal(a, b)
     with raises(ValueError, "build it"):
         keras.Sequential([keras.layers.Dense(3)]).set_weights([])

@@ -1,4 +1,5 @@
 """ONNX export: ONNX Runtime runs what cdnn writes and predicts what cdnn predicts."""
+
 import numpy as np
 import pytest
 
@@ -8,7 +9,8 @@ from cdnn import layers
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-ACTIVATIONS = ["relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "linear"]
+ACTIVATIONS = ["relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "linear", "elu", "selu", "silu", "softplus",
+               "softsign", "hard_sigmoid", "hard_silu", "mish", "relu6", "exponential", "log_softmax"]
 
 
 def _run(path, x):

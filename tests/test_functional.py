@@ -5,6 +5,7 @@ fused chain (``_core.Network``, itself checked against ``cdnn.reference``)
 for graphs that are chains, NumPy formulas for BatchNormalization, and Keras
 itself (JAX backend) where it is installed.
 """
+
 import os
 import pickle
 
@@ -85,6 +86,7 @@ Model: "mlp"
 
 # ---- building -----------------------------------------------------------------------------------
 
+
 def test_input_is_a_symbolic_tensor_and_layers_record_nodes():
     inputs = keras.Input(shape=(784,), name="img")
     assert isinstance(inputs, KerasTensor) and inputs.shape == (None, 784) and inputs.dtype == "float32"
@@ -133,6 +135,7 @@ def test_clear_session_restarts_default_names():
 
 
 # ---- bad graphs ---------------------------------------------------------------------------------
+
 
 def test_graph_disconnected_names_the_missing_input():
     a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
@@ -189,10 +192,12 @@ def test_a_sequential_cannot_contain_itself():
 
 # ---- training graphs --------------------------------------------------------------------------------
 
+
 def test_a_functional_chain_trains_exactly_like_the_fused_sequential_chain():
     x, y = data()
-    seq = keras.Sequential([keras.Input((8,)), layers.Dense(16, activation="relu"),
-                            layers.Dense(3, activation="softmax")])
+    seq = keras.Sequential(
+        [keras.Input((8,)), layers.Dense(16, activation="relu"), layers.Dense(3, activation="softmax")]
+    )
     inputs = keras.Input((8,))
     out = layers.Dense(3, activation="softmax")(layers.Dense(16, activation="relu")(inputs))
     fun = keras.Model(inputs, out)
@@ -216,16 +221,30 @@ def test_two_inputs_as_list_or_dict_and_two_outputs_with_keras_history_keys():
     xw, xd = rng.normal(size=(50, 8)), rng.normal(size=(50, 784))
     price, kind = rng.normal(size=(50, 1)), rng.integers(0, 3, 50)
     model = wide_and_deep()
-    model.compile("adam", loss={"price": "mse", "kind": SCCE}, loss_weights={"price": 1.0, "kind": 0.5},
-                  metrics={"kind": ["accuracy"]})
-    history = model.fit({"wide": xw, "deep": xd}, {"price": price, "kind": kind}, epochs=2, verbose=0,
-                        validation_split=0.2)
+    model.compile(
+        "adam",
+        loss={"price": "mse", "kind": SCCE},
+        loss_weights={"price": 1.0, "kind": 0.5},
+        metrics={"kind": ["accuracy"]},
+    )
+    history = model.fit(
+        {"wide": xw, "deep": xd}, {"price": price, "kind": kind}, epochs=2, verbose=0, validation_split=0.2
+    )
     # Keras 3 names them so (and sorts them)
-    assert list(history.history) == ["kind_accuracy", "kind_loss", "loss", "price_loss", "val_kind_accuracy",
-                                     "val_kind_loss", "val_loss", "val_price_loss"]
+    assert list(history.history) == [
+        "kind_accuracy",
+        "kind_loss",
+        "loss",
+        "price_loss",
+        "val_kind_accuracy",
+        "val_kind_loss",
+        "val_loss",
+        "val_price_loss",
+    ]
     h = history.history
-    np.testing.assert_allclose(h["val_loss"], np.array(h["val_price_loss"]) + 0.5 * np.array(h["val_kind_loss"]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        h["val_loss"], np.array(h["val_price_loss"]) + 0.5 * np.array(h["val_kind_loss"]), rtol=1e-6
+    )
     loss, price_loss, kind_loss, acc = model.evaluate([xw, xd], [price, kind], verbose=0)
     np.testing.assert_allclose(loss, price_loss + 0.5 * kind_loss, rtol=1e-6)
     p, k = model.predict([xw, xd], verbose=0)
@@ -270,7 +289,7 @@ def test_a_model_is_a_layer_of_another_model():
     assert "│ base (Sequential)               │ (None, 3)              │            27 │" in lines[0]
     top.compile("adam", SCCE)
     top.fit(x, y, verbose=0)
-    assert not np.allclose(base.predict(x, verbose=0), logits)   # the inner model's weights trained
+    assert not np.allclose(base.predict(x, verbose=0), logits)  # the inner model's weights trained
 
 
 def test_nested_models_save_and_load(tmp_path):
@@ -279,8 +298,10 @@ def test_nested_models_save_and_load(tmp_path):
     base = keras.Model(i, layers.Dense(3)(layers.BatchNormalization()(i)), name="base")
     inner = keras.Sequential([keras.Input((8,)), layers.Dense(2)], name="inner")
     j = keras.Input((8,))
-    for model in (keras.Sequential([keras.Input((8,)), base, layers.Softmax()]),
-                  keras.Model(j, layers.Dense(1)(inner(j)))):
+    for model in (
+        keras.Sequential([keras.Input((8,)), base, layers.Softmax()]),
+        keras.Model(j, layers.Dense(1)(inner(j))),
+    ):
         model.save(tmp_path / "m.npz")
         loaded = keras.load_model(tmp_path / "m.npz")
         assert type(loaded) is type(model)
@@ -302,6 +323,7 @@ def test_eager_calls_run_the_core():
 
 
 # ---- subclassed models ----------------------------------------------------------------------------
+
 
 class MLP(keras.Model):
     def __init__(self, **kwargs):
@@ -325,7 +347,11 @@ def test_subclassed_model_is_traced_for_training_and_for_inference():
     assert list(history.history) == ["accuracy", "loss"]
     assert [l.name for l in model.layers] == ["dense", "dropout", "dense_1"]
     assert [n["op"] for n in cdnn.models.functional.lower(model._graph_model())[0]] == [
-        "input", "dense", "dropout", "dense"]
+        "input",
+        "dense",
+        "dropout",
+        "dense",
+    ]
     assert [n["op"] for n in cdnn.models.functional.lower(model._inference_model())[0]] == ["input", "dense", "dense"]
     # inference: no dropout, so the same as the two Dense layers by hand
     h = np.maximum(x @ model.hidden.kernel + model.hidden.bias, 0) @ model.out.kernel + model.out.bias
@@ -362,6 +388,7 @@ def test_an_untraceable_call_fails_at_build_time_saying_what_and_where():
 
 # ---- freezing ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ["constructor", "attribute", "model"])
 def test_frozen_weights_are_bit_unchanged_by_fit(how):
     x, y = data()
@@ -374,7 +401,7 @@ def test_frozen_weights_are_bit_unchanged_by_fit(how):
     if how == "model":
         model.trainable = False
         assert not dense.trainable and not head.trainable
-    frozen = [w.copy() for w in dense.weights + bn.weights]   # a frozen BN keeps its moving statistics too
+    frozen = [w.copy() for w in dense.weights + bn.weights]  # a frozen BN keeps its moving statistics too
     head_before = head.get_weights()
     model.compile("adam", SCCE)
     model.fit(x, y, epochs=2, verbose=0)
@@ -385,8 +412,9 @@ def test_frozen_weights_are_bit_unchanged_by_fit(how):
 
 
 def test_summary_counts_frozen_and_batchnorm_weights_as_non_trainable():
-    model = keras.Sequential([keras.Input((4,)), layers.Dense(8, trainable=False), layers.BatchNormalization(),
-                              layers.Dense(2)])
+    model = keras.Sequential(
+        [keras.Input((4,)), layers.Dense(8, trainable=False), layers.BatchNormalization(), layers.Dense(2)]
+    )
     lines = []
     model.summary(print_fn=lines.append)
     text = lines[0]
@@ -398,10 +426,19 @@ def test_summary_counts_frozen_and_batchnorm_weights_as_non_trainable():
 
 # ---- Sequential as a graph -------------------------------------------------------------------------
 
+
 def test_sequential_with_new_layers_trains_and_pops():
     x, y = data(features=(2, 4))
-    model = keras.Sequential([keras.Input((2, 4)), layers.Dense(6), layers.LayerNormalization(),
-                              layers.LeakyReLU(0.1), layers.Flatten(), layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((2, 4)),
+            layers.Dense(6),
+            layers.LayerNormalization(),
+            layers.LeakyReLU(0.1),
+            layers.Flatten(),
+            layers.Dense(3, activation="softmax"),
+        ]
+    )
     assert not model._fast_chain()
     model.compile("adam", SCCE, metrics=["accuracy"])
     model.fit(x, y, epochs=2, verbose=0)
@@ -428,6 +465,7 @@ def test_batchnorm_moving_statistics_follow_keras_formula():
 
 # ---- saving -------------------------------------------------------------------------------------------
 
+
 def test_functional_model_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(2)
     xw, xd = rng.normal(size=(20, 8)), rng.normal(size=(20, 784))
@@ -449,6 +487,7 @@ def test_functional_model_save_load_round_trip(tmp_path):
 
 # ---- Keras itself as the oracle -------------------------------------------------------------------------
 
+
 def test_two_input_two_output_training_matches_keras():
     pytest.importorskip("jax")
     os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -460,8 +499,9 @@ def test_two_input_two_output_training_matches_keras():
         a, b = lib.Input((5,), name="wide"), lib.Input((7,), name="deep")
         h = lib.layers.BatchNormalization(name="bn")(lib.layers.Dense(6, activation="relu", name="h")(b))
         c = lib.layers.Concatenate(name="cat")([a, h])
-        return lib.Model([a, b], [lib.layers.Dense(1, name="price")(c),
-                                  lib.layers.Dense(3, activation="softmax", name="kind")(c)])
+        return lib.Model(
+            [a, b], [lib.layers.Dense(1, name="price")(c), lib.layers.Dense(3, activation="softmax", name="kind")(c)]
+        )
 
     rng = np.random.default_rng(0)
     xa, xb = rng.normal(size=(40, 5)).astype("f4"), rng.normal(size=(40, 7)).astype("f4")
@@ -496,8 +536,9 @@ def test_a_subclassed_model_is_not_saved_to_a_file_but_its_weights_are(tmp_path)
 @pytest.mark.parametrize("freeze", ["first", "all"])
 def test_a_frozen_dense_chain_stays_on_the_fused_path_and_matches_the_graph(freeze):
     x, y = data()
-    seq = keras.Sequential([keras.Input((8,)), layers.Dense(16, activation="relu"),
-                            layers.Dense(3, activation="softmax")])
+    seq = keras.Sequential(
+        [keras.Input((8,)), layers.Dense(16, activation="relu"), layers.Dense(3, activation="softmax")]
+    )
     inputs = keras.Input((8,))
     first, second = layers.Dense(16, activation="relu"), layers.Dense(3, activation="softmax")
     fun = keras.Model(inputs, second(first(inputs)))

@@ -22,6 +22,7 @@ of an otherwise valid file), ``keras`` (the bytes are a Keras ``.keras``
 archive), ``keras_h5`` (the bytes are the ``model.weights.h5`` member of an
 otherwise valid ``.keras`` archive, and also a ``.weights.h5`` file).
 """
+
 from __future__ import annotations
 
 import sys
@@ -139,8 +140,14 @@ def template_model():
     from cdnn import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.layers.Input(shape=(4,)), keras.layers.Dense(3, activation="relu"),
-                              keras.layers.Dropout(0.1), keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.layers.Input(shape=(4,)),
+            keras.layers.Dense(3, activation="relu"),
+            keras.layers.Dropout(0.1),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -160,10 +167,16 @@ def template_functional_model_file(path: Path) -> Path:
     a, b = keras.Input((3,), name="a"), keras.Input((4,), name="b")
     h = keras.layers.LayerNormalization()(keras.layers.BatchNormalization()(keras.layers.Dense(4)(b)))
     h = keras.layers.concatenate([a, keras.layers.Flatten()(keras.layers.Reshape((2, 2))(h))])
-    model = keras.Model({"a": a, "b": b}, [keras.layers.Dense(1, name="price")(keras.layers.Rescaling(0.5)(h)),
-                                           keras.layers.Dense(2, activation="softmax", name="kind")(h)])
-    model.compile("adam", loss=["mse", "sparse_categorical_crossentropy"], metrics=[None, ["accuracy"]],
-                  loss_weights=[1.0, 0.5])
+    model = keras.Model(
+        {"a": a, "b": b},
+        [
+            keras.layers.Dense(1, name="price")(keras.layers.Rescaling(0.5)(h)),
+            keras.layers.Dense(2, activation="softmax", name="kind")(h),
+        ],
+    )
+    model.compile(
+        "adam", loss=["mse", "sparse_categorical_crossentropy"], metrics=[None, ["accuracy"]], loss_weights=[1.0, 0.5]
+    )
     model.save(path)
     return path
 
@@ -210,8 +223,11 @@ def seeds(target: str, directory: Path) -> list[bytes]:
         rng = np.random.default_rng(0)
         out = []
         for shape in ((3,), (2, 3, 4), (5, 2)):
-            raw = bytes([0, 0, 8, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + \
-                rng.integers(0, 256, shape, dtype=np.uint8).tobytes()
+            raw = (
+                bytes([0, 0, 8, len(shape)])
+                + struct.pack(f">{len(shape)}I", *shape)
+                + rng.integers(0, 256, shape, dtype=np.uint8).tobytes()
+            )
             out += [raw, gzip.compress(raw, mtime=0)]
         return out
     if target.startswith("keras"):
@@ -267,11 +283,11 @@ def mutate(data: bytes, rng: random.Random, pool: list[bytes]) -> bytes:
             b[pos % len(b)] = rng.choice((0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)))
         elif op == 2 and len(b) >= 4:
             p = pos % (len(b) - 3)
-            b[p:p + 4] = struct.pack(">I", rng.choice((0, 1, 2**31 - 1, 2**31, 2**32 - 1, rng.randrange(2**32))))
+            b[p : p + 4] = struct.pack(">I", rng.choice((0, 1, 2**31 - 1, 2**31, 2**32 - 1, rng.randrange(2**32))))
         elif op == 3:
             b[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 16)))
         elif op == 4 and b:
-            del b[pos:pos + rng.randrange(1, 64)]
+            del b[pos : pos + rng.randrange(1, 64)]
         elif op == 5:
             b = b[:pos]
         elif op == 6 and pool:
@@ -280,7 +296,7 @@ def mutate(data: bytes, rng: random.Random, pool: list[bytes]) -> bytes:
             b[pos:] = other[q:]
         elif op == 7 and b:
             p = pos % len(b)
-            b[p:p] = b[p:p + rng.randrange(1, 32)]
+            b[p:p] = b[p : p + rng.randrange(1, 32)]
     return bytes(b)
 
 
@@ -326,13 +342,27 @@ def test_fuzz(target, tmp_path):
     for i, data in enumerate(seeds(target, work)):
         (corpus / f"seed-{i}").write_bytes(data)
     regressions = CORPUS / target
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    kind = os.environ.get("CDNN_FUZZER") or fuzzer()     # CDNN_FUZZER=random forces the fallback
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    kind = os.environ.get("CDNN_FUZZER") or fuzzer()  # CDNN_FUZZER=random forces the fallback
     if kind == "atheris":
-        cmd = [sys.executable, __file__, "--atheris", target, str(work),
-               f"-max_total_time={int(SECONDS)}", "-timeout=10", "-rss_limit_mb=2048", "-max_len=65536",
-               f"-artifact_prefix={artifacts}/", "-print_final_stats=1", str(corpus)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--atheris",
+            target,
+            str(work),
+            f"-max_total_time={int(SECONDS)}",
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            "-max_len=65536",
+            f"-artifact_prefix={artifacts}/",
+            "-print_final_stats=1",
+            str(corpus),
+        ]
         if regressions.is_dir():
             cmd.append(str(regressions))
     else:
@@ -344,7 +374,8 @@ def test_fuzz(target, tmp_path):
     found = sorted(p.name for p in artifacts.iterdir())
     assert proc.returncode == 0 and not found, (
         f"{kind} fuzzing of {target} found a failing input ({found}, in {artifacts}; copy it into "
-        f"{regressions}/ for a regression test):\n{output[-6000:]}")
+        f"{regressions}/ for a regression test):\n{output[-6000:]}"
+    )
     runs = re.findall(r"Done (\d+) runs|@@RUNS (\d+)", output)
     assert runs, output[-3000:]
     count = int(next(filter(None, runs[-1])))

@@ -68,15 +68,30 @@ class G:
 
     def bn(self, x, center=True, scale=True, trainable=True, momentum=0.99, epsilon=1e-3):
         w = self.shape(x)[-1]
-        return self.add("batchnorm", [x], self.shape(x), gamma=f32(1 + 0.2 * RNG.standard_normal(w)) if scale else None,
-                        beta=rand(w, scale=0.1) if center else None, moving_mean=rand(w, scale=0.2),
-                        moving_variance=f32(0.5 + RNG.random(w)), momentum=momentum, epsilon=epsilon,
-                        trainable=trainable)
+        return self.add(
+            "batchnorm",
+            [x],
+            self.shape(x),
+            gamma=f32(1 + 0.2 * RNG.standard_normal(w)) if scale else None,
+            beta=rand(w, scale=0.1) if center else None,
+            moving_mean=rand(w, scale=0.2),
+            moving_variance=f32(0.5 + RNG.random(w)),
+            momentum=momentum,
+            epsilon=epsilon,
+            trainable=trainable,
+        )
 
     def ln(self, x, center=True, scale=True, trainable=True, epsilon=1e-3):
         w = self.shape(x)[-1]
-        return self.add("layernorm", [x], self.shape(x), gamma=f32(1 + 0.2 * RNG.standard_normal(w)) if scale else None,
-                        beta=rand(w, scale=0.1) if center else None, epsilon=epsilon, trainable=trainable)
+        return self.add(
+            "layernorm",
+            [x],
+            self.shape(x),
+            gamma=f32(1 + 0.2 * RNG.standard_normal(w)) if scale else None,
+            beta=rand(w, scale=0.1) if center else None,
+            epsilon=epsilon,
+            trainable=trainable,
+        )
 
     def out(self, node, loss="mean_squared_error", weight=1.0, metric=None, from_logits=False):
         self.outputs.append(dict(node=node, loss=loss, weight=weight, metric=metric, from_logits=from_logits))
@@ -94,8 +109,10 @@ def with_slots(nodes, opt):
         slots = []
         for k in keys:
             a = d.get(k)
-            slots += [np.zeros_like(a) if (a is not None and one) else None,
-                      np.zeros_like(a) if (a is not None and two) else None]
+            slots += [
+                np.zeros_like(a) if (a is not None and one) else None,
+                np.zeros_like(a) if (a is not None and two) else None,
+            ]
         d["slots"] = slots
     return nodes
 
@@ -197,9 +214,31 @@ def op_graph(op, width=7, rows=1, n_in=2):
     return g
 
 
-OPS = ["batchnorm", "batchnorm_frozen", "batchnorm_plain", "layernorm", "layernorm_plain", "act_relu", "act_sigmoid",
-       "act_tanh", "act_softmax", "act_leaky_relu", "act_gelu", "act_linear", "affine", "add", "subtract", "multiply",
-       "average", "maximum", "minimum", "concatenate", "reshape", "dropout0", "noise0"]
+OPS = [
+    "batchnorm",
+    "batchnorm_frozen",
+    "batchnorm_plain",
+    "layernorm",
+    "layernorm_plain",
+    "act_relu",
+    "act_sigmoid",
+    "act_tanh",
+    "act_softmax",
+    "act_leaky_relu",
+    "act_gelu",
+    "act_linear",
+    "affine",
+    "add",
+    "subtract",
+    "multiply",
+    "average",
+    "maximum",
+    "minimum",
+    "concatenate",
+    "reshape",
+    "dropout0",
+    "noise0",
+]
 
 
 @pytest.mark.parametrize("rows", [1, 3])
@@ -243,7 +282,7 @@ def test_op_gradients_finite_differences(op):
     grads, _ = core_grads(g, [x], [y])
     W = g.nodes[1]["W"]
     h = 1e-2
-    for (r, c) in [(0, 0), (2, 3), (4, 6)]:
+    for r, c in [(0, 0), (2, 3), (4, 6)]:
         old = W[r, c]
         W[r, c] = old + h
         lp = core_loss(g, [x], [y])
@@ -315,12 +354,15 @@ def two_outputs():
     g.out(g.dense(h, 3, "softmax"), "sparse_categorical_crossentropy", weight=0.7, metric="sparse")
     g.out(g.dense(g.add("reshape", [h], (3, 4)), 2, "sigmoid"), "binary_crossentropy", weight=2.5)
     g.out(h, None)
-    return g, lambda n: ([rand(n, 9)], [RNG.integers(0, 3, n).astype(np.int32),
-                                        f32(RNG.integers(0, 2, (n, 6))), None])
+    return g, lambda n: ([rand(n, 9)], [RNG.integers(0, 3, n).astype(np.int32), f32(RNG.integers(0, 2, (n, 6))), None])
 
 
-GRAPHS = {"two_inputs_concat": two_inputs_concat, "residual_add": residual_add, "bn_mlp": bn_mlp,
-          "two_outputs": two_outputs}
+GRAPHS = {
+    "two_inputs_concat": two_inputs_concat,
+    "residual_add": residual_add,
+    "bn_mlp": bn_mlp,
+    "two_outputs": two_outputs,
+}
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
@@ -361,8 +403,13 @@ def test_chain_graph_is_bit_identical_to_network(d, h, c, threads):
     opt = {"name": "adam", "learning_rate": 0.01}
     nodes, losses, graph = core_train(g, [X], [y], opt, steps=3, batch_size=16)
     chain = with_slots(g.nodes, opt)
-    net = _core.Network([dict(W=nd["W"], b=nd["b"], activation=nd["activation"], slots=nd["slots"])
-                         for nd in chain[1:]], "sparse_categorical_crossentropy", False, "sparse", opt)
+    net = _core.Network(
+        [dict(W=nd["W"], b=nd["b"], activation=nd["activation"], slots=nd["slots"]) for nd in chain[1:]],
+        "sparse_categorical_crossentropy",
+        False,
+        "sparse",
+        opt,
+    )
     for s in range(3):
         bl, bc = np.zeros(5), np.zeros(5)
         net.train_run(X, y, np.arange(n, dtype=np.int32), 0, 5, 16, s * 5, 0, bl, bc)
@@ -392,8 +439,9 @@ def test_one_and_two_threads_bit_identical():
         prev = _core.get_num_threads()
         _core.set_num_threads(t)
         try:
-            nodes, losses, net = core_train(g, xs, ys, {"name": "adam", "learning_rate": 0.01}, steps=2,
-                                            batch_size=64, seed=7)
+            nodes, losses, net = core_train(
+                g, xs, ys, {"name": "adam", "learning_rate": 0.01}, steps=2, batch_size=64, seed=7
+            )
             results.append((nodes, losses, net.predict(xs)[0]))
         finally:
             _core.set_num_threads(prev)
@@ -429,7 +477,7 @@ def test_frozen_nodes_keep_their_bits(threads):
     adam = ref.Adam(0.05)
     for _ in range(3):
         for s in range(0, n, 16):
-            r.train_step([xs[0][s:s + 16]], [ys[0][s:s + 16]], adam)
+            r.train_step([xs[0][s : s + 16]], [ys[0][s : s + 16]], adam)
     assert_close(nodes[d2]["W"], r.p[d2]["W"], 2e-3, 2e-4, "trainable W between frozen nodes")
 
 
@@ -442,8 +490,15 @@ def test_frozen_layer_in_chain_network_keeps_its_bits(threads):
     for k, W in enumerate(Ws):
         W = W.copy()
         b = np.zeros(W.shape[1], np.float32)
-        layers.append(dict(W=W, b=b, activation="softmax" if k == 2 else "relu", trainable=k != 1,
-                           slots=[np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)]))
+        layers.append(
+            dict(
+                W=W,
+                b=b,
+                activation="softmax" if k == 2 else "relu",
+                trainable=k != 1,
+                slots=[np.zeros_like(W), np.zeros_like(W), np.zeros_like(b), np.zeros_like(b)],
+            )
+        )
     net = _core.Network(layers, "sparse_categorical_crossentropy", False, "sparse", opt)
     net.train_run(X, y, np.arange(n, dtype=np.int32), 0, 4, 16, 0, 0, np.zeros(4), np.zeros(4))
     assert np.array_equal(layers[1]["W"], Ws[1]) and not layers[1]["b"].any()
@@ -453,13 +508,20 @@ def test_frozen_layer_in_chain_network_keeps_its_bits(threads):
     x = g.input(d)
     prev = x
     for k, W in enumerate(Ws):
-        prev = g.add("dense", [prev], (W.shape[1],), W=W.copy(), b=np.zeros(W.shape[1], np.float32),
-                     activation="softmax" if k == 2 else "relu", trainable=k != 1)
+        prev = g.add(
+            "dense",
+            [prev],
+            (W.shape[1],),
+            W=W.copy(),
+            b=np.zeros(W.shape[1], np.float32),
+            activation="softmax" if k == 2 else "relu",
+            trainable=k != 1,
+        )
     g.out(prev, "sparse_categorical_crossentropy")
     r = ref_graph(g)
     adam = ref.Adam(0.01)
     for s in range(0, n, 16):
-        r.train_step([X[s:s + 16]], [y[s:s + 16]], adam)
+        r.train_step([X[s : s + 16]], [y[s : s + 16]], adam)
     assert_close(layers[0]["W"], r.p[1]["W"], 2e-3, 2e-4, "first layer below a frozen one")
 
 
@@ -508,8 +570,18 @@ def test_gaussian_noise_statistics():
     g.out(g.add("dense", [nz], (1,), W=rand(d, 1, scale=0.01), b=None, activation="linear"))
     net, nodes = core_graph(g, {"name": "sgd", "learning_rate": 1e-3})
     W0 = nodes[2]["W"].astype(np.float64).copy()
-    net.train_run([np.zeros((1, d), np.float32)], [np.zeros((1, 1), np.float32)], np.zeros(1, np.int32), 0, 1, 1,
-                  0, 9, np.zeros(1), np.zeros((1, 1)))
+    net.train_run(
+        [np.zeros((1, d), np.float32)],
+        [np.zeros((1, 1), np.float32)],
+        np.zeros(1, np.int32),
+        0,
+        1,
+        1,
+        0,
+        9,
+        np.zeros(1),
+        np.zeros((1, 1)),
+    )
     dW = (W0 - nodes[2]["W"])[:, 0] / 1e-3  # = 2 (W0 . v) v
     c2 = (W0[:, 0] @ dW) / 2  # (W0 . v)^2
     v2 = dW**2 / (4 * c2)
@@ -539,9 +611,12 @@ def test_nonfinite_batch_stops_before_its_update():
 
 
 def bad(nodes, inputs=None, outputs=None, opt=None):
-    return _core.Graph(nodes, inputs if inputs is not None else [0],
-                       outputs if outputs is not None else [dict(node=len(nodes) - 1, loss="mean_squared_error")],
-                       opt or {"name": "sgd"})
+    return _core.Graph(
+        nodes,
+        inputs if inputs is not None else [0],
+        outputs if outputs is not None else [dict(node=len(nodes) - 1, loss="mean_squared_error")],
+        opt or {"name": "sgd"},
+    )
 
 
 def inp(*shape):
@@ -552,26 +627,39 @@ def dense(src, i, o, **kw):
     return dict(op="dense", inputs=[src], shape=(o,), W=np.zeros((i, o), np.float32), b=None, **kw)
 
 
-@pytest.mark.parametrize("nodes,inputs,match", [
-    ([inp(3), dict(op="conv", inputs=[0], shape=(3,))], None, "unknown op 'conv'"),
-    ([inp(3), dense(1, 3, 2)], None, "not an earlier node"),
-    ([inp(3), dense(0, 4, 2)], None, r"Invalid shape for argument `nodes\[1\].W`"),
-    ([inp(2, 3), dense(0, 3, 5)], None, "gives shape"),
-    ([inp(3), inp(4), dict(op="add", inputs=[0, 1], shape=(3,))], [0, 1], "one shape"),
-    ([inp(3), dict(op="add", inputs=[0], shape=(3,))], None, "2 to 64 inputs"),
-    ([inp(3), dict(op="subtract", inputs=[0, 0, 0], shape=(3,))], None, "exactly 2"),
-    ([inp(2, 3), inp(3, 3), dict(op="concatenate", inputs=[0, 1], shape=(2, 6))], [0, 1], "differ only in the last"),
-    ([inp(3), inp(4), dict(op="concatenate", inputs=[0, 1], shape=(8,))], [0, 1], "gives shape"),
-    ([inp(6), dict(op="reshape", inputs=[0], shape=(4, 2))], None, "cannot reshape"),
-    ([inp(3), dict(op="dropout", inputs=[0], shape=(3,), rate=1.0)], None, "rate"),
-    ([inp(3), dict(op="gaussian_noise", inputs=[0], shape=(3,), stddev=-1.0)], None, "stddev"),
-    ([inp(3), dict(op="batchnorm", inputs=[0], shape=(3,), gamma=None, beta=None)], None, "moving_mean"),
-    ([inp(3), dict(op="affine", inputs=[0], shape=(3,), scale=np.ones(2, np.float32),
-                   offset=np.ones(1, np.float32))], None, "1 or 3 values"),
-    ([inp(0)], None, "positive dimensions"),
-    ([dict(op="reshape", inputs=[], shape=(3,))], [], "exactly 1 input"),
-    ([inp(3), inp(3), dict(op="add", inputs=[0, 1], shape=(3,))], [0], "each input node once"),
-])
+@pytest.mark.parametrize(
+    "nodes,inputs,match",
+    [
+        ([inp(3), dict(op="conv", inputs=[0], shape=(3,))], None, "unknown op 'conv'"),
+        ([inp(3), dense(1, 3, 2)], None, "not an earlier node"),
+        ([inp(3), dense(0, 4, 2)], None, r"Invalid shape for argument `nodes\[1\].W`"),
+        ([inp(2, 3), dense(0, 3, 5)], None, "gives shape"),
+        ([inp(3), inp(4), dict(op="add", inputs=[0, 1], shape=(3,))], [0, 1], "one shape"),
+        ([inp(3), dict(op="add", inputs=[0], shape=(3,))], None, "2 to 64 inputs"),
+        ([inp(3), dict(op="subtract", inputs=[0, 0, 0], shape=(3,))], None, "exactly 2"),
+        (
+            [inp(2, 3), inp(3, 3), dict(op="concatenate", inputs=[0, 1], shape=(2, 6))],
+            [0, 1],
+            "differ only in the last",
+        ),
+        ([inp(3), inp(4), dict(op="concatenate", inputs=[0, 1], shape=(8,))], [0, 1], "gives shape"),
+        ([inp(6), dict(op="reshape", inputs=[0], shape=(4, 2))], None, "cannot reshape"),
+        ([inp(3), dict(op="dropout", inputs=[0], shape=(3,), rate=1.0)], None, "rate"),
+        ([inp(3), dict(op="gaussian_noise", inputs=[0], shape=(3,), stddev=-1.0)], None, "stddev"),
+        ([inp(3), dict(op="batchnorm", inputs=[0], shape=(3,), gamma=None, beta=None)], None, "moving_mean"),
+        (
+            [
+                inp(3),
+                dict(op="affine", inputs=[0], shape=(3,), scale=np.ones(2, np.float32), offset=np.ones(1, np.float32)),
+            ],
+            None,
+            "1 or 3 values",
+        ),
+        ([inp(0)], None, "positive dimensions"),
+        ([dict(op="reshape", inputs=[], shape=(3,))], [], "exactly 1 input"),
+        ([inp(3), inp(3), dict(op="add", inputs=[0, 1], shape=(3,))], [0], "each input node once"),
+    ],
+)
 def test_bad_descriptions_are_refused(nodes, inputs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         bad(nodes, inputs)
@@ -593,19 +681,20 @@ def test_bad_arrays_and_outputs_are_refused():
         bad([inp(3), shared, dict(shared, inputs=[1])])
     with pytest.raises(ValueError, match="slot arrays"):
         bad([inp(3), dense(0, 3, 2)], opt={"name": "adam"})
-    g = bad([inp(3), dense(0, 3, 2, activation="softmax")],
-            outputs=[dict(node=1, loss="sparse_categorical_crossentropy")])
+    g = bad(
+        [inp(3), dense(0, 3, 2, activation="softmax")], outputs=[dict(node=1, loss="sparse_categorical_crossentropy")]
+    )
     x = np.zeros((4, 3), np.float32)
     with pytest.raises(ValueError, match=r"labels in `ys\[0\]`"):
-        g.train_run([x], [np.full(4, 2, np.int32)], np.arange(4, dtype=np.int32), 0, 1, 4, 0, 0, np.zeros(1),
-                    np.zeros((1, 1)))
+        g.train_run(
+            [x], [np.full(4, 2, np.int32)], np.arange(4, dtype=np.int32), 0, 1, 4, 0, 0, np.zeros(1), np.zeros((1, 1))
+        )
     with pytest.raises(ValueError, match="list of 1 array"):
         g.predict(x)
     with pytest.raises(ValueError, match=r"xs\[0\]"):
         g.predict([np.zeros((4, 5), np.float32)])
     with pytest.raises(ValueError, match="batch_correct"):
-        g.train_run([x], [np.zeros(4, np.int32)], np.arange(4, dtype=np.int32), 0, 1, 4, 0, 0, np.zeros(1),
-                    np.zeros(1))
+        g.train_run([x], [np.zeros(4, np.int32)], np.arange(4, dtype=np.int32), 0, 1, 4, 0, 0, np.zeros(1), np.zeros(1))
 
 
 def test_predict_big_enough_for_two_threads_is_bit_identical():

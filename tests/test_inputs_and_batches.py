@@ -1,6 +1,7 @@
 """train_on_batch / test_on_batch / predict_on_batch, steps_per_epoch, validation_freq and
 validation_steps, and inputs from pandas, Python generators and keras.utils.PyDataset (Keras 3's
 trainers/trainer.py and data_adapters rules)."""
+
 import warnings
 
 import numpy as np
@@ -18,8 +19,13 @@ def _data(n=96, seed=0):
 
 def _model(metrics=("accuracy",), lr=0.05):
     keras.utils.set_random_seed(3)
-    m = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(6, activation="relu"),
-                          keras.layers.Dense(2, activation="softmax")])
+    m = keras.Sequential(
+        [
+            keras.layers.Input((4,)),
+            keras.layers.Dense(6, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     m.compile(keras.optimizers.SGD(learning_rate=lr), "sparse_categorical_crossentropy", metrics=list(metrics))
     return m
 
@@ -88,7 +94,7 @@ def test_validation_freq_and_validation_steps():
 def _gen(x, y, batch, repeat=False):
     while True:
         for s in range(0, len(x), batch):
-            yield x[s:s + batch], y[s:s + batch]
+            yield x[s : s + batch], y[s : s + batch]
         if not repeat:
             return
 
@@ -103,7 +109,7 @@ class Batches(keras.utils.PyDataset):
         return -(-len(self.x) // self.batch)
 
     def __getitem__(self, i):
-        return self.x[i * self.batch:(i + 1) * self.batch], self.y[i * self.batch:(i + 1) * self.batch]
+        return self.x[i * self.batch : (i + 1) * self.batch], self.y[i * self.batch : (i + 1) * self.batch]
 
     def on_epoch_end(self):
         self.epochs_ended += 1

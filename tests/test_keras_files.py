@@ -3,6 +3,7 @@
 The round trips against real Keras run where ``keras`` (with the JAX backend) is
 installed, as in CI; the rest needs only ``h5py``.
 """
+
 import io
 import json
 import os
@@ -101,8 +102,9 @@ def test_weights_h5_round_trip_and_cdnn_format_still_loads(tmp_path):
     # cdnn's own format, by name, and files of earlier versions saved under a .keras name
     model.save(tmp_path / "m.cdnn")
     os.replace(tmp_path / "m.cdnn", tmp_path / "old.keras")
-    np.testing.assert_array_equal(cdnn.models.load_model(tmp_path / "old.keras").predict(x, verbose=0),
-                                  model.predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        cdnn.models.load_model(tmp_path / "old.keras").predict(x, verbose=0), model.predict(x, verbose=0)
+    )
 
 
 def test_to_json_model_from_json_and_clone_model(tmp_path):
@@ -200,8 +202,9 @@ def test_real_keras_loads_what_cdnn_writes(tmp_path):
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(np.asarray(loaded.predict(x, verbose=0)), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(loaded.predict(x, verbose=0)), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
     assert int(loaded.optimizer.iterations) == model.optimizer.iterations
     # Adam's moments land in Keras' variables
     m0 = [v for v in loaded.optimizer.variables if v.shape == (30, 7)]
@@ -210,8 +213,9 @@ def test_real_keras_loads_what_cdnn_writes(tmp_path):
     model.save_weights(tmp_path / "w.weights.h5")
     fresh = keras.models.clone_model(loaded)
     fresh.load_weights(tmp_path / "w.weights.h5")
-    np.testing.assert_allclose(np.asarray(fresh.predict(x, verbose=0)), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(fresh.predict(x, verbose=0)), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
     again = keras.models.model_from_json(model.to_json())
     assert [type(l).__name__ for l in again.layers] == ["Flatten", "Dense", "Dropout", "Dense"]
 
@@ -222,11 +226,22 @@ def test_cdnn_loads_what_real_keras_writes(tmp_path, optimizer):
     keras = _real_keras()
     x, y = _data()
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input(shape=(6, 5)), keras.layers.Flatten(),
-                              keras.layers.Dense(7, activation="relu"), keras.layers.Dropout(0.25),
-                              keras.layers.Dense(4, activation="softmax")], name="from_keras")
-    opt = {"adam": keras.optimizers.Adam(), "sgd": keras.optimizers.SGD(momentum=0.9),
-           "rmsprop": keras.optimizers.RMSprop(momentum=0.5), "adagrad": keras.optimizers.Adagrad()}[optimizer]
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(6, 5)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(7, activation="relu"),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(4, activation="softmax"),
+        ],
+        name="from_keras",
+    )
+    opt = {
+        "adam": keras.optimizers.Adam(),
+        "sgd": keras.optimizers.SGD(momentum=0.9),
+        "rmsprop": keras.optimizers.RMSprop(momentum=0.5),
+        "adagrad": keras.optimizers.Adagrad(),
+    }[optimizer]
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     model.save(tmp_path / "k.keras")
@@ -243,8 +258,15 @@ def test_cdnn_loads_what_real_keras_writes(tmp_path, optimizer):
     for (p, s), value in zip(order, theirs):
         np.testing.assert_array_equal(ours.optimizer._slots[p][s], value)
     # the weights file alone, into a cdnn model of the same architecture
-    same = cdnn.Sequential([layers.Input(shape=(6, 5)), layers.Flatten(), layers.Dense(7, activation="relu"),
-                            layers.Dropout(0.25), layers.Dense(4, activation="softmax")])
+    same = cdnn.Sequential(
+        [
+            layers.Input(shape=(6, 5)),
+            layers.Flatten(),
+            layers.Dense(7, activation="relu"),
+            layers.Dropout(0.25),
+            layers.Dense(4, activation="softmax"),
+        ]
+    )
     same.load_weights(tmp_path / "k.weights.h5")
     np.testing.assert_allclose(same.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
 
@@ -265,8 +287,9 @@ def test_a_keras_checkpoint_without_h5py_fails_before_training(tmp_path, monkeyp
     seen = []
     probe = cdnn.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(epoch))
     with pytest.raises(ImportError, match="pip install h5py"):
-        model.fit(x, y, epochs=1, verbose=0,
-                  callbacks=[cdnn.callbacks.ModelCheckpoint(str(tmp_path / "best.keras")), probe])
+        model.fit(
+            x, y, epochs=1, verbose=0, callbacks=[cdnn.callbacks.ModelCheckpoint(str(tmp_path / "best.keras")), probe]
+        )
     assert seen == []  # no epoch was trained and lost
     model.save(tmp_path / "m.cdnn")  # cdnn's own format needs nothing but NumPy
 
@@ -276,15 +299,23 @@ def test_cdnn_reads_legacy_h5_model_files(tmp_path):
     keras = _real_keras()
     x, y = _data()
     keras.utils.set_random_seed(2)
-    model = keras.Sequential([keras.Input(shape=(6, 5)), keras.layers.Flatten(),
-                              keras.layers.Dense(7, activation="tanh"), keras.layers.Dropout(0.25),
-                              keras.layers.Dense(4, activation="softmax")], name="legacy")
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(6, 5)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(7, activation="tanh"),
+            keras.layers.Dropout(0.25),
+            keras.layers.Dense(4, activation="softmax"),
+        ],
+        name="legacy",
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     model.save(tmp_path / "old.h5")
     ours = cdnn.models.load_model(tmp_path / "old.h5")
-    np.testing.assert_allclose(ours.predict(x, verbose=0), np.asarray(model.predict(x, verbose=0)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ours.predict(x, verbose=0), np.asarray(model.predict(x, verbose=0)), rtol=1e-5, atol=1e-6
+    )
     assert ours.loss.get_config()["name"] == "sparse_categorical_crossentropy"
     assert ours.optimizer.iterations == int(model.optimizer.iterations) == 8
     theirs = [np.asarray(v) for v in model.optimizer.variables][2:]

@@ -42,8 +42,12 @@ def test_dense_call_computes_activation_of_affine_map():
 
 
 def test_model_without_bias_trains_and_counts_params():
-    model = keras.Sequential([keras.layers.Dense(4, use_bias=False, activation="relu", input_shape=(3,)),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(4, use_bias=False, activation="relu", input_shape=(3,)),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     assert model.count_params() == 12 + 8 + 2
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     before = model.get_weights()
@@ -68,13 +72,16 @@ def test_input_layer():
     assert keras.layers.Input(shape=784).shape == (None, 784)
 
 
-@pytest.mark.parametrize("layer", [
-    lambda: keras.layers.Dense(7, activation="gelu", use_bias=False, kernel_initializer="he_normal", name="d"),
-    lambda: keras.layers.Dense(3, input_shape=(4,)),
-    lambda: keras.layers.Flatten(input_shape=(2, 3), name="f"),
-    lambda: keras.layers.Dropout(0.4),
-    lambda: keras.layers.InputLayer(shape=(9,)),
-])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: keras.layers.Dense(7, activation="gelu", use_bias=False, kernel_initializer="he_normal", name="d"),
+        lambda: keras.layers.Dense(3, input_shape=(4,)),
+        lambda: keras.layers.Flatten(input_shape=(2, 3), name="f"),
+        lambda: keras.layers.Dropout(0.4),
+        lambda: keras.layers.InputLayer(shape=(9,)),
+    ],
+)
 def test_layer_configs_are_json_data_that_rebuild_the_layer(layer):
     import json
 
@@ -100,10 +107,10 @@ def test_activation_values():
     np.testing.assert_allclose(a.sigmoid(x), 1 / (1 + np.exp(-x)))
     np.testing.assert_allclose(a.tanh(x), np.tanh(x))
     np.testing.assert_allclose(a.linear(x), x)
-    np.testing.assert_allclose(a.leaky_relu(x), [-0.6, -0.1, 0, 0.5, 3])          # Keras 3: slope 0.2
+    np.testing.assert_allclose(a.leaky_relu(x), [-0.6, -0.1, 0, 0.5, 3])  # Keras 3: slope 0.2
     np.testing.assert_allclose(a.gelu(x), [0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
     np.testing.assert_allclose(a.softmax(np.array([[1.0, 2.0, 3.0]])), [[0.09003057, 0.24472847, 0.66524096]])
-    assert a.sigmoid(np.array([-1000.0, 1000.0])).tolist() == [0.0, 1.0]   # no overflow warning, no NaN
+    assert a.sigmoid(np.array([-1000.0, 1000.0])).tolist() == [0.0, 1.0]  # no overflow warning, no NaN
     assert a.get(None) is a.linear and a.get("relu") is a.relu and a.get(a.gelu) is a.gelu
 
 
@@ -127,10 +134,15 @@ def test_gelu_keeps_its_relative_precision_for_negative_inputs():
 # --------------------------------------------------------------------------- initializers
 
 
-@pytest.mark.parametrize("name, bound", [("glorot_uniform", math.sqrt(6 / (30 + 20))),
-                                         ("he_uniform", math.sqrt(6 / 30)),
-                                         ("lecun_uniform", math.sqrt(3 / 30)),
-                                         ("random_uniform", 0.05)])
+@pytest.mark.parametrize(
+    "name, bound",
+    [
+        ("glorot_uniform", math.sqrt(6 / (30 + 20))),
+        ("he_uniform", math.sqrt(6 / 30)),
+        ("lecun_uniform", math.sqrt(3 / 30)),
+        ("random_uniform", 0.05),
+    ],
+)
 def test_uniform_initializers_bounds(name, bound):
     w = cdnn.initializers.get(name)((30, 20))
     assert w.dtype == np.float32 and w.shape == (30, 20) and w.flags.c_contiguous
@@ -142,7 +154,7 @@ def test_normal_initializers_are_truncated_at_two_deviations():
     w = cdnn.initializers.get("he_normal")((400, 300))
     std = math.sqrt(2 / 400) / 0.87962566103423978
     assert np.abs(w).max() <= 2 * std * (1 + 1e-6)
-    assert w.std() == pytest.approx(math.sqrt(2 / 400), rel=0.02)   # the truncation undoes the correction
+    assert w.std() == pytest.approx(math.sqrt(2 / 400), rel=0.02)  # the truncation undoes the correction
 
 
 def test_constant_initializers():
@@ -158,8 +170,9 @@ def test_losses_match_keras_documented_values():
     assert L.SparseCategoricalCrossentropy()([1, 2], probs) == pytest.approx(1.177, abs=1e-3)
     assert L.CategoricalCrossentropy()([[0, 1, 0], [0, 0, 1]], probs) == pytest.approx(1.177, abs=1e-3)
     assert L.BinaryCrossentropy()([[0, 1], [0, 0]], [[0.6, 0.4], [0.4, 0.6]]) == pytest.approx(0.815, abs=1e-3)
-    assert L.BinaryCrossentropy(from_logits=True)([[0, 1], [0, 0]], [[-18.6, 0.51], [2.94, -12.8]]) == \
-        pytest.approx(0.865, abs=1e-3)
+    assert L.BinaryCrossentropy(from_logits=True)([[0, 1], [0, 0]], [[-18.6, 0.51], [2.94, -12.8]]) == pytest.approx(
+        0.865, abs=1e-3
+    )
     assert L.MeanSquaredError()([[0.0, 1.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 0.0]]) == 0.5
 
 
@@ -178,8 +191,10 @@ def test_from_logits_losses_train():
     x = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
     y = np.arange(64) % 3
     results = []
-    for last, loss in (("linear", keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
-                       ("softmax", "sparse_categorical_crossentropy")):
+    for last, loss in (
+        ("linear", keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+        ("softmax", "sparse_categorical_crossentropy"),
+    ):
         keras.utils.set_random_seed(4)
         model = keras.Sequential([keras.layers.Dense(3, activation=last, input_shape=(5,))])
         model.compile(optimizer="sgd", loss=loss)
@@ -236,8 +251,7 @@ def test_optimizer_iterations_count_updates():
 
 
 def test_to_categorical():
-    np.testing.assert_array_equal(keras.utils.to_categorical([0, 2, 1], 4),
-                                  [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(keras.utils.to_categorical([0, 2, 1], 4), [[1, 0, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0]])
     assert keras.utils.to_categorical(np.array([[1], [0]])).shape == (2, 2)
     with pytest.raises(ValueError):
         keras.utils.to_categorical([3], 2)

@@ -1,6 +1,7 @@
 """Losses: the C core against the NumPy reference (keras/src/losses/losses.py's formulas), finite
 differences, Keras' published docstring numbers, the Python API (functions, classes, get/serialize),
 compile's refusals, and training with each loss bit-identical on 1 and 2 threads."""
+
 import math
 import os
 
@@ -44,15 +45,34 @@ def _data(name, rows, cols, seed=0, from_logits=False):
 
 
 def _c(name, out, y, from_logits=False, sample_weight=None, activation="linear", z=None, **options):
-    loss, _, dz = _core.loss_forward_backward(name, out, out if z is None else z, y, activation=activation,
-                                              from_logits=from_logits, options=options,
-                                              sample_weight=sample_weight)
+    loss, _, dz = _core.loss_forward_backward(
+        name,
+        out,
+        out if z is None else z,
+        y,
+        activation=activation,
+        from_logits=from_logits,
+        options=options,
+        sample_weight=sample_weight,
+    )
     return loss, dz
 
 
-CASES = [(n, fl) for n in LOSSES for fl in ((False, True) if n in (
-    "binary_crossentropy", "binary_focal_crossentropy", "categorical_crossentropy",
-    "sparse_categorical_crossentropy") else (False,))]
+CASES = [
+    (n, fl)
+    for n in LOSSES
+    for fl in (
+        (False, True)
+        if n
+        in (
+            "binary_crossentropy",
+            "binary_focal_crossentropy",
+            "categorical_crossentropy",
+            "sparse_categorical_crossentropy",
+        )
+        else (False,)
+    )
+]
 
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (3, 7), (33, 3), (7, 33)])
@@ -82,8 +102,10 @@ def test_reference_gradient_matches_finite_differences(name, from_logits):
         up, dn = p.copy(), p.copy()
         up[idx] += h
         dn[idx] -= h
-        num[idx] = (ref.keras_reduced_loss(name, y, up, from_logits, sample_weight=w)[0]
-                    - ref.keras_reduced_loss(name, y, dn, from_logits, sample_weight=w)[0]) / (2 * h)
+        num[idx] = (
+            ref.keras_reduced_loss(name, y, up, from_logits, sample_weight=w)[0]
+            - ref.keras_reduced_loss(name, y, dn, from_logits, sample_weight=w)[0]
+        ) / (2 * h)
     np.testing.assert_allclose(grad, num, rtol=1e-4, atol=1e-6)
 
 
@@ -122,14 +144,21 @@ def test_options_against_reference_and_finite_differences(name, from_logits, opt
         up, dn = p.copy(), p.copy()
         up[idx] += h
         dn[idx] -= h
-        num = (ref.keras_reduced_loss(name, y, up, from_logits, sample_weight=w, **options)[0]
-               - ref.keras_reduced_loss(name, y, dn, from_logits, sample_weight=w, **options)[0]) / (2 * h)
+        num = (
+            ref.keras_reduced_loss(name, y, up, from_logits, sample_weight=w, **options)[0]
+            - ref.keras_reduced_loss(name, y, dn, from_logits, sample_weight=w, **options)[0]
+        ) / (2 * h)
         assert grad[idx] == pytest.approx(num, rel=1e-4, abs=1e-7)
 
 
-@pytest.mark.parametrize("name,act", [("categorical_crossentropy", "softmax"),
-                                      ("sparse_categorical_crossentropy", "softmax"),
-                                      ("binary_crossentropy", "sigmoid")])
+@pytest.mark.parametrize(
+    "name,act",
+    [
+        ("categorical_crossentropy", "softmax"),
+        ("sparse_categorical_crossentropy", "softmax"),
+        ("binary_crossentropy", "sigmoid"),
+    ],
+)
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 def test_fused_output_is_computed_from_logits(name, act, smoothing):
     if smoothing and name == "sparse_categorical_crossentropy":
@@ -145,8 +174,18 @@ def test_fused_output_is_computed_from_logits(name, act, smoothing):
     np.testing.assert_allclose(dz, ref.keras_reduced_loss(name, y, z, True, **opts)[1], rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["mean_absolute_error", "huber", "log_cosh", "kl_divergence", "hinge",
-                                  "cosine_similarity", "binary_focal_crossentropy"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mean_absolute_error",
+        "huber",
+        "log_cosh",
+        "kl_divergence",
+        "hinge",
+        "cosine_similarity",
+        "binary_focal_crossentropy",
+    ],
+)
 @pytest.mark.parametrize("act", ["sigmoid", "softmax", "softplus", "tanh"])
 def test_gradient_through_the_output_activation(name, act):
     rng = np.random.default_rng(2)
@@ -169,9 +208,15 @@ def test_weights_scale_rows_and_zero_weight_removes_a_row():
     assert (g[0] == 0).all()
 
 
-@pytest.mark.parametrize("bad,match", [(np.array([1, -1, 1], np.float32), ">= 0"),
-                                       (np.array([1, np.nan, 1], np.float32), "finite"),
-                                       (np.ones(4, np.float32), "shape"), (np.ones(3), "dtype")])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (np.array([1, -1, 1], np.float32), ">= 0"),
+        (np.array([1, np.nan, 1], np.float32), "finite"),
+        (np.ones(4, np.float32), "shape"),
+        (np.ones(3), "dtype"),
+    ],
+)
 def test_core_refuses_bad_weights(bad, match):
     out, y = _data("mean_squared_error", 3, 2)
     with pytest.raises((ValueError, TypeError), match=match):
@@ -197,46 +242,75 @@ C3 = [[0, 1, 0], [0, 0, 1]]
 Q3 = [[0.05, 0.95, 0], [0.1, 0.8, 0.1]]
 
 
-@pytest.mark.parametrize("value,expected", [
-    (lambda: keras.losses.huber(A2, P2).mean(), 0.155),
-    (lambda: keras.losses.Huber()(A2, P2), 0.155),
-    (lambda: keras.losses.log_cosh([[0., 1.], [0., 0.]], [[1., 1.], [0., 0.]]).mean(), 0.108),
-    (lambda: keras.losses.binary_crossentropy(A2, P2), [0.916, 0.714]),
-    (lambda: keras.losses.binary_focal_crossentropy(A2, P2, gamma=2), [0.330, 0.206]),
-    (lambda: keras.losses.categorical_crossentropy(C3, Q3), [0.0513, 2.303]),
-    (lambda: keras.losses.sparse_categorical_crossentropy([1, 2], Q3), [0.0513, 2.303]),
-    (lambda: keras.losses.cosine_similarity([[0., 1.], [1., 1.], [1., 1.]], [[1., 0.], [1., 1.], [-1., -1.]]),
-     [-0., -0.99999994, 0.99999994]),
-    (lambda: keras.losses.MeanSquaredError()([1.0, 0.0, 1.0], [0.9, 0.1, 0.8]), 0.02),
-    (lambda: keras.losses.MeanAbsoluteError()([1.0, 0.3, 1.0], [1.9, 0.3, 1.8]), 0.5666667),
-    (lambda: keras.losses.MeanAbsolutePercentageError()([100.0, 200.0, 300.0], [90.0, 210.0, 310.0]), 6.111111),
-    (lambda: keras.losses.BinaryCrossentropy(from_logits=True)([0, 1, 0, 0], [-18.6, 0.51, 2.94, -12.8]), 0.8654),
-    (lambda: keras.losses.BinaryCrossentropy(from_logits=True)(A2, L4), 0.8654),
-    (lambda: keras.losses.BinaryCrossentropy(from_logits=True)(A2, L4, sample_weight=[0.8, 0.2]), 0.243),
-    (lambda: keras.losses.BinaryCrossentropy(from_logits=True, reduction="sum")(A2, L4), 1.730),
-    (lambda: keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)(A2, L4), [0.235, 1.496]),
-    (lambda: keras.losses.BinaryFocalCrossentropy(gamma=2, from_logits=True)([0, 1, 0, 0],
-                                                                            [-18.6, 0.51, 2.94, -12.8]), 0.691),
-    (lambda: keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, gamma=2, from_logits=True)(
-        [0, 1, 0, 0], [-18.6, 0.51, 2.94, -12.8]), 0.51),
-    (lambda: keras.losses.BinaryFocalCrossentropy(gamma=3, from_logits=True)(A2, L4), 0.647),
-    (lambda: keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, gamma=3, from_logits=True)(A2, L4),
-     0.482),
-    (lambda: keras.losses.BinaryFocalCrossentropy(gamma=3, from_logits=True)(A2, L4, sample_weight=[0.8, 0.2]),
-     0.133),
-    (lambda: keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, gamma=3, from_logits=True)(
-        A2, L4, sample_weight=[0.8, 0.2]), 0.097),
-    (lambda: keras.losses.BinaryFocalCrossentropy(gamma=4, from_logits=True, reduction="sum")(A2, L4), 1.222),
-    (lambda: keras.losses.BinaryFocalCrossentropy(gamma=5, from_logits=True, reduction=None)(A2, L4),
-     [0.0017, 1.1561]),
-    (lambda: keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, gamma=5, from_logits=True,
-                                                  reduction=None)(A2, L4), [0.0004, 0.8670]),
-    (lambda: keras.losses.CategoricalCrossentropy()(C3, Q3), 1.177),
-    (lambda: keras.losses.CategoricalCrossentropy()(C3, Q3, sample_weight=np.array([0.3, 0.7])), 0.814),
-    (lambda: keras.losses.CategoricalCrossentropy(reduction="sum")(C3, Q3), 2.354),
-    (lambda: keras.losses.SparseCategoricalCrossentropy()([1, 2], Q3), 1.177),
-    (lambda: keras.losses.SparseCategoricalCrossentropy()([1, 2], Q3, sample_weight=np.array([0.3, 0.7])), 0.814),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (lambda: keras.losses.huber(A2, P2).mean(), 0.155),
+        (lambda: keras.losses.Huber()(A2, P2), 0.155),
+        (lambda: keras.losses.log_cosh([[0.0, 1.0], [0.0, 0.0]], [[1.0, 1.0], [0.0, 0.0]]).mean(), 0.108),
+        (lambda: keras.losses.binary_crossentropy(A2, P2), [0.916, 0.714]),
+        (lambda: keras.losses.binary_focal_crossentropy(A2, P2, gamma=2), [0.330, 0.206]),
+        (lambda: keras.losses.categorical_crossentropy(C3, Q3), [0.0513, 2.303]),
+        (lambda: keras.losses.sparse_categorical_crossentropy([1, 2], Q3), [0.0513, 2.303]),
+        (
+            lambda: keras.losses.cosine_similarity(
+                [[0.0, 1.0], [1.0, 1.0], [1.0, 1.0]], [[1.0, 0.0], [1.0, 1.0], [-1.0, -1.0]]
+            ),
+            [-0.0, -0.99999994, 0.99999994],
+        ),
+        (lambda: keras.losses.MeanSquaredError()([1.0, 0.0, 1.0], [0.9, 0.1, 0.8]), 0.02),
+        (lambda: keras.losses.MeanAbsoluteError()([1.0, 0.3, 1.0], [1.9, 0.3, 1.8]), 0.5666667),
+        (lambda: keras.losses.MeanAbsolutePercentageError()([100.0, 200.0, 300.0], [90.0, 210.0, 310.0]), 6.111111),
+        (lambda: keras.losses.BinaryCrossentropy(from_logits=True)([0, 1, 0, 0], [-18.6, 0.51, 2.94, -12.8]), 0.8654),
+        (lambda: keras.losses.BinaryCrossentropy(from_logits=True)(A2, L4), 0.8654),
+        (lambda: keras.losses.BinaryCrossentropy(from_logits=True)(A2, L4, sample_weight=[0.8, 0.2]), 0.243),
+        (lambda: keras.losses.BinaryCrossentropy(from_logits=True, reduction="sum")(A2, L4), 1.730),
+        (lambda: keras.losses.BinaryCrossentropy(from_logits=True, reduction=None)(A2, L4), [0.235, 1.496]),
+        (
+            lambda: keras.losses.BinaryFocalCrossentropy(gamma=2, from_logits=True)(
+                [0, 1, 0, 0], [-18.6, 0.51, 2.94, -12.8]
+            ),
+            0.691,
+        ),
+        (
+            lambda: keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, gamma=2, from_logits=True)(
+                [0, 1, 0, 0], [-18.6, 0.51, 2.94, -12.8]
+            ),
+            0.51,
+        ),
+        (lambda: keras.losses.BinaryFocalCrossentropy(gamma=3, from_logits=True)(A2, L4), 0.647),
+        (
+            lambda: keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, gamma=3, from_logits=True)(A2, L4),
+            0.482,
+        ),
+        (
+            lambda: keras.losses.BinaryFocalCrossentropy(gamma=3, from_logits=True)(A2, L4, sample_weight=[0.8, 0.2]),
+            0.133,
+        ),
+        (
+            lambda: keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, gamma=3, from_logits=True)(
+                A2, L4, sample_weight=[0.8, 0.2]
+            ),
+            0.097,
+        ),
+        (lambda: keras.losses.BinaryFocalCrossentropy(gamma=4, from_logits=True, reduction="sum")(A2, L4), 1.222),
+        (
+            lambda: keras.losses.BinaryFocalCrossentropy(gamma=5, from_logits=True, reduction=None)(A2, L4),
+            [0.0017, 1.1561],
+        ),
+        (
+            lambda: keras.losses.BinaryFocalCrossentropy(
+                apply_class_balancing=True, gamma=5, from_logits=True, reduction=None
+            )(A2, L4),
+            [0.0004, 0.8670],
+        ),
+        (lambda: keras.losses.CategoricalCrossentropy()(C3, Q3), 1.177),
+        (lambda: keras.losses.CategoricalCrossentropy()(C3, Q3, sample_weight=np.array([0.3, 0.7])), 0.814),
+        (lambda: keras.losses.CategoricalCrossentropy(reduction="sum")(C3, Q3), 2.354),
+        (lambda: keras.losses.SparseCategoricalCrossentropy()([1, 2], Q3), 1.177),
+        (lambda: keras.losses.SparseCategoricalCrossentropy()([1, 2], Q3, sample_weight=np.array([0.3, 0.7])), 0.814),
+    ],
+)
 def test_keras_docstring_examples(value, expected):
     got = np.asarray(value())
     assert got.dtype == np.float32
@@ -256,17 +330,25 @@ def test_ignore_class_is_masked_out_of_the_mean():
 def test_hinge_reads_zero_one_labels_as_minus_one_one():
     p = np.array([[0.3, -0.8], [1.5, 0.2]])
     assert np.allclose(keras.losses.hinge([[0, 1], [1, 0]], p), keras.losses.hinge([[-1, 1], [1, -1]], p))
-    np.testing.assert_allclose(keras.losses.hinge([[-1, 1], [1, -1]], p), [(1.3 + 1.8) / 2, (0 + 1.2) / 2],
-                               rtol=1e-6)
+    np.testing.assert_allclose(keras.losses.hinge([[-1, 1], [1, -1]], p), [(1.3 + 1.8) / 2, (0 + 1.2) / 2], rtol=1e-6)
 
 
 # ---- API: names, functions, classes, configs --------------------------------------------------
 
 KERAS_CONFIGS = {  # keys of get_config() in Keras 3 (3.15 drops Huber's delta and CosineSimilarity's axis: cdnn keeps them)
-    "MeanSquaredError": {"name", "reduction"}, "Huber": {"name", "reduction", "delta"},
+    "MeanSquaredError": {"name", "reduction"},
+    "Huber": {"name", "reduction", "delta"},
     "BinaryCrossentropy": {"name", "reduction", "from_logits", "label_smoothing", "axis"},
-    "BinaryFocalCrossentropy": {"name", "reduction", "apply_class_balancing", "alpha", "gamma", "from_logits",
-                                "label_smoothing", "axis"},
+    "BinaryFocalCrossentropy": {
+        "name",
+        "reduction",
+        "apply_class_balancing",
+        "alpha",
+        "gamma",
+        "from_logits",
+        "label_smoothing",
+        "axis",
+    },
     "CategoricalCrossentropy": {"name", "reduction", "from_logits", "label_smoothing", "axis"},
     "SparseCategoricalCrossentropy": {"name", "reduction", "from_logits", "ignore_class"},
     "CosineSimilarity": {"name", "reduction", "axis"},
@@ -307,19 +389,26 @@ def test_functions_return_one_value_per_sample_and_accept_rank_differences():
         keras.losses.mse(np.zeros((2, 3)), np.ones((2, 4)))
 
 
-@pytest.mark.parametrize("bad", [lambda: keras.losses.Huber(delta=0), lambda: keras.losses.Huber(delta="x"),
-                                 lambda: keras.losses.BinaryCrossentropy(label_smoothing=1.5),
-                                 lambda: keras.losses.MeanSquaredError(reduction="avg"),
-                                 lambda: keras.losses.CategoricalCrossentropy(axis=0),
-                                 lambda: keras.losses.BinaryFocalCrossentropy(gamma=-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: keras.losses.Huber(delta=0),
+        lambda: keras.losses.Huber(delta="x"),
+        lambda: keras.losses.BinaryCrossentropy(label_smoothing=1.5),
+        lambda: keras.losses.MeanSquaredError(reduction="avg"),
+        lambda: keras.losses.CategoricalCrossentropy(axis=0),
+        lambda: keras.losses.BinaryFocalCrossentropy(gamma=-1),
+    ],
+)
 def test_bad_arguments_are_refused_at_construction(bad):
     with pytest.raises(ValueError):
         bad()
 
 
 def _model(units=3, act="softmax"):
-    return keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(5, activation="relu"),
-                             keras.layers.Dense(units, activation=act)])
+    return keras.Sequential(
+        [keras.layers.Input((4,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(units, activation=act)]
+    )
 
 
 def test_compile_refuses_python_losses_listing_the_builtins():
@@ -344,12 +433,29 @@ def test_compile_refuses_reductions_it_cannot_train_with():
         _model().compile(loss=keras.losses.MeanSquaredError(reduction="sum"))
 
 
-@pytest.mark.parametrize("loss", ["mse", "mae", "mape", "msle", "huber", "log_cosh", "poisson", "kld",
-                                  keras.losses.Huber(delta=0.5), keras.losses.mean_absolute_error,
-                                  "cosine_similarity", "categorical_hinge", "hinge", "squared_hinge",
-                                  "binary_crossentropy", keras.losses.BinaryFocalCrossentropy(gamma=1.0),
-                                  keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
-                                  keras.losses.SparseCategoricalCrossentropy(ignore_class=0)])
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "mse",
+        "mae",
+        "mape",
+        "msle",
+        "huber",
+        "log_cosh",
+        "poisson",
+        "kld",
+        keras.losses.Huber(delta=0.5),
+        keras.losses.mean_absolute_error,
+        "cosine_similarity",
+        "categorical_hinge",
+        "hinge",
+        "squared_hinge",
+        "binary_crossentropy",
+        keras.losses.BinaryFocalCrossentropy(gamma=1.0),
+        keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        keras.losses.SparseCategoricalCrossentropy(ignore_class=0),
+    ],
+)
 def test_training_is_bit_identical_on_one_and_two_threads(loss):
     rng = np.random.default_rng(7)
     x = rng.normal(size=(203, 4)).astype(np.float32)
@@ -391,6 +497,7 @@ def test_training_loss_matches_reference_after_one_step():
 
 # ---- real Keras, where installed (CI: pip install keras jax[cpu]) -----------------------------
 
+
 def _real_keras():
     os.environ.setdefault("KERAS_BACKEND", "numpy")
     return pytest.importorskip("keras")
@@ -407,9 +514,16 @@ def test_per_sample_values_match_real_keras(name, from_logits):
     np.testing.assert_allclose(ours, expected, rtol=2e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("make", [lambda m: m.Huber(delta=0.7), lambda m: m.BinaryFocalCrossentropy(
-    apply_class_balancing=True, gamma=1.5, alpha=0.3), lambda m: m.CategoricalCrossentropy(label_smoothing=0.2),
-    lambda m: m.SparseCategoricalCrossentropy(ignore_class=2), lambda m: m.KLDivergence(reduction="sum")])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.Huber(delta=0.7),
+        lambda m: m.BinaryFocalCrossentropy(apply_class_balancing=True, gamma=1.5, alpha=0.3),
+        lambda m: m.CategoricalCrossentropy(label_smoothing=0.2),
+        lambda m: m.SparseCategoricalCrossentropy(ignore_class=2),
+        lambda m: m.KLDivergence(reduction="sum"),
+    ],
+)
 def test_classes_with_options_and_weights_match_real_keras(make):
     rk = _real_keras()
     ours, theirs = make(keras.losses), make(rk.losses)
@@ -418,8 +532,9 @@ def test_classes_with_options_and_weights_match_real_keras(make):
     if name == "sparse_categorical_crossentropy":
         y[1] = 2
     w = np.linspace(0, 1.5, 8).astype(np.float32)
-    np.testing.assert_allclose(ours(y, out, sample_weight=w), np.asarray(theirs(y, out, sample_weight=w)),
-                               rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(
+        ours(y, out, sample_weight=w), np.asarray(theirs(y, out, sample_weight=w)), rtol=2e-5, atol=2e-6
+    )
     theirs_cfg = theirs.get_config()
     assert {k: v for k, v in ours.get_config().items() if k in theirs_cfg or k not in ("delta", "axis")} == theirs_cfg
 

@@ -1,4 +1,5 @@
 """``python -m cdnn``, the main job, end to end in a subprocess."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,11 @@ import pytest
 import cdnn
 
 HAVE_FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() or bool(
-    os.environ.get("CDNN_DATA"))
-needs_data = pytest.mark.skipif(not HAVE_FASHION, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    os.environ.get("CDNN_DATA")
+)
+needs_data = pytest.mark.skipif(
+    not HAVE_FASHION, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
+)
 
 
 # the subprocess imports the same cdnn as this test process, wherever it runs from
@@ -24,27 +28,63 @@ PACKAGE_ROOT = str(Path(cdnn.__file__).resolve().parent.parent)
 
 def run_main(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     path = os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, "-m", "cdnn", *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": path, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "cdnn", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
+        cwd=cwd,
+    )
 
 
 def test_help_lists_the_options():
     out = run_main("--help")
     assert out.returncode == 0
-    for option in ("--epochs", "--batch-size", "--hidden", "--activation", "--optimizer", "--learning-rate",
-                   "--threads", "--seed", "--dataset", "--limit", "--save", "--plot", "--quiet",
-                   "--validation-split"):
+    for option in (
+        "--epochs",
+        "--batch-size",
+        "--hidden",
+        "--activation",
+        "--optimizer",
+        "--learning-rate",
+        "--threads",
+        "--seed",
+        "--dataset",
+        "--limit",
+        "--save",
+        "--plot",
+        "--quiet",
+        "--validation-split",
+    ):
         assert option in out.stdout
 
 
-@pytest.mark.parametrize("args", [["--epochs", "0"], ["--hidden", "256,x"], ["--optimizer", "nope"],
-                                  ["--learning-rate", "-1"], ["--dropout", "1.5"],
-                                  # refused by argparse too, not by the API after loading the data (exit 1)
-                                  ["--learning-rate", "inf"], ["--learning-rate", "1e39"], ["--lr-decay", "inf"],
-                                  ["--lr-decay", "1.5"], ["--threads", "1000"], ["--seed", "-1"],
-                                  ["--hidden", "256,,128"], ["--hidden", "100000000"], ["--save", ""],
-                                  ["--plot", " "], ["--validation-split", "0"], ["--validation-split", "1"],
-                                  ["--validation-split", "-0.1"], ["--validation-split", "nan"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--epochs", "0"],
+        ["--hidden", "256,x"],
+        ["--optimizer", "nope"],
+        ["--learning-rate", "-1"],
+        ["--dropout", "1.5"],
+        # refused by argparse too, not by the API after loading the data (exit 1)
+        ["--learning-rate", "inf"],
+        ["--learning-rate", "1e39"],
+        ["--lr-decay", "inf"],
+        ["--lr-decay", "1.5"],
+        ["--threads", "1000"],
+        ["--seed", "-1"],
+        ["--hidden", "256,,128"],
+        ["--hidden", "100000000"],
+        ["--save", ""],
+        ["--plot", " "],
+        ["--validation-split", "0"],
+        ["--validation-split", "1"],
+        ["--validation-split", "-0.1"],
+        ["--validation-split", "nan"],
+    ],
+)
 def test_bad_options_exit_2_with_one_line(args):
     out = run_main(*args)
     assert out.returncode == 2
@@ -52,18 +92,22 @@ def test_bad_options_exit_2_with_one_line(args):
     assert "error:" in out.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("option, target, message", [
-    ("--save", "missing/model.keras", "folder {tmp}/missing does not exist"),
-    ("--save", ".", "is a folder, expected a file path"),
-    ("--plot", "missing/curves.png", "folder {tmp}/missing does not exist"),
-])
+@pytest.mark.parametrize(
+    "option, target, message",
+    [
+        ("--save", "missing/model.keras", "folder {tmp}/missing does not exist"),
+        ("--save", ".", "is a folder, expected a file path"),
+        ("--plot", "missing/curves.png", "folder {tmp}/missing does not exist"),
+    ],
+)
 def test_an_output_that_cannot_be_written_is_refused_before_training(tmp_path, option, target, message):
     # no data at all: the check must come before loading it, let alone training
     env = {"CDNN_DATA": str(tmp_path / "no-data"), "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
     out = run_main("--epochs", "1", option, target, env=env, cwd=tmp_path)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == (f"python -m cdnn: error: {option} {target}: "
-                                                   + message.format(tmp=tmp_path))
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"python -m cdnn: error: {option} {target}: " + message.format(tmp=tmp_path)
+    )
     assert out.stdout == "" and list(tmp_path.iterdir()) == []
 
 
@@ -96,11 +140,16 @@ def test_quick_run_reports_and_saves(tmp_path):
     text = out.stdout
     assert "threads" in text and "SIMD" in text
     # where the data came from, and the split: 2000 images less the last 10% held out for validation
-    assert re.search(r"^data: fashion_mnist from \S.* \((the system copy|the cache|\$CDNN_DATA)\): 1800 training "
-                     r"images, 200 held out for validation \(the last 10% of the training set\), 10000 test images$",
-                     text, re.M), text
-    assert ("settings: hidden 512,256 relu, dropout 0.3, adam learning rate 0.001, x0.9 per epoch, batch 128, "
-            "1 epochs, seed 42, validation split 0.1") in text
+    assert re.search(
+        r"^data: fashion_mnist from \S.* \((the system copy|the cache|\$CDNN_DATA)\): 1800 training "
+        r"images, 200 held out for validation \(the last 10% of the training set\), 10000 test images$",
+        text,
+        re.M,
+    ), text
+    assert (
+        "settings: hidden 512,256 relu, dropout 0.3, adam learning rate 0.001, x0.9 per epoch, batch 128, "
+        "1 epochs, seed 42, validation split 0.1"
+    ) in text
     assert 'Model: "fashion_mnist_mlp"' in text and "Total params: 535,818" in text
     assert "15/15 ━━━━━━━━━━━━━━━━━━━━" in text and "val_accuracy" in text
     line = [l for l in text.splitlines() if l.startswith("test accuracy:")][0]
@@ -139,8 +188,9 @@ class _Spy:
         self.y_train = rng.integers(0, 10, 300).astype(np.uint8)
         self.x_test = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
         self.y_test = rng.integers(0, 10, 50).astype(np.uint8)
-        monkeypatch.setattr(datasets.fashion_mnist, "load_data",
-                            lambda: ((self.x_train, self.y_train), (self.x_test, self.y_test)))
+        monkeypatch.setattr(
+            datasets.fashion_mnist, "load_data", lambda: ((self.x_train, self.y_train), (self.x_test, self.y_test))
+        )
         self.fits, self.evaluations = [], []
         fit, evaluate = cdnn.Sequential.fit, cdnn.Sequential.evaluate
 

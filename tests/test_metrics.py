@@ -1,5 +1,6 @@
 """Metrics: Keras 3's docstring examples (keras/src/metrics/*_metrics.py), the NumPy reference's
 loops, several update_state calls with sample weights, and fit/evaluate's logs."""
+
 import math
 import os
 
@@ -16,11 +17,16 @@ DOCSTRING_CASES = [
     # accuracy_metrics.py
     (lambda: M.Accuracy(), [[1], [2], [3], [4]], [[0], [2], [3], [4]], 0.75, [1, 1, 0, 0], 0.5),
     (lambda: M.BinaryAccuracy(), [[1], [1], [0], [0]], [[0.98], [1], [0], [0.6]], 0.75, [1, 0, 0, 1], 0.5),
-    (lambda: M.CategoricalAccuracy(), [[0, 0, 1], [0, 1, 0]], [[0.1, 0.9, 0.8], [0.05, 0.95, 0]], 0.5,
-     [0.7, 0.3], 0.3),
+    (lambda: M.CategoricalAccuracy(), [[0, 0, 1], [0, 1, 0]], [[0.1, 0.9, 0.8], [0.05, 0.95, 0]], 0.5, [0.7, 0.3], 0.3),
     (lambda: M.SparseCategoricalAccuracy(), [[2], [1]], [[0.1, 0.6, 0.3], [0.05, 0.95, 0]], 0.5, [0.7, 0.3], 0.3),
-    (lambda: M.TopKCategoricalAccuracy(k=1), [[0, 0, 1], [0, 1, 0]], [[0.1, 0.9, 0.8], [0.05, 0.95, 0]], 0.5,
-     [0.7, 0.3], 0.3),
+    (
+        lambda: M.TopKCategoricalAccuracy(k=1),
+        [[0, 0, 1], [0, 1, 0]],
+        [[0.1, 0.9, 0.8], [0.05, 0.95, 0]],
+        0.5,
+        [0.7, 0.3],
+        0.3,
+    ),
     (lambda: M.SparseTopKCategoricalAccuracy(k=1), [2, 1], [[0.1, 0.9, 0.8], [0.05, 0.95, 0]], 0.5, [0.7, 0.3], 0.3),
     # regression_metrics.py
     (lambda: M.MeanSquaredError(), [[0, 1], [0, 0]], [[1, 1], [0, 0]], 0.25, [1, 0], 0.5),
@@ -28,7 +34,14 @@ DOCSTRING_CASES = [
     (lambda: M.MeanAbsolutePercentageError(), [[0, 1], [0, 0]], [[1, 1], [0, 0]], 250000000.0, [1, 0], 500000000.0),
     (lambda: M.MeanSquaredLogarithmicError(), [[0, 1], [0, 0]], [[1, 1], [0, 0]], 0.12011322, [1, 0], 0.24022643),
     (lambda: M.RootMeanSquaredError(), [[0, 1], [0, 0]], [[1, 1], [0, 0]], 0.5, [1, 0], 0.70710677),
-    (lambda: M.CosineSimilarity(), [[0., 1.], [1., 1.]], [[1., 0.], [1., 1.]], 0.49999997, [0.3, 0.7], 0.6999999),
+    (
+        lambda: M.CosineSimilarity(),
+        [[0.0, 1.0], [1.0, 1.0]],
+        [[1.0, 0.0], [1.0, 1.0]],
+        0.49999997,
+        [0.3, 0.7],
+        0.6999999,
+    ),
     (lambda: M.LogCoshError(), [[0, 1], [0, 0]], [[1, 1], [0, 0]], 0.10844523, [1, 0], 0.21689045),
     # confusion_metrics.py
     (lambda: M.FalsePositives(), [0, 1, 0, 0], [0, 0, 1, 1], 2.0, [0, 0, 1, 0], 1.0),
@@ -162,7 +175,9 @@ def test_metric_objects_are_stateful_and_serializable():
     cfg = M.serialize(m)
     again = M.deserialize(cfg)
     assert type(again) is M.AUC and again.name == "pr_auc" and again.num_thresholds == 50 and again.curve == "PR"
-    assert M.get("mae").name == "mean_absolute_error" and isinstance(M.get("RootMeanSquaredError"), M.RootMeanSquaredError)
+    assert M.get("mae").name == "mean_absolute_error" and isinstance(
+        M.get("RootMeanSquaredError"), M.RootMeanSquaredError
+    )
     assert m.result().numpy() == 0.0  # results answer .numpy() as Keras tensors
     with pytest.raises(ValueError, match="auroc"):
         M.get("auroc")
@@ -197,8 +212,13 @@ def _binary_problem(n=200, seed=0):
 
 def _model(units=1, activation="sigmoid"):
     keras.utils.set_random_seed(1)
-    return keras.Sequential([keras.layers.Input((6,)), keras.layers.Dense(8, activation="relu"),
-                             keras.layers.Dense(units, activation=activation)])
+    return keras.Sequential(
+        [
+            keras.layers.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(units, activation=activation),
+        ]
+    )
 
 
 def test_history_keys_are_sorted_as_keras_with_duplicate_names_numbered():
@@ -206,22 +226,44 @@ def test_history_keys_are_sorted_as_keras_with_duplicate_names_numbered():
     model = _model()
     model.compile("adam", "binary_crossentropy", metrics=["accuracy", "AUC", M.Precision(), "mae", "mae"])
     h = model.fit(x, y, epochs=2, batch_size=16, validation_split=0.25, verbose=0)
-    assert list(h.history) == ["AUC", "accuracy", "loss", "mae", "mae_1", "precision",
-                               "val_AUC", "val_accuracy", "val_loss", "val_mae", "val_mae_1", "val_precision"]
+    assert list(h.history) == [
+        "AUC",
+        "accuracy",
+        "loss",
+        "mae",
+        "mae_1",
+        "precision",
+        "val_AUC",
+        "val_accuracy",
+        "val_loss",
+        "val_mae",
+        "val_mae_1",
+        "val_precision",
+    ]
     logs = model.evaluate(x, y, verbose=0, return_dict=True)
     assert list(logs) == ["AUC", "accuracy", "loss", "mae", "mae_1", "precision"]
     # the list: loss, then the metrics in compile order (Keras repeats a duplicate's value, then adds mae_1)
     values = model.evaluate(x, y, verbose=0)
-    assert values == [logs["loss"], logs["accuracy"], logs["AUC"], logs["precision"], logs["mae"], logs["mae"],
-                      logs["mae_1"]]
+    assert values == [
+        logs["loss"],
+        logs["accuracy"],
+        logs["AUC"],
+        logs["precision"],
+        logs["mae"],
+        logs["mae"],
+        logs["mae_1"],
+    ]
     assert model.metrics_names == ["loss", "compile_metrics"]
 
 
 def test_evaluate_metrics_equal_the_metrics_of_the_predictions():
     x, y = _binary_problem()
     model = _model()
-    model.compile("adam", "binary_crossentropy",
-                  metrics=["accuracy", M.AUC(), M.Precision(), M.Recall(), "mse", M.F1Score(threshold=0.5)])
+    model.compile(
+        "adam",
+        "binary_crossentropy",
+        metrics=["accuracy", M.AUC(), M.Precision(), M.Recall(), "mse", M.F1Score(threshold=0.5)],
+    )
     model.fit(x, y, epochs=1, verbose=0)
     logs = model.evaluate(x, y, batch_size=7, verbose=0, return_dict=True)
     p = model.predict(x, verbose=0)
@@ -239,8 +281,11 @@ def test_training_metrics_come_from_each_steps_outputs():
     training logs equal the metrics of predict's outputs (and the core's own accuracy agrees)."""
     x, y = _binary_problem(64)
     model = _model()
-    model.compile(keras.optimizers.SGD(learning_rate=0.0), "binary_crossentropy",
-                  metrics=["accuracy", M.AUC(num_thresholds=13), "mae", M.BinaryAccuracy(name="acc2")])
+    model.compile(
+        keras.optimizers.SGD(learning_rate=0.0),
+        "binary_crossentropy",
+        metrics=["accuracy", M.AUC(num_thresholds=13), "mae", M.BinaryAccuracy(name="acc2")],
+    )
     h = model.fit(x, y, epochs=1, batch_size=64, shuffle=False, verbose=0).history
     p = model.predict(x, verbose=0)
     assert h["auc"][0] == pytest.approx(ref.auc(y, p, 13), rel=1e-9)
@@ -252,8 +297,9 @@ def test_metrics_over_several_runs_and_a_short_last_batch():
     """AUC over an epoch of many runs equals the AUC of all the steps' outputs (learning rate 0)."""
     x, y = _binary_problem(203)
     model = _model()
-    model.compile(keras.optimizers.SGD(learning_rate=0.0), "binary_crossentropy",
-                  metrics=[M.AUC(), "mse", BatchCount()])
+    model.compile(
+        keras.optimizers.SGD(learning_rate=0.0), "binary_crossentropy", metrics=[M.AUC(), "mse", BatchCount()]
+    )
     h = model.fit(x, y, epochs=2, batch_size=8, verbose=0).history
     p = model.predict(x, verbose=0)
     assert h["auc"][1] == pytest.approx(ref.auc(y, p), rel=1e-9)
@@ -278,23 +324,38 @@ def test_regression_metrics_in_fit():
     model = _model(activation="linear")
     model.compile("adam", "mse", metrics=["mae", M.RootMeanSquaredError(), "R2Score", "mape", "msle"])
     h = model.fit(x, y, epochs=3, verbose=0, validation_data=(x, y))
-    assert list(h.history) == ["R2Score", "loss", "mae", "mape", "msle", "root_mean_squared_error", "val_R2Score",
-                               "val_loss", "val_mae", "val_mape", "val_msle", "val_root_mean_squared_error"]
+    assert list(h.history) == [
+        "R2Score",
+        "loss",
+        "mae",
+        "mape",
+        "msle",
+        "root_mean_squared_error",
+        "val_R2Score",
+        "val_loss",
+        "val_mae",
+        "val_mape",
+        "val_msle",
+        "val_root_mean_squared_error",
+    ]
     p = model.predict(x, verbose=0)[:, 0]
     assert h.history["val_root_mean_squared_error"][-1] == pytest.approx(np.sqrt(np.mean((p - y) ** 2)), rel=1e-5)
     assert h.history["val_R2Score"][-1] == pytest.approx(ref.r2_score(y[:, None], p[:, None]), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss, metric, words", [
-    ("sparse_categorical_crossentropy", "AUC", ["AUC", "multi_label", "one-hot"]),
-    ("categorical_crossentropy", "AUC", ["AUC", "softmax", "multi_label=True"]),
-    ("sparse_categorical_crossentropy", M.SparseTopKCategoricalAccuracy(k=11), ["k=11", "10 classes"]),
-    ("categorical_crossentropy", M.TopKCategoricalAccuracy(k=12), ["k=12"]),
-    ("categorical_crossentropy", "sparse_categorical_accuracy", ["integer class labels"]),
-    ("sparse_categorical_crossentropy", "categorical_accuracy", ["one-hot"]),
-    ("sparse_categorical_crossentropy", M.Precision(), ["one-hot"]),
-    ("categorical_crossentropy", M.Recall(class_id=10), ["class_id=10"]),
-])
+@pytest.mark.parametrize(
+    "loss, metric, words",
+    [
+        ("sparse_categorical_crossentropy", "AUC", ["AUC", "multi_label", "one-hot"]),
+        ("categorical_crossentropy", "AUC", ["AUC", "softmax", "multi_label=True"]),
+        ("sparse_categorical_crossentropy", M.SparseTopKCategoricalAccuracy(k=11), ["k=11", "10 classes"]),
+        ("categorical_crossentropy", M.TopKCategoricalAccuracy(k=12), ["k=12"]),
+        ("categorical_crossentropy", "sparse_categorical_accuracy", ["integer class labels"]),
+        ("sparse_categorical_crossentropy", "categorical_accuracy", ["one-hot"]),
+        ("sparse_categorical_crossentropy", M.Precision(), ["one-hot"]),
+        ("categorical_crossentropy", M.Recall(class_id=10), ["class_id=10"]),
+    ],
+)
 def test_metrics_that_cannot_fit_are_refused_before_training(loss, metric, words):
     model = _model(10, "softmax")
     model.compile("adam", loss, metrics=[metric])
@@ -333,26 +394,41 @@ def test_saved_model_keeps_its_metrics(tmp_path):
         model.save(path)
         loaded = keras.models.load_model(path)
         assert [type(m) for m in loaded._compile_metrics._user_metrics] == [str, M.AUC]
-        assert loaded.evaluate(x, y, verbose=0, return_dict=True) == model.evaluate(x, y, verbose=0,
-                                                                                    return_dict=True)
+        assert loaded.evaluate(x, y, verbose=0, return_dict=True) == model.evaluate(x, y, verbose=0, return_dict=True)
 
 
 # --------------------------------------------------------------------------- against Keras itself (optional)
 
 KERAS_CASES = [
-    ("BinaryAccuracy", {}, "b"), ("CategoricalAccuracy", {}, "c"), ("SparseCategoricalAccuracy", {}, "s"),
-    ("TopKCategoricalAccuracy", {"k": 2}, "c"), ("SparseTopKCategoricalAccuracy", {"k": 3}, "s"),
-    ("MeanAbsoluteError", {}, "r"), ("MeanSquaredError", {}, "r"), ("RootMeanSquaredError", {}, "r"),
-    ("MeanAbsolutePercentageError", {}, "r"), ("R2Score", {}, "r"),
+    ("BinaryAccuracy", {}, "b"),
+    ("CategoricalAccuracy", {}, "c"),
+    ("SparseCategoricalAccuracy", {}, "s"),
+    ("TopKCategoricalAccuracy", {"k": 2}, "c"),
+    ("SparseTopKCategoricalAccuracy", {"k": 3}, "s"),
+    ("MeanAbsoluteError", {}, "r"),
+    ("MeanSquaredError", {}, "r"),
+    ("RootMeanSquaredError", {}, "r"),
+    ("MeanAbsolutePercentageError", {}, "r"),
+    ("R2Score", {}, "r"),
     ("R2Score", {"class_aggregation": "variance_weighted_average", "num_regressors": 2}, "r"),
-    ("AUC", {}, "b"), ("AUC", {"curve": "PR"}, "b"), ("AUC", {"num_thresholds": 7, "summation_method": "minoring"}, "b"),
-    ("AUC", {"multi_label": True}, "m"), ("AUC", {"multi_label": True, "curve": "PR", "label_weights": [1, 2, 3, 0]}, "m"),
-    ("AUC", {}, "c"), ("AUC", {"from_logits": True}, "l"),
-    ("Precision", {}, "b"), ("Recall", {}, "b"), ("Precision", {"thresholds": [0.2, 0.5, 0.9]}, "b"),
-    ("Precision", {"top_k": 2}, "m"), ("Recall", {"top_k": 2}, "m"), ("Precision", {"class_id": 2}, "c"),
+    ("AUC", {}, "b"),
+    ("AUC", {"curve": "PR"}, "b"),
+    ("AUC", {"num_thresholds": 7, "summation_method": "minoring"}, "b"),
+    ("AUC", {"multi_label": True}, "m"),
+    ("AUC", {"multi_label": True, "curve": "PR", "label_weights": [1, 2, 3, 0]}, "m"),
+    ("AUC", {}, "c"),
+    ("AUC", {"from_logits": True}, "l"),
+    ("Precision", {}, "b"),
+    ("Recall", {}, "b"),
+    ("Precision", {"thresholds": [0.2, 0.5, 0.9]}, "b"),
+    ("Precision", {"top_k": 2}, "m"),
+    ("Recall", {"top_k": 2}, "m"),
+    ("Precision", {"class_id": 2}, "c"),
     ("Recall", {"class_id": 1, "thresholds": 0.3}, "c"),
-    ("F1Score", {}, "m"), ("F1Score", {"average": "macro", "threshold": 0.3}, "m"),
-    ("FBetaScore", {"beta": 2.0, "average": "weighted"}, "m"), ("F1Score", {"average": "micro"}, "m"),
+    ("F1Score", {}, "m"),
+    ("F1Score", {"average": "macro", "threshold": 0.3}, "m"),
+    ("FBetaScore", {"beta": 2.0, "average": "weighted"}, "m"),
+    ("F1Score", {"average": "micro"}, "m"),
 ]
 
 
@@ -360,9 +436,14 @@ def _case_data(kind):
     rng, probs, yb, pb, w = _data(4)
     ys = rng.integers(0, probs.shape[1], len(probs))
     reg_t = rng.normal(size=(len(probs), 3))
-    data = {"b": (yb, pb), "c": (np.eye(probs.shape[1])[ys], probs), "s": (ys, probs),
-            "m": (rng.integers(0, 2, probs.shape).astype(float), probs),
-            "r": (reg_t, reg_t + rng.normal(size=reg_t.shape)), "l": (yb, rng.normal(size=pb.shape))}
+    data = {
+        "b": (yb, pb),
+        "c": (np.eye(probs.shape[1])[ys], probs),
+        "s": (ys, probs),
+        "m": (rng.integers(0, 2, probs.shape).astype(float), probs),
+        "r": (reg_t, reg_t + rng.normal(size=reg_t.shape)),
+        "l": (yb, rng.normal(size=pb.shape)),
+    }
     return data[kind], w
 
 
@@ -403,8 +484,13 @@ def keras_results(tmp_path_factory):
     (folder / "cases.json").write_text(json.dumps(cases))
     (folder / "run.py").write_text(_KERAS_SCRIPT)
     env = dict(os.environ, KERAS_BACKEND="numpy")
-    proc = subprocess.run([sys.executable, str(folder / "run.py"), str(folder / "cases.json"),
-                           str(folder / "out.json")], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(folder / "run.py"), str(folder / "cases.json"), str(folder / "out.json")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if proc.returncode != 0:
         pytest.skip(f"Keras 3 is not usable here: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads((folder / "out.json").read_text())
@@ -433,9 +519,13 @@ def test_train_run_copies_each_steps_outputs(sizes, batch):
     y = rng.integers(0, 2, (n, sizes[-1])).astype(np.float32)
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append({"W": (rng.normal(size=(a, b)) / math.sqrt(a)).astype(np.float32),
-                       "b": np.zeros(b, np.float32),
-                       "activation": "sigmoid" if i == len(sizes) - 2 else "relu"})
+        layers.append(
+            {
+                "W": (rng.normal(size=(a, b)) / math.sqrt(a)).astype(np.float32),
+                "b": np.zeros(b, np.float32),
+                "activation": "sigmoid" if i == len(sizes) - 2 else "relu",
+            }
+        )
     net = keras._core.Network(layers, "binary_crossentropy", False, None, {"name": "sgd", "learning_rate": 0.0})
     expected = net.predict(x, 512)
     perm = rng.permutation(n).astype(np.int32)
@@ -443,21 +533,61 @@ def test_train_run_copies_each_steps_outputs(sizes, batch):
     results = []
     for threads in (1, 2):
         out = np.full((steps * batch, sizes[-1]), np.nan, np.float32)
-        done = net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), threads,
-                             False, outputs=out)
+        done = net.train_run(
+            x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), threads, False, outputs=out
+        )
         assert done == steps
         np.testing.assert_allclose(out[:n], expected[perm], rtol=2e-5, atol=1e-6)
         results.append(out[:n])
     assert np.array_equal(results[0], results[1])
     with pytest.raises(ValueError, match="outputs"):
-        net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
-                      outputs=np.zeros((steps * batch - 1, sizes[-1]), np.float32))
+        net.train_run(
+            x,
+            y,
+            perm,
+            0,
+            steps,
+            batch,
+            0,
+            1,
+            np.zeros(steps),
+            np.zeros(steps),
+            1,
+            False,
+            outputs=np.zeros((steps * batch - 1, sizes[-1]), np.float32),
+        )
     with pytest.raises(TypeError, match="outputs"):
-        net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
-                      outputs=np.zeros((steps * batch, sizes[-1]), np.float64))
+        net.train_run(
+            x,
+            y,
+            perm,
+            0,
+            steps,
+            batch,
+            0,
+            1,
+            np.zeros(steps),
+            np.zeros(steps),
+            1,
+            False,
+            outputs=np.zeros((steps * batch, sizes[-1]), np.float64),
+        )
     with pytest.raises(ValueError, match="C-contiguous"):
-        net.train_run(x, y, perm, 0, steps, batch, 0, 1, np.zeros(steps), np.zeros(steps), 1, False,
-                      outputs=np.zeros((2 * steps * batch, sizes[-1]), np.float32)[::2])
+        net.train_run(
+            x,
+            y,
+            perm,
+            0,
+            steps,
+            batch,
+            0,
+            1,
+            np.zeros(steps),
+            np.zeros(steps),
+            1,
+            False,
+            outputs=np.zeros((2 * steps * batch, sizes[-1]), np.float32)[::2],
+        )
 
 
 @pytest.mark.parametrize("T", [18, 200, 1001])

@@ -75,8 +75,9 @@ def fashion_like(n=640, seed=0):
     return x, y
 
 
-def small_model(optimizer="adam", loss=SCCE, metrics=("accuracy",), hidden=16, inputs=20, units=5,
-                last="softmax", dropout=None):
+def small_model(
+    optimizer="adam", loss=SCCE, metrics=("accuracy",), hidden=16, inputs=20, units=5, last="softmax", dropout=None
+):
     layers = [keras.layers.Dense(hidden, activation="relu", input_shape=(inputs,))]
     if dropout:
         layers.append(keras.layers.Dropout(dropout))
@@ -99,12 +100,15 @@ def oracle_forward(weights, activations, x):
 
 def test_issue_snippet_prints_keras_summary_and_progress(capsys):
     x, y = fashion_like(640)
-    train_scaled = x.reshape(-1, 28 * 28) / 255.0   # float64, as in the book
+    train_scaled = x.reshape(-1, 28 * 28) / 255.0  # float64, as in the book
     train_target = y
-    model = keras.Sequential([
-        keras.layers.Dense(units=100, input_shape=(28 * 28,), activation="sigmoid", name="hidden"),
-        keras.layers.Dense(units=10, activation="softmax", name="output"),
-    ], name="패션 MNIST 모델")
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(units=100, input_shape=(28 * 28,), activation="sigmoid", name="hidden"),
+            keras.layers.Dense(units=10, activation="softmax", name="output"),
+        ],
+        name="패션 MNIST 모델",
+    )
     model.summary()
     assert capsys.readouterr().out == FASHION_SUMMARY
 
@@ -138,10 +142,16 @@ def test_sequential_add_input_and_input_shape_build_the_same_model():
     a = keras.Sequential()
     a.add(keras.layers.Dense(100, activation="sigmoid", input_shape=(784,)))
     a.add(keras.layers.Dense(10, activation="softmax"))
-    b = keras.Sequential([keras.layers.Input(shape=(784,)), keras.layers.Dense(100, activation="sigmoid"),
-                          keras.layers.Dense(10, activation="softmax")])
-    c = keras.Sequential([keras.layers.Dense(100, activation="sigmoid", input_dim=784),
-                          keras.layers.Dense(10, activation="softmax")])
+    b = keras.Sequential(
+        [
+            keras.layers.Input(shape=(784,)),
+            keras.layers.Dense(100, activation="sigmoid"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    c = keras.Sequential(
+        [keras.layers.Dense(100, activation="sigmoid", input_dim=784), keras.layers.Dense(10, activation="softmax")]
+    )
     for model in (a, b, c):
         assert model.built
         assert model.input_shape == (None, 784)
@@ -154,8 +164,9 @@ def test_sequential_add_input_and_input_shape_build_the_same_model():
 
 def test_default_names_follow_keras_and_clear_session_restarts_them():
     m1 = keras.Sequential([keras.layers.Dense(3)])
-    m2 = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3), keras.layers.Dropout(0.1),
-                           keras.layers.Dense(2)])
+    m2 = keras.Sequential(
+        [keras.layers.Flatten(), keras.layers.Dense(3), keras.layers.Dropout(0.1), keras.layers.Dense(2)]
+    )
     assert (m1.name, m2.name) == ("sequential", "sequential_1")
     assert [l.name for l in m1.layers + m2.layers] == ["dense", "flatten", "dense_1", "dropout", "dense_2"]
     assert keras.layers.Input(shape=(3,)).name == "input_layer"
@@ -165,10 +176,16 @@ def test_default_names_follow_keras_and_clear_session_restarts_them():
 
 
 def test_unicode_names_and_summary_of_input_flatten_model():
-    model = keras.Sequential([keras.layers.Input(shape=(28, 28)), keras.layers.Flatten(name="펼치기"),
-                              keras.layers.Dense(100, activation="relu", name="은닉층"),
-                              keras.layers.Dropout(0.3), keras.layers.Dense(10, activation="softmax")],
-                             name="모델")
+    model = keras.Sequential(
+        [
+            keras.layers.Input(shape=(28, 28)),
+            keras.layers.Flatten(name="펼치기"),
+            keras.layers.Dense(100, activation="relu", name="은닉층"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="모델",
+    )
     lines = []
     model.summary(print_fn=lines.append)
     text = lines[0]
@@ -196,8 +213,7 @@ def test_import_cdnn_as_tf_and_keras_submodules_are_the_same_objects():
 def test_flatten_input_shape_trains_on_images_like_the_flat_model():
     x, y = fashion_like(96)
     keras.utils.set_random_seed(5)
-    image = keras.Sequential([keras.layers.Flatten(input_shape=(28, 28)),
-                              keras.layers.Dense(10, activation="softmax")])
+    image = keras.Sequential([keras.layers.Flatten(input_shape=(28, 28)), keras.layers.Dense(10, activation="softmax")])
     keras.utils.set_random_seed(5)
     flat = keras.Sequential([keras.layers.Dense(10, activation="softmax", input_shape=(784,))])
     for m in (image, flat):
@@ -225,8 +241,12 @@ def test_compile_without_optimizer_uses_rmsprop_with_keras_defaults():
 
 
 def test_optimizer_default_hyperparameters_are_keras_3s():
-    sgd, adagrad, rms, adam = (keras.optimizers.SGD(), keras.optimizers.Adagrad(), keras.optimizers.RMSprop(),
-                               keras.optimizers.Adam())
+    sgd, adagrad, rms, adam = (
+        keras.optimizers.SGD(),
+        keras.optimizers.Adagrad(),
+        keras.optimizers.RMSprop(),
+        keras.optimizers.Adam(),
+    )
     assert (sgd.learning_rate, sgd.momentum, sgd.nesterov) == (0.01, 0.0, False)
     assert (adagrad.learning_rate, adagrad.initial_accumulator_value, adagrad.epsilon) == (0.001, 0.1, 1e-7)
     assert (rms.learning_rate, rms.rho, rms.momentum, rms.epsilon) == (0.001, 0.9, 0.0, 1e-7)
@@ -234,8 +254,17 @@ def test_optimizer_default_hyperparameters_are_keras_3s():
     assert keras.optimizers.SGD(learning_rate=0.1).learning_rate == 0.1
 
 
-@pytest.mark.parametrize("name, cls", [("sgd", "SGD"), ("SGD", "SGD"), ("adam", "Adam"), ("Adam", "Adam"),
-                                       ("rmsprop", "RMSprop"), ("adagrad", "Adagrad")])
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("sgd", "SGD"),
+        ("SGD", "SGD"),
+        ("adam", "Adam"),
+        ("Adam", "Adam"),
+        ("rmsprop", "RMSprop"),
+        ("adagrad", "Adagrad"),
+    ],
+)
 def test_optimizer_names_give_default_objects(name, cls):
     model = small_model(optimizer=name)
     assert type(model.optimizer).__name__ == cls
@@ -252,8 +281,12 @@ def test_optimizer_objects_are_used_as_given():
 
 
 def test_glorot_uniform_kernels_and_zero_biases():
-    model = keras.Sequential([keras.layers.Dense(100, activation="sigmoid", input_shape=(784,)),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(100, activation="sigmoid", input_shape=(784,)),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     for (fan_in, fan_out), (kernel, bias) in zip([(784, 100), (100, 10)], zip(*[iter(model.get_weights())] * 2)):
         limit = math.sqrt(6 / (fan_in + fan_out))
         assert kernel.dtype == np.float32 and bias.dtype == np.float32
@@ -287,7 +320,7 @@ def test_validation_split_takes_the_last_fraction_before_shuffling():
     # With learning rate 0 nothing changes, so each logged loss is the loss of the initial model on
     # exactly the samples of that part: training on the first 75 %, validation on the last 25 %.
     x, y = blobs(100)
-    y[75:] = 0                     # make the last quarter different from the rest
+    y[75:] = 0  # make the last quarter different from the rest
     model = small_model(optimizer=keras.optimizers.SGD(learning_rate=0.0))
     first = model.evaluate(x[:75], y[:75], verbose=0)
     last = model.evaluate(x[75:], y[75:], verbose=0)
@@ -297,7 +330,7 @@ def test_validation_split_takes_the_last_fraction_before_shuffling():
     assert history.history["val_accuracy"][0] == pytest.approx(last[1])
     assert history.history["loss"][0] == pytest.approx(first[0], rel=1e-5)
     assert history.history["accuracy"][0] == pytest.approx(first[1])
-    assert abs(last[0] - everything[0]) > 1e-2   # the crafted data makes the choice matter
+    assert abs(last[0] - everything[0]) > 1e-2  # the crafted data makes the choice matter
 
 
 def test_validation_split_rounds_the_training_part_down_as_keras():
@@ -348,7 +381,7 @@ def test_last_batch_may_be_smaller_and_steps_count_batches():
             seen.append(self.params["steps"])
 
     model.fit(x, y, batch_size=32, verbose=0, callbacks=[Steps()])
-    assert seen == [4]                       # 32 + 32 + 32 + 4
+    assert seen == [4]  # 32 + 32 + 32 + 4
     assert model.optimizer.iterations == 4
 
 
@@ -377,8 +410,10 @@ def test_verbose_1_and_auto_print_one_keras_line_per_epoch(capsys):
             m = line.match(text)
             assert m, text
             # Keras' format: 4 decimals, or 4 significant digits at or below 1e-3 (0 is 0.0000e+00)
-            assert m.groups() == tuple(f"{v:.4f}" if abs(v) > 1e-3 else f"{v:.4e}" for v in (
-                history.history[k][epoch] for k in ("accuracy", "loss", "val_accuracy", "val_loss")))
+            assert m.groups() == tuple(
+                f"{v:.4f}" if abs(v) > 1e-3 else f"{v:.4e}"
+                for v in (history.history[k][epoch] for k in ("accuracy", "loss", "val_accuracy", "val_loss"))
+            )
 
 
 def test_verbose_2_prints_the_plain_keras_line(capsys):
@@ -408,8 +443,8 @@ def test_verbose_1_on_a_terminal_redraws_the_bar_in_place(monkeypatch):
     lines = screen.getvalue().split("\n")
     assert lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2" and lines[4] == ""
     for epoch, text in ((0, lines[1]), (1, lines[3])):
-        assert "\x1b[1m100/100\x1b[0m \x1b[32m━━━━━━━━━━━━━━━━━━━━\x1b[0m" in text   # bold count, green bar
-        shown = re.sub(r"\x1b\[\d+m", "", text.split("\r")[-1]).rstrip(" ")     # what the terminal shows last
+        assert "\x1b[1m100/100\x1b[0m \x1b[32m━━━━━━━━━━━━━━━━━━━━\x1b[0m" in text  # bold count, green bar
+        shown = re.sub(r"\x1b\[\d+m", "", text.split("\r")[-1]).rstrip(" ")  # what the terminal shows last
         m = progress_re(100, ["accuracy", "loss"]).match(shown)
         assert m, repr(shown)
         assert m.groups() == (f"{history.history['accuracy'][epoch]:.4f}", f"{history.history['loss'][epoch]:.4f}")
@@ -432,7 +467,7 @@ def test_one_epoch_has_no_epoch_header_and_predict_prints_a_bar(capsys):
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.float16, np.float64])
 def test_inputs_of_any_real_dtype_train_like_float32(dtype):
     rng = np.random.default_rng(3)
-    x = rng.integers(0, 50, size=(64, 20)).astype(np.float32)   # exact in every dtype tested
+    x = rng.integers(0, 50, size=(64, 20)).astype(np.float32)  # exact in every dtype tested
     y = rng.integers(0, 5, 64)
     results = []
     for data in (x, x.astype(dtype)):
@@ -445,8 +480,9 @@ def test_inputs_of_any_real_dtype_train_like_float32(dtype):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.uint64,
-                                   np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.uint64, np.float32, np.float64]
+)
 def test_labels_of_any_integer_width_or_integral_floats(dtype):
     x, y = blobs(64)
     runs = []
@@ -492,7 +528,7 @@ def test_evaluate_without_metrics_returns_the_loss_as_a_float():
 
 
 def test_predict_returns_float32_probabilities_equal_to_the_oracle():
-    x, y = blobs(700)       # more than one C inference batch of 512 rows
+    x, y = blobs(700)  # more than one C inference batch of 512 rows
     model = small_model()
     model.fit(x, y, epochs=1, verbose=0)
     probs = model.predict(x, verbose=0)
@@ -504,8 +540,9 @@ def test_predict_returns_float32_probabilities_equal_to_the_oracle():
 
 
 def test_predict_on_a_never_fitted_model_with_an_input_shape():
-    model = keras.Sequential([keras.layers.Dense(8, activation="tanh", input_shape=(4,)),
-                              keras.layers.Dense(3, activation="softmax")])
+    model = keras.Sequential(
+        [keras.layers.Dense(8, activation="tanh", input_shape=(4,)), keras.layers.Dense(3, activation="softmax")]
+    )
     x = np.random.default_rng(0).normal(size=(10, 4))
     probs = model.predict(x, verbose=0)
     np.testing.assert_allclose(probs, oracle_forward(model.get_weights(), ["tanh", "softmax"], x), atol=1e-6)
@@ -542,8 +579,9 @@ def test_predict_works_whatever_the_compiled_loss():
     # predict needs no loss: a model compiled for training with another loss still predicts
     model = small_model(loss="binary_crossentropy", last="softmax", metrics=None)
     x, _ = blobs(10)
-    np.testing.assert_allclose(model.predict(x, verbose=0),
-                               oracle_forward(model.get_weights(), ["relu", "softmax"], x), atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), oracle_forward(model.get_weights(), ["relu", "softmax"], x), atol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------- the oracle
@@ -552,8 +590,10 @@ def test_predict_works_whatever_the_compiled_loss():
 OPTIMIZERS = {
     "sgd": (lambda: keras.optimizers.SGD(0.1), lambda: ref.SGD(0.1)),
     "sgd_momentum": (lambda: keras.optimizers.SGD(0.05, momentum=0.9), lambda: ref.SGD(0.05, momentum=0.9)),
-    "sgd_nesterov": (lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
-                     lambda: ref.SGD(0.05, momentum=0.9, nesterov=True)),
+    "sgd_nesterov": (
+        lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+        lambda: ref.SGD(0.05, momentum=0.9, nesterov=True),
+    ),
     "adagrad": (lambda: keras.optimizers.Adagrad(0.05), lambda: ref.Adagrad(0.05)),
     "rmsprop": (lambda: keras.optimizers.RMSprop(), lambda: ref.RMSprop()),
     "rmsprop_momentum": (lambda: keras.optimizers.RMSprop(momentum=0.5), lambda: ref.RMSprop(momentum=0.5)),
@@ -591,10 +631,15 @@ def mlp_steps(n, batch_size, epochs):
     return epochs * -(-n // batch_size)
 
 
-@pytest.mark.parametrize("loss_name, units, last", [("categorical_crossentropy", 5, "softmax"),
-                                                    ("binary_crossentropy", 1, "sigmoid"),
-                                                    ("mse", 3, "linear"),
-                                                    ("mean_squared_error", 1, "sigmoid")])
+@pytest.mark.parametrize(
+    "loss_name, units, last",
+    [
+        ("categorical_crossentropy", 5, "softmax"),
+        ("binary_crossentropy", 1, "sigmoid"),
+        ("mse", 3, "linear"),
+        ("mean_squared_error", 1, "sigmoid"),
+    ],
+)
 def test_other_losses_match_the_numpy_oracle(loss_name, units, last):
     x, labels = blobs(100, spread=2.0)
     if loss_name == "categorical_crossentropy":
@@ -611,8 +656,7 @@ def test_other_losses_match_the_numpy_oracle(loss_name, units, last):
     assert history["accuracy"] == pytest.approx([a for _, a in oracle], abs=1e-12)
 
 
-@pytest.mark.parametrize("case", ["multi_label_bce", "soft_labels_cce", "unnormalised_cce", "mse_softmax",
-                                  "mse_gelu"])
+@pytest.mark.parametrize("case", ["multi_label_bce", "soft_labels_cce", "unnormalised_cce", "mse_softmax", "mse_gelu"])
 def test_less_common_loss_and_output_pairs_match_the_numpy_oracle(case):
     # multi-label binary cross-entropy: Keras' "accuracy" is then categorical (the oracle follows Keras)
     rng = np.random.default_rng(5)
@@ -629,16 +673,20 @@ def test_less_common_loss_and_output_pairs_match_the_numpy_oracle(case):
     for w, r in zip(model.get_weights(), mlp.params):
         np.testing.assert_allclose(w, r, rtol=0, atol=1e-5)
     assert history["loss"] == pytest.approx([l for l, _ in oracle], rel=1e-5)
-    if case != "mse_gelu":   # there float32 outputs tie (gelu's tiny negatives) where float64 ones don't
+    if case != "mse_gelu":  # there float32 outputs tie (gelu's tiny negatives) where float64 ones don't
         assert history["accuracy"] == pytest.approx([a for _, a in oracle], abs=1e-12)
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh", "linear", "leaky_relu", "gelu", "softmax"])
 def test_every_hidden_activation_trains_like_the_numpy_oracle(activation):
     x, y = blobs(100, features=12, classes=4, spread=2.0)
-    model = keras.Sequential([keras.layers.Dense(16, activation=activation, input_shape=(12,)),
-                              keras.layers.Dense(8, activation=activation),
-                              keras.layers.Dense(4, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(16, activation=activation, input_shape=(12,)),
+            keras.layers.Dense(8, activation=activation),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=SCCE, metrics=["accuracy"])
     history, mlp, oracle = train_both(model, ref.Adam(0.01), x, y, SCCE, [activation, activation, "softmax"])
     for w, r in zip(model.get_weights(), mlp.params):
@@ -713,15 +761,15 @@ def test_dropout_zeroes_a_fraction_rate_and_scales_the_rest(where):
     model.fit(x, np.zeros((n, 1)), batch_size=1, epochs=2, callbacks=[Means()], verbose=0)
     means = np.array(means).reshape(2, n)
     counts = np.arange(1, n + 1)
-    losses = np.diff(np.concatenate([[[0.0]] * 2, means * counts], axis=1), axis=1)   # each sample's loss
+    losses = np.diff(np.concatenate([[[0.0]] * 2, means * counts], axis=1), axis=1)  # each sample's loss
     kept = np.sqrt(losses) * (1 - rate)
-    np.testing.assert_allclose(kept, np.round(kept), atol=1e-3)      # whole units kept, scaled by 1/(1-rate)
+    np.testing.assert_allclose(kept, np.round(kept), atol=1e-3)  # whole units kept, scaled by 1/(1-rate)
     # kept ~ Binomial(1000, 0.5): mean 500, standard deviation 15.8
     assert abs(kept.mean() - width * (1 - rate)) < 5
     assert 10 < kept.std() < 22
-    assert len(np.unique(kept)) > 20                       # a new mask for each sample...
-    assert not np.array_equal(kept[0], kept[1])           # ...and each epoch
-    np.testing.assert_array_equal(model.predict(x[:3], verbose=0), [[width]] * 3)   # none at inference
+    assert len(np.unique(kept)) > 20  # a new mask for each sample...
+    assert not np.array_equal(kept[0], kept[1])  # ...and each epoch
+    np.testing.assert_array_equal(model.predict(x[:3], verbose=0), [[width]] * 3)  # none at inference
 
 
 def test_dropout_is_off_at_inference():
@@ -749,10 +797,13 @@ def fashion():
 def test_fashion_mnist_accuracy_parity_with_keras(fashion):
     # Keras 3 reaches about 0.87 validation accuracy with this model after 5 epochs of RMSprop
     train_scaled, val_scaled, train_target, val_target = fashion
-    model = keras.Sequential([
-        keras.layers.Dense(100, activation="sigmoid", input_shape=(784,), name="hidden"),
-        keras.layers.Dense(10, activation="softmax", name="output"),
-    ], name="패션 MNIST 모델")
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(100, activation="sigmoid", input_shape=(784,), name="hidden"),
+            keras.layers.Dense(10, activation="softmax", name="output"),
+        ],
+        name="패션 MNIST 모델",
+    )
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(train_scaled, train_target, epochs=5, verbose=0, validation_data=(val_scaled, val_target))
     loss, acc = model.evaluate(val_scaled, val_target, verbose=0)
@@ -765,11 +816,14 @@ def test_fashion_mnist_accuracy_parity_with_keras(fashion):
 def test_fashion_mnist_epoch_matches_the_numpy_oracle(fashion):
     train_scaled, _, train_target, _ = fashion
     x, y = train_scaled[:12000], train_target[:12000]
-    model = keras.Sequential([keras.layers.Dense(100, activation="sigmoid", input_shape=(784,)),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(100, activation="sigmoid", input_shape=(784,)),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer="sgd", loss=SCCE, metrics=["accuracy"])
-    history, mlp, oracle = train_both(model, ref.SGD(), x, y, SCCE, ["sigmoid", "softmax"], epochs=1,
-                                      batch_size=32)
+    history, mlp, oracle = train_both(model, ref.SGD(), x, y, SCCE, ["sigmoid", "softmax"], epochs=1, batch_size=32)
     for w, r in zip(model.get_weights(), mlp.params):
         np.testing.assert_allclose(w, r, rtol=0, atol=2e-5)
     assert history["loss"][0] == pytest.approx(oracle[0][0], rel=1e-5)
@@ -779,17 +833,20 @@ def test_fashion_mnist_epoch_matches_the_numpy_oracle(fashion):
 @pytest.mark.slow
 def test_issue_snippet_on_fashion_mnist(fashion, capsys):
     train_scaled, val_scaled, train_target, val_target = fashion
-    model = keras.Sequential([
-        keras.layers.Dense(units=100, input_shape=(28 * 28,), activation="sigmoid", name="hidden"),
-        keras.layers.Dense(units=10, activation="softmax", name="output"),
-    ], name="패션 MNIST 모델")
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(units=100, input_shape=(28 * 28,), activation="sigmoid", name="hidden"),
+            keras.layers.Dense(units=10, activation="softmax", name="output"),
+        ],
+        name="패션 MNIST 모델",
+    )
     model.summary()
     model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd", metrics="accuracy")
     history = model.fit(train_scaled, train_target, epochs=5)
     loss, acc = model.evaluate(val_scaled, val_target)
     out = capsys.readouterr().out
     assert out.startswith(FASHION_SUMMARY)
-    lines = out[len(FASHION_SUMMARY):].splitlines()
+    lines = out[len(FASHION_SUMMARY) :].splitlines()
     assert lines[0::2][:5] == [f"Epoch {i}/5" for i in range(1, 6)]
     assert all(progress_re(1500, ["accuracy", "loss"]).match(l) for l in lines[1:10:2]), lines
     assert progress_re(375, ["accuracy", "loss"]).match(lines[10]) and len(lines) == 11
@@ -799,6 +856,7 @@ def test_issue_snippet_on_fashion_mnist(fashion, capsys):
 
 
 # ---- the thread chooser of fit -------------------------------------------------------------
+
 
 def _feed(chooser, per_batch, runs, batches=50):
     """Run the chooser ``runs`` times with fake timings; returns the thread counts it picked."""

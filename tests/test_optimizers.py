@@ -1,6 +1,7 @@
 """Optimizers and their options against the NumPy oracle (``cdnn.reference``), written from Keras 3's
 sources: keras/src/optimizers/{sgd,adagrad,rmsprop,adam,adamw,nadam,adamax,adadelta,lion,ftrl,adafactor}.py
 and base_optimizer.py (weight decay, clipping, EMA, gradient accumulation)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,39 +17,68 @@ K = keras.optimizers
 # name: (cdnn optimizer, reference optimizer)
 CASES = {
     "sgd": (lambda: K.SGD(0.1), lambda: ref.SGD(0.1)),
-    "sgd_nesterov_wd": (lambda: K.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
-                        lambda: ref.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+    "sgd_nesterov_wd": (
+        lambda: K.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+        lambda: ref.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    ),
     "adagrad_clipvalue": (lambda: K.Adagrad(0.05, clipvalue=0.05), lambda: ref.Adagrad(0.05, clipvalue=0.05)),
-    "rmsprop_momentum_wd": (lambda: K.RMSprop(momentum=0.5, weight_decay=0.1),
-                            lambda: ref.RMSprop(momentum=0.5, weight_decay=0.1)),
+    "rmsprop_momentum_wd": (
+        lambda: K.RMSprop(momentum=0.5, weight_decay=0.1),
+        lambda: ref.RMSprop(momentum=0.5, weight_decay=0.1),
+    ),
     "adam_amsgrad": (lambda: K.Adam(0.01, amsgrad=True), lambda: ref.Adam(0.01, amsgrad=True)),
     "adam_clipnorm": (lambda: K.Adam(0.01, clipnorm=0.05), lambda: ref.Adam(0.01, clipnorm=0.05)),
     "adam_global_clipnorm": (lambda: K.Adam(0.01, global_clipnorm=0.1), lambda: ref.Adam(0.01, global_clipnorm=0.1)),
-    "adam_ema": (lambda: K.Adam(0.01, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3),
-                 lambda: ref.Adam(0.01, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3)),
-    "adam_accumulate": (lambda: K.Adam(0.01, gradient_accumulation_steps=3),
-                        lambda: ref.Adam(0.01, gradient_accumulation_steps=3)),
+    "adam_ema": (
+        lambda: K.Adam(0.01, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3),
+        lambda: ref.Adam(0.01, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3),
+    ),
+    "adam_accumulate": (
+        lambda: K.Adam(0.01, gradient_accumulation_steps=3),
+        lambda: ref.Adam(0.01, gradient_accumulation_steps=3),
+    ),
     "adamw": (lambda: K.AdamW(0.01), lambda: ref.AdamW(0.01)),
-    "adamw_amsgrad_clipvalue": (lambda: K.AdamW(0.01, weight_decay=0.1, amsgrad=True, clipvalue=0.1),
-                                lambda: ref.AdamW(0.01, weight_decay=0.1, amsgrad=True, clipvalue=0.1)),
+    "adamw_amsgrad_clipvalue": (
+        lambda: K.AdamW(0.01, weight_decay=0.1, amsgrad=True, clipvalue=0.1),
+        lambda: ref.AdamW(0.01, weight_decay=0.1, amsgrad=True, clipvalue=0.1),
+    ),
     "nadam": (lambda: K.Nadam(0.01), lambda: ref.Nadam(0.01)),
-    "nadam_accumulate": (lambda: K.Nadam(0.01, gradient_accumulation_steps=2),
-                         lambda: ref.Nadam(0.01, gradient_accumulation_steps=2)),
+    "nadam_accumulate": (
+        lambda: K.Nadam(0.01, gradient_accumulation_steps=2),
+        lambda: ref.Nadam(0.01, gradient_accumulation_steps=2),
+    ),
     "adamax": (lambda: K.Adamax(0.01), lambda: ref.Adamax(0.01)),
     "adadelta": (lambda: K.Adadelta(1.0), lambda: ref.Adadelta(1.0)),
     "lion": (lambda: K.Lion(0.001, weight_decay=0.5), lambda: ref.Lion(0.001, weight_decay=0.5)),
-    "ftrl": (lambda: K.Ftrl(0.05, l1_regularization_strength=0.001, l2_regularization_strength=0.01,
-                            l2_shrinkage_regularization_strength=0.01, beta=0.1),
-             lambda: ref.Ftrl(0.05, l1_regularization_strength=0.001, l2_regularization_strength=0.01,
-                              l2_shrinkage_regularization_strength=0.01, beta=0.1)),
+    "ftrl": (
+        lambda: K.Ftrl(
+            0.05,
+            l1_regularization_strength=0.001,
+            l2_regularization_strength=0.01,
+            l2_shrinkage_regularization_strength=0.01,
+            beta=0.1,
+        ),
+        lambda: ref.Ftrl(
+            0.05,
+            l1_regularization_strength=0.001,
+            l2_regularization_strength=0.01,
+            l2_shrinkage_regularization_strength=0.01,
+            beta=0.1,
+        ),
+    ),
     "adafactor": (lambda: K.Adafactor(0.01), lambda: ref.Adafactor(0.01)),
-    "adafactor_ema_clipnorm": (lambda: K.Adafactor(0.05, relative_step=False, use_ema=True, clipnorm=0.1),
-                               lambda: ref.Adafactor(0.05, relative_step=False, use_ema=True, clipnorm=0.1)),
-    "sgd_schedule": (lambda: K.SGD(K.schedules.ExponentialDecay(0.1, 3, 0.5)),
-                     lambda: ref.SGD(lambda s: ref.exponential_decay(s, 0.1, 3, 0.5))),
-    "adam_cosine_warmup": (lambda: K.Adam(K.schedules.CosineDecay(0.0, 10, warmup_target=0.01, warmup_steps=4)),
-                           lambda: ref.Adam(lambda s: ref.cosine_decay(s, 0.0, 10, warmup_target=0.01,
-                                                                       warmup_steps=4))),
+    "adafactor_ema_clipnorm": (
+        lambda: K.Adafactor(0.05, relative_step=False, use_ema=True, clipnorm=0.1),
+        lambda: ref.Adafactor(0.05, relative_step=False, use_ema=True, clipnorm=0.1),
+    ),
+    "sgd_schedule": (
+        lambda: K.SGD(K.schedules.ExponentialDecay(0.1, 3, 0.5)),
+        lambda: ref.SGD(lambda s: ref.exponential_decay(s, 0.1, 3, 0.5)),
+    ),
+    "adam_cosine_warmup": (
+        lambda: K.Adam(K.schedules.CosineDecay(0.0, 10, warmup_target=0.01, warmup_steps=4)),
+        lambda: ref.Adam(lambda s: ref.cosine_decay(s, 0.0, 10, warmup_target=0.01, warmup_steps=4)),
+    ),
 }
 
 
@@ -130,22 +160,31 @@ def test_fit_matches_the_oracle(name, sizes):
 
 REGULARIZED = {
     "l2": (dict(kernel_regularizer="l2"), lambda: dict(l2=0.01)),
-    "l1l2_bias": (dict(kernel_regularizer=keras.regularizers.L1L2(l1=0.001, l2=0.01),
-                       bias_regularizer=keras.regularizers.L1(0.01)), None),
+    "l1l2_bias": (
+        dict(
+            kernel_regularizer=keras.regularizers.L1L2(l1=0.001, l2=0.01), bias_regularizer=keras.regularizers.L1(0.01)
+        ),
+        None,
+    ),
     "max_norm": (dict(kernel_constraint=keras.constraints.MaxNorm(0.5)), None),
     "unit_norm_axis1": (dict(kernel_constraint=keras.constraints.UnitNorm(axis=1)), None),
     "non_neg_bias": (dict(bias_constraint="non_neg", kernel_regularizer="l1"), None),
     "min_max_norm": (dict(kernel_constraint=keras.constraints.MinMaxNorm(0.2, 0.6, rate=0.5)), None),
     "orthogonal_rows": (dict(kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.1)), None),
-    "orthogonal_columns_l2_bias": (dict(kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.2, "columns"),
-                                        bias_regularizer="l2"), None),
+    "orthogonal_columns_l2_bias": (
+        dict(kernel_regularizer=keras.regularizers.OrthogonalRegularizer(0.2, "columns"), bias_regularizer="l2"),
+        None,
+    ),
 }
 
 
 def _ref_rules(layer):
     """The oracle's rules of a Dense layer, read from its regularizer and constraint objects."""
     out = []
-    for reg, con in ((layer.kernel_regularizer, layer.kernel_constraint), (layer.bias_regularizer, layer.bias_constraint)):
+    for reg, con in (
+        (layer.kernel_regularizer, layer.kernel_constraint),
+        (layer.bias_regularizer, layer.bias_constraint),
+    ):
         r = {}
         if isinstance(reg, keras.regularizers.OrthogonalRegularizer):
             r["orthogonal"] = (reg.factor, reg.mode)
@@ -156,8 +195,9 @@ def _ref_rules(layer):
         elif isinstance(con, keras.constraints.UnitNorm):
             r["constraint"] = lambda w, c=con: ref.unit_norm(w, c.axis if w.ndim > 1 else 0)
         elif isinstance(con, keras.constraints.MinMaxNorm):
-            r["constraint"] = lambda w, c=con: ref.min_max_norm(w, c.min_value, c.max_value, c.rate,
-                                                                c.axis if w.ndim > 1 else 0)
+            r["constraint"] = lambda w, c=con: ref.min_max_norm(
+                w, c.min_value, c.max_value, c.rate, c.axis if w.ndim > 1 else 0
+            )
         elif isinstance(con, keras.constraints.NonNeg):
             r["constraint"] = ref.non_neg
         out.append(r)
@@ -178,20 +218,28 @@ def test_regularizers_and_constraints_train_as_the_oracle(name, opt):
     # the penalty (before each step) is in the reported loss, as Keras adds model.losses
     assert history["loss"] == pytest.approx([l for l, _ in oracle], rel=2e-5, abs=1e-8)
     # evaluate adds the penalty at the final weights
-    penalty = sum(f(w) for layer in model.layers for f, w in ((layer.kernel_regularizer, layer.kernel),
-                                                              (layer.bias_regularizer, layer.bias)) if f is not None)
+    penalty = sum(
+        f(w)
+        for layer in model.layers
+        for f, w in ((layer.kernel_regularizer, layer.kernel), (layer.bias_regularizer, layer.bias))
+        if f is not None
+    )
     loss, _ = model.evaluate(x, y, verbose=0)
-    assert loss == pytest.approx(ref.loss(SCCE, y, model.predict(x, verbose=0).astype(np.float64)) + penalty,
-                                 rel=1e-5)
+    assert loss == pytest.approx(ref.loss(SCCE, y, model.predict(x, verbose=0).astype(np.float64)) + penalty, rel=1e-5)
 
 
 def test_constraints_hold_after_training():
     x, y = blobs()
-    model = model_of((20, 16, 4), ["relu", "softmax"], keras.optimizers.SGD(1.0),
-                     kernel_constraint=keras.constraints.MaxNorm(0.3), bias_constraint="non_neg")
+    model = model_of(
+        (20, 16, 4),
+        ["relu", "softmax"],
+        keras.optimizers.SGD(1.0),
+        kernel_constraint=keras.constraints.MaxNorm(0.3),
+        bias_constraint="non_neg",
+    )
     model.fit(x, y, epochs=2, verbose=0)
     dense = model.layers[0]
-    assert np.sqrt((dense.kernel ** 2).sum(axis=0)).max() <= 0.3 * (1 + 1e-5)
+    assert np.sqrt((dense.kernel**2).sum(axis=0)).max() <= 0.3 * (1 + 1e-5)
     assert (dense.bias >= 0).all()
 
 
@@ -237,7 +285,9 @@ THREAD_CASES = {
     "lion": (lambda: K.Lion(), None),
     "ftrl": (lambda: K.Ftrl(0.01), None),
     "adam_global_clipnorm_ema_accumulate": (
-        lambda: K.Adam(global_clipnorm=0.5, use_ema=True, gradient_accumulation_steps=2), None),
+        lambda: K.Adam(global_clipnorm=0.5, use_ema=True, gradient_accumulation_steps=2),
+        None,
+    ),
     "adafactor": (lambda: K.Adafactor(), None),
     "sgd_l2_maxnorm": (lambda: K.SGD(0.1), dict(kernel_regularizer="l2", kernel_constraint="max_norm")),
     "sgd_orthogonal": (lambda: K.SGD(0.1), dict(kernel_regularizer=keras.regularizers.OrthogonalRegularizer())),
@@ -329,7 +379,7 @@ def test_fit_reads_a_schedule_at_every_step_of_a_run():
 
 class Halving(K.schedules.LearningRateSchedule):
     def __call__(self, step):
-        return 0.1 / 2 ** step
+        return 0.1 / 2**step
 
     def get_config(self):
         return {}
@@ -338,7 +388,7 @@ class Halving(K.schedules.LearningRateSchedule):
 def test_a_user_schedule_trains_as_the_oracle():
     x, y = blobs()
     model = model_of((20, 16, 4), ["relu", "softmax"], K.SGD(Halving()))
-    history, mlp, oracle = fit_both(model, ref.SGD(lambda s: 0.1 / 2 ** s), x, y, ["relu", "softmax"])
+    history, mlp, oracle = fit_both(model, ref.SGD(lambda s: 0.1 / 2**s), x, y, ["relu", "softmax"])
     for w, r in zip(model.get_weights(), mlp.params):
         np.testing.assert_allclose(w, r, rtol=1e-4, atol=2e-5)
 
@@ -361,25 +411,28 @@ def test_a_schedule_returning_nan_stops_fit_with_a_clear_error_before_the_run():
     del before
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: K.Adam(learning_rate=-1.0), "learning_rate"),
-    (lambda: K.SGD(weight_decay=-0.1), "weight_decay"),
-    (lambda: K.Adam(clipnorm=1.0, clipvalue=1.0), "Only one of"),
-    (lambda: K.Adam(clipnorm=0.0), "clipnorm"),
-    (lambda: K.Adam(use_ema=True, ema_momentum=1.5), "ema_momentum"),
-    (lambda: K.Adam(ema_overwrite_frequency=0), "ema_overwrite_frequency"),
-    (lambda: K.Adam(gradient_accumulation_steps=1), "gradient_accumulation_steps"),
-    (lambda: K.Adam(loss_scale_factor=128.0), "loss_scale_factor"),
-    (lambda: K.AdamW(weight_decay=None), "weight_decay"),
-    (lambda: K.Lion(beta_1=0.0), "beta_1"),
-    (lambda: K.Ftrl(learning_rate_power=0.5), "learning_rate_power"),
-    (lambda: K.Ftrl(l1_regularization_strength=-1.0), "l1_regularization_strength"),
-    (lambda: K.RMSprop(centered=True), "centered"),
-    (lambda: K.Adam(foo=1), "not recognized"),
-    (lambda: K.schedules.ExponentialDecay(0.1, 0, 0.5), "decay_steps"),
-    (lambda: K.schedules.PiecewiseConstantDecay([1, 2], [0.1]), "length of boundaries"),
-    (lambda: K.get("adamm"), "adamw"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: K.Adam(learning_rate=-1.0), "learning_rate"),
+        (lambda: K.SGD(weight_decay=-0.1), "weight_decay"),
+        (lambda: K.Adam(clipnorm=1.0, clipvalue=1.0), "Only one of"),
+        (lambda: K.Adam(clipnorm=0.0), "clipnorm"),
+        (lambda: K.Adam(use_ema=True, ema_momentum=1.5), "ema_momentum"),
+        (lambda: K.Adam(ema_overwrite_frequency=0), "ema_overwrite_frequency"),
+        (lambda: K.Adam(gradient_accumulation_steps=1), "gradient_accumulation_steps"),
+        (lambda: K.Adam(loss_scale_factor=128.0), "loss_scale_factor"),
+        (lambda: K.AdamW(weight_decay=None), "weight_decay"),
+        (lambda: K.Lion(beta_1=0.0), "beta_1"),
+        (lambda: K.Ftrl(learning_rate_power=0.5), "learning_rate_power"),
+        (lambda: K.Ftrl(l1_regularization_strength=-1.0), "l1_regularization_strength"),
+        (lambda: K.RMSprop(centered=True), "centered"),
+        (lambda: K.Adam(foo=1), "not recognized"),
+        (lambda: K.schedules.ExponentialDecay(0.1, 0, 0.5), "decay_steps"),
+        (lambda: K.schedules.PiecewiseConstantDecay([1, 2], [0.1]), "length of boundaries"),
+        (lambda: K.get("adamm"), "adamw"),
+    ],
+)
 def test_bad_values_are_refused_with_clear_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
@@ -391,11 +444,19 @@ def test_negative_assigned_learning_rate_is_refused():
         opt.learning_rate.assign(-0.5)
 
 
-@pytest.mark.parametrize("make", [lambda: K.SGD(0.05, momentum=0.9), lambda: K.Adam(amsgrad=True),
-                                  lambda: K.Nadam(), lambda: K.Adafactor(), lambda: K.Ftrl(),
-                                  lambda: K.AdamW(use_ema=True, gradient_accumulation_steps=2),
-                                  lambda: K.Lion(K.schedules.CosineDecayRestarts(0.001, 3))],
-                         ids=["sgd", "amsgrad", "nadam", "adafactor", "ftrl", "adamw-ema-acc", "lion-schedule"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: K.SGD(0.05, momentum=0.9),
+        lambda: K.Adam(amsgrad=True),
+        lambda: K.Nadam(),
+        lambda: K.Adafactor(),
+        lambda: K.Ftrl(),
+        lambda: K.AdamW(use_ema=True, gradient_accumulation_steps=2),
+        lambda: K.Lion(K.schedules.CosineDecayRestarts(0.001, 3)),
+    ],
+    ids=["sgd", "amsgrad", "nadam", "adafactor", "ftrl", "adamw-ema-acc", "lion-schedule"],
+)
 def test_saved_model_with_options_resumes_training_identically(tmp_path, make):
     _resumes_identically(tmp_path, make)
 
@@ -470,8 +531,7 @@ def test_batch_methods_read_the_schedule_and_report_the_penalty():
     loss = loss[0] if isinstance(loss, list) else loss
     penalty = sum(layer.kernel_regularizer(layer.kernel) for layer in model.layers if layer.kernel_regularizer)
     assert penalty > 0
-    assert loss == pytest.approx(ref.loss(SCCE, y, model.predict(x, verbose=0).astype(np.float64)) + penalty,
-                                 rel=1e-5)
+    assert loss == pytest.approx(ref.loss(SCCE, y, model.predict(x, verbose=0).astype(np.float64)) + penalty, rel=1e-5)
 
 
 @pytest.mark.parametrize("hp", [dict(name="adam", amsgrad=True), dict(name="sgd", global_clipnorm=0.1)])
@@ -482,11 +542,17 @@ def test_a_frozen_layer_keeps_its_bits_on_the_whole_gradient_path(hp):
     for i, (a, b) in enumerate(shapes):
         W, bias = f32(rng.normal(0, 0.3, (a, b))), f32(np.zeros(b))
         z = lambda s: np.zeros(s, np.float32)  # noqa: E731
-        layers.append(dict(W=W, b=bias, activation="relu" if i == 0 else "softmax",
-                           slots=[z(W.shape), z(W.shape), z(b), z(b)],
-                           extra_slots={"W3": z(W.shape), "b3": z(b)},
-                           kernel_rules={"l2": 0.01, "constraint": "max_norm", "max_value": 0.5},
-                           trainable=i != 0))
+        layers.append(
+            dict(
+                W=W,
+                b=bias,
+                activation="relu" if i == 0 else "softmax",
+                slots=[z(W.shape), z(W.shape), z(b), z(b)],
+                extra_slots={"W3": z(W.shape), "b3": z(b)},
+                kernel_rules={"l2": 0.01, "constraint": "max_norm", "max_value": 0.5},
+                trainable=i != 0,
+            )
+        )
     net = _core.Network(layers, SCCE, False, None, dict(hp, learning_rate=0.1))
     before = [d["W"].copy() for d in layers] + [d["b"].copy() for d in layers]
     x, y = blobs(64)

@@ -62,9 +62,7 @@ def test_non_tty_writes_one_plain_line_at_the_end(clock):
     stream = Plain()
     bar = Progbar(1500, stateful_metrics=["accuracy", "loss"], stream=stream)
     run_epoch(bar, clock, values=METRICS)
-    assert stream.getvalue() == (
-        "1500/1500 ━━━━━━━━━━━━━━━━━━━━ 4s 3ms/step - accuracy: 0.8492 - loss: 0.4244\n"
-    )
+    assert stream.getvalue() == ("1500/1500 ━━━━━━━━━━━━━━━━━━━━ 4s 3ms/step - accuracy: 0.8492 - loss: 0.4244\n")
 
 
 def test_non_tty_writes_nothing_before_finalize(clock):
@@ -96,8 +94,7 @@ def test_tty_redraws_in_place_with_colours(clock):
     clock.now += 1.0
     bar.update(1, [("loss", 0.75)])
     first = (
-        f"\r{BOLD} 1/10{RESET} {GREEN}{BAR * 2}{RESET}{WHITE}{BAR * 18}{RESET}"
-        f" {BOLD}9s{RESET} 1s/step - loss: 0.7500"
+        f"\r{BOLD} 1/10{RESET} {GREEN}{BAR * 2}{RESET}{WHITE}{BAR * 18}{RESET} {BOLD}9s{RESET} 1s/step - loss: 0.7500"
     )
     assert stream.getvalue() == first
     visible = len(" 1/10 ") + 20 + len(" 9s 1s/step - loss: 0.7500")
@@ -105,8 +102,7 @@ def test_tty_redraws_in_place_with_colours(clock):
     clock.now += 0.5
     bar.update(5, [("loss", 0.5)])
     second = (
-        "\b" * visible
-        + f"\r{BOLD} 5/10{RESET} {GREEN}{BAR * 10}{RESET}{WHITE}{BAR * 10}{RESET}"
+        "\b" * visible + f"\r{BOLD} 5/10{RESET} {GREEN}{BAR * 10}{RESET}{WHITE}{BAR * 10}{RESET}"
         f" {BOLD}0s{RESET} 125ms/step - loss: 0.5000"
     )
     assert stream.getvalue() == first + second
@@ -114,11 +110,10 @@ def test_tty_redraws_in_place_with_colours(clock):
 
     clock.now += 0.5
     bar.update(10, [("loss", 0.25)])
-    third = stream.getvalue()[len(first + second):]
+    third = stream.getvalue()[len(first + second) :]
     assert third.startswith("\b" * visible + "\r")
     assert third.endswith(
-        f"{BOLD}10/10{RESET} {GREEN}{BAR * 20}{RESET}{WHITE}{RESET}"
-        f" {BOLD}2s{RESET} 111ms/step - loss: 0.2500\n"
+        f"{BOLD}10/10{RESET} {GREEN}{BAR * 20}{RESET}{WHITE}{RESET} {BOLD}2s{RESET} 111ms/step - loss: 0.2500\n"
     )
 
 
@@ -174,9 +169,7 @@ def test_verbose_2_writes_one_keras_line_at_the_end(clock):
     bar.update(1, METRICS)
     assert stream.getvalue() == ""
     run_epoch(bar, clock, values=METRICS)
-    assert stream.getvalue() == (
-        "1500/1500 - 4s - 3ms/step - accuracy: 0.8492 - loss: 0.4244\n"
-    )
+    assert stream.getvalue() == ("1500/1500 - 4s - 3ms/step - accuracy: 0.8492 - loss: 0.4244\n")
 
 
 def test_verbose_0_is_silent(clock):

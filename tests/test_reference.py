@@ -379,9 +379,7 @@ def test_mlp_learns_separable_blobs():
     net = ref.MLP([(16, "relu"), (3, "softmax")], input_dim=2, rng=rng)
     opt = ref.Adam(learning_rate=0.01)
     for _ in range(5):
-        loss_value, acc = net.fit_epoch(
-            x, y, 32, opt, "sparse_categorical_crossentropy", perm=rng.permutation(300)
-        )
+        loss_value, acc = net.fit_epoch(x, y, 32, opt, "sparse_categorical_crossentropy", perm=rng.permutation(300))
     assert acc > 0.95
     assert ref.accuracy(y, net.forward(x)) > 0.95
     assert loss_value < 0.3
@@ -395,9 +393,7 @@ def test_fit_epoch_weights_batches_by_size():
     net = ref.MLP([(8, "tanh"), (3, "softmax")], input_dim=2, rng=rng)
     before = [p.copy() for p in net.params]
     name = "sparse_categorical_crossentropy"
-    loss_value, acc = net.fit_epoch(
-        x, y, 32, ref.SGD(learning_rate=0.0), name, perm=rng.permutation(100)
-    )
+    loss_value, acc = net.fit_epoch(x, y, 32, ref.SGD(learning_rate=0.0), name, perm=rng.permutation(100))
     for p, q in zip(net.params, before):
         np.testing.assert_array_equal(p, q)
     assert loss_value == pytest.approx(ref.loss(name, y, net.forward(x)), rel=1e-12)

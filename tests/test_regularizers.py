@@ -1,6 +1,7 @@
 """Regularizers, constraints and initializer objects against Keras 3's formulas
 (keras/src/regularizers/regularizers.py, keras/src/constraints/constraints.py,
 keras/src/initializers/{random,constant}_initializers.py), and their configs through saving."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,8 @@ def w(shape=(7, 5), seed=0):
 def test_penalties_are_keras_formulas():
     x = w().astype(np.float64)
     assert R.L1(0.3)(x) == pytest.approx(0.3 * np.abs(x).sum())
-    assert R.L2(0.2)(x) == pytest.approx(0.2 * (x ** 2).sum())
-    assert R.L1L2(0.1, 0.4)(x) == pytest.approx(0.1 * np.abs(x).sum() + 0.4 * (x ** 2).sum())
+    assert R.L2(0.2)(x) == pytest.approx(0.2 * (x**2).sum())
+    assert R.L1L2(0.1, 0.4)(x) == pytest.approx(0.1 * np.abs(x).sum() + 0.4 * (x**2).sum())
     assert R.L1L2()(x) == 0.0
 
 
@@ -36,9 +37,15 @@ def test_orthogonal_regularizer_value():
         assert R.OrthogonalRegularizer(0.2, mode)(x) == pytest.approx(0.2 * 0.5 * off / (size * (size - 1) / 2))
 
 
-@pytest.mark.parametrize("name, cls, cfg", [("l1", R.L1, {"l1": 0.01}), ("l2", R.L2, {"l2": 0.01}),
-                                            ("l1_l2", R.L1L2, {"l1": 0.0, "l2": 0.0}),
-                                            ("l1l2", R.L1L2, {"l1": 0.0, "l2": 0.0})])
+@pytest.mark.parametrize(
+    "name, cls, cfg",
+    [
+        ("l1", R.L1, {"l1": 0.01}),
+        ("l2", R.L2, {"l2": 0.01}),
+        ("l1_l2", R.L1L2, {"l1": 0.0, "l2": 0.0}),
+        ("l1l2", R.L1L2, {"l1": 0.0, "l2": 0.0}),
+    ],
+)
 def test_strings_give_keras_defaults(name, cls, cfg):
     r = R.get(name)
     assert type(r) is cls and r.get_config() == cfg
@@ -50,9 +57,15 @@ def test_regularizer_configs_round_trip(obj):
     assert type(back) is type(obj) and back.get_config() == obj.get_config()
 
 
-@pytest.mark.parametrize("make, match", [(lambda: R.L1(-1.0), "l1"), (lambda: R.L2(float("nan")), "l2"),
-                                         (lambda: R.OrthogonalRegularizer(mode="diag"), "mode"),
-                                         (lambda: R.get("l3"), "l3")])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: R.L1(-1.0), "l1"),
+        (lambda: R.L2(float("nan")), "l2"),
+        (lambda: R.OrthogonalRegularizer(mode="diag"), "mode"),
+        (lambda: R.get("l3"), "l3"),
+    ],
+)
 def test_bad_regularizers_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -61,8 +74,9 @@ def test_bad_regularizers_are_refused(make, match):
 def test_what_the_core_cannot_train_is_refused_at_the_layer():
     with pytest.raises(ValueError, match="bias_regularizer.*OrthogonalRegularizer"):
         keras.layers.Dense(3, bias_regularizer=R.OrthogonalRegularizer())
-    one_unit = keras.Sequential([keras.layers.Input((4,)), keras.layers.Dense(
-        1, kernel_regularizer=R.OrthogonalRegularizer(mode="columns"))])
+    one_unit = keras.Sequential(
+        [keras.layers.Input((4,)), keras.layers.Dense(1, kernel_regularizer=R.OrthogonalRegularizer(mode="columns"))]
+    )
     one_unit.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="at least 2 vectors"):
         one_unit.fit(np.zeros((4, 4)), np.zeros((4, 1)), verbose=0)
@@ -77,13 +91,16 @@ def test_what_the_core_cannot_train_is_refused_at_the_layer():
         keras.layers.Dense(3, kernel_regularizer=Mine())
 
 
-@pytest.mark.parametrize("con, oracle", [
-    (C.MaxNorm(1.5), lambda x: ref.max_norm(x, 1.5, 0)),
-    (C.MaxNorm(0.5, axis=1), lambda x: ref.max_norm(x, 0.5, 1)),
-    (C.NonNeg(), ref.non_neg),
-    (C.UnitNorm(), lambda x: ref.unit_norm(x, 0)),
-    (C.MinMaxNorm(0.5, 2.0, rate=0.7), lambda x: ref.min_max_norm(x, 0.5, 2.0, 0.7, 0)),
-])
+@pytest.mark.parametrize(
+    "con, oracle",
+    [
+        (C.MaxNorm(1.5), lambda x: ref.max_norm(x, 1.5, 0)),
+        (C.MaxNorm(0.5, axis=1), lambda x: ref.max_norm(x, 0.5, 1)),
+        (C.NonNeg(), ref.non_neg),
+        (C.UnitNorm(), lambda x: ref.unit_norm(x, 0)),
+        (C.MinMaxNorm(0.5, 2.0, rate=0.7), lambda x: ref.min_max_norm(x, 0.5, 2.0, 0.7, 0)),
+    ],
+)
 def test_constraints_are_keras_formulas(con, oracle):
     x = w()
     np.testing.assert_allclose(con(x), oracle(x.astype(np.float64)), rtol=1e-6, atol=1e-7)
@@ -91,8 +108,10 @@ def test_constraints_are_keras_formulas(con, oracle):
     assert type(back) is type(con) and back.get_config() == con.get_config()
 
 
-@pytest.mark.parametrize("name, cls", [("max_norm", C.MaxNorm), ("non_neg", C.NonNeg), ("unit_norm", C.UnitNorm),
-                                       ("min_max_norm", C.MinMaxNorm)])
+@pytest.mark.parametrize(
+    "name, cls",
+    [("max_norm", C.MaxNorm), ("non_neg", C.NonNeg), ("unit_norm", C.UnitNorm), ("min_max_norm", C.MinMaxNorm)],
+)
 def test_constraint_strings(name, cls):
     assert type(C.get(name)) is cls
 
@@ -100,14 +119,17 @@ def test_constraint_strings(name, cls):
 # ---------------------------------------------------------------- initializers
 
 
-@pytest.mark.parametrize("cls, limit_or_std, uniform", [
-    (I.GlorotUniform, math.sqrt(6 / (300 + 200)), True),
-    (I.HeUniform, math.sqrt(6 / 300), True),
-    (I.LecunUniform, math.sqrt(3 / 300), True),
-    (I.GlorotNormal, math.sqrt(2 / (300 + 200)), False),
-    (I.HeNormal, math.sqrt(2 / 300), False),
-    (I.LecunNormal, math.sqrt(1 / 300), False),
-])
+@pytest.mark.parametrize(
+    "cls, limit_or_std, uniform",
+    [
+        (I.GlorotUniform, math.sqrt(6 / (300 + 200)), True),
+        (I.HeUniform, math.sqrt(6 / 300), True),
+        (I.LecunUniform, math.sqrt(3 / 300), True),
+        (I.GlorotNormal, math.sqrt(2 / (300 + 200)), False),
+        (I.HeNormal, math.sqrt(2 / 300), False),
+        (I.LecunNormal, math.sqrt(1 / 300), False),
+    ],
+)
 def test_variance_scaling_presets(cls, limit_or_std, uniform):
     a = cls(seed=1)((300, 200))
     assert a.dtype == np.float32 and a.shape == (300, 200)
@@ -152,8 +174,17 @@ def test_other_initializers():
         I.HeNormal(seed="x")
 
 
-@pytest.mark.parametrize("obj", [I.HeNormal(seed=0), I.GlorotUniform(), I.Orthogonal(0.5, seed=2), I.Constant(0.3),
-                                 I.VarianceScaling(2.0, "fan_avg", "uniform", seed=4), I.Identity(2.0)])
+@pytest.mark.parametrize(
+    "obj",
+    [
+        I.HeNormal(seed=0),
+        I.GlorotUniform(),
+        I.Orthogonal(0.5, seed=2),
+        I.Constant(0.3),
+        I.VarianceScaling(2.0, "fan_avg", "uniform", seed=4),
+        I.Identity(2.0),
+    ],
+)
 def test_initializer_configs_round_trip(obj):
     back = I.deserialize(I.serialize(obj))
     assert type(back) is type(obj) and back.get_config() == obj.get_config()
@@ -162,12 +193,21 @@ def test_initializer_configs_round_trip(obj):
 
 def test_a_model_with_objects_saves_and_loads(tmp_path):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.layers.Input((6,)),
-        keras.layers.Dense(5, activation="relu", kernel_initializer=I.HeNormal(seed=0),
-                           kernel_regularizer=R.L1L2(0.001, 0.01), bias_regularizer="l2",
-                           kernel_constraint=C.MaxNorm(2.0), bias_constraint="non_neg"),
-        keras.layers.Dense(3, activation="softmax", kernel_initializer="orthogonal")])
+    model = keras.Sequential(
+        [
+            keras.layers.Input((6,)),
+            keras.layers.Dense(
+                5,
+                activation="relu",
+                kernel_initializer=I.HeNormal(seed=0),
+                kernel_regularizer=R.L1L2(0.001, 0.01),
+                bias_regularizer="l2",
+                kernel_constraint=C.MaxNorm(2.0),
+                bias_constraint="non_neg",
+            ),
+            keras.layers.Dense(3, activation="softmax", kernel_initializer="orthogonal"),
+        ]
+    )
     np.testing.assert_array_equal(model.layers[0].kernel, I.HeNormal(seed=0)((6, 5)))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).random((40, 6)).astype(np.float32)
@@ -182,20 +222,23 @@ def test_a_model_with_objects_saves_and_loads(tmp_path):
     for a, b in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert loaded.evaluate(x, np.arange(40) % 3, verbose=0) == pytest.approx(
-        model.evaluate(x, np.arange(40) % 3, verbose=0))
+        model.evaluate(x, np.arange(40) % 3, verbose=0)
+    )
 
 
 @pytest.mark.parametrize("mode", ["rows", "columns"])
 def test_orthogonal_regularizer_gradient_in_c_matches_finite_differences(mode):
     from cdnn import _core
+
     x = w((6, 5), seed=3)
     x[2] = 0.0  # a zero row: its norm is clamped as keras.ops.normalize clamps it
     reg = R.OrthogonalRegularizer(0.3, mode)
     # SGD(lr=1) on a zero gradient: the step is the regularizer's gradient alone
     w1 = x.copy()
     rules = [{**reg._core(), "orth_scratch": np.empty(2 * x.size + 6, np.float32)}]
-    penalty = _core.optimizer_apply({"name": "sgd", "learning_rate": 1.0}, [w1], [np.zeros_like(x)],
-                                    [[None] * 5], 1, rules)
+    penalty = _core.optimizer_apply(
+        {"name": "sgd", "learning_rate": 1.0}, [w1], [np.zeros_like(x)], [[None] * 5], 1, rules
+    )
     grad = x - w1
     assert penalty == pytest.approx(reg(x), rel=1e-5)
     value, oracle = ref.orthogonal_regularizer(x.astype(np.float64), 0.3, mode)
@@ -208,18 +251,29 @@ def test_orthogonal_regularizer_gradient_in_c_matches_finite_differences(mode):
         up, down = x64.copy(), x64.copy()
         up[i, j] += h
         down[i, j] -= h
-        numeric = (ref.orthogonal_regularizer(up, 0.3, mode)[0] - ref.orthogonal_regularizer(down, 0.3, mode)[0]) / (2 * h)
+        numeric = (ref.orthogonal_regularizer(up, 0.3, mode)[0] - ref.orthogonal_regularizer(down, 0.3, mode)[0]) / (
+            2 * h
+        )
         assert oracle[i, j] == pytest.approx(numeric, rel=1e-4, abs=1e-8)
 
 
 def test_regularizers_constraints_and_initializer_objects_go_through_keras_files(tmp_path):
     pytest.importorskip("h5py")
-    model = keras.Sequential([
-        keras.layers.Input((6,)),
-        keras.layers.Dense(5, activation="relu", kernel_initializer=I.RandomNormal(stddev=0.2, seed=3),
-                           kernel_regularizer=R.L1L2(0.001, 0.01), bias_regularizer=R.L2(0.02),
-                           kernel_constraint=C.MaxNorm(2.0), bias_constraint=C.NonNeg()),
-        keras.layers.Dense(3, activation="softmax", kernel_regularizer=R.OrthogonalRegularizer(0.1, "columns"))])
+    model = keras.Sequential(
+        [
+            keras.layers.Input((6,)),
+            keras.layers.Dense(
+                5,
+                activation="relu",
+                kernel_initializer=I.RandomNormal(stddev=0.2, seed=3),
+                kernel_regularizer=R.L1L2(0.001, 0.01),
+                bias_regularizer=R.L2(0.02),
+                kernel_constraint=C.MaxNorm(2.0),
+                bias_constraint=C.NonNeg(),
+            ),
+            keras.layers.Dense(3, activation="softmax", kernel_regularizer=R.OrthogonalRegularizer(0.1, "columns")),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.AdamW(use_ema=True), loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(0).random((40, 6)).astype(np.float32)
     model.fit(x, np.arange(40) % 3, epochs=1, verbose=0)
@@ -237,6 +291,7 @@ def test_regularizers_constraints_and_initializer_objects_go_through_keras_files
         np.testing.assert_array_equal(a, b)
     # and Keras 3 itself reads the same objects and optimizer state, where it is installed
     import os
+
     os.environ.setdefault("KERAS_BACKEND", "jax")
     pytest.importorskip("jax")
     real = pytest.importorskip("keras")

@@ -5,6 +5,7 @@ allocation run in a child process with a timeout (and an address-space
 limit); the bad-file and refused-argument cases are in the robustness
 sweep's table (tests/test_robustness.py, section "issue 22").
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,9 @@ def run_python(code: str, timeout: float = 60.0, env: dict | None = None, **kwar
     try:
         if "stdout" not in kwargs:
             kwargs["capture_output"] = True
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], text=True, timeout=timeout,
-                              env=full_env, cwd=REPO, **kwargs)
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)], text=True, timeout=timeout, env=full_env, cwd=REPO, **kwargs
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"the child did not finish in {timeout} s (hung)")
 
@@ -79,7 +81,9 @@ _FORK_PARENT = """
 
 
 def test_a_fork_pool_worker_uses_a_model_trained_in_the_parent():
-    code = _FORK_PARENT + """
+    code = (
+        _FORK_PARENT
+        + """
     def work(rows):
         out = model.predict(x[rows], verbose=0)                # used to wait forever here
         model.fit(x[rows], y[rows], epochs=1, verbose=0)       # training works too (serially)
@@ -94,12 +98,15 @@ def test_a_fork_pool_worker_uses_a_model_trained_in_the_parent():
         assert cdnn.get_num_threads() == 2                     # the parent keeps its threads
         print("ok")
     """
+    )
     proc = run_python(code, timeout=90)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
 def test_os_fork_child_runs_serially_and_says_so_when_asked_for_threads():
-    code = _FORK_PARENT + """
+    code = (
+        _FORK_PARENT
+        + """
     pid = os.fork()
     if pid == 0:
         try:
@@ -117,6 +124,7 @@ def test_os_fork_child_runs_serially_and_says_so_when_asked_for_threads():
     assert os.WEXITSTATUS(status) == 0
     print("ok")
     """
+    )
     proc = run_python(code, timeout=90)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr[-3000:]
 
@@ -146,6 +154,7 @@ def test_a_child_forked_before_any_parallel_run_keeps_its_threads():
 
 
 # ---------------------------------------------------------------- OMP_NUM_THREADS capped everywhere
+
 
 def test_an_absurd_omp_num_threads_is_capped_in_every_entry_point():
     # at 100000 the kernels' per-thread buffers alone were 116 GiB; under a 4 GiB address space
@@ -185,6 +194,7 @@ def test_set_num_threads_is_process_wide():
 
 
 # ---------------------------------------------------------------- threads and one model
+
 
 def test_two_threads_fitting_one_model_count_every_step_once():
     x, y = blobs(2048)
@@ -238,6 +248,7 @@ def test_apply_gradients_refuses_arrays_it_was_not_built_for():
 
 # ---------------------------------------------------------------- seeded runs in threads
 
+
 def _in_threads(jobs):
     barrier = threading.Barrier(len(jobs))
     results = [None] * len(jobs)
@@ -260,8 +271,11 @@ def test_seeded_sklearn_fits_in_threads_match_their_runs_one_after_another():
     x, y = blobs(1024)
 
     def job(seed):
-        return lambda: SKLearnClassifier(hidden=(32,), epochs=4, batch_size=16, random_state=seed,
-                                         fit_kwargs={"verbose": 0}).fit(x, y).predict_proba(x)
+        return lambda: (
+            SKLearnClassifier(hidden=(32,), epochs=4, batch_size=16, random_state=seed, fit_kwargs={"verbose": 0})
+            .fit(x, y)
+            .predict_proba(x)
+        )
 
     alone = [job(s)() for s in (0, 1, 0)]
     together = _in_threads([job(s) for s in (0, 1, 0)])
@@ -287,6 +301,7 @@ def test_set_random_seed_in_two_threads_gives_the_results_of_one_thread():
 
 # ---------------------------------------------------------------- saving
 
+
 def test_resaving_keeps_the_files_permissions(tmp_path):
     m = model()
     for name in ("private.cdnn", "private.keras", "private.weights.h5"):
@@ -311,7 +326,7 @@ def test_saving_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_pat
     assert (tmp_path / "latest.keras").is_symlink()
     back = keras.models.load_model(tmp_path / "runs" / "run1.keras")
     assert back.optimizer.iterations == m.optimizer.iterations > 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.keras", "runs"]   # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.keras", "runs"]  # no temporaries left
 
 
 def test_unpickling_needs_no_temporary_directory(monkeypatch):
@@ -326,22 +341,31 @@ def test_unpickling_needs_no_temporary_directory(monkeypatch):
 
 # ---------------------------------------------------------------- checkpoints of a run that diverges
 
+
 def _diverging(learning_rate=1e6):
     rng = np.random.default_rng(0)
     x, y = rng.random((256, 20), dtype=np.float32), rng.random((256, 3)).astype(np.float32)
     cdnn.utils.set_random_seed(0)
-    m = keras.Sequential([keras.layers.Input(shape=(20,)), keras.layers.Dense(16, activation="relu"),
-                          keras.layers.Dense(3)])
+    m = keras.Sequential(
+        [keras.layers.Input(shape=(20,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)]
+    )
     m.compile(optimizer=keras.optimizers.SGD(learning_rate=learning_rate), loss="mse")
     return m, x, y
 
 
 def test_model_checkpoint_of_every_epoch_keeps_writing_files_that_load(tmp_path):
     m, x, y = _diverging()
-    history = m.fit(x, y, epochs=4, batch_size=32, verbose=0, validation_split=0.25,
-                    callbacks=[keras.callbacks.ModelCheckpoint(tmp_path / "ck-{epoch}.keras")])
+    history = m.fit(
+        x,
+        y,
+        epochs=4,
+        batch_size=32,
+        verbose=0,
+        validation_split=0.25,
+        callbacks=[keras.callbacks.ModelCheckpoint(tmp_path / "ck-{epoch}.keras")],
+    )
     assert not np.isfinite(history.history["loss"][-1])
-    for epoch in range(1, 5):                    # as Keras: every epoch's file, NaN or not, and each loads
+    for epoch in range(1, 5):  # as Keras: every epoch's file, NaN or not, and each loads
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             back = keras.models.load_model(tmp_path / f"ck-{epoch}.keras")
@@ -349,18 +373,19 @@ def test_model_checkpoint_of_every_epoch_keeps_writing_files_that_load(tmp_path)
 
 
 def test_model_checkpoint_save_best_only_never_picks_a_nan_epoch(tmp_path):
-    m, x, y = _diverging(learning_rate=1e3)   # epoch 1 finite (and huge), then NaN
+    m, x, y = _diverging(learning_rate=1e3)  # epoch 1 finite (and huge), then NaN
     best = keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="loss", save_best_only=True)
     history = m.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[best])
     losses = history.history["loss"]
     assert np.isnan(losses).any()
     finite = [(l, i) for i, l in enumerate(losses) if np.isfinite(l)]
-    back = keras.models.load_model(tmp_path / "best.keras")   # no warning: its weights are finite
+    back = keras.models.load_model(tmp_path / "best.keras")  # no warning: its weights are finite
     assert all(np.isfinite(w).all() for w in back.get_weights())
     assert best.best == min(finite)[0]
 
 
 # ---------------------------------------------------------------- no stdout
+
 
 def test_fit_with_stdout_closed_trains_without_a_progress_bar(tmp_path):
     code = f"""
@@ -373,7 +398,7 @@ def test_fit_with_stdout_closed_trains_without_a_progress_bar(tmp_path):
     m = keras.Sequential([keras.layers.Input(shape=(4,)), keras.layers.Dense(2, activation="softmax")])
     m.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
     m.fit(x, y, epochs=2, validation_split=0.25, verbose="auto",
-          callbacks=[keras.callbacks.ModelCheckpoint({str(tmp_path / 'm.keras')!r}, verbose=1)])
+          callbacks=[keras.callbacks.ModelCheckpoint({str(tmp_path / "m.keras")!r}, verbose=1)])
     m.evaluate(x, y)
     m.predict(x)
     m.summary()

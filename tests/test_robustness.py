@@ -10,6 +10,7 @@ on the case that was running, and the cases after it go on in a new child.
 ``tests/sanitize.sh`` runs this file against an ASan/UBSan build, where the
 children inherit the sanitizer.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -50,8 +51,11 @@ CHILD_ADDRESS_SPACE = 4 << 30
 
 
 def child_env(**extra) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
     env.update(extra)
     return env
 
@@ -80,14 +84,16 @@ def case(expect=None, *keywords, xfail=None, limit=False, seconds=5.0):
     def register(fn):
         CASES[fn.__name__] = Case(fn, expect, keywords, xfail, limit, seconds)
         return fn
+
     return register
 
 
-TMP = Path(tempfile.gettempdir())   # the child's own temporary directory, set in child_main
+TMP = Path(tempfile.gettempdir())  # the child's own temporary directory, set in child_main
 
 
 def _keras():
     import cdnn
+
     return cdnn.keras
 
 
@@ -147,6 +153,7 @@ def idx_header(*dims, type_code=0x08):
 
 def read_idx(path):
     from cdnn.datasets._idx import read_idx as read
+
     return read(path)
 
 
@@ -293,7 +300,7 @@ def float16_inputs_are_converted_exactly():
 def float64_inputs_train_as_their_float32_values():
     keras = _keras()
     x, y = samples(40)
-    x64 = x.astype(np.float64) + 1e-12    # rounds back to x in float32
+    x64 = x.astype(np.float64) + 1e-12  # rounds back to x in float32
     runs = []
     for xs in (x64, x):
         keras.utils.set_random_seed(3)
@@ -534,22 +541,25 @@ def input_shape_with_a_zero():
 @case(ValueError, "n", "integer")
 def thread_count_as_a_string():
     import cdnn
+
     cdnn.set_num_threads("2")
 
 
 @case(ValueError, "n", "2147483648")
 def thread_count_beyond_int():
     import cdnn
+
     cdnn.set_num_threads(2**31)
 
 
 @case(None)
 def absurd_thread_count_is_refused_or_capped():
     import cdnn
+
     try:
         cdnn.set_num_threads(100000)
     except ValueError:
-        return      # refused up front: fine
+        return  # refused up front: fine
     try:
         dense_model().fit(*samples(8), verbose=0)
     finally:
@@ -576,8 +586,9 @@ def two_input_two_output_model():
     keras = _keras()
     a, b = keras.Input((3,), name="a"), keras.Input((4,), name="b")
     h = keras.layers.concatenate([a, keras.layers.BatchNormalization()(b)])
-    model = keras.Model([a, b], [keras.layers.Dense(1, name="price")(h),
-                                 keras.layers.Dense(3, activation="softmax", name="kind")(h)])
+    model = keras.Model(
+        [a, b], [keras.layers.Dense(1, name="price")(h), keras.layers.Dense(3, activation="softmax", name="kind")(h)]
+    )
     model.compile("sgd", loss=["mse", SCCE], metrics=[None, ["accuracy"]])
     return model
 
@@ -732,7 +743,7 @@ def unbuilt_model_is_built_by_predict_and_summarised():
     keras = _keras()
     model = keras.Sequential([keras.layers.Dense(4, activation="relu"), keras.layers.Dense(2)])
     lines = []
-    model.summary(print_fn=lines.append)                     # before building: no shapes yet
+    model.summary(print_fn=lines.append)  # before building: no shapes yet
     assert "Total params: 0" in "\n".join(lines)
     out = model.predict(np.ones((3, 5)), verbose=0)
     assert out.shape == (3, 2) and np.isfinite(out).all()
@@ -787,7 +798,7 @@ def set_weights_from_read_only_and_broadcast_arrays():
     model = dense_model(features=3, units=2)
     kernel = np.arange(6, dtype=np.float64).reshape(3, 2)
     kernel.flags.writeable = False
-    bias = np.broadcast_to(np.float32(0.5), (2,))           # read-only, zero strides
+    bias = np.broadcast_to(np.float32(0.5), (2,))  # read-only, zero strides
     model.set_weights([kernel, bias])
     got = model.get_weights()
     assert np.array_equal(got[0], kernel.astype(np.float32)) and np.array_equal(got[1], [0.5, 0.5])
@@ -915,7 +926,7 @@ def model_file_whose_array_header_promises_32_gib():
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": (2**33,)})
     meta, arrays = model_file_parts(saved_model_file())
-    del arrays["weight_0"]   # a member the architecture names: members it does not name are never read
+    del arrays["weight_0"]  # a member the architecture names: members it does not name are never read
     write_model_file(TMP / "bomb.cdnn", meta, arrays)
     with zipfile.ZipFile(TMP / "bomb.cdnn", "a") as z:
         z.writestr("weight_0.npy", buf.getvalue() + bytes(64))
@@ -940,6 +951,7 @@ def model_file_with_a_dense_layer_of_2_31_units():
         meta = json.loads(json.dumps(meta))
         meta["config"]["layers"][0]["config"]["units"] = 2**31
         return meta, arrays
+
     _bad_model("huge.cdnn", change)
 
 
@@ -1035,7 +1047,7 @@ def model_file_that_is_dev_urandom():
 @case(ModelFileError, "named pipe", "not a regular file", seconds=2)
 def model_file_that_is_a_named_pipe_nobody_writes():
     os.mkfifo(TMP / "pipe.keras")
-    load(TMP / "pipe.keras")        # used to block forever in open()
+    load(TMP / "pipe.keras")  # used to block forever in open()
 
 
 @case(ModelFileError, "not a regular file", seconds=2)
@@ -1061,7 +1073,7 @@ def weights_file_whose_architecture_declares_dense_of_10_to_the_8_units():
     meta["config"]["layers"][0]["config"]["units"] = 10**8
     path = write_model_file(TMP / "huge-weights.cdnn", meta, arrays)
     keras = _keras()
-    model = keras.Sequential([keras.layers.Dense(10**8 // 4)])   # unbuilt: built from the file's input shape
+    model = keras.Sequential([keras.layers.Dense(10**8 // 4)])  # unbuilt: built from the file's input shape
     model.load_weights(path)
 
 
@@ -1089,13 +1101,13 @@ def model_file_whose_members_overlap():
     with zipfile.ZipFile(path) as z:
         w0 = z.getinfo("weight_0.npy")
     at = 0
-    while True:   # patch weight_0's central entry: compressed and uncompressed sizes
+    while True:  # patch weight_0's central entry: compressed and uncompressed sizes
         at = data.find(b"PK\x01\x02", at)
         name_len = struct.unpack_from("<H", data, at + 28)[0]
-        if data[at + 46:at + 46 + name_len] == b"weight_0.npy":
+        if data[at + 46 : at + 46 + name_len] == b"weight_0.npy":
             break
         at += 4
-    grow = 10   # weight_0's data ends where weight_1's local header starts: now it covers 10 bytes of it
+    grow = 10  # weight_0's data ends where weight_1's local header starts: now it covers 10 bytes of it
     struct.pack_into("<LL", data, at + 20, w0.compress_size + grow, w0.file_size + grow)
     (TMP / "crafted.cdnn").write_bytes(bytes(data))
     load(TMP / "crafted.cdnn")
@@ -1109,8 +1121,7 @@ def model_file_with_an_unnamed_128_mib_deflated_member_is_loaded_without_reading
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
         with z.open("junk.npy", "w", force_zip64=True) as f:
             header = io.BytesIO()
-            np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
-                                                          "shape": (32 << 20,)})
+            np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (32 << 20,)})
             f.write(header.getvalue())
             block = bytes(16 << 20)
             for _ in range(8):
@@ -1171,7 +1182,7 @@ def save_and_load_a_246_byte_file_name():
     name = "m" * 240 + ".keras"
     model = dense_model(features=6, units=3)
     model.save(TMP / name)
-    model.save(TMP / name)   # over the first
+    model.save(TMP / name)  # over the first
     assert load(TMP / name).built and sorted(p.name for p in TMP.iterdir() if p.name.startswith(".")) == []
 
 
@@ -1200,8 +1211,7 @@ def save_through_a_symlink_to_dev_null():
 
 @case(None)
 def validation_split_of_a_numpy_float32():
-    history = dense_model(features=6, units=3).fit(*samples(20, 6, 3), validation_split=np.float32(0.2),
-                                                    verbose=0)
+    history = dense_model(features=6, units=3).fit(*samples(20, 6, 3), validation_split=np.float32(0.2), verbose=0)
     assert "val_loss" in history.history
 
 
@@ -1215,6 +1225,7 @@ def validation_data_with_no_sample_weights():
 @case(None)
 def thread_count_as_a_numpy_integer():
     import cdnn
+
     cdnn.set_num_threads(np.int64(1))
     assert cdnn.get_num_threads() == 1
 
@@ -1222,13 +1233,14 @@ def thread_count_as_a_numpy_integer():
 @case(IdxError, "named pipe", "not a regular file", seconds=2)
 def idx_file_that_is_a_named_pipe():
     os.mkfifo(TMP / "pipe.idx")
-    read_idx(TMP / "pipe.idx")       # used to block forever
+    read_idx(TMP / "pipe.idx")  # used to block forever
 
 
 @case(ValueError, "`n`", "-18446744073709551616")
 def thread_count_of_minus_2_to_the_64():
     import cdnn
-    cdnn.set_num_threads(-2**64)
+
+    cdnn.set_num_threads(-(2**64))
 
 
 # ---- two cases that test the harness itself, not cdnn (not part of the sweep)
@@ -1236,7 +1248,7 @@ def thread_count_of_minus_2_to_the_64():
 
 @case(None)
 def harness_case_that_crashes():
-    os.kill(os.getpid(), signal.SIGKILL)     # not SIGSEGV: ASan would report that as a finding
+    os.kill(os.getpid(), signal.SIGKILL)  # not SIGSEGV: ASan would report that as a finding
 
 
 @case(ValueError, "units")
@@ -1307,11 +1319,15 @@ def run_in_children(names: list[str], timeout: float = 120.0) -> dict:
                 r["status"] = "done"
                 results[r["case"]] = r
                 started = None
-        if started is not None:   # died (or hung) inside this case
-            results[started] = {"case": started, "status": "crashed" if status != "hang" else "hung",
-                                "returncode": status, "stderr": err[-6000:]}
+        if started is not None:  # died (or hung) inside this case
+            results[started] = {
+                "case": started,
+                "status": "crashed" if status != "hang" else "hung",
+                "returncode": status,
+                "stderr": err[-6000:],
+            }
         left = [n for n in todo if n not in results]
-        if len(left) == len(todo):      # no progress: never loop forever
+        if len(left) == len(todo):  # no progress: never loop forever
             for n in left:
                 results[n] = {"case": n, "status": "not run", "returncode": status, "stderr": err[-6000:]}
             left = []
@@ -1368,15 +1384,29 @@ def test_a_crash_is_pinned_on_its_case():
 
 def run_child(name: str, *args: str, timeout: float = 120.0, env: dict | None = None) -> dict:
     """Run ``child_<name>(*args)`` from this file in a new interpreter; return the JSON it printed last."""
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--run", name, *args], capture_output=True,
-                          text=True, timeout=timeout, env=env or child_env(), cwd=REPO)
-    assert proc.returncode == 0, f"child {name} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--run", name, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or child_env(),
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, (
+        f"child {name} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
     return json.loads([line for line in proc.stdout.splitlines() if line.startswith("@@JSON ")][-1][7:])
 
 
 def start_child(name: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--run", name, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--run", name, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        cwd=REPO,
+    )
 
 
 def report(obj) -> None:
@@ -1389,8 +1419,9 @@ def wait_for_line(proc: subprocess.Popen, prefix: str, timeout: float = 60.0) ->
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
-            raise AssertionError(f"child ended (status {proc.wait()}) before printing {prefix!r}:\n"
-                                 f"{proc.stderr.read()[-4000:]}")
+            raise AssertionError(
+                f"child ended (status {proc.wait()}) before printing {prefix!r}:\n{proc.stderr.read()[-4000:]}"
+            )
         if line.startswith(prefix):
             return line
     raise AssertionError(f"no {prefix!r} from the child within {timeout} s")
@@ -1423,8 +1454,19 @@ def _thread_jobs():
     yb = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 6000)]
     return [
         ("a", lambda: classifier(196, 128, 10, optimizer="adam"), xa, ya),
-        ("b", lambda: classifier(50, 64, 3, optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                                 loss="categorical_crossentropy", hidden_activation="tanh"), xb, yb),
+        (
+            "b",
+            lambda: classifier(
+                50,
+                64,
+                3,
+                optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                loss="categorical_crossentropy",
+                hidden_activation="tanh",
+            ),
+            xb,
+            yb,
+        ),
     ]
 
 
@@ -1491,13 +1533,20 @@ def child_same_model_from_two_threads():
     # a workspace over 32 MB: glibc maps it with mmap and unmaps it when it is freed
     model = classifier(784, 8192, 10, optimizer="sgd")
     started = threading.Event()
-    trainer = threading.Thread(target=model.fit, args=(x, y), kwargs=dict(
-        batch_size=64, epochs=3, verbose=0,
-        callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: started.set())]))
+    trainer = threading.Thread(
+        target=model.fit,
+        args=(x, y),
+        kwargs=dict(
+            batch_size=64,
+            epochs=3,
+            verbose=0,
+            callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: started.set())],
+        ),
+    )
     trainer.start()
     assert started.wait(60)
-    time.sleep(0.3)                       # the trainer is inside a C run now
-    out = model.predict(x[:600], verbose=0)   # predict's larger batch makes the shared workspace grow
+    time.sleep(0.3)  # the trainer is inside a C run now
+    out = model.predict(x[:600], verbose=0)  # predict's larger batch makes the shared workspace grow
     trainer.join()
     report({"finite": bool(np.isfinite(out).all() and all(np.isfinite(w).all() for w in model.get_weights()))})
 
@@ -1532,8 +1581,9 @@ def child_interrupted_fit(tmp):
     x, y = _interrupt_data()
     model = _interrupt_model()
     epochs_done = []
-    log = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs=None: (epochs_done.append(e),
-                                                                          print(f"@@EPOCH {e}", flush=True)))
+    log = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs=None: (epochs_done.append(e), print(f"@@EPOCH {e}", flush=True))
+    )
     print(f"@@READY {time.time()}", flush=True)
     try:
         model.fit(x, y, batch_size=256, epochs=10**6, verbose=0, callbacks=[log])
@@ -1542,9 +1592,14 @@ def child_interrupted_fit(tmp):
     else:
         report({"interrupted": False})
         return
-    out = {"interrupted": True, "caught": caught, "epochs_done": len(epochs_done),
-           "history_epochs": len(model.history.history.get("loss", [])),
-           "history_keys": sorted(model.history.history), "iterations": int(model.optimizer.iterations)}
+    out = {
+        "interrupted": True,
+        "caught": caught,
+        "epochs_done": len(epochs_done),
+        "history_epochs": len(model.history.history.get("loss", [])),
+        "history_keys": sorted(model.history.history),
+        "iterations": int(model.optimizer.iterations),
+    }
     weights = model.get_weights()
     # which number of batches these weights are the result of: replay the same fit, batch by batch
     replay = _interrupt_model()
@@ -1557,8 +1612,14 @@ def child_interrupted_fit(tmp):
         if matched[0] is not None or count[0] > out["iterations"] + 2000:
             replay.stop_training = True
 
-    replay.fit(x, y, batch_size=256, epochs=10**6, verbose=0,
-               callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=after_batch)])
+    replay.fit(
+        x,
+        y,
+        batch_size=256,
+        epochs=10**6,
+        verbose=0,
+        callbacks=[keras.callbacks.LambdaCallback(on_train_batch_end=after_batch)],
+    )
     out["weights_after_batches"] = matched[0]
     # usable and savable
     pred = model.predict(x[:100], verbose=0)
@@ -1644,11 +1705,17 @@ def test_sigkill_during_save_keeps_the_previous_file(tmp_path):
     file is at most one temporary: the last killed save's (the next save removes it)."""
     keras = _keras()
     path = tmp_path / "m.cdnn"
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--run", "save_loop", str(path), "once"],
-                   check=True, env=child_env(), cwd=REPO, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--run", "save_loop", str(path), "once"],
+        check=True,
+        env=child_env(),
+        cwd=REPO,
+        capture_output=True,
+        timeout=120,
+    )
     rng = random.Random(1)
     left_a_temporary = 0
-    kills = 8 if UNDER_ASAN else 20      # no C runs here: under the sanitizer, fewer (slow) children do
+    kills = 8 if UNDER_ASAN else 20  # no C runs here: under the sanitizer, fewer (slow) children do
     for _ in range(kills):
         proc = start_child("save_loop", str(path), "loop")
         wait_for_line(proc, "@@READY")
@@ -1683,16 +1750,18 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path, monkeypatch):
         directory = tmp_path / kind
         directory.mkdir()
         stale = f".{name}.{host}-{dead}.k1x2{suffix}"
-        kept = [f".{name}.{host}-{os.getppid()}.a7b8{suffix}",      # a live process
-                f".{name}.otherhost-{dead}.c9d0{suffix}",             # another machine's (shared directory)
-                f".{name}.{host}-{dead}.e1f2.other",                  # not a temporary
-                f".other.keras.{host}-{dead}.g3h4{suffix}"]           # another file's
+        kept = [
+            f".{name}.{host}-{os.getppid()}.a7b8{suffix}",  # a live process
+            f".{name}.otherhost-{dead}.c9d0{suffix}",  # another machine's (shared directory)
+            f".{name}.{host}-{dead}.e1f2.other",  # not a temporary
+            f".other.keras.{host}-{dead}.g3h4{suffix}",
+        ]  # another file's
         for n in [stale, *kept]:
             (directory / n).write_bytes(b"partial")
         if kind == "save":
             dense_model(features=3, units=2).save(directory / name)
         else:
-            kept.pop()                                           # a download clears any file's
+            kept.pop()  # a download clears any file's
             _fetch._remove_stale_parts(directory)
         left = sorted(p.name for p in directory.iterdir() if p.name != name)
         assert left == sorted(kept), (kind, left)
@@ -1701,8 +1770,7 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path, monkeypatch):
 # ============================================================================ SIGKILL while downloading
 
 
-TINY_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-              "t10k-labels-idx1-ubyte")
+TINY_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def tiny_dataset():
@@ -1730,7 +1798,7 @@ class SlowResponse:
     def read(self, n=-1):
         time.sleep(self.pause)
         n = self.piece if n is None or n < 0 else min(n, self.piece)
-        chunk = self.body[self.at:self.at + n]
+        chunk = self.body[self.at : self.at + n]
         self.at += len(chunk)
         return chunk
 
@@ -1744,6 +1812,7 @@ class SlowResponse:
 def fake_urlopen(served, piece=4096, pause=0.0):
     def urlopen(url, timeout=None):
         return SlowResponse(served[url.rsplit("/", 1)[1]], piece, pause)
+
     return urlopen
 
 
@@ -1768,7 +1837,7 @@ def test_sigkill_during_download_never_leaves_a_bad_cache_file(tmp_path, monkeyp
     rng = random.Random(2)
     mid_download = 0
     for _ in range(4 if UNDER_ASAN else 10):
-        for name in TINY_NAMES:           # each child downloads everything; partial files stay
+        for name in TINY_NAMES:  # each child downloads everything; partial files stay
             (directory / (name + ".gz")).unlink(missing_ok=True)
         proc = start_child("slow_download", str(cache))
         wait_for_line(proc, "@@READY")
@@ -1778,7 +1847,7 @@ def test_sigkill_during_download_never_leaves_a_bad_cache_file(tmp_path, monkeyp
         if not directory.exists():
             continue
         mid_download += any(p.name.endswith(".part") for p in directory.iterdir())
-        for spec in dataset.files:        # a file under its own name is complete and checked
+        for spec in dataset.files:  # a file under its own name is complete and checked
             if (directory / (spec.name + ".gz")).exists():
                 _fetch._check(dataset, spec, directory / (spec.name + ".gz"))
         others = [p.name for p in directory.iterdir() if not p.name.startswith(".")]
@@ -1834,14 +1903,14 @@ def child_leak_loop(tmp, iterations):
         loaded = keras.models.load_model(path)
         loaded.predict(x, verbose=0)
         loaded.fit(x, y, batch_size=64, epochs=1, verbose=0)
-        for bad in (lambda: loaded.predict(bad_x, verbose=0), lambda: keras.models.load_model(bad_file)):
-            try:                                   # the error paths must not leak either
+        for bad in (lambda m=loaded: m.predict(bad_x, verbose=0), lambda: keras.models.load_model(bad_file)):
+            try:  # the error paths must not leak either
                 bad()
             except ValueError:
                 pass
         del model, loaded
         cdnn.utils.clear_session()
-        if i % 10 == 9:                  # a full collection is slow here (this file imports pytest)
+        if i % 10 == 9:  # a full collection is slow here (this file imports pytest)
             gc.collect()
             rss.append((i + 1, _rss()))
     report({"rss": rss})
@@ -1855,8 +1924,9 @@ def test_repeated_fit_predict_save_load_does_not_grow_memory(tmp_path):
     rss = run_child("leak_loop", str(tmp_path), "200", timeout=300)["rss"]
     early = max(r for i, r in rss if 30 <= i <= 70)
     late = max(r for i, r in rss if i > 150)
-    assert late - early < 1 << 20, (f"RSS grew by {(late - early) / 2**10:.0f} KiB from rounds 30-70 to 160-200 "
-                                    f"({early} -> {late} bytes)")
+    assert late - early < 1 << 20, (
+        f"RSS grew by {(late - early) / 2**10:.0f} KiB from rounds 30-70 to 160-200 ({early} -> {late} bytes)"
+    )
 
 
 # ============================================================================ numerics and determinism
@@ -1885,11 +1955,16 @@ def test_same_seed_bit_identical_on_fashion_mnist_across_threads_and_runs():
         assert runs[label][1] == runs["1"][1], f"history with {label} threads differs"
 
 
-@pytest.mark.parametrize("loss, last, hidden", [
-    (SCCE, "softmax", "relu"), ("categorical_crossentropy", "softmax", "tanh"),
-    ("binary_crossentropy", "sigmoid", "gelu"), ("mse", None, "leaky_relu"),
-    (SCCE, "sigmoid", "sigmoid"),
-])
+@pytest.mark.parametrize(
+    "loss, last, hidden",
+    [
+        (SCCE, "softmax", "relu"),
+        ("categorical_crossentropy", "softmax", "tanh"),
+        ("binary_crossentropy", "sigmoid", "gelu"),
+        ("mse", None, "leaky_relu"),
+        (SCCE, "sigmoid", "sigmoid"),
+    ],
+)
 def test_extreme_logits_give_finite_loss_and_gradients(loss, last, hidden):
     """Inputs and weights of +-1e4 give logits near 1e16: the loss and the gradients stay finite."""
     import cdnn
@@ -1898,14 +1973,25 @@ def test_extreme_logits_give_finite_loss_and_gradients(loss, last, hidden):
     cdnn.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     units = 1 if loss == "binary_crossentropy" else 4
-    model = keras.Sequential([keras.layers.Input(shape=(32,)), keras.layers.Dense(16, activation=hidden),
-                              keras.layers.Dense(units, activation=last)])
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss, metrics=["accuracy"])  # w -= 0 * g: NaN iff g is not finite
+    model = keras.Sequential(
+        [
+            keras.layers.Input(shape=(32,)),
+            keras.layers.Dense(16, activation=hidden),
+            keras.layers.Dense(units, activation=last),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0), loss=loss, metrics=["accuracy"]
+    )  # w -= 0 * g: NaN iff g is not finite
     model.set_weights([np.where(rng.random(w.shape) < 0.5, -1e4, 1e4) for w in model.get_weights()])
     x = np.where(rng.random((64, 32)) < 0.5, -1e4, 1e4).astype(np.float32)
     labels = rng.integers(0, units, 64)
-    y = {SCCE: labels, "categorical_crossentropy": np.eye(units)[labels],
-         "binary_crossentropy": rng.integers(0, 2, (64, 1)), "mse": rng.normal(size=(64, units))}[loss]
+    y = {
+        SCCE: labels,
+        "categorical_crossentropy": np.eye(units)[labels],
+        "binary_crossentropy": rng.integers(0, 2, (64, 1)),
+        "mse": rng.normal(size=(64, units)),
+    }[loss]
     before = model.evaluate(x, y, verbose=0)[0]
     history = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     assert np.isfinite(before) and np.isfinite(history.history["loss"][0]), (before, history.history)
@@ -1922,16 +2008,17 @@ def test_a_diverging_run_reports_nan_and_terminate_on_nan_stops_it(tmp_path, cap
 
     def diverging():
         cdnn.utils.set_random_seed(0)
-        model = keras.Sequential([keras.layers.Input(shape=(20,)), keras.layers.Dense(16, activation="relu"),
-                                  keras.layers.Dense(3)])
+        model = keras.Sequential(
+            [keras.layers.Input(shape=(20,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)]
+        )
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e6), loss="mse")
         return model
 
     model = diverging()
     losses = model.fit(x, y, epochs=5, batch_size=32, verbose=0).history["loss"]
     assert len(losses) == 5 and not np.isfinite(losses).all(), losses
-    assert np.isnan(model.predict(x[:4], verbose=0)).any()       # NaN weights predict NaN, no crash
-    for name in ("nan.cdnn", "nan.keras"):     # a file cdnn writes always loads, NaN and all (as Keras)
+    assert np.isnan(model.predict(x[:4], verbose=0)).any()  # NaN weights predict NaN, no crash
+    for name in ("nan.cdnn", "nan.keras"):  # a file cdnn writes always loads, NaN and all (as Keras)
         model.save(tmp_path / name)
         with pytest.warns(RuntimeWarning, match="NaN"):
             back = keras.models.load_model(tmp_path / name)

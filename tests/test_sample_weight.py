@@ -3,6 +3,7 @@ evaluate(sample_weight=...) with Keras 3's weighted reduction (keras/src/losses/
 "sum_over_batch_size" = weighted sum / rows of the batch; the epoch's loss averages the batches
 weighted by their rows; metrics passed as `metrics=` are not weighted, trainers/compile_utils.py)
 against the NumPy reference."""
+
 import re
 
 import numpy as np
@@ -125,7 +126,8 @@ def test_validation_split_splits_the_weights():
     h = m.fit(x, y, epochs=1, verbose=0, validation_split=0.25, sample_weight=w)
     split = int(N * 0.75)
     assert h.history["val_loss"][0] == pytest.approx(
-        m.evaluate(x[split:], y[split:], sample_weight=w[split:], verbose=0), rel=1e-12)
+        m.evaluate(x[split:], y[split:], sample_weight=w[split:], verbose=0), rel=1e-12
+    )
 
 
 def test_weighted_training_is_bit_identical_on_one_and_two_threads():
@@ -138,8 +140,13 @@ def test_weighted_training_is_bit_identical_on_one_and_two_threads():
         cdnn.set_num_threads(threads)
         try:
             keras.utils.set_random_seed(0)
-            m = keras.Sequential([keras.layers.Input((100,)), keras.layers.Dense(200, activation="relu"),
-                                  keras.layers.Dense(10, activation="softmax")])
+            m = keras.Sequential(
+                [
+                    keras.layers.Input((100,)),
+                    keras.layers.Dense(200, activation="relu"),
+                    keras.layers.Dense(10, activation="softmax"),
+                ]
+            )
             m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
             h = m.fit(x, y, batch_size=64, epochs=2, verbose=0, sample_weight=w, validation_data=(x, y, w))
             results.append((h.history, m.get_weights()))
@@ -159,27 +166,30 @@ def test_ignore_class_averages_each_batch_over_its_valid_rows():
     per = ref.keras_loss("sparse_categorical_crossentropy", y, out, ignore_class=-1)
     expected = 0.0
     for s in range(0, N, 16):  # Keras: each batch's mean over its valid rows, the epoch's weighted by rows
-        yy = y[s:s + 16]
-        expected += len(yy) * per[s:s + 16].sum() / (yy != -1).sum()
+        yy = y[s : s + 16]
+        expected += len(yy) * per[s : s + 16].sum() / (yy != -1).sum()
     h = m.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     assert h.history["loss"][0] == pytest.approx(expected / N, rel=1e-6)
     assert m.evaluate(x, y, batch_size=16, verbose=0) == pytest.approx(expected / N, rel=1e-6)
 
 
-@pytest.mark.parametrize("kwargs,exc,match", [
-    ({"sample_weight": -np.ones(N)}, ValueError, ">= 0"),
-    ({"sample_weight": np.where(np.arange(N) == 5, np.nan, 1.0)}, ValueError, "finite"),
-    ({"sample_weight": np.ones(N + 1)}, ValueError, "one weight per sample"),
-    ({"sample_weight": np.ones((N, 2))}, ValueError, "one weight per sample"),
-    ({"sample_weight": np.array(["a"] * N)}, TypeError, "sample_weight"),
-    ({"class_weight": {0: 1.0, 1: 2.0}}, ValueError, "class(es) 2"),
-    ({"class_weight": {0: 1.0, 1: 2.0, 2: -1.0}}, ValueError, "class_weight"),
-    ({"class_weight": {0: 1.0, 1: 2.0, "two": 1.0}}, ValueError, "'two'"),
-    ({"class_weight": [1.0, 2.0, 3.0]}, ValueError, "dict"),
-    ({"class_weight": {0: 1, 1: 1, 2: 1}, "sample_weight": np.ones(N)}, ValueError, "at the same time"),
-    ({"validation_data": (np.zeros((4, F)), np.zeros(4), np.ones(3))}, ValueError, "validation_data[2]"),
-    ({"validation_data": (np.zeros((4, F)), np.zeros(4), -np.ones(4))}, ValueError, "validation_data[2]"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"sample_weight": -np.ones(N)}, ValueError, ">= 0"),
+        ({"sample_weight": np.where(np.arange(N) == 5, np.nan, 1.0)}, ValueError, "finite"),
+        ({"sample_weight": np.ones(N + 1)}, ValueError, "one weight per sample"),
+        ({"sample_weight": np.ones((N, 2))}, ValueError, "one weight per sample"),
+        ({"sample_weight": np.array(["a"] * N)}, TypeError, "sample_weight"),
+        ({"class_weight": {0: 1.0, 1: 2.0}}, ValueError, "class(es) 2"),
+        ({"class_weight": {0: 1.0, 1: 2.0, 2: -1.0}}, ValueError, "class_weight"),
+        ({"class_weight": {0: 1.0, 1: 2.0, "two": 1.0}}, ValueError, "'two'"),
+        ({"class_weight": [1.0, 2.0, 3.0]}, ValueError, "dict"),
+        ({"class_weight": {0: 1, 1: 1, 2: 1}, "sample_weight": np.ones(N)}, ValueError, "at the same time"),
+        ({"validation_data": (np.zeros((4, F)), np.zeros(4), np.ones(3))}, ValueError, "validation_data[2]"),
+        ({"validation_data": (np.zeros((4, F)), np.zeros(4), -np.ones(4))}, ValueError, "validation_data[2]"),
+    ],
+)
 def test_bad_weights_are_refused_before_training(kwargs, exc, match):
     x, y, _ = _data(11)
     m = _model()

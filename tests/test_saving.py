@@ -75,7 +75,7 @@ def test_get_weights_keras_order_and_copies():
     assert [w.shape for w in weights] == [(10, 12), (12,), (12, 4), (4,)]
     assert all(w.dtype == np.float32 for w in weights)
     assert weights[0] is not model.layers[0].kernel
-    weights[0][...] = 0    # a copy: the model is unchanged
+    weights[0][...] = 0  # a copy: the model is unchanged
     assert np.abs(model.get_weights()[0]).max() > 0
     assert [[w.shape for w in l.get_weights()] for l in model.layers] == [[(10, 12), (12,)], [], [(12, 4), (4,)]]
 
@@ -115,8 +115,11 @@ def test_save_and_load_model_round_trip(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert loaded.name == "내 모델"
-    assert [(type(l).__name__, l.name) for l in loaded.layers] == [("Dense", "hidden"), ("Dropout", "dropout"),
-                                                                   ("Dense", "out")]
+    assert [(type(l).__name__, l.name) for l in loaded.layers] == [
+        ("Dense", "hidden"),
+        ("Dropout", "dropout"),
+        ("Dense", "out"),
+    ]
     assert loaded.layers[1].rate == 0.2 and loaded.input_shape == (None, 10)
     assert_weights_equal(loaded.get_weights(), model.get_weights())
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
@@ -129,8 +132,9 @@ def test_save_and_load_model_round_trip(tmp_path):
     assert loaded.get_config() == model.get_config()
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "rmsprop", "adam",
-                                       keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)])
+@pytest.mark.parametrize(
+    "optimizer", ["sgd", "adagrad", "rmsprop", "adam", keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)]
+)
 def test_loaded_model_resumes_training_identically(tmp_path, optimizer):
     # the optimizer's slots and step count (Adam's bias correction) come back with the model
     x, y = blobs()
@@ -198,7 +202,7 @@ def test_file_holds_plain_arrays_and_json(tmp_path):
     model = make_model()
     model.fit(*blobs(), verbose=0)
     model.save(tmp_path / "m.cdnn")
-    meta, arrays = saved_meta(tmp_path / "m.cdnn")   # np.load's default allow_pickle=False reads it all
+    meta, arrays = saved_meta(tmp_path / "m.cdnn")  # np.load's default allow_pickle=False reads it all
     assert meta["format"] == "cdnn-model" and meta["kind"] == "model"
     assert all(a.dtype == np.float32 for a in arrays.values())
     with zipfile.ZipFile(tmp_path / "m.cdnn") as z:
@@ -219,8 +223,13 @@ def test_save_weights_and_load_weights(tmp_path):
     assert_weights_equal(other.get_weights(), model.get_weights())
     np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
     # an unbuilt model of the same layers is built from the file's input shape
-    unbuilt = keras.Sequential([keras.layers.Dense(12, activation="relu"), keras.layers.Dropout(0.2),
-                                keras.layers.Dense(4, activation="softmax")])
+    unbuilt = keras.Sequential(
+        [
+            keras.layers.Dense(12, activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
     unbuilt.load_weights(tmp_path / "w.weights.cdnn")
     assert_weights_equal(unbuilt.get_weights(), model.get_weights())
     # a whole-model file also provides weights
@@ -232,14 +241,16 @@ def test_save_weights_and_load_weights(tmp_path):
 
 def test_load_weights_into_another_architecture_is_refused(tmp_path):
     make_model().save_weights(tmp_path / "w.weights.cdnn")
-    wider = keras.Sequential([keras.layers.Dense(13, activation="relu", input_shape=(10,)),
-                              keras.layers.Dense(4, activation="softmax")])
+    wider = keras.Sequential(
+        [keras.layers.Dense(13, activation="relu", input_shape=(10,)), keras.layers.Dense(4, activation="softmax")]
+    )
     before = wider.get_weights()
     with pytest.raises(ModelFileError, match=r"weight array 0 .*\(10, 13\)"):
         wider.load_weights(tmp_path / "w.weights.cdnn")
     assert_weights_equal(wider.get_weights(), before)
-    deeper = keras.Sequential([keras.layers.Dense(12, input_shape=(10,)), keras.layers.Dense(12),
-                               keras.layers.Dense(4, activation="softmax")])
+    deeper = keras.Sequential(
+        [keras.layers.Dense(12, input_shape=(10,)), keras.layers.Dense(12), keras.layers.Dense(4, activation="softmax")]
+    )
     with pytest.raises(ModelFileError, match="6"):
         deeper.load_weights(tmp_path / "w.weights.cdnn")
 
@@ -303,7 +314,7 @@ def test_corrupted_bytes_inside_the_archive_are_refused(tmp_path):
     data = bytearray((tmp_path / "m.cdnn").read_bytes())
     with zipfile.ZipFile(tmp_path / "m.cdnn") as z:
         info = z.getinfo("weight_0.npy")
-    data[info.header_offset + 200] ^= 0xFF    # inside weight_0's data: the zip's CRC no longer matches
+    data[info.header_offset + 200] ^= 0xFF  # inside weight_0's data: the zip's CRC no longer matches
     (tmp_path / "bad.cdnn").write_bytes(bytes(data))
     with pytest.raises(ModelFileError):
         keras.models.load_model(tmp_path / "bad.cdnn")
@@ -356,27 +367,30 @@ def edit(meta, path, value):
     return meta
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: b"{not json", "corrupted"),
-    (lambda m: b"\xff\xfe", "corrupted"),
-    (lambda m: [1, 2, 3], "not a cdnn model file"),
-    (lambda m: edit(m, ["format"], "keras"), "not a cdnn model file"),
-    (lambda m: edit(m, ["version"], 99), "version"),
-    (lambda m: edit(m, ["config"], None), "layer list"),
-    (lambda m: edit(m, ["config", "layers", 0, "class_name"], "Lambda"), "invalid architecture"),
-    (lambda m: edit(m, ["config", "layers", 0, "config", "function"], "os.system"), "invalid architecture"),
-    (lambda m: edit(m, ["config", "layers", 0, "config", "activation"], "__import__"), "invalid architecture"),
-    (lambda m: edit(m, ["config", "layers", 0, "config", "units"], -3), "invalid architecture"),
-    (lambda m: edit(m, ["config", "layers", 0, "config", "units"], "12"), "invalid architecture"),
-    (lambda m: edit(m, ["config", "layers", 0, "config", "units"], 10**15), "invalid architecture"),
-    (lambda m: edit(m, ["config", "layers", 0, "config", "units"], 13), "weight array 0"),
-    (lambda m: edit(m, ["config", "input_shape"], "ten"), "input shape|architecture"),
-    (lambda m: edit(m, ["weights"], [[10, 12]]), "weight arrays"),
-    (lambda m: edit(m, ["compile", "optimizer", "class_name"], "Evil"), "compile settings"),
-    (lambda m: edit(m, ["compile", "optimizer", "config", "learning_rate"], -1.0), "compile settings"),
-    (lambda m: edit(m, ["compile", "loss"], {"class_name": "os.system"}), "compile settings"),
-    (lambda m: edit(m, ["compile", "iterations"], -5), "iteration"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: b"{not json", "corrupted"),
+        (lambda m: b"\xff\xfe", "corrupted"),
+        (lambda m: [1, 2, 3], "not a cdnn model file"),
+        (lambda m: edit(m, ["format"], "keras"), "not a cdnn model file"),
+        (lambda m: edit(m, ["version"], 99), "version"),
+        (lambda m: edit(m, ["config"], None), "layer list"),
+        (lambda m: edit(m, ["config", "layers", 0, "class_name"], "Lambda"), "invalid architecture"),
+        (lambda m: edit(m, ["config", "layers", 0, "config", "function"], "os.system"), "invalid architecture"),
+        (lambda m: edit(m, ["config", "layers", 0, "config", "activation"], "__import__"), "invalid architecture"),
+        (lambda m: edit(m, ["config", "layers", 0, "config", "units"], -3), "invalid architecture"),
+        (lambda m: edit(m, ["config", "layers", 0, "config", "units"], "12"), "invalid architecture"),
+        (lambda m: edit(m, ["config", "layers", 0, "config", "units"], 10**15), "invalid architecture"),
+        (lambda m: edit(m, ["config", "layers", 0, "config", "units"], 13), "weight array 0"),
+        (lambda m: edit(m, ["config", "input_shape"], "ten"), "input shape|architecture"),
+        (lambda m: edit(m, ["weights"], [[10, 12]]), "weight arrays"),
+        (lambda m: edit(m, ["compile", "optimizer", "class_name"], "Evil"), "compile settings"),
+        (lambda m: edit(m, ["compile", "optimizer", "config", "learning_rate"], -1.0), "compile settings"),
+        (lambda m: edit(m, ["compile", "loss"], {"class_name": "os.system"}), "compile settings"),
+        (lambda m: edit(m, ["compile", "iterations"], -5), "iteration"),
+    ],
+)
 def test_wrong_architecture_records_are_refused(tmp_path, change, message):
     meta, arrays = good_meta_and_arrays(tmp_path)
     meta = change(meta)
@@ -385,11 +399,14 @@ def test_wrong_architecture_records_are_refused(tmp_path, change, message):
         keras.models.load_model(tmp_path / "bad.cdnn")
 
 
-@pytest.mark.parametrize("name, array, message", [
-    ("weight_0", np.zeros((12, 10), np.float32), r"shape \(12, 10\)"),
-    ("weight_1", np.zeros(12, np.float64), "dtype float64"),
-    ("weight_3", None, "missing"),
-])
+@pytest.mark.parametrize(
+    "name, array, message",
+    [
+        ("weight_0", np.zeros((12, 10), np.float32), r"shape \(12, 10\)"),
+        ("weight_1", np.zeros(12, np.float64), "dtype float64"),
+        ("weight_3", None, "missing"),
+    ],
+)
 def test_weight_arrays_of_wrong_shape_or_dtype_are_refused(tmp_path, name, array, message):
     meta, arrays = good_meta_and_arrays(tmp_path)
     if array is None:

@@ -33,8 +33,10 @@ Model: "패션 MNIST 모델"
 def _display_width(text):
     """Terminal cells, computed independently of the module under test."""
     return sum(
-        0 if unicodedata.category(c) in ("Mn", "Me", "Cf")
-        else 2 if unicodedata.east_asian_width(c) in ("W", "F")
+        0
+        if unicodedata.category(c) in ("Mn", "Me", "Cf")
+        else 2
+        if unicodedata.east_asian_width(c) in ("W", "F")
         else 1
         for c in text
     )
@@ -150,9 +152,7 @@ def test_zero_param_layers_and_no_layers():
         ("dropout", "Dropout", "(None, 784)", 0),
     ]
     lines = format_summary("empty", rows, 0, 0, line_length=76).splitlines()
-    assert lines[4] == (
-        "│ flatten (Flatten)               │ (None, 784)            │             0 │"
-    )
+    assert lines[4] == ("│ flatten (Flatten)               │ (None, 784)            │             0 │")
     assert lines[-3:] == [
         " Total params: 0 (0.00 B)",
         " Trainable params: 0 (0.00 B)",
@@ -163,8 +163,7 @@ def test_zero_param_layers_and_no_layers():
 
 
 def test_sizes_in_mb_and_non_trainable_params():
-    text = format_summary("big", [("dense", "Dense", "(None, 1000)", 1_001_000)],
-                          1_000_000, 1_000, line_length=76)
+    text = format_summary("big", [("dense", "Dense", "(None, 1000)", 1_001_000)], 1_000_000, 1_000, line_length=76)
     assert text.splitlines()[-3:] == [
         " Total params: 1,001,000 (3.82 MB)",
         " Trainable params: 1,000,000 (3.81 MB)",
@@ -173,8 +172,7 @@ def test_sizes_in_mb_and_non_trainable_params():
 
 
 def test_optimizer_params_line_is_counted_in_total():
-    text = format_summary("m", FASHION_ROWS, 79510, 0, line_length=76,
-                          optimizer_params=159022)
+    text = format_summary("m", FASHION_ROWS, 79510, 0, line_length=76, optimizer_params=159022)
     assert text.splitlines()[-4:] == [
         " Total params: 238,532 (931.77 KB)",
         " Trainable params: 79,510 (310.59 KB)",
@@ -221,9 +219,14 @@ def _model_summary(model):
 
 
 def _tutorial_model(keras, optimizer="adam"):
-    model = keras.Sequential([keras.layers.Input(shape=(28, 28)), keras.layers.Flatten(),
-                              keras.layers.Dense(128, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.layers.Input(shape=(28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -242,16 +245,23 @@ def test_after_training_the_optimizer_params_are_listed_as_keras_3(tmp_path, opt
     before = _model_summary(model)
     model.evaluate(x, y, verbose=0)  # evaluating does not build Keras' optimizer
     assert _model_summary(model) == before
-    assert before[-3:] == [" Total params: 101,770 (397.54 KB)", " Trainable params: 101,770 (397.54 KB)",
-                           " Non-trainable params: 0 (0.00 B)"]
+    assert before[-3:] == [
+        " Total params: 101,770 (397.54 KB)",
+        " Trainable params: 101,770 (397.54 KB)",
+        " Non-trainable params: 0 (0.00 B)",
+    ]
     model.fit(x, y, epochs=1, verbose=0)
     count = 2 + slots * 101_770
     after = _model_summary(model)
     assert after[-4] == f" Total params: {101_770 + count:,} ({_readable_size(4 * (101_770 + count) + 4)})"
     assert after[-1] == f" Optimizer params: {count:,} ({_readable_size(4 * count + 4)})"
     if optimizer == "adam":
-        assert after[-4:] == [" Total params: 305,312 (1.16 MB)", " Trainable params: 101,770 (397.54 KB)",
-                              " Non-trainable params: 0 (0.00 B)", " Optimizer params: 203,542 (795.09 KB)"]
+        assert after[-4:] == [
+            " Total params: 305,312 (1.16 MB)",
+            " Trainable params: 101,770 (397.54 KB)",
+            " Non-trainable params: 0 (0.00 B)",
+            " Optimizer params: 203,542 (795.09 KB)",
+        ]
     # the state comes back with the model: so does the line
     model.save(tmp_path / "m.keras")
     assert _model_summary(keras.models.load_model(tmp_path / "m.keras"))[-4:] == after[-4:]

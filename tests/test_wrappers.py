@@ -3,6 +3,7 @@
 The searches on real data (GridSearchCV with loky, and with a Dask cluster)
 are marked ``slow``; the Dask one also ``dask``, and skips without dask.
 """
+
 from __future__ import annotations
 
 import copy
@@ -67,8 +68,9 @@ def blobs(n=120, classes=3, features=5, seed=0):
 
 
 def compiled_model(units=3, loss="categorical_crossentropy", activation="softmax", learning_rate=0.001):
-    model = cdnn.Sequential([layers.Input(shape=(5,)), layers.Dense(8, activation="relu"),
-                             layers.Dense(units, activation=activation)])
+    model = cdnn.Sequential(
+        [layers.Input(shape=(5,)), layers.Dense(8, activation="relu"), layers.Dense(units, activation=activation)]
+    )
     model.compile(optimizer=cdnn.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
     return model
 
@@ -121,8 +123,13 @@ def test_callable_model_gets_X_one_hot_y_and_model_kwargs():
 
     def build(X, y, width):
         seen.update(X=X.shape, y=y.shape, y_sum=float(y.sum()), width=width)
-        model = cdnn.Sequential([layers.Input(shape=(X.shape[1],)), layers.Dense(width, activation="relu"),
-                                 layers.Dense(y.shape[1], activation="softmax")])
+        model = cdnn.Sequential(
+            [
+                layers.Input(shape=(X.shape[1],)),
+                layers.Dense(width, activation="relu"),
+                layers.Dense(y.shape[1], activation="softmax"),
+            ]
+        )
         model.compile(optimizer="adam", loss="categorical_crossentropy")
         return model
 
@@ -200,14 +207,14 @@ def test_model_errors_name_the_problem():
         with pytest.raises(ValueError, match=r"argument `hidden`: .* tuple of positive integers .* received hidden="):
             SKLearnClassifier(hidden=hidden).fit(x, y)
     for hidden in (8, (8, 4), [8], np.array([8, 4])):
-        assert [l.units for l in SKLearnClassifier(hidden=hidden, epochs=1).fit(x, y).model_.layers][:-1] == \
-            list(np.atleast_1d(hidden))
+        assert [l.units for l in SKLearnClassifier(hidden=hidden, epochs=1).fit(x, y).model_.layers][:-1] == list(
+            np.atleast_1d(hidden)
+        )
 
 
 def test_cross_val_score_runs_it():
     x, y = blobs()
-    scores = cross_val_score(SKLearnClassifier(hidden=(16,), epochs=30, learning_rate=0.01, random_state=0),
-                             x, y, cv=3)
+    scores = cross_val_score(SKLearnClassifier(hidden=(16,), epochs=30, learning_rate=0.01, random_state=0), x, y, cv=3)
     assert scores.shape == (3,) and scores.min() > 0.8
 
 
@@ -233,8 +240,15 @@ def test_regressor_keeps_the_shape_of_y():
 def test_sequential_pickles_predicts_identically_and_continues_training():
     x, y = blobs()
     cdnn.utils.set_random_seed(0)
-    model = cdnn.Sequential([layers.Input(shape=(5,)), layers.Dense(16, activation="relu"), layers.Dropout(0.2),
-                             layers.Dense(3, activation="softmax")], name="모델")
+    model = cdnn.Sequential(
+        [
+            layers.Input(shape=(5,)),
+            layers.Dense(16, activation="relu"),
+            layers.Dropout(0.2),
+            layers.Dense(3, activation="softmax"),
+        ],
+        name="모델",
+    )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, epochs=2, verbose=0)
     clone = pickle.loads(pickle.dumps(model))
@@ -305,7 +319,7 @@ def test_a_fit_respects_threadpoolctl_and_set_num_threads(default_threads):
     with threadpoolctl.threadpool_limits(1):
         assert _threads_of_a_fit(0) == (1, 1)
     assert _threads_of_a_fit(0) == (default_threads, default_threads)
-    cdnn.set_num_threads(1)   # an explicit count wins, also over threadpoolctl
+    cdnn.set_num_threads(1)  # an explicit count wins, also over threadpoolctl
     assert _threads_of_a_fit(0) == (1, 1)
     with threadpoolctl.threadpool_limits(2):
         assert _threads_of_a_fit(0) == (1, 1)
@@ -335,8 +349,10 @@ def fashion_slice():
     try:
         (x, y), _ = cdnn.datasets.fashion_mnist.load_data()
     except cdnn.datasets.DatasetError as exc:
-        pytest.skip(f"Fashion-MNIST is not available: {str(exc).splitlines()[0]} "
-                    f"(apt-get install dataset-fashion-mnist, or set CDNN_DATA)")
+        pytest.skip(
+            f"Fashion-MNIST is not available: {str(exc).splitlines()[0]} "
+            f"(apt-get install dataset-fashion-mnist, or set CDNN_DATA)"
+        )
     return x[:2000].reshape(2000, -1) / 255.0, y[:2000]
 
 
@@ -362,14 +378,19 @@ def test_grid_search_with_loky_equals_the_serial_search(fashion_slice, serial_re
 @pytest.mark.dask
 def test_grid_search_on_a_dask_cluster_equals_the_serial_search(fashion_slice, serial_results):
     pytest.importorskip("dask", reason="dask is not installed: pip install 'dask[distributed]'")
-    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed: "
-                                                            "pip install 'dask[distributed]'")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    distributed = pytest.importorskip(
+        "distributed", reason="dask.distributed is not installed: pip install 'dask[distributed]'"
+    )
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         with joblib.parallel_backend("dask"):
             results = _search(*fashion_slice, n_jobs=-1)
             threads = joblib.Parallel()(joblib.delayed(_threads_of_a_fit)(i) for i in range(2))
         workers = client.run(os.getpid)
     assert len(workers) == 2
-    assert threads == [(1, 1)] * 2   # Dask's workers start with OMP_NUM_THREADS=1
+    assert threads == [(1, 1)] * 2  # Dask's workers start with OMP_NUM_THREADS=1
     np.testing.assert_array_equal(results["mean_test_score"], serial_results["mean_test_score"])

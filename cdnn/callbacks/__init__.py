@@ -4,6 +4,7 @@ Epoch hooks run between epochs. Batch hooks are honoured only for callbacks
 that define them: such a callback makes ``fit`` return to Python after every
 batch (slower); without one, runs of batches stay in C.
 """
+
 from __future__ import annotations
 
 from cdnn.callbacks.backup_and_restore import BackupAndRestore
@@ -20,6 +21,18 @@ from cdnn.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from cdnn.callbacks.tensorboard import TensorBoard
 from cdnn.callbacks.terminate_on_nan import TerminateOnNaN
 
-__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler",
-           "LambdaCallback", "MonitorCallback", "ReduceLROnPlateau", "CSVLogger", "TensorBoard", "BackupAndRestore",
-           "ProgbarLogger"]
+__all__ = [
+    "Callback",
+    "History",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "TerminateOnNaN",
+    "LearningRateScheduler",
+    "LambdaCallback",
+    "MonitorCallback",
+    "ReduceLROnPlateau",
+    "CSVLogger",
+    "TensorBoard",
+    "BackupAndRestore",
+    "ProgbarLogger",
+]

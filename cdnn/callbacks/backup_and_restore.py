@@ -1,5 +1,6 @@
 """``BackupAndRestore`` (Keras 3's ``keras/src/callbacks/backup_and_restore.py``): an interrupted
 ``fit`` resumes, on the next call, from the end of the last epoch it finished."""
+
 from __future__ import annotations
 
 import json
@@ -32,14 +33,17 @@ class BackupAndRestore(Callback):
         Delete the backup when training ends normally.
     """
 
-    def __init__(self, backup_dir, save_freq="epoch", double_checkpoint: bool = False,
-                 delete_checkpoint: bool = True) -> None:
+    def __init__(
+        self, backup_dir, save_freq="epoch", double_checkpoint: bool = False, delete_checkpoint: bool = True
+    ) -> None:
         super().__init__()
         if not backup_dir:
             raise ValueError("Empty `backup_dir` argument passed")
         if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1):
-            raise ValueError(f"Invalid value for argument `save_freq`. Received: save_freq={save_freq!r}. Expected "
-                             f"either 'epoch' or a positive integer value.")
+            raise ValueError(
+                f"Invalid value for argument `save_freq`. Received: save_freq={save_freq!r}. Expected "
+                f"either 'epoch' or a positive integer value."
+            )
         self.backup_dir = os.fspath(backup_dir)
         self.save_freq = save_freq
         self.double_checkpoint = double_checkpoint
@@ -72,8 +76,10 @@ class BackupAndRestore(Callback):
 
     def _load(self) -> None:
         if not self.model.built:
-            raise ValueError(f"To use the BackupAndRestore callback, your model must be built before you call "
-                             f"`fit()`. Model {self.model.name!r} is unbuilt: give it an Input or an input_shape.")
+            raise ValueError(
+                f"To use the BackupAndRestore callback, your model must be built before you call "
+                f"`fit()`. Model {self.model.name!r} is unbuilt: give it an Input or an input_shape."
+            )
         if os.path.exists(self._model_path):
             with np.load(self._model_path, allow_pickle=False) as saved:
                 weights = [saved[f"weight_{i}"] for i in range(int(saved["n_weights"]))]
@@ -87,15 +93,17 @@ class BackupAndRestore(Callback):
                 optimizer.build(self.model.weights)
             own = optimizer.variables
             if len(own) != len(slots) or any(a.shape != b.shape for a, b in zip(own, slots)):
-                raise ValueError(f"{self._model_path}: the backed-up optimizer state does not match "
-                                 f"{type(optimizer).__name__} for this model")
+                raise ValueError(
+                    f"{self._model_path}: the backed-up optimizer state does not match "
+                    f"{type(optimizer).__name__} for this model"
+                )
             for a, b in zip(own, slots):
                 a[...] = b
             optimizer.iterations = iterations
             if not math.isnan(lr):  # a changed learning rate (ReduceLROnPlateau, a scheduler) is part of the state
                 optimizer.learning_rate = lr
         if os.path.exists(self._metadata_path):
-            with open(self._metadata_path, "r", encoding="utf-8") as f:
+            with open(self._metadata_path, encoding="utf-8") as f:
                 self.model._initial_epoch = int(json.load(f)["epoch"])
 
     def on_epoch_end(self, epoch, logs=None) -> None:
@@ -129,8 +137,14 @@ class BackupAndRestore(Callback):
         arrays = {f"weight_{i}": w for i, w in enumerate(self.model.get_weights())}
         arrays.update({f"slot_{i}": v for i, v in enumerate(optimizer.variables)})
         tmp = self._model_path + ".tmp.npz"
-        np.savez(tmp, n_weights=len(self.model.weights), n_slots=len(optimizer.variables),
-                 iterations=int(optimizer.iterations), learning_rate=lr, **arrays)
+        np.savez(
+            tmp,
+            n_weights=len(self.model.weights),
+            n_slots=len(optimizer.variables),
+            iterations=int(optimizer.iterations),
+            learning_rate=lr,
+            **arrays,
+        )
         os.replace(tmp, self._model_path)
         tmp = self._metadata_path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:

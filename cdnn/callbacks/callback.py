@@ -4,6 +4,7 @@ Epoch hooks run between epochs. Batch hooks are honoured only for callbacks
 that define them: such a callback makes ``fit`` return to Python after every
 batch (slower); without one, runs of batches stay in C.
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -1,4 +1,5 @@
 """``CSVLogger`` (Keras 3's ``keras/src/callbacks/csv_logger.py``): one row of logs per epoch."""
+
 from __future__ import annotations
 
 import collections
@@ -38,7 +39,7 @@ class CSVLogger(Callback):
     def on_train_begin(self, logs=None) -> None:
         if self.append:
             if os.path.exists(self.filename):
-                with open(self.filename, "r", encoding="utf-8") as f:
+                with open(self.filename, encoding="utf-8") as f:
                     self.append_header = not bool(len(f.readline()))
             mode = "a"
         else:
@@ -65,11 +66,11 @@ class CSVLogger(Callback):
             if self.keys and not any(k.startswith("val_") for k in self.keys):
                 self.keys.extend([f"val_{k}" for k in self.keys])
         if not self.writer:
+
             class CustomDialect(csv.excel):
                 delimiter = self.sep
 
-            self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch"] + (self.keys or []),
-                                         dialect=CustomDialect)
+            self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch"] + (self.keys or []), dialect=CustomDialect)
             if self.append_header:
                 self.writer.writeheader()
         row = collections.OrderedDict({"epoch": epoch})

@@ -1,4 +1,5 @@
 """``EarlyStopping`` (Keras 3's ``keras/src/callbacks/early_stopping.py``)."""
+
 from __future__ import annotations
 
 import warnings
@@ -13,9 +14,17 @@ __all__ = ["EarlyStopping"]
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras 3 rules)."""
 
-    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, verbose: int = 0,
-                 mode: str = "auto", baseline: Optional[float] = None, restore_best_weights: bool = False,
-                 start_from_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0.0,
+        patience: int = 0,
+        verbose: int = 0,
+        mode: str = "auto",
+        baseline: Optional[float] = None,
+        restore_best_weights: bool = False,
+        start_from_epoch: int = 0,
+    ) -> None:
         super().__init__()
         self.monitor, self.patience, self.verbose = monitor, int(patience), verbose
         self.baseline, self.restore_best_weights = baseline, restore_best_weights
@@ -36,8 +45,11 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, epoch, logs=None) -> None:
         current = (logs or {}).get(self.monitor)
         if current is None:
-            warnings.warn(f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
-                          f"Available metrics are: {','.join(logs or {})}", stacklevel=2)
+            warnings.warn(
+                f"Early stopping conditioned on metric `{self.monitor}` which is not available. "
+                f"Available metrics are: {','.join(logs or {})}",
+                stacklevel=2,
+            )
             return
         if epoch < self.start_from_epoch:
             return

@@ -1,4 +1,5 @@
 """``History``: the epoch logs of ``fit`` (Keras 3's ``keras/src/callbacks/history.py``)."""
+
 from __future__ import annotations
 
 from cdnn.callbacks.callback import Callback

@@ -1,4 +1,5 @@
 """``LearningRateScheduler`` (Keras 3's ``keras/src/callbacks/learning_rate_scheduler.py``)."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -23,8 +24,9 @@ class LearningRateScheduler(Callback):
         except TypeError:  # Keras also accepts the old one-argument schedule(epoch)
             lr = self.schedule(epoch)
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)):
-            raise ValueError(f"The output of the `schedule` function should be a float, received {lr!r} "
-                             f"at epoch {epoch}")
+            raise ValueError(
+                f"The output of the `schedule` function should be a float, received {lr!r} at epoch {epoch}"
+            )
         lr = float(lr)
         self.model.optimizer.learning_rate = lr
         if self.verbose > 0:

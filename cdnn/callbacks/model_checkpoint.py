@@ -1,4 +1,5 @@
 """``ModelCheckpoint`` (Keras 3's ``keras/src/callbacks/model_checkpoint.py``)."""
+
 from __future__ import annotations
 
 import math
@@ -18,9 +19,17 @@ class ModelCheckpoint(Callback):
     ``filepath`` may hold Keras' format fields, e.g. ``"ckpt-{epoch:02d}-{val_loss:.2f}.keras"``.
     """
 
-    def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
-                 save_weights_only: bool = False, mode: str = "auto", save_freq="epoch",
-                 initial_value_threshold: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        filepath: str,
+        monitor: str = "val_loss",
+        verbose: int = 0,
+        save_best_only: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "auto",
+        save_freq="epoch",
+        initial_value_threshold: Optional[float] = None,
+    ) -> None:
         super().__init__()
         if save_freq != "epoch":
             raise ValueError(f"Invalid value for argument `save_freq`: cdnn supports 'epoch', received {save_freq!r}")
@@ -28,8 +37,11 @@ class ModelCheckpoint(Callback):
         self.monitor, self.verbose = monitor, verbose
         self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
         self.monitor_op, self.mode = _monitor_op(monitor, mode)
-        self.best = initial_value_threshold if initial_value_threshold is not None else (
-            -math.inf if self.mode == "max" else math.inf)
+        self.best = (
+            initial_value_threshold
+            if initial_value_threshold is not None
+            else (-math.inf if self.mode == "max" else math.inf)
+        )
 
     def on_train_begin(self, logs=None) -> None:
         # a .keras or .h5 checkpoint needs h5py: say so now, not after the first epoch's training
@@ -42,8 +54,10 @@ class ModelCheckpoint(Callback):
         try:
             return self.filepath.format(epoch=epoch + 1, **logs)
         except KeyError as exc:
-            raise KeyError(f"ModelCheckpoint: the filepath {self.filepath!r} names {exc}, which is not in the "
-                           f"logs (available: {', '.join(logs)})") from None
+            raise KeyError(
+                f"ModelCheckpoint: the filepath {self.filepath!r} names {exc}, which is not in the "
+                f"logs (available: {', '.join(logs)})"
+            ) from None
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         logs = logs or {}
@@ -61,8 +75,10 @@ class ModelCheckpoint(Callback):
                     print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
                 return
             if self.verbose > 0:
-                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to {current:.5f}, "
-                      f"saving model to {path}")
+                print(
+                    f"\nEpoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to {current:.5f}, "
+                    f"saving model to {path}"
+                )
             self.best = current
         elif self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: saving model to {path}")

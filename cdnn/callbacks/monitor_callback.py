@@ -1,4 +1,5 @@
 """Which way a monitored quantity improves (Keras 3's ``keras/src/callbacks/monitor_callback.py``)."""
+
 from __future__ import annotations
 
 import warnings
@@ -41,15 +42,17 @@ class MonitorCallback(Callback):
             if name == "loss":
                 self.monitor_op = np.less
             compiled = getattr(self.model, "_compile_metrics", None)
-            for m in (compiled.metrics if compiled is not None else []):
+            for m in compiled.metrics if compiled is not None else []:
                 direction = getattr(m, "_direction", None)
                 if m.name == name and direction is not None:
                     self.monitor_op = np.greater if direction == "up" else np.less
             if self.monitor_op is None:
-                raise ValueError(f"{type(self).__name__} callback received monitor={self.monitor}, but cdnn isn't able "
-                                 f"to automatically determine whether that metric should be maximized or minimized. "
-                                 f"Pass `mode='max'` in order to monitor based on the highest metric value, or pass "
-                                 f"`mode='min'` in order to use the lowest value.")
+                raise ValueError(
+                    f"{type(self).__name__} callback received monitor={self.monitor}, but cdnn isn't able "
+                    f"to automatically determine whether that metric should be maximized or minimized. "
+                    f"Pass `mode='max'` in order to monitor based on the highest metric value, or pass "
+                    f"`mode='min'` in order to use the lowest value."
+                )
         if self.monitor_op is np.less:
             self.min_delta *= -1
 

@@ -1,4 +1,5 @@
 """``ProgbarLogger`` (Keras 3's ``keras/src/callbacks/progbar_logger.py``)."""
+
 from __future__ import annotations
 
 from cdnn.callbacks.callback import Callback

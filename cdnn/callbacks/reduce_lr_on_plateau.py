@@ -1,4 +1,5 @@
 """``ReduceLROnPlateau`` (Keras 3's ``keras/src/callbacks/reduce_lr_on_plateau.py``)."""
+
 from __future__ import annotations
 
 import warnings
@@ -17,9 +18,18 @@ class ReduceLROnPlateau(MonitorCallback):
     The epoch logs also get the learning rate (``logs["learning_rate"]``), as in Keras.
     """
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, verbose: int = 0,
-                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        verbose: int = 0,
+        mode: str = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        **kwargs,
+    ) -> None:
         super().__init__(monitor, mode, min_delta=min_delta)
         if kwargs:
             raise TypeError(f"ReduceLROnPlateau: unsupported argument(s) {sorted(kwargs)}")
@@ -59,8 +69,11 @@ class ReduceLROnPlateau(MonitorCallback):
         logs["learning_rate"] = float(self.model.optimizer.learning_rate)
         current = logs.get(self.monitor)
         if current is None:
-            warnings.warn(f"Learning rate reduction is conditioned on metric `{self.monitor}` which is not available. "
-                          f"Available metrics are: {','.join(list(logs.keys()))}.", stacklevel=2)
+            warnings.warn(
+                f"Learning rate reduction is conditioned on metric `{self.monitor}` which is not available. "
+                f"Available metrics are: {','.join(list(logs.keys()))}.",
+                stacklevel=2,
+            )
             return
         if self.in_cooldown():
             self.cooldown_counter -= 1

@@ -6,6 +6,7 @@ protobufs (``pip install tensorboard``): scalars as TensorFlow 2 writes them
 ``batch_loss`` ... every ``update_freq`` batches, ``evaluation_loss_vs_iterations``),
 and weight histograms every ``histogram_freq`` epochs.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,10 @@ def _tensorboard():
         from tensorboard.plugins.scalar import summary_v2 as scalar_summary
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
     except ImportError as exc:
-        raise ImportError(f"The TensorBoard callback needs the `tensorboard` package to write its event files: "
-                          f"pip install tensorboard ({exc})") from None
+        raise ImportError(
+            f"The TensorBoard callback needs the `tensorboard` package to write its event files: "
+            f"pip install tensorboard ({exc})"
+        ) from None
     return event_pb2, scalar_summary, histogram_summary, EventFileWriter
 
 
@@ -75,25 +78,43 @@ class TensorBoard(Callback):
         graph or profiler to write, so only their defaults are accepted.
     """
 
-    def __init__(self, log_dir="logs", histogram_freq: int = 0, write_graph: bool = True,
-                 write_images: bool = False, write_steps_per_second: bool = False,
-                 update_freq: Union[str, int] = "epoch", profile_batch=0, embeddings_freq: int = 0,
-                 embeddings_metadata=None) -> None:
+    def __init__(
+        self,
+        log_dir="logs",
+        histogram_freq: int = 0,
+        write_graph: bool = True,
+        write_images: bool = False,
+        write_steps_per_second: bool = False,
+        update_freq: Union[str, int] = "epoch",
+        profile_batch=0,
+        embeddings_freq: int = 0,
+        embeddings_metadata=None,
+    ) -> None:
         super().__init__()
         _tensorboard()  # fail now, not at the end of the first epoch
-        for name, value, default in (("write_images", write_images, False), ("profile_batch", profile_batch, 0),
-                                     ("embeddings_freq", embeddings_freq, 0),
-                                     ("embeddings_metadata", embeddings_metadata, None)):
+        for name, value, default in (
+            ("write_images", write_images, False),
+            ("profile_batch", profile_batch, 0),
+            ("embeddings_freq", embeddings_freq, 0),
+            ("embeddings_metadata", embeddings_metadata, None),
+        ):
             if value != default:
-                raise ValueError(f"Invalid value for argument `{name}` of TensorBoard: cdnn supports only "
-                                 f"{name}={default!r}, received {name}={value!r}")
+                raise ValueError(
+                    f"Invalid value for argument `{name}` of TensorBoard: cdnn supports only "
+                    f"{name}={default!r}, received {name}={value!r}"
+                )
         if update_freq not in ("epoch", "batch") and (
-                isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1):
-            raise ValueError(f"Invalid value for argument `update_freq`: expected 'epoch', 'batch' or a positive "
-                             f"integer, received update_freq={update_freq!r}")
+            isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1
+        ):
+            raise ValueError(
+                f"Invalid value for argument `update_freq`: expected 'epoch', 'batch' or a positive "
+                f"integer, received update_freq={update_freq!r}"
+            )
         if isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int) or histogram_freq < 0:
-            raise ValueError(f"Invalid value for argument `histogram_freq`: expected a non-negative integer, "
-                             f"received histogram_freq={histogram_freq!r}")
+            raise ValueError(
+                f"Invalid value for argument `histogram_freq`: expected a non-negative integer, "
+                f"received histogram_freq={histogram_freq!r}"
+            )
         self.log_dir = os.fspath(log_dir)
         self.histogram_freq = histogram_freq
         self.write_graph = write_graph
@@ -138,8 +159,9 @@ class TensorBoard(Callback):
     def on_test_end(self, logs=None) -> None:
         if self.model is not None and self.model.optimizer is not None and logs:
             for name, value in logs.items():
-                self._writer("val").scalar(f"evaluation_{name}_vs_iterations", value,
-                                           int(self.model.optimizer.iterations))
+                self._writer("val").scalar(
+                    f"evaluation_{name}_vs_iterations", value, int(self.model.optimizer.iterations)
+                )
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         logs = logs or {}
@@ -148,8 +170,9 @@ class TensorBoard(Callback):
         train_logs["learning_rate"] = float(self.model.optimizer.learning_rate)
         if self.write_steps_per_second:
             elapsed = max(time.time() - self._epoch_start_time, 1e-9)
-            train_logs["steps_per_second"] = (int(self.model.optimizer.iterations)
-                                              - self._previous_epoch_iterations) / elapsed
+            train_logs["steps_per_second"] = (
+                int(self.model.optimizer.iterations) - self._previous_epoch_iterations
+            ) / elapsed
         for name, value in train_logs.items():
             self._writer("train").scalar(f"epoch_{name}", value, epoch)
         for name, value in val_logs.items():

@@ -1,4 +1,5 @@
 """``TerminateOnNaN`` (Keras 3's ``keras/src/callbacks/terminate_on_nan.py``)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -42,10 +42,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ._idx import IdxError, read_idx
 from cdnn._files import create_temporary as _create_temporary
 from cdnn._files import process_exists as _process_exists
 from cdnn._io_utils import print_msg
+
+from ._idx import IdxError, read_idx
 
 # Seconds to wait for a mirror to connect or send more data. Short, so that
 # a machine without a network learns so quickly.
@@ -184,10 +185,7 @@ def _fix(dataset: Dataset, kind: str, path: Path) -> str:
             f"(now {os.environ.get('CDNN_DATA')}) to use the other locations."
         )
     if kind == "cache":
-        return (
-            f"Delete it (rm '{path}'); load_data() will then use another copy "
-            "or download it again."
-        )
+        return f"Delete it (rm '{path}'); load_data() will then use another copy or download it again."
     if dataset.system_package:
         return (
             "Reinstall the package that provides it: "
@@ -205,21 +203,13 @@ def _check(dataset: Dataset, spec: FileSpec, path: Path, gz_sha256: str | None =
     """
     array, digest = read_idx(path, spec.shape)
     if digest in dataset.foreign_sha256:
-        raise IdxError(
-            f"it is {dataset.foreign_sha256[digest]}, not {dataset.title}'s {spec.name}"
-        )
+        raise IdxError(f"it is {dataset.foreign_sha256[digest]}, not {dataset.title}'s {spec.name}")
     if spec.sha256 is not None:
         if digest != spec.sha256:
-            raise IdxError(
-                f"the SHA-256 of its decompressed content is {digest}, "
-                f"expected {spec.sha256}"
-            )
+            raise IdxError(f"the SHA-256 of its decompressed content is {digest}, expected {spec.sha256}")
     elif gz_sha256 is not None and spec.gz_sha256 is not None:
         if gz_sha256 != spec.gz_sha256:
-            raise IdxError(
-                f"its SHA-256 is {gz_sha256}, expected {spec.gz_sha256} "
-                "(that of the original .gz)"
-            )
+            raise IdxError(f"its SHA-256 is {gz_sha256}, expected {spec.gz_sha256} (that of the original .gz)")
     return array
 
 
@@ -256,9 +246,7 @@ def _remove_stale_parts(directory: Path) -> None:
             pass
 
 
-def _download(
-    dataset: Dataset, spec: FileSpec, dead: set[str], failures: list[str]
-) -> np.ndarray | None:
+def _download(dataset: Dataset, spec: FileSpec, dead: set[str], failures: list[str]) -> np.ndarray | None:
     """Download ``spec.name + '.gz'`` into the cache, checked; None if no mirror served it.
 
     Mirrors that could not be reached are added to `dead` and skipped from
@@ -322,9 +310,7 @@ def _download(
     return None
 
 
-def _not_found(
-    dataset: Dataset, missing: list[FileSpec], failures: list[str], dead: set[str]
-) -> DatasetNotFoundError:
+def _not_found(dataset: Dataset, missing: list[FileSpec], failures: list[str], dead: set[str]) -> DatasetNotFoundError:
     if dataset.mirrors and len(dead) == len(dataset.mirrors):
         why = "no network: no mirror could be reached"
     else:
@@ -344,10 +330,7 @@ def _not_found(
     lines += [f"  {failure}" for failure in failures] or ["  no mirror"]
     lines.append("Provide the data in one of three ways:")
     if dataset.system_package:
-        lines.append(
-            f"  1. apt-get install {dataset.system_package}"
-            f"  (installs the files in {dataset.system_dir})"
-        )
+        lines.append(f"  1. apt-get install {dataset.system_package}  (installs the files in {dataset.system_dir})")
     else:
         lines.append(f"  1. copy the four files (.gz or uncompressed) into {cache}")
     lines += [

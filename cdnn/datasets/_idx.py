@@ -44,9 +44,7 @@ class IdxError(ValueError):
     """An IDX file is malformed. The message says what is wrong with it."""
 
 
-def read_idx(
-    path: str | os.PathLike[str], shape: tuple[int, ...] | None = None
-) -> tuple[np.ndarray, str]:
+def read_idx(path: str | os.PathLike[str], shape: tuple[int, ...] | None = None) -> tuple[np.ndarray, str]:
     """Read an IDX file of unsigned bytes, gzip-compressed or not.
 
     Parameters
@@ -70,7 +68,7 @@ def read_idx(
         The file is not a well-formed IDX file of unsigned bytes, is not a
         valid gzip stream, or its header does not give `shape`.
     """
-    try:   # a named pipe would block, a device would never end: refused before reading
+    try:  # a named pipe would block, a device would never end: refused before reading
         raw = open_regular(os.fspath(path))
     except NotRegularFileError as exc:
         raise IdxError(str(exc)) from None
@@ -87,26 +85,18 @@ def read_idx(
             raise IdxError(f"it is not a valid gzip file ({exc})") from exc
 
 
-def _read_stream(
-    stream: BinaryIO, shape: tuple[int, ...] | None, file_size: int | None
-) -> tuple[np.ndarray, str]:
+def _read_stream(stream: BinaryIO, shape: tuple[int, ...] | None, file_size: int | None) -> tuple[np.ndarray, str]:
     magic = stream.read(4)
     if len(magic) < 4:
-        raise IdxError(
-            f"it is {len(magic)} bytes long, too short for an IDX header"
-        )
+        raise IdxError(f"it is {len(magic)} bytes long, too short for an IDX header")
     type_code, ndim = magic[2], magic[3]
     if magic[:2] != b"\x00\x00":
         raise IdxError(
-            f"its magic number is 0x{magic.hex()}, which does not start with "
-            "two zero bytes: it is not an IDX file"
+            f"its magic number is 0x{magic.hex()}, which does not start with two zero bytes: it is not an IDX file"
         )
     if type_code != UBYTE:
         name = TYPE_NAMES.get(type_code, "unknown")
-        raise IdxError(
-            f"its element type code is 0x{type_code:02X} ({name}), expected "
-            f"0x{UBYTE:02X} (unsigned byte)"
-        )
+        raise IdxError(f"its element type code is 0x{type_code:02X} ({name}), expected 0x{UBYTE:02X} (unsigned byte)")
     if ndim == 0:
         raise IdxError("its header gives 0 dimensions, expected at least 1")
     dims_bytes = stream.read(4 * ndim)
@@ -125,8 +115,7 @@ def _read_stream(
     if file_size is not None and file_size != total:
         what = "is truncated" if file_size < total else "has trailing bytes"
         raise IdxError(
-            f"it {what}: its header gives shape {dims}, so it should be "
-            f"{total} bytes long, but it is {file_size}"
+            f"it {what}: its header gives shape {dims}, so it should be {total} bytes long, but it is {file_size}"
         )
     if total > MAX_BYTES:
         raise IdxError(f"its header gives shape {dims}: {total} bytes is implausible")
@@ -159,16 +148,10 @@ def _read_stream(
             buffer += chunk
         got = len(buffer) - header_size
     if got < size:
-        raise IdxError(
-            f"it is truncated: its header gives shape {dims} ({size} data "
-            f"bytes) but it holds only {got}"
-        )
+        raise IdxError(f"it is truncated: its header gives shape {dims} ({size} data bytes) but it holds only {got}")
     # Reading past the end also makes gzip check its CRC and length trailer.
     if stream.read(1):
-        raise IdxError(
-            f"it has trailing bytes after the {size} data bytes its header "
-            f"(shape {dims}) promises"
-        )
+        raise IdxError(f"it has trailing bytes after the {size} data bytes its header (shape {dims}) promises")
     digest = hashlib.sha256(buffer).hexdigest()
     array = np.frombuffer(buffer, dtype=np.uint8, offset=header_size).reshape(dims)
     return array, digest
@@ -192,11 +175,7 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray, *, compress: bool
             "Invalid value for argument `array`: expected a uint8 array with "
             f"at least one dimension, received dtype={array.dtype}, ndim={array.ndim}"
         )
-    data = (
-        bytes([0, 0, UBYTE, array.ndim])
-        + struct.pack(f">{array.ndim}I", *array.shape)
-        + array.tobytes()
-    )
+    data = bytes([0, 0, UBYTE, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
     if compress:
         data = gzip.compress(data)
     with open(path, "wb") as f:

@@ -70,10 +70,7 @@ DATASET = Dataset(
     # By analogy with Fashion-MNIST's; no Debian package installs it today.
     system_dir="/usr/share/datasets/mnist",
     system_package=None,
-    foreign_sha256={
-        spec.sha256: f"the Fashion-MNIST file {spec.name}"
-        for spec in fashion_mnist.DATASET.files
-    },
+    foreign_sha256={spec.sha256: f"the Fashion-MNIST file {spec.name}" for spec in fashion_mnist.DATASET.files},
 )
 
 

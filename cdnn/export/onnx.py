@@ -6,6 +6,7 @@ activation's ONNX operators; ``Flatten`` becomes ``Flatten``; ``Dropout``
 is left out (inference). The batch dimension is dynamic (``batch``); the
 weights are float32 initializers.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,16 @@ def _activation(g: _Graph, name: str, x: str, layer, opset: int) -> str:
     f32 = lambda v: g.const("c", np.array(v, np.float32))  # noqa: E731
     if name in ("linear", None):
         return x
-    simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "elu": "Elu", "selu": "Selu",
-              "softplus": "Softplus", "softsign": "Softsign", "exponential": "Exp"}
+    simple = {
+        "relu": "Relu",
+        "sigmoid": "Sigmoid",
+        "tanh": "Tanh",
+        "elu": "Elu",
+        "selu": "Selu",
+        "softplus": "Softplus",
+        "softsign": "Softsign",
+        "exponential": "Exp",
+    }
     if name in simple:
         return g.op(simple[name], [x], name)
     if name == "softmax":
@@ -94,22 +103,32 @@ def _layer(g: _Graph, layer, x: str, opset: int) -> str:
         if layer.use_bias:
             y = g.op("Add", [y, g.const(f"{layer.name}_bias", layer.bias)], layer.name)
         return _activation(g, activations.serialize(layer.activation), y, layer, opset)
-    raise ValueError(f"Layer {layer.name!r} ({kind}) has no ONNX export in cdnn yet: it exports Dense, "
-                     f"Flatten and Dropout (left out at inference)")
+    raise ValueError(
+        f"Layer {layer.name!r} ({kind}) has no ONNX export in cdnn yet: it exports Dense, "
+        f"Flatten and Dropout (left out at inference)"
+    )
 
 
-def export_onnx(model, filepath, verbose: Optional[bool] = None, input_signature=None,
-                opset_version: Optional[int] = None) -> None:
+def export_onnx(
+    model, filepath, verbose: Optional[bool] = None, input_signature=None, opset_version: Optional[int] = None
+) -> None:
     """Write ``model``'s inference graph to ``filepath`` as an ONNX model."""
     onnx = _onnx()
     if input_signature is not None:
-        raise ValueError("export: input_signature is not supported: cdnn exports the model's own input shape "
-                         "with a dynamic batch dimension")
+        raise ValueError(
+            "export: input_signature is not supported: cdnn exports the model's own input shape "
+            "with a dynamic batch dimension"
+        )
     opset = DEFAULT_OPSET if opset_version is None else opset_version
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or \
-            not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
-        raise ValueError(f"Invalid value for argument `opset_version`: expected an integer from {MIN_OPSET} to "
-                         f"{onnx.defs.onnx_opset_version()} (this onnx package's newest), received {opset!r}")
+    if (
+        isinstance(opset, bool)
+        or not isinstance(opset, (int, np.integer))
+        or not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version()
+    ):
+        raise ValueError(
+            f"Invalid value for argument `opset_version`: expected an integer from {MIN_OPSET} to "
+            f"{onnx.defs.onnx_opset_version()} (this onnx package's newest), received {opset!r}"
+        )
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built: build it (or call fit or predict) before export")
     g = _Graph(onnx)
@@ -122,10 +141,12 @@ def export_onnx(model, filepath, verbose: Optional[bool] = None, input_signature
         out = g.op("Identity", [x], "output")
     units = list(model.output_shape[1:])
     graph = onnx.helper.make_graph(
-        g.nodes, model.name,
+        g.nodes,
+        model.name,
         [onnx.helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, ["batch", *shape])],
         [onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, ["batch", *units])],
-        initializer=g.initializers)
+        initializer=g.initializers,
+    )
     proto = onnx.helper.make_model(graph, producer_name="cdnn", opset_imports=[onnx.helper.make_opsetid("", opset)])
     if opset <= 17:
         proto.ir_version = 8  # what ONNX Runtime releases of opset 17's time read

@@ -1,4 +1,5 @@
 """Activation layers: ``Activation``, ``ReLU``, ``LeakyReLU``, ``Softmax`` (one C pass each)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -21,21 +22,25 @@ class Activation(Layer):
         return {**super().get_config(), "activation": activations_module.serialize(self.activation)}
 
     def _lower(self, input_shapes: list, training) -> dict:
-        return {"op": "activation", "activation": activations_module.serialize(self.activation), "alpha": activations_module.core_alpha(self.activation)}
+        return {
+            "op": "activation",
+            "activation": activations_module.serialize(self.activation),
+            "alpha": activations_module.core_alpha(self.activation),
+        }
 
 
 class ReLU(Layer):
     """``max(x, 0)``, or ``negative_slope * x`` below zero; ``max_value``/``threshold`` are not supported yet."""
 
-    def __init__(self, max_value=None, negative_slope: float = 0.0, threshold: float = 0.0,
-                 name: Optional[str] = None, **kwargs) -> None:
+    def __init__(
+        self, max_value=None, negative_slope: float = 0.0, threshold: float = 0.0, name: Optional[str] = None, **kwargs
+    ) -> None:
         super().__init__(name=name, **kwargs)
         if max_value is not None:
             raise ValueError(f"ReLU: argument `max_value`={max_value!r} is not supported by cdnn yet (only None)")
         if threshold != 0:
             raise ValueError(f"ReLU: argument `threshold`={threshold!r} is not supported by cdnn yet (only 0)")
-        self.negative_slope = _float_arg(negative_slope, "negative_slope", 0.0, float("inf"),
-                                         "a non-negative number")
+        self.negative_slope = _float_arg(negative_slope, "negative_slope", 0.0, float("inf"), "a non-negative number")
         self.max_value, self.threshold = None, 0.0
 
     def get_config(self) -> dict:
@@ -51,11 +56,10 @@ class LeakyReLU(Layer):
     """``x`` above zero, ``negative_slope * x`` below (Keras 3's default slope: 0.3)."""
 
     def __init__(self, negative_slope: float = 0.3, name: Optional[str] = None, **kwargs) -> None:
-        if "alpha" in kwargs:   # Keras 2's name, which Keras 3 still accepts with a warning
+        if "alpha" in kwargs:  # Keras 2's name, which Keras 3 still accepts with a warning
             negative_slope = kwargs.pop("alpha")
         super().__init__(name=name, **kwargs)
-        self.negative_slope = _float_arg(negative_slope, "negative_slope", 0.0, float("inf"),
-                                         "a non-negative number")
+        self.negative_slope = _float_arg(negative_slope, "negative_slope", 0.0, float("inf"), "a non-negative number")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "negative_slope": self.negative_slope}

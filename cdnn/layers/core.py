@@ -6,6 +6,7 @@ parameter count. Called on symbolic tensors (``keras.Input``) it records a
 node of the model's graph; called on NumPy arrays it runs in the C core.
 The arithmetic always runs in the C core, over the whole model.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,8 @@ def _shape_arg(shape, name: str) -> Shape:
     if isinstance(shape, (int, np.integer)):
         shape = (int(shape),)
     if not isinstance(shape, (tuple, list)) or not all(
-            isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape):
+        isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape
+    ):
         raise invalid(name, shape, "a tuple of positive integers, e.g. (28, 28)")
     shape = tuple(int(d) for d in shape)
     if not shape or any(d <= 0 for d in shape):
@@ -38,8 +40,12 @@ def _shape_arg(shape, name: str) -> Shape:
 
 
 def _float_arg(value, name: str, low: float = -math.inf, high: float = math.inf, what: str = "a number") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
-            low <= float(value) <= high) or math.isnan(float(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not (low <= float(value) <= high)
+        or math.isnan(float(value))
+    ):
         raise invalid(name, value, what)
     return float(value)
 
@@ -50,8 +56,9 @@ def _refuse_unsupported(layer: str, kwargs: dict, supported: dict) -> None:
         if key in kwargs:
             value = kwargs.pop(key)
             if value is not None and value != default:
-                raise TypeError(f"{layer}: unsupported argument `{key}`={value!r}: cdnn supports only the default "
-                                f"{default!r}")
+                raise TypeError(
+                    f"{layer}: unsupported argument `{key}`={value!r}: cdnn supports only the default {default!r}"
+                )
 
 
 class Layer:
@@ -65,16 +72,18 @@ class Layer:
     #: whether the layer takes a list of tensors (merge layers)
     _takes_list = False
 
-    def __init__(self, name: Optional[str] = None, input_shape=None, trainable: bool = True, dtype=None,
-                 **kwargs) -> None:
+    def __init__(
+        self, name: Optional[str] = None, input_shape=None, trainable: bool = True, dtype=None, **kwargs
+    ) -> None:
         if "input_dim" in kwargs:
             input_shape = (kwargs.pop("input_dim"),)
         if "batch_input_shape" in kwargs:
             shape = kwargs.pop("batch_input_shape")
             input_shape = tuple(shape)[1:] if shape is not None else None
         if dtype not in (None, "float32") and getattr(dtype, "name", None) != "float32":
-            raise ValueError(f"{type(self).__name__}: argument `dtype`={dtype!r} is not supported: cdnn computes "
-                             f"in float32")
+            raise ValueError(
+                f"{type(self).__name__}: argument `dtype`={dtype!r} is not supported: cdnn computes in float32"
+            )
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unsupported argument(s) {sorted(kwargs)}")
         if name is not None and not isinstance(name, str):
@@ -111,8 +120,10 @@ class Layer:
         """Refuse, once built, inputs the weights do not fit (a layer reused on another shape)."""
 
     def _incompatible(self, input_shape, expected: str) -> ValueError:
-        return ValueError(f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible with the layer: "
-                          f"expected {expected}, but received input with shape {(None, *input_shape)}")
+        return ValueError(
+            f"Input 0 of layer {self.name!r} ({type(self).__name__}) is incompatible with the layer: "
+            f"expected {expected}, but received input with shape {(None, *input_shape)}"
+        )
 
     @property
     def weights(self) -> list[np.ndarray]:
@@ -145,20 +156,24 @@ class Layer:
         """Overwrite the weights in place from arrays of the same shapes (Keras' order, cast to float32)."""
         own = self.weights
         if isinstance(weights, (str, bytes, np.ndarray)) or not hasattr(weights, "__iter__"):
-            raise TypeError(f"Invalid argument `weights` of set_weights: expected a list of {len(own)} arrays, "
-                            f"received {type(weights).__name__}")
+            raise TypeError(
+                f"Invalid argument `weights` of set_weights: expected a list of {len(own)} arrays, "
+                f"received {type(weights).__name__}"
+            )
         weights = list(weights)
         if len(weights) != len(own):
-            raise ValueError(f"set_weights: layer {self.name!r} expects a list of {len(own)} arrays, received "
-                             f"{len(weights)}")
+            raise ValueError(
+                f"set_weights: layer {self.name!r} expects a list of {len(own)} arrays, received {len(weights)}"
+            )
         new = []
         for i, (w, o) in enumerate(zip(weights, own)):
             a = np.asarray(w)
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"set_weights: weight {i} has dtype {a.dtype}, expected real numbers")
             if a.shape != o.shape:
-                raise ValueError(f"set_weights: weight {i} of layer {self.name!r} has shape {a.shape}, "
-                                 f"expected {o.shape}")
+                raise ValueError(
+                    f"set_weights: weight {i} of layer {self.name!r} has shape {a.shape}, expected {o.shape}"
+                )
             with np.errstate(over="ignore"):
                 a = a.astype(np.float32)
             if not np.isfinite(a).all():
@@ -177,7 +192,7 @@ class Layer:
         return cfg
 
     @classmethod
-    def from_config(cls, config: dict) -> "Layer":
+    def from_config(cls, config: dict) -> Layer:
         return cls(**config)
 
     # ---- the C core's view ----------------------------------------------------------
@@ -201,8 +216,10 @@ class Layer:
         if self._takes_list:
             return shapes
         if len(shapes) != 1:
-            raise ValueError(f"Layer {self.name!r} ({type(self).__name__}) expects 1 input, received "
-                             f"{len(shapes)} tensors of shapes {[(None, *s) for s in shapes]}")
+            raise ValueError(
+                f"Layer {self.name!r} ({type(self).__name__}) expects 1 input, received "
+                f"{len(shapes)} tensors of shapes {[(None, *s) for s in shapes]}"
+            )
         return shapes[0]
 
     def _symbolic_call(self, inputs, training):
@@ -214,8 +231,9 @@ class Layer:
         else:
             self._check_call_shape(shape)
         out_shape = self.compute_output_shape(shape)
-        out = KerasTensor((None, *out_shape), name=self.name if not self._inbound_nodes else
-                          f"{self.name}_{len(self._inbound_nodes)}")
+        out = KerasTensor(
+            (None, *out_shape), name=self.name if not self._inbound_nodes else f"{self.name}_{len(self._inbound_nodes)}"
+        )
         Node(self, tensors, [out], nested=nested, training=training)
         return out
 
@@ -229,8 +247,10 @@ class Layer:
         if not self._inbound_nodes:
             raise AttributeError(f"Layer {self.name!r} has never been called and thus has no defined {what}.")
         if len(self._inbound_nodes) > 1:
-            raise AttributeError(f"Layer {self.name!r} has multiple inbound nodes, hence the notion of \"layer "
-                                 f"{what}\" is ill-defined. Use `get_{what}_at(node_index)` instead.")
+            raise AttributeError(
+                f'Layer {self.name!r} has multiple inbound nodes, hence the notion of "layer '
+                f'{what}" is ill-defined. Use `get_{what}_at(node_index)` instead.'
+            )
         return self._inbound_nodes[0]
 
     @property
@@ -254,8 +274,7 @@ class Layer:
     @property
     def output_shape(self) -> tuple:
         if self.output_shape_ is None:
-            raise AttributeError(f"The layer {self.name!r} has never been called and thus has no defined output "
-                                 f"shape.")
+            raise AttributeError(f"The layer {self.name!r} has never been called and thus has no defined output shape.")
         return (None, *self.output_shape_)
 
     def __repr__(self) -> str:
@@ -275,8 +294,9 @@ class InputLayer(Layer):
             raise invalid("shape", shape, "a tuple of positive integers, e.g. (784,)")
         if kwargs.pop("sparse", None):
             raise ValueError("InputLayer: sparse inputs are not supported by cdnn")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                       or batch_size <= 0):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0
+        ):
             raise invalid("batch_size", batch_size, "None or a positive integer")
         super().__init__(name=name or _naming.unique_name("input_layer"), input_shape=shape, **kwargs)
         self.batch_size = batch_size
@@ -333,30 +353,54 @@ class Dense(Layer):
         MaxNorm, NonNeg, UnitNorm or MinMaxNorm, applied after each update.
     """
 
-    def __init__(self, units: int, activation=None, use_bias: bool = True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None,
-                 name: Optional[str] = None, input_shape=None, **kwargs) -> None:
+    def __init__(
+        self,
+        units: int,
+        activation=None,
+        use_bias: bool = True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        name: Optional[str] = None,
+        input_shape=None,
+        **kwargs,
+    ) -> None:
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units <= 0:
             raise invalid("units", units, "a positive integer")
         if units > MAX_DIM:
             raise invalid("units", units, f"a positive integer up to {MAX_DIM} (2**31 - 1)")
-        _refuse_unsupported("Dense", kwargs, {"kernel_regularizer": None, "bias_regularizer": None,
-                                              "activity_regularizer": None, "kernel_constraint": None,
-                                              "bias_constraint": None, "lora_rank": None})
+        _refuse_unsupported(
+            "Dense",
+            kwargs,
+            {
+                "kernel_regularizer": None,
+                "bias_regularizer": None,
+                "activity_regularizer": None,
+                "kernel_constraint": None,
+                "bias_constraint": None,
+                "lora_rank": None,
+            },
+        )
         super().__init__(name=name, input_shape=input_shape, **kwargs)
         self.units = int(units)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         initializers.get(kernel_initializer), initializers.get(bias_initializer)  # validate names now
-        self.kernel_initializer = kernel_initializer if isinstance(kernel_initializer, str) else \
-            initializers.get(kernel_initializer)
-        self.bias_initializer = bias_initializer if isinstance(bias_initializer, str) else \
-            initializers.get(bias_initializer)
+        self.kernel_initializer = (
+            kernel_initializer if isinstance(kernel_initializer, str) else initializers.get(kernel_initializer)
+        )
+        self.bias_initializer = (
+            bias_initializer if isinstance(bias_initializer, str) else initializers.get(bias_initializer)
+        )
         if activity_regularizer is not None:
-            raise ValueError(f"Invalid value for argument `activity_regularizer`: cdnn's C training step has no "
-                             f"penalty on a layer's outputs yet; expected None, received {activity_regularizer!r}")
+            raise ValueError(
+                f"Invalid value for argument `activity_regularizer`: cdnn's C training step has no "
+                f"penalty on a layer's outputs yet; expected None, received {activity_regularizer!r}"
+            )
         self.activity_regularizer = None
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
@@ -372,12 +416,15 @@ class Dense(Layer):
     def build(self, input_shape: Shape) -> None:
         input_shape = tuple(input_shape)
         if not input_shape:
-            raise ValueError(f"Dense layer {self.name!r} received inputs of shape (None,): expected at least one "
-                             f"feature axis")
+            raise ValueError(
+                f"Dense layer {self.name!r} received inputs of shape (None,): expected at least one feature axis"
+            )
         if not 0 < int(input_shape[-1]) <= MAX_DIM:
-            raise ValueError(f"Dense layer {self.name!r} received {input_shape[-1]} input features (a kernel of shape "
-                             f"{(int(input_shape[-1]), self.units)}): expected a positive number of features, at most "
-                             f"{MAX_DIM} (2**31 - 1, as the C core indexes with 32-bit integers)")
+            raise ValueError(
+                f"Dense layer {self.name!r} received {input_shape[-1]} input features (a kernel of shape "
+                f"{(int(input_shape[-1]), self.units)}): expected a positive number of features, at most "
+                f"{MAX_DIM} (2**31 - 1, as the C core indexes with 32-bit integers)"
+            )
         self.kernel = initializers.get(self.kernel_initializer)((int(input_shape[-1]), self.units))
         self.bias = initializers.get(self.bias_initializer)((self.units,)) if self.use_bias else None
         super().build(input_shape)
@@ -395,20 +442,26 @@ class Dense(Layer):
     def _core_rules(self) -> dict:
         """The regularizers and constraints as the C core reads them (``kernel_rules``/``bias_rules``)."""
         rules = {}
-        for key, reg, con in (("kernel_rules", self.kernel_regularizer, self.kernel_constraint),
-                              ("bias_rules", self.bias_regularizer, self.bias_constraint)):
+        for key, reg, con in (
+            ("kernel_rules", self.kernel_regularizer, self.kernel_constraint),
+            ("bias_rules", self.bias_regularizer, self.bias_constraint),
+        ):
             r = {}
             if reg is not None:
                 r.update(reg._core())
                 if r.get("orth_factor") and key == "bias_rules":
-                    raise ValueError("Invalid value for argument `bias_regularizer`: OrthogonalRegularizer needs "
-                                     "a 2-D kernel (Keras: inputs must have rank 2), a bias is 1-D")
+                    raise ValueError(
+                        "Invalid value for argument `bias_regularizer`: OrthogonalRegularizer needs "
+                        "a 2-D kernel (Keras: inputs must have rank 2), a bias is 1-D"
+                    )
                 if r.get("orth_factor") and getattr(self, "kernel", None) is not None:
                     count = self.kernel.shape[0 if r["orth_mode"] == "rows" else 1]
                     if count < 2:
-                        raise ValueError(f"OrthogonalRegularizer(mode={r['orth_mode']!r}) on layer {self.name!r} "
-                                         f"needs at least 2 vectors, its kernel {self.kernel.shape} has {count} "
-                                         f"(no pair to make orthogonal; Keras divides by 0 pairs)")
+                        raise ValueError(
+                            f"OrthogonalRegularizer(mode={r['orth_mode']!r}) on layer {self.name!r} "
+                            f"needs at least 2 vectors, its kernel {self.kernel.shape} has {count} "
+                            f"(no pair to make orthogonal; Keras divides by 0 pairs)"
+                        )
                     # C's scratch: the normalized vectors, their gradients and the inverse norms
                     r["orth_scratch"] = np.empty(2 * self.kernel.size + max(self.kernel.shape), np.float32)
             if con is not None:
@@ -432,22 +485,33 @@ class Dense(Layer):
         return float(sum(self.losses))
 
     def get_config(self) -> dict:
-        cfg = {**super().get_config(), "units": self.units,
-               "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
-               "kernel_initializer": initializers.serialize(self.kernel_initializer),
-               "bias_initializer": initializers.serialize(self.bias_initializer)}
-        for key, obj, module in (("kernel_regularizer", self.kernel_regularizer, regularizers),
-                                 ("bias_regularizer", self.bias_regularizer, regularizers),
-                                 ("kernel_constraint", self.kernel_constraint, constraints),
-                                 ("bias_constraint", self.bias_constraint, constraints)):
+        cfg = {
+            **super().get_config(),
+            "units": self.units,
+            "activation": activations.serialize(self.activation),
+            "use_bias": self.use_bias,
+            "kernel_initializer": initializers.serialize(self.kernel_initializer),
+            "bias_initializer": initializers.serialize(self.bias_initializer),
+        }
+        for key, obj, module in (
+            ("kernel_regularizer", self.kernel_regularizer, regularizers),
+            ("bias_regularizer", self.bias_regularizer, regularizers),
+            ("kernel_constraint", self.kernel_constraint, constraints),
+            ("bias_constraint", self.bias_constraint, constraints),
+        ):
             if obj is not None:
                 cfg[key] = module.serialize(obj)
         return cfg
 
     def _lower(self, input_shapes: list, training) -> dict:
-        return {"op": "dense", "W": self.kernel, "b": self.bias,
-                "activation": activations.serialize(self.activation), "alpha": activations.core_alpha(self.activation),
-                "trainable": self.trainable}
+        return {
+            "op": "dense",
+            "W": self.kernel,
+            "b": self.bias,
+            "activation": activations.serialize(self.activation),
+            "alpha": activations.core_alpha(self.activation),
+            "trainable": self.trainable,
+        }
 
     def _eager_call(self, inputs, training):
         """An array ``(n, ..., features)`` runs through the core's fused Dense as ``n * ...`` rows."""
@@ -456,12 +520,19 @@ class Dense(Layer):
             if not self.built:
                 self.build(x.shape[1:])
             if x.shape[-1] != self.kernel.shape[0]:
-                raise ValueError(f"Input 0 of layer {self.name!r} (Dense) is incompatible with the layer: expected "
-                                 f"axis -1 of input shape to have value {self.kernel.shape[0]}, but received input "
-                                 f"with shape {x.shape}")
+                raise ValueError(
+                    f"Input 0 of layer {self.name!r} (Dense) is incompatible with the layer: expected "
+                    f"axis -1 of input shape to have value {self.kernel.shape[0]}, but received input "
+                    f"with shape {x.shape}"
+                )
             rows = x.reshape(-1, x.shape[-1])
-            out = _core.dense_forward(rows, self.kernel, self.bias, activations.serialize(self.activation),
-                                     activations.core_alpha(self.activation))[0]
+            out = _core.dense_forward(
+                rows,
+                self.kernel,
+                self.bias,
+                activations.serialize(self.activation),
+                activations.core_alpha(self.activation),
+            )[0]
             return out.reshape(*x.shape[:-1], self.units)
         return super()._eager_call(inputs, training)
 
@@ -478,7 +549,10 @@ def register(*classes) -> None:
 
 def deserialize(config: dict) -> Layer:
     """Rebuild a layer from ``{"class_name": ..., "config": {...}}`` (the saved architecture)."""
-    if not isinstance(config, dict) or config.get("class_name") not in _CLASSES or not isinstance(
-            config.get("config"), dict):
+    if (
+        not isinstance(config, dict)
+        or config.get("class_name") not in _CLASSES
+        or not isinstance(config.get("config"), dict)
+    ):
         raise ValueError(f"Invalid layer description in model file: {str(config)[:200]!r}")
     return _CLASSES[config["class_name"]].from_config(dict(config["config"]))

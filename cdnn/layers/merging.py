@@ -1,5 +1,6 @@
 """Merge layers: ``Concatenate`` (last axis) and the element-wise ``Add``, ``Subtract``, ``Multiply``,
 ``Average``, ``Maximum``, ``Minimum``, with Keras' functional forms (``layers.add([a, b])``, ...)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -7,8 +8,22 @@ from typing import Optional
 from cdnn._errors import invalid
 from cdnn.layers.core import Layer, Shape, register
 
-__all__ = ["Concatenate", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum",
-           "concatenate", "add", "subtract", "multiply", "average", "maximum", "minimum"]
+__all__ = [
+    "Concatenate",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Minimum",
+    "concatenate",
+    "add",
+    "subtract",
+    "multiply",
+    "average",
+    "maximum",
+    "minimum",
+]
 
 
 class _Merge(Layer):
@@ -20,21 +35,29 @@ class _Merge(Layer):
 
     def _check_count(self, shapes) -> None:
         if not isinstance(shapes, (list, tuple)) or not shapes or not isinstance(shapes[0], tuple):
-            raise ValueError(f"A merge layer ({type(self).__name__} {self.name!r}) should be called on a list of "
-                             f"inputs, received {shapes!r}")
+            raise ValueError(
+                f"A merge layer ({type(self).__name__} {self.name!r}) should be called on a list of "
+                f"inputs, received {shapes!r}"
+            )
         if self._exact_inputs and len(shapes) != self._exact_inputs:
-            raise ValueError(f"A `{type(self).__name__}` layer ({self.name!r}) should be called on exactly "
-                             f"{self._exact_inputs} inputs, received {len(shapes)} inputs")
+            raise ValueError(
+                f"A `{type(self).__name__}` layer ({self.name!r}) should be called on exactly "
+                f"{self._exact_inputs} inputs, received {len(shapes)} inputs"
+            )
         if len(shapes) < 2:
-            raise ValueError(f"A merge layer ({type(self).__name__} {self.name!r}) should be called on a list of at "
-                             f"least 2 inputs, received {len(shapes)} input")
+            raise ValueError(
+                f"A merge layer ({type(self).__name__} {self.name!r}) should be called on a list of at "
+                f"least 2 inputs, received {len(shapes)} input"
+            )
 
     def compute_output_shape(self, input_shape) -> Shape:
         self._check_count(input_shape)
         if any(s != input_shape[0] for s in input_shape):
-            raise ValueError(f"Inputs of layer {self.name!r} ({type(self).__name__}) must have the same shape: "
-                             f"received input shapes {[(None, *s) for s in input_shape]} (cdnn does not broadcast "
-                             f"merges)")
+            raise ValueError(
+                f"Inputs of layer {self.name!r} ({type(self).__name__}) must have the same shape: "
+                f"received input shapes {[(None, *s) for s in input_shape]} (cdnn does not broadcast "
+                f"merges)"
+            )
         return tuple(input_shape[0])
 
     def build(self, input_shape) -> None:
@@ -50,32 +73,38 @@ class _Merge(Layer):
 
 class Add(_Merge):
     """Sum of the inputs."""
+
     _op = "add"
 
 
 class Subtract(_Merge):
     """First input minus the second."""
+
     _op = "subtract"
     _exact_inputs = 2
 
 
 class Multiply(_Merge):
     """Element-wise product of the inputs."""
+
     _op = "multiply"
 
 
 class Average(_Merge):
     """Element-wise mean of the inputs."""
+
     _op = "average"
 
 
 class Maximum(_Merge):
     """Element-wise maximum of the inputs."""
+
     _op = "maximum"
 
 
 class Minimum(_Merge):
     """Element-wise minimum of the inputs."""
+
     _op = "minimum"
 
 
@@ -93,8 +122,10 @@ class Concatenate(_Merge):
     def compute_output_shape(self, input_shape) -> Shape:
         self._check_count(input_shape)
         if any(len(s) != len(input_shape[0]) or s[:-1] != input_shape[0][:-1] for s in input_shape):
-            raise ValueError(f"A `Concatenate` layer ({self.name!r}) requires inputs with matching shapes except for "
-                             f"the concatenation axis -1. Received: input_shape={[(None, *s) for s in input_shape]}")
+            raise ValueError(
+                f"A `Concatenate` layer ({self.name!r}) requires inputs with matching shapes except for "
+                f"the concatenation axis -1. Received: input_shape={[(None, *s) for s in input_shape]}"
+            )
         return (*input_shape[0][:-1], sum(s[-1] for s in input_shape))
 
     def get_config(self) -> dict:

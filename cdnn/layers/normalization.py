@@ -1,4 +1,5 @@
 """Normalization layers: ``BatchNormalization`` and ``LayerNormalization`` (last axis, as Keras' default)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -29,14 +30,37 @@ class BatchNormalization(Layer):
     Weights, in Keras' order: gamma, beta, moving_mean, moving_variance.
     """
 
-    def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
-                 scale: bool = True, beta_initializer="zeros", gamma_initializer="ones",
-                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 name: Optional[str] = None, **kwargs) -> None:
-        _refuse_unsupported("BatchNormalization", kwargs, {
-            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
-            "gamma_constraint": None, "synchronized": False, "renorm": False, "virtual_batch_size": None,
-            "fused": None, "adjustment": None, "renorm_clipping": None, "renorm_momentum": 0.99})
+    def __init__(
+        self,
+        axis: int = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        name: Optional[str] = None,
+        **kwargs,
+    ) -> None:
+        _refuse_unsupported(
+            "BatchNormalization",
+            kwargs,
+            {
+                "beta_regularizer": None,
+                "gamma_regularizer": None,
+                "beta_constraint": None,
+                "gamma_constraint": None,
+                "synchronized": False,
+                "renorm": False,
+                "virtual_batch_size": None,
+                "fused": None,
+                "adjustment": None,
+                "renorm_clipping": None,
+                "renorm_momentum": 0.99,
+            },
+        )
         super().__init__(name=name, **kwargs)
         self.axis = _axis(axis)
         self.momentum = _float_arg(momentum, "momentum", 0.0, 1.0, "a number in [0, 1]")
@@ -44,9 +68,12 @@ class BatchNormalization(Layer):
         if self.epsilon <= 0:
             raise invalid("epsilon", epsilon, "a positive number")
         self.center, self.scale = bool(center), bool(scale)
-        self.initializers = {"beta_initializer": beta_initializer, "gamma_initializer": gamma_initializer,
-                             "moving_mean_initializer": moving_mean_initializer,
-                             "moving_variance_initializer": moving_variance_initializer}
+        self.initializers = {
+            "beta_initializer": beta_initializer,
+            "gamma_initializer": gamma_initializer,
+            "moving_mean_initializer": moving_mean_initializer,
+            "moving_variance_initializer": moving_variance_initializer,
+        }
         for v in self.initializers.values():
             initializers.get(v)
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
@@ -77,24 +104,59 @@ class BatchNormalization(Layer):
         return [self.moving_mean, self.moving_variance] if self.built else []
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon,
-                "center": self.center, "scale": self.scale, **self.initializers, "beta_regularizer": None,
-                "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None, "synchronized": False}
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            **self.initializers,
+            "beta_regularizer": None,
+            "gamma_regularizer": None,
+            "beta_constraint": None,
+            "gamma_constraint": None,
+            "synchronized": False,
+        }
 
     def _lower(self, input_shapes: list, training) -> dict:
-        return {"op": "batchnorm", "gamma": self.gamma, "beta": self.beta, "moving_mean": self.moving_mean,
-                "moving_variance": self.moving_variance, "momentum": self.momentum, "epsilon": self.epsilon,
-                "trainable": self.trainable}
+        return {
+            "op": "batchnorm",
+            "gamma": self.gamma,
+            "beta": self.beta,
+            "moving_mean": self.moving_mean,
+            "moving_variance": self.moving_variance,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "trainable": self.trainable,
+        }
 
 
 class LayerNormalization(Layer):
     """Normalize each sample over its last axis: ``gamma * (x - mean) / sqrt(var + epsilon) + beta``."""
 
-    def __init__(self, axis: int = -1, epsilon: float = 1e-3, center: bool = True, scale: bool = True,
-                 beta_initializer="zeros", gamma_initializer="ones", name: Optional[str] = None, **kwargs) -> None:
-        _refuse_unsupported("LayerNormalization", kwargs, {
-            "rms_scaling": False, "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
-            "gamma_constraint": None})
+    def __init__(
+        self,
+        axis: int = -1,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        name: Optional[str] = None,
+        **kwargs,
+    ) -> None:
+        _refuse_unsupported(
+            "LayerNormalization",
+            kwargs,
+            {
+                "rms_scaling": False,
+                "beta_regularizer": None,
+                "gamma_regularizer": None,
+                "beta_constraint": None,
+                "gamma_constraint": None,
+            },
+        )
         super().__init__(name=name, **kwargs)
         self.axis = _axis(axis)
         self.epsilon = _float_arg(epsilon, "epsilon", 0.0, np.inf, "a positive number")
@@ -122,13 +184,28 @@ class LayerNormalization(Layer):
         return [w for w in (self.gamma, self.beta) if w is not None] if self.built else []
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon, "center": self.center,
-                "scale": self.scale, "rms_scaling": False, **self.initializers, "beta_regularizer": None,
-                "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None}
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "rms_scaling": False,
+            **self.initializers,
+            "beta_regularizer": None,
+            "gamma_regularizer": None,
+            "beta_constraint": None,
+            "gamma_constraint": None,
+        }
 
     def _lower(self, input_shapes: list, training) -> dict:
-        return {"op": "layernorm", "gamma": self.gamma, "beta": self.beta, "epsilon": self.epsilon,
-                "trainable": self.trainable}
+        return {
+            "op": "layernorm",
+            "gamma": self.gamma,
+            "beta": self.beta,
+            "epsilon": self.epsilon,
+            "trainable": self.trainable,
+        }
 
 
 register(BatchNormalization, LayerNormalization)

@@ -1,4 +1,5 @@
 """Preprocessing layers: ``Rescaling`` and ``Normalization`` (an affine map ``x * scale + offset`` in C)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -26,8 +27,11 @@ class Rescaling(Layer):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}
 
     def _lower(self, input_shapes: list, training) -> dict:
-        return {"op": "affine", "scale": np.array([self.scale], np.float32),
-                "offset": np.array([self.offset], np.float32)}
+        return {
+            "op": "affine",
+            "scale": np.array([self.scale], np.float32),
+            "offset": np.array([self.offset], np.float32),
+        }
 
 
 class Normalization(Layer):
@@ -37,32 +41,41 @@ class Normalization(Layer):
     (then stored as the layer's non-trainable weights mean, variance, count, as Keras).
     """
 
-    def __init__(self, axis=-1, mean=None, variance=None, invert: bool = False, name: Optional[str] = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, axis=-1, mean=None, variance=None, invert: bool = False, name: Optional[str] = None, **kwargs
+    ) -> None:
         super().__init__(name=name, **kwargs)
         if axis not in (-1, (-1,), [-1]):
             raise invalid("axis", axis, "-1 (cdnn's Normalization works per feature of the last axis)")
         if (mean is None) != (variance is None):
-            raise ValueError(f"Normalization: set both `mean` and `variance`, or neither; received mean={mean!r}, "
-                             f"variance={variance!r}")
+            raise ValueError(
+                f"Normalization: set both `mean` and `variance`, or neither; received mean={mean!r}, "
+                f"variance={variance!r}"
+            )
         self.axis = -1
         self.invert = bool(invert)
         self.input_mean = None if mean is None else np.asarray(mean, np.float32).reshape(-1)
         self.input_variance = None if variance is None else np.asarray(variance, np.float32).reshape(-1)
-        if self.input_mean is not None and (self.input_mean.shape != self.input_variance.shape or
-                                            not np.isfinite(self.input_mean).all() or
-                                            not np.isfinite(self.input_variance).all() or
-                                            (self.input_variance < 0).any()):
-            raise ValueError(f"Normalization: `mean` and `variance` must be finite, of the same length, variance >= 0;"
-                             f" received mean={mean!r}, variance={variance!r}")
+        if self.input_mean is not None and (
+            self.input_mean.shape != self.input_variance.shape
+            or not np.isfinite(self.input_mean).all()
+            or not np.isfinite(self.input_variance).all()
+            or (self.input_variance < 0).any()
+        ):
+            raise ValueError(
+                f"Normalization: `mean` and `variance` must be finite, of the same length, variance >= 0;"
+                f" received mean={mean!r}, variance={variance!r}"
+            )
         self.adapt_mean = self.adapt_variance = self.count = None
 
     def build(self, input_shape: Shape) -> None:
         width = int(input_shape[-1])
         if self.input_mean is not None:
             if self.input_mean.size not in (1, width):
-                raise ValueError(f"Normalization layer {self.name!r}: `mean` has {self.input_mean.size} values, "
-                                 f"expected 1 or {width} (the last axis of inputs of shape {(None, *input_shape)})")
+                raise ValueError(
+                    f"Normalization layer {self.name!r}: `mean` has {self.input_mean.size} values, "
+                    f"expected 1 or {width} (the last axis of inputs of shape {(None, *input_shape)})"
+                )
         else:
             self.adapt_mean = np.zeros(width, np.float32)
             self.adapt_variance = np.ones(width, np.float32)
@@ -83,8 +96,9 @@ class Normalization(Layer):
         if not self.built:
             self.build(a.shape[1:])
         elif self.input_mean is not None:
-            raise ValueError(f"Normalization layer {self.name!r} was given `mean` and `variance`: adapt() would "
-                             f"overwrite them")
+            raise ValueError(
+                f"Normalization layer {self.name!r} was given `mean` and `variance`: adapt() would overwrite them"
+            )
         rows = a.reshape(-1, a.shape[-1]).astype(np.float64)
         if not np.isfinite(rows).all():
             raise ValueError("Invalid values in `data` of adapt(): it contains NaN or infinity")
@@ -105,9 +119,13 @@ class Normalization(Layer):
         return self.weights
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "axis": self.axis, "invert": self.invert,
-                "mean": None if self.input_mean is None else self.input_mean.tolist(),
-                "variance": None if self.input_variance is None else self.input_variance.tolist()}
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "invert": self.invert,
+            "mean": None if self.input_mean is None else self.input_mean.tolist(),
+            "variance": None if self.input_variance is None else self.input_variance.tolist(),
+        }
 
     def _scale_offset(self) -> tuple:
         mean = self.input_mean if self.input_mean is not None else self.adapt_mean

@@ -1,4 +1,5 @@
 """Regularization layers: ``Dropout`` and ``GaussianNoise`` (active in training only)."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -28,7 +29,7 @@ class Dropout(Layer):
 
     def _lower(self, input_shapes: list, training) -> dict:
         if training is False or self.rate == 0:
-            return {"op": "reshape"}   # Keras: dropout(x, training=False) is the identity
+            return {"op": "reshape"}  # Keras: dropout(x, training=False) is the identity
         return {"op": "dropout", "rate": self.rate}
 
 

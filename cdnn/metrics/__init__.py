@@ -6,27 +6,55 @@ In ``compile(metrics=[...])`` a name gives the class's object under that name
 that fits the labels and output, as Keras decides (binary for one output
 unit, sparse for integer labels, else categorical).
 """
+
 from __future__ import annotations
 
 import inspect
 from typing import Any, Union
 
 from cdnn._errors import unknown
-from cdnn.metrics.accuracy_metrics import (Accuracy, BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy,
-                                           SparseTopKCategoricalAccuracy, TopKCategoricalAccuracy, accuracy,
-                                           binary_accuracy, categorical_accuracy, sparse_categorical_accuracy,
-                                           sparse_top_k_categorical_accuracy, top_k_categorical_accuracy)
-from cdnn.metrics.confusion_metrics import (AUC, FalseNegatives, FalsePositives, Precision, Recall, TrueNegatives,
-                                            TruePositives)
+from cdnn.metrics.accuracy_metrics import (
+    Accuracy,
+    BinaryAccuracy,
+    CategoricalAccuracy,
+    SparseCategoricalAccuracy,
+    SparseTopKCategoricalAccuracy,
+    TopKCategoricalAccuracy,
+    accuracy,
+    binary_accuracy,
+    categorical_accuracy,
+    sparse_categorical_accuracy,
+    sparse_top_k_categorical_accuracy,
+    top_k_categorical_accuracy,
+)
+from cdnn.metrics.confusion_metrics import (
+    AUC,
+    FalseNegatives,
+    FalsePositives,
+    Precision,
+    Recall,
+    TrueNegatives,
+    TruePositives,
+)
 from cdnn.metrics.f_score_metrics import F1Score, FBetaScore
 from cdnn.metrics.metric import Metric, Variable, _snake_case
 from cdnn.metrics.reduction_metrics import Mean, MeanMetricWrapper, Sum
-from cdnn.metrics.regression_metrics import (CosineSimilarity, LogCoshError, MeanAbsoluteError,
-                                             MeanAbsolutePercentageError, MeanSquaredError,
-                                             MeanSquaredLogarithmicError, R2Score, RootMeanSquaredError,
-                                             cosine_similarity, log_cosh, mean_absolute_error,
-                                             mean_absolute_percentage_error, mean_squared_error,
-                                             mean_squared_logarithmic_error)
+from cdnn.metrics.regression_metrics import (
+    CosineSimilarity,
+    LogCoshError,
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    MeanSquaredError,
+    MeanSquaredLogarithmicError,
+    R2Score,
+    RootMeanSquaredError,
+    cosine_similarity,
+    log_cosh,
+    mean_absolute_error,
+    mean_absolute_percentage_error,
+    mean_squared_error,
+    mean_squared_logarithmic_error,
+)
 
 # Keras' short names of the metric functions
 mae = MAE = mean_absolute_error
@@ -35,35 +63,128 @@ mape = MAPE = mean_absolute_percentage_error
 msle = MSLE = mean_squared_logarithmic_error
 logcosh = log_cosh
 
-__all__ = ["Metric", "Variable", "Mean", "Sum", "MeanMetricWrapper", "Accuracy", "BinaryAccuracy",
-           "CategoricalAccuracy", "SparseCategoricalAccuracy", "TopKCategoricalAccuracy",
-           "SparseTopKCategoricalAccuracy", "MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError",
-           "MeanSquaredLogarithmicError", "RootMeanSquaredError", "CosineSimilarity", "LogCoshError", "R2Score",
-           "AUC", "Precision", "Recall", "TruePositives", "FalsePositives", "TrueNegatives", "FalseNegatives",
-           "F1Score", "FBetaScore", "accuracy", "binary_accuracy", "categorical_accuracy",
-           "sparse_categorical_accuracy", "top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy",
-           "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
-           "mean_squared_logarithmic_error", "cosine_similarity", "log_cosh", "mae", "mse", "mape", "msle",
-           "MAE", "MSE", "MAPE", "MSLE", "logcosh", "get", "serialize", "deserialize"]
+__all__ = [
+    "Metric",
+    "Variable",
+    "Mean",
+    "Sum",
+    "MeanMetricWrapper",
+    "Accuracy",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy",
+    "MeanSquaredError",
+    "MeanAbsoluteError",
+    "MeanAbsolutePercentageError",
+    "MeanSquaredLogarithmicError",
+    "RootMeanSquaredError",
+    "CosineSimilarity",
+    "LogCoshError",
+    "R2Score",
+    "AUC",
+    "Precision",
+    "Recall",
+    "TruePositives",
+    "FalsePositives",
+    "TrueNegatives",
+    "FalseNegatives",
+    "F1Score",
+    "FBetaScore",
+    "accuracy",
+    "binary_accuracy",
+    "categorical_accuracy",
+    "sparse_categorical_accuracy",
+    "top_k_categorical_accuracy",
+    "sparse_top_k_categorical_accuracy",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "cosine_similarity",
+    "log_cosh",
+    "mae",
+    "mse",
+    "mape",
+    "msle",
+    "MAE",
+    "MSE",
+    "MAPE",
+    "MSLE",
+    "logcosh",
+    "get",
+    "serialize",
+    "deserialize",
+]
 
-ALL_OBJECTS = (Metric, Mean, Sum, MeanMetricWrapper, MeanSquaredError, RootMeanSquaredError, MeanAbsoluteError,
-               MeanAbsolutePercentageError, MeanSquaredLogarithmicError, CosineSimilarity, LogCoshError, R2Score,
-               AUC, FalseNegatives, FalsePositives, Precision, Recall, TrueNegatives, TruePositives, Accuracy,
-               BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, TopKCategoricalAccuracy,
-               SparseTopKCategoricalAccuracy, F1Score, FBetaScore)
+ALL_OBJECTS = (
+    Metric,
+    Mean,
+    Sum,
+    MeanMetricWrapper,
+    MeanSquaredError,
+    RootMeanSquaredError,
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    MeanSquaredLogarithmicError,
+    CosineSimilarity,
+    LogCoshError,
+    R2Score,
+    AUC,
+    FalseNegatives,
+    FalsePositives,
+    Precision,
+    Recall,
+    TrueNegatives,
+    TruePositives,
+    Accuracy,
+    BinaryAccuracy,
+    CategoricalAccuracy,
+    SparseCategoricalAccuracy,
+    TopKCategoricalAccuracy,
+    SparseTopKCategoricalAccuracy,
+    F1Score,
+    FBetaScore,
+)
 #: names ``get`` knows: the classes, their snake-case names, and Keras' short aliases
 ALL_OBJECTS_DICT: dict[str, type] = {cls.__name__: cls for cls in ALL_OBJECTS}
 ALL_OBJECTS_DICT.update({_snake_case(cls.__name__): cls for cls in ALL_OBJECTS})
-ALL_OBJECTS_DICT.update({"mse": MeanSquaredError, "MSE": MeanSquaredError, "mae": MeanAbsoluteError,
-                         "MAE": MeanAbsoluteError, "mape": MeanAbsolutePercentageError,
-                         "MAPE": MeanAbsolutePercentageError, "msle": MeanSquaredLogarithmicError,
-                         "MSLE": MeanSquaredLogarithmicError, "rmse": RootMeanSquaredError,
-                         "auc": AUC, "f1_score": F1Score, "fbeta_score": FBetaScore, "r2_score": R2Score})
+ALL_OBJECTS_DICT.update(
+    {
+        "mse": MeanSquaredError,
+        "MSE": MeanSquaredError,
+        "mae": MeanAbsoluteError,
+        "MAE": MeanAbsoluteError,
+        "mape": MeanAbsolutePercentageError,
+        "MAPE": MeanAbsolutePercentageError,
+        "msle": MeanSquaredLogarithmicError,
+        "MSLE": MeanSquaredLogarithmicError,
+        "rmse": RootMeanSquaredError,
+        "auc": AUC,
+        "f1_score": F1Score,
+        "fbeta_score": FBetaScore,
+        "r2_score": R2Score,
+    }
+)
 #: the metric functions by name (a MeanMetricWrapper's saved ``fn``)
-_FUNCTIONS = {f.__name__: f for f in (accuracy, binary_accuracy, categorical_accuracy, sparse_categorical_accuracy,
-                                      top_k_categorical_accuracy, sparse_top_k_categorical_accuracy,
-                                      mean_squared_error, mean_absolute_error, mean_absolute_percentage_error,
-                                      mean_squared_logarithmic_error, cosine_similarity, log_cosh)}
+_FUNCTIONS = {
+    f.__name__: f
+    for f in (
+        accuracy,
+        binary_accuracy,
+        categorical_accuracy,
+        sparse_categorical_accuracy,
+        top_k_categorical_accuracy,
+        sparse_top_k_categorical_accuracy,
+        mean_squared_error,
+        mean_absolute_error,
+        mean_absolute_percentage_error,
+        mean_squared_logarithmic_error,
+        cosine_similarity,
+        log_cosh,
+    )
+}
 
 
 def serialize(metric: Union[Metric, Any]) -> Union[dict, str]:

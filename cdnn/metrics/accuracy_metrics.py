@@ -3,6 +3,7 @@
 Each is the mean of a per-sample match: exact equality, a threshold (binary),
 argmax (categorical, sparse) or membership of the top ``k`` scores.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -12,10 +13,20 @@ import numpy as np
 from cdnn.metrics.metric import squeeze_or_expand_to_same_rank
 from cdnn.metrics.reduction_metrics import MeanMetricWrapper
 
-__all__ = ["Accuracy", "BinaryAccuracy", "CategoricalAccuracy", "SparseCategoricalAccuracy",
-           "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "accuracy", "binary_accuracy",
-           "categorical_accuracy", "sparse_categorical_accuracy", "top_k_categorical_accuracy",
-           "sparse_top_k_categorical_accuracy"]
+__all__ = [
+    "Accuracy",
+    "BinaryAccuracy",
+    "CategoricalAccuracy",
+    "SparseCategoricalAccuracy",
+    "TopKCategoricalAccuracy",
+    "SparseTopKCategoricalAccuracy",
+    "accuracy",
+    "binary_accuracy",
+    "categorical_accuracy",
+    "sparse_categorical_accuracy",
+    "top_k_categorical_accuracy",
+    "sparse_top_k_categorical_accuracy",
+]
 
 
 def accuracy(y_true, y_pred) -> np.ndarray:
@@ -136,9 +147,15 @@ class SparseTopKCategoricalAccuracy(MeanMetricWrapper):
 
     _direction = "up"
 
-    def __init__(self, k: int = 5, name: str = "sparse_top_k_categorical_accuracy", dtype: Optional[str] = None,
-                 from_sorted_ids: bool = False) -> None:
-        super().__init__(sparse_top_k_categorical_accuracy, name=name, dtype=dtype, k=_check_k(k),
-                         from_sorted_ids=from_sorted_ids)
+    def __init__(
+        self,
+        k: int = 5,
+        name: str = "sparse_top_k_categorical_accuracy",
+        dtype: Optional[str] = None,
+        from_sorted_ids: bool = False,
+    ) -> None:
+        super().__init__(
+            sparse_top_k_categorical_accuracy, name=name, dtype=dtype, k=_check_k(k), from_sorted_ids=from_sorted_ids
+        )
         self.k = int(k)
         self.from_sorted_ids = from_sorted_ids

@@ -6,6 +6,7 @@ thresholds come from one sort: a prediction's count of thresholds below it
 (``searchsorted``) says at which thresholds it is positive, and cumulative
 sums of the weights give every threshold's counts at once.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence, Union
@@ -26,8 +27,9 @@ def _thresholds(thresholds, default: float) -> list[float]:
     items = list(thresholds) if isinstance(thresholds, (list, tuple, np.ndarray)) else [thresholds]
     bad = [t for t in items if t is None or not 0 <= t <= 1]
     if bad or not items:
-        raise ValueError(f"Invalid value for argument `thresholds`: expected values in [0, 1], received "
-                         f"thresholds={thresholds!r}")
+        raise ValueError(
+            f"Invalid value for argument `thresholds`: expected values in [0, 1], received thresholds={thresholds!r}"
+        )
     return [float(t) for t in items]
 
 
@@ -39,15 +41,25 @@ def _filter_top_k(y_pred: np.ndarray, k: int) -> np.ndarray:
     return np.where(keep, y_pred, NEG_INF)
 
 
-def confusion_counts(y_true, y_pred, thresholds: np.ndarray, sample_weight=None, top_k: Optional[int] = None,
-                     class_id: Optional[int] = None, multi_label: bool = False, label_weights=None) -> dict:
+def confusion_counts(
+    y_true,
+    y_pred,
+    thresholds: np.ndarray,
+    sample_weight=None,
+    top_k: Optional[int] = None,
+    class_id: Optional[int] = None,
+    multi_label: bool = False,
+    label_weights=None,
+) -> dict:
     """Weighted tp, fp, tn, fn at each threshold (shape (T,), or (T, labels) with ``multi_label``)."""
     y_pred = np.asarray(y_pred, np.float64)
     y_true = np.asarray(y_true, np.float64)
     y_pred, y_true = squeeze_or_expand_to_same_rank(y_pred, y_true)
     if y_true.shape != y_pred.shape:
-        raise ValueError(f"Invalid shapes: y_true of shape {y_true.shape} does not match y_pred of shape "
-                         f"{y_pred.shape} (confusion-matrix metrics compare them element by element)")
+        raise ValueError(
+            f"Invalid shapes: y_true of shape {y_true.shape} does not match y_pred of shape "
+            f"{y_pred.shape} (confusion-matrix metrics compare them element by element)"
+        )
     w = None
     if sample_weight is not None:
         w = np.asarray(sample_weight, np.float64)[..., None]
@@ -56,11 +68,15 @@ def confusion_counts(y_true, y_pred, thresholds: np.ndarray, sample_weight=None,
         y_pred = _filter_top_k(y_pred, top_k)
     if class_id is not None:
         if y_pred.ndim == 1:
-            raise ValueError(f"When class_id is provided, y_pred must be a 2D array with shape (num_samples, "
-                             f"num_classes), found shape: {y_pred.shape}")
+            raise ValueError(
+                f"When class_id is provided, y_pred must be a 2D array with shape (num_samples, "
+                f"num_classes), found shape: {y_pred.shape}"
+            )
         if not 0 <= class_id < y_pred.shape[-1]:
-            raise ValueError(f"Invalid value for argument `class_id`: expected a class in [0, {y_pred.shape[-1]}), "
-                             f"received class_id={class_id}")
+            raise ValueError(
+                f"Invalid value for argument `class_id`: expected a class in [0, {y_pred.shape[-1]}), "
+                f"received class_id={class_id}"
+            )
         y_true, y_pred = y_true[..., class_id, None], y_pred[..., class_id, None]
     w = np.ones(y_pred.shape) if w is None else np.broadcast_to(w, y_pred.shape)
     if label_weights is not None and not multi_label:
@@ -90,8 +106,12 @@ def _counts(pred: np.ndarray, pos: np.ndarray, w: np.ndarray, thresholds: np.nda
     fp_sorted = np.cumsum(neg_hist[:, ::-1], axis=1)[:, ::-1][:, 1:]
     total_pos, total_neg = pos_hist.sum(axis=1, keepdims=True), neg_hist.sum(axis=1, keepdims=True)
     out = {}
-    for key, sorted_vals in (("tp", tp_sorted), ("fp", fp_sorted), ("fn", total_pos - tp_sorted),
-                             ("tn", total_neg - fp_sorted)):
+    for key, sorted_vals in (
+        ("tp", tp_sorted),
+        ("fp", fp_sorted),
+        ("fn", total_pos - tp_sorted),
+        ("tn", total_neg - fp_sorted),
+    ):
         vals = np.empty((T, labels))
         vals[order] = sorted_vals.T
         out[key] = vals
@@ -174,28 +194,37 @@ class FalseNegatives(_ConfusionMatrixConditionCount):
 class _PrecisionRecall(Metric):
     _other, _count = "", ""
 
-    def __init__(self, thresholds: Union[float, Sequence[float], None] = None, top_k: Optional[int] = None,
-                 class_id: Optional[int] = None, name: Optional[str] = None, dtype: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        thresholds: Union[float, Sequence[float], None] = None,
+        top_k: Optional[int] = None,
+        class_id: Optional[int] = None,
+        name: Optional[str] = None,
+        dtype: Optional[str] = None,
+    ) -> None:
         super().__init__(name=name, dtype=dtype)
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-            raise ValueError(f"Invalid value for argument `top_k`: expected a positive integer, "
-                             f"received top_k={top_k!r}")
-        if class_id is not None and (isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer))
-                                     or class_id < 0):
-            raise ValueError(f"Invalid value for argument `class_id`: expected a non-negative integer, received "
-                             f"class_id={class_id!r}")
+            raise ValueError(
+                f"Invalid value for argument `top_k`: expected a positive integer, received top_k={top_k!r}"
+            )
+        if class_id is not None and (
+            isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or class_id < 0
+        ):
+            raise ValueError(
+                f"Invalid value for argument `class_id`: expected a non-negative integer, received "
+                f"class_id={class_id!r}"
+            )
         self.init_thresholds = thresholds
         self.top_k = top_k
         self.class_id = class_id
         self.thresholds = _thresholds(thresholds, 0.5 if top_k is None else NEG_INF)
-        self.true_positives = self.add_variable(shape=(len(self.thresholds),), name="true_positives",
-                                                dtype="float64")
-        setattr(self, self._other, self.add_variable(shape=(len(self.thresholds),), name=self._other,
-                                                     dtype="float64"))
+        self.true_positives = self.add_variable(shape=(len(self.thresholds),), name="true_positives", dtype="float64")
+        setattr(self, self._other, self.add_variable(shape=(len(self.thresholds),), name=self._other, dtype="float64"))
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        c = confusion_counts(y_true, y_pred, np.asarray(self.thresholds), sample_weight, top_k=self.top_k,
-                             class_id=self.class_id)
+        c = confusion_counts(
+            y_true, y_pred, np.asarray(self.thresholds), sample_weight, top_k=self.top_k, class_id=self.class_id
+        )
         self.true_positives.assign_add(c["tp"])
         getattr(self, self._other).assign_add(c[self._count])
 
@@ -205,8 +234,12 @@ class _PrecisionRecall(Metric):
         return as_result(r[0] if len(self.thresholds) == 1 else r)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "thresholds": self.init_thresholds, "top_k": self.top_k,
-                "class_id": self.class_id}
+        return {
+            **super().get_config(),
+            "thresholds": self.init_thresholds,
+            "top_k": self.top_k,
+            "class_id": self.class_id,
+        }
 
 
 class Precision(_PrecisionRecall):
@@ -260,26 +293,42 @@ class AUC(Metric):
 
     _direction = "up"
 
-    def __init__(self, num_thresholds: int = 200, curve: str = "ROC", summation_method: str = "interpolation",
-                 name: Optional[str] = None, dtype: Optional[str] = None, thresholds=None, multi_label: bool = False,
-                 num_labels: Optional[int] = None, label_weights=None, from_logits: bool = False) -> None:
+    def __init__(
+        self,
+        num_thresholds: int = 200,
+        curve: str = "ROC",
+        summation_method: str = "interpolation",
+        name: Optional[str] = None,
+        dtype: Optional[str] = None,
+        thresholds=None,
+        multi_label: bool = False,
+        num_labels: Optional[int] = None,
+        label_weights=None,
+        from_logits: bool = False,
+    ) -> None:
         super().__init__(name=name, dtype=dtype)
         curve_name = str(curve).upper()
         if curve_name not in ("ROC", "PR"):
             raise ValueError(f"Invalid value for argument `curve`: expected 'ROC' or 'PR', received curve={curve!r}")
         method = str(summation_method).lower()
         if method not in ("interpolation", "minoring", "majoring"):
-            raise ValueError(f"Invalid value for argument `summation_method`: expected 'interpolation', 'minoring' "
-                             f"or 'majoring', received summation_method={summation_method!r}")
+            raise ValueError(
+                f"Invalid value for argument `summation_method`: expected 'interpolation', 'minoring' "
+                f"or 'majoring', received summation_method={summation_method!r}"
+            )
         self._init_from_thresholds = thresholds is not None
         if thresholds is not None:
             inner = sorted(_thresholds(thresholds, 0.5))
             self.num_thresholds = len(inner) + 2
         else:
-            if (isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer))
-                    or num_thresholds <= 1):
-                raise ValueError(f"Argument `num_thresholds` must be an integer > 1. Received: "
-                                 f"num_thresholds={num_thresholds!r}")
+            if (
+                isinstance(num_thresholds, bool)
+                or not isinstance(num_thresholds, (int, np.integer))
+                or num_thresholds <= 1
+            ):
+                raise ValueError(
+                    f"Argument `num_thresholds` must be an integer > 1. Received: num_thresholds={num_thresholds!r}"
+                )
             self.num_thresholds = int(num_thresholds)
             inner = [(i + 1) * 1.0 / (self.num_thresholds - 1) for i in range(self.num_thresholds - 2)]
         self._thresholds = np.array([0.0 - EPSILON] + inner + [1.0 + EPSILON])
@@ -309,17 +358,26 @@ class AUC(Metric):
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         y_pred = np.asarray(y_pred, np.float64)
         if self.multi_label and y_pred.ndim != 2:
-            raise ValueError(f"AUC(multi_label=True) expects predictions of shape (batch_size, num_labels), "
-                             f"received shape {y_pred.shape}")
+            raise ValueError(
+                f"AUC(multi_label=True) expects predictions of shape (batch_size, num_labels), "
+                f"received shape {y_pred.shape}"
+            )
         if not self._built:
             self._build(y_pred.shape[-1])
         if self.multi_label and y_pred.shape[-1] != self._num_labels:
-            raise ValueError(f"AUC was built for {self._num_labels} labels, received predictions of shape "
-                             f"{y_pred.shape}")
+            raise ValueError(
+                f"AUC was built for {self._num_labels} labels, received predictions of shape {y_pred.shape}"
+            )
         if self._from_logits:
             y_pred = 1.0 / (1.0 + np.exp(-y_pred))
-        c = confusion_counts(y_true, y_pred, self._thresholds, sample_weight, multi_label=self.multi_label,
-                             label_weights=None if self.multi_label else self.label_weights)
+        c = confusion_counts(
+            y_true,
+            y_pred,
+            self._thresholds,
+            sample_weight,
+            multi_label=self.multi_label,
+            label_weights=None if self.multi_label else self.label_weights,
+        )
         self.true_positives.assign_add(c["tp"])
         self.false_positives.assign_add(c["fp"])
         self.true_negatives.assign_add(c["tn"])
@@ -371,11 +429,16 @@ class AUC(Metric):
         super().reset_state()
 
     def get_config(self) -> dict:
-        config = {**super().get_config(), "num_thresholds": self.num_thresholds, "curve": self.curve,
-                  "summation_method": self.summation_method, "multi_label": self.multi_label,
-                  "num_labels": self.num_labels,
-                  "label_weights": None if self.label_weights is None else self.label_weights.tolist(),
-                  "from_logits": self._from_logits}
+        config = {
+            **super().get_config(),
+            "num_thresholds": self.num_thresholds,
+            "curve": self.curve,
+            "summation_method": self.summation_method,
+            "multi_label": self.multi_label,
+            "num_labels": self.num_labels,
+            "label_weights": None if self.label_weights is None else self.label_weights.tolist(),
+            "from_logits": self._from_logits,
+        }
         if self._init_from_thresholds:
             config["thresholds"] = self.thresholds[1:-1]
         return config

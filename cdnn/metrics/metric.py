@@ -6,6 +6,7 @@ zeroes it. cdnn evaluates metrics in NumPy on the outputs the C core produces
 (training's forward outputs per run of batches, or inference's), so a metric
 also works on plain arrays, standalone.
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -45,14 +46,14 @@ class Variable(NDArrayOperatorsMixin):
     def numpy(self) -> np.ndarray:
         return self._value.copy()
 
-    def assign(self, value) -> "Variable":
+    def assign(self, value) -> Variable:
         self._value[...] = np.asarray(value, dtype=self._value.dtype)
         return self
 
-    def assign_add(self, value) -> "Variable":
+    def assign_add(self, value) -> Variable:
         return self.assign(self._value + np.asarray(value, dtype=self._value.dtype))
 
-    def assign_sub(self, value) -> "Variable":
+    def assign_sub(self, value) -> Variable:
         return self.assign(self._value - np.asarray(value, dtype=self._value.dtype))
 
     def _reset(self) -> None:
@@ -103,8 +104,10 @@ def _initial_value(initializer, shape, dtype):
         return np.ones(shape, dtype)
     if isinstance(initializer, (int, float, np.ndarray, list)):
         return np.broadcast_to(np.asarray(initializer, dtype), shape).copy()
-    raise ValueError(f"Invalid value for argument `initializer`: expected 'zeros', 'ones', a number or a callable "
-                     f"(shape, dtype), received {initializer!r}")
+    raise ValueError(
+        f"Invalid value for argument `initializer`: expected 'zeros', 'ones', a number or a callable "
+        f"(shape, dtype), received {initializer!r}"
+    )
 
 
 class Metric:
@@ -178,7 +181,7 @@ class Metric:
         return {"name": self.name, "dtype": self._dtype}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Metric":
+    def from_config(cls, config: dict) -> Metric:
         return cls(**config)
 
     def __repr__(self) -> str:

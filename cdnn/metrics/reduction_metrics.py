@@ -1,4 +1,5 @@
 """``Sum``, ``Mean`` and ``MeanMetricWrapper`` (Keras 3's ``keras/src/metrics/reduction_metrics.py``)."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -84,10 +85,11 @@ class MeanMetricWrapper(Mean):
 
     def __init__(self, fn: Callable, name: Optional[str] = None, dtype: Optional[str] = None, **kwargs) -> None:
         if not callable(fn):
-            raise TypeError(f"Invalid argument `fn` of MeanMetricWrapper: expected a function (y_true, y_pred), "
-                            f"received {type(fn).__name__}")
-        super().__init__(name=name if name is not None else getattr(fn, "__name__", "mean_metric_wrapper"),
-                         dtype=dtype)
+            raise TypeError(
+                f"Invalid argument `fn` of MeanMetricWrapper: expected a function (y_true, y_pred), "
+                f"received {type(fn).__name__}"
+            )
+        super().__init__(name=name if name is not None else getattr(fn, "__name__", "mean_metric_wrapper"), dtype=dtype)
         self._fn = fn
         self._fn_kwargs = kwargs
 
@@ -102,7 +104,7 @@ class MeanMetricWrapper(Mean):
         return config
 
     @classmethod
-    def from_config(cls, config: dict) -> "MeanMetricWrapper":
+    def from_config(cls, config: dict) -> MeanMetricWrapper:
         config = dict(config)
         if cls is MeanMetricWrapper:
             from cdnn import metrics

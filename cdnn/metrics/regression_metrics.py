@@ -1,5 +1,6 @@
 """Regression metrics (Keras 3's ``keras/src/metrics/regression_metrics.py``): the means of
 Keras' regression losses per sample, their root, the coefficient of determination."""
+
 from __future__ import annotations
 
 import warnings
@@ -10,10 +11,22 @@ import numpy as np
 from cdnn.metrics.metric import EPSILON, Metric, as_result, squeeze_or_expand_to_same_rank
 from cdnn.metrics.reduction_metrics import Mean, MeanMetricWrapper
 
-__all__ = ["MeanSquaredError", "MeanAbsoluteError", "MeanAbsolutePercentageError", "MeanSquaredLogarithmicError",
-           "RootMeanSquaredError", "CosineSimilarity", "LogCoshError", "R2Score", "mean_squared_error",
-           "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_logarithmic_error",
-           "cosine_similarity", "log_cosh"]
+__all__ = [
+    "MeanSquaredError",
+    "MeanAbsoluteError",
+    "MeanAbsolutePercentageError",
+    "MeanSquaredLogarithmicError",
+    "RootMeanSquaredError",
+    "CosineSimilarity",
+    "LogCoshError",
+    "R2Score",
+    "mean_squared_error",
+    "mean_absolute_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+    "cosine_similarity",
+    "log_cosh",
+]
 
 
 def _pair(y_true, y_pred):
@@ -51,8 +64,8 @@ def mean_squared_logarithmic_error(y_true, y_pred) -> np.ndarray:
 def cosine_similarity(y_true, y_pred, axis: int = -1) -> np.ndarray:
     """The cosine of the angle between label and prediction along ``axis`` (L2-normalized dot product)."""
     y_true, y_pred = _pair(y_true, y_pred)
-    nt = y_true / np.sqrt(np.maximum(np.sum(y_true ** 2, axis=axis, keepdims=True), 1e-12))
-    np_ = y_pred / np.sqrt(np.maximum(np.sum(y_pred ** 2, axis=axis, keepdims=True), 1e-12))
+    nt = y_true / np.sqrt(np.maximum(np.sum(y_true**2, axis=axis, keepdims=True), 1e-12))
+    np_ = y_pred / np.sqrt(np.maximum(np.sum(y_pred**2, axis=axis, keepdims=True), 1e-12))
     return np.sum(nt * np_, axis=axis)
 
 
@@ -146,16 +159,25 @@ class R2Score(Metric):
 
     _direction = "up"
 
-    def __init__(self, class_aggregation: Optional[str] = "uniform_average", num_regressors: int = 0,
-                 name: str = "r2_score", dtype: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        class_aggregation: Optional[str] = "uniform_average",
+        num_regressors: int = 0,
+        name: str = "r2_score",
+        dtype: Optional[str] = None,
+    ) -> None:
         super().__init__(name=name, dtype=dtype)
         if class_aggregation not in (None, "uniform_average", "variance_weighted_average"):
-            raise ValueError(f"Invalid value for argument `class_aggregation`: expected one of None, "
-                             f"'uniform_average', 'variance_weighted_average', received "
-                             f"class_aggregation={class_aggregation!r}")
+            raise ValueError(
+                f"Invalid value for argument `class_aggregation`: expected one of None, "
+                f"'uniform_average', 'variance_weighted_average', received "
+                f"class_aggregation={class_aggregation!r}"
+            )
         if isinstance(num_regressors, bool) or not isinstance(num_regressors, (int, np.integer)) or num_regressors < 0:
-            raise ValueError(f"Invalid value for argument `num_regressors`: expected a non-negative integer, "
-                             f"received num_regressors={num_regressors!r}")
+            raise ValueError(
+                f"Invalid value for argument `num_regressors`: expected a non-negative integer, "
+                f"received num_regressors={num_regressors!r}"
+            )
         self.class_aggregation = class_aggregation
         self.num_regressors = int(num_regressors)
         self._built = False
@@ -169,8 +191,10 @@ class R2Score(Metric):
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         y_true, y_pred = _pair(y_true, y_pred)
         if y_true.ndim != 2 or y_pred.shape != y_true.shape:
-            raise ValueError(f"R2Score expects 2D inputs of the same shape (batch_size, output_dim), received "
-                             f"y_true.shape={y_true.shape} and y_pred.shape={y_pred.shape}")
+            raise ValueError(
+                f"R2Score expects 2D inputs of the same shape (batch_size, output_dim), received "
+                f"y_true.shape={y_true.shape} and y_pred.shape={y_pred.shape}"
+            )
         if not self._built:
             self._build(y_true.shape[1])
         elif self.sum.shape[0] != y_true.shape[1]:
@@ -203,11 +227,13 @@ class R2Score(Metric):
         n, p = int(self.num_samples.value), self.num_regressors
         if p:
             if p > n - 1:
-                warnings.warn("More independent predictors than datapoints in adjusted R2 score. Falling back to "
-                              "standard R2 score.", stacklevel=2)
+                warnings.warn(
+                    "More independent predictors than datapoints in adjusted R2 score. Falling back to "
+                    "standard R2 score.",
+                    stacklevel=2,
+                )
             elif p == n - 1:
-                warnings.warn("Division by zero in Adjusted R2 score. Falling back to standard R2 score.",
-                              stacklevel=2)
+                warnings.warn("Division by zero in Adjusted R2 score. Falling back to standard R2 score.", stacklevel=2)
             else:
                 score = 1.0 - (1.0 - score) * (n - 1.0) / (n - p - 1.0)
         return as_result(score)
@@ -216,5 +242,8 @@ class R2Score(Metric):
         super().reset_state()
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "class_aggregation": self.class_aggregation,
-                "num_regressors": self.num_regressors}
+        return {
+            **super().get_config(),
+            "class_aggregation": self.class_aggregation,
+            "num_regressors": self.num_regressors,
+        }

@@ -1,9 +1,10 @@
 """Models: ``Model`` (functional and subclassed), ``Sequential``, Keras' ``keras.models`` functions, and
 loading models from their configs."""
+
 from cdnn.layers import core as _layers_core
-from cdnn.models.model import Model
-from cdnn.models.functional import Functional
 from cdnn.models.cloning import clone_model
+from cdnn.models.functional import Functional
+from cdnn.models.model import Model
 from cdnn.models.sequential import Sequential, load_model
 from cdnn.saving import model_from_json, save_model
 
@@ -22,5 +23,13 @@ def model_from_config(config: dict):
     return Sequential.from_config(config)
 
 
-__all__ = ["Model", "Functional", "Sequential", "load_model", "save_model", "model_from_json", "clone_model",
-           "model_from_config"]
+__all__ = [
+    "Model",
+    "Functional",
+    "Sequential",
+    "load_model",
+    "save_model",
+    "model_from_json",
+    "clone_model",
+    "model_from_config",
+]

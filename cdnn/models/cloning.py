@@ -1,4 +1,5 @@
 """``keras.models.clone_model``: the same architecture with new weights."""
+
 from __future__ import annotations
 
 
@@ -11,8 +12,9 @@ def clone_model(model, input_tensors=None, clone_function=None, **kwargs):
 
     if input_tensors is not None or clone_function is not None or kwargs:
         given = [k for k, v in (("input_tensors", input_tensors), ("clone_function", clone_function)) if v is not None]
-        raise ValueError(f"clone_model: unsupported argument(s) {given + sorted(kwargs)}: cdnn clones the "
-                         f"architecture as it is")
+        raise ValueError(
+            f"clone_model: unsupported argument(s) {given + sorted(kwargs)}: cdnn clones the architecture as it is"
+        )
     from cdnn.models import model_from_config
 
     return _saving._model_from_config(f"<clone of {model.name}>", model.get_config(), model_from_config)

@@ -7,6 +7,7 @@ flat node list (``_core.Graph``, see ``docs/design.md``): one node per layer
 call, models used as layers inlined. Subclassed models are traced into the
 same structure by :func:`trace`.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -30,16 +31,18 @@ def _walk(inputs: list, outputs: list) -> tuple[list, list]:
     first meets them (so that inputs come first, as in Keras' ``model.layers``).
     """
     input_ids = {id(t) for t in inputs}
-    order: list[Node] = []        # post-order: each node after its parents
-    first_seen: dict[int, int] = {}   # layer -> pre-order index (Keras' tie-break)
+    order: list[Node] = []  # post-order: each node after its parents
+    first_seen: dict[int, int] = {}  # layer -> pre-order index (Keras' tie-break)
     seen: set[int] = set()
     on_path: set[int] = set()
     reached_inputs: set[int] = set()
 
     def visit(tensor: KerasTensor, consumer: Optional[Node]) -> None:
         if tensor._keras_history is None:
-            raise ValueError(f"Tensor {tensor!r} was not produced by a cdnn layer or keras.Input: a functional model's "
-                             f"outputs must be computed from its inputs by layers")
+            raise ValueError(
+                f"Tensor {tensor!r} was not produced by a cdnn layer or keras.Input: a functional model's "
+                f"outputs must be computed from its inputs by layers"
+            )
         layer, node_index, _ = tensor._keras_history
         node = layer._inbound_nodes[node_index]
         if id(node) in seen:
@@ -49,9 +52,11 @@ def _walk(inputs: list, outputs: list) -> tuple[list, list]:
         elif isinstance(layer, InputLayer):
             where = f" at layer '{consumer.layer.name}'" if consumer is not None else ""
             done = [n.layer.name for n in order]
-            raise ValueError(f"Graph disconnected: cannot find parent for tensor {tensor!r}{where}. The following "
-                             f"previous layers were accessed without issue: {done}. Is '{layer.name}' among the "
-                             f"model's `inputs`?")
+            raise ValueError(
+                f"Graph disconnected: cannot find parent for tensor {tensor!r}{where}. The following "
+                f"previous layers were accessed without issue: {done}. Is '{layer.name}' among the "
+                f"model's `inputs`?"
+            )
         if id(node) in on_path:
             raise ValueError(f"Tensor {tensor!r} from layer '{layer.name}' is part of a cycle.")
         first_seen.setdefault(id(layer), len(first_seen))
@@ -67,14 +72,16 @@ def _walk(inputs: list, outputs: list) -> tuple[list, list]:
     unused = [t for t in inputs if id(t) not in reached_inputs]
     if unused:
         names = ", ".join(f"'{t._keras_history[0].name}' {t.shape}" for t in unused)
-        raise ValueError(f"Input(s) {names} of the model are not connected to any output: every input must be used "
-                         f"to compute an output")
+        raise ValueError(
+            f"Input(s) {names} of the model are not connected to any output: every input must be used "
+            f"to compute an output"
+        )
 
     node_depth: dict[int, int] = {}
     layer_depth: dict[int, int] = {}
-    for node in reversed(order):   # consumers come after their parents in `order`: depths are final here
+    for node in reversed(order):  # consumers come after their parents in `order`: depths are final here
         d = node_depth.setdefault(id(node), 0)
-        d = max(d, layer_depth.get(id(node.layer), 0))   # a shared layer takes its deepest node's depth
+        d = max(d, layer_depth.get(id(node.layer), 0))  # a shared layer takes its deepest node's depth
         layer_depth[id(node.layer)] = d
         node_depth[id(node)] = d
         for parent in node.parent_nodes:
@@ -89,8 +96,9 @@ def _walk(inputs: list, outputs: list) -> tuple[list, list]:
     names = [l.name for l in layers]
     for name in names:
         if names.count(name) > 1:
-            raise ValueError(f'The name "{name}" is used {names.count(name)} times in the model. All layer names '
-                             f'should be unique.')
+            raise ValueError(
+                f'The name "{name}" is used {names.count(name)} times in the model. All layer names should be unique.'
+            )
     return nodes, layers
 
 
@@ -101,11 +109,11 @@ class Functional(Model):
     evaluate and predict take/return dicts keyed the same way).
     """
 
-    def __init__(self, inputs=None, outputs=None, name: Optional[str] = None, trainable: bool = True,
-                 **kwargs) -> None:
+    def __init__(self, inputs=None, outputs=None, name: Optional[str] = None, trainable: bool = True, **kwargs) -> None:
         if inputs is None or outputs is None:
-            raise ValueError(f"keras.Model(inputs, outputs): both are required, received inputs={inputs!r}, "
-                             f"outputs={outputs!r}")
+            raise ValueError(
+                f"keras.Model(inputs, outputs): both are required, received inputs={inputs!r}, outputs={outputs!r}"
+            )
         super().__init__(name=name, trainable=True, **kwargs)
         flat_in, flat_out = flatten(inputs), flatten(outputs)
         if not flat_in:
@@ -115,13 +123,16 @@ class Functional(Model):
         for what, items in (("inputs", flat_in), ("outputs", flat_out)):
             for t in items:
                 if not isinstance(t, KerasTensor):
-                    raise TypeError(f"All `{what}` values must be KerasTensors (made by keras.Input or by calling "
-                                    f"layers on them). Received: {what}={t!r} of type {type(t).__name__}")
+                    raise TypeError(
+                        f"All `{what}` values must be KerasTensors (made by keras.Input or by calling "
+                        f"layers on them). Received: {what}={t!r} of type {type(t).__name__}"
+                    )
         for t in flat_in:
             if t._keras_history is None or not isinstance(t._keras_history[0], InputLayer):
                 layer = t._keras_history[0].name if t._keras_history else "nothing"
-                raise ValueError(f"Model inputs must come from `keras.Input`: input tensor {t!r} is the output of "
-                                 f"layer '{layer}'")
+                raise ValueError(
+                    f"Model inputs must come from `keras.Input`: input tensor {t!r} is the output of layer '{layer}'"
+                )
         if len({id(t) for t in flat_in}) != len(flat_in):
             raise ValueError("The same keras.Input appears twice in the model's `inputs`")
         self._inputs_struct = inputs
@@ -138,10 +149,10 @@ class Functional(Model):
         """Every layer of the graph, its ``InputLayer``s first (as Keras)."""
         return list(self._layers)
 
-    def _graph_model(self) -> "Functional":
+    def _graph_model(self) -> Functional:
         return self
 
-    def _inference_model(self) -> "Functional":
+    def _inference_model(self) -> Functional:
         return self
 
     @property
@@ -186,7 +197,8 @@ class Functional(Model):
             for t in node.input_tensors:
                 consumers[id(t)] = consumers.get(id(t), 0) + 1
         return all(c == 1 for c in consumers.values()) and all(
-            sum(1 for n in self._nodes if n.layer is l) == 1 for l in self._layers)
+            sum(1 for n in self._nodes if n.layer is l) == 1 for l in self._layers
+        )
 
     def _connections(self, layer: Layer) -> str:
         own = {id(n) for n in self._nodes}
@@ -224,8 +236,14 @@ class Functional(Model):
                     if node.training is not None:
                         entry["training"] = node.training
                     inbound.append(entry)
-            layers.append({"class_name": type(layer).__name__, "name": layer.name, "config": layer.get_config(),
-                           "inbound_nodes": inbound})
+            layers.append(
+                {
+                    "class_name": type(layer).__name__,
+                    "name": layer.name,
+                    "config": layer.get_config(),
+                    "inbound_nodes": inbound,
+                }
+            )
 
         def struct(s):
             if isinstance(s, dict):
@@ -234,8 +252,13 @@ class Functional(Model):
                 return {"list": [ref(v) for v in s]}
             return {"single": ref(s)}
 
-        cfg = {"class_name": "Functional", "name": self.name, "layers": layers,
-               "input_layers": struct(self._inputs_struct), "output_layers": struct(self._outputs_struct)}
+        cfg = {
+            "class_name": "Functional",
+            "name": self.name,
+            "layers": layers,
+            "input_layers": struct(self._inputs_struct),
+            "output_layers": struct(self._outputs_struct),
+        }
         if not self.trainable:
             cfg["trainable"] = False
         return cfg
@@ -251,7 +274,7 @@ class Functional(Model):
         return 0
 
     @classmethod
-    def from_config(cls, config: dict) -> "Functional":
+    def from_config(cls, config: dict) -> Functional:
         """Rebuild from :meth:`get_config`: make each layer, then replay its calls in order."""
         from cdnn.models import deserialize_layer
 
@@ -277,8 +300,13 @@ class Functional(Model):
                 pending.extend((layer, i, node) for i, node in enumerate(nodes))
 
         def resolve(r):
-            if not (isinstance(r, list) and len(r) == 3 and r[0] in outputs and isinstance(r[1], int)
-                    and isinstance(r[2], int)):
+            if not (
+                isinstance(r, list)
+                and len(r) == 3
+                and r[0] in outputs
+                and isinstance(r[1], int)
+                and isinstance(r[2], int)
+            ):
                 raise ValueError(f"Invalid tensor reference {r!r} in functional model config")
             calls = outputs[r[0]]
             if r[1] >= len(calls) or not 0 <= r[2] < len(calls[r[1]]):
@@ -304,8 +332,10 @@ class Functional(Model):
                 progress = True
             if not progress:
                 names = sorted({e[0].name for e in pending})
-                raise ValueError(f"Functional model config: the inputs of layer(s) {names} are never produced "
-                                 f"(a cycle or a missing layer)")
+                raise ValueError(
+                    f"Functional model config: the inputs of layer(s) {names} are never produced "
+                    f"(a cycle or a missing layer)"
+                )
 
         def unstruct(s):
             if isinstance(s, dict) and "dict" in s and isinstance(s["dict"], dict):
@@ -327,7 +357,8 @@ class Functional(Model):
 
 # ---- lowering to the C core ----------------------------------------------------------------------
 
-def lower(model: "Functional", training: Optional[bool] = None) -> tuple[list, list, list]:
+
+def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, list, list]:
     """``(nodes, input_indices, output_indices)``: the graph as ``_core.Graph`` takes it (GRAPH_SPEC).
 
     ``training=False`` lowers the model for inference (layers called with
@@ -344,7 +375,7 @@ def lower(model: "Functional", training: Optional[bool] = None) -> tuple[list, l
     return nodes, [index[id(t)] for t in model.inputs], [index[id(t)] for t in model.outputs]
 
 
-def _emit(model: "Functional", index: dict, nodes: list, training: Optional[bool], active: set) -> None:
+def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool], active: set) -> None:
     if id(model) in active:
         raise ValueError(f"Model '{model.name}' contains itself: a model cannot be one of its own layers (a cycle)")
     active.add(id(model))
@@ -380,7 +411,8 @@ def require_graph_core(what: str) -> None:
     if not has_graph_core():
         raise NotImplementedError(
             f"{what} needs cdnn's graph executor (_core.Graph), which this build of the C core does not have yet: "
-            f"only Sequential chains of trainable Dense/Dropout/Flatten layers run here")
+            f"only Sequential chains of trainable Dense/Dropout/Flatten layers run here"
+        )
 
 
 def run_layer(layer: Layer, inputs, training: Optional[bool] = None):
@@ -390,8 +422,10 @@ def run_layer(layer: Layer, inputs, training: Optional[bool] = None):
     for a in arrays:
         a = np.asarray(a)
         if a.dtype.kind not in "biuf" or a.ndim < 2:
-            raise ValueError(f"Layer {layer.name!r} was called on {type(a).__name__} of shape {a.shape}: expected "
-                             f"arrays of numbers with a batch dimension, or keras.Input tensors")
+            raise ValueError(
+                f"Layer {layer.name!r} was called on {type(a).__name__} of shape {a.shape}: expected "
+                f"arrays of numbers with a batch dimension, or keras.Input tensors"
+            )
         xs.append(np.ascontiguousarray(a, dtype=np.float32))
     if isinstance(layer, InputLayer):
         return inputs
@@ -401,14 +435,19 @@ def run_layer(layer: Layer, inputs, training: Optional[bool] = None):
     holders = [InputLayer(shape=a.shape[1:], name=f"eager_input_{i}") for i, a in enumerate(xs)]
     symbolic = [h._output_tensor for h in holders]
     try:
-        out = layer(symbolic if (isinstance(inputs, (list, tuple, dict)) or len(xs) > 1) else symbolic[0],
-                    training=training)
+        out = layer(
+            symbolic if (isinstance(inputs, (list, tuple, dict)) or len(xs) > 1) else symbolic[0], training=training
+        )
         model = Functional.__new__(Functional)
         model._functional_view(symbolic, flatten(out))
         require_graph_core(f"Calling {type(layer).__name__} {layer.name!r} on arrays")
         nodes, ins, outs = lower(model, training=bool(training))
-        graph = _core.Graph(nodes, ins, [{"node": o, "loss": None, "from_logits": False, "weight": 1.0,
-                                          "metric": None} for o in outs], {"name": "sgd"})
+        graph = _core.Graph(
+            nodes,
+            ins,
+            [{"node": o, "loss": None, "from_logits": False, "weight": 1.0, "metric": None} for o in outs],
+            {"name": "sgd"},
+        )
         results = graph.predict([a.reshape(len(a), -1) for a in xs])
     finally:
         del layer._inbound_nodes[count:]
@@ -436,6 +475,7 @@ def trace(model: Model, input_struct, training: Optional[bool]) -> Functional:
     tuple, a list or a dict. A ``call`` that needs values (NumPy, ``if x:``)
     fails here with a :class:`TracingError` saying what and where.
     """
+
     def make(s, name=None):
         return InputLayer(shape=s, name=name)._output_tensor
 
@@ -453,13 +493,17 @@ def trace(model: Model, input_struct, training: Optional[bool]) -> Functional:
         raise
     except (TypeError, ValueError, AttributeError, NotImplementedError) as exc:
         shapes = [t.shape for t in flatten(inputs)]
-        raise TracingError(f"Model '{model.name}' ({type(model).__name__}): its call() could not be traced on "
-                           f"symbolic inputs of shape {shapes[0] if len(shapes) == 1 else shapes} "
-                           f"(training={training}): {type(exc).__name__}: {exc}") from exc
+        raise TracingError(
+            f"Model '{model.name}' ({type(model).__name__}): its call() could not be traced on "
+            f"symbolic inputs of shape {shapes[0] if len(shapes) == 1 else shapes} "
+            f"(training={training}): {type(exc).__name__}: {exc}"
+        ) from exc
     for t in flatten(outputs):
         if not isinstance(t, KerasTensor):
-            raise TracingError(f"Model '{model.name}' ({type(model).__name__}): call() returned "
-                               f"{type(t).__name__}, expected the outputs of cdnn layers")
+            raise TracingError(
+                f"Model '{model.name}' ({type(model).__name__}): call() returned "
+                f"{type(t).__name__}, expected the outputs of cdnn layers"
+            )
     graph = Functional.__new__(Functional)
     graph._functional_view(flatten(inputs), flatten(outputs))
     graph._inputs_struct, graph._outputs_struct = inputs, outputs

@@ -9,6 +9,7 @@ with the GIL released; this module prepares the data (one float32 array per
 input, one label array per output), resolves per-output losses, metrics and
 loss weights, and turns the core's sums into Keras' logs.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,11 @@ from typing import Optional
 
 import numpy as np
 
-from cdnn import _core, callbacks as callbacks_module
-from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
+from cdnn import _core
+from cdnn import callbacks as callbacks_module
+from cdnn import losses as losses_module
+from cdnn import metrics as metrics_module
+from cdnn import optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor, Node, flatten, is_symbolic
@@ -33,19 +37,22 @@ _FINITE_BLOCK = 4096
 
 # ---- data checks shared by every model ------------------------------------------------------------
 
+
 def as_inputs(x, name: str = "x") -> np.ndarray:
     """A real-valued, non-empty array with a batch dimension."""
     if x is None:
         raise invalid(name, None, "an array of inputs")
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
-        raise TypeError(f"Invalid dtype for argument `{name}`: expected real numbers (float or integer), "
-                        f"received dtype {a.dtype}")
+        raise TypeError(
+            f"Invalid dtype for argument `{name}`: expected real numbers (float or integer), received dtype {a.dtype}"
+        )
     if a.ndim < 2:
         raise ValueError(f"Invalid shape for argument `{name}`: expected (samples, features...), received {a.shape}")
     if a.shape[0] == 0:
-        raise ValueError(f"Invalid argument `{name}`: expected at least one sample, received an empty array "
-                         f"of shape {a.shape}")
+        raise ValueError(
+            f"Invalid argument `{name}`: expected at least one sample, received an empty array of shape {a.shape}"
+        )
     return a
 
 
@@ -54,7 +61,7 @@ def all_finite(a: np.ndarray) -> bool:
     allocated), anything else with NumPy in blocks so no full-size mask is allocated."""
     if a.dtype == np.float32 and a.flags.c_contiguous:
         return _core.all_finite(a)
-    return all(np.isfinite(a[i:i + _FINITE_BLOCK]).all() for i in range(0, len(a), _FINITE_BLOCK))
+    return all(np.isfinite(a[i : i + _FINITE_BLOCK]).all() for i in range(0, len(a), _FINITE_BLOCK))
 
 
 def as_float32(a: np.ndarray, name: str, check_float32: bool = True) -> np.ndarray:
@@ -76,33 +83,43 @@ def prepare_labels(y, n: int, units: int, loss: losses_module.Loss, name: str = 
     if a.dtype.kind not in "biuf":
         raise TypeError(f"Invalid dtype for argument `{name}`: expected numeric labels, received {a.dtype}")
     if a.shape[0] != n if a.ndim else True:
-        raise ValueError(f"Invalid shape for argument `{name}`: expected {n} labels to match the {n} inputs, "
-                         f"received shape {a.shape}")
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: expected {n} labels to match the {n} inputs, "
+            f"received shape {a.shape}"
+        )
     if a.dtype.kind == "f" and not all_finite(a):
         raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity")
     if core == "sparse_categorical_crossentropy":
         if a.ndim == 2 and a.shape[1] == 1:
             a = a[:, 0]
         if a.ndim != 1:
-            raise ValueError(f"Invalid shape for argument `{name}`: sparse_categorical_crossentropy expects "
-                             f"integer class labels of shape ({n},), received {a.shape} (one-hot labels go "
-                             f"with categorical_crossentropy)")
+            raise ValueError(
+                f"Invalid shape for argument `{name}`: sparse_categorical_crossentropy expects "
+                f"integer class labels of shape ({n},), received {a.shape} (one-hot labels go "
+                f"with categorical_crossentropy)"
+            )
         if a.dtype.kind == "f" and not np.array_equal(a, np.round(a)):
-            raise ValueError(f"Invalid labels in `{name}`: expected integer class indices, received "
-                             f"non-integer values such as {float(a[a != np.round(a)][0])}")
+            raise ValueError(
+                f"Invalid labels in `{name}`: expected integer class indices, received "
+                f"non-integer values such as {float(a[a != np.round(a)][0])}"
+            )
         ignore = getattr(loss, "ignore_class", None)
         counted = a[a != ignore] if ignore is not None else a
         if counted.size and (counted.min() < 0 or counted.max() >= units):
             also = f" (or ignore_class={ignore})" if ignore is not None else ""
-            raise ValueError(f"Invalid labels in `{name}`: expected class indices in [0, {units}){also} for an "
-                             f"output of {units} units, received values in [{counted.min()}, {counted.max()}]")
+            raise ValueError(
+                f"Invalid labels in `{name}`: expected class indices in [0, {units}){also} for an "
+                f"output of {units} units, received values in [{counted.min()}, {counted.max()}]"
+            )
         return np.ascontiguousarray(a, dtype=np.int32)
     if a.ndim == 1 and units == 1:
         a = a.reshape(n, 1)
     if a.ndim != 2 or a.shape[1] != units:
         hint = " (integer labels go with sparse_categorical_crossentropy)" if a.ndim == 1 else ""
-        raise ValueError(f"Invalid shape for argument `{name}`: {loss.name} expects labels of shape "
-                         f"({n}, {units}) to match the output, received {a.shape}{hint}")
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: {loss.name} expects labels of shape "
+            f"({n}, {units}) to match the output, received {a.shape}{hint}"
+        )
     return as_float32(a, name)
 
 
@@ -112,10 +129,12 @@ def _nd_labels(y, n: int, shape: tuple, loss: losses_module.Loss, name: str) -> 
     sparse = loss.core_name == "sparse_categorical_crossentropy"
     expected = (n, *shape[:-1]) if sparse else (n, *shape)
     if a is None or a.shape not in (expected, (*expected, 1) if sparse else expected):
-        raise ValueError(f"Invalid shape for argument `{name}`: the output has shape {(None, *shape)}, so "
-                         f"{loss.name} expects labels of shape {expected} (a loss per row of the last axis), "
-                         f"received {None if a is None else a.shape}. To classify whole samples, add a Flatten "
-                         f"layer before the last Dense layer")
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: the output has shape {(None, *shape)}, so "
+            f"{loss.name} expects labels of shape {expected} (a loss per row of the last axis), "
+            f"received {None if a is None else a.shape}. To classify whole samples, add a Flatten "
+            f"layer before the last Dense layer"
+        )
     rows = int(math.prod(shape[:-1]))
     flat = a.reshape(n * rows, *([] if sparse else [shape[-1]]))
     out = prepare_labels(flat, n * rows, shape[-1], loss, name)
@@ -145,13 +164,15 @@ def _per_output(value, names: list, what: str, default=None) -> list:
     if isinstance(value, dict):
         unknown = [k for k in value if k not in names]
         if unknown:
-            raise ValueError(f"Invalid `{what}`: keys {unknown} are not output names of the model; the outputs are "
-                             f"{names}")
+            raise ValueError(
+                f"Invalid `{what}`: keys {unknown} are not output names of the model; the outputs are {names}"
+            )
         return [value.get(n, default) for n in names]
     if isinstance(value, (list, tuple)) and what != "metrics":
         if len(value) != len(names):
-            raise ValueError(f"Invalid `{what}`: the model has {len(names)} output(s) {names}, received a list of "
-                             f"{len(value)}")
+            raise ValueError(
+                f"Invalid `{what}`: the model has {len(names)} output(s) {names}, received a list of {len(value)}"
+            )
         return list(value)
     return [value] * len(names)
 
@@ -162,8 +183,10 @@ def _metric_list(entry, output: str) -> list:
         return []
     items = [entry] if isinstance(entry, (str, metrics_module.Metric)) else list(entry)
     if len(items) > 1:
-        raise ValueError(f"Invalid value for argument `metrics`: cdnn supports one accuracy metric per output of a "
-                         f"graph model for now, received {items!r} for output '{output}'")
+        raise ValueError(
+            f"Invalid value for argument `metrics`: cdnn supports one accuracy metric per output of a "
+            f"graph model for now, received {items!r} for output '{output}'"
+        )
     return items
 
 
@@ -174,8 +197,10 @@ def _core_metric(items: list, loss: losses_module.Loss, units: int, activation: 
     compiled = CompileMetrics(items)
     compiled.build(loss.core_name, units, activation)
     if compiled.core_index is None:
-        raise ValueError(f"Invalid value for argument `metrics` for output '{output}': models that run as a graph "
-                         f"compute accuracy metrics (in C) for now, received {items!r}")
+        raise ValueError(
+            f"Invalid value for argument `metrics` for output '{output}': models that run as a graph "
+            f"compute accuracy metrics (in C) for now, received {items!r}"
+        )
     return compiled.metrics[compiled.core_index], compiled.core_kind
 
 
@@ -196,8 +221,10 @@ class Model(Layer):
 
     def __init__(self, *args, name: Optional[str] = None, trainable: bool = True, **kwargs) -> None:
         if args:
-            raise TypeError(f"{type(self).__name__}.__init__: unexpected positional arguments {args!r} (a "
-                            f"functional model takes `inputs` and `outputs`; a subclass calls super().__init__())")
+            raise TypeError(
+                f"{type(self).__name__}.__init__: unexpected positional arguments {args!r} (a "
+                f"functional model takes `inputs` and `outputs`; a subclass calls super().__init__())"
+            )
         Layer.__init__(self, name=name, trainable=trainable, **kwargs)
         self._init_model_state()
 
@@ -243,8 +270,9 @@ class Model(Layer):
             if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
                 raise invalid("index", index, "an integer")
             if not -len(layers) <= index < len(layers):
-                raise ValueError(f"Was asked to retrieve layer at index {index} but model only has {len(layers)} "
-                                 f"layers.")
+                raise ValueError(
+                    f"Was asked to retrieve layer at index {index} but model only has {len(layers)} layers."
+                )
             return layers[index]
         if isinstance(name, (int, np.integer)) and not isinstance(name, bool):
             return self.get_layer(index=int(name))
@@ -270,7 +298,7 @@ class Model(Layer):
     def _all_layers(self) -> list[Layer]:
         try:
             return [l for l in self.layers if not isinstance(l, InputLayer)]
-        except AttributeError:   # still in __init__
+        except AttributeError:  # still in __init__
             return []
 
     @property
@@ -300,17 +328,21 @@ class Model(Layer):
     def set_weights(self, weights) -> None:
         """Overwrite every weight in place from arrays of the same shapes."""
         if not self.built or not self.weights:
-            raise ValueError(f"Model {self.name!r} has no weights yet: build it (give an input shape or call fit) "
-                             f"before set_weights")
+            raise ValueError(
+                f"Model {self.name!r} has no weights yet: build it (give an input shape or call fit) before set_weights"
+            )
         Layer.set_weights(self, weights)
 
     # ---- the graph -----------------------------------------------------------------------------
     def call(self, inputs, training=None):
-        raise NotImplementedError(f"Model {type(self).__name__} has no call(): subclass keras.Model and define "
-                                  f"call(self, inputs, training=None), or use keras.Model(inputs, outputs)")
+        raise NotImplementedError(
+            f"Model {type(self).__name__} has no call(): subclass keras.Model and define "
+            f"call(self, inputs, training=None), or use keras.Model(inputs, outputs)"
+        )
 
     def build(self, input_shape) -> None:
         """Trace ``call`` on symbolic inputs of ``input_shape`` (with the batch dimension, or a list/dict of them)."""
+
         def strip(s):
             s = tuple(s)
             return tuple(int(d) for d in (s[1:] if s and s[0] is None else s))
@@ -342,8 +374,10 @@ class Model(Layer):
         from cdnn.models.functional import trace
 
         if self._input_struct is None:
-            raise ValueError(f"Model '{self.name}' has not been built yet: call it on data (fit, predict, model(x)) "
-                             f"or call model.build(input_shape) first")
+            raise ValueError(
+                f"Model '{self.name}' has not been built yet: call it on data (fit, predict, model(x)) "
+                f"or call model.build(input_shape) first"
+            )
         key = bool(training)
         if key not in self._traced:
             self._traced[key] = trace(self, self._input_struct, training=key)
@@ -359,19 +393,26 @@ class Model(Layer):
         """A model used as a layer: one node whose outputs mirror the model's outputs."""
         tensors = flatten(inputs)
         if self._input_struct is None and not hasattr(self, "inputs"):
-            self.build(type(inputs)(t.shape for t in tensors) if isinstance(inputs, (list, tuple))
-                       else ({k: v.shape for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.shape))
+            self.build(
+                type(inputs)(t.shape for t in tensors)
+                if isinstance(inputs, (list, tuple))
+                else ({k: v.shape for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.shape)
+            )
         graph = self._graph_model()
         if len(tensors) != len(graph.inputs):
             raise ValueError(f"Model '{self.name}' expects {len(graph.inputs)} input(s), received {len(tensors)}")
         for t, ref in zip(tensors, graph.inputs):
             if tuple(t.shape[1:]) != tuple(ref.shape[1:]):
-                raise ValueError(f"{type(self).__name__} '{self.name}' was passed incompatible inputs. For input "
-                                 f"'{ref.name}', expected shape {ref.shape}, but received instead a tensor with "
-                                 f"shape {t.shape}.")
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}' was passed incompatible inputs. For input "
+                    f"'{ref.name}', expected shape {ref.shape}, but received instead a tensor with "
+                    f"shape {t.shape}."
+                )
         suffix = f"_{len(self._inbound_nodes)}" if self._inbound_nodes else ""
-        outs = [KerasTensor(t.shape, name=f"{self.name}{suffix}_{i}" if len(graph.outputs) > 1 else
-                            f"{self.name}{suffix}") for i, t in enumerate(graph.outputs)]
+        outs = [
+            KerasTensor(t.shape, name=f"{self.name}{suffix}_{i}" if len(graph.outputs) > 1 else f"{self.name}{suffix}")
+            for i, t in enumerate(graph.outputs)
+        ]
         Node(self, tensors, outs, nested=isinstance(inputs, (list, tuple, dict)), training=training)
         if len(outs) == 1:
             self.output_shape_ = tuple(outs[0].shape[1:])
@@ -389,8 +430,10 @@ class Model(Layer):
         if is_symbolic(inputs):
             return self._symbolic_call(inputs, training)
         if training:
-            raise ValueError("model(x, training=True) on arrays is not supported by cdnn: training runs in C "
-                             "through fit(); call the model with training=False or None")
+            raise ValueError(
+                "model(x, training=True) on arrays is not supported by cdnn: training runs in C "
+                "through fit(); call the model with training=False or None"
+            )
         return self.predict(inputs, verbose=0)
 
     # ---- compile --------------------------------------------------------------------------------
@@ -407,7 +450,7 @@ class Model(Layer):
         self.loss = loss
         self.compiled = True
         self._core = {}
-        if hasattr(self, "outputs"):   # a functional model: check the per-output arguments now
+        if hasattr(self, "outputs"):  # a functional model: check the per-output arguments now
             self._output_specs(self)
 
     def _output_specs(self, graph) -> list[dict]:
@@ -419,37 +462,59 @@ class Model(Layer):
         metrics = args.get("metrics")
         if isinstance(metrics, dict):
             per_metrics = _per_output(metrics, names, "metrics")
-        elif len(names) > 1 and isinstance(metrics, (list, tuple)) and metrics and all(
-                m is None or isinstance(m, (list, tuple)) for m in metrics):
+        elif (
+            len(names) > 1
+            and isinstance(metrics, (list, tuple))
+            and metrics
+            and all(m is None or isinstance(m, (list, tuple)) for m in metrics)
+        ):
             if len(metrics) != len(names):
-                raise ValueError(f"For a model with multiple outputs, when providing the `metrics` argument as a "
-                                 f"list, it should have as many entries as the model has outputs. Received:\n"
-                                 f"metrics={metrics}\nof length {len(metrics)} whereas the model has "
-                                 f"{len(names)} outputs.")
+                raise ValueError(
+                    f"For a model with multiple outputs, when providing the `metrics` argument as a "
+                    f"list, it should have as many entries as the model has outputs. Received:\n"
+                    f"metrics={metrics}\nof length {len(metrics)} whereas the model has "
+                    f"{len(names)} outputs."
+                )
             per_metrics = list(metrics)
         elif len(names) > 1 and metrics not in (None, []):
-            raise ValueError(f"For a model with multiple outputs, give `metrics` per output: a list of lists (one per "
-                             f"output) or a dict keyed by output name {names}. Received: metrics={metrics!r}")
+            raise ValueError(
+                f"For a model with multiple outputs, give `metrics` per output: a list of lists (one per "
+                f"output) or a dict keyed by output name {names}. Received: metrics={metrics!r}"
+            )
         else:
             per_metrics = [metrics] * len(names)
         specs = []
         for name, t, loss, weight, metric in zip(names, graph.outputs, losses, weights, per_metrics):
             units = int(t.shape[-1])
             loss_obj = losses_module.resolve(loss) if loss is not None else None
-            if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) or \
-                    not math.isfinite(weight) or weight < 0:
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float, np.integer, np.floating))
+                or not math.isfinite(weight)
+                or weight < 0
+            ):
                 raise invalid("loss_weights", weight, "non-negative numbers (one per output)")
             found = _metric_list(metric, name)
             if found and loss_obj is None:
-                raise ValueError(f"Output '{name}' has metrics but no loss: cdnn computes an output's accuracy with "
-                                 f"its loss")
+                raise ValueError(
+                    f"Output '{name}' has metrics but no loss: cdnn computes an output's accuracy with its loss"
+                )
             metric_obj = kind = None
             if found:
                 layer = t._keras_history[0]
                 activation = getattr(getattr(layer, "activation", None), "__name__", "")
                 metric_obj, kind = _core_metric(found, loss_obj, units, activation, name)
-            specs.append({"name": name, "loss": loss_obj, "weight": float(weight), "units": units,
-                          "shape": tuple(t.shape[1:]), "metric": metric_obj, "kind": kind})
+            specs.append(
+                {
+                    "name": name,
+                    "loss": loss_obj,
+                    "weight": float(weight),
+                    "units": units,
+                    "shape": tuple(t.shape[1:]),
+                    "metric": metric_obj,
+                    "kind": kind,
+                }
+            )
         if all(s["loss"] is None for s in specs) and args.get("loss") is not None:
             raise ValueError("compile: no output has a loss")
         return specs
@@ -467,32 +532,40 @@ class Model(Layer):
         if isinstance(x, dict):
             missing = [k for k in names if k not in x]
             if missing:
-                raise ValueError(f"Invalid `{name}`: the dict has no entry for input(s) {missing}; the model's inputs "
-                                 f"are {names}, received keys {list(x)}")
+                raise ValueError(
+                    f"Invalid `{name}`: the dict has no entry for input(s) {missing}; the model's inputs "
+                    f"are {names}, received keys {list(x)}"
+                )
             items = [x[k] for k in names]
             labels = [f"{name}['{k}']" for k in names]
         elif isinstance(x, (list, tuple)) and len(names) > 1:
             if len(x) != len(names):
-                raise ValueError(f"Invalid `{name}`: the model has {len(names)} inputs {names}, received a list of "
-                                 f"{len(x)} arrays")
+                raise ValueError(
+                    f"Invalid `{name}`: the model has {len(names)} inputs {names}, received a list of {len(x)} arrays"
+                )
             items, labels = list(x), [f"{name}[{i}]" for i in range(len(x))]
         else:
             if isinstance(x, (list, tuple)) and len(x) == 1 and np.ndim(x[0]) >= 2:
                 x = x[0]
             if len(names) != 1:
-                raise ValueError(f"Invalid `{name}`: the model has {len(names)} inputs {names}: pass a list or a dict "
-                                 f"of arrays")
+                raise ValueError(
+                    f"Invalid `{name}`: the model has {len(names)} inputs {names}: pass a list or a dict of arrays"
+                )
             items, labels = [x], [name]
         out = []
         n = None
         for a, label, t in zip(items, labels, graph.inputs):
             a = as_inputs(a, label)
             if tuple(a.shape[1:]) != tuple(t.shape[1:]):
-                raise ValueError(f"Input `{label}` has incompatible shape: model {self.name!r} expects inputs of "
-                                 f"shape {t.shape}, received {a.shape}")
+                raise ValueError(
+                    f"Input `{label}` has incompatible shape: model {self.name!r} expects inputs of "
+                    f"shape {t.shape}, received {a.shape}"
+                )
             if n is not None and len(a) != n:
-                raise ValueError(f"Invalid `{name}`: all inputs must have the same number of samples, received "
-                                 f"{[len(np.asarray(v)) for v in items]}")
+                raise ValueError(
+                    f"Invalid `{name}`: all inputs must have the same number of samples, received "
+                    f"{[len(np.asarray(v)) for v in items]}"
+                )
             n = len(a)
             out.append(as_float32(a, label, check_float32).reshape(len(a), -1))
         return out
@@ -507,13 +580,17 @@ class Model(Layer):
             items = [y.get(k) for k in names]
         elif isinstance(y, (list, tuple)) and len(names) > 1:
             if len(y) != len(names):
-                raise ValueError(f"Invalid `{name}`: the model has {len(names)} outputs {names}, received a list of "
-                                 f"{len(y)} label arrays")
+                raise ValueError(
+                    f"Invalid `{name}`: the model has {len(names)} outputs {names}, received a list of "
+                    f"{len(y)} label arrays"
+                )
             items = list(y)
         else:
             if len(names) != 1:
-                raise ValueError(f"Invalid `{name}`: the model has {len(names)} outputs {names}: pass a list or a "
-                                 f"dict of label arrays")
+                raise ValueError(
+                    f"Invalid `{name}`: the model has {len(names)} outputs {names}: pass a list or a "
+                    f"dict of label arrays"
+                )
             items = [y]
         out = []
         for item, spec in zip(items, specs):
@@ -540,12 +617,22 @@ class Model(Layer):
             require_graph_core(f"Training or running model '{self.name}'")
             graph = self._graph_model() if training else self._inference_model()
             nodes, ins, outs = lower(graph, training=None if training else False)
-            specs = self._output_specs(graph) if self.compiled else [
-                {"loss": None, "weight": 1.0, "kind": None} for _ in outs]
-            outputs = [{"node": o, "loss": s["loss"].core_name if s["loss"] else None,
-                        "from_logits": bool(s["loss"].from_logits) if s["loss"] else False,
-                        "loss_options": s["loss"]._core_options() if s["loss"] else None,
-                        "weight": s["weight"], "metric": s["kind"]} for o, s in zip(outs, specs)]
+            specs = (
+                self._output_specs(graph)
+                if self.compiled
+                else [{"loss": None, "weight": 1.0, "kind": None} for _ in outs]
+            )
+            outputs = [
+                {
+                    "node": o,
+                    "loss": s["loss"].core_name if s["loss"] else None,
+                    "from_logits": bool(s["loss"].from_logits) if s["loss"] else False,
+                    "loss_options": s["loss"]._core_options() if s["loss"] else None,
+                    "weight": s["weight"],
+                    "metric": s["kind"],
+                }
+                for o, s in zip(outs, specs)
+            ]
             optimizer = {"name": "sgd"}
             if training:
                 self._attach_slots(nodes)
@@ -556,7 +643,7 @@ class Model(Layer):
     def _attach_slots(self, nodes: list) -> None:
         """Give each trainable node its optimizer slots (``W1, W2, b1, b2`` or gamma's and beta's), Keras' order."""
         params = self.trainable_weights
-        if not self.optimizer._built_for(params):   # refuses an optimizer built for another model
+        if not self.optimizer._built_for(params):  # refuses an optimizer built for another model
             self.optimizer.build(params)
         # a row holds slots 1-3, the moving average and the accumulator: the graph core takes slots 1-2
         # (the options needing the others are refused by _core.Graph)
@@ -572,17 +659,41 @@ class Model(Layer):
             node["slots"] = slots
 
     # ---- training and inference on the graph ----------------------------------------------------
-    def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
-            callbacks: Optional[list] = None, validation_split: float = 0.0, validation_data=None,
-            shuffle: bool = True, initial_epoch: int = 0, **kwargs) -> callbacks_module.History:
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size: Optional[int] = None,
+        epochs: int = 1,
+        verbose="auto",
+        callbacks: Optional[list] = None,
+        validation_split: float = 0.0,
+        validation_data=None,
+        shuffle: bool = True,
+        initial_epoch: int = 0,
+        **kwargs,
+    ) -> callbacks_module.History:
         """Train the graph with mini-batch gradient descent (inputs and labels as arrays, lists or dicts)."""
         from cdnn.trainers.loop import fit_graph
 
-        return fit_graph(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
-                         shuffle, initial_epoch, kwargs)
+        return fit_graph(
+            self,
+            x,
+            y,
+            batch_size,
+            epochs,
+            verbose,
+            callbacks,
+            validation_split,
+            validation_data,
+            shuffle,
+            initial_epoch,
+            kwargs,
+        )
 
-    def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
-                 return_dict: bool = False, **kwargs):
+    def evaluate(
+        self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto", return_dict: bool = False, **kwargs
+    ):
         """The total loss, each output's loss and metrics: a list as Keras orders it, or a dict."""
         from cdnn.trainers.loop import evaluate_graph
 
@@ -618,8 +729,9 @@ class Model(Layer):
         if callbacks is None:
             return []
         if isinstance(callbacks, callbacks_module.Callback) or not hasattr(callbacks, "__iter__"):
-            raise TypeError(f"Invalid argument `callbacks`: expected a list of callbacks, "
-                            f"received {type(callbacks).__name__}")
+            raise TypeError(
+                f"Invalid argument `callbacks`: expected a list of callbacks, received {type(callbacks).__name__}"
+            )
         cbs = list(callbacks)
         for cb in cbs:
             if not isinstance(cb, callbacks_module.Callback):
@@ -656,8 +768,14 @@ class Model(Layer):
         if self.compiled and self.optimizer is not None and self.optimizer.iterations > 0:
             optimizer_params = 2 + sum(v.size for v in self.optimizer.variables)
         trainable = int(sum(w.size for w in self.trainable_weights))
-        text = format_summary(self.name, rows, trainable, self.count_params() - trainable, line_length=line_length,
-                              optimizer_params=optimizer_params)
+        text = format_summary(
+            self.name,
+            rows,
+            trainable,
+            self.count_params() - trainable,
+            line_length=line_length,
+            optimizer_params=optimizer_params,
+        )
         (print_fn or print)(text)
 
     # ---- files ------------------------------------------------------------------------------------
@@ -669,7 +787,8 @@ class Model(Layer):
             raise NotImplementedError(
                 f"Saving the subclassed model '{self.name}' ({type(self).__name__}) to a file is not supported by "
                 f"cdnn: its architecture is its Python code. Use save_weights() and load_weights() into a new "
-                f"{type(self).__name__}, or pickle the model")
+                f"{type(self).__name__}, or pickle the model"
+            )
         saving.save_model(self, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath, overwrite: bool = True) -> None:
@@ -701,7 +820,7 @@ class Model(Layer):
         self.__dict__.update(state)
 
     @classmethod
-    def from_config(cls, config: dict) -> "Model":
+    def from_config(cls, config: dict) -> Model:
         """A functional model from its config (``layers``, ``input_layers``...), a subclass from its kwargs."""
         from cdnn.models.functional import Functional
 

@@ -10,26 +10,35 @@ runs of mini-batches to the C core, which trains them with the GIL
 released. Between runs (about ten a second) Python redraws the progress bar
 and calls the callbacks; between epochs it validates.
 """
+
 from __future__ import annotations
 
 import math
 import time
 import warnings
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cdnn import _core, _io_utils, _naming, _random, _saving, _serial, callbacks as callbacks_module, saving
+from cdnn import _core, _io_utils, _naming, _random, _saving, _serial, saving
 from cdnn import activations as activations_module
-from cdnn import losses as losses_module, metrics as metrics_module, optimizers as optimizers_module
+from cdnn import callbacks as callbacks_module
+from cdnn import losses as losses_module
+from cdnn import metrics as metrics_module
+from cdnn import optimizers as optimizers_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
 from cdnn.models.model import Model, prepare_labels
-from cdnn.trainers.compile_utils import (CompileMetrics, deserialize_metrics, flatten_metrics_in_order,
-                                         metrics_logs, serialize_metrics)
+from cdnn.trainers.compile_utils import (
+    CompileMetrics,
+    deserialize_metrics,
+    flatten_metrics_in_order,
+    metrics_logs,
+    serialize_metrics,
+)
 from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
 from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
@@ -46,13 +55,15 @@ def _as_inputs(x, name: str = "x") -> np.ndarray:
         raise invalid(name, None, "an array of inputs")
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
-        raise TypeError(f"Invalid dtype for argument `{name}`: expected real numbers (float or integer), "
-                        f"received dtype {a.dtype}")
+        raise TypeError(
+            f"Invalid dtype for argument `{name}`: expected real numbers (float or integer), received dtype {a.dtype}"
+        )
     if a.ndim < 2:
         raise ValueError(f"Invalid shape for argument `{name}`: expected (samples, features...), received {a.shape}")
     if a.shape[0] == 0:
-        raise ValueError(f"Invalid argument `{name}`: expected at least one sample, received an empty array "
-                         f"of shape {a.shape}")
+        raise ValueError(
+            f"Invalid argument `{name}`: expected at least one sample, received an empty array of shape {a.shape}"
+        )
     return a
 
 
@@ -65,7 +76,7 @@ def _all_finite(a: np.ndarray) -> bool:
     allocated), anything else with NumPy in blocks so no full-size mask is allocated."""
     if a.dtype == np.float32 and a.flags.c_contiguous:
         return _core.all_finite(a)
-    return all(np.isfinite(a[i:i + _FINITE_BLOCK]).all() for i in range(0, len(a), _FINITE_BLOCK))
+    return all(np.isfinite(a[i : i + _FINITE_BLOCK]).all() for i in range(0, len(a), _FINITE_BLOCK))
 
 
 def _as_float32(a: np.ndarray, name: str, check_float32: bool = True) -> np.ndarray:
@@ -99,9 +110,13 @@ def _batch_size(batch_size) -> int:
 
 
 def _check_validation_freq(freq) -> None:
-    if isinstance(freq, bool) or not (isinstance(freq, (int, np.integer)) and freq >= 1 or isinstance(freq, (list, tuple))):
-        raise ValueError(f"Expected `validation_freq` to be a list or int. Received: validation_freq={freq!r} of the "
-                         f"type {type(freq)}.")
+    if isinstance(freq, bool) or not (
+        isinstance(freq, (int, np.integer)) and freq >= 1 or isinstance(freq, (list, tuple))
+    ):
+        raise ValueError(
+            f"Expected `validation_freq` to be a list or int. Received: validation_freq={freq!r} of the "
+            f"type {type(freq)}."
+        )
 
 
 def _should_eval(epoch: int, freq) -> bool:
@@ -120,8 +135,13 @@ class Sequential(Model):
         Any text; defaults to ``sequential``, ``sequential_1``, ...
     """
 
-    def __init__(self, layers: Optional[Sequence[Layer]] = None, name: Optional[str] = None,
-                 trainable: bool = True, **kwargs) -> None:
+    def __init__(
+        self,
+        layers: Optional[Sequence[Union[Layer, KerasTensor]]] = None,
+        name: Optional[str] = None,
+        trainable: bool = True,
+        **kwargs,
+    ) -> None:
         if kwargs:
             raise TypeError(f"Sequential: unsupported argument(s) {sorted(kwargs)}")
         if name is not None and not isinstance(name, str):
@@ -147,14 +167,19 @@ class Sequential(Model):
     # ---- structure --------------------------------------------------------
     def add(self, layer: Layer) -> None:
         """Append a layer (an ``Input`` only as the first element; a model is one layer)."""
-        if isinstance(layer, KerasTensor) and layer._keras_history is not None and isinstance(
-                layer._keras_history[0], InputLayer):
-            layer = layer._keras_history[0]   # keras.Input(...) as the first element
+        if (
+            isinstance(layer, KerasTensor)
+            and layer._keras_history is not None
+            and isinstance(layer._keras_history[0], InputLayer)
+        ):
+            layer = layer._keras_history[0]  # keras.Input(...) as the first element
         if layer is self:
             raise ValueError(f"Sequential model {self.name!r} cannot be added to itself (a cycle)")
         if not isinstance(layer, Layer):
-            raise TypeError(f"Invalid argument `layer`: expected a cdnn layer (cdnn.layers.Dense, ...), "
-                            f"received {type(layer).__name__}")
+            raise TypeError(
+                f"Invalid argument `layer`: expected a cdnn layer (cdnn.layers.Dense, ...), "
+                f"received {type(layer).__name__}"
+            )
         if isinstance(layer, InputLayer):
             if self._layers:
                 raise ValueError("An Input can only be the first element of a Sequential model")
@@ -163,8 +188,10 @@ class Sequential(Model):
         if not self._layers and self._input_shape is None and layer._input_shape is not None:
             self._input_shape = layer._input_shape
         if any(l.name == layer.name for l in self._layers):
-            raise ValueError(f"All layers added to a Sequential model should have unique names. "
-                             f"Name {layer.name!r} is already the name of a layer in this model.")
+            raise ValueError(
+                f"All layers added to a Sequential model should have unique names. "
+                f"Name {layer.name!r} is already the name of a layer in this model."
+            )
         self._layers.append(layer)
         self.built = False
         self._structure_changed()
@@ -202,10 +229,10 @@ class Sequential(Model):
             raise ValueError("Sequential model has no layers: add a Dense layer before building it")
         first = self._layers[0]
         if not first.built and not isinstance(first, Model):
-            first.build(shape)   # its own message for a shape its weights cannot take (e.g. zero features)
+            first.build(shape)  # its own message for a shape its weights cannot take (e.g. zero features)
         self._input_shape = shape
         self._traced = {}
-        graph = self._graph_model()   # builds every layer, checking each one's input shape
+        graph = self._graph_model()  # builds every layer, checking each one's input shape
         self.output_shape_ = tuple(graph.outputs[0].shape[1:])
         self.built = True
         self._net = None
@@ -217,8 +244,10 @@ class Sequential(Model):
 
         if "graph" not in self._traced:
             if self._input_shape is None:
-                raise ValueError(f"Sequential model {self.name!r} has not been built yet: give it an Input or call "
-                                 f"fit/predict/build first")
+                raise ValueError(
+                    f"Sequential model {self.name!r} has not been built yet: give it an Input or call "
+                    f"fit/predict/build first"
+                )
             x = inputs = InputLayer(shape=self._input_shape, name=f"{self.name}_input")._output_tensor
             for layer in self._layers:
                 x = layer(x)
@@ -258,8 +287,10 @@ class Sequential(Model):
         if tuple(x.shape[1:]) != self._input_shape:
             flat = int(math.prod(self._input_shape))
             if not (len(x.shape) == 2 and x.shape[1] == flat and len(self._input_shape) == 1):
-                raise ValueError(f"Input `{name}` has incompatible shape: model {self.name!r} expects inputs of "
-                                 f"shape {(None, *self._input_shape)}, received {x.shape}")
+                raise ValueError(
+                    f"Input `{name}` has incompatible shape: model {self.name!r} expects inputs of "
+                    f"shape {(None, *self._input_shape)}, received {x.shape}"
+                )
 
     @property
     def input_shape(self) -> tuple:
@@ -275,12 +306,14 @@ class Sequential(Model):
         """The layers as the C core sees them: Dense layers with the dropout before each."""
         if not isinstance(self._layers[-1] if self._layers else None, Dense):
             last = self._layers[-1] if self._layers else None
-            raise ValueError(f"cdnn trains Dense layers: the last layer must be Dense, received "
-                             f"{type(last).__name__ if last else 'no layer'} {getattr(last, 'name', '')!r}")
+            raise ValueError(
+                f"cdnn trains Dense layers: the last layer must be Dense, received "
+                f"{type(last).__name__ if last else 'no layer'} {getattr(last, 'name', '')!r}"
+            )
         stack, drop = [], 1.0
         for layer in self._layers:
             if isinstance(layer, Dropout):
-                drop *= 1.0 - layer.rate   # consecutive dropouts: keep probabilities multiply
+                drop *= 1.0 - layer.rate  # consecutive dropouts: keep probabilities multiply
             elif isinstance(layer, Dense):
                 stack.append({"layer": layer, "dropout": 1.0 - drop})
                 drop = 1.0
@@ -306,8 +339,14 @@ class Sequential(Model):
         if self.compiled and self.optimizer is not None and self.optimizer.iterations > 0:
             optimizer_params = 2 + sum(v.size for v in self.optimizer.variables)
         trainable = int(sum(w.size for w in self.trainable_weights))
-        text = format_summary(self.name, rows, trainable, self.count_params() - trainable, line_length=line_length,
-                              optimizer_params=optimizer_params)
+        text = format_summary(
+            self.name,
+            rows,
+            trainable,
+            self.count_params() - trainable,
+            line_length=line_length,
+            optimizer_params=optimizer_params,
+        )
         (print_fn or print)(text)
 
     # ---- compile ------------------------------------------------------------
@@ -359,8 +398,8 @@ class Sequential(Model):
             stack = self._dense_stack()
             top = stack[-1]["layer"]
             loss = self.loss
-            params = self.trainable_weights   # a frozen Dense gets no slots: the core leaves it bit for bit
-            if not self.optimizer._built_for(params):   # refuses an optimizer built for another model
+            params = self.trainable_weights  # a frozen Dense gets no slots: the core leaves it bit for bit
+            if not self.optimizer._built_for(params):  # refuses an optimizer built for another model
                 self.optimizer.build(params)
             slots = iter(self.optimizer._slots)
             opt = self.optimizer
@@ -368,8 +407,10 @@ class Sequential(Model):
             def untouched(w):
                 # the chain's core wants slot arrays even for a frozen layer, whose slots it never reads or
                 # writes: zero pages the system maps only if touched (np.zeros), not optimizer state
-                specs = opt._slot_specs(tuple(w.shape)) + [(w.shape, 0.0) if opt.use_ema else None,
-                                                           (w.shape, 0.0) if opt.gradient_accumulation_steps else None]
+                specs = opt._slot_specs(tuple(w.shape)) + [
+                    (w.shape, 0.0) if opt.use_ema else None,
+                    (w.shape, 0.0) if opt.gradient_accumulation_steps else None,
+                ]
                 return [np.zeros(spec[0], np.float32) if spec is not None else None for spec in specs]
 
             layers = []
@@ -381,18 +422,33 @@ class Sequential(Model):
                     bs = [None] * 5
                 else:
                     bs = untouched(layer.bias) if frozen else next(slots)
-                layers.append({"W": layer.kernel, "b": layer.bias, "activation": layer.activation.__name__,
-                               "alpha": activations_module.core_alpha(layer.activation), "dropout": item["dropout"],
-                               "slots": [ws[0], ws[1], bs[0], bs[1]],
-                               "extra_slots": {"W3": ws[2], "b3": bs[2], "Wema": ws[3], "bema": bs[3],
-                                               "Wacc": ws[4], "bacc": bs[4]},
-                               "trainable": not frozen, **layer._core_rules()})
+                layers.append(
+                    {
+                        "W": layer.kernel,
+                        "b": layer.bias,
+                        "activation": layer.activation.__name__,
+                        "alpha": activations_module.core_alpha(layer.activation),
+                        "dropout": item["dropout"],
+                        "slots": [ws[0], ws[1], bs[0], bs[1]],
+                        "extra_slots": {
+                            "W3": ws[2],
+                            "b3": bs[2],
+                            "Wema": ws[3],
+                            "bema": bs[3],
+                            "Wacc": ws[4],
+                            "bacc": bs[4],
+                        },
+                        "trainable": not frozen,
+                        **layer._core_rules(),
+                    }
+                )
             kind = None
             if self._compile_metrics is not None:  # bad metric and loss/output combinations are refused here
                 self._compile_metrics.build(loss.core_name, top.units, top.activation.__name__)
                 kind = self._compile_metrics.core_kind
-            self._net = _core.Network(layers, loss.core_name, loss.from_logits, kind,
-                                      self.optimizer.hyperparameters(), loss._core_options())
+            self._net = _core.Network(
+                layers, loss.core_name, loss.from_logits, kind, self.optimizer.hyperparameters(), loss._core_options()
+            )
             self._chooser_key = None  # fit's thread timings were for the old network
         return self._net
 
@@ -416,12 +472,25 @@ class Sequential(Model):
         return not (self._fast_chain() and plain_weight)
 
     # ---- training ---------------------------------------------------------------
-    @_serial.one_at_a_time   # a second fit of this model (from another thread) waits for the first
-    def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1, verbose="auto",
-            callbacks: Optional[list] = None, validation_split: float = 0.0, validation_data=None,
-            shuffle: bool = True, initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
-            validation_steps: Optional[int] = None, validation_batch_size: Optional[int] = None,
-            validation_freq=1, **kwargs) -> callbacks_module.History:
+    @_serial.one_at_a_time  # a second fit of this model (from another thread) waits for the first
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size: Optional[int] = None,
+        epochs: int = 1,
+        verbose="auto",
+        callbacks: Optional[list] = None,
+        validation_split: float = 0.0,
+        validation_data=None,
+        shuffle: bool = True,
+        initial_epoch: int = 0,
+        steps_per_epoch: Optional[int] = None,
+        validation_steps: Optional[int] = None,
+        validation_batch_size: Optional[int] = None,
+        validation_freq=1,
+        **kwargs,
+    ) -> callbacks_module.History:
         """Train with mini-batch gradient descent; returns a History of the epoch logs.
 
         Parameters follow Keras: ``x`` is an array (NumPy, list, pandas) with labels ``y``, or a
@@ -431,12 +500,30 @@ class Sequential(Model):
         generator); validation runs every ``validation_freq`` epochs (or at the epochs listed).
         """
         if self._route_to_graph(x):
-            if steps_per_epoch is not None or validation_steps is not None or validation_batch_size is not None \
-                    or validation_freq != 1:
-                raise ValueError("fit: steps_per_epoch, validation_steps, validation_batch_size and validation_freq "
-                                 "are not supported yet for models that run as a graph")
-            return Model.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
-                             shuffle, initial_epoch, **kwargs)
+            if (
+                steps_per_epoch is not None
+                or validation_steps is not None
+                or validation_batch_size is not None
+                or validation_freq != 1
+            ):
+                raise ValueError(
+                    "fit: steps_per_epoch, validation_steps, validation_batch_size and validation_freq "
+                    "are not supported yet for models that run as a graph"
+                )
+            return Model.fit(
+                self,
+                x,
+                y,
+                batch_size,
+                epochs,
+                verbose,
+                callbacks,
+                validation_split,
+                validation_data,
+                shuffle,
+                initial_epoch,
+                **kwargs,
+            )
         class_weight = kwargs.pop("class_weight", None)
         sample_weight = kwargs.pop("sample_weight", None)
         if kwargs:
@@ -446,8 +533,11 @@ class Sequential(Model):
         verbose = _verbose(verbose)
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise invalid("epochs", epochs, "a non-negative integer")
-        if isinstance(validation_split, (bool, np.bool_)) or not isinstance(validation_split, (int, float, np.integer, np.floating)) \
-                or not 0 <= validation_split < 1:
+        if (
+            isinstance(validation_split, (bool, np.bool_))
+            or not isinstance(validation_split, (int, float, np.integer, np.floating))
+            or not 0 <= validation_split < 1
+        ):
             raise invalid("validation_split", validation_split, "a number in [0, 1)")
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
             raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
@@ -462,15 +552,20 @@ class Sequential(Model):
         split_val = None
         if is_batch_source(x):
             if y is not None:
-                raise ValueError(f"Invalid argument `y`: when `x` is a generator or a PyDataset it yields the labels, "
-                                 f"received y of type {type(y).__name__}")
+                raise ValueError(
+                    f"Invalid argument `y`: when `x` is a generator or a PyDataset it yields the labels, "
+                    f"received y of type {type(y).__name__}"
+                )
             if validation_split:
-                raise ValueError("`validation_split` is only supported for arrays, not for a generator or a "
-                                 "PyDataset: pass validation_data")
+                raise ValueError(
+                    "`validation_split` is only supported for arrays, not for a generator or a "
+                    "PyDataset: pass validation_data"
+                )
             for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
                 if value is not None:
-                    raise ValueError(f"fit: `{name}` with a generator or a PyDataset `x` is not supported by cdnn: "
-                                     f"pass arrays")
+                    raise ValueError(
+                        f"fit: `{name}` with a generator or a PyDataset `x` is not supported by cdnn: pass arrays"
+                    )
             feeder = BatchEpochs(x, steps_per_epoch, "x")
         else:
             # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
@@ -480,8 +575,10 @@ class Sequential(Model):
             if validation_split and validation_data is None:
                 split = int(math.floor(len(xs) * (1.0 - validation_split)))  # as Keras: train on the first part
                 if split <= 0 or split >= len(xs):
-                    raise ValueError(f"validation_split={validation_split} leaves no training or no validation "
-                                     f"samples out of {len(xs)}")
+                    raise ValueError(
+                        f"validation_split={validation_split} leaves no training or no validation "
+                        f"samples out of {len(xs)}"
+                    )
                 if not _all_finite(xs[split:]):  # not gathered by training: checked here
                     raise ValueError("Invalid values in `x`: its validation split contains NaN or infinity")
                 # as Keras: the sample weights are split with the data, class weights weigh the training part
@@ -489,8 +586,13 @@ class Sequential(Model):
                 xs, ys = xs[:split], ys[:split]
                 sw = sw[:split] if sw is not None else None
             if class_weight is not None:
-                sw = class_weights_to_sample_weights(class_weight, ys, self.loss.core_name, self._layers[-1].units,
-                                                     getattr(self.loss, "ignore_class", None))
+                sw = class_weights_to_sample_weights(
+                    class_weight,
+                    ys,
+                    self.loss.core_name,
+                    self._layers[-1].units,
+                    getattr(self.loss, "ignore_class", None),
+                )
             # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
             feeder = ArrayEpochs(xs, ys, min(batch_size, len(xs)), shuffle, steps_per_epoch, sw)
         val = None
@@ -505,22 +607,34 @@ class Sequential(Model):
                 val = validation_data
             else:
                 if not isinstance(validation_data, (tuple, list)):
-                    raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) "
-                                     f"or (x_val, y_val, sample_weight), received {type(validation_data).__name__}")
+                    raise ValueError(
+                        f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) "
+                        f"or (x_val, y_val, sample_weight), received {type(validation_data).__name__}"
+                    )
                 if len(validation_data) not in (2, 3):
-                    raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) "
-                                     f"or (x_val, y_val, sample_weight), received a {type(validation_data).__name__} "
-                                     f"of {len(validation_data)} item(s)")
+                    raise ValueError(
+                        f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) "
+                        f"or (x_val, y_val, sample_weight), received a {type(validation_data).__name__} "
+                        f"of {len(validation_data)} item(s)"
+                    )
                 vx = self._prepare_x(validation_data[0], "validation_data[0]")
                 vy = self._prepare_y(validation_data[1], len(vx), "validation_data[1]")
-                vsw = as_sample_weights(validation_data[2] if len(validation_data) == 3 else None, len(vx),
-                                        "validation_data[2]")
+                vsw = as_sample_weights(
+                    validation_data[2] if len(validation_data) == 3 else None, len(vx), "validation_data[2]"
+                )
                 if validation_steps is not None:  # as Keras: the first validation_steps batches
                     cut = validation_steps * val_batch
                     vx, vy, vsw = vx[:cut], vy[:cut], vsw[:cut] if vsw is not None else None
                 val = (vx, vy, vsw)
-        return self._train(feeder, val, epochs, verbose, list(callbacks or []), int(initial_epoch),
-                           (val_batch, validation_steps, validation_freq))
+        return self._train(
+            feeder,
+            val,
+            epochs,
+            verbose,
+            list(callbacks or []),
+            int(initial_epoch),
+            (val_batch, validation_steps, validation_freq),
+        )
 
     def _train(self, feeder, val, epochs, verbose, user_callbacks, initial_epoch, val_args):
         net = self._core_network()
@@ -537,7 +651,7 @@ class Sequential(Model):
         want_outputs = cm is not None and cm.needs_outputs
         batch_loss = np.zeros(steps or 64)
         batch_correct = np.zeros(steps or 64)
-        rng = _random.fit_generator()   # this fit's own: other threads' draws do not change its results
+        rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
         self.history = history
         self.stop_training = False
         self._initial_epoch = None
@@ -580,17 +694,32 @@ class Sequential(Model):
                 net.set_optimizer(self.optimizer._run_hyperparameters(int(self.optimizer.iterations), k))
                 if want_outputs and (run_out is None or run_out.size < k * run.batch_size * net.n_out):
                     run_out = np.empty(k * run.batch_size * net.n_out, np.float32)
-                outputs = run_out[:k * run.batch_size * net.n_out].reshape(-1, net.n_out) if want_outputs else None
+                outputs = run_out[: k * run.batch_size * net.n_out].reshape(-1, net.n_out) if want_outputs else None
                 t0 = time.perf_counter()
                 steps_before = net.steps_done
                 try:
-                    k = net.train_run(run.xs, run.ys, run.perm, run.first, k, run.batch_size,
-                                      self.optimizer.iterations, seed, batch_loss[done:], batch_correct[done:], nt,
-                                      stop_nonfinite, run.sw, outputs)
+                    k = net.train_run(
+                        run.xs,
+                        run.ys,
+                        run.perm,
+                        run.first,
+                        k,
+                        run.batch_size,
+                        self.optimizer.iterations,
+                        seed,
+                        batch_loss[done:],
+                        batch_correct[done:],
+                        nt,
+                        stop_nonfinite,
+                        run.sw,
+                        outputs,
+                    )
                 except _core.NonFiniteInputError as e:
-                    raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
-                                     f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
-                                     f"are trained)") from None
+                    raise ValueError(
+                        f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
+                        f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
+                        f"are trained)"
+                    ) from None
                 finally:
                     # counted by the core itself: exact even when Ctrl-C lands just after the run
                     self.optimizer.iterations += net.steps_done - steps_before
@@ -599,13 +728,13 @@ class Sequential(Model):
                 threads.record(nt, elapsed, k)
                 rows = run.rows(k)
                 if want_outputs:
-                    cm.update_outputs(run.ys[rows], outputs[:len(rows)], run.batch_size)
+                    cm.update_outputs(run.ys[rows], outputs[: len(rows)], run.batch_size)
                 feeder.advance(k)
                 done += k
                 seen += len(rows)
                 logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
                 for cb in cbs:
-                    cb._on_run_end(done - k, batch_loss[done - k:done] / run.batch_rows(k))
+                    cb._on_run_end(done - k, batch_loss[done - k : done] / run.batch_rows(k))
                 for cb in per_batch:
                     cb.on_train_batch_end(done - 1, dict(logs))
                 if steps is None or done < steps:
@@ -617,9 +746,12 @@ class Sequential(Model):
             if done == 0 and isinstance(feeder, BatchEpochs) and not self.stop_training:
                 if epoch == initial_epoch:
                     raise ValueError("fit: the generator or PyDataset `x` yielded no batch")
-                warnings.warn("Your input ran out of data; interrupting training. Make sure that your dataset or "
-                              "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
-                              "use the `.repeat()` function when building your dataset.", stacklevel=3)
+                warnings.warn(
+                    "Your input ran out of data; interrupting training. Make sure that your dataset or "
+                    "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
+                    "use the `.repeat()` function when building your dataset.",
+                    stacklevel=3,
+                )
                 break
             logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
@@ -655,8 +787,9 @@ class Sequential(Model):
     def _log_names(self) -> list:
         return list(metrics_logs(self._loss_tracker, self._compile_metrics))
 
-    def _evaluate_rows(self, net, xs: np.ndarray, ys: np.ndarray, sums: list, sw=None,
-                       batch_size: int = PREDICT_ROWS) -> dict:
+    def _evaluate_rows(
+        self, net, xs: np.ndarray, ys: np.ndarray, sums: list, sw=None, batch_size: int = PREDICT_ROWS
+    ) -> dict:
         """Add ``(xs, ys)`` (weights ``sw``) to the running loss and metrics (``sums``: loss, correct, rows);
         the logs."""
         # ignore_class's mean is per batch (Keras): the loss's batches are then the evaluation's
@@ -686,13 +819,22 @@ class Sequential(Model):
         sums = [0.0, 0.0, 0]
         logs = self._run_logs(0.0, 0.0, 0)
         if is_batch_source(data):
-            batches = ((xb, yb, None) for xb, yb in batches_of(
-                data, steps, "x" if cbs is getattr(self, "_evaluate_cbs", None) else "validation_data", self))
+            batches = (
+                (xb, yb, None)
+                for xb, yb in batches_of(
+                    data, steps, "x" if cbs is getattr(self, "_evaluate_cbs", None) else "validation_data", self
+                )
+            )
         elif per_batch and len(data[0]):
             xs, ys, sw = data
-            batches = ((xs[start:start + batch_size], ys[start:start + batch_size],
-                        sw[start:start + batch_size] if sw is not None else None)
-                       for start in range(0, len(xs), batch_size))
+            batches = (
+                (
+                    xs[start : start + batch_size],
+                    ys[start : start + batch_size],
+                    sw[start : start + batch_size] if sw is not None else None,
+                )
+                for start in range(0, len(xs), batch_size)
+            )
         else:
             batches = iter([data])
             per_batch = []
@@ -709,9 +851,18 @@ class Sequential(Model):
         return logs
 
     # ---- inference -----------------------------------------------------------
-    def evaluate(self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto",
-                 sample_weight=None, steps: Optional[int] = None, callbacks=None, return_dict: bool = False,
-                 **kwargs):
+    def evaluate(
+        self,
+        x=None,
+        y=None,
+        batch_size: Optional[int] = None,
+        verbose="auto",
+        sample_weight=None,
+        steps: Optional[int] = None,
+        callbacks=None,
+        return_dict: bool = False,
+        **kwargs,
+    ):
         """The loss and metrics on ``(x, y)`` (arrays, or a generator / PyDataset of batches):
         ``[loss, *metrics]`` in compile order, the loss alone without metrics, or a dict.
 
@@ -720,8 +871,9 @@ class Sequential(Model):
         """
         if not is_batch_source(x) and self._route_to_graph(x):
             if sample_weight is not None or steps is not None:
-                raise ValueError("evaluate: sample_weight and steps are not supported yet for models that run as a "
-                                 "graph")
+                raise ValueError(
+                    "evaluate: sample_weight and steps are not supported yet for models that run as a graph"
+                )
             return Model.evaluate(self, x, y, batch_size, verbose, return_dict, callbacks=callbacks, **kwargs)
         if kwargs:
             raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
@@ -731,8 +883,10 @@ class Sequential(Model):
             raise invalid("steps", steps, "a positive integer or None")
         if is_batch_source(x):
             if sample_weight is not None:
-                raise ValueError("evaluate: `sample_weight` with a generator or a PyDataset `x` is not supported by "
-                                 "cdnn: pass arrays")
+                raise ValueError(
+                    "evaluate: `sample_weight` with a generator or a PyDataset `x` is not supported by "
+                    "cdnn: pass arrays"
+                )
             data = x
             total = steps or getattr(x, "num_batches", None)
         else:
@@ -740,8 +894,8 @@ class Sequential(Model):
             ys = self._prepare_y(y, len(xs))
             sw = as_sample_weights(sample_weight, len(xs))
             if steps is not None:
-                xs, ys = xs[:steps * batch_size], ys[:steps * batch_size]
-                sw = sw[:steps * batch_size] if sw is not None else None
+                xs, ys = xs[: steps * batch_size], ys[: steps * batch_size]
+                sw = sw[: steps * batch_size] if sw is not None else None
             data, total = (xs, ys, sw), -(-len(xs) // batch_size)
         cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
         bar = Progbar(total, verbose=verbose)
@@ -755,8 +909,9 @@ class Sequential(Model):
             return logs
         return flatten_metrics_in_order(logs, self._compile_metrics)
 
-    def predict(self, x, batch_size: Optional[int] = None, verbose="auto", steps: Optional[int] = None,
-                callbacks=None, **kwargs) -> np.ndarray:
+    def predict(
+        self, x, batch_size: Optional[int] = None, verbose="auto", steps: Optional[int] = None, callbacks=None, **kwargs
+    ) -> np.ndarray:
         """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units);
         ``x`` an array or a generator / PyDataset of batches (``x`` or ``(x, ...)``)."""
         if not is_batch_source(x) and self._route_to_graph(x):
@@ -789,7 +944,7 @@ class Sequential(Model):
             return np.concatenate(outs)
         xs = self._prepare_x(x)
         if steps is not None:
-            xs = xs[:steps * batch_size]
+            xs = xs[: steps * batch_size]
         steps = -(-len(xs) // batch_size)
         cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": steps})
         bar = Progbar(steps, verbose=verbose)
@@ -824,8 +979,9 @@ class Sequential(Model):
         ys = self._prepare_y(y, len(xs))
         sw = as_sample_weights(sample_weight, len(xs))
         if class_weight is not None:
-            sw = class_weights_to_sample_weights(class_weight, ys, self.loss.core_name, self._layers[-1].units,
-                                                 getattr(self.loss, "ignore_class", None))
+            sw = class_weights_to_sample_weights(
+                class_weight, ys, self.loss.core_name, self._layers[-1].units, getattr(self.loss, "ignore_class", None)
+            )
         net = self._core_network()
         cm = self._compile_metrics
         out = np.empty((len(xs), net.n_out), np.float32) if cm is not None and cm.needs_outputs else None
@@ -834,11 +990,26 @@ class Sequential(Model):
         seed = int(_random.generator().integers(0, 2**63))
         before = net.steps_done
         try:
-            net.train_run(xs, ys, np.arange(len(xs), dtype=np.int32), 0, 1, len(xs), self.optimizer.iterations,
-                          seed, loss, correct, 0, False, sw, out)
+            net.train_run(
+                xs,
+                ys,
+                np.arange(len(xs), dtype=np.int32),
+                0,
+                1,
+                len(xs),
+                self.optimizer.iterations,
+                seed,
+                loss,
+                correct,
+                0,
+                False,
+                sw,
+                out,
+            )
         except _core.NonFiniteInputError as e:
-            raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; the batch is not "
-                             f"trained") from None
+            raise ValueError(
+                f"Invalid values in `x`: row {e.row} contains NaN or infinity; the batch is not trained"
+            ) from None
         finally:
             self.optimizer.iterations += net.steps_done - before
         return self._batch_logs(loss[0], correct[0], ys, out, return_dict)
@@ -872,8 +1043,9 @@ class Sequential(Model):
         if callbacks is None:
             return []
         if isinstance(callbacks, callbacks_module.Callback) or not hasattr(callbacks, "__iter__"):
-            raise TypeError(f"Invalid argument `callbacks`: expected a list of callbacks, "
-                            f"received {type(callbacks).__name__}")
+            raise TypeError(
+                f"Invalid argument `callbacks`: expected a list of callbacks, received {type(callbacks).__name__}"
+            )
         cbs = list(callbacks)
         for cb in cbs:
             if not isinstance(cb, callbacks_module.Callback):
@@ -886,8 +1058,15 @@ class Sequential(Model):
         stack = self._dense_stack()
         if self.compiled and self.loss is not None:
             return self._core_network()
-        layers = [{"W": s["layer"].kernel, "b": s["layer"].bias, "activation": s["layer"].activation.__name__,
-                   "alpha": activations_module.core_alpha(s["layer"].activation)} for s in stack]
+        layers = [
+            {
+                "W": s["layer"].kernel,
+                "b": s["layer"].bias,
+                "activation": s["layer"].activation.__name__,
+                "alpha": activations_module.core_alpha(s["layer"].activation),
+            }
+            for s in stack
+        ]
         return _core.Network(layers, "mean_squared_error", False, None, {"name": "sgd"})
 
     # ---- weights and files -------------------------------------------------------
@@ -899,15 +1078,19 @@ class Sequential(Model):
         """Overwrite the weights in place from arrays of the same shapes (cast to float32)."""
         own = self.weights
         if not self.built:
-            raise ValueError(f"Model {self.name!r} has no weights yet: build it (give an input shape or call fit) "
-                             f"before set_weights")
+            raise ValueError(
+                f"Model {self.name!r} has no weights yet: build it (give an input shape or call fit) before set_weights"
+            )
         if isinstance(weights, (str, bytes, np.ndarray)) or not hasattr(weights, "__iter__"):
-            raise TypeError(f"Invalid argument `weights` of set_weights: expected a list of {len(own)} arrays "
-                            f"(kernel and bias per Dense layer), received {type(weights).__name__}")
+            raise TypeError(
+                f"Invalid argument `weights` of set_weights: expected a list of {len(own)} arrays "
+                f"(kernel and bias per Dense layer), received {type(weights).__name__}"
+            )
         weights = list(weights)
         if len(weights) != len(own):
-            raise ValueError(f"set_weights: expected a list of {len(own)} arrays for model {self.name!r}, "
-                             f"received {len(weights)}")
+            raise ValueError(
+                f"set_weights: expected a list of {len(own)} arrays for model {self.name!r}, received {len(weights)}"
+            )
         new = []
         for i, (w, o) in enumerate(zip(weights, own)):
             a = np.asarray(w)
@@ -942,8 +1125,10 @@ class Sequential(Model):
         TensorFlow to write them with.
         """
         if format != "onnx":
-            raise ValueError(f"Invalid value for argument `format`: cdnn exports format='onnx', received "
-                             f"format={format!r} (Keras' default, 'tf_saved_model', needs TensorFlow)")
+            raise ValueError(
+                f"Invalid value for argument `format`: cdnn exports format='onnx', received "
+                f"format={format!r} (Keras' default, 'tf_saved_model', needs TensorFlow)"
+            )
         from cdnn.export import export_onnx
 
         opset = kwargs.pop("opset_version", None)
@@ -957,15 +1142,17 @@ class Sequential(Model):
 
     def get_config(self) -> dict:
         """The architecture as plain data."""
-        cfg = {"name": self.name,
-               "input_shape": list(self._input_shape) if self._input_shape is not None else None,
-               "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self._layers]}
+        cfg = {
+            "name": self.name,
+            "input_shape": list(self._input_shape) if self._input_shape is not None else None,
+            "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self._layers],
+        }
         if not self.trainable:
             cfg["trainable"] = False
         return cfg
 
     @classmethod
-    def from_config(cls, config: dict) -> "Sequential":
+    def from_config(cls, config: dict) -> Sequential:
         """Rebuild from :meth:`get_config` (layers made fresh, built if the input shape is known)."""
         from cdnn.models import deserialize_layer
 
@@ -996,9 +1183,11 @@ class Sequential(Model):
         if not self.built:
             comp = None
             if self.compiled:
-                comp = {"optimizer": optimizers_module.serialize(self.optimizer),
-                        "loss": losses_module.serialize(self.loss) if self.loss is not None else None,
-                        "metrics": serialize_metrics(self._compile_metrics)}
+                comp = {
+                    "optimizer": optimizers_module.serialize(self.optimizer),
+                    "loss": losses_module.serialize(self.loss) if self.loss is not None else None,
+                    "metrics": serialize_metrics(self._compile_metrics),
+                }
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}
         import io
 
@@ -1027,9 +1216,11 @@ class Sequential(Model):
                 self._input_shape = tuple(config["input_shape"])
         comp = state.get("compile")
         if comp:
-            self.compile(optimizer=optimizers_module.get(comp["optimizer"]),
-                         loss=losses_module.resolve(comp["loss"]) if comp.get("loss") else None,
-                         metrics=deserialize_metrics(comp))
+            self.compile(
+                optimizer=optimizers_module.get(comp["optimizer"]),
+                loss=losses_module.resolve(comp["loss"]) if comp.get("loss") else None,
+                metrics=deserialize_metrics(comp),
+            )
 
     def __repr__(self) -> str:
         return f"<Sequential name={self.name!r}, built={self.built}>"

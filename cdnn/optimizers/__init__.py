@@ -4,6 +4,7 @@ One module per optimizer, as Keras' ``keras/src/optimizers/``; the base
 class and its shared options in :mod:`cdnn.optimizers.base_optimizer`, the
 learning-rate schedules in :mod:`cdnn.optimizers.schedules`.
 """
+
 from __future__ import annotations
 
 from typing import Union
@@ -23,18 +24,49 @@ from cdnn.optimizers.nadam import Nadam
 from cdnn.optimizers.rmsprop import RMSprop
 from cdnn.optimizers.sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Nadam", "Adamax", "Adadelta",
-           "Adafactor", "Lion", "Ftrl", "schedules", "get", "serialize", "deserialize"]
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "Nadam",
+    "Adamax",
+    "Adadelta",
+    "Adafactor",
+    "Lion",
+    "Ftrl",
+    "schedules",
+    "get",
+    "serialize",
+    "deserialize",
+]
 
-_NAMES = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW, "nadam": Nadam,
-          "adamax": Adamax, "adadelta": Adadelta, "adafactor": Adafactor, "lion": Lion, "ftrl": Ftrl}
+_NAMES = {
+    "sgd": SGD,
+    "adagrad": Adagrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+    "adamw": AdamW,
+    "nadam": Nadam,
+    "adamax": Adamax,
+    "adadelta": Adadelta,
+    "adafactor": Adafactor,
+    "lion": Lion,
+    "ftrl": Ftrl,
+}
 _CLASSES = {c.__name__: c for c in _NAMES.values()}
 
 
 def serialize(optimizer: Optimizer) -> dict:
     """A JSON-able dict as Keras writes it: ``{"module", "class_name", "config", "registered_name"}``."""
-    return {"module": "keras.optimizers", "class_name": type(optimizer).__name__, "config": optimizer.get_config(),
-            "registered_name": None}
+    return {
+        "module": "keras.optimizers",
+        "class_name": type(optimizer).__name__,
+        "config": optimizer.get_config(),
+        "registered_name": None,
+    }
 
 
 def deserialize(config: dict, custom_objects: dict | None = None) -> Optimizer:

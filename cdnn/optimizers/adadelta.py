@@ -1,4 +1,5 @@
 """Adadelta (keras/src/optimizers/adadelta.py)."""
+
 from __future__ import annotations
 
 from cdnn.optimizers.base_optimizer import Optimizer, _fraction, _positive
@@ -10,8 +11,9 @@ class Adadelta(Optimizer):
 
     core_name = "adadelta"
 
-    def __init__(self, learning_rate=0.001, rho: float = 0.95, epsilon: float = 1e-7, name: str | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, learning_rate=0.001, rho: float = 0.95, epsilon: float = 1e-7, name: str | None = None, **kwargs
+    ) -> None:
         super().__init__(learning_rate, name=name, **kwargs)
         self.rho = _fraction(rho, "rho")
         _positive(epsilon, "epsilon", allow_zero=True)

@@ -1,4 +1,5 @@
 """Adafactor (keras/src/optimizers/adafactor.py)."""
+
 from __future__ import annotations
 
 from cdnn.optimizers.base_optimizer import Optimizer, _is_number, _positive
@@ -12,9 +13,17 @@ class Adafactor(Optimizer):
 
     core_name = "adafactor"
 
-    def __init__(self, learning_rate=0.001, beta_2_decay: float = -0.8, epsilon_1: float = 1e-30,
-                 epsilon_2: float = 1e-3, clip_threshold: float = 1.0, relative_step: bool = True,
-                 name: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_2_decay: float = -0.8,
+        epsilon_1: float = 1e-30,
+        epsilon_2: float = 1e-3,
+        clip_threshold: float = 1.0,
+        relative_step: bool = True,
+        name: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(learning_rate, name=name, **kwargs)
         if not _is_number(beta_2_decay):
             raise ValueError(f"Invalid value for argument `beta_2_decay`: expected a number, received {beta_2_decay!r}")
@@ -32,14 +41,20 @@ class Adafactor(Optimizer):
         return [None, None, (shape, 0.0)]
 
     def _fields(self) -> dict:
-        return {"beta_2_decay": self.beta_2_decay, "epsilon_1": self.epsilon_1, "epsilon_2": self.epsilon_2,
-                "clip_threshold": self.clip_threshold, "relative_step": self.relative_step}
+        return {
+            "beta_2_decay": self.beta_2_decay,
+            "epsilon_1": self.epsilon_1,
+            "epsilon_2": self.epsilon_2,
+            "clip_threshold": self.clip_threshold,
+            "relative_step": self.relative_step,
+        }
 
     def hyperparameters(self) -> dict:
         h = {**super().hyperparameters(), **self._fields()}
         # Keras caps the rate at 1/sqrt(t) only for a constant learning rate
-        h["relative_step"] = self.relative_step and not (isinstance(self._learning_rate, LearningRateSchedule)
-                                                         or callable(self._learning_rate))
+        h["relative_step"] = self.relative_step and not (
+            isinstance(self._learning_rate, LearningRateSchedule) or callable(self._learning_rate)
+        )
         return h
 
     def get_config(self) -> dict:

@@ -1,4 +1,5 @@
 """Adagrad (keras/src/optimizers/adagrad.py)."""
+
 from __future__ import annotations
 
 from cdnn.optimizers.base_optimizer import Optimizer, _positive
@@ -9,8 +10,14 @@ class Adagrad(Optimizer):
 
     core_name = "adagrad"
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value: float = 0.1, epsilon: float = 1e-7,
-                 name: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        learning_rate=0.001,
+        initial_accumulator_value: float = 0.1,
+        epsilon: float = 1e-7,
+        name: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(learning_rate, name=name, **kwargs)
         _positive(initial_accumulator_value, "initial_accumulator_value", allow_zero=True)
         _positive(epsilon, "epsilon", allow_zero=True)
@@ -21,9 +28,15 @@ class Adagrad(Optimizer):
         return [(shape, self.initial_accumulator_value), None, None]
 
     def hyperparameters(self) -> dict:
-        return {**super().hyperparameters(), "initial_accumulator_value": self.initial_accumulator_value,
-                "epsilon": self.epsilon}
+        return {
+            **super().hyperparameters(),
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "epsilon": self.epsilon,
+        }
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
-                "epsilon": self.epsilon}
+        return {
+            **super().get_config(),
+            "initial_accumulator_value": self.initial_accumulator_value,
+            "epsilon": self.epsilon,
+        }

@@ -1,4 +1,5 @@
 """Adam (keras/src/optimizers/adam.py)."""
+
 from __future__ import annotations
 
 from cdnn.optimizers.base_optimizer import Optimizer, _fraction, _positive
@@ -10,8 +11,16 @@ class Adam(Optimizer):
 
     core_name = "adam"
 
-    def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
-                 amsgrad: bool = False, name: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        amsgrad: bool = False,
+        name: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(learning_rate, name=name, **kwargs)
         self.beta_1 = _fraction(beta_1, "beta_1")
         self.beta_2 = _fraction(beta_2, "beta_2")
@@ -23,9 +32,19 @@ class Adam(Optimizer):
         return [(shape, 0.0), (shape, 0.0), (shape, 0.0) if self.amsgrad else None]
 
     def hyperparameters(self) -> dict:
-        return {**super().hyperparameters(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                "amsgrad": self.amsgrad}
+        return {
+            **super().hyperparameters(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "amsgrad": self.amsgrad,
+        }
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon,
-                "amsgrad": self.amsgrad}
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+            "amsgrad": self.amsgrad,
+        }

@@ -1,4 +1,5 @@
 """Adamax (keras/src/optimizers/adamax.py)."""
+
 from __future__ import annotations
 
 from cdnn.optimizers.base_optimizer import Optimizer, _fraction, _positive
@@ -9,8 +10,15 @@ class Adamax(Optimizer):
 
     core_name = "adamax"
 
-    def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
-                 name: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        name: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(learning_rate, name=name, **kwargs)
         self.beta_1 = _fraction(beta_1, "beta_1")
         self.beta_2 = _fraction(beta_2, "beta_2")

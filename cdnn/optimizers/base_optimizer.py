@@ -8,9 +8,9 @@ whole variable (``clipnorm``, ``global_clipnorm``, ``use_ema``,
 ``gradient_accumulation_steps``, ``amsgrad``, Adafactor, and a model's
 regularizers and constraints).
 """
+
 from __future__ import annotations
 
-import math
 import warnings
 import weakref
 from typing import Callable, Union
@@ -33,8 +33,11 @@ def _is_number(value) -> bool:
 def _positive(value, name: str, allow_zero: bool = False) -> None:
     ok = _is_number(value)
     if not ok or not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > _FLOAT32_MAX:
-        raise invalid(name, value, ("a non-negative" if allow_zero else "a positive") +
-                      " number within float32's range (<= 3.4e38)")
+        raise invalid(
+            name,
+            value,
+            ("a non-negative" if allow_zero else "a positive") + " number within float32's range (<= 3.4e38)",
+        )
 
 
 def _fraction(value, name: str) -> float:
@@ -53,7 +56,7 @@ def _optional_positive(value, name: str):
 class _LearningRate(float):
     """The learning rate as Keras' variable reads: a float with ``assign``, ``numpy`` and ``value``."""
 
-    def __new__(cls, value: float, owner: "Optimizer"):
+    def __new__(cls, value: float, owner: Optimizer):
         obj = super().__new__(cls, value)
         obj._owner = owner
         return obj
@@ -73,7 +76,7 @@ class _LearningRate(float):
 class _Iterations(int):
     """The step count as Keras' variable reads: an int with ``assign``, ``assign_add`` and ``numpy``."""
 
-    def __new__(cls, value: int, owner: "Optimizer"):
+    def __new__(cls, value: int, owner: Optimizer):
         obj = super().__new__(cls, value)
         obj._owner = owner
         return obj
@@ -116,12 +119,23 @@ class Optimizer:
     #: the C core's optimizer name
     core_name = ""
 
-    def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
-                 use_ema: bool = False, ema_momentum: float = 0.99, ema_overwrite_frequency=None,
-                 loss_scale_factor=None, gradient_accumulation_steps=None, name: str | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        learning_rate,
+        weight_decay=None,
+        clipnorm=None,
+        clipvalue=None,
+        global_clipnorm=None,
+        use_ema: bool = False,
+        ema_momentum: float = 0.99,
+        ema_overwrite_frequency=None,
+        loss_scale_factor=None,
+        gradient_accumulation_steps=None,
+        name: str | None = None,
+        **kwargs,
+    ) -> None:
         if kwargs.pop("decay", None) is not None:
-            warnings.warn("Argument `decay` is no longer supported and will be ignored.")
+            warnings.warn("Argument `decay` is no longer supported and will be ignored.", stacklevel=2)
         if kwargs:
             raise ValueError(f"Argument(s) not recognized: {kwargs}")
         self.name = name or self.core_name
@@ -133,29 +147,43 @@ class Optimizer:
         self.clipvalue = _optional_positive(clipvalue, "clipvalue")
         self.global_clipnorm = _optional_positive(global_clipnorm, "global_clipnorm")
         if sum(a is not None for a in (clipnorm, clipvalue, global_clipnorm)) > 1:
-            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
-                             f"clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}")
+            raise ValueError(
+                "Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be set. Received: "
+                f"clipnorm={clipnorm}, clipvalue={clipvalue}, global_clipnorm={global_clipnorm}"
+            )
         self.use_ema = bool(use_ema)
         if not _is_number(ema_momentum) or not 0 <= ema_momentum <= 1:
             raise ValueError(f"`ema_momentum` must be in the range [0, 1]. Received: ema_momentum={ema_momentum!r}")
         self.ema_momentum = float(ema_momentum)
-        if ema_overwrite_frequency is not None and (isinstance(ema_overwrite_frequency, bool) or not isinstance(
-                ema_overwrite_frequency, (int, np.integer)) or ema_overwrite_frequency < 1):
-            raise ValueError("`ema_overwrite_frequency` must be an integer >= 1 or None. Received: "
-                             f"ema_overwrite_frequency={ema_overwrite_frequency!r}")
+        if ema_overwrite_frequency is not None and (
+            isinstance(ema_overwrite_frequency, bool)
+            or not isinstance(ema_overwrite_frequency, (int, np.integer))
+            or ema_overwrite_frequency < 1
+        ):
+            raise ValueError(
+                "`ema_overwrite_frequency` must be an integer >= 1 or None. Received: "
+                f"ema_overwrite_frequency={ema_overwrite_frequency!r}"
+            )
         self.ema_overwrite_frequency = None if ema_overwrite_frequency is None else int(ema_overwrite_frequency)
         if loss_scale_factor is not None:
-            raise ValueError(f"Invalid value for argument `loss_scale_factor`: cdnn trains in float32 and does "
-                             f"not scale the loss (that is for mixed precision); expected None, received "
-                             f"loss_scale_factor={loss_scale_factor!r}")
+            raise ValueError(
+                f"Invalid value for argument `loss_scale_factor`: cdnn trains in float32 and does "
+                f"not scale the loss (that is for mixed precision); expected None, received "
+                f"loss_scale_factor={loss_scale_factor!r}"
+            )
         self.loss_scale_factor = None
         if gradient_accumulation_steps is not None and (
-                isinstance(gradient_accumulation_steps, bool) or
-                not isinstance(gradient_accumulation_steps, (int, np.integer)) or gradient_accumulation_steps < 2):
-            raise ValueError("`gradient_accumulation_steps` must be an integer >= 2. Received: "
-                             f"gradient_accumulation_steps={gradient_accumulation_steps!r}")
-        self.gradient_accumulation_steps = (None if gradient_accumulation_steps is None
-                                            else int(gradient_accumulation_steps))
+            isinstance(gradient_accumulation_steps, bool)
+            or not isinstance(gradient_accumulation_steps, (int, np.integer))
+            or gradient_accumulation_steps < 2
+        ):
+            raise ValueError(
+                "`gradient_accumulation_steps` must be an integer >= 2. Received: "
+                f"gradient_accumulation_steps={gradient_accumulation_steps!r}"
+            )
+        self.gradient_accumulation_steps = (
+            None if gradient_accumulation_steps is None else int(gradient_accumulation_steps)
+        )
         self._learning_rate: Union[float, _schedules.LearningRateSchedule, Callable] = 0.0
         self.learning_rate = learning_rate
         self._iterations = 0
@@ -174,10 +202,12 @@ class Optimizer:
             self._learning_rate = value
             return
         if isinstance(self._learning_rate, _schedules.LearningRateSchedule):
-            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as its "
-                            "`learning_rate` constructor argument, hence its learning rate is not settable. If "
-                            "you need the learning rate to be settable, you should instantiate the optimizer "
-                            "with a float `learning_rate` argument.")
+            raise TypeError(
+                "This optimizer was created with a `LearningRateSchedule` object as its "
+                "`learning_rate` constructor argument, hence its learning rate is not settable. If "
+                "you need the learning rate to be settable, you should instantiate the optimizer "
+                "with a float `learning_rate` argument."
+            )
         if isinstance(value, np.ndarray) and value.shape == ():
             value = value.item()
         _positive(value, "learning_rate", allow_zero=True)
@@ -196,12 +226,15 @@ class Optimizer:
         for i in range(count):
             v = self._learning_rate()
             if not _is_number(v) and not (isinstance(v, np.ndarray) and v.shape == ()):
-                raise TypeError(f"Invalid learning rate: the function {self._learning_rate!r} returned {v!r}, "
-                                f"expected a number")
+                raise TypeError(
+                    f"Invalid learning rate: the function {self._learning_rate!r} returned {v!r}, expected a number"
+                )
             out[i] = float(v)
         if not (np.isfinite(out) & (out >= 0)).all():
-            raise ValueError(f"Invalid learning rate: the function {self._learning_rate!r} returned "
-                             f"{out[~(np.isfinite(out) & (out >= 0))][0]!r}, expected a finite non-negative number")
+            raise ValueError(
+                f"Invalid learning rate: the function {self._learning_rate!r} returned "
+                f"{out[~(np.isfinite(out) & (out >= 0))][0]!r}, expected a finite non-negative number"
+            )
         return out
 
     @property
@@ -216,11 +249,18 @@ class Optimizer:
     # -- what the C core reads ----------------------------------------------
     def hyperparameters(self) -> dict:
         """The hyper-parameters the C core reads (``name`` + Keras' names; the learning rate of the next step)."""
-        return {"name": self.core_name, "learning_rate": self._current_learning_rate(self._iterations),
-                "weight_decay": self.weight_decay, "clipnorm": self.clipnorm, "clipvalue": self.clipvalue,
-                "global_clipnorm": self.global_clipnorm, "use_ema": self.use_ema,
-                "ema_momentum": self.ema_momentum, "ema_overwrite_frequency": self.ema_overwrite_frequency,
-                "gradient_accumulation_steps": self.gradient_accumulation_steps}
+        return {
+            "name": self.core_name,
+            "learning_rate": self._current_learning_rate(self._iterations),
+            "weight_decay": self.weight_decay,
+            "clipnorm": self.clipnorm,
+            "clipvalue": self.clipvalue,
+            "global_clipnorm": self.global_clipnorm,
+            "use_ema": self.use_ema,
+            "ema_momentum": self.ema_momentum,
+            "ema_overwrite_frequency": self.ema_overwrite_frequency,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+        }
 
     def _run_hyperparameters(self, step0: int, count: int) -> dict:
         """``hyperparameters()`` for a run of ``count`` steps after ``step0`` applied ones, with the per-step
@@ -244,16 +284,26 @@ class Optimizer:
         if isinstance(lr, _schedules.LearningRateSchedule):
             lr = _schedules.serialize(lr)
         elif callable(lr):
-            raise ValueError(f"Cannot serialize optimizer {self.name!r}: its learning rate is a Python "
-                             f"function ({lr!r}); use a LearningRateSchedule subclass with get_config")
-        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
-                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm, "clipvalue": self.clipvalue,
-                "use_ema": self.use_ema, "ema_momentum": self.ema_momentum,
-                "ema_overwrite_frequency": self.ema_overwrite_frequency, "loss_scale_factor": self.loss_scale_factor,
-                "gradient_accumulation_steps": self.gradient_accumulation_steps}
+            raise ValueError(
+                f"Cannot serialize optimizer {self.name!r}: its learning rate is a Python "
+                f"function ({lr!r}); use a LearningRateSchedule subclass with get_config"
+            )
+        return {
+            "name": self.name,
+            "learning_rate": lr,
+            "weight_decay": self.weight_decay,
+            "clipnorm": self.clipnorm,
+            "global_clipnorm": self.global_clipnorm,
+            "clipvalue": self.clipvalue,
+            "use_ema": self.use_ema,
+            "ema_momentum": self.ema_momentum,
+            "ema_overwrite_frequency": self.ema_overwrite_frequency,
+            "loss_scale_factor": self.loss_scale_factor,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+        }
 
     @classmethod
-    def from_config(cls, config: dict, custom_objects: dict | None = None) -> "Optimizer":
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Optimizer:
         """An optimizer from :meth:`get_config`'s dict."""
         config = dict(config)
         config.pop("class_name", None)
@@ -306,9 +356,11 @@ class Optimizer:
         known = {id(r()) for r in self._variables if r() is not None}
         unknown = next((p for p in params if id(p) not in known), params[0] if params else None)
         shape = getattr(unknown, "shape", None)
-        raise ValueError(f"Unknown variable: array of shape {shape}. This optimizer can only be called for the "
-                         f"variables it was originally built with. When working with a new set of variables, "
-                         f"you should recreate a new optimizer instance.")
+        raise ValueError(
+            f"Unknown variable: array of shape {shape}. This optimizer can only be called for the "
+            f"variables it was originally built with. When working with a new set of variables, "
+            f"you should recreate a new optimizer instance."
+        )
 
     def _slots_fit(self, params: list[np.ndarray]) -> bool:
         """Whether the slots were built for these parameters with these settings."""
@@ -316,8 +368,10 @@ class Optimizer:
             return False
         for row, p in zip(self._slots, params):
             specs = self._slot_specs(tuple(p.shape))
-            specs = specs + [(p.shape, 0.0) if self.use_ema else None,
-                             (p.shape, 0.0) if self.gradient_accumulation_steps else None]
+            specs = specs + [
+                (p.shape, 0.0) if self.use_ema else None,
+                (p.shape, 0.0) if self.gradient_accumulation_steps else None,
+            ]
             for s, spec in zip(row, specs):
                 if (s is None) != (spec is None) or (s is not None and s.shape != tuple(spec[0])):
                     return False
@@ -340,8 +394,9 @@ class Optimizer:
             raise ValueError("cdnn's optimizers keep no variables of their own: pass `trainable_variables`")
         variables = list(trainable_variables)
         if len(grads) != len(variables):
-            raise ValueError(f"Expected one gradient per variable, received {len(grads)} gradients for "
-                             f"{len(variables)} variables")
+            raise ValueError(
+                f"Expected one gradient per variable, received {len(grads)} gradients for {len(variables)} variables"
+            )
         if not self._built_for(variables):
             it = self._iterations
             self.build(variables)

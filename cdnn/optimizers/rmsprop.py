@@ -1,4 +1,5 @@
 """RMSprop (keras/src/optimizers/rmsprop.py)."""
+
 from __future__ import annotations
 
 from cdnn.optimizers.base_optimizer import Optimizer, _fraction, _positive
@@ -10,12 +11,22 @@ class RMSprop(Optimizer):
 
     core_name = "rmsprop"
 
-    def __init__(self, learning_rate=0.001, rho: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-7,
-                 centered: bool = False, name: str | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        learning_rate=0.001,
+        rho: float = 0.9,
+        momentum: float = 0.0,
+        epsilon: float = 1e-7,
+        centered: bool = False,
+        name: str | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(learning_rate, name=name, **kwargs)
         if centered:
-            raise ValueError("Invalid value for argument `centered`: cdnn's RMSprop is uncentered; expected "
-                             "False, received centered=True")
+            raise ValueError(
+                "Invalid value for argument `centered`: cdnn's RMSprop is uncentered; expected "
+                "False, received centered=True"
+            )
         self.rho = _fraction(rho, "rho")
         self.momentum = _fraction(momentum, "momentum")
         _positive(epsilon, "epsilon", allow_zero=True)
@@ -29,5 +40,10 @@ class RMSprop(Optimizer):
         return {**super().hyperparameters(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon}
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
-                "centered": self.centered}
+        return {
+            **super().get_config(),
+            "rho": self.rho,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "centered": self.centered,
+        }

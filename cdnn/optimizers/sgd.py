@@ -1,4 +1,5 @@
 """SGD (keras/src/optimizers/sgd.py)."""
+
 from __future__ import annotations
 
 from cdnn.optimizers.base_optimizer import Optimizer, _fraction
@@ -13,8 +14,9 @@ class SGD(Optimizer):
 
     core_name = "sgd"
 
-    def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False, name: str | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False, name: str | None = None, **kwargs
+    ) -> None:
         super().__init__(learning_rate, name=name, **kwargs)
         self.momentum = _fraction(momentum, "momentum")
         self.nesterov = bool(nesterov)

@@ -11,6 +11,7 @@ The file name says what is written, as in Keras 3:
 Loading looks at the content, not the name, so files written by earlier cdnn
 versions under a ``.keras`` name still load.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,10 @@ def _kind(path: str, weights: bool) -> str:
     if lower.endswith(".weights.h5") or (weights and lower.endswith((".h5", ".hdf5"))):
         return "h5"
     if lower.endswith((".h5", ".hdf5")):
-        raise ValueError(f"Invalid filepath {path!r}: cdnn does not write Keras 2's legacy HDF5 model format. "
-                         f"Use a `.keras` name for Keras 3's format (which Keras loads), or `.cdnn` for cdnn's own.")
+        raise ValueError(
+            f"Invalid filepath {path!r}: cdnn does not write Keras 2's legacy HDF5 model format. "
+            f"Use a `.keras` name for Keras 3's format (which Keras loads), or `.cdnn` for cdnn's own."
+        )
     return "cdnn"
 
 
@@ -63,8 +66,10 @@ def save_weights(model, filepath, overwrite: bool = True) -> None:
     path = _path(filepath)
     kind = _kind(path, weights=True)
     if kind == "keras":
-        raise ValueError(f"Invalid filepath {path!r} for save_weights: a `.keras` file holds a whole model "
-                         f"(use model.save); weights go to a `.weights.h5` file")
+        raise ValueError(
+            f"Invalid filepath {path!r} for save_weights: a `.keras` file holds a whole model "
+            f"(use model.save); weights go to a `.weights.h5` file"
+        )
     if kind == "h5":
         keras_format.save_weights_h5(model, path, overwrite=overwrite)
     else:
@@ -104,8 +109,10 @@ def load_weights(model, filepath) -> None:
     elif keras_format.is_keras_archive(path):
         loaded = keras_format.load_keras(path, compile=False)
         if [w.shape for w in loaded.weights] != [w.shape for w in model.weights]:
-            raise ModelFileError(f"{path}: its weights have shapes {[w.shape for w in loaded.weights]}, model "
-                             f"{model.name!r} has {[w.shape for w in model.weights]}")
+            raise ModelFileError(
+                f"{path}: its weights have shapes {[w.shape for w in loaded.weights]}, model "
+                f"{model.name!r} has {[w.shape for w in model.weights]}"
+            )
         _saving._assign_weights(path, model, loaded.get_weights())
     else:
         _saving.load_weights(model, path)

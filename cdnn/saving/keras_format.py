@@ -15,6 +15,7 @@ knows are built (nothing is imported or executed), the archive's members are
 size-checked before they are read, and every dataset's shape and dtype is
 checked against the architecture before its data is read.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -32,9 +33,11 @@ from cdnn._saving import MAX_ITERATIONS, ModelFileError, _assign_weights, _write
 
 #: the Keras release whose format cdnn writes (the layout is the same across Keras 3 releases)
 KERAS_VERSION = "3.15.1"
-H5_MISSING = ("Keras' .keras and .weights.h5 files are HDF5 inside: reading or writing them needs h5py. "
-              "Install it with `pip install h5py` (or `pip install 'cdnn[h5]'`), or save in cdnn's own format "
-              "with a `.cdnn` file name, which needs nothing but NumPy.")
+H5_MISSING = (
+    "Keras' .keras and .weights.h5 files are HDF5 inside: reading or writing them needs h5py. "
+    "Install it with `pip install h5py` (or `pip install 'cdnn[h5]'`), or save in cdnn's own format "
+    "with a `.cdnn` file name, which needs nothing but NumPy."
+)
 #: config.json of any dense model is far smaller than this
 MAX_CONFIG_BYTES = 16 << 20
 #: HDF5's own bookkeeping per dataset and group is well under this
@@ -98,32 +101,61 @@ def _layer_config(layer) -> dict:
     kind = type(layer).__name__
     cfg = layer.get_config()
     if kind == "InputLayer":
-        return _object("keras.layers", "InputLayer",
-                       {"batch_shape": [None, *cfg["shape"]], "dtype": "float32", "sparse": False,
-                        "ragged": False, "name": layer.name})
+        return _object(
+            "keras.layers",
+            "InputLayer",
+            {
+                "batch_shape": [None, *cfg["shape"]],
+                "dtype": "float32",
+                "sparse": False,
+                "ragged": False,
+                "name": layer.name,
+            },
+        )
     base = {"name": layer.name, "trainable": bool(getattr(layer, "trainable", True)), "dtype": _dtype_policy()}
     if kind == "Flatten":
         return _object("keras.layers", kind, {**base, "data_format": "channels_last"})
     if kind == "Dropout":
         return _object("keras.layers", kind, {**base, "rate": layer.rate, "seed": layer.seed, "noise_shape": None})
     if kind == "Dense":
-        return _object("keras.layers", kind, {
-            **base, "units": layer.units, "activation": cfg["activation"] or "linear", "use_bias": layer.use_bias,
-            "kernel_initializer": _initializer(layer.kernel_initializer),
-            "bias_initializer": _initializer(layer.bias_initializer),
-            "kernel_regularizer": _serialized(regularizers, layer.kernel_regularizer),
-            "bias_regularizer": _serialized(regularizers, layer.bias_regularizer), "activity_regularizer": None,
-            "kernel_constraint": _serialized(constraints, layer.kernel_constraint),
-            "bias_constraint": _serialized(constraints, layer.bias_constraint)})
-    raise ValueError(f"Layer {layer.name!r} ({kind}) cannot be written to a .keras file yet: cdnn writes "
-                     f"InputLayer, Flatten, Dense and Dropout there. Save it with a .cdnn file name instead.")
+        return _object(
+            "keras.layers",
+            kind,
+            {
+                **base,
+                "units": layer.units,
+                "activation": cfg["activation"] or "linear",
+                "use_bias": layer.use_bias,
+                "kernel_initializer": _initializer(layer.kernel_initializer),
+                "bias_initializer": _initializer(layer.bias_initializer),
+                "kernel_regularizer": _serialized(regularizers, layer.kernel_regularizer),
+                "bias_regularizer": _serialized(regularizers, layer.bias_regularizer),
+                "activity_regularizer": None,
+                "kernel_constraint": _serialized(constraints, layer.kernel_constraint),
+                "bias_constraint": _serialized(constraints, layer.bias_constraint),
+            },
+        )
+    raise ValueError(
+        f"Layer {layer.name!r} ({kind}) cannot be written to a .keras file yet: cdnn writes "
+        f"InputLayer, Flatten, Dense and Dropout there. Save it with a .cdnn file name instead."
+    )
 
 
 def _optimizer_config(optimizer) -> dict:
     cfg = optimizer.get_config()
-    out = {"name": cfg.pop("name"), "learning_rate": cfg.pop("learning_rate"), "weight_decay": None,
-           "clipnorm": None, "global_clipnorm": None, "clipvalue": None, "use_ema": False, "ema_momentum": 0.99,
-           "ema_overwrite_frequency": None, "loss_scale_factor": None, "gradient_accumulation_steps": None}
+    out = {
+        "name": cfg.pop("name"),
+        "learning_rate": cfg.pop("learning_rate"),
+        "weight_decay": None,
+        "clipnorm": None,
+        "global_clipnorm": None,
+        "clipvalue": None,
+        "use_ema": False,
+        "ema_momentum": 0.99,
+        "ema_overwrite_frequency": None,
+        "loss_scale_factor": None,
+        "gradient_accumulation_steps": None,
+    }
     class_name = type(optimizer).__name__
     out.update(cfg)
     return _object("keras.optimizers", class_name, out)
@@ -149,9 +181,16 @@ def _compile_config(model) -> Optional[dict]:
         return None
     from cdnn.trainers.compile_utils import serialize_metrics
 
-    return {"optimizer": _optimizer_config(model.optimizer), "loss": _loss_config(model.loss), "loss_weights": None,
-            "metrics": serialize_metrics(model._compile_metrics), "weighted_metrics": None, "run_eagerly": False,
-            "steps_per_execution": 1, "jit_compile": False}
+    return {
+        "optimizer": _optimizer_config(model.optimizer),
+        "loss": _loss_config(model.loss),
+        "loss_weights": None,
+        "metrics": serialize_metrics(model._compile_metrics),
+        "weighted_metrics": None,
+        "run_eagerly": False,
+        "steps_per_execution": 1,
+        "jit_compile": False,
+    }
 
 
 def model_config(model) -> dict:
@@ -160,8 +199,10 @@ def model_config(model) -> dict:
     from cdnn.models import Sequential
 
     if not isinstance(model, Sequential):
-        raise ValueError(f"Model {model.name!r} ({type(model).__name__}) cannot be written to a .keras file yet: "
-                         f"cdnn writes Sequential models there. Save it with a .cdnn file name instead.")
+        raise ValueError(
+            f"Model {model.name!r} ({type(model).__name__}) cannot be written to a .keras file yet: "
+            f"cdnn writes Sequential models there. Save it with a .cdnn file name instead."
+        )
 
     shape = [None, *model.input_shape[1:]] if model.input_shape is not None else None
     layers = [_layer_config(InputLayer(shape=tuple(shape[1:]), name="input_layer"))] if shape else []
@@ -172,8 +213,7 @@ def model_config(model) -> dict:
             entry["build_config"] = {"input_shape": [None, *current]}
             current = list(layer.compute_output_shape(tuple(current)))
         layers.append(entry)
-    config = {"name": model.name, "trainable": True, "dtype": _dtype_policy(),
-              "layers": layers}
+    config = {"name": model.name, "trainable": True, "dtype": _dtype_policy(), "layers": layers}
     if shape:
         config["build_input_shape"] = shape
     out = _object("keras", "Sequential", config)
@@ -254,8 +294,9 @@ def save_keras(model, path: str, overwrite: bool = True) -> None:
     h5py()
     config = json.dumps(model_config(model))
     weights = _h5_bytes(model, with_optimizer=True) if model.built else _empty_h5(model)
-    metadata = json.dumps({"keras_version": KERAS_VERSION,
-                           "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")})
+    metadata = json.dumps(
+        {"keras_version": KERAS_VERSION, "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+    )
 
     def write(f) -> None:
         with zipfile.ZipFile(f, "w") as zf:
@@ -276,8 +317,9 @@ def _empty_h5(model) -> bytes:
 def save_weights_h5(model, path: str, overwrite: bool = True) -> None:
     """Write the weights (and the optimizer's state, as Keras does) in Keras 3's ``.weights.h5`` layout."""
     if not model.built:
-        raise ValueError(f"Model {model.name!r} has no weights yet: build it (or call fit or predict) before "
-                         f"save_weights")
+        raise ValueError(
+            f"Model {model.name!r} has no weights yet: build it (or call fit or predict) before save_weights"
+        )
     data = _h5_bytes(model, with_optimizer=True)
     _write_atomically(path, lambda f: f.write(data), overwrite)
 
@@ -308,8 +350,9 @@ def _read_member(path: str, zf: zipfile.ZipFile, name: str, limit: int) -> bytes
     except KeyError:
         raise ModelFileError(f"{path}: the archive has no {name}") from None
     if info.file_size > limit:
-        raise ModelFileError(f"{path}: {name} declares {info.file_size} bytes, more than the {limit} its "
-                             f"architecture can need")
+        raise ModelFileError(
+            f"{path}: {name} declares {info.file_size} bytes, more than the {limit} its architecture can need"
+        )
     try:
         with zf.open(info) as member:
             data = member.read(limit + 1)
@@ -328,8 +371,9 @@ def _check_keys(path: str, where: str, config: dict, allowed: dict) -> dict:
             if allowed[key] is _USE:
                 out[key] = value
             elif value not in allowed[key]:
-                raise ModelFileError(f"{path}: {where}: {key}={value!r} is not supported by cdnn "
-                                     f"(supported: {allowed[key]})")
+                raise ModelFileError(
+                    f"{path}: {where}: {key}={value!r} is not supported by cdnn (supported: {allowed[key]})"
+                )
         else:
             raise ModelFileError(f"{path}: {where}: unknown or unsupported setting {key!r}={str(value)[:80]!r}")
     return out
@@ -358,8 +402,9 @@ def _initializer_name(path: str, where: str, value) -> str:
             kept = {k: v for k, v in cfg.items() if k not in ("input_axes", "output_axes")}
             return initializers.deserialize({"class_name": value["class_name"], "config": kept})
         if extra:
-            raise ModelFileError(f"{path}: {where}: initializer {value['class_name']} with {extra} is not "
-                                 f"supported by cdnn")
+            raise ModelFileError(
+                f"{path}: {where}: initializer {value['class_name']} with {extra} is not supported by cdnn"
+            )
         return snake_case(value["class_name"])
     raise ModelFileError(f"{path}: {where}: invalid initializer {str(value)[:80]!r}")
 
@@ -378,9 +423,13 @@ def _build_layer(path: str, entry: dict):
     kind, cfg = entry.get("class_name"), entry["config"]
     where = f"layer {cfg.get('name')!r} ({kind})"
     if entry.get("module") not in (None, "keras.layers", "keras.src.layers") or entry.get("registered_name") not in (
-            None, kind):
-        raise ModelFileError(f"{path}: {where}: custom layer classes ({entry.get('registered_name')!r}) are not "
-                             f"loaded: cdnn builds only the Keras layers it implements")
+        None,
+        kind,
+    ):
+        raise ModelFileError(
+            f"{path}: {where}: custom layer classes ({entry.get('registered_name')!r}) are not "
+            f"loaded: cdnn builds only the Keras layers it implements"
+        )
     if kind == "InputLayer":
         shape = cfg.get("batch_shape") or ([None, *cfg["shape"]] if "shape" in cfg else None)
         if not isinstance(shape, list) or len(shape) < 2:
@@ -395,11 +444,26 @@ def _build_layer(path: str, entry: dict):
         _dtype_ok(path, where, kw.pop("dtype", None))
         return layers_module.Dropout(**kw)
     if kind == "Dense":
-        kw = _check_keys(path, where, cfg, {
-            **_COMMON, "units": _USE, "activation": _USE, "use_bias": _USE, "kernel_initializer": _USE,
-            "bias_initializer": _USE, "kernel_regularizer": _USE, "bias_regularizer": _USE,
-            "activity_regularizer": (None,), "kernel_constraint": _USE, "bias_constraint": _USE,
-            "lora_rank": (None,), "lora_alpha": (None,)})
+        kw = _check_keys(
+            path,
+            where,
+            cfg,
+            {
+                **_COMMON,
+                "units": _USE,
+                "activation": _USE,
+                "use_bias": _USE,
+                "kernel_initializer": _USE,
+                "bias_initializer": _USE,
+                "kernel_regularizer": _USE,
+                "bias_regularizer": _USE,
+                "activity_regularizer": (None,),
+                "kernel_constraint": _USE,
+                "bias_constraint": _USE,
+                "lora_rank": (None,),
+                "lora_alpha": (None,),
+            },
+        )
         _dtype_ok(path, where, kw.pop("dtype", None))
         if not isinstance(kw.get("activation", "linear"), (str, type(None))):
             raise ModelFileError(f"{path}: {where}: activation {kw['activation']!r} is not a built-in activation")
@@ -407,8 +471,10 @@ def _build_layer(path: str, entry: dict):
             if key in kw:
                 kw[key] = _initializer_name(path, where, kw[key])
         return layers_module.Dense(**kw)
-    raise ModelFileError(f"{path}: layer {cfg.get('name')!r} is a {kind}, which cdnn does not implement yet "
-                         f"(it reads InputLayer, Flatten, Dense and Dropout from .keras files)")
+    raise ModelFileError(
+        f"{path}: layer {cfg.get('name')!r} is a {kind}, which cdnn does not implement yet "
+        f"(it reads InputLayer, Flatten, Dense and Dropout from .keras files)"
+    )
 
 
 _BAD = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError)
@@ -421,8 +487,10 @@ def _model_from_keras_config(path: str, config):
         raise ModelFileError(f"{path}: config.json is not a Keras model record")
     kind, cfg = config.get("class_name"), config.get("config")
     if kind != "Sequential" or not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
-        raise ModelFileError(f"{path}: the model is a {kind!r}: cdnn reads Sequential models from .keras files "
-                             f"(functional models come with the layer graph)")
+        raise ModelFileError(
+            f"{path}: the model is a {kind!r}: cdnn reads Sequential models from .keras files "
+            f"(functional models come with the layer graph)"
+        )
     try:
         layers = [_build_layer(path, entry) for entry in cfg["layers"]]
         model = Sequential(layers, name=cfg.get("name"))
@@ -472,11 +540,14 @@ def _dataset(path: str, group, key: str, shape: tuple, dtypes: tuple, where: str
     if not isinstance(ds, module.Dataset):
         raise ModelFileError(f"{path}: {where}/{key} is not a dataset")
     if ds.is_virtual or ds.external:
-        raise ModelFileError(f"{path}: {where}/{key} keeps its data in other files; cdnn reads only what the file "
-                             f"holds")
+        raise ModelFileError(
+            f"{path}: {where}/{key} keeps its data in other files; cdnn reads only what the file holds"
+        )
     if tuple(ds.shape) != tuple(shape) or np.dtype(ds.dtype).newbyteorder("=") not in [np.dtype(d) for d in dtypes]:
-        raise ModelFileError(f"{path}: {where}/{key} has dtype {ds.dtype} and shape {ds.shape}, expected "
-                             f"{np.dtype(dtypes[0]).name} {tuple(shape)}")
+        raise ModelFileError(
+            f"{path}: {where}/{key} has dtype {ds.dtype} and shape {ds.shape}, expected "
+            f"{np.dtype(dtypes[0]).name} {tuple(shape)}"
+        )
     return np.asarray(ds[()], dtype=dtypes[0])
 
 
@@ -510,11 +581,12 @@ def _read_open_h5(path: str, model, h5, with_optimizer: bool) -> None:
                 raise ModelFileError(f"{path}: no weights for layer {layer.name!r} (looked for {lpath}/vars)")
             continue
         if not isinstance(group, module.Group) or len(group) != len(expected):
-            raise ModelFileError(f"{path}: {lpath} does not hold the {len(expected)} variables of layer "
-                                 f"{layer.name!r}")
-        weights += [_dataset(path, group, str(i), s, (np.float32, np.float64, np.float16), lpath)
-                    for i, s in enumerate(expected)]
-    _assign_weights(path, model, weights)   # NaN and infinity load, with a warning, as in Keras
+            raise ModelFileError(f"{path}: {lpath} does not hold the {len(expected)} variables of layer {layer.name!r}")
+        weights += [
+            _dataset(path, group, str(i), s, (np.float32, np.float64, np.float16), lpath)
+            for i, s in enumerate(expected)
+        ]
+    _assign_weights(path, model, weights)  # NaN and infinity load, with a warning, as in Keras
     group = _child(path, h5, "optimizer/vars", "")
     if with_optimizer and group is not None and model.compiled:
         _read_optimizer(path, model, group)
@@ -532,11 +604,14 @@ def _read_optimizer(path: str, model, group) -> None:
     if len(group) == 2 and iterations == 0:  # compiled, never trained: Keras had not built its slots
         return
     if len(group) != 2 + len(order):
-        raise ModelFileError(f"{path}: the optimizer state holds {len(group) - 2} slot variables; "
-                             f"{type(opt).__name__} with these settings has {len(order)} for this model")
+        raise ModelFileError(
+            f"{path}: the optimizer state holds {len(group) - 2} slot variables; "
+            f"{type(opt).__name__} with these settings has {len(order)} for this model"
+        )
     for k, (p, s) in enumerate(order):
-        opt._slots[p][s][...] = _dataset(path, group, str(k + 2), params[p].shape, (np.float32, np.float64),
-                                         "optimizer/vars")
+        opt._slots[p][s][...] = _dataset(
+            path, group, str(k + 2), params[p].shape, (np.float32, np.float64), "optimizer/vars"
+        )
     opt.iterations = iterations
 
 
@@ -552,8 +627,11 @@ def _compile_from_config(path: str, model, comp) -> None:
             # centered are refused by the optimizer's own checks, named in the error)
             opt = {"class_name": opt.get("class_name"), "config": dict(opt.get("config") or {})}
         loss = comp.get("loss")
-        if isinstance(loss, dict) and loss.get("class_name") in losses._CLASSES and \
-                isinstance(loss.get("config"), dict):
+        if (
+            isinstance(loss, dict)
+            and loss.get("class_name") in losses._CLASSES
+            and isinstance(loss.get("config"), dict)
+        ):
             loss = losses.deserialize({"class_name": loss["class_name"], "config": loss["config"]})
         elif isinstance(loss, dict):
             loss = loss.get("config", {}).get("name") or snake_case(loss.get("class_name", ""))
@@ -562,13 +640,16 @@ def _compile_from_config(path: str, model, comp) -> None:
         mets = comp.get("metrics")
         mets = [m for m in mets] if isinstance(mets, list) else ([mets] if mets else None)
         if mets and not all(isinstance(m, (str, dict)) for m in mets):
-            raise ModelFileError(f"{path}: metrics {str(mets)[:80]!r}: cdnn reads metrics given by name or by "
-                                 f"their Keras config")
+            raise ModelFileError(
+                f"{path}: metrics {str(mets)[:80]!r}: cdnn reads metrics given by name or by their Keras config"
+            )
         from cdnn.trainers.compile_utils import deserialize_metrics
 
-        model.compile(optimizer=optimizers.get(opt) if opt is not None else "rmsprop",
-                      loss=loss or None,
-                      metrics=deserialize_metrics({"metrics": mets}) if mets else None)
+        model.compile(
+            optimizer=optimizers.get(opt) if opt is not None else "rmsprop",
+            loss=loss or None,
+            metrics=deserialize_metrics({"metrics": mets}) if mets else None,
+        )
     except ModelFileError:
         raise
     except _BAD as exc:
@@ -589,7 +670,7 @@ def load_keras(path: str, compile: bool = True):
         # the layers may create at most as many float32 values as the weights member can hold:
         # config.json's Dense(10**8) is refused before it allocates (see cdnn/_loading.py)
         weights_info = zf.NameToInfo.get(_WEIGHTS)
-        budget = weights_info.file_size // 2 if weights_info is not None else 0   # float16 at least
+        budget = weights_info.file_size // 2 if weights_info is not None else 0  # float16 at least
         with _loading.weight_budget(budget):
             model = _model_from_keras_config(path, config)
         if compile:
@@ -631,8 +712,9 @@ def _read_legacy(path: str, h5, compile: bool):
 
     text = h5.attrs.get("model_config")
     if text is None:
-        raise ModelFileError(f"{path}: an HDF5 file without a model_config: a weights file? Load it with "
-                             f"model.load_weights")
+        raise ModelFileError(
+            f"{path}: an HDF5 file without a model_config: a weights file? Load it with model.load_weights"
+        )
     try:
         config = json.loads(_attr_text(text))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -656,11 +738,11 @@ def _read_legacy(path: str, h5, compile: bool):
         lg = _child(path, group, layer.name, "model_weights")
         names = [_attr_text(n) for n in lg.attrs.get("weight_names", [])] if lg is not None else []
         if len(names) != len(expected):
-            raise ModelFileError(f"{path}: layer {layer.name!r} has {len(expected)} weights, the file "
-                                 f"{len(names)}")
+            raise ModelFileError(f"{path}: layer {layer.name!r} has {len(expected)} weights, the file {len(names)}")
         for name, shape in zip(names, expected):
-            weights.append(_dataset(path, lg, name, shape, (np.float32, np.float64, np.float16),
-                                    f"model_weights/{layer.name}"))
+            weights.append(
+                _dataset(path, lg, name, shape, (np.float32, np.float64, np.float16), f"model_weights/{layer.name}")
+            )
     model.set_weights(weights)
     training = h5.attrs.get("training_config")
     if compile and training is not None:
@@ -676,8 +758,11 @@ def _read_legacy(path: str, h5, compile: bool):
             try:
                 _legacy_optimizer_state(path, model, og, names)
             except ModelFileError as exc:
-                warnings.warn(f"Error in loading the saved optimizer state ({exc}). As a result, your model "
-                              f"is starting with a freshly initialized optimizer.", stacklevel=3)
+                warnings.warn(
+                    f"Error in loading the saved optimizer state ({exc}). As a result, your model "
+                    f"is starting with a freshly initialized optimizer.",
+                    stacklevel=3,
+                )
                 model.optimizer.build(model.weights)
     return model
 
@@ -691,16 +776,19 @@ def _legacy_optimizer_state(path: str, model, group, names: list) -> None:
         raise ModelFileError(f"{len(names)} optimizer weights, {type(opt).__name__} has {2 + len(order)}")
     it = _dataset(path, group, names[0], (), (np.int64, np.int32, np.float32), "optimizer_weights")
     for name, (p, s) in zip(names[2:], order):
-        opt._slots[p][s][...] = _dataset(path, group, name, params[p].shape, (np.float32, np.float64),
-                                         "optimizer_weights")
+        opt._slots[p][s][...] = _dataset(
+            path, group, name, params[p].shape, (np.float32, np.float64), "optimizer_weights"
+        )
     opt.iterations = int(it)
 
 
 def load_weights_h5(model, path: str) -> None:
     """Load Keras 3 ``.weights.h5`` weights (and optimizer state, when compiled) into a built ``model``."""
     if not model.built:
-        raise ValueError(f"Model {model.name!r} is not built: build it (or call it on data) before load_weights "
-                         f"from a .weights.h5 file, which holds no architecture")
+        raise ValueError(
+            f"Model {model.name!r} is not built: build it (or call it on data) before load_weights "
+            f"from a .weights.h5 file, which holds no architecture"
+        )
     size = os.path.getsize(path)
     if size > _weights_limit(model):
         raise ModelFileError(f"{path}: {size} bytes, more than the weights of model {model.name!r} can need")

@@ -8,6 +8,7 @@ outputs into a buffer for the run, and the metrics are updated from it in
 NumPy between runs (built-in metrics, whose state is sums, once per run;
 a user's ``Metric`` subclass once per batch, as Keras calls it).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -65,29 +66,42 @@ def _core_kind(m: Metric) -> Optional[str]:
 
 def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, activation: str = "") -> None:
     """Refuse, before training, a metric that cannot read these labels and outputs."""
-    label_text = ("integer class labels of shape (n,)" if sparse_labels else f"labels of shape (n, {units})")
+    label_text = "integer class labels of shape (n,)" if sparse_labels else f"labels of shape (n, {units})"
 
     def refuse(why: str):
-        raise ValueError(f"Invalid metric {m.name!r} ({type(m).__name__}) for loss {loss_name!r} and an output of "
-                         f"{units} unit(s): {why}")
+        raise ValueError(
+            f"Invalid metric {m.name!r} ({type(m).__name__}) for loss {loss_name!r} and an output of "
+            f"{units} unit(s): {why}"
+        )
 
     k = getattr(m, "k", None)
-    if isinstance(m, (acc.TopKCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and \
-            not getattr(m, "from_sorted_ids", False) and k > units:
+    if (
+        isinstance(m, (acc.TopKCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy))
+        and not getattr(m, "from_sorted_ids", False)
+        and k > units
+    ):
         refuse(f"k={k} is more than the {units} classes of the output")
     if isinstance(m, (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and not sparse_labels:
-        refuse(f"it reads integer class labels, but {loss_name} takes {label_text} "
-               f"(use the categorical metric, or sparse_categorical_crossentropy)")
+        refuse(
+            f"it reads integer class labels, but {loss_name} takes {label_text} "
+            f"(use the categorical metric, or sparse_categorical_crossentropy)"
+        )
     if sparse_labels and isinstance(m, (acc.CategoricalAccuracy, acc.TopKCategoricalAccuracy, FBetaScore)):
-        refuse("it reads one-hot labels, but sparse_categorical_crossentropy takes integer class labels (use the "
-               "sparse_ metric, or one-hot labels with categorical_crossentropy)")
+        refuse(
+            "it reads one-hot labels, but sparse_categorical_crossentropy takes integer class labels (use the "
+            "sparse_ metric, or one-hot labels with categorical_crossentropy)"
+        )
     if sparse_labels and units > 1 and isinstance(m, (AUC, Precision, Recall, _ConfusionMatrixConditionCount)):
         hint = " (or AUC(multi_label=True) with one-hot labels)" if isinstance(m, AUC) else ""
-        refuse(f"it compares labels and outputs element by element, and {units}-way outputs do not match "
-               f"{label_text}: use one-hot labels with categorical_crossentropy{hint}")
+        refuse(
+            f"it compares labels and outputs element by element, and {units}-way outputs do not match "
+            f"{label_text}: use one-hot labels with categorical_crossentropy{hint}"
+        )
     if isinstance(m, AUC) and not m.multi_label and units > 1 and activation == "softmax":
-        refuse("on a softmax the classes are one prediction, not separate binary ones: the flattened AUC mixes "
-               "them; use AUC(multi_label=True) with one-hot labels (one AUC per class, averaged)")
+        refuse(
+            "on a softmax the classes are one prediction, not separate binary ones: the flattened AUC mixes "
+            "them; use AUC(multi_label=True) with one-hot labels (one AUC per class, averaged)"
+        )
     if isinstance(m, AUC) and m.multi_label and m._num_labels not in (None, units):
         refuse(f"num_labels={m._num_labels} does not match the output's {units} units")
     if isinstance(m, (Precision, Recall)):
@@ -103,8 +117,10 @@ class CompileMetrics(Metric):
     def __init__(self, metrics) -> None:
         super().__init__(name="compile_metrics")
         if isinstance(metrics, dict):
-            raise ValueError("Invalid value for argument `metrics`: a dict of metrics per output needs a model with "
-                             "several outputs; this model has one (pass a list)")
+            raise ValueError(
+                "Invalid value for argument `metrics`: a dict of metrics per output needs a model with "
+                "several outputs; this model has one (pass a list)"
+            )
         self._user_metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
         for m in self._user_metrics:  # unknown names fail at compile, as in Keras
             if m is None or isinstance(m, (dict, Metric)):
@@ -165,7 +181,7 @@ class CompileMetrics(Metric):
                 m.update_state(y_true, y_pred)  # built-in state is sums: one update per run is the same
             else:
                 for s in range(0, len(y_pred), batch_size):
-                    m.update_state(y_true[s:s + batch_size], y_pred[s:s + batch_size])
+                    m.update_state(y_true[s : s + batch_size], y_pred[s : s + batch_size])
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         for m in self._metrics:
@@ -245,5 +261,4 @@ def clone_metrics(compile_metrics: Optional[CompileMetrics]) -> Optional[list]:
     """Fresh copies of ``compile(metrics=...)`` for another model (user subclasses included)."""
     if compile_metrics is None:
         return None
-    return [type(m).from_config(m.get_config()) if isinstance(m, Metric) else m
-            for m in compile_metrics._user_metrics]
+    return [type(m).from_config(m.get_config()) if isinstance(m, Metric) else m for m in compile_metrics._user_metrics]

@@ -9,6 +9,7 @@ As in Keras, ``steps_per_epoch`` walks on through the data from one epoch to
 the next, starting a new pass (a new shuffle) only when the data is used up;
 an epoch that runs out of data ends early with a warning.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -40,6 +41,7 @@ def is_batch_source(x) -> bool:
 @dataclass
 class Run:
     """One core call's work: batches ``first .. first + k`` of ``perm`` over ``xs``/``ys``."""
+
     xs: np.ndarray
     ys: np.ndarray
     perm: np.ndarray
@@ -50,7 +52,7 @@ class Run:
 
     def rows(self, k: int) -> np.ndarray:
         """The dataset rows of the run's first ``k`` batches (in batch order)."""
-        return self.perm[self.first * self.batch_size:min(len(self.perm), (self.first + k) * self.batch_size)]
+        return self.perm[self.first * self.batch_size : min(len(self.perm), (self.first + k) * self.batch_size)]
 
     def batch_rows(self, k: int) -> np.ndarray:
         """Rows of each of the run's first ``k`` batches."""
@@ -61,8 +63,15 @@ class Run:
 class ArrayEpochs:
     """Epochs over arrays (already checked and converted), shuffled per pass if ``shuffle``."""
 
-    def __init__(self, xs: np.ndarray, ys: np.ndarray, batch_size: int, shuffle: bool,
-                 steps_per_epoch: Optional[int], sw: Optional[np.ndarray] = None) -> None:
+    def __init__(
+        self,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        batch_size: int,
+        shuffle: bool,
+        steps_per_epoch: Optional[int],
+        sw: Optional[np.ndarray] = None,
+    ) -> None:
         self.xs, self.ys, self.batch_size, self.shuffle, self.sw = xs, ys, batch_size, shuffle, sw
         self.num_batches = -(-len(xs) // batch_size)
         self.steps = steps_per_epoch or self.num_batches
@@ -83,12 +92,13 @@ class ArrayEpochs:
 
     def next_run(self, k: int, model) -> Optional[Run]:
         if self.pos >= self.num_batches:
-            warnings.warn(f"Your input ran out of data; interrupting epoch. Make sure that your dataset or generator "
-                          f"can generate at least `steps_per_epoch * epochs` batches ({self.steps} per epoch).",
-                          stacklevel=4)
+            warnings.warn(
+                f"Your input ran out of data; interrupting epoch. Make sure that your dataset or generator "
+                f"can generate at least `steps_per_epoch * epochs` batches ({self.steps} per epoch).",
+                stacklevel=4,
+            )
             return None
-        return Run(self.xs, self.ys, self.perm, self.pos, min(k, self.num_batches - self.pos), self.batch_size,
-                   self.sw)
+        return Run(self.xs, self.ys, self.perm, self.pos, min(k, self.num_batches - self.pos), self.batch_size, self.sw)
 
     def advance(self, k: int) -> None:
         self.pos += k
@@ -148,11 +158,15 @@ class BatchEpochs:
 
     def _unpack(self, batch):
         if not isinstance(batch, (tuple, list)) or not 1 <= len(batch) <= 3:
-            raise ValueError(f"Invalid batch from `{self.name}`: expected a tuple (x, y) or (x, y, sample_weight), "
-                             f"received {type(batch).__name__}")
+            raise ValueError(
+                f"Invalid batch from `{self.name}`: expected a tuple (x, y) or (x, y, sample_weight), "
+                f"received {type(batch).__name__}"
+            )
         if len(batch) == 3 and batch[2] is not None:
-            raise ValueError(f"Invalid batch from `{self.name}`: sample weights in batches (x, y, sample_weight) "
-                             f"are not supported by this cdnn (yield (x, y))")
+            raise ValueError(
+                f"Invalid batch from `{self.name}`: sample weights in batches (x, y, sample_weight) "
+                f"are not supported by this cdnn (yield (x, y))"
+            )
         if len(batch) == 1 or batch[1] is None:
             raise ValueError(f"Invalid batch from `{self.name}`: training and evaluation need labels, a tuple (x, y)")
         return batch[0], batch[1]
@@ -178,9 +192,12 @@ class BatchEpochs:
             self.batch_size = max(self.batch_size or 0, size)
         if not xs:
             if self.steps and self._steps_per_epoch:
-                warnings.warn(f"Your input ran out of data; interrupting epoch. Make sure that your dataset or "
-                              f"generator can generate at least `steps_per_epoch * epochs` batches "
-                              f"({self.steps} per epoch).", stacklevel=4)
+                warnings.warn(
+                    f"Your input ran out of data; interrupting epoch. Make sure that your dataset or "
+                    f"generator can generate at least `steps_per_epoch * epochs` batches "
+                    f"({self.steps} per epoch).",
+                    stacklevel=4,
+                )
             return None
         x, y = (xs[0], ys[0]) if len(xs) == 1 else (np.concatenate(xs), np.concatenate(ys))
         return Run(x, y, np.arange(len(x), dtype=np.int32), 0, len(xs), size)

@@ -8,6 +8,7 @@ batch at a time when a callback wants every batch). :func:`fit_graph` and
 prepare inputs and labels per input and per output and turn the core's sums
 into Keras 3's logs (``loss``, ``<output>_loss``, ``<output>_accuracy``, sorted).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from cdnn import _core, _io_utils, _random, callbacks as callbacks_module
+from cdnn import _core, _io_utils, _random
+from cdnn import callbacks as callbacks_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn.trainers.thread_chooser import _ThreadChooser
@@ -27,10 +29,27 @@ __all__ = ["run_epochs", "fit_graph", "evaluate_graph"]
 PREDICT_ROWS = 512
 
 
-def run_epochs(net, xs, ys, n: int, batch_size: int, epochs: int, initial_epoch: int, verbose: int, shuffle: bool,
-               cbs: list, user_callbacks: list, history, optimizer, chooser: _ThreadChooser,
-               make_logs: Callable, validate: Optional[Callable], stopped: Callable[[], bool],
-               n_outputs: Optional[int] = None, stateful: tuple = ()) -> Optional[dict]:
+def run_epochs(
+    net,
+    xs,
+    ys,
+    n: int,
+    batch_size: int,
+    epochs: int,
+    initial_epoch: int,
+    verbose: int,
+    shuffle: bool,
+    cbs: list,
+    user_callbacks: list,
+    history,
+    optimizer,
+    chooser: _ThreadChooser,
+    make_logs: Callable,
+    validate: Optional[Callable],
+    stopped: Callable[[], bool],
+    n_outputs: Optional[int] = None,
+    stateful: tuple = (),
+) -> Optional[dict]:
     """Train ``epochs - initial_epoch`` epochs; returns the last epoch's logs (None if none ran).
 
     ``make_logs(loss_sum, correct_sums, output_loss_sums, seen)`` turns the
@@ -48,15 +67,18 @@ def run_epochs(net, xs, ys, n: int, batch_size: int, epochs: int, initial_epoch:
         batch_correct, output_loss = np.zeros(steps), None
     else:
         batch_correct, output_loss = np.zeros((steps, n_outputs)), np.zeros((steps, n_outputs))
-    rng = _random.fit_generator()   # this fit's own: other threads' draws do not change its results
+    rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
     history.on_train_begin()
     for cb in user_callbacks:
         cb.on_train_begin()
 
     def logs_until(done: int, seen: int) -> dict:
         seen = max(seen, 1)
-        return make_logs(batch_loss[:done].sum() / seen, batch_correct[:done].sum(axis=0) / seen,
-                         None if output_loss is None else output_loss[:done].sum(axis=0) / seen)
+        return make_logs(
+            batch_loss[:done].sum() / seen,
+            batch_correct[:done].sum(axis=0) / seen,
+            None if output_loss is None else output_loss[:done].sum(axis=0) / seen,
+        )
 
     training_logs = None
     for epoch in range(initial_epoch, epochs):
@@ -78,12 +100,27 @@ def run_epochs(net, xs, ys, n: int, batch_size: int, epochs: int, initial_epoch:
             steps_before = net.steps_done
             extra = {} if output_loss is None else {"output_loss": output_loss[done:]}
             try:
-                k = net.train_run(xs, ys, perm, done, k, batch_size, optimizer.iterations, seed,
-                                  batch_loss[done:], batch_correct[done:], nt, stop_nonfinite, **extra)
+                k = net.train_run(
+                    xs,
+                    ys,
+                    perm,
+                    done,
+                    k,
+                    batch_size,
+                    optimizer.iterations,
+                    seed,
+                    batch_loss[done:],
+                    batch_correct[done:],
+                    nt,
+                    stop_nonfinite,
+                    **extra,
+                )
             except _core.NonFiniteInputError as e:
-                raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
-                                 f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
-                                 f"are trained)") from None
+                raise ValueError(
+                    f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
+                    f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
+                    f"are trained)"
+                ) from None
             finally:
                 # counted by the core itself: exact even when Ctrl-C lands just after the run
                 optimizer.iterations += net.steps_done - steps_before
@@ -94,8 +131,10 @@ def run_epochs(net, xs, ys, n: int, batch_size: int, epochs: int, initial_epoch:
             seen = min(n, done * batch_size)
             logs = logs_until(done, seen)
             for cb in cbs:
-                cb._on_run_end(done - k, batch_loss[done - k:done] / np.minimum(
-                    batch_size, n - np.arange(done - k, done) * batch_size))
+                cb._on_run_end(
+                    done - k,
+                    batch_loss[done - k : done] / np.minimum(batch_size, n - np.arange(done - k, done) * batch_size),
+                )
             for cb in per_batch:
                 cb.on_train_batch_end(done - 1, dict(logs))
             if done < steps:
@@ -119,6 +158,7 @@ def run_epochs(net, xs, ys, n: int, batch_size: int, epochs: int, initial_epoch:
 
 
 # ---- graph models ----------------------------------------------------------------------------------
+
 
 def _graph_logs(specs: list, loss: float, correct, output_loss) -> dict:
     """Keras 3's logs of a graph model: ``loss``, each output's loss (if several) and accuracy, sorted by name."""
@@ -144,8 +184,14 @@ def _evaluate_logs(model, specs: list, xs: list, ys: list) -> dict:
 def _checked_fit_args(batch_size, epochs, verbose, validation_split, initial_epoch, kwargs: dict):
     from cdnn.models.model import _batch_size, _verbose
 
-    for k in ("class_weight", "sample_weight", "steps_per_epoch", "validation_steps", "validation_batch_size",
-              "validation_freq"):
+    for k in (
+        "class_weight",
+        "sample_weight",
+        "steps_per_epoch",
+        "validation_steps",
+        "validation_batch_size",
+        "validation_freq",
+    ):
         if kwargs.get(k) is not None:
             raise ValueError(f"fit: argument `{k}` is not supported by cdnn for this model")
         kwargs.pop(k, None)
@@ -160,8 +206,20 @@ def _checked_fit_args(batch_size, epochs, verbose, validation_split, initial_epo
     return _batch_size(batch_size), _verbose(verbose)
 
 
-def fit_graph(model, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data, shuffle,
-              initial_epoch, kwargs: dict):
+def fit_graph(
+    model,
+    x,
+    y,
+    batch_size,
+    epochs,
+    verbose,
+    callbacks,
+    validation_split,
+    validation_data,
+    shuffle,
+    initial_epoch,
+    kwargs: dict,
+):
     """``Model.fit`` for a graph: inputs/labels as arrays, lists or dicts; history keys as Keras 3 names them."""
     from cdnn.models.model import all_finite
 
@@ -178,15 +236,18 @@ def fit_graph(model, x, y, batch_size, epochs, verbose, callbacks, validation_sp
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError(f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
-                             f"received {type(validation_data).__name__}")
+            raise ValueError(
+                f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
+                f"received {type(validation_data).__name__}"
+            )
         vx = model._prepare_inputs(graph, validation_data[0], "validation_data[0]")
         val = (vx, model._prepare_targets(specs, validation_data[1], len(vx[0]), "validation_data[1]"))
     elif validation_split:
         split = int(math.floor(n * (1.0 - validation_split)))  # as Keras: train on the first part
         if split <= 0 or split >= n:
-            raise ValueError(f"validation_split={validation_split} leaves no training or no validation samples "
-                             f"out of {n}")
+            raise ValueError(
+                f"validation_split={validation_split} leaves no training or no validation samples out of {n}"
+            )
         if not all(all_finite(a[split:]) for a in xs):
             raise ValueError("Invalid values in `x`: its validation split contains NaN or infinity")
         val = ([a[split:] for a in xs], [None if t is None else t[split:] for t in ys])
@@ -207,10 +268,27 @@ def fit_graph(model, x, y, batch_size, epochs, verbose, callbacks, validation_sp
     def validate():
         return _evaluate_with_callbacks(model, specs, *val, batch_size, cbs)
 
-    run_epochs(net, xs, ys, n, batch_size, epochs, int(initial_epoch), verbose, shuffle, cbs, user, history,
-               model.optimizer, model._chooser, lambda l, c, o: _graph_logs(specs, l, c, o),
-               validate if val is not None else None, lambda: model.stop_training, n_outputs=len(specs),
-               stateful=tuple(_graph_logs(specs, 0.0, [0.0] * len(specs), [0.0] * len(specs))))
+    run_epochs(
+        net,
+        xs,
+        ys,
+        n,
+        batch_size,
+        epochs,
+        int(initial_epoch),
+        verbose,
+        shuffle,
+        cbs,
+        user,
+        history,
+        model.optimizer,
+        model._chooser,
+        lambda l, c, o: _graph_logs(specs, l, c, o),
+        validate if val is not None else None,
+        lambda: model.stop_training,
+        n_outputs=len(specs),
+        stateful=tuple(_graph_logs(specs, 0.0, [0.0] * len(specs), [0.0] * len(specs))),
+    )
     return history
 
 
@@ -247,7 +325,11 @@ def evaluate_graph(model, x, y, batch_size, verbose, return_dict: bool, kwargs: 
     if return_dict:
         return logs
     order = ["loss"] + [f"{s['name']}_loss" for s in specs if f"{s['name']}_loss" in logs]
-    order += [k for s in specs for k in logs if k not in order and s["metric"] is not None and
-              k in (s["metric"].name, f"{s['name']}_{s['metric'].name}")]
+    order += [
+        k
+        for s in specs
+        for k in logs
+        if k not in order and s["metric"] is not None and k in (s["metric"].name, f"{s['name']}_{s['metric'].name}")
+    ]
     values = [logs[k] for k in order]
     return values[0] if len(values) == 1 else values

@@ -1,5 +1,6 @@
 """``keras.utils.PyDataset``: a dataset of batches indexed in Python (Keras 3's
 ``keras/src/trainers/data_adapters/py_dataset_adapter.py``)."""
+
 from __future__ import annotations
 
 import warnings
@@ -22,8 +23,10 @@ class PyDataset:
         self._use_multiprocessing = use_multiprocessing
         self._max_queue_size = max_queue_size
         if workers > 1 or use_multiprocessing:
-            warnings.warn("PyDataset: cdnn reads batches in the training thread; `workers` and "
-                          "`use_multiprocessing` are ignored", stacklevel=2)
+            warnings.warn(
+                "PyDataset: cdnn reads batches in the training thread; `workers` and `use_multiprocessing` are ignored",
+                stacklevel=2,
+            )
 
     @property
     def workers(self) -> int:

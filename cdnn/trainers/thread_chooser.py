@@ -1,4 +1,5 @@
 """The thread chooser: runs of batches on all threads or on one, whichever is faster now."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -24,6 +25,7 @@ PROBE_FRACTION = 8  # (a divisor: probe runs have chunk // PROBE_FRACTION batche
 MIN_MEASURED_SECONDS = 0.01
 #: one thread must be this much faster per batch than all threads before fit uses it
 SINGLE_THREAD_MARGIN = 1.15
+
 
 class _ThreadChooser:
     """Chooses, run by run, between all of the core's threads and one thread.

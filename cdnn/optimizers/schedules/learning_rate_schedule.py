@@ -6,6 +6,7 @@ before handing the run to the C core (:meth:`LearningRateSchedule._rates`):
 the built-in schedules vectorised in float32 as Keras computes them, a user
 subclass by calling it once per step.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,22 +15,38 @@ import numpy as np
 
 from cdnn._errors import invalid
 
-__all__ = ["LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "PolynomialDecay",
-           "InverseTimeDecay", "CosineDecay", "CosineDecayRestarts", "serialize", "deserialize"]
+__all__ = [
+    "LearningRateSchedule",
+    "ExponentialDecay",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "InverseTimeDecay",
+    "CosineDecay",
+    "CosineDecayRestarts",
+    "serialize",
+    "deserialize",
+]
 
 _F = np.float32
 
 
 def _positive_steps(value, name: str):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0 \
-            or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not value > 0
+        or not math.isfinite(value)
+    ):
         raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value!r}")
     return value
 
 
 def _number(value, name: str):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or \
-            not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+    ):
         raise invalid(name, value, "a finite number")
     return value
 
@@ -38,11 +55,15 @@ class LearningRateSchedule:
     """Base class: subclasses implement ``__call__(step)`` (and ``get_config`` to be saved)."""
 
     def __call__(self, step):
-        raise NotImplementedError(f"Learning rate schedule '{self.__class__.__name__}' must override `__call__(self, step)`.")
+        raise NotImplementedError(
+            f"Learning rate schedule '{self.__class__.__name__}' must override `__call__(self, step)`."
+        )
 
     def get_config(self) -> dict:
-        raise NotImplementedError(f"Learning rate schedule '{self.__class__.__name__}' must override `get_config()` "
-                                  f"in order to be serializable.")
+        raise NotImplementedError(
+            f"Learning rate schedule '{self.__class__.__name__}' must override `get_config()` "
+            f"in order to be serializable."
+        )
 
     @classmethod
     def from_config(cls, config: dict):
@@ -65,14 +86,18 @@ class LearningRateSchedule:
                 try:
                     out[i] = float(np.asarray(v))
                 except (TypeError, ValueError):
-                    raise TypeError(f"Invalid learning rate: the schedule {type(self).__name__} returned {v!r} at "
-                                    f"step {int(s)}, expected a number") from None
+                    raise TypeError(
+                        f"Invalid learning rate: the schedule {type(self).__name__} returned {v!r} at "
+                        f"step {int(s)}, expected a number"
+                    ) from None
         out = np.ascontiguousarray(out, _F)
         bad = ~np.isfinite(out) | (out < 0)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"Invalid learning rate: the schedule {type(self).__name__} returned {float(out[i])!r} at step "
-                             f"{first + i}, expected a finite non-negative number")
+            raise ValueError(
+                f"Invalid learning rate: the schedule {type(self).__name__} returned {float(out[i])!r} at step "
+                f"{first + i}, expected a finite non-negative number"
+            )
         return out
 
 
@@ -96,8 +121,13 @@ class ExponentialDecay(LearningRateSchedule):
         return self._vector(np.asarray([step], np.int64))[0]
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+            "name": self.name,
+        }
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -106,9 +136,11 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 
     def __init__(self, boundaries, values, name="PiecewiseConstant"):
         if len(boundaries) != len(values) - 1:
-            raise ValueError("The length of boundaries should be 1 less than the length of values. Received: "
-                             f"boundaries={boundaries} of length {len(boundaries)}, and values={values} "
-                             f"of length {len(values)}.")
+            raise ValueError(
+                "The length of boundaries should be 1 less than the length of values. Received: "
+                f"boundaries={boundaries} of length {len(boundaries)}, and values={values} "
+                f"of length {len(values)}."
+            )
         if any(b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
             raise invalid("boundaries", boundaries, "strictly increasing numbers")
         for v in values:
@@ -133,8 +165,15 @@ class PolynomialDecay(LearningRateSchedule):
     """``(initial - end) * (1 - step / decay_steps) ** power + end``, the step held at ``decay_steps``
     (or, with ``cycle``, ``decay_steps`` times the first multiple beyond the step)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0, cycle=False,
-                 name="PolynomialDecay"):
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        end_learning_rate=0.0001,
+        power=1.0,
+        cycle=False,
+        name="PolynomialDecay",
+    ):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate")
         self.decay_steps = _positive_steps(decay_steps, "decay_steps")
         self.end_learning_rate = _number(end_learning_rate, "end_learning_rate")
@@ -151,16 +190,22 @@ class PolynomialDecay(LearningRateSchedule):
         else:
             s = np.minimum(s, d)
         p = s / d
-        return (_F(self.initial_learning_rate) - _F(self.end_learning_rate)) * np.power(_F(1) - p, _F(self.power)) \
-            + _F(self.end_learning_rate)
+        return (_F(self.initial_learning_rate) - _F(self.end_learning_rate)) * np.power(_F(1) - p, _F(self.power)) + _F(
+            self.end_learning_rate
+        )
 
     def __call__(self, step):
         return self._vector(np.asarray([step], np.int64))[0]
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "end_learning_rate": self.end_learning_rate, "power": self.power, "cycle": self.cycle,
-                "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "end_learning_rate": self.end_learning_rate,
+            "power": self.power,
+            "cycle": self.cycle,
+            "name": self.name,
+        }
 
 
 class InverseTimeDecay(LearningRateSchedule):
@@ -183,8 +228,13 @@ class InverseTimeDecay(LearningRateSchedule):
         return self._vector(np.asarray([step], np.int64))[0]
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+            "name": self.name,
+        }
 
 
 class CosineDecay(LearningRateSchedule):
@@ -192,8 +242,9 @@ class CosineDecay(LearningRateSchedule):
     ``lr0 * ((1 - alpha) * 0.5 * (1 + cos(pi * step / decay_steps)) + alpha)``, the step held at
     ``decay_steps`` (lr0: ``warmup_target``, or ``initial_learning_rate`` without warmup)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None,
-                 warmup_steps=0):
+    def __init__(
+        self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None, warmup_steps=0
+    ):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate")
         self.decay_steps = _positive_steps(decay_steps, "decay_steps")
         self.alpha = _number(alpha, "alpha")
@@ -222,9 +273,14 @@ class CosineDecay(LearningRateSchedule):
         return self._vector(np.asarray([step], np.int64))[0]
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "alpha": self.alpha, "name": self.name, "warmup_target": self.warmup_target,
-                "warmup_steps": self.warmup_steps}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "alpha": self.alpha,
+            "name": self.name,
+            "warmup_target": self.warmup_target,
+            "warmup_steps": self.warmup_steps,
+        }
 
 
 class CosineDecayRestarts(LearningRateSchedule):
@@ -258,18 +314,37 @@ class CosineDecayRestarts(LearningRateSchedule):
         return self._vector(np.asarray([step], np.int64))[0]
 
     def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate, "first_decay_steps": self.first_decay_steps,
-                "t_mul": self._t_mul, "m_mul": self._m_mul, "alpha": self.alpha, "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "first_decay_steps": self.first_decay_steps,
+            "t_mul": self._t_mul,
+            "m_mul": self._m_mul,
+            "alpha": self.alpha,
+            "name": self.name,
+        }
 
 
-_BUILTIN = {c.__name__: c for c in (ExponentialDecay, PiecewiseConstantDecay, PolynomialDecay, InverseTimeDecay,
-                                    CosineDecay, CosineDecayRestarts)}
+_BUILTIN = {
+    c.__name__: c
+    for c in (
+        ExponentialDecay,
+        PiecewiseConstantDecay,
+        PolynomialDecay,
+        InverseTimeDecay,
+        CosineDecay,
+        CosineDecayRestarts,
+    )
+}
 
 
 def serialize(learning_rate_schedule: LearningRateSchedule) -> dict:
     """A JSON-able dict as Keras writes it: ``{"module", "class_name", "config", "registered_name"}``."""
-    return {"module": "keras.optimizers.schedules", "class_name": type(learning_rate_schedule).__name__,
-            "config": learning_rate_schedule.get_config(), "registered_name": None}
+    return {
+        "module": "keras.optimizers.schedules",
+        "class_name": type(learning_rate_schedule).__name__,
+        "config": learning_rate_schedule.get_config(),
+        "registered_name": None,
+    }
 
 
 def deserialize(config: dict, custom_objects: dict | None = None) -> LearningRateSchedule:
@@ -277,6 +352,8 @@ def deserialize(config: dict, custom_objects: dict | None = None) -> LearningRat
     known = {**_BUILTIN, **(custom_objects or {})}
     if not isinstance(config, dict) or config.get("class_name") not in known:
         name = config.get("class_name") if isinstance(config, dict) else config
-        raise ValueError(f"Unknown learning rate schedule: {name!r}. Known: {sorted(_BUILTIN)} (pass a subclass "
-                         f"of your own through custom_objects)")
+        raise ValueError(
+            f"Unknown learning rate schedule: {name!r}. Known: {sorted(_BUILTIN)} (pass a subclass "
+            f"of your own through custom_objects)"
+        )
     return known[config["class_name"]].from_config(dict(config.get("config") or {}))

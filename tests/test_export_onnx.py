@@ -9,8 +9,26 @@ from cdnn import layers
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-ACTIVATIONS = ["relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "linear", "elu", "selu", "silu", "softplus",
-               "softsign", "hard_sigmoid", "hard_silu", "mish", "relu6", "exponential", "log_softmax"]
+ACTIVATIONS = [
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "leaky_relu",
+    "gelu",
+    "linear",
+    "elu",
+    "selu",
+    "silu",
+    "softplus",
+    "softsign",
+    "hard_sigmoid",
+    "hard_silu",
+    "mish",
+    "relu6",
+    "exponential",
+    "log_softmax",
+]
 
 
 def _run(path, x):

@@ -31,7 +31,10 @@ from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
-from cdnn.models.model import Model, prepare_labels
+from cdnn.models.model import Model, _batch_size, _verbose, prepare_labels
+from cdnn.models.model import all_finite as _all_finite
+from cdnn.models.model import as_float32 as _as_float32
+from cdnn.models.model import as_inputs as _as_inputs
 from cdnn.trainers.compile_utils import (
     CompileMetrics,
     deserialize_metrics,
@@ -47,66 +50,6 @@ __all__ = ["Sequential", "load_model"]
 
 #: rows per C inference batch (results do not depend on it)
 PREDICT_ROWS = 512
-
-
-def _as_inputs(x, name: str = "x") -> np.ndarray:
-    """A real-valued, finite, non-empty array (float32 if it must be copied anyway)."""
-    if x is None:
-        raise invalid(name, None, "an array of inputs")
-    a = np.asarray(x)
-    if a.dtype.kind not in "biuf":
-        raise TypeError(
-            f"Invalid dtype for argument `{name}`: expected real numbers (float or integer), received dtype {a.dtype}"
-        )
-    if a.ndim < 2:
-        raise ValueError(f"Invalid shape for argument `{name}`: expected (samples, features...), received {a.shape}")
-    if a.shape[0] == 0:
-        raise ValueError(
-            f"Invalid argument `{name}`: expected at least one sample, received an empty array of shape {a.shape}"
-        )
-    return a
-
-
-#: rows per block when scanning inputs for NaN/inf (bounds the scan's temporary memory)
-_FINITE_BLOCK = 4096
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    """Whether every value is finite: float32 in the core (one parallel pass, no mask
-    allocated), anything else with NumPy in blocks so no full-size mask is allocated."""
-    if a.dtype == np.float32 and a.flags.c_contiguous:
-        return _core.all_finite(a)
-    return all(np.isfinite(a[i : i + _FINITE_BLOCK]).all() for i in range(0, len(a), _FINITE_BLOCK))
-
-
-def _as_float32(a: np.ndarray, name: str, check_float32: bool = True) -> np.ndarray:
-    """``a`` as C-contiguous float32, refusing NaN and infinity (also float64 values beyond float32's range).
-
-    ``check_float32=False`` leaves float32 input unchecked: training checks each batch as
-    the core gathers it, which costs nothing, where this scan reads all of ``a`` once more.
-    """
-    with np.errstate(over="ignore"):
-        out = np.ascontiguousarray(a, dtype=np.float32)
-    if a.dtype.kind == "f" and (check_float32 or a.dtype != np.float32) and not _all_finite(out):
-        beyond = " or values beyond float32's range (3.4e38)" if _all_finite(a) else ""
-        raise ValueError(f"Invalid values in `{name}`: it contains NaN or infinity{beyond}")
-    return out
-
-
-def _verbose(verbose) -> int:
-    if verbose == "auto":
-        return 1
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-        raise invalid("verbose", verbose, "'auto', 0, 1 or 2")
-    return int(verbose)
-
-
-def _batch_size(batch_size) -> int:
-    if batch_size is None:
-        return 32
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise invalid("batch_size", batch_size, "a positive integer")
-    return int(batch_size)
 
 
 def _check_validation_freq(freq) -> None:

@@ -25,6 +25,9 @@ import pytest
 import cdnn
 from cdnn import keras
 
+#: the fork and thread-count cases are about OpenMP's threads: a serial build has none
+needs_openmp = pytest.mark.skipif(not cdnn.build_info()["openmp"], reason="a serial build (no OpenMP) has no threads")
+
 REPO = Path(__file__).resolve().parent.parent
 SCCE = "sparse_categorical_crossentropy"
 
@@ -80,6 +83,7 @@ _FORK_PARENT = """
 """
 
 
+@needs_openmp
 def test_a_fork_pool_worker_uses_a_model_trained_in_the_parent():
     code = (
         _FORK_PARENT
@@ -103,6 +107,7 @@ def test_a_fork_pool_worker_uses_a_model_trained_in_the_parent():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
+@needs_openmp
 def test_os_fork_child_runs_serially_and_says_so_when_asked_for_threads():
     code = (
         _FORK_PARENT
@@ -129,6 +134,7 @@ def test_os_fork_child_runs_serially_and_says_so_when_asked_for_threads():
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr[-3000:]
 
 
+@needs_openmp
 def test_a_child_forked_before_any_parallel_run_keeps_its_threads():
     code = """
     import os
@@ -156,6 +162,7 @@ def test_a_child_forked_before_any_parallel_run_keeps_its_threads():
 # ---------------------------------------------------------------- OMP_NUM_THREADS capped everywhere
 
 
+@needs_openmp
 def test_an_absurd_omp_num_threads_is_capped_in_every_entry_point():
     # at 100000 the kernels' per-thread buffers alone were 116 GiB; under a 4 GiB address space
     # an uncapped count fails with MemoryError instead of taking the machine down

@@ -452,6 +452,9 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
                    int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
                    int stop_nonfinite_loss, const float *sample_weight, float *outputs);
 
+/* n floats from src to dst, bit for bit (the gather of a batch); 1 if all of them are finite, else 0. */
+int cdnn_copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, size_t n);
+
 /* 1 if none of x[0..n) is NaN or infinite (a parallel scan of inputs before inference), else 0. */
 int cdnn_all_finite(const float *x, int64_t n);
 

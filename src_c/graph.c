@@ -303,18 +303,6 @@ static int read_flag(const int *flag)
     return j;
 }
 
-/* n floats from src to dst; whether they are all finite (exponent bits not all ones). */
-CDNN_VECTOR_CLONES
-static int copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, size_t n)
-{
-    uint32_t bad = 0;
-    for (size_t k = 0; k < n; k++) {
-        dst[k] = src[k];
-        bad |= (src[k] & 0x7f800000u) == 0x7f800000u;
-    }
-    return !bad;
-}
-
 /* Ask for the first few cache lines of a row of n floats. */
 static void prefetch_head(const float *row, size_t n)
 {
@@ -338,7 +326,7 @@ static int gather(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs
         for (long s = lo; s < hi && s < lo + GATHER_AHEAD; s++) prefetch_head(xs[k] + (size_t)rows_of[s] * n, n);
         for (long s = lo; s < hi; s++) {
             if (s + GATHER_AHEAD < hi) prefetch_head(xs[k] + (size_t)rows_of[s + GATHER_AHEAD] * n, n);
-            ok &= copy_finite((uint32_t *)(dst + s * n), (const uint32_t *)(xs[k] + (size_t)rows_of[s] * n), n);
+            ok &= cdnn_copy_finite((uint32_t *)(dst + s * n), (const uint32_t *)(xs[k] + (size_t)rows_of[s] * n), n);
         }
     }
     for (int o = 0; o < g->n_outputs; o++) {

@@ -717,14 +717,19 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
 /* n floats from src to dst, bit for bit; whether all of them are finite
  * (a float is NaN or infinite iff its exponent bits are all ones). */
 CDNN_VECTOR_CLONES
-static int copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, int n)
+static int copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, size_t n)
 {
     uint32_t bad = 0;
-    for (int k = 0; k < n; k++) {
+    for (size_t k = 0; k < n; k++) {
         dst[k] = src[k];
         bad |= (src[k] & 0x7f800000u) == 0x7f800000u;
     }
     return !bad;
+}
+
+int cdnn_copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, size_t n)
+{
+    return copy_finite(dst, src, n);
 }
 
 /* Ask for the first GATHER_LINES cache lines of a row of `in` floats. */
@@ -753,7 +758,7 @@ static int gather_x(float *dst, const float *X, int in, const int32_t *rows, lon
         const float *src = X + (size_t)r * in;
         if (i + GATHER_AHEAD < i1) prefetch_row_head(X + (size_t)rows[i + GATHER_AHEAD] * in, in);
         float *d = dst + (size_t)i * in;
-        ok &= copy_finite((uint32_t *)d, (const uint32_t *)src, in);
+        ok &= copy_finite((uint32_t *)d, (const uint32_t *)src, (size_t)in);
         if (drop0 > 0.0f) cdnn_dropout_row(d, d, in, key, r, 0, drop0);
     }
     return ok;

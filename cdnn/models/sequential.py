@@ -981,22 +981,6 @@ class Sequential(Model):
         logs = metrics_logs(self._loss_tracker, cm)
         return logs if return_dict else flatten_metrics_in_order(logs, cm)
 
-    def _own_callbacks(self, callbacks, params: dict) -> list:
-        """``fit``'s, ``evaluate``'s or ``predict``'s callbacks, checked, given the model and ``params``, as Keras does."""
-        if callbacks is None:
-            return []
-        if isinstance(callbacks, callbacks_module.Callback) or not hasattr(callbacks, "__iter__"):
-            raise TypeError(
-                f"Invalid argument `callbacks`: expected a list of callbacks, received {type(callbacks).__name__}"
-            )
-        cbs = list(callbacks)
-        for cb in cbs:
-            if not isinstance(cb, callbacks_module.Callback):
-                raise TypeError(f"Invalid callback: expected a cdnn.callbacks.Callback, received {type(cb).__name__}")
-            cb.set_model(self)
-            cb.set_params(params)
-        return cbs
-
     def _inference_network(self):
         stack = self._dense_stack()
         if self.compiled and self.loss is not None:

@@ -7,7 +7,7 @@
 - "GEMM MxKxN": ``cdnn._core.gemm`` against ``numpy.matmul`` (both allocate
   their output), the shapes training actually runs. FLOPs ``2·m·k·n``.
 - "Adam update 784x512": one optimizer step over a 784×512 kernel, in place,
-  against the vectorised NumPy Adam of ``cdnn.reference``. No FLOPs recorded
+  against the vectorised NumPy Adam of `tests/reference.py`. No FLOPs recorded
   (memory-bound); ``extra_info["bytes"]`` = 7 float32 streams (read w, g, m, v,
   write w, m, v).
 - "sgemm-peak": NumPy's ``matmul`` of two 2048×2048 float32 matrices (1024 under
@@ -107,7 +107,9 @@ def test_gemm(run, settings, shape, contender):
 
 @pytest.mark.parametrize("contender", ["cdnn", "numpy"])
 def test_adam_update(run, settings, contender):
-    from cdnn import _core, reference
+    import reference
+
+    from cdnn import _core
 
     rng = np.random.default_rng(KERNEL_SEED)
     shape = (784, 512)

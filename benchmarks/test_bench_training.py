@@ -74,7 +74,9 @@ def make_cdnn(sizes, batch, x, y):
 
 
 def _make_cdnn_core(sizes, batch, x, y):
-    from cdnn import _core, reference
+    import reference
+
+    from cdnn import _core
 
     rng = np.random.default_rng(SEED)
     specs = []
@@ -103,8 +105,8 @@ def _make_cdnn_core(sizes, batch, x, y):
 
 
 def make_numpy(sizes, batch, x, y):
-    """The float32 NumPy MLP of ``cdnn.reference``: ``@``, vectorised Adam."""
-    from cdnn import reference
+    """The float32 NumPy MLP of `tests/reference.py`: ``@``, vectorised Adam."""
+    import reference
 
     mlp = reference.MLP(_layers(sizes), input_dim=sizes[0], rng=SEED, dtype=np.float32)
     opt = reference.Adam(learning_rate=1e-3, epsilon=1e-7)
@@ -343,7 +345,9 @@ BN_WORKLOAD = ([784, 256, 128, 10], 128, 12_000)
 def make_cdnn_bn(sizes, batch, x, y):
     """cdnn's graph executor, driven through the core (the path a functional/Sequential model with
     BatchNormalization lowers to)."""
-    from cdnn import _core, reference
+    import reference
+
+    from cdnn import _core
 
     rng = np.random.default_rng(SEED)
     nodes = [dict(op="input", inputs=[], shape=(sizes[0],))]

@@ -1,14 +1,14 @@
-"""Activations: the core's vectorized forms and derivatives against float64 NumPy (cdnn.reference,
+"""Activations: the core's vectorized forms and derivatives against float64 NumPy (tests/reference.py,
 keras/src/activations/activations.py's formulas), their stated accuracy, Keras' published examples,
 Dense layers using them (fused forward, dX epilogue, depth-split layers) on 1 and 2 threads."""
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn
 import cdnn as keras
 from cdnn import _core
-from cdnn import reference as ref
 
 NEW = ("elu", "selu", "silu", "softplus", "softsign", "hard_sigmoid", "hard_silu", "mish", "relu6", "exponential")
 #: max error of the value in float32 ulps of the exact value (README/docs state these)

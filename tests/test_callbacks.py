@@ -10,10 +10,10 @@ Keras' rules rather than from whatever training produced.
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn
 from cdnn import keras
-from cdnn import reference as ref
 
 SCCE = "sparse_categorical_crossentropy"
 

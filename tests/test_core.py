@@ -1,6 +1,6 @@
 """Tests of the C core (cdnn._core) against independent values.
 
-- Every kernel against the NumPy oracle (cdnn.reference, float64) on odd
+- Every kernel against the NumPy oracle (tests/reference.py, float64) on odd
   shapes, with 1 and 2 threads and on every SIMD path this CPU runs; the
   tolerances are error bounds of float32 accumulation over K terms.
 - The C gradients against central finite differences of the C forward
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import reference as ref
 
 from cdnn import _core
-from cdnn import reference as ref
 
 ACTS = ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu"]
 U = 2.0**-24  # float32 unit roundoff

@@ -98,7 +98,7 @@ def test_compile_without_a_loss_then_fit():
 )
 def test_probability_losses_on_other_outputs_follow_keras_formulas(loss, last):
     """Keras normalises and clips probabilities there: the loss matches the NumPy oracle's formula."""
-    from cdnn import reference
+    import reference
 
     model = fashion_model(loss=loss, last=last)
     x, y = data()
@@ -337,7 +337,9 @@ def test_nan_in_the_validation_split_is_refused_before_training():
 
 
 def test_core_train_run_reports_the_first_batch_with_a_nan():
-    from cdnn import _core, reference
+    import reference
+
+    from cdnn import _core
 
     rng = np.random.default_rng(0)
     W = reference.glorot_uniform(784, 100, rng, np.float32)

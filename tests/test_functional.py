@@ -1,7 +1,7 @@
 """The functional API, subclassed models and Sequential as a graph: the issue's usage as executable examples.
 
 Oracles: Keras 3's published rules and printed text (written out here), the
-fused chain (``_core.Network``, itself checked against ``cdnn.reference``)
+fused chain (``_core.Network``, itself checked against `tests/reference.py`)
 for graphs that are chains, NumPy formulas for BatchNormalization, and Keras
 itself (JAX backend) where it is installed.
 """

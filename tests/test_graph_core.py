@@ -1,7 +1,7 @@
 """Tests of the graph executor (cdnn._core.Graph) against independent values.
 
 - Each op's forward pass (inference, and batch statistics in training) and
-  backward pass (the gradients one SGD step applies) against cdnn.reference's
+  backward pass (the gradients one SGD step applies) against tests/reference.py's
   NumPy Graph (float64, Keras' formulas), and against central finite
   differences of the core's own training loss.
 - Whole small graphs (two inputs + Concatenate, a residual Add, a BatchNorm
@@ -15,9 +15,9 @@ import copy
 
 import numpy as np
 import pytest
+import reference as ref
 
 from cdnn import _core
-from cdnn import reference as ref
 
 
 @pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")

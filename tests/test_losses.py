@@ -7,11 +7,11 @@ import os
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn
 import cdnn as keras
 from cdnn import _core
-from cdnn import reference as ref
 
 LOSSES = ref.KERAS_LOSSES
 DENSE_POSITIVE = ("mean_squared_logarithmic_error", "poisson", "kl_divergence")  # outputs > 0 keep away from clips

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn as keras
-from cdnn import reference as ref
 
 M = keras.metrics
 

@@ -2,7 +2,7 @@
 
 Expectations come from outside the code under test: Keras 3's documented
 defaults, formats and rules (written out here), hand computation, and the
-NumPy oracle ``cdnn.reference`` trained from the same initial weights.
+NumPy oracle `tests/reference.py` trained from the same initial weights.
 """
 
 import itertools
@@ -11,10 +11,10 @@ import re
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn
 from cdnn import keras
-from cdnn import reference as ref
 
 SCCE = "sparse_categorical_crossentropy"
 

@@ -1,4 +1,4 @@
-"""Optimizers and their options against the NumPy oracle (``cdnn.reference``), written from Keras 3's
+"""Optimizers and their options against the NumPy oracle (`tests/reference.py`), written from Keras 3's
 sources: keras/src/optimizers/{sgd,adagrad,rmsprop,adam,adamw,nadam,adamax,adadelta,lion,ftrl,adafactor}.py
 and base_optimizer.py (weight decay, clipping, EMA, gradient accumulation)."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn as keras
 from cdnn import _core
-from cdnn import reference as ref
 
 SCCE = "sparse_categorical_crossentropy"
 K = keras.optimizers

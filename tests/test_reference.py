@@ -1,4 +1,4 @@
-"""Checks of the NumPy oracle itself (cdnn/reference.py).
+"""Checks of the NumPy oracle itself (tests/reference.py).
 
 Gradients against central finite differences in float64, optimizer steps
 against numbers worked out by hand from Keras 3's update formulas, and a tiny
@@ -9,8 +9,7 @@ import math
 
 import numpy as np
 import pytest
-
-from cdnn import reference as ref
+import reference as ref
 
 ACTS = ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu"]
 

@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn as keras
-from cdnn import reference as ref
 
 R, C, I = keras.regularizers, keras.constraints, keras.initializers
 

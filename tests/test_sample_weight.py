@@ -8,10 +8,10 @@ import re
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn
 import cdnn as keras
-from cdnn import reference as ref
 
 N, F, C = 61, 6, 3
 

@@ -1,13 +1,13 @@
 """Learning-rate schedules against Keras 3's formulas (keras/src/optimizers/schedules/learning_rate_schedule.py),
-written independently in cdnn.reference, and Keras' documented values."""
+written independently in tests/reference.py, and Keras' documented values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn as keras
-from cdnn import reference as ref
 
 S = keras.optimizers.schedules
 STEPS = [0, 1, 2, 3, 7, 10, 11, 99, 100, 101, 999, 5000]

@@ -101,8 +101,24 @@ class LearningRateSchedule:
         return out
 
 
-class ExponentialDecay(LearningRateSchedule):
+class _BuiltinSchedule(LearningRateSchedule):
+    """A built-in schedule: ``__call__`` through the vectorised form, the config from ``_config_keys``
+    (attribute names, or ``(key, attribute)`` pairs where Keras' key differs from the attribute)."""
+
+    _config_keys: tuple = ()
+
+    def __call__(self, step):
+        return self._vector(np.asarray([step], np.int64))[0]
+
+    def get_config(self) -> dict:
+        keys = [(k, k) if isinstance(k, str) else k for k in self._config_keys]
+        return {key: getattr(self, attr) for key, attr in keys}
+
+
+class ExponentialDecay(_BuiltinSchedule):
     """``initial_learning_rate * decay_rate ** (step / decay_steps)`` (the exponent floored with ``staircase``)."""
+
+    _config_keys = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase", "name")
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="ExponentialDecay"):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate")
@@ -117,22 +133,12 @@ class ExponentialDecay(LearningRateSchedule):
             p = np.floor(p)
         return _F(self.initial_learning_rate) * np.power(_F(self.decay_rate), p)
 
-    def __call__(self, step):
-        return self._vector(np.asarray([step], np.int64))[0]
 
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "decay_rate": self.decay_rate,
-            "staircase": self.staircase,
-            "name": self.name,
-        }
-
-
-class PiecewiseConstantDecay(LearningRateSchedule):
+class PiecewiseConstantDecay(_BuiltinSchedule):
     """``values[0]`` while ``step <= boundaries[0]``, ``values[i]`` on ``(boundaries[i-1], boundaries[i]]``,
     ``values[-1]`` beyond the last boundary."""
+
+    _config_keys = ("boundaries", "values", "name")
 
     def __init__(self, boundaries, values, name="PiecewiseConstant"):
         if len(boundaries) != len(values) - 1:
@@ -154,16 +160,12 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         idx = np.searchsorted(b, steps.astype(np.float64), side="left")  # step <= b[i] -> i
         return np.asarray(self.values, _F)[idx]
 
-    def __call__(self, step):
-        return self._vector(np.asarray([step], np.int64))[0]
 
-    def get_config(self):
-        return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
-
-
-class PolynomialDecay(LearningRateSchedule):
+class PolynomialDecay(_BuiltinSchedule):
     """``(initial - end) * (1 - step / decay_steps) ** power + end``, the step held at ``decay_steps``
     (or, with ``cycle``, ``decay_steps`` times the first multiple beyond the step)."""
+
+    _config_keys = ("initial_learning_rate", "decay_steps", "end_learning_rate", "power", "cycle", "name")
 
     def __init__(
         self,
@@ -194,22 +196,11 @@ class PolynomialDecay(LearningRateSchedule):
             self.end_learning_rate
         )
 
-    def __call__(self, step):
-        return self._vector(np.asarray([step], np.int64))[0]
 
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "end_learning_rate": self.end_learning_rate,
-            "power": self.power,
-            "cycle": self.cycle,
-            "name": self.name,
-        }
-
-
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_BuiltinSchedule):
     """``initial_learning_rate / (1 + decay_rate * step / decay_steps)`` (the ratio floored with ``staircase``)."""
+
+    _config_keys = ("initial_learning_rate", "decay_steps", "decay_rate", "staircase", "name")
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False, name="InverseTimeDecay"):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate")
@@ -224,23 +215,13 @@ class InverseTimeDecay(LearningRateSchedule):
             p = np.floor(p)
         return _F(self.initial_learning_rate) / (_F(1) + _F(self.decay_rate) * p)
 
-    def __call__(self, step):
-        return self._vector(np.asarray([step], np.int64))[0]
 
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "decay_rate": self.decay_rate,
-            "staircase": self.staircase,
-            "name": self.name,
-        }
-
-
-class CosineDecay(LearningRateSchedule):
+class CosineDecay(_BuiltinSchedule):
     """Optional linear warmup from ``initial_learning_rate`` to ``warmup_target`` over ``warmup_steps``, then
     ``lr0 * ((1 - alpha) * 0.5 * (1 + cos(pi * step / decay_steps)) + alpha)``, the step held at
     ``decay_steps`` (lr0: ``warmup_target``, or ``initial_learning_rate`` without warmup)."""
+
+    _config_keys = ("initial_learning_rate", "decay_steps", "alpha", "name", "warmup_target", "warmup_steps")
 
     def __init__(
         self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay", warmup_target=None, warmup_steps=0
@@ -269,23 +250,19 @@ class CosineDecay(LearningRateSchedule):
         warm = (target - lr0) * (s / ws) + lr0
         return np.where(s < ws, warm, self._decay(s - ws, target)).astype(_F)
 
-    def __call__(self, step):
-        return self._vector(np.asarray([step], np.int64))[0]
 
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "alpha": self.alpha,
-            "name": self.name,
-            "warmup_target": self.warmup_target,
-            "warmup_steps": self.warmup_steps,
-        }
-
-
-class CosineDecayRestarts(LearningRateSchedule):
+class CosineDecayRestarts(_BuiltinSchedule):
     """Cosine decay from 1 to ``alpha`` over ``first_decay_steps``, then warm restarts, each ``t_mul`` times
     longer and starting from ``m_mul`` times the previous start (SGDR)."""
+
+    _config_keys = (
+        "initial_learning_rate",
+        "first_decay_steps",
+        ("t_mul", "_t_mul"),
+        ("m_mul", "_m_mul"),
+        "alpha",
+        "name",
+    )
 
     def __init__(self, initial_learning_rate, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0, name="SGDRDecay"):
         self.initial_learning_rate = _number(initial_learning_rate, "initial_learning_rate")
@@ -309,19 +286,6 @@ class CosineDecayRestarts(LearningRateSchedule):
         cos = _F(0.5) * m_fac * (_F(1) + np.cos(_F(math.pi) * frac))
         decayed = (_F(1) - _F(self.alpha)) * cos + _F(self.alpha)
         return (_F(self.initial_learning_rate) * decayed).astype(_F)
-
-    def __call__(self, step):
-        return self._vector(np.asarray([step], np.int64))[0]
-
-    def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "first_decay_steps": self.first_decay_steps,
-            "t_mul": self._t_mul,
-            "m_mul": self._m_mul,
-            "alpha": self.alpha,
-            "name": self.name,
-        }
 
 
 _BUILTIN = {

@@ -10,6 +10,7 @@ class Adadelta(Optimizer):
     ``w += lr*d``."""
 
     core_name = "adadelta"
+    _own_fields = ("rho", "epsilon")
 
     def __init__(
         self, learning_rate=0.001, rho: float = 0.95, epsilon: float = 1e-7, name: str | None = None, **kwargs
@@ -21,9 +22,3 @@ class Adadelta(Optimizer):
 
     def _slot_specs(self, shape):
         return [(shape, 0.0), (shape, 0.0), None]
-
-    def hyperparameters(self) -> dict:
-        return {**super().hyperparameters(), "rho": self.rho, "epsilon": self.epsilon}
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "rho": self.rho, "epsilon": self.epsilon}

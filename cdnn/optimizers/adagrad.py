@@ -9,6 +9,7 @@ class Adagrad(Optimizer):
     """``a += g**2``; ``w -= lr*g / sqrt(a + epsilon)``."""
 
     core_name = "adagrad"
+    _own_fields = ("initial_accumulator_value", "epsilon")
 
     def __init__(
         self,
@@ -26,17 +27,3 @@ class Adagrad(Optimizer):
 
     def _slot_specs(self, shape):
         return [(shape, self.initial_accumulator_value), None, None]
-
-    def hyperparameters(self) -> dict:
-        return {
-            **super().hyperparameters(),
-            "initial_accumulator_value": self.initial_accumulator_value,
-            "epsilon": self.epsilon,
-        }
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "initial_accumulator_value": self.initial_accumulator_value,
-            "epsilon": self.epsilon,
-        }

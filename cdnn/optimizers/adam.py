@@ -10,6 +10,7 @@ class Adam(Optimizer):
     replaces v below); ``w -= alpha*m / (sqrt(v) + epsilon)`` with ``alpha = lr*sqrt(1-beta_2**t)/(1-beta_1**t)``."""
 
     core_name = "adam"
+    _own_fields = ("beta_1", "beta_2", "epsilon", "amsgrad")
 
     def __init__(
         self,
@@ -30,21 +31,3 @@ class Adam(Optimizer):
 
     def _slot_specs(self, shape):
         return [(shape, 0.0), (shape, 0.0), (shape, 0.0) if self.amsgrad else None]
-
-    def hyperparameters(self) -> dict:
-        return {
-            **super().hyperparameters(),
-            "beta_1": self.beta_1,
-            "beta_2": self.beta_2,
-            "epsilon": self.epsilon,
-            "amsgrad": self.amsgrad,
-        }
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "beta_1": self.beta_1,
-            "beta_2": self.beta_2,
-            "epsilon": self.epsilon,
-            "amsgrad": self.amsgrad,
-        }

@@ -9,6 +9,7 @@ class Adamax(Optimizer):
     """``m += (g-m)(1-beta_1)``; ``u = max(beta_2*u, |g|)``; ``w -= lr*m / ((1-beta_1**t)(u + epsilon))``."""
 
     core_name = "adamax"
+    _own_fields = ("beta_1", "beta_2", "epsilon")
 
     def __init__(
         self,
@@ -27,9 +28,3 @@ class Adamax(Optimizer):
 
     def _slot_specs(self, shape):
         return [(shape, 0.0), (shape, 0.0), None]
-
-    def hyperparameters(self) -> dict:
-        return {**super().hyperparameters(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

@@ -118,6 +118,8 @@ class Optimizer:
 
     #: the C core's optimizer name
     core_name = ""
+    #: the subclass's own arguments, in Keras' config order: in both get_config and hyperparameters
+    _own_fields: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -260,7 +262,11 @@ class Optimizer:
             "ema_momentum": self.ema_momentum,
             "ema_overwrite_frequency": self.ema_overwrite_frequency,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            **self._own_config(),
         }
+
+    def _own_config(self) -> dict:
+        return {k: getattr(self, k) for k in self._own_fields}
 
     def _run_hyperparameters(self, step0: int, count: int) -> dict:
         """``hyperparameters()`` for a run of ``count`` steps after ``step0`` applied ones, with the per-step
@@ -300,6 +306,7 @@ class Optimizer:
             "ema_overwrite_frequency": self.ema_overwrite_frequency,
             "loss_scale_factor": self.loss_scale_factor,
             "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            **self._own_config(),
         }
 
     @classmethod

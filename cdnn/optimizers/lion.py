@@ -9,6 +9,7 @@ class Lion(Optimizer):
     """``w -= lr * sign(beta_1*m + (1-beta_1)*g)``; then ``m = beta_2*m + (1-beta_2)*g``."""
 
     core_name = "lion"
+    _own_fields = ("beta_1", "beta_2")
 
     def __init__(
         self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.99, name: str | None = None, **kwargs
@@ -24,9 +25,3 @@ class Lion(Optimizer):
 
     def _slot_specs(self, shape):
         return [(shape, 0.0), None, None]
-
-    def hyperparameters(self) -> dict:
-        return {**super().hyperparameters(), "beta_1": self.beta_1, "beta_2": self.beta_2}
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2}

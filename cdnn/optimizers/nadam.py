@@ -13,6 +13,7 @@ class Nadam(Optimizer):
     ``w -= lr m_hat / (sqrt(v / (1 - beta_2**t)) + epsilon)``."""
 
     core_name = "nadam"
+    _own_fields = ("beta_1", "beta_2", "epsilon")
 
     def __init__(
         self,
@@ -56,9 +57,3 @@ class Nadam(Optimizer):
         h = super()._run_hyperparameters(step0, count)
         h["step_aux"] = self._u_products(step0, max(int(count), 1))
         return h
-
-    def hyperparameters(self) -> dict:
-        return {**super().hyperparameters(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

@@ -13,6 +13,7 @@ class SGD(Optimizer):
     """
 
     core_name = "sgd"
+    _own_fields = ("momentum", "nesterov")
 
     def __init__(
         self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False, name: str | None = None, **kwargs
@@ -23,9 +24,3 @@ class SGD(Optimizer):
 
     def _slot_specs(self, shape):
         return [(shape, 0.0) if self.momentum != 0 else None, None, None]
-
-    def hyperparameters(self) -> dict:
-        return {**super().hyperparameters(), "momentum": self.momentum, "nesterov": self.nesterov}
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}

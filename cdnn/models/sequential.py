@@ -97,6 +97,7 @@ class Sequential(Model):
         self.optimizer: Optional[optimizers_module.Optimizer] = None
         self.loss: Optional[losses_module.Loss] = None
         self._compile_metrics: Optional[CompileMetrics] = None
+        self._weighted_metrics: Optional[CompileMetrics] = None
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = False
         self.stop_training = False
@@ -296,17 +297,22 @@ class Sequential(Model):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
         """Choose the optimizer, loss and metrics (Keras' default optimizer is RMSprop)."""
         loss_weights = kwargs.pop("loss_weights", None)
-        if kwargs.get("weighted_metrics") not in (None, []):
-            raise ValueError("compile: argument `weighted_metrics` is not supported by cdnn")
-        for k in ("weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
+        weighted_metrics = kwargs.pop("weighted_metrics", None)
+        for k in ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
-        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        self._compile_args = {
+            "loss": loss,
+            "metrics": metrics,
+            "loss_weights": loss_weights,
+            "weighted_metrics": weighted_metrics,
+        }
         self._core = {}
         self.loss = losses_module.resolve(loss) if loss is not None else None
         self._compile_metrics = CompileMetrics(metrics) if metrics is not None else None
+        self._weighted_metrics = CompileMetrics(weighted_metrics, weighted=True) if weighted_metrics else None
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = True
         self._net = None
@@ -316,7 +322,7 @@ class Sequential(Model):
         """The loss tracker and the compiled metrics (one ``compile_metrics`` object), as Keras 3."""
         if not self.compiled:
             return []
-        return [self._loss_tracker] + ([self._compile_metrics] if self._compile_metrics is not None else [])
+        return [self._loss_tracker] + [m for m in (self._compile_metrics, self._weighted_metrics) if m is not None]
 
     @property
     def metrics_names(self) -> list[str]:
@@ -389,6 +395,8 @@ class Sequential(Model):
             if self._compile_metrics is not None:  # bad metric and loss/output combinations are refused here
                 self._compile_metrics.build(loss.core_name, top.units, top.activation.__name__)
                 kind = self._compile_metrics.core_kind
+            if self._weighted_metrics is not None:
+                self._weighted_metrics.build(loss.core_name, top.units, top.activation.__name__)
             self._net = _core.Network(
                 layers, loss.core_name, loss.from_logits, kind, self.optimizer.hyperparameters(), loss._core_options()
             )
@@ -588,10 +596,10 @@ class Sequential(Model):
         # the core stops a run after a batch whose loss is not finite, so that such a callback
         # stops fit right after that batch's update, as in Keras
         stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
-        cm, tracker = self._compile_metrics, self._loss_tracker
+        cm, wcm, tracker = self._compile_metrics, self._weighted_metrics, self._loss_tracker
         # each batch's outputs leave C only for metrics the core does not count itself
         run_out = None
-        want_outputs = cm is not None and cm.needs_outputs
+        want_outputs = cm is not None and cm.needs_outputs or wcm is not None
         batch_loss = np.zeros(steps or 64)
         batch_correct = np.zeros(steps or 64)
         rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
@@ -616,8 +624,9 @@ class Sequential(Model):
             if verbose and epochs > 1:
                 _io_utils.print_msg(epoch_header(epoch + 1, epochs))
             tracker.reset_state()
-            if cm is not None:
-                cm.reset_state()
+            for m in (cm, wcm):
+                if m is not None:
+                    m.reset_state()
             bar = Progbar(steps, verbose=verbose, stateful_metrics=self._log_names())
             seed = feeder.begin_epoch(rng)
             done, seen = 0, 0
@@ -671,7 +680,14 @@ class Sequential(Model):
                 threads.record(nt, elapsed, k)
                 rows = run.rows(k)
                 if want_outputs:
-                    cm.update_outputs(run.ys[rows], outputs[: len(rows)], run.batch_size)
+                    for m in (cm, wcm):
+                        if m is not None:
+                            m.update_outputs(
+                                run.ys[rows],
+                                outputs[: len(rows)],
+                                run.batch_size,
+                                None if run.sw is None or m is cm else run.sw[rows],
+                            )
                 feeder.advance(k)
                 done += k
                 seen += len(rows)
@@ -721,14 +737,14 @@ class Sequential(Model):
         if cm is not None and cm.core_index is not None:
             cm.metrics[cm.core_index].reset_state()
             cm.add_core_counts(correct_sum, rows)
-        return metrics_logs(self._loss_tracker, cm)
+        return metrics_logs(self._loss_tracker, [cm, self._weighted_metrics])
 
     def _penalty(self) -> float:
         """The layers' regularization penalties at the current weights (Keras adds them to the loss)."""
         return float(sum(layer._penalty() for layer in self._layers if isinstance(layer, Dense)))
 
     def _log_names(self) -> list:
-        return list(metrics_logs(self._loss_tracker, self._compile_metrics))
+        return list(metrics_logs(self._loss_tracker, [self._compile_metrics, self._weighted_metrics]))
 
     def _evaluate_rows(
         self, net, xs: np.ndarray, ys: np.ndarray, sums: list, sw=None, batch_size: int = PREDICT_ROWS
@@ -741,9 +757,11 @@ class Sequential(Model):
         # Keras adds the regularization penalties (model.losses) to every batch's loss
         ls += self._penalty() * len(xs)
         sums[0], sums[1], sums[2] = sums[0] + ls, sums[1] + cs, sums[2] + len(xs)
-        cm = self._compile_metrics
+        cm, wcm = self._compile_metrics, self._weighted_metrics
         if cm is not None and cm.needs_outputs:
             cm.update_outputs(ys, out)
+        if wcm is not None:
+            wcm.update_outputs(ys, out, sample_weight=sw)
         return self._run_logs(*sums)
 
     def _evaluate_with_callbacks(self, data, batch_size: int, cbs: list, steps: Optional[int] = None) -> dict:
@@ -757,8 +775,9 @@ class Sequential(Model):
             cb.on_test_begin()
         per_batch = [cb for cb in cbs if cb._needs_test_batches]
         net = self._core_network()
-        if self._compile_metrics is not None:
-            self._compile_metrics.reset_state()
+        for m in (self._compile_metrics, self._weighted_metrics):
+            if m is not None:
+                m.reset_state()
         sums = [0.0, 0.0, 0]
         logs = self._run_logs(0.0, 0.0, 0)
         if is_batch_source(data):
@@ -850,7 +869,7 @@ class Sequential(Model):
         bar.update(bar.target if bar.target is not None else self._eval_batches, list(logs.items()), finalize=True)
         if return_dict:
             return logs
-        return flatten_metrics_in_order(logs, self._compile_metrics)
+        return flatten_metrics_in_order(logs, [self._compile_metrics, self._weighted_metrics])
 
     def predict(
         self, x, batch_size: Optional[int] = None, verbose="auto", steps: Optional[int] = None, callbacks=None, **kwargs
@@ -915,6 +934,8 @@ class Sequential(Model):
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
         """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
         ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
+        if self._route_to_graph(x):
+            return Model.train_on_batch(self, x, y, sample_weight, class_weight, return_dict)
         self._check_compiled("train_on_batch")
         if sample_weight is not None and class_weight is not None:
             raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
@@ -927,7 +948,8 @@ class Sequential(Model):
             )
         net = self._core_network()
         cm = self._compile_metrics
-        out = np.empty((len(xs), net.n_out), np.float32) if cm is not None and cm.needs_outputs else None
+        want = cm is not None and cm.needs_outputs or self._weighted_metrics is not None
+        out = np.empty((len(xs), net.n_out), np.float32) if want else None
         loss, correct = np.zeros(1), np.zeros(1)
         net.set_optimizer(self.optimizer._run_hyperparameters(int(self.optimizer.iterations), 1))
         seed = int(_random.generator().integers(0, 2**63))
@@ -955,31 +977,35 @@ class Sequential(Model):
             ) from None
         finally:
             self.optimizer.iterations += net.steps_done - before
-        return self._batch_logs(loss[0], correct[0], ys, out, return_dict)
+        return self._batch_logs(loss[0], correct[0], ys, out, return_dict, sw)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
         """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()``
         or ``evaluate`` (as Keras 3)."""
+        if self._route_to_graph(x):
+            return Model.test_on_batch(self, x, y, sample_weight, return_dict)
         self._check_compiled("test_on_batch")
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, len(xs))
         sw = as_sample_weights(sample_weight, len(xs))
         out, loss, correct = self._core_network().predict(xs, PREDICT_ROWS, ys, sw)
-        return self._batch_logs(loss + self._penalty() * len(xs), correct, ys, out, return_dict)
+        return self._batch_logs(loss + self._penalty() * len(xs), correct, ys, out, return_dict, sw)
 
     def predict_on_batch(self, x) -> np.ndarray:
         """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
         return self._inference_network().predict(self._prepare_x(x), PREDICT_ROWS)
 
-    def _batch_logs(self, loss: float, correct: float, ys: np.ndarray, out, return_dict: bool):
-        cm = self._compile_metrics
+    def _batch_logs(self, loss: float, correct: float, ys: np.ndarray, out, return_dict: bool, sw=None):
+        cm, wcm = self._compile_metrics, self._weighted_metrics
         self._loss_tracker._add_sums(loss, len(ys))
         if cm is not None:
             cm.add_core_counts(correct, len(ys))
             if cm.needs_outputs:
                 cm.update_outputs(ys, out)
-        logs = metrics_logs(self._loss_tracker, cm)
-        return logs if return_dict else flatten_metrics_in_order(logs, cm)
+        if wcm is not None:
+            wcm.update_outputs(ys, out, sample_weight=sw)
+        logs = metrics_logs(self._loss_tracker, [cm, wcm])
+        return logs if return_dict else flatten_metrics_in_order(logs, [cm, wcm])
 
     def _inference_network(self):
         stack = self._dense_stack()

@@ -44,27 +44,13 @@ from cdnn.trainers.compile_utils import (
 )
 from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
 from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
+from cdnn.trainers.loop import check_fit_args, should_eval
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
 __all__ = ["Sequential", "load_model"]
 
 #: rows per C inference batch (results do not depend on it)
 PREDICT_ROWS = 512
-
-
-def _check_validation_freq(freq) -> None:
-    if isinstance(freq, bool) or not (
-        isinstance(freq, (int, np.integer)) and freq >= 1 or isinstance(freq, (list, tuple))
-    ):
-        raise ValueError(
-            f"Expected `validation_freq` to be a list or int. Received: validation_freq={freq!r} of the "
-            f"type {type(freq)}."
-        )
-
-
-def _should_eval(epoch: int, freq) -> bool:
-    """Keras' rule: validate after epoch ``epoch + 1`` if it is a multiple of ``freq`` (or listed in it)."""
-    return (epoch + 1) % freq == 0 if isinstance(freq, (int, np.integer)) else (epoch + 1) in freq
 
 
 class Sequential(Model):
@@ -154,6 +140,7 @@ class Sequential(Model):
         return layer
 
     def _structure_changed(self) -> None:
+        self._specs = {}
         self._net = None
         self._core = {}
         self._traced = {}
@@ -181,6 +168,7 @@ class Sequential(Model):
         self.built = True
         self._net = None
         self._core = {}
+        self._specs = {}
 
     def _graph_model(self, training: bool = True):
         """The stack as a linear functional graph: ``Input`` then each layer called on the previous output."""
@@ -313,6 +301,7 @@ class Sequential(Model):
         self.loss = losses_module.resolve(loss) if loss is not None else None
         self._compile_metrics = CompileMetrics(metrics) if metrics is not None else None
         self._weighted_metrics = CompileMetrics(weighted_metrics, weighted=True) if weighted_metrics else None
+        self._specs = {}
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = True
         self._net = None
@@ -332,6 +321,7 @@ class Sequential(Model):
     def reset_metrics(self) -> None:
         for m in self.metrics:
             m.reset_state()
+        Model.reset_metrics(self)
 
     def _check_compiled(self, what: str) -> None:
         if not self.compiled:
@@ -451,16 +441,12 @@ class Sequential(Model):
         generator); validation runs every ``validation_freq`` epochs (or at the epochs listed).
         """
         if self._route_to_graph(x):
-            if (
-                steps_per_epoch is not None
-                or validation_steps is not None
-                or validation_batch_size is not None
-                or validation_freq != 1
-            ):
-                raise ValueError(
-                    "fit: steps_per_epoch, validation_steps, validation_batch_size and validation_freq "
-                    "are not supported yet for models that run as a graph"
-                )
+            kwargs.update(
+                steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
+                validation_batch_size=validation_batch_size,
+                validation_freq=validation_freq,
+            )
             return Model.fit(
                 self,
                 x,
@@ -482,21 +468,8 @@ class Sequential(Model):
         self._check_compiled("fit")
         batch_size = _batch_size(batch_size)
         verbose = _verbose(verbose)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise invalid("epochs", epochs, "a non-negative integer")
-        if (
-            isinstance(validation_split, (bool, np.bool_))
-            or not isinstance(validation_split, (int, float, np.integer, np.floating))
-            or not 0 <= validation_split < 1
-        ):
-            raise invalid("validation_split", validation_split, "a number in [0, 1)")
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
-            raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
-        for name, value in (("steps_per_epoch", steps_per_epoch), ("validation_steps", validation_steps)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise invalid(name, value, "a positive integer or None")
+        check_fit_args(epochs, validation_split, initial_epoch, steps_per_epoch, validation_steps, validation_freq)
         val_batch = _batch_size(validation_batch_size) if validation_batch_size is not None else batch_size
-        _check_validation_freq(validation_freq)
 
         if sample_weight is not None and class_weight is not None:
             raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
@@ -714,7 +687,7 @@ class Sequential(Model):
                 break
             logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
-            if val is not None and _should_eval(epoch, val_freq):
+            if val is not None and should_eval(epoch, val_freq):
                 val_logs = self._evaluate_with_callbacks(val, val_batch, cbs, val_steps)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             bar.update(steps if steps is not None else done, list(logs.items()), finalize=True)
@@ -832,11 +805,18 @@ class Sequential(Model):
         over the number of samples); the accuracy from ``metrics`` is not weighted, as in Keras.
         """
         if not is_batch_source(x) and self._route_to_graph(x):
-            if sample_weight is not None or steps is not None:
-                raise ValueError(
-                    "evaluate: sample_weight and steps are not supported yet for models that run as a graph"
-                )
-            return Model.evaluate(self, x, y, batch_size, verbose, return_dict, callbacks=callbacks, **kwargs)
+            return Model.evaluate(
+                self,
+                x,
+                y,
+                batch_size,
+                verbose,
+                return_dict,
+                callbacks=callbacks,
+                sample_weight=sample_weight,
+                steps=steps,
+                **kwargs,
+            )
         if kwargs:
             raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
         self._check_compiled("evaluate")

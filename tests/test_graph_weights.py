@@ -301,3 +301,40 @@ def test_zero_sample_weights_leave_the_weights_unchanged():
     for a, b in zip(before, m.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert m.optimizer.iterations == 2
+
+
+def test_generators_and_py_datasets_train_graph_models_as_arrays_do():
+    x, y1, y2, _ = _mo_data(40, seed=41)
+    a, b, c = _compiled_graph(), _compiled_graph(), _compiled_graph()
+    for m in (a, b, c):
+        m.compile(
+            optimizer="sgd",
+            loss=["sparse_categorical_crossentropy", "binary_crossentropy"],
+            metrics=[["accuracy"], ["mae"]],
+        )
+    b.set_weights(a.get_weights())
+    c.set_weights(a.get_weights())
+
+    def gen():
+        while True:
+            for s in range(0, 40, 8):
+                yield x[s : s + 8], [y1[s : s + 8], y2[s : s + 8]]
+
+    class Batches(cdnn.utils.PyDataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            s = slice(8 * i, 8 * i + 8)
+            return {"x": x[s]}, {"out1": y1[s], "out2": y2[s]}
+
+    ha = a.fit(x, [y1, y2], batch_size=8, epochs=2, shuffle=False, verbose=0, validation_data=(x, [y1, y2]))
+    hb = b.fit(gen(), steps_per_epoch=5, epochs=2, verbose=0, validation_data=gen(), validation_steps=5)
+    hc = c.fit(Batches(), epochs=2, verbose=0, validation_data=Batches())
+    for h in (hb, hc):
+        assert sorted(h.history) == sorted(ha.history)
+        for key in ha.history:
+            np.testing.assert_allclose(h.history[key], ha.history[key], rtol=1e-12, err_msg=key)
+    np.testing.assert_allclose(b.evaluate(gen(), steps=5, verbose=0), a.evaluate(x, [y1, y2], verbose=0), rtol=1e-12)
+    with pytest.raises(ValueError, match="sample_weight"):
+        b.fit(gen(), steps_per_epoch=2, sample_weight=np.ones(8), verbose=0)

@@ -804,7 +804,7 @@ class Sequential(Model):
         ``sample_weight`` weighs each sample's loss (Keras' sum_over_batch_size: the weighted sum
         over the number of samples); the accuracy from ``metrics`` is not weighted, as in Keras.
         """
-        if not is_batch_source(x) and self._route_to_graph(x):
+        if self._route_to_graph(x):
             return Model.evaluate(
                 self,
                 x,

@@ -109,6 +109,20 @@ class ArrayEpochs:
         pass
 
 
+def _rows(a) -> int:
+    """Samples of prepared data: one array, or a graph's list of them."""
+    return len(a[0]) if isinstance(a, list) else len(a)
+
+
+def _stack(parts: list):
+    """Prepared batches as one: arrays concatenated, or a graph's lists element by element (None stays None)."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], list):
+        return [None if p[0] is None else np.concatenate(p) for p in zip(*parts)]
+    return np.concatenate(parts)
+
+
 class BatchEpochs:
     """Epochs over a generator, an iterator or a PyDataset yielding ``(x, y)`` batches."""
 
@@ -182,11 +196,11 @@ class BatchEpochs:
                 break
             x, y = self._unpack(batch)
             x = model._prepare_x(x, f"{self.name} (a batch)")
-            y = model._prepare_y(y, len(x), f"y of a batch of `{self.name}`")
-            if size is not None and len(x) != size:
-                self._pending = (x, y)
+            y = model._prepare_y(y, _rows(x), f"y of a batch of `{self.name}`")
+            if size is not None and _rows(x) != size:
+                self._pending = batch  # as read: prepared again with the next run
                 break
-            size = len(x)
+            size = _rows(x)
             xs.append(x)
             ys.append(y)
             if size < (self.batch_size or size):  # a short batch ends the run (the last of a pass)
@@ -201,8 +215,8 @@ class BatchEpochs:
                     stacklevel=4,
                 )
             return None
-        x, y = (xs[0], ys[0]) if len(xs) == 1 else (np.concatenate(xs), np.concatenate(ys))
-        return Run(x, y, np.arange(len(x), dtype=np.int32), 0, len(xs), size)
+        x, y = _stack(xs), _stack(ys)
+        return Run(x, y, np.arange(_rows(x), dtype=np.int32), 0, len(xs), size)
 
     def advance(self, k: int) -> None:
         pass
@@ -224,7 +238,7 @@ def batches_of(source, steps: Optional[int], name: str, model, with_labels: bool
         if with_labels:
             x, y = epochs._unpack(batch)
             x = model._prepare_x(x, f"{name} (a batch)")
-            yield x, model._prepare_y(y, len(x), f"y of a batch of `{name}`")
+            yield x, model._prepare_y(y, _rows(x), f"y of a batch of `{name}`")
         else:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             yield model._prepare_x(x, f"{name} (a batch)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -24,7 +25,7 @@ from cdnn import metrics as metrics_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn.trainers.compile_utils import flatten_metrics_in_order, metrics_logs
-from cdnn.trainers.epoch_iterator import ArrayEpochs, is_batch_source
+from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
 from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
@@ -161,10 +162,23 @@ def _output_buffers(logs: GraphLogs, specs: list, rows: int, have: Optional[list
     return [np.empty((rows, size), np.float32) if w else None for w, size in zip(wants, sizes)]
 
 
+class GraphData:
+    """A graph model's data preparation as the epoch feeders call it (``_prepare_x``, ``_prepare_y``)."""
+
+    def __init__(self, model, graph, specs: list) -> None:
+        self.model, self.graph, self.specs = model, graph, specs
+
+    def _prepare_x(self, x, name: str = "x", check_float32: bool = True) -> list:
+        return self.model._prepare_inputs(self.graph, x, name, check_float32=check_float32)
+
+    def _prepare_y(self, y, n: int, name: str = "y") -> list:
+        return self.model._prepare_targets(self.specs, y, n, name)
+
+
 def run_graph_epochs(
     model,
     net,
-    feeder: ArrayEpochs,
+    feeder,
     logs_state: GraphLogs,
     epochs: int,
     initial_epoch: int,
@@ -178,8 +192,9 @@ def run_graph_epochs(
 ) -> Optional[dict]:
     """Train ``epochs - initial_epoch`` epochs of the graph core ``net``; returns the last epoch's logs.
 
-    ``feeder`` gives the runs of batches (arrays, shuffled per pass; ``steps_per_epoch``);
-    ``validate()`` gives the ``val_`` logs, after the epochs ``validation_freq`` selects.
+    ``feeder`` gives the runs of batches (:class:`ArrayEpochs`, shuffled per pass, or
+    :class:`BatchEpochs` of a generator / PyDataset; ``steps_per_epoch``); ``validate()`` gives the
+    ``val_`` logs, after the epochs ``validation_freq`` selects.
     """
     optimizer = model.optimizer
     specs = logs_state.specs
@@ -189,8 +204,9 @@ def run_graph_epochs(
     # the core stops a run after a batch whose loss is not finite, so that such a callback
     # stops fit right after that batch's update, as in Keras
     stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
-    batch_loss = np.zeros(steps)
-    batch_correct, output_loss = np.zeros((steps, n_out)), np.zeros((steps, n_out))
+    batch_loss = np.zeros(steps or 64)
+    batch_correct, output_loss = np.zeros((len(batch_loss), n_out)), np.zeros((len(batch_loss), n_out))
+    data = GraphData(model, model._graph_model(), specs)
     outs = None
     rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
     history.on_train_begin()
@@ -208,13 +224,17 @@ def run_graph_epochs(
         seed = feeder.begin_epoch(rng)
         logs_state.reset()
         done = 0
-        while done < steps and not model.stop_training:
+        while (steps is None or done < steps) and not model.stop_training:
             nt = chooser.pick()
             k = 1 if per_batch else chooser.run_batches(max(feeder.left(done), 1))
-            run = feeder.next_run(k, model)
+            run = feeder.next_run(k, data)
             if run is None:
                 break
             k = run.k
+            if done + k > len(batch_loss):  # an epoch of unknown length: room for twice as many batches
+                size = 2 * (done + k)
+                batch_loss = np.resize(batch_loss, size)
+                batch_correct, output_loss = np.resize(batch_correct, (size, n_out)), np.resize(output_loss, (size, n_out))
             for cb in per_batch:
                 cb.on_train_batch_begin(done)
             net.set_optimizer(optimizer.hyperparameters())
@@ -267,17 +287,27 @@ def run_graph_epochs(
                 cb._on_run_end(done - k, batch_loss[done - k : done] / run.batch_rows(k))
             for cb in per_batch:
                 cb.on_train_batch_end(done - 1, dict(logs))
-            if done < steps:
+            if steps is None or done < steps:
                 if warm_up:
                     bar.warm_up(done)
                 else:
                     bar.update(done, list(logs.items()))
         feeder.end_epoch()
+        if done == 0 and isinstance(feeder, BatchEpochs) and not model.stop_training:
+            if epoch == initial_epoch:
+                raise ValueError("fit: the generator or PyDataset `x` yielded no batch")
+            warnings.warn(
+                "Your input ran out of data; interrupting training. Make sure that your dataset or "
+                "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
+                "use the `.repeat()` function when building your dataset.",
+                stacklevel=3,
+            )
+            break
         logs = logs_state.logs()
         # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
         if validate is not None and should_eval(epoch, validation_freq):
             logs.update({"val_" + k: v for k, v in validate().items()})
-        bar.update(steps, list(logs.items()), finalize=True)
+        bar.update(steps if steps is not None else done, list(logs.items()), finalize=True)
         for cb in cbs:
             cb.on_epoch_end(epoch, logs)
         training_logs = logs
@@ -302,24 +332,26 @@ def _evaluate_into(model, logs_state: GraphLogs, xs: list, ys: list, sws, batch_
     return logs_state.logs()
 
 
-def _evaluate_with_callbacks(model, logs_state: GraphLogs, data: tuple, batch_size: int, cbs: list) -> dict:
+def _evaluate_with_callbacks(
+    model, logs_state: GraphLogs, data, batch_size: int, cbs: list, steps: Optional[int] = None, name: str = "x"
+) -> dict:
+    """The logs of ``data`` (prepared arrays ``(xs, ys, sws)``, or a generator / PyDataset of batches, of
+    which ``steps``), calling the callbacks' ``on_test_begin``/``on_test_end``."""
     for cb in cbs:
         cb.on_test_begin()
     logs_state.reset()
-    logs = _evaluate_into(model, logs_state, *data, batch_size)
+    if is_batch_source(data):
+        graph = model._inference_model()
+        logs = None
+        for xs, ys in batches_of(data, steps, name, GraphData(model, graph, logs_state.specs)):
+            logs = _evaluate_into(model, logs_state, xs, ys, None, len(xs[0]))
+        if logs is None:
+            raise ValueError(f"evaluate: the generator or PyDataset `{name}` yielded no batch")
+    else:
+        logs = _evaluate_into(model, logs_state, *data, batch_size)
     for cb in cbs:
         cb.on_test_end(dict(logs))
     return logs
-
-
-def _refuse_batch_sources(what: str, **values) -> None:
-    for name, value in values.items():
-        if is_batch_source(value):
-            raise ValueError(
-                f"{what}: a generator or a PyDataset `{name}` is not supported yet by cdnn for models that "
-                f"run as a graph (functional, subclassed, or Sequential models beyond Dense/Dropout/Flatten/"
-                f"Reshape): pass arrays"
-            )
 
 
 def _prepare_data(model, graph, specs, x, y, sample_weight, names=("x", "y", "sample_weight"), check_float32=True):
@@ -358,18 +390,30 @@ def fit_graph(
     batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
     check_fit_args(epochs, validation_split, initial_epoch, steps_per_epoch, validation_steps, validation_freq)
     val_batch = _batch_size(validation_batch_size) if validation_batch_size is not None else batch_size
-    _refuse_batch_sources("fit", x=x, validation_data=validation_data)
     if sample_weight is not None and class_weight is not None:
         raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
-    if not hasattr(model, "_nodes") and model._input_struct is None:
+    source = is_batch_source(x)
+    if source:
+        _check_batch_source_args(y, validation_split, sample_weight, class_weight)
+    if source and not model.built:
+        raise ValueError(
+            f"Model '{model.name}' has not been built yet: a generator or PyDataset does not give it its input "
+            f"shapes before training; give it an Input or call model.build(input_shape) first"
+        )
+    if not source and not hasattr(model, "_nodes") and model._input_struct is None:
         model._set_inputs_from_data(x)
     graph = model._graph_model()
     specs = model._output_specs(graph)
-    # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
-    xs, ys, sws = _prepare_data(model, graph, specs, x, y, sample_weight, check_float32=False)
-    n = len(xs[0])
+    xs = ys = sws = None
+    n = 0
+    if not source:
+        # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
+        xs, ys, sws = _prepare_data(model, graph, specs, x, y, sample_weight, check_float32=False)
+        n = len(xs[0])
     val = None
-    if validation_data is not None:
+    if is_batch_source(validation_data):
+        val = validation_data
+    elif validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             what = type(validation_data).__name__
             if isinstance(validation_data, (tuple, list)):
@@ -387,7 +431,7 @@ def fit_graph(
             validation_data[2] if len(validation_data) == 3 else None,
             ("validation_data[0]", "validation_data[1]", "validation_data[2]"),
         )
-    elif validation_split:
+    elif validation_split and not source:
         split = int(math.floor(n * (1.0 - validation_split)))  # as Keras: train on the first part
         if split <= 0 or split >= n:
             raise ValueError(
@@ -399,26 +443,29 @@ def fit_graph(
         val = _rows_of((xs, ys, sws), slice(split, None))
         xs, ys, sws = _rows_of((xs, ys, sws), slice(None, split))
         n = split
-    if val is not None and validation_steps is not None:  # as Keras: the first validation_steps batches
+    if isinstance(val, tuple) and validation_steps is not None:  # as Keras: the first validation_steps batches
         val = _rows_of(val, slice(None, validation_steps * val_batch))
     if class_weight is not None:
         sws = graph_class_weights(specs, class_weight, ys)
     net = model._core_graph(training=True)
-    # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
-    feeder = ArrayEpochs(xs, ys, min(batch_size, n), shuffle, steps_per_epoch, sws)
+    if source:
+        feeder = BatchEpochs(x, steps_per_epoch, "x")
+    else:
+        # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
+        feeder = ArrayEpochs(xs, ys, min(batch_size, n), shuffle, steps_per_epoch, sws)
     history = callbacks_module.History()
     user = list(callbacks or [])
     cbs = model._own_callbacks([*user, history], {"verbose": verbose, "epochs": epochs, "steps": feeder.steps})
     model.history = history
     model.stop_training = False
-    key = (id(net), _core.get_num_threads(), feeder.batch_size)
+    key = (id(net), _core.get_num_threads(), feeder.batch_size if not source else None)
     if getattr(model, "_chooser_key", None) != key:
         model._chooser, model._chooser_key = _ThreadChooser(key[1]), key
     train_logs = GraphLogs(specs)
     val_logs = GraphLogs(specs)
 
     def validate():
-        return _evaluate_with_callbacks(model, val_logs, val, val_batch, cbs)
+        return _evaluate_with_callbacks(model, val_logs, val, val_batch, cbs, validation_steps, "validation_data")
 
     run_graph_epochs(
         model,
@@ -437,6 +484,22 @@ def fit_graph(
     )
     model._batch_logs_state = None  # train_on_batch's running logs start again after a fit, as in Keras
     return history
+
+
+def _check_batch_source_args(y, validation_split, sample_weight, class_weight) -> None:
+    """Refuse what a generator or PyDataset ``x`` cannot go with (as the chain does)."""
+    if y is not None:
+        raise ValueError(
+            f"Invalid argument `y`: when `x` is a generator or a PyDataset it yields the labels, "
+            f"received y of type {type(y).__name__}"
+        )
+    if validation_split:
+        raise ValueError(
+            "`validation_split` is only supported for arrays, not for a generator or a PyDataset: pass validation_data"
+        )
+    for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
+        if value is not None:
+            raise ValueError(f"fit: `{name}` with a generator or a PyDataset `x` is not supported by cdnn: pass arrays")
 
 
 def _rows_of(data: tuple, rows) -> tuple:
@@ -506,20 +569,27 @@ def evaluate_graph(model, x, y, batch_size, verbose, return_dict: bool, kwargs: 
     batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
         raise invalid("steps", steps, "a positive integer or None")
-    _refuse_batch_sources("evaluate", x=x)
-    if not hasattr(model, "_nodes") and model._input_struct is None:
+    source = is_batch_source(x)
+    if source and sample_weight is not None:
+        raise ValueError(
+            "evaluate: `sample_weight` with a generator or a PyDataset `x` is not supported by cdnn: pass arrays"
+        )
+    if not hasattr(model, "_nodes") and model._input_struct is None and not source:
         model._set_inputs_from_data(x)
     graph = model._inference_model()
     specs = model._output_specs(graph)
-    data = _prepare_data(model, graph, specs, x, y, sample_weight)
-    if steps is not None:
-        data = _rows_of(data, slice(None, steps * batch_size))
-    total = -(-len(data[0][0]) // batch_size)
+    if source:
+        data, total = x, steps or getattr(x, "num_batches", None)
+    else:
+        data = _prepare_data(model, graph, specs, x, y, sample_weight)
+        if steps is not None:
+            data = _rows_of(data, slice(None, steps * batch_size))
+        total = -(-len(data[0][0]) // batch_size)
     cbs = model._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
     bar = Progbar(total, verbose=verbose)
     state = GraphLogs(specs)
-    logs = _evaluate_with_callbacks(model, state, data, batch_size, cbs)
-    bar.update(bar.target, list(logs.items()), finalize=True)
+    logs = _evaluate_with_callbacks(model, state, data, batch_size, cbs, steps)
+    bar.update(bar.target if bar.target is not None else 1, list(logs.items()), finalize=True)
     return logs if return_dict else state.ordered(logs)
 
 

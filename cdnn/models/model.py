@@ -482,7 +482,9 @@ class Model(Layer):
         per_metrics = _metrics_per_output(args.get("metrics"), names, "metrics")
         per_weighted = _metrics_per_output(args.get("weighted_metrics"), names, "weighted_metrics")
         specs = []
-        for name, t, loss, weight, metric, weighted in zip(names, graph.outputs, losses, weights, per_metrics, per_weighted):
+        for name, t, loss, weight, metric, weighted in zip(
+            names, graph.outputs, losses, weights, per_metrics, per_weighted
+        ):
             units = int(t.shape[-1])
             loss_obj = losses_module.resolve(loss) if loss is not None else None
             if (

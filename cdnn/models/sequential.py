@@ -43,8 +43,8 @@ from cdnn.trainers.compile_utils import (
     serialize_metrics,
 )
 from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
-from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.loop import check_fit_args, should_eval
+from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
 __all__ = ["Sequential", "load_model"]

@@ -234,7 +234,10 @@ def run_graph_epochs(
             if done + k > len(batch_loss):  # an epoch of unknown length: room for twice as many batches
                 size = 2 * (done + k)
                 batch_loss = np.resize(batch_loss, size)
-                batch_correct, output_loss = np.resize(batch_correct, (size, n_out)), np.resize(output_loss, (size, n_out))
+                batch_correct, output_loss = (
+                    np.resize(batch_correct, (size, n_out)),
+                    np.resize(output_loss, (size, n_out)),
+                )
             for cb in per_batch:
                 cb.on_train_batch_begin(done)
             net.set_optimizer(optimizer.hyperparameters())
@@ -641,7 +644,9 @@ def train_graph_batch(model, x, y, sample_weight, class_weight, return_dict: boo
             outputs=outs,
         )
     except _core.NonFiniteInputError as e:
-        raise ValueError(f"Invalid values in `x`: row {e.row} contains NaN or infinity; the batch is not trained") from None
+        raise ValueError(
+            f"Invalid values in `x`: row {e.row} contains NaN or infinity; the batch is not trained"
+        ) from None
     finally:
         optimizer.iterations += net.steps_done - before
     state.add_sums(loss[0], out_loss[0], correct[0], n)

@@ -22,24 +22,24 @@ def threads(request):
     _core.set_num_threads(prev)
 
 
-def two_output_graph():
+def two_output_graph(features=6, hidden=8):
     """input -> Dense(tanh) -> [Dense softmax (sparse CCE, weight 2), BN -> Dense (mse over 2 rows, weight 0.5)]."""
     g = G()
-    x = g.input(6)
-    h = g.dense(x, 8, "tanh")
+    x = g.input(features)
+    h = g.dense(x, hidden, "tanh")
     a = g.dense(h, 4, "softmax")
     b = g.bn(h)
-    r = g.add("reshape", [b], (2, 4))
+    r = g.add("reshape", [b], (hidden // 4, 4))
     c = g.dense(r, 3)
     g.out(a, "sparse_categorical_crossentropy", weight=2.0, metric=None)
     g.out(c, "mean_squared_error", weight=0.5)
     return g
 
 
-def _data(n=10, seed=3):
+def _data(n=10, seed=3, features=6, hidden=8):
     rng = np.random.default_rng(seed)
-    xs = [f32(rng.standard_normal((n, 6)))]
-    ys = [rng.integers(0, 4, n).astype(np.int32), f32(rng.standard_normal((n, 6)))]
+    xs = [f32(rng.standard_normal((n, features)))]
+    ys = [rng.integers(0, 4, n).astype(np.int32), f32(rng.standard_normal((n, hidden // 4 * 3)))]
     sws = [f32(rng.random(n) * 2), f32(rng.random(n))]
     return xs, ys, sws
 
@@ -73,14 +73,20 @@ def test_weighted_gradients_and_losses_match_the_oracle(threads):
 
 
 def test_weighted_runs_are_bit_identical_on_1_and_2_threads():
-    g = two_output_graph()
-    xs, ys, sws = _data(64, seed=5)
+    # large enough that the core runs the steps on two threads (GRAPH_SERIAL_FLOPS)
+    g = two_output_graph(features=64, hidden=256)
+    xs, ys, sws = _data(64, seed=5, features=64, hidden=256)
     results = []
     for nt in (1, 2):
         net, nodes = core_graph(g, {"name": "adam", "learning_rate": 0.01})
-        bl, bc, ol = np.zeros(8), np.zeros((8, 2)), np.zeros((8, 2))
+        bl, bc, ol = np.zeros(2), np.zeros((2, 2)), np.zeros((2, 2))
         perm = np.random.default_rng(0).permutation(64).astype(np.int32)
-        net.train_run(xs, ys, perm, 0, 8, 8, 0, 7, bl, bc, nt, output_loss=ol, sample_weight=sws)
+        prev = _core.get_num_threads()
+        _core.set_num_threads(2)
+        try:
+            net.train_run(xs, ys, perm, 0, 2, 32, 0, 7, bl, bc, nt, output_loss=ol, sample_weight=sws)
+        finally:
+            _core.set_num_threads(prev)
         results.append((bl, ol, [d.get("W") for d in nodes]))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -1115,10 +1115,12 @@ cdef extern from "graph.h" nogil:
     int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n,
                              const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm,
                              int64_t first, int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss,
-                             double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss)
+                             double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss,
+                             const float *const *sample_weight, float *const *outputs)
     void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
                             const int *want, float *const *outs, const int32_t *const *ysparse,
-                            const float *const *ydense, double *loss_sum, double *correct_sum)
+                            const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                            double *correct_sum)
 
 #: Graph node ops and their codes in the C core (src_c/graph.h).
 OPS = {"input": 0, "dense": 1, "batchnorm": 2, "layernorm": 3, "activation": 4, "affine": 5, "dropout": 6,
@@ -1492,9 +1494,19 @@ cdef class Graph:
                 _check(y, f"ys[{o}]", 2)
                 _shape(y, f"ys[{o}]", (n, rows * width))
 
+    def _sws(self, sample_weight, long n):
+        """Per-output sample weights checked: None, or a list with one float32 [n] array (or None) per output."""
+        if sample_weight is None:
+            return None
+        if not isinstance(sample_weight, (list, tuple)) or len(sample_weight) != len(self.output_nodes):
+            raise ValueError(f"Invalid argument `sample_weight`: expected a list of {len(self.output_nodes)} "
+                             f"weight array(s) (None for an output without weights)")
+        return [None if w is None else _check_weights(w, f"sample_weight[{o}]", n)
+                for o, w in enumerate(sample_weight)]
+
     def train_run(self, xs, ys, perm, long first, int n_batches, int batch_size, long step0,
                   unsigned long long seed, batch_loss, batch_correct, int threads=0,
-                  bint stop_nonfinite_loss=False, output_loss=None):
+                  bint stop_nonfinite_loss=False, output_loss=None, sample_weight=None, outputs=None):
         """Train ``n_batches`` mini-batches of ``batch_size`` samples ``xs[k][perm[...]]`` from batch ``first``.
 
         ``xs``: one float32 array ``[n, prod(shape)]`` per input node; ``ys``: one label array per
@@ -1503,10 +1515,27 @@ cdef class Graph:
         summed weighted loss to ``batch_loss[j]`` (float64 ``[>= n_batches]``), output o's summed
         correctness to ``batch_correct[j, o]`` and, if given, its summed (unweighted) loss to
         ``output_loss[j, o]`` (both float64 ``[>= n_batches, n_outputs]``). Returns the batches
-        trained, stops and raises as :meth:`Network.train_run`.
+        trained, stops and raises as :meth:`Network.train_run`. ``sample_weight``: None or one float32
+        ``[n]`` array (or None) per output, weighing each sample's loss and gradient as Keras'
+        sum_over_batch_size. ``outputs``: None or one float32 array (or None) per output, C-contiguous,
+        of at least ``n_batches * batch_size`` rows of ``prod(shape)``: each trained batch's output
+        values, batch ``j`` from row ``j * batch_size`` (for metrics computed outside C).
         """
         cdef long n = self._xs(xs)
         self._ys(ys, n)
+        sws = self._sws(sample_weight, n)
+        if outputs is not None:
+            if not isinstance(outputs, (list, tuple)) or len(outputs) != len(self.output_nodes):
+                raise ValueError(f"Invalid argument `outputs`: expected a list of {len(self.output_nodes)} "
+                                 f"array(s) or None")
+            for o, a in enumerate(outputs):
+                if a is None:
+                    continue
+                size = int(np.prod(self.shapes[self.output_nodes[o]]))
+                _check(a, f"outputs[{o}]", 2, writable=True)
+                if a.shape[0] < n_batches * batch_size or a.shape[1] != size:
+                    raise ValueError(f"Invalid shape for argument `outputs[{o}]`: expected at least "
+                                     f"({n_batches * batch_size}, {size}), received {a.shape}")
         _check(perm, "perm", 1, dtype=np.int32)
         _shape(perm, "perm", (n,))
         if batch_size < 1:
@@ -1534,13 +1563,15 @@ cdef class Graph:
         cdef const float **px = <const float **>malloc((I + 1) * sizeof(float *))
         cdef const int32_t **pys = <const int32_t **>malloc((O + 1) * sizeof(int32_t *))
         cdef const float **pyd = <const float **>malloc((O + 1) * sizeof(float *))
+        cdef const float **psw = <const float **>malloc((O + 1) * sizeof(float *))
+        cdef float **pout = <float **>malloc((O + 1) * sizeof(float *))
         cdef int done
         cdef int32_t *pperm
         cdef double *pbl
         cdef double *pol
         cdef double *pbc
         try:
-            if px == NULL or pys == NULL or pyd == NULL:
+            if px == NULL or pys == NULL or pyd == NULL or psw == NULL or pout == NULL:
                 raise MemoryError()
             for k in range(I):
                 px[k] = fptr(xs[k])
@@ -1549,6 +1580,8 @@ cdef class Graph:
                 sparse = y is not None and y.dtype == np.int32
                 pys[o] = iptr(y) if sparse else NULL
                 pyd[o] = fptr(y) if (y is not None and not sparse) else NULL
+                psw[o] = fptr(sws[o]) if sws is not None else NULL
+                pout[o] = fptr(outputs[o]) if outputs is not None else NULL
             pperm = iptr(perm)
             pbl = <double *>cnp.PyArray_DATA(batch_loss)
             pol = <double *>cnp.PyArray_DATA(output_loss)
@@ -1557,12 +1590,16 @@ cdef class Graph:
                 self._workspace(min(batch_size, n))
                 with nogil:
                     done = cdnn_graph_train_run(&self.g, self.ws, px, n, pys, pyd, pperm, first, n_batches,
-                                                batch_size, step0, seed, pbl, pol, pbc, threads, stop_nonfinite_loss)
+                                                batch_size, step0, seed, pbl, pol, pbc, threads, stop_nonfinite_loss,
+                                                psw if sws is not None else NULL,
+                                                pout if outputs is not None else NULL)
                 self.steps_done += done
         finally:
             free(px)
             free(pys)
             free(pyd)
+            free(psw)
+            free(pout)
         if stop_nonfinite_loss and done > 0 and not isfinite(batch_loss[done - 1]):
             return done
         if done < n_batches:
@@ -1575,17 +1612,20 @@ cdef class Graph:
             raise NonFiniteInputError(int(bad.min()) if bad.size else None, batch, done)
         return done
 
-    def predict(self, xs, int batch_size=256, ys=None, nodes=None):
+    def predict(self, xs, int batch_size=256, ys=None, nodes=None, sample_weight=None):
         """Inference: a list of arrays ``(n, *shape)``, one per output (or per node of ``nodes``).
 
         With labels ``ys`` (as in :meth:`train_run`), returns ``(values, loss_sums, correct_sums)``,
-        the sums being float64 arrays with one (unweighted, summed over samples) entry per output.
+        the sums being float64 arrays with one (summed over samples) entry per output, the losses
+        weighted by ``sample_weight`` (as in :meth:`train_run`) if given, not by the loss weights.
         """
         cdef long n = self._xs(xs)
         if batch_size < 1:
             raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer, received {batch_size}")
+        sws = None
         if ys is not None:
             self._ys(ys, n)
+            sws = self._sws(sample_weight, n)
         want = list(self.output_nodes) if nodes is None else [int(k) for k in nodes]
         for k in want:
             if not 0 <= k < self.n_nodes:
@@ -1603,11 +1643,12 @@ cdef class Graph:
         cdef const float **pyd = <const float **>malloc((O + 1) * sizeof(float *))
         cdef float **po = <float **>malloc((W + 1) * sizeof(float *))
         cdef int *pw = <int *>malloc((W + 1) * sizeof(int))
+        cdef const float **psw = <const float **>malloc((O + 1) * sizeof(float *))
         cdef bint labelled = ys is not None
         cdef double *pls
         cdef double *pcs
         try:
-            if px == NULL or pys == NULL or pyd == NULL or po == NULL or pw == NULL:
+            if px == NULL or pys == NULL or pyd == NULL or po == NULL or pw == NULL or psw == NULL:
                 raise MemoryError()
             for k in range(I):
                 px[k] = fptr(xs[k])
@@ -1616,6 +1657,7 @@ cdef class Graph:
                 sparse = y is not None and y.dtype == np.int32
                 pys[o] = iptr(y) if sparse else NULL
                 pyd[o] = fptr(y) if (y is not None and not sparse) else NULL
+                psw[o] = fptr(sws[o]) if sws is not None else NULL
             for k in range(W):
                 po[k] = fptr(outs[k])
                 pw[k] = want[k]
@@ -1624,9 +1666,10 @@ cdef class Graph:
             with self.lock:
                 self._workspace(min(batch_size, n))
                 with nogil:
-                    cdnn_graph_predict(&self.g, self.ws, px, n, W, pw, po, pys, pyd, pls, pcs)
+                    cdnn_graph_predict(&self.g, self.ws, px, n, W, pw, po, pys, pyd,
+                                       psw if sws is not None else NULL, pls, pcs)
         finally:
-            free(px); free(pys); free(pyd); free(po); free(pw)
+            free(px); free(pys); free(pyd); free(po); free(pw); free(psw)
         return (outs, loss_sums, correct_sums) if labelled else outs
 
 

@@ -72,6 +72,7 @@ typedef struct {
     float *dzl;                     /* the loss gradient when it cannot go straight into g */
     int32_t *ys;                    /* gathered sparse labels [B*rows] */
     float *yd;                      /* gathered dense labels [B*rows, width] */
+    float *w;                       /* gathered row weights [B*rows] (read when sample weights are given) */
     double *row_loss, *row_correct; /* [B*rows] */
 } out_buf;
 
@@ -256,6 +257,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         if (out->loss < 0) continue;
         TAKE_OR_FAIL(ob->row_loss, double, rows);
         TAKE_OR_FAIL(ob->row_correct, double, rows);
+        TAKE_OR_FAIL(ob->w, float, rows);
         if (out->loss == CDNN_SPARSE_CCE)
             TAKE_OR_FAIL(ob->ys, int32_t, rows);
         else
@@ -310,10 +312,11 @@ static void prefetch_head(const float *row, size_t n)
     for (size_t o = 0; o < n * sizeof(float) && o < 4 * 64; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
-/* Samples [lo, hi) of the batch whose dataset rows are rows_of[]: every input's rows, and every output's
- * labels. Returns 0 if an input value is NaN or infinite. */
+/* Samples [lo, hi) of the batch whose dataset rows are rows_of[]: every input's rows, every output's
+ * labels and (sw not NULL) its weights, a sample's weight on each of its rows. Returns 0 if an input value
+ * is NaN or infinite. */
 static int gather(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, const int32_t *const *ysparse,
-                  const float *const *ydense, const int32_t *rows_of, long lo, long hi)
+                  const float *const *ydense, const float *const *sw, const int32_t *rows_of, long lo, long hi)
 {
     int ok = 1;
     for (long s = lo; s < hi; s++) ws->rows[s] = rows_of[s];
@@ -340,6 +343,8 @@ static int gather(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs
                 memcpy(ob->ys + s * nd->rows, ysparse[o] + r * nd->rows, (size_t)nd->rows * sizeof(int32_t));
             else
                 memcpy(ob->yd + s * node_size(nd), ydense[o] + r * node_size(nd), node_size(nd) * sizeof(float));
+            if (sw && sw[o])
+                for (int k = 0; k < nd->rows; k++) ob->w[s * nd->rows + k] = sw[o][r];
         }
     }
     return ok;
@@ -434,9 +439,11 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
 
 /* ---- losses ----------------------------------------------------------------- */
 
-/* Samples [lo, hi) of every output's loss (batch of `batch`): per-row loss and correctness, and with
- * grads the weighted loss gradient into the g or dzl it feeds. */
-static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi, int batch, int grads)
+/* Samples [lo, hi) of every output's loss (batch of `batch`): per-row loss and correctness (rows weighted by
+ * the gathered weights of the outputs o with sw[o] not NULL), and with grads the weighted loss gradient
+ * into the g or dzl it feeds. */
+static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi, int batch, int grads,
+                        const float *const *sw)
 {
     for (int o = 0; o < g->n_outputs; o++) {
         const cdnn_output *out = &g->outputs[o];
@@ -456,7 +463,7 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
             dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
         }
         cdnn_loss_rows(out->loss, out->metric, act, nd->alpha, out->from_logits, r0, r1, w, b->val, z, ob->ys, ob->yd,
-                       w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, NULL);
+                       w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, sw && sw[o] ? ob->w : NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
         if (!ob->zkind && ob->acc == 1)
@@ -636,6 +643,19 @@ static void fixed_stats_team(const cdnn_graph *g, cdnn_graph_ws *ws)
     cdnn_team_barrier();
 }
 
+/* Samples [lo, hi) of every output node's value into outputs[o] (if not NULL), from sample row0 on. */
+static void copy_outputs(const cdnn_graph *g, const cdnn_graph_ws *ws, float *const *outputs, size_t row0, long lo,
+                         long hi)
+{
+    for (int o = 0; o < g->n_outputs && hi > lo; o++) {
+        if (!outputs[o]) continue;
+        const int node = g->outputs[o].node;
+        const size_t sz = node_size(&g->nodes[node]);
+        memcpy(outputs[o] + (row0 + (size_t)lo) * sz, ws->nb[node].val + (size_t)lo * sz,
+               (size_t)(hi - lo) * sz * sizeof(float));
+    }
+}
+
 /* Thread 0, after the middle barrier: batch j's losses and correctness per output, and the weighted total. */
 static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, double *out_loss, double *out_correct)
 {
@@ -663,7 +683,8 @@ static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, doub
 int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n,
                          const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm, int64_t first,
                          int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss, double *out_loss,
-                         double *out_correct, int threads, int stop_nonfinite_loss)
+                         double *out_correct, int threads, int stop_nonfinite_loss, const float *const *sample_weight,
+                         float *const *outputs)
 {
     int nt = threads > 0 ? threads : cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
@@ -688,9 +709,10 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
             const int64_t t = step0 + j + 1;
             long lo, hi;
             cdnn_team_range(batch, &lo, &hi);
-            if (!gather(g, ws, xs, ysparse, ydense, perm + start, lo, hi)) mark_bad(&bad_batch, j);
+            if (!gather(g, ws, xs, ysparse, ydense, sample_weight, perm + start, lo, hi)) mark_bad(&bad_batch, j);
             for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 1, seed, t, packed, pack);
-            losses_rows(g, ws, lo, hi, batch, 1);
+            if (outputs) copy_outputs(g, ws, outputs, (size_t)j * bs, lo, hi);
+            losses_rows(g, ws, lo, hi, batch, 1, sample_weight);
             for (int i = g->n_nodes - 1; i >= 0; i--)
                 if (ws->nb[i].run_bwd) backward_node(g, ws, i, lo, hi, batch, seed, t, packed, pack);
             cdnn_team_barrier();
@@ -712,7 +734,7 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 
 void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
-                        double *loss_sum, double *correct_sum)
+                        const float *const *sample_weight, double *loss_sum, double *correct_sum)
 {
     const int bs = ws->max_batch, O = g->n_outputs;
     int nt = cdnn_get_num_threads();
@@ -756,6 +778,9 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
                     else
                         memcpy(ws->ob[o].yd + lo * sz, ydense[o] + ((size_t)start + lo) * sz,
                                (size_t)(hi - lo) * sz * sizeof(float));
+                    if (sample_weight && sample_weight[o])
+                        for (long s = lo; s < hi; s++)
+                            for (size_t k = 0; k < R; k++) ws->ob[o].w[s * R + k] = sample_weight[o][start + s];
                 }
             for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
             for (int k = 0; k < n_want; k++) {
@@ -765,7 +790,7 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
                            (size_t)(hi - lo) * sz * sizeof(float));
             }
             if (loss_sum) {
-                losses_rows(g, ws, lo, hi, batch, 0);
+                losses_rows(g, ws, lo, hi, batch, 0, sample_weight);
                 cdnn_team_barrier();
                 if (cdnn_team_rank() == 0)
                     for (int o = 0; o < O; o++) {

@@ -84,19 +84,24 @@ void cdnn_graph_ws_free(cdnn_graph_ws *ws);
 
 /* Train n_batches mini-batches: batch j takes the samples perm[(first+j)*bs ..] of every input xs[k]
  * ([n, rows*width] of input node k). ysparse[o] (int32, [n * rows]) or ydense[o] ([n, rows*width]) hold
- * output o's labels (both NULL for an output without a loss). Writes batch j's summed weighted loss to
- * batch_loss[j], output o's summed loss and correctness to out_loss[j*n_outputs+o] and
- * out_correct[j*n_outputs+o]. Returns the batches trained, as cdnn_train_run. */
+ * output o's labels (both NULL for an output without a loss). sample_weight (or NULL) holds per output
+ * (or NULL: all 1) the weights [n] of the samples: a sample's weight multiplies the loss and gradient of
+ * each of its rows, and the loss stays divided by the batch's rows (Keras' sum_over_batch_size).
+ * Writes batch j's summed loss (times the loss weights) to batch_loss[j], output o's summed loss (sample
+ * weights in, loss weight not) and correctness (unweighted) to out_loss[j*n_outputs+o] and out_correct[j*n_outputs+o]; outputs (or NULL) gets per
+ * output (or NULL) each batch's output values, batch j from sample j*bs. Returns the batches trained, as
+ * cdnn_train_run. */
 int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n,
                          const int32_t *const *ysparse, const float *const *ydense, const int32_t *perm, int64_t first,
                          int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss, double *out_loss,
-                         double *out_correct, int threads, int stop_nonfinite_loss);
+                         double *out_correct, int threads, int stop_nonfinite_loss, const float *const *sample_weight,
+                         float *const *outputs);
 
 /* Inference over n samples in batches: node want[k]'s values into outs[k] ([n, rows*width]); with labels
- * (ysparse/ydense as in training, or NULL) also output o's summed loss and correctness. */
+ * (ysparse/ydense/sample_weight as in training, or NULL) also output o's summed (weighted) loss and correctness. */
 void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
-                        double *loss_sum, double *correct_sum);
+                        const float *const *sample_weight, double *loss_sum, double *correct_sum);
 
 /* ---- per-op passes (graph_ops.c, normalization.c); r0..r1 are rows of [batch*rows, width] ---- */
 /* Rows [r0, r1) of y = x * scale + offset (scale/offset of length 1 or width). */

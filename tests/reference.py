@@ -1844,13 +1844,19 @@ class Graph:
             (categorical and act == "softmax") or (o["loss"] == "binary_crossentropy" and act == "sigmoid")
         )
 
-    def losses(self, xs, ys, training: bool = False, masks=None, noise=None) -> list[float | None]:
-        """Each output's mean loss on the batch (None for an output without a loss)."""
+    def losses(self, xs, ys, training: bool = False, masks=None, noise=None, sample_weight=None) -> list[float | None]:
+        """Each output's mean loss on the batch (None for an output without a loss); ``sample_weight``: per
+        output None or the samples' weights (Keras' sum_over_batch_size: the weighted sum over the rows)."""
         vals, pre = self.forward(xs, training, masks, noise)
-        return [self._output_loss(o, vals, pre, y)[0] if o.get("loss") else None for o, y in zip(self.outputs, ys)]
+        sws = sample_weight or [None] * len(self.outputs)
+        return [
+            self._output_loss(o, vals, pre, y, w)[0] if o.get("loss") else None
+            for o, y, w in zip(self.outputs, ys, sws)
+        ]
 
-    def _output_loss(self, o, vals, pre, y):
-        """Mean loss of one output and its gradient with respect to the value (or the logits)."""
+    def _output_loss(self, o, vals, pre, y, sample_weight=None):
+        """Mean loss of one output and its gradient with respect to the value (or the logits); with
+        ``sample_weight`` (one weight per sample), each row's loss and gradient times its sample's weight."""
         v = vals[o["node"]]
         w = v.shape[-1]
         logits = self._logits_loss(o)
@@ -1861,12 +1867,20 @@ class Graph:
             if o["loss"] == "sparse_categorical_crossentropy"
             else np.asarray(y, np.float64).reshape(-1, w)
         )
-        value = loss(o["loss"], yy, flat, from_logits=logits or bool(o.get("from_logits")))
-        grad = loss_grad(o["loss"], yy, flat, from_logits=logits or bool(o.get("from_logits")))
+        fl = logits or bool(o.get("from_logits"))
+        value = loss(o["loss"], yy, flat, from_logits=fl)
+        grad = loss_grad(o["loss"], yy, flat, from_logits=fl)
+        if sample_weight is not None:
+            per_sample = len(flat) // len(sample_weight)
+            rw = np.repeat(np.asarray(sample_weight, np.float64), per_sample)
+            rows = [loss(o["loss"], yy[r : r + 1], flat[r : r + 1], from_logits=fl) for r in range(len(flat))]
+            value = float(np.dot(rw, rows)) / len(flat)
+            grad = grad * rw[:, None]
         return value, grad.reshape(v.shape), logits
 
-    def gradients(self, xs, ys, training: bool = True, masks=None, noise=None):
-        """Weighted total loss, per-output losses and ``{(node, name): gradient}``."""
+    def gradients(self, xs, ys, training: bool = True, masks=None, noise=None, sample_weight=None):
+        """Weighted total loss, per-output losses and ``{(node, name): gradient}`` (``sample_weight`` as in
+        :meth:`losses`)."""
         vals, pre = self.forward(xs, training, masks, noise)
         gv: list = [None] * len(self.nodes)  # dL/d(value)
         gz: list = [None] * len(self.nodes)  # dL/d(pre-activation) from logits losses
@@ -1875,11 +1889,11 @@ class Graph:
             store[i] = g if store[i] is None else store[i] + g
 
         total, per = 0.0, []
-        for o, y in zip(self.outputs, ys):
+        for o, y, sw in zip(self.outputs, ys, sample_weight or [None] * len(self.outputs)):
             if not o.get("loss"):
                 per.append(None)
                 continue
-            value, grad, logits = self._output_loss(o, vals, pre, y)
+            value, grad, logits = self._output_loss(o, vals, pre, y, sw)
             wt = o.get("weight", 1.0)
             total += wt * value
             per.append(value)
@@ -1942,9 +1956,9 @@ class Graph:
                 add(gv, ins[0], g.reshape(vals[ins[0]].shape))
         return total, per, grads, vals
 
-    def train_step(self, xs, ys, optimizer: _Optimizer, masks=None, noise=None) -> float:
+    def train_step(self, xs, ys, optimizer: _Optimizer, masks=None, noise=None, sample_weight=None) -> float:
         """One training step: gradients, the optimizer on every trainable parameter, the moving statistics."""
-        total, _, grads, vals = self.gradients(xs, ys, True, masks, noise)
+        total, _, grads, vals = self.gradients(xs, ys, True, masks, noise, sample_weight)
         keys = self.params()
         optimizer.step(
             [self.p[i][k] for i, k in keys], [grads.get((i, k), np.zeros_like(self.p[i][k])) for i, k in keys]

@@ -214,11 +214,6 @@ def test_evaluate_refuses_bad_weights():
         _model().evaluate(x, y, sample_weight=np.ones(3), verbose=0)
 
 
-def test_weighted_metrics_are_refused_not_ignored():
-    with pytest.raises(ValueError, match="weighted_metrics"):
-        _model().compile(optimizer="sgd", loss="mse", weighted_metrics=["accuracy"])
-
-
 def test_class_weight_needs_no_weight_for_the_ignored_class():
     x, y, _ = _data(14)
     y = y.copy()

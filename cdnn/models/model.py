@@ -177,31 +177,38 @@ def _per_output(value, names: list, what: str, default=None) -> list:
     return [value] * len(names)
 
 
-def _metric_list(entry, output: str) -> list:
-    """The metrics of one output, as given (cdnn computes one accuracy per output of a graph, in C)."""
+def _metric_items(entry) -> list:
+    """The metrics of one output, as given (one identifier or a list of them)."""
     if entry is None:
         return []
-    items = [entry] if isinstance(entry, (str, metrics_module.Metric)) else list(entry)
-    if len(items) > 1:
+    return [entry] if isinstance(entry, (str, metrics_module.Metric)) or callable(entry) else list(entry)
+
+
+def _metrics_per_output(metrics, names: list, argument: str) -> list:
+    """``compile(metrics=...)`` (or ``weighted_metrics``) per output: a list for every output of a model of one,
+    a list of lists or a dict by output name for a model of several (Keras 3's flat cases)."""
+    if isinstance(metrics, dict):
+        return _per_output(metrics, names, argument)
+    if (
+        len(names) > 1
+        and isinstance(metrics, (list, tuple))
+        and metrics
+        and all(m is None or isinstance(m, (list, tuple)) for m in metrics)
+    ):
+        if len(metrics) != len(names):
+            raise ValueError(
+                f"For a model with multiple outputs, when providing the `{argument}` argument as a "
+                f"list, it should have as many entries as the model has outputs. Received:\n"
+                f"{argument}={metrics}\nof length {len(metrics)} whereas the model has "
+                f"{len(names)} outputs."
+            )
+        return list(metrics)
+    if len(names) > 1 and metrics not in (None, []):
         raise ValueError(
-            f"Invalid value for argument `metrics`: cdnn supports one accuracy metric per output of a "
-            f"graph model for now, received {items!r} for output '{output}'"
+            f"For a model with multiple outputs, give `{argument}` per output: a list of lists (one per "
+            f"output) or a dict keyed by output name {names}. Received: {argument}={metrics!r}"
         )
-    return items
-
-
-def _core_metric(items: list, loss: losses_module.Loss, units: int, activation: str, output: str):
-    """The metric object and the core's accuracy kind for one output's metrics (Keras' resolution)."""
-    from cdnn.trainers.compile_utils import CompileMetrics
-
-    compiled = CompileMetrics(items)
-    compiled.build(loss.core_name, units, activation)
-    if compiled.core_index is None:
-        raise ValueError(
-            f"Invalid value for argument `metrics` for output '{output}': models that run as a graph "
-            f"compute accuracy metrics (in C) for now, received {items!r}"
-        )
-    return compiled.metrics[compiled.core_index], compiled.core_kind
+    return [metrics] * len(names)
 
 
 class Model(Layer):
@@ -239,6 +246,7 @@ class Model(Layer):
         self._core = {}
         self._traced: dict = {}
         self._input_struct = None
+        self._specs: dict = {}
 
     # ---- structure ---------------------------------------------------------------------------
     @property
@@ -439,52 +447,44 @@ class Model(Layer):
     # ---- compile --------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs) -> None:
         """Choose the optimizer, and per output the loss, metrics and loss weight (lists or dicts by output name)."""
-        if kwargs.get("weighted_metrics") not in (None, []):
-            raise ValueError("compile: argument `weighted_metrics` is not supported by cdnn")
-        for k in ("weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
+        weighted_metrics = kwargs.pop("weighted_metrics", None)
+        for k in ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
-        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        self._compile_args = {
+            "loss": loss,
+            "metrics": metrics,
+            "loss_weights": loss_weights,
+            "weighted_metrics": weighted_metrics,
+        }
         self.loss = loss
         self.compiled = True
         self._core = {}
+        self._specs = {}
         if hasattr(self, "outputs"):  # a functional model: check the per-output arguments now
             self._output_specs(self)
 
     def _output_specs(self, graph) -> list[dict]:
-        """Per output: name, loss (or None: not trained on), metric, weight, width."""
+        """Per output: name, loss (or None: not trained on), weight, width, shape, its metrics and weighted
+        metrics (:class:`CompileMetrics`, built, or None) and the accuracy the core counts; made once per
+        compile (the metric objects keep their state between calls, as Keras')."""
+        from cdnn.trainers.compile_utils import CompileMetrics
+
         names = graph.output_names
+        cache = vars(self).setdefault("_specs", {})
+        if tuple(names) in cache:
+            return cache[tuple(names)]
         args = self._compile_args or {}
         losses = _per_output(args.get("loss"), names, "loss")
         weights = _per_output(args.get("loss_weights"), names, "loss_weights", default=1.0)
-        metrics = args.get("metrics")
-        if isinstance(metrics, dict):
-            per_metrics = _per_output(metrics, names, "metrics")
-        elif (
-            len(names) > 1
-            and isinstance(metrics, (list, tuple))
-            and metrics
-            and all(m is None or isinstance(m, (list, tuple)) for m in metrics)
-        ):
-            if len(metrics) != len(names):
-                raise ValueError(
-                    f"For a model with multiple outputs, when providing the `metrics` argument as a "
-                    f"list, it should have as many entries as the model has outputs. Received:\n"
-                    f"metrics={metrics}\nof length {len(metrics)} whereas the model has "
-                    f"{len(names)} outputs."
-                )
-            per_metrics = list(metrics)
-        elif len(names) > 1 and metrics not in (None, []):
-            raise ValueError(
-                f"For a model with multiple outputs, give `metrics` per output: a list of lists (one per "
-                f"output) or a dict keyed by output name {names}. Received: metrics={metrics!r}"
-            )
-        else:
-            per_metrics = [metrics] * len(names)
+        per_metrics = _metrics_per_output(args.get("metrics"), names, "metrics")
+        per_weighted = _metrics_per_output(args.get("weighted_metrics"), names, "weighted_metrics")
         specs = []
-        for name, t, loss, weight, metric in zip(names, graph.outputs, losses, weights, per_metrics):
+        for name, t, loss, weight, metric, weighted in zip(
+            names, graph.outputs, losses, weights, per_metrics, per_weighted
+        ):
             units = int(t.shape[-1])
             loss_obj = losses_module.resolve(loss) if loss is not None else None
             if (
@@ -494,16 +494,26 @@ class Model(Layer):
                 or weight < 0
             ):
                 raise invalid("loss_weights", weight, "non-negative numbers (one per output)")
-            found = _metric_list(metric, name)
-            if found and loss_obj is None:
-                raise ValueError(
-                    f"Output '{name}' has metrics but no loss: cdnn computes an output's accuracy with its loss"
-                )
-            metric_obj = kind = None
-            if found:
-                layer = t._keras_history[0]
-                activation = getattr(getattr(layer, "activation", None), "__name__", "")
-                metric_obj, kind = _core_metric(found, loss_obj, units, activation, name)
+            layer = t._keras_history[0]
+            activation = getattr(getattr(layer, "activation", None), "__name__", "")
+            made = []
+            for items, is_weighted in ((_metric_items(metric), False), (_metric_items(weighted), True)):
+                if not items:
+                    made.append(None)
+                    continue
+                if loss_obj is None:
+                    raise ValueError(
+                        f"Output '{name}' has metrics but no loss: cdnn reads an output's labels through its loss"
+                    )
+                cm = CompileMetrics(items, weighted=is_weighted, output_name=name if len(names) > 1 else None)
+                cm.build(loss_obj.core_name, units, activation)
+                if len(t.shape) > 2 and (is_weighted or cm.needs_outputs):
+                    raise ValueError(
+                        f"Invalid metrics for output '{name}' of shape {t.shape}: cdnn computes only the "
+                        f"accuracy (unweighted) of an output with more than one axis per sample, received "
+                        f"{items!r}" + (" as weighted_metrics" if is_weighted else "")
+                    )
+                made.append(cm)
             specs.append(
                 {
                     "name": name,
@@ -511,12 +521,14 @@ class Model(Layer):
                     "weight": float(weight),
                     "units": units,
                     "shape": tuple(t.shape[1:]),
-                    "metric": metric_obj,
-                    "kind": kind,
+                    "metrics": made[0],
+                    "weighted": made[1],
+                    "kind": made[0].core_kind if made[0] is not None else None,
                 }
             )
         if all(s["loss"] is None for s in specs) and args.get("loss") is not None:
             raise ValueError("compile: no output has a loss")
+        cache[tuple(names)] = specs
         return specs
 
     def _check_compiled(self, what: str) -> None:
@@ -694,10 +706,37 @@ class Model(Layer):
     def evaluate(
         self, x=None, y=None, batch_size: Optional[int] = None, verbose="auto", return_dict: bool = False, **kwargs
     ):
-        """The total loss, each output's loss and metrics: a list as Keras orders it, or a dict."""
+        """The total loss, each output's loss and metrics: a list as Keras orders it, or a dict
+        (``sample_weight``, ``steps`` and ``callbacks`` as in Keras)."""
         from cdnn.trainers.loop import evaluate_graph
 
         return evaluate_graph(self, x, y, batch_size, verbose, return_dict, kwargs)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
+        """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
+        ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
+        from cdnn.trainers.loop import train_graph_batch
+
+        return train_graph_batch(self, x, y, sample_weight, class_weight, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
+        """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()`` (as Keras 3)."""
+        from cdnn.trainers.loop import test_graph_batch
+
+        return test_graph_batch(self, x, y, sample_weight, return_dict)
+
+    def predict_on_batch(self, x):
+        """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
+        return self.predict(x, verbose=0)
+
+    def reset_metrics(self) -> None:
+        """Start the running loss and metrics of ``train_on_batch``/``test_on_batch`` afresh."""
+        self._batch_logs_state = None
+        for specs in vars(self).get("_specs", {}).values():
+            for s in specs:
+                for cm in (s["metrics"], s["weighted"]):
+                    if cm is not None:
+                        cm.reset_state()
 
     def predict(self, x, batch_size: Optional[int] = None, verbose="auto", **kwargs):
         """The outputs for ``x``: one array, or a list/dict of arrays as the model's outputs are structured."""

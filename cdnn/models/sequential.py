@@ -43,6 +43,7 @@ from cdnn.trainers.compile_utils import (
     serialize_metrics,
 )
 from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
+from cdnn.trainers.loop import check_fit_args, should_eval
 from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
@@ -50,21 +51,6 @@ __all__ = ["Sequential", "load_model"]
 
 #: rows per C inference batch (results do not depend on it)
 PREDICT_ROWS = 512
-
-
-def _check_validation_freq(freq) -> None:
-    if isinstance(freq, bool) or not (
-        isinstance(freq, (int, np.integer)) and freq >= 1 or isinstance(freq, (list, tuple))
-    ):
-        raise ValueError(
-            f"Expected `validation_freq` to be a list or int. Received: validation_freq={freq!r} of the "
-            f"type {type(freq)}."
-        )
-
-
-def _should_eval(epoch: int, freq) -> bool:
-    """Keras' rule: validate after epoch ``epoch + 1`` if it is a multiple of ``freq`` (or listed in it)."""
-    return (epoch + 1) % freq == 0 if isinstance(freq, (int, np.integer)) else (epoch + 1) in freq
 
 
 class Sequential(Model):
@@ -97,6 +83,7 @@ class Sequential(Model):
         self.optimizer: Optional[optimizers_module.Optimizer] = None
         self.loss: Optional[losses_module.Loss] = None
         self._compile_metrics: Optional[CompileMetrics] = None
+        self._weighted_metrics: Optional[CompileMetrics] = None
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = False
         self.stop_training = False
@@ -153,6 +140,7 @@ class Sequential(Model):
         return layer
 
     def _structure_changed(self) -> None:
+        self._specs = {}
         self._net = None
         self._core = {}
         self._traced = {}
@@ -180,6 +168,7 @@ class Sequential(Model):
         self.built = True
         self._net = None
         self._core = {}
+        self._specs = {}
 
     def _graph_model(self, training: bool = True):
         """The stack as a linear functional graph: ``Input`` then each layer called on the previous output."""
@@ -296,17 +285,23 @@ class Sequential(Model):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs) -> None:
         """Choose the optimizer, loss and metrics (Keras' default optimizer is RMSprop)."""
         loss_weights = kwargs.pop("loss_weights", None)
-        if kwargs.get("weighted_metrics") not in (None, []):
-            raise ValueError("compile: argument `weighted_metrics` is not supported by cdnn")
-        for k in ("weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
+        weighted_metrics = kwargs.pop("weighted_metrics", None)
+        for k in ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
             kwargs.pop(k, None)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
-        self._compile_args = {"loss": loss, "metrics": metrics, "loss_weights": loss_weights}
+        self._compile_args = {
+            "loss": loss,
+            "metrics": metrics,
+            "loss_weights": loss_weights,
+            "weighted_metrics": weighted_metrics,
+        }
         self._core = {}
         self.loss = losses_module.resolve(loss) if loss is not None else None
         self._compile_metrics = CompileMetrics(metrics) if metrics is not None else None
+        self._weighted_metrics = CompileMetrics(weighted_metrics, weighted=True) if weighted_metrics else None
+        self._specs = {}
         self._loss_tracker = metrics_module.Mean(name="loss")
         self.compiled = True
         self._net = None
@@ -316,7 +311,7 @@ class Sequential(Model):
         """The loss tracker and the compiled metrics (one ``compile_metrics`` object), as Keras 3."""
         if not self.compiled:
             return []
-        return [self._loss_tracker] + ([self._compile_metrics] if self._compile_metrics is not None else [])
+        return [self._loss_tracker] + [m for m in (self._compile_metrics, self._weighted_metrics) if m is not None]
 
     @property
     def metrics_names(self) -> list[str]:
@@ -326,6 +321,7 @@ class Sequential(Model):
     def reset_metrics(self) -> None:
         for m in self.metrics:
             m.reset_state()
+        Model.reset_metrics(self)
 
     def _check_compiled(self, what: str) -> None:
         if not self.compiled:
@@ -389,6 +385,8 @@ class Sequential(Model):
             if self._compile_metrics is not None:  # bad metric and loss/output combinations are refused here
                 self._compile_metrics.build(loss.core_name, top.units, top.activation.__name__)
                 kind = self._compile_metrics.core_kind
+            if self._weighted_metrics is not None:
+                self._weighted_metrics.build(loss.core_name, top.units, top.activation.__name__)
             self._net = _core.Network(
                 layers, loss.core_name, loss.from_logits, kind, self.optimizer.hyperparameters(), loss._core_options()
             )
@@ -443,16 +441,12 @@ class Sequential(Model):
         generator); validation runs every ``validation_freq`` epochs (or at the epochs listed).
         """
         if self._route_to_graph(x):
-            if (
-                steps_per_epoch is not None
-                or validation_steps is not None
-                or validation_batch_size is not None
-                or validation_freq != 1
-            ):
-                raise ValueError(
-                    "fit: steps_per_epoch, validation_steps, validation_batch_size and validation_freq "
-                    "are not supported yet for models that run as a graph"
-                )
+            kwargs.update(
+                steps_per_epoch=steps_per_epoch,
+                validation_steps=validation_steps,
+                validation_batch_size=validation_batch_size,
+                validation_freq=validation_freq,
+            )
             return Model.fit(
                 self,
                 x,
@@ -474,21 +468,8 @@ class Sequential(Model):
         self._check_compiled("fit")
         batch_size = _batch_size(batch_size)
         verbose = _verbose(verbose)
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise invalid("epochs", epochs, "a non-negative integer")
-        if (
-            isinstance(validation_split, (bool, np.bool_))
-            or not isinstance(validation_split, (int, float, np.integer, np.floating))
-            or not 0 <= validation_split < 1
-        ):
-            raise invalid("validation_split", validation_split, "a number in [0, 1)")
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
-            raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
-        for name, value in (("steps_per_epoch", steps_per_epoch), ("validation_steps", validation_steps)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise invalid(name, value, "a positive integer or None")
+        check_fit_args(epochs, validation_split, initial_epoch, steps_per_epoch, validation_steps, validation_freq)
         val_batch = _batch_size(validation_batch_size) if validation_batch_size is not None else batch_size
-        _check_validation_freq(validation_freq)
 
         if sample_weight is not None and class_weight is not None:
             raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
@@ -588,10 +569,10 @@ class Sequential(Model):
         # the core stops a run after a batch whose loss is not finite, so that such a callback
         # stops fit right after that batch's update, as in Keras
         stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
-        cm, tracker = self._compile_metrics, self._loss_tracker
+        cm, wcm, tracker = self._compile_metrics, self._weighted_metrics, self._loss_tracker
         # each batch's outputs leave C only for metrics the core does not count itself
         run_out = None
-        want_outputs = cm is not None and cm.needs_outputs
+        want_outputs = cm is not None and cm.needs_outputs or wcm is not None
         batch_loss = np.zeros(steps or 64)
         batch_correct = np.zeros(steps or 64)
         rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
@@ -616,8 +597,9 @@ class Sequential(Model):
             if verbose and epochs > 1:
                 _io_utils.print_msg(epoch_header(epoch + 1, epochs))
             tracker.reset_state()
-            if cm is not None:
-                cm.reset_state()
+            for m in (cm, wcm):
+                if m is not None:
+                    m.reset_state()
             bar = Progbar(steps, verbose=verbose, stateful_metrics=self._log_names())
             seed = feeder.begin_epoch(rng)
             done, seen = 0, 0
@@ -671,7 +653,14 @@ class Sequential(Model):
                 threads.record(nt, elapsed, k)
                 rows = run.rows(k)
                 if want_outputs:
-                    cm.update_outputs(run.ys[rows], outputs[: len(rows)], run.batch_size)
+                    for m in (cm, wcm):
+                        if m is not None:
+                            m.update_outputs(
+                                run.ys[rows],
+                                outputs[: len(rows)],
+                                run.batch_size,
+                                None if run.sw is None or m is cm else run.sw[rows],
+                            )
                 feeder.advance(k)
                 done += k
                 seen += len(rows)
@@ -698,7 +687,7 @@ class Sequential(Model):
                 break
             logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
             # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
-            if val is not None and _should_eval(epoch, val_freq):
+            if val is not None and should_eval(epoch, val_freq):
                 val_logs = self._evaluate_with_callbacks(val, val_batch, cbs, val_steps)
                 logs.update({"val_" + k: v for k, v in val_logs.items()})
             bar.update(steps if steps is not None else done, list(logs.items()), finalize=True)
@@ -721,14 +710,14 @@ class Sequential(Model):
         if cm is not None and cm.core_index is not None:
             cm.metrics[cm.core_index].reset_state()
             cm.add_core_counts(correct_sum, rows)
-        return metrics_logs(self._loss_tracker, cm)
+        return metrics_logs(self._loss_tracker, [cm, self._weighted_metrics])
 
     def _penalty(self) -> float:
         """The layers' regularization penalties at the current weights (Keras adds them to the loss)."""
         return float(sum(layer._penalty() for layer in self._layers if isinstance(layer, Dense)))
 
     def _log_names(self) -> list:
-        return list(metrics_logs(self._loss_tracker, self._compile_metrics))
+        return list(metrics_logs(self._loss_tracker, [self._compile_metrics, self._weighted_metrics]))
 
     def _evaluate_rows(
         self, net, xs: np.ndarray, ys: np.ndarray, sums: list, sw=None, batch_size: int = PREDICT_ROWS
@@ -741,9 +730,11 @@ class Sequential(Model):
         # Keras adds the regularization penalties (model.losses) to every batch's loss
         ls += self._penalty() * len(xs)
         sums[0], sums[1], sums[2] = sums[0] + ls, sums[1] + cs, sums[2] + len(xs)
-        cm = self._compile_metrics
+        cm, wcm = self._compile_metrics, self._weighted_metrics
         if cm is not None and cm.needs_outputs:
             cm.update_outputs(ys, out)
+        if wcm is not None:
+            wcm.update_outputs(ys, out, sample_weight=sw)
         return self._run_logs(*sums)
 
     def _evaluate_with_callbacks(self, data, batch_size: int, cbs: list, steps: Optional[int] = None) -> dict:
@@ -757,8 +748,9 @@ class Sequential(Model):
             cb.on_test_begin()
         per_batch = [cb for cb in cbs if cb._needs_test_batches]
         net = self._core_network()
-        if self._compile_metrics is not None:
-            self._compile_metrics.reset_state()
+        for m in (self._compile_metrics, self._weighted_metrics):
+            if m is not None:
+                m.reset_state()
         sums = [0.0, 0.0, 0]
         logs = self._run_logs(0.0, 0.0, 0)
         if is_batch_source(data):
@@ -812,12 +804,19 @@ class Sequential(Model):
         ``sample_weight`` weighs each sample's loss (Keras' sum_over_batch_size: the weighted sum
         over the number of samples); the accuracy from ``metrics`` is not weighted, as in Keras.
         """
-        if not is_batch_source(x) and self._route_to_graph(x):
-            if sample_weight is not None or steps is not None:
-                raise ValueError(
-                    "evaluate: sample_weight and steps are not supported yet for models that run as a graph"
-                )
-            return Model.evaluate(self, x, y, batch_size, verbose, return_dict, callbacks=callbacks, **kwargs)
+        if self._route_to_graph(x):
+            return Model.evaluate(
+                self,
+                x,
+                y,
+                batch_size,
+                verbose,
+                return_dict,
+                callbacks=callbacks,
+                sample_weight=sample_weight,
+                steps=steps,
+                **kwargs,
+            )
         if kwargs:
             raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
         self._check_compiled("evaluate")
@@ -850,7 +849,7 @@ class Sequential(Model):
         bar.update(bar.target if bar.target is not None else self._eval_batches, list(logs.items()), finalize=True)
         if return_dict:
             return logs
-        return flatten_metrics_in_order(logs, self._compile_metrics)
+        return flatten_metrics_in_order(logs, [self._compile_metrics, self._weighted_metrics])
 
     def predict(
         self, x, batch_size: Optional[int] = None, verbose="auto", steps: Optional[int] = None, callbacks=None, **kwargs
@@ -915,6 +914,8 @@ class Sequential(Model):
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
         """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
         ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
+        if self._route_to_graph(x):
+            return Model.train_on_batch(self, x, y, sample_weight, class_weight, return_dict)
         self._check_compiled("train_on_batch")
         if sample_weight is not None and class_weight is not None:
             raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
@@ -927,7 +928,8 @@ class Sequential(Model):
             )
         net = self._core_network()
         cm = self._compile_metrics
-        out = np.empty((len(xs), net.n_out), np.float32) if cm is not None and cm.needs_outputs else None
+        want = cm is not None and cm.needs_outputs or self._weighted_metrics is not None
+        out = np.empty((len(xs), net.n_out), np.float32) if want else None
         loss, correct = np.zeros(1), np.zeros(1)
         net.set_optimizer(self.optimizer._run_hyperparameters(int(self.optimizer.iterations), 1))
         seed = int(_random.generator().integers(0, 2**63))
@@ -955,31 +957,35 @@ class Sequential(Model):
             ) from None
         finally:
             self.optimizer.iterations += net.steps_done - before
-        return self._batch_logs(loss[0], correct[0], ys, out, return_dict)
+        return self._batch_logs(loss[0], correct[0], ys, out, return_dict, sw)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
         """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()``
         or ``evaluate`` (as Keras 3)."""
+        if self._route_to_graph(x):
+            return Model.test_on_batch(self, x, y, sample_weight, return_dict)
         self._check_compiled("test_on_batch")
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, len(xs))
         sw = as_sample_weights(sample_weight, len(xs))
         out, loss, correct = self._core_network().predict(xs, PREDICT_ROWS, ys, sw)
-        return self._batch_logs(loss + self._penalty() * len(xs), correct, ys, out, return_dict)
+        return self._batch_logs(loss + self._penalty() * len(xs), correct, ys, out, return_dict, sw)
 
     def predict_on_batch(self, x) -> np.ndarray:
         """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
         return self._inference_network().predict(self._prepare_x(x), PREDICT_ROWS)
 
-    def _batch_logs(self, loss: float, correct: float, ys: np.ndarray, out, return_dict: bool):
-        cm = self._compile_metrics
+    def _batch_logs(self, loss: float, correct: float, ys: np.ndarray, out, return_dict: bool, sw=None):
+        cm, wcm = self._compile_metrics, self._weighted_metrics
         self._loss_tracker._add_sums(loss, len(ys))
         if cm is not None:
             cm.add_core_counts(correct, len(ys))
             if cm.needs_outputs:
                 cm.update_outputs(ys, out)
-        logs = metrics_logs(self._loss_tracker, cm)
-        return logs if return_dict else flatten_metrics_in_order(logs, cm)
+        if wcm is not None:
+            wcm.update_outputs(ys, out, sample_weight=sw)
+        logs = metrics_logs(self._loss_tracker, [cm, wcm])
+        return logs if return_dict else flatten_metrics_in_order(logs, [cm, wcm])
 
     def _inference_network(self):
         stack = self._dense_stack()

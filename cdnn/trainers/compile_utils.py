@@ -22,7 +22,7 @@ from cdnn.metrics.f_score_metrics import FBetaScore
 from cdnn.metrics.metric import Metric
 from cdnn.metrics.reduction_metrics import Mean
 
-__all__ = ["CompileMetrics", "get_metric"]
+__all__ = ["CompileMetrics", "get_metric", "keras_results", "metrics_logs", "flatten_metrics_in_order"]
 
 SPARSE_LOSS = "sparse_categorical_crossentropy"
 
@@ -112,14 +112,22 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
 
 
 class CompileMetrics(Metric):
-    """The compiled metrics as one metric whose result is a dict (Keras' ``compile_metrics``)."""
+    """The compiled metrics (of one output) as one metric whose result is a dict (Keras' ``compile_metrics``).
 
-    def __init__(self, metrics) -> None:
+    ``weighted``: the metrics of ``compile(weighted_metrics=...)``, which read the sample weights
+    (and class weights), never counted by the core; ``output_name``: the output they belong to in a
+    model of several outputs (their logs are then ``<output>_<name>``).
+    """
+
+    def __init__(self, metrics, weighted: bool = False, output_name: Optional[str] = None) -> None:
         super().__init__(name="compile_metrics")
+        self.weighted = weighted
+        self.output_name = output_name
+        argument = "weighted_metrics" if weighted else "metrics"
         if isinstance(metrics, dict):
             raise ValueError(
-                "Invalid value for argument `metrics`: a dict of metrics per output needs a model with "
-                "several outputs; this model has one (pass a list)"
+                f"Invalid value for argument `{argument}`: a dict of metrics per output needs a model with "
+                f"several outputs; this model has one (pass a list)"
             )
         self._user_metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
         for m in self._user_metrics:  # unknown names fail at compile, as in Keras
@@ -147,7 +155,7 @@ class CompileMetrics(Metric):
         for m in made:
             _check_fits(m, sparse, units, loss_name, activation)
         self.core_index = None
-        for i, m in enumerate(made):
+        for i, m in enumerate(made if not self.weighted else ()):
             kind = _core_kind(m)
             if kind is not None and (kind == "sparse") == sparse:
                 self.core_index = i
@@ -172,16 +180,25 @@ class CompileMetrics(Metric):
         if self.core_index is not None:
             self._metrics[self.core_index]._add_sums(correct, count)
 
-    def update_outputs(self, y_true: np.ndarray, y_pred: np.ndarray, batch_size: Optional[int] = None) -> None:
-        """Every metric the core does not count, from labels and outputs (of a run of batches of ``batch_size``)."""
+    def update_outputs(
+        self,
+        y_true: np.ndarray,
+        y_pred: np.ndarray,
+        batch_size: Optional[int] = None,
+        sample_weight: Optional[np.ndarray] = None,
+    ) -> None:
+        """Every metric the core does not count, from labels and outputs (of a run of batches of ``batch_size``);
+        the sample weights are read by weighted metrics only, as in Keras."""
+        sw = sample_weight if self.weighted else None
         for i, m in enumerate(self._metrics):
             if i == self.core_index:
                 continue
             if batch_size is None or type(m).__module__.startswith("cdnn."):
-                m.update_state(y_true, y_pred)  # built-in state is sums: one update per run is the same
+                m.update_state(y_true, y_pred, sample_weight=sw)  # built-in state is sums: one update per run
             else:
                 for s in range(0, len(y_pred), batch_size):
-                    m.update_state(y_true[s : s + batch_size], y_pred[s : s + batch_size])
+                    part = None if sw is None else sw[s : s + batch_size]
+                    m.update_state(y_true[s : s + batch_size], y_pred[s : s + batch_size], sample_weight=part)
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         for m in self._metrics:
@@ -219,21 +236,65 @@ def pythonify_logs(logs: dict) -> dict:
     return out
 
 
-def metrics_logs(loss_tracker: Mean, compile_metrics: Optional[CompileMetrics], prefix: str = "") -> dict:
-    """``{"loss": ..., "mae": ...}`` sorted, as Keras' ``get_metrics_result``; ``prefix`` e.g. ``"val_"``."""
+def keras_results(groups: list) -> dict:
+    """The results of every output's metrics under Keras 3's names (``CompileMetrics.result``).
+
+    ``groups``: the built :class:`CompileMetrics` (or None) of every output, those of ``metrics``
+    first, then those of ``weighted_metrics``. A name is prefixed by its output's name in a model
+    of several outputs; a repeated name gets ``_1``, ``_2``..., but a weighted metric whose name is
+    taken gets ``weighted_`` before its name (then ``_1``... if that is taken too).
+    """
+    results: dict = {}
+    counters: dict = {}
+    for cm in groups:
+        if cm is None or not cm.built:
+            continue
+        prefix = f"{cm.output_name}_" if cm.output_name else ""
+        for m in cm.metrics:
+            name = prefix + m.name
+            if name not in counters:
+                counters[name] = 1
+            elif not cm.weighted:
+                counters[name] += 1
+                name = f"{name}_{counters[name] - 1}"
+            else:
+                name = f"{prefix}weighted_{m.name}"
+                if name not in counters:
+                    counters[name] = 1
+                else:
+                    counters[name] += 1
+                    name = f"{name}_{counters[name] - 1}"
+            results[name] = m.result()
+    return results
+
+
+def _groups(compile_metrics) -> list:
+    if compile_metrics is None:
+        return []
+    return list(compile_metrics) if isinstance(compile_metrics, (list, tuple)) else [compile_metrics]
+
+
+def metrics_logs(loss_tracker: Mean, compile_metrics, prefix: str = "", extra: Optional[dict] = None) -> dict:
+    """``{"loss": ..., "mae": ...}`` sorted, as Keras' ``get_metrics_result``; ``prefix`` e.g. ``"val_"``.
+
+    ``compile_metrics``: one :class:`CompileMetrics` or a list of them (see :func:`keras_results`);
+    ``extra``: other logs (each output's loss).
+    """
     logs = {loss_tracker.name: loss_tracker.result()}
-    if compile_metrics is not None and compile_metrics.built:
-        logs.update(compile_metrics.result())
+    logs.update(extra or {})
+    logs.update(keras_results(_groups(compile_metrics)))
     return {prefix + k: v for k, v in pythonify_logs(logs).items()}
 
 
-def flatten_metrics_in_order(logs: dict, compile_metrics: Optional[CompileMetrics]):
-    """``evaluate``'s list as Keras 3 orders it: the loss, the metrics in compile order, then any other
-    log in name order; a single value alone."""
+def flatten_metrics_in_order(logs: dict, compile_metrics, output_losses: tuple = ()):
+    """``evaluate``'s list as Keras 3 orders it: the loss, the metrics by their own names in compile order,
+    the outputs' losses, then any other log in name order; a single value alone."""
     names = ["loss"]
-    if compile_metrics is not None and compile_metrics.built:
-        names += [m.name for m in compile_metrics.metrics]
-    results = [logs[n] for n in names if n in logs]
+    for cm in _groups(compile_metrics):
+        if cm is not None and cm.built:
+            names += [m.name for m in cm.metrics]
+    names += list(output_losses)
+    results = [logs[n] for n in names if n in logs]  # as Keras: a name given twice is listed twice
     results += [logs[k] for k in sorted(logs) if k not in names]
     return results[0] if len(results) == 1 else results
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -42,13 +42,13 @@ def is_batch_source(x) -> bool:
 class Run:
     """One core call's work: batches ``first .. first + k`` of ``perm`` over ``xs``/``ys``."""
 
-    xs: np.ndarray
-    ys: np.ndarray
+    xs: Any  # an array, or a graph's list of them (ys and sw per output then)
+    ys: Any
     perm: np.ndarray
     first: int
     k: int
     batch_size: int
-    sw: Optional[np.ndarray] = None  # float32 weights of the rows of xs, or None
+    sw: Any = None  # float32 weights of the rows of xs, or None
 
     def rows(self, k: int) -> np.ndarray:
         """The dataset rows of the run's first ``k`` batches (in batch order)."""
@@ -61,19 +61,21 @@ class Run:
 
 
 class ArrayEpochs:
-    """Epochs over arrays (already checked and converted), shuffled per pass if ``shuffle``."""
+    """Epochs over arrays (already checked and converted), shuffled per pass if ``shuffle``: ``xs`` one
+    array, or a list of them (a graph's inputs, ``ys`` and ``sw`` then per output)."""
 
     def __init__(
         self,
-        xs: np.ndarray,
-        ys: np.ndarray,
+        xs,
+        ys,
         batch_size: int,
         shuffle: bool,
         steps_per_epoch: Optional[int],
-        sw: Optional[np.ndarray] = None,
+        sw=None,
     ) -> None:
         self.xs, self.ys, self.batch_size, self.shuffle, self.sw = xs, ys, batch_size, shuffle, sw
-        self.num_batches = -(-len(xs) // batch_size)
+        self.n = len(xs[0]) if isinstance(xs, list) else len(xs)
+        self.num_batches = -(-self.n // batch_size)
         self.steps = steps_per_epoch or self.num_batches
         self._steps_per_epoch = steps_per_epoch
         self.perm: Optional[np.ndarray] = None
@@ -82,7 +84,7 @@ class ArrayEpochs:
     def begin_epoch(self, rng: np.random.Generator) -> int:
         """Start an epoch; returns the dropout seed of its steps (drawn after the permutation, if any)."""
         if self.perm is None or self.pos >= self.num_batches or not self._steps_per_epoch:
-            n = len(self.xs)
+            n = self.n
             self.perm = (rng.permutation(n) if self.shuffle else np.arange(n)).astype(np.int32)
             self.pos = 0
         return int(rng.integers(0, 2**63))
@@ -105,6 +107,20 @@ class ArrayEpochs:
 
     def end_epoch(self) -> None:
         pass
+
+
+def _rows(a) -> int:
+    """Samples of prepared data: one array, or a graph's list of them."""
+    return len(a[0]) if isinstance(a, list) else len(a)
+
+
+def _stack(parts: list):
+    """Prepared batches as one: arrays concatenated, or a graph's lists element by element (None stays None)."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], list):
+        return [None if p[0] is None else np.concatenate(p) for p in zip(*parts)]
+    return np.concatenate(parts)
 
 
 class BatchEpochs:
@@ -180,11 +196,11 @@ class BatchEpochs:
                 break
             x, y = self._unpack(batch)
             x = model._prepare_x(x, f"{self.name} (a batch)")
-            y = model._prepare_y(y, len(x), f"y of a batch of `{self.name}`")
-            if size is not None and len(x) != size:
-                self._pending = (x, y)
+            y = model._prepare_y(y, _rows(x), f"y of a batch of `{self.name}`")
+            if size is not None and _rows(x) != size:
+                self._pending = batch  # as read: prepared again with the next run
                 break
-            size = len(x)
+            size = _rows(x)
             xs.append(x)
             ys.append(y)
             if size < (self.batch_size or size):  # a short batch ends the run (the last of a pass)
@@ -199,8 +215,8 @@ class BatchEpochs:
                     stacklevel=4,
                 )
             return None
-        x, y = (xs[0], ys[0]) if len(xs) == 1 else (np.concatenate(xs), np.concatenate(ys))
-        return Run(x, y, np.arange(len(x), dtype=np.int32), 0, len(xs), size)
+        x, y = _stack(xs), _stack(ys)
+        return Run(x, y, np.arange(_rows(x), dtype=np.int32), 0, len(xs), size)
 
     def advance(self, k: int) -> None:
         pass
@@ -222,7 +238,7 @@ def batches_of(source, steps: Optional[int], name: str, model, with_labels: bool
         if with_labels:
             x, y = epochs._unpack(batch)
             x = model._prepare_x(x, f"{name} (a batch)")
-            yield x, model._prepare_y(y, len(x), f"y of a batch of `{name}`")
+            yield x, model._prepare_y(y, _rows(x), f"y of a batch of `{name}`")
         else:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             yield model._prepare_x(x, f"{name} (a batch)")

@@ -1,84 +1,218 @@
-"""The run loop: epochs of mini-batches trained in C, callbacks and the progress bar between runs.
+"""The run loop of graph models: epochs of mini-batches trained in C, callbacks and the progress bar
+between runs; and the checks and validation schedule every model's ``fit`` shares.
 
-:func:`run_epochs` is given a core network (``_core.Network`` or
-``_core.Graph``), the prepared arrays and the callbacks -- never a model --
-and calls ``train_run`` for runs of batches (about ten a second, or one
-batch at a time when a callback wants every batch). :func:`fit_graph` and
-:func:`evaluate_graph` are the graph models' ``fit`` and ``evaluate``: they
-prepare inputs and labels per input and per output and turn the core's sums
-into Keras 3's logs (``loss``, ``<output>_loss``, ``<output>_accuracy``, sorted).
+:func:`run_graph_epochs` is given the core graph (``_core.Graph``), an epoch feeder and the callbacks,
+and calls ``train_run`` for runs of batches (about ten a second, or one batch at a time when a
+callback wants every batch). :func:`fit_graph`, :func:`evaluate_graph`, :func:`train_graph_batch` and
+:func:`test_graph_batch` are the graph models' ``fit``, ``evaluate``, ``train_on_batch`` and
+``test_on_batch``: they prepare inputs, labels and sample weights per input and per output, and
+:class:`GraphLogs` turns the core's sums and the outputs' metrics into Keras 3's logs (``loss``,
+``<output>_loss``, ``<output>_<metric>``, sorted).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
 
 from cdnn import _core, _io_utils, _random
 from cdnn import callbacks as callbacks_module
+from cdnn import metrics as metrics_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
+from cdnn.trainers.compile_utils import flatten_metrics_in_order, metrics_logs
+from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
+from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
-__all__ = ["run_epochs", "fit_graph", "evaluate_graph"]
+__all__ = [
+    "check_fit_args",
+    "check_validation_freq",
+    "should_eval",
+    "run_graph_epochs",
+    "fit_graph",
+    "evaluate_graph",
+    "train_graph_batch",
+    "test_graph_batch",
+]
 
 #: rows per C inference batch (results do not depend on it)
 PREDICT_ROWS = 512
 
 
-def run_epochs(
+def check_validation_freq(freq) -> None:
+    """Refuse a ``validation_freq`` that is neither a positive integer nor a list of epochs (Keras' words)."""
+    if isinstance(freq, bool) or not (
+        isinstance(freq, (int, np.integer)) and freq >= 1 or isinstance(freq, (list, tuple))
+    ):
+        raise ValueError(
+            f"Expected `validation_freq` to be a list or int. Received: validation_freq={freq!r} of the "
+            f"type {type(freq)}."
+        )
+
+
+def should_eval(epoch: int, freq) -> bool:
+    """Keras' rule: validate after epoch ``epoch + 1`` if it is a multiple of ``freq`` (or listed in it)."""
+    return (epoch + 1) % freq == 0 if isinstance(freq, (int, np.integer)) else (epoch + 1) in freq
+
+
+def check_fit_args(epochs, validation_split, initial_epoch, steps_per_epoch, validation_steps, validation_freq) -> None:
+    """Refuse, before anything is prepared, ``fit`` arguments of the wrong kind (Keras' checks and cdnn's)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise invalid("epochs", epochs, "a non-negative integer")
+    if (
+        isinstance(validation_split, (bool, np.bool_))
+        or not isinstance(validation_split, (int, float, np.integer, np.floating))
+        or not 0 <= validation_split < 1
+    ):
+        raise invalid("validation_split", validation_split, "a number in [0, 1)")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
+        raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
+    for name, value in (("steps_per_epoch", steps_per_epoch), ("validation_steps", validation_steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise invalid(name, value, "a positive integer or None")
+    check_validation_freq(validation_freq)
+
+
+# ---- graph models ----------------------------------------------------------------------------------
+
+
+class GraphLogs:
+    """A graph model's running loss sums and metrics, per output, turned into Keras 3's logs.
+
+    ``loss`` (the loss-weighted total), ``<output>_loss`` for each output with a loss when several
+    have one, and every output's metrics and weighted metrics under Keras' names (sorted).
+    """
+
+    def __init__(self, specs: list) -> None:
+        self.specs = specs
+        self.groups = [s["metrics"] for s in specs] + [s["weighted"] for s in specs]
+        self.tracker = metrics_module.Mean(name="loss")
+        self.with_loss = [o for o, s in enumerate(specs) if s["loss"] is not None]
+        self.reset()
+
+    @property
+    def wants_outputs(self) -> list:
+        """Per output: whether its metrics need the outputs (all but the accuracy the core counts)."""
+        return [
+            (s["metrics"] is not None and s["metrics"].needs_outputs) or s["weighted"] is not None for s in self.specs
+        ]
+
+    def reset(self) -> None:
+        self.loss, self.rows = 0.0, 0
+        self.out_loss = np.zeros(len(self.specs))
+        self.correct = np.zeros(len(self.specs))
+        for cm in self.groups:
+            if cm is not None:
+                cm.reset_state()
+
+    def add_sums(self, loss: float, out_loss, correct, rows: int) -> None:
+        """The core's sums over ``rows`` more samples: total loss, per-output losses and accuracies."""
+        self.loss += float(loss)
+        self.out_loss += np.asarray(out_loss, np.float64)
+        self.correct += np.asarray(correct, np.float64)
+        self.rows += int(rows)
+
+    def update_outputs(self, ys: list, outs: list, rows, batch_size: Optional[int], sws) -> None:
+        """The metrics the core does not count, from the samples ``rows`` of the labels and sample weights
+        (``rows`` None: all of them) and the outputs ``outs`` (one per output, or None)."""
+        for o, s in enumerate(self.specs):
+            if outs[o] is None:
+                continue
+            y = ys[o] if rows is None else ys[o][rows]
+            sw = None if sws is None or sws[o] is None else (sws[o] if rows is None else sws[o][rows])
+            out = outs[o][: len(y)]
+            if s["metrics"] is not None and s["metrics"].needs_outputs:
+                s["metrics"].update_outputs(y, out, batch_size)
+            if s["weighted"] is not None:
+                s["weighted"].update_outputs(y, out, batch_size, sw)
+
+    def logs(self, prefix: str = "") -> dict:
+        seen = max(self.rows, 1)
+        self.tracker.reset_state()
+        self.tracker._add_sums(self.loss, seen)
+        extra = {}
+        if len(self.with_loss) > 1:
+            extra = {f"{self.specs[o]['name']}_loss": self.out_loss[o] / seen for o in self.with_loss}
+        for o, s in enumerate(self.specs):
+            cm = s["metrics"]
+            if cm is not None and cm.core_index is not None:
+                cm.metrics[cm.core_index].reset_state()
+                cm.add_core_counts(self.correct[o], seen)
+        return metrics_logs(self.tracker, self.groups, prefix, extra)
+
+    def ordered(self, logs: dict):
+        """``evaluate``'s list, as Keras 3 orders it."""
+        names = tuple(f"{self.specs[o]['name']}_loss" for o in self.with_loss) if len(self.with_loss) > 1 else ()
+        return flatten_metrics_in_order(logs, self.groups, names)
+
+
+def _output_buffers(logs: GraphLogs, specs: list, rows: int, have: Optional[list]) -> Optional[list]:
+    """Per output, a float32 buffer of at least ``rows`` samples for the outputs its metrics read (or None)."""
+    wants = logs.wants_outputs
+    if not any(wants):
+        return None
+    sizes = [int(math.prod(s["shape"])) for s in specs]
+    if have is not None and all(h is None or len(h) >= rows for h in have):
+        return have
+    return [np.empty((rows, size), np.float32) if w else None for w, size in zip(wants, sizes)]
+
+
+class GraphData:
+    """A graph model's data preparation as the epoch feeders call it (``_prepare_x``, ``_prepare_y``)."""
+
+    def __init__(self, model, graph, specs: list) -> None:
+        self.model, self.graph, self.specs = model, graph, specs
+
+    def _prepare_x(self, x, name: str = "x", check_float32: bool = True) -> list:
+        return self.model._prepare_inputs(self.graph, x, name, check_float32=check_float32)
+
+    def _prepare_y(self, y, n: int, name: str = "y") -> list:
+        return self.model._prepare_targets(self.specs, y, n, name)
+
+
+def run_graph_epochs(
+    model,
     net,
-    xs,
-    ys,
-    n: int,
-    batch_size: int,
+    feeder,
+    logs_state: GraphLogs,
     epochs: int,
     initial_epoch: int,
     verbose: int,
-    shuffle: bool,
     cbs: list,
     user_callbacks: list,
     history,
-    optimizer,
     chooser: _ThreadChooser,
-    make_logs: Callable,
     validate: Optional[Callable],
-    stopped: Callable[[], bool],
-    n_outputs: Optional[int] = None,
-    stateful: tuple = (),
+    validation_freq,
 ) -> Optional[dict]:
-    """Train ``epochs - initial_epoch`` epochs; returns the last epoch's logs (None if none ran).
+    """Train ``epochs - initial_epoch`` epochs of the graph core ``net``; returns the last epoch's logs.
 
-    ``make_logs(loss_sum, correct_sums, output_loss_sums, seen)`` turns the
-    core's sums into logs; ``validate()`` gives the ``val_`` logs (or None);
-    ``stopped()`` reads the model's ``stop_training``. ``n_outputs`` is set for
-    a graph, whose runs also report per-output correctness and losses.
+    ``feeder`` gives the runs of batches (:class:`ArrayEpochs`, shuffled per pass, or
+    :class:`BatchEpochs` of a generator / PyDataset; ``steps_per_epoch``); ``validate()`` gives the
+    ``val_`` logs, after the epochs ``validation_freq`` selects.
     """
-    steps = -(-n // batch_size)
+    optimizer = model.optimizer
+    specs = logs_state.specs
+    n_out = len(specs)
+    steps = feeder.steps
     per_batch = [cb for cb in cbs if cb._needs_batches]
     # the core stops a run after a batch whose loss is not finite, so that such a callback
     # stops fit right after that batch's update, as in Keras
     stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
-    batch_loss = np.zeros(steps)
-    if n_outputs is None:
-        batch_correct, output_loss = np.zeros(steps), None
-    else:
-        batch_correct, output_loss = np.zeros((steps, n_outputs)), np.zeros((steps, n_outputs))
+    batch_loss = np.zeros(steps or 64)
+    batch_correct, output_loss = np.zeros((len(batch_loss), n_out)), np.zeros((len(batch_loss), n_out))
+    data = GraphData(model, model._graph_model(), specs)
+    outs = None
     rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
     history.on_train_begin()
     for cb in user_callbacks:
         cb.on_train_begin()
-
-    def logs_until(done: int, seen: int) -> dict:
-        seen = max(seen, 1)
-        return make_logs(
-            batch_loss[:done].sum() / seen,
-            batch_correct[:done].sum(axis=0) / seen,
-            None if output_loss is None else output_loss[:done].sum(axis=0) / seen,
-        )
+    stateful = list(logs_state.logs())
 
     training_logs = None
     for epoch in range(initial_epoch, epochs):
@@ -86,34 +220,47 @@ def run_epochs(
             cb.on_epoch_begin(epoch)
         if verbose and epochs > 1:
             _io_utils.print_msg(epoch_header(epoch + 1, epochs))
-        bar = Progbar(steps, verbose=verbose, stateful_metrics=list(stateful))
-        perm = (rng.permutation(n) if shuffle else np.arange(n)).astype(np.int32)
-        seed = int(rng.integers(0, 2**63))
-        done, seen = 0, 0
-        while done < steps and not stopped():
+        bar = Progbar(steps, verbose=verbose, stateful_metrics=stateful)
+        seed = feeder.begin_epoch(rng)
+        logs_state.reset()
+        done = 0
+        while (steps is None or done < steps) and not model.stop_training:
             nt = chooser.pick()
-            k = 1 if per_batch else chooser.run_batches(steps - done)
+            k = 1 if per_batch else chooser.run_batches(max(feeder.left(done), 1))
+            run = feeder.next_run(k, data)
+            if run is None:
+                break
+            k = run.k
+            if done + k > len(batch_loss):  # an epoch of unknown length: room for twice as many batches
+                size = 2 * (done + k)
+                batch_loss = np.resize(batch_loss, size)
+                batch_correct, output_loss = (
+                    np.resize(batch_correct, (size, n_out)),
+                    np.resize(output_loss, (size, n_out)),
+                )
             for cb in per_batch:
                 cb.on_train_batch_begin(done)
             net.set_optimizer(optimizer.hyperparameters())
+            outs = _output_buffers(logs_state, specs, k * run.batch_size, outs)
             t0 = time.perf_counter()
             steps_before = net.steps_done
-            extra = {} if output_loss is None else {"output_loss": output_loss[done:]}
             try:
                 k = net.train_run(
-                    xs,
-                    ys,
-                    perm,
-                    done,
+                    run.xs,
+                    run.ys,
+                    run.perm,
+                    run.first,
                     k,
-                    batch_size,
+                    run.batch_size,
                     optimizer.iterations,
                     seed,
                     batch_loss[done:],
                     batch_correct[done:],
                     nt,
                     stop_nonfinite,
-                    **extra,
+                    output_loss=output_loss[done:],
+                    sample_weight=run.sw,
+                    outputs=outs,
                 )
             except _core.NonFiniteInputError as e:
                 raise ValueError(
@@ -127,83 +274,94 @@ def run_epochs(
             elapsed = time.perf_counter() - t0
             warm_up = not chooser.warm  # this run also paid for the workspace and starting the threads
             chooser.record(nt, elapsed, k)
+            rows = run.rows(k)
+            logs_state.add_sums(
+                batch_loss[done : done + k].sum(),
+                output_loss[done : done + k].sum(axis=0),
+                batch_correct[done : done + k].sum(axis=0),
+                len(rows),
+            )
+            if outs is not None:
+                logs_state.update_outputs(run.ys, outs, rows, run.batch_size, run.sw)
+            feeder.advance(k)
             done += k
-            seen = min(n, done * batch_size)
-            logs = logs_until(done, seen)
+            logs = logs_state.logs()
             for cb in cbs:
-                cb._on_run_end(
-                    done - k,
-                    batch_loss[done - k : done] / np.minimum(batch_size, n - np.arange(done - k, done) * batch_size),
-                )
+                cb._on_run_end(done - k, batch_loss[done - k : done] / run.batch_rows(k))
             for cb in per_batch:
                 cb.on_train_batch_end(done - 1, dict(logs))
-            if done < steps:
+            if steps is None or done < steps:
                 if warm_up:
                     bar.warm_up(done)
                 else:
                     bar.update(done, list(logs.items()))
-        logs = logs_until(done, seen)
+        feeder.end_epoch()
+        if done == 0 and isinstance(feeder, BatchEpochs) and not model.stop_training:
+            if epoch == initial_epoch:
+                raise ValueError("fit: the generator or PyDataset `x` yielded no batch")
+            warnings.warn(
+                "Your input ran out of data; interrupting training. Make sure that your dataset or "
+                "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
+                "use the `.repeat()` function when building your dataset.",
+                stacklevel=3,
+            )
+            break
+        logs = logs_state.logs()
         # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
-        if validate is not None:
+        if validate is not None and should_eval(epoch, validation_freq):
             logs.update({"val_" + k: v for k, v in validate().items()})
-        bar.update(steps, list(logs.items()), finalize=True)
+        bar.update(steps if steps is not None else done, list(logs.items()), finalize=True)
         for cb in cbs:
             cb.on_epoch_end(epoch, logs)
         training_logs = logs
-        if stopped():
+        if model.stop_training:
             break
     for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
         cb.on_train_end(training_logs)
     return training_logs
 
 
-# ---- graph models ----------------------------------------------------------------------------------
-
-
-def _graph_logs(specs: list, loss: float, correct, output_loss) -> dict:
-    """Keras 3's logs of a graph model: ``loss``, each output's loss (if several) and accuracy, sorted by name."""
-    logs = {"loss": float(loss)}
-    with_loss = [s for s in specs if s["loss"] is not None]
-    for o, s in enumerate(specs):
-        if s["metric"] is not None:
-            name = s["metric"].name if len(specs) == 1 else f"{s['name']}_{s['metric'].name}"
-            logs[name] = float(correct[o])
-        if len(with_loss) > 1 and s["loss"] is not None and output_loss is not None:
-            logs[f"{s['name']}_loss"] = float(output_loss[o])
-    return dict(sorted(logs.items()))
-
-
-def _evaluate_logs(model, specs: list, xs: list, ys: list) -> dict:
+def _evaluate_into(model, logs_state: GraphLogs, xs: list, ys: list, sws, batch_size: int) -> dict:
+    """Add ``(xs, ys)`` (sample weights ``sws``) to ``logs_state``, in one inference pass in C; the logs."""
     net = model._core_graph(training=False)
-    _, loss_sums, correct_sums = net.predict(xs, PREDICT_ROWS, ys)
+    outs, loss_sums, correct_sums = net.predict(xs, PREDICT_ROWS, ys, sample_weight=sws)
+    specs = logs_state.specs
+    total = sum(s["weight"] * l for s, l in zip(specs, loss_sums) if s["loss"] is not None)
+    logs_state.add_sums(total, loss_sums, correct_sums, len(xs[0]))
+    wants = logs_state.wants_outputs
+    if any(wants):
+        flat = [o.reshape(len(o), -1) if w else None for o, w in zip(outs, wants)]
+        logs_state.update_outputs(ys, flat, None, batch_size, sws)
+    return logs_state.logs()
+
+
+def _evaluate_with_callbacks(
+    model, logs_state: GraphLogs, data, batch_size: int, cbs: list, steps: Optional[int] = None, name: str = "x"
+) -> dict:
+    """The logs of ``data`` (prepared arrays ``(xs, ys, sws)``, or a generator / PyDataset of batches, of
+    which ``steps``), calling the callbacks' ``on_test_begin``/``on_test_end``."""
+    for cb in cbs:
+        cb.on_test_begin()
+    logs_state.reset()
+    if is_batch_source(data):
+        graph = model._inference_model()
+        logs = None
+        for xs, ys in batches_of(data, steps, name, GraphData(model, graph, logs_state.specs)):
+            logs = _evaluate_into(model, logs_state, xs, ys, None, len(xs[0]))
+        if logs is None:
+            raise ValueError(f"evaluate: the generator or PyDataset `{name}` yielded no batch")
+    else:
+        logs = _evaluate_into(model, logs_state, *data, batch_size)
+    for cb in cbs:
+        cb.on_test_end(dict(logs))
+    return logs
+
+
+def _prepare_data(model, graph, specs, x, y, sample_weight, names=("x", "y", "sample_weight"), check_float32=True):
+    xs = model._prepare_inputs(graph, x, names[0], check_float32=check_float32)
     n = len(xs[0])
-    weighted = sum(s["weight"] * l for s, l in zip(specs, loss_sums) if s["loss"] is not None)
-    return _graph_logs(specs, weighted / n, correct_sums / n, loss_sums / n)
-
-
-def _checked_fit_args(batch_size, epochs, verbose, validation_split, initial_epoch, kwargs: dict):
-    from cdnn.models.model import _batch_size, _verbose
-
-    for k in (
-        "class_weight",
-        "sample_weight",
-        "steps_per_epoch",
-        "validation_steps",
-        "validation_batch_size",
-        "validation_freq",
-    ):
-        if kwargs.get(k) is not None:
-            raise ValueError(f"fit: argument `{k}` is not supported by cdnn for this model")
-        kwargs.pop(k, None)
-    if kwargs:
-        raise TypeError(f"fit: unsupported argument(s) {sorted(kwargs)}")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise invalid("epochs", epochs, "a non-negative integer")
-    if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
-        raise invalid("validation_split", validation_split, "a number in [0, 1)")
-    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) or initial_epoch < 0:
-        raise invalid("initial_epoch", initial_epoch, "a non-negative integer")
-    return _batch_size(batch_size), _verbose(verbose)
+    ys = model._prepare_targets(specs, y, n, names[1])
+    return xs, ys, per_output_sample_weights(specs, sample_weight, n, names[2])
 
 
 def fit_graph(
@@ -221,28 +379,62 @@ def fit_graph(
     kwargs: dict,
 ):
     """``Model.fit`` for a graph: inputs/labels as arrays, lists or dicts; history keys as Keras 3 names them."""
-    from cdnn.models.model import all_finite
+    from cdnn.models.model import _batch_size, _verbose, all_finite
 
+    class_weight = kwargs.pop("class_weight", None)
+    sample_weight = kwargs.pop("sample_weight", None)
+    steps_per_epoch = kwargs.pop("steps_per_epoch", None)
+    validation_steps = kwargs.pop("validation_steps", None)
+    validation_batch_size = kwargs.pop("validation_batch_size", None)
+    validation_freq = kwargs.pop("validation_freq", 1)
+    if kwargs:
+        raise TypeError(f"fit: unsupported argument(s) {sorted(kwargs)}")
     model._check_compiled("fit")
-    batch_size, verbose = _checked_fit_args(batch_size, epochs, verbose, validation_split, initial_epoch, kwargs)
-    if not hasattr(model, "_nodes") and model._input_struct is None:
+    batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
+    check_fit_args(epochs, validation_split, initial_epoch, steps_per_epoch, validation_steps, validation_freq)
+    val_batch = _batch_size(validation_batch_size) if validation_batch_size is not None else batch_size
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
+    source = is_batch_source(x)
+    if source:
+        _check_batch_source_args(y, validation_split, sample_weight, class_weight)
+    if source and not model.built:
+        raise ValueError(
+            f"Model '{model.name}' has not been built yet: a generator or PyDataset does not give it its input "
+            f"shapes before training; give it an Input or call model.build(input_shape) first"
+        )
+    if not source and not hasattr(model, "_nodes") and model._input_struct is None:
         model._set_inputs_from_data(x)
     graph = model._graph_model()
     specs = model._output_specs(graph)
-    # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
-    xs = model._prepare_inputs(graph, x, check_float32=False)
-    n = len(xs[0])
-    ys = model._prepare_targets(specs, y, n)
+    xs = ys = sws = None
+    n = 0
+    if not source:
+        # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
+        xs, ys, sws = _prepare_data(model, graph, specs, x, y, sample_weight, check_float32=False)
+        n = len(xs[0])
     val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+    if is_batch_source(validation_data):
+        val = validation_data
+    elif validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            what = type(validation_data).__name__
+            if isinstance(validation_data, (tuple, list)):
+                what += f" of {len(validation_data)} item(s)"
             raise ValueError(
-                f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val), "
-                f"received {type(validation_data).__name__}"
+                f"Invalid value for argument `validation_data`: expected a tuple (x_val, y_val) "
+                f"or (x_val, y_val, sample_weight), received {what}"
             )
-        vx = model._prepare_inputs(graph, validation_data[0], "validation_data[0]")
-        val = (vx, model._prepare_targets(specs, validation_data[1], len(vx[0]), "validation_data[1]"))
-    elif validation_split:
+        val = _prepare_data(
+            model,
+            graph,
+            specs,
+            validation_data[0],
+            validation_data[1],
+            validation_data[2] if len(validation_data) == 3 else None,
+            ("validation_data[0]", "validation_data[1]", "validation_data[2]"),
+        )
+    elif validation_split and not source:
         split = int(math.floor(n * (1.0 - validation_split)))  # as Keras: train on the first part
         if split <= 0 or split >= n:
             raise ValueError(
@@ -250,86 +442,228 @@ def fit_graph(
             )
         if not all(all_finite(a[split:]) for a in xs):
             raise ValueError("Invalid values in `x`: its validation split contains NaN or infinity")
-        val = ([a[split:] for a in xs], [None if t is None else t[split:] for t in ys])
-        xs, ys = [a[:split] for a in xs], [None if t is None else t[:split] for t in ys]
+        # as Keras: the sample weights are split with the data, class weights weigh the training part
+        val = _rows_of((xs, ys, sws), slice(split, None))
+        xs, ys, sws = _rows_of((xs, ys, sws), slice(None, split))
         n = split
-    batch_size = min(batch_size, n)
+    if isinstance(val, tuple) and validation_steps is not None:  # as Keras: the first validation_steps batches
+        val = _rows_of(val, slice(None, validation_steps * val_batch))
+    if class_weight is not None:
+        sws = graph_class_weights(specs, class_weight, ys)
     net = model._core_graph(training=True)
+    if source:
+        feeder = BatchEpochs(x, steps_per_epoch, "x")
+    else:
+        # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
+        feeder = ArrayEpochs(xs, ys, min(batch_size, n), shuffle, steps_per_epoch, sws)
     history = callbacks_module.History()
-    steps = -(-n // batch_size)
     user = list(callbacks or [])
-    cbs = model._own_callbacks([*user, history], {"verbose": verbose, "epochs": epochs, "steps": steps})
+    cbs = model._own_callbacks([*user, history], {"verbose": verbose, "epochs": epochs, "steps": feeder.steps})
     model.history = history
     model.stop_training = False
-    key = (id(net), _core.get_num_threads(), batch_size)
+    key = (id(net), _core.get_num_threads(), feeder.batch_size if not source else None)
     if getattr(model, "_chooser_key", None) != key:
         model._chooser, model._chooser_key = _ThreadChooser(key[1]), key
+    train_logs = GraphLogs(specs)
+    val_logs = GraphLogs(specs)
 
     def validate():
-        return _evaluate_with_callbacks(model, specs, *val, batch_size, cbs)
+        return _evaluate_with_callbacks(model, val_logs, val, val_batch, cbs, validation_steps, "validation_data")
 
-    run_epochs(
+    run_graph_epochs(
+        model,
         net,
-        xs,
-        ys,
-        n,
-        batch_size,
+        feeder,
+        train_logs,
         epochs,
         int(initial_epoch),
         verbose,
-        shuffle,
         cbs,
         user,
         history,
-        model.optimizer,
         model._chooser,
-        lambda l, c, o: _graph_logs(specs, l, c, o),
         validate if val is not None else None,
-        lambda: model.stop_training,
-        n_outputs=len(specs),
-        stateful=tuple(_graph_logs(specs, 0.0, [0.0] * len(specs), [0.0] * len(specs))),
+        validation_freq,
     )
+    model._batch_logs_state = None  # train_on_batch's running logs start again after a fit, as in Keras
     return history
 
 
-def _evaluate_with_callbacks(model, specs, xs, ys, batch_size: int, cbs: list) -> dict:
-    for cb in cbs:
-        cb.on_test_begin()
-    logs = _evaluate_logs(model, specs, xs, ys)
-    for cb in cbs:
-        cb.on_test_end(dict(logs))
-    return logs
+def _check_batch_source_args(y, validation_split, sample_weight, class_weight) -> None:
+    """Refuse what a generator or PyDataset ``x`` cannot go with (as the chain does)."""
+    if y is not None:
+        raise ValueError(
+            f"Invalid argument `y`: when `x` is a generator or a PyDataset it yields the labels, "
+            f"received y of type {type(y).__name__}"
+        )
+    if validation_split:
+        raise ValueError(
+            "`validation_split` is only supported for arrays, not for a generator or a PyDataset: pass validation_data"
+        )
+    for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
+        if value is not None:
+            raise ValueError(f"fit: `{name}` with a generator or a PyDataset `x` is not supported by cdnn: pass arrays")
+
+
+def _rows_of(data: tuple, rows) -> tuple:
+    xs, ys, sws = data
+    return (
+        [a[rows] for a in xs],
+        [None if t is None else t[rows] for t in ys],
+        None if sws is None else [None if w is None else w[rows] for w in sws],
+    )
+
+
+def per_output_sample_weights(specs: list, sample_weight, n: int, name: str = "sample_weight") -> Optional[list]:
+    """``sample_weight`` per output (None where none), checked, as Keras 3 takes it: one array for a model of
+    one output, or of several (the same weights for every output), or a list / dict by output name."""
+    if sample_weight is None:
+        return None
+    names = [s["name"] for s in specs]
+    if isinstance(sample_weight, dict):
+        unknown = [k for k in sample_weight if k not in names]
+        if unknown:
+            raise ValueError(f"Invalid `{name}`: keys {unknown} are not output names; the outputs are {names}")
+        items = [sample_weight.get(k) for k in names]
+        labels = [f"{name}['{k}']" for k in names]
+    elif isinstance(sample_weight, (list, tuple)) and len(specs) > 1:
+        if len(sample_weight) != len(specs):
+            raise ValueError(
+                f"You should provide one `sample_weight` array per output in `y`: the model has "
+                f"{len(specs)} outputs {names}, received a list of {len(sample_weight)}"
+            )
+        items, labels = list(sample_weight), [f"{name}[{o}]" for o in range(len(specs))]
+    else:
+        items, labels = [sample_weight] * len(specs), [name] * len(specs)
+    out = [
+        None if item is None or s["loss"] is None else as_sample_weights(item, n, label)
+        for item, s, label in zip(items, specs, labels)
+    ]
+    return out if any(w is not None for w in out) else None
+
+
+def graph_class_weights(specs: list, class_weight, ys: list) -> list:
+    """``class_weight`` as per-output sample weights: a model of a single output only, as Keras 3."""
+    if len(specs) != 1:
+        raise ValueError("`class_weight` is only supported for Models with a single output.")  # Keras' words
+    s = specs[0]
+    if len(s["shape"]) != 1:
+        raise ValueError(
+            f"Invalid argument `class_weight`: the output has shape {(None, *s['shape'])}; cdnn weighs classes "
+            f"of outputs of one axis per sample (pass `sample_weight`)"
+        )
+    return [
+        class_weights_to_sample_weights(
+            class_weight, ys[0], s["loss"].core_name, s["units"], getattr(s["loss"], "ignore_class", None)
+        )
+    ]
 
 
 def evaluate_graph(model, x, y, batch_size, verbose, return_dict: bool, kwargs: dict):
     """``Model.evaluate`` for a graph: ``[loss, <output>_loss..., metrics...]`` as Keras 3 orders it, or a dict."""
     from cdnn.models.model import _batch_size, _verbose
 
-    kwargs.pop("steps", None)
+    steps = kwargs.pop("steps", None)
     callbacks = kwargs.pop("callbacks", None)
+    sample_weight = kwargs.pop("sample_weight", None)
     if kwargs:
         raise TypeError(f"evaluate: unsupported argument(s) {sorted(kwargs)}")
     model._check_compiled("evaluate")
     batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise invalid("steps", steps, "a positive integer or None")
+    source = is_batch_source(x)
+    if source and sample_weight is not None:
+        raise ValueError(
+            "evaluate: `sample_weight` with a generator or a PyDataset `x` is not supported by cdnn: pass arrays"
+        )
+    if not hasattr(model, "_nodes") and model._input_struct is None and not source:
+        model._set_inputs_from_data(x)
+    graph = model._inference_model()
+    specs = model._output_specs(graph)
+    if source:
+        data, total = x, steps or getattr(x, "num_batches", None)
+    else:
+        data = _prepare_data(model, graph, specs, x, y, sample_weight)
+        if steps is not None:
+            data = _rows_of(data, slice(None, steps * batch_size))
+        total = -(-len(data[0][0]) // batch_size)
+    cbs = model._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
+    bar = Progbar(total, verbose=verbose)
+    state = GraphLogs(specs)
+    logs = _evaluate_with_callbacks(model, state, data, batch_size, cbs, steps)
+    bar.update(bar.target if bar.target is not None else 1, list(logs.items()), finalize=True)
+    return logs if return_dict else state.ordered(logs)
+
+
+def _batch_state(model, specs: list) -> GraphLogs:
+    """The running logs of ``train_on_batch``/``test_on_batch`` since the last ``reset_metrics`` (as Keras 3)."""
+    state = getattr(model, "_batch_logs_state", None)
+    if state is None or state.specs is not specs:
+        state = model._batch_logs_state = GraphLogs(specs)
+    return state
+
+
+def train_graph_batch(model, x, y, sample_weight, class_weight, return_dict: bool):
+    """``Model.train_on_batch`` for a graph: one step on ``(x, y)``, the running logs since ``reset_metrics``."""
+    model._check_compiled("train_on_batch")
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
+    if not hasattr(model, "_nodes") and model._input_struct is None:
+        model._set_inputs_from_data(x)
+    graph = model._graph_model()
+    specs = model._output_specs(graph)
+    xs, ys, sws = _prepare_data(model, graph, specs, x, y, sample_weight, check_float32=False)
+    if class_weight is not None:
+        sws = graph_class_weights(specs, class_weight, ys)
+    n = len(xs[0])
+    net = model._core_graph(training=True)
+    state = _batch_state(model, specs)
+    outs = _output_buffers(state, specs, n, None)
+    loss, correct, out_loss = np.zeros(1), np.zeros((1, len(specs))), np.zeros((1, len(specs)))
+    optimizer = model.optimizer
+    net.set_optimizer(optimizer.hyperparameters())
+    seed = int(_random.generator().integers(0, 2**63))
+    before = net.steps_done
+    try:
+        net.train_run(
+            xs,
+            ys,
+            np.arange(n, dtype=np.int32),
+            0,
+            1,
+            n,
+            optimizer.iterations,
+            seed,
+            loss,
+            correct,
+            0,
+            False,
+            output_loss=out_loss,
+            sample_weight=sws,
+            outputs=outs,
+        )
+    except _core.NonFiniteInputError as e:
+        raise ValueError(
+            f"Invalid values in `x`: row {e.row} contains NaN or infinity; the batch is not trained"
+        ) from None
+    finally:
+        optimizer.iterations += net.steps_done - before
+    state.add_sums(loss[0], out_loss[0], correct[0], n)
+    if outs is not None:
+        state.update_outputs(ys, outs, None, None, sws)
+    logs = state.logs()
+    return logs if return_dict else state.ordered(logs)
+
+
+def test_graph_batch(model, x, y, sample_weight, return_dict: bool):
+    """``Model.test_on_batch`` for a graph: the running logs, with ``(x, y)``, since ``reset_metrics``."""
+    model._check_compiled("test_on_batch")
     if not hasattr(model, "_nodes") and model._input_struct is None:
         model._set_inputs_from_data(x)
     graph = model._inference_model()
     specs = model._output_specs(graph)
-    xs = model._prepare_inputs(graph, x)
-    ys = model._prepare_targets(specs, y, len(xs[0]))
-    steps = -(-len(xs[0]) // batch_size)
-    cbs = model._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": steps})
-    bar = Progbar(steps, verbose=verbose)
-    logs = _evaluate_with_callbacks(model, specs, xs, ys, batch_size, cbs)
-    bar.update(bar.target, list(logs.items()), finalize=True)
-    if return_dict:
-        return logs
-    order = ["loss"] + [f"{s['name']}_loss" for s in specs if f"{s['name']}_loss" in logs]
-    order += [
-        k
-        for s in specs
-        for k in logs
-        if k not in order and s["metric"] is not None and k in (s["metric"].name, f"{s['name']}_{s['metric'].name}")
-    ]
-    values = [logs[k] for k in order]
-    return values[0] if len(values) == 1 else values
+    xs, ys, sws = _prepare_data(model, graph, specs, x, y, sample_weight)
+    state = _batch_state(model, specs)
+    logs = _evaluate_into(model, state, xs, ys, sws, len(xs[0]))
+    return logs if return_dict else state.ordered(logs)

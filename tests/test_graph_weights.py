@@ -7,10 +7,10 @@ Keras 3 (same initial weights, a few epochs of SGD without shuffling): weights a
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn
 from cdnn import _core
-from cdnn import reference as ref
 from tests.test_graph_core import G, assert_close, core_graph, f32
 
 

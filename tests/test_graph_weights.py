@@ -1,6 +1,6 @@
 """Sample weights in the graph core and Keras 3's fit vocabulary on graph models.
 
-The core is checked against the NumPy oracle (``cdnn.reference.Graph`` with row weights: each row's
+The core is checked against the NumPy oracle (``tests/reference.py``'s ``Graph`` with row weights: each row's
 loss and gradient times its sample's weight, divided by the batch's rows); the models against real
 Keras 3 (same initial weights, a few epochs of SGD without shuffling): weights and history.
 """

@@ -31,7 +31,7 @@ from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
-from cdnn.models.model import Model, _batch_size, _verbose, prepare_labels
+from cdnn.models.model import Model, _batch_size, _compile_options, _verbose, prepare_labels
 from cdnn.models.model import all_finite as _all_finite
 from cdnn.models.model import as_float32 as _as_float32
 from cdnn.models.model import as_inputs as _as_inputs
@@ -298,8 +298,8 @@ class Sequential(Model):
         loss_weights = kwargs.pop("loss_weights", None)
         if kwargs.get("weighted_metrics") not in (None, []):
             raise ValueError("compile: argument `weighted_metrics` is not supported by cdnn")
-        for k in ("weighted_metrics", "run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
-            kwargs.pop(k, None)
+        kwargs.pop("weighted_metrics", None)
+        _compile_options(kwargs)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)

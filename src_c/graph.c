@@ -353,7 +353,7 @@ static void dact_rows(const cdnn_node *nd, float *g, const float *a, const float
     if (cdnn_act_rowwise(nd->act))
         cdnn_rowwise_backward_rows(nd->act, g + r0 * w, w, a + r0 * w, w, (int)(r1 - r0), w);
     else
-        cdnn_dact_tile(nd->act, nd->alpha, g + r0 * w, w, (cdnn_act_grad_from_z(nd->act) ? z : a) + r0 * w, w,
+        cdnn_dact_tile(nd->act, nd->act_args, g + r0 * w, w, (cdnn_act_grad_from_z(nd->act) ? z : a) + r0 * w, w,
                        (int)(r1 - r0), w);
 }
 
@@ -398,7 +398,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
             if (cdnn_act_rowwise(nd->act))
                 cdnn_rowwise_act_rows(nd->act, b->val + (size_t)r0 * w, w, r1 - r0, w);
             else
-                cdnn_bias_act_tile(nd->act, nd->alpha, b->val + (size_t)r0 * w, w, r1 - r0, w, NULL, NULL, 0);
+                cdnn_bias_act_tile(nd->act, nd->act_args, b->val + (size_t)r0 * w, w, r1 - r0, w, NULL, NULL, 0);
         }
         break;
     case CDNN_OP_AFFINE:
@@ -455,8 +455,8 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
         } else if (grads && ob->acc >= 0) {
             dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
         }
-        cdnn_loss_rows(out->loss, out->metric, act, nd->alpha, out->from_logits, r0, r1, w, b->val, z, ob->ys, ob->yd,
-                       w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, NULL);
+        cdnn_loss_rows(out->loss, out->metric, act, nd->act_args, out->from_logits, r0, r1, w, b->val, z, ob->ys,
+                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
         if (!ob->zkind && ob->acc == 1)

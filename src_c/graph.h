@@ -43,7 +43,7 @@ typedef struct {
     int rows, width;                        /* per sample: rows x width floats */
     int frozen;                             /* trainable=False: no update (batchnorm: inference mode in training too) */
     int act;                                /* dense, activation: enum cdnn_act */
-    float alpha;                            /* leaky_relu slope */
+    cdnn_act_args act_args;                 /* dense, activation: its parameters */
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
     float *gamma, *beta;                    /* batchnorm, layernorm: scale and offset [width] or NULL */
     float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */

@@ -1119,6 +1119,7 @@ cdef extern from "graph.h" nogil:
         int scale_n, offset_n
         float rate
         uint64_t seed_offset
+        float activity_l1, activity_l2
     ctypedef struct cdnn_output:
         int node, loss, from_logits, metric
         float weight
@@ -1372,6 +1373,12 @@ cdef class Graph:
             nd.width = shape[-1]
             nd.rows = int(np.prod(shape[:-1], dtype=np.int64))
             nd.frozen = not d.get("trainable", True)
+            activity = d.get("activity") or {}
+            nd.activity_l1 = activity.get("l1", 0.0)
+            nd.activity_l2 = activity.get("l2", 0.0)
+            if not (isfinite(nd.activity_l1) and isfinite(nd.activity_l2) and nd.activity_l1 >= 0
+                    and nd.activity_l2 >= 0):
+                raise _graph_error(i, d, f"`activity` needs finite l1, l2 >= 0, received {activity}")
             slots = list(d.get("slots") or []) + [None] * 4
             keep = [d.get(k) for k in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance", "scale",
                                        "offset")] + slots[:4]

@@ -53,6 +53,7 @@ typedef struct {
     int scale_n, offset_n;
     float rate;           /* dropout rate in [0, 1); gaussian_noise: stddev */
     uint64_t seed_offset; /* dropout, gaussian_noise: mixed into the mask's key */
+    float activity_l1, activity_l2; /* activity regularizer on the value, l1 sum|a| + l2 sum a^2 (0, 0: none) */
 } cdnn_node;
 
 /* A model output: a node, and the loss trained on it (loss < 0: none). */

@@ -80,8 +80,8 @@ def test_what_the_core_cannot_train_is_refused_at_the_layer():
     one_unit.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="at least 2 vectors"):
         one_unit.fit(np.zeros((4, 4)), np.zeros((4, 1)), verbose=0)
-    with pytest.raises(ValueError, match="activity_regularizer"):
-        keras.layers.Dense(3, activity_regularizer="l2")
+    with pytest.raises(ValueError, match="activity_regularizer.*OrthogonalRegularizer is for kernels"):
+        keras.layers.Dense(3, activity_regularizer=R.OrthogonalRegularizer())
 
     class Mine(R.Regularizer):
         def __call__(self, x):

@@ -673,7 +673,13 @@ class Model(Layer):
                 self._attach_slots(nodes)
                 optimizer = self.optimizer.hyperparameters()
             self._core[key] = _core.Graph(nodes, ins, outputs, optimizer)
+            self._core[key + " activity"] = [(i, d["activity"]) for i, d in enumerate(nodes) if d.get("activity")]
         return self._core[key]
+
+    def _graph_activity(self, net) -> list:
+        """The nodes of core graph ``net`` with an activity regularizer: ``(node, {"l1", "l2"})``."""
+        key = next(k for k, v in self._core.items() if v is net)
+        return self._core[key + " activity"]
 
     def _attach_slots(self, nodes: list) -> None:
         """Give each trainable node its optimizer slots (``W1, W2, b1, b2`` or gamma's and beta's), Keras' order."""

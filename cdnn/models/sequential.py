@@ -214,11 +214,12 @@ class Sequential(Model):
 
     def _fast_chain(self) -> bool:
         """Whether the fused Dense-chain ``Network`` runs this model: Dense (trainable or frozen), Dropout,
-        Flatten and Reshape only, each Dense on flat inputs, a Dense last."""
+        Flatten and Reshape only, each Dense on flat inputs, a Dense last, no activity regularizer (the
+        graph executor adds those)."""
         if not self._layers or not isinstance(self._layers[-1], Dense):
             return False
         for layer in self._layers:
-            if type(layer) not in (Dense, Dropout, Flatten, Reshape):
+            if type(layer) not in (Dense, Dropout, Flatten, Reshape) or layer.activity_regularizer is not None:
                 return False
             if isinstance(layer, Dense) and layer.built and len(layer._build_input_shape) != 1:
                 return False

@@ -175,9 +175,15 @@ def _graph_logs(specs: list, loss: float, correct, output_loss) -> dict:
 
 def _evaluate_logs(model, specs: list, xs: list, ys: list) -> dict:
     net = model._core_graph(training=False)
-    _, loss_sums, correct_sums = net.predict(xs, PREDICT_ROWS, ys)
+    activity = model._graph_activity(net)
+    values, loss_sums, correct_sums = net.predict(xs, PREDICT_ROWS, ys, nodes=[i for i, _ in activity] or None)
     n = len(xs[0])
     weighted = sum(s["weight"] * l for s, l in zip(specs, loss_sums) if s["loss"] is not None)
+    # Keras adds each activity penalty divided by the batch size to a batch's mean loss: over the
+    # batches, the penalty of every sample once
+    for (_, r), v in zip(activity, values if activity else []):
+        a = np.asarray(v, np.float64)
+        weighted += r["l1"] * np.abs(a).sum() + r["l2"] * np.square(a).sum()
     return _graph_logs(specs, weighted / n, correct_sums / n, loss_sums / n)
 
 

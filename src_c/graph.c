@@ -502,8 +502,7 @@ static void activity_penalty_rows(const cdnn_node *nd, const node_buf *b, long l
 
 /* Samples [lo, hi) of the penalty's gradient divided by the batch size (Keras divides the penalty by it),
  * (l1 sign(a) + 2 l2 a) / batch, written or added (acc) into dst, the gradient of the node's value. */
-static void activity_grad_rows(const cdnn_node *nd, const float *val, float *dst, int acc, long lo, long hi,
-                               int batch)
+static void activity_grad_rows(const cdnn_node *nd, const float *val, float *dst, int acc, long lo, long hi, int batch)
 {
     const size_t per = (size_t)nd->rows * nd->width, e0 = (size_t)lo * per, e1 = (size_t)hi * per;
     const float l1 = nd->activity_l1 / (float)batch, l2 = 2.0f * nd->activity_l2 / (float)batch;

@@ -51,8 +51,8 @@ typedef struct {
     float momentum, epsilon;                /* batchnorm momentum; batchnorm, layernorm epsilon */
     const float *scale, *offset;            /* affine: length 1 or width */
     int scale_n, offset_n;
-    float rate;           /* dropout rate in [0, 1); gaussian_noise: stddev */
-    uint64_t seed_offset; /* dropout, gaussian_noise: mixed into the mask's key */
+    float rate;                     /* dropout rate in [0, 1); gaussian_noise: stddev */
+    uint64_t seed_offset;           /* dropout, gaussian_noise: mixed into the mask's key */
     float activity_l1, activity_l2; /* activity regularizer on the value, l1 sum|a| + l2 sum a^2 (0, 0: none) */
 } cdnn_node;
 

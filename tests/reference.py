@@ -1882,7 +1882,8 @@ class Graph:
         return value, grad.reshape(v.shape), logits
 
     def gradients(self, xs, ys, training: bool = True, masks=None, noise=None):
-        """Weighted total loss, per-output losses and ``{(node, name): gradient}``."""
+        """Weighted total loss (with the nodes' ``activity`` penalties, ``{"l1", "l2"}``), per-output
+        losses and ``{(node, name): gradient}``."""
         vals, pre = self.forward(xs, training, masks, noise)
         gv: list = [None] * len(self.nodes)  # dL/d(value)
         gz: list = [None] * len(self.nodes)  # dL/d(pre-activation) from logits losses
@@ -1900,6 +1901,12 @@ class Graph:
             total += wt * value
             per.append(value)
             add(gz if logits else gv, o["node"], wt * grad)
+        for i, d in enumerate(self.nodes):
+            # an activity regularizer: its penalty on the node's value over the batch size (Keras 3's Layer)
+            if d.get("activity"):
+                a, r = vals[i], d["activity"]
+                total += (r.get("l1", 0.0) * np.abs(a).sum() + r.get("l2", 0.0) * np.square(a).sum()) / a.shape[0]
+                add(gv, i, (r.get("l1", 0.0) * np.sign(a) + 2 * r.get("l2", 0.0) * a) / a.shape[0])
         grads = {}
         for i in reversed(range(len(self.nodes))):
             d, p = self.nodes[i], self.p[i]

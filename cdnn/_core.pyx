@@ -11,7 +11,7 @@ import numpy as np
 
 cimport cython
 cimport numpy as cnp
-from libc.math cimport isfinite
+from libc.math cimport INFINITY, isfinite
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
@@ -54,11 +54,14 @@ cdef extern from "cdnn.h" nogil:
     ctypedef struct cdnn_simd:
         const char *name
         int mr, nr
+    ctypedef struct cdnn_act_args:
+        float alpha, threshold, lower, upper
     ctypedef struct cdnn_layer:
         int units "units"
         int in_ "in"
         int act
-        float alpha, in_drop
+        cdnn_act_args act_args
+        float in_drop
         int frozen
         float *W
         float *b
@@ -105,7 +108,7 @@ cdef extern from "cdnn.h" nogil:
                              const float *dy, float *dz, float *dw, float *db, float *dx, float *pack,
                              int max_threads)
     cdnn_loss_opts cdnn_loss_opts_default()
-    void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
+    void cdnn_loss_rows(int loss, int metric, int act, cdnn_act_args args, int from_logits,
                         int lo, int hi, int cols, const float *out, const float *z,
                         const int32_t *ysparse, const float *ydense, int ldy,
                         int grad_batch, float *dz, double *row_loss, double *row_correct,
@@ -131,9 +134,9 @@ cdef extern from "cdnn.h" nogil:
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum, const float *sample_weight)
     int cdnn_all_finite(const float *x, int64_t n)
-    void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols, const float *bias, float *z,
+    void cdnn_bias_act_tile(int act, cdnn_act_args args, float *x, int ld, int rows, int cols, const float *bias, float *z,
                             int ldz)
-    void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols)
+    void cdnn_dact_tile(int act, cdnn_act_args args, float *g, int ldg, const float *a, int lda, int rows, int cols)
     void cdnn_rowwise_act_rows(int act, float *x, int ld, int rows, int cols)
     void cdnn_rowwise_backward_rows(int act, float *g, int ldg, const float *a, int lda, int rows, int cols)
 
@@ -169,9 +172,10 @@ cdef extern from *:
 #: Activation names and their codes in the C core.
 ACTIVATIONS = {"linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "leaky_relu": 5, "gelu": 6,
                "elu": 7, "selu": 8, "silu": 9, "softplus": 10, "softsign": 11, "hard_sigmoid": 12,
-               "hard_silu": 13, "mish": 14, "relu6": 15, "exponential": 16, "log_softmax": 17}
+               "hard_silu": 13, "mish": 14, "relu6": 15, "exponential": 16, "log_softmax": 17,
+               "relu_args": 18}
 #: Activations whose derivative the core computes from the pre-activation z (else from the output).
-GRAD_FROM_Z = frozenset({"gelu", "silu", "softplus", "softsign", "hard_silu", "mish"})
+GRAD_FROM_Z = frozenset({"gelu", "silu", "softplus", "softsign", "hard_silu", "mish", "relu_args"})
 #: Loss names and their codes.
 LOSSES = {"sparse_categorical_crossentropy": 0, "categorical_crossentropy": 1,
           "binary_crossentropy": 2, "mean_squared_error": 3, "mean_absolute_error": 4,
@@ -359,12 +363,23 @@ def _pack_buffer():
     return buf
 
 
-cdef cdnn_layer _layer_view(W, b, str activation, float alpha) except *:
+cdef cdnn_act_args _act_args(float alpha, max_value=None, threshold=0.0):
+    """An activation's parameters: ``alpha`` (leaky_relu's and relu_args' slope, elu's alpha) and, for
+    ``relu_args`` (Keras' relu with options), ``max_value`` (None: no clipping) and ``threshold``."""
+    cdef cdnn_act_args a
+    a.alpha = alpha
+    a.threshold = threshold
+    a.lower = -INFINITY if max_value is None else 0.0
+    a.upper = INFINITY if max_value is None else max_value
+    return a
+
+
+cdef cdnn_layer _layer_view(W, b, str activation, float alpha, max_value=None, threshold=0.0) except *:
     cdef cdnn_layer ly
     ly.in_ = W.shape[0]
     ly.units = W.shape[1]
     ly.act = _code(ACTIVATIONS, activation, "activation")
-    ly.alpha = alpha
+    ly.act_args = _act_args(alpha, max_value, threshold)
     ly.in_drop = 0
     ly.frozen = 0
     ly.W = fptr(W)
@@ -409,8 +424,9 @@ cdef cdnn_param_rules _rules(r) except *:
     return c
 
 
-def dense_forward(x, W, b, str activation="linear", float alpha=0.2):
-    """Fused ``act(x @ W + b)``; returns ``(output, pre_activation)``."""
+def dense_forward(x, W, b, str activation="linear", float alpha=0.2, max_value=None, float threshold=0.0):
+    """Fused ``act(x @ W + b)``; returns ``(output, pre_activation)``. ``max_value``, ``threshold``:
+    ``relu_args``' (see activation_forward)."""
     _check(x, "x", 2)
     _check(W, "W", 2)
     if b is not None:
@@ -419,7 +435,7 @@ def dense_forward(x, W, b, str activation="linear", float alpha=0.2):
     if x.shape[1] != W.shape[0]:
         raise ValueError(f"Invalid shape for argument `x`: expected (batch, {W.shape[0]}) to match W{W.shape}, "
                          f"received {x.shape}")
-    cdef cdnn_layer ly = _layer_view(W, b, activation, alpha)
+    cdef cdnn_layer ly = _layer_view(W, b, activation, alpha, max_value, threshold)
     cdef int rows = x.shape[0]
     y = np.empty((rows, W.shape[1]), np.float32)
     z = np.empty((rows, W.shape[1]), np.float32)
@@ -434,7 +450,8 @@ def dense_forward(x, W, b, str activation="linear", float alpha=0.2):
     return y, z
 
 
-def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint need_dx=True):
+def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint need_dx=True, max_value=None,
+                   float threshold=0.0):
     """Backward of the fused layer from ``dy = dL/d(output)``.
 
     ``a`` is the layer's output (its pre-activation for the activations in GRAD_FROM_Z).
@@ -449,7 +466,7 @@ def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint n
         raise ValueError(f"Invalid shape for argument `x`: expected (batch, {W.shape[0]}), received {x.shape}")
     _shape(a, "a", (rows, units))
     _shape(dy, "dy", (rows, units))
-    cdef cdnn_layer ly = _layer_view(W, None, activation, alpha)
+    cdef cdnn_layer ly = _layer_view(W, None, activation, alpha, max_value, threshold)
     dz = np.empty((rows, units), np.float32)
     dW = np.empty(W.shape, np.float32)
     db = np.empty(units, np.float32)
@@ -465,13 +482,15 @@ def dense_backward(x, W, a, dy, str activation="linear", float alpha=0.2, bint n
     return dW, db, dx
 
 
-def activation_forward(str activation, x, float alpha=0.2):
+def activation_forward(str activation, x, float alpha=0.2, max_value=None, float threshold=0.0):
     """``act(x)`` by the core's vectorized code, as training applies it: a new float32 array.
 
     ``x`` is a C-contiguous float32 array of any shape; row-wise activations (softmax,
-    log_softmax) work on its last axis. ``alpha``: leaky_relu's slope, elu's alpha.
+    log_softmax) work on its last axis. ``alpha``: leaky_relu's slope, elu's alpha;
+    ``relu_args`` is Keras' ``relu(x, negative_slope=alpha, max_value, threshold)``.
     """
     cdef int act = _code(ACTIVATIONS, activation, "activation")
+    cdef cdnn_act_args args = _act_args(alpha, max_value, threshold)
     cdef int rows, cols
     y, rows, cols = _activation_input(x, "x")
     cdef float *py = fptr(y)
@@ -479,21 +498,23 @@ def activation_forward(str activation, x, float alpha=0.2):
         if act == 4 or act == 17:
             cdnn_rowwise_act_rows(act, py, cols, rows, cols)
         else:
-            cdnn_bias_act_tile(act, alpha, py, cols, rows, cols, NULL, NULL, 0)
+            cdnn_bias_act_tile(act, args, py, cols, rows, cols, NULL, NULL, 0)
     return y.reshape(x.shape)
 
 
-def activation_backward(str activation, x, g, float alpha=0.2):
+def activation_backward(str activation, x, g, float alpha=0.2, max_value=None, float threshold=0.0):
     """``g * act'(x)`` (the vector-Jacobian product for row-wise ones) at pre-activation ``x``, as
     training computes it (from the output, or from ``x`` for the activations in GRAD_FROM_Z)."""
     cdef int act = _code(ACTIVATIONS, activation, "activation")
+    cdef cdnn_act_args args = _act_args(alpha, max_value, threshold)
     cdef int rows, cols
     _, rows, cols = _activation_input(x, "x")
     if not isinstance(g, np.ndarray) or g.shape != x.shape:
         raise ValueError(f"Invalid shape for argument `g`: expected {x.shape}, received "
                          f"{getattr(g, 'shape', type(g).__name__)}")
     _check(g, "g", g.ndim)
-    a = activation_forward(activation, x, alpha).reshape(rows, cols) if activation not in GRAD_FROM_Z \
+    a = activation_forward(activation, x, alpha, max_value, threshold).reshape(rows, cols) \
+        if activation not in GRAD_FROM_Z \
         else np.ascontiguousarray(x.reshape(rows, cols))
     out = np.array(g, dtype=np.float32, order="C").reshape(rows, cols)
     cdef float *po = fptr(out)
@@ -502,7 +523,7 @@ def activation_backward(str activation, x, g, float alpha=0.2):
         if act == 4 or act == 17:
             cdnn_rowwise_backward_rows(act, po, cols, pa, cols, rows, cols)
         else:
-            cdnn_dact_tile(act, alpha, po, cols, pa, cols, rows, cols)
+            cdnn_dact_tile(act, args, po, cols, pa, cols, rows, cols)
     return out.reshape(x.shape)
 
 
@@ -598,7 +619,7 @@ def _check_labels(y, str name, int rows, int units, str loss_name, ignore_class=
 
 def loss_forward_backward(str loss, output, z, y, str activation="softmax", float alpha=0.2,
                           bint from_logits=False, metric=None, options=None, sample_weight=None,
-                          bint need_grad=True):
+                          bint need_grad=True, max_value=None, float threshold=0.0):
     """Per-row loss and correctness, and dL/dz of the batch's loss (Keras' sum_over_batch_size).
 
     ``output`` is the last layer's output and ``z`` its pre-activation. ``options``: the loss's
@@ -631,9 +652,10 @@ def loss_forward_backward(str loss, output, z, y, str activation="softmax", floa
     cdef double *pl = <double *>cnp.PyArray_DATA(row_loss)
     cdef double *pc = <double *>cnp.PyArray_DATA(row_correct)
     cdef int valid
+    cdef cdnn_act_args args = _act_args(alpha, max_value, threshold)
     with nogil:
         valid = cdnn_loss_valid_rows(lc, &o, pys, NULL, rows)
-        cdnn_loss_rows(lc, mc, act, alpha, from_logits, 0, rows, cols, po, pz, pys, pyd, cols, valid, pdz, pl, pc,
+        cdnn_loss_rows(lc, mc, act, args, from_logits, 0, rows, cols, po, pz, pys, pyd, cols, valid, pdz, pl, pc,
                        &o, psw)
     return row_loss, row_correct, dz
 
@@ -877,7 +899,8 @@ cdef class Network:
                 raise ValueError(f"Invalid value for `layers[{i}].dropout`: expected a rate in [0, 1), received {rate}")
             slots = list(d.get("slots", [None] * 4)) + [None] * 4
             ly = &self.net.layers[i]
-            ly[0] = _layer_view(W, b, d.get("activation", "linear"), d.get("alpha", 0.2))
+            ly[0] = _layer_view(W, b, d.get("activation", "linear"), d.get("alpha", 0.2), d.get("max_value"),
+                                d.get("threshold", 0.0))
             ly.in_drop = rate
             ly.frozen = not d.get("trainable", True)
             for k, (s, ref) in enumerate(zip(slots[:4], (W, W, b, b))):
@@ -1016,7 +1039,7 @@ cdef class Network:
         cdef double *pl = <double *>cnp.PyArray_DATA(batch_loss)
         cdef double *pc = <double *>cnp.PyArray_DATA(batch_correct)
         cdef float *psw = fptr(sw)
-        cdef int done
+        cdef int done = 0
         with self.lock:
             self._workspace(min(batch_size, n))
             self.net.loss_opts.hinge_binary = hinge01
@@ -1080,7 +1103,7 @@ cdef extern from "graph.h" nogil:
         int op, n_in
         const int *in_ "in"
         int rows, width, frozen, act
-        float alpha
+        cdnn_act_args act_args
         cdnn_layer dense
         float *gamma
         float *beta
@@ -1096,6 +1119,7 @@ cdef extern from "graph.h" nogil:
         int scale_n, offset_n
         float rate
         uint64_t seed_offset
+        float activity_l1, activity_l2
     ctypedef struct cdnn_output:
         int node, loss, from_logits, metric
         float weight
@@ -1351,15 +1375,22 @@ cdef class Graph:
             nd.width = shape[-1]
             nd.rows = int(np.prod(shape[:-1], dtype=np.int64))
             nd.frozen = not d.get("trainable", True)
+            activity = d.get("activity") or {}
+            nd.activity_l1 = activity.get("l1", 0.0)
+            nd.activity_l2 = activity.get("l2", 0.0)
+            if not (isfinite(nd.activity_l1) and isfinite(nd.activity_l2) and nd.activity_l1 >= 0
+                    and nd.activity_l2 >= 0):
+                raise _graph_error(i, d, f"`activity` needs finite l1, l2 >= 0, received {activity}")
             slots = list(d.get("slots") or []) + [None] * 4
             keep = [d.get(k) for k in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance", "scale",
                                        "offset")] + slots[:4]
             self.arrays.append(keep)
             if op == "dense":
                 W, b = d["W"], d.get("b")
-                nd.dense = _layer_view(W, b, d.get("activation", "linear"), d.get("alpha", 0.2))
+                nd.dense = _layer_view(W, b, d.get("activation", "linear"), d.get("alpha", 0.2),
+                                       d.get("max_value"), d.get("threshold", 0.0))
                 nd.act = nd.dense.act
-                nd.alpha = nd.dense.alpha
+                nd.act_args = nd.dense.act_args
                 nd.dense.frozen = nd.frozen
                 for k, (s, ref) in enumerate(zip(slots[:4], (W, W, b, b))):
                     _slot(s, ref, i, k)
@@ -1367,7 +1398,7 @@ cdef class Graph:
                 nd.dense.b1 = fptr(slots[2]); nd.dense.b2 = fptr(slots[3])
             elif op == "activation":
                 nd.act = _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
-                nd.alpha = d.get("alpha", 0.2)
+                nd.act_args = _act_args(d.get("alpha", 0.2), d.get("max_value"), d.get("threshold", 0.0))
             elif op in ("batchnorm", "layernorm"):
                 gm, bt = d.get("gamma"), d.get("beta")
                 nd.gamma = fptr(gm)
@@ -1565,7 +1596,7 @@ cdef class Graph:
         cdef const float **pyd = <const float **>malloc((O + 1) * sizeof(float *))
         cdef const float **psw = <const float **>malloc((O + 1) * sizeof(float *))
         cdef float **pout = <float **>malloc((O + 1) * sizeof(float *))
-        cdef int done
+        cdef int done = 0
         cdef int32_t *pperm
         cdef double *pbl
         cdef double *pol

@@ -2,9 +2,10 @@
 
 The C core applies them fused with the Dense layer's product. Direct calls
 such as ``cdnn.activations.elu(x)`` run the same vectorized C code on a
-float32 copy (the first seven, older, in NumPy); ``relu`` with Keras'
-``negative_slope``/``max_value``/``threshold`` runs in NumPy only: a Dense
-layer takes activations by name, with their defaults.
+float32 copy (the first seven, older, in NumPy, except ``relu`` with Keras'
+``negative_slope``/``max_value``/``threshold``, which runs in C as the
+``ReLU`` layer does). A Dense layer takes activations by name, with their
+defaults.
 """
 
 from __future__ import annotations
@@ -51,11 +52,10 @@ def linear(x: np.ndarray) -> np.ndarray:
 def relu(
     x: np.ndarray, negative_slope: float = 0.0, max_value: Optional[float] = None, threshold: float = 0.0
 ) -> np.ndarray:
-    """``max(x, 0)``; with Keras' options: ``x`` above ``threshold`` (clipped at ``max_value``),
-    ``negative_slope * (x - threshold)`` below it."""
+    """``max(x, 0)``; with Keras' options: ``x`` above ``threshold`` (clipped to ``[0, max_value]``),
+    minus ``negative_slope * (threshold - x)`` below it. With options it runs in the core (float32)."""
     if negative_slope == 0.0 and max_value is None and threshold == 0.0:
         return np.maximum(x, 0)
-    x = np.asarray(x)
     if max_value is not None and max_value < 0:
         raise ValueError(
             f"Invalid value for argument `max_value`: expected a number >= 0, received max_value={max_value}"
@@ -65,12 +65,30 @@ def relu(
             f"Invalid value for argument `negative_slope`: expected a number >= 0, "
             f"received negative_slope={negative_slope}"
         )
-    y = np.where(x > threshold, x, 0) if threshold != 0 else np.maximum(x, 0)
-    if max_value is not None:
-        y = np.clip(y, 0, max_value)
-    if negative_slope != 0.0:
-        y = y - negative_slope * np.maximum(threshold - x, 0)
-    return y
+    spec = core_relu(negative_slope, max_value, threshold)
+    name = spec.pop("activation")
+    return _core_act(name, x, **spec)
+
+
+def core_relu(negative_slope: float, max_value: Optional[float], threshold: float) -> dict:
+    """The core's activation for Keras' ``relu(x, negative_slope, max_value, threshold)``.
+
+    Returns ``activation`` (a core name) and its ``alpha``, ``max_value`` and ``threshold``:
+    as Keras dispatches, plain ``relu``, ``relu6`` (``max_value == 6``, no threshold, no
+    slope), ``leaky_relu`` (a slope alone), else the general ``relu_args``.
+    """
+    if threshold == 0 and max_value is None:
+        if negative_slope == 0:
+            return {"activation": "relu", "alpha": 0.0}
+        return {"activation": "leaky_relu", "alpha": float(negative_slope)}
+    if threshold == 0 and negative_slope == 0 and max_value == 6:
+        return {"activation": "relu6", "alpha": 0.0}
+    return {
+        "activation": "relu_args",
+        "alpha": float(negative_slope),
+        "max_value": None if max_value is None else float(max_value),
+        "threshold": float(threshold),
+    }
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -105,11 +123,11 @@ def gelu(x: np.ndarray, approximate: bool = False) -> np.ndarray:
     return 0.5 * x * np.vectorize(math.erfc, otypes=[np.float64])(-x / math.sqrt(2))
 
 
-def _core_act(name: str, x, alpha: float = 0.2) -> np.ndarray:
+def _core_act(name: str, x, alpha: float = 0.2, **relu_args) -> np.ndarray:
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"Invalid dtype for argument `x`: expected real numbers, received {a.dtype}")
-    return _core.activation_forward(name, np.ascontiguousarray(a, dtype=np.float32), alpha)
+    return _core.activation_forward(name, np.ascontiguousarray(a, dtype=np.float32), alpha, **relu_args)
 
 
 def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:

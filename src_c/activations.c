@@ -177,9 +177,28 @@ static inline float tanh_softplusf(float x)
     return tanh_softplus2(x, &unused);
 }
 
+/* Keras' relu(x, negative_slope, max_value, threshold) in its order of operations: x where x > threshold
+ * (threshold 0: max(x, 0), which keeps NaN), clipped to [lower, upper], minus negative_slope times
+ * max(threshold - x, 0) when the slope is not 0. */
+static inline void relu_args_row(float *r, int cols, cdnn_act_args p)
+{
+    if (p.threshold != 0.0f)
+        for (int j = 0; j < cols; j++) {
+            const float v = r[j], kept = v > p.threshold ? v : 0.0f, lo = kept < p.lower ? p.lower : kept;
+            const float c = lo > p.upper ? p.upper : lo, n = p.threshold - v, below = n < 0.0f ? 0.0f : n;
+            r[j] = p.alpha != 0.0f ? c - p.alpha * below : c;
+        }
+    else
+        for (int j = 0; j < cols; j++) {
+            const float v = r[j], kept = v < 0.0f ? 0.0f : v, lo = kept < p.lower ? p.lower : kept;
+            const float c = lo > p.upper ? p.upper : lo, n = -v, below = n < 0.0f ? 0.0f : n;
+            r[j] = p.alpha != 0.0f ? c - p.alpha * below : c;
+        }
+}
+
 CDNN_VECTOR_CLONES
-static void cdnn_bias_act_tile_cloned(int act, float alpha, float *x, int ld, int rows, int cols, const float *bias,
-                                      float *z, int ldz)
+static void cdnn_bias_act_tile_cloned(int act, cdnn_act_args args, float *x, int ld, int rows, int cols,
+                                      const float *bias, float *z, int ldz)
 {
     for (int i = 0; i < rows; i++) {
         float *r = x + (size_t)i * ld;
@@ -194,7 +213,7 @@ static void cdnn_bias_act_tile_cloned(int act, float alpha, float *x, int ld, in
             break;
         case CDNN_LEAKY_RELU:
             for (int j = 0; j < cols; j++) {
-                const float v = r[j], neg = alpha * v;
+                const float v = r[j], neg = args.alpha * v;
                 r[j] = v >= 0.0f ? v : neg;
             }
             break;
@@ -209,7 +228,7 @@ static void cdnn_bias_act_tile_cloned(int act, float alpha, float *x, int ld, in
             break;
         case CDNN_ELU:
             for (int j = 0; j < cols; j++) {
-                const float v = r[j], neg = alpha * expm1_nonpositive(v < 0.0f ? v : 0.0f);
+                const float v = r[j], neg = args.alpha * expm1_nonpositive(v < 0.0f ? v : 0.0f);
                 r[j] = v > 0.0f ? v : neg;
             }
             break;
@@ -243,20 +262,24 @@ static void cdnn_bias_act_tile_cloned(int act, float alpha, float *x, int ld, in
         case CDNN_EXPONENTIAL:
             for (int j = 0; j < cols; j++) r[j] = exp_f(r[j]);
             break;
+        case CDNN_RELU_ARGS:
+            relu_args_row(r, cols, args);
+            break;
         default: /* linear; softmax and log_softmax are applied row-wise by the caller */
             break;
         }
     }
 }
 
-void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols, const float *bias, float *z,
+void cdnn_bias_act_tile(int act, cdnn_act_args args, float *x, int ld, int rows, int cols, const float *bias, float *z,
                         int ldz)
 {
-    cdnn_bias_act_tile_cloned(act, alpha, x, ld, rows, cols, bias, z, ldz);
+    cdnn_bias_act_tile_cloned(act, args, x, ld, rows, cols, bias, z, ldz);
 }
 
 CDNN_VECTOR_CLONES
-static void cdnn_dact_tile_cloned(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols)
+static void cdnn_dact_tile_cloned(int act, cdnn_act_args args, float *g, int ldg, const float *a, int lda, int rows,
+                                  int cols)
 {
     for (int i = 0; i < rows; i++) {
         float *r = g + (size_t)i * ldg;
@@ -266,7 +289,7 @@ static void cdnn_dact_tile_cloned(int act, float alpha, float *g, int ldg, const
             for (int j = 0; j < cols; j++) r[j] = y[j] > 0.0f ? r[j] : 0.0f;
             break;
         case CDNN_LEAKY_RELU:
-            for (int j = 0; j < cols; j++) r[j] = y[j] > 0.0f ? r[j] : alpha * r[j];
+            for (int j = 0; j < cols; j++) r[j] = y[j] > 0.0f ? r[j] : args.alpha * r[j];
             break;
         case CDNN_SIGMOID:
             for (int j = 0; j < cols; j++) r[j] *= y[j] * (1.0f - y[j]);
@@ -278,7 +301,7 @@ static void cdnn_dact_tile_cloned(int act, float alpha, float *g, int ldg, const
             for (int j = 0; j < cols; j++) r[j] *= gelu_gradf(y[j]);
             break;
         case CDNN_ELU: /* a + alpha below 0 */
-            for (int j = 0; j < cols; j++) r[j] *= y[j] > 0.0f ? 1.0f : y[j] + alpha;
+            for (int j = 0; j < cols; j++) r[j] *= y[j] > 0.0f ? 1.0f : y[j] + args.alpha;
             break;
         case CDNN_SELU:
             for (int j = 0; j < cols; j++) r[j] *= y[j] > 0.0f ? SELU_SCALE : y[j] + SELU_SCALE * SELU_ALPHA;
@@ -317,15 +340,24 @@ static void cdnn_dact_tile_cloned(int act, float alpha, float *g, int ldg, const
         case CDNN_EXPONENTIAL:
             for (int j = 0; j < cols; j++) r[j] *= y[j];
             break;
+        case CDNN_RELU_ARGS: { /* z: 1 above threshold and lower, below upper (no upper: up to +inf), else
+                                  the slope below threshold: 0 at the kinks, as relu and relu6 */
+            const int unbounded = args.upper == INFINITY;
+            for (int j = 0; j < cols; j++) {
+                const float v = y[j], slope = v < args.threshold ? args.alpha * r[j] : 0.0f;
+                r[j] = v > args.threshold && v > args.lower && (v < args.upper || unbounded) ? r[j] : slope;
+            }
+            break;
+        }
         default:
             break;
         }
     }
 }
 
-void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols)
+void cdnn_dact_tile(int act, cdnn_act_args args, float *g, int ldg, const float *a, int lda, int rows, int cols)
 {
-    cdnn_dact_tile_cloned(act, alpha, g, ldg, a, lda, rows, cols);
+    cdnn_dact_tile_cloned(act, args, g, ldg, a, lda, rows, cols);
 }
 
 void cdnn_softmax_rows(float *x, int ld, int rows, int cols)

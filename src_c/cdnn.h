@@ -69,15 +69,23 @@ enum cdnn_act {
     CDNN_MISH,
     CDNN_RELU6,
     CDNN_EXPONENTIAL,
-    CDNN_LOG_SOFTMAX
+    CDNN_LOG_SOFTMAX,
+    CDNN_RELU_ARGS
 };
+
+/* An activation's parameters: alpha is leaky_relu's slope, elu's alpha and relu's negative_slope;
+ * CDNN_RELU_ARGS (Keras' relu with negative_slope, max_value, threshold) also takes the threshold and
+ * clips to [lower, upper] (max_value given: [0, max_value]; else (-inf, inf)). */
+typedef struct {
+    float alpha, threshold, lower, upper;
+} cdnn_act_args;
 
 /* Whether act's derivative is computed from the pre-activation z (else from the output a): the
  * activations that are not invertible from their output, or lose precision doing so. */
 static inline int cdnn_act_grad_from_z(int act)
 {
     return act == CDNN_GELU || act == CDNN_SWISH || act == CDNN_SOFTPLUS || act == CDNN_SOFTSIGN ||
-           act == CDNN_HARD_SWISH || act == CDNN_MISH;
+           act == CDNN_HARD_SWISH || act == CDNN_MISH || act == CDNN_RELU_ARGS;
 }
 
 /* Whether act works on whole rows (softmax, log_softmax): applied and differentiated row by row. */
@@ -204,7 +212,7 @@ enum cdnn_epi_kind {
 typedef struct {
     int kind;                   /* enum cdnn_epi_kind */
     int act;                    /* enum cdnn_act (BIAS_ACT, DACT) */
-    float alpha;                /* leaky_relu negative slope */
+    cdnn_act_args act_args;     /* the activation's parameters */
     const float *bias;          /* BIAS_ACT: length N, or NULL */
     float *aux;                 /* BIAS_ACT: pre-activation out (or NULL);
                                     DACT: layer output a (or z for gelu);
@@ -286,6 +294,8 @@ int cdnn_simd_select(const char *name);
 #define CDNN_MAX_THREADS 256
 /* Threads used by the core's parallel regions: the setting, capped at CDNN_MAX_THREADS; 1 after fork. */
 int cdnn_get_num_threads(void);
+/* The thread setting without marking OpenMP's pool as started (for queries: get_num_threads, build_info). */
+int cdnn_threads_setting(void);
 /* Called in a forked child: run serially from now on if the parent may have started OpenMP's threads
  * (which do not exist in the child); returns 1 if so. */
 int cdnn_serial_after_fork(void);
@@ -312,10 +322,10 @@ double cdnn_wtime(void);
 
 /* ---- activations (activations.c) -------------------------------------- */
 /* In place: x[rows, cols] (row stride ld) = act(x + bias). bias may be NULL; z (ld ldz) gets x+bias if not NULL. */
-void cdnn_bias_act_tile(int act, float alpha, float *x, int ld, int rows, int cols, const float *bias, float *z,
+void cdnn_bias_act_tile(int act, cdnn_act_args args, float *x, int ld, int rows, int cols, const float *bias, float *z,
                         int ldz);
 /* In place: g[rows, cols] *= act'(a) where a is the activation output (z where cdnn_act_grad_from_z). Not row-wise acts. */
-void cdnn_dact_tile(int act, float alpha, float *g, int ldg, const float *a, int lda, int rows, int cols);
+void cdnn_dact_tile(int act, cdnn_act_args args, float *g, int ldg, const float *a, int lda, int rows, int cols);
 /* Row-wise softmax in place over x[rows, cols] (ld), stable. */
 void cdnn_softmax_rows(float *x, int ld, int rows, int cols);
 /* Softmax backward in place: g = a * (g - sum(g*a)) row-wise. */
@@ -340,7 +350,7 @@ cdnn_loss_opts cdnn_loss_opts_default(void);
  * loss's options (NULL: defaults); row_weight[i]: row i's weight (NULL: all 1).
  * Rows whose label is opts' ignore_class get loss 0 and dz 0; the caller divides
  * by the valid rows (grad_batch, and see cdnn_loss_valid_rows). */
-void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits, int lo, int hi, int cols,
+void cdnn_loss_rows(int loss, int metric, int act, cdnn_act_args args, int from_logits, int lo, int hi, int cols,
                     const float *out, const float *z, const int32_t *ysparse, const float *ydense, int ldy,
                     int grad_batch, float *dz, double *row_loss, double *row_correct, const cdnn_loss_opts *opts,
                     const float *row_weight);
@@ -374,7 +384,7 @@ void cdnn_opt_apply_var(const cdnn_opt_params *p, cdnn_opt_step s, const cdnn_pa
 typedef struct {
     int in, units;            /* kernel is [in, units], row-major */
     int act;                  /* enum cdnn_act */
-    float alpha;              /* leaky_relu slope */
+    cdnn_act_args act_args;   /* the activation's parameters */
     float in_drop;            /* dropout rate on this layer's input during training */
     int frozen;               /* 1: trainable=False, training leaves W and b (and their slots) as they are */
     float *W, *b;             /* parameters; b may be NULL (use_bias=False) */

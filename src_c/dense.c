@@ -20,7 +20,7 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
     cdnn_epilogue e = {0};
     e.kind = CDNN_EPI_BIAS_ACT;
     e.act = cdnn_act_rowwise(ly->act) ? CDNN_LINEAR : ly->act;
-    e.alpha = ly->alpha;
+    e.act_args = ly->act_args;
     e.bias = ly->b;
     e.aux = z;
     e.ldaux = ly->units;
@@ -129,7 +129,7 @@ void cdnn_dense_backward(const cdnn_layer *ly, int rows, const float *x, const f
             cdnn_rowwise_backward_rows(ly->act, dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
                                        (int)(hi - lo), ly->units);
         else
-            cdnn_dact_tile(ly->act, ly->alpha, dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
+            cdnn_dact_tile(ly->act, ly->act_args, dz + lo * ly->units, ly->units, a + lo * ly->units, ly->units,
                            (int)(hi - lo), ly->units);
         float *my_pack = pack + cdnn_gemm_pack_floats() * cdnn_team_rank();
         if (dx) cdnn_dense_dx_rows(ly, (int)lo, (int)hi, dz, dx, NULL, NULL, my_pack); /* needs only these rows of dz */

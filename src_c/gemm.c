@@ -770,11 +770,11 @@ static void epilogue(const cdnn_epilogue *e, float *c, int ldc, int i0, int j0, 
 {
     switch (e->kind) {
     case CDNN_EPI_BIAS_ACT:
-        cdnn_bias_act_tile(e->act, e->alpha, c, ldc, rows, cols, e->bias ? e->bias + j0 : NULL,
+        cdnn_bias_act_tile(e->act, e->act_args, c, ldc, rows, cols, e->bias ? e->bias + j0 : NULL,
                            e->aux ? e->aux + (size_t)i0 * e->ldaux + j0 : NULL, e->ldaux);
         break;
     case CDNN_EPI_DACT:
-        cdnn_dact_tile(e->act, e->alpha, c, ldc, e->aux + (size_t)i0 * e->ldaux + j0, e->ldaux, rows, cols);
+        cdnn_dact_tile(e->act, e->act_args, c, ldc, e->aux + (size_t)i0 * e->ldaux + j0, e->ldaux, rows, cols);
         if (e->drop_rate > 0.0f)
             for (int i = 0; i < rows; i++) {
                 float *ci = c + (size_t)i * ldc;

@@ -63,6 +63,8 @@ typedef struct {
     float *dw, *db;              /* dense: gradients, when it trains */
     float *pw, *pwt;             /* dense: W and W^T packed as the forward and dX products' B during a run (or NULL);
                             while the node trains, W's values live in pw and are written back at the run's end */
+    int activity_acc;            /* activity regularizer's gradient: 1 add into the canon's g, 0 write it, -1 none */
+    double *activity;            /* activity regularizer: each sample's penalty [B] (training), or NULL */
 } node_buf;
 
 typedef struct {
@@ -112,6 +114,12 @@ static void *ws_take(cdnn_graph_ws *ws, size_t bytes)
 static int has_act(const cdnn_node *nd)
 {
     return nd->op == CDNN_OP_DENSE || nd->op == CDNN_OP_ACTIVATION;
+}
+
+/* Whether the node's layer has an activity regularizer (a penalty on its value). */
+static int has_activity(const cdnn_node *nd)
+{
+    return nd->activity_l1 != 0.0f || nd->activity_l2 != 0.0f;
 }
 
 /* Whether node i holds weights that training updates. */
@@ -181,6 +189,8 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             if (nb[out->node].first_zloss < 0) nb[out->node].first_zloss = o;
         }
     }
+    for (int i = 0; i < N; i++)
+        if (has_activity(&g->nodes[i])) nb[i].affects = 1; /* its penalty is part of the loss */
     for (int i = N - 1; i >= 0; i--)
         if (nb[i].affects)
             for (int k = 0; k < g->nodes[i].n_in; k++) nb[g->nodes[i].in[k]].affects = 1;
@@ -197,6 +207,11 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
     }
     for (int i = N - 1; i >= 0; i--) {
         const cdnn_node *nd = &g->nodes[i];
+        const int ci = nb[i].canon;
+        /* the penalty's gradient is added just before the node's backward pass (after its consumers') */
+        nb[i].activity_acc = -1;
+        if (has_activity(nd) && nb[ci].needs && g->nodes[ci].op != CDNN_OP_INPUT)
+            nb[i].activity_acc = nb[ci].n_contrib++ > 0;
         if (nd->n_in) TAKE_OR_FAIL(nb[i].acc, int, nd->n_in);
         for (int k = 0; k < nd->n_in; k++) {
             const int c = nb[nd->in[k]].canon;
@@ -217,6 +232,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         }
         if (nd->op == CDNN_OP_DENSE && (cdnn_act_grad_from_z(nd->act) || b->zloss)) TAKE_OR_FAIL(b->z, float, rows *w);
         if (b->canon == i && b->n_contrib) TAKE_OR_FAIL(b->g, float, rows *w);
+        if (has_activity(nd)) TAKE_OR_FAIL(b->activity, double, (size_t)B);
         if (nd->op == CDNN_OP_BATCHNORM) {
             TAKE_OR_FAIL(b->mean, float, w);
             TAKE_OR_FAIL(b->var, float, w);
@@ -358,7 +374,7 @@ static void dact_rows(const cdnn_node *nd, float *g, const float *a, const float
     if (cdnn_act_rowwise(nd->act))
         cdnn_rowwise_backward_rows(nd->act, g + r0 * w, w, a + r0 * w, w, (int)(r1 - r0), w);
     else
-        cdnn_dact_tile(nd->act, nd->alpha, g + r0 * w, w, (cdnn_act_grad_from_z(nd->act) ? z : a) + r0 * w, w,
+        cdnn_dact_tile(nd->act, nd->act_args, g + r0 * w, w, (cdnn_act_grad_from_z(nd->act) ? z : a) + r0 * w, w,
                        (int)(r1 - r0), w);
 }
 
@@ -403,7 +419,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
             if (cdnn_act_rowwise(nd->act))
                 cdnn_rowwise_act_rows(nd->act, b->val + (size_t)r0 * w, w, r1 - r0, w);
             else
-                cdnn_bias_act_tile(nd->act, nd->alpha, b->val + (size_t)r0 * w, w, r1 - r0, w, NULL, NULL, 0);
+                cdnn_bias_act_tile(nd->act, nd->act_args, b->val + (size_t)r0 * w, w, r1 - r0, w, NULL, NULL, 0);
         }
         break;
     case CDNN_OP_AFFINE:
@@ -462,14 +478,44 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
         } else if (grads && ob->acc >= 0) {
             dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
         }
-        cdnn_loss_rows(out->loss, out->metric, act, nd->alpha, out->from_logits, r0, r1, w, b->val, z, ob->ys, ob->yd,
-                       w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, sw && sw[o] ? ob->w : NULL);
+        cdnn_loss_rows(out->loss, out->metric, act, nd->act_args, out->from_logits, r0, r1, w, b->val, z, ob->ys,
+                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, sw && sw[o] ? ob->w : NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
         if (!ob->zkind && ob->acc == 1)
             cdnn_axpy_rows(ws->nb[ob->canon].g + e0, dst + e0, (long)n, out->weight, 1);
         else if (out->weight != 1.0f)
             cdnn_axpy_rows(dst + e0, dst + e0, (long)n, out->weight, 0);
+    }
+}
+
+/* ---- activity regularizers ------------------------------------------------------ */
+
+/* Samples [lo, hi) of node i's activity penalty, l1 sum|a| + l2 sum a^2 over each sample's values (in
+ * double, in a fixed order), into the node's per-sample buffer. */
+static void activity_penalty_rows(const cdnn_node *nd, const node_buf *b, long lo, long hi)
+{
+    const size_t per = (size_t)nd->rows * nd->width;
+    for (long s = lo; s < hi; s++) {
+        const float *a = b->val + (size_t)s * per;
+        double l1 = 0.0, l2 = 0.0;
+        for (size_t k = 0; k < per; k++) {
+            l1 += fabs((double)a[k]);
+            l2 += (double)a[k] * a[k];
+        }
+        b->activity[s] = nd->activity_l1 * l1 + nd->activity_l2 * l2;
+    }
+}
+
+/* Samples [lo, hi) of the penalty's gradient divided by the batch size (Keras divides the penalty by it),
+ * (l1 sign(a) + 2 l2 a) / batch, written or added (acc) into dst, the gradient of the node's value. */
+static void activity_grad_rows(const cdnn_node *nd, const float *val, float *dst, int acc, long lo, long hi, int batch)
+{
+    const size_t per = (size_t)nd->rows * nd->width, e0 = (size_t)lo * per, e1 = (size_t)hi * per;
+    const float l1 = nd->activity_l1 / (float)batch, l2 = 2.0f * nd->activity_l2 / (float)batch;
+    for (size_t k = e0; k < e1; k++) {
+        const float a = val[k], sign = a > 0.0f ? 1.0f : (a < 0.0f ? -1.0f : 0.0f), d = l1 * sign + l2 * a;
+        dst[k] = acc ? dst[k] + d : d;
     }
 }
 
@@ -677,6 +723,11 @@ static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, doub
         out_loss[o] = l;
         out_correct[o] = c;
     }
+    /* the activity penalties: Keras adds each divided by the batch size to the batch's mean loss, so
+     * the batch's summed loss gets them whole */
+    for (int i = 0; i < g->n_nodes; i++)
+        if (ws->nb[i].activity)
+            for (int s = 0; s < batch; s++) total += ws->nb[i].activity[s];
     return total;
 }
 
@@ -710,11 +761,18 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
             long lo, hi;
             cdnn_team_range(batch, &lo, &hi);
             if (!gather(g, ws, xs, ysparse, ydense, sample_weight, perm + start, lo, hi)) mark_bad(&bad_batch, j);
-            for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 1, seed, t, packed, pack);
+            for (int i = 0; i < g->n_nodes; i++) {
+                forward_node(g, ws, i, lo, hi, batch, 1, seed, t, packed, pack);
+                if (ws->nb[i].activity) activity_penalty_rows(&g->nodes[i], &ws->nb[i], lo, hi);
+            }
             if (outputs) copy_outputs(g, ws, outputs, (size_t)j * bs, lo, hi);
             losses_rows(g, ws, lo, hi, batch, 1, sample_weight);
-            for (int i = g->n_nodes - 1; i >= 0; i--)
-                if (ws->nb[i].run_bwd) backward_node(g, ws, i, lo, hi, batch, seed, t, packed, pack);
+            for (int i = g->n_nodes - 1; i >= 0; i--) {
+                const node_buf *b = &ws->nb[i];
+                if (b->activity_acc >= 0)
+                    activity_grad_rows(&g->nodes[i], b->val, ws->nb[b->canon].g, b->activity_acc, lo, hi, batch);
+                if (b->run_bwd) backward_node(g, ws, i, lo, hi, batch, seed, t, packed, pack);
+            }
             cdnn_team_barrier();
             if (read_flag(&bad_batch) == j) break; /* the same flag on every thread after the barrier */
             update_team(g, ws, batch, cdnn_opt_prepare(&g->opt, t), packed, pack);

@@ -43,7 +43,7 @@ typedef struct {
     int rows, width;                        /* per sample: rows x width floats */
     int frozen;                             /* trainable=False: no update (batchnorm: inference mode in training too) */
     int act;                                /* dense, activation: enum cdnn_act */
-    float alpha;                            /* leaky_relu slope */
+    cdnn_act_args act_args;                 /* dense, activation: its parameters */
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
     float *gamma, *beta;                    /* batchnorm, layernorm: scale and offset [width] or NULL */
     float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */
@@ -51,8 +51,9 @@ typedef struct {
     float momentum, epsilon;                /* batchnorm momentum; batchnorm, layernorm epsilon */
     const float *scale, *offset;            /* affine: length 1 or width */
     int scale_n, offset_n;
-    float rate;           /* dropout rate in [0, 1); gaussian_noise: stddev */
-    uint64_t seed_offset; /* dropout, gaussian_noise: mixed into the mask's key */
+    float rate;                     /* dropout rate in [0, 1); gaussian_noise: stddev */
+    uint64_t seed_offset;           /* dropout, gaussian_noise: mixed into the mask's key */
+    float activity_l1, activity_l2; /* activity regularizer on the value, l1 sum|a| + l2 sum a^2 (0, 0: none) */
 } cdnn_node;
 
 /* A model output: a node, and the loss trained on it (loss < 0: none). */

@@ -281,7 +281,7 @@ static double row_loss_other(int loss, const float *o, const float *y, int cols,
     }
 }
 
-void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits, int lo, int hi, int cols,
+void cdnn_loss_rows(int loss, int metric, int act, cdnn_act_args args, int from_logits, int lo, int hi, int cols,
                     const float *out, const float *z, const int32_t *ysparse, const float *ydense, int ldy,
                     int grad_batch, float *dz, double *row_loss, double *row_correct, const cdnn_loss_opts *opts,
                     const float *row_weight)
@@ -349,7 +349,7 @@ void cdnn_loss_rows(int loss, int metric, int act, float alpha, int from_logits,
                 if (cdnn_act_rowwise(act))
                     cdnn_rowwise_backward_rows(act, g, cols, o, cols, 1, cols);
                 else
-                    cdnn_dact_tile(act, alpha, g, cols, cdnn_act_grad_from_z(act) ? z + (size_t)i * cols : o, cols, 1,
+                    cdnn_dact_tile(act, args, g, cols, cdnn_act_grad_from_z(act) ? z + (size_t)i * cols : o, cols, 1,
                                    cols);
             }
         }

@@ -284,7 +284,7 @@ static void combine_partials(const cdnn_layer *ly, float *y, const float *q, int
                              float *z)
 {
     for (size_t i = 0; i < (size_t)rows * cols; i++) y[i] += q[i];
-    cdnn_bias_act_tile(ly->act, ly->alpha, y, cols, rows, cols, bias, z, cols);
+    cdnn_bias_act_tile(ly->act, ly->act_args, y, cols, rows, cols, bias, z, cols);
 }
 
 /* Rows [r0, r1) of layer l's output from its two partial products: sum, bias, activation. */
@@ -612,7 +612,7 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
 
     if (ws->lb[0].mid) depth_combine(net, ws, 0, rows, r0, r1, &tm);
     forward_rows(net, ws, ws->lb[0].mid ? 1 : 0, x0, rows, r0, r1, NULL, 1, seed, t, packed, 1, &tm, pack);
-    cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, r0, r1, top->units,
+    cdnn_loss_rows(net->loss, net->metric, top->act, top->act_args, net->from_logits, r0, r1, top->units,
                    ws->lb[L - 1].act, ws->lb[L - 1].z, net->loss == CDNN_SPARSE_CCE ? ws->ys : NULL,
                    net->loss == CDNN_SPARSE_CCE ? NULL : ws->yd, ldy, valid, ws->lb[L - 1].dz, ws->row_loss,
                    ws->row_correct, &net->loss_opts, weighted ? ws->rw : NULL);
@@ -627,7 +627,7 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
         cdnn_epilogue e = {0};
         e.kind = CDNN_EPI_DACT;
         e.act = cdnn_act_rowwise(lower->act) ? CDNN_LINEAR : lower->act;
-        e.alpha = lower->alpha;
+        e.act_args = lower->act_args;
         e.aux = cdnn_act_grad_from_z(lower->act) ? ws->lb[l - 1].z : ws->lb[l - 1].act;
         e.ldaux = lower->units;
         e.drop_rate = ly->in_drop;
@@ -1001,8 +1001,8 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
             forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);
             if (loss_sum) {
                 const cdnn_layer *top = &net->layers[L - 1];
-                cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, (int)lo, (int)hi, units,
-                               o, ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
+                cdnn_loss_rows(net->loss, net->metric, top->act, top->act_args, net->from_logits, (int)lo, (int)hi,
+                               units, o, ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
                                ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL, ws->row_loss,
                                ws->row_correct, &net->loss_opts, sample_weight ? sample_weight + start : NULL);
                 cdnn_team_barrier();

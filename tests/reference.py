@@ -47,6 +47,7 @@ __all__ = [
     "keras_loss_grad",
     "keras_reduced_loss",
     "relu_with_options",
+    "relu_with_options_grad",
     "SGD",
     "Adagrad",
     "RMSprop",
@@ -210,6 +211,21 @@ def relu_with_options(
     z = np.asarray(z, dtype=np.float64)
     above = z if max_value is None else np.minimum(z, max_value)
     return np.where(z > threshold, above, negative_slope * (z - threshold))
+
+
+def relu_with_options_grad(
+    z: np.ndarray,
+    upstream: np.ndarray,
+    negative_slope: float = 0.0,
+    max_value: float | None = None,
+    threshold: float = 0.0,
+) -> np.ndarray:
+    """Back-propagate through :func:`relu_with_options`: ``upstream`` times 1 where
+    ``threshold < z < max_value``, ``negative_slope`` where ``z < threshold``, else 0 (at the
+    kinks ``z == threshold`` and ``z == max_value`` the derivative is taken as 0)."""
+    z = np.asarray(z, dtype=np.float64)
+    inside = (z > threshold) & (True if max_value is None else z < max_value)
+    return np.asarray(upstream, np.float64) * np.where(inside, 1.0, np.where(z < threshold, negative_slope, 0.0))
 
 
 def activation_grad(name: str | None, z: np.ndarray, upstream: np.ndarray) -> np.ndarray:
@@ -1809,7 +1825,7 @@ class Graph:
             if op == "dense":
                 z = x @ p["W"] + (p["b"] if "b" in p else 0.0)
                 pre[i] = z
-                vals[i] = _act_nd(d.get("activation", "linear"), z)
+                vals[i] = _node_act(d, z)
             elif op == "batchnorm":
                 eps = d.get("epsilon", 1e-3)
                 if training and d.get("trainable", True):
@@ -1821,7 +1837,7 @@ class Graph:
                 vals[i] = layernorm_forward(x, p.get("gamma"), p.get("beta"), d.get("epsilon", 1e-3))
             elif op == "activation":
                 pre[i] = x
-                vals[i] = _act_nd(d.get("activation", "linear"), x)
+                vals[i] = _node_act(d, x)
             elif op == "affine":
                 vals[i] = x * p["scale"] + p["offset"]
             elif op == "dropout":
@@ -1879,8 +1895,8 @@ class Graph:
         return value, grad.reshape(v.shape), logits
 
     def gradients(self, xs, ys, training: bool = True, masks=None, noise=None, sample_weight=None):
-        """Weighted total loss, per-output losses and ``{(node, name): gradient}`` (``sample_weight`` as in
-        :meth:`losses`)."""
+        """Weighted total loss (with the nodes' ``activity`` penalties, ``{"l1", "l2"}``), per-output
+        losses and ``{(node, name): gradient}`` (``sample_weight`` as in :meth:`losses`)."""
         vals, pre = self.forward(xs, training, masks, noise)
         gv: list = [None] * len(self.nodes)  # dL/d(value)
         gz: list = [None] * len(self.nodes)  # dL/d(pre-activation) from logits losses
@@ -1898,14 +1914,19 @@ class Graph:
             total += wt * value
             per.append(value)
             add(gz if logits else gv, o["node"], wt * grad)
+        for i, d in enumerate(self.nodes):
+            # an activity regularizer: its penalty on the node's value over the batch size (Keras 3's Layer)
+            if d.get("activity"):
+                a, r = vals[i], d["activity"]
+                total += (r.get("l1", 0.0) * np.abs(a).sum() + r.get("l2", 0.0) * np.square(a).sum()) / a.shape[0]
+                add(gv, i, (r.get("l1", 0.0) * np.sign(a) + 2 * r.get("l2", 0.0) * a) / a.shape[0])
         grads = {}
         for i in reversed(range(len(self.nodes))):
             d, p = self.nodes[i], self.p[i]
             op = d["op"]
             ins = d.get("inputs", [])
             if op in ("dense", "activation"):
-                act = d.get("activation", "linear")
-                g = _act_grad_nd(act, pre[i], gv[i]) if gv[i] is not None else None
+                g = _node_act_grad(d, pre[i], gv[i]) if gv[i] is not None else None
                 if gz[i] is not None:
                     g = gz[i] if g is None else g + gz[i]
             else:
@@ -1970,6 +1991,28 @@ class Graph:
                 self.p[i]["moving_mean"] = moving_update(self.p[i]["moving_mean"], mean, m)
                 self.p[i]["moving_variance"] = moving_update(self.p[i]["moving_variance"], var, m)
         return total
+
+
+def _relu_options(d: dict) -> dict:
+    """A ``relu_args`` node's options (Keras' relu with negative_slope, max_value, threshold)."""
+    return {
+        "negative_slope": d.get("alpha", 0.0),
+        "max_value": d.get("max_value"),
+        "threshold": d.get("threshold", 0.0),
+    }
+
+
+def _node_act(d: dict, z: np.ndarray) -> np.ndarray:
+    """A dense or activation node's activation, with its options."""
+    if d.get("activation") == "relu_args":
+        return relu_with_options(z, **_relu_options(d))
+    return _act_nd(d.get("activation", "linear"), z)
+
+
+def _node_act_grad(d: dict, z: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+    if d.get("activation") == "relu_args":
+        return relu_with_options_grad(z, upstream, **_relu_options(d))
+    return _act_grad_nd(d.get("activation", "linear"), z, upstream)
 
 
 def _act_nd(name: str, z: np.ndarray) -> np.ndarray:

@@ -1034,3 +1034,49 @@ def test_fit_keeps_its_thread_chooser_across_calls():
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert model._chooser is not second  # a new core network: timings start over
+
+
+def _graph_model():
+    inp = keras.Input((20,))
+    return keras.Model(inp, keras.layers.Dense(5, activation="softmax")(keras.layers.Dense(16)(inp)))
+
+
+@pytest.mark.parametrize("make", [small_model, _graph_model], ids=["sequential", "functional"])
+def test_compile_execution_options_keras_defaults_and_no_op_values_train_the_same(make):
+    """Keras' defaults, and jit_compile / auto_scale_loss (the run is compiled C in float32), change nothing."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 20)).astype(np.float32), rng.integers(0, 5, 64)
+    runs = []
+    for options in (
+        {},
+        {"run_eagerly": False, "steps_per_execution": 1, "jit_compile": "auto", "auto_scale_loss": True},
+        {"jit_compile": True, "auto_scale_loss": False},
+        {"jit_compile": False},
+    ):
+        cdnn.utils.set_random_seed(3)
+        model = make()
+        model.compile(optimizer="adam", loss=SCCE, **options)
+        hist = model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        runs.append((hist.history["loss"], [w.copy() for w in model.get_weights()]))
+    for loss, weights in runs[1:]:
+        assert loss == runs[0][0]
+        for a, b in zip(weights, runs[0][1]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", [small_model, _graph_model], ids=["sequential", "functional"])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"run_eagerly": True}, "no Python-level training step"),
+        ({"steps_per_execution": 4}, "only every 4 batches"),
+        ({"steps_per_execution": 0}, "expected a positive integer"),
+        ({"run_eagerly": "yes"}, "expected True or False"),
+        ({"jit_compile": "xla"}, "expected True, False or 'auto'"),
+        ({"auto_scale_loss": None}, "expected True or False"),
+    ],
+)
+def test_compile_refuses_execution_options_cdnn_does_not_have(make, options, message):
+    model = make()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.compile(optimizer="adam", loss=SCCE, **options)

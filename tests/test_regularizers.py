@@ -80,8 +80,8 @@ def test_what_the_core_cannot_train_is_refused_at_the_layer():
     one_unit.compile(optimizer="sgd", loss="mse")
     with pytest.raises(ValueError, match="at least 2 vectors"):
         one_unit.fit(np.zeros((4, 4)), np.zeros((4, 1)), verbose=0)
-    with pytest.raises(ValueError, match="activity_regularizer"):
-        keras.layers.Dense(3, activity_regularizer="l2")
+    with pytest.raises(ValueError, match="activity_regularizer.*OrthogonalRegularizer is for kernels"):
+        keras.layers.Dense(3, activity_regularizer=R.OrthogonalRegularizer())
 
     class Mine(R.Regularizer):
         def __call__(self, x):
@@ -302,3 +302,85 @@ def test_regularizers_constraints_and_initializer_objects_go_through_keras_files
     assert type(theirs.optimizer).__name__ == "AdamW" and theirs.optimizer.use_ema
     kernel_average = [np.asarray(v) for v in theirs.optimizer.variables if v.path.endswith("kernel_average")]
     np.testing.assert_array_equal(kernel_average[0], model.optimizer._slots[0][3])
+
+
+# ---- activity regularizers: real Keras 3 on JAX as the oracle -------------------------------------------
+
+
+def _jax_keras():
+    import os
+
+    pytest.importorskip("jax")
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    real = pytest.importorskip("keras")
+    if real.backend.backend() != "jax":
+        pytest.skip("needs Keras on the JAX backend")
+    return real
+
+
+def _activity_model(lib, kind):
+    if kind == "sequential":
+        return lib.Sequential(
+            [
+                lib.Input((12,)),
+                lib.layers.Dense(16, activation="tanh", activity_regularizer=lib.regularizers.L1(0.01)),
+                lib.layers.Dropout(0.0),
+                lib.layers.Dense(8, activation="relu", activity_regularizer=lib.regularizers.L1L2(0.001, 0.02)),
+                lib.layers.Dense(3, activation="softmax"),
+            ]
+        )
+    inp = lib.Input((12,))
+    h = lib.layers.Dense(16, activation="tanh")(inp)
+    h = lib.layers.BatchNormalization(activity_regularizer="l2")(h)
+    h = lib.layers.Activation("relu", activity_regularizer=lib.regularizers.L1(0.005))(h)
+    # on the model's output too: its penalty's gradient goes through the softmax with the loss's
+    return lib.Model(inp, lib.layers.Dense(3, activation="softmax", activity_regularizer=lib.regularizers.L2(0.05))(h))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_activity_regularizers_train_and_report_the_loss_as_keras(kind):
+    real = _jax_keras()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(70, 12)).astype("f4"), rng.integers(0, 3, 70)
+    theirs, ours = _activity_model(real, kind), _activity_model(keras, kind)
+    ours.set_weights(theirs.get_weights())
+    for m, lib in ((theirs, real), (ours, keras)):
+        m.compile(lib.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    fit = {"batch_size": 16, "epochs": 3, "shuffle": False, "verbose": 0, "validation_data": (x[:30], y[:30])}
+    h_theirs, h_ours = theirs.fit(x, y, **fit).history, ours.fit(x, y, **fit).history
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(h_ours[key], h_theirs[key], rtol=2e-6)
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert ours.evaluate(x, y, verbose=0) == pytest.approx(theirs.evaluate(x, y, verbose=0), rel=2e-6)
+
+
+def test_activity_regularizer_config_round_trip_and_refusals():
+    layer = keras.layers.Dense(4, activity_regularizer=R.L1L2(0.1, 0.2), name="d")
+    cfg = layer.get_config()
+    # Keras 3's config: the serialized regularizer, and no key at all without one
+    assert cfg["activity_regularizer"] == {
+        "module": "keras.regularizers",
+        "class_name": "L1L2",
+        "config": {"l1": 0.1, "l2": 0.2},
+        "registered_name": None,
+    }
+    again = keras.layers.Dense.from_config(cfg)
+    assert (again.activity_regularizer.l1, again.activity_regularizer.l2) == (0.1, 0.2)
+    assert "activity_regularizer" not in keras.layers.Dense(4).get_config()
+    assert keras.layers.ReLU(activity_regularizer="l2").get_config()["activity_regularizer"]["config"] == {"l2": 0.01}
+
+    class Mine(R.Regularizer):
+        def __call__(self, x):
+            return 0.0
+
+    with pytest.raises(ValueError, match="Mine"):
+        keras.layers.Dense(3, activity_regularizer=Mine())
+
+
+def test_a_graph_refuses_to_train_without_its_kernel_regularizer():
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(2, kernel_regularizer="l2")(inp))
+    model.compile("sgd", "mse")
+    with pytest.raises(NotImplementedError, match="regularizers and constraints"):
+        model.fit(np.ones((8, 4), np.float32), np.zeros((8, 2), np.float32), verbose=0)

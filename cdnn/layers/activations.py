@@ -30,26 +30,28 @@ class Activation(Layer):
 
 
 class ReLU(Layer):
-    """``max(x, 0)``, or ``negative_slope * x`` below zero; ``max_value``/``threshold`` are not supported yet."""
+    """Keras' ``relu``: ``x`` above ``threshold``, clipped at ``max_value``, ``negative_slope * (x - threshold)``
+    below ``threshold`` (all ``>= 0``; ``max_value=None``: no clipping)."""
 
     def __init__(
         self, max_value=None, negative_slope: float = 0.0, threshold: float = 0.0, name: Optional[str] = None, **kwargs
     ) -> None:
         super().__init__(name=name, **kwargs)
-        if max_value is not None:
-            raise ValueError(f"ReLU: argument `max_value`={max_value!r} is not supported by cdnn yet (only None)")
-        if threshold != 0:
-            raise ValueError(f"ReLU: argument `threshold`={threshold!r} is not supported by cdnn yet (only 0)")
-        self.negative_slope = _float_arg(negative_slope, "negative_slope", 0.0, float("inf"), "a non-negative number")
-        self.max_value, self.threshold = None, 0.0
+        inf = float("inf")
+        self.max_value = None if max_value is None else _float_arg(max_value, "max_value", 0.0, inf, "None or >= 0")
+        self.negative_slope = _float_arg(negative_slope, "negative_slope", 0.0, inf, "a non-negative number")
+        self.threshold = _float_arg(threshold, "threshold", 0.0, inf, "a non-negative number")
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "max_value": None, "negative_slope": self.negative_slope, "threshold": 0.0}
+        return {
+            **super().get_config(),
+            "max_value": self.max_value,
+            "negative_slope": self.negative_slope,
+            "threshold": self.threshold,
+        }
 
     def _lower(self, input_shapes: list, training) -> dict:
-        if self.negative_slope:
-            return {"op": "activation", "activation": "leaky_relu", "alpha": self.negative_slope}
-        return {"op": "activation", "activation": "relu", "alpha": 0.0}
+        return {"op": "activation", **activations_module.core_relu(self.negative_slope, self.max_value, self.threshold)}
 
 
 class LeakyReLU(Layer):

@@ -61,6 +61,20 @@ def _refuse_unsupported(layer: str, kwargs: dict, supported: dict) -> None:
                 )
 
 
+def _activity_regularizer(identifier) -> Optional[regularizers.Regularizer]:
+    """A layer's ``activity_regularizer``: an L1, L2 or L1L2 penalty on its output, which the C core adds."""
+    reg = regularizers.get(identifier)
+    if reg is None:
+        return None
+    if isinstance(reg, regularizers.OrthogonalRegularizer):
+        raise ValueError(
+            "Invalid value for argument `activity_regularizer`: cdnn applies L1, L2 and L1L2 penalties to a "
+            "layer's output; OrthogonalRegularizer is for kernels"
+        )
+    reg._core()  # refuses a user subclass: the C step cannot call it
+    return reg
+
+
 class Layer:
     """Base class: ``name``, ``trainable``, ``built``, weights, and the symbolic/eager call.
 
@@ -80,6 +94,7 @@ class Layer:
         if "batch_input_shape" in kwargs:
             shape = kwargs.pop("batch_input_shape")
             input_shape = tuple(shape)[1:] if shape is not None else None
+        self.activity_regularizer = _activity_regularizer(kwargs.pop("activity_regularizer", None))
         if dtype not in (None, "float32") and getattr(dtype, "name", None) != "float32":
             raise ValueError(
                 f"{type(self).__name__}: argument `dtype`={dtype!r} is not supported: cdnn computes in float32"
@@ -189,6 +204,8 @@ class Layer:
             cfg["trainable"] = False
         if self._input_shape is not None:
             cfg["input_shape"] = list(self._input_shape)
+        if self.activity_regularizer is not None:
+            cfg["activity_regularizer"] = regularizers.serialize(self.activity_regularizer)
         return cfg
 
     @classmethod
@@ -347,8 +364,9 @@ class Dense(Layer):
         Keras names or objects (default ``"glorot_uniform"`` and ``"zeros"``).
     kernel_regularizer, bias_regularizer : str or Regularizer, optional
         L1, L2 or L1L2 penalties, trained in C and added to the loss as Keras reports it.
-    activity_regularizer : None
-        Refused: a penalty on the outputs is not in cdnn's C training step.
+    activity_regularizer : str or Regularizer, optional
+        An L1, L2 or L1L2 penalty on the layer's output, divided by the batch size and added to
+        the loss as Keras does (trained in C).
     kernel_constraint, bias_constraint : str or Constraint, optional
         MaxNorm, NonNeg, UnitNorm or MinMaxNorm, applied after each update.
     """
@@ -379,13 +397,12 @@ class Dense(Layer):
             {
                 "kernel_regularizer": None,
                 "bias_regularizer": None,
-                "activity_regularizer": None,
                 "kernel_constraint": None,
                 "bias_constraint": None,
                 "lora_rank": None,
             },
         )
-        super().__init__(name=name, input_shape=input_shape, **kwargs)
+        super().__init__(name=name, input_shape=input_shape, activity_regularizer=activity_regularizer, **kwargs)
         self.units = int(units)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
@@ -396,12 +413,6 @@ class Dense(Layer):
         self.bias_initializer = (
             bias_initializer if isinstance(bias_initializer, str) else initializers.get(bias_initializer)
         )
-        if activity_regularizer is not None:
-            raise ValueError(
-                f"Invalid value for argument `activity_regularizer`: cdnn's C training step has no "
-                f"penalty on a layer's outputs yet; expected None, received {activity_regularizer!r}"
-            )
-        self.activity_regularizer = None
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.bias_regularizer = regularizers.get(bias_regularizer)
         self.kernel_constraint = constraints.get(kernel_constraint)

@@ -392,9 +392,20 @@ def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool],
             for t, inner_t in zip(node.output_tensors, inner.outputs):
                 index[id(t)] = inner_index[id(inner_t)]
             continue
+        if training is not False and any(
+            getattr(layer, k, None) is not None
+            for k in ("kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint")
+        ):
+            raise NotImplementedError(
+                f"Layer {layer.name!r}: kernel/bias regularizers and constraints are applied in C only in "
+                f"Sequential chains of Dense layers for now; a model that runs as a graph would train "
+                f"without them"
+            )
         shapes = [tuple(t.shape[1:]) for t in node.input_tensors]
         item = layer._lower(shapes if layer._takes_list else shapes[0], mode)
         item.update({"inputs": ins, "shape": tuple(node.output_tensors[0].shape[1:]), "name": layer.name})
+        if layer.activity_regularizer is not None:
+            item["activity"] = layer.activity_regularizer._core()
         if item["op"] in ("dropout", "gaussian_noise"):
             item["seed_offset"] = len(nodes)
         index[id(node.output_tensors[0])] = len(nodes)

@@ -157,6 +157,41 @@ def _batch_size(batch_size) -> int:
     return int(batch_size)
 
 
+def _compile_options(kwargs: dict) -> None:
+    """Check and remove Keras' execution options of ``compile`` from ``kwargs``.
+
+    Every step runs in compiled C whatever they say: ``jit_compile`` (any of
+    Keras' values) and ``auto_scale_loss`` (it applies to a mixed-float16
+    policy, which cdnn does not have: it trains in float32) change nothing.
+    ``run_eagerly=True`` and ``steps_per_execution > 1`` ask for behaviour cdnn
+    does not have and are refused.
+    """
+    run_eagerly = kwargs.pop("run_eagerly", False)
+    if not isinstance(run_eagerly, (bool, np.bool_)):
+        raise invalid("run_eagerly", run_eagerly, "True or False")
+    if run_eagerly:
+        raise ValueError(
+            "compile: `run_eagerly=True` is not supported by cdnn: there is no Python-level training "
+            "step to run eagerly (every step runs in compiled C, with the same results); leave "
+            "`run_eagerly=False`"
+        )
+    jit_compile = kwargs.pop("jit_compile", "auto")
+    if jit_compile != "auto" and not isinstance(jit_compile, (bool, np.bool_)):
+        raise invalid("jit_compile", jit_compile, "True, False or 'auto'")
+    steps = kwargs.pop("steps_per_execution", 1)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise invalid("steps_per_execution", steps, "a positive integer")
+    if steps != 1:
+        raise ValueError(
+            f"compile: `steps_per_execution={steps}` is not supported by cdnn: it makes Keras call the "
+            f"batch-level callbacks (`on_train_batch_begin`/`end`, ...) only every {steps} batches, while "
+            f"cdnn calls them after every batch (the weights are the same); leave `steps_per_execution=1`"
+        )
+    auto_scale_loss = kwargs.pop("auto_scale_loss", True)
+    if not isinstance(auto_scale_loss, (bool, np.bool_)):
+        raise invalid("auto_scale_loss", auto_scale_loss, "True or False")
+
+
 def _per_output(value, names: list, what: str, default=None) -> list:
     """A compile argument given once, as a list (one per output) or a dict (by output name), per output."""
     if value is None:
@@ -448,8 +483,7 @@ class Model(Layer):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs) -> None:
         """Choose the optimizer, and per output the loss, metrics and loss weight (lists or dicts by output name)."""
         weighted_metrics = kwargs.pop("weighted_metrics", None)
-        for k in ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
-            kwargs.pop(k, None)
+        _compile_options(kwargs)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)
@@ -650,7 +684,13 @@ class Model(Layer):
                 self._attach_slots(nodes)
                 optimizer = self.optimizer.hyperparameters()
             self._core[key] = _core.Graph(nodes, ins, outputs, optimizer)
+            self._core[key + " activity"] = [(i, d["activity"]) for i, d in enumerate(nodes) if d.get("activity")]
         return self._core[key]
+
+    def _graph_activity(self, net) -> list:
+        """The nodes of core graph ``net`` with an activity regularizer: ``(node, {"l1", "l2"})``."""
+        key = next(k for k, v in self._core.items() if v is net)
+        return self._core[key + " activity"]
 
     def _attach_slots(self, nodes: list) -> None:
         """Give each trainable node its optimizer slots (``W1, W2, b1, b2`` or gamma's and beta's), Keras' order."""

@@ -31,7 +31,7 @@ from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
-from cdnn.models.model import Model, _batch_size, _verbose, prepare_labels
+from cdnn.models.model import Model, _batch_size, _compile_options, _verbose, prepare_labels
 from cdnn.models.model import all_finite as _all_finite
 from cdnn.models.model import as_float32 as _as_float32
 from cdnn.models.model import as_inputs as _as_inputs
@@ -203,11 +203,12 @@ class Sequential(Model):
 
     def _fast_chain(self) -> bool:
         """Whether the fused Dense-chain ``Network`` runs this model: Dense (trainable or frozen), Dropout,
-        Flatten and Reshape only, each Dense on flat inputs, a Dense last."""
+        Flatten and Reshape only, each Dense on flat inputs, a Dense last, no activity regularizer (the
+        graph executor adds those)."""
         if not self._layers or not isinstance(self._layers[-1], Dense):
             return False
         for layer in self._layers:
-            if type(layer) not in (Dense, Dropout, Flatten, Reshape):
+            if type(layer) not in (Dense, Dropout, Flatten, Reshape) or layer.activity_regularizer is not None:
                 return False
             if isinstance(layer, Dense) and layer.built and len(layer._build_input_shape) != 1:
                 return False
@@ -286,8 +287,7 @@ class Sequential(Model):
         """Choose the optimizer, loss and metrics (Keras' default optimizer is RMSprop)."""
         loss_weights = kwargs.pop("loss_weights", None)
         weighted_metrics = kwargs.pop("weighted_metrics", None)
-        for k in ("run_eagerly", "steps_per_execution", "jit_compile", "auto_scale_loss"):
-            kwargs.pop(k, None)
+        _compile_options(kwargs)
         if kwargs:
             raise TypeError(f"compile: unsupported argument(s) {sorted(kwargs)}")
         self.optimizer = optimizers_module.get(optimizer)

@@ -324,9 +324,18 @@ def run_graph_epochs(
 def _evaluate_into(model, logs_state: GraphLogs, xs: list, ys: list, sws, batch_size: int) -> dict:
     """Add ``(xs, ys)`` (sample weights ``sws``) to ``logs_state``, in one inference pass in C; the logs."""
     net = model._core_graph(training=False)
-    outs, loss_sums, correct_sums = net.predict(xs, PREDICT_ROWS, ys, sample_weight=sws)
+    activity = model._graph_activity(net)
+    n_out = len(net.output_nodes)
+    nodes = list(net.output_nodes) + [i for i, _ in activity] if activity else None
+    values, loss_sums, correct_sums = net.predict(xs, PREDICT_ROWS, ys, nodes=nodes, sample_weight=sws)
+    outs = values[:n_out]
     specs = logs_state.specs
     total = sum(s["weight"] * l for s, l in zip(specs, loss_sums) if s["loss"] is not None)
+    # Keras adds each activity penalty divided by the batch size to a batch's mean loss, unweighted:
+    # over the batches, the penalty of every sample once
+    for (_, r), v in zip(activity, values[n_out:]):
+        a = np.asarray(v, np.float64)
+        total += r["l1"] * np.abs(a).sum() + r["l2"] * np.square(a).sum()
     logs_state.add_sums(total, loss_sums, correct_sums, len(xs[0]))
     wants = logs_state.wants_outputs
     if any(wants):

@@ -183,7 +183,8 @@ int main(int argc, char **argv)
     printf("  products: %.1f us for %.1f MFLOP = %.1f GFLOP/s\n", gemm_s * 1e6, 154.6, 154.6e6 / gemm_s / 1e9);
     total_s = 0;
     PART("Adam alone, 392x512 + 256x256, contiguous", 0,
-         (cdnn_opt_update(&adam, st, W0, m0, v0, dW0, 392 * 512), cdnn_opt_update(&adam, st, W1, m1, v1, dW1, 256 * 256)));
+         (cdnn_opt_update(&adam, st, W0, m0, v0, dW0, 392 * 512),
+          cdnn_opt_update(&adam, st, W1, m1, v1, dW1, 256 * 256)));
     cdnn_epilogue a0 = e0, a1 = e1;
     a0.opt = a1.opt = &adam;
     a0.step = a1.step = st;

@@ -97,6 +97,10 @@ GEMM_SHAPES = [  # (M, K, N)
     (32, 784, 1000),
     (7, 3, 1000),
     (1000, 784, 7),  # tall: two threads split the rows
+    # the blocking's boundaries, one past each: 145 rows = MC + 1 (a 1-row last A block), 257 deep =
+    # AVX2's kc + 1 (AVX-512's 2 kc + 1), 1025 columns = NC + 1 (a 1-column last B block)
+    (145, 257, 1025),
+    (144, 255, 17),  # exactly MC rows, one short of AVX2's kc
     (9, 130, 57),  # AVX-512: a 1-row panel, a 2-deep second slice, a 25-column edge (second vector masked)
     # AVX-512 edges of at most 4 columns (4 columns x 4 depths or x 4 rows per vector):
     (13, 131, 100),  # W2's 100 units = 3 x 32 + 4; a 5-row panel; a 3-deep last slice

@@ -41,6 +41,7 @@ and metrics.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -540,6 +541,18 @@ def _two_steps(make, w: Workload, inputs, targets, weights):
     return [epoch(), epoch()]
 
 
+def _one_batch(w: Workload):
+    rng = np.random.default_rng(3)
+    x = rng.random((w.batch, 784), dtype=np.float32)
+    return prepare(w.kind, x, np.arange(w.batch) % CLASSES)
+
+
+@functools.lru_cache(maxsize=None)
+def _cdnn_two_steps(workload: str):
+    w = WORKLOADS[workload]
+    return _two_steps(make_cdnn, w, *_one_batch(w), initial_weights(w))
+
+
 #: Relative tolerance of the second step's loss. PyTorch's Adam adds epsilon to ``sqrt(v̂)``,
 #: Keras' (and cdnn's, and the JAX contender's) to ``sqrt(v)``: on the first update, where
 #: Adam moves each weight by about ``lr·sign(g)``, weights with tiny gradients move
@@ -556,13 +569,8 @@ def test_contenders_compute_the_same_thing(workload, contender):
     w = WORKLOADS[workload]
     if contender == "jax" and w.kind not in ("bn", "wd"):
         pytest.skip(f"no JAX contender for {workload}")
-    rng = np.random.default_rng(3)
-    x = rng.random((w.batch, 784), dtype=np.float32)
-    y = np.arange(w.batch) % CLASSES
-    inputs, targets = prepare(w.kind, x, y)
-    weights = initial_weights(w)
-    ours = _two_steps(make_cdnn, w, inputs, targets, weights)
-    theirs = _two_steps(CONTENDERS[contender], w, inputs, targets, weights)
+    ours = _cdnn_two_steps(workload)
+    theirs = _two_steps(CONTENDERS[contender], w, *_one_batch(w), initial_weights(w))
     assert set(theirs[0]) == set(ours[0]), (theirs[0], ours[0])
     for key, value in theirs[0].items():
         np.testing.assert_allclose(value, ours[0][key], rtol=2e-6, atol=1e-7, err_msg=f"{workload} step 1 {key}")

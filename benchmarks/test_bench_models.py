@@ -547,7 +547,7 @@ def _one_batch(w: Workload):
     return prepare(w.kind, x, np.arange(w.batch) % CLASSES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cdnn_two_steps(workload: str):
     w = WORKLOADS[workload]
     return _two_steps(make_cdnn, w, *_one_batch(w), initial_weights(w))

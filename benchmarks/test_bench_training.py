@@ -314,6 +314,7 @@ def _bench_epoch(run, settings, fashion, workload, contender, threads):
         flops=n * train_flops_per_sample(sizes),
         samples=n,
         workload=workload,
+        describe=f"{'-'.join(map(str, sizes))}, Adam, batch {batch}, {n / 1000:g}k images",
         batch_size=batch,
         unit="epoch",
         path=getattr(epoch, "path", None),

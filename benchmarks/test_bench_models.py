@@ -82,7 +82,7 @@ WORKLOADS = {
             "bn",
             128,
             12_000,
-            "784-256(BN)-128(BN)-10, Adam, batch 128, 12k images",
+            "784-256(BN)-128(BN)-10, Adam, batch 128",
             [(784, 256), (256, 128), (128, 10)],
         ),
         Workload(
@@ -90,7 +90,7 @@ WORKLOADS = {
             "wd",
             128,
             12_000,
-            "wide-and-deep 8 + 784-256-128 → 1, mse, Adam, batch 128, 12k images",
+            "wide-and-deep 8 + 784-256-128 → 1, mse, Adam, batch 128",
             [(784, 256), (256, 128), (WIDE + 128, 1)],
         ),
         Workload(
@@ -98,7 +98,7 @@ WORKLOADS = {
             "auc",
             32,
             48_000,
-            "784-100-10, accuracy + AUC, Adam, batch 32, 48k images",
+            "784-100-10, accuracy + AUC, Adam, batch 32",
             [(784, 100), (100, 10)],
         ),
         Workload(
@@ -106,7 +106,7 @@ WORKLOADS = {
             "class_weight",
             32,
             48_000,
-            "784-100-10, class_weight, Adam, batch 32, 48k images",
+            "784-100-10, class_weight, Adam, batch 32",
             [(784, 100), (100, 10)],
         ),
         Workload(
@@ -114,7 +114,7 @@ WORKLOADS = {
             "mae",
             32,
             48_000,
-            "784-100-1, mae + RMSE, Adam, batch 32, 48k images",
+            "784-100-1, mae + RMSE, Adam, batch 32",
             [(784, 100), (100, 1)],
         ),
     )
@@ -505,7 +505,7 @@ def _bench(run, settings, fashion, workload: str, contender: str):
         flops=n * w.flops_per_sample(),
         samples=n,
         workload=workload,
-        describe=w.describe,
+        describe=f"{w.describe}, {n / 1000:g}k images",
         batch_size=w.batch,
         unit="epoch",
         path=getattr(epoch, "path", None),

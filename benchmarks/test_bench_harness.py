@@ -177,3 +177,11 @@ def test_report_without_a_peak_says_how_to_get_one(report):
     out = report.render(data)
     assert "not in this run (select test_sgemm_peak" in out
     assert "% of sgemm peak" not in out
+
+
+def test_the_sgemm_peak_runs_on_every_thread_count_a_row_may_use(harness, monkeypatch):
+    monkeypatch.setenv("CDNN_BENCH_THREADS", "4")
+    calls = []
+    metafunc = SimpleNamespace(fixturenames=["peak_threads"], parametrize=lambda *a, **k: calls.append((a, k)))
+    harness.pytest_generate_tests(metafunc)
+    assert calls == [(("peak_threads", [1, 2, 4]), {"ids": ["1t", "2t", "4t"]})]

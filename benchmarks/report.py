@@ -110,9 +110,14 @@ def gflops(bench: dict) -> float | None:
 
 
 def fmt_share(bench: dict, peaks: dict) -> str:
-    """``bench``'s GFLOP/s as a share of the SGEMM peak on its threads."""
+    """``bench``'s GFLOP/s as a share of the SGEMM peak on its threads (all its processes' threads:
+    ``n_jobs`` fits side by side on one thread each use the peak of ``n_jobs`` threads)."""
     rate = gflops(bench)
-    peak = peaks.get(bench.get("extra_info", {}).get("threads"))
+    info = bench.get("extra_info", {})
+    threads = info.get("threads")
+    if threads is not None:
+        threads *= info.get("n_jobs", 1)
+    peak = peaks.get(threads)
     if not rate or not peak:
         return "—"
     return f"{100 * rate * 1e9 / peak[0]:.0f}%"

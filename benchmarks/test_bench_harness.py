@@ -148,6 +148,14 @@ def test_report_takes_the_fastest_sgemm_on_each_thread_count_as_that_rows_peak(r
     assert "| cdnn | 1 | 200 ms | 200–200 ms | 2.00 (1.82–2.22) | 50.0 | 50% |" in bn
 
 
+def test_report_side_by_side_fits_are_measured_against_the_peak_of_all_their_threads(report):
+    peaks = report.find_peaks(_run_file()["benchmarks"])
+    two_fits = _bench("search-4pt", "n_jobs=2, 1 thread per fit", 1.0, threads=1, flops=100e9, n_jobs=2)
+    assert report.fmt_share(two_fits, peaks) == "40%"  # 100 of the 2-thread 250 GFLOP/s
+    del two_fits["extra_info"]["n_jobs"]
+    assert report.fmt_share(two_fits, peaks) == "100%"
+
+
 def test_report_ratios_carry_the_quartiles_spread(report):
     ref, other = _bench("g", "cdnn", 1.0, spread=0.1), _bench("g", "torch", 3.0, spread=0.3)
     med, lo, hi = report.ratio(other, ref)

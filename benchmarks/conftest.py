@@ -158,10 +158,14 @@ class Settings:
 
 
 def pytest_generate_tests(metafunc):
-    """``scaling_threads``: cdnn's extra thread counts, besides the one every contender gets."""
+    """``scaling_threads``: cdnn's extra thread counts, besides the one every contender gets;
+    ``peak_threads``: every thread count a row may run on (1, 2, all cores), for the SGEMM peak."""
     if "scaling_threads" in metafunc.fixturenames:
         counts = [t for t in scaling_threads() if t != default_threads()]
         metafunc.parametrize("scaling_threads", counts, ids=[f"{t}t" for t in counts])
+    if "peak_threads" in metafunc.fixturenames:
+        counts = scaling_threads()
+        metafunc.parametrize("peak_threads", counts, ids=[f"{t}t" for t in counts])
 
 
 def pytest_collection_modifyitems(session, config, items):

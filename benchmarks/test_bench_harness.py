@@ -83,3 +83,113 @@ def test_thread_scaling_runs_right_after_cdnns_run_on_the_same_workload(harness)
         "test_train_epoch[B-numpy]",
         "test_cdnn_thread_scaling[C-1]",  # no cdnn run on C selected: kept, at the end
     ]
+
+
+# ---- report.py: the README's tables from a --benchmark-json file -------------------------------
+
+
+@pytest.fixture(scope="module")
+def report():
+    """benchmarks/report.py as a module (it is a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cdnn_bench_report", Path(__file__).with_name("report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench(group, contender, median, threads=2, flops=None, reference=False, spread=0.0, **info):
+    """A pytest-benchmark JSON entry: quartiles ``median ± spread``, min/max ``median ± 2·spread``."""
+    extra = dict(contender=contender, threads=threads, reference=reference, **info)
+    if flops is not None:
+        extra["flops"] = flops
+    stats = dict(
+        median=median,
+        q1=median - spread,
+        q3=median + spread,
+        min=median - 2 * spread,
+        max=median + 2 * spread,
+        rounds=5,
+        iterations=1,
+    )
+    return dict(group=group, name=f"{group}-{contender}-{threads}", stats=stats, extra_info=extra)
+
+
+def _run_file():
+    epoch = dict(unit="epoch", samples=12_000)
+    bn, wd = "BN-b128 (12k-image epoch)", "WD-b128 (12k-image epoch)"
+    benches = [
+        _bench("sgemm-peak", "numpy", 0.1, threads=2, flops=20e9, size=2048, peak=True, unit="call"),
+        _bench("sgemm-peak", "cdnn", 0.08, threads=2, flops=20e9, size=2048, peak=True, unit="call"),
+        _bench("sgemm-peak", "numpy", 0.2, threads=1, flops=20e9, size=2048, peak=True, unit="call"),
+        _bench("sgemm-peak", "cdnn", 0.25, threads=1, flops=20e9, size=2048, peak=True, unit="call"),
+        _bench(bn, "cdnn", 0.1, flops=10e9, reference=True, spread=0.01, describe="the BN MLP", **epoch),
+        _bench(bn, "cdnn", 0.2, threads=1, flops=10e9, **epoch),
+        _bench(bn, "torch", 0.3, flops=10e9, spread=0.03, **epoch),
+        _bench(bn, "jax", 0.25, flops=10e9, **epoch),
+        _bench(wd, "cdnn", 0.05, flops=5e9, reference=True, describe="wide and deep", **epoch),
+        _bench(wd, "keras-jax", 0.5, flops=5e9, **epoch),
+        _bench("inference W2 batch 1", "cdnn-predict", 20e-6, reference=True, unit="call", flops=159_000),
+        _bench("inference W2 batch 1", "onnxruntime", 10e-6, unit="call", flops=159_000),
+    ]
+    return dict(benchmarks=benches, machine_info=dict(cdnn_bench=dict(threads=2, cpu_model="test CPU", cores=2)))
+
+
+def test_report_takes_the_fastest_sgemm_on_each_thread_count_as_that_rows_peak(report):
+    data = _run_file()
+    peaks = report.find_peaks(data["benchmarks"])
+    assert {t: (round(r / 1e9), who) for t, (r, who, _) in peaks.items()} == {2: (250, "cdnn"), 1: (100, "numpy")}
+    out = report.render(data)
+    assert "250.0 GFLOP/s on 2 threads (cdnn 2048×2048)" in out and "100.0 GFLOP/s on 1 thread (numpy" in out
+    bn = out[out.index("### BN-b128") :].split("###")[1]
+    # cdnn on 2 threads: 100 GFLOP/s = 40% of the 2-thread peak; on 1 thread: 50 GFLOP/s = 50% of the 1-thread one
+    assert "| cdnn | 2 | 100 ms | 80–120 ms | 1.00 (0.82–1.22) | 100.0 | 40% |" in bn
+    assert "| cdnn | 1 | 200 ms | 200–200 ms | 2.00 (1.82–2.22) | 50.0 | 50% |" in bn
+
+
+def test_report_side_by_side_fits_are_measured_against_the_peak_of_all_their_threads(report):
+    peaks = report.find_peaks(_run_file()["benchmarks"])
+    two_fits = _bench("search-4pt", "n_jobs=2, 1 thread per fit", 1.0, threads=1, flops=100e9, n_jobs=2)
+    assert report.fmt_share(two_fits, peaks) == "40%"  # 100 of the 2-thread 250 GFLOP/s
+    del two_fits["extra_info"]["n_jobs"]
+    assert report.fmt_share(two_fits, peaks) == "100%"
+
+
+def test_report_ratios_carry_the_quartiles_spread(report):
+    ref, other = _bench("g", "cdnn", 1.0, spread=0.1), _bench("g", "torch", 3.0, spread=0.3)
+    med, lo, hi = report.ratio(other, ref)
+    assert (med, round(lo, 4), round(hi, 4)) == (3.0, round(2.7 / 1.1, 4), round(3.3 / 0.9, 4))
+    assert report.fmt_ratio((3.0, 2.4545, 3.6667)) == "3.00 (2.45–3.67)"
+    assert report.fmt_ratio((3.0, 3.0, 3.0)) == "3.00"  # one round: no spread to show
+
+
+def test_report_readme_tables_hold_every_training_workload_and_the_inference_groups(report):
+    out = report.render(_run_file())
+    training = out[out.index("### Training: seconds per epoch") : out.index("### Inference")]
+    head = training.splitlines()[2]
+    assert head.startswith("| workload | cdnn (s) | cdnn, 1 thread (s) | torch (s) | jax (s) | keras-jax (s) |")
+    rows = training.splitlines()[4:6]
+    # cdnn's time, its 1-thread time, PyTorch's, JAX's, no Keras; 100 GFLOP/s, 40% of the 2-thread peak;
+    # JAX the fastest peer (the 1-thread cdnn is no peer)
+    assert rows[0] == "| the BN MLP | 0.1 | 0.2 | 0.3 | 0.25 | — | 100.0 | 40% | 2.50× (2.27–2.78) over jax |"
+    assert rows[1] == "| wide and deep | 0.05 | — | — | — | 0.5 | 100.0 | 40% | 10.00× over keras-jax |"
+    inference = out[out.index("### Inference") :].split("\n\n")[1]
+    assert "| inference W2 batch 1 | 20 µs | 10 µs |" in inference
+    assert "0.50× over onnxruntime" in inference  # a peer faster than cdnn shows below 1
+
+
+def test_report_without_a_peak_says_how_to_get_one(report):
+    data = _run_file()
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["group"] != "sgemm-peak"]
+    out = report.render(data)
+    assert "not in this run (select test_sgemm_peak" in out
+    assert "% of sgemm peak" not in out
+
+
+def test_the_sgemm_peak_runs_on_every_thread_count_a_row_may_use(harness, monkeypatch):
+    monkeypatch.setenv("CDNN_BENCH_THREADS", "4")
+    calls = []
+    metafunc = SimpleNamespace(fixturenames=["peak_threads"], parametrize=lambda *a, **k: calls.append((a, k)))
+    harness.pytest_generate_tests(metafunc)
+    assert calls == [(("peak_threads", [1, 2, 4]), {"ids": ["1t", "2t", "4t"]})]

@@ -10,9 +10,11 @@
   against the vectorised NumPy Adam of `tests/reference.py`. No FLOPs recorded
   (memory-bound); ``extra_info["bytes"]`` = 7 float32 streams (read w, g, m, v,
   write w, m, v).
-- "sgemm-peak": NumPy's ``matmul`` of two 2048×2048 float32 matrices (1024 under
-  ``--quick``), the machine's practical SGEMM peak that ``report.py`` divides
-  by; cdnn's GEMM on the same product alongside.
+- "sgemm-peak": NumPy's ``matmul`` and cdnn's GEMM of two 2048×2048 float32
+  matrices (1024 under ``--quick``), on 1, 2 and all cores' threads: the
+  machine's practical SGEMM peak at each thread count (the faster of the two),
+  which ``report.py`` divides every row's GFLOP/s by (a 1-thread row by the
+  1-thread peak).
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ def test_adam_update(run, settings, contender):
 
 
 @pytest.mark.parametrize("contender", ["numpy", "cdnn"])
-def test_sgemm_peak(run, settings, contender):
+def test_sgemm_peak(run, settings, contender, peak_threads):
     from cdnn import _core
 
     n = 1024 if settings.quick else 2048
@@ -158,8 +160,9 @@ def test_sgemm_peak(run, settings, contender):
         lambda: fn(a, b),
         group="sgemm-peak",
         contender=contender,
-        reference=contender == "cdnn",
-        peak=contender == "numpy",
+        threads=peak_threads,
+        reference=contender == "cdnn" and peak_threads == settings.threads,
+        peak=True,
         flops=2 * n**3,
         size=n,
         unit="call",

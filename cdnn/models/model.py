@@ -729,11 +729,18 @@ class Model(Layer):
         if not hasattr(self, "outputs"):
             self._set_inputs_from_data(x)
         graph = self._inference_model()
-        xs = self._prepare_inputs(graph, x)
+        xs = None
+        if len(graph.inputs) == 1:
+            xs = lean_input(x, tuple(graph.inputs[0].shape[1:]))
+        xs = [xs] if xs is not None else self._prepare_inputs(graph, x)
         net = self._core_graph(training=False)
         results = net.predict(xs, PREDICT_ROWS)
         results = [r.reshape(len(xs[0]), *t.shape[1:]) for r, t in zip(results, graph.outputs)]
         return self._structure_outputs(graph, results)
+
+    def predict_on_batch(self, x):
+        """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
+        return self.predict(x, verbose=0)
 
     def _structure_outputs(self, graph, results: list):
         struct = graph._outputs_struct

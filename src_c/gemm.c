@@ -166,9 +166,8 @@ __attribute__((target("avx2,fma"))) static void avx2_tile_any(int rows, int cols
 /* One or two rows of C (rows), 64 / rows columns, A and B read in place: the same sums as
  * avx2_tile's (per element a chain of FMAs in depth order from zero, added to C with accumulate), with
  * 8 chains in flight where a tile of one row has 2: a batch-1 product is bound by the FMAs' latency. */
-__attribute__((target("avx2,fma"))) static void avx2_few_rows(int rows, int kc, const float *a, long lda,
-                                                              const float *b, long ldb, float *c, int ldc,
-                                                              int accumulate)
+__attribute__((target("avx2,fma"))) static void
+avx2_few_rows(int rows, int kc, const float *a, long lda, const float *b, long ldb, float *c, int ldc, int accumulate)
 {
     const __m256 z = _mm256_setzero_ps();
     __m256 r[8];

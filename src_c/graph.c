@@ -713,8 +713,8 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 /* One thread's share of a predict (team or alone): every chunk of ws->max_batch samples, this thread's
  * samples of each; with labels, the sums per output into loss_sum/correct_sum (by rank 0, between barriers). */
 static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
-                         const int *want, float *const *outs, const int32_t *const *ysparse,
-                         const float *const *ydense, double *loss_sum, double *correct_sum)
+                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
+                         double *loss_sum, double *correct_sum)
 {
     const int bs = ws->max_batch, O = g->n_outputs;
     unsigned fp_state = cdnn_flush_denormals_begin();

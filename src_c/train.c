@@ -995,8 +995,8 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
             const cdnn_layer *top = &net->layers[L - 1];
             cdnn_loss_rows(net->loss, net->metric, top->act, top->alpha, net->from_logits, (int)lo, (int)hi, units, o,
                            ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
-                           ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL, ws->row_loss,
-                           ws->row_correct, &net->loss_opts, sample_weight ? sample_weight + start : NULL);
+                           ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL, ws->row_loss, ws->row_correct,
+                           &net->loss_opts, sample_weight ? sample_weight + start : NULL);
             cdnn_team_barrier();
             if (cdnn_team_rank() == 0) {
                 double l = 0.0;

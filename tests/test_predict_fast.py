@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference as ref
 
 import cdnn
-import reference as ref
 from cdnn import keras, layers
 
 BATCHES = [1, 2, 3, 7, 33, 1000]

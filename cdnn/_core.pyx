@@ -5,6 +5,7 @@ Every Python-visible function checks dtypes, contiguity, shapes and sizes
 and raises ``TypeError``/``ValueError`` naming the argument; the C functions
 behind it trust their inputs.
 """
+import math
 import threading
 
 import numpy as np
@@ -1476,7 +1477,7 @@ cdef class Graph:
     cdef int _workspace(self, int batch) except -1:
         cdef int threads = min(cdnn_get_num_threads(), MAX_THREADS)
         for s in self.shapes:
-            if batch * int(np.prod(s[:-1], dtype=np.int64)) > INT_LIMIT:
+            if batch * math.prod(s[:-1]) > INT_LIMIT:
                 raise ValueError(f"Invalid batch size {batch}: {batch} x {s[:-1]} rows exceed 2**31 - 1")
         if self.ws == NULL or batch > self.ws_batch or threads > self.ws_threads:
             cdnn_graph_ws_free(self.ws)
@@ -1495,7 +1496,7 @@ cdef class Graph:
         n = None
         for k, x in enumerate(xs):
             _check(x, f"xs[{k}]", 2)
-            size = int(np.prod(self.shapes[self.input_nodes[k]]))
+            size = math.prod(self.shapes[self.input_nodes[k]])
             if n is None:
                 n = x.shape[0]
             if x.shape != (n, size):

@@ -163,6 +163,52 @@ __attribute__((target("avx2,fma"))) static void avx2_tile_any(int rows, int cols
     }
 }
 
+/* One or two rows of C (rows), 64 / rows columns, A and B read in place: the same sums as
+ * avx2_tile's (per element a chain of FMAs in depth order from zero, added to C with accumulate), with
+ * 8 chains in flight where a tile of one row has 2: a batch-1 product is bound by the FMAs' latency. */
+__attribute__((target("avx2,fma"))) static void
+avx2_few_rows(int rows, int kc, const float *a, long lda, const float *b, long ldb, float *c, int ldc, int accumulate)
+{
+    const __m256 z = _mm256_setzero_ps();
+    __m256 r[8];
+    __m256 r0 = z, r1 = z, r2 = z, r3 = z, r4 = z, r5 = z, r6 = z, r7 = z;
+    if (rows == 1) {
+        for (int k = 0; k < kc; k++, b += ldb) {
+            const __m256 x = _mm256_broadcast_ss(a + k);
+            r0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b), r0);
+            r1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 8), r1);
+            r2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 16), r2);
+            r3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 24), r3);
+            r4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 32), r4);
+            r5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 40), r5);
+            r6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 48), r6);
+            r7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 56), r7);
+        }
+    } else {
+        for (int k = 0; k < kc; k++, b += ldb) {
+            const __m256 x0 = _mm256_broadcast_ss(a + k), x1 = _mm256_broadcast_ss(a + lda + k);
+            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16),
+                         b3 = _mm256_loadu_ps(b + 24);
+            r0 = _mm256_fmadd_ps(x0, b0, r0);
+            r1 = _mm256_fmadd_ps(x0, b1, r1);
+            r2 = _mm256_fmadd_ps(x0, b2, r2);
+            r3 = _mm256_fmadd_ps(x0, b3, r3);
+            r4 = _mm256_fmadd_ps(x1, b0, r4);
+            r5 = _mm256_fmadd_ps(x1, b1, r5);
+            r6 = _mm256_fmadd_ps(x1, b2, r6);
+            r7 = _mm256_fmadd_ps(x1, b3, r7);
+        }
+    }
+    r[0] = r0, r[1] = r1, r[2] = r2, r[3] = r3, r[4] = r4, r[5] = r5, r[6] = r6, r[7] = r7;
+    const int per_row = 8 / rows;
+    for (int v = 0; v < 8; v++) {
+        float *cv = c + (size_t)(v / per_row) * ldc + 8 * (v % per_row);
+        __m256 t = r[v];
+        if (accumulate) t = _mm256_add_ps(t, _mm256_loadu_ps(cv));
+        _mm256_storeu_ps(cv, t);
+    }
+}
+
 /* Lanes below n (0..8) set. */
 __attribute__((target("avx2"))) static inline __m256i avx2_mask(int n)
 {
@@ -1079,7 +1125,21 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                     int mc = i_end - ic < MC ? i_end - ic : MC;
                     int edge = mc % mr; /* rows of the last, partial panel */
                     if (edge && !s->edge) pack_a_panel(transa, A, lda, ic + mc - edge, edge, pc, kc, mr, pa);
-                    for (int jr = 0; jr < nc; jr += nr) {
+                    int jr0 = 0;
+#ifdef CDNN_X86
+                    /* one or two rows (a small predict): groups of 4 or 2 whole panels at once */
+                    if (mc <= 2 && s->kernel == kernel_avx2 && !transa && !bpacked && !pack_all_b && nr == 16) {
+                        const int group = 64 / mc;
+                        for (; jr0 + group <= nc; jr0 += group) {
+                            float *c = C + (size_t)ic * ldc + jc + jr0;
+                            avx2_few_rows(mc, kc, A + (size_t)ic * lda + pc, lda, B + (size_t)pc * ldb + jc + jr0, ldb,
+                                          c, ldc, acc);
+                            if (last && epi && epi->kind != CDNN_EPI_OPTIMIZE)
+                                for (int p = 0; p < group; p += nr) epilogue(epi, c + p, ldc, ic, jc + jr0 + p, mc, nr);
+                        }
+                    }
+#endif
+                    for (int jr = jr0; jr < nc; jr += nr) {
                         int cols = nc - jr < nr ? nc - jr : nr;
                         const float *b = pb + (size_t)jr * kc;
                         long ldbk = nr;

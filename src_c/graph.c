@@ -790,6 +790,73 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
 }
 
+/* One thread's share of a predict (team or alone): every chunk of ws->max_batch samples, this thread's
+ * samples of each; with labels, the sums per output into loss_sum/correct_sum (by rank 0, between barriers). */
+static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
+                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
+                         const float *const *sample_weight, double *loss_sum, double *correct_sum)
+{
+    const int bs = ws->max_batch, O = g->n_outputs;
+    unsigned fp_state = cdnn_flush_denormals_begin();
+    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    fixed_stats_team(g, ws);
+    /* each thread owns the same workspace samples in every chunk: without labels, no barrier between chunks */
+    long own_lo, own_hi;
+    cdnn_team_range(bs, &own_lo, &own_hi);
+    for (int64_t start = 0; start < n; start += bs) {
+        const int batch = (int)(n - start < bs ? n - start : bs);
+        const long lo = own_lo < batch ? own_lo : batch, hi = own_hi < batch ? own_hi : batch;
+        for (int k = 0; k < g->n_inputs; k++) {
+            const size_t sz = node_size(&g->nodes[g->inputs[k]]);
+            if (hi > lo)
+                memcpy(ws->nb[g->inputs[k]].val + lo * sz, xs[k] + ((size_t)start + lo) * sz,
+                       (size_t)(hi - lo) * sz * sizeof(float));
+        }
+        if (loss_sum)
+            for (int o = 0; o < O; o++) {
+                const cdnn_output *out = &g->outputs[o];
+                if (out->loss < 0) continue;
+                const cdnn_node *nd = &g->nodes[out->node];
+                const size_t R = nd->rows, sz = node_size(nd);
+                if (hi <= lo) continue;
+                if (ws->ob[o].ys)
+                    memcpy(ws->ob[o].ys + lo * R, ysparse[o] + ((size_t)start + lo) * R,
+                           (size_t)(hi - lo) * R * sizeof(int32_t));
+                else
+                    memcpy(ws->ob[o].yd + lo * sz, ydense[o] + ((size_t)start + lo) * sz,
+                           (size_t)(hi - lo) * sz * sizeof(float));
+                if (sample_weight && sample_weight[o])
+                    for (long r = lo; r < hi; r++)
+                        for (size_t k = 0; k < R; k++) ws->ob[o].w[r * R + k] = sample_weight[o][start + r];
+            }
+        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
+        for (int k = 0; k < n_want; k++) {
+            const size_t sz = node_size(&g->nodes[want[k]]);
+            if (hi > lo)
+                memcpy(outs[k] + ((size_t)start + lo) * sz, ws->nb[want[k]].val + lo * sz,
+                       (size_t)(hi - lo) * sz * sizeof(float));
+        }
+        if (loss_sum) {
+            losses_rows(g, ws, lo, hi, batch, 0, sample_weight);
+            cdnn_team_barrier();
+            if (cdnn_team_rank() == 0)
+                for (int o = 0; o < O; o++) {
+                    if (g->outputs[o].loss < 0) continue;
+                    const int R = g->nodes[g->outputs[o].node].rows;
+                    double l = 0.0, c = 0.0;
+                    for (long r = 0; r < (long)batch * R; r++) {
+                        l += ws->ob[o].row_loss[r];
+                        c += ws->ob[o].row_correct[r];
+                    }
+                    loss_sum[o] += l / R;
+                    correct_sum[o] += c / R;
+                }
+            cdnn_team_barrier();
+        }
+    }
+    cdnn_flush_denormals_end(fp_state);
+}
+
 void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
                         const float *const *sample_weight, double *loss_sum, double *correct_sum)
@@ -805,66 +872,11 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
 
 #ifdef _OPENMP
+    if (nt > 1) {
 #pragma omp parallel num_threads(nt)
+        predict_team(g, ws, xs, n, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
+    } else
 #endif
-    {
-        unsigned fp_state = cdnn_flush_denormals_begin();
-        float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
-        fixed_stats_team(g, ws);
-        /* each thread owns the same workspace samples in every chunk: without labels, no barrier between chunks */
-        long own_lo, own_hi;
-        cdnn_team_range(bs, &own_lo, &own_hi);
-        for (int64_t start = 0; start < n; start += bs) {
-            const int batch = (int)(n - start < bs ? n - start : bs);
-            const long lo = own_lo < batch ? own_lo : batch, hi = own_hi < batch ? own_hi : batch;
-            for (int k = 0; k < g->n_inputs; k++) {
-                const size_t sz = node_size(&g->nodes[g->inputs[k]]);
-                if (hi > lo)
-                    memcpy(ws->nb[g->inputs[k]].val + lo * sz, xs[k] + ((size_t)start + lo) * sz,
-                           (size_t)(hi - lo) * sz * sizeof(float));
-            }
-            if (loss_sum)
-                for (int o = 0; o < O; o++) {
-                    const cdnn_output *out = &g->outputs[o];
-                    if (out->loss < 0) continue;
-                    const cdnn_node *nd = &g->nodes[out->node];
-                    const size_t R = nd->rows, sz = node_size(nd);
-                    if (hi <= lo) continue;
-                    if (ws->ob[o].ys)
-                        memcpy(ws->ob[o].ys + lo * R, ysparse[o] + ((size_t)start + lo) * R,
-                               (size_t)(hi - lo) * R * sizeof(int32_t));
-                    else
-                        memcpy(ws->ob[o].yd + lo * sz, ydense[o] + ((size_t)start + lo) * sz,
-                               (size_t)(hi - lo) * sz * sizeof(float));
-                    if (sample_weight && sample_weight[o])
-                        for (long s = lo; s < hi; s++)
-                            for (size_t k = 0; k < R; k++) ws->ob[o].w[s * R + k] = sample_weight[o][start + s];
-                }
-            for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
-            for (int k = 0; k < n_want; k++) {
-                const size_t sz = node_size(&g->nodes[want[k]]);
-                if (hi > lo)
-                    memcpy(outs[k] + ((size_t)start + lo) * sz, ws->nb[want[k]].val + lo * sz,
-                           (size_t)(hi - lo) * sz * sizeof(float));
-            }
-            if (loss_sum) {
-                losses_rows(g, ws, lo, hi, batch, 0, sample_weight);
-                cdnn_team_barrier();
-                if (cdnn_team_rank() == 0)
-                    for (int o = 0; o < O; o++) {
-                        if (g->outputs[o].loss < 0) continue;
-                        const int R = g->nodes[g->outputs[o].node].rows;
-                        double l = 0.0, c = 0.0;
-                        for (long r = 0; r < (long)batch * R; r++) {
-                            l += ws->ob[o].row_loss[r];
-                            c += ws->ob[o].row_correct[r];
-                        }
-                        loss_sum[o] += l / R;
-                        correct_sum[o] += c / R;
-                    }
-                cdnn_team_barrier();
-            }
-        }
-        cdnn_flush_denormals_end(fp_state);
-    }
+        /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
+        predict_team(g, ws, xs, n, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
 }

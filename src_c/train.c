@@ -971,57 +971,69 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
 }
 
+/* One thread's share of a predict (team or alone): every chunk of bs rows, this thread's rows of each;
+ * with labels, the loss and correctness sums into *ls and *cs (by rank 0, between barriers). */
+static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out,
+                         const int32_t *ysparse, const float *ydense, int ldy, int labelled, const float *sample_weight,
+                         double *ls, double *cs)
+{
+    const int L = net->n_layers, in = net->layers[0].in, units = net->layers[L - 1].units;
+    const int bs = ws->max_batch;
+    unsigned fp_state = cdnn_flush_denormals_begin();
+    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    /* Each thread owns the same workspace rows in every chunk (the last,
+     * shorter one included): without labels there is no barrier between
+     * chunks, and a thread may be one chunk ahead of another. */
+    long own_lo, own_hi;
+    cdnn_team_range(bs, &own_lo, &own_hi);
+    for (int64_t start = 0; start < n; start += bs) {
+        int rows = batch_rows(n, start, bs);
+        long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
+        float *o = out + (size_t)start * units;
+        forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);
+        if (labelled) {
+            const cdnn_layer *top = &net->layers[L - 1];
+            cdnn_loss_rows(net->loss, net->metric, top->act, top->act_args, net->from_logits, (int)lo, (int)hi, units, o,
+                           ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
+                           ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL, ws->row_loss, ws->row_correct,
+                           &net->loss_opts, sample_weight ? sample_weight + start : NULL);
+            cdnn_team_barrier();
+            if (cdnn_team_rank() == 0) {
+                double l = 0.0;
+                const int valid =
+                    cdnn_loss_valid_rows(net->loss, &net->loss_opts, ysparse ? ysparse + start : NULL, NULL, rows);
+                for (int i = 0; i < rows; i++) {
+                    l += ws->row_loss[i];
+                    *cs += ws->row_correct[i];
+                }
+                *ls += valid == rows ? l : (valid ? l * rows / valid : 0.0);
+            }
+            cdnn_team_barrier();
+        }
+    }
+    cdnn_flush_denormals_end(fp_state);
+}
+
 void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out,
                   const int32_t *ysparse, const float *ydense, int ldy, double *loss_sum, double *correct_sum,
                   const float *sample_weight)
 {
-    const int L = net->n_layers, in = net->layers[0].in, units = net->layers[L - 1].units;
     const int bs = ws->max_batch;
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
     /* forward flops of one chunk: a third of a training step's */
     if (step_flops(net, n < bs ? (int)n : bs) / 3 < PREDICT_SERIAL_FLOPS) nt = 1;
     double ls = 0.0, cs = 0.0;
-
+    const int labelled = loss_sum != NULL;
 #ifdef _OPENMP
+    if (nt > 1) {
 #pragma omp parallel num_threads(nt)
+        predict_team(net, ws, X, n, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
+    } else
 #endif
-    {
-        unsigned fp_state = cdnn_flush_denormals_begin();
-        float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
-        /* Each thread owns the same workspace rows in every chunk (the last,
-     * shorter one included): without labels there is no barrier between
-     * chunks, and a thread may be one chunk ahead of another. */
-        long own_lo, own_hi;
-        cdnn_team_range(bs, &own_lo, &own_hi);
-        for (int64_t start = 0; start < n; start += bs) {
-            int rows = batch_rows(n, start, bs);
-            long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
-            float *o = out + (size_t)start * units;
-            forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);
-            if (loss_sum) {
-                const cdnn_layer *top = &net->layers[L - 1];
-                cdnn_loss_rows(net->loss, net->metric, top->act, top->act_args, net->from_logits, (int)lo, (int)hi,
-                               units, o, ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
-                               ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL, ws->row_loss,
-                               ws->row_correct, &net->loss_opts, sample_weight ? sample_weight + start : NULL);
-                cdnn_team_barrier();
-                if (cdnn_team_rank() == 0) {
-                    double l = 0.0;
-                    const int valid =
-                        cdnn_loss_valid_rows(net->loss, &net->loss_opts, ysparse ? ysparse + start : NULL, NULL, rows);
-                    for (int i = 0; i < rows; i++) {
-                        l += ws->row_loss[i];
-                        cs += ws->row_correct[i];
-                    }
-                    ls += valid == rows ? l : (valid ? l * rows / valid : 0.0);
-                }
-                cdnn_team_barrier();
-            }
-        }
-        cdnn_flush_denormals_end(fp_state);
-    }
-    if (loss_sum) {
+        /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
+        predict_team(net, ws, X, n, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
+    if (labelled) {
         *loss_sum = ls;
         *correct_sum = cs;
     }

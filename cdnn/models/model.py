@@ -27,7 +27,7 @@ from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor, Node, flatten, is_symbolic
 from cdnn.layers.core import InputLayer, Layer
 
-__all__ = ["Model", "prepare_labels", "as_inputs", "as_float32", "all_finite"]
+__all__ = ["Model", "prepare_labels", "as_inputs", "as_float32", "all_finite", "lean_input"]
 
 #: rows per C inference batch (results do not depend on it)
 PREDICT_ROWS = 512
@@ -54,6 +54,25 @@ def as_inputs(x, name: str = "x") -> np.ndarray:
             f"Invalid argument `{name}`: expected at least one sample, received an empty array of shape {a.shape}"
         )
     return a
+
+
+_FLOAT32 = np.dtype(np.float32)
+
+
+def lean_input(x, shape: tuple) -> Optional[np.ndarray]:
+    """``x`` as the core reads it, ``(n, prod(shape))``, if it already is what :func:`as_inputs` and
+    :func:`as_float32` would make of it (a non-empty, C-contiguous, finite float32 array of shape
+    ``(n, *shape)``): no copy, no conversion. Else None: the general checks convert it or say what is wrong."""
+    if (
+        type(x) is np.ndarray
+        and x.dtype is _FLOAT32
+        and x.shape[1:] == shape
+        and x.shape[0] > 0
+        and x.flags.c_contiguous
+        and _core.all_finite(x)
+    ):
+        return x if x.ndim == 2 else x.reshape(x.shape[0], -1)
+    return None
 
 
 def all_finite(a: np.ndarray) -> bool:
@@ -765,10 +784,6 @@ class Model(Layer):
 
         return test_graph_batch(self, x, y, sample_weight, return_dict)
 
-    def predict_on_batch(self, x):
-        """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
-        return self.predict(x, verbose=0)
-
     def reset_metrics(self) -> None:
         """Start the running loss and metrics of ``train_on_batch``/``test_on_batch`` afresh."""
         self._batch_logs_state = None
@@ -789,11 +804,18 @@ class Model(Layer):
         if not hasattr(self, "outputs"):
             self._set_inputs_from_data(x)
         graph = self._inference_model()
-        xs = self._prepare_inputs(graph, x)
+        xs = None
+        if len(graph.inputs) == 1:
+            xs = lean_input(x, tuple(graph.inputs[0].shape[1:]))
+        xs = [xs] if xs is not None else self._prepare_inputs(graph, x)
         net = self._core_graph(training=False)
         results = net.predict(xs, PREDICT_ROWS)
         results = [r.reshape(len(xs[0]), *t.shape[1:]) for r, t in zip(results, graph.outputs)]
         return self._structure_outputs(graph, results)
+
+    def predict_on_batch(self, x):
+        """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
+        return self.predict(x, verbose=0)
 
     def _structure_outputs(self, graph, results: list):
         struct = graph._outputs_struct
@@ -893,6 +915,7 @@ class Model(Layer):
         state["_core"] = {}
         state.pop("_chooser", None)
         state.pop("_chooser_key", None)
+        state.pop("_lean", None)
         return state
 
     def __setstate__(self, state: dict) -> None:

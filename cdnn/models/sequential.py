@@ -31,7 +31,7 @@ from cdnn._progbar import Progbar, epoch_header
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
-from cdnn.models.model import Model, _batch_size, _compile_options, _verbose, prepare_labels
+from cdnn.models.model import Model, _batch_size, _compile_options, _verbose, lean_input, prepare_labels
 from cdnn.models.model import all_finite as _all_finite
 from cdnn.models.model import as_float32 as _as_float32
 from cdnn.models.model import as_inputs as _as_inputs
@@ -856,6 +856,17 @@ class Sequential(Model):
     ) -> np.ndarray:
         """The last layer's outputs (e.g. class probabilities), float32 of shape (samples, units);
         ``x`` an array or a generator / PyDataset of batches (``x`` or ``(x, ...)``)."""
+        if (
+            type(verbose) is int
+            and verbose == 0
+            and steps is None
+            and callbacks is None
+            and not kwargs
+            and (batch_size is None or (type(batch_size) is int and batch_size > 0))
+        ):
+            out = self._lean_predict(x)
+            if out is not None:
+                return out
         if not is_batch_source(x) and self._route_to_graph(x):
             return Model.predict(self, x, batch_size, verbose, **kwargs)
         if kwargs:
@@ -973,7 +984,63 @@ class Sequential(Model):
 
     def predict_on_batch(self, x) -> np.ndarray:
         """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
+        out = self._lean_predict(x)
+        if out is not None:
+            return out
+        if self._route_to_graph(x):
+            return Model.predict(self, x, verbose=0)
         return self._inference_network().predict(self._prepare_x(x), PREDICT_ROWS)
+
+    def _lean_predict(self, x) -> Optional[np.ndarray]:
+        """The outputs for ``x`` by the shortest path, when ``x`` is a float32 array the core reads as it is
+        and the model runs as the fused chain: the network made once and checked by identity, one C call
+        (on one thread below the core's threshold, without entering OpenMP). None otherwise: the caller
+        takes the general path, which converts ``x`` or says what is wrong with it."""
+        plan = self.__dict__.get("_lean")
+        if plan is None or not self._lean_current(plan):
+            plan = self._lean_plan()
+            if plan is None:
+                return None
+        xs = lean_input(x, plan[1])
+        if xs is None:
+            return None
+        return plan[0].predict(xs, PREDICT_ROWS)
+
+    def _lean_current(self, plan: tuple) -> bool:
+        """Whether ``plan`` still describes the model: the same layers, weight arrays and activations
+        (weights overwritten in place are read by the network where they are)."""
+        refs = plan[2]
+        if self._net is not plan[3] or len(self._layers) != plan[4]:
+            return False
+        i = 0
+        for layer in self._layers:
+            if layer is not refs[i]:
+                return False
+            i += 1
+            if type(layer) is Dense:
+                if layer.kernel is not refs[i] or layer.bias is not refs[i + 1] or layer.activation is not refs[i + 2]:
+                    return False
+                i += 3
+        return True
+
+    def _lean_plan(self) -> Optional[tuple]:
+        """(network, input shape, identity references, training network, layer count) for :meth:`_lean_predict`,
+        or None when the model is not a built fused chain."""
+        self.__dict__.pop("_lean", None)
+        if not self.built or self._input_shape is None or not self._fast_chain():
+            return None
+        weights = (self._compile_args or {}).get("loss_weights")
+        if not (weights is None or (np.ndim(weights) <= 1 and np.all(np.asarray(weights) == 1))):
+            return None
+        net = self._inference_network()
+        refs = []
+        for layer in self._layers:
+            refs.append(layer)
+            if type(layer) is Dense:
+                refs.extend((layer.kernel, layer.bias, layer.activation))
+        plan = (net, tuple(self._input_shape), tuple(refs), self._net, len(self._layers))
+        self._lean = plan
+        return plan
 
     def _batch_logs(self, loss: float, correct: float, ys: np.ndarray, out, return_dict: bool, sw=None):
         cm, wcm = self._compile_metrics, self._weighted_metrics
@@ -988,9 +1055,14 @@ class Sequential(Model):
         return logs if return_dict else flatten_metrics_in_order(logs, [cm, wcm])
 
     def _inference_network(self):
+        """The C network predict runs: the training one once compiled with a loss (sharing its workspace),
+        else an inference-only one, made once per :meth:`_lean_plan`."""
         stack = self._dense_stack()
         if self.compiled and self.loss is not None:
             return self._core_network()
+        plan = self.__dict__.get("_lean")
+        if plan is not None and plan[3] is None and self._lean_current(plan):
+            return plan[0]
         layers = [
             {
                 "W": s["layer"].kernel,

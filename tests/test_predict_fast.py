@@ -1,0 +1,209 @@
+"""The lean predict path (float32 arrays, no progress bar, no callbacks) against the general one.
+
+``predict(x, verbose=0)``, ``predict_on_batch`` and ``model(x)`` take a short path for
+arrays the core reads as they are, with the C network made once per model state; the
+general path (callbacks given, other dtypes, non-contiguous arrays) converts and checks.
+Both must give the same bits, the cached network must follow every change of the model,
+and a row's prediction must not depend on the batch it is in (the GEMM's few-row kernel
+keeps the sums of the general tiles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as ref
+
+import cdnn
+from cdnn import keras, layers
+
+BATCHES = [1, 2, 3, 7, 33, 1000]
+
+
+def _chain(sizes, compiled=False):
+    model = keras.Sequential(
+        [layers.Input(shape=(sizes[0],))]
+        + [layers.Dense(u, activation="relu") for u in sizes[1:-1]]
+        + [layers.Dense(sizes[-1], activation="softmax")]
+    )
+    if compiled:
+        model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+
+
+def _oracle(model, x):
+    """The chain's outputs by tests/reference.py's Dense, from the model's current weights."""
+    h = np.asarray(x, np.float32).reshape(len(x), -1)
+    for layer in model.layers:
+        if isinstance(layer, layers.Dense):
+            _, h = ref.dense_forward(h, layer.kernel, layer.bias, layer.activation.__name__)
+    return h
+
+
+def _bn_graph():
+    inp = keras.Input((20,))
+    h = layers.Dense(64)(inp)
+    h = layers.BatchNormalization()(h)
+    h = layers.Activation("relu")(h)
+    out = layers.Dense(5, activation="softmax")(h)
+    model = keras.Model(inp, out)
+    bn = model.layers[2]
+    rng = np.random.default_rng(3)
+    bn.set_weights([rng.uniform(0.5, 1.5, 64), rng.normal(size=64), rng.normal(size=64), rng.uniform(0.5, 2, 64)])
+    return model
+
+
+def _general(model, x):
+    """predict by the general path: a callback makes it run batch by batch with hooks."""
+    return model.predict(x, verbose=0, callbacks=[cdnn.callbacks.Callback()])
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("sizes", [[784, 100, 10], [784, 512, 256, 10], [33, 70, 5]])
+def test_chain_fast_path_same_bits_as_general_and_row_alone(session, sizes, compiled):
+    model = _chain(sizes, compiled)
+    x = np.random.default_rng(1).random((1000, sizes[0]), dtype=np.float32)
+    full = _general(model, x)
+    np.testing.assert_allclose(full, _oracle(model, x), rtol=1e-5, atol=1e-6)
+    for n in BATCHES:
+        for fn in (lambda a: model.predict(a, verbose=0), model.predict_on_batch, model):
+            np.testing.assert_array_equal(fn(x[:n]), full[:n])
+            np.testing.assert_array_equal(fn(x[:n]), _general(model, x[:n]))
+    for i in range(0, 40):  # a row alone: the few-row kernel's sums are the big tiles' sums
+        np.testing.assert_array_equal(model.predict_on_batch(x[i : i + 1])[0], full[i])
+        np.testing.assert_array_equal(model.predict_on_batch(x[i : i + 2]), full[i : i + 2])
+
+
+@pytest.mark.parametrize("n", [1, 3, 33])
+def test_chain_other_inputs_converted_as_before(session, n):
+    model = _chain([30, 40, 4])
+    rng = np.random.default_rng(2)
+    x = rng.random((n, 30), dtype=np.float32)
+    want = _general(model, x)
+    wide = np.zeros((n, 60), np.float32)
+    wide[:, ::2] = x  # not contiguous
+    fortran = np.asfortranarray(x)
+    for a in (wide[:, ::2], fortran, x.astype(np.float64), [list(r) for r in x]):
+        np.testing.assert_array_equal(model.predict(a, verbose=0), want)
+        np.testing.assert_array_equal(model.predict_on_batch(a), want)
+        np.testing.assert_array_equal(model(a), want)
+    xi = rng.integers(0, 5, (n, 30))
+    np.testing.assert_array_equal(model.predict(xi, verbose=0), _general(model, xi.astype(np.float32)))
+
+
+def test_chain_fast_path_keeps_the_checks(session):
+    model = _chain([30, 40, 4])
+    x = np.ones((2, 30), np.float32)
+    model.predict(x, verbose=0)
+    bad = x.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        model.predict(bad, verbose=0)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        model.predict_on_batch(bad)
+    with pytest.raises(ValueError, match="incompatible shape"):
+        model.predict(np.ones((2, 31), np.float32), verbose=0)
+    with pytest.raises(ValueError, match="at least one sample"):
+        model.predict(np.ones((0, 30), np.float32), verbose=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(x, verbose=0, batch_size=0)
+    with pytest.raises(ValueError, match="verbose"):
+        model.predict(x, verbose=False)
+
+
+def test_cached_network_follows_the_model(session, tmp_path):
+    model = _chain([30, 40, 4], compiled=True)
+    rng = np.random.default_rng(4)
+    x = rng.random((5, 30), dtype=np.float32)
+    y = rng.integers(0, 4, 64)
+    model.predict(x, verbose=0)
+    # set_weights
+    model.set_weights([w + rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    np.testing.assert_allclose(model.predict(x, verbose=0), _oracle(model, x), rtol=1e-5, atol=1e-6)
+    # fit
+    before = model.predict(x, verbose=0)
+    model.fit(rng.random((64, 30), dtype=np.float32), y, epochs=1, verbose=0)
+    after = model.predict(x, verbose=0)
+    assert not np.array_equal(before, after)
+    np.testing.assert_allclose(after, _oracle(model, x), rtol=1e-5, atol=1e-6)
+    # load_weights
+    path = tmp_path / "m.weights.h5"
+    model.save_weights(path)
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    np.testing.assert_allclose(model.predict(x, verbose=0), 0.25, rtol=1e-6)
+    model.load_weights(path)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), after)
+    # trainable changes and a new compile
+    model.layers[0].trainable = False
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), after)
+    model.fit(rng.random((64, 30), dtype=np.float32), y, epochs=1, verbose=0)
+    np.testing.assert_allclose(model.predict_on_batch(x), _oracle(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_cached_network_follows_replaced_layers_and_activations(session):
+    """Changes the in-place weights cannot show: a new activation, a layer added or removed."""
+    model = _chain([30, 40, 4])
+    x = np.random.default_rng(5).random((3, 30), dtype=np.float32)
+    model.predict(x, verbose=0)
+    model.layers[0].activation = cdnn.activations.get("tanh")
+    np.testing.assert_allclose(model.predict(x, verbose=0), _oracle(model, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model(x), _oracle(model, x), rtol=1e-5, atol=1e-6)
+    model.add(layers.Dense(3, activation="sigmoid"))
+    assert model.predict(x, verbose=0).shape == (3, 3)
+    np.testing.assert_allclose(model.predict_on_batch(x), _oracle(model, x), rtol=1e-5, atol=1e-6)
+    model.pop()
+    np.testing.assert_allclose(model.predict(x, verbose=0), _oracle(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_predict_on_batch_of_a_graph_sequential_runs_every_layer(session):
+    """A Sequential with a BatchNormalization is a graph: predict_on_batch must not run its Dense layers alone."""
+    model = keras.Sequential([layers.Input((10,)), layers.Dense(8), layers.BatchNormalization(), layers.Dense(3)])
+    bn = model.layers[1]
+    bn.set_weights([np.full(8, 2.0), np.full(8, 0.5), np.full(8, 0.1), np.full(8, 4.0)])
+    x = np.random.default_rng(6).random((4, 10), dtype=np.float32)
+    np.testing.assert_array_equal(model.predict_on_batch(x), _general(model, x))
+    np.testing.assert_array_equal(model(x), _general(model, x))
+
+
+@pytest.mark.parametrize("n", BATCHES)
+def test_graph_fast_path_same_bits_as_general(session, n):
+    model = _bn_graph()
+    x = np.random.default_rng(7).random((n, 20), dtype=np.float32)
+    want = _general(model, x)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), want)
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)
+    np.testing.assert_array_equal(model(x), want)
+    np.testing.assert_array_equal(model.predict(np.asfortranarray(x), verbose=0), want)
+    np.testing.assert_array_equal(model.predict(x.astype(np.float64), verbose=0), want)
+    # against the NumPy formulas (Keras' inference transform of BatchNormalization)
+    d1, bn, _, d2 = model.layers[1:]
+    z = x @ d1.kernel + d1.bias
+    h = np.maximum((z - bn.moving_mean) / np.sqrt(bn.moving_variance + bn.epsilon) * bn.gamma + bn.beta, 0)
+    _, o = ref.dense_forward(h, d2.kernel, d2.bias, "softmax")
+    np.testing.assert_allclose(want, o, rtol=1e-5, atol=1e-6)
+
+
+def test_graph_predict_follows_set_weights(session):
+    model = _bn_graph()
+    x = np.random.default_rng(8).random((3, 20), dtype=np.float32)
+    before = model.predict(x, verbose=0)
+    ws = model.get_weights()
+    ws[3] = ws[3] + 1.0  # BatchNormalization's beta
+    model.set_weights(ws)
+    after = model.predict(x, verbose=0)
+    assert not np.allclose(before, after)
+    np.testing.assert_array_equal(after, _general(model, x))
+
+
+@pytest.mark.parametrize("n", [1, 33, 2000])
+def test_one_and_two_threads_same_bits(session, n):
+    chain, graph = _chain([784, 512, 256, 10]), _bn_graph()
+    rng = np.random.default_rng(9)
+    xc, xg = rng.random((n, 784), dtype=np.float32), rng.random((n, 20), dtype=np.float32)
+    cdnn.set_num_threads(1)
+    one = chain.predict(xc, verbose=0), graph.predict(xg, verbose=0)
+    cdnn.set_num_threads(2)
+    two = chain.predict(xc, verbose=0), graph.predict(xg, verbose=0)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])

@@ -799,9 +799,12 @@ def _loss_from(path: str, loss):
     from cdnn import losses
 
     if isinstance(loss, dict) and "class_name" in loss:
-        if loss.get("class_name") in losses._CLASSES and isinstance(loss.get("config"), dict):
-            if loss.get("module") not in (None, "keras.losses", "keras.src.losses", "keras.src.losses.losses"):
-                raise ModelFileError(f"{path}: loss {str(loss)[:80]!r} is not a built-in loss")
+        registered = loss.get("registered_name")
+        if (
+            loss.get("class_name") in losses._CLASSES
+            and isinstance(loss.get("config"), dict)
+            and registered in (None, loss.get("class_name"))
+        ):
             return losses.deserialize({"class_name": loss["class_name"], "config": loss["config"]})
         name = (loss.get("config") or {}).get("name") if isinstance(loss.get("config"), dict) else None
         return _registered_or_refuse(path, "loss", loss, name or snake_case(str(loss.get("class_name", ""))))
@@ -815,12 +818,13 @@ def _loss_from(path: str, loss):
 
 
 def _registered_or_refuse(path: str, what: str, record: dict, fallback):
-    """A user class registered with ``keras.saving.register_keras_serializable`` that ``record`` names,
-    else ``fallback`` when the record names a built-in one (a custom class is refused)."""
+    """A user class registered with ``keras.saving.register_keras_serializable`` (or given in
+    ``custom_objects``) that ``record`` names, else ``fallback`` for a built-in one."""
+    from cdnn import losses
     from cdnn.saving import object_registration
 
-    name = record.get("registered_name")
-    if isinstance(name, str) and name != record.get("class_name"):
+    name, kind = record.get("registered_name"), record.get("class_name")
+    if (isinstance(name, str) and name != kind) or kind not in losses._CLASSES:
         return object_registration._deserialize_registered(path, what, record)
     return fallback
 
@@ -829,8 +833,8 @@ def _metrics_from(path: str, mets, top: bool = True):
     from cdnn import metrics as metrics_module
 
     if isinstance(mets, dict) and "class_name" in mets:
-        name = mets.get("registered_name")
-        if isinstance(name, str) and name != mets.get("class_name"):
+        name, kind = mets.get("registered_name"), mets.get("class_name")
+        if (isinstance(name, str) and name != kind) or kind not in metrics_module.ALL_OBJECTS_DICT:
             from cdnn.saving import object_registration
 
             return object_registration._deserialize_registered(path, "metric", mets)

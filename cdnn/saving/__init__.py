@@ -147,7 +147,10 @@ def model_to_json(model, **kwargs) -> str:
 
 
 def model_from_json(json_string: str, custom_objects=None):
-    """Keras' ``keras.models.model_from_json``: a new model (fresh weights) from ``to_json``'s text."""
-    if custom_objects:
-        raise ValueError("model_from_json: custom_objects are not supported: cdnn builds only its own layers")
-    return keras_format.model_from_config(json.loads(json_string))
+    """Keras' ``keras.models.model_from_json``: a new model (fresh weights) from ``to_json``'s text.
+
+    cdnn builds only the layers it implements: a custom layer is refused, registered or not."""
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"model_from_json: custom_objects must be a dict, received {type(custom_objects).__name__}")
+    with custom_object_scope(custom_objects):
+        return keras_format.model_from_config(json.loads(json_string))

@@ -50,7 +50,7 @@ def dtype_policy() -> dict:
 _UNSEEDED = {"zeros", "ones"}
 
 
-def initializer_config(name) -> dict:
+def initializer_config(name):
     from cdnn import initializers
 
     if not isinstance(name, str) or name in ("constant", "identity", "variance_scaling"):

@@ -60,7 +60,7 @@ def register_keras_serializable(package: str = "Custom", name: Optional[str] = N
     return decorator
 
 
-def get_registered_name(obj) -> str:
+def get_registered_name(obj) -> Optional[str]:
     """The name ``obj`` is registered under (``package>name``), else its ``__name__``."""
     return _NAMES.get(obj, getattr(obj, "__name__", None))
 

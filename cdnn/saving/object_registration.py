@@ -122,6 +122,7 @@ def _deserialize_registered(path: str, what: str, record: dict):
     if not isinstance(config, dict):
         raise ModelFileError(f"{path}: {what} {name!r}: invalid config {str(config)[:80]!r}")
     try:
-        return obj.from_config(dict(config))
+        cls: Any = obj
+        return cls.from_config(dict(config))
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelFileError(f"{path}: {what} {name!r}: from_config failed: {type(exc).__name__}: {exc}") from None

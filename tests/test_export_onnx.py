@@ -84,3 +84,75 @@ def test_export_refuses_what_it_cannot_write(tmp_path):
     unbuilt = cdnn.Sequential([layers.Dense(3)])
     with pytest.raises(ValueError, match="not built"):
         unbuilt.export(tmp_path / "m.onnx", format="onnx")
+
+
+# ---- functional models and the graph's layers ------------------------------------------------------
+def _session_run(path, feeds):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session, session.run(None, feeds)
+
+
+def _graph_model():
+    """Two inputs, two outputs; every layer of the graph; BatchNorm after a Dense (folded) and not."""
+    from cdnn import keras as ck
+
+    L = ck.layers
+    cdnn.utils.set_random_seed(12)
+    a, b = L.Input((2, 6), name="pixels"), L.Input((5,), name="meta")
+    x = L.Rescaling(0.5, offset=0.25)(a)
+    norm = L.Normalization()
+    norm.adapt(np.random.default_rng(1).random((50, 2, 6)) * 4 - 1)
+    x = L.Normalization(mean=[0.5] * 6, variance=[2.0] * 6, invert=True)(norm(x))
+    x = L.BatchNormalization()(L.Dense(4)(x))  # folded into the Dense
+    x = L.LayerNormalization(epsilon=1e-2)(L.GaussianNoise(0.3)(x))
+    x = L.Reshape((8,))(L.Activation("gelu")(x))
+    y = L.BatchNormalization(center=False)(L.Dense(8, activation="relu")(b))  # after an activation: not folded
+    y = L.Dropout(0.5)(L.LeakyReLU(0.1)(y))
+    inner = ck.Sequential([L.Input((8,)), L.Dense(8), L.ReLU(), L.Identity()], name="inner")
+    merged = [L.Add()([x, y]), L.Subtract()([x, y]), L.Multiply()([x, y])]
+    merged += [L.Average()([x, y, inner(y)]), L.Maximum()([x, y]), L.Minimum()([x, y])]
+    z = L.Concatenate()([L.Flatten()(L.Reshape((2, 4))(m)) for m in merged])
+    kind = L.Softmax()(L.Dense(3)(z))
+    price = L.Dense(1, name="price")(z)
+    model = ck.Model({"pixels": a, "meta": b}, {"kind": kind, "price": price}, name="graph")
+    # non-trivial moving statistics
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            rng = np.random.default_rng(len(layer.name))
+            layer.moving_mean[...] = rng.standard_normal(layer.moving_mean.shape)
+            layer.moving_variance[...] = rng.random(layer.moving_variance.shape) + 0.5
+            if layer.gamma is not None:
+                layer.gamma[...] = rng.random(layer.gamma.shape) + 0.5
+    return model
+
+
+@pytest.mark.parametrize("opset", [17, 13])
+@pytest.mark.parametrize("batch", [1, 7, 1000])
+def test_onnx_functional_multi_io_every_layer_predicts_what_cdnn_predicts(tmp_path, batch, opset):
+    model = _graph_model()
+    rng = np.random.default_rng(batch)
+    feeds = {
+        "pixels": rng.random((batch, 2, 6), dtype=np.float32),
+        "meta": rng.standard_normal((batch, 5)).astype(np.float32),
+    }
+    model.export(tmp_path / "g.onnx", format="onnx", verbose=False, opset_version=opset)
+    session, got = _session_run(tmp_path / "g.onnx", feeds)
+    assert [i.name for i in session.get_inputs()] == ["pixels", "meta"]
+    assert [o.name for o in session.get_outputs()] == ["kind", "price"]
+    want = model.predict(feeds, verbose=0)
+    for name, value in zip(["kind", "price"], got):
+        np.testing.assert_allclose(value, want[name], rtol=1e-5, atol=1e-5)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "g.onnx")).graph.node]
+    assert "Dropout" not in ops and "RandomNormalLike" not in ops
+    assert ("LayerNormalization" in ops) == (opset >= 17)
+    # one BatchNormalization folded (no Mul for it), the other an affine map
+    assert sum(1 for n in onnx.load(str(tmp_path / "g.onnx")).graph.initializer if "batch_normalization" in n.name) == 2
+
+
+def test_onnx_refuses_an_inference_graph_it_cannot_reproduce(tmp_path):
+    from cdnn import keras as ck
+
+    a = ck.layers.Input((3,))
+    model = ck.Model(a, ck.layers.Dense(2)(ck.layers.Dropout(0.5)(a, training=True)))
+    with pytest.raises(ValueError, match="training=True"):
+        model.export(tmp_path / "m.onnx", format="onnx", verbose=False)

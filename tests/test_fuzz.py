@@ -20,7 +20,9 @@ are a model file), ``model_meta`` (the bytes are the JSON architecture record
 of an otherwise valid file), ``model_npy`` (the bytes are one ``.npy`` member
 of an otherwise valid file), ``keras`` (the bytes are a Keras ``.keras``
 archive), ``keras_h5`` (the bytes are the ``model.weights.h5`` member of an
-otherwise valid ``.keras`` archive, and also a ``.weights.h5`` file).
+otherwise valid ``.keras`` archive, and also a ``.weights.h5`` file),
+``keras_config`` (the bytes are the ``config.json`` of a functional model's
+``.keras`` archive with every layer family: its graph and layer configs).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CORPUS = HERE / "fuzz_corpus"
-TARGETS = ("idx", "model", "model_meta", "model_npy", "keras", "keras_h5")
+TARGETS = ("idx", "model", "model_meta", "model_npy", "keras", "keras_h5", "keras_config")
 SECONDS = float(os.environ.get("CDNN_FUZZ_SECONDS", "15"))
 
 
@@ -79,8 +81,10 @@ class Target:
         self.path = self.dir / "input"
         if name.startswith("model"):
             self.meta, self.arrays = template_model_parts(self.dir)
-        if name.startswith("keras"):
+        if name in ("keras", "keras_h5"):
             self.config, self.h5 = template_keras_parts(self.dir)
+        if name == "keras_config":
+            self.config, self.h5 = template_functional_keras_parts(self.dir)
 
     def __call__(self, data: bytes) -> None:
         getattr(self, "_" + self.name)(data)
@@ -129,6 +133,11 @@ class Target:
         self._load()
         self.path = self.dir / "input.weights.h5"
         self.path.write_bytes(data)
+        self._load()
+
+    def _keras_config(self, data):
+        self.path = self.dir / "input.keras"
+        write_keras_parts(self.path, data, self.h5)
         self._load()
 
     def _model_npy(self, data):
@@ -196,6 +205,32 @@ def template_keras_parts(directory: Path):
         return z.read("config.json"), z.read("model.weights.h5")
 
 
+def template_functional_keras_parts(directory: Path):
+    """The functional template as a .keras archive, with every layer family Keras files may hold."""
+    from cdnn import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((2, 3), name="a"), keras.Input((4,), name="b")
+    x = L.Reshape((6,))(L.Normalization(mean=[0.5] * 3, variance=[2.0] * 3)(L.Rescaling(0.5)(a)))
+    h = L.LayerNormalization()(L.BatchNormalization()(L.Dense(6)(L.GaussianNoise(0.1)(b))))
+    h = L.Activation("relu")(L.Concatenate()([x, L.Flatten()(L.Reshape((2, 3))(h))]))
+    h = L.Add()([L.ReLU()(h), L.LeakyReLU()(h), L.Identity()(h)])
+    h = L.Maximum()([L.Subtract()([h, L.Softmax()(h)]), L.Minimum()([h, L.Average()([h, L.Multiply()([h, h])])])])
+    inner = keras.Sequential([keras.Input((12,)), L.Dense(3), L.Dropout(0.2)], name="inner")
+    model = keras.Model({"a": a, "b": b}, {"price": L.Dense(1, name="price")(h), "kind": inner(h)})
+    model.compile("nadam", loss={"price": "mse", "kind": "mse"})
+    model.fit(
+        {"a": np.ones((4, 2, 3), np.float32), "b": np.ones((4, 4), np.float32)},
+        {"price": np.ones((4, 1), np.float32), "kind": np.ones((4, 3), np.float32)},
+        verbose=0,
+    )
+    path = Path(directory) / "functional.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as z:
+        return z.read("config.json"), z.read("model.weights.h5")
+
+
 def write_keras_parts(path: Path, config: bytes, h5: bytes) -> None:
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("metadata.json", b'{"keras_version": "3.15.1"}')
@@ -230,10 +265,13 @@ def seeds(target: str, directory: Path) -> list[bytes]:
             )
             out += [raw, gzip.compress(raw, mtime=0)]
         return out
+    if target == "keras_config":
+        return [template_functional_keras_parts(directory)[0], template_keras_parts(directory)[0]]
     if target.startswith("keras"):
         config, h5 = template_keras_parts(directory)
+        template_functional_keras_parts(directory)
         if target == "keras":
-            return [(directory / "template.keras").read_bytes()]
+            return [(directory / "template.keras").read_bytes(), (directory / "functional.keras").read_bytes()]
         return [h5]
     meta, arrays = template_model_parts(directory)
     functional = template_functional_model_file(directory / "functional.cdnn")

@@ -1,10 +1,15 @@
 """``model.export("m.onnx", format="onnx")``: the inference graph as ONNX, for ONNX Runtime and others.
 
 The graph is built with the ``onnx`` package (an optional dependency) from
-the model's layers: each Dense layer becomes ``MatMul`` + ``Add`` and its
-activation's ONNX operators; ``Flatten`` becomes ``Flatten``; ``Dropout``
-is left out (inference). The batch dimension is dynamic (``batch``); the
-weights are float32 initializers.
+the model's inference graph (functional, Sequential, models used as layers
+inlined): each Dense layer becomes ``MatMul`` + ``Add`` and its activation's
+ONNX operators; a BatchNormalization after a linear Dense used nowhere else
+is folded into that Dense's kernel and bias, else it becomes ``x * scale +
+offset`` (as do Rescaling and Normalization); LayerNormalization is ONNX's
+``LayerNormalization`` from opset 17, primitives below; the merges become
+``Sum``/``Sub``/``Mul``/``Mean``/``Max``/``Min``/``Concat``; ``Dropout``
+and ``GaussianNoise`` are left out (inference). The batch dimension is
+dynamic (``batch``); the weights are float32 initializers.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ class _Graph:
 
     def name(self, stem: str) -> str:
         self.count += 1
-        return f"{stem}_{self.count}"
+        return f"{stem}/{self.count}"  # a "/" no Keras layer or input name has: no clash with the graph's names
 
     def const(self, stem: str, value: np.ndarray) -> str:
         name = self.name(stem)
@@ -90,29 +95,193 @@ def _activation(g: _Graph, name: str, x: str, layer, opset: int) -> str:
     raise ValueError(f"Layer {layer.name!r}: activation {name!r} has no ONNX export in cdnn yet")
 
 
-def _layer(g: _Graph, layer, x: str, opset: int) -> str:
+def _relu_layer(g: _Graph, layer, x: str) -> str:
+    """Keras' ``relu(x, negative_slope, max_value, threshold)``."""
+    slope = float(getattr(layer, "negative_slope", 0.0) or 0.0)
+    threshold = float(getattr(layer, "threshold", 0.0) or 0.0)
+    max_value = getattr(layer, "max_value", None)
+    f32 = lambda v: g.const("c", np.array(v, np.float32))  # noqa: E731
+    if threshold == 0.0:
+        y = g.op("LeakyRelu", [x], "relu", alpha=slope) if slope else g.op("Relu", [x], "relu")
+    else:
+        below = g.op("Mul", [g.op("Sub", [x, f32(threshold)], "relu"), f32(slope)], "relu")
+        y = g.op("Where", [g.op("Less", [x, f32(threshold)], "relu"), below, x], "relu")
+    if max_value is not None:
+        y = g.op("Min", [y, f32(float(max_value))], "relu")
+    return y
+
+
+def _affine(g: _Graph, x: str, scale: np.ndarray, offset: np.ndarray, stem: str) -> str:
+    y = g.op("Mul", [x, g.const(f"{stem}_scale", np.asarray(scale, np.float32))], stem)
+    return g.op("Add", [y, g.const(f"{stem}_offset", np.asarray(offset, np.float32))], stem)
+
+
+def _batchnorm_affine(layer) -> tuple[np.ndarray, np.ndarray]:
+    """Inference BatchNormalization as ``x * scale + offset`` (per feature)."""
+    width = layer.moving_mean.shape[0]
+    gamma = layer.gamma if layer.gamma is not None else np.ones(width, np.float32)
+    beta = layer.beta if layer.beta is not None else np.zeros(width, np.float32)
+    scale = gamma.astype(np.float64) / np.sqrt(layer.moving_variance.astype(np.float64) + layer.epsilon)
+    return scale, beta - layer.moving_mean.astype(np.float64) * scale
+
+
+def _layernorm(g: _Graph, layer, x: str, opset: int) -> str:
+    width = int(layer._build_input_shape[-1])
+    gamma = layer.gamma if layer.gamma is not None else np.ones(width, np.float32)
+    beta = layer.beta if layer.beta is not None else np.zeros(width, np.float32)
+    if opset >= 17:
+        return g.op(
+            "LayerNormalization",
+            [x, g.const(f"{layer.name}_gamma", gamma), g.const(f"{layer.name}_beta", beta)],
+            layer.name,
+            axis=-1,
+            epsilon=float(layer.epsilon),
+        )
+    mean = g.op("ReduceMean", [x], layer.name, axes=[-1], keepdims=1)
+    d = g.op("Sub", [x, mean], layer.name)
+    var = g.op("ReduceMean", [g.op("Mul", [d, d], layer.name)], layer.name, axes=[-1], keepdims=1)
+    std = g.op(
+        "Sqrt", [g.op("Add", [var, g.const("eps", np.array(layer.epsilon, np.float32))], layer.name)], layer.name
+    )
+    y = g.op("Div", [d, std], layer.name)
+    y = g.op("Mul", [y, g.const(f"{layer.name}_gamma", gamma)], layer.name)
+    return g.op("Add", [y, g.const(f"{layer.name}_beta", beta)], layer.name)
+
+
+_MERGES = {"Add": "Sum", "Average": "Mean", "Maximum": "Max", "Minimum": "Min"}
+_BY_TRAINING = {"Dropout", "GaussianNoise", "BatchNormalization"}
+
+
+def _node(g: _Graph, node, xs: list, opset: int, folded: dict) -> str:
+    """The ONNX operators of one layer call (inference) on tensors ``xs``; the name of its output."""
     from cdnn import activations
 
+    layer = node.layer
     kind = type(layer).__name__
-    if kind in ("Dropout", "InputLayer"):
+    x = xs[0]
+    if node.training and kind in _BY_TRAINING:
+        raise ValueError(
+            f"Layer {layer.name!r} ({kind}) is called with training=True: its inference output is random or "
+            f"batch-dependent, which an ONNX inference graph cannot reproduce"
+        )
+    if kind in ("Dropout", "GaussianNoise", "Identity"):
         return x
     if kind == "Flatten":
         return g.op("Flatten", [x], "flatten", axis=1)
+    if kind == "Reshape":
+        shape = np.array([0, *node.output_tensors[0].shape[1:]], np.int64)
+        return g.op("Reshape", [x, g.const(f"{layer.name}_shape", shape)], layer.name)
     if kind == "Dense":
-        y = g.op("MatMul", [x, g.const(f"{layer.name}_kernel", layer.kernel)], layer.name)
-        if layer.use_bias:
-            y = g.op("Add", [y, g.const(f"{layer.name}_bias", layer.bias)], layer.name)
+        kernel, bias = layer.kernel, layer.bias
+        if id(layer) in folded:  # the following BatchNormalization, folded into the kernel and bias
+            scale, offset = folded[id(layer)]
+            kernel = (kernel.astype(np.float64) * scale).astype(np.float32)
+            b = bias.astype(np.float64) if bias is not None else 0.0
+            bias = (b * scale + offset).astype(np.float32)
+        y = g.op("MatMul", [x, g.const(f"{layer.name}_kernel", kernel)], layer.name)
+        if bias is not None:
+            y = g.op("Add", [y, g.const(f"{layer.name}_bias", bias)], layer.name)
         return _activation(g, activations.serialize(layer.activation), y, layer, opset)
+    if kind == "BatchNormalization":
+        if id(layer) in folded:
+            return x  # folded into the Dense before it
+        scale, offset = _batchnorm_affine(layer)
+        return _affine(g, x, scale, offset, layer.name)
+    if kind == "LayerNormalization":
+        return _layernorm(g, layer, x, opset)
+    if kind in ("Rescaling", "Normalization"):
+        op = layer._lower([], False)
+        return _affine(g, x, op["scale"], op["offset"], layer.name)
+    if kind in _MERGES:
+        return g.op(_MERGES[kind], xs, layer.name)
+    if kind == "Subtract":
+        return g.op("Sub", xs, layer.name)
+    if kind == "Multiply":
+        y = xs[0]
+        for other in xs[1:]:
+            y = g.op("Mul", [y, other], layer.name)
+        return y
+    if kind == "Concatenate":
+        return g.op("Concat", xs, layer.name, axis=-1)
+    if kind == "Activation":
+        return _activation(g, activations.serialize(layer.activation), x, layer, opset)
+    if kind == "ReLU":
+        return _relu_layer(g, layer, x)
+    if kind == "LeakyReLU":
+        return g.op("LeakyRelu", [x], layer.name, alpha=float(layer.negative_slope))
+    if kind == "Softmax":
+        return g.op("Softmax", [x], layer.name, axis=-1)
     raise ValueError(
-        f"Layer {layer.name!r} ({kind}) has no ONNX export in cdnn yet: it exports Dense, "
-        f"Flatten and Dropout (left out at inference)"
+        f"Layer {layer.name!r} ({kind}) has no ONNX export in cdnn yet: it exports Dense, Flatten, Reshape, "
+        f"BatchNormalization, LayerNormalization, the merges, Rescaling, Normalization, the activation layers, "
+        f"Identity, and leaves Dropout and GaussianNoise out (inference)"
     )
+
+
+def _flat_nodes(graph, outer: dict) -> list:
+    """``(node, input tensor ids)`` of the inference graph with models used as layers inlined."""
+    from cdnn.layers import InputLayer
+    from cdnn.models import Model
+
+    out = []
+    for node in graph._nodes:
+        layer = node.layer
+        if isinstance(layer, InputLayer):
+            continue
+        ins = [outer.get(id(t), id(t)) for t in node.input_tensors]
+        if isinstance(layer, Model):
+            if node.training:
+                raise ValueError(f"Model {layer.name!r} is called with training=True: not an inference graph")
+            inner = layer._inference_model()
+            inner_map = {id(t): i for t, i in zip(inner.inputs, ins)}
+            out += _flat_nodes(inner, inner_map)
+            for t, inner_t in zip(node.output_tensors, inner.outputs):
+                outer[id(t)] = inner_map.get(id(inner_t), id(inner_t))
+            continue
+        out.append((node, ins))
+    return out
+
+
+def _folds(nodes: list, output_ids: set) -> dict:
+    """Dense layers whose only consumer is an inference BatchNormalization: id -> (scale, offset), and the
+    BatchNormalization layers folded (id -> True)."""
+    from cdnn import activations
+
+    consumers: dict = {}
+    for _, ins in nodes:
+        for i in ins:
+            consumers[i] = consumers.get(i, 0) + 1
+    made = {id(n.output_tensors[0]): n for n, _ in nodes}
+    folded: dict = {}
+    for node, ins in nodes:
+        if type(node.layer).__name__ != "BatchNormalization" or node.training:
+            continue
+        src = made.get(ins[0])
+        if (
+            src is not None
+            and type(src.layer).__name__ == "Dense"
+            and activations.serialize(src.layer.activation) in ("linear", None)
+            and consumers.get(ins[0]) == 1
+            and ins[0] not in output_ids
+            and id(src.layer) not in folded
+            and sum(1 for n, _ in nodes if n.layer is src.layer) == 1
+            and sum(1 for n, _ in nodes if n.layer is node.layer) == 1
+        ):
+            folded[id(src.layer)] = _batchnorm_affine(node.layer)
+            folded[id(node.layer)] = True
+    return folded
 
 
 def export_onnx(
     model, filepath, verbose: Optional[bool] = None, input_signature=None, opset_version: Optional[int] = None
 ) -> None:
-    """Write ``model``'s inference graph to ``filepath`` as an ONNX model."""
+    """Write ``model``'s inference graph to ``filepath`` as an ONNX model.
+
+    The graph's inputs and outputs carry the Keras names (``model.input_names``/``output_names``;
+    a Sequential's input is ``input_layer``); the batch dimension is dynamic.
+    """
+    from cdnn.models import Sequential
+
     onnx = _onnx()
     if input_signature is not None:
         raise ValueError(
@@ -131,23 +300,35 @@ def export_onnx(
         )
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built: build it (or call fit or predict) before export")
+    graph = model._inference_model()
+    sequential = isinstance(model, Sequential)
+    in_names = ["input_layer"] if sequential else list(model.input_names)
+    out_names = [graph.outputs[0]._keras_history[0].name] if sequential else list(model.output_names)
     g = _Graph(onnx)
-    x = "input_layer"
-    shape = list(model.input_shape[1:])
-    out = x
-    for layer in model.layers:
-        out = _layer(g, layer, out, opset)
-    if out == x:
-        out = g.op("Identity", [x], "output")
-    units = list(model.output_shape[1:])
-    graph = onnx.helper.make_graph(
+    names = {id(t): n for t, n in zip(graph.inputs, in_names)}
+    outer: dict = {}  # a nested model's output tensors -> the inner tensors that make them
+    nodes = _flat_nodes(graph, outer)
+    out_ids = [outer.get(id(t), id(t)) for t in graph.outputs]
+    folded = _folds(nodes, set(out_ids))
+    for node, ins in nodes:
+        names[id(node.output_tensors[0])] = _node(g, node, [names[i] for i in ins], opset, folded)
+    outputs = []
+    for name, tid, t in zip(out_names, out_ids, graph.outputs):
+        g.nodes.append(onnx.helper.make_node("Identity", [names[tid]], [name], name=f"{name}/output"))
+        outputs.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["batch", *t.shape[1:]]))
+    proto_graph = onnx.helper.make_graph(
         g.nodes,
         model.name,
-        [onnx.helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, ["batch", *shape])],
-        [onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, ["batch", *units])],
+        [
+            onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, ["batch", *t.shape[1:]])
+            for n, t in zip(in_names, graph.inputs)
+        ],
+        outputs,
         initializer=g.initializers,
     )
-    proto = onnx.helper.make_model(graph, producer_name="cdnn", opset_imports=[onnx.helper.make_opsetid("", opset)])
+    proto = onnx.helper.make_model(
+        proto_graph, producer_name="cdnn", opset_imports=[onnx.helper.make_opsetid("", opset)]
+    )
     if opset <= 17:
         proto.ir_version = 8  # what ONNX Runtime releases of opset 17's time read
     onnx.checker.check_model(proto)

@@ -880,6 +880,20 @@ class Model(Layer):
         (print_fn or print)(text)
 
     # ---- files ------------------------------------------------------------------------------------
+    def export(self, filepath, format: str = "tf_saved_model", verbose=None, input_signature=None, **kwargs) -> None:
+        """Write the inference graph for other runtimes: ``format="onnx"`` (needs the ``onnx`` package)."""
+        if format != "onnx":
+            raise ValueError(
+                f"Invalid value for argument `format`: cdnn exports format='onnx', received "
+                f"format={format!r} (Keras' default, 'tf_saved_model', needs TensorFlow)"
+            )
+        from cdnn.export import export_onnx
+
+        opset = kwargs.pop("opset_version", None)
+        if kwargs:
+            raise TypeError(f"export: unsupported argument(s) {sorted(kwargs)}")
+        export_onnx(self, filepath, verbose=verbose, input_signature=input_signature, opset_version=opset)
+
     def save(self, filepath, overwrite: bool = True) -> None:
         """Save architecture, weights, compile settings and optimizer state to one file (atomically)."""
         from cdnn import saving

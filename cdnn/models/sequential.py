@@ -1231,6 +1231,7 @@ class Sequential(Model):
         return f"<Sequential name={self.name!r}, built={self.built}>"
 
 
-def load_model(filepath, compile: bool = True) -> Model:
-    """Read a model written by ``model.save``. Never unpickles or runs anything from the file."""
-    return saving.load_model(filepath, compile=compile)
+def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: bool = True) -> Model:
+    """Read a model written by ``model.save`` (or Keras 3). Never unpickles, imports or runs anything from the file;
+    ``custom_objects`` names user classes (metrics, losses) the file's compile settings use."""
+    return saving.load_model(filepath, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)

@@ -20,8 +20,28 @@ import os
 from cdnn import _files, _saving
 from cdnn._saving import ModelFileError
 from cdnn.saving import keras_format
+from cdnn.saving.object_registration import (
+    CustomObjectScope,
+    custom_object_scope,
+    get_custom_objects,
+    get_registered_name,
+    get_registered_object,
+    register_keras_serializable,
+)
 
-__all__ = ["save_model", "load_model", "save_weights", "load_weights", "ModelFileError"]
+__all__ = [
+    "save_model",
+    "load_model",
+    "save_weights",
+    "load_weights",
+    "ModelFileError",
+    "register_keras_serializable",
+    "get_registered_name",
+    "get_registered_object",
+    "get_custom_objects",
+    "CustomObjectScope",
+    "custom_object_scope",
+]
 
 
 def _path(filepath) -> str:
@@ -79,19 +99,22 @@ def save_weights(model, filepath, overwrite: bool = True) -> None:
 def load_model(filepath, custom_objects=None, compile: bool = True, safe_mode: bool = True):
     """Load a model saved by cdnn (either format) or by Keras 3 (``.keras``).
 
-    ``custom_objects`` must be empty: cdnn builds only the layers it implements and never
-    runs code from a file, so ``safe_mode`` cannot be turned off.
+    ``custom_objects`` (``{"package>Name" or "Name": class}``) names user classes a file's
+    compile settings use (metrics, losses), as those registered with
+    :func:`register_keras_serializable`; cdnn builds only the layers it implements and never
+    imports or runs code a file names, so ``safe_mode`` cannot be turned off.
     """
-    if custom_objects:
-        raise ValueError("load_model: custom_objects are not supported: cdnn builds only its own layers")
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"load_model: custom_objects must be a dict, received {type(custom_objects).__name__}")
     if safe_mode is not True:
         raise ValueError("load_model: safe_mode=False is not supported: cdnn never runs code from a file")
     path = _readable(filepath)
-    if keras_format.is_keras_archive(path):
-        return keras_format.load_keras(path, compile=compile)
-    if keras_format.is_hdf5(path):
-        return keras_format.load_legacy_h5(path, compile=compile)
-    return _saving.load_model(path, _from_config, compile=compile)
+    with custom_object_scope(custom_objects):
+        if keras_format.is_keras_archive(path):
+            return keras_format.load_keras(path, compile=compile)
+        if keras_format.is_hdf5(path):
+            return keras_format.load_legacy_h5(path, compile=compile)
+        return _saving.load_model(path, _from_config, compile=compile)
 
 
 def _from_config(config: dict):
@@ -124,7 +147,10 @@ def model_to_json(model, **kwargs) -> str:
 
 
 def model_from_json(json_string: str, custom_objects=None):
-    """Keras' ``keras.models.model_from_json``: a new model (fresh weights) from ``to_json``'s text."""
-    if custom_objects:
-        raise ValueError("model_from_json: custom_objects are not supported: cdnn builds only its own layers")
-    return keras_format.model_from_config(json.loads(json_string))
+    """Keras' ``keras.models.model_from_json``: a new model (fresh weights) from ``to_json``'s text.
+
+    cdnn builds only the layers it implements: a custom layer is refused, registered or not."""
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"model_from_json: custom_objects must be a dict, received {type(custom_objects).__name__}")
+    with custom_object_scope(custom_objects):
+        return keras_format.model_from_config(json.loads(json_string))

@@ -22,14 +22,23 @@ import datetime
 import io
 import json
 import os
-import re
 import zipfile
 from typing import Optional
 
 import numpy as np
 
-from cdnn import _loading, constraints, regularizers
+from cdnn import _loading
 from cdnn._saving import MAX_ITERATIONS, ModelFileError, _assign_weights, _write_atomically
+from cdnn.saving._keras_layers import (
+    NO_BUILD_CONFIG,
+    TAKES_MASK,
+    build_layer,
+    camel_case,
+    dtype_policy,
+    keras_object,
+    layer_config,
+    snake_case,
+)
 
 #: the Keras release whose format cdnn writes (the layout is the same across Keras 3 releases)
 KERAS_VERSION = "3.15.1"
@@ -58,87 +67,7 @@ def h5py():
     return module
 
 
-def snake_case(name: str) -> str:
-    """Keras' ``to_snake_case``: ``GlorotUniform`` -> ``glorot_uniform``, ``Dense`` -> ``dense``."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def camel_case(name: str) -> str:
-    """``glorot_uniform`` -> ``GlorotUniform`` (the class Keras serializes a string identifier as)."""
-    return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
-
-
-def _object(module: str, class_name: str, config: dict) -> dict:
-    return {"module": module, "class_name": class_name, "config": config, "registered_name": None}
-
-
-def _dtype_policy() -> dict:
-    return _object("keras", "DTypePolicy", {"name": "float32"})
-
-
-#: initializers whose Keras config is empty (no seed)
-_UNSEEDED = {"zeros", "ones"}
-
-
-def _initializer(name) -> dict:
-    from cdnn import initializers
-
-    if not isinstance(name, str) or name in ("constant", "identity", "variance_scaling"):
-        # an object (or a name whose class takes other arguments than a seed): its own config
-        return initializers.serialize(initializers.get(name))
-    return _object("keras.initializers", camel_case(name), {} if name in _UNSEEDED else {"seed": None})
-
-
-def _serialized(module, obj):
-    """A regularizer or constraint as Keras serializes it, or None."""
-    return None if obj is None else module.serialize(obj)
-
-
-# ---- the architecture: cdnn layer -> Keras config ------------------------------------
-def _layer_config(layer) -> dict:
-    """Keras' serialization of one cdnn layer (without build_config)."""
-    kind = type(layer).__name__
-    cfg = layer.get_config()
-    if kind == "InputLayer":
-        return _object(
-            "keras.layers",
-            "InputLayer",
-            {
-                "batch_shape": [None, *cfg["shape"]],
-                "dtype": "float32",
-                "sparse": False,
-                "ragged": False,
-                "name": layer.name,
-            },
-        )
-    base = {"name": layer.name, "trainable": bool(getattr(layer, "trainable", True)), "dtype": _dtype_policy()}
-    if kind == "Flatten":
-        return _object("keras.layers", kind, {**base, "data_format": "channels_last"})
-    if kind == "Dropout":
-        return _object("keras.layers", kind, {**base, "rate": layer.rate, "seed": layer.seed, "noise_shape": None})
-    if kind == "Dense":
-        return _object(
-            "keras.layers",
-            kind,
-            {
-                **base,
-                "units": layer.units,
-                "activation": cfg["activation"] or "linear",
-                "use_bias": layer.use_bias,
-                "kernel_initializer": _initializer(layer.kernel_initializer),
-                "bias_initializer": _initializer(layer.bias_initializer),
-                "kernel_regularizer": _serialized(regularizers, layer.kernel_regularizer),
-                "bias_regularizer": _serialized(regularizers, layer.bias_regularizer),
-                "activity_regularizer": None,
-                "kernel_constraint": _serialized(constraints, layer.kernel_constraint),
-                "bias_constraint": _serialized(constraints, layer.bias_constraint),
-            },
-        )
-    raise ValueError(
-        f"Layer {layer.name!r} ({kind}) cannot be written to a .keras file yet: cdnn writes "
-        f"InputLayer, Flatten, Dense and Dropout there. Save it with a .cdnn file name instead."
-    )
+__all__ = ["camel_case", "snake_case", "model_config", "model_from_config", "save_keras", "load_keras"]
 
 
 def _optimizer_config(optimizer) -> dict:
@@ -158,7 +87,7 @@ def _optimizer_config(optimizer) -> dict:
     }
     class_name = type(optimizer).__name__
     out.update(cfg)
-    return _object("keras.optimizers", class_name, out)
+    return keras_object("keras.optimizers", class_name, out)
 
 
 def _loss_config(loss):
@@ -168,24 +97,77 @@ def _loss_config(loss):
 
     if loss is None:
         return None
+    registered = _registered_record(loss)
+    if registered is not None:
+        return registered
     named = losses.get(loss.name) if loss.name in losses._NAMES else None
     if named is not None and not isinstance(named, losses.Loss):
         named = losses.resolve(loss.name)
     if named is not None and type(named) is type(loss) and named.get_config() == loss.get_config():
         return loss.name
-    return _object("keras.losses", type(loss).__name__, loss.get_config())
+    return keras_object("keras.losses", type(loss).__name__, loss.get_config())
+
+
+def _loss_struct(loss):
+    """A loss, or a list/dict of them (one per output), as Keras' compile_config holds it."""
+    if isinstance(loss, dict):
+        return {k: _loss_struct(v) for k, v in loss.items()}
+    if isinstance(loss, (list, tuple)):
+        return [_loss_struct(v) for v in loss]
+    if loss is None or isinstance(loss, str):
+        return loss
+    if callable(loss) and not hasattr(loss, "get_config"):
+        raise ValueError(f"Loss {loss!r} is a Python function: a .keras file can name only built-in losses")
+    return _loss_config(loss)
+
+
+def _metrics_struct(metrics):
+    from cdnn import metrics as metrics_module
+
+    if isinstance(metrics, dict):
+        return {k: _metrics_struct(v) for k, v in metrics.items()}
+    if isinstance(metrics, (list, tuple)):
+        return [_metrics_struct(v) for v in metrics]
+    if metrics is None or isinstance(metrics, str):
+        return metrics
+    return _registered_record(metrics) or metrics_module.serialize(metrics)
+
+
+def _registered_record(obj) -> Optional[dict]:
+    """A user object of a class registered with ``register_keras_serializable``, as Keras writes it."""
+    from cdnn.saving.object_registration import _NAMES
+
+    name = _NAMES.get(type(obj))
+    if name is None:
+        return None
+    return {
+        "module": type(obj).__module__,
+        "class_name": type(obj).__name__,
+        "config": obj.get_config(),
+        "registered_name": name,
+    }
 
 
 def _compile_config(model) -> Optional[dict]:
     if not model.compiled:
         return None
-    from cdnn.trainers.compile_utils import serialize_metrics
+    from cdnn.models import Sequential
 
+    args = getattr(model, "_compile_args", None) or {}
+    if isinstance(model, Sequential):
+        from cdnn.trainers.compile_utils import serialize_metrics
+
+        loss, metrics = _loss_config(model.loss), serialize_metrics(model._compile_metrics)
+        users = model._compile_metrics._user_metrics if model._compile_metrics is not None else []
+        metrics = [_registered_record(m) or s for m, s in zip(users, metrics or [])] or metrics
+    else:
+        loss, metrics = _loss_struct(args.get("loss")), _metrics_struct(args.get("metrics"))
+    weights = args.get("loss_weights")
     return {
         "optimizer": _optimizer_config(model.optimizer),
-        "loss": _loss_config(model.loss),
-        "loss_weights": None,
-        "metrics": serialize_metrics(model._compile_metrics),
+        "loss": loss,
+        "loss_weights": weights if not isinstance(weights, tuple) else list(weights),
+        "metrics": metrics,
         "weighted_metrics": None,
         "run_eagerly": False,
         "steps_per_execution": 1,
@@ -193,32 +175,132 @@ def _compile_config(model) -> Optional[dict]:
     }
 
 
-def model_config(model) -> dict:
-    """The model as Keras' ``serialize_keras_object`` writes it (``config.json``)."""
-    from cdnn.layers import InputLayer
-    from cdnn.models import Sequential
+def _shape_list(shape) -> list:
+    return [None, *(int(d) for d in shape)]
 
-    if not isinstance(model, Sequential):
-        raise ValueError(
-            f"Model {model.name!r} ({type(model).__name__}) cannot be written to a .keras file yet: "
-            f"cdnn writes Sequential models there. Save it with a .cdnn file name instead."
-        )
+
+def _sequential_record(model) -> dict:
+    from cdnn.layers import InputLayer
 
     shape = [None, *model.input_shape[1:]] if model.input_shape is not None else None
-    layers = [_layer_config(InputLayer(shape=tuple(shape[1:]), name="input_layer"))] if shape else []
+    layers = [layer_config(InputLayer(shape=tuple(shape[1:]), name="input_layer"))] if shape else []
     current = list(shape[1:]) if model.built else None
     for layer in model.layers:
-        entry = _layer_config(layer)
+        entry = _layer_record(layer)
         if current is not None:
-            entry["build_config"] = {"input_shape": [None, *current]}
-            current = list(layer.compute_output_shape(tuple(current)))
+            if type(layer).__name__ not in NO_BUILD_CONFIG:
+                entry.setdefault("build_config", {"input_shape": [None, *current]})
+            current = (
+                list(layer.output_shape[1:]) if _is_model(layer) else list(layer.compute_output_shape(tuple(current)))
+            )
         layers.append(entry)
-    config = {"name": model.name, "trainable": True, "dtype": _dtype_policy(), "layers": layers}
+    config = {"name": model.name, "trainable": bool(model.trainable), "dtype": dtype_policy(), "layers": layers}
     if shape:
         config["build_input_shape"] = shape
-    out = _object("keras", "Sequential", config)
+    out = keras_object("keras", "Sequential", config)
     if shape:
         out["build_config"] = {"input_shape": shape}
+    return out
+
+
+def _is_model(layer) -> bool:
+    from cdnn.models import Model
+
+    return isinstance(layer, Model)
+
+
+def _layer_record(layer) -> dict:
+    """A layer, or a model used as a layer, as Keras serializes it (without its nodes)."""
+    if _is_model(layer):
+        return _model_record(layer)
+    return layer_config(layer)
+
+
+#: layers whose behaviour depends on `training`: Keras 3's fit and predict override a recorded value
+_TRAINING_DEPENDENT = {"Dropout", "GaussianNoise", "BatchNormalization"}
+
+
+def _functional_record(model) -> dict:
+    own = {id(n) for n in model._nodes}
+    functional_layers = {id(l) for l in model.layers if type(l).__name__ == "Functional"}
+
+    def history(t, top: bool) -> list:
+        layer, node_index, tensor_index = t._keras_history
+        rank = model._node_rank(layer, node_index)
+        # the model's inputs and outputs count a nested functional model's own (first) node, its calls do not
+        return [layer.name, rank + 1 if top and id(layer) in functional_layers else rank, tensor_index]
+
+    def tensor(t) -> dict:
+        return {
+            "class_name": "__keras_tensor__",
+            "config": {"shape": list(t.shape), "dtype": "float32", "keras_history": history(t, False)},
+        }
+
+    layers = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        entry = _layer_record(layer)
+        nodes = []
+        for node in layer._inbound_nodes:
+            if id(node) not in own or not node.input_tensors:
+                continue
+            kwargs: dict = {}
+            if node.training is not None:
+                if kind in _TRAINING_DEPENDENT or _is_model(layer):
+                    raise ValueError(
+                        f"Layer {layer.name!r} ({kind}) is called with training={node.training} in model "
+                        f"{model.name!r}: Keras 3's fit and predict override that argument, so the model would "
+                        f"not compute the same in Keras. Save it with a .cdnn file name instead."
+                    )
+                kwargs["training"] = bool(node.training)
+            if kind in TAKES_MASK:
+                kwargs["mask"] = None
+            args = [tensor(t) for t in node.input_tensors]
+            nodes.append({"args": [args] if node.nested else args, "kwargs": kwargs})
+            if "build_config" not in entry and kind not in NO_BUILD_CONFIG and kind != "InputLayer":
+                shapes = [list(t.shape) for t in node.input_tensors]
+                entry["build_config"] = {"input_shape": shapes if node.nested else shapes[0]}
+        entry["name"] = layer.name
+        entry["inbound_nodes"] = nodes
+        layers.append(entry)
+
+    def struct(s):
+        if isinstance(s, dict):
+            return {k: history(v, True) for k, v in s.items()}
+        if isinstance(s, (list, tuple)):
+            return [history(v, True) for v in s]
+        return history(s, True)
+
+    config = {
+        "name": model.name,
+        "trainable": bool(model.trainable),
+        "layers": layers,
+        "input_layers": struct(model._inputs_struct),
+        "output_layers": struct(model._outputs_struct),
+    }
+    out = keras_object("keras.src.models.functional", "Functional", config)
+    out["registered_name"] = "Functional"
+    out["build_config"] = {"input_shape": None}
+    return out
+
+
+def _model_record(model) -> dict:
+    from cdnn.models import Functional, Sequential
+
+    if isinstance(model, Sequential):
+        return _sequential_record(model)
+    if type(model) is Functional:
+        return _functional_record(model)
+    raise ValueError(
+        f"Model {model.name!r} ({type(model).__name__}) cannot be written to a .keras file: cdnn writes "
+        f"Sequential and functional models (keras.Model(inputs, outputs)) there; a subclassed model's call() "
+        f"is Python code. Save it with a .cdnn file name instead."
+    )
+
+
+def model_config(model) -> dict:
+    """The model as Keras' ``serialize_keras_object`` writes it (``config.json``)."""
+    out = _model_record(model)
     comp = _compile_config(model)
     if comp is not None:
         out["compile_config"] = comp
@@ -226,27 +308,46 @@ def model_config(model) -> dict:
 
 
 # ---- the optimizer's variables in Keras' order -----------------------------------------
+#: an Adafactor placeholder: Keras keeps an int32 0 for the factored moments of a variable under 2-D
+_DUMMY = (-1, -1)
+
+
 def _slot_order(optimizer, n_params: int) -> list[tuple[int, int]]:
     """(parameter, slot) of each optimizer variable after ``iterations`` and ``learning_rate``.
 
     Keras creates them in ``build``: the base optimizer's moving averages
     (``use_ema``) and gradient accumulators first, one per variable; then
-    Adam, AdamW, Adamax, Adadelta, Ftrl and Lion interleave their slots per
-    variable (m0, v0, m1, v1, ...; amsgrad's v_hat after all of them);
-    RMSprop makes all velocities, then all momentums; SGD with momentum and
-    Adagrad make one per variable. (cdnn's slot row: 0-2 the optimizer's,
-    3 the average, 4 the accumulator.)
+    Adam, AdamW, Adamax, Adadelta, Ftrl, Lion and Nadam interleave their
+    slots per variable (m0, v0, m1, v1, ...; amsgrad's v_hat after all of
+    them); Adafactor keeps r, c, v per variable (int32 placeholders for r and
+    c of a variable under 2-D: ``_DUMMY`` here); RMSprop makes all
+    velocities, then all momentums; SGD with momentum and Adagrad make one
+    per variable. (cdnn's slot row: 0-2 the optimizer's, 3 the average, 4 the
+    accumulator.) Nadam's ``u_product`` comes last; see :func:`_tail_scalars`.
     """
     kind = type(optimizer).__name__
     rows = optimizer._slots
     used = [i for i in range(2) if rows and rows[0][i] is not None]
     head = [(p, s) for s in (3, 4) if rows and rows[0][s] is not None for p in range(n_params)]
-    if kind in ("Adam", "AdamW", "Adamax", "Adadelta", "Ftrl", "Lion"):
+    if kind in ("Adam", "AdamW", "Adamax", "Adadelta", "Ftrl", "Lion", "Nadam"):
         tail = [(p, 2) for p in range(n_params)] if rows and rows[0][2] is not None else []
         return head + [(p, s) for p in range(n_params) for s in used] + tail
     if kind in ("SGD", "Adagrad", "RMSprop"):
         return head + [(p, s) for s in used for p in range(n_params)]
+    if kind == "Adafactor":
+        return head + [
+            (p, s) if s == 2 or rows[p][s] is not None else _DUMMY for p in range(n_params) for s in range(3)
+        ]
     raise ValueError(f"cdnn cannot write the state of optimizer {kind} to a .keras file yet")
+
+
+def _tail_scalars(optimizer) -> list:
+    """The optimizer's scalar variables after its slots: Nadam's ``u_product`` (the product of its
+    momentum schedule over the steps taken)."""
+    if type(optimizer).__name__ != "Nadam":
+        return []
+    it = int(optimizer.iterations)
+    return [np.float32(optimizer._u_products(0, it)[-1]) if it else np.float32(1.0)]
 
 
 # ---- writing -------------------------------------------------------------------------
@@ -258,19 +359,41 @@ def _unique(name: str, used: dict) -> str:
     return name
 
 
-def _layer_paths(layers) -> list[str]:
+def _container_layers(model) -> list:
+    """The layers Keras saves under a model's ``layers/`` (a Sequential's without its input)."""
+    return list(model.layers)
+
+
+def _layer_paths(layers, prefix: str = "layers") -> list[str]:
     used: dict = {}
-    return [f"layers/{_unique(snake_case(type(l).__name__), used)}" for l in layers]
+    return [f"{prefix}/{_unique(snake_case(type(l).__name__), used)}" for l in layers]
+
+
+def _h5_value(layer, index: int, w: np.ndarray) -> np.ndarray:
+    if type(layer).__name__ == "Normalization" and index == 2:
+        return np.int32(w)  # Keras' adapt count is an int32
+    return np.asarray(w, np.float32)
+
+
+def _write_layers(h5, layers, prefix: str) -> None:
+    for path, layer in zip(_layer_paths(layers, prefix), layers):
+        group = h5.create_group(path)
+        if _is_model(layer):
+            group.create_group("layers")
+            _write_layers(h5, _container_layers(layer), f"{path}/layers")
+            group.create_group("vars").attrs["name"] = layer.name
+            continue
+        group = group.create_group("vars")
+        group.attrs["name"] = layer.name
+        for i, w in enumerate(layer.weights):
+            group.create_dataset(str(i), data=_h5_value(layer, i, w))
 
 
 def _write_h5(model, f, with_optimizer: bool) -> None:
     module = h5py()
     with module.File(f, "w") as h5:
-        for path, layer in zip(_layer_paths(model.layers), model.layers):
-            group = h5.create_group(path).create_group("vars")
-            group.attrs["name"] = layer.name
-            for i, w in enumerate(layer.weights):
-                group.create_dataset(str(i), data=np.asarray(w, np.float32))
+        h5.create_group("layers")
+        _write_layers(h5, _container_layers(model), "layers")
         opt = model.optimizer if with_optimizer and model.compiled else None
         if opt is not None:
             group = h5.create_group("optimizer").create_group("vars")
@@ -278,8 +401,11 @@ def _write_h5(model, f, with_optimizer: bool) -> None:
             group.create_dataset("0", data=np.int64(opt.iterations))
             group.create_dataset("1", data=np.float32(opt.learning_rate))
             if opt._slots:
-                for k, (p, s) in enumerate(_slot_order(opt, len(opt._slots))):
-                    group.create_dataset(str(k + 2), data=opt._slots[p][s])
+                order = _slot_order(opt, len(opt._slots)) if opt._slots else []
+                for k, (p, s) in enumerate(order):
+                    group.create_dataset(str(k + 2), data=np.int32(0) if p < 0 else opt._slots[p][s])
+                for k, value in enumerate(_tail_scalars(opt)):
+                    group.create_dataset(str(k + 2 + len(order)), data=value)
         h5.create_group("vars").attrs["name"] = model.name
 
 
@@ -363,145 +489,176 @@ def _read_member(path: str, zf: zipfile.ZipFile, name: str, limit: int) -> bytes
     return data
 
 
-def _check_keys(path: str, where: str, config: dict, allowed: dict) -> dict:
-    """The keys of a Keras layer config that cdnn uses; the others must have Keras' default value."""
-    out = {}
-    for key, value in config.items():
-        if key in allowed:
-            if allowed[key] is _USE:
-                out[key] = value
-            elif value not in allowed[key]:
-                raise ModelFileError(
-                    f"{path}: {where}: {key}={value!r} is not supported by cdnn (supported: {allowed[key]})"
-                )
-        else:
-            raise ModelFileError(f"{path}: {where}: unknown or unsupported setting {key!r}={str(value)[:80]!r}")
-    return out
-
-
-_USE = object()
-_COMMON = {"name": _USE, "trainable": (True,), "dtype": _USE, "quantization_config": (None,)}
-
-
-def _dtype_ok(path: str, where: str, dtype) -> None:
-    name = dtype.get("config", {}).get("name") if isinstance(dtype, dict) else dtype
-    if name not in (None, "float32"):
-        raise ModelFileError(f"{path}: {where}: dtype {name!r} is not supported (cdnn computes in float32)")
-
-
-def _initializer_name(path: str, where: str, value) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("class_name"), str):
-        cfg = value.get("config") or {}
-        extra = {k: v for k, v in cfg.items() if k not in ("seed", "input_axes", "output_axes") and v is not None}
-        if (extra or cfg.get("seed") is not None) and value["class_name"] in _initializer_classes():
-            # an initializer with arguments (RandomNormal(stddev=...), Constant(value), ...) as an object
-            from cdnn import initializers
-
-            kept = {k: v for k, v in cfg.items() if k not in ("input_axes", "output_axes")}
-            return initializers.deserialize({"class_name": value["class_name"], "config": kept})
-        if extra:
-            raise ModelFileError(
-                f"{path}: {where}: initializer {value['class_name']} with {extra} is not supported by cdnn"
-            )
-        return snake_case(value["class_name"])
-    raise ModelFileError(f"{path}: {where}: invalid initializer {str(value)[:80]!r}")
-
-
-def _initializer_classes() -> set:
-    from cdnn import initializers
-
-    return set(initializers._CLASSES)
-
-
-def _build_layer(path: str, entry: dict):
-    from cdnn import layers as layers_module
-
-    if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
-        raise ModelFileError(f"{path}: invalid layer record {str(entry)[:120]!r}")
-    kind, cfg = entry.get("class_name"), entry["config"]
-    where = f"layer {cfg.get('name')!r} ({kind})"
-    if entry.get("module") not in (None, "keras.layers", "keras.src.layers") or entry.get("registered_name") not in (
-        None,
-        kind,
-    ):
-        raise ModelFileError(
-            f"{path}: {where}: custom layer classes ({entry.get('registered_name')!r}) are not "
-            f"loaded: cdnn builds only the Keras layers it implements"
-        )
-    if kind == "InputLayer":
-        shape = cfg.get("batch_shape") or ([None, *cfg["shape"]] if "shape" in cfg else None)
-        if not isinstance(shape, list) or len(shape) < 2:
-            raise ModelFileError(f"{path}: {where}: invalid batch_shape {shape!r}")
-        return layers_module.InputLayer(shape=tuple(shape[1:]), name=cfg.get("name"))
-    if kind == "Flatten":
-        kw = _check_keys(path, where, cfg, {**_COMMON, "data_format": ("channels_last", None)})
-        _dtype_ok(path, where, kw.pop("dtype", None))
-        return layers_module.Flatten(**kw)
-    if kind == "Dropout":
-        kw = _check_keys(path, where, cfg, {**_COMMON, "rate": _USE, "seed": _USE, "noise_shape": (None,)})
-        _dtype_ok(path, where, kw.pop("dtype", None))
-        return layers_module.Dropout(**kw)
-    if kind == "Dense":
-        kw = _check_keys(
-            path,
-            where,
-            cfg,
-            {
-                **_COMMON,
-                "units": _USE,
-                "activation": _USE,
-                "use_bias": _USE,
-                "kernel_initializer": _USE,
-                "bias_initializer": _USE,
-                "kernel_regularizer": _USE,
-                "bias_regularizer": _USE,
-                "activity_regularizer": (None,),
-                "kernel_constraint": _USE,
-                "bias_constraint": _USE,
-                "lora_rank": (None,),
-                "lora_alpha": (None,),
-            },
-        )
-        _dtype_ok(path, where, kw.pop("dtype", None))
-        if not isinstance(kw.get("activation", "linear"), (str, type(None))):
-            raise ModelFileError(f"{path}: {where}: activation {kw['activation']!r} is not a built-in activation")
-        for key in ("kernel_initializer", "bias_initializer"):
-            if key in kw:
-                kw[key] = _initializer_name(path, where, kw[key])
-        return layers_module.Dense(**kw)
-    raise ModelFileError(
-        f"{path}: layer {cfg.get('name')!r} is a {kind}, which cdnn does not implement yet "
-        f"(it reads InputLayer, Flatten, Dense and Dropout from .keras files)"
-    )
-
-
 _BAD = (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError)
+_MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
-def _model_from_keras_config(path: str, config):
+def _layer_from_record(path: str, entry, orders: dict):
+    if isinstance(entry, dict) and entry.get("class_name") in _MODEL_CLASSES:
+        return _model_from_record(path, entry, orders)
+    return build_layer(path, entry)
+
+
+def _sequential_from_keras(path: str, config: dict, orders: dict):
+    from cdnn.layers import InputLayer
     from cdnn.models import Sequential
 
+    cfg = config["config"]
+    layers = [_layer_from_record(path, entry, orders) for entry in cfg["layers"]]
+    model = Sequential(layers, name=cfg.get("name"))
+    shape = cfg.get("build_input_shape") or (config.get("build_config") or {}).get("input_shape")
+    if not model.built and isinstance(shape, list) and len(shape) >= 2:
+        model.build(tuple(shape))
+    orders[id(model)] = [l for l in layers if not isinstance(l, InputLayer)]
+    return model
+
+
+def _ref(path: str, value) -> tuple:
+    """(layer name, node index, tensor index) of a tensor in a functional config."""
+    if isinstance(value, dict) and value.get("class_name") == "__keras_tensor__":
+        value = (value.get("config") or {}).get("keras_history")
+    if (
+        isinstance(value, list)
+        and len(value) in (3, 4)
+        and isinstance(value[0], str)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value[1:3])
+    ):
+        return value[0], value[1], value[2]
+    raise ModelFileError(f"{path}: invalid tensor reference {str(value)[:120]!r} in a functional model")
+
+
+def _node_inputs(path: str, node, where: str) -> tuple[list, bool]:
+    """The tensor references a node's call takes, and whether it took a list."""
+    if isinstance(node, list):  # Keras 2's form: [[name, node, tensor, kwargs], ...]
+        return [_ref(path, r) for r in node], len(node) > 1
+    if not isinstance(node, dict) or not isinstance(node.get("args"), list) or len(node["args"]) != 1:
+        raise ModelFileError(f"{path}: {where}: invalid inbound node {str(node)[:120]!r}")
+    kwargs = node.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ModelFileError(f"{path}: {where}: invalid call arguments {str(kwargs)[:80]!r}")
+    for key, value in kwargs.items():
+        # a recorded `training` is overridden by Keras 3's fit and predict: it has no effect there either
+        if not ((key == "mask" and value is None) or (key == "training" and value in (True, False, None))):
+            raise ModelFileError(f"{path}: {where}: call argument {key}={str(value)[:80]!r} is not supported by cdnn")
+    arg = node["args"][0]
+    if isinstance(arg, list) and arg and not isinstance(arg[0], str):
+        return [_ref(path, r) for r in arg], True
+    return [_ref(path, arg)], False
+
+
+def _functional_from_keras(path: str, config: dict, orders: dict):
+    from cdnn._symbolic import flatten
+    from cdnn.layers import InputLayer
+    from cdnn.models import Functional
+
+    cfg = config["config"]
+    made: dict = {}
+    order = []
+    pending: dict = {}
+    outputs: dict = {}
+    functional = set()
+    for entry in cfg["layers"]:
+        layer = _layer_from_record(path, entry, orders)
+        name = entry.get("name", layer.name)
+        if not isinstance(name, str) or name in made:
+            raise ModelFileError(f"{path}: layer name {str(name)[:80]!r} is missing or used twice in the model")
+        if entry.get("class_name") == "Functional":
+            functional.add(name)
+        made[name] = layer
+        order.append(layer)
+        nodes = entry.get("inbound_nodes") or []
+        if not isinstance(nodes, list):
+            raise ModelFileError(f"{path}: layer {name!r}: invalid inbound_nodes")
+        if isinstance(layer, InputLayer):
+            outputs[name] = [[layer._output_tensor]]
+        else:
+            outputs[name] = []
+            pending[name] = [_node_inputs(path, n, f"layer {name!r}") for n in nodes]
+
+    def tensor(ref, top: bool = False):
+        name, node, index = ref
+        if name not in outputs:
+            raise ModelFileError(f"{path}: a tensor reference names layer {name!r}, which the model does not have")
+        if top and name in functional:
+            node -= 1
+        calls = outputs[name]
+        return calls[node][index] if 0 <= node < len(calls) and index < len(calls[node]) else None
+
+    while pending:  # Keras' order: the layers in turn, each as far as its inputs exist
+        progress = False
+        for name in list(pending):
+            while pending[name]:
+                refs, nested = pending[name][0]
+                args = [tensor(r) for r in refs]
+                if any(a is None for a in args):
+                    break
+                outputs[name].append(flatten(made[name](args if nested else args[0])))
+                pending[name].pop(0)
+                progress = True
+            if not pending[name]:
+                del pending[name]
+        if not progress:
+            raise ModelFileError(
+                f"{path}: invalid functional model: the inputs of layer(s) {sorted(pending)[:10]} are never "
+                f"made (a loop or a disconnected node)"
+            )
+
+    def struct(s):
+        if isinstance(s, list) and len(s) in (3, 4) and isinstance(s[0], str):
+            t = tensor(_ref(path, s), top=True)
+            if t is None:
+                raise ModelFileError(f"{path}: the model's inputs or outputs name a tensor no layer makes: {s!r}")
+            return t
+        if isinstance(s, dict):
+            return {k: struct(v) for k, v in s.items()}
+        if isinstance(s, list):
+            return [struct(v) for v in s]
+        raise ModelFileError(f"{path}: invalid model inputs or outputs {str(s)[:120]!r}")
+
+    model = Functional(struct(cfg.get("input_layers")), struct(cfg.get("output_layers")), name=cfg.get("name"))
+    orders[id(model)] = order
+    return model
+
+
+def _model_from_record(path: str, config, orders: dict):
     if not isinstance(config, dict):
         raise ModelFileError(f"{path}: config.json is not a Keras model record")
     kind, cfg = config.get("class_name"), config.get("config")
-    if kind != "Sequential" or not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+    if (
+        kind not in _MODEL_CLASSES
+        or config.get("module")
+        not in (None, "keras", "keras.models", "keras.src.models.functional", "keras.src.models")
+        or config.get("registered_name") not in (None, kind, "Functional")
+    ):
+        name = config.get("registered_name") or kind
         raise ModelFileError(
-            f"{path}: the model is a {kind!r}: cdnn reads Sequential models from .keras files "
-            f"(functional models come with the layer graph)"
+            f"{path}: the model is a {str(name)[:80]!r}: cdnn reads Sequential and functional models from "
+            f"Keras files, not subclassed or custom model classes"
         )
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+        raise ModelFileError(
+            f"{path}: model {str(cfg.get('name') if isinstance(cfg, dict) else cfg)[:80]!r} has no layers"
+        )
+    trainable = cfg.get("trainable", True)
+    if trainable not in (True, False):
+        raise ModelFileError(f"{path}: model {cfg.get('name')!r}: trainable={trainable!r} is not true or false")
+    model = (
+        _sequential_from_keras(path, config, orders)
+        if kind == "Sequential"
+        else _functional_from_keras(path, config, orders)
+    )
+    if not trainable:
+        model.trainable = False
+    return model
+
+
+def _model_from_keras_config(path: str, config, orders: Optional[dict] = None):
     try:
-        layers = [_build_layer(path, entry) for entry in cfg["layers"]]
-        model = Sequential(layers, name=cfg.get("name"))
-        shape = cfg.get("build_input_shape") or (config.get("build_config") or {}).get("input_shape")
-        if not model.built and isinstance(shape, list) and len(shape) >= 2:
-            model.build(tuple(shape))
+        return _model_from_record(path, config, {} if orders is None else orders)
     except ModelFileError:
         raise
     except _BAD as exc:
-        raise ModelFileError(f"{path}: invalid architecture: {type(exc).__name__}: {exc}") from None
-    return model
+        raise ModelFileError(f"{path}: invalid architecture: {type(exc).__name__}: {str(exc)[:300]}") from None
 
 
 def model_from_config(config: dict, path: str = "<config>"):
@@ -555,7 +712,7 @@ def _dataset(path: str, group, key: str, shape: tuple, dtypes: tuple, where: str
 _H5_ERRORS = (OSError, RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError)
 
 
-def _read_h5_into(path: str, model, source, with_optimizer: bool) -> None:
+def _read_h5_into(path: str, model, source, with_optimizer: bool, orders: Optional[dict] = None) -> None:
     module = h5py()
     try:
         h5 = module.File(source, "r")
@@ -563,17 +720,19 @@ def _read_h5_into(path: str, model, source, with_optimizer: bool) -> None:
         raise ModelFileError(f"{path}: the weights are not a readable HDF5 file: {exc}") from None
     try:
         with h5:
-            _read_open_h5(path, model, h5, with_optimizer)
+            _read_open_h5(path, model, h5, with_optimizer, orders)
     except ModelFileError:
         raise
     except _H5_ERRORS as exc:
         raise ModelFileError(f"{path}: damaged HDF5 weights: {type(exc).__name__}: {exc}") from None
 
 
-def _read_open_h5(path: str, model, h5, with_optimizer: bool) -> None:
+def _read_layers(path: str, h5, layers: list, prefix: str, orders: dict, out: dict) -> None:
     module = h5py()
-    weights = []
-    for lpath, layer in zip(_layer_paths(model.layers), model.layers):
+    for lpath, layer in zip(_layer_paths(layers, prefix), layers):
+        if _is_model(layer):
+            _read_layers(path, h5, orders.get(id(layer)) or _container_layers(layer), f"{lpath}/layers", orders, out)
+            continue
         expected = [w.shape for w in layer.weights]
         group = _child(path, h5, f"{lpath}/vars", "")
         if group is None:
@@ -582,10 +741,24 @@ def _read_open_h5(path: str, model, h5, with_optimizer: bool) -> None:
             continue
         if not isinstance(group, module.Group) or len(group) != len(expected):
             raise ModelFileError(f"{path}: {lpath} does not hold the {len(expected)} variables of layer {layer.name!r}")
-        weights += [
-            _dataset(path, group, str(i), s, (np.float32, np.float64, np.float16), lpath)
-            for i, s in enumerate(expected)
-        ]
+        kinds = (np.float32, np.float64, np.float16)
+        if type(layer).__name__ == "Normalization":
+            kinds += (np.int32, np.int64)  # the adapt count
+        out[id(layer)] = [_dataset(path, group, str(i), s, kinds, lpath) for i, s in enumerate(expected)]
+
+
+def _leaf_layers(model) -> list:
+    out = []
+    for layer in model._all_layers():
+        out += _leaf_layers(layer) if _is_model(layer) else [layer]
+    return out
+
+
+def _read_open_h5(path: str, model, h5, with_optimizer: bool, orders: Optional[dict] = None) -> None:
+    orders = orders or {}
+    found: dict = {}
+    _read_layers(path, h5, orders.get(id(model)) or _container_layers(model), "layers", orders, found)
+    weights = [w for layer in _leaf_layers(model) for w in found.get(id(layer), [])]
     _assign_weights(path, model, weights)  # NaN and infinity load, with a warning, as in Keras
     group = _child(path, h5, "optimizer/vars", "")
     if with_optimizer and group is not None and model.compiled:
@@ -594,29 +767,92 @@ def _read_open_h5(path: str, model, h5, with_optimizer: bool) -> None:
 
 def _read_optimizer(path: str, model, group) -> None:
     opt = model.optimizer
-    params = model.weights
+    params = model.trainable_weights
     it = _dataset(path, group, "0", (), (np.int64, np.int32), "optimizer/vars")
     iterations = int(it)
     if not 0 <= iterations < MAX_ITERATIONS:
         raise ModelFileError(f"{path}: invalid optimizer iteration count {iterations}")
     opt.build(params)
     order = _slot_order(opt, len(params))
+    tail = _tail_scalars(opt)
     if len(group) == 2 and iterations == 0:  # compiled, never trained: Keras had not built its slots
         return
-    if len(group) != 2 + len(order):
+    if len(group) != 2 + len(order) + len(tail):
         raise ModelFileError(
             f"{path}: the optimizer state holds {len(group) - 2} slot variables; "
-            f"{type(opt).__name__} with these settings has {len(order)} for this model"
+            f"{type(opt).__name__} with these settings has {len(order) + len(tail)} for this model"
         )
     for k, (p, s) in enumerate(order):
+        if p < 0:  # Adafactor's placeholder
+            _dataset(path, group, str(k + 2), (), (np.int32, np.int64, np.float32), "optimizer/vars")
+            continue
         opt._slots[p][s][...] = _dataset(
-            path, group, str(k + 2), params[p].shape, (np.float32, np.float64), "optimizer/vars"
+            path, group, str(k + 2), opt._slots[p][s].shape, (np.float32, np.float64), "optimizer/vars"
         )
+    for k in range(len(tail)):  # Nadam's u_product: cdnn derives it from the step count
+        _dataset(path, group, str(k + 2 + len(order)), (), (np.float32, np.float64), "optimizer/vars")
     opt.iterations = iterations
 
 
+def _loss_from(path: str, loss):
+    """Keras' compile_config loss (a name, a serialized Loss, or a list/dict of them per output)."""
+    from cdnn import losses
+
+    if isinstance(loss, dict) and "class_name" in loss:
+        registered = loss.get("registered_name")
+        if (
+            loss.get("class_name") in losses._CLASSES
+            and isinstance(loss.get("config"), dict)
+            and registered in (None, loss.get("class_name"))
+        ):
+            return losses.deserialize({"class_name": loss["class_name"], "config": loss["config"]})
+        name = (loss.get("config") or {}).get("name") if isinstance(loss.get("config"), dict) else None
+        return _registered_or_refuse(path, "loss", loss, name or snake_case(str(loss.get("class_name", ""))))
+    if isinstance(loss, dict):
+        return {k: _loss_from(path, v) for k, v in loss.items()}
+    if isinstance(loss, list):
+        return [_loss_from(path, v) for v in loss]
+    if not isinstance(loss, (str, type(None))):
+        raise ModelFileError(f"{path}: loss {str(loss)[:80]!r} is not a built-in loss")
+    return loss
+
+
+def _registered_or_refuse(path: str, what: str, record: dict, fallback):
+    """A user class registered with ``keras.saving.register_keras_serializable`` (or given in
+    ``custom_objects``) that ``record`` names, else ``fallback`` for a built-in one."""
+    from cdnn import losses
+    from cdnn.saving import object_registration
+
+    name, kind = record.get("registered_name"), record.get("class_name")
+    if (isinstance(name, str) and name != kind) or kind not in losses._CLASSES:
+        return object_registration._deserialize_registered(path, what, record)
+    return fallback
+
+
+def _metrics_from(path: str, mets, top: bool = True):
+    from cdnn import metrics as metrics_module
+
+    if isinstance(mets, dict) and "class_name" in mets:
+        name, kind = mets.get("registered_name"), mets.get("class_name")
+        if (isinstance(name, str) and name != kind) or kind not in metrics_module.ALL_OBJECTS_DICT:
+            from cdnn.saving import object_registration
+
+            return object_registration._deserialize_registered(path, "metric", mets)
+        return metrics_module.deserialize(mets)
+    if isinstance(mets, dict):
+        return {k: _metrics_from(path, v, False) for k, v in mets.items()}
+    if isinstance(mets, list):
+        return [_metrics_from(path, v, False) for v in mets]
+    if not isinstance(mets, (str, type(None))):
+        raise ModelFileError(
+            f"{path}: metrics {str(mets)[:80]!r}: cdnn reads metrics given by name or by their Keras config"
+        )
+    return mets
+
+
 def _compile_from_config(path: str, model, comp) -> None:
-    from cdnn import losses, optimizers
+    from cdnn import optimizers
+    from cdnn.models import Sequential
 
     if not isinstance(comp, dict):
         return
@@ -626,29 +862,15 @@ def _compile_from_config(path: str, model, comp) -> None:
             # every option of Keras 3's optimizers and their schedules (loss_scale_factor and RMSprop's
             # centered are refused by the optimizer's own checks, named in the error)
             opt = {"class_name": opt.get("class_name"), "config": dict(opt.get("config") or {})}
-        loss = comp.get("loss")
-        if (
-            isinstance(loss, dict)
-            and loss.get("class_name") in losses._CLASSES
-            and isinstance(loss.get("config"), dict)
-        ):
-            loss = losses.deserialize({"class_name": loss["class_name"], "config": loss["config"]})
-        elif isinstance(loss, dict):
-            loss = loss.get("config", {}).get("name") or snake_case(loss.get("class_name", ""))
-        if not isinstance(loss, (str, type(None), losses.Loss)):
-            raise ModelFileError(f"{path}: loss {str(loss)[:80]!r} is not a built-in loss")
+        loss = _loss_from(path, comp.get("loss"))
         mets = comp.get("metrics")
-        mets = [m for m in mets] if isinstance(mets, list) else ([mets] if mets else None)
-        if mets and not all(isinstance(m, (str, dict)) for m in mets):
-            raise ModelFileError(
-                f"{path}: metrics {str(mets)[:80]!r}: cdnn reads metrics given by name or by their Keras config"
-            )
-        from cdnn.trainers.compile_utils import deserialize_metrics
-
+        if isinstance(model, Sequential):
+            mets = [m for m in mets] if isinstance(mets, list) else ([mets] if mets else None)
+        mets = _metrics_from(path, mets) if mets else None
+        weights = comp.get("loss_weights")
+        kwargs = {"loss_weights": weights} if weights is not None else {}
         model.compile(
-            optimizer=optimizers.get(opt) if opt is not None else "rmsprop",
-            loss=loss or None,
-            metrics=deserialize_metrics({"metrics": mets}) if mets else None,
+            optimizer=optimizers.get(opt) if opt is not None else "rmsprop", loss=loss or None, metrics=mets, **kwargs
         )
     except ModelFileError:
         raise
@@ -671,13 +893,14 @@ def load_keras(path: str, compile: bool = True):
         # config.json's Dense(10**8) is refused before it allocates (see cdnn/_loading.py)
         weights_info = zf.NameToInfo.get(_WEIGHTS)
         budget = weights_info.file_size // 2 if weights_info is not None else 0  # float16 at least
+        orders: dict = {}
         with _loading.weight_budget(budget):
-            model = _model_from_keras_config(path, config)
+            model = _model_from_keras_config(path, config, orders)
         if compile:
             _compile_from_config(path, model, config.get("compile_config"))
         if model.built:
             data = _read_member(path, zf, _WEIGHTS, _weights_limit(model))
-            _read_h5_into(path, model, io.BytesIO(data), with_optimizer=compile)
+            _read_h5_into(path, model, io.BytesIO(data), with_optimizer=compile, orders=orders)
     return model
 
 

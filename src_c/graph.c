@@ -479,7 +479,8 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
             dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
         }
         cdnn_loss_rows(out->loss, out->metric, act, nd->act_args, out->from_logits, r0, r1, w, b->val, z, ob->ys,
-                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts, sw && sw[o] ? ob->w : NULL);
+                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts,
+                       sw && sw[o] ? ob->w : NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
         if (!ob->zkind && ob->acc == 1)

@@ -993,8 +993,8 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
         forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);
         if (labelled) {
             const cdnn_layer *top = &net->layers[L - 1];
-            cdnn_loss_rows(net->loss, net->metric, top->act, top->act_args, net->from_logits, (int)lo, (int)hi, units, o,
-                           ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
+            cdnn_loss_rows(net->loss, net->metric, top->act, top->act_args, net->from_logits, (int)lo, (int)hi, units,
+                           o, ws->lb[L - 1].z, ysparse ? ysparse + start : NULL,
                            ydense ? ydense + (size_t)start * ldy : NULL, ldy, rows, NULL, ws->row_loss, ws->row_correct,
                            &net->loss_opts, sample_weight ? sample_weight + start : NULL);
             cdnn_team_barrier();

@@ -169,6 +169,7 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
                 "optimizer": optimizers.serialize(model.optimizer),
                 "loss": _serialize_loss(model.loss) if model.loss is not None else None,
                 "metrics": serialize_metrics(model._compile_metrics),
+                "weighted_metrics": serialize_metrics(model._weighted_metrics),
                 "iterations": int(model.optimizer.iterations),
             }
         else:  # graph models: per-output losses, metrics and loss weights as given to compile
@@ -194,7 +195,7 @@ def _plain(value):
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if hasattr(value, "get_config"):
-        return {"__object__": value.get_config()}
+        return {"__object__": {"class_name": type(value).__name__, "config": value.get_config()}}
     raise ValueError(
         f"Cannot save the compile argument {value!r}: expected names, cdnn losses/metrics, or lists and dicts of them"
     )
@@ -508,12 +509,14 @@ def _load_model(path: str, read: tuple, from_config, compile: bool):
                     loss=_unplain(args.get("loss"), losses.resolve),
                     metrics=_unplain(args.get("metrics"), metrics.get),
                     loss_weights=_unplain(args.get("loss_weights"), float),
+                    weighted_metrics=_unplain(args.get("weighted_metrics"), metrics.get),
                 )
             else:  # Sequential: one loss, its metrics
                 model.compile(
                     optimizer=optimizers.get(comp["optimizer"]),
                     loss=losses.resolve(comp["loss"]) if comp.get("loss") else None,
                     metrics=deserialize_metrics(comp),
+                    weighted_metrics=deserialize_metrics({"metrics": comp.get("weighted_metrics")}),
                 )
         except _BAD_RECORD as exc:
             raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None

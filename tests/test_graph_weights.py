@@ -344,3 +344,34 @@ def test_generators_and_py_datasets_train_graph_models_as_arrays_do():
     np.testing.assert_allclose(b.evaluate(gen(), steps=5, verbose=0), a.evaluate(x, [y1, y2], verbose=0), rtol=1e-12)
     with pytest.raises(ValueError, match="sample_weight"):
         b.fit(gen(), steps_per_epoch=2, sample_weight=np.ones(8), verbose=0)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".cdnn"])
+@pytest.mark.parametrize("kind", ["chain", "functional"])
+def test_weighted_metrics_survive_save_and_load(tmp_path, suffix, kind):
+    pytest.importorskip("h5py") if suffix == ".keras" else None
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    sw = rng.uniform(0.2, 2.0, size=64).astype(np.float32)
+    if kind == "chain":
+        model = cdnn.Sequential([cdnn.Input((6,)), cdnn.layers.Dense(5, activation="relu"), cdnn.layers.Dense(3)])
+    else:
+        inp = cdnn.Input((6,))
+        model = cdnn.Model(inp, cdnn.layers.Dense(3)(cdnn.layers.Dense(5, activation="relu")(inp)))
+    model.compile(
+        "adam",
+        cdnn.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        weighted_metrics=["accuracy", cdnn.metrics.SparseTopKCategoricalAccuracy(k=2)],
+    )
+    model.fit(x, y, sample_weight=sw, epochs=1, batch_size=16, verbose=0)
+    before = model.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
+    path = str(tmp_path / f"m{suffix}")
+    model.save(path)
+    loaded = cdnn.models.load_model(path)
+    after = loaded.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
+    assert list(after) == list(before)
+    assert "weighted_accuracy" in after and "sparse_top_k_categorical_accuracy" in after
+    for k in before:
+        assert after[k] == pytest.approx(before[k], rel=1e-6), k

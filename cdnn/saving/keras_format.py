@@ -168,7 +168,7 @@ def _compile_config(model) -> Optional[dict]:
         "loss": loss,
         "loss_weights": weights if not isinstance(weights, tuple) else list(weights),
         "metrics": metrics,
-        "weighted_metrics": None,
+        "weighted_metrics": _metrics_struct(args.get("weighted_metrics")),
         "run_eagerly": False,
         "steps_per_execution": 1,
         "jit_compile": False,
@@ -867,8 +867,11 @@ def _compile_from_config(path: str, model, comp) -> None:
         if isinstance(model, Sequential):
             mets = [m for m in mets] if isinstance(mets, list) else ([mets] if mets else None)
         mets = _metrics_from(path, mets) if mets else None
+        weighted = comp.get("weighted_metrics")
         weights = comp.get("loss_weights")
         kwargs = {"loss_weights": weights} if weights is not None else {}
+        if weighted:
+            kwargs["weighted_metrics"] = _metrics_from(path, weighted)
         model.compile(
             optimizer=optimizers.get(opt) if opt is not None else "rmsprop", loss=loss or None, metrics=mets, **kwargs
         )

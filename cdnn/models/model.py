@@ -881,7 +881,11 @@ class Model(Layer):
 
     # ---- files ------------------------------------------------------------------------------------
     def export(self, filepath, format: str = "tf_saved_model", verbose=None, input_signature=None, **kwargs) -> None:
-        """Write the inference graph for other runtimes: ``format="onnx"`` (needs the ``onnx`` package)."""
+        """Write the inference graph for other runtimes: ``format="onnx"`` (needs the ``onnx`` package).
+
+        Keras' other formats (TensorFlow SavedModel, LiteRT, OpenVINO) are refused: cdnn has no
+        TensorFlow to write them with.
+        """
         if format != "onnx":
             raise ValueError(
                 f"Invalid value for argument `format`: cdnn exports format='onnx', received "

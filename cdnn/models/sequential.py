@@ -1123,24 +1123,6 @@ class Sequential(Model):
         """Load weights saved by :meth:`save_weights` or :meth:`save` from a model of the same architecture."""
         saving.load_weights(self, filepath)
 
-    def export(self, filepath, format: str = "tf_saved_model", verbose=None, input_signature=None, **kwargs) -> None:
-        """Write the inference graph for other runtimes: ``format="onnx"`` (needs the ``onnx`` package).
-
-        Keras' other formats (TensorFlow SavedModel, LiteRT, OpenVINO) are refused: cdnn has no
-        TensorFlow to write them with.
-        """
-        if format != "onnx":
-            raise ValueError(
-                f"Invalid value for argument `format`: cdnn exports format='onnx', received "
-                f"format={format!r} (Keras' default, 'tf_saved_model', needs TensorFlow)"
-            )
-        from cdnn.export import export_onnx
-
-        opset = kwargs.pop("opset_version", None)
-        if kwargs:
-            raise TypeError(f"export: unsupported argument(s) {sorted(kwargs)}")
-        export_onnx(self, filepath, verbose=verbose, input_signature=input_signature, opset_version=opset)
-
     def to_json(self, **kwargs) -> str:
         """The architecture as Keras 3 serializes it (``keras.models.model_from_json`` rebuilds it)."""
         return saving.model_to_json(self, **kwargs)

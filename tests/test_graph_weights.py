@@ -8,10 +8,10 @@ Keras 3 (same initial weights, a few epochs of SGD without shuffling): weights a
 import numpy as np
 import pytest
 import reference as ref
+from test_graph_core import G, assert_close, core_graph, f32
 
 import cdnn
 from cdnn import _core
-from tests.test_graph_core import G, assert_close, core_graph, f32
 
 
 @pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")

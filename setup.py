@@ -9,8 +9,9 @@ The compiler flags are chosen in ``build_ext``, where the compiler is known:
   program with the compiler at hand. ``CDNN_NO_OPENMP=1`` builds the serial
   core on purpose; a compiler without OpenMP builds it too, says so here, and
   ``import cdnn`` warns once (pip hides this output when the build succeeds).
-- Release builds carry no debug information (``-g0``, stripped): the
-  extension is a fifth of its size with it. ``CDNN_DEBUG=1`` keeps ``-g``.
+- Release builds carry no debug information (``-g0``, stripped, no unwind
+  tables): the extension is a fifth of its size with it. ``CDNN_DEBUG=1``
+  keeps ``-g`` and the unwind tables.
 - ``CDNN_SANITIZE=1`` adds AddressSanitizer and UBSan (for CI's memory check).
 - ``CDNN_NATIVE=1`` adds -march=native (never the default: wheels must run on
   any x86-64; SIMD paths are chosen at run time).
@@ -187,8 +188,9 @@ class CdnnBuildExt(build_ext):
             elif _flag("CDNN_DEBUG"):
                 compile_args.append("-g")
             else:
-                # Python's own CFLAGS carry -g: the last flag wins
-                compile_args.append("-g0")
+                # Python's own CFLAGS carry -g: the last flag wins. No unwind tables: nothing unwinds
+                # through C frames in a release build (no C++ exceptions; debuggers use CDNN_DEBUG=1).
+                compile_args += ["-g0", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]
                 if sys.platform.startswith("linux"):
                     link_args.append("-s")
         compiler = self._compiler_version(msvc)

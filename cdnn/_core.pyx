@@ -867,6 +867,9 @@ cdef class Network:
         around it train). ``loss_options``: the loss's options by Keras' names (see LOSS_OPTIONS)."""
         if not layers:
             raise ValueError("Invalid argument `layers`: a network needs at least one Dense layer")
+        from cdnn._core_checks import check_network
+
+        check_network(layers, optimizer)
         self.arrays = []
         # one C call at a time per network: they share the workspace
         self.lock = threading.Lock()
@@ -883,49 +886,16 @@ cdef class Network:
         self.net.loss_opts = _loss_opts(loss_options, loss)
         self.loss_name = loss
         cdef cdnn_layer *ly
-        prev = None
         for i, d in enumerate(layers):
-            W = _check(d["W"], f"layers[{i}].W", 2, writable=True)
-            b = d.get("b")
-            if b is not None:
-                _check(b, f"layers[{i}].b", 1, writable=True)
-                _shape(b, f"layers[{i}].b", (W.shape[1],))
-            if prev is not None and W.shape[0] != prev:
-                raise ValueError(f"Invalid shape for `layers[{i}].W`: expected ({prev}, units), received {W.shape}")
-            if W.shape[0] < 1 or W.shape[1] < 1:
-                raise ValueError(f"Invalid shape for `layers[{i}].W`: expected positive sizes, received {W.shape}")
-            prev = W.shape[1]
-            rate = float(d.get("dropout", 0.0))
-            if not 0.0 <= rate < 1.0:
-                raise ValueError(f"Invalid value for `layers[{i}].dropout`: expected a rate in [0, 1), received {rate}")
+            W, b = d["W"], d.get("b")
             slots = list(d.get("slots", [None] * 4)) + [None] * 4
             ly = &self.net.layers[i]
             ly[0] = _layer_view(W, b, d.get("activation", "linear"), d.get("alpha", 0.2), d.get("max_value"),
                                 d.get("threshold", 0.0))
-            ly.in_drop = rate
+            ly.in_drop = float(d.get("dropout", 0.0))
             ly.frozen = not d.get("trainable", True)
-            for k, (s, ref) in enumerate(zip(slots[:4], (W, W, b, b))):
-                if s is not None:
-                    if ref is None:
-                        raise ValueError(f"Invalid slots for `layers[{i}]`: a bias slot without a bias")
-                    # Adafactor factors a kernel's second moments: r per row, c per column (no bias slots)
-                    factored = optimizer.get("name") == "adafactor"
-                    if factored and k >= 2:
-                        raise ValueError(f"Invalid slots for `layers[{i}]`: Adafactor keeps a bias's state in slot 3")
-                    _check(s, f"layers[{i}].slots[{k}]", 1 if factored else ref.ndim, writable=True)
-                    _shape(s, f"layers[{i}].slots[{k}]", (W.shape[k],) if factored else ref.shape)
             ly.W1 = fptr(slots[0]); ly.W2 = fptr(slots[1]); ly.b1 = fptr(slots[2]); ly.b2 = fptr(slots[3])
             extra = dict(d.get("extra_slots") or {})
-            for key, s in extra.items():
-                ref = W if key[0] == "W" else b
-                if key not in ("W3", "b3", "Wema", "bema", "Wacc", "bacc"):
-                    raise ValueError(f"Invalid extra slot {key!r} for `layers[{i}]`")
-                if s is not None:
-                    if ref is None:
-                        raise ValueError(f"Invalid slots for `layers[{i}]`: a bias slot without a bias")
-                    _check(s, f"layers[{i}].{key}", ref.ndim, writable=True)
-                    if s.shape != ref.shape:
-                        raise ValueError(f"Invalid shape for `layers[{i}].{key}`: expected {ref.shape}, received {s.shape}")
             ly.W3 = fptr(extra.get("W3")); ly.b3 = fptr(extra.get("b3"))
             ly.Wema = fptr(extra.get("Wema")); ly.bema = fptr(extra.get("bema"))
             ly.Wacc = fptr(extra.get("Wacc")); ly.bacc = fptr(extra.get("bacc"))
@@ -935,7 +905,7 @@ cdef class Network:
             ly.bias_rules = _rules(brules)
             self.arrays.append((W, b, slots[:4], extra, krules, brules))
         self.n_in = self.net.layers[0].in_
-        self.n_out = prev
+        self.n_out = layers[len(layers) - 1]["W"].shape[1]
         self._check_slots(self.net.opt, optimizer)
         self.step_arrays = optimizer
 
@@ -1156,22 +1126,6 @@ _MERGES = ("add", "subtract", "multiply", "average", "maximum", "minimum")
 MAX_NODE_INPUTS = 64
 
 
-def _graph_error(int i, d, str what):
-    name = d.get("name") if isinstance(d, dict) else None
-    return ValueError(f"Invalid graph node {i}" + (f" ({name!r})" if name else "") + f": {what}")
-
-
-def _param(d, str key, int i, tuple shape, bint writable=True, bint optional=False):
-    a = d.get(key)
-    if a is None:
-        if optional:
-            return None
-        raise _graph_error(i, d, f"`{key}` is missing (expected a float32 array of shape {shape})")
-    _check(a, f"nodes[{i}].{key}", len(shape), writable=writable)
-    _shape(a, f"nodes[{i}].{key}", shape)
-    return a
-
-
 cdef class Graph:
     """The C view of a graph of layers (see GRAPH_SPEC.md / docs/design.md, "The graph executor").
 
@@ -1213,136 +1167,9 @@ cdef class Graph:
         self.steps_done = 0
         cdef int N = len(nodes)
         self.n_nodes = N
-        shapes = []
-        n_in_total = 0
-        # ---- validate everything in Python first
-        for i, d in enumerate(nodes):
-            if not isinstance(d, dict):
-                raise TypeError(f"Invalid graph node {i}: expected a dict, received {type(d).__name__}")
-            op = d.get("op")
-            if op not in OPS:
-                raise _graph_error(i, d, f"unknown op {op!r}, expected one of {sorted(OPS)}")
-            ins = d.get("inputs", [])
-            if not isinstance(ins, (list, tuple)) or not all(isinstance(k, (int, np.integer)) for k in ins):
-                raise _graph_error(i, d, f"`inputs` must be a list of node indices, received {ins!r}")
-            ins = [int(k) for k in ins]
-            for k in ins:
-                if not 0 <= k < i:
-                    raise _graph_error(i, d, f"input {k} is not an earlier node (nodes must be in topological "
-                                             f"order: a node's inputs have smaller indices)")
-            want = 0 if op == "input" else 2 if op == "subtract" else None if op in _MERGES + ("concatenate",) else 1
-            if want is not None and len(ins) != want:
-                raise _graph_error(i, d, f"op {op!r} takes exactly {want} input(s), received {len(ins)}")
-            if want is None and not 2 <= len(ins) <= MAX_NODE_INPUTS:
-                raise _graph_error(i, d, f"op {op!r} takes 2 to {MAX_NODE_INPUTS} inputs, received {len(ins)}")
-            shape = d.get("shape")
-            try:
-                shape = tuple(int(s) for s in shape)
-            except (TypeError, ValueError):
-                raise _graph_error(i, d, f"`shape` must be a tuple of ints, received {shape!r}")
-            if not shape or any(s < 1 for s in shape):
-                raise _graph_error(i, d, f"`shape` must have positive dimensions (batch excluded), received {shape}")
-            size = int(np.prod(shape, dtype=np.int64))
-            if size > INT_LIMIT:
-                raise _graph_error(i, d, f"shape {shape} holds more than 2**31 - 1 values per sample")
-            in_shapes = [shapes[k] for k in ins]
-            x = in_shapes[0] if in_shapes else None
-            if op == "dense":
-                W = _param(d, "W", i, (x[-1], shape[-1]))
-                if shape != x[:-1] + (shape[-1],):
-                    raise _graph_error(i, d, f"a Dense on input shape {x} gives shape {x[:-1] + (shape[-1],)}, "
-                                             f"received shape {shape}")
-                _param(d, "b", i, (shape[-1],), optional=True)
-                _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
-            elif op in ("batchnorm", "layernorm", "activation", "affine", "dropout", "gaussian_noise"):
-                if shape != x:
-                    raise _graph_error(i, d, f"op {op!r} keeps its input's shape {x}, received shape {shape}")
-            elif op in _MERGES:
-                if any(s != x for s in in_shapes) or shape != x:
-                    raise _graph_error(i, d, f"a {op} merge needs inputs of one shape and gives it, received "
-                                             f"input shapes {in_shapes} and shape {shape}")
-            elif op == "concatenate":
-                if any(len(s) != len(x) or s[:-1] != x[:-1] for s in in_shapes):
-                    raise _graph_error(i, d, f"concatenate (last axis) needs inputs whose shapes differ only in "
-                                             f"the last axis, received {in_shapes}")
-                joined = x[:-1] + (sum(s[-1] for s in in_shapes),)
-                if shape != joined:
-                    raise _graph_error(i, d, f"concatenating {in_shapes} gives shape {joined}, received {shape}")
-            elif op == "reshape":
-                if size != int(np.prod(x, dtype=np.int64)):
-                    raise _graph_error(i, d, f"cannot reshape {x} ({int(np.prod(x))} values) into {shape} "
-                                             f"({size} values)")
-            w = shape[-1]
-            if op in ("batchnorm", "layernorm"):
-                _param(d, "gamma", i, (w,), optional=True)
-                _param(d, "beta", i, (w,), optional=True)
-                eps = float(d.get("epsilon", 1e-3))
-                if not (eps > 0 and np.isfinite(eps)):
-                    raise _graph_error(i, d, f"`epsilon` must be a positive number, received {eps}")
-            if op == "batchnorm":
-                _param(d, "moving_mean", i, (w,))
-                _param(d, "moving_variance", i, (w,))
-                mom = float(d.get("momentum", 0.99))
-                if not 0.0 <= mom <= 1.0:
-                    raise _graph_error(i, d, f"`momentum` must be in [0, 1], received {mom}")
-            if op == "activation":
-                _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
-            if op == "affine":
-                for key in ("scale", "offset"):
-                    a = d.get(key)
-                    _check(a, f"nodes[{i}].{key}", 1)
-                    if a.shape[0] not in (1, w):
-                        raise _graph_error(i, d, f"`{key}` must hold 1 or {w} values, received shape {a.shape}")
-            if op == "dropout":
-                rate = float(d.get("rate", 0.0))
-                if not 0.0 <= rate < 1.0:
-                    raise _graph_error(i, d, f"`rate` must be in [0, 1), received {rate}")
-            if op == "gaussian_noise":
-                sd = float(d.get("stddev", 0.0))
-                if not (sd >= 0 and np.isfinite(sd)):
-                    raise _graph_error(i, d, f"`stddev` must be a finite number >= 0, received {sd}")
-            if op in ("dropout", "gaussian_noise") and not 0 <= int(d.get("seed_offset", 0)) < 2**63:
-                raise _graph_error(i, d, f"`seed_offset` must be an integer in [0, 2**63), received "
-                                         f"{d.get('seed_offset')}")
-            shapes.append(shape)
-            n_in_total += len(ins)
-        in_list = [int(k) for k in inputs]
-        input_ops = [i for i, d in enumerate(nodes) if d["op"] == "input"]
-        if not input_ops:
-            raise ValueError("Invalid argument `nodes`: a graph needs at least one node of op 'input'")
-        if sorted(in_list) != input_ops:
-            raise ValueError(f"Invalid argument `inputs`: expected each input node once ({input_ops}), "
-                             f"received {in_list}")
-        if not outputs:
-            raise ValueError("Invalid argument `outputs`: a graph needs at least one output")
-        for o, out in enumerate(outputs):
-            if not isinstance(out, dict) or not isinstance(out.get("node"), (int, np.integer)) \
-                    or not 0 <= out["node"] < N:
-                raise ValueError(f"Invalid output {o}: expected a dict whose `node` is a node index in [0, {N}), "
-                                 f"received {out!r}")
-            loss = out.get("loss")
-            if loss is not None:
-                _code(LOSSES, loss, "loss")
-                _check_metric(out.get("metric"), loss)
-            elif out.get("metric") is not None:
-                raise ValueError(f"Invalid output {o}: a metric ({out.get('metric')!r}) needs a loss (and labels)")
-            _code(METRICS, out.get("metric"), "metric")
-            wt = float(out.get("weight", 1.0))
-            if not np.isfinite(wt):
-                raise ValueError(f"Invalid output {o}: `weight` must be a finite number, received {wt}")
-        # trainable parameters shared by two nodes would get two updates a step
-        seen = []
-        for i, d in enumerate(nodes):
-            if d["op"] in ("dense", "batchnorm", "layernorm") and d.get("trainable", True):
-                for key in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance"):
-                    a = d.get(key)
-                    if a is None:
-                        continue
-                    for j, jkey, other in seen:
-                        if np.shares_memory(a, other):
-                            raise _graph_error(i, d, f"its `{key}` shares memory with node {j}'s `{jkey}`: "
-                                                     f"a trainable layer used twice in a graph is not supported yet")
-                    seen.append((i, key, a))
+        from cdnn._core_checks import check_graph
+
+        shapes, n_in_total, in_list = check_graph(nodes, inputs, outputs)
         cdef cdnn_opt_params opt = _opt_params(optimizer)
         _graph_refuses_whole(opt)
 
@@ -1379,9 +1206,6 @@ cdef class Graph:
             activity = d.get("activity") or {}
             nd.activity_l1 = activity.get("l1", 0.0)
             nd.activity_l2 = activity.get("l2", 0.0)
-            if not (isfinite(nd.activity_l1) and isfinite(nd.activity_l2) and nd.activity_l1 >= 0
-                    and nd.activity_l2 >= 0):
-                raise _graph_error(i, d, f"`activity` needs finite l1, l2 >= 0, received {activity}")
             slots = list(d.get("slots") or []) + [None] * 4
             keep = [d.get(k) for k in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance", "scale",
                                        "offset")] + slots[:4]

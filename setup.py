@@ -370,6 +370,6 @@ setup(
     cmdclass={"build_ext": CdnnBuildExt},
     ext_modules=cythonize(
         [ext],
-        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False, "binding": False},
     ),
 )

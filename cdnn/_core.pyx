@@ -867,8 +867,6 @@ cdef class Network:
         around it train). ``loss_options``: the loss's options by Keras' names (see LOSS_OPTIONS)."""
         if not layers:
             raise ValueError("Invalid argument `layers`: a network needs at least one Dense layer")
-        from cdnn._core_checks import check_network
-
         check_network(layers, optimizer)
         self.arrays = []
         # one C call at a time per network: they share the workspace
@@ -980,25 +978,10 @@ cdef class Network:
             raise ValueError(f"Invalid shape for argument `x`: expected (n, {self.n_in}), received {x.shape}")
         ys, yd, hinge01 = self._labels(y, n)
         sw = _check_weights(sample_weight, "sample_weight", n)
-        _check(perm, "perm", 1, dtype=np.int32)
-        _shape(perm, "perm", (n,))
-        if batch_size < 1:
-            raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer, received {batch_size}")
-        n_total = (n + batch_size - 1) // batch_size
-        if n_batches < 0 or first < 0 or first + n_batches > n_total:
-            raise ValueError(f"Invalid batch range: first={first}, n_batches={n_batches} for {n_total} batches")
-        seg = perm[first * batch_size: min(n, (first + n_batches) * batch_size)]
-        if seg.size and (seg.min() < 0 or seg.max() >= n):
-            raise ValueError(f"Invalid argument `perm`: expected indices in [0, {n}), received [{seg.min()}, {seg.max()}]")
-        for arr, nm in ((batch_loss, "batch_loss"), (batch_correct, "batch_correct")):
-            _check(arr, nm, 1, writable=True, dtype=np.float64)
-            if arr.shape[0] < n_batches:
-                raise ValueError(f"Invalid shape for argument `{nm}`: expected at least {n_batches} entries")
-        if outputs is not None:
-            _check(outputs, "outputs", 2, writable=True)
-            if outputs.shape[0] < n_batches * batch_size or outputs.shape[1] != self.n_out:
-                raise ValueError(f"Invalid shape for argument `outputs`: expected at least "
-                                 f"({n_batches * batch_size}, {self.n_out}), received {outputs.shape}")
+        check_batches(perm, n, first, n_batches, batch_size)
+        check_sums(batch_loss, "batch_loss", n_batches)
+        check_sums(batch_correct, "batch_correct", n_batches)
+        check_outputs(outputs, "outputs", n_batches * batch_size, self.n_out)
         if n_batches == 0:
             return 0
         _check_step_arrays(self.step_arrays, step0 + 1, n_batches)
@@ -1167,8 +1150,6 @@ cdef class Graph:
         self.steps_done = 0
         cdef int N = len(nodes)
         self.n_nodes = N
-        from cdnn._core_checks import check_graph
-
         shapes, n_in_total, in_list = check_graph(nodes, inputs, outputs)
         cdef cdnn_opt_params opt = _opt_params(optimizer)
         _graph_refuses_whole(opt)
@@ -1385,34 +1366,15 @@ cdef class Graph:
                 raise ValueError(f"Invalid argument `outputs`: expected a list of {len(self.output_nodes)} "
                                  f"array(s) or None")
             for o, a in enumerate(outputs):
-                if a is None:
-                    continue
-                size = int(np.prod(self.shapes[self.output_nodes[o]]))
-                _check(a, f"outputs[{o}]", 2, writable=True)
-                if a.shape[0] < n_batches * batch_size or a.shape[1] != size:
-                    raise ValueError(f"Invalid shape for argument `outputs[{o}]`: expected at least "
-                                     f"({n_batches * batch_size}, {size}), received {a.shape}")
-        _check(perm, "perm", 1, dtype=np.int32)
-        _shape(perm, "perm", (n,))
-        if batch_size < 1:
-            raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer, received {batch_size}")
-        n_total = (n + batch_size - 1) // batch_size
-        if n_batches < 0 or first < 0 or first + n_batches > n_total:
-            raise ValueError(f"Invalid batch range: first={first}, n_batches={n_batches} for {n_total} batches")
-        seg = perm[first * batch_size: min(n, (first + n_batches) * batch_size)]
-        if seg.size and (seg.min() < 0 or seg.max() >= n):
-            raise ValueError(f"Invalid argument `perm`: expected indices in [0, {n}), received [{seg.min()}, {seg.max()}]")
+                check_outputs(a, f"outputs[{o}]", n_batches * batch_size,
+                              math.prod(self.shapes[self.output_nodes[o]]))
+        check_batches(perm, n, first, n_batches, batch_size)
         cdef int O = len(self.output_nodes)
-        _check(batch_loss, "batch_loss", 1, writable=True, dtype=np.float64)
-        if batch_loss.shape[0] < n_batches:
-            raise ValueError(f"Invalid shape for argument `batch_loss`: expected at least {n_batches} entries")
+        check_sums(batch_loss, "batch_loss", n_batches)
         if output_loss is None:
             output_loss = np.empty((max(n_batches, 1), O), np.float64)
-        for arr, nm in ((batch_correct, "batch_correct"), (output_loss, "output_loss")):
-            _check(arr, nm, 2, writable=True, dtype=np.float64)
-            if arr.shape[0] < n_batches or arr.shape[1] != O:
-                raise ValueError(f"Invalid shape for argument `{nm}`: expected (>= {n_batches}, {O}), "
-                                 f"received {arr.shape}")
+        check_sums(batch_correct, "batch_correct", n_batches, O)
+        check_sums(output_loss, "output_loss", n_batches, O)
         if n_batches == 0:
             return 0
         cdef int I = len(self.input_nodes)
@@ -1540,3 +1502,7 @@ def _slot(s, ref, int i, int k):
         raise ValueError(f"Invalid slots for graph node {i}: slot {k} given for a parameter the node does not have")
     _check(s, f"nodes[{i}].slots[{k}]", ref.ndim, writable=True)
     _shape(s, f"nodes[{i}].slots[{k}]", ref.shape)
+
+
+# the descriptions' and runs' checks, in plain Python (they import this module's tables and helpers)
+from cdnn._core_checks import check_batches, check_graph, check_network, check_outputs, check_sums  # noqa: E402

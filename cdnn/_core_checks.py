@@ -232,3 +232,36 @@ def check_graph(nodes: list, inputs: list, outputs: list) -> tuple[list, int, li
                         )
                 seen.append((i, key, a))
     return shapes, n_in_total, in_list
+
+
+def check_batches(perm: Any, n: int, first: int, n_batches: int, batch_size: int) -> None:
+    """Check a run's batches: ``perm`` an int32 ``[n]`` permutation of the rows it reads, the batch range."""
+    _check(perm, "perm", 1, dtype=np.int32)
+    _shape(perm, "perm", (n,))
+    if batch_size < 1:
+        raise ValueError(f"Invalid value for argument `batch_size`: expected a positive integer, received {batch_size}")
+    n_total = (n + batch_size - 1) // batch_size
+    if n_batches < 0 or first < 0 or first + n_batches > n_total:
+        raise ValueError(f"Invalid batch range: first={first}, n_batches={n_batches} for {n_total} batches")
+    seg = perm[first * batch_size : min(n, (first + n_batches) * batch_size)]
+    if seg.size and (seg.min() < 0 or seg.max() >= n):
+        raise ValueError(f"Invalid argument `perm`: expected indices in [0, {n}), received [{seg.min()}, {seg.max()}]")
+
+
+def check_sums(a: Any, name: str, n_batches: int, columns: int | None = None) -> None:
+    """Check a run's float64 per-batch sums: ``[>= n_batches]``, or ``[>= n_batches, columns]``."""
+    _check(a, name, 1 if columns is None else 2, writable=True, dtype=np.float64)
+    if a.shape[0] < n_batches or (columns is not None and a.shape[1] != columns):
+        want = f"at least {n_batches} entries" if columns is None else f"(>= {n_batches}, {columns})"
+        raise ValueError(f"Invalid shape for argument `{name}`: expected {want}, received {a.shape}")
+
+
+def check_outputs(a: Any, name: str, rows: int, width: int) -> None:
+    """Check a run's optional float32 output buffer: C-contiguous, at least ``rows`` rows of ``width``."""
+    if a is None:
+        return
+    _check(a, name, 2, writable=True)
+    if a.shape[0] < rows or a.shape[1] != width:
+        raise ValueError(
+            f"Invalid shape for argument `{name}`: expected at least ({rows}, {width}), received {a.shape}"
+        )

@@ -1123,6 +1123,7 @@ cdef class Graph:
     cdef int ws_batch, ws_threads
     cdef int *in_idx
     cdef object arrays, lock
+    cdef object step_arrays
     cdef readonly long steps_done
     cdef readonly tuple shapes, input_nodes, output_nodes, loss_names
     cdef readonly int n_nodes
@@ -1168,6 +1169,7 @@ cdef class Graph:
             raise MemoryError()
         memset_nodes(self.g.nodes, N)
         self.g.opt = opt
+        self.step_arrays = optimizer  # keeps step_lr/step_aux alive while C reads them
         cdef int pos = 0
         cdef cdnn_node *nd
         for i, d in enumerate(nodes):
@@ -1277,6 +1279,7 @@ cdef class Graph:
         _graph_refuses_whole(p)
         self._check_slots(p)
         self.g.opt = p
+        self.step_arrays = hparams  # keeps step_lr/step_aux alive while C reads them
 
     @cython.wraparound(True)
     cdef int _workspace(self, int batch) except -1:
@@ -1369,6 +1372,7 @@ cdef class Graph:
                 check_outputs(a, f"outputs[{o}]", n_batches * batch_size,
                               math.prod(self.shapes[self.output_nodes[o]]))
         check_batches(perm, n, first, n_batches, batch_size)
+        _check_step_arrays(self.step_arrays, step0 + 1, n_batches)
         cdef int O = len(self.output_nodes)
         check_sums(batch_loss, "batch_loss", n_batches)
         if output_loss is None:

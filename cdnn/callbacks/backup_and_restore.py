@@ -88,9 +88,10 @@ class BackupAndRestore(Callback):
             self.model.set_weights(weights)
             optimizer = self.model.optimizer
             # in place: fit's C network already holds the slot arrays (a rebuild would leave it training
-            # fresh ones while the restored state sat unused in the new)
-            if not optimizer._slots_fit(self.model.weights):
-                optimizer.build(self.model.weights)
+            # fresh ones while the restored state sat unused in the new); the slots are the trainable
+            # weights' (a frozen layer's or BatchNormalization's moving statistics have none)
+            if not optimizer._slots_fit(self.model.trainable_weights):
+                optimizer.build(self.model.trainable_weights)
             own = optimizer.variables
             if len(own) != len(slots) or any(a.shape != b.shape for a, b in zip(own, slots)):
                 raise ValueError(

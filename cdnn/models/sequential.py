@@ -697,7 +697,7 @@ class Sequential(Model):
             if self.stop_training:
                 break
         if epochs > initial_epoch:  # as Keras 3: EMA weights into the model before on_train_end
-            self.optimizer.finalize_variable_values(self.weights)
+            self.optimizer.finalize_variable_values(self.trainable_weights)
         for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
             cb.on_train_end(training_logs)
         return history

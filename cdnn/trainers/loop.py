@@ -209,9 +209,12 @@ def run_graph_epochs(
     data = GraphData(model, model._graph_model(), specs)
     outs = None
     rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
-    history.on_train_begin()
+    model._initial_epoch = None
+    history.on_train_begin({})
     for cb in user_callbacks:
-        cb.on_train_begin()
+        cb.on_train_begin({})
+    if model._initial_epoch is not None:  # as Keras: BackupAndRestore resumes where it stopped
+        initial_epoch = model._initial_epoch
     stateful = list(logs_state.logs())
 
     training_logs = None
@@ -240,7 +243,8 @@ def run_graph_epochs(
                 )
             for cb in per_batch:
                 cb.on_train_batch_begin(done)
-            net.set_optimizer(optimizer.hyperparameters())
+            # a schedule's rate per step of the run, as Keras computes it at each optimizer step
+            net.set_optimizer(optimizer._run_hyperparameters(int(optimizer.iterations), k))
             outs = _output_buffers(logs_state, specs, k * run.batch_size, outs)
             t0 = time.perf_counter()
             steps_before = net.steps_done

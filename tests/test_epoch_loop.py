@@ -1,0 +1,165 @@
+"""The two epoch loops (the Dense chain's in Sequential, the graph's in cdnn/trainers/loop.py) behave alike
+and as Keras 3's trainer: per-step learning-rate schedules, EMA with frozen layers, BackupAndRestore of a
+graph with BatchNormalization, predict/evaluate callbacks, steps, stop flags and the logs hooks receive.
+
+Real Keras 3 (JAX backend) is the oracle where it is installed; the rest is checked against Keras'
+trainer as documented in keras/src (callbacks get ``{}`` where Keras' CallbackList passes no logs).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import cdnn
+
+
+def _real_keras():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    pytest.importorskip("jax")
+    return pytest.importorskip("keras")
+
+
+def _data(n=64, features=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, features)).astype(np.float32), rng.normal(size=(n, 1)).astype(np.float32)
+
+
+def _model(K, kind: str, frozen: bool = False):
+    """A small regression model of library ``K`` (cdnn or keras): a Dense chain or a functional graph."""
+    if kind == "functional":
+        i = K.Input((5,))
+        h = K.layers.Dense(4, activation="tanh")(i)
+        h = K.layers.Dense(3, activation="tanh")(h)
+        return K.Model(i, K.layers.Dense(1)(h))
+    m = K.Sequential(
+        [K.Input((5,)), K.layers.Dense(4, activation="tanh"), K.layers.Dense(3, activation="tanh"), K.layers.Dense(1)]
+    )
+    if frozen:
+        m.layers[1].trainable = False
+    return m
+
+
+def _schedule(K, which: str):
+    if which == "exponential":
+        return K.optimizers.schedules.ExponentialDecay(0.1, decay_steps=3, decay_rate=0.5, staircase=True)
+    return K.optimizers.schedules.PiecewiseConstantDecay([2, 5], [0.1, 0.01, 0.001])
+
+
+# ---- 1. learning-rate schedules change at every optimizer step, in both loops -------------------------
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+@pytest.mark.parametrize("which", ["exponential", "piecewise"])
+def test_a_schedule_changes_the_rate_at_every_step_as_keras(session, kind, which):
+    keras = _real_keras()
+    x, y = _data()
+    theirs = _model(keras, kind)
+    ours = _model(cdnn, kind)
+    ours.set_weights(theirs.get_weights())
+    for m, K in ((theirs, keras), (ours, cdnn)):
+        m.compile(K.optimizers.SGD(_schedule(K, which)), "mse")
+        # 8 steps an epoch: the rate changes inside the runs of batches the loop hands to C
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert int(ours.optimizer.iterations) == 16
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=0, atol=2e-6)
+
+
+def test_a_graph_with_a_schedule_trains_as_the_chain_with_one_batch_per_run(session):
+    """Without Keras: a per-batch callback makes the graph loop hand C one batch at a time, which reads the
+    schedule at every step; runs of several batches must give the same weights."""
+    x, y = _data()
+    results = []
+    for per_batch in (False, True):
+        m = _model(cdnn, "functional")
+        if results:
+            m.set_weights(start)
+        start = m.get_weights()
+        m.compile(cdnn.optimizers.SGD(_schedule(cdnn, "exponential")), "mse")
+
+        class EveryBatch(cdnn.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                pass
+
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[EveryBatch()] if per_batch else [])
+        results.append(m.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---- 2. use_ema with a frozen layer: the averages replace the trainable weights only -----------------
+
+
+def test_ema_with_a_frozen_layer_swaps_the_trainable_weights_as_keras(session):
+    keras = _real_keras()
+    x, y = _data()
+    theirs = _model(keras, "sequential", frozen=True)
+    ours = _model(cdnn, "sequential", frozen=True)
+    start = theirs.get_weights()
+    ours.set_weights(start)
+    for m, K in ((theirs, keras), (ours, cdnn)):
+        m.compile(K.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9), "mse")
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    got = ours.get_weights()
+    np.testing.assert_array_equal(got[2], start[2])  # the frozen layer is left alone
+    np.testing.assert_array_equal(got[3], start[3])
+    for a, b in zip(got, theirs.get_weights()):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=0, atol=2e-6)
+
+
+# ---- 3. BackupAndRestore of a graph with BatchNormalization ------------------------------------------
+
+
+def _bn_model(kind: str):
+    cdnn.utils.set_random_seed(1)
+    if kind == "functional":
+        i = cdnn.Input((5,))
+        h = cdnn.layers.Dense(4, activation="tanh")(i)
+        h = cdnn.layers.BatchNormalization()(h)
+        m = cdnn.Model(i, cdnn.layers.Dense(1)(h))
+    else:
+        m = cdnn.Sequential(
+            [
+                cdnn.Input((5,)),
+                cdnn.layers.Dense(4, activation="tanh"),
+                cdnn.layers.BatchNormalization(),
+                cdnn.layers.Dense(1),
+            ]
+        )
+    m.compile(cdnn.optimizers.Adam(0.01), "mse")
+    return m
+
+
+class _Crash(cdnn.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("interrupted")
+
+
+@pytest.mark.parametrize("kind", ["functional", "sequential"])
+def test_backup_and_restore_resumes_a_graph_with_batchnorm_exactly(session, tmp_path, kind):
+    x, y = _data()
+    whole = _bn_model(kind)
+    whole.fit(x, y, batch_size=8, epochs=4, shuffle=False, verbose=0)
+
+    first = _bn_model(kind)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        first.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=4,
+            shuffle=False,
+            verbose=0,
+            callbacks=[cdnn.callbacks.BackupAndRestore(tmp_path), _Crash()],
+        )
+    resumed = _bn_model(kind)
+    history = resumed.fit(
+        x, y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=[cdnn.callbacks.BackupAndRestore(tmp_path)]
+    )
+    assert history.epoch == [2, 3]  # resumed after the two epochs backed up
+    assert int(resumed.optimizer.iterations) == int(whole.optimizer.iterations) == 32
+    # moving mean/variance, weights and Adam's moments all restored: bit for bit the uninterrupted run
+    for a, b in zip(resumed.get_weights(), whole.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -232,10 +232,10 @@ def test_validation_in_fit_calls_the_test_hooks_and_train_end_gets_the_last_logs
         ("epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]),
         ("train_end", last),
     ]
-    # no validation: no test hooks; no epoch run: on_train_end(None)
+    # no validation: no test hooks; no epoch run: on_train_end({}) (Keras' CallbackList gives {} for no logs)
     rec.calls.clear()
     model.fit(x, y, epochs=1, initial_epoch=1, callbacks=[rec], verbose=0)
-    assert rec.calls == [("train_begin",), ("train_end", None)]
+    assert rec.calls == [("train_begin",), ("train_end", {})]
 
 
 def test_test_batch_hooks_see_the_running_means_of_evaluate(tmp_path):

@@ -163,3 +163,179 @@ def test_backup_and_restore_resumes_a_graph_with_batchnorm_exactly(session, tmp_
     # moving mean/variance, weights and Adam's moments all restored: bit for bit the uninterrupted run
     for a, b in zip(resumed.get_weights(), whole.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- 4. callbacks, steps, generators and stop flags in predict / evaluate of both loops ---------------
+
+_HOOKS = [
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+]
+
+
+def _recorder(K, stop_at=None):
+    """A callback of library ``K`` recording every hook, its batch or epoch and its logs' keys (None for
+    no logs; the outputs' shape for predict); ``stop_at``: the batch after which it sets
+    ``stop_evaluating`` and ``stop_predicting``."""
+    calls: list = []
+
+    def make(hook):
+        def record(logs):
+            if logs is None:
+                return None
+            if "outputs" in logs:
+                return ("outputs", np.shape(logs["outputs"]))
+            return sorted(logs)
+
+        if "batch" in hook or "epoch" in hook:
+
+            def f(self, i, logs=None):
+                calls.append((hook, i, record(logs)))
+                if stop_at is not None and i == stop_at and hook == "on_test_batch_end":
+                    self.model.stop_evaluating = True
+                if stop_at is not None and i == stop_at and hook == "on_predict_batch_end":
+                    self.model.stop_predicting = True
+
+        else:
+
+            def f(self, logs=None):
+                calls.append((hook, record(logs)))
+
+        return f
+
+    cls = type("Recorder", (K.callbacks.Callback,), {h: make(h) for h in _HOOKS})
+    return cls(), calls
+
+
+def _hook_model(K, kind: str):
+    if kind == "graph":
+        i = K.Input((5,))
+        h = K.layers.BatchNormalization()(K.layers.Dense(4)(i))
+        m = K.Model(i, K.layers.Dense(1)(h))
+    else:
+        m = K.Sequential([K.Input((5,)), K.layers.Dense(4, activation="relu"), K.layers.Dense(1)])
+    m.compile("sgd", "mse", metrics=["mae"])
+    return m
+
+
+@pytest.mark.parametrize("kind", ["graph", "chain"])
+def test_every_hook_gets_the_calls_and_logs_keras_gives(session, kind):
+    """fit (with validation), evaluate, predict and a fit that runs no epoch: the same hooks, in the same
+    order, with ``{}`` where Keras' CallbackList passes no logs."""
+    keras = _real_keras()
+    x, y = _data(20)
+    seen = {}
+    for K in (keras, cdnn):
+        m = _hook_model(K, kind)
+        cb, calls = _recorder(K)
+        m.fit(x, y, batch_size=8, epochs=1, validation_data=(x, y), callbacks=[cb], verbose=0)
+        m.evaluate(x, y, batch_size=8, callbacks=[cb], verbose=0)
+        m.predict(x, batch_size=8, callbacks=[cb], verbose=0)
+        m.fit(x, y, epochs=1, initial_epoch=1, callbacks=[cb], verbose=0)
+        seen[K.__name__] = calls
+    assert seen["cdnn"] == seen["keras"]
+
+
+@pytest.mark.parametrize("kind", ["graph", "chain"])
+def test_stop_evaluating_and_stop_predicting_end_after_the_batch_as_keras(session, kind):
+    keras = _real_keras()
+    x, y = _data(40)
+    seen, results = {}, {}
+    for K in (keras, cdnn):
+        m = _hook_model(K, kind)
+        if K is cdnn:
+            m.set_weights(weights)
+        weights = m.get_weights()
+        cb, calls = _recorder(K, stop_at=1)
+        loss = m.evaluate(x, y, batch_size=8, callbacks=[cb], verbose=0, return_dict=True)
+        out = m.predict(x, batch_size=8, callbacks=[cb], verbose=0)
+        seen[K.__name__], results[K.__name__] = calls, (loss, np.asarray(out))
+    assert seen["cdnn"] == seen["keras"]
+    loss, out = results["cdnn"]
+    assert out.shape == (16, 1)  # the two batches predicted before the stop
+    np.testing.assert_allclose(out, results["keras"][1], rtol=0, atol=1e-5)
+    first_two = m.evaluate(x[:16], y[:16], batch_size=8, verbose=0, return_dict=True)
+    assert loss == pytest.approx(first_two, rel=1e-12)
+    assert loss == pytest.approx(results["keras"][0], rel=1e-5)
+
+
+def _two_output_graph():
+    i = cdnn.Input((5,))
+    h = cdnn.layers.BatchNormalization()(cdnn.layers.Dense(4, activation="tanh")(i))
+    m = cdnn.Model(i, {"a": cdnn.layers.Dense(1, name="a")(h), "b": cdnn.layers.Dense(3, name="b")(h)})
+    m.compile("adam", {"a": "mse", "b": "mse"})
+    return m
+
+
+def test_graph_predict_honours_steps_and_gives_structured_batch_outputs(session):
+    x, _ = _data(30)
+    m = _two_output_graph()
+    whole = m.predict(x, verbose=0)
+    part = m.predict(x, batch_size=8, steps=2, verbose=0)
+    assert sorted(part) == ["a", "b"]
+    for k in "ab":
+        np.testing.assert_array_equal(part[k], whole[k][:16])
+    batches = []
+
+    class Outputs(cdnn.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            batches.append({k: v.copy() for k, v in logs["outputs"].items()})
+
+    got = m.predict(x, batch_size=8, callbacks=[Outputs()], verbose=0)
+    assert [len(b["a"]) for b in batches] == [8, 8, 8, 6]
+    for k in "ab":
+        np.testing.assert_array_equal(got[k], whole[k])
+        np.testing.assert_array_equal(np.concatenate([b[k] for b in batches]), whole[k])
+
+
+def test_graph_predict_takes_generators_pydatasets_and_iterables(session):
+    x, _ = _data(30)
+    m = _two_output_graph()
+    whole = m.predict(x, verbose=0)
+
+    class Data(cdnn.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return (x[8 * i : 8 * i + 8],)
+
+    sources = [
+        (x[i : i + 8] for i in range(0, 30, 8)),  # a generator of inputs
+        Data(),  # a PyDataset of (x,) tuples
+        [(x[i : i + 8], None) for i in range(0, 30, 8)].__iter__(),  # an iterator of (x, y) pairs
+    ]
+    for source in sources:
+        got = m.predict(source, verbose=0)
+        for k in "ab":
+            np.testing.assert_array_equal(got[k], whole[k])
+    got = m.predict((x[i : i + 8] for i in range(0, 30, 8)), steps=2, verbose=0)
+    np.testing.assert_array_equal(got["a"], whole["a"][:16])
+
+
+def test_a_sequential_graph_predicts_from_a_generator_with_callbacks(session):
+    """A Sequential holding BatchNormalization runs as a graph: its predict takes generators, steps and
+    callbacks as the chain's does."""
+    x, y = _data(30)
+    m = cdnn.Sequential([cdnn.Input((5,)), cdnn.layers.Dense(4), cdnn.layers.BatchNormalization(), cdnn.layers.Dense(1)])
+    m.compile("sgd", "mse")
+    whole = m.predict(x, verbose=0)
+    cb, calls = _recorder(cdnn)
+    got = m.predict((x[i : i + 8] for i in range(0, 30, 8)), steps=3, callbacks=[cb], verbose=0)
+    np.testing.assert_array_equal(got, whole[:24])
+    assert [c[0] for c in calls] == ["on_predict_begin"] + ["on_predict_batch_begin", "on_predict_batch_end"] * 3 + [
+        "on_predict_end"
+    ]
+    np.testing.assert_array_equal(m.predict(x, batch_size=8, steps=2, verbose=0), whole[:16])

@@ -296,6 +296,8 @@ class Model(Layer):
         self._compile_args: Optional[dict] = None
         self.compiled = False
         self.stop_training = False
+        self.stop_evaluating = False  # Keras 3: set by a callback, evaluate / predict stop after the batch
+        self.stop_predicting = False
         self.history: Optional[callbacks_module.History] = None
         self._core = {}
         self._traced: dict = {}
@@ -793,25 +795,16 @@ class Model(Layer):
                     if cm is not None:
                         cm.reset_state()
 
-    def predict(self, x, batch_size: Optional[int] = None, verbose="auto", **kwargs):
-        """The outputs for ``x``: one array, or a list/dict of arrays as the model's outputs are structured."""
-        kwargs.pop("steps", None)
-        kwargs.pop("callbacks", None)
+    def predict(
+        self, x, batch_size: Optional[int] = None, verbose="auto", steps: Optional[int] = None, callbacks=None, **kwargs
+    ):
+        """The outputs for ``x`` (arrays, or a generator / PyDataset of batches): one array, or a list/dict
+        of arrays as the model's outputs are structured; ``steps`` batches at most, callbacks as in Keras."""
+        from cdnn.trainers.loop import predict_graph
+
         if kwargs:
             raise TypeError(f"predict: unsupported argument(s) {sorted(kwargs)}")
-        _batch_size(batch_size)
-        _verbose(verbose)
-        if not hasattr(self, "outputs"):
-            self._set_inputs_from_data(x)
-        graph = self._inference_model()
-        xs = None
-        if len(graph.inputs) == 1:
-            xs = lean_input(x, tuple(graph.inputs[0].shape[1:]))
-        xs = [xs] if xs is not None else self._prepare_inputs(graph, x)
-        net = self._core_graph(training=False)
-        results = net.predict(xs, PREDICT_ROWS)
-        results = [r.reshape(len(xs[0]), *t.shape[1:]) for r, t in zip(results, graph.outputs)]
-        return self._structure_outputs(graph, results)
+        return predict_graph(self, x, batch_size, verbose, steps, callbacks)
 
     def predict_on_batch(self, x):
         """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""

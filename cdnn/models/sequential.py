@@ -579,9 +579,9 @@ class Sequential(Model):
         self.history = history
         self.stop_training = False
         self._initial_epoch = None
-        history.on_train_begin()
+        history.on_train_begin({})
         for cb in user_callbacks:
-            cb.on_train_begin()
+            cb.on_train_begin({})
         if self._initial_epoch is not None:  # as Keras: BackupAndRestore resumes where it stopped
             initial_epoch = self._initial_epoch
         val_batch, val_steps, val_freq = val_args
@@ -593,7 +593,7 @@ class Sequential(Model):
         training_logs = None
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
-                cb.on_epoch_begin(epoch)
+                cb.on_epoch_begin(epoch, {})
             if verbose and epochs > 1:
                 _io_utils.print_msg(epoch_header(epoch + 1, epochs))
             tracker.reset_state()
@@ -615,7 +615,7 @@ class Sequential(Model):
                     batch_loss = np.resize(batch_loss, 2 * (done + k))
                     batch_correct = np.resize(batch_correct, 2 * (done + k))
                 for cb in per_batch:
-                    cb.on_train_batch_begin(done)
+                    cb.on_train_batch_begin(done, {})
                 net.set_optimizer(self.optimizer._run_hyperparameters(int(self.optimizer.iterations), k))
                 if want_outputs and (run_out is None or run_out.size < k * run.batch_size * net.n_out):
                     run_out = np.empty(k * run.batch_size * net.n_out, np.float32)
@@ -698,8 +698,8 @@ class Sequential(Model):
                 break
         if epochs > initial_epoch:  # as Keras 3: EMA weights into the model before on_train_end
             self.optimizer.finalize_variable_values(self.trainable_weights)
-        for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
-            cb.on_train_end(training_logs)
+        for cb in cbs:  # as Keras 3: the last epoch's logs ({} if no epoch ran)
+            cb.on_train_end(training_logs if training_logs is not None else {})
         return history
 
     def _run_logs(self, loss_sum: float, correct_sum: float, rows: int) -> dict:
@@ -741,11 +741,13 @@ class Sequential(Model):
         """The logs of ``data`` (arrays ``(xs, ys)``, or a generator / PyDataset of batches), calling the
         callbacks' test hooks as Keras' ``evaluate`` does.
 
-        Arrays go batch by batch (``on_test_batch_begin/end`` with the running means) only
-        for a callback that defines those hooks; otherwise in one pass in C.
+        Arrays go batch by batch (``on_test_batch_begin/end`` with the running means, ``stop_evaluating``
+        read after each batch) only for a callback that defines those hooks, or when ``on_test_begin`` set
+        ``stop_evaluating``; otherwise in one pass in C.
         """
+        self.stop_evaluating = False
         for cb in cbs:
-            cb.on_test_begin()
+            cb.on_test_begin({})
         per_batch = [cb for cb in cbs if cb._needs_test_batches]
         net = self._core_network()
         for m in (self._compile_metrics, self._weighted_metrics):
@@ -760,7 +762,7 @@ class Sequential(Model):
                     data, steps, "x" if cbs is getattr(self, "_evaluate_cbs", None) else "validation_data", self
                 )
             )
-        elif per_batch and len(data[0]):
+        elif (per_batch or self.stop_evaluating) and len(data[0]):
             xs, ys, sw = data
             batches = (
                 (
@@ -776,11 +778,13 @@ class Sequential(Model):
         self._eval_batches = 0
         for step, (xb, yb, swb) in enumerate(batches):
             for cb in per_batch:
-                cb.on_test_batch_begin(step)
+                cb.on_test_batch_begin(step, {})
             logs = self._evaluate_rows(net, xb, yb, sums, swb, batch_size)
             for cb in per_batch:
                 cb.on_test_batch_end(step, dict(logs))
             self._eval_batches = step + 1
+            if self.stop_evaluating:
+                break
         for cb in cbs:
             cb.on_test_end(dict(logs))
         return logs
@@ -867,8 +871,8 @@ class Sequential(Model):
             out = self._lean_predict(x)
             if out is not None:
                 return out
-        if not is_batch_source(x) and self._route_to_graph(x):
-            return Model.predict(self, x, batch_size, verbose, **kwargs)
+        if self._route_to_graph(x):
+            return Model.predict(self, x, batch_size, verbose, steps, callbacks, **kwargs)
         if kwargs:
             raise TypeError(f"predict: unsupported argument(s) {sorted(kwargs)}")
         batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
@@ -878,21 +882,24 @@ class Sequential(Model):
             total = steps or getattr(x, "num_batches", None)
             cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
             bar = Progbar(total, verbose=verbose)
+            self.stop_predicting = False
             for cb in cbs:
-                cb.on_predict_begin()
+                cb.on_predict_begin({})
             outs = []
             for step, xb in enumerate(batches_of(x, steps, "x", self, with_labels=False)):
                 for cb in cbs:
-                    cb.on_predict_batch_begin(step)
+                    cb.on_predict_batch_begin(step, {})
                 outs.append(self._inference_network().predict(xb, PREDICT_ROWS))
                 for cb in cbs:
                     cb.on_predict_batch_end(step, {"outputs": outs[-1]})
                 if total is None or step + 1 < total:
                     bar.update(step + 1)
+                if self.stop_predicting:
+                    break
             if not outs:
                 raise ValueError("predict: the generator or PyDataset `x` yielded no batch")
             for cb in cbs:
-                cb.on_predict_end()
+                cb.on_predict_end({})
             bar.update(total if total is not None else len(outs), finalize=True)
             return np.concatenate(outs)
         xs = self._prepare_x(x)
@@ -902,22 +909,26 @@ class Sequential(Model):
         cbs = self._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": steps})
         bar = Progbar(steps, verbose=verbose)
         net = self._inference_network()
+        self.stop_predicting = False
         for cb in cbs:
-            cb.on_predict_begin()
+            cb.on_predict_begin({})
         per_batch = [cb for cb in cbs if cb._needs_predict_batches]
-        if per_batch:  # batch by batch, each batch's outputs in the logs as Keras gives them
+        if per_batch or self.stop_predicting:  # batch by batch, each batch's outputs in the logs as Keras
             out = np.empty((len(xs), net.n_out), np.float32)
             for step, start in enumerate(range(0, len(xs), batch_size)):
                 for cb in per_batch:
-                    cb.on_predict_batch_begin(step)
+                    cb.on_predict_batch_begin(step, {})
                 stop = min(start + batch_size, len(xs))
                 out[start:stop] = net.predict(xs[start:stop], PREDICT_ROWS)
                 for cb in per_batch:
                     cb.on_predict_batch_end(step, {"outputs": out[start:stop]})
+                if self.stop_predicting:  # as Keras: the batches predicted so far
+                    out = out[:stop]
+                    break
         else:
             out = net.predict(xs, PREDICT_ROWS)
         for cb in cbs:
-            cb.on_predict_end()
+            cb.on_predict_end({})
         bar.update(bar.target, finalize=True)
         return out
 

@@ -36,6 +36,7 @@ __all__ = [
     "run_graph_epochs",
     "fit_graph",
     "evaluate_graph",
+    "predict_graph",
     "train_graph_batch",
     "test_graph_batch",
 ]
@@ -220,7 +221,7 @@ def run_graph_epochs(
     training_logs = None
     for epoch in range(initial_epoch, epochs):
         for cb in cbs:
-            cb.on_epoch_begin(epoch)
+            cb.on_epoch_begin(epoch, {})
         if verbose and epochs > 1:
             _io_utils.print_msg(epoch_header(epoch + 1, epochs))
         bar = Progbar(steps, verbose=verbose, stateful_metrics=stateful)
@@ -242,7 +243,7 @@ def run_graph_epochs(
                     np.resize(output_loss, (size, n_out)),
                 )
             for cb in per_batch:
-                cb.on_train_batch_begin(done)
+                cb.on_train_batch_begin(done, {})
             # a schedule's rate per step of the run, as Keras computes it at each optimizer step
             net.set_optimizer(optimizer._run_hyperparameters(int(optimizer.iterations), k))
             outs = _output_buffers(logs_state, specs, k * run.batch_size, outs)
@@ -320,8 +321,8 @@ def run_graph_epochs(
         training_logs = logs
         if model.stop_training:
             break
-    for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
-        cb.on_train_end(training_logs)
+    for cb in cbs:  # as Keras 3: the last epoch's logs ({} if no epoch ran)
+        cb.on_train_end(training_logs if training_logs is not None else {})
     return training_logs
 
 
@@ -352,22 +353,109 @@ def _evaluate_with_callbacks(
     model, logs_state: GraphLogs, data, batch_size: int, cbs: list, steps: Optional[int] = None, name: str = "x"
 ) -> dict:
     """The logs of ``data`` (prepared arrays ``(xs, ys, sws)``, or a generator / PyDataset of batches, of
-    which ``steps``), calling the callbacks' ``on_test_begin``/``on_test_end``."""
+    which ``steps``), calling the callbacks' test hooks as Keras' ``evaluate`` does.
+
+    Arrays go batch by batch (``on_test_batch_begin/end`` with the running means, ``model.stop_evaluating``
+    read after each batch) only for a callback that defines those hooks, or when ``on_test_begin`` set
+    ``stop_evaluating``; otherwise in one pass in C.
+    """
+    model.stop_evaluating = False
     for cb in cbs:
-        cb.on_test_begin()
+        cb.on_test_begin({})
     logs_state.reset()
-    if is_batch_source(data):
+    per_batch = [cb for cb in cbs if cb._needs_test_batches]
+    source = is_batch_source(data)
+    if source:
         graph = model._inference_model()
-        logs = None
-        for xs, ys in batches_of(data, steps, name, GraphData(model, graph, logs_state.specs)):
-            logs = _evaluate_into(model, logs_state, xs, ys, None, len(xs[0]))
-        if logs is None:
-            raise ValueError(f"evaluate: the generator or PyDataset `{name}` yielded no batch")
+        batches = (
+            (xs, ys, None) for xs, ys in batches_of(data, steps, name, GraphData(model, graph, logs_state.specs))
+        )
+    elif (per_batch or model.stop_evaluating) and len(data[0][0]):
+        n = len(data[0][0])
+        batches = (_rows_of(data, slice(start, start + batch_size)) for start in range(0, n, batch_size))
     else:
-        logs = _evaluate_into(model, logs_state, *data, batch_size)
+        batches, per_batch = iter([data]), []
+    logs = None
+    for step, (xs, ys, sws) in enumerate(batches):
+        for cb in per_batch:
+            cb.on_test_batch_begin(step, {})
+        logs = _evaluate_into(model, logs_state, xs, ys, sws, len(xs[0]) if source else batch_size)
+        for cb in per_batch:
+            cb.on_test_batch_end(step, dict(logs))
+        if model.stop_evaluating:
+            break
+    if logs is None:
+        raise ValueError(f"evaluate: the generator or PyDataset `{name}` yielded no batch")
     for cb in cbs:
         cb.on_test_end(dict(logs))
     return logs
+
+
+def predict_graph(model, x, batch_size, verbose, steps, callbacks):
+    """``Model.predict`` for a graph: ``x`` arrays (list / dict per input) or a generator / PyDataset of
+    batches (``x`` or ``(x, ...)``), ``steps`` batches at most; the outputs structured as the model's.
+
+    Callbacks get Keras' predict hooks (``on_predict_batch_end`` with ``{"outputs": ...}``, the batch's
+    outputs structured as the model's); ``model.stop_predicting`` is read after each batch.
+    """
+    from cdnn.models.model import _batch_size, _verbose, lean_input
+
+    batch_size, verbose = _batch_size(batch_size), _verbose(verbose)
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise invalid("steps", steps, "a positive integer or None")
+    source = is_batch_source(x)
+    if source and not model.built:
+        raise ValueError(
+            f"Model '{model.name}' has not been built yet: a generator or PyDataset does not give it its input "
+            f"shapes before predicting; give it an Input or call model.build(input_shape) first"
+        )
+    if not source and not hasattr(model, "outputs"):
+        model._set_inputs_from_data(x)
+    graph = model._inference_model()
+    net = model._core_graph(training=False)
+    shapes = [tuple(t.shape[1:]) for t in graph.outputs]
+
+    def run(xs: list) -> list:
+        values = net.predict(xs, PREDICT_ROWS)
+        return [v.reshape(len(xs[0]), *s) for v, s in zip(values, shapes)]
+
+    xs: list = []
+    if source:
+        total = steps or getattr(x, "num_batches", None)
+        batches = batches_of(x, steps, "x", GraphData(model, graph, []), with_labels=False)
+    else:
+        lean = lean_input(x, tuple(graph.inputs[0].shape[1:])) if len(graph.inputs) == 1 else None
+        xs = [lean] if lean is not None else model._prepare_inputs(graph, x)
+        if steps is not None:
+            xs = [a[: steps * batch_size] for a in xs]
+        n = len(xs[0])
+        total = -(-n // batch_size)
+        batches = ([a[start : start + batch_size] for a in xs] for start in range(0, n, batch_size))
+    cbs = model._own_callbacks(callbacks, {"verbose": verbose, "epochs": 1, "steps": total})
+    bar = Progbar(total, verbose=verbose)
+    model.stop_predicting = False
+    for cb in cbs:
+        cb.on_predict_begin({})
+    per_batch = [cb for cb in cbs if cb._needs_predict_batches]
+    parts: list = []
+    if source or per_batch or model.stop_predicting:
+        for step, xb in enumerate(batches):
+            for cb in per_batch:
+                cb.on_predict_batch_begin(step, {})
+            parts.append(run(xb))
+            for cb in per_batch:
+                cb.on_predict_batch_end(step, {"outputs": model._structure_outputs(graph, parts[-1])})
+            if source and (total is None or step + 1 < total):
+                bar.update(step + 1)
+            if model.stop_predicting:
+                break
+        if not parts and source:
+            raise ValueError("predict: the generator or PyDataset `x` yielded no batch")
+    results = [np.concatenate(p) for p in zip(*parts)] if parts else run(xs)
+    for cb in cbs:
+        cb.on_predict_end({})
+    bar.update(total if total is not None else len(parts), finalize=True)
+    return model._structure_outputs(graph, results)
 
 
 def _prepare_data(model, graph, specs, x, y, sample_weight, names=("x", "y", "sample_weight"), check_float32=True):

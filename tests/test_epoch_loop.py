@@ -70,12 +70,13 @@ def test_a_graph_with_a_schedule_trains_as_the_chain_with_one_batch_per_run(sess
     """Without Keras: a per-batch callback makes the graph loop hand C one batch at a time, which reads the
     schedule at every step; runs of several batches must give the same weights."""
     x, y = _data()
-    results = []
+    results: list = []
+    start = None
     for per_batch in (False, True):
         m = _model(cdnn, "functional")
-        if results:
-            m.set_weights(start)
-        start = m.get_weights()
+        if start is None:
+            start = m.get_weights()
+        m.set_weights(start)
         m.compile(cdnn.optimizers.SGD(_schedule(cdnn, "exponential")), "mse")
 
         class EveryBatch(cdnn.callbacks.Callback):
@@ -253,11 +254,12 @@ def test_stop_evaluating_and_stop_predicting_end_after_the_batch_as_keras(sessio
     keras = _real_keras()
     x, y = _data(40)
     seen, results = {}, {}
+    weights = None
     for K in (keras, cdnn):
         m = _hook_model(K, kind)
-        if K is cdnn:
-            m.set_weights(weights)
-        weights = m.get_weights()
+        if weights is None:
+            weights = m.get_weights()
+        m.set_weights([np.asarray(w) for w in weights])
         cb, calls = _recorder(K, stop_at=1)
         loss = m.evaluate(x, y, batch_size=8, callbacks=[cb], verbose=0, return_dict=True)
         out = m.predict(x, batch_size=8, callbacks=[cb], verbose=0)
@@ -329,7 +331,9 @@ def test_a_sequential_graph_predicts_from_a_generator_with_callbacks(session):
     """A Sequential holding BatchNormalization runs as a graph: its predict takes generators, steps and
     callbacks as the chain's does."""
     x, y = _data(30)
-    m = cdnn.Sequential([cdnn.Input((5,)), cdnn.layers.Dense(4), cdnn.layers.BatchNormalization(), cdnn.layers.Dense(1)])
+    m = cdnn.Sequential(
+        [cdnn.Input((5,)), cdnn.layers.Dense(4), cdnn.layers.BatchNormalization(), cdnn.layers.Dense(1)]
+    )
     m.compile("sgd", "mse")
     whole = m.predict(x, verbose=0)
     cb, calls = _recorder(cdnn)

@@ -5,29 +5,28 @@ inputs to each Dense) runs on the C core's fused ``Network``, the fast path;
 any other stack is a linear graph and runs as a functional model
 (:class:`~cdnn.models.model.Model`, ``_core.Graph``).
 
-Python prepares the data once per call (float32, C-contiguous), then hands
-runs of mini-batches to the C core, which trains them with the GIL
-released. Between runs (about ten a second) Python redraws the progress bar
-and calls the callbacks; between epochs it validates.
+Python prepares the data once per call (float32, C-contiguous), then the epoch
+loop every model shares (:func:`cdnn.trainers.loop.run_epochs`) hands runs of
+mini-batches to the C core, which trains them with the GIL released. Between
+runs (about ten a second) Python redraws the progress bar and calls the
+callbacks; between epochs it validates.
 """
 
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from cdnn import _core, _io_utils, _naming, _random, _saving, _serial, saving
+from cdnn import _core, _naming, _random, _saving, _serial, saving
 from cdnn import activations as activations_module
 from cdnn import callbacks as callbacks_module
 from cdnn import losses as losses_module
 from cdnn import metrics as metrics_module
 from cdnn import optimizers as optimizers_module
 from cdnn._errors import invalid
-from cdnn._progbar import Progbar, epoch_header
+from cdnn._progbar import Progbar
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
@@ -43,7 +42,7 @@ from cdnn.trainers.compile_utils import (
     serialize_metrics,
 )
 from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
-from cdnn.trainers.loop import check_fit_args, should_eval
+from cdnn.trainers.loop import ChainRuns, check_fit_args, run_epochs
 from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
@@ -562,144 +561,35 @@ class Sequential(Model):
 
     def _train(self, feeder, val, epochs, verbose, user_callbacks, initial_epoch, val_args):
         net = self._core_network()
-        steps = feeder.steps
         history = callbacks_module.History()
-        cbs = self._own_callbacks([*user_callbacks, history], {"verbose": verbose, "epochs": epochs, "steps": steps})
-        per_batch = [cb for cb in cbs if cb._needs_batches]
-        # the core stops a run after a batch whose loss is not finite, so that such a callback
-        # stops fit right after that batch's update, as in Keras
-        stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
-        cm, wcm, tracker = self._compile_metrics, self._weighted_metrics, self._loss_tracker
-        # each batch's outputs leave C only for metrics the core does not count itself
-        run_out = None
-        want_outputs = cm is not None and cm.needs_outputs or wcm is not None
-        batch_loss = np.zeros(steps or 64)
-        batch_correct = np.zeros(steps or 64)
-        rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
+        cbs = self._own_callbacks(
+            [*user_callbacks, history], {"verbose": verbose, "epochs": epochs, "steps": feeder.steps}
+        )
         self.history = history
         self.stop_training = False
-        self._initial_epoch = None
-        history.on_train_begin({})
-        for cb in user_callbacks:
-            cb.on_train_begin({})
-        if self._initial_epoch is not None:  # as Keras: BackupAndRestore resumes where it stopped
-            initial_epoch = self._initial_epoch
         val_batch, val_steps, val_freq = val_args
-
         key = (_core.get_num_threads(), feeder.batch_size)
         if getattr(self, "_chooser_key", None) != key:
             self._chooser, self._chooser_key = _ThreadChooser(key[0]), key
-        threads = self._chooser
-        training_logs = None
-        for epoch in range(initial_epoch, epochs):
-            for cb in cbs:
-                cb.on_epoch_begin(epoch, {})
-            if verbose and epochs > 1:
-                _io_utils.print_msg(epoch_header(epoch + 1, epochs))
-            tracker.reset_state()
-            for m in (cm, wcm):
-                if m is not None:
-                    m.reset_state()
-            bar = Progbar(steps, verbose=verbose, stateful_metrics=self._log_names())
-            seed = feeder.begin_epoch(rng)
-            done, seen = 0, 0
-            while (steps is None or done < steps) and not self.stop_training:
-                nt = threads.pick()
-                # no batch left in the data (before steps_per_epoch): next_run warns as Keras and ends the epoch
-                k = 1 if per_batch else threads.run_batches(max(feeder.left(done), 1))
-                run = feeder.next_run(k, self)
-                if run is None:
-                    break
-                k = run.k
-                if done + k > len(batch_loss):  # an epoch of unknown length: room for twice as many batches
-                    batch_loss = np.resize(batch_loss, 2 * (done + k))
-                    batch_correct = np.resize(batch_correct, 2 * (done + k))
-                for cb in per_batch:
-                    cb.on_train_batch_begin(done, {})
-                net.set_optimizer(self.optimizer._run_hyperparameters(int(self.optimizer.iterations), k))
-                if want_outputs and (run_out is None or run_out.size < k * run.batch_size * net.n_out):
-                    run_out = np.empty(k * run.batch_size * net.n_out, np.float32)
-                outputs = run_out[: k * run.batch_size * net.n_out].reshape(-1, net.n_out) if want_outputs else None
-                t0 = time.perf_counter()
-                steps_before = net.steps_done
-                try:
-                    k = net.train_run(
-                        run.xs,
-                        run.ys,
-                        run.perm,
-                        run.first,
-                        k,
-                        run.batch_size,
-                        self.optimizer.iterations,
-                        seed,
-                        batch_loss[done:],
-                        batch_correct[done:],
-                        nt,
-                        stop_nonfinite,
-                        run.sw,
-                        outputs,
-                    )
-                except _core.NonFiniteInputError as e:
-                    raise ValueError(
-                        f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
-                        f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
-                        f"are trained)"
-                    ) from None
-                finally:
-                    # counted by the core itself: exact even when Ctrl-C lands just after the run
-                    self.optimizer.iterations += net.steps_done - steps_before
-                elapsed = time.perf_counter() - t0
-                warm_up = not threads.warm  # this run also paid for the workspace and starting the threads
-                threads.record(nt, elapsed, k)
-                rows = run.rows(k)
-                if want_outputs:
-                    for m in (cm, wcm):
-                        if m is not None:
-                            m.update_outputs(
-                                run.ys[rows],
-                                outputs[: len(rows)],
-                                run.batch_size,
-                                None if run.sw is None or m is cm else run.sw[rows],
-                            )
-                feeder.advance(k)
-                done += k
-                seen += len(rows)
-                logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
-                for cb in cbs:
-                    cb._on_run_end(done - k, batch_loss[done - k : done] / run.batch_rows(k))
-                for cb in per_batch:
-                    cb.on_train_batch_end(done - 1, dict(logs))
-                if steps is None or done < steps:
-                    if warm_up:
-                        bar.warm_up(done)
-                    else:
-                        bar.update(done, list(logs.items()))
-            feeder.end_epoch()
-            if done == 0 and isinstance(feeder, BatchEpochs) and not self.stop_training:
-                if epoch == initial_epoch:
-                    raise ValueError("fit: the generator or PyDataset `x` yielded no batch")
-                warnings.warn(
-                    "Your input ran out of data; interrupting training. Make sure that your dataset or "
-                    "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
-                    "use the `.repeat()` function when building your dataset.",
-                    stacklevel=3,
-                )
-                break
-            logs = self._run_logs(batch_loss[:done].sum(), batch_correct[:done].sum(), seen)
-            # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
-            if val is not None and should_eval(epoch, val_freq):
-                val_logs = self._evaluate_with_callbacks(val, val_batch, cbs, val_steps)
-                logs.update({"val_" + k: v for k, v in val_logs.items()})
-            bar.update(steps if steps is not None else done, list(logs.items()), finalize=True)
-            for cb in cbs:
-                cb.on_epoch_end(epoch, logs)
-            training_logs = logs
-            if self.stop_training:
-                break
-        if epochs > initial_epoch:  # as Keras 3: EMA weights into the model before on_train_end
-            self.optimizer.finalize_variable_values(self.trainable_weights)
-        for cb in cbs:  # as Keras 3: the last epoch's logs ({} if no epoch ran)
-            cb.on_train_end(training_logs if training_logs is not None else {})
+
+        def validate():
+            return self._evaluate_with_callbacks(val, val_batch, cbs, val_steps)
+
+        run_epochs(
+            self,
+            net,
+            feeder,
+            ChainRuns(self, feeder.steps),
+            epochs,
+            initial_epoch,
+            verbose,
+            cbs,
+            user_callbacks,
+            history,
+            self._chooser,
+            validate if val is not None else None,
+            val_freq,
+        )
         return history
 
     def _run_logs(self, loss_sum: float, correct_sum: float, rows: int) -> dict:

@@ -1,7 +1,8 @@
-"""The run loop of graph models: epochs of mini-batches trained in C, callbacks and the progress bar
-between runs; and the checks and validation schedule every model's ``fit`` shares.
+"""The epoch loop of every model's ``fit``: epochs of mini-batches trained in C, callbacks and the
+progress bar between runs; and the checks and validation schedule ``fit`` takes.
 
-:func:`run_graph_epochs` is given the core graph (``_core.Graph``), an epoch feeder and the callbacks,
+:func:`run_epochs` is given the core network (the Dense chain's ``_core.Network`` with
+:class:`ChainRuns`, or a ``_core.Graph`` with :class:`GraphRuns`), an epoch feeder and the callbacks,
 and calls ``train_run`` for runs of batches (about ten a second, or one batch at a time when a
 callback wants every batch). :func:`fit_graph`, :func:`evaluate_graph`, :func:`train_graph_batch` and
 :func:`test_graph_batch` are the graph models' ``fit``, ``evaluate``, ``train_on_batch`` and
@@ -33,7 +34,9 @@ __all__ = [
     "check_fit_args",
     "check_validation_freq",
     "should_eval",
-    "run_graph_epochs",
+    "ChainRuns",
+    "GraphRuns",
+    "run_epochs",
     "fit_graph",
     "evaluate_graph",
     "predict_graph",
@@ -176,11 +179,137 @@ class GraphData:
         return self.model._prepare_targets(self.specs, y, n, name)
 
 
-def run_graph_epochs(
+class ChainRuns:
+    """The Dense chain's side of :func:`run_epochs`: its core ``Network``'s runs, the loss and the
+    core-counted accuracy summed per batch, and the metrics that read the outputs."""
+
+    def __init__(self, model, steps: Optional[int]) -> None:
+        self.model = model
+        self.data = model  # what the feeder prepares batches with
+        self.cm, self.wcm = model._compile_metrics, model._weighted_metrics
+        # each batch's outputs leave C only for metrics the core does not count itself
+        self.want_outputs = self.cm is not None and self.cm.needs_outputs or self.wcm is not None
+        self.run_out: Optional[np.ndarray] = None
+        self.outputs: Optional[np.ndarray] = None
+        self.batch_correct = np.zeros(steps or 64)
+        self.seen = 0
+
+    def stateful(self) -> list:
+        return self.model._log_names()
+
+    def reset(self) -> None:
+        self.model._loss_tracker.reset_state()
+        for m in (self.cm, self.wcm):
+            if m is not None:
+                m.reset_state()
+        self.seen = 0
+
+    def grow(self, size: int) -> None:
+        self.batch_correct = np.resize(self.batch_correct, size)
+
+    def train(self, net, run, k: int, step0, seed: int, batch_loss, done: int, nt: int, stop_nonfinite: bool) -> int:
+        size = k * run.batch_size * net.n_out
+        if self.want_outputs and (self.run_out is None or self.run_out.size < size):
+            self.run_out = np.empty(size, np.float32)
+        self.outputs = self.run_out[:size].reshape(-1, net.n_out) if self.run_out is not None else None
+        return net.train_run(
+            run.xs,
+            run.ys,
+            run.perm,
+            run.first,
+            k,
+            run.batch_size,
+            step0,
+            seed,
+            batch_loss[done:],
+            self.batch_correct[done:],
+            nt,
+            stop_nonfinite,
+            run.sw,
+            self.outputs if self.want_outputs else None,
+        )
+
+    def after_run(self, run, rows, done: int, k: int, batch_loss) -> dict:
+        if self.want_outputs and self.outputs is not None:
+            for m in (self.cm, self.wcm):
+                if m is not None:
+                    m.update_outputs(
+                        run.ys[rows],
+                        self.outputs[: len(rows)],
+                        run.batch_size,
+                        None if run.sw is None or m is self.cm else run.sw[rows],
+                    )
+        self.seen += len(rows)
+        return self.epoch_logs(batch_loss, done + k)
+
+    def epoch_logs(self, batch_loss, done: int) -> dict:
+        return self.model._run_logs(batch_loss[:done].sum(), self.batch_correct[:done].sum(), self.seen)
+
+
+class GraphRuns:
+    """A graph's side of :func:`run_epochs`: its core ``Graph``'s runs and :class:`GraphLogs` (the losses
+    and accuracies per output, the metrics that read the outputs)."""
+
+    def __init__(self, model, logs_state: GraphLogs, steps: Optional[int]) -> None:
+        self.state = logs_state
+        self.specs = logs_state.specs
+        self.data = GraphData(model, model._graph_model(), self.specs)
+        n_out = len(self.specs)
+        self.batch_correct, self.output_loss = np.zeros((steps or 64, n_out)), np.zeros((steps or 64, n_out))
+        self.outs: Optional[list] = None
+        self._stateful = list(logs_state.logs())
+
+    def stateful(self) -> list:
+        return self._stateful
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    def grow(self, size: int) -> None:
+        n_out = len(self.specs)
+        self.batch_correct = np.resize(self.batch_correct, (size, n_out))
+        self.output_loss = np.resize(self.output_loss, (size, n_out))
+
+    def train(self, net, run, k: int, step0, seed: int, batch_loss, done: int, nt: int, stop_nonfinite: bool) -> int:
+        self.outs = _output_buffers(self.state, self.specs, k * run.batch_size, self.outs)
+        return net.train_run(
+            run.xs,
+            run.ys,
+            run.perm,
+            run.first,
+            k,
+            run.batch_size,
+            step0,
+            seed,
+            batch_loss[done:],
+            self.batch_correct[done:],
+            nt,
+            stop_nonfinite,
+            output_loss=self.output_loss[done:],
+            sample_weight=run.sw,
+            outputs=self.outs,
+        )
+
+    def after_run(self, run, rows, done: int, k: int, batch_loss) -> dict:
+        self.state.add_sums(
+            batch_loss[done : done + k].sum(),
+            self.output_loss[done : done + k].sum(axis=0),
+            self.batch_correct[done : done + k].sum(axis=0),
+            len(rows),
+        )
+        if self.outs is not None:
+            self.state.update_outputs(run.ys, self.outs, rows, run.batch_size, run.sw)
+        return self.state.logs()
+
+    def epoch_logs(self, batch_loss, done: int) -> dict:
+        return self.state.logs()
+
+
+def run_epochs(
     model,
     net,
     feeder,
-    logs_state: GraphLogs,
+    runs,
     epochs: int,
     initial_epoch: int,
     verbose: int,
@@ -191,24 +320,22 @@ def run_graph_epochs(
     validate: Optional[Callable],
     validation_freq,
 ) -> Optional[dict]:
-    """Train ``epochs - initial_epoch`` epochs of the graph core ``net``; returns the last epoch's logs.
+    """Train ``epochs - initial_epoch`` epochs of the core ``net`` (the chain's ``Network`` with
+    :class:`ChainRuns`, or a ``Graph`` with :class:`GraphRuns`); returns the last epoch's logs.
 
     ``feeder`` gives the runs of batches (:class:`ArrayEpochs`, shuffled per pass, or
     :class:`BatchEpochs` of a generator / PyDataset; ``steps_per_epoch``); ``validate()`` gives the
-    ``val_`` logs, after the epochs ``validation_freq`` selects.
+    ``val_`` logs, after the epochs ``validation_freq`` selects. As Keras 3's trainer: a schedule's rate
+    at every step, ``BackupAndRestore``'s initial epoch, ``stop_training`` read after every run, the EMA
+    weights swapped in before ``on_train_end``.
     """
     optimizer = model.optimizer
-    specs = logs_state.specs
-    n_out = len(specs)
     steps = feeder.steps
     per_batch = [cb for cb in cbs if cb._needs_batches]
     # the core stops a run after a batch whose loss is not finite, so that such a callback
     # stops fit right after that batch's update, as in Keras
     stop_nonfinite = any(cb._stops_on_nonfinite_loss for cb in cbs)
     batch_loss = np.zeros(steps or 64)
-    batch_correct, output_loss = np.zeros((len(batch_loss), n_out)), np.zeros((len(batch_loss), n_out))
-    data = GraphData(model, model._graph_model(), specs)
-    outs = None
     rng = _random.fit_generator()  # this fit's own: other threads' draws do not change its results
     model._initial_epoch = None
     history.on_train_begin({})
@@ -216,7 +343,7 @@ def run_graph_epochs(
         cb.on_train_begin({})
     if model._initial_epoch is not None:  # as Keras: BackupAndRestore resumes where it stopped
         initial_epoch = model._initial_epoch
-    stateful = list(logs_state.logs())
+    stateful = runs.stateful()
 
     training_logs = None
     for epoch in range(initial_epoch, epochs):
@@ -224,49 +351,29 @@ def run_graph_epochs(
             cb.on_epoch_begin(epoch, {})
         if verbose and epochs > 1:
             _io_utils.print_msg(epoch_header(epoch + 1, epochs))
+        runs.reset()
         bar = Progbar(steps, verbose=verbose, stateful_metrics=stateful)
         seed = feeder.begin_epoch(rng)
-        logs_state.reset()
         done = 0
         while (steps is None or done < steps) and not model.stop_training:
             nt = chooser.pick()
+            # no batch left in the data (before steps_per_epoch): next_run warns as Keras and ends the epoch
             k = 1 if per_batch else chooser.run_batches(max(feeder.left(done), 1))
-            run = feeder.next_run(k, data)
+            run = feeder.next_run(k, runs.data)
             if run is None:
                 break
             k = run.k
             if done + k > len(batch_loss):  # an epoch of unknown length: room for twice as many batches
-                size = 2 * (done + k)
-                batch_loss = np.resize(batch_loss, size)
-                batch_correct, output_loss = (
-                    np.resize(batch_correct, (size, n_out)),
-                    np.resize(output_loss, (size, n_out)),
-                )
+                batch_loss = np.resize(batch_loss, 2 * (done + k))
+                runs.grow(2 * (done + k))
             for cb in per_batch:
                 cb.on_train_batch_begin(done, {})
             # a schedule's rate per step of the run, as Keras computes it at each optimizer step
             net.set_optimizer(optimizer._run_hyperparameters(int(optimizer.iterations), k))
-            outs = _output_buffers(logs_state, specs, k * run.batch_size, outs)
             t0 = time.perf_counter()
             steps_before = net.steps_done
             try:
-                k = net.train_run(
-                    run.xs,
-                    run.ys,
-                    run.perm,
-                    run.first,
-                    k,
-                    run.batch_size,
-                    optimizer.iterations,
-                    seed,
-                    batch_loss[done:],
-                    batch_correct[done:],
-                    nt,
-                    stop_nonfinite,
-                    output_loss=output_loss[done:],
-                    sample_weight=run.sw,
-                    outputs=outs,
-                )
+                k = runs.train(net, run, k, optimizer.iterations, seed, batch_loss, done, nt, stop_nonfinite)
             except _core.NonFiniteInputError as e:
                 raise ValueError(
                     f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
@@ -279,18 +386,9 @@ def run_graph_epochs(
             elapsed = time.perf_counter() - t0
             warm_up = not chooser.warm  # this run also paid for the workspace and starting the threads
             chooser.record(nt, elapsed, k)
-            rows = run.rows(k)
-            logs_state.add_sums(
-                batch_loss[done : done + k].sum(),
-                output_loss[done : done + k].sum(axis=0),
-                batch_correct[done : done + k].sum(axis=0),
-                len(rows),
-            )
-            if outs is not None:
-                logs_state.update_outputs(run.ys, outs, rows, run.batch_size, run.sw)
+            logs = runs.after_run(run, run.rows(k), done, k, batch_loss)
             feeder.advance(k)
             done += k
-            logs = logs_state.logs()
             for cb in cbs:
                 cb._on_run_end(done - k, batch_loss[done - k : done] / run.batch_rows(k))
             for cb in per_batch:
@@ -311,7 +409,7 @@ def run_graph_epochs(
                 stacklevel=3,
             )
             break
-        logs = logs_state.logs()
+        logs = runs.epoch_logs(batch_loss, done)
         # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
         if validate is not None and should_eval(epoch, validation_freq):
             logs.update({"val_" + k: v for k, v in validate().items()})
@@ -321,6 +419,8 @@ def run_graph_epochs(
         training_logs = logs
         if model.stop_training:
             break
+    if epochs > initial_epoch:  # as Keras 3: EMA weights into the model before on_train_end
+        optimizer.finalize_variable_values(model.trainable_weights)
     for cb in cbs:  # as Keras 3: the last epoch's logs ({} if no epoch ran)
         cb.on_train_end(training_logs if training_logs is not None else {})
     return training_logs
@@ -571,11 +671,11 @@ def fit_graph(
     def validate():
         return _evaluate_with_callbacks(model, val_logs, val, val_batch, cbs, validation_steps, "validation_data")
 
-    run_graph_epochs(
+    run_epochs(
         model,
         net,
         feeder,
-        train_logs,
+        GraphRuns(model, train_logs, feeder.steps),
         epochs,
         int(initial_epoch),
         verbose,

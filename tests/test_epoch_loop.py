@@ -109,6 +109,26 @@ def test_ema_with_a_frozen_layer_swaps_the_trainable_weights_as_keras(session):
         np.testing.assert_allclose(a, np.asarray(b), rtol=0, atol=2e-6)
 
 
+def test_ema_weights_replace_the_model_s_when_fit_is_interrupted_as_keras(session):
+    """Keras 3 swaps the moving averages in from a ``finally``: an exception from a callback too."""
+    keras = _real_keras()
+    x, y = _data()
+    theirs = _model(keras, "sequential")
+    ours = _model(cdnn, "sequential")
+    ours.set_weights(theirs.get_weights())
+    for m, K in ((theirs, keras), (ours, cdnn)):
+
+        class Crash(K.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                raise RuntimeError("interrupted")
+
+        m.compile(K.optimizers.SGD(0.1, use_ema=True, ema_momentum=0.9), "mse")
+        with pytest.raises(RuntimeError, match="interrupted"):
+            m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0, callbacks=[Crash()])
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=0, atol=2e-6)
+
+
 # ---- 3. BackupAndRestore of a graph with BatchNormalization ------------------------------------------
 
 

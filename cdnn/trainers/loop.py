@@ -346,81 +346,83 @@ def run_epochs(
     stateful = runs.stateful()
 
     training_logs = None
-    for epoch in range(initial_epoch, epochs):
-        for cb in cbs:
-            cb.on_epoch_begin(epoch, {})
-        if verbose and epochs > 1:
-            _io_utils.print_msg(epoch_header(epoch + 1, epochs))
-        runs.reset()
-        bar = Progbar(steps, verbose=verbose, stateful_metrics=stateful)
-        seed = feeder.begin_epoch(rng)
-        done = 0
-        while (steps is None or done < steps) and not model.stop_training:
-            nt = chooser.pick()
-            # no batch left in the data (before steps_per_epoch): next_run warns as Keras and ends the epoch
-            k = 1 if per_batch else chooser.run_batches(max(feeder.left(done), 1))
-            run = feeder.next_run(k, runs.data)
-            if run is None:
-                break
-            k = run.k
-            if done + k > len(batch_loss):  # an epoch of unknown length: room for twice as many batches
-                batch_loss = np.resize(batch_loss, 2 * (done + k))
-                runs.grow(2 * (done + k))
-            for cb in per_batch:
-                cb.on_train_batch_begin(done, {})
-            # a schedule's rate per step of the run, as Keras computes it at each optimizer step
-            net.set_optimizer(optimizer._run_hyperparameters(int(optimizer.iterations), k))
-            t0 = time.perf_counter()
-            steps_before = net.steps_done
-            try:
-                k = runs.train(net, run, k, optimizer.iterations, seed, batch_loss, done, nt, stop_nonfinite)
-            except _core.NonFiniteInputError as e:
-                raise ValueError(
-                    f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
-                    f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
-                    f"are trained)"
-                ) from None
-            finally:
-                # counted by the core itself: exact even when Ctrl-C lands just after the run
-                optimizer.iterations += net.steps_done - steps_before
-            elapsed = time.perf_counter() - t0
-            warm_up = not chooser.warm  # this run also paid for the workspace and starting the threads
-            chooser.record(nt, elapsed, k)
-            logs = runs.after_run(run, run.rows(k), done, k, batch_loss)
-            feeder.advance(k)
-            done += k
+    try:
+        for epoch in range(initial_epoch, epochs):
             for cb in cbs:
-                cb._on_run_end(done - k, batch_loss[done - k : done] / run.batch_rows(k))
-            for cb in per_batch:
-                cb.on_train_batch_end(done - 1, dict(logs))
-            if steps is None or done < steps:
-                if warm_up:
-                    bar.warm_up(done)
-                else:
-                    bar.update(done, list(logs.items()))
-        feeder.end_epoch()
-        if done == 0 and isinstance(feeder, BatchEpochs) and not model.stop_training:
-            if epoch == initial_epoch:
-                raise ValueError("fit: the generator or PyDataset `x` yielded no batch")
-            warnings.warn(
-                "Your input ran out of data; interrupting training. Make sure that your dataset or "
-                "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
-                "use the `.repeat()` function when building your dataset.",
-                stacklevel=3,
-            )
-            break
-        logs = runs.epoch_logs(batch_loss, done)
-        # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
-        if validate is not None and should_eval(epoch, validation_freq):
-            logs.update({"val_" + k: v for k, v in validate().items()})
-        bar.update(steps if steps is not None else done, list(logs.items()), finalize=True)
-        for cb in cbs:
-            cb.on_epoch_end(epoch, logs)
-        training_logs = logs
-        if model.stop_training:
-            break
-    if epochs > initial_epoch:  # as Keras 3: EMA weights into the model before on_train_end
-        optimizer.finalize_variable_values(model.trainable_weights)
+                cb.on_epoch_begin(epoch, {})
+            if verbose and epochs > 1:
+                _io_utils.print_msg(epoch_header(epoch + 1, epochs))
+            runs.reset()
+            bar = Progbar(steps, verbose=verbose, stateful_metrics=stateful)
+            seed = feeder.begin_epoch(rng)
+            done = 0
+            while (steps is None or done < steps) and not model.stop_training:
+                nt = chooser.pick()
+                # no batch left in the data (before steps_per_epoch): next_run warns as Keras and ends the epoch
+                k = 1 if per_batch else chooser.run_batches(max(feeder.left(done), 1))
+                run = feeder.next_run(k, runs.data)
+                if run is None:
+                    break
+                k = run.k
+                if done + k > len(batch_loss):  # an epoch of unknown length: room for twice as many batches
+                    batch_loss = np.resize(batch_loss, 2 * (done + k))
+                    runs.grow(2 * (done + k))
+                for cb in per_batch:
+                    cb.on_train_batch_begin(done, {})
+                # a schedule's rate per step of the run, as Keras computes it at each optimizer step
+                net.set_optimizer(optimizer._run_hyperparameters(int(optimizer.iterations), k))
+                t0 = time.perf_counter()
+                steps_before = net.steps_done
+                try:
+                    k = runs.train(net, run, k, optimizer.iterations, seed, batch_loss, done, nt, stop_nonfinite)
+                except _core.NonFiniteInputError as e:
+                    raise ValueError(
+                        f"Invalid values in `x`: row {e.row} contains NaN or infinity; training stopped "
+                        f"before batch {e.batch + 1} of epoch {epoch + 1} (the batches before it "
+                        f"are trained)"
+                    ) from None
+                finally:
+                    # counted by the core itself: exact even when Ctrl-C lands just after the run
+                    optimizer.iterations += net.steps_done - steps_before
+                elapsed = time.perf_counter() - t0
+                warm_up = not chooser.warm  # this run also paid for the workspace and starting the threads
+                chooser.record(nt, elapsed, k)
+                logs = runs.after_run(run, run.rows(k), done, k, batch_loss)
+                feeder.advance(k)
+                done += k
+                for cb in cbs:
+                    cb._on_run_end(done - k, batch_loss[done - k : done] / run.batch_rows(k))
+                for cb in per_batch:
+                    cb.on_train_batch_end(done - 1, dict(logs))
+                if steps is None or done < steps:
+                    if warm_up:
+                        bar.warm_up(done)
+                    else:
+                        bar.update(done, list(logs.items()))
+            feeder.end_epoch()
+            if done == 0 and isinstance(feeder, BatchEpochs) and not model.stop_training:
+                if epoch == initial_epoch:
+                    raise ValueError("fit: the generator or PyDataset `x` yielded no batch")
+                warnings.warn(
+                    "Your input ran out of data; interrupting training. Make sure that your dataset or "
+                    "generator can generate at least `steps_per_epoch * epochs` batches. You may need to "
+                    "use the `.repeat()` function when building your dataset.",
+                    stacklevel=3,
+                )
+                break
+            logs = runs.epoch_logs(batch_loss, done)
+            # as Keras: an epoch cut short by `stop_training` is still validated and its bar finalized
+            if validate is not None and should_eval(epoch, validation_freq):
+                logs.update({"val_" + k: v for k, v in validate().items()})
+            bar.update(steps if steps is not None else done, list(logs.items()), finalize=True)
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            training_logs = logs
+            if model.stop_training:
+                break
+    finally:
+        if epochs > initial_epoch:  # as Keras 3: the EMA weights into the model, also when fit is interrupted
+            optimizer.finalize_variable_values(model.trainable_weights)
     for cb in cbs:  # as Keras 3: the last epoch's logs ({} if no epoch ran)
         cb.on_train_end(training_logs if training_logs is not None else {})
     return training_logs

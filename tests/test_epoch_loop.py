@@ -322,6 +322,33 @@ def test_graph_predict_honours_steps_and_gives_structured_batch_outputs(session)
         np.testing.assert_array_equal(np.concatenate([b[k] for b in batches]), whole[k])
 
 
+class _Batches:
+    """A re-iterable source of ``(x,)`` or ``(x, y)`` batches, as a ``tf.data.Dataset`` is."""
+
+    def __init__(self, x, y, size: int) -> None:
+        self.x, self.y, self.size = x, y, size
+
+    def __iter__(self):
+        for i in range(0, len(self.x), self.size):
+            yield (
+                (self.x[i : i + self.size],)
+                if self.y is None
+                else (self.x[i : i + self.size], self.y[i : i + self.size])
+            )
+
+
+def test_graph_evaluate_takes_an_iterable_with_batch_hooks(session):
+    x, y = _data(30)
+    m = _hook_model(cdnn, "graph")
+    expected = m.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    cb, calls = _recorder(cdnn)
+    got = m.evaluate(_Batches(x, y, 8), callbacks=[cb], verbose=0, return_dict=True)
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert [c[:2] for c in calls if c[0].startswith("on_test_batch")] == [
+        (h, b) for b in range(4) for h in ("on_test_batch_begin", "on_test_batch_end")
+    ]
+
+
 def test_graph_predict_takes_generators_pydatasets_and_iterables(session):
     x, _ = _data(30)
     m = _two_output_graph()
@@ -338,6 +365,7 @@ def test_graph_predict_takes_generators_pydatasets_and_iterables(session):
         (x[i : i + 8] for i in range(0, 30, 8)),  # a generator of inputs
         Data(),  # a PyDataset of (x,) tuples
         [(x[i : i + 8], None) for i in range(0, 30, 8)].__iter__(),  # an iterator of (x, y) pairs
+        _Batches(x, None, 8),  # an iterable as tf.data's: iter() gives the batches anew
     ]
     for source in sources:
         got = m.predict(source, verbose=0)

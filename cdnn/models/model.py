@@ -772,14 +772,14 @@ class Model(Layer):
         return evaluate_graph(self, x, y, batch_size, verbose, return_dict, kwargs)
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
-        """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
-        ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
+        """One training step on the batch ``(x, y)``; the loss and metrics of this batch alone (the metrics
+        are reset at each call, as in Keras 3)."""
         from cdnn.trainers.loop import train_graph_batch
 
         return train_graph_batch(self, x, y, sample_weight, class_weight, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
-        """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()`` (as Keras 3)."""
+        """The loss and metrics of the batch ``(x, y)`` alone (the metrics are reset at each call, as in Keras 3)."""
         from cdnn.trainers.loop import test_graph_batch
 
         return test_graph_batch(self, x, y, sample_weight, return_dict)

@@ -923,11 +923,12 @@ class Sequential(Model):
 
     # ---- one batch at a time ------------------------------------------------------
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
-        """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
-        ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
+        """One training step on the batch ``(x, y)``; the loss and metrics of this batch alone (the metrics
+        are reset at each call, as in Keras 3)."""
         if self._route_to_graph(x):
             return Model.train_on_batch(self, x, y, sample_weight, class_weight, return_dict)
         self._check_compiled("train_on_batch")
+        self.reset_metrics()
         if sample_weight is not None and class_weight is not None:
             raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
         xs = self._prepare_x(x, check_float32=False)
@@ -971,11 +972,12 @@ class Sequential(Model):
         return self._batch_logs(loss[0], correct[0], ys, out, return_dict, sw)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
-        """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()``
-        or ``evaluate`` (as Keras 3)."""
+        """The loss and metrics of the batch ``(x, y)`` alone (the metrics are reset at each call, as in
+        Keras 3)."""
         if self._route_to_graph(x):
             return Model.test_on_batch(self, x, y, sample_weight, return_dict)
         self._check_compiled("test_on_batch")
+        self.reset_metrics()
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, len(xs))
         sw = as_sample_weights(sample_weight, len(xs))

@@ -1,0 +1,68 @@
+"""Small points of Keras 3 fidelity, each checked against Keras 3's source and, where it helps, real Keras 3
+(JAX backend) running the same program: per-call metrics of ``train_on_batch``/``test_on_batch``, the
+logs' value types, label shapes, metrics refused on integer labels, compile settings kept by clones and
+copies, ``input_shape`` warnings and ``Input(batch_size=...)``."""
+
+import os
+
+import numpy as np
+import pytest
+
+import cdnn
+
+
+def _keras():
+    pytest.importorskip("jax")
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    return pytest.importorskip("keras", reason="real Keras 3 is the oracle of these tests")
+
+
+def _data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def _classifier(lib, graph: bool):
+    if graph:
+        i = lib.Input((4,))
+        h = lib.layers.Dense(5, activation="relu")(i)
+        m = lib.Model(i, lib.layers.Dense(3, activation="softmax")(h))
+    else:
+        m = lib.Sequential(
+            [lib.Input((4,)), lib.layers.Dense(5, activation="relu"), lib.layers.Dense(3, activation="softmax")]
+        )
+    m.compile(lib.optimizers.SGD(0.1), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    m.set_weights([(np.arange(w.size).reshape(w.shape) % 3 - 1) * np.float32(0.1) for w in m.get_weights()])
+    return m
+
+
+def _batch_calls(m, x, y):
+    return [
+        m.train_on_batch(x[:16], y[:16]),
+        m.train_on_batch(x[16:], y[16:]),
+        m.test_on_batch(x[:8], y[:8]),
+        m.test_on_batch(x[8:], y[8:]),
+    ]
+
+
+# ---- 1. train_on_batch / test_on_batch reset the metrics at each call ------------------------------------
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+def test_on_batch_calls_give_their_batch_alone(graph):
+    x, y = _data()
+    m = _classifier(cdnn, graph)
+    m.train_on_batch(x[:16], y[:16])
+    m.train_on_batch(x[16:], y[16:])
+    # what test_on_batch returns is evaluate on that batch alone, whatever came before
+    assert m.test_on_batch(x[:8], y[:8]) == pytest.approx(m.evaluate(x[:8], y[:8], verbose=0), rel=1e-6)
+    assert m.test_on_batch(x[8:], y[8:], return_dict=True) == pytest.approx(
+        m.evaluate(x[8:], y[8:], verbose=0, return_dict=True), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+def test_on_batch_calls_match_keras(graph):
+    keras = _keras()
+    x, y = _data()
+    got = _batch_calls(_classifier(cdnn, graph), x, y)
+    want = _batch_calls(_classifier(keras, graph), x, y)
+    np.testing.assert_allclose(np.array(got), np.array(want, dtype=np.float64), rtol=2e-5, atol=1e-6)

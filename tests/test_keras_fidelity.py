@@ -66,3 +66,67 @@ def test_on_batch_calls_match_keras(graph):
     got = _batch_calls(_classifier(cdnn, graph), x, y)
     want = _batch_calls(_classifier(keras, graph), x, y)
     np.testing.assert_allclose(np.array(got), np.array(want, dtype=np.float64), rtol=2e-5, atol=1e-6)
+
+
+# ---- 2. learning rates: what Keras 3 accepts from the constructor, schedules and LearningRateScheduler -----
+def _raised(fn):
+    try:
+        fn()
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("lr", [1, np.float32(0.1), np.array([0.1]), np.array(0.1)], ids=repr)
+def test_optimizer_refuses_a_learning_rate_that_is_not_a_float_as_keras(lr):
+    keras = _keras()
+    want = _raised(lambda: keras.optimizers.SGD(learning_rate=lr))
+    assert want is not None
+    with pytest.raises(ValueError) as e:
+        cdnn.optimizers.SGD(learning_rate=lr)
+    assert str(e.value) == want
+
+
+def test_optimizer_takes_floats_and_an_int_assigned_later():
+    opt = cdnn.optimizers.Adam(learning_rate=np.float64(0.5))
+    assert opt.learning_rate == 0.5
+    opt.learning_rate = 1  # Keras' variable assigns an int
+    assert opt.learning_rate == 1.0
+
+
+def test_schedule_given_a_one_element_array_trains_as_with_its_number():
+    x, y = _data()
+    weights = []
+    for rate, decay_rate in ((0.5, 0.9), (np.array([0.5]), np.array([0.9]))):
+        m = _classifier(cdnn, graph=False)
+        decay = cdnn.optimizers.schedules.ExponentialDecay(rate, 2, decay_rate)
+        m.compile(cdnn.optimizers.SGD(decay), "sparse_categorical_crossentropy")
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        weights.append(m.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="initial_learning_rate"):
+        cdnn.optimizers.schedules.ExponentialDecay(np.array([0.5, 0.1]), 2, 0.9)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.1, np.float32(0.1), np.float64(0.1), 1, np.int64(1), np.float16(0.1), np.array([0.1]), np.array(0.1)],
+    ids=repr,
+)
+def test_learning_rate_scheduler_takes_what_keras_takes(value):
+    keras = _keras()
+    x, y = _data(16)
+    results = []
+    for lib in (keras, cdnn):
+        seen = []
+
+        def schedule(epoch, lr):
+            seen.append(type(lr))
+            return value
+
+        m = _classifier(lib, graph=False)
+        cb = lib.callbacks.LearningRateScheduler(schedule)
+        err = _raised(lambda: m.fit(x, y, epochs=2, verbose=0, callbacks=[cb]))
+        results.append((err, seen, None if err else m.history.history["learning_rate"]))
+    assert results[1] == results[0]

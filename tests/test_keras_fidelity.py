@@ -130,3 +130,59 @@ def test_learning_rate_scheduler_takes_what_keras_takes(value):
         err = _raised(lambda: m.fit(x, y, epochs=2, verbose=0, callbacks=[cb]))
         results.append((err, seen, None if err else m.history.history["learning_rate"]))
     assert results[1] == results[0]
+
+
+# ---- 3. labels: hinge labels 0/1 in a graph model ---------------------------------------------------------
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge"])
+def test_graph_hinge_reads_labels_0_1_as_minus_1_plus_1_as_keras(loss):
+    """Keras' hinge losses read labels that are all 0 or 1 as -1 and 1: the graph must too, in its loss
+    and its gradient (the chain already did)."""
+    x, c = _data(24)
+    results = []
+    for y in ((c > 0).astype(np.float32), np.where(c > 0, 1.0, -1.0).astype(np.float32)):
+        i = cdnn.Input((4,))
+        m = cdnn.Model(i, cdnn.layers.Dense(1)(i))
+        m.compile(cdnn.optimizers.SGD(0.1), loss)
+        m.set_weights([(np.arange(w.size).reshape(w.shape) % 3 - 1) * np.float32(0.2) for w in m.get_weights()])
+        out = m.predict(x, verbose=0)[:, 0].astype(np.float64)
+        t = np.where(c > 0, 1.0, -1.0)
+        margin = np.maximum(1 - t * out, 0)
+        want = np.mean(margin if loss == "hinge" else margin**2)
+        assert m.evaluate(x, y, verbose=0) == pytest.approx(want, rel=1e-5)
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        results.append(m.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+def test_label_shapes_squeezed_or_refused_as_keras(graph):
+    """(n, 1) sparse and binary labels are squeezed as Keras squeezes them; labels Keras' cross-entropies
+    refuse ((n, 1) for k units, (n, k) for one unit) are refused with both shapes named."""
+    x, c = _data(16)
+    for units, act, loss, y, y_flat in [
+        (3, "softmax", "sparse_categorical_crossentropy", c.reshape(16, 1), c),
+        (1, "sigmoid", "binary_crossentropy", (c > 0).astype(np.float32).reshape(16, 1), (c > 0).astype(np.float32)),
+    ]:
+        m = _one_layer(units, act, loss, graph)
+        assert m.evaluate(x, y, verbose=0) == m.evaluate(x, y_flat, verbose=0)
+    onehot = np.eye(3, dtype=np.float32)[c]
+    for units, act, loss, y in [
+        (3, "softmax", "categorical_crossentropy", c.reshape(16, 1).astype(np.float32)),
+        (1, "softmax", "categorical_crossentropy", onehot),
+        (1, "sigmoid", "binary_crossentropy", onehot),
+        (3, "sigmoid", "binary_crossentropy", (c > 0).astype(np.float32).reshape(16, 1)),
+    ]:
+        m = _one_layer(units, act, loss, graph)
+        with pytest.raises(ValueError, match=rf"\(16, {units}\).*received \(16, {y.shape[1]}\)"):
+            m.fit(x, y, verbose=0)
+
+
+def _one_layer(units, act, loss, graph):
+    if graph:
+        i = cdnn.Input((4,))
+        m = cdnn.Model(i, cdnn.layers.Dense(units, activation=act)(i))
+    else:
+        m = cdnn.Sequential([cdnn.Input((4,)), cdnn.layers.Dense(units, activation=act)])
+    m.compile("sgd", loss)
+    return m

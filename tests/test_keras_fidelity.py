@@ -186,3 +186,41 @@ def _one_layer(units, act, loss, graph):
         m = cdnn.Sequential([cdnn.Input((4,)), cdnn.layers.Dense(units, activation=act)])
     m.compile("sgd", loss)
     return m
+
+
+# ---- 4. metrics on integer labels -------------------------------------------------------------------------
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+@pytest.mark.parametrize("metric", ["mse", "binary_accuracy", "cosine_similarity", "mae", "RootMeanSquaredError"])
+def test_elementwise_metrics_refused_on_integer_labels_of_a_k_way_output(metric, graph):
+    """Keras fails on integer labels (n,) with these metrics of a 3-unit output (and broadcasts (n, 1) ones
+    into meaningless values): refused before training, naming the metric."""
+    x, c = _data(16)
+    m = _one_layer(3, "softmax", "sparse_categorical_crossentropy", graph)
+    if metric[0].isupper():
+        metric = getattr(cdnn.metrics, metric)()
+    for y in (c, c.reshape(16, 1)):
+        with pytest.raises(ValueError, match=r"Invalid metric .* element by element.*integer class labels"):
+            m.compile("sgd", "sparse_categorical_crossentropy", metrics=[metric])  # a graph checks here
+            m.fit(x, y, verbose=0)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+def test_top_k_with_k_above_the_classes_is_computed_as_keras(graph):
+    """Keras' in_top_k ranks the label's score: with k >= the classes every label is in, the metric is 1."""
+    keras = _keras()
+    x, c = _data(16)
+    got, want = [], []
+    for lib, out in ((cdnn, got), (keras, want)):
+        for loss, metric, y in (
+            ("sparse_categorical_crossentropy", "sparse_top_k_categorical_accuracy", c),
+            ("categorical_crossentropy", "top_k_categorical_accuracy", np.eye(3, dtype=np.float32)[c]),
+        ):
+            m = _classifier(lib, graph)
+            m.compile("sgd", loss, metrics=[metric, lib.metrics.SparseTopKCategoricalAccuracy(k=4, name="k4")]
+                      if loss.startswith("sparse") else [metric])
+            out.append(m.evaluate(x, y, verbose=0, return_dict=True))
+    for g, w in zip(got, want):
+        assert sorted(g) == sorted(w)
+        for key in g:
+            assert g[key] == pytest.approx(float(w[key]), rel=1e-5), key
+    assert got[0]["sparse_top_k_categorical_accuracy"] == 1.0

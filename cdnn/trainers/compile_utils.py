@@ -20,6 +20,7 @@ from cdnn.metrics import accuracy_metrics as acc
 from cdnn.metrics.confusion_metrics import AUC, Precision, Recall, _ConfusionMatrixConditionCount
 from cdnn.metrics.f_score_metrics import FBetaScore
 from cdnn.metrics.metric import Metric
+from cdnn.metrics import regression_metrics as reg
 from cdnn.metrics.reduction_metrics import Mean
 
 __all__ = ["CompileMetrics", "get_metric", "keras_results", "metrics_logs", "flatten_metrics_in_order"]
@@ -64,6 +65,25 @@ def _core_kind(m: Metric) -> Optional[str]:
     return None
 
 
+#: metrics that compare labels and outputs element by element: Keras fails on integer class labels
+#: of shape (n,) for a k-way output (and broadcasts (n, 1) ones into meaningless values)
+_ELEMENTWISE = (
+    AUC,
+    Precision,
+    Recall,
+    _ConfusionMatrixConditionCount,
+    acc.BinaryAccuracy,
+    reg.MeanSquaredError,
+    reg.MeanAbsoluteError,
+    reg.MeanAbsolutePercentageError,
+    reg.MeanSquaredLogarithmicError,
+    reg.CosineSimilarity,
+    reg.LogCoshError,
+    reg.RootMeanSquaredError,
+    reg.R2Score,
+)
+
+
 def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, activation: str = "") -> None:
     """Refuse, before training, a metric that cannot read these labels and outputs."""
     label_text = "integer class labels of shape (n,)" if sparse_labels else f"labels of shape (n, {units})"
@@ -74,13 +94,6 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
             f"{units} unit(s): {why}"
         )
 
-    k = getattr(m, "k", None)
-    if (
-        isinstance(m, (acc.TopKCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy))
-        and not getattr(m, "from_sorted_ids", False)
-        and k > units
-    ):
-        refuse(f"k={k} is more than the {units} classes of the output")
     if isinstance(m, (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and not sparse_labels:
         refuse(
             f"it reads integer class labels, but {loss_name} takes {label_text} "
@@ -91,7 +104,7 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
             "it reads one-hot labels, but sparse_categorical_crossentropy takes integer class labels (use the "
             "sparse_ metric, or one-hot labels with categorical_crossentropy)"
         )
-    if sparse_labels and units > 1 and isinstance(m, (AUC, Precision, Recall, _ConfusionMatrixConditionCount)):
+    if sparse_labels and units > 1 and isinstance(m, _ELEMENTWISE):
         hint = " (or AUC(multi_label=True) with one-hot labels)" if isinstance(m, AUC) else ""
         refuse(
             f"it compares labels and outputs element by element, and {units}-way outputs do not match "

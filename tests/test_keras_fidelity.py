@@ -224,3 +224,81 @@ def test_top_k_with_k_above_the_classes_is_computed_as_keras(graph):
         for key in g:
             assert g[key] == pytest.approx(float(w[key]), rel=1e-5), key
     assert got[0]["sparse_top_k_categorical_accuracy"] == 1.0
+
+
+# ---- 5. loss_weights and weighted_metrics kept by clones, copies and files -------------------------------
+def _weighted_model(kind: str):
+    if kind == "functional":
+        i = cdnn.Input((4,))
+        m = cdnn.Model(i, cdnn.layers.Dense(3, activation="softmax")(cdnn.layers.Dense(5, activation="relu")(i)))
+    else:
+        bn = [cdnn.layers.BatchNormalization()] if kind == "sequential-graph" else []
+        m = cdnn.Sequential(
+            [cdnn.Input((4,)), cdnn.layers.Dense(5, activation="relu"), *bn, cdnn.layers.Dense(3, activation="softmax")]
+        )
+    m.compile(
+        cdnn.optimizers.Adam(0.01),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        weighted_metrics=[cdnn.metrics.SparseCategoricalAccuracy(name="wacc")],
+        loss_weights=2.0 if kind == "functional" else [2.0],
+    )
+    return m
+
+
+def _sklearn_clone(m):
+    sklearn = pytest.importorskip("sklearn")
+    est = sklearn.base.clone(cdnn.wrappers.SKLearnClassifier(model=m))
+    return cdnn.wrappers._clone_model(est.model)
+
+
+def _saved_and_loaded(m, tmp_path):
+    m.save(tmp_path / "m.cdnn")
+    return cdnn.models.load_model(tmp_path / "m.cdnn")
+
+
+@pytest.mark.parametrize("kind", ["sequential", "sequential-graph", "functional"])
+@pytest.mark.parametrize("how", ["clone_model", "wrapper_clone", "sklearn_clone", "pickle", "deepcopy", "cdnn_file"])
+def test_loss_weights_and_weighted_metrics_survive(kind, how, tmp_path):
+    import copy
+    import pickle
+
+    x, y = _data(24)
+    sw = np.linspace(0.1, 2.0, 24)
+    m = _weighted_model(kind)
+    m.fit(x, y, sample_weight=sw, epochs=1, verbose=0)
+    copy_of = {
+        "clone_model": cdnn.models.clone_model,
+        "wrapper_clone": cdnn.wrappers._clone_model,
+        "sklearn_clone": _sklearn_clone,
+        "pickle": lambda a: pickle.loads(pickle.dumps(a)),
+        "deepcopy": copy.deepcopy,
+        "cdnn_file": lambda a: _saved_and_loaded(a, tmp_path),
+    }[how]
+    c = copy_of(m)
+    assert c.compiled
+    c.set_weights(m.get_weights())
+    want = m.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
+    got = c.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
+    assert sorted(got) == sorted(want) and "wacc" in got
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-6), key
+    # the loss weight is applied: twice the unweighted loss of the same model
+    plain = _weighted_model(kind)
+    plain.compile("adam", "sparse_categorical_crossentropy")
+    plain.set_weights(m.get_weights())
+    assert got["loss"] == pytest.approx(2 * plain.evaluate(x, y, sample_weight=sw, verbose=0), rel=1e-5)
+
+
+@pytest.mark.parametrize("how", ["clone_model", "pickle"])
+def test_unbuilt_sequential_keeps_its_compile_settings(how):
+    import pickle
+
+    m = cdnn.Sequential([cdnn.layers.Dense(5, activation="relu"), cdnn.layers.Dense(3, activation="softmax")])
+    m.compile("adam", "sparse_categorical_crossentropy", weighted_metrics=["accuracy"], loss_weights=[0.5])
+    c = cdnn.models.clone_model(m) if how == "clone_model" else pickle.loads(pickle.dumps(m))
+    assert not c.built and c.compiled
+    assert c._compile_args["loss_weights"] == [0.5]
+    x, y = _data(8)
+    c.fit(x, y, verbose=0)
+    assert "accuracy" in c.history.history

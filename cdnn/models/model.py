@@ -784,6 +784,19 @@ class Model(Layer):
 
         return test_graph_batch(self, x, y, sample_weight, return_dict)
 
+    def _compile_like(self, other: Model) -> None:
+        """Compile as ``other`` was compiled (Keras' ``compile_from_config(get_compile_config())``): a new
+        optimizer from its config, losses and metrics made afresh from theirs (their states not shared),
+        loss weights and weighted metrics kept."""
+        args = other._compile_args or {}
+        self.compile(
+            optimizer=optimizers_module.get(optimizers_module.serialize(other.optimizer)),
+            loss=_fresh(args.get("loss")),
+            metrics=_fresh(args.get("metrics")),
+            loss_weights=_fresh(args.get("loss_weights")),
+            weighted_metrics=_fresh(args.get("weighted_metrics")),
+        )
+
     def reset_metrics(self) -> None:
         """Start the running loss and metrics of ``train_on_batch``/``test_on_batch`` afresh."""
         self._batch_logs_state = None
@@ -950,3 +963,15 @@ class Model(Layer):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _fresh(value):
+    """A compile argument with its Loss and Metric objects made anew from their configs (names, functions
+    and numbers as they are; lists and dicts by output kept)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fresh(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if isinstance(value, (metrics_module.Metric, losses_module.Loss)):
+        return type(value).from_config(value.get_config())
+    return value

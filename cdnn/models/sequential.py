@@ -1176,6 +1176,8 @@ class Sequential(Model):
                     "optimizer": optimizers_module.serialize(self.optimizer),
                     "loss": losses_module.serialize(self.loss) if self.loss is not None else None,
                     "metrics": serialize_metrics(self._compile_metrics),
+                    "weighted_metrics": serialize_metrics(self._weighted_metrics),
+                    "loss_weights": (self._compile_args or {}).get("loss_weights"),
                 }
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}
         import io
@@ -1209,6 +1211,8 @@ class Sequential(Model):
                 optimizer=optimizers_module.get(comp["optimizer"]),
                 loss=losses_module.resolve(comp["loss"]) if comp.get("loss") else None,
                 metrics=deserialize_metrics(comp),
+                weighted_metrics=deserialize_metrics({"metrics": comp.get("weighted_metrics")}),
+                loss_weights=comp.get("loss_weights"),
             )
 
     def __repr__(self) -> str:

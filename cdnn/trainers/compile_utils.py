@@ -17,10 +17,10 @@ import numpy as np
 
 from cdnn import metrics as metrics_module
 from cdnn.metrics import accuracy_metrics as acc
+from cdnn.metrics import regression_metrics as reg
 from cdnn.metrics.confusion_metrics import AUC, Precision, Recall, _ConfusionMatrixConditionCount
 from cdnn.metrics.f_score_metrics import FBetaScore
 from cdnn.metrics.metric import Metric
-from cdnn.metrics import regression_metrics as reg
 from cdnn.metrics.reduction_metrics import Mean
 
 __all__ = ["CompileMetrics", "get_metric", "keras_results", "metrics_logs", "flatten_metrics_in_order"]
@@ -329,10 +329,3 @@ def deserialize_metrics(comp: dict) -> Optional[list]:
     if legacy.get("class_name") == "Accuracy":  # older files: the accuracy resolved by the loss
         return [legacy.get("name", "accuracy")]
     return [metrics_module.deserialize({"class_name": legacy["class_name"], "config": {"name": legacy["name"]}})]
-
-
-def clone_metrics(compile_metrics: Optional[CompileMetrics]) -> Optional[list]:
-    """Fresh copies of ``compile(metrics=...)`` for another model (user subclasses included)."""
-    if compile_metrics is None:
-        return None
-    return [type(m).from_config(m.get_config()) if isinstance(m, Metric) else m for m in compile_metrics._user_metrics]

@@ -4,6 +4,7 @@ logs' value types, label shapes, metrics refused on integer labels, compile sett
 copies, ``input_shape`` warnings and ``Input(batch_size=...)``."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -302,3 +303,57 @@ def test_unbuilt_sequential_keeps_its_compile_settings(how):
     x, y = _data(8)
     c.fit(x, y, verbose=0)
     assert "accuracy" in c.history.history
+
+
+# ---- 6. input_shape= on a layer warns; Input(batch_size=...) is the batch dimension shapes show ----------
+_INPUT_SHAPE_WARNING = (
+    "Do not pass an `input_shape`/`input_dim` argument to a layer. When using Sequential models, prefer using an "
+    "`Input(shape)` object as the first layer in the model instead."
+)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: cdnn.layers.Flatten(input_shape=(2, 3)),
+        lambda: cdnn.layers.Dense(3, input_shape=(4,)),
+        lambda: cdnn.layers.Dense(3, input_dim=4),
+        lambda: cdnn.layers.Dropout(0.5, input_shape=(4,)),
+    ],
+)
+def test_input_shape_on_a_layer_gives_keras_warning(make):
+    with pytest.warns(UserWarning) as record:
+        layer = make()
+    assert [str(w.message) for w in record] == [_INPUT_SHAPE_WARNING]
+    m = cdnn.Sequential([layer, cdnn.layers.Dense(2)])
+    assert m.built  # the shape is still taken, as Keras does
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # made again from a config: no warning (Keras records an Input instead)
+        cdnn.models.clone_model(m)
+        cdnn.models.model_from_json(m.to_json())
+        cdnn.Input((4,))
+        cdnn.layers.Dense(3, input_shape=None)
+
+
+def test_input_shape_warning_text_is_keras():
+    keras = _keras()
+    with pytest.warns(UserWarning) as record:
+        keras.layers.Flatten(input_shape=(2, 3))
+    assert _INPUT_SHAPE_WARNING in [str(w.message) for w in record]
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["sequential", "functional"])
+def test_input_batch_size_is_the_batch_dimension_of_shapes_and_summary(graph):
+    i = cdnn.Input((4,), batch_size=16)
+    if graph:
+        m = cdnn.Model(i, cdnn.layers.Dense(3)(cdnn.layers.Dense(5)(i)))
+    else:
+        m = cdnn.Sequential([i, cdnn.layers.Dense(5), cdnn.layers.Dense(3)])
+    assert tuple(m.inputs[0].shape) == (16, 4)
+    assert tuple(m.outputs[0].shape) == (16, 3)
+    lines = []
+    m.summary(print_fn=lines.append)
+    assert "(16, 5)" in lines[0] and "(16, 3)" in lines[0] and "None" not in lines[0]
+    m.compile("sgd", "mse")  # the batch size shapes show does not bind fit or predict (nor in Keras on JAX)
+    m.fit(np.zeros((20, 4), np.float32), np.zeros((20, 3), np.float32), batch_size=10, verbose=0)
+    assert m.predict(np.zeros((7, 4), np.float32), verbose=0).shape == (7, 3)

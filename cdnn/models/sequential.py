@@ -79,6 +79,7 @@ class Sequential(Model):
         self._init_model_state()
         self._layers: list[Layer] = []
         self._input_shape: Optional[tuple] = None
+        self._input_batch: Optional[int] = None  # Input(batch_size=...): the batch dimension shapes show
         self.built = False
         self.optimizer: Optional[optimizers_module.Optimizer] = None
         self.loss: Optional[losses_module.Loss] = None
@@ -114,6 +115,7 @@ class Sequential(Model):
             if self._layers:
                 raise ValueError("An Input can only be the first element of a Sequential model")
             self._input_shape = layer._input_shape
+            self._input_batch = layer.batch_size
             return
         if not self._layers and self._input_shape is None and layer._input_shape is not None:
             self._input_shape = layer._input_shape
@@ -180,7 +182,9 @@ class Sequential(Model):
                     f"Sequential model {self.name!r} has not been built yet: give it an Input or call "
                     f"fit/predict/build first"
                 )
-            x = inputs = InputLayer(shape=self._input_shape, name=f"{self.name}_input")._output_tensor
+            x = inputs = InputLayer(
+                shape=self._input_shape, name=f"{self.name}_input", batch_size=getattr(self, "_input_batch", None)
+            )._output_tensor
             for layer in self._layers:
                 x = layer(x)
             graph = Functional.__new__(Functional)
@@ -227,13 +231,13 @@ class Sequential(Model):
 
     @property
     def input_shape(self) -> tuple:
-        return (None, *self._input_shape) if self._input_shape is not None else None
+        return (getattr(self, "_input_batch", None), *self._input_shape) if self._input_shape is not None else None
 
     @property
     def output_shape(self) -> tuple:
         if not self.built:
             raise AttributeError(f"Sequential model {self.name!r} has not been built yet")
-        return (None, *self.output_shape_)
+        return (getattr(self, "_input_batch", None), *self.output_shape_)
 
     def _dense_stack(self) -> list[dict]:
         """The layers as the C core sees them: Dense layers with the dropout before each."""
@@ -261,7 +265,8 @@ class Sequential(Model):
         """Print Keras 3's summary table (``print_fn`` receives the text instead, if given)."""
         rows = []
         for layer in self._layers:
-            shape = str((None, *layer.output_shape_)) if layer.built and layer.output_shape_ is not None else "?"
+            batch = getattr(self, "_input_batch", None)
+            shape = str((batch, *layer.output_shape_)) if layer.built and layer.output_shape_ is not None else "?"
             # Keras 3: "0 (unbuilt)" for a layer whose weights are not made yet (weightless layers are
             # built when made in recent versions: "0")
             unbuilt = not layer.built and isinstance(layer, Dense)

@@ -357,3 +357,68 @@ def test_input_batch_size_is_the_batch_dimension_of_shapes_and_summary(graph):
     m.compile("sgd", "mse")  # the batch size shapes show does not bind fit or predict (nor in Keras on JAX)
     m.fit(np.zeros((20, 4), np.float32), np.zeros((20, 3), np.float32), batch_size=10, verbose=0)
     assert m.predict(np.zeros((7, 4), np.float32), verbose=0).shape == (7, 3)
+
+
+# ---- 7. BatchNormalization under Adam: the last digits are float32 rounding, not a formula ----------------
+_BN_PROGRAM = """
+import sys, numpy as np, keras
+if sys.argv[1] == "float64":
+    keras.config.set_floatx("float64")
+w = [np.asarray(a) for a in np.load(sys.argv[2], allow_pickle=True)["w"]]
+d = np.load(sys.argv[2])
+m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.BatchNormalization(),
+                      keras.layers.Dense(3, activation="softmax")])
+m.set_weights(w)
+m.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+for _ in range(10):
+    m.train_on_batch(d["x"], d["y"])
+np.savez(sys.argv[3], *[np.asarray(a, np.float64) for a in m.get_weights()])
+"""
+
+
+def _bn_model(lib):
+    return lib.Sequential(
+        [
+            lib.Input((6,)),
+            lib.layers.Dense(8, activation="relu"),
+            lib.layers.BatchNormalization(),
+            lib.layers.Dense(3, activation="softmax"),
+        ]
+    )
+
+
+def test_batchnorm_under_adam_is_within_float32_rounding_of_keras_float64(tmp_path):
+    """Ten Adam steps on a Dense-BatchNormalization-Dense model, against real Keras in float32 and in float64
+    (JAX with x64, run apart): cdnn is within 1e-6 of the float64 run, and no farther from it than Keras'
+    own float32 run, so the float32 gap to Keras (beta included) is rounding, not a formula."""
+    _keras()
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)).astype(np.float32), rng.integers(0, 3, 64)
+    m = _bn_model(cdnn)
+    r = np.random.default_rng(1)
+    w = [(r.normal(size=a.shape) * 0.3).astype(np.float32) if i not in (2, 3, 4, 5) else a
+         for i, a in enumerate(m.get_weights())]
+    m.set_weights(w)
+    m.compile(cdnn.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    for _ in range(10):
+        m.train_on_batch(x, y)
+    ours = m.get_weights()
+    np.savez(tmp_path / "in.npz", x=x, y=y, w=np.array(w, dtype=object))
+    (tmp_path / "run.py").write_text(_BN_PROGRAM)
+    runs = {}
+    for floatx in ("float32", "float64"):
+        env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1" if floatx == "float64" else "0")
+        subprocess.run(
+            [sys.executable, str(tmp_path / "run.py"), floatx, str(tmp_path / "in.npz"), str(tmp_path / f"{floatx}.npz")],
+            env=env, check=True, capture_output=True, timeout=300,
+        )
+        with np.load(tmp_path / f"{floatx}.npz") as f:
+            runs[floatx] = [f[f"arr_{i}"] for i in range(len(ours))]
+    for name, a, k32, k64 in zip(["k1", "b1", "gamma", "beta", "mean", "var", "k2", "b2"], ours, *runs.values()):
+        ours_err, keras_err = np.abs(a - k64).max(), np.abs(k32 - k64).max()
+        assert ours_err <= 1e-6, name
+        assert ours_err <= max(2 * keras_err, 2e-7), name
+        assert np.abs(a - k32).max() <= 2e-6, name

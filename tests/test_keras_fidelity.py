@@ -118,19 +118,22 @@ def test_schedule_given_a_one_element_array_trains_as_with_its_number():
 def test_learning_rate_scheduler_takes_what_keras_takes(value):
     keras = _keras()
     x, y = _data(16)
-    results = []
-    for lib in (keras, cdnn):
-        seen = []
-
-        def schedule(epoch, lr):
-            seen.append(type(lr))
-            return value
-
-        m = _classifier(lib, graph=False)
-        cb = lib.callbacks.LearningRateScheduler(schedule)
-        err = _raised(lambda: m.fit(x, y, epochs=2, verbose=0, callbacks=[cb]))
-        results.append((err, seen, None if err else m.history.history["learning_rate"]))
+    results = [_scheduled_fit(lib, value, x, y) for lib in (keras, cdnn)]
     assert results[1] == results[0]
+
+
+def _scheduled_fit(lib, value, x, y):
+    """(error message or None, the types the schedule received, the logged rates) of a fit whose schedule
+    returns ``value``."""
+    seen = []
+
+    def schedule(epoch, lr):
+        seen.append(type(lr))
+        return value
+
+    m = _classifier(lib, graph=False)
+    err = _raised(lambda: m.fit(x, y, epochs=2, verbose=0, callbacks=[lib.callbacks.LearningRateScheduler(schedule)]))
+    return err, seen, None if err else m.history.history["learning_rate"]
 
 
 # ---- 3. labels: hinge labels 0/1 in a graph model ---------------------------------------------------------
@@ -217,8 +220,13 @@ def test_top_k_with_k_above_the_classes_is_computed_as_keras(graph):
             ("categorical_crossentropy", "top_k_categorical_accuracy", np.eye(3, dtype=np.float32)[c]),
         ):
             m = _classifier(lib, graph)
-            m.compile("sgd", loss, metrics=[metric, lib.metrics.SparseTopKCategoricalAccuracy(k=4, name="k4")]
-                      if loss.startswith("sparse") else [metric])
+            m.compile(
+                "sgd",
+                loss,
+                metrics=[metric, lib.metrics.SparseTopKCategoricalAccuracy(k=4, name="k4")]
+                if loss.startswith("sparse")
+                else [metric],
+            )
             out.append(m.evaluate(x, y, verbose=0, return_dict=True))
     for g, w in zip(got, want):
         assert sorted(g) == sorted(w)
@@ -399,8 +407,10 @@ def test_batchnorm_under_adam_is_within_float32_rounding_of_keras_float64(tmp_pa
     x, y = rng.normal(size=(64, 6)).astype(np.float32), rng.integers(0, 3, 64)
     m = _bn_model(cdnn)
     r = np.random.default_rng(1)
-    w = [(r.normal(size=a.shape) * 0.3).astype(np.float32) if i not in (2, 3, 4, 5) else a
-         for i, a in enumerate(m.get_weights())]
+    w = [
+        (r.normal(size=a.shape) * 0.3).astype(np.float32) if i not in (2, 3, 4, 5) else a
+        for i, a in enumerate(m.get_weights())
+    ]
     m.set_weights(w)
     m.compile(cdnn.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
     for _ in range(10):
@@ -412,8 +422,17 @@ def test_batchnorm_under_adam_is_within_float32_rounding_of_keras_float64(tmp_pa
     for floatx in ("float32", "float64"):
         env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1" if floatx == "float64" else "0")
         subprocess.run(
-            [sys.executable, str(tmp_path / "run.py"), floatx, str(tmp_path / "in.npz"), str(tmp_path / f"{floatx}.npz")],
-            env=env, check=True, capture_output=True, timeout=300,
+            [
+                sys.executable,
+                str(tmp_path / "run.py"),
+                floatx,
+                str(tmp_path / "in.npz"),
+                str(tmp_path / f"{floatx}.npz"),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
         )
         with np.load(tmp_path / f"{floatx}.npz") as f:
             runs[floatx] = [f[f"arr_{i}"] for i in range(len(ours))]

@@ -77,9 +77,9 @@ def _activity_regularizer(identifier) -> Optional[regularizers.Regularizer]:
     return reg
 
 
-
 #: set while a layer is made from its config: no warning about an ``input_shape`` the config records
 _REBUILDING: contextvars.ContextVar[bool] = contextvars.ContextVar("cdnn_layer_rebuilding", default=False)
+
 
 class Layer:
     """Base class: ``name``, ``trainable``, ``built``, weights, and the symbolic/eager call.
@@ -268,7 +268,8 @@ class Layer:
         out_shape = self.compute_output_shape(shape)
         batches = {t.shape[0] for t in tensors}  # a batch size the inputs agree on goes through, as in Keras
         out = KerasTensor(
-            (batches.pop() if len(batches) == 1 else None, *out_shape), name=self.name if not self._inbound_nodes else f"{self.name}_{len(self._inbound_nodes)}"
+            (batches.pop() if len(batches) == 1 else None, *out_shape),
+            name=self.name if not self._inbound_nodes else f"{self.name}_{len(self._inbound_nodes)}",
         )
         Node(self, tensors, [out], nested=nested, training=training)
         return out

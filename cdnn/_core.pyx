@@ -1333,6 +1333,7 @@ cdef class Graph:
             else:
                 _check(y, f"ys[{o}]", 2)
                 _shape(y, f"ys[{o}]", (n, rows * width))
+            (<cdnn_output *>self.g.outputs)[o].opts.hinge_binary = _hinge_binary(loss, y)  # Keras decides on the labels
 
     def _sws(self, sample_weight, long n):
         """Per-output sample weights checked: None, or a list with one float32 [n] array (or None) per output."""

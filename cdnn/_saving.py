@@ -170,6 +170,7 @@ def _collect(model, with_optimizer: bool) -> tuple[dict, dict]:
                 "loss": _serialize_loss(model.loss) if model.loss is not None else None,
                 "metrics": serialize_metrics(model._compile_metrics),
                 "weighted_metrics": serialize_metrics(model._weighted_metrics),
+                "loss_weights": _plain((model._compile_args or {}).get("loss_weights")),
                 "iterations": int(model.optimizer.iterations),
             }
         else:  # graph models: per-output losses, metrics and loss weights as given to compile
@@ -517,6 +518,7 @@ def _load_model(path: str, read: tuple, from_config, compile: bool):
                     loss=losses.resolve(comp["loss"]) if comp.get("loss") else None,
                     metrics=deserialize_metrics(comp),
                     weighted_metrics=deserialize_metrics({"metrics": comp.get("weighted_metrics")}),
+                    loss_weights=_unplain(comp.get("loss_weights"), float),
                 )
         except _BAD_RECORD as exc:
             raise ModelFileError(f"{path}: invalid compile settings: {type(exc).__name__}: {exc}") from None

@@ -45,12 +45,10 @@ import numpy as np
 
 from cdnn import _random
 from cdnn import layers as layers_module
-from cdnn import losses as losses_module
 from cdnn import optimizers as optimizers_module
 from cdnn._config import get_num_threads
 from cdnn._errors import invalid
 from cdnn.models import Sequential
-from cdnn.trainers.compile_utils import clone_metrics
 
 try:
     import sklearn
@@ -99,17 +97,9 @@ def _seed(random_state):
 
 def _clone_model(model: Sequential) -> Sequential:
     """A new model of the same architecture and compile settings, with fresh weights (Keras' ``clone_model``)."""
-    config = model.get_config()
-    clone = Sequential([layers_module.deserialize(c) for c in config["layers"]], name=config["name"])
-    if not clone.built and config.get("input_shape") is not None and clone.layers:
-        clone.build((None, *config["input_shape"]))
-    if model.compiled:
-        clone.compile(
-            optimizer=optimizers_module.get(optimizers_module.serialize(model.optimizer)),
-            loss=losses_module.deserialize(losses_module.serialize(model.loss)) if model.loss is not None else None,
-            metrics=clone_metrics(model._compile_metrics),
-        )
-    return clone
+    from cdnn.models.cloning import clone_model
+
+    return clone_model(model)
 
 
 def _check_model(model) -> None:

@@ -486,12 +486,16 @@ def test_bad_input_shapes(shape):
         lambda: keras.optimizers.Adam(learning_rate=-1e-3),
         lambda: keras.optimizers.RMSprop(learning_rate=float("nan")),
         lambda: keras.optimizers.Adagrad(learning_rate=float("inf")),
-        lambda: keras.optimizers.SGD(learning_rate="0.1"),
     ],
 )
 def test_bad_learning_rates(make):
     with raises(ValueError, "Invalid value for argument `learning_rate`", "received learning_rate="):
         make()
+
+
+def test_learning_rate_that_is_not_a_float_gets_keras_message():
+    with raises(ValueError, "Argument `learning_rate` should be float", "Received instead: learning_rate=0.1"):
+        keras.optimizers.SGD(learning_rate="0.1")
 
 
 def test_setting_a_negative_learning_rate_later():

@@ -200,8 +200,7 @@ def test_single_output_class_weight_and_weighted_metrics_match_keras():
     _assert_same_history(hk, hc)
     for a, b in zip(c.get_weights(), k.get_weights()):
         np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-5)
-    # train_on_batch / test_on_batch with weights (one call after reset_metrics: Keras 3.15 on JAX does not
-    # accumulate the loss over calls, cdnn does, as its chain)
+    # train_on_batch / test_on_batch with weights
     k.reset_metrics()
     c.reset_metrics()
     rk = k.train_on_batch(x[:8], y1[:8], class_weight=cw, return_dict=True)

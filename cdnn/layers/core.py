@@ -9,7 +9,9 @@ The arithmetic always runs in the C core, over the whole model.
 
 from __future__ import annotations
 
+import contextvars
 import math
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -75,6 +77,10 @@ def _activity_regularizer(identifier) -> Optional[regularizers.Regularizer]:
     return reg
 
 
+#: set while a layer is made from its config: no warning about an ``input_shape`` the config records
+_REBUILDING: contextvars.ContextVar[bool] = contextvars.ContextVar("cdnn_layer_rebuilding", default=False)
+
+
 class Layer:
     """Base class: ``name``, ``trainable``, ``built``, weights, and the symbolic/eager call.
 
@@ -89,8 +95,16 @@ class Layer:
     def __init__(
         self, name: Optional[str] = None, input_shape=None, trainable: bool = True, dtype=None, **kwargs
     ) -> None:
-        if "input_dim" in kwargs:
+        if kwargs.get("input_dim") is not None:
             input_shape = (kwargs.pop("input_dim"),)
+        kwargs.pop("input_dim", None)
+        if input_shape is not None and not isinstance(self, InputLayer) and not _REBUILDING.get():
+            warnings.warn(  # Keras 3's words (keras/src/layers/layer.py)
+                "Do not pass an `input_shape`/`input_dim` argument to a layer. When using Sequential models, "
+                "prefer using an `Input(shape)` object as the first layer in the model instead.",
+                UserWarning,
+                stacklevel=2,
+            )
         if "batch_input_shape" in kwargs:
             shape = kwargs.pop("batch_input_shape")
             input_shape = tuple(shape)[1:] if shape is not None else None
@@ -210,7 +224,11 @@ class Layer:
 
     @classmethod
     def from_config(cls, config: dict) -> Layer:
-        return cls(**config)
+        token = _REBUILDING.set(True)  # a config's input_shape is cdnn's record, not the user's argument
+        try:
+            return cls(**config)
+        finally:
+            _REBUILDING.reset(token)
 
     # ---- the C core's view ----------------------------------------------------------
     def _lower(self, input_shapes: list, training: Optional[bool]) -> dict:
@@ -248,8 +266,10 @@ class Layer:
         else:
             self._check_call_shape(shape)
         out_shape = self.compute_output_shape(shape)
+        batches = {t.shape[0] for t in tensors}  # a batch size the inputs agree on goes through, as in Keras
         out = KerasTensor(
-            (None, *out_shape), name=self.name if not self._inbound_nodes else f"{self.name}_{len(self._inbound_nodes)}"
+            (batches.pop() if len(batches) == 1 else None, *out_shape),
+            name=self.name if not self._inbound_nodes else f"{self.name}_{len(self._inbound_nodes)}",
         )
         Node(self, tensors, [out], nested=nested, training=training)
         return out

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def clone_model(model, input_tensors=None, clone_function=None, **kwargs):
-    """A new, uncompiled model with ``model``'s architecture and freshly initialized weights (as Keras).
+    """A new model with ``model``'s architecture and freshly initialized weights; compiled as ``model`` was
+    (optimizer, losses, metrics, loss weights and weighted metrics), if it was, as Keras 3 does.
 
     ``input_tensors`` and ``clone_function`` are not supported (they are refused, not ignored).
     """
@@ -15,6 +16,13 @@ def clone_model(model, input_tensors=None, clone_function=None, **kwargs):
         raise ValueError(
             f"clone_model: unsupported argument(s) {given + sorted(kwargs)}: cdnn clones the architecture as it is"
         )
-    from cdnn.models import model_from_config
+    from cdnn.models import Sequential, model_from_config
 
-    return _saving._model_from_config(f"<clone of {model.name}>", model.get_config(), model_from_config)
+    config = model.get_config()
+    if isinstance(model, Sequential) and not model.built:  # no input shape yet: Keras clones it unbuilt
+        clone = Sequential.from_config(config)
+    else:
+        clone = _saving._model_from_config(f"<clone of {model.name}>", config, model_from_config)
+    if model.compiled:
+        clone._compile_like(model)
+    return clone

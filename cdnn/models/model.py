@@ -774,17 +774,30 @@ class Model(Layer):
         return evaluate_graph(self, x, y, batch_size, verbose, return_dict, kwargs)
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
-        """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
-        ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
+        """One training step on the batch ``(x, y)``; the loss and metrics of this batch alone (the metrics
+        are reset at each call, as in Keras 3)."""
         from cdnn.trainers.loop import train_graph_batch
 
         return train_graph_batch(self, x, y, sample_weight, class_weight, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
-        """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()`` (as Keras 3)."""
+        """The loss and metrics of the batch ``(x, y)`` alone (the metrics are reset at each call, as in Keras 3)."""
         from cdnn.trainers.loop import test_graph_batch
 
         return test_graph_batch(self, x, y, sample_weight, return_dict)
+
+    def _compile_like(self, other: Model) -> None:
+        """Compile as ``other`` was compiled (Keras' ``compile_from_config(get_compile_config())``): a new
+        optimizer from its config, losses and metrics made afresh from theirs (their states not shared),
+        loss weights and weighted metrics kept."""
+        args = other._compile_args or {}
+        self.compile(
+            optimizer=optimizers_module.get(optimizers_module.serialize(other.optimizer)),
+            loss=_fresh(args.get("loss")),
+            metrics=_fresh(args.get("metrics")),
+            loss_weights=_fresh(args.get("loss_weights")),
+            weighted_metrics=_fresh(args.get("weighted_metrics")),
+        )
 
     def reset_metrics(self) -> None:
         """Start the running loss and metrics of ``train_on_batch``/``test_on_batch`` afresh."""
@@ -943,3 +956,15 @@ class Model(Layer):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _fresh(value):
+    """A compile argument with its Loss and Metric objects made anew from their configs (names, functions
+    and numbers as they are; lists and dicts by output kept)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fresh(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if isinstance(value, (metrics_module.Metric, losses_module.Loss)):
+        return type(value).from_config(value.get_config())
+    return value

@@ -78,6 +78,7 @@ class Sequential(Model):
         self._init_model_state()
         self._layers: list[Layer] = []
         self._input_shape: Optional[tuple] = None
+        self._input_batch: Optional[int] = None  # Input(batch_size=...): the batch dimension shapes show
         self.built = False
         self.optimizer: Optional[optimizers_module.Optimizer] = None
         self.loss: Optional[losses_module.Loss] = None
@@ -113,6 +114,7 @@ class Sequential(Model):
             if self._layers:
                 raise ValueError("An Input can only be the first element of a Sequential model")
             self._input_shape = layer._input_shape
+            self._input_batch = layer.batch_size
             return
         if not self._layers and self._input_shape is None and layer._input_shape is not None:
             self._input_shape = layer._input_shape
@@ -179,7 +181,9 @@ class Sequential(Model):
                     f"Sequential model {self.name!r} has not been built yet: give it an Input or call "
                     f"fit/predict/build first"
                 )
-            x = inputs = InputLayer(shape=self._input_shape, name=f"{self.name}_input")._output_tensor
+            x = inputs = InputLayer(
+                shape=self._input_shape, name=f"{self.name}_input", batch_size=getattr(self, "_input_batch", None)
+            )._output_tensor
             for layer in self._layers:
                 x = layer(x)
             graph = Functional.__new__(Functional)
@@ -226,13 +230,13 @@ class Sequential(Model):
 
     @property
     def input_shape(self) -> tuple:
-        return (None, *self._input_shape) if self._input_shape is not None else None
+        return (getattr(self, "_input_batch", None), *self._input_shape) if self._input_shape is not None else None
 
     @property
     def output_shape(self) -> tuple:
         if not self.built:
             raise AttributeError(f"Sequential model {self.name!r} has not been built yet")
-        return (None, *self.output_shape_)
+        return (getattr(self, "_input_batch", None), *self.output_shape_)
 
     def _dense_stack(self) -> list[dict]:
         """The layers as the C core sees them: Dense layers with the dropout before each."""
@@ -260,7 +264,8 @@ class Sequential(Model):
         """Print Keras 3's summary table (``print_fn`` receives the text instead, if given)."""
         rows = []
         for layer in self._layers:
-            shape = str((None, *layer.output_shape_)) if layer.built and layer.output_shape_ is not None else "?"
+            batch = getattr(self, "_input_batch", None)
+            shape = str((batch, *layer.output_shape_)) if layer.built and layer.output_shape_ is not None else "?"
             # Keras 3: "0 (unbuilt)" for a layer whose weights are not made yet (weightless layers are
             # built when made in recent versions: "0")
             unbuilt = not layer.built and isinstance(layer, Dense)
@@ -824,11 +829,12 @@ class Sequential(Model):
 
     # ---- one batch at a time ------------------------------------------------------
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict: bool = False):
-        """One training step on the batch ``(x, y)``; the loss and metrics since the last ``fit`` or
-        ``reset_metrics()`` (they accumulate over calls, as in Keras 3)."""
+        """One training step on the batch ``(x, y)``; the loss and metrics of this batch alone (the metrics
+        are reset at each call, as in Keras 3)."""
         if self._route_to_graph(x):
             return Model.train_on_batch(self, x, y, sample_weight, class_weight, return_dict)
         self._check_compiled("train_on_batch")
+        self.reset_metrics()
         if sample_weight is not None and class_weight is not None:
             raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
         xs = self._prepare_x(x, check_float32=False)
@@ -872,11 +878,12 @@ class Sequential(Model):
         return self._batch_logs(loss[0], correct[0], ys, out, return_dict, sw)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict: bool = False):
-        """The loss and metrics of the batch ``(x, y)``, accumulated since the last ``reset_metrics()``
-        or ``evaluate`` (as Keras 3)."""
+        """The loss and metrics of the batch ``(x, y)`` alone (the metrics are reset at each call, as in
+        Keras 3)."""
         if self._route_to_graph(x):
             return Model.test_on_batch(self, x, y, sample_weight, return_dict)
         self._check_compiled("test_on_batch")
+        self.reset_metrics()
         xs = self._prepare_x(x)
         ys = self._prepare_y(y, len(xs))
         sw = as_sample_weights(sample_weight, len(xs))
@@ -1075,6 +1082,8 @@ class Sequential(Model):
                     "optimizer": optimizers_module.serialize(self.optimizer),
                     "loss": losses_module.serialize(self.loss) if self.loss is not None else None,
                     "metrics": serialize_metrics(self._compile_metrics),
+                    "weighted_metrics": serialize_metrics(self._weighted_metrics),
+                    "loss_weights": (self._compile_args or {}).get("loss_weights"),
                 }
             return {"cdnn_state": 1, "config": self.get_config(), "compile": comp}
         import io
@@ -1108,6 +1117,8 @@ class Sequential(Model):
                 optimizer=optimizers_module.get(comp["optimizer"]),
                 loss=losses_module.resolve(comp["loss"]) if comp.get("loss") else None,
                 metrics=deserialize_metrics(comp),
+                weighted_metrics=deserialize_metrics({"metrics": comp.get("weighted_metrics")}),
+                loss_weights=comp.get("loss_weights"),
             )
 
     def __repr__(self) -> str:

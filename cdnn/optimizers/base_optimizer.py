@@ -186,6 +186,17 @@ class Optimizer:
         self.gradient_accumulation_steps = (
             None if gradient_accumulation_steps is None else int(gradient_accumulation_steps)
         )
+        if not (
+            isinstance(learning_rate, (float, _schedules.LearningRateSchedule))
+            or (callable(learning_rate) and not _is_number(learning_rate))
+        ):
+            # Keras 3 refuses any other learning rate here (an int, np.float32, an array); assigning
+            # one later (optimizer.learning_rate = 1) is accepted as Keras' variable assigns it
+            raise ValueError(
+                "Argument `learning_rate` should be float, or an instance of LearningRateSchedule, or a "
+                "callable (that takes in the current iteration value and returns the corresponding "
+                f"learning rate value). Received instead: learning_rate={learning_rate}"
+            )
         self._learning_rate: Union[float, _schedules.LearningRateSchedule, Callable] = 0.0
         self.learning_rate = learning_rate
         self._iterations = 0

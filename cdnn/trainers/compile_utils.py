@@ -17,6 +17,7 @@ import numpy as np
 
 from cdnn import metrics as metrics_module
 from cdnn.metrics import accuracy_metrics as acc
+from cdnn.metrics import regression_metrics as reg
 from cdnn.metrics.confusion_metrics import AUC, Precision, Recall, _ConfusionMatrixConditionCount
 from cdnn.metrics.f_score_metrics import FBetaScore
 from cdnn.metrics.metric import Metric
@@ -64,6 +65,25 @@ def _core_kind(m: Metric) -> Optional[str]:
     return None
 
 
+#: metrics that compare labels and outputs element by element: Keras fails on integer class labels
+#: of shape (n,) for a k-way output (and broadcasts (n, 1) ones into meaningless values)
+_ELEMENTWISE = (
+    AUC,
+    Precision,
+    Recall,
+    _ConfusionMatrixConditionCount,
+    acc.BinaryAccuracy,
+    reg.MeanSquaredError,
+    reg.MeanAbsoluteError,
+    reg.MeanAbsolutePercentageError,
+    reg.MeanSquaredLogarithmicError,
+    reg.CosineSimilarity,
+    reg.LogCoshError,
+    reg.RootMeanSquaredError,
+    reg.R2Score,
+)
+
+
 def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, activation: str = "") -> None:
     """Refuse, before training, a metric that cannot read these labels and outputs."""
     label_text = "integer class labels of shape (n,)" if sparse_labels else f"labels of shape (n, {units})"
@@ -74,13 +94,6 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
             f"{units} unit(s): {why}"
         )
 
-    k = getattr(m, "k", None)
-    if (
-        isinstance(m, (acc.TopKCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy))
-        and not getattr(m, "from_sorted_ids", False)
-        and k > units
-    ):
-        refuse(f"k={k} is more than the {units} classes of the output")
     if isinstance(m, (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and not sparse_labels:
         refuse(
             f"it reads integer class labels, but {loss_name} takes {label_text} "
@@ -91,7 +104,7 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
             "it reads one-hot labels, but sparse_categorical_crossentropy takes integer class labels (use the "
             "sparse_ metric, or one-hot labels with categorical_crossentropy)"
         )
-    if sparse_labels and units > 1 and isinstance(m, (AUC, Precision, Recall, _ConfusionMatrixConditionCount)):
+    if sparse_labels and units > 1 and isinstance(m, _ELEMENTWISE):
         hint = " (or AUC(multi_label=True) with one-hot labels)" if isinstance(m, AUC) else ""
         refuse(
             f"it compares labels and outputs element by element, and {units}-way outputs do not match "
@@ -316,10 +329,3 @@ def deserialize_metrics(comp: dict) -> Optional[list]:
     if legacy.get("class_name") == "Accuracy":  # older files: the accuracy resolved by the loss
         return [legacy.get("name", "accuracy")]
     return [metrics_module.deserialize({"class_name": legacy["class_name"], "config": {"name": legacy["name"]}})]
-
-
-def clone_metrics(compile_metrics: Optional[CompileMetrics]) -> Optional[list]:
-    """Fresh copies of ``compile(metrics=...)`` for another model (user subclasses included)."""
-    if compile_metrics is None:
-        return None
-    return [type(m).from_config(m.get_config()) if isinstance(m, Metric) else m for m in compile_metrics._user_metrics]

@@ -800,15 +800,14 @@ def evaluate_graph(model, x, y, batch_size, verbose, return_dict: bool, kwargs: 
 
 
 def _batch_state(model, specs: list) -> GraphLogs:
-    """The running logs of ``train_on_batch``/``test_on_batch`` since the last ``reset_metrics`` (as Keras 3)."""
-    state = getattr(model, "_batch_logs_state", None)
-    if state is None or state.specs is not specs:
-        state = model._batch_logs_state = GraphLogs(specs)
+    """Fresh logs for one ``train_on_batch``/``test_on_batch`` call: Keras 3 resets the metrics at each call."""
+    model.reset_metrics()
+    state = model._batch_logs_state = GraphLogs(specs)
     return state
 
 
 def train_graph_batch(model, x, y, sample_weight, class_weight, return_dict: bool):
-    """``Model.train_on_batch`` for a graph: one step on ``(x, y)``, the running logs since ``reset_metrics``."""
+    """``Model.train_on_batch`` for a graph: one step on ``(x, y)``, the logs of this batch alone."""
     model._check_compiled("train_on_batch")
     if sample_weight is not None and class_weight is not None:
         raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
@@ -860,7 +859,7 @@ def train_graph_batch(model, x, y, sample_weight, class_weight, return_dict: boo
 
 
 def test_graph_batch(model, x, y, sample_weight, return_dict: bool):
-    """``Model.test_on_batch`` for a graph: the running logs, with ``(x, y)``, since ``reset_metrics``."""
+    """``Model.test_on_batch`` for a graph: the logs of the batch ``(x, y)`` alone."""
     model._check_compiled("test_on_batch")
     if not hasattr(model, "_nodes") and model._input_struct is None:
         model._set_inputs_from_data(x)

@@ -42,6 +42,9 @@ def _positive_steps(value, name: str):
 
 
 def _number(value, name: str):
+    if isinstance(value, np.ndarray) and value.size == 1 and value.ndim <= 1 and value.dtype.kind in "iuf":
+        # Keras computes with a 1-element array as with its number (its rate broadcasts over each variable)
+        value = value.item()
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float, np.integer, np.floating))

@@ -166,10 +166,9 @@ __attribute__((target("avx2,fma"))) static void avx2_tile_any(int rows, int cols
 /* One or two rows of C, few_rows_avx2 below: D depths (of W's rows k..k+D-1) into the running sums
  * t (row r at t + r * ldt) of nv whole vectors of 8 columns and a last one of the lanes in tm (or
  * none), from zero when first. */
-__attribute__((always_inline, target("avx2,fma"))) static inline void avx2_rows_block(int R, int D, const float *a,
-                                                                                     long lda, const float *b, long ldb,
-                                                                                     int nv, __m256i tm, int tail,
-                                                                                     float *t, int ldt, int first)
+__attribute__((always_inline, target("avx2,fma"))) static inline void
+avx2_rows_block(int R, int D, const float *a, long lda, const float *b, long ldb, int nv, __m256i tm, int tail,
+                float *t, int ldt, int first)
 {
     __m256 x0[8], x1[8];
     for (int q = 0; q < D; q++) {
@@ -211,9 +210,9 @@ __attribute__((target("avx2"))) static inline __m256i avx2_mask(int n)
  * element a chain of FMAs in depth order from zero, added to C with accumulate). W is read 8 rows at a
  * time across all the columns, the running sums kept in t (rows x cols rounded up to 8, 32-byte
  * aligned): every vector of columns is a chain of its own, as many in flight as there are columns. */
-__attribute__((target("avx2,fma"))) static void few_rows_avx2(int rows, int kc, const float *a, long lda, const float *b,
-                                                              long ldb, int cols, float *c, int ldc, int accumulate,
-                                                              float *t)
+__attribute__((target("avx2,fma"))) static void few_rows_avx2(int rows, int kc, const float *a, long lda,
+                                                              const float *b, long ldb, int cols, float *c, int ldc,
+                                                              int accumulate, float *t)
 {
     const int nv = cols / 8, tail = cols % 8, ldt = (cols + 7) / 8 * 8;
     const __m256i tm = avx2_mask(tail);
@@ -612,9 +611,9 @@ __attribute__((target("avx512f,avx512vl"))) static void kernel_avx512_edge(int k
  * sums t (row r at t + r * ldt) of nv whole vectors of 16 columns and a last one of the lanes in tm
  * (or none), from zero when first. */
 __attribute__((always_inline, target("avx512f"))) static inline void avx512_rows_block(int R, int D, const float *a,
-                                                                                      long lda, const float *b,
-                                                                                      long ldb, int nv, __mmask16 tm,
-                                                                                      float *t, int ldt, int first)
+                                                                                       long lda, const float *b,
+                                                                                       long ldb, int nv, __mmask16 tm,
+                                                                                       float *t, int ldt, int first)
 {
     __m512 x0[8], x1[8];
     for (int q = 0; q < D; q++) {

@@ -1047,13 +1047,18 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     const int bs = ws->max_batch;
     const int labelled = loss_sum != NULL;
     /* Chunks of at most bs rows, as even as their count allows (no short last chunk to run at a
-     * poorer split); with labels exactly bs, the loss's batch (a mean over each batch's valid rows). */
+     * poorer split), each thread's share of one whole micro-panels of rows where bs allows; with
+     * labels exactly bs, the loss's batch (a mean over each batch's valid rows). */
     const int64_t n_chunks = (n + bs - 1) / bs;
-    const int chunk = labelled || n_chunks < 2 ? bs : (int)((n + n_chunks - 1) / n_chunks);
+    int chunk = labelled || n_chunks < 2 ? bs : (int)((n + n_chunks - 1) / n_chunks);
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
     /* forward flops of one chunk: a third of a training step's */
     if (step_flops(net, n < chunk ? (int)n : chunk) / 3 < PREDICT_SERIAL_FLOPS) nt = 1;
+    if (chunk < bs) {
+        const int unit = cdnn_simd_current()->mr * nt;
+        chunk = (chunk + unit - 1) / unit * unit < bs ? (chunk + unit - 1) / unit * unit : bs;
+    }
     int packed = 0; /* (not into copies laid out for another micro-kernel width: a SIMD path chosen since) */
     if ((n < chunk ? n : chunk) / nt >= PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr)
         for (int l = 0; l < net->n_layers; l++) packed |= ws->lb[l].pw != NULL;

@@ -163,49 +163,40 @@ __attribute__((target("avx2,fma"))) static void avx2_tile_any(int rows, int cols
     }
 }
 
-/* One or two rows of C (rows), 64 / rows columns, A and B read in place: the same sums as
- * avx2_tile's (per element a chain of FMAs in depth order from zero, added to C with accumulate), with
- * 8 chains in flight where a tile of one row has 2: a batch-1 product is bound by the FMAs' latency. */
-__attribute__((target("avx2,fma"))) static void
-avx2_few_rows(int rows, int kc, const float *a, long lda, const float *b, long ldb, float *c, int ldc, int accumulate)
+/* One or two rows of C, few_rows_avx2 below: D depths (of W's rows k..k+D-1) into the running sums
+ * t (row r at t + r * ldt) of nv whole vectors of 8 columns and a last one of the lanes in tm (or
+ * none), from zero when first. */
+__attribute__((always_inline, target("avx2,fma"))) static inline void
+avx2_rows_block(int R, int D, const float *a, long lda, const float *b, long ldb, int nv, __m256i tm, int tail,
+                float *t, int ldt, int first)
 {
-    const __m256 z = _mm256_setzero_ps();
-    __m256 r[8];
-    __m256 r0 = z, r1 = z, r2 = z, r3 = z, r4 = z, r5 = z, r6 = z, r7 = z;
-    if (rows == 1) {
-        for (int k = 0; k < kc; k++, b += ldb) {
-            const __m256 x = _mm256_broadcast_ss(a + k);
-            r0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b), r0);
-            r1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 8), r1);
-            r2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 16), r2);
-            r3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 24), r3);
-            r4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 32), r4);
-            r5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 40), r5);
-            r6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 48), r6);
-            r7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b + 56), r7);
-        }
-    } else {
-        for (int k = 0; k < kc; k++, b += ldb) {
-            const __m256 x0 = _mm256_broadcast_ss(a + k), x1 = _mm256_broadcast_ss(a + lda + k);
-            const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8), b2 = _mm256_loadu_ps(b + 16),
-                         b3 = _mm256_loadu_ps(b + 24);
-            r0 = _mm256_fmadd_ps(x0, b0, r0);
-            r1 = _mm256_fmadd_ps(x0, b1, r1);
-            r2 = _mm256_fmadd_ps(x0, b2, r2);
-            r3 = _mm256_fmadd_ps(x0, b3, r3);
-            r4 = _mm256_fmadd_ps(x1, b0, r4);
-            r5 = _mm256_fmadd_ps(x1, b1, r5);
-            r6 = _mm256_fmadd_ps(x1, b2, r6);
-            r7 = _mm256_fmadd_ps(x1, b3, r7);
-        }
+    __m256 x0[8], x1[8];
+    for (int q = 0; q < D; q++) {
+        x0[q] = _mm256_broadcast_ss(a + q);
+        if (R > 1) x1[q] = _mm256_broadcast_ss(a + lda + q);
     }
-    r[0] = r0, r[1] = r1, r[2] = r2, r[3] = r3, r[4] = r4, r[5] = r5, r[6] = r6, r[7] = r7;
-    const int per_row = 8 / rows;
-    for (int v = 0; v < 8; v++) {
-        float *cv = c + (size_t)(v / per_row) * ldc + 8 * (v % per_row);
-        __m256 t = r[v];
-        if (accumulate) t = _mm256_add_ps(t, _mm256_loadu_ps(cv));
-        _mm256_storeu_ps(cv, t);
+    const __m256 z = _mm256_setzero_ps();
+    for (int v = 0; v < nv; v++) {
+        float *t0 = t + 8 * v, *t1 = t0 + ldt;
+        __m256 s0 = first ? z : _mm256_load_ps(t0), s1 = R > 1 && !first ? _mm256_load_ps(t1) : z;
+        for (int q = 0; q < D; q++) {
+            const __m256 w = _mm256_loadu_ps(b + q * ldb + 8 * v);
+            s0 = _mm256_fmadd_ps(x0[q], w, s0);
+            if (R > 1) s1 = _mm256_fmadd_ps(x1[q], w, s1);
+        }
+        _mm256_store_ps(t0, s0);
+        if (R > 1) _mm256_store_ps(t1, s1);
+    }
+    if (tail) { /* no column of W read beyond the last */
+        float *t0 = t + 8 * nv, *t1 = t0 + ldt;
+        __m256 s0 = first ? z : _mm256_load_ps(t0), s1 = R > 1 && !first ? _mm256_load_ps(t1) : z;
+        for (int q = 0; q < D; q++) {
+            const __m256 w = _mm256_maskload_ps(b + q * ldb + 8 * nv, tm);
+            s0 = _mm256_fmadd_ps(x0[q], w, s0);
+            if (R > 1) s1 = _mm256_fmadd_ps(x1[q], w, s1);
+        }
+        _mm256_store_ps(t0, s0);
+        if (R > 1) _mm256_store_ps(t1, s1);
     }
 }
 
@@ -213,6 +204,43 @@ avx2_few_rows(int rows, int kc, const float *a, long lda, const float *b, long l
 __attribute__((target("avx2"))) static inline __m256i avx2_mask(int n)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* One or two rows of C (rows), columns [0, cols), A and B read in place: the sums of avx2_tile (per
+ * element a chain of FMAs in depth order from zero, added to C with accumulate). W is read 8 rows at a
+ * time across all the columns, the running sums kept in t (rows x cols rounded up to 8, 32-byte
+ * aligned): every vector of columns is a chain of its own, as many in flight as there are columns. */
+__attribute__((target("avx2,fma"))) static void few_rows_avx2(int rows, int kc, const float *a, long lda,
+                                                              const float *b, long ldb, int cols, float *c, int ldc,
+                                                              int accumulate, float *t)
+{
+    const int nv = cols / 8, tail = cols % 8, ldt = (cols + 7) / 8 * 8;
+    const __m256i tm = avx2_mask(tail);
+    int k = 0;
+    for (; k + 8 <= kc; k += 8, a += 8, b += 8 * ldb)
+        if (rows == 1)
+            avx2_rows_block(1, 8, a, lda, b, ldb, nv, tm, tail, t, ldt, k == 0);
+        else
+            avx2_rows_block(2, 8, a, lda, b, ldb, nv, tm, tail, t, ldt, k == 0);
+    for (; k < kc; k++, a++, b += ldb)
+        if (rows == 1)
+            avx2_rows_block(1, 1, a, lda, b, ldb, nv, tm, tail, t, ldt, k == 0);
+        else
+            avx2_rows_block(2, 1, a, lda, b, ldb, nv, tm, tail, t, ldt, k == 0);
+    for (int i = 0; i < rows; i++) {
+        float *ci = c + (size_t)i * ldc;
+        const float *ti = t + (size_t)i * ldt;
+        for (int v = 0; v * 8 < cols; v++) {
+            __m256 r = _mm256_load_ps(ti + 8 * v);
+            if (v < nv) {
+                if (accumulate) r = _mm256_add_ps(r, _mm256_loadu_ps(ci + 8 * v));
+                _mm256_storeu_ps(ci + 8 * v, r);
+            } else {
+                if (accumulate) r = _mm256_add_ps(r, _mm256_maskload_ps(ci + 8 * v, tm));
+                _mm256_maskstore_ps(ci + 8 * v, tm, r);
+            }
+        }
+    }
 }
 
 /* Edge tiles at most 4 columns wide (W2's 100 units = 6 x 16 + 4), as on
@@ -575,6 +603,77 @@ __attribute__((target("avx512f,avx512vl"))) static void kernel_avx512_edge(int k
             __m512 r = acc[2 * i + v];
             if (accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, ci));
             _mm512_mask_storeu_ps(ci, m, r);
+        }
+    }
+}
+
+/* One or two rows of C, few_rows_avx512 below: D depths (of W's rows k..k+D-1) into the running
+ * sums t (row r at t + r * ldt) of nv whole vectors of 16 columns and a last one of the lanes in tm
+ * (or none), from zero when first. */
+__attribute__((always_inline, target("avx512f"))) static inline void avx512_rows_block(int R, int D, const float *a,
+                                                                                       long lda, const float *b,
+                                                                                       long ldb, int nv, __mmask16 tm,
+                                                                                       float *t, int ldt, int first)
+{
+    __m512 x0[8], x1[8];
+    for (int q = 0; q < D; q++) {
+        x0[q] = _mm512_set1_ps(a[q]);
+        if (R > 1) x1[q] = _mm512_set1_ps(a[lda + q]);
+    }
+    const __m512 z = _mm512_setzero_ps();
+    for (int v = 0; v < nv; v++) {
+        float *t0 = t + 16 * v, *t1 = t0 + ldt;
+        __m512 s0 = first ? z : _mm512_load_ps(t0), s1 = R > 1 && !first ? _mm512_load_ps(t1) : z;
+        for (int q = 0; q < D; q++) {
+            const __m512 w = _mm512_loadu_ps(b + q * ldb + 16 * v);
+            s0 = _mm512_fmadd_ps(x0[q], w, s0);
+            if (R > 1) s1 = _mm512_fmadd_ps(x1[q], w, s1);
+        }
+        _mm512_store_ps(t0, s0);
+        if (R > 1) _mm512_store_ps(t1, s1);
+    }
+    if (tm) { /* masked lanes are not read */
+        float *t0 = t + 16 * nv, *t1 = t0 + ldt;
+        __m512 s0 = first ? z : _mm512_load_ps(t0), s1 = R > 1 && !first ? _mm512_load_ps(t1) : z;
+        for (int q = 0; q < D; q++) {
+            const __m512 w = _mm512_maskz_loadu_ps(tm, b + q * ldb + 16 * nv);
+            s0 = _mm512_fmadd_ps(x0[q], w, s0);
+            if (R > 1) s1 = _mm512_fmadd_ps(x1[q], w, s1);
+        }
+        _mm512_store_ps(t0, s0);
+        if (R > 1) _mm512_store_ps(t1, s1);
+    }
+}
+
+/* One or two rows of C (rows), columns [0, cols), A and B read in place: the sums of avx512_tile (per
+ * element a chain of FMAs in depth order from zero, added to C with accumulate). W is read 8 rows at a
+ * time across all the columns, the running sums kept in t (rows x cols rounded up to 16, 64-byte
+ * aligned): every vector of columns is a chain of its own, as many in flight as there are columns. */
+__attribute__((target("avx512f"))) static void few_rows_avx512(int rows, int kc, const float *a, long lda,
+                                                               const float *b, long ldb, int cols, float *c, int ldc,
+                                                               int accumulate, float *t)
+{
+    const int nv = cols / 16, ldt = (cols + 15) / 16 * 16;
+    const __mmask16 tm = (__mmask16)((1u << (cols % 16)) - 1u);
+    int k = 0;
+    for (; k + 8 <= kc; k += 8, a += 8, b += 8 * ldb)
+        if (rows == 1)
+            avx512_rows_block(1, 8, a, lda, b, ldb, nv, tm, t, ldt, k == 0);
+        else
+            avx512_rows_block(2, 8, a, lda, b, ldb, nv, tm, t, ldt, k == 0);
+    for (; k < kc; k++, a++, b += ldb)
+        if (rows == 1)
+            avx512_rows_block(1, 1, a, lda, b, ldb, nv, tm, t, ldt, k == 0);
+        else
+            avx512_rows_block(2, 1, a, lda, b, ldb, nv, tm, t, ldt, k == 0);
+    for (int i = 0; i < rows; i++) {
+        float *ci = c + (size_t)i * ldc;
+        const float *ti = t + (size_t)i * ldt;
+        for (int v = 0; v * 16 < cols; v++) {
+            const __mmask16 m = v < nv ? (__mmask16)0xFFFF : tm;
+            __m512 r = _mm512_load_ps(ti + 16 * v);
+            if (accumulate) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, ci + 16 * v));
+            _mm512_mask_storeu_ps(ci + 16 * v, m, r);
         }
     }
 }
@@ -1127,15 +1226,21 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
                     if (edge && !s->edge) pack_a_panel(transa, A, lda, ic + mc - edge, edge, pc, kc, mr, pa);
                     int jr0 = 0;
 #ifdef CDNN_X86
-                    /* one or two rows (a small predict): groups of 4 or 2 whole panels at once */
-                    if (mc <= 2 && s->kernel == kernel_avx2 && !transa && !bpacked && !pack_all_b && nr == 16) {
-                        const int group = 64 / mc;
-                        for (; jr0 + group <= nc; jr0 += group) {
-                            float *c = C + (size_t)ic * ldc + jc + jr0;
-                            avx2_few_rows(mc, kc, A + (size_t)ic * lda + pc, lda, B + (size_t)pc * ldb + jc + jr0, ldb,
-                                          c, ldc, acc);
+                    /* one or two rows (a small predict): every column whose sums are chains of
+                     * FMAs (all but a last panel of at most 4, summed by depths) at once */
+                    if (mc <= 2 && kc > 0 && s->edge && !transa && !bpacked && !pack_all_b) {
+                        const int rest = nc % nr, cols = rest > 4 ? nc : nc - rest;
+                        float *c = C + (size_t)ic * ldc + jc;
+                        if (cols > 0) {
+                            const float *a = A + (size_t)ic * lda + pc, *b = B + (size_t)pc * ldb + jc;
+                            if (s->kernel == kernel_avx512)
+                                few_rows_avx512(mc, kc, a, lda, b, ldb, cols, c, ldc, acc, pa);
+                            else
+                                few_rows_avx2(mc, kc, a, lda, b, ldb, cols, c, ldc, acc, pa);
                             if (last && epi && epi->kind != CDNN_EPI_OPTIMIZE)
-                                for (int p = 0; p < group; p += nr) epilogue(epi, c + p, ldc, ic, jc + jr0 + p, mc, nr);
+                                for (int p = 0; p < cols; p += nr)
+                                    epilogue(epi, c + p, ldc, ic, jc + p, mc, cols - p < nr ? cols - p : nr);
+                            jr0 = cols;
                         }
                     }
 #endif

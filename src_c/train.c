@@ -27,6 +27,10 @@
  * barrier waits for a descheduled thread's time slice (milliseconds: 34 ms for a 32-row predict of
  * 784-100-10 measured on a loaded 2-core machine, against 0.05 ms on one thread). */
 #define PREDICT_SERIAL_FLOPS (1L << 24)
+/* From this many rows per thread in a chunk of a predict on, the layers that keep a packed copy of W
+ * have it packed once at the start of the call (where the GEMM would otherwise pack W again for every
+ * chunk, on every thread: from 48 rows, PACK_B_MIN_ROWS in gemm.c, when W's rows alias in L1). */
+#define PREDICT_PACK_MIN_ROWS 48
 /* Layers with at least this many weights keep packed copies of W^T for dX
  * (and of W for the forward pass when W's rows are a multiple of 256 bytes
  * apart, the strides that packing is for): without them, every thread
@@ -971,26 +975,48 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
 }
 
-/* One thread's share of a predict (team or alone): every chunk of bs rows, this thread's rows of each;
- * with labels, the loss and correctness sums into *ls and *cs (by rank 0, between barriers). */
-static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out,
-                         const int32_t *ysparse, const float *ydense, int ldy, int labelled, const float *sample_weight,
-                         double *ls, double *cs)
+/* Team, rows of W split over it, no barrier: W packed into its forward copy (as for a training run,
+ * without W^T's) in every layer that keeps one. */
+static void predict_pack_team(const cdnn_net *net, cdnn_workspace *ws)
+{
+    for (int l = 0; l < net->n_layers; l++) {
+        const cdnn_layer *ly = &net->layers[l];
+        if (!ws->lb[l].pw) continue;
+        for (int p = 0; p < (ws->lb[l].mid ? 2 : 1); p++) {
+            int k0, k1;
+            long lo, hi;
+            part_rows(ws, ly, l, p, &k0, &k1);
+            cdnn_team_range(k1 - k0, &lo, &hi);
+            cdnn_pack_rows(ly->W + (size_t)k0 * ly->units, k1 - k0, ly->units, (int)lo, (int)hi, 0, ly->units,
+                           part_pw(ws, ly, l, p), NULL);
+        }
+    }
+}
+
+/* One thread's share of a predict (team or alone): every chunk of `chunk` rows, this thread's rows of
+ * each, with W's packed copies (packed first) where `packed`; with labels, the loss and correctness
+ * sums into *ls and *cs (by rank 0, between barriers). */
+static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, int chunk, int packed,
+                         float *out, const int32_t *ysparse, const float *ydense, int ldy, int labelled,
+                         const float *sample_weight, double *ls, double *cs)
 {
     const int L = net->n_layers, in = net->layers[0].in, units = net->layers[L - 1].units;
-    const int bs = ws->max_batch;
     unsigned fp_state = cdnn_flush_denormals_begin();
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    if (packed) {
+        predict_pack_team(net, ws);
+        cdnn_team_barrier();
+    }
     /* Each thread owns the same workspace rows in every chunk (the last,
      * shorter one included): without labels there is no barrier between
      * chunks, and a thread may be one chunk ahead of another. */
     long own_lo, own_hi;
-    cdnn_team_range(bs, &own_lo, &own_hi);
-    for (int64_t start = 0; start < n; start += bs) {
-        int rows = batch_rows(n, start, bs);
+    cdnn_team_range(chunk, &own_lo, &own_hi);
+    for (int64_t start = 0; start < n; start += chunk) {
+        int rows = batch_rows(n, start, chunk);
         long lo = own_lo < rows ? own_lo : rows, hi = own_hi < rows ? own_hi : rows;
         float *o = out + (size_t)start * units;
-        forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, 0, 0, NULL, pack);
+        forward_rows(net, ws, 0, X + (size_t)start * in, rows, (int)lo, (int)hi, o, 0, 0, 0, packed, 0, NULL, pack);
         if (labelled) {
             const cdnn_layer *top = &net->layers[L - 1];
             cdnn_loss_rows(net->loss, net->metric, top->act, top->act_args, net->from_logits, (int)lo, (int)hi, units,
@@ -1019,20 +1045,32 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
                   const float *sample_weight)
 {
     const int bs = ws->max_batch;
+    const int labelled = loss_sum != NULL;
+    /* Chunks of at most bs rows, as even as their count allows (no short last chunk to run at a
+     * poorer split), each thread's share of one whole micro-panels of rows where bs allows; with
+     * labels exactly bs, the loss's batch (a mean over each batch's valid rows). */
+    const int64_t n_chunks = (n + bs - 1) / bs;
+    int chunk = labelled || n_chunks < 2 ? bs : (int)((n + n_chunks - 1) / n_chunks);
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
     /* forward flops of one chunk: a third of a training step's */
-    if (step_flops(net, n < bs ? (int)n : bs) / 3 < PREDICT_SERIAL_FLOPS) nt = 1;
+    if (step_flops(net, n < chunk ? (int)n : chunk) / 3 < PREDICT_SERIAL_FLOPS) nt = 1;
+    if (chunk < bs) {
+        const int unit = cdnn_simd_current()->mr * nt;
+        chunk = (chunk + unit - 1) / unit * unit < bs ? (chunk + unit - 1) / unit * unit : bs;
+    }
+    int packed = 0; /* (not into copies laid out for another micro-kernel width: a SIMD path chosen since) */
+    if ((n < chunk ? n : chunk) / nt >= PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr)
+        for (int l = 0; l < net->n_layers; l++) packed |= ws->lb[l].pw != NULL;
     double ls = 0.0, cs = 0.0;
-    const int labelled = loss_sum != NULL;
 #ifdef _OPENMP
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        predict_team(net, ws, X, n, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
+        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
-        predict_team(net, ws, X, n, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
+        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
     if (labelled) {
         *loss_sum = ls;
         *correct_sum = cs;

@@ -15,7 +15,7 @@ import pytest
 import reference as ref
 
 import cdnn
-from cdnn import keras, layers
+from cdnn import _core, keras, layers
 
 BATCHES = [1, 2, 3, 7, 33, 1000]
 
@@ -207,3 +207,89 @@ def test_one_and_two_threads_same_bits(session, n):
     two = chain.predict(xc, verbose=0), graph.predict(xg, verbose=0)
     np.testing.assert_array_equal(one[0], two[0])
     np.testing.assert_array_equal(one[1], two[1])
+
+
+# ---- the one- and two-row GEMM kernels: the big tiles' sums on every SIMD path -------------------
+
+SIMD_PATHS = _core.build_info()["simd_supported"]
+ODD_COLUMNS = [1, 3, 7, 33, 784, 1000]
+
+
+@pytest.fixture(params=SIMD_PATHS)
+def simd(request):
+    """Each SIMD path this CPU supports, then back to "auto"."""
+    _core.simd_select(request.param)
+    yield request.param
+    _core.simd_select("auto")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("depth", [1, 5, 13, 100, 300, 784])
+def test_gemm_one_and_two_rows_same_bits_as_rows_of_a_big_product(session, simd, threads, depth):
+    """op(A) rows alone (the few-row kernel: W read 8 rows at a time, any column tail, depths past a
+    slice) give the bits of the same rows inside a 40-row product (the register tiles)."""
+    cdnn.set_num_threads(threads)
+    rng = np.random.default_rng(depth)
+    for n in ODD_COLUMNS:
+        a = rng.standard_normal((40, depth), dtype=np.float32)
+        b = rng.standard_normal((depth, n), dtype=np.float32)
+        full = _core.gemm(a, b)
+        np.testing.assert_allclose(full, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(depth))
+        for i in (0, 17, 38):
+            np.testing.assert_array_equal(_core.gemm(a[i : i + 1], b), full[i : i + 1], err_msg=f"row {i}, {n} cols")
+            np.testing.assert_array_equal(_core.gemm(a[i : i + 2], b), full[i : i + 2], err_msg=f"rows {i}, {n} cols")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("units", ODD_COLUMNS)
+def test_dense_rows_alone_same_bits_as_in_a_batch(session, simd, threads, units):
+    """A Dense chain's prediction of one or two rows (bias and activation on the few-row kernel's
+    columns) is the bits of the same rows predicted in a batch, on every path, 1 or 2 threads."""
+    cdnn.set_num_threads(threads)
+    model = _chain([37, units, 3])
+    x = np.random.default_rng(units).random((300, 37), dtype=np.float32)
+    full = model.predict(x, verbose=0)
+    np.testing.assert_allclose(full, _oracle(model, x), rtol=1e-5, atol=1e-6)
+    for i in (0, 5, 298):
+        np.testing.assert_array_equal(model.predict_on_batch(x[i : i + 1]), full[i : i + 1])
+        np.testing.assert_array_equal(model(x[i : i + 2]), full[i : i + 2])
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_rows_alone_from_non_contiguous_and_other_dtypes(session, simd, n):
+    """Inputs the lean path does not take (a strided view, float64, Fortran order) reach the same
+    kernel through the general path's conversion: the same bits as a float32 row."""
+    model = _chain([784, 100, 10])
+    x = np.random.default_rng(5).random((2 * n, 784), dtype=np.float32)
+    want = model.predict(x[::2], verbose=0)
+    for other in (x[::2], x[::2].astype(np.float64), np.asfortranarray(x[::2])):
+        for fn in (lambda a: model.predict(a, verbose=0), model.predict_on_batch, model):
+            np.testing.assert_array_equal(np.asarray(fn(other)), want)
+    np.testing.assert_array_equal(want, model.predict(np.ascontiguousarray(x[::2]), verbose=0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n", [1037, 2000])
+def test_big_predict_packed_once_and_even_chunks_same_bits(session, simd, threads, n):
+    """A predict of many rows (W packed once for the call, chunks of even size) gives the bits of the
+    same rows predicted 32 at a time (W read in place) and one at a time."""
+    cdnn.set_num_threads(threads)
+    model = _chain([784, 512, 256, 10])
+    x = np.random.default_rng(n).random((n, 784), dtype=np.float32)
+    out = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(out, _general(model, x))
+    np.testing.assert_allclose(out, _oracle(model, x), rtol=1e-5, atol=1e-6)
+    for i in (0, n - 1):
+        np.testing.assert_array_equal(model.predict_on_batch(x[i : i + 1]), out[i : i + 1])
+
+
+def test_dense_weights_start_on_a_cache_line(session):
+    """A built Dense layer's kernel and bias start on 64-byte boundaries (the GEMM's vector loads of
+    W's rows split no cache line), float32 and C-contiguous, and set_weights keeps them so."""
+    model = _chain([784, 512, 100, 10])
+    for layer in model.layers:
+        for w in (layer.kernel, layer.bias):
+            assert w.ctypes.data % 64 == 0 and w.dtype == np.float32 and w.flags.c_contiguous
+    kernel = model.layers[0].kernel
+    model.set_weights([np.ones_like(w) for w in model.get_weights()])
+    assert model.layers[0].kernel is kernel and kernel.ctypes.data % 64 == 0 and np.all(kernel == 1)

@@ -63,6 +63,28 @@ def _refuse_unsupported(layer: str, kwargs: dict, supported: dict) -> None:
                 )
 
 
+def _aligned(a: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``a`` whose data starts on a 64-byte boundary.
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        The values (a Dense layer's new kernel or bias).
+
+    Returns
+    -------
+    numpy.ndarray
+        A C-contiguous array of ``a``'s shape: a cache line's start, so that the GEMM's vector loads of
+        a kernel's rows split no line (NumPy's own allocations are 16-byte aligned).
+    """
+    a = np.asarray(a, np.float32)
+    buf = np.empty(a.size + 16, np.float32)
+    skip = (-buf.ctypes.data % 64) // 4
+    out = buf[skip : skip + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def _activity_regularizer(identifier) -> Optional[regularizers.Regularizer]:
     """A layer's ``activity_regularizer``: an L1, L2 or L1L2 penalty on its output, which the C core adds."""
     reg = regularizers.get(identifier)
@@ -456,8 +478,8 @@ class Dense(Layer):
                 f"{(int(input_shape[-1]), self.units)}): expected a positive number of features, at most "
                 f"{MAX_DIM} (2**31 - 1, as the C core indexes with 32-bit integers)"
             )
-        self.kernel = initializers.get(self.kernel_initializer)((int(input_shape[-1]), self.units))
-        self.bias = initializers.get(self.bias_initializer)((self.units,)) if self.use_bias else None
+        self.kernel = _aligned(initializers.get(self.kernel_initializer)((int(input_shape[-1]), self.units)))
+        self.bias = _aligned(initializers.get(self.bias_initializer)((self.units,))) if self.use_bias else None
         super().build(input_shape)
 
     def _check_call_shape(self, input_shape) -> None:

@@ -376,11 +376,3 @@ def test_activity_regularizer_config_round_trip_and_refusals():
 
     with pytest.raises(ValueError, match="Mine"):
         keras.layers.Dense(3, activity_regularizer=Mine())
-
-
-def test_a_graph_refuses_to_train_without_its_kernel_regularizer():
-    inp = keras.Input((4,))
-    model = keras.Model(inp, keras.layers.Dense(2, kernel_regularizer="l2")(inp))
-    model.compile("sgd", "mse")
-    with pytest.raises(NotImplementedError, match="regularizers and constraints"):
-        model.fit(np.ones((8, 4), np.float32), np.zeros((8, 2), np.float32), verbose=0)

@@ -697,7 +697,7 @@ class Sequential(Model):
             if self.stop_training:
                 break
         if epochs > initial_epoch:  # as Keras 3: EMA weights into the model before on_train_end
-            self.optimizer.finalize_variable_values(self.weights)
+            self.optimizer.finalize_variable_values(self.trainable_weights)
         for cb in cbs:  # as Keras 3: the last epoch's logs (None if no epoch ran)
             cb.on_train_end(training_logs)
         return history
@@ -714,7 +714,9 @@ class Sequential(Model):
 
     def _penalty(self) -> float:
         """The layers' regularization penalties at the current weights (Keras adds them to the loss)."""
-        return float(sum(layer._penalty() for layer in self._layers if isinstance(layer, Dense)))
+        if not self.trainable:  # Keras: the penalties of the trainable weights only
+            return 0.0
+        return float(sum(layer._penalty() for layer in self._layers if hasattr(layer, "_penalty")))
 
     def _log_names(self) -> list:
         return list(metrics_logs(self._loss_tracker, [self._compile_metrics, self._weighted_metrics]))

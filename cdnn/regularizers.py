@@ -168,6 +168,7 @@ def get(identifier):
         return (_NAMES.get(identifier) or _CLASSES[identifier])()
     raise unknown("regularizer", identifier, _NAMES)
 
+
 #: Keras 3's lower-case aliases of the classes (keras.regularizers.l1 is keras.regularizers.L1, ...)
 l1 = L1
 l2 = L2

@@ -312,12 +312,12 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         } else {
             if (nd->gamma)
                 ws->vars[ws->n_vars++] = (graph_var){
-                    nd->gamma,      b->sum_gx, {nd->gamma1, nd->gamma2, nd->gamma3, nd->gamma_ema, nd->gamma_acc},
-                    &nd->gamma_rules, w,       1};
+                    nd->gamma,        b->sum_gx, {nd->gamma1, nd->gamma2, nd->gamma3, nd->gamma_ema, nd->gamma_acc},
+                    &nd->gamma_rules, w,         1};
             if (nd->beta)
                 ws->vars[ws->n_vars++] = (graph_var){
-                    nd->beta, b->sum_g, {nd->beta1, nd->beta2, nd->beta3, nd->beta_ema, nd->beta_acc},
-                    &nd->beta_rules, w,     1};
+                    nd->beta,        b->sum_g, {nd->beta1, nd->beta2, nd->beta3, nd->beta_ema, nd->beta_acc},
+                    &nd->beta_rules, w,        1};
         }
     }
     for (int v = 0; v < ws->n_vars; v++) {
@@ -723,8 +723,8 @@ static void apply_whole_team(const cdnn_graph *g, cdnn_graph_ws *ws, cdnn_opt_st
 #endif
     for (int v = 0; v < V; v++) {
         const graph_var *x = &ws->vars[v];
-        ws->var_sumsq[v] = cdnn_opt_prepare_grad(&g->opt, st, x->r, x->w, x->g, x->sl, x->rows, x->cols,
-                                                 &ws->var_penalty[v]);
+        ws->var_sumsq[v] =
+            cdnn_opt_prepare_grad(&g->opt, st, x->r, x->w, x->g, x->sl, x->rows, x->cols, &ws->var_penalty[v]);
     }
     cdnn_team_barrier();
     double global = 0.0;
@@ -869,8 +869,7 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
                 apply_whole_team(g, ws, st);
             }
             if (cdnn_team_rank() == 0) {
-                batch_loss[j] =
-                    sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O, whole);
+                batch_loss[j] = sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O, whole);
                 if (stop_nonfinite_loss && !isfinite(batch_loss[j])) mark_bad(&bad_loss, j);
             }
             cdnn_team_barrier(); /* the next step reads the updated weights */

@@ -153,9 +153,7 @@ def test_batchnorm_rules_match_the_numpy_oracle_and_keras(session):
     # this Keras returns each batch's own loss from train_on_batch (cdnn the running mean, as above)
     np.testing.assert_allclose(want_losses, k_losses, rtol=5e-4)
     # evaluate adds the penalties of the trainable weights, as Keras
-    np.testing.assert_allclose(
-        model.evaluate(X, Y, verbose=0), float(km.evaluate(X, Y, verbose=0)), rtol=1e-4
-    )
+    np.testing.assert_allclose(model.evaluate(X, Y, verbose=0), float(km.evaluate(X, Y, verbose=0)), rtol=1e-4)
 
 
 def test_layernorm_rules_match_keras(session):

@@ -235,8 +235,8 @@ def test_model_trainable_argument_sets_the_models_flag_only(session):
 
 def test_frozen_model_trains_nothing(session):
     inp = keras.Input((6,))
-    d = keras.layers.Dense(3, kernel_regularizer="l2")
-    model = keras.Model(inp, d(inp), trainable=False)
+    d = keras.layers.Dense(3)
+    model = keras.Model(inp, d(inp), trainable=False)  # the layer's own flag stays True, as Keras
     before = d.kernel.copy()
     model.compile("sgd", "mse")
     model.fit(X, np.zeros((64, 3), np.float32), verbose=0)
@@ -286,3 +286,66 @@ def test_lower_case_regularizer_aliases_are_keras_classes():
     assert isinstance(keras.regularizers.get("l1_l2"), keras.regularizers.L1L2)
     back = keras.regularizers.deserialize(keras.regularizers.serialize(keras.regularizers.l2(0.3)))
     assert isinstance(back, keras.regularizers.L2) and back.l2 == pytest.approx(0.3)
+
+
+def test_norm_layer_rules_in_keras_files_both_ways(session, tmp_path):
+    import keras as real
+
+    def build(k):
+        inp = k.Input((6,))
+        h = k.layers.BatchNormalization(gamma_regularizer=k.regularizers.L2(0.03), beta_constraint="non_neg")(inp)
+        h = k.layers.LayerNormalization(beta_regularizer=k.regularizers.L1(0.02), gamma_constraint="max_norm")(h)
+        return k.Model(inp, k.layers.Dense(3)(h))
+
+    build(keras).save(tmp_path / "ours.keras")
+    theirs = real.saving.load_model(tmp_path / "ours.keras")
+    bn, ln = theirs.layers[1], theirs.layers[2]
+    assert bn.gamma_regularizer.l2 == pytest.approx(0.03) and type(bn.beta_constraint).__name__ == "NonNeg"
+    assert ln.beta_regularizer.l1 == pytest.approx(0.02) and type(ln.gamma_constraint).__name__ == "MaxNorm"
+    build(real).save(tmp_path / "theirs.keras")
+    ours = keras.saving.load_model(tmp_path / "theirs.keras")
+    bn, ln = ours.layers[1], ours.layers[2]
+    assert bn.gamma_regularizer.l2 == pytest.approx(0.03) and isinstance(bn.beta_constraint, keras.constraints.NonNeg)
+    assert ln.beta_regularizer.l1 == pytest.approx(0.02) and isinstance(ln.gamma_constraint, keras.constraints.MaxNorm)
+
+
+def test_frozen_layer_penalty_is_not_in_the_loss_as_keras(session):
+    import keras as real
+
+    def build(k):
+        inp = k.Input((6,))
+        d1 = k.layers.Dense(8, activation="tanh", kernel_regularizer=k.regularizers.L2(0.5), name="d1")
+        d1.trainable = False
+        out = k.layers.Dense(3, kernel_regularizer=k.regularizers.L1(0.01), name="d2")(d1(inp))
+        return k.Model(inp, out)
+
+    model, km = build(keras), build(real)
+    km.set_weights(model.get_weights())
+    yd = np.eye(3, dtype=np.float32)[Y]
+    for m, k in ((model, keras), (km, real)):
+        m.compile(k.optimizers.SGD(0.05), "mse")
+    h1 = model.fit(X, yd, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+    h2 = km.fit(X, yd, batch_size=16, epochs=2, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(h1, h2, rtol=1e-5)
+    np.testing.assert_allclose(model.evaluate(X, yd, verbose=0), km.evaluate(X, yd, verbose=0), rtol=1e-5)
+    for a, b in zip(model.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_chain_evaluate_leaves_out_a_frozen_layers_penalty(session):
+    # the chain's evaluate used to add every Dense layer's penalty, frozen or not
+    import keras as real
+
+    def build(k):
+        d1 = k.layers.Dense(8, activation="tanh", kernel_regularizer=k.regularizers.L2(0.5))
+        d1.trainable = False
+        return k.Sequential([k.Input((6,)), d1, k.layers.Dense(3, bias_regularizer=k.regularizers.L2(0.1))])
+
+    model, km = build(keras), build(real)
+    model.layers[1].bias[:] = 0.5
+    km.set_weights(model.get_weights())
+    yd = np.eye(3, dtype=np.float32)[Y]
+    model.compile("sgd", "mse")
+    km.compile("sgd", "mse")
+    assert not model._route_to_graph(X)
+    np.testing.assert_allclose(model.evaluate(X, yd, verbose=0), km.evaluate(X, yd, verbose=0), rtol=1e-5)

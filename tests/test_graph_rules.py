@@ -349,3 +349,20 @@ def test_sequential_chain_evaluate_leaves_out_a_frozen_layers_penalty(session):
     km.compile("sgd", "mse")
     assert not model._route_to_graph(X)
     np.testing.assert_allclose(model.evaluate(X, yd, verbose=0), km.evaluate(X, yd, verbose=0), rtol=1e-5)
+
+
+def test_a_frozen_layer_stays_frozen_through_a_keras_file(session, tmp_path):
+    # loading a functional .keras file used to set every layer trainable again
+    import keras as real
+
+    inp = keras.Input((6,))
+    d1 = keras.layers.Dense(4, trainable=False, name="frozen")
+    model = keras.Model(inp, keras.layers.Dense(3, name="free")(d1(inp)))
+    model.save(tmp_path / "m.keras")
+    back = keras.saving.load_model(tmp_path / "m.keras")
+    assert [l.trainable for l in back.layers[1:]] == [False, True]
+    theirs = real.saving.load_model(tmp_path / "m.keras")
+    assert [l.trainable for l in theirs.layers[1:]] == [False, True]
+    inner = keras.Model(inp, d1(inp), trainable=False)
+    inner.save(tmp_path / "inner.keras")
+    assert keras.saving.load_model(tmp_path / "inner.keras").trainable is False

@@ -340,6 +340,9 @@ def _activity_model(lib, kind):
 @pytest.mark.parametrize("kind", ["sequential", "functional"])
 def test_activity_regularizers_train_and_report_the_loss_as_keras(kind):
     real = _jax_keras()
+    # Keras' initial weights from a fixed seed: with some draws (seed 5) a ReLU unit at its kink
+    # makes float32 Keras and cdnn part by 1%, and the draws otherwise depend on the tests run before
+    real.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(70, 12)).astype("f4"), rng.integers(0, 3, 70)
     theirs, ours = _activity_model(real, kind), _activity_model(keras, kind)

@@ -784,17 +784,6 @@ def optimizer_apply(dict hparams, list variables, list grads, list slots, long s
     return penalty
 
 
-cdef int _graph_refuses_whole(cdnn_opt_params p) except -1:
-    """The graph executor applies the fused element-wise update only (cdnn_opt_update): options that need the
-    whole gradient (amsgrad's third slot, Adafactor, norm clipping, EMA, accumulation) are refused there."""
-    if cdnn_opt_needs_whole(&p):
-        raise ValueError(f"Invalid optimizer settings for a graph model: {hparams_name(p.kind)} with amsgrad, "
-                         f"clipnorm, global_clipnorm, use_ema or gradient_accumulation_steps (or Adafactor) needs "
-                         f"the whole-gradient path, which the graph executor does not have yet; Sequential "
-                         f"models train with them")
-    return 0
-
-
 def optimizer_needs_whole(dict hparams) -> bool:
     """Whether these settings take the whole-gradient path (no fused update)."""
     cdef cdnn_opt_params p = _opt_params(hparams)
@@ -1065,6 +1054,13 @@ cdef extern from "graph.h" nogil:
         float *gamma2
         float *beta1
         float *beta2
+        float *gamma3
+        float *beta3
+        float *gamma_ema
+        float *beta_ema
+        float *gamma_acc
+        float *beta_acc
+        cdnn_param_rules gamma_rules, beta_rules
         float *moving_mean
         float *moving_var
         float momentum, epsilon
@@ -1151,9 +1147,8 @@ cdef class Graph:
         self.steps_done = 0
         cdef int N = len(nodes)
         self.n_nodes = N
-        shapes, n_in_total, in_list = check_graph(nodes, inputs, outputs)
+        shapes, n_in_total, in_list = check_graph(nodes, inputs, outputs, optimizer)
         cdef cdnn_opt_params opt = _opt_params(optimizer)
-        _graph_refuses_whole(opt)
 
         # ---- then build the C description
         self.g.n_nodes = N
@@ -1190,8 +1185,9 @@ cdef class Graph:
             nd.activity_l1 = activity.get("l1", 0.0)
             nd.activity_l2 = activity.get("l2", 0.0)
             slots = list(d.get("slots") or []) + [None] * 4
+            extra = dict(d.get("extra_slots") or {})
             keep = [d.get(k) for k in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance", "scale",
-                                       "offset")] + slots[:4]
+                                       "offset")] + slots[:4] + [extra]
             self.arrays.append(keep)
             if op == "dense":
                 W, b = d["W"], d.get("b")
@@ -1200,10 +1196,17 @@ cdef class Graph:
                 nd.act = nd.dense.act
                 nd.act_args = nd.dense.act_args
                 nd.dense.frozen = nd.frozen
-                for k, (s, ref) in enumerate(zip(slots[:4], (W, W, b, b))):
-                    _slot(s, ref, i, k)
                 nd.dense.W1 = fptr(slots[0]); nd.dense.W2 = fptr(slots[1])
                 nd.dense.b1 = fptr(slots[2]); nd.dense.b2 = fptr(slots[3])
+                nd.dense.W3 = fptr(extra.get("W3")); nd.dense.b3 = fptr(extra.get("b3"))
+                nd.dense.Wema = fptr(extra.get("Wema")); nd.dense.bema = fptr(extra.get("bema"))
+                nd.dense.Wacc = fptr(extra.get("Wacc")); nd.dense.bacc = fptr(extra.get("bacc"))
+                krules = _check_rules(d.get("kernel_rules"), f"nodes[{i}].kernel_rules", W.shape)
+                brules = _check_rules(d.get("bias_rules"), f"nodes[{i}].bias_rules", b.shape) if b is not None \
+                    else None
+                nd.dense.kernel_rules = _rules(krules)
+                nd.dense.bias_rules = _rules(brules)
+                keep.extend([krules, brules])
             elif op == "activation":
                 nd.act = _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
                 nd.act_args = _act_args(d.get("alpha", 0.2), d.get("max_value"), d.get("threshold", 0.0))
@@ -1211,10 +1214,15 @@ cdef class Graph:
                 gm, bt = d.get("gamma"), d.get("beta")
                 nd.gamma = fptr(gm)
                 nd.beta = fptr(bt)
-                for k, (s, ref) in enumerate(zip(slots[:4], (gm, gm, bt, bt))):
-                    _slot(s, ref, i, k)
                 nd.gamma1 = fptr(slots[0]); nd.gamma2 = fptr(slots[1])
                 nd.beta1 = fptr(slots[2]); nd.beta2 = fptr(slots[3])
+                nd.gamma3 = fptr(extra.get("gamma3")); nd.beta3 = fptr(extra.get("beta3"))
+                nd.gamma_ema = fptr(extra.get("gamma_ema")); nd.beta_ema = fptr(extra.get("beta_ema"))
+                nd.gamma_acc = fptr(extra.get("gamma_acc")); nd.beta_acc = fptr(extra.get("beta_acc"))
+                grules = _check_rules(d.get("gamma_rules"), f"nodes[{i}].gamma_rules", (0,))
+                brules = _check_rules(d.get("beta_rules"), f"nodes[{i}].beta_rules", (0,))
+                nd.gamma_rules = _rules(grules)
+                nd.beta_rules = _rules(brules)
                 nd.epsilon = float(d.get("epsilon", 1e-3))
                 if op == "batchnorm":
                     nd.moving_mean = fptr(d["moving_mean"])
@@ -1253,22 +1261,31 @@ cdef class Graph:
     cdef int _check_slots(self, cdnn_opt_params p) except -1:
         """Refuse optimizer settings whose slots were not allocated for a trainable parameter."""
         need = _slots_needed({"name": hparams_name(p.kind), "momentum": p.momentum, "amsgrad": p.amsgrad})
-        need1, need2 = 1 in need, 2 in need
+        need1, need2, need3 = 1 in need, 2 in need, 3 in need
+        ada = p.kind == 9  # Adafactor: a 1-D variable (bias, gamma, beta) has only v (slot 3)
         cdef cdnn_node *nd
         for i in range(self.g.n_nodes):
             nd = &self.g.nodes[i]
             if nd.frozen:
                 continue
             if nd.op == OPS["dense"]:
-                pairs = ((nd.dense.W != NULL, nd.dense.W1 != NULL, nd.dense.W2 != NULL),
-                         (nd.dense.b != NULL, nd.dense.b1 != NULL, nd.dense.b2 != NULL))
+                rows = ((nd.dense.W != NULL, 2, nd.dense.W1 != NULL, nd.dense.W2 != NULL, nd.dense.W3 != NULL,
+                         nd.dense.Wema != NULL, nd.dense.Wacc != NULL),
+                        (nd.dense.b != NULL, 1, nd.dense.b1 != NULL, nd.dense.b2 != NULL, nd.dense.b3 != NULL,
+                         nd.dense.bema != NULL, nd.dense.bacc != NULL))
             elif nd.op == OPS["batchnorm"] or nd.op == OPS["layernorm"]:
-                pairs = ((nd.gamma != NULL, nd.gamma1 != NULL, nd.gamma2 != NULL),
-                         (nd.beta != NULL, nd.beta1 != NULL, nd.beta2 != NULL))
+                rows = ((nd.gamma != NULL, 1, nd.gamma1 != NULL, nd.gamma2 != NULL, nd.gamma3 != NULL,
+                         nd.gamma_ema != NULL, nd.gamma_acc != NULL),
+                        (nd.beta != NULL, 1, nd.beta1 != NULL, nd.beta2 != NULL, nd.beta3 != NULL,
+                         nd.beta_ema != NULL, nd.beta_acc != NULL))
             else:
                 continue
-            for has, s1, s2 in pairs:
-                if has and ((need1 and not s1) or (need2 and not s2)):
+            for has, ndim, s1, s2, s3, ema, acc in rows:
+                if not has:
+                    continue
+                factored_free = ada and ndim == 1
+                if (need1 and not s1 and not factored_free) or (need2 and not s2 and not factored_free) or \
+                        (need3 and not s3) or (p.use_ema and not ema) or (p.accumulation_steps > 1 and not acc):
                     raise ValueError(f"Invalid optimizer settings for graph node {i}: {hparams_name(p.kind)} "
                                      f"with these hyper-parameters needs slot arrays that were not provided")
         return 0
@@ -1276,7 +1293,6 @@ cdef class Graph:
     def set_optimizer(self, dict hparams):
         """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""
         cdef cdnn_opt_params p = _opt_params(hparams)
-        _graph_refuses_whole(p)
         self._check_slots(p)
         self.g.opt = p
         self.step_arrays = hparams  # keeps step_lr/step_aux alive while C reads them
@@ -1498,15 +1514,6 @@ cdef class Graph:
 
 cdef void memset_nodes(cdnn_node *nodes, int n) noexcept:
     memset(nodes, 0, n * sizeof(cdnn_node))
-
-
-def _slot(s, ref, int i, int k):
-    if s is None:
-        return
-    if ref is None:
-        raise ValueError(f"Invalid slots for graph node {i}: slot {k} given for a parameter the node does not have")
-    _check(s, f"nodes[{i}].slots[{k}]", ref.ndim, writable=True)
-    _shape(s, f"nodes[{i}].slots[{k}]", ref.shape)
 
 
 # the descriptions' and runs' checks, in plain Python (they import this module's tables and helpers)

@@ -75,11 +75,44 @@ def check_network(layers: list, optimizer: dict) -> None:
                     raise ValueError(f"Invalid shape for `layers[{i}].{key}`: expected {ref.shape}, received {s.shape}")
 
 
-def check_graph(nodes: list, inputs: list, outputs: list) -> tuple[list, int, list]:
+def _check_node_slots(i: int, d: dict, factored: bool) -> None:
+    """A trainable node's optimizer state: ``slots`` (1 and 2 of each parameter) and ``extra_slots`` (slot 3,
+    the moving average, the accumulator), each shaped as its parameter (Adafactor: a kernel's r per row and
+    c per column, a 1-D parameter's state in slot 3 only)."""
+    names = ("W", "b") if d["op"] == "dense" else ("gamma", "beta")
+    refs = [d.get(names[0]), d.get(names[1])]
+    slots = list(d.get("slots") or []) + [None] * 4
+    for k, s in enumerate(slots[:4]):
+        if s is None:
+            continue
+        ref = refs[k // 2]
+        if ref is None:
+            raise _graph_error(i, d, f"slot {k} given for a parameter the node does not have")
+        if factored and ref.ndim == 1:
+            raise _graph_error(i, d, "Adafactor keeps a 1-D parameter's state in slot 3")
+        _check(s, f"nodes[{i}].slots[{k}]", 1 if factored else ref.ndim, writable=True)
+        _shape(s, f"nodes[{i}].slots[{k}]", (ref.shape[k % 2],) if factored else ref.shape)
+    keys = {f"{n}{suffix}": ref for n, ref in zip(names, refs) for suffix in ("3", "ema", "acc")}
+    if d["op"] != "dense":
+        keys = {(k if k[-1] == "3" else k[:-3] + "_" + k[-3:]): v for k, v in keys.items()}
+    for key, s in dict(d.get("extra_slots") or {}).items():
+        if key not in keys:
+            raise _graph_error(i, d, f"unknown extra slot {key!r} (expected one of {sorted(keys)})")
+        if s is None:
+            continue
+        ref = keys[key]
+        if ref is None:
+            raise _graph_error(i, d, f"extra slot {key!r} given for a parameter the node does not have")
+        _check(s, f"nodes[{i}].{key}", ref.ndim, writable=True)
+        _shape(s, f"nodes[{i}].{key}", ref.shape)
+
+
+def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None) -> tuple[list, int, list]:
     """Validate a graph description; return each node's shape, the count of node inputs, the input nodes.
 
     Raises ``TypeError`` or ``ValueError`` naming the node or output and what is wrong.
     """
+    factored = isinstance(optimizer, dict) and optimizer.get("name") == "adafactor"
     N = len(nodes)
     shapes: list[tuple[int, ...]] = []
     n_in_total = 0
@@ -182,6 +215,8 @@ def check_graph(nodes: list, inputs: list, outputs: list) -> tuple[list, int, li
                 raise _graph_error(i, d, f"`stddev` must be a finite number >= 0, received {sd}")
         if op in ("dropout", "gaussian_noise") and not 0 <= int(d.get("seed_offset", 0)) < 2**63:
             raise _graph_error(i, d, f"`seed_offset` must be an integer in [0, 2**63), received {d.get('seed_offset')}")
+        if op in ("dense", "batchnorm", "layernorm"):
+            _check_node_slots(i, d, factored)
         activity = d.get("activity") or {}
         try:
             l1, l2 = float(activity.get("l1", 0.0)), float(activity.get("l2", 0.0))

@@ -14,7 +14,20 @@ import numpy as np
 
 from cdnn._errors import unknown
 
-__all__ = ["Regularizer", "L1", "L2", "L1L2", "OrthogonalRegularizer", "get", "serialize", "deserialize"]
+__all__ = [
+    "Regularizer",
+    "L1",
+    "L2",
+    "L1L2",
+    "OrthogonalRegularizer",
+    "l1",
+    "l2",
+    "l1_l2",
+    "orthogonal_regularizer",
+    "get",
+    "serialize",
+    "deserialize",
+]
 
 
 def _penalty_arg(value, name: str) -> float:
@@ -154,3 +167,10 @@ def get(identifier):
     if isinstance(identifier, str) and (identifier in _NAMES or identifier in _CLASSES):
         return (_NAMES.get(identifier) or _CLASSES[identifier])()
     raise unknown("regularizer", identifier, _NAMES)
+
+
+#: Keras 3's lower-case aliases of the classes (keras.regularizers.l1 is keras.regularizers.L1, ...)
+l1 = L1
+l2 = L2
+l1_l2 = L1L2
+orthogonal_regularizer = OrthogonalRegularizer

@@ -78,6 +78,15 @@ typedef struct {
     double *row_loss, *row_correct; /* [B*rows] */
 } out_buf;
 
+/* A trainable variable on the whole-gradient path: its values, gradient buffer, state and rules, as a
+ * rows x cols matrix (a kernel [in, units]; a bias, gamma or beta [n] is n x 1, one vector for a norm). */
+typedef struct {
+    float *w, *g;
+    cdnn_var_slots sl;
+    const cdnn_param_rules *r;
+    long rows, cols;
+} graph_var;
+
 struct cdnn_graph_ws {
     int max_batch, threads, n_nodes, n_outputs;
     long flops; /* matrix-product flops of a full step */
@@ -87,6 +96,12 @@ struct cdnn_graph_ws {
     int packed_nr; /* micro-kernel width the packed copies are laid out for */
     float *pack;
     size_t pack_per;
+    /* the whole-gradient path: every variable that trains, in Keras' order (nodes in order, kernel before
+     * bias, gamma before beta), each one's gradient sum of squares and penalty of the step */
+    int n_vars;
+    graph_var *vars;
+    double *var_sumsq, *var_penalty;
+    int has_rules; /* a variable that trains has a regularizer or a constraint */
     void **allocs; /* every block allocated for this workspace */
     int n_allocs, cap_allocs;
 };
@@ -280,6 +295,38 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             TAKE_OR_FAIL(ob->yd, float, rows * nd->width);
         if (ob->zkind || ob->acc == 1) TAKE_OR_FAIL(ob->dzl, float, rows * nd->width);
     }
+    /* the variables of the whole-gradient path */
+    TAKE_OR_FAIL(ws->vars, graph_var, 2 * (size_t)N);
+    for (int i = 0; i < N; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        node_buf *b = &nb[i];
+        if (!trains(nd) || !b->run_bwd) continue;
+        const long w = nd->width;
+        if (nd->op == CDNN_OP_DENSE) {
+            const cdnn_layer *ly = &nd->dense;
+            ws->vars[ws->n_vars++] = (graph_var){
+                ly->W, b->dw, {ly->W1, ly->W2, ly->W3, ly->Wema, ly->Wacc}, &ly->kernel_rules, ly->in, ly->units};
+            if (ly->b)
+                ws->vars[ws->n_vars++] =
+                    (graph_var){ly->b, b->db, {ly->b1, ly->b2, ly->b3, ly->bema, ly->bacc}, &ly->bias_rules, w, 1};
+        } else {
+            if (nd->gamma)
+                ws->vars[ws->n_vars++] = (graph_var){
+                    nd->gamma,        b->sum_gx, {nd->gamma1, nd->gamma2, nd->gamma3, nd->gamma_ema, nd->gamma_acc},
+                    &nd->gamma_rules, w,         1};
+            if (nd->beta)
+                ws->vars[ws->n_vars++] = (graph_var){
+                    nd->beta,        b->sum_g, {nd->beta1, nd->beta2, nd->beta3, nd->beta_ema, nd->beta_acc},
+                    &nd->beta_rules, w,        1};
+        }
+    }
+    for (int v = 0; v < ws->n_vars; v++) {
+        const cdnn_param_rules *r = ws->vars[v].r;
+        if (r->l1 != 0.0f || r->l2 != 0.0f || r->orth_factor != 0.0f || r->constraint != CDNN_CONSTRAINT_NONE)
+            ws->has_rules = 1;
+    }
+    TAKE_OR_FAIL(ws->var_sumsq, double, ws->n_vars + 1);
+    TAKE_OR_FAIL(ws->var_penalty, double, ws->n_vars + 1);
     /* where each backward pass reads its gradient: its g, or a node trained only through logits losses
      * reads the first one's gradient in place (and adds the others to it) */
     for (int i = 0; i < N; i++) {
@@ -618,16 +665,21 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
 
 /* ---- the team phase: parameter updates ---------------------------------------- */
 
-/* Team, no barrier: every update of the step, once every row's gradients are complete. */
-static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_opt_step st, int packed, float *pack)
+/* Team, no barrier: every update of the step, once every row's gradients are complete; with whole, only
+ * the gradients (and the moving statistics): apply_whole_team updates. */
+static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_opt_step st, int packed, float *pack,
+                        int whole)
 {
+    cdnn_opt_params none = {0};
+    none.kind = CDNN_OPT_NONE;
+    const cdnn_opt_params *opt = whole ? &none : &g->opt;
     for (int i = g->n_nodes - 1; i >= 0; i--) {
         const cdnn_node *nd = &g->nodes[i];
         node_buf *b = &ws->nb[i];
         const int rows = batch * nd->rows, w = nd->width;
         long lo, hi;
         if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
-            cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, &g->opt, st,
+            cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, opt, st,
                                   packed ? b->pw : NULL, packed ? b->pwt : NULL, NULL, pack);
         } else if (nd->op == CDNN_OP_BATCHNORM && !nd->frozen) {
             cdnn_team_range(w, &lo, &hi);
@@ -636,7 +688,7 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
                 nd->moving_mean[j] = nd->moving_mean[j] * m + b->mean[j] * m1;
                 nd->moving_var[j] = nd->moving_var[j] * m + b->var[j] * m1;
             }
-            if (b->run_bwd && hi > lo) {
+            if (b->run_bwd && hi > lo && !whole) {
                 if (nd->gamma)
                     cdnn_opt_update(&g->opt, st, nd->gamma + lo, nd->gamma1 ? nd->gamma1 + lo : NULL,
                                     nd->gamma2 ? nd->gamma2 + lo : NULL, b->sum_gx + lo, hi - lo);
@@ -647,7 +699,7 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
         } else if (nd->op == CDNN_OP_LAYERNORM && b->run_bwd && !nd->frozen && (nd->gamma || nd->beta)) {
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
             cdnn_team_range(w, &lo, &hi); /* the columns this thread summed */
-            if (hi > lo) {
+            if (hi > lo && !whole) {
                 if (nd->gamma)
                     cdnn_opt_update(&g->opt, st, nd->gamma + lo, nd->gamma1 ? nd->gamma1 + lo : NULL,
                                     nd->gamma2 ? nd->gamma2 + lo : NULL, b->sum_gx + lo, hi - lo);
@@ -656,6 +708,33 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
                                     nd->beta2 ? nd->beta2 + lo : NULL, b->sum_g + lo, hi - lo);
             }
         }
+    }
+}
+
+/* Team, once every gradient of the step is complete (after a barrier): the optimizer step of every
+ * variable by the chain's whole-gradient functions (regularizers, accumulation, clipping, the update,
+ * the moving average, the constraint), each variable by one thread alone and the global norm summed over
+ * the variables in their order, so that any number of threads gives the same bits; no barrier at the end. */
+static void apply_whole_team(const cdnn_graph *g, cdnn_graph_ws *ws, cdnn_opt_step st)
+{
+    const int V = ws->n_vars;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+    for (int v = 0; v < V; v++) {
+        const graph_var *x = &ws->vars[v];
+        ws->var_sumsq[v] =
+            cdnn_opt_prepare_grad(&g->opt, st, x->r, x->w, x->g, x->sl, x->rows, x->cols, &ws->var_penalty[v]);
+    }
+    cdnn_team_barrier();
+    double global = 0.0;
+    for (int v = 0; v < V; v++) global += ws->var_sumsq[v];
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+    for (int v = 0; v < V; v++) {
+        const graph_var *x = &ws->vars[v];
+        cdnn_opt_apply_var(&g->opt, st, x->r, x->w, x->g, x->sl, x->rows, x->cols, ws->var_sumsq[v], global);
     }
 }
 
@@ -704,7 +783,8 @@ static void copy_outputs(const cdnn_graph *g, const cdnn_graph_ws *ws, float *co
 }
 
 /* Thread 0, after the middle barrier: batch j's losses and correctness per output, and the weighted total. */
-static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, double *out_loss, double *out_correct)
+static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, double *out_loss, double *out_correct,
+                         int whole)
 {
     double total = 0.0;
     for (int o = 0; o < g->n_outputs; o++) {
@@ -729,6 +809,9 @@ static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, doub
     for (int i = 0; i < g->n_nodes; i++)
         if (ws->nb[i].activity)
             for (int s = 0; s < batch; s++) total += ws->nb[i].activity[s];
+    /* Keras adds the weight penalties (at the weights before the update) to the batch's mean loss */
+    if (whole)
+        for (int v = 0; v < ws->n_vars; v++) total += ws->var_penalty[v] * batch;
     return total;
 }
 
@@ -743,8 +826,11 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     if (ws->flops / (ws->max_batch > 0 ? ws->max_batch : 1) * bs < GRAPH_SERIAL_FLOPS) nt = 1;
     int bad_batch = -1, bad_loss = -1;
     const int O = g->n_outputs;
+    /* the whole-gradient path (an optimizer option reading whole variables, a regularizer or constraint):
+     * gradients kept, then every variable updated in place (no packed copies to keep current) */
+    const int whole = ws->has_rules || (ws->n_vars > 0 && cdnn_opt_needs_whole(&g->opt));
     /* copies laid out for another micro-kernel width (a SIMD path chosen since) are not used */
-    const int packed = ws->packed_nr == cdnn_simd_current()->nr;
+    const int packed = !whole && ws->packed_nr == cdnn_simd_current()->nr;
 
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nt)
@@ -776,9 +862,14 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
             }
             cdnn_team_barrier();
             if (read_flag(&bad_batch) == j) break; /* the same flag on every thread after the barrier */
-            update_team(g, ws, batch, cdnn_opt_prepare(&g->opt, t), packed, pack);
+            const cdnn_opt_step st = cdnn_opt_prepare(&g->opt, t);
+            update_team(g, ws, batch, st, packed, pack, whole);
+            if (whole) {
+                cdnn_team_barrier(); /* every gradient complete */
+                apply_whole_team(g, ws, st);
+            }
             if (cdnn_team_rank() == 0) {
-                batch_loss[j] = sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O);
+                batch_loss[j] = sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O, whole);
                 if (stop_nonfinite_loss && !isfinite(batch_loss[j])) mark_bad(&bad_loss, j);
             }
             cdnn_team_barrier(); /* the next step reads the updated weights */

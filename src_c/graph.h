@@ -47,9 +47,13 @@ typedef struct {
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
     float *gamma, *beta;                    /* batchnorm, layernorm: scale and offset [width] or NULL */
     float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */
-    float *moving_mean, *moving_var;        /* batchnorm [width] */
-    float momentum, epsilon;                /* batchnorm momentum; batchnorm, layernorm epsilon */
-    const float *scale, *offset;            /* affine: length 1 or width */
+    float *gamma3, *beta3;                  /* their third slots (amsgrad's v_hat, Adafactor's v), or NULL */
+    float *gamma_ema, *beta_ema;            /* their use_ema averages, or NULL */
+    float *gamma_acc, *beta_acc;            /* their gradient accumulators, or NULL */
+    cdnn_param_rules gamma_rules, beta_rules; /* their regularizers and constraints (zero: none) */
+    float *moving_mean, *moving_var;          /* batchnorm [width] */
+    float momentum, epsilon;                  /* batchnorm momentum; batchnorm, layernorm epsilon */
+    const float *scale, *offset;              /* affine: length 1 or width */
     int scale_n, offset_n;
     float rate;                     /* dropout rate in [0, 1); gaussian_noise: stddev */
     uint64_t seed_offset;           /* dropout, gaussian_noise: mixed into the mask's key */

@@ -1327,6 +1327,11 @@ def orthogonal_regularizer(w: np.ndarray, factor: float, mode: str = "rows") -> 
     return float(value), grad if mode == "rows" else grad.T
 
 
+def l1l2_penalty(w: np.ndarray, l1: float, l2: float) -> tuple[float, np.ndarray]:
+    """Keras' L1L2 regularizer (``l1 * sum|w| + l2 * sum w^2``) and its gradient ``l1 sign(w) + 2 l2 w``."""
+    return float(l1 * np.abs(w).sum() + l2 * np.square(w).sum()), l1 * np.sign(w) + 2 * l2 * w
+
+
 def _column_norms(w: np.ndarray, axis: int) -> np.ndarray:
     return np.sqrt(np.sum(w * w, axis=axis if w.ndim > 1 else 0, keepdims=True))
 

@@ -124,7 +124,10 @@ def test_merge_layers_and_functional_forms():
     [
         (lambda: layers.BatchNormalization(axis=1), "axis"),
         (lambda: layers.BatchNormalization(synchronized=True), "synchronized"),
-        (lambda: layers.BatchNormalization(beta_regularizer="l2"), "beta_regularizer"),
+        (
+            lambda: layers.BatchNormalization(beta_regularizer=keras.regularizers.OrthogonalRegularizer()),
+            "beta_regularizer",
+        ),
         (lambda: layers.LayerNormalization(rms_scaling=True), "rms_scaling"),
         (lambda: layers.ReLU(max_value=-6.0), "max_value"),
         (lambda: layers.ReLU(threshold=-1.0), "threshold"),

@@ -340,6 +340,9 @@ def _activity_model(lib, kind):
 @pytest.mark.parametrize("kind", ["sequential", "functional"])
 def test_activity_regularizers_train_and_report_the_loss_as_keras(kind):
     real = _jax_keras()
+    # Keras' initial weights from a fixed seed: with some draws (seed 5) a ReLU unit at its kink
+    # makes float32 Keras and cdnn part by 1%, and the draws otherwise depend on the tests run before
+    real.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(70, 12)).astype("f4"), rng.integers(0, 3, 70)
     theirs, ours = _activity_model(real, kind), _activity_model(keras, kind)
@@ -376,11 +379,3 @@ def test_activity_regularizer_config_round_trip_and_refusals():
 
     with pytest.raises(ValueError, match="Mine"):
         keras.layers.Dense(3, activity_regularizer=Mine())
-
-
-def test_a_graph_refuses_to_train_without_its_kernel_regularizer():
-    inp = keras.Input((4,))
-    model = keras.Model(inp, keras.layers.Dense(2, kernel_regularizer="l2")(inp))
-    model.compile("sgd", "mse")
-    with pytest.raises(NotImplementedError, match="regularizers and constraints"):
-        model.fit(np.ones((8, 4), np.float32), np.zeros((8, 2), np.float32), verbose=0)

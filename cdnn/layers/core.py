@@ -528,7 +528,7 @@ class Dense(Layer):
     def losses(self) -> list[float]:
         """The regularization penalties at the current weights (Keras' ``layer.losses``)."""
         out = []
-        if self.built:
+        if self.built and self.trainable:  # Keras: the penalties of the trainable weights only
             for reg, w in ((self.kernel_regularizer, self.kernel), (self.bias_regularizer, self.bias)):
                 if reg is not None and w is not None:
                     out.append(reg(w))
@@ -564,6 +564,7 @@ class Dense(Layer):
             "activation": activations.serialize(self.activation),
             "alpha": activations.core_alpha(self.activation),
             "trainable": self.trainable,
+            **self._core_rules(),
         }
 
     def _eager_call(self, inputs, training):

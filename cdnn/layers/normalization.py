@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from cdnn import initializers
+from cdnn import constraints, initializers, regularizers
 from cdnn._errors import invalid
 from cdnn.layers.core import Layer, Shape, _float_arg, _refuse_unsupported, register
 
@@ -19,7 +19,65 @@ def _axis(axis) -> int:
     return -1
 
 
-class BatchNormalization(Layer):
+class _NormRules:
+    """gamma/beta regularizers and constraints (Keras' arguments), applied in C by the graph's training step."""
+
+    gamma: Optional[np.ndarray]
+    beta: Optional[np.ndarray]
+    trainable: bool
+    built: bool
+
+    def _set_rules(self, gamma_regularizer, beta_regularizer, gamma_constraint, beta_constraint) -> None:
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self._core_rules()  # refuse what the C core cannot apply, now
+
+    def _core_rules(self) -> dict:
+        """The rules as the C core reads them (``gamma_rules``/``beta_rules``)."""
+        rules = {}
+        for key, arg, reg, con in (
+            ("gamma_rules", "gamma_regularizer", self.gamma_regularizer, self.gamma_constraint),
+            ("beta_rules", "beta_regularizer", self.beta_regularizer, self.beta_constraint),
+        ):
+            r: dict = {}
+            if reg is not None:
+                r.update(reg._core())
+                if r.get("orth_factor"):
+                    raise ValueError(
+                        f"Invalid value for argument `{arg}`: OrthogonalRegularizer needs a 2-D kernel "
+                        f"(Keras: inputs must have rank 2), {key[:-6]} is 1-D"
+                    )
+            if con is not None:
+                r.update(con._core())
+                r["axis"] = 0  # one vector: its norm is over all of it
+            rules[key] = r
+        return rules
+
+    @property
+    def losses(self) -> list[float]:
+        """The regularization penalties at the current weights (Keras' ``layer.losses``)."""
+        out = []
+        if self.built and self.trainable:
+            for reg, w in ((self.gamma_regularizer, self.gamma), (self.beta_regularizer, self.beta)):
+                if reg is not None and w is not None:
+                    out.append(reg(w))
+        return out
+
+    def _penalty(self) -> float:
+        return float(sum(self.losses))
+
+    def _rules_config(self) -> dict:
+        return {
+            "beta_regularizer": regularizers.serialize(self.beta_regularizer) if self.beta_regularizer else None,
+            "gamma_regularizer": regularizers.serialize(self.gamma_regularizer) if self.gamma_regularizer else None,
+            "beta_constraint": constraints.serialize(self.beta_constraint) if self.beta_constraint else None,
+            "gamma_constraint": constraints.serialize(self.gamma_constraint) if self.gamma_constraint else None,
+        }
+
+
+class BatchNormalization(_NormRules, Layer):
     """Normalize each feature by the batch's mean and variance in training, by moving ones in inference.
 
     Keras 3's formulas and defaults: ``momentum=0.99``, ``epsilon=1e-3``;
@@ -41,6 +99,10 @@ class BatchNormalization(Layer):
         gamma_initializer="ones",
         moving_mean_initializer="zeros",
         moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
         name: Optional[str] = None,
         **kwargs,
     ) -> None:
@@ -48,10 +110,6 @@ class BatchNormalization(Layer):
             "BatchNormalization",
             kwargs,
             {
-                "beta_regularizer": None,
-                "gamma_regularizer": None,
-                "beta_constraint": None,
-                "gamma_constraint": None,
                 "synchronized": False,
                 "renorm": False,
                 "virtual_batch_size": None,
@@ -77,6 +135,7 @@ class BatchNormalization(Layer):
         for v in self.initializers.values():
             initializers.get(v)
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
+        self._set_rules(gamma_regularizer, beta_regularizer, gamma_constraint, beta_constraint)
 
     def build(self, input_shape: Shape) -> None:
         width = (int(input_shape[-1]),)
@@ -112,10 +171,7 @@ class BatchNormalization(Layer):
             "center": self.center,
             "scale": self.scale,
             **self.initializers,
-            "beta_regularizer": None,
-            "gamma_regularizer": None,
-            "beta_constraint": None,
-            "gamma_constraint": None,
+            **self._rules_config(),
             "synchronized": False,
         }
 
@@ -129,10 +185,11 @@ class BatchNormalization(Layer):
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "trainable": self.trainable,
+            **self._core_rules(),
         }
 
 
-class LayerNormalization(Layer):
+class LayerNormalization(_NormRules, Layer):
     """Normalize each sample over its last axis: ``gamma * (x - mean) / sqrt(var + epsilon) + beta``."""
 
     def __init__(
@@ -143,19 +200,17 @@ class LayerNormalization(Layer):
         scale: bool = True,
         beta_initializer="zeros",
         gamma_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
         name: Optional[str] = None,
         **kwargs,
     ) -> None:
         _refuse_unsupported(
             "LayerNormalization",
             kwargs,
-            {
-                "rms_scaling": False,
-                "beta_regularizer": None,
-                "gamma_regularizer": None,
-                "beta_constraint": None,
-                "gamma_constraint": None,
-            },
+            {"rms_scaling": False},
         )
         super().__init__(name=name, **kwargs)
         self.axis = _axis(axis)
@@ -167,6 +222,7 @@ class LayerNormalization(Layer):
         for v in self.initializers.values():
             initializers.get(v)
         self.gamma = self.beta = None
+        self._set_rules(gamma_regularizer, beta_regularizer, gamma_constraint, beta_constraint)
 
     def build(self, input_shape: Shape) -> None:
         width = (int(input_shape[-1]),)
@@ -192,10 +248,7 @@ class LayerNormalization(Layer):
             "scale": self.scale,
             "rms_scaling": False,
             **self.initializers,
-            "beta_regularizer": None,
-            "gamma_regularizer": None,
-            "beta_constraint": None,
-            "gamma_constraint": None,
+            **self._rules_config(),
         }
 
     def _lower(self, input_shapes: list, training) -> dict:
@@ -205,6 +258,7 @@ class LayerNormalization(Layer):
             "beta": self.beta,
             "epsilon": self.epsilon,
             "trainable": self.trainable,
+            **self._core_rules(),
         }
 
 

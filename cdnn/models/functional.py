@@ -109,7 +109,9 @@ class Functional(Model):
     evaluate and predict take/return dicts keyed the same way).
     """
 
-    def __init__(self, inputs=None, outputs=None, name: Optional[str] = None, trainable: bool = True, **kwargs) -> None:
+    def __init__(
+        self, inputs=None, outputs=None, name: Optional[str] = None, trainable: Optional[bool] = None, **kwargs
+    ) -> None:
         if inputs is None or outputs is None:
             raise ValueError(
                 f"keras.Model(inputs, outputs): both are required, received inputs={inputs!r}, outputs={outputs!r}"
@@ -141,7 +143,10 @@ class Functional(Model):
         self.outputs = flat_out
         self._nodes, self._layers = _walk(flat_in, flat_out)
         self.built = True
-        self.trainable = trainable
+        if trainable is not None:
+            # the model's own flag only, as Keras (which sets it before it tracks its layers): a layer
+            # frozen before the model was made stays frozen, and `model.trainable = ...` later sets them all
+            Layer.trainable.fset(self, trainable)
 
     # ---- structure --------------------------------------------------------------------
     @property
@@ -371,14 +376,16 @@ def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, lis
         layer = t._keras_history[0]
         index[id(t)] = len(nodes)
         nodes.append({"op": "input", "inputs": [], "shape": tuple(t.shape[1:]), "name": layer.name})
-    _emit(model, index, nodes, training, active=set())
+    _emit(model, index, nodes, training, active=set(), frozen=False)
     return nodes, [index[id(t)] for t in model.inputs], [index[id(t)] for t in model.outputs]
 
 
-def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool], active: set) -> None:
+def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool], active: set, frozen: bool) -> None:
     if id(model) in active:
         raise ValueError(f"Model '{model.name}' contains itself: a model cannot be one of its own layers (a cycle)")
     active.add(id(model))
+    # a model whose own flag is False has no trainable weights, whatever its layers' flags say
+    frozen = frozen or not model.trainable
     for node in model._nodes:
         layer = node.layer
         if isinstance(layer, InputLayer):
@@ -388,22 +395,23 @@ def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool],
         if isinstance(layer, Model):
             inner = layer._graph_model() if mode is not False else layer._inference_model()
             inner_index = {id(t): i for t, i in zip(inner.inputs, ins)}
-            _emit(inner, inner_index, nodes, mode, active)
+            _emit(inner, inner_index, nodes, mode, active, frozen or not layer.trainable)
             for t, inner_t in zip(node.output_tensors, inner.outputs):
                 index[id(t)] = inner_index[id(inner_t)]
             continue
-        if training is not False and any(
-            getattr(layer, k, None) is not None
-            for k in ("kernel_regularizer", "bias_regularizer", "kernel_constraint", "bias_constraint")
-        ):
-            raise NotImplementedError(
-                f"Layer {layer.name!r}: kernel/bias regularizers and constraints are applied in C only in "
-                f"Sequential chains of Dense layers for now; a model that runs as a graph would train "
-                f"without them"
-            )
         shapes = [tuple(t.shape[1:]) for t in node.input_tensors]
         item = layer._lower(shapes if layer._takes_list else shapes[0], mode)
         item.update({"inputs": ins, "shape": tuple(node.output_tensors[0].shape[1:]), "name": layer.name})
+        if frozen and item.get("trainable", False):
+            if item["op"] == "batchnorm" and mode is not False and training is not False:
+                # Keras: a trainable BatchNormalization inside a model made with trainable=False still
+                # trains its moving statistics (no gamma/beta update): the core freezes both together
+                raise NotImplementedError(
+                    f"BatchNormalization {layer.name!r} is trainable inside model {model.name!r}, which was "
+                    f"made with trainable=False: Keras updates its moving statistics but not gamma/beta, which "
+                    f"cdnn's graph does not do; set the layer's trainable (or the model's, after building it)"
+                )
+            item["trainable"] = False
         if layer.activity_regularizer is not None:
             item["activity"] = layer.activity_regularizer._core()
         if item["op"] in ("dropout", "gaussian_noise"):

@@ -359,6 +359,12 @@ class Model(Layer):
             for layer in self._all_layers():
                 layer.trainable = value
 
+    def _penalty(self) -> float:
+        """The weight regularization penalties of the trainable weights (Keras adds them to every batch's loss)."""
+        if not self.trainable:
+            return 0.0
+        return float(sum(l._penalty() for l in self._all_layers() if hasattr(l, "_penalty")))
+
     def _all_layers(self) -> list[Layer]:
         try:
             return [l for l in self.layers if not isinstance(l, InputLayer)]
@@ -714,22 +720,26 @@ class Model(Layer):
         return self._core[key + " activity"]
 
     def _attach_slots(self, nodes: list) -> None:
-        """Give each trainable node its optimizer slots (``W1, W2, b1, b2`` or gamma's and beta's), Keras' order."""
+        """Give each trainable node its optimizer state, Keras' order: ``slots`` (``W1, W2, b1, b2`` or
+        gamma's and beta's) and ``extra_slots`` (slot 3, the moving average, the accumulator)."""
         params = self.trainable_weights
         if not self.optimizer._built_for(params):  # refuses an optimizer built for another model
             self.optimizer.build(params)
-        # a row holds slots 1-3, the moving average and the accumulator: the graph core takes slots 1-2
-        # (the options needing the others are refused by _core.Graph)
-        by_id = {id(p): row[:2] for p, row in zip(params, self.optimizer._slots)}
+        # a row holds slots 1-3, the moving average and the accumulator
+        by_id = {id(p): row for p, row in zip(params, self.optimizer._slots)}
         for node in nodes:
             keys = {"dense": ("W", "b"), "batchnorm": ("gamma", "beta"), "layernorm": ("gamma", "beta")}.get(node["op"])
             if keys is None or not node.get("trainable", True):
                 continue
-            slots = []
+            slots, extra = [], {}
             for k in keys:
-                pair = by_id.get(id(node[k])) if node[k] is not None else None
-                slots.extend(pair if pair is not None else [None, None])
+                row = by_id.get(id(node[k])) if node[k] is not None else None
+                row = list(row) if row is not None else [None] * 5
+                slots.extend(row[:2])
+                sep = "" if k in ("W", "b") else "_"
+                extra.update({f"{k}3": row[2], f"{k}{sep}ema": row[3], f"{k}{sep}acc": row[4]})
             node["slots"] = slots
+            node["extra_slots"] = extra
 
     # ---- training and inference on the graph ----------------------------------------------------
     def fit(

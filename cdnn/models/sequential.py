@@ -609,7 +609,9 @@ class Sequential(Model):
 
     def _penalty(self) -> float:
         """The layers' regularization penalties at the current weights (Keras adds them to the loss)."""
-        return float(sum(layer._penalty() for layer in self._layers if isinstance(layer, Dense)))
+        if not self.trainable:  # Keras: the penalties of the trainable weights only
+            return 0.0
+        return float(sum(layer._penalty() for layer in self._layers if hasattr(layer, "_penalty")))
 
     def _log_names(self) -> list:
         return list(metrics_logs(self._loss_tracker, [self._compile_metrics, self._weighted_metrics]))

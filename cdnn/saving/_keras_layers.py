@@ -84,7 +84,12 @@ def layer_config(layer) -> dict:
         )
     base = {"name": layer.name, "trainable": bool(getattr(layer, "trainable", True)), "dtype": dtype_policy()}
     inits = getattr(layer, "initializers", {})
-    none4 = {"beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None}
+    rules4 = {
+        "beta_regularizer": _serialized(regularizers, getattr(layer, "beta_regularizer", None)),
+        "gamma_regularizer": _serialized(regularizers, getattr(layer, "gamma_regularizer", None)),
+        "beta_constraint": _serialized(constraints, getattr(layer, "beta_constraint", None)),
+        "gamma_constraint": _serialized(constraints, getattr(layer, "gamma_constraint", None)),
+    }
     extra: dict
     if kind == "Dense":
         extra = {
@@ -118,7 +123,7 @@ def layer_config(layer) -> dict:
             "scale": layer.scale,
             **{k: initializer_config(inits[k]) for k in ("beta_initializer", "gamma_initializer")},
             **{k: initializer_config(inits[k]) for k in ("moving_mean_initializer", "moving_variance_initializer")},
-            **none4,
+            **rules4,
             "synchronized": False,
         }
     elif kind == "LayerNormalization":
@@ -129,7 +134,7 @@ def layer_config(layer) -> dict:
             "scale": layer.scale,
             "rms_scaling": False,
             **{k: initializer_config(inits[k]) for k in ("beta_initializer", "gamma_initializer")},
-            **none4,
+            **rules4,
         }
     elif kind == "Concatenate":
         extra = {"axis": -1}
@@ -165,7 +170,7 @@ def layer_config(layer) -> dict:
 _USE = object()  # the value is passed to the layer
 _IGNORE = object()  # the value has no effect given the other (checked) settings
 _COMMON = {"name": _USE, "trainable": _USE, "dtype": _USE, "quantization_config": (None,)}
-_NONE4 = {k: (None,) for k in ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")}
+_RULES4 = {k: _USE for k in ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")}
 _AXIS = {"axis": (-1, [-1])}
 
 #: per Keras class: the config keys cdnn knows (_USE: passed on; a tuple: the values cdnn supports)
@@ -184,7 +189,7 @@ _ALLOWED: dict = {
         "gamma_initializer": _USE,
         "moving_mean_initializer": _USE,
         "moving_variance_initializer": _USE,
-        **_NONE4,
+        **_RULES4,
         "synchronized": (False,),
         "renorm": (False,),
         "renorm_clipping": (None,),
@@ -198,7 +203,7 @@ _ALLOWED: dict = {
         "rms_scaling": (False,),
         "beta_initializer": _USE,
         "gamma_initializer": _USE,
-        **_NONE4,
+        **_RULES4,
     },
     "Concatenate": {"axis": _USE},
     "Add": {},

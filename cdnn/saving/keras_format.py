@@ -615,7 +615,13 @@ def _functional_from_keras(path: str, config: dict, orders: dict):
             return [struct(v) for v in s]
         raise ModelFileError(f"{path}: invalid model inputs or outputs {str(s)[:120]!r}")
 
-    model = Functional(struct(cfg.get("input_layers")), struct(cfg.get("output_layers")), name=cfg.get("name"))
+    trainable = cfg.get("trainable")
+    if trainable is not None and not isinstance(trainable, bool):
+        raise ModelFileError(f"{path}: model {cfg.get('name')!r}: trainable={trainable!r} is not true or false")
+    # as Keras: the model's own flag (its layers keep the flags they were saved with)
+    model = Functional(
+        struct(cfg.get("input_layers")), struct(cfg.get("output_layers")), name=cfg.get("name"), trainable=trainable
+    )
     orders[id(model)] = order
     return model
 

@@ -438,6 +438,8 @@ def _evaluate_into(model, logs_state: GraphLogs, xs: list, ys: list, sws, batch_
     outs = values[:n_out]
     specs = logs_state.specs
     total = sum(s["weight"] * l for s, l in zip(specs, loss_sums) if s["loss"] is not None)
+    # Keras adds the weight regularization penalties (model.losses) to every batch's loss
+    total += model._penalty() * len(xs[0])
     # Keras adds each activity penalty divided by the batch size to a batch's mean loss, unweighted:
     # over the batches, the penalty of every sample once
     for (_, r), v in zip(activity, values[n_out:]):

@@ -1056,7 +1056,7 @@ cdef extern from "graph.h" nogil:
     ctypedef struct cdnn_node:
         int op, n_in
         const int *in_ "in"
-        int rows, width, frozen, act
+        int rows, width, frozen, inference, act
         cdnn_act_args act_args
         cdnn_layer dense
         float *gamma
@@ -1218,6 +1218,7 @@ cdef class Graph:
                     nd.moving_mean = fptr(d["moving_mean"])
                     nd.moving_var = fptr(d["moving_variance"])
                     nd.momentum = float(d.get("momentum", 0.99))
+                    nd.inference = bool(d.get("inference", False))
             elif op == "affine":
                 nd.scale = fptr(d["scale"])
                 nd.offset = fptr(d["offset"])

@@ -401,7 +401,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
         cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, packed ? b->pw : NULL, pack);
         break;
     case CDNN_OP_BATCHNORM:
-        if (training && !nd->frozen) {
+        if (training && !nd->frozen && !nd->inference) {
             cdnn_team_barrier(); /* every row of the input */
             cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
             cdnn_team_barrier(); /* every column's statistics */
@@ -576,7 +576,7 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
                 }
         break;
     case CDNN_OP_BATCHNORM:
-        if (!nd->frozen) {
+        if (!nd->frozen && !nd->inference) {
             cdnn_team_barrier(); /* every row of the gradient */
             cdnn_norm_sums_team(x, dz, batch * R, w, b->mean, b->inv_std, 0, b->sum_g, b->sum_gx);
             cdnn_team_barrier(); /* every column's sums */
@@ -630,9 +630,11 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
             cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, &g->opt, st,
                                   packed ? b->pw : NULL, packed ? b->pwt : NULL, NULL, pack);
         } else if (nd->op == CDNN_OP_BATCHNORM && !nd->frozen) {
+            if (nd->inference && b->run_bwd) /* gamma's and beta's gradients, from the moving statistics */
+                cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, nd->moving_mean, b->fixed_inv, 0, b->sum_g, b->sum_gx);
             cdnn_team_range(w, &lo, &hi);
             const float m = nd->momentum, m1 = 1.0f - nd->momentum;
-            for (long j = lo; j < hi; j++) {
+            for (long j = lo; j < hi && !nd->inference; j++) {
                 nd->moving_mean[j] = nd->moving_mean[j] * m + b->mean[j] * m1;
                 nd->moving_var[j] = nd->moving_var[j] * m + b->var[j] * m1;
             }

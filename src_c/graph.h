@@ -42,6 +42,7 @@ typedef struct {
     const int *in;                          /* their node indices, all smaller than this node's */
     int rows, width;                        /* per sample: rows x width floats */
     int frozen;                             /* trainable=False: no update (batchnorm: inference mode in training too) */
+    int inference; /* batchnorm called with training=False: moving statistics in training too, not updated (gamma, beta train) */
     int act;                                /* dense, activation: enum cdnn_act */
     cdnn_act_args act_args;                 /* dense, activation: its parameters */
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */

@@ -129,6 +129,7 @@ class BatchNormalization(Layer):
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "trainable": self.trainable,
+            "inference": training is False,
         }
 
 

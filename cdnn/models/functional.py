@@ -109,7 +109,9 @@ class Functional(Model):
     evaluate and predict take/return dicts keyed the same way).
     """
 
-    def __init__(self, inputs=None, outputs=None, name: Optional[str] = None, trainable: bool = True, **kwargs) -> None:
+    def __init__(
+        self, inputs=None, outputs=None, name: Optional[str] = None, trainable: Optional[bool] = None, **kwargs
+    ) -> None:
         if inputs is None or outputs is None:
             raise ValueError(
                 f"keras.Model(inputs, outputs): both are required, received inputs={inputs!r}, outputs={outputs!r}"
@@ -141,7 +143,8 @@ class Functional(Model):
         self.outputs = flat_out
         self._nodes, self._layers = _walk(flat_in, flat_out)
         self.built = True
-        self.trainable = trainable
+        if trainable is not None:  # as Keras: only an explicit value reaches the layers (a frozen one stays frozen)
+            self.trainable = trainable
 
     # ---- structure --------------------------------------------------------------------
     @property
@@ -349,7 +352,7 @@ class Functional(Model):
         inputs, outs = unstruct(config.get("input_layers")), unstruct(config.get("output_layers"))
         if any(t is None for t in flatten(inputs) + flatten(outs)):
             raise ValueError("Functional model config names an input or output tensor that no layer makes")
-        return cls(inputs, outs, name=config.get("name"), trainable=config.get("trainable", True))
+        return cls(inputs, outs, name=config.get("name"), trainable=config.get("trainable"))
 
     def __repr__(self) -> str:
         return f"<Functional name={self.name}, built={self.built}>"
@@ -361,9 +364,9 @@ class Functional(Model):
 def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, list, list]:
     """``(nodes, input_indices, output_indices)``: the graph as ``_core.Graph`` takes it (GRAPH_SPEC).
 
-    ``training=False`` lowers the model for inference (layers called with
-    ``training=False`` lower to their inference form either way). A model used
-    as a layer is inlined; its input nodes map to the tensors it was called on.
+    ``training``: the mode the model runs in (True for fit, False for inference); each
+    call's own mode is :func:`_call_mode`'s. A model used as a layer is inlined; its
+    input nodes map to the tensors it was called on.
     """
     nodes: list[dict] = []
     index: dict[int, int] = {}
@@ -375,6 +378,19 @@ def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, lis
     return nodes, [index[id(t)] for t in model.inputs], [index[id(t)] for t in model.outputs]
 
 
+def _call_mode(model: Functional, node: Node, training: Optional[bool]) -> Optional[bool]:
+    """The ``training`` mode a layer call runs in when ``model`` runs in mode ``training``.
+
+    As Keras 3: a functional model passes its own mode (fit's True, predict's False) to every call,
+    over the value the call was recorded with (``bn(x, training=False)`` trains in fit); the
+    recorded value counts only when the model runs with ``training=None``. In a subclassed
+    model's ``call`` (a traced graph) an explicit ``training=`` argument is Python code: it wins.
+    """
+    if getattr(model, "_explicit_training", False):
+        return node.training if node.training is not None else training
+    return training if training is not None else node.training
+
+
 def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool], active: set) -> None:
     if id(model) in active:
         raise ValueError(f"Model '{model.name}' contains itself: a model cannot be one of its own layers (a cycle)")
@@ -384,7 +400,7 @@ def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool],
         if isinstance(layer, InputLayer):
             continue
         ins = [index[id(t)] for t in node.input_tensors]
-        mode = node.training if node.training is not None else training
+        mode = _call_mode(model, node, training)
         if isinstance(layer, Model):
             inner = layer._graph_model() if mode is not False else layer._inference_model()
             inner_index = {id(t): i for t, i in zip(inner.inputs, ins)}
@@ -519,4 +535,5 @@ def trace(model: Model, input_struct, training: Optional[bool]) -> Functional:
     graph._functional_view(flatten(inputs), flatten(outputs))
     graph._inputs_struct, graph._outputs_struct = inputs, outputs
     graph.name = model.name
+    graph._explicit_training = True
     return graph

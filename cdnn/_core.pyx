@@ -795,6 +795,19 @@ cdef int _graph_refuses_whole(cdnn_opt_params p) except -1:
     return 0
 
 
+cdef int _graph_refuses_shared(cdnn_opt_params p, list nodes) except -1:
+    """A layer called more than once (a node with `share`) trains with the summed gradient of its calls through
+    the element-wise update only: options that need the whole gradient are refused for it."""
+    if cdnn_opt_needs_whole(&p):
+        for d in nodes:
+            if d.get("share", -1) >= 0 and d.get("trainable", True):
+                raise ValueError(f"Invalid optimizer settings for layer {d.get('name')!r}, called more than once in "
+                                 f"the model (shared weights): {hparams_name(p.kind)} with amsgrad, clipnorm, "
+                                 f"global_clipnorm, use_ema or gradient_accumulation_steps (or Adafactor) is not "
+                                 f"supported for shared layers yet; use the plain optimizer")
+    return 0
+
+
 def optimizer_needs_whole(dict hparams) -> bool:
     """Whether these settings take the whole-gradient path (no fused update)."""
     cdef cdnn_opt_params p = _opt_params(hparams)
@@ -1056,7 +1069,7 @@ cdef extern from "graph.h" nogil:
     ctypedef struct cdnn_node:
         int op, n_in
         const int *in_ "in"
-        int rows, width, frozen, inference, act
+        int rows, width, frozen, inference, share, act
         cdnn_act_args act_args
         cdnn_layer dense
         float *gamma
@@ -1122,7 +1135,7 @@ cdef class Graph:
     cdef cdnn_graph_ws *ws
     cdef int ws_batch, ws_threads
     cdef int *in_idx
-    cdef object arrays, lock
+    cdef object arrays, lock, shared_nodes
     cdef readonly long steps_done
     cdef readonly tuple shapes, input_nodes, output_nodes, loss_names
     cdef readonly int n_nodes
@@ -1152,6 +1165,8 @@ cdef class Graph:
         self.n_nodes = N
         shapes, n_in_total, in_list = check_graph(nodes, inputs, outputs)
         cdef cdnn_opt_params opt = _opt_params(optimizer)
+        self.shared_nodes = [d for d in nodes if d.get("share", -1) >= 0]
+        _graph_refuses_shared(opt, self.shared_nodes)
         _graph_refuses_whole(opt)
 
         # ---- then build the C description
@@ -1184,6 +1199,7 @@ cdef class Graph:
             nd.width = shape[-1]
             nd.rows = int(np.prod(shape[:-1], dtype=np.int64))
             nd.frozen = not d.get("trainable", True)
+            nd.share = int(d.get("share", -1))
             activity = d.get("activity") or {}
             nd.activity_l1 = activity.get("l1", 0.0)
             nd.activity_l2 = activity.get("l2", 0.0)
@@ -1275,6 +1291,7 @@ cdef class Graph:
     def set_optimizer(self, dict hparams):
         """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""
         cdef cdnn_opt_params p = _opt_params(hparams)
+        _graph_refuses_shared(p, self.shared_nodes)
         _graph_refuses_whole(p)
         self._check_slots(p)
         self.g.opt = p

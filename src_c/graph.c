@@ -64,6 +64,8 @@ typedef struct {
     float *pw, *pwt;             /* dense: W and W^T packed as the forward and dX products' B during a run (or NULL);
                             while the node trains, W's values live in pw and are written back at the run's end */
     int activity_acc;            /* activity regularizer's gradient: 1 add into the canon's g, 0 write it, -1 none */
+    int shared;                  /* a call of a layer called more than once: shared_updates_team updates it */
+    int next_share;              /* the next call of the same layer (a later node), or -1 */
     double *activity;            /* activity regularizer: each sample's penalty [B] (training), or NULL */
 } node_buf;
 
@@ -80,6 +82,7 @@ typedef struct {
 
 struct cdnn_graph_ws {
     int max_batch, threads, n_nodes, n_outputs;
+    int any_shared; /* some layer with weights is called more than once */
     long flops; /* matrix-product flops of a full step */
     node_buf *nb;
     out_buf *ob;
@@ -150,6 +153,21 @@ void cdnn_graph_ws_free(cdnn_graph_ws *ws)
         if (!((dst) = TAKE(type, count))) goto oom;                                                                    \
     } while (0)
 
+/* Chain the calls of each shared layer (nodes whose share names the first call) in node order. */
+static void link_shared(const cdnn_graph *g, cdnn_graph_ws *ws)
+{
+    for (int i = 0; i < g->n_nodes; i++) ws->nb[i].next_share = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const int j = g->nodes[i].share;
+        if (j < 0) continue;
+        int last = j;
+        while (ws->nb[last].next_share >= 0) last = ws->nb[last].next_share;
+        ws->nb[last].next_share = i;
+        ws->nb[i].shared = ws->nb[j].shared = 1;
+        ws->any_shared = 1;
+    }
+}
+
 cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads)
 {
     const int N = g->n_nodes, O = g->n_outputs, B = max_batch;
@@ -168,6 +186,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
     TAKE_OR_FAIL(ws->pack, float, ws->pack_per *threads);
     node_buf *nb = ws->nb;
 
+    link_shared(g, ws);
     /* the plan: canonical buffers, which gradients are wanted, and by whom */
     for (int i = 0; i < N; i++) {
         const cdnn_node *nd = &g->nodes[i];
@@ -247,11 +266,11 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             TAKE_OR_FAIL(b->sum_g, float, w);
             TAKE_OR_FAIL(b->sum_gx, float, w);
         }
-        if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
+        if (nd->op == CDNN_OP_DENSE && (b->run_bwd || b->shared) && !nd->frozen) {
             TAKE_OR_FAIL(b->dw, float, (size_t)nd->dense.in * nd->dense.units);
             TAKE_OR_FAIL(b->db, float, w);
         }
-        if (nd->op == CDNN_OP_DENSE && (long)nd->dense.in * nd->dense.units >= GRAPH_PACKED_MIN_WEIGHTS) {
+        if (nd->op == CDNN_OP_DENSE && !b->shared && (long)nd->dense.in * nd->dense.units >= GRAPH_PACKED_MIN_WEIGHTS) {
             if (nd->dense.units % 64 == 0)
                 TAKE_OR_FAIL(b->pw, float, cdnn_packed_floats(nd->dense.in, nd->dense.units));
             if (b->acc[0] >= 0) TAKE_OR_FAIL(b->pwt, float, cdnn_packed_floats(nd->dense.units, nd->dense.in));
@@ -626,6 +645,7 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
         node_buf *b = &ws->nb[i];
         const int rows = batch * nd->rows, w = nd->width;
         long lo, hi;
+        if (b->shared) continue; /* shared_updates_team */
         if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
             cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, &g->opt, st,
                                   packed ? b->pw : NULL, packed ? b->pwt : NULL, NULL, pack);
@@ -656,6 +676,81 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
                 if (nd->beta)
                     cdnn_opt_update(&g->opt, st, nd->beta + lo, nd->beta1 ? nd->beta1 + lo : NULL,
                                     nd->beta2 ? nd->beta2 + lo : NULL, b->sum_g + lo, hi - lo);
+            }
+        }
+    }
+}
+
+/* Gradient k (0: dW or gamma's, 1: db or beta's) of shared-layer call node i, or NULL if it has none. */
+static float *call_grad(const cdnn_graph *g, cdnn_graph_ws *ws, int i, int k)
+{
+    const cdnn_node *nd = &g->nodes[i];
+    node_buf *b = &ws->nb[i];
+    if (nd->op == CDNN_OP_DENSE) return k ? (nd->dense.b ? b->db : NULL) : b->dw;
+    return k ? (nd->beta ? b->sum_g : NULL) : (nd->gamma ? b->sum_gx : NULL);
+}
+
+/* Team, with one barrier: the updates of every layer called more than once. Each call's gradient (no update),
+ * then per layer, over the team's ranges of its values: the calls' gradients summed in node order into the
+ * first call's buffer, one optimizer update, and for BatchNormalization the moving statistics updated once
+ * per call in training mode, in node order (as Keras updates them call after call). */
+static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_opt_step st, float *pack)
+{
+    const cdnn_opt_step none = {0};
+    for (int i = 0; i < g->n_nodes; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        node_buf *b = &ws->nb[i];
+        const int rows = batch * nd->rows, w = nd->width;
+        if (!b->shared || nd->frozen || !b->run_bwd) continue;
+        if (nd->op == CDNN_OP_DENSE)
+            cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, NULL, none,
+                                  NULL, NULL, NULL, pack);
+        else if (nd->op == CDNN_OP_LAYERNORM && (nd->gamma || nd->beta))
+            cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
+        else if (nd->op == CDNN_OP_BATCHNORM && nd->inference) /* in training mode its backward pass summed them */
+            cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, nd->moving_mean, b->fixed_inv, 0, b->sum_g, b->sum_gx);
+    }
+    cdnn_team_barrier(); /* every call's gradient */
+    for (int i = 0; i < g->n_nodes; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        if (nd->share >= 0 || !ws->nb[i].shared || nd->frozen) continue;
+        for (int k = 0; k < 2; k++) {
+            float *dst = call_grad(g, ws, i, k);
+            if (!dst) continue;
+            const long n = nd->op == CDNN_OP_DENSE && k == 0 ? (long)nd->dense.in * nd->dense.units : nd->width;
+            long lo, hi;
+            cdnn_team_range(n, &lo, &hi);
+            int any = 0;
+            for (int c = i; c >= 0; c = ws->nb[c].next_share) {
+                if (!ws->nb[c].run_bwd) continue;
+                const float *src = call_grad(g, ws, c, k);
+                for (long e = lo; e < hi && src != dst; e++) dst[e] = any ? dst[e] + src[e] : src[e];
+                any = 1;
+            }
+            if (!any || hi <= lo) continue;
+            float *v, *s1, *s2;
+            if (nd->op == CDNN_OP_DENSE) {
+                v = k ? nd->dense.b : nd->dense.W;
+                s1 = k ? nd->dense.b1 : nd->dense.W1;
+                s2 = k ? nd->dense.b2 : nd->dense.W2;
+            } else {
+                v = k ? nd->beta : nd->gamma;
+                s1 = k ? nd->beta1 : nd->gamma1;
+                s2 = k ? nd->beta2 : nd->gamma2;
+            }
+            cdnn_opt_update(&g->opt, st, v + lo, s1 ? s1 + lo : NULL, s2 ? s2 + lo : NULL, dst + lo, hi - lo);
+        }
+        if (nd->op == CDNN_OP_BATCHNORM) {
+            long lo, hi;
+            cdnn_team_range(nd->width, &lo, &hi);
+            const float m = nd->momentum, m1 = 1.0f - nd->momentum;
+            for (int c = i; c >= 0; c = ws->nb[c].next_share) {
+                if (g->nodes[c].inference) continue;
+                const node_buf *cb = &ws->nb[c];
+                for (long j = lo; j < hi; j++) {
+                    nd->moving_mean[j] = nd->moving_mean[j] * m + cb->mean[j] * m1;
+                    nd->moving_var[j] = nd->moving_var[j] * m + cb->var[j] * m1;
+                }
             }
         }
     }
@@ -778,7 +873,9 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
             }
             cdnn_team_barrier();
             if (read_flag(&bad_batch) == j) break; /* the same flag on every thread after the barrier */
-            update_team(g, ws, batch, cdnn_opt_prepare(&g->opt, t), packed, pack);
+            const cdnn_opt_step st = cdnn_opt_prepare(&g->opt, t);
+            update_team(g, ws, batch, st, packed, pack);
+            if (ws->any_shared) shared_updates_team(g, ws, batch, st, pack);
             if (cdnn_team_rank() == 0) {
                 batch_loss[j] = sum_losses(g, ws, batch, out_loss + (size_t)j * O, out_correct + (size_t)j * O);
                 if (stop_nonfinite_loss && !isfinite(batch_loss[j])) mark_bad(&bad_loss, j);

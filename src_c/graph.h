@@ -43,6 +43,7 @@ typedef struct {
     int rows, width;                        /* per sample: rows x width floats */
     int frozen;                             /* trainable=False: no update (batchnorm: inference mode in training too) */
     int inference; /* batchnorm called with training=False: moving statistics in training too, not updated (gamma, beta train) */
+    int share; /* a later call of a layer with weights: the node of its first call (same arrays and slots), else -1 */
     int act;                                /* dense, activation: enum cdnn_act */
     cdnn_act_args act_args;                 /* dense, activation: its parameters */
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */

@@ -86,7 +86,15 @@ def _walk(inputs: list, outputs: list) -> tuple[list, list]:
         node_depth[id(node)] = d
         for parent in node.parent_nodes:
             node_depth[id(parent)] = max(node_depth.get(id(parent), 0), d + 1)
-    position = {id(n): i for i, n in enumerate(order)}
+    # ties run in the order Keras' map_graph first records a node's depth: walking back from the outputs,
+    # each node, then its parents (the order its calls execute in, e.g. a shared BatchNormalization's updates)
+    in_graph = {id(n) for n in order}
+    position: dict[int, int] = {}
+    for node in reversed(order):
+        position.setdefault(id(node), len(position))
+        for parent in node.parent_nodes:
+            if id(parent) in in_graph:
+                position.setdefault(id(parent), len(position))
     nodes = sorted(order, key=lambda n: (-node_depth[id(n)], position[id(n)]))
     layers: list[Layer] = []
     for node in order:
@@ -374,7 +382,7 @@ def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, lis
         layer = t._keras_history[0]
         index[id(t)] = len(nodes)
         nodes.append({"op": "input", "inputs": [], "shape": tuple(t.shape[1:]), "name": layer.name})
-    _emit(model, index, nodes, training, active=set())
+    _emit(model, index, nodes, training, active=set(), owners={})
     return nodes, [index[id(t)] for t in model.inputs], [index[id(t)] for t in model.outputs]
 
 
@@ -391,7 +399,22 @@ def _call_mode(model: Functional, node: Node, training: Optional[bool]) -> Optio
     return training if training is not None else node.training
 
 
-def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool], active: set) -> None:
+_WEIGHT_RULES = (
+    "kernel_regularizer",
+    "bias_regularizer",
+    "gamma_regularizer",
+    "beta_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+    "gamma_constraint",
+    "beta_constraint",
+)
+
+
+def _emit(
+    model: Functional, index: dict, nodes: list, training: Optional[bool], active: set, owners: dict
+) -> None:
+    """Append ``model``'s calls to ``nodes``; ``owners``: each layer with weights -> its first call's node."""
     if id(model) in active:
         raise ValueError(f"Model '{model.name}' contains itself: a model cannot be one of its own layers (a cycle)")
     active.add(id(model))
@@ -404,7 +427,7 @@ def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool],
         if isinstance(layer, Model):
             inner = layer._graph_model() if mode is not False else layer._inference_model()
             inner_index = {id(t): i for t, i in zip(inner.inputs, ins)}
-            _emit(inner, inner_index, nodes, mode, active)
+            _emit(inner, inner_index, nodes, mode, active, owners)
             for t, inner_t in zip(node.output_tensors, inner.outputs):
                 index[id(t)] = inner_index[id(inner_t)]
             continue
@@ -424,6 +447,17 @@ def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool],
             item["activity"] = layer.activity_regularizer._core()
         if item["op"] in ("dropout", "gaussian_noise"):
             item["seed_offset"] = len(nodes)
+        if item["op"] in ("dense", "batchnorm", "layernorm"):
+            if id(layer) in owners:
+                rules = [k for k in _WEIGHT_RULES if getattr(layer, k, None) is not None]
+                if rules and layer.trainable and training is not False:
+                    raise NotImplementedError(
+                        f"Layer {layer.name!r} is called more than once in the model (shared weights) and has "
+                        f"{', '.join(rules)}: a shared layer with regularizers or constraints is not supported yet"
+                    )
+                item["share"] = owners[id(layer)]
+            else:
+                owners[id(layer)] = len(nodes)
         index[id(node.output_tensors[0])] = len(nodes)
         nodes.append(item)
     active.discard(id(model))

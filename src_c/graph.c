@@ -12,7 +12,9 @@
  * updated), the team phase (each Dense's dW = X^T dZ with the optimizer
  * applied to each finished row panel, db, BatchNormalization's moving
  * statistics and gamma/beta, LayerNormalization's gamma/beta), and the
- * barrier that ends the step. Every reduction splits columns over the team
+ * barrier that ends the step (a layer called more than once: each call's
+ * gradient, a barrier, their sum in node order and one update, in
+ * shared_updates_team). Every reduction splits columns over the team
  * and sums rows in order, so results do not depend on the thread count.
  *
  * Gradients: node i's buffer g receives dL/d(value) from its consumers (and
@@ -83,7 +85,7 @@ typedef struct {
 struct cdnn_graph_ws {
     int max_batch, threads, n_nodes, n_outputs;
     int any_shared; /* some layer with weights is called more than once */
-    long flops; /* matrix-product flops of a full step */
+    long flops;     /* matrix-product flops of a full step */
     node_buf *nb;
     out_buf *ob;
     int32_t *rows; /* dataset row of each batch sample (mask keys) */

@@ -56,7 +56,7 @@ def _opt(k, name):
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_shared_towers_match_keras(session, opt):
+def test_shared_towers_match_real_keras(session, opt):
     keras = _keras()
     a, b, y = _data()
     ours, _ = _towers(cdnn)
@@ -75,7 +75,7 @@ def test_shared_towers_match_keras(session, opt):
     )
 
 
-def test_shared_layer_counts_and_summary_match_keras(session, capsys):
+def test_shared_layer_counts_and_summary_match_real_keras(session, capsys):
     keras = _keras()
     ours, _ = _towers(cdnn)
     theirs, _ = _towers(keras)
@@ -159,7 +159,7 @@ def test_get_and_set_weights_once(session):
     assert not np.allclose(model.predict([a, b], verbose=0), first)
 
 
-def test_keras_files_both_ways(session, tmp_path):
+def test_real_keras_files_both_ways(session, tmp_path):
     keras = _keras()
     a, b, y = _data()
     ours, _ = _towers(cdnn)
@@ -181,7 +181,7 @@ def test_keras_files_both_ways(session, tmp_path):
     back.fit([a, b], y, epochs=1, verbose=0)  # the loaded model trains its shared layers
 
 
-def test_onnx_export_writes_shared_weights_once(session, tmp_path):
+def test_onnx_export_writes_shared_weights_once_onnxruntime(session, tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     a, b, _ = _data()
@@ -219,7 +219,7 @@ def test_shared_layer_with_regularizer_or_whole_gradient_option_is_refused(sessi
         model.fit([a, b], y, epochs=1, verbose=0)
 
 
-def test_shared_dense_chained(session):
+def test_shared_dense_chained_matches_real_keras(session):
     """d(d(x)): the calls at different depths, against Keras."""
     keras = _keras()
     a, _, _ = _data(f=3)

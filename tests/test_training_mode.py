@@ -80,12 +80,15 @@ def test_subclassed_bn_training_false_uses_moving_statistics(session, opt):
     assert not np.allclose(ours.bn.get_weights()[0], 1.0)  # gamma trained
     for a, b in zip(ours.bn.get_weights() + ours.d.get_weights(), theirs.bn.get_weights() + theirs.d.get_weights()):
         np.testing.assert_allclose(a, np.asarray(b), rtol=2e-4, atol=2e-5)
-    np.testing.assert_allclose(ours.predict(x, verbose=0), np.asarray(theirs.predict(x, verbose=0)), rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(
+        ours.predict(x, verbose=0), np.asarray(theirs.predict(x, verbose=0)), rtol=2e-4, atol=2e-4
+    )
 
 
 def test_subclassed_bn_training_false_gradient_oracle(session):
     """One SGD step by hand (NumPy): y = (gamma * (x - mm) / sqrt(mv + eps) + beta) @ W + b, mse."""
     x, y = _data(n=8, f=4, units=2, seed=3)
+
     class Net(cdnn.Model):
         def __init__(self):
             super().__init__()

@@ -411,9 +411,7 @@ _WEIGHT_RULES = (
 )
 
 
-def _emit(
-    model: Functional, index: dict, nodes: list, training: Optional[bool], active: set, owners: dict
-) -> None:
+def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool], active: set, owners: dict) -> None:
     """Append ``model``'s calls to ``nodes``; ``owners``: each layer with weights -> its first call's node."""
     if id(model) in active:
         raise ValueError(f"Model '{model.name}' contains itself: a model cannot be one of its own layers (a cycle)")

@@ -1045,7 +1045,7 @@ cdef extern from "graph.h" nogil:
     ctypedef struct cdnn_node:
         int op, n_in
         const int *in_ "in"
-        int rows, width, frozen, act
+        int rows, width, frozen, inference, share, act
         cdnn_act_args act_args
         cdnn_layer dense
         float *gamma
@@ -1181,6 +1181,7 @@ cdef class Graph:
             nd.width = shape[-1]
             nd.rows = int(np.prod(shape[:-1], dtype=np.int64))
             nd.frozen = not d.get("trainable", True)
+            nd.share = int(d.get("share", -1))
             activity = d.get("activity") or {}
             nd.activity_l1 = activity.get("l1", 0.0)
             nd.activity_l2 = activity.get("l2", 0.0)
@@ -1228,6 +1229,7 @@ cdef class Graph:
                     nd.moving_mean = fptr(d["moving_mean"])
                     nd.moving_var = fptr(d["moving_variance"])
                     nd.momentum = float(d.get("momentum", 0.99))
+                    nd.inference = bool(d.get("inference", False))
             elif op == "affine":
                 nd.scale = fptr(d["scale"])
                 nd.offset = fptr(d["offset"])

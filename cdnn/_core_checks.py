@@ -249,10 +249,26 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
         wt = float(out.get("weight", 1.0))
         if not np.isfinite(wt):
             raise ValueError(f"Invalid output {o}: `weight` must be a finite number, received {wt}")
-    # trainable parameters shared by two nodes would get two updates a step
+    # a later call of a shared layer (`share`: its first call's node) holds the first call's very arrays;
+    # any other trainable parameters shared by two nodes would get two updates a step
     seen: list[tuple[int, str, Any]] = []
     for i, d in enumerate(nodes):
-        if d["op"] in ("dense", "batchnorm", "layernorm") and d.get("trainable", True):
+        if d["op"] not in ("dense", "batchnorm", "layernorm"):
+            continue
+        j = d.get("share", -1)
+        if not isinstance(j, (int, np.integer)) or not -1 <= j < i:
+            raise _graph_error(i, d, f"`share` must be an earlier node's index or -1, received {j!r}")
+        if j >= 0:
+            owner = nodes[j]
+            if owner["op"] != d["op"] or owner.get("share", -1) != -1:
+                raise _graph_error(i, d, f"`share` names node {j}, which is not the first call of a {d['op']} layer")
+            for key in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance"):
+                if d.get(key) is not owner.get(key):
+                    raise _graph_error(i, d, f"its `{key}` is not node {j}'s, whose weights it shares")
+            if bool(d.get("trainable", True)) != bool(owner.get("trainable", True)):
+                raise _graph_error(i, d, f"`trainable` differs from node {j}'s, whose weights it shares")
+            continue
+        if d.get("trainable", True):
             for key in ("W", "b", "gamma", "beta", "moving_mean", "moving_variance"):
                 a = d.get(key)
                 if a is None:
@@ -262,8 +278,8 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                         raise _graph_error(
                             i,
                             d,
-                            f"its `{key}` shares memory with node {j}'s `{jkey}`: "
-                            f"a trainable layer used twice in a graph is not supported yet",
+                            f"its `{key}` shares memory with node {j}'s `{jkey}`: a trainable layer used "
+                            f"twice must name its first call's node in `share`",
                         )
                 seen.append((i, key, a))
     return shapes, n_in_total, in_list

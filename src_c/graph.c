@@ -12,7 +12,9 @@
  * updated), the team phase (each Dense's dW = X^T dZ with the optimizer
  * applied to each finished row panel, db, BatchNormalization's moving
  * statistics and gamma/beta, LayerNormalization's gamma/beta), and the
- * barrier that ends the step. Every reduction splits columns over the team
+ * barrier that ends the step (a layer called more than once: each call's
+ * gradient, a barrier, their sum in node order and one update, in
+ * shared_updates_team). Every reduction splits columns over the team
  * and sums rows in order, so results do not depend on the thread count.
  *
  * Gradients: node i's buffer g receives dL/d(value) from its consumers (and
@@ -64,6 +66,8 @@ typedef struct {
     float *pw, *pwt;             /* dense: W and W^T packed as the forward and dX products' B during a run (or NULL);
                             while the node trains, W's values live in pw and are written back at the run's end */
     int activity_acc;            /* activity regularizer's gradient: 1 add into the canon's g, 0 write it, -1 none */
+    int shared;                  /* a call of a layer called more than once: shared_updates_team updates it */
+    int next_share;              /* the next call of the same layer (a later node), or -1 */
     double *activity;            /* activity regularizer: each sample's penalty [B] (training), or NULL */
 } node_buf;
 
@@ -89,7 +93,8 @@ typedef struct {
 
 struct cdnn_graph_ws {
     int max_batch, threads, n_nodes, n_outputs;
-    long flops; /* matrix-product flops of a full step */
+    int any_shared; /* some layer with weights is called more than once */
+    long flops;     /* matrix-product flops of a full step */
     node_buf *nb;
     out_buf *ob;
     int32_t *rows; /* dataset row of each batch sample (mask keys) */
@@ -165,6 +170,21 @@ void cdnn_graph_ws_free(cdnn_graph_ws *ws)
         if (!((dst) = TAKE(type, count))) goto oom;                                                                    \
     } while (0)
 
+/* Chain the calls of each shared layer (nodes whose share names the first call) in node order. */
+static void link_shared(const cdnn_graph *g, cdnn_graph_ws *ws)
+{
+    for (int i = 0; i < g->n_nodes; i++) ws->nb[i].next_share = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const int j = g->nodes[i].share;
+        if (j < 0) continue;
+        int last = j;
+        while (ws->nb[last].next_share >= 0) last = ws->nb[last].next_share;
+        ws->nb[last].next_share = i;
+        ws->nb[i].shared = ws->nb[j].shared = 1;
+        ws->any_shared = 1;
+    }
+}
+
 cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads)
 {
     const int N = g->n_nodes, O = g->n_outputs, B = max_batch;
@@ -183,6 +203,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
     TAKE_OR_FAIL(ws->pack, float, ws->pack_per *threads);
     node_buf *nb = ws->nb;
 
+    link_shared(g, ws);
     /* the plan: canonical buffers, which gradients are wanted, and by whom */
     for (int i = 0; i < N; i++) {
         const cdnn_node *nd = &g->nodes[i];
@@ -262,11 +283,11 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             TAKE_OR_FAIL(b->sum_g, float, w);
             TAKE_OR_FAIL(b->sum_gx, float, w);
         }
-        if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
+        if (nd->op == CDNN_OP_DENSE && (b->run_bwd || b->shared) && !nd->frozen) {
             TAKE_OR_FAIL(b->dw, float, (size_t)nd->dense.in * nd->dense.units);
             TAKE_OR_FAIL(b->db, float, w);
         }
-        if (nd->op == CDNN_OP_DENSE && (long)nd->dense.in * nd->dense.units >= GRAPH_PACKED_MIN_WEIGHTS) {
+        if (nd->op == CDNN_OP_DENSE && !b->shared && (long)nd->dense.in * nd->dense.units >= GRAPH_PACKED_MIN_WEIGHTS) {
             if (nd->dense.units % 64 == 0)
                 TAKE_OR_FAIL(b->pw, float, cdnn_packed_floats(nd->dense.in, nd->dense.units));
             if (b->acc[0] >= 0) TAKE_OR_FAIL(b->pwt, float, cdnn_packed_floats(nd->dense.units, nd->dense.in));
@@ -300,7 +321,10 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
     for (int i = 0; i < N; i++) {
         const cdnn_node *nd = &g->nodes[i];
         node_buf *b = &nb[i];
-        if (!trains(nd) || !b->run_bwd) continue;
+        if (!trains(nd) || nd->share >= 0) continue; /* a shared layer's variables once, at its first call */
+        int runs = b->run_bwd;
+        for (int c = b->next_share; c >= 0 && b->shared; c = nb[c].next_share) runs |= nb[c].run_bwd;
+        if (!runs) continue;
         const long w = nd->width;
         if (nd->op == CDNN_OP_DENSE) {
             const cdnn_layer *ly = &nd->dense;
@@ -448,7 +472,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
         cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, packed ? b->pw : NULL, pack);
         break;
     case CDNN_OP_BATCHNORM:
-        if (training && !nd->frozen) {
+        if (training && !nd->frozen && !nd->inference) {
             cdnn_team_barrier(); /* every row of the input */
             cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
             cdnn_team_barrier(); /* every column's statistics */
@@ -623,7 +647,7 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
                 }
         break;
     case CDNN_OP_BATCHNORM:
-        if (!nd->frozen) {
+        if (!nd->frozen && !nd->inference) {
             cdnn_team_barrier(); /* every row of the gradient */
             cdnn_norm_sums_team(x, dz, batch * R, w, b->mean, b->inv_std, 0, b->sum_g, b->sum_gx);
             cdnn_team_barrier(); /* every column's sums */
@@ -678,13 +702,16 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
         node_buf *b = &ws->nb[i];
         const int rows = batch * nd->rows, w = nd->width;
         long lo, hi;
+        if (b->shared) continue; /* shared_updates_team */
         if (nd->op == CDNN_OP_DENSE && b->run_bwd && !nd->frozen) {
             cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, opt, st,
                                   packed ? b->pw : NULL, packed ? b->pwt : NULL, NULL, pack);
         } else if (nd->op == CDNN_OP_BATCHNORM && !nd->frozen) {
+            if (nd->inference && b->run_bwd) /* gamma's and beta's gradients, from the moving statistics */
+                cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, nd->moving_mean, b->fixed_inv, 0, b->sum_g, b->sum_gx);
             cdnn_team_range(w, &lo, &hi);
             const float m = nd->momentum, m1 = 1.0f - nd->momentum;
-            for (long j = lo; j < hi; j++) {
+            for (long j = lo; j < hi && !nd->inference; j++) {
                 nd->moving_mean[j] = nd->moving_mean[j] * m + b->mean[j] * m1;
                 nd->moving_var[j] = nd->moving_var[j] * m + b->var[j] * m1;
             }
@@ -735,6 +762,83 @@ static void apply_whole_team(const cdnn_graph *g, cdnn_graph_ws *ws, cdnn_opt_st
     for (int v = 0; v < V; v++) {
         const graph_var *x = &ws->vars[v];
         cdnn_opt_apply_var(&g->opt, st, x->r, x->w, x->g, x->sl, x->rows, x->cols, ws->var_sumsq[v], global);
+    }
+}
+
+/* Gradient k (0: dW or gamma's, 1: db or beta's) of shared-layer call node i, or NULL if it has none. */
+static float *call_grad(const cdnn_graph *g, cdnn_graph_ws *ws, int i, int k)
+{
+    const cdnn_node *nd = &g->nodes[i];
+    node_buf *b = &ws->nb[i];
+    if (nd->op == CDNN_OP_DENSE) return k ? (nd->dense.b ? b->db : NULL) : b->dw;
+    return k ? (nd->beta ? b->sum_g : NULL) : (nd->gamma ? b->sum_gx : NULL);
+}
+
+/* Team, with one barrier: the updates of every layer called more than once. Each call's gradient (no update),
+ * then per layer, over the team's ranges of its values: the calls' gradients summed in node order into the
+ * first call's buffer, one optimizer update (none with whole: apply_whole_team updates the first call's
+ * variables), and for BatchNormalization the moving statistics updated once per call in training mode, in
+ * node order (as Keras updates them call after call). */
+static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_opt_step st, float *pack,
+                                int whole)
+{
+    const cdnn_opt_step none = {0};
+    for (int i = 0; i < g->n_nodes; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        node_buf *b = &ws->nb[i];
+        const int rows = batch * nd->rows, w = nd->width;
+        if (!b->shared || nd->frozen || !b->run_bwd) continue;
+        if (nd->op == CDNN_OP_DENSE)
+            cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, NULL, none,
+                                  NULL, NULL, NULL, pack);
+        else if (nd->op == CDNN_OP_LAYERNORM && (nd->gamma || nd->beta))
+            cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
+        else if (nd->op == CDNN_OP_BATCHNORM && nd->inference) /* in training mode its backward pass summed them */
+            cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, nd->moving_mean, b->fixed_inv, 0, b->sum_g, b->sum_gx);
+    }
+    cdnn_team_barrier(); /* every call's gradient */
+    for (int i = 0; i < g->n_nodes; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        if (nd->share >= 0 || !ws->nb[i].shared || nd->frozen) continue;
+        for (int k = 0; k < 2; k++) {
+            float *dst = call_grad(g, ws, i, k);
+            if (!dst) continue;
+            const long n = nd->op == CDNN_OP_DENSE && k == 0 ? (long)nd->dense.in * nd->dense.units : nd->width;
+            long lo, hi;
+            cdnn_team_range(n, &lo, &hi);
+            int any = 0;
+            for (int c = i; c >= 0; c = ws->nb[c].next_share) {
+                if (!ws->nb[c].run_bwd) continue;
+                const float *src = call_grad(g, ws, c, k);
+                for (long e = lo; e < hi && src != dst; e++) dst[e] = any ? dst[e] + src[e] : src[e];
+                any = 1;
+            }
+            if (!any || hi <= lo || whole) continue;
+            float *v, *s1, *s2;
+            if (nd->op == CDNN_OP_DENSE) {
+                v = k ? nd->dense.b : nd->dense.W;
+                s1 = k ? nd->dense.b1 : nd->dense.W1;
+                s2 = k ? nd->dense.b2 : nd->dense.W2;
+            } else {
+                v = k ? nd->beta : nd->gamma;
+                s1 = k ? nd->beta1 : nd->gamma1;
+                s2 = k ? nd->beta2 : nd->gamma2;
+            }
+            cdnn_opt_update(&g->opt, st, v + lo, s1 ? s1 + lo : NULL, s2 ? s2 + lo : NULL, dst + lo, hi - lo);
+        }
+        if (nd->op == CDNN_OP_BATCHNORM) {
+            long lo, hi;
+            cdnn_team_range(nd->width, &lo, &hi);
+            const float m = nd->momentum, m1 = 1.0f - nd->momentum;
+            for (int c = i; c >= 0; c = ws->nb[c].next_share) {
+                if (g->nodes[c].inference) continue;
+                const node_buf *cb = &ws->nb[c];
+                for (long j = lo; j < hi; j++) {
+                    nd->moving_mean[j] = nd->moving_mean[j] * m + cb->mean[j] * m1;
+                    nd->moving_var[j] = nd->moving_var[j] * m + cb->var[j] * m1;
+                }
+            }
+        }
     }
 }
 
@@ -864,6 +968,7 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
             if (read_flag(&bad_batch) == j) break; /* the same flag on every thread after the barrier */
             const cdnn_opt_step st = cdnn_opt_prepare(&g->opt, t);
             update_team(g, ws, batch, st, packed, pack, whole);
+            if (ws->any_shared) shared_updates_team(g, ws, batch, st, pack, whole);
             if (whole) {
                 cdnn_team_barrier(); /* every gradient complete */
                 apply_whole_team(g, ws, st);

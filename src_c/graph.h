@@ -37,12 +37,14 @@ enum cdnn_op {
 
 /* One node of the graph. */
 typedef struct {
-    int op;                                 /* enum cdnn_op */
-    int n_in;                               /* number of inputs (0 for CDNN_OP_INPUT) */
-    const int *in;                          /* their node indices, all smaller than this node's */
-    int rows, width;                        /* per sample: rows x width floats */
-    int frozen;                             /* trainable=False: no update (batchnorm: inference mode in training too) */
-    int act;                                /* dense, activation: enum cdnn_act */
+    int op;          /* enum cdnn_op */
+    int n_in;        /* number of inputs (0 for CDNN_OP_INPUT) */
+    const int *in;   /* their node indices, all smaller than this node's */
+    int rows, width; /* per sample: rows x width floats */
+    int frozen;      /* trainable=False: no update (batchnorm: inference mode in training too) */
+    int inference; /* batchnorm called with training=False: moving statistics in training too, not updated (gamma, beta train) */
+    int share; /* a later call of a layer with weights: the node of its first call (same arrays and slots), else -1 */
+    int act;   /* dense, activation: enum cdnn_act */
     cdnn_act_args act_args;                 /* dense, activation: its parameters */
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
     float *gamma, *beta;                    /* batchnorm, layernorm: scale and offset [width] or NULL */

@@ -370,6 +370,30 @@ def dense_backward(
     return dW, db, dx
 
 
+def shared_dense_backward(
+    xs: list[np.ndarray], W: np.ndarray, zs: list[np.ndarray], upstreams: list[np.ndarray], act: str | None
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Backward pass of one Dense layer called on each of ``xs`` (one set of weights).
+
+    The loss depends on W through every call, so its gradient is the sum of the
+    calls' gradients (each call's :func:`dense_backward`), taken in call order.
+
+    Returns
+    -------
+    dW, db : the summed gradients
+    dxs : each call's ``dL/dx``
+    """
+    dW = np.zeros_like(W)
+    db = np.zeros(W.shape[1], dtype=W.dtype)
+    dxs = []
+    for x, z, up in zip(xs, zs, upstreams):
+        gW, gb, dx = dense_backward(x, W, z, up, act)
+        dW = dW + gW
+        db = db + gb
+        dxs.append(dx)
+    return dW, db, dxs
+
+
 # ----------------------------------------------------------------------------
 # Losses
 # ----------------------------------------------------------------------------

@@ -40,14 +40,21 @@ class _Graph:
 
     def __init__(self, onnx) -> None:
         self.onnx, self.nodes, self.initializers, self.count = onnx, [], [], 0
+        self.consts: dict[str, list] = {}  # stem -> [(name, value)]: a shared layer's weights written once
 
     def name(self, stem: str) -> str:
         self.count += 1
         return f"{stem}/{self.count}"  # a "/" no Keras layer or input name has: no clash with the graph's names
 
     def const(self, stem: str, value: np.ndarray) -> str:
+        """An initializer holding ``value``; the same stem (a layer's name) with equal values reuses it."""
+        for name, held in self.consts.get(stem, []):
+            if held.dtype == value.dtype and held.shape == value.shape and np.array_equal(held, value):
+                return name
         name = self.name(stem)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        value = np.ascontiguousarray(value)
+        self.initializers.append(self.onnx.numpy_helper.from_array(value, name))
+        self.consts.setdefault(stem, []).append((name, value))
         return name
 
     def op(self, op_type: str, inputs: list, stem: str, **attrs) -> str:

@@ -86,7 +86,15 @@ def _walk(inputs: list, outputs: list) -> tuple[list, list]:
         node_depth[id(node)] = d
         for parent in node.parent_nodes:
             node_depth[id(parent)] = max(node_depth.get(id(parent), 0), d + 1)
-    position = {id(n): i for i, n in enumerate(order)}
+    # ties run in the order Keras' map_graph first records a node's depth: walking back from the outputs,
+    # each node, then its parents (the order its calls execute in, e.g. a shared BatchNormalization's updates)
+    in_graph = {id(n) for n in order}
+    position: dict[int, int] = {}
+    for node in reversed(order):
+        position.setdefault(id(node), len(position))
+        for parent in node.parent_nodes:
+            if id(parent) in in_graph:
+                position.setdefault(id(parent), len(position))
     nodes = sorted(order, key=lambda n: (-node_depth[id(n)], position[id(n)]))
     layers: list[Layer] = []
     for node in order:
@@ -354,7 +362,7 @@ class Functional(Model):
         inputs, outs = unstruct(config.get("input_layers")), unstruct(config.get("output_layers"))
         if any(t is None for t in flatten(inputs) + flatten(outs)):
             raise ValueError("Functional model config names an input or output tensor that no layer makes")
-        return cls(inputs, outs, name=config.get("name"), trainable=config.get("trainable", True))
+        return cls(inputs, outs, name=config.get("name"), trainable=config.get("trainable"))
 
     def __repr__(self) -> str:
         return f"<Functional name={self.name}, built={self.built}>"
@@ -366,9 +374,9 @@ class Functional(Model):
 def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, list, list]:
     """``(nodes, input_indices, output_indices)``: the graph as ``_core.Graph`` takes it (GRAPH_SPEC).
 
-    ``training=False`` lowers the model for inference (layers called with
-    ``training=False`` lower to their inference form either way). A model used
-    as a layer is inlined; its input nodes map to the tensors it was called on.
+    ``training``: the mode the model runs in (True for fit, False for inference); each
+    call's own mode is :func:`_call_mode`'s. A model used as a layer is inlined; its
+    input nodes map to the tensors it was called on.
     """
     nodes: list[dict] = []
     index: dict[int, int] = {}
@@ -376,11 +384,28 @@ def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, lis
         layer = t._keras_history[0]
         index[id(t)] = len(nodes)
         nodes.append({"op": "input", "inputs": [], "shape": tuple(t.shape[1:]), "name": layer.name})
-    _emit(model, index, nodes, training, active=set(), frozen=False)
+    _emit(model, index, nodes, training, active=set(), frozen=False, owners={})
     return nodes, [index[id(t)] for t in model.inputs], [index[id(t)] for t in model.outputs]
 
 
-def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool], active: set, frozen: bool) -> None:
+def _call_mode(model: Functional, node: Node, training: Optional[bool]) -> Optional[bool]:
+    """The ``training`` mode a layer call runs in when ``model`` runs in mode ``training``.
+
+    As Keras 3: a functional model passes its own mode (fit's True, predict's False) to every call,
+    over the value the call was recorded with (``bn(x, training=False)`` trains in fit); the
+    recorded value counts only when the model runs with ``training=None``. In a subclassed
+    model's ``call`` (a traced graph) an explicit ``training=`` argument is Python code: it wins.
+    """
+    if getattr(model, "_explicit_training", False):
+        return node.training if node.training is not None else training
+    return training if training is not None else node.training
+
+
+def _emit(
+    model: Functional, index: dict, nodes: list, training: Optional[bool], active: set, frozen: bool, owners: dict
+) -> None:
+    """Append ``model``'s calls to ``nodes``; ``frozen``: an enclosing model is frozen; ``owners``: each layer
+    with weights -> its first call's node."""
     if id(model) in active:
         raise ValueError(f"Model '{model.name}' contains itself: a model cannot be one of its own layers (a cycle)")
     active.add(id(model))
@@ -391,11 +416,11 @@ def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool],
         if isinstance(layer, InputLayer):
             continue
         ins = [index[id(t)] for t in node.input_tensors]
-        mode = node.training if node.training is not None else training
+        mode = _call_mode(model, node, training)
         if isinstance(layer, Model):
             inner = layer._graph_model() if mode is not False else layer._inference_model()
             inner_index = {id(t): i for t, i in zip(inner.inputs, ins)}
-            _emit(inner, inner_index, nodes, mode, active, frozen or not layer.trainable)
+            _emit(inner, inner_index, nodes, mode, active, frozen or not layer.trainable, owners)
             for t, inner_t in zip(node.output_tensors, inner.outputs):
                 index[id(t)] = inner_index[id(inner_t)]
             continue
@@ -416,6 +441,11 @@ def _emit(model: Functional, index: dict, nodes: list, training: Optional[bool],
             item["activity"] = layer.activity_regularizer._core()
         if item["op"] in ("dropout", "gaussian_noise"):
             item["seed_offset"] = len(nodes)
+        if item["op"] in ("dense", "batchnorm", "layernorm"):
+            if id(layer) in owners:
+                item["share"] = owners[id(layer)]
+            else:
+                owners[id(layer)] = len(nodes)
         index[id(node.output_tensors[0])] = len(nodes)
         nodes.append(item)
     active.discard(id(model))
@@ -527,4 +557,5 @@ def trace(model: Model, input_struct, training: Optional[bool]) -> Functional:
     graph._functional_view(flatten(inputs), flatten(outputs))
     graph._inputs_struct, graph._outputs_struct = inputs, outputs
     graph.name = model.name
+    graph._explicit_training = True
     return graph

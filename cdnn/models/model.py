@@ -689,7 +689,7 @@ class Model(Layer):
             training = key == "train"
             require_graph_core(f"Training or running model '{self.name}'")
             graph = self._graph_model() if training else self._inference_model()
-            nodes, ins, outs = lower(graph, training=None if training else False)
+            nodes, ins, outs = lower(graph, training=bool(training))
             specs = (
                 self._output_specs(graph)
                 if self.compiled

@@ -349,6 +349,8 @@ def test_regression_metrics_in_fit():
         ("sparse_categorical_crossentropy", "AUC", ["AUC", "multi_label", "one-hot"]),
         ("categorical_crossentropy", "AUC", ["AUC", "softmax", "multi_label=True"]),
         ("sparse_categorical_crossentropy", "mse", ["element by element", "one-hot"]),
+        ("sparse_categorical_crossentropy", M.SparseTopKCategoricalAccuracy(k=11), ["k=11", "10 classes"]),
+        ("categorical_crossentropy", M.TopKCategoricalAccuracy(k=12), ["k=12"]),
         ("categorical_crossentropy", "sparse_categorical_accuracy", ["integer class labels"]),
         ("sparse_categorical_crossentropy", "categorical_accuracy", ["one-hot"]),
         ("sparse_categorical_crossentropy", M.Precision(), ["one-hot"]),

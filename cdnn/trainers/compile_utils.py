@@ -94,6 +94,14 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
             f"{units} unit(s): {why}"
         )
 
+    k = getattr(m, "k", None)
+    if (
+        isinstance(m, (acc.TopKCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy))
+        and not getattr(m, "from_sorted_ids", False)
+        and k > units
+    ):
+        # Keras computes 1.0 whatever the outputs (every label is in the top k): refused as a mistake
+        refuse(f"k={k} is more than the {units} classes of the output (every label would be in the top k)")
     if isinstance(m, (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and not sparse_labels:
         refuse(
             f"it reads integer class labels, but {loss_name} takes {label_text} "

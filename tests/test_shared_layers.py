@@ -117,7 +117,8 @@ def test_shared_dense_gradient_is_the_sum_of_its_calls(session, units):
         assert abs((loss(W + e) - loss(W - e)) / (2 * eps) - dW[i, j]) < 1e-6
 
 
-def test_shared_layer_one_and_two_threads_bit_identical(session):
+@pytest.mark.parametrize("rules", [False, True], ids=["plain", "rules-global-clipnorm"])
+def test_shared_layer_one_and_two_threads_bit_identical(session, rules):
     rng = np.random.default_rng(3)
     a = rng.normal(size=(256, 64)).astype("float32")
     b = rng.normal(size=(256, 64)).astype("float32")
@@ -127,11 +128,16 @@ def test_shared_layer_one_and_two_threads_bit_identical(session):
         cdnn.utils.clear_session()
         cdnn.utils.set_random_seed(5)
         cdnn.set_num_threads(threads)
-        model, _ = _towers(cdnn, f=64, units=33, out=5)
-        model.compile(optimizer="adam", loss="mse")
-        model.fit([a, b], y, epochs=2, batch_size=64, verbose=0, shuffle=False)
-        results.append(model.get_weights())
-    for x, z in zip(*results):
+        if rules:  # the whole-gradient path: penalties, constraints, the global norm over every variable
+            model = _ruled_towers(cdnn, f=64, units=33, out=5)
+            model.compile(optimizer=cdnn.optimizers.Adam(0.01, global_clipnorm=0.3), loss="mse")
+        else:
+            model, _ = _towers(cdnn, f=64, units=33, out=5)
+            model.compile(optimizer="adam", loss="mse")
+        h = model.fit([a, b], y, epochs=2, batch_size=64, verbose=0, shuffle=False).history["loss"]
+        results.append((h, model.get_weights()))
+    assert results[0][0] == results[1][0]
+    for x, z in zip(results[0][1], results[1][1]):
         np.testing.assert_array_equal(x, z)
 
 
@@ -248,25 +254,6 @@ def test_shared_layers_with_rules_and_whole_gradient_options_match_real_keras(se
     for x, z in zip(ours.get_weights(), theirs.get_weights()):
         np.testing.assert_allclose(x, np.asarray(z), rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(losses[0], losses[1], rtol=2e-4)
-
-
-def test_shared_layers_with_rules_bit_identical_on_1_and_2_threads(session):
-    rng = np.random.default_rng(3)
-    a = rng.normal(size=(256, 64)).astype("float32")
-    b = rng.normal(size=(256, 64)).astype("float32")
-    y = rng.normal(size=(256, 5)).astype("float32")
-    results = []
-    for threads in (1, 2):
-        cdnn.utils.clear_session()
-        cdnn.utils.set_random_seed(5)
-        cdnn.set_num_threads(threads)
-        model = _ruled_towers(cdnn, f=64, units=33, out=5)
-        model.compile(optimizer=cdnn.optimizers.Adam(0.01, global_clipnorm=0.3), loss="mse")
-        h = model.fit([a, b], y, epochs=2, batch_size=64, verbose=0, shuffle=False).history["loss"]
-        results.append((h, model.get_weights()))
-    assert results[0][0] == results[1][0]
-    for x, z in zip(results[0][1], results[1][1]):
-        np.testing.assert_array_equal(x, z)
 
 
 def test_shared_dense_chained_matches_real_keras(session):

@@ -15,6 +15,14 @@ import reference as ref
 import cdnn
 import cdnn as keras
 
+
+def _real_keras():
+    """Real Keras 3 on JAX, the oracle; the test is skipped where it is not installed (CI's wheel stage)."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    pytest.importorskip("jax")
+    return pytest.importorskip("keras")
+
+
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(64, 6)).astype(np.float32)
 Y = RNG.integers(0, 3, 64)
@@ -126,7 +134,7 @@ def _oracle_bn_steps(weights, steps, lr):
 
 
 def test_batchnorm_rules_match_the_numpy_oracle_and_keras(session):
-    import keras as real
+    real = _real_keras()
 
     model = _bn_model(keras)
     model.get_layer("bn").gamma[:] = RNG.uniform(0.5, 1.5, 8)
@@ -156,7 +164,7 @@ def test_batchnorm_rules_match_the_numpy_oracle_and_keras(session):
 
 
 def test_layernorm_rules_match_keras(session):
-    import keras as real
+    real = _real_keras()
 
     def build(k):
         inp = k.Input((6,))
@@ -218,7 +226,7 @@ def test_a_layer_frozen_before_the_model_is_made_stays_frozen(session):
 
 
 def test_model_trainable_argument_sets_the_models_flag_only(session):
-    import keras as real
+    real = _real_keras()
 
     for k in (keras, real):
         inp = k.Input((3,))
@@ -274,7 +282,7 @@ def test_norm_layer_rules_serialize_and_refuse_what_c_cannot_apply():
 
 
 def test_lower_case_regularizer_aliases_are_keras_classes():
-    import keras as real
+    real = _real_keras()
 
     for name in ("l1", "l2", "l1_l2", "orthogonal_regularizer"):
         assert hasattr(real.regularizers, name)
@@ -288,7 +296,7 @@ def test_lower_case_regularizer_aliases_are_keras_classes():
 
 
 def test_norm_layer_rules_in_keras_files_both_ways(session, tmp_path):
-    import keras as real
+    real = _real_keras()
 
     def build(k):
         inp = k.Input((6,))
@@ -309,7 +317,7 @@ def test_norm_layer_rules_in_keras_files_both_ways(session, tmp_path):
 
 
 def test_frozen_layer_penalty_is_not_in_the_loss_as_keras(session):
-    import keras as real
+    real = _real_keras()
 
     def build(k):
         inp = k.Input((6,))
@@ -333,7 +341,7 @@ def test_frozen_layer_penalty_is_not_in_the_loss_as_keras(session):
 
 def test_sequential_chain_evaluate_leaves_out_a_frozen_layers_penalty(session):
     # the chain's evaluate used to add every Dense layer's penalty, frozen or not
-    import keras as real
+    real = _real_keras()
 
     def build(k):
         d1 = k.layers.Dense(8, activation="tanh", kernel_regularizer=k.regularizers.L2(0.5))
@@ -352,7 +360,7 @@ def test_sequential_chain_evaluate_leaves_out_a_frozen_layers_penalty(session):
 
 def test_a_frozen_layer_stays_frozen_through_a_keras_file(session, tmp_path):
     # loading a functional .keras file used to set every layer trainable again
-    import keras as real
+    real = _real_keras()
 
     inp = keras.Input((6,))
     d1 = keras.layers.Dense(4, trainable=False, name="frozen")

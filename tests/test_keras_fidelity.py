@@ -442,3 +442,27 @@ def test_batchnorm_under_adam_is_within_float32_rounding_of_keras_float64(tmp_pa
         assert ours_err <= 1e-6, name
         assert ours_err <= max(2 * keras_err, 2e-7), name
         assert np.abs(a - k32).max() <= 2e-6, name
+
+
+# ---- a learning rate given as a function, called at each step ------------------------------------------
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+def test_learning_rate_function_reads_the_iterations_of_each_step_as_keras(graph):
+    """Keras calls a callable learning rate at every optimizer step: one reading ``optimizer.iterations``
+    decays within a run of batches (cdnn called it k times before the run, all at the run's first step)."""
+    keras = _keras()
+    x, c = _data(64)
+    start = _classifier(cdnn, graph).get_weights()
+    got = []
+    for lib in (cdnn, keras):
+        m = _classifier(lib, graph)
+        m.set_weights(start)
+        opt = lib.optimizers.SGD()
+        if lib is cdnn:
+            opt.learning_rate = lambda o=opt: 0.5 / (1.0 + float(o.iterations))
+        else:
+            opt.learning_rate = lambda o=opt: 0.5 / (1.0 + keras.ops.cast(o.iterations, "float32"))
+        m.compile(opt, "sparse_categorical_crossentropy")
+        m.fit(x, c, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        got.append(m.get_weights())
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-6)

@@ -231,13 +231,22 @@ class Optimizer:
         if isinstance(lr, _schedules.LearningRateSchedule):
             return float(lr._rates(step, 1)[0])
         if callable(lr):
-            return float(self._callable_rates(1)[0])
+            return float(self._callable_rates(step, 1)[0])
         return lr
 
-    def _callable_rates(self, count: int) -> np.ndarray:
+    def _callable_rates(self, step0: int, count: int) -> np.ndarray:
+        """A learning-rate function's rates for steps ``step0 .. step0 + count - 1``: called once a step
+        with ``iterations`` at that step, as Keras calls it at each step."""
         out = np.empty(count, np.float32)
-        for i in range(count):
-            v = self._learning_rate()
+        saved = self._iterations
+        try:
+            values = []
+            for i in range(count):
+                self._iterations = step0 + i
+                values.append(self._learning_rate())
+        finally:
+            self._iterations = saved
+        for i, v in enumerate(values):
             if not _is_number(v) and not (isinstance(v, np.ndarray) and v.shape == ()):
                 raise TypeError(
                     f"Invalid learning rate: the function {self._learning_rate!r} returned {v!r}, expected a number"
@@ -287,7 +296,7 @@ class Optimizer:
         if isinstance(self._learning_rate, _schedules.LearningRateSchedule):
             h["step_lr"] = self._learning_rate._rates(step0, count)
         elif callable(self._learning_rate):
-            h["step_lr"] = self._callable_rates(count)
+            h["step_lr"] = self._callable_rates(step0, count)
         h["step_base"] = step0
         return h
 

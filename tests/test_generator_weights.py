@@ -414,7 +414,9 @@ def test_bad_batch_weights_are_refused_before_their_run(build, bad, exc, match):
     m = _compiled(build)
     with pytest.raises(exc, match="validation_data" if exc is ValueError else match):
         m.fit(
-            _dataset(cdnn, _batches(N, batch("good"))), validation_data=_dataset(cdnn, _batches(N, batch("bad"))), verbose=0
+            _dataset(cdnn, _batches(N, batch("good"))),
+            validation_data=_dataset(cdnn, _batches(N, batch("bad"))),
+            verbose=0,
         )
     with pytest.raises(exc, match=match):
         m.evaluate(_generator(_batches(N, batch("bad"))), steps=2, verbose=0)
@@ -441,14 +443,11 @@ def test_ignore_class_mean_is_per_generator_batch_in_evaluate():
     x, y, _, w = _data(15, n=80)
     y = np.where(np.arange(80) % 3 == 0, 2, y)
     batches = [(x[s : s + 40], y[s : s + 40], w[s : s + 40]) for s in (0, 40)]
-    results = []
-    for lib in (keras, cdnn):
-        m = _chain(lib)
-        if lib is cdnn:
-            m.set_weights([np.asarray(v) for v in k.get_weights()])
+    k, c = _chain(keras), _chain(cdnn)
+    c.set_weights([np.asarray(v) for v in k.get_weights()])
+    for m, lib in ((k, keras), (c, cdnn)):
         m.compile(optimizer="sgd", loss=lib.losses.SparseCategoricalCrossentropy(ignore_class=2))
-        results.append(m.evaluate(_generator(batches), steps=2, verbose=0))
-        k = m
-    arrays = k.evaluate(x, y, sample_weight=w, batch_size=40, verbose=0)
-    assert results[1] == pytest.approx(results[0], rel=2e-5)
-    assert results[1] == pytest.approx(arrays, rel=1e-12)
+    expected = k.evaluate(_generator(batches), steps=2, verbose=0)
+    got = c.evaluate(_generator(batches), steps=2, verbose=0)
+    assert got == pytest.approx(expected, rel=2e-5)
+    assert got == pytest.approx(c.evaluate(x, y, sample_weight=w, batch_size=40, verbose=0), rel=1e-12)

@@ -23,7 +23,14 @@ import numpy as np
 
 from cdnn.trainers.py_dataset import PyDataset
 
-__all__ = ["Run", "ArrayEpochs", "BatchEpochs", "is_batch_source", "check_batch_source_args", "refuse_sample_weight_arg"]
+__all__ = [
+    "Run",
+    "ArrayEpochs",
+    "BatchEpochs",
+    "is_batch_source",
+    "check_batch_source_args",
+    "refuse_sample_weight_arg",
+]
 
 #: batches of an epoch of unknown length handed to the chooser as "left" (it caps a run's length)
 _UNKNOWN_LEFT = 1 << 30

@@ -151,8 +151,8 @@ def test_a_finite_generator_ends_training_with_keras_warning():
 def test_generator_batches_are_checked():
     x, y = _data(32)
     m = _model()
-    with pytest.raises(ValueError, match="sample weights"):
-        m.fit(((x, y, np.ones(32)) for _ in range(2)), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`sample_weight of a batch of `x``: expected weights >= 0"):
+        m.fit(((x, y, -np.ones(32)) for _ in range(2)), epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"class indices in \[0, 2\)"):
         m.fit(((x, y + 5) for _ in range(2)), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="validation_split"):

@@ -41,7 +41,14 @@ from cdnn.trainers.compile_utils import (
     metrics_logs,
     serialize_metrics,
 )
-from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
+from cdnn.trainers.epoch_iterator import (
+    ArrayEpochs,
+    BatchEpochs,
+    batches_of,
+    check_batch_source_args,
+    is_batch_source,
+    refuse_sample_weight_arg,
+)
 from cdnn.trainers.loop import ChainRuns, check_fit_args, run_epochs
 from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
@@ -406,6 +413,15 @@ class Sequential(Model):
     def _prepare_y(self, y, n: int, name: str = "y") -> np.ndarray:
         return prepare_labels(y, n, self._layers[-1].units, self.loss, name)
 
+    def _prepare_sample_weight(self, sample_weight, n: int, name: str = "sample_weight") -> Optional[np.ndarray]:
+        return as_sample_weights(sample_weight, n, name)
+
+    def _class_sample_weight(self, class_weight, ys: np.ndarray) -> np.ndarray:
+        """``class_weight`` as the sample weights of the prepared labels ``ys``."""
+        return class_weights_to_sample_weights(
+            class_weight, ys, self.loss.core_name, self._layers[-1].units, getattr(self.loss, "ignore_class", None)
+        )
+
     def _route_to_graph(self, x) -> bool:
         """Build from ``x`` if needed; whether this model runs as a graph rather than the fused chain."""
         from cdnn.trainers.epoch_iterator import is_batch_source
@@ -439,10 +455,11 @@ class Sequential(Model):
         """Train with mini-batch gradient descent; returns a History of the epoch logs.
 
         Parameters follow Keras: ``x`` is an array (NumPy, list, pandas) with labels ``y``, or a
-        generator / ``keras.utils.PyDataset`` of ``(x, y)`` batches; ``validation_split`` takes the
-        last fraction of the data (before shuffling); ``validation_data`` is ``(x_val, y_val)`` or a
-        generator / PyDataset; ``steps_per_epoch`` batches make an epoch (needed for an endless
-        generator); validation runs every ``validation_freq`` epochs (or at the epochs listed).
+        generator / ``keras.utils.PyDataset`` of ``(x, y)`` or ``(x, y, sample_weight)`` batches
+        (``class_weight`` with a PyDataset only, as Keras); ``validation_split`` takes the last fraction
+        of the data (before shuffling); ``validation_data`` is ``(x_val, y_val)`` or a generator /
+        PyDataset; ``steps_per_epoch`` batches make an epoch (needed for an endless generator);
+        validation runs every ``validation_freq`` epochs (or at the epochs listed).
         """
         if self._route_to_graph(x):
             kwargs.update(
@@ -479,22 +496,8 @@ class Sequential(Model):
             raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
         split_val = None
         if is_batch_source(x):
-            if y is not None:
-                raise ValueError(
-                    f"Invalid argument `y`: when `x` is a generator or a PyDataset it yields the labels, "
-                    f"received y of type {type(y).__name__}"
-                )
-            if validation_split:
-                raise ValueError(
-                    "`validation_split` is only supported for arrays, not for a generator or a "
-                    "PyDataset: pass validation_data"
-                )
-            for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
-                if value is not None:
-                    raise ValueError(
-                        f"fit: `{name}` with a generator or a PyDataset `x` is not supported by cdnn: pass arrays"
-                    )
-            feeder = BatchEpochs(x, steps_per_epoch, "x")
+            check_batch_source_args(x, y, validation_split, sample_weight, class_weight)
+            feeder = BatchEpochs(x, steps_per_epoch, "x", class_weight)
         else:
             # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
             xs = self._prepare_x(x, check_float32=False)
@@ -514,13 +517,7 @@ class Sequential(Model):
                 xs, ys = xs[:split], ys[:split]
                 sw = sw[:split] if sw is not None else None
             if class_weight is not None:
-                sw = class_weights_to_sample_weights(
-                    class_weight,
-                    ys,
-                    self.loss.core_name,
-                    self._layers[-1].units,
-                    getattr(self.loss, "ignore_class", None),
-                )
+                sw = self._class_sample_weight(class_weight, ys)
             # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
             feeder = ArrayEpochs(xs, ys, min(batch_size, len(xs)), shuffle, steps_per_epoch, sw)
         val = None
@@ -635,7 +632,7 @@ class Sequential(Model):
         return self._run_logs(*sums)
 
     def _evaluate_with_callbacks(self, data, batch_size: int, cbs: list, steps: Optional[int] = None) -> dict:
-        """The logs of ``data`` (arrays ``(xs, ys)``, or a generator / PyDataset of batches), calling the
+        """The logs of ``data`` (arrays ``(xs, ys, sw)``, or a generator / PyDataset of batches), calling the
         callbacks' test hooks as Keras' ``evaluate`` does.
 
         Arrays go batch by batch (``on_test_batch_begin/end`` with the running means, ``stop_evaluating``
@@ -652,13 +649,10 @@ class Sequential(Model):
                 m.reset_state()
         sums = [0.0, 0.0, 0]
         logs = self._run_logs(0.0, 0.0, 0)
-        if is_batch_source(data):
-            batches = (
-                (xb, yb, None)
-                for xb, yb in batches_of(
-                    data, steps, "x" if cbs is getattr(self, "_evaluate_cbs", None) else "validation_data", self
-                )
-            )
+        source = is_batch_source(data)
+        if source:
+            name = "x" if cbs is getattr(self, "_evaluate_cbs", None) else "validation_data"
+            batches = batches_of(data, steps, name, self)
         elif (per_batch or self.stop_evaluating) and len(data[0]):
             xs, ys, sw = data
             batches = (
@@ -676,7 +670,8 @@ class Sequential(Model):
         for step, (xb, yb, swb) in enumerate(batches):
             for cb in per_batch:
                 cb.on_test_batch_begin(step, {})
-            logs = self._evaluate_rows(net, xb, yb, sums, swb, batch_size)
+            # a generator's batch is one batch whatever `batch_size` says (ignore_class's mean is per batch)
+            logs = self._evaluate_rows(net, xb, yb, sums, swb, len(xb) if source else batch_size)
             for cb in per_batch:
                 cb.on_test_batch_end(step, dict(logs))
             self._eval_batches = step + 1
@@ -725,11 +720,7 @@ class Sequential(Model):
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
             raise invalid("steps", steps, "a positive integer or None")
         if is_batch_source(x):
-            if sample_weight is not None:
-                raise ValueError(
-                    "evaluate: `sample_weight` with a generator or a PyDataset `x` is not supported by "
-                    "cdnn: pass arrays"
-                )
+            refuse_sample_weight_arg(x, sample_weight)
             data = x
             total = steps or getattr(x, "num_batches", None)
         else:
@@ -843,9 +834,7 @@ class Sequential(Model):
         ys = self._prepare_y(y, len(xs))
         sw = as_sample_weights(sample_weight, len(xs))
         if class_weight is not None:
-            sw = class_weights_to_sample_weights(
-                class_weight, ys, self.loss.core_name, self._layers[-1].units, getattr(self.loss, "ignore_class", None)
-            )
+            sw = self._class_sample_weight(class_weight, ys)
         net = self._core_network()
         cm = self._compile_metrics
         want = cm is not None and cm.needs_outputs or self._weighted_metrics is not None

@@ -3,7 +3,9 @@
 Arrays are trained in place: a run is a slice of the epoch's permutation,
 gathered by the core. A Python generator or a ``PyDataset`` gives one
 batch at a time: the batches of a run (as many as the thread chooser asks,
-of one size) are stacked into one array and trained in one core call.
+of one size) are stacked into one array and trained in one core call, with
+their sample weights when a batch ``(x, y, sample_weight)`` has some (weight 1
+for the samples of the run's batches without).
 
 As in Keras, ``steps_per_epoch`` walks on through the data from one epoch to
 the next, starting a new pass (a new shuffle) only when the data is used up;
@@ -21,7 +23,14 @@ import numpy as np
 
 from cdnn.trainers.py_dataset import PyDataset
 
-__all__ = ["Run", "ArrayEpochs", "BatchEpochs", "is_batch_source"]
+__all__ = [
+    "Run",
+    "ArrayEpochs",
+    "BatchEpochs",
+    "is_batch_source",
+    "check_batch_source_args",
+    "refuse_sample_weight_arg",
+]
 
 #: batches of an epoch of unknown length handed to the chooser as "left" (it caps a run's length)
 _UNKNOWN_LEFT = 1 << 30
@@ -36,6 +45,41 @@ def is_batch_source(x) -> bool:
     if hasattr(x, "__array__") or hasattr(x, "to_numpy"):  # arrays, pandas
         return False
     return inspect.isgenerator(x) or hasattr(x, "__next__") or (hasattr(x, "__iter__") and not hasattr(x, "shape"))
+
+
+def _source_kind(source) -> str:
+    """How Keras names a batch source in its messages."""
+    return "PyDataset" if isinstance(source, PyDataset) else "generator"
+
+
+def refuse_sample_weight_arg(source, sample_weight) -> None:
+    """Refuse ``sample_weight=`` beside a generator or PyDataset ``x`` (Keras' words: its batches carry them)."""
+    if sample_weight is not None:
+        kind = _source_kind(source)
+        raise ValueError(
+            f"When providing `x` as a {kind}, `sample_weights` should not be passed. Instead, the sample "
+            f"weights should be included as part of the {kind}."
+        )
+
+
+def check_batch_source_args(source, y, validation_split, sample_weight, class_weight) -> None:
+    """Refuse what ``fit`` cannot take with a generator or PyDataset ``x`` (as Keras 3's data adapters:
+    ``class_weight`` goes with a PyDataset only)."""
+    if y is not None:
+        raise ValueError(
+            f"Invalid argument `y`: when `x` is a generator or a PyDataset it yields the labels, "
+            f"received y of type {type(y).__name__}"
+        )
+    if validation_split:
+        raise ValueError(
+            "`validation_split` is only supported for arrays, not for a generator or a PyDataset: pass validation_data"
+        )
+    refuse_sample_weight_arg(source, sample_weight)
+    if class_weight is not None and not isinstance(source, PyDataset):
+        raise ValueError(
+            f"Argument `class_weight` is not supported for Python generator inputs. Received: "
+            f"class_weight={class_weight}"
+        )
 
 
 @dataclass
@@ -123,11 +167,29 @@ def _stack(parts: list):
     return np.concatenate(parts)
 
 
-class BatchEpochs:
-    """Epochs over a generator, an iterator or a PyDataset yielding ``(x, y)`` batches."""
+def _stack_weights(parts: list, rows: list):
+    """Prepared sample weights of batches of ``rows`` samples as one (an array, or a graph's list by output).
 
-    def __init__(self, source, steps_per_epoch: Optional[int], name: str = "x") -> None:
-        self.source, self.name = source, name
+    None if no batch has any; else a batch without weights (or an output without them in a batch)
+    gets weights 1, as Keras computes an unweighted batch: the core's results are the same bits.
+    """
+    if all(p is None for p in parts):
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    if any(isinstance(p, list) for p in parts):
+        n_out = len(next(p for p in parts if p is not None))
+        out = [_stack_weights([None if p is None else p[o] for p in parts], rows) for o in range(n_out)]
+        return out if any(w is not None for w in out) else None
+    return np.concatenate([np.ones(r, np.float32) if p is None else p for p, r in zip(parts, rows)])
+
+
+class BatchEpochs:
+    """Epochs over a generator, an iterator or a PyDataset yielding ``(x, y)`` or ``(x, y, sample_weight)``
+    batches; with ``class_weight`` (a PyDataset's, as Keras) each ``(x, y)`` batch is weighted by class."""
+
+    def __init__(self, source, steps_per_epoch: Optional[int], name: str = "x", class_weight=None) -> None:
+        self.source, self.name, self.class_weight = source, name, class_weight
         self._steps_per_epoch = steps_per_epoch
         self.is_dataset = isinstance(source, PyDataset)
         self.num_batches = source.num_batches if self.is_dataset else None
@@ -178,31 +240,40 @@ class BatchEpochs:
                 f"Invalid batch from `{self.name}`: expected a tuple (x, y) or (x, y, sample_weight), "
                 f"received {type(batch).__name__}"
             )
-        if len(batch) == 3 and batch[2] is not None:
-            raise ValueError(
-                f"Invalid batch from `{self.name}`: sample weights in batches (x, y, sample_weight) "
-                f"are not supported by this cdnn (yield (x, y))"
-            )
         if len(batch) == 1 or batch[1] is None:
             raise ValueError(f"Invalid batch from `{self.name}`: training and evaluation need labels, a tuple (x, y)")
-        return batch[0], batch[1]
+        if len(batch) == 3 and self.class_weight is not None:  # as Keras, also when the weights are None
+            raise ValueError(
+                f"You cannot specify `class_weight` and `sample_weight` at the same time. (`{self.name}` "
+                f"yielded a batch (x, y, sample_weight) and fit was given class_weight)"
+            )
+        return batch[0], batch[1], batch[2] if len(batch) == 3 else None
+
+    def _prepare(self, batch, model) -> tuple:
+        """A batch's ``(x, y, sample_weight)`` checked and converted by ``model`` (weights None if none)."""
+        x, y, sw = self._unpack(batch)
+        x = model._prepare_x(x, f"{self.name} (a batch)")
+        n = _rows(x)
+        y = model._prepare_y(y, n, f"y of a batch of `{self.name}`")
+        if self.class_weight is not None:
+            return x, y, model._class_sample_weight(self.class_weight, y)
+        return x, y, model._prepare_sample_weight(sw, n, f"sample_weight of a batch of `{self.name}`")
 
     def next_run(self, k: int, model) -> Optional[Run]:
         """Up to ``k`` batches of one size, checked and stacked (None when the data has ended)."""
-        xs, ys, size = [], [], None
+        xs, ys, sws, size = [], [], [], None
         while len(xs) < k:
             batch = self._next_batch()
             if batch is None:
                 break
-            x, y = self._unpack(batch)
-            x = model._prepare_x(x, f"{self.name} (a batch)")
-            y = model._prepare_y(y, _rows(x), f"y of a batch of `{self.name}`")
+            x, y, sw = self._prepare(batch, model)
             if size is not None and _rows(x) != size:
                 self._pending = batch  # as read: prepared again with the next run
                 break
             size = _rows(x)
             xs.append(x)
             ys.append(y)
+            sws.append(sw)
             if size < (self.batch_size or size):  # a short batch ends the run (the last of a pass)
                 break
             self.batch_size = max(self.batch_size or 0, size)
@@ -216,7 +287,8 @@ class BatchEpochs:
                 )
             return None
         x, y = _stack(xs), _stack(ys)
-        return Run(x, y, np.arange(_rows(x), dtype=np.int32), 0, len(xs), size)
+        sw = _stack_weights(sws, [size] * len(xs))
+        return Run(x, y, np.arange(_rows(x), dtype=np.int32), 0, len(xs), size, sw)
 
     def advance(self, k: int) -> None:
         pass
@@ -227,7 +299,8 @@ class BatchEpochs:
 
 
 def batches_of(source, steps: Optional[int], name: str, model, with_labels: bool = True):
-    """The ``(x, y)`` (or ``x``) batches of a generator or PyDataset for ``evaluate``/``predict``."""
+    """The ``(x, y, sample_weight)`` (or ``x``) batches of a generator or PyDataset for ``evaluate``/``predict``
+    (``sample_weight`` None for a batch without weights)."""
     epochs = BatchEpochs(source, steps, name)
     epochs.begin_epoch(np.random.default_rng(0))
     done = 0
@@ -236,9 +309,7 @@ def batches_of(source, steps: Optional[int], name: str, model, with_labels: bool
         if batch is None:
             break
         if with_labels:
-            x, y = epochs._unpack(batch)
-            x = model._prepare_x(x, f"{name} (a batch)")
-            yield x, model._prepare_y(y, _rows(x), f"y of a batch of `{name}`")
+            yield epochs._prepare(batch, model)
         else:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             yield model._prepare_x(x, f"{name} (a batch)")

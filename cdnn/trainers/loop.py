@@ -26,7 +26,14 @@ from cdnn import metrics as metrics_module
 from cdnn._errors import invalid
 from cdnn._progbar import Progbar, epoch_header
 from cdnn.trainers.compile_utils import flatten_metrics_in_order, metrics_logs
-from cdnn.trainers.epoch_iterator import ArrayEpochs, BatchEpochs, batches_of, is_batch_source
+from cdnn.trainers.epoch_iterator import (
+    ArrayEpochs,
+    BatchEpochs,
+    batches_of,
+    check_batch_source_args,
+    is_batch_source,
+    refuse_sample_weight_arg,
+)
 from cdnn.trainers.sample_weights import as_sample_weights, class_weights_to_sample_weights
 from cdnn.trainers.thread_chooser import _ThreadChooser
 
@@ -167,7 +174,8 @@ def _output_buffers(logs: GraphLogs, specs: list, rows: int, have: Optional[list
 
 
 class GraphData:
-    """A graph model's data preparation as the epoch feeders call it (``_prepare_x``, ``_prepare_y``)."""
+    """A graph model's data preparation as the epoch feeders call it (``_prepare_x``, ``_prepare_y``,
+    ``_prepare_sample_weight``, ``_class_sample_weight``)."""
 
     def __init__(self, model, graph, specs: list) -> None:
         self.model, self.graph, self.specs = model, graph, specs
@@ -177,6 +185,12 @@ class GraphData:
 
     def _prepare_y(self, y, n: int, name: str = "y") -> list:
         return self.model._prepare_targets(self.specs, y, n, name)
+
+    def _prepare_sample_weight(self, sample_weight, n: int, name: str = "sample_weight") -> Optional[list]:
+        return per_output_sample_weights(self.specs, sample_weight, n, name)
+
+    def _class_sample_weight(self, class_weight, ys: list) -> list:
+        return graph_class_weights(self.specs, class_weight, ys)
 
 
 class ChainRuns:
@@ -471,9 +485,7 @@ def _evaluate_with_callbacks(
     source = is_batch_source(data)
     if source:
         graph = model._inference_model()
-        batches = (
-            (xs, ys, None) for xs, ys in batches_of(data, steps, name, GraphData(model, graph, logs_state.specs))
-        )
+        batches = batches_of(data, steps, name, GraphData(model, graph, logs_state.specs))
     elif (per_batch or model.stop_evaluating) and len(data[0][0]):
         n = len(data[0][0])
         batches = (_rows_of(data, slice(start, start + batch_size)) for start in range(0, n, batch_size))
@@ -602,7 +614,7 @@ def fit_graph(
         raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")  # Keras' words
     source = is_batch_source(x)
     if source:
-        _check_batch_source_args(y, validation_split, sample_weight, class_weight)
+        check_batch_source_args(x, y, validation_split, sample_weight, class_weight)
     if source and not model.built:
         raise ValueError(
             f"Model '{model.name}' has not been built yet: a generator or PyDataset does not give it its input "
@@ -612,6 +624,8 @@ def fit_graph(
         model._set_inputs_from_data(x)
     graph = model._graph_model()
     specs = model._output_specs(graph)
+    if class_weight is not None:
+        check_graph_class_weight(specs)
     xs = ys = sws = None
     n = 0
     if not source:
@@ -653,11 +667,11 @@ def fit_graph(
         n = split
     if isinstance(val, tuple) and validation_steps is not None:  # as Keras: the first validation_steps batches
         val = _rows_of(val, slice(None, validation_steps * val_batch))
-    if class_weight is not None:
+    if class_weight is not None and not source:
         sws = graph_class_weights(specs, class_weight, ys)
     net = model._core_graph(training=True)
     if source:
-        feeder = BatchEpochs(x, steps_per_epoch, "x")
+        feeder = BatchEpochs(x, steps_per_epoch, "x", class_weight)
     else:
         # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
         feeder = ArrayEpochs(xs, ys, min(batch_size, n), shuffle, steps_per_epoch, sws)
@@ -692,22 +706,6 @@ def fit_graph(
     )
     model._batch_logs_state = None  # train_on_batch's running logs start again after a fit, as in Keras
     return history
-
-
-def _check_batch_source_args(y, validation_split, sample_weight, class_weight) -> None:
-    """Refuse what a generator or PyDataset ``x`` cannot go with (as the chain does)."""
-    if y is not None:
-        raise ValueError(
-            f"Invalid argument `y`: when `x` is a generator or a PyDataset it yields the labels, "
-            f"received y of type {type(y).__name__}"
-        )
-    if validation_split:
-        raise ValueError(
-            "`validation_split` is only supported for arrays, not for a generator or a PyDataset: pass validation_data"
-        )
-    for name, value in (("sample_weight", sample_weight), ("class_weight", class_weight)):
-        if value is not None:
-            raise ValueError(f"fit: `{name}` with a generator or a PyDataset `x` is not supported by cdnn: pass arrays")
 
 
 def _rows_of(data: tuple, rows) -> tuple:
@@ -747,8 +745,8 @@ def per_output_sample_weights(specs: list, sample_weight, n: int, name: str = "s
     return out if any(w is not None for w in out) else None
 
 
-def graph_class_weights(specs: list, class_weight, ys: list) -> list:
-    """``class_weight`` as per-output sample weights: a model of a single output only, as Keras 3."""
+def check_graph_class_weight(specs: list) -> None:
+    """Refuse ``class_weight`` for a model of several outputs (as Keras 3) or of an output of several axes."""
     if len(specs) != 1:
         raise ValueError("`class_weight` is only supported for Models with a single output.")  # Keras' words
     s = specs[0]
@@ -757,6 +755,12 @@ def graph_class_weights(specs: list, class_weight, ys: list) -> list:
             f"Invalid argument `class_weight`: the output has shape {(None, *s['shape'])}; cdnn weighs classes "
             f"of outputs of one axis per sample (pass `sample_weight`)"
         )
+
+
+def graph_class_weights(specs: list, class_weight, ys: list) -> list:
+    """``class_weight`` as per-output sample weights: a model of a single output only, as Keras 3."""
+    check_graph_class_weight(specs)
+    s = specs[0]
     return [
         class_weights_to_sample_weights(
             class_weight, ys[0], s["loss"].core_name, s["units"], getattr(s["loss"], "ignore_class", None)
@@ -778,10 +782,8 @@ def evaluate_graph(model, x, y, batch_size, verbose, return_dict: bool, kwargs: 
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
         raise invalid("steps", steps, "a positive integer or None")
     source = is_batch_source(x)
-    if source and sample_weight is not None:
-        raise ValueError(
-            "evaluate: `sample_weight` with a generator or a PyDataset `x` is not supported by cdnn: pass arrays"
-        )
+    if source:
+        refuse_sample_weight_arg(x, sample_weight)
     if not hasattr(model, "_nodes") and model._input_struct is None and not source:
         model._set_inputs_from_data(x)
     graph = model._inference_model()

@@ -17,6 +17,8 @@ import numpy as np
 
 from cdnn import metrics as metrics_module
 from cdnn.metrics import accuracy_metrics as acc
+from cdnn.metrics import hinge_metrics as hin
+from cdnn.metrics import probabilistic_metrics as prob
 from cdnn.metrics import regression_metrics as reg
 from cdnn.metrics.confusion_metrics import AUC, Precision, Recall, _ConfusionMatrixConditionCount
 from cdnn.metrics.f_score_metrics import FBetaScore
@@ -81,6 +83,11 @@ _ELEMENTWISE = (
     reg.LogCoshError,
     reg.RootMeanSquaredError,
     reg.R2Score,
+    prob.BinaryCrossentropy,
+    prob.KLDivergence,
+    prob.Poisson,
+    hin.Hinge,
+    hin.SquaredHinge,
 )
 
 
@@ -94,12 +101,20 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
             f"{units} unit(s): {why}"
         )
 
-    if isinstance(m, (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and not sparse_labels:
+    sparse_kinds = (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy, prob.SparseCategoricalCrossentropy)
+    if isinstance(m, sparse_kinds) and not sparse_labels:
         refuse(
             f"it reads integer class labels, but {loss_name} takes {label_text} "
             f"(use the categorical metric, or sparse_categorical_crossentropy)"
         )
-    if sparse_labels and isinstance(m, (acc.CategoricalAccuracy, acc.TopKCategoricalAccuracy, FBetaScore)):
+    one_hot_kinds = (
+        acc.CategoricalAccuracy,
+        acc.TopKCategoricalAccuracy,
+        FBetaScore,
+        prob.CategoricalCrossentropy,
+        hin.CategoricalHinge,
+    )
+    if sparse_labels and isinstance(m, one_hot_kinds):
         refuse(
             "it reads one-hot labels, but sparse_categorical_crossentropy takes integer class labels (use the "
             "sparse_ metric, or one-hot labels with categorical_crossentropy)"

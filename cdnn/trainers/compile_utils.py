@@ -20,7 +20,13 @@ from cdnn.metrics import accuracy_metrics as acc
 from cdnn.metrics import hinge_metrics as hin
 from cdnn.metrics import probabilistic_metrics as prob
 from cdnn.metrics import regression_metrics as reg
-from cdnn.metrics.confusion_metrics import AUC, Precision, Recall, _ConfusionMatrixConditionCount
+from cdnn.metrics.confusion_metrics import (
+    AUC,
+    Precision,
+    Recall,
+    _ConfusionMatrixConditionCount,
+    _SensitivitySpecificityBase,
+)
 from cdnn.metrics.f_score_metrics import FBetaScore
 from cdnn.metrics.metric import Metric
 from cdnn.metrics.reduction_metrics import Mean
@@ -74,6 +80,7 @@ _ELEMENTWISE = (
     Precision,
     Recall,
     _ConfusionMatrixConditionCount,
+    _SensitivitySpecificityBase,
     acc.BinaryAccuracy,
     reg.MeanSquaredError,
     reg.MeanAbsoluteError,
@@ -132,10 +139,10 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
         )
     if isinstance(m, AUC) and m.multi_label and m._num_labels not in (None, units):
         refuse(f"num_labels={m._num_labels} does not match the output's {units} units")
-    if isinstance(m, (Precision, Recall)):
+    if isinstance(m, (Precision, Recall, _SensitivitySpecificityBase)):
         if m.class_id is not None and m.class_id >= units:
             refuse(f"class_id={m.class_id} is not a class of the {units}-unit output")
-        if m.top_k is not None and m.top_k > units:
+        if getattr(m, "top_k", None) is not None and m.top_k > units:
             refuse(f"top_k={m.top_k} is more than the {units} units of the output")
 
 

@@ -388,7 +388,11 @@ def test_graph_multi_output_fit_matches_keras():
         },
     }
     hc, _ = _fit_both(_graph, compile_kw, x, [ys, yb], sw)
-    assert {"out2_hinge", "val_out1_sparse_categorical_crossentropy", "out1_weighted_sparse_categorical_crossentropy"} <= set(hc)
+    assert {
+        "out2_hinge",
+        "val_out1_sparse_categorical_crossentropy",
+        "out1_weighted_sparse_categorical_crossentropy",
+    } <= set(hc)
 
 
 def test_graph_single_output_fit_matches_keras():

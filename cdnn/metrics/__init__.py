@@ -13,6 +13,18 @@ import inspect
 from typing import Any, Union
 
 from cdnn._errors import unknown
+from cdnn.losses import (
+    binary_crossentropy,
+    binary_focal_crossentropy,
+    categorical_crossentropy,
+    categorical_hinge,
+    hinge,
+    huber,
+    kl_divergence,
+    poisson,
+    sparse_categorical_crossentropy,
+    squared_hinge,
+)
 from cdnn.metrics.accuracy_metrics import (
     Accuracy,
     BinaryAccuracy,
@@ -39,18 +51,6 @@ from cdnn.metrics.confusion_metrics import (
     SpecificityAtSensitivity,
     TrueNegatives,
     TruePositives,
-)
-from cdnn.losses import (
-    binary_crossentropy,
-    binary_focal_crossentropy,
-    categorical_crossentropy,
-    categorical_hinge,
-    hinge,
-    huber,
-    kl_divergence,
-    poisson,
-    sparse_categorical_crossentropy,
-    squared_hinge,
 )
 from cdnn.metrics.f_score_metrics import F1Score, FBetaScore
 from cdnn.metrics.hinge_metrics import CategoricalHinge, Hinge, SquaredHinge

@@ -477,7 +477,11 @@ class _SensitivitySpecificityBase(Metric):
         name: Optional[str] = None,
         dtype: Optional[str] = None,
     ) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value <= 1:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not 0 <= value <= 1
+        ):
             raise ValueError(
                 f"Argument `{self._value_name}` must be in the range [0, 1]. Received: {self._value_name}={value!r}"
             )

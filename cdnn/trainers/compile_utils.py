@@ -108,7 +108,11 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
             f"{units} unit(s): {why}"
         )
 
-    sparse_kinds = (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy, prob.SparseCategoricalCrossentropy)
+    sparse_kinds = (
+        acc.SparseCategoricalAccuracy,
+        acc.SparseTopKCategoricalAccuracy,
+        prob.SparseCategoricalCrossentropy,
+    )
     if isinstance(m, sparse_kinds) and not sparse_labels:
         refuse(
             f"it reads integer class labels, but {loss_name} takes {label_text} "

@@ -174,15 +174,18 @@ def test_config_is_keras_and_round_trips(name):
     }.get(name, {})
     ours = getattr(M, name)(name="m", **kwargs)
     assert ours.get_config() == getattr(keras.metrics, name)(name="m", **kwargs).get_config()
+    # the defaults (Keras numbers the default names of these classes per session: not compared)
     required = {k: v for k, v in AT_CLASSES.get(name, {}).items() if k not in ("num_thresholds", "class_id")}
-    assert getattr(M, name)(**required).get_config() == getattr(keras.metrics, name)(**required).get_config()
+    ours_default, theirs_default = getattr(M, name)(**required), getattr(keras.metrics, name)(**required)
+    assert theirs_default.name.startswith(ours_default.name)
+    assert {**ours_default.get_config(), "name": theirs_default.name} == theirs_default.get_config()
     back = type(ours).from_config(ours.get_config())
     assert type(back) is type(ours) and back.get_config() == ours.get_config()
     again = M.deserialize(M.serialize(ours))
     assert type(again) is type(ours) and again.get_config() == ours.get_config()
     # a config Keras wrote is read back by cdnn
     kconf = keras.metrics.serialize(getattr(keras.metrics, name)(**kwargs))
-    assert M.deserialize(kconf).get_config() == getattr(M, name)(**kwargs).get_config()
+    assert M.deserialize(kconf).get_config() == kconf["config"]
 
 
 NAMES = [
@@ -349,10 +352,14 @@ def test_chain_binary_fit_matches_keras():
             "hinge",
             "squared_hinge",
             lib.metrics.BinaryCrossentropy(label_smoothing=0.2),
-            lib.metrics.PrecisionAtRecall(0.5),
-            lib.metrics.SensitivityAtSpecificity(0.5, num_thresholds=50),
+            lib.metrics.PrecisionAtRecall(0.5, name="p_at_r"),
+            lib.metrics.SensitivityAtSpecificity(0.5, num_thresholds=50, name="s_at_s"),
         ],
-        "weighted_metrics": lambda lib: ["squared_hinge", "BinaryCrossentropy", lib.metrics.RecallAtPrecision(0.6)],
+        "weighted_metrics": lambda lib: [
+            "squared_hinge",
+            "BinaryCrossentropy",
+            lib.metrics.RecallAtPrecision(0.6, name="r_at_p"),
+        ],
     }
     hc, _ = _fit_both(lambda lib: _chain(lib, 1, "sigmoid"), compile_kw, x, yb, sw)
     assert {"bce", "binary_crossentropy_1", "weighted_squared_hinge", "val_BinaryCrossentropy"} <= set(hc)
@@ -384,7 +391,7 @@ def test_graph_multi_output_fit_matches_keras():
         },
         "weighted_metrics": lambda lib: {
             "out1": ["sparse_categorical_crossentropy"],
-            "out2": ["squared_hinge", lib.metrics.SpecificityAtSensitivity(0.4)],
+            "out2": ["squared_hinge", lib.metrics.SpecificityAtSensitivity(0.4, name="s_at_s")],
         },
     }
     hc, _ = _fit_both(_graph, compile_kw, x, [ys, yb], sw)
@@ -427,7 +434,7 @@ def test_saved_metrics_load_in_cdnn_and_in_real_keras(tmp_path):
             M.CategoricalCrossentropy(label_smoothing=0.1, name="smooth"),
             M.Hinge(),
             M.CategoricalHinge(name="ch"),
-            M.SpecificityAtSensitivity(0.5, class_id=1),
+            M.SpecificityAtSensitivity(0.5, class_id=1, name="spec"),
         ],
         weighted_metrics=[M.Poisson(), "squared_hinge"],
     )
@@ -438,11 +445,16 @@ def test_saved_metrics_load_in_cdnn_and_in_real_keras(tmp_path):
         back = cdnn.models.load_model(tmp_path / name)
         assert back.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True) == pytest.approx(want, rel=1e-6)
         user = back._compile_metrics._user_metrics
-        assert [type(m).__name__ for m in user[2:]] == ["CategoricalCrossentropy", "Hinge", "CategoricalHinge"]
-        assert user[2].label_smoothing == 0.1
+        assert [type(m).__name__ for m in user[2:]] == [
+            "CategoricalCrossentropy",
+            "Hinge",
+            "CategoricalHinge",
+            "SpecificityAtSensitivity",
+        ]
+        assert user[2].label_smoothing == 0.1 and user[5].class_id == 1
     theirs = keras.models.load_model(tmp_path / "m.keras")
     config = theirs.get_compile_config()
     assert config["metrics"][:2] == ["categorical_crossentropy", "kl_divergence"]
     got = theirs.evaluate(x, y, sample_weight=sw, verbose=0, return_dict=True)
     _assert_same(got, want, rtol=1e-5, atol=1e-6)
-    assert "smooth" in got and "weighted_squared_hinge" in got and "poisson" in got
+    assert {"smooth", "spec", "squared_hinge", "poisson"} <= set(got)

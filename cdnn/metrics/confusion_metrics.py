@@ -461,8 +461,8 @@ class _SensitivitySpecificityBase(Metric):
     """Counts at ``num_thresholds`` thresholds ``0, 1/(n-1), ..., 1``, and the best of one rate where
     another reaches ``value`` (Keras 3's ``SensitivitySpecificityBase``).
 
-    As Keras' bucketed counts on these even thresholds, predictions are clipped to [0, 1] and every
-    prediction counts as positive at the threshold 0 (one threshold: ``y_pred > 0.5``).
+    A prediction is positive at threshold t when ``y_pred > t``, after clipping it to [0, 1] as Keras'
+    bucketed counts on these even thresholds do (one threshold: 0.5, unclipped).
     """
 
     _direction = "up"
@@ -503,11 +503,9 @@ class _SensitivitySpecificityBase(Metric):
         self.class_id = class_id
         if self.num_thresholds == 1:
             self.thresholds = [0.5]
-            self._counted = np.array([0.5])
         else:
             inner = [(i + 1) * 1.0 / (self.num_thresholds - 1) for i in range(self.num_thresholds - 2)]
             self.thresholds = [0.0, *inner, 1.0]
-            self._counted = np.array([-np.inf, *inner, 1.0])
         for attr in ("true_positives", "false_positives", "true_negatives", "false_negatives"):
             setattr(self, attr, self.add_variable(shape=(len(self.thresholds),), name=attr, dtype="float64"))
 
@@ -515,7 +513,7 @@ class _SensitivitySpecificityBase(Metric):
         y_pred = np.asarray(y_pred, np.float64)
         if self.num_thresholds > 1:
             y_pred = np.clip(y_pred, 0.0, 1.0)
-        c = confusion_counts(y_true, y_pred, self._counted, sample_weight, class_id=self.class_id)
+        c = confusion_counts(y_true, y_pred, np.asarray(self.thresholds), sample_weight, class_id=self.class_id)
         self.true_positives.assign_add(c["tp"])
         self.false_positives.assign_add(c["fp"])
         self.true_negatives.assign_add(c["tn"])

@@ -32,8 +32,6 @@ class _LossMean(MeanMetricWrapper):
     def __init__(self, fn, name: Optional[str], dtype: Optional[str], **kwargs) -> None:
         super().__init__(fn, name=name, dtype=dtype, **kwargs)
         fn(np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32), **kwargs)
-        for key, value in kwargs.items():
-            setattr(self, key, value)
 
 
 class BinaryCrossentropy(_LossMean):
@@ -61,6 +59,8 @@ class BinaryCrossentropy(_LossMean):
         super().__init__(
             losses.binary_crossentropy, name, dtype, from_logits=from_logits, label_smoothing=label_smoothing
         )
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
 
 
 class CategoricalCrossentropy(_LossMean):
@@ -96,6 +96,9 @@ class CategoricalCrossentropy(_LossMean):
             label_smoothing=label_smoothing,
             axis=axis,
         )
+        self.from_logits = from_logits
+        self.label_smoothing = label_smoothing
+        self.axis = axis
 
 
 class SparseCategoricalCrossentropy(_LossMean):
@@ -131,6 +134,9 @@ class SparseCategoricalCrossentropy(_LossMean):
             ignore_class=ignore_class,
             axis=axis,
         )
+        self.from_logits = from_logits
+        self.ignore_class = ignore_class
+        self.axis = axis
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
         if self.ignore_class is not None and sample_weight is not None:

@@ -344,7 +344,9 @@ def _sources_digest() -> str:
     """SHA-256 of the hand-written sources the extension is built from (not the generated _core.c), and of
     this file, which sets how they are translated and compiled."""
     digest = hashlib.sha256()
-    names = ["setup.py", "cdnn/_core.pyx"] + sorted(os.path.join("src_c", n) for n in os.listdir(os.path.join(HERE, "src_c")))
+    names = ["setup.py", "cdnn/_core.pyx"] + sorted(
+        os.path.join("src_c", n) for n in os.listdir(os.path.join(HERE, "src_c"))
+    )
     for name in names:
         digest.update(name.encode() + b"\0")
         with open(os.path.join(HERE, name), "rb") as f:

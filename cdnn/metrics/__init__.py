@@ -13,6 +13,18 @@ import inspect
 from typing import Any, Union
 
 from cdnn._errors import unknown
+from cdnn.losses import (
+    binary_crossentropy,
+    binary_focal_crossentropy,
+    categorical_crossentropy,
+    categorical_hinge,
+    hinge,
+    huber,
+    kl_divergence,
+    poisson,
+    sparse_categorical_crossentropy,
+    squared_hinge,
+)
 from cdnn.metrics.accuracy_metrics import (
     Accuracy,
     BinaryAccuracy,
@@ -32,12 +44,24 @@ from cdnn.metrics.confusion_metrics import (
     FalseNegatives,
     FalsePositives,
     Precision,
+    PrecisionAtRecall,
     Recall,
+    RecallAtPrecision,
+    SensitivityAtSpecificity,
+    SpecificityAtSensitivity,
     TrueNegatives,
     TruePositives,
 )
 from cdnn.metrics.f_score_metrics import F1Score, FBetaScore
+from cdnn.metrics.hinge_metrics import CategoricalHinge, Hinge, SquaredHinge
 from cdnn.metrics.metric import Metric, Variable, _snake_case
+from cdnn.metrics.probabilistic_metrics import (
+    BinaryCrossentropy,
+    CategoricalCrossentropy,
+    KLDivergence,
+    Poisson,
+    SparseCategoricalCrossentropy,
+)
 from cdnn.metrics.reduction_metrics import Mean, MeanMetricWrapper, Sum
 from cdnn.metrics.regression_metrics import (
     CosineSimilarity,
@@ -90,8 +114,20 @@ __all__ = [
     "FalsePositives",
     "TrueNegatives",
     "FalseNegatives",
+    "PrecisionAtRecall",
+    "RecallAtPrecision",
+    "SensitivityAtSpecificity",
+    "SpecificityAtSensitivity",
     "F1Score",
     "FBetaScore",
+    "BinaryCrossentropy",
+    "CategoricalCrossentropy",
+    "SparseCategoricalCrossentropy",
+    "KLDivergence",
+    "Poisson",
+    "Hinge",
+    "SquaredHinge",
+    "CategoricalHinge",
     "accuracy",
     "binary_accuracy",
     "categorical_accuracy",
@@ -104,6 +140,16 @@ __all__ = [
     "mean_squared_logarithmic_error",
     "cosine_similarity",
     "log_cosh",
+    "binary_crossentropy",
+    "binary_focal_crossentropy",
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "kl_divergence",
+    "poisson",
+    "hinge",
+    "squared_hinge",
+    "categorical_hinge",
+    "huber",
     "mae",
     "mse",
     "mape",
@@ -135,7 +181,11 @@ ALL_OBJECTS = (
     FalseNegatives,
     FalsePositives,
     Precision,
+    PrecisionAtRecall,
     Recall,
+    RecallAtPrecision,
+    SensitivityAtSpecificity,
+    SpecificityAtSensitivity,
     TrueNegatives,
     TruePositives,
     Accuracy,
@@ -146,12 +196,22 @@ ALL_OBJECTS = (
     SparseTopKCategoricalAccuracy,
     F1Score,
     FBetaScore,
+    Hinge,
+    SquaredHinge,
+    CategoricalHinge,
+    KLDivergence,
+    Poisson,
+    BinaryCrossentropy,
+    CategoricalCrossentropy,
+    SparseCategoricalCrossentropy,
 )
 #: names ``get`` knows: the classes, their snake-case names, and Keras' short aliases
 ALL_OBJECTS_DICT: dict[str, type] = {cls.__name__: cls for cls in ALL_OBJECTS}
 ALL_OBJECTS_DICT.update({_snake_case(cls.__name__): cls for cls in ALL_OBJECTS})
 ALL_OBJECTS_DICT.update(
     {
+        "bce": BinaryCrossentropy,
+        "BCE": BinaryCrossentropy,
         "mse": MeanSquaredError,
         "MSE": MeanSquaredError,
         "mae": MeanAbsoluteError,
@@ -183,6 +243,16 @@ _FUNCTIONS = {
         mean_squared_logarithmic_error,
         cosine_similarity,
         log_cosh,
+        binary_crossentropy,
+        binary_focal_crossentropy,
+        categorical_crossentropy,
+        sparse_categorical_crossentropy,
+        kl_divergence,
+        poisson,
+        hinge,
+        squared_hinge,
+        categorical_hinge,
+        huber,
     )
 }
 

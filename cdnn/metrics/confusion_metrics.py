@@ -1,5 +1,6 @@
 """Metrics from confusion-matrix counts at thresholds (Keras 3's
-``keras/src/metrics/confusion_metrics.py``): TruePositives..., Precision, Recall, AUC.
+``keras/src/metrics/confusion_metrics.py``): TruePositives..., Precision, Recall, AUC,
+PrecisionAtRecall, RecallAtPrecision, SensitivityAtSpecificity, SpecificityAtSensitivity.
 
 A prediction is positive at threshold t when ``y_pred > t``. Counts at many
 thresholds come from one sort: a prediction's count of thresholds below it
@@ -15,7 +16,19 @@ import numpy as np
 
 from cdnn.metrics.metric import EPSILON, Metric, as_result, squeeze_or_expand_to_same_rank
 
-__all__ = ["TruePositives", "FalsePositives", "TrueNegatives", "FalseNegatives", "Precision", "Recall", "AUC"]
+__all__ = [
+    "TruePositives",
+    "FalsePositives",
+    "TrueNegatives",
+    "FalseNegatives",
+    "Precision",
+    "Recall",
+    "AUC",
+    "PrecisionAtRecall",
+    "RecallAtPrecision",
+    "SensitivityAtSpecificity",
+    "SpecificityAtSensitivity",
+]
 
 #: the score top-k filtering gives the predictions outside the top k (Keras' NEG_INF)
 NEG_INF = -1e10
@@ -442,3 +455,151 @@ class AUC(Metric):
         if self._init_from_thresholds:
             config["thresholds"] = self.thresholds[1:-1]
         return config
+
+
+class _SensitivitySpecificityBase(Metric):
+    """Counts at ``num_thresholds`` thresholds ``0, 1/(n-1), ..., 1``, and the best of one rate where
+    another reaches ``value`` (Keras 3's ``SensitivitySpecificityBase``).
+
+    A prediction is positive at threshold t when ``y_pred > t``, after clipping it to [0, 1] as Keras'
+    bucketed counts on these even thresholds do (one threshold: 0.5, unclipped).
+    """
+
+    _direction = "up"
+    #: the argument naming ``value`` in the config
+    _value_name = ""
+
+    def __init__(
+        self,
+        value: float,
+        num_thresholds: int = 200,
+        class_id: Optional[int] = None,
+        name: Optional[str] = None,
+        dtype: Optional[str] = None,
+    ) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not 0 <= value <= 1
+        ):
+            raise ValueError(
+                f"Argument `{self._value_name}` must be in the range [0, 1]. Received: {self._value_name}={value!r}"
+            )
+        if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) or num_thresholds <= 0:
+            raise ValueError(
+                f"Argument `num_thresholds` must be an integer > 0. Received: num_thresholds={num_thresholds!r}"
+            )
+        if class_id is not None and (
+            isinstance(class_id, bool) or not isinstance(class_id, (int, np.integer)) or class_id < 0
+        ):
+            raise ValueError(
+                f"Invalid value for argument `class_id`: expected a non-negative integer, received "
+                f"class_id={class_id!r}"
+            )
+        super().__init__(name=name, dtype=dtype)
+        self.value = value
+        setattr(self, self._value_name, value)
+        self.num_thresholds = int(num_thresholds)
+        self.class_id = class_id
+        if self.num_thresholds == 1:
+            self.thresholds = [0.5]
+        else:
+            inner = [(i + 1) * 1.0 / (self.num_thresholds - 1) for i in range(self.num_thresholds - 2)]
+            self.thresholds = [0.0, *inner, 1.0]
+        for attr in ("true_positives", "false_positives", "true_negatives", "false_negatives"):
+            setattr(self, attr, self.add_variable(shape=(len(self.thresholds),), name=attr, dtype="float64"))
+
+    def update_state(self, y_true, y_pred, sample_weight=None) -> None:
+        y_pred = np.asarray(y_pred, np.float64)
+        if self.num_thresholds > 1:
+            y_pred = np.clip(y_pred, 0.0, 1.0)
+        c = confusion_counts(y_true, y_pred, np.asarray(self.thresholds), sample_weight, class_id=self.class_id)
+        self.true_positives.assign_add(c["tp"])
+        self.false_positives.assign_add(c["fp"])
+        self.true_negatives.assign_add(c["tn"])
+        self.false_negatives.assign_add(c["fn"])
+
+    def _rates(self) -> dict:
+        tp, fp = self.true_positives.value, self.false_positives.value
+        tn, fn = self.true_negatives.value, self.false_negatives.value
+        return {
+            "sensitivity": _div(tp, tp + fn),
+            "specificity": _div(tn, tn + fp),
+            "precision": _div(tp, tp + fp),
+        }
+
+    def _best(self, constrained: str, dependent: str):
+        """The largest ``dependent`` rate among the thresholds where ``constrained`` >= value (else 0)."""
+        r = self._rates()
+        feasible = r[constrained] >= self.value
+        return as_result(max(0.0, float(np.max(np.where(feasible, r[dependent], 0.0)))))
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "class_id": self.class_id,
+            "num_thresholds": self.num_thresholds,
+            self._value_name: self.value,
+        }
+
+
+class SensitivityAtSpecificity(_SensitivitySpecificityBase):
+    """The best sensitivity ``tp / (tp + fn)`` among the thresholds where the specificity
+    ``tn / (tn + fp)`` is at least ``specificity``.
+
+    Parameters
+    ----------
+    specificity : float
+        In [0, 1].
+    num_thresholds : int
+        Thresholds evenly spaced in [0, 1] (200 by default).
+    class_id : int, optional
+        The binary metric of this class (a column of the outputs).
+    """
+
+    _value_name = "specificity"
+
+    def __init__(self, specificity, num_thresholds=200, class_id=None, name=None, dtype=None) -> None:
+        super().__init__(specificity, num_thresholds=num_thresholds, class_id=class_id, name=name, dtype=dtype)
+
+    def result(self):
+        return self._best("specificity", "sensitivity")
+
+
+class SpecificityAtSensitivity(_SensitivitySpecificityBase):
+    """The best specificity among the thresholds where the sensitivity is at least ``sensitivity``
+    (parameters as :class:`SensitivityAtSpecificity`)."""
+
+    _value_name = "sensitivity"
+
+    def __init__(self, sensitivity, num_thresholds=200, class_id=None, name=None, dtype=None) -> None:
+        super().__init__(sensitivity, num_thresholds=num_thresholds, class_id=class_id, name=name, dtype=dtype)
+
+    def result(self):
+        return self._best("sensitivity", "specificity")
+
+
+class PrecisionAtRecall(_SensitivitySpecificityBase):
+    """The best precision ``tp / (tp + fp)`` among the thresholds where the recall is at least
+    ``recall`` (parameters as :class:`SensitivityAtSpecificity`)."""
+
+    _value_name = "recall"
+
+    def __init__(self, recall, num_thresholds=200, class_id=None, name=None, dtype=None) -> None:
+        super().__init__(recall, num_thresholds=num_thresholds, class_id=class_id, name=name, dtype=dtype)
+
+    def result(self):
+        return self._best("sensitivity", "precision")
+
+
+class RecallAtPrecision(_SensitivitySpecificityBase):
+    """The best recall among the thresholds where the precision is at least ``precision``
+    (0 when no threshold reaches it; parameters as :class:`SensitivityAtSpecificity`)."""
+
+    _value_name = "precision"
+
+    def __init__(self, precision, num_thresholds=200, class_id=None, name=None, dtype=None) -> None:
+        super().__init__(precision, num_thresholds=num_thresholds, class_id=class_id, name=name, dtype=dtype)
+
+    def result(self):
+        return self._best("precision", "sensitivity")

@@ -17,8 +17,16 @@ import numpy as np
 
 from cdnn import metrics as metrics_module
 from cdnn.metrics import accuracy_metrics as acc
+from cdnn.metrics import hinge_metrics as hin
+from cdnn.metrics import probabilistic_metrics as prob
 from cdnn.metrics import regression_metrics as reg
-from cdnn.metrics.confusion_metrics import AUC, Precision, Recall, _ConfusionMatrixConditionCount
+from cdnn.metrics.confusion_metrics import (
+    AUC,
+    Precision,
+    Recall,
+    _ConfusionMatrixConditionCount,
+    _SensitivitySpecificityBase,
+)
 from cdnn.metrics.f_score_metrics import FBetaScore
 from cdnn.metrics.metric import Metric
 from cdnn.metrics.reduction_metrics import Mean
@@ -72,6 +80,7 @@ _ELEMENTWISE = (
     Precision,
     Recall,
     _ConfusionMatrixConditionCount,
+    _SensitivitySpecificityBase,
     acc.BinaryAccuracy,
     reg.MeanSquaredError,
     reg.MeanAbsoluteError,
@@ -81,6 +90,11 @@ _ELEMENTWISE = (
     reg.LogCoshError,
     reg.RootMeanSquaredError,
     reg.R2Score,
+    prob.BinaryCrossentropy,
+    prob.KLDivergence,
+    prob.Poisson,
+    hin.Hinge,
+    hin.SquaredHinge,
 )
 
 
@@ -102,12 +116,24 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
     ):
         # Keras computes 1.0 whatever the outputs (every label is in the top k): refused as a mistake
         refuse(f"k={k} is more than the {units} classes of the output (every label would be in the top k)")
-    if isinstance(m, (acc.SparseCategoricalAccuracy, acc.SparseTopKCategoricalAccuracy)) and not sparse_labels:
+    sparse_kinds = (
+        acc.SparseCategoricalAccuracy,
+        acc.SparseTopKCategoricalAccuracy,
+        prob.SparseCategoricalCrossentropy,
+    )
+    if isinstance(m, sparse_kinds) and not sparse_labels:
         refuse(
             f"it reads integer class labels, but {loss_name} takes {label_text} "
             f"(use the categorical metric, or sparse_categorical_crossentropy)"
         )
-    if sparse_labels and isinstance(m, (acc.CategoricalAccuracy, acc.TopKCategoricalAccuracy, FBetaScore)):
+    one_hot_kinds = (
+        acc.CategoricalAccuracy,
+        acc.TopKCategoricalAccuracy,
+        FBetaScore,
+        prob.CategoricalCrossentropy,
+        hin.CategoricalHinge,
+    )
+    if sparse_labels and isinstance(m, one_hot_kinds):
         refuse(
             "it reads one-hot labels, but sparse_categorical_crossentropy takes integer class labels (use the "
             "sparse_ metric, or one-hot labels with categorical_crossentropy)"
@@ -125,10 +151,10 @@ def _check_fits(m: Metric, sparse_labels: bool, units: int, loss_name: str, acti
         )
     if isinstance(m, AUC) and m.multi_label and m._num_labels not in (None, units):
         refuse(f"num_labels={m._num_labels} does not match the output's {units} units")
-    if isinstance(m, (Precision, Recall)):
+    if isinstance(m, (Precision, Recall, _SensitivitySpecificityBase)):
         if m.class_id is not None and m.class_id >= units:
             refuse(f"class_id={m.class_id} is not a class of the {units}-unit output")
-        if m.top_k is not None and m.top_k > units:
+        if getattr(m, "top_k", None) is not None and m.top_k > units:
             refuse(f"top_k={m.top_k} is more than the {units} units of the output")
 
 

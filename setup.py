@@ -224,13 +224,26 @@ class CdnnBuildExt(build_ext):
         """Compile the Cython-generated _core.c with -Os, the C core with -O3.
 
         The wrapper checks arguments and calls C, with no loop over data: -Os makes its code 40% smaller
-        (0.30 -> 0.18 MB, a tenth of the installed size) for a few nanoseconds a call.
+        for a few nanoseconds a call. Cython's inlined fast paths into CPython's internals (cached global
+        lookups, unpacked method calls, list/int/str internals) go too: 28 KB less code, a dict lookup
+        instead of a cached one where the wrapper reads a module global.
         """
         compile_one = self.compiler._compile
+        lean = [
+            f"-DCYTHON_{name}=0"
+            for name in (
+                "USE_DICT_VERSIONS",
+                "UNPACK_METHODS",
+                "FAST_PYCALL",
+                "USE_PYLONG_INTERNALS",
+                "USE_PYLIST_INTERNALS",
+                "USE_UNICODE_WRITER",
+            )
+        ]
 
         def _compile(obj, src, ext, cc_args, extra_postargs, pp_opts):
             if os.path.basename(src) == "_core.c":
-                extra_postargs = ["-Os" if a == "-O3" else a for a in extra_postargs]
+                extra_postargs = ["-Os" if a == "-O3" else a for a in extra_postargs] + lean
             compile_one(obj, src, ext, cc_args, extra_postargs, pp_opts)
 
         self.compiler._compile = _compile

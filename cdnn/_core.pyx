@@ -1099,7 +1099,7 @@ cdef extern from "graph.h" nogil:
 #: Graph node ops and their codes in the C core (src_c/graph.h).
 OPS = {"input": 0, "dense": 1, "batchnorm": 2, "layernorm": 3, "activation": 4, "affine": 5, "dropout": 6,
        "gaussian_noise": 7, "add": 8, "subtract": 9, "multiply": 10, "average": 11, "maximum": 12, "minimum": 13,
-       "concatenate": 14, "reshape": 15}
+       "concatenate": 14, "reshape": 15, "dot": 16, "unitnorm": 17, "rmsnorm": 18}
 _MERGES = ("add", "subtract", "multiply", "average", "maximum", "minimum")
 #: The most inputs one merge node takes.
 MAX_NODE_INPUTS = 64
@@ -1211,7 +1211,9 @@ cdef class Graph:
             elif op == "activation":
                 nd.act = _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
                 nd.act_args = _act_args(d.get("alpha", 0.2), d.get("max_value"), d.get("threshold", 0.0))
-            elif op in ("batchnorm", "layernorm"):
+            elif op in ("dot", "unitnorm"):
+                nd.epsilon = float(d.get("epsilon", 0.0 if op == "dot" else 1e-3))
+            elif op in ("batchnorm", "layernorm", "rmsnorm"):
                 gm, bt = d.get("gamma"), d.get("beta")
                 nd.gamma = fptr(gm)
                 nd.beta = fptr(bt)
@@ -1275,7 +1277,7 @@ cdef class Graph:
                          nd.dense.Wema != NULL, nd.dense.Wacc != NULL),
                         (nd.dense.b != NULL, 1, nd.dense.b1 != NULL, nd.dense.b2 != NULL, nd.dense.b3 != NULL,
                          nd.dense.bema != NULL, nd.dense.bacc != NULL))
-            elif nd.op == OPS["batchnorm"] or nd.op == OPS["layernorm"]:
+            elif nd.op == OPS["batchnorm"] or nd.op == OPS["layernorm"] or nd.op == OPS["rmsnorm"]:
                 rows = ((nd.gamma != NULL, 1, nd.gamma1 != NULL, nd.gamma2 != NULL, nd.gamma3 != NULL,
                          nd.gamma_ema != NULL, nd.gamma_acc != NULL),
                         (nd.beta != NULL, 1, nd.beta1 != NULL, nd.beta2 != NULL, nd.beta3 != NULL,

@@ -135,7 +135,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                     f"input {k} is not an earlier node (nodes must be in topological "
                     f"order: a node's inputs have smaller indices)",
                 )
-        want = 0 if op == "input" else 2 if op == "subtract" else None if op in _MERGES + ("concatenate",) else 1
+        want = 0 if op == "input" else 2 if op in ("subtract", "dot") else None if op in _MERGES + ("concatenate",) else 1
         if want is not None and len(ins) != want:
             raise _graph_error(i, d, f"op {op!r} takes exactly {want} input(s), received {len(ins)}")
         if want is None and not 2 <= len(ins) <= MAX_NODE_INPUTS:
@@ -160,7 +160,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                 )
             _param(d, "b", i, (shape[-1],), optional=True)
             _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
-        elif op in ("batchnorm", "layernorm", "activation", "affine", "dropout", "gaussian_noise"):
+        elif op in ("batchnorm", "layernorm", "rmsnorm", "unitnorm", "activation", "affine", "dropout", "gaussian_noise"):
             if shape != x:
                 raise _graph_error(i, d, f"op {op!r} keeps its input's shape {x}, received shape {shape}")
         elif op in _MERGES:
@@ -171,6 +171,9 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                     f"a {op} merge needs inputs of one shape and gives it, received "
                     f"input shapes {in_shapes} and shape {shape}",
                 )
+        elif op == "dot":
+            if in_shapes[1] != x or shape != x[:-1] + (1,):
+                raise _graph_error(i, d, f"a dot needs two inputs of one shape, received {in_shapes} and shape {shape}")
         elif op == "concatenate":
             if any(len(s) != len(x) or s[:-1] != x[:-1] for s in in_shapes):
                 raise _graph_error(
@@ -186,11 +189,14 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
             if size != int(np.prod(x, dtype=np.int64)):
                 raise _graph_error(i, d, f"cannot reshape {x} ({int(np.prod(x))} values) into {shape} ({size} values)")
         w = shape[-1]
-        if op in ("batchnorm", "layernorm"):
+        if op in ("batchnorm", "layernorm", "rmsnorm"):
             _param(d, "gamma", i, (w,), optional=True)
             _param(d, "beta", i, (w,), optional=True)
-            eps = float(d.get("epsilon", 1e-3))
-            if not (eps > 0 and np.isfinite(eps)):
+        if op == "rmsnorm" and d.get("beta") is not None:
+            raise _graph_error(i, d, "an rmsnorm node has a scale (`gamma`) and no `beta`")
+        if op in ("batchnorm", "layernorm", "rmsnorm", "unitnorm", "dot"):
+            eps = float(d.get("epsilon", 0.0 if op == "dot" else 1e-3))
+            if not (np.isfinite(eps) and (eps > 0 or (op == "dot" and eps == 0))):
                 raise _graph_error(i, d, f"`epsilon` must be a positive number, received {eps}")
         if op == "batchnorm":
             _param(d, "moving_mean", i, (w,))
@@ -215,7 +221,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                 raise _graph_error(i, d, f"`stddev` must be a finite number >= 0, received {sd}")
         if op in ("dropout", "gaussian_noise") and not 0 <= int(d.get("seed_offset", 0)) < 2**63:
             raise _graph_error(i, d, f"`seed_offset` must be an integer in [0, 2**63), received {d.get('seed_offset')}")
-        if op in ("dense", "batchnorm", "layernorm"):
+        if op in ("dense", "batchnorm", "layernorm", "rmsnorm"):
             _check_node_slots(i, d, factored)
         activity = d.get("activity") or {}
         try:
@@ -253,7 +259,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
     # any other trainable parameters shared by two nodes would get two updates a step
     seen: list[tuple[int, str, Any]] = []
     for i, d in enumerate(nodes):
-        if d["op"] not in ("dense", "batchnorm", "layernorm"):
+        if d["op"] not in ("dense", "batchnorm", "layernorm", "rmsnorm"):
             continue
         j = d.get("share", -1)
         if not isinstance(j, (int, np.integer)) or not -1 <= j < i:

@@ -142,12 +142,18 @@ static int has_activity(const cdnn_node *nd)
     return nd->activity_l1 != 0.0f || nd->activity_l2 != 0.0f;
 }
 
+/* Whether the op normalizes each row with saved per-row statistics and trains gamma/beta from row sums. */
+static int row_norm(int op)
+{
+    return op == CDNN_OP_LAYERNORM || op == CDNN_OP_RMSNORM;
+}
+
 /* Whether node i holds weights that training updates. */
 static int trains(const cdnn_node *nd)
 {
     if (nd->frozen) return 0;
     if (nd->op == CDNN_OP_DENSE) return 1;
-    if (nd->op == CDNN_OP_BATCHNORM || nd->op == CDNN_OP_LAYERNORM) return nd->gamma || nd->beta;
+    if (nd->op == CDNN_OP_BATCHNORM || row_norm(nd->op)) return nd->gamma || nd->beta;
     return 0;
 }
 
@@ -275,11 +281,12 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             TAKE_OR_FAIL(b->inv_std, float, w);
             TAKE_OR_FAIL(b->fixed_inv, float, w);
         }
-        if (nd->op == CDNN_OP_LAYERNORM) {
+        if (row_norm(nd->op) || nd->op == CDNN_OP_UNITNORM || nd->op == CDNN_OP_DOT) {
+            /* rmsnorm's mean stays 0: the row sums read xhat = (x - 0) * inv_std */
             TAKE_OR_FAIL(b->mean, float, rows);
             TAKE_OR_FAIL(b->inv_std, float, rows);
         }
-        if (nd->op == CDNN_OP_BATCHNORM || nd->op == CDNN_OP_LAYERNORM) {
+        if (nd->op == CDNN_OP_BATCHNORM || row_norm(nd->op)) {
             TAKE_OR_FAIL(b->sum_g, float, w);
             TAKE_OR_FAIL(b->sum_gx, float, w);
         }
@@ -484,6 +491,15 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
     case CDNN_OP_LAYERNORM:
         cdnn_layernorm_rows(r0, r1, w, nd->epsilon, x, nd->gamma, nd->beta, b->mean, b->inv_std, b->val);
         break;
+    case CDNN_OP_RMSNORM:
+        cdnn_rmsnorm_rows(r0, r1, w, nd->epsilon, x, nd->gamma, b->inv_std, b->val);
+        break;
+    case CDNN_OP_UNITNORM:
+        cdnn_l2norm_rows(r0, r1, w, nd->epsilon, x, b->inv_std, b->val);
+        break;
+    case CDNN_OP_DOT:
+        cdnn_dot_rows(r0, r1, b->widths[0], nd->epsilon, x, b->xin[1], b->mean, b->inv_std, b->val);
+        break;
     case CDNN_OP_ACTIVATION:
         if (r1 > r0) {
             memcpy(b->val + (size_t)r0 * w, x + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
@@ -661,6 +677,18 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
     case CDNN_OP_LAYERNORM:
         if (acc0 >= 0) cdnn_layernorm_backward_rows(r0, r1, w, x, dz, b->mean, b->inv_std, nd->gamma, dx0, acc0);
         break;
+    case CDNN_OP_RMSNORM:
+        if (acc0 >= 0) cdnn_rmsnorm_backward_rows(r0, r1, w, x, dz, b->inv_std, nd->gamma, dx0, acc0);
+        break;
+    case CDNN_OP_UNITNORM:
+        if (acc0 >= 0) cdnn_l2norm_backward_rows(r0, r1, w, nd->epsilon, x, dz, b->inv_std, dx0, acc0);
+        break;
+    case CDNN_OP_DOT:
+        for (int k = 0; k < 2; k++)
+            if (b->acc[k] >= 0)
+                cdnn_dot_backward_rows(k, r0, r1, b->widths[0], nd->epsilon, x, b->xin[1], b->mean, b->inv_std,
+                                       b->val, dz, ws->nb[ws->nb[nd->in[k]].canon].g, b->acc[k]);
+        break;
     case CDNN_OP_CONCATENATE: {
         int c0 = 0;
         for (int k = 0; k < nd->n_in; k++) {
@@ -723,7 +751,7 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
                     cdnn_opt_update(&g->opt, st, nd->beta + lo, nd->beta1 ? nd->beta1 + lo : NULL,
                                     nd->beta2 ? nd->beta2 + lo : NULL, b->sum_g + lo, hi - lo);
             }
-        } else if (nd->op == CDNN_OP_LAYERNORM && b->run_bwd && !nd->frozen && (nd->gamma || nd->beta)) {
+        } else if (row_norm(nd->op) && b->run_bwd && !nd->frozen && (nd->gamma || nd->beta)) {
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
             cdnn_team_range(w, &lo, &hi); /* the columns this thread summed */
             if (hi > lo && !whole) {
@@ -791,7 +819,7 @@ static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batc
         if (nd->op == CDNN_OP_DENSE)
             cdnn_dense_grads_team(&nd->dense, rows, b->xin[0], b->dz, b->dw, nd->dense.b ? b->db : NULL, NULL, none,
                                   NULL, NULL, NULL, pack);
-        else if (nd->op == CDNN_OP_LAYERNORM && (nd->gamma || nd->beta))
+        else if (row_norm(nd->op) && (nd->gamma || nd->beta))
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
         else if (nd->op == CDNN_OP_BATCHNORM && nd->inference) /* in training mode its backward pass summed them */
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, nd->moving_mean, b->fixed_inv, 0, b->sum_g, b->sum_gx);

@@ -29,7 +29,10 @@ enum cdnn_op {
     CDNN_OP_MAXIMUM,
     CDNN_OP_MINIMUM,
     CDNN_OP_CONCATENATE,
-    CDNN_OP_RESHAPE
+    CDNN_OP_RESHAPE,
+    CDNN_OP_DOT,      /* two inputs [rows, n] -> [rows, 1]; epsilon > 0: each L2-normalized first */
+    CDNN_OP_UNITNORM, /* x / ||x|| over the last axis */
+    CDNN_OP_RMSNORM   /* x / rms(x) * gamma over the last axis */
 };
 
 /* The most inputs a merge node takes. */
@@ -47,14 +50,14 @@ typedef struct {
     int act;   /* dense, activation: enum cdnn_act */
     cdnn_act_args act_args;                 /* dense, activation: its parameters */
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
-    float *gamma, *beta;                    /* batchnorm, layernorm: scale and offset [width] or NULL */
+    float *gamma, *beta;                    /* batchnorm, layernorm (rmsnorm: gamma): scale and offset [width] or NULL */
     float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */
     float *gamma3, *beta3;                  /* their third slots (amsgrad's v_hat, Adafactor's v), or NULL */
     float *gamma_ema, *beta_ema;            /* their use_ema averages, or NULL */
     float *gamma_acc, *beta_acc;            /* their gradient accumulators, or NULL */
     cdnn_param_rules gamma_rules, beta_rules; /* their regularizers and constraints (zero: none) */
     float *moving_mean, *moving_var;          /* batchnorm [width] */
-    float momentum, epsilon;                  /* batchnorm momentum; batchnorm, layernorm epsilon */
+    float momentum, epsilon;                  /* batchnorm momentum; the norms' and dot's epsilon */
     const float *scale, *offset;              /* affine: length 1 or width */
     int scale_n, offset_n;
     float rate;                     /* dropout rate in [0, 1); gaussian_noise: stddev */
@@ -128,6 +131,11 @@ void cdnn_dropout_samples(const float *x, float *y, int s0, int s1, int n, const
 /* Samples [s0, s1) of y = x + stddev * N(0, 1) from a counter hash of (key, dataset row, column). */
 void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
                         float stddev);
+/* Rows [r0, r1) of y = a . b over n columns (eps > 0: of a * ia and b * ib, the inverse norms saved). */
+void cdnn_dot_rows(int r0, int r1, int n, float eps, const float *a, const float *b, float *ia, float *ib, float *y);
+/* Rows [r0, r1) of the dot's gradient for input k (0: a, 1: b) into dx (acc: added), from g [rows]. */
+void cdnn_dot_backward_rows(int k, int r0, int r1, int n, float eps, const float *a, const float *b, const float *ia,
+                            const float *ib, const float *y, const float *g, float *dx, int acc);
 /* dst[i] (+)= src[i] for i < n (acc: add, else copy); scale != 1 multiplies src. */
 void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc);
 
@@ -154,6 +162,17 @@ void cdnn_layernorm_rows(int r0, int r1, int width, float eps, const float *x, c
 /* Rows [r0, r1) of layer normalization's backward into dx (acc: added). */
 void cdnn_layernorm_backward_rows(int r0, int r1, int width, const float *x, const float *g, const float *mean,
                                   const float *inv_std, const float *gamma, float *dx, int acc);
+/* Rows [r0, r1) of RMS normalization: inv_std[i] = 1/sqrt(mean(x^2) + eps) saved, y = x * inv_std * gamma. */
+void cdnn_rmsnorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma, float *inv_std,
+                       float *y);
+/* Rows [r0, r1) of RMS normalization's backward into dx (acc: added). */
+void cdnn_rmsnorm_backward_rows(int r0, int r1, int width, const float *x, const float *g, const float *inv_std,
+                                const float *gamma, float *dx, int acc);
+/* Rows [r0, r1) of y = x * inv (inv[i] = min(1/||x_i||, 1/eps) saved; y NULL: inv only), Keras' ops.normalize. */
+void cdnn_l2norm_rows(int r0, int r1, int width, float eps, const float *x, float *inv, float *y);
+/* Rows [r0, r1) of dx (+)= d(x * inv)/dx^T g: inv * (g - xn * (g . xn)), inv * g where inv was capped at 1/eps. */
+void cdnn_l2norm_backward_rows(int r0, int r1, int width, float eps, const float *x, const float *g,
+                               const float *inv, float *dx, int acc);
 /* Inference statistics of batchnorm: inv_std[j] = 1 / sqrt(moving_var[j] + eps). */
 void cdnn_batchnorm_fixed_stats(int width, const float *moving_var, float eps, float *inv_std);
 

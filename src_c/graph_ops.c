@@ -1,7 +1,7 @@
 /* graph_ops.c - the graph's elementwise and copying ops, forward and
  * backward: affine (Rescaling, folded Normalization), the merges (Add,
  * Subtract, Multiply, Average, Maximum, Minimum), Concatenate on the last
- * axis, Dropout and GaussianNoise. All row-local: a thread passes its own
+ * axis, Dot on the last axis, Dropout and GaussianNoise. All row-local: a thread passes its own
  * rows, so the results do not depend on how rows are shared out.
  */
 #include "graph.h"
@@ -177,5 +177,42 @@ void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc)
             for (long i = 0; i < n; i++) dst[i] += src[i] * scale;
         else
             for (long i = 0; i < n; i++) dst[i] = src[i] * scale;
+    }
+}
+
+void cdnn_dot_rows(int r0, int r1, int n, float eps, const float *a, const float *b, float *ia, float *ib, float *y)
+{
+    if (eps > 0.0f) {
+        cdnn_l2norm_rows(r0, r1, n, eps, a, ia, NULL);
+        cdnn_l2norm_rows(r0, r1, n, eps, b, ib, NULL);
+    }
+    for (long i = r0; i < r1; i++) {
+        const float *ai = a + (size_t)i * n, *bi = b + (size_t)i * n;
+        double s = 0.0;
+        if (eps > 0.0f)
+            for (int j = 0; j < n; j++) s += (double)(ai[j] * ia[i]) * (bi[j] * ib[i]);
+        else
+            for (int j = 0; j < n; j++) s += (double)ai[j] * bi[j];
+        y[i] = (float)s;
+    }
+}
+
+void cdnn_dot_backward_rows(int k, int r0, int r1, int n, float eps, const float *a, const float *b, const float *ia,
+                            const float *ib, const float *y, const float *g, float *dx, int acc)
+{
+    /* d(a . b)/da = b; normalized, y = an . bn and dy/da = ia * (bn - y * an) (y's term gone where ia is capped) */
+    const float *x = k ? b : a, *o = k ? a : b, *ix = k ? ib : ia, *io = k ? ia : ib;
+    const float cap = (float)(1.0 / eps);
+    for (long i = r0; i < r1; i++) {
+        const float *xi = x + (size_t)i * n, *oi = o + (size_t)i * n;
+        float *di = dx + (size_t)i * n;
+        for (int j = 0; j < n; j++) {
+            float d;
+            if (eps > 0.0f)
+                d = g[i] * ix[i] * (oi[j] * io[i] - (ix[i] < cap ? y[i] * xi[j] * ix[i] : 0.0f));
+            else
+                d = g[i] * oi[j];
+            di[j] = acc ? di[j] + d : d;
+        }
     }
 }

@@ -8,6 +8,9 @@
  * every row of the batch: the team splits the columns, and each column is
  * summed by one thread in row order (in double), so they do not depend on
  * the number of threads. LayerNormalization's are per row: row-local.
+ * RMSNormalization (x / sqrt(mean(x^2) + epsilon) * scale) and
+ * UnitNormalization (x * min(1 / ||x||, 1 / epsilon), Keras' ops.normalize)
+ * are per row too.
  */
 #include "graph.h"
 
@@ -166,6 +169,74 @@ void cdnn_layernorm_backward_rows(int r0, int r1, int width, const float *x, con
         for (int j = 0; j < width; j++) {
             const float gh = gamma ? gi[j] * gamma[j] : gi[j];
             const float d = s * (gh - ma - (xi[j] - m) * s * mb);
+            di[j] = acc ? di[j] + d : d;
+        }
+    }
+}
+
+void cdnn_rmsnorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma, float *inv_std,
+                       float *y)
+{
+    for (long i = r0; i < r1; i++) {
+        const float *xi = x + (size_t)i * width;
+        float *yi = y + (size_t)i * width;
+        double s = 0.0;
+        for (int j = 0; j < width; j++) s += (double)xi[j] * xi[j];
+        const float r = (float)(1.0 / sqrt(s / width + eps));
+        inv_std[i] = r;
+        for (int j = 0; j < width; j++) yi[j] = gamma ? xi[j] * r * gamma[j] : xi[j] * r;
+    }
+}
+
+void cdnn_rmsnorm_backward_rows(int r0, int r1, int width, const float *x, const float *g, const float *inv_std,
+                                const float *gamma, float *dx, int acc)
+{
+    /* with gh = g * gamma and xhat = x * r: dx = r * (gh - xhat * mean(gh * xhat)) over the row */
+    for (long i = r0; i < r1; i++) {
+        const float *xi = x + (size_t)i * width, *gi = g + (size_t)i * width;
+        float *di = dx + (size_t)i * width;
+        const float r = inv_std[i];
+        double b = 0.0;
+        for (int j = 0; j < width; j++) b += (double)(gamma ? gi[j] * gamma[j] : gi[j]) * (xi[j] * r);
+        const float mb = (float)(b / width);
+        for (int j = 0; j < width; j++) {
+            const float gh = gamma ? gi[j] * gamma[j] : gi[j];
+            const float d = r * (gh - xi[j] * r * mb);
+            di[j] = acc ? di[j] + d : d;
+        }
+    }
+}
+
+void cdnn_l2norm_rows(int r0, int r1, int width, float eps, const float *x, float *inv, float *y)
+{
+    /* Keras' ops.normalize: x * min(rsqrt(sum x^2), 1 / epsilon) */
+    const double cap = 1.0 / eps;
+    for (long i = r0; i < r1; i++) {
+        const float *xi = x + (size_t)i * width;
+        double s = 0.0;
+        for (int j = 0; j < width; j++) s += (double)xi[j] * xi[j];
+        const double v = 1.0 / sqrt(s);
+        const float r = (float)(v < cap ? v : cap);
+        inv[i] = r;
+        if (y)
+            for (int j = 0; j < width; j++) y[(size_t)i * width + j] = xi[j] * r;
+    }
+}
+
+void cdnn_l2norm_backward_rows(int r0, int r1, int width, float eps, const float *x, const float *g,
+                               const float *inv, float *dx, int acc)
+{
+    const float cap = (float)(1.0 / eps);
+    for (long i = r0; i < r1; i++) {
+        const float *xi = x + (size_t)i * width, *gi = g + (size_t)i * width;
+        float *di = dx + (size_t)i * width;
+        const float r = inv[i];
+        double b = 0.0;
+        if (r < cap) /* a capped inverse norm is a constant: no gradient through it */
+            for (int j = 0; j < width; j++) b += (double)gi[j] * (xi[j] * r);
+        const float gx = (float)b;
+        for (int j = 0; j < width; j++) {
+            const float d = r * (gi[j] - xi[j] * r * gx);
             di[j] = acc ? di[j] + d : d;
         }
     }

@@ -6,6 +6,7 @@ from cdnn.layers.merging import (
     Add,
     Average,
     Concatenate,
+    Dot,
     Maximum,
     Minimum,
     Multiply,
@@ -13,12 +14,13 @@ from cdnn.layers.merging import (
     add,
     average,
     concatenate,
+    dot,
     maximum,
     minimum,
     multiply,
     subtract,
 )
-from cdnn.layers.normalization import BatchNormalization, LayerNormalization
+from cdnn.layers.normalization import BatchNormalization, LayerNormalization, RMSNormalization, UnitNormalization
 from cdnn.layers.preprocessing import Normalization, Rescaling
 from cdnn.layers.regularization import Dropout, GaussianNoise
 from cdnn.layers.reshaping import Flatten, Reshape
@@ -35,6 +37,8 @@ __all__ = [
     "GaussianNoise",
     "BatchNormalization",
     "LayerNormalization",
+    "UnitNormalization",
+    "RMSNormalization",
     "Activation",
     "ReLU",
     "LeakyReLU",
@@ -48,6 +52,7 @@ __all__ = [
     "Average",
     "Maximum",
     "Minimum",
+    "Dot",
     "concatenate",
     "add",
     "subtract",
@@ -55,5 +60,6 @@ __all__ = [
     "average",
     "maximum",
     "minimum",
+    "dot",
     "deserialize",
 ]

@@ -1,5 +1,5 @@
 """Merge layers: ``Concatenate`` (last axis) and the element-wise ``Add``, ``Subtract``, ``Multiply``,
-``Average``, ``Maximum``, ``Minimum``, with Keras' functional forms (``layers.add([a, b])``, ...)."""
+``Average``, ``Maximum``, ``Minimum``, ``Dot`` (two 2-D inputs), with Keras' functional forms (``layers.add([a, b])``, ...)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ __all__ = [
     "Average",
     "Maximum",
     "Minimum",
+    "Dot",
     "concatenate",
     "add",
     "subtract",
@@ -23,6 +24,7 @@ __all__ = [
     "average",
     "maximum",
     "minimum",
+    "dot",
 ]
 
 
@@ -132,6 +134,50 @@ class Concatenate(_Merge):
         return {**super().get_config(), "axis": self.axis}
 
 
+class Dot(_Merge):
+    """Per-sample dot product of two ``(batch, n)`` inputs, ``(batch, 1)``; ``normalize``: of their L2-normalized
+    forms (the cosine proximity), Keras' ``ops.normalize`` with epsilon 1e-7."""
+
+    _exact_inputs = 2
+
+    def __init__(self, axes, normalize: bool = False, name: Optional[str] = None, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        if isinstance(axes, (list, tuple)):
+            if len(axes) != 2:
+                raise ValueError(f"Invalid format for argument `axes`: it should contain two elements. Received: axes={axes}")
+            if not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+                raise ValueError(
+                    f"Invalid format for argument `axes`: list elements should be integers. Received: axes={axes}"
+                )
+        elif not isinstance(axes, int) or isinstance(axes, bool):
+            raise TypeError(f"Invalid type for argument `axes`: it should be a list or an int. Received: axes={axes}")
+        self.axes, self.normalize = axes, bool(normalize)
+
+    def compute_output_shape(self, input_shape) -> Shape:
+        self._check_count(input_shape)
+        full = [(None, *s) for s in input_shape]
+        where = f"Layer {self.name!r} (Dot)"
+        if any(len(s) != 1 for s in input_shape):
+            raise ValueError(f"{where}: cdnn supports Dot on two 2-D inputs (batch, features), received {full}")
+        axes = list(self.axes) if isinstance(self.axes, (list, tuple)) else [self.axes] * 2
+        if any(a % 2 == 0 for a in axes if -2 <= a < 2):
+            raise ValueError(f"{where}: Cannot perform batch_dot over axis 0 (axes={self.axes}, input shapes {full})")
+        if any(not -2 <= a < 2 for a in axes):
+            raise ValueError(f"{where}: axes={self.axes} is out of range for inputs of rank 2, received {full}")
+        if input_shape[0] != input_shape[1]:
+            raise ValueError(
+                f"{where}: Incompatible input shapes: axis values {input_shape[0][0]} (at axis 1) != "
+                f"{input_shape[1][0]} (at axis 1). Full input shapes: {full[0]}, {full[1]}"
+            )
+        return (1,)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "axes": self.axes, "normalize": self.normalize}
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "dot", "epsilon": 1e-7 if self.normalize else 0.0}
+
+
 def _functional(cls, inputs, kwargs):
     return cls(**kwargs)(inputs)
 
@@ -171,4 +217,9 @@ def minimum(inputs, **kwargs):
     return _functional(Minimum, inputs, kwargs)
 
 
-register(Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate)
+def dot(inputs, axes=-1, normalize: bool = False, **kwargs):
+    """``Dot(axes=axes, normalize=normalize, **kwargs)(inputs)``."""
+    return Dot(axes=axes, normalize=normalize, **kwargs)(inputs)
+
+
+register(Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot)

@@ -1,4 +1,5 @@
-"""Normalization layers: ``BatchNormalization`` and ``LayerNormalization`` (last axis, as Keras' default)."""
+"""Normalization layers: ``BatchNormalization``, ``LayerNormalization``, ``UnitNormalization``,
+``RMSNormalization`` (last axis, as Keras' default)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from cdnn import constraints, initializers, regularizers
 from cdnn._errors import invalid
 from cdnn.layers.core import Layer, Shape, _float_arg, _refuse_unsupported, register
 
-__all__ = ["BatchNormalization", "LayerNormalization"]
+__all__ = ["BatchNormalization", "LayerNormalization", "UnitNormalization", "RMSNormalization"]
 
 
 def _axis(axis) -> int:
@@ -263,4 +264,73 @@ class LayerNormalization(_NormRules, Layer):
         }
 
 
-register(BatchNormalization, LayerNormalization)
+class _RowNorm(Layer):
+    """A layer normalizing each sample over one axis, Keras' ``axis`` (an int or a list of one): the last here."""
+
+    def _set_axis(self, axis) -> None:
+        ok = isinstance(axis, int) or (isinstance(axis, (list, tuple)) and len(axis) == 1)
+        if not ok or any(isinstance(a, bool) or not isinstance(a, int) for a in np.atleast_1d(axis).tolist()):
+            raise invalid("axis", axis, "an int or a list of one int (cdnn normalizes the last axis)")
+        self.axis = list(axis) if isinstance(axis, (list, tuple)) else axis
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        rank = len(input_shape) + 1
+        a = self.axis[0] if isinstance(self.axis, list) else self.axis
+        if not -rank <= a < rank:
+            raise ValueError(f"Axis {self.axis} is out of bounds for input shape {(None, *input_shape)}.")
+        if a % rank != rank - 1:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: axis={self.axis} is not the last axis of input shape "
+                f"{(None, *input_shape)}; cdnn normalizes the last axis only"
+            )
+        return tuple(input_shape)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "axis": self.axis}
+
+
+class UnitNormalization(_RowNorm):
+    """Scale each sample to unit L2 norm over the last axis: ``x * min(1 / ||x||, 1e12)`` (Keras' epsilon 1e-12)."""
+
+    def __init__(self, axis=-1, name: Optional[str] = None, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self._set_axis(axis)
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "unitnorm", "epsilon": 1e-12}
+
+
+class RMSNormalization(_RowNorm):
+    """``x / sqrt(mean(x**2) + epsilon) * scale`` over the last axis; ``scale`` (ones) trains."""
+
+    def __init__(self, axis=-1, epsilon: float = 1e-6, name: Optional[str] = None, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self._set_axis(axis)
+        self.epsilon = _float_arg(epsilon, "epsilon", 0.0, np.inf, "a positive number")
+        if self.epsilon <= 0:
+            raise invalid("epsilon", epsilon, "a positive number")
+        self.scale: Optional[np.ndarray] = None
+
+    def build(self, input_shape: Shape) -> None:
+        self.compute_output_shape(input_shape)
+        self.scale = np.ones(int(input_shape[-1]), np.float32)
+        if not isinstance(self.axis, list):
+            self.axis = [self.axis]  # as Keras' build
+        super().build(input_shape)
+
+    def _check_call_shape(self, input_shape) -> None:
+        if input_shape[-1] != self.scale.shape[0]:
+            raise self._incompatible(input_shape, f"axis -1 of input shape to have value {self.scale.shape[0]}")
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        return [self.scale] if self.built else []
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "rmsnorm", "gamma": self.scale, "beta": None, "epsilon": self.epsilon, "trainable": self.trainable}
+
+
+register(BatchNormalization, LayerNormalization, UnitNormalization, RMSNormalization)

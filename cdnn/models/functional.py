@@ -441,7 +441,7 @@ def _emit(
             item["activity"] = layer.activity_regularizer._core()
         if item["op"] in ("dropout", "gaussian_noise"):
             item["seed_offset"] = len(nodes)
-        if item["op"] in ("dense", "batchnorm", "layernorm"):
+        if item["op"] in ("dense", "batchnorm", "layernorm", "rmsnorm"):
             if id(layer) in owners:
                 item["share"] = owners[id(layer)]
             else:

@@ -62,6 +62,12 @@ __all__ = [
     "layernorm_backward",
     "merge_forward",
     "merge_backward",
+    "l2_normalize",
+    "l2_normalize_backward",
+    "dot_forward",
+    "dot_backward",
+    "rmsnorm_forward",
+    "rmsnorm_backward",
     "Graph",
 ]
 
@@ -1761,6 +1767,57 @@ def layernorm_backward(x, gamma, epsilon: float, g) -> tuple[np.ndarray, np.ndar
     return dx, (g * xhat).reshape(-1, w).sum(axis=0), g.reshape(-1, w).sum(axis=0)
 
 
+def l2_normalize(x, epsilon: float) -> np.ndarray:
+    """Keras' ``ops.normalize(x, axis=-1, order=2, epsilon)``: ``x * minimum(rsqrt(sum(x**2)), 1 / epsilon)``."""
+    inv = np.minimum(1.0 / np.sqrt(np.square(x).sum(axis=-1, keepdims=True)), 1.0 / epsilon)
+    return x * inv
+
+
+def l2_normalize_backward(x, epsilon: float, g) -> np.ndarray:
+    """Gradient of :func:`l2_normalize` through each row's Jacobian ``inv * I - inv**3 * x x^T`` (where
+    the inverse norm is capped at ``1 / epsilon`` it is a constant: ``inv * I``)."""
+    s = np.square(x).sum(axis=-1, keepdims=True)
+    raw = 1.0 / np.sqrt(s)
+    capped = raw >= 1.0 / epsilon
+    inv = np.where(capped, 1.0 / epsilon, raw)
+    w = x.shape[-1]
+    eye = np.eye(w)
+    jac = inv[..., None] * eye - np.where(capped, 0.0, inv**3)[..., None] * x[..., :, None] * x[..., None, :]
+    return np.einsum("...jk,...j->...k", jac, g)
+
+
+def dot_forward(a, b, normalize: bool) -> np.ndarray:
+    """Keras' ``Dot(axes=-1, normalize)`` on ``(batch, n)`` inputs: ``(batch, 1)`` (``normalize``: epsilon 1e-7)."""
+    if normalize:
+        a, b = l2_normalize(a, EPSILON), l2_normalize(b, EPSILON)
+    return (a * b).sum(axis=-1, keepdims=True)
+
+
+def dot_backward(a, b, normalize: bool, g) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of :func:`dot_forward` with respect to ``a`` and ``b``, by the chain rule through the
+    normalization."""
+    if not normalize:
+        return g * b, g * a
+    an, bn = l2_normalize(a, EPSILON), l2_normalize(b, EPSILON)
+    return l2_normalize_backward(a, EPSILON, g * bn), l2_normalize_backward(b, EPSILON, g * an)
+
+
+def rmsnorm_forward(x, scale, epsilon: float) -> np.ndarray:
+    """Keras' ``ops.rms_normalization`` over the last axis: ``x * rsqrt(mean(x**2) + epsilon) * scale``."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + epsilon) * (1.0 if scale is None else scale)
+
+
+def rmsnorm_backward(x, scale, epsilon: float, g) -> tuple[np.ndarray, np.ndarray]:
+    """``(dx, dscale)`` of :func:`rmsnorm_forward`, from each row's Jacobian
+    ``dy_j/dx_k = scale_j * (r * I - r**3 * x_j * x_k / n)``, ``r = rsqrt(mean(x**2) + epsilon)``."""
+    n = x.shape[-1]
+    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + epsilon)
+    sc = np.ones(n) if scale is None else scale
+    jac = sc[:, None] * (r[..., None] * np.eye(n) - (r**3)[..., None] * x[..., :, None] * x[..., None, :] / n)
+    dx = np.einsum("...jk,...j->...k", jac, g)
+    return dx, (g * x * r).reshape(-1, n).sum(axis=0)
+
+
 MERGES = ("add", "subtract", "multiply", "average", "maximum", "minimum")
 
 
@@ -1834,7 +1891,7 @@ class Graph:
         """The trainable parameters as ``(node, name)`` pairs, in node order."""
         out = []
         for i, d in enumerate(self.nodes):
-            if d["op"] in ("dense", "batchnorm", "layernorm") and d.get("trainable", True):
+            if d["op"] in ("dense", "batchnorm", "layernorm", "rmsnorm") and d.get("trainable", True):
                 out += [(i, k) for k in ("W", "b", "gamma", "beta") if k in self.p[i]]
         return out
 
@@ -1864,6 +1921,12 @@ class Graph:
                 vals[i] = normalize(x, mean, var, p.get("gamma"), p.get("beta"), eps)
             elif op == "layernorm":
                 vals[i] = layernorm_forward(x, p.get("gamma"), p.get("beta"), d.get("epsilon", 1e-3))
+            elif op == "rmsnorm":
+                vals[i] = rmsnorm_forward(x, p.get("gamma"), d.get("epsilon", 1e-3))
+            elif op == "unitnorm":
+                vals[i] = l2_normalize(x, d.get("epsilon", 1e-3))
+            elif op == "dot":
+                vals[i] = dot_forward(ins[0], ins[1], d.get("epsilon", 0.0) > 0)
             elif op == "activation":
                 pre[i] = x
                 vals[i] = _node_act(d, x)
@@ -1993,6 +2056,16 @@ class Graph:
                 if "beta" in p:
                     grads[(i, "beta")] = dbeta
                 add(gv, ins[0], dx)
+            elif op == "rmsnorm":
+                dx, dscale = rmsnorm_backward(x, p.get("gamma"), d.get("epsilon", 1e-3), g)
+                if "gamma" in p:
+                    grads[(i, "gamma")] = dscale
+                add(gv, ins[0], dx)
+            elif op == "unitnorm":
+                add(gv, ins[0], l2_normalize_backward(x, d.get("epsilon", 1e-3), g))
+            elif op == "dot":
+                for k, dx in zip(ins, dot_backward(vals[ins[0]], vals[ins[1]], d.get("epsilon", 0.0) > 0, g)):
+                    add(gv, k, dx)
             elif op in MERGES:
                 for k, dx in zip(ins, merge_backward(op, [vals[k] for k in ins], g)):
                     add(gv, k, dx)

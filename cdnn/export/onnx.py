@@ -7,7 +7,8 @@ ONNX operators; a BatchNormalization after a linear Dense used nowhere else
 is folded into that Dense's kernel and bias, else it becomes ``x * scale +
 offset`` (as do Rescaling and Normalization); LayerNormalization is ONNX's
 ``LayerNormalization`` from opset 17, primitives below; the merges become
-``Sum``/``Sub``/``Mul``/``Mean``/``Max``/``Min``/``Concat``; ``Dropout``
+``Sum``/``Sub``/``Mul``/``Mean``/``Max``/``Min``/``Concat``; UnitNormalization,
+RMSNormalization and Dot are primitives (row sums as a ``MatMul`` by ones); ``Dropout``
 and ``GaussianNoise`` are left out (inference). The batch dimension is
 dynamic (``batch``); the weights are float32 initializers.
 """
@@ -155,6 +156,17 @@ def _layernorm(g: _Graph, layer, x: str, opset: int) -> str:
     return g.op("Add", [y, g.const(f"{layer.name}_beta", beta)], layer.name)
 
 
+def _row_sum(g: _Graph, x: str, width: int, stem: str, scale: float = 1.0) -> str:
+    """``scale * sum(x, axis=-1, keepdims=True)`` as ``x @ ones`` (any opset: no ReduceSum axes input)."""
+    return g.op("MatMul", [x, g.const("ones", np.full((width, 1), scale, np.float32))], stem)
+
+
+def _l2_normalize(g: _Graph, x: str, width: int, epsilon: float, stem: str) -> str:
+    """Keras' ``ops.normalize``: ``x * min(1 / sqrt(sum(x**2)), 1 / epsilon)``."""
+    inv = g.op("Reciprocal", [g.op("Sqrt", [_row_sum(g, g.op("Mul", [x, x], stem), width, stem)], stem)], stem)
+    return g.op("Mul", [x, g.op("Min", [inv, g.const("c", np.array(1.0 / epsilon, np.float32))], stem)], stem)
+
+
 _MERGES = {"Add": "Sum", "Average": "Mean", "Maximum": "Max", "Minimum": "Min"}
 _BY_TRAINING = {"Dropout", "GaussianNoise", "BatchNormalization"}
 
@@ -196,6 +208,19 @@ def _node(g: _Graph, node, xs: list, opset: int, folded: dict) -> str:
         return _affine(g, x, scale, offset, layer.name)
     if kind == "LayerNormalization":
         return _layernorm(g, layer, x, opset)
+    if kind == "UnitNormalization":
+        return _l2_normalize(g, x, int(layer._build_input_shape[-1]), 1e-12, layer.name)
+    if kind == "RMSNormalization":
+        w = layer.scale.shape[0]
+        ms = _row_sum(g, g.op("Mul", [x, x], layer.name), w, layer.name, 1.0 / w)
+        ms = g.op("Add", [ms, g.const("eps", np.array(layer.epsilon, np.float32))], layer.name)
+        y = g.op("Div", [x, g.op("Sqrt", [ms], layer.name)], layer.name)
+        return g.op("Mul", [y, g.const(f"{layer.name}_scale", layer.scale)], layer.name)
+    if kind == "Dot":
+        w = int(layer._build_input_shape[0][-1])
+        if layer.normalize:
+            xs = [_l2_normalize(g, t, w, 1e-7, layer.name) for t in xs]
+        return _row_sum(g, g.op("Mul", xs, layer.name), w, layer.name)
     if kind in ("Rescaling", "Normalization"):
         op = layer._lower([], False)
         return _affine(g, x, op["scale"], op["offset"], layer.name)
@@ -220,7 +245,7 @@ def _node(g: _Graph, node, xs: list, opset: int, folded: dict) -> str:
         return g.op("Softmax", [x], layer.name, axis=-1)
     raise ValueError(
         f"Layer {layer.name!r} ({kind}) has no ONNX export in cdnn yet: it exports Dense, Flatten, Reshape, "
-        f"BatchNormalization, LayerNormalization, the merges, Rescaling, Normalization, the activation layers, "
+        f"BatchNormalization, LayerNormalization, UnitNormalization, RMSNormalization, the merges, Dot, Rescaling, Normalization, the activation layers, "
         f"Identity, and leaves Dropout and GaussianNoise out (inference)"
     )
 

@@ -14,13 +14,24 @@ from cdnn import constraints, regularizers
 from cdnn._saving import ModelFileError
 
 #: layers whose Keras ``build`` is the base one: Keras writes no ``build_config`` for them
-NO_BUILD_CONFIG = {"Dropout", "GaussianNoise", "Activation", "ReLU", "LeakyReLU", "Identity", "Reshape", "Softmax"}
+NO_BUILD_CONFIG = {
+    "Dropout",
+    "GaussianNoise",
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "Identity",
+    "Reshape",
+    "Softmax",
+    "UnitNormalization",
+}
 #: layers whose Keras ``call`` takes a ``mask`` (Keras records ``"mask": null`` in their nodes)
 TAKES_MASK = {"BatchNormalization", "Softmax", "Sequential", "Functional"}
 #: the layers cdnn reads from and writes to Keras files
 SUPPORTED = (
     "InputLayer, Dense, Flatten, Reshape, Dropout, GaussianNoise, BatchNormalization, LayerNormalization, "
-    "Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum, Rescaling, Normalization, Identity, "
+    "UnitNormalization, RMSNormalization, Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum, Dot, "
+    "Rescaling, Normalization, Identity, "
     "Activation, ReLU, LeakyReLU, Softmax, and Sequential or functional models as layers"
 )
 
@@ -138,6 +149,12 @@ def layer_config(layer) -> dict:
         }
     elif kind == "Concatenate":
         extra = {"axis": -1}
+    elif kind == "UnitNormalization":
+        extra = {"axis": layer.axis}
+    elif kind == "RMSNormalization":
+        extra = {"axis": layer.axis, "epsilon": layer.epsilon}
+    elif kind == "Dot":
+        extra = {"axes": layer.axes, "normalize": layer.normalize}
     elif kind in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Identity"):
         extra = {}
     elif kind == "Rescaling":
@@ -206,6 +223,9 @@ _ALLOWED: dict = {
         **_RULES4,
     },
     "Concatenate": {"axis": _USE},
+    "UnitNormalization": {"axis": _USE},
+    "RMSNormalization": {"axis": _USE, "epsilon": _USE},
+    "Dot": {"axes": _USE, "normalize": _USE},
     "Add": {},
     "Subtract": {},
     "Multiply": {},

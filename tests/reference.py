@@ -1776,14 +1776,16 @@ def l2_normalize(x, epsilon: float) -> np.ndarray:
 def l2_normalize_backward(x, epsilon: float, g) -> np.ndarray:
     """Gradient of :func:`l2_normalize` through each row's Jacobian ``inv * I - inv**3 * x x^T`` (where
     the inverse norm is capped at ``1 / epsilon`` it is a constant: ``inv * I``)."""
-    s = np.square(x).sum(axis=-1, keepdims=True)
-    raw = 1.0 / np.sqrt(s)
-    capped = raw >= 1.0 / epsilon
-    inv = np.where(capped, 1.0 / epsilon, raw)
     w = x.shape[-1]
-    eye = np.eye(w)
-    jac = inv[..., None] * eye - np.where(capped, 0.0, inv**3)[..., None] * x[..., :, None] * x[..., None, :]
-    return np.einsum("...jk,...j->...k", jac, g)
+    out = np.empty(x.shape).reshape(-1, w)
+    for r, (xr, gr) in enumerate(zip(x.reshape(-1, w), g.reshape(-1, w))):
+        raw = 1.0 / np.sqrt(xr @ xr)
+        if raw >= 1.0 / epsilon:
+            jac = np.eye(w) / epsilon
+        else:
+            jac = raw * np.eye(w) - raw**3 * np.outer(xr, xr)
+        out[r] = gr @ jac
+    return out.reshape(x.shape)
 
 
 def dot_forward(a, b, normalize: bool) -> np.ndarray:
@@ -1811,11 +1813,15 @@ def rmsnorm_backward(x, scale, epsilon: float, g) -> tuple[np.ndarray, np.ndarra
     """``(dx, dscale)`` of :func:`rmsnorm_forward`, from each row's Jacobian
     ``dy_j/dx_k = scale_j * (r * I - r**3 * x_j * x_k / n)``, ``r = rsqrt(mean(x**2) + epsilon)``."""
     n = x.shape[-1]
-    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + epsilon)
-    sc = np.ones(n) if scale is None else scale
-    jac = sc[:, None] * (r[..., None] * np.eye(n) - (r**3)[..., None] * x[..., :, None] * x[..., None, :] / n)
-    dx = np.einsum("...jk,...j->...k", jac, g)
-    return dx, (g * x * r).reshape(-1, n).sum(axis=0)
+    sc = np.ones(n) if scale is None else np.asarray(scale, np.float64)
+    dx = np.empty(x.shape).reshape(-1, n)
+    dscale = np.zeros(n)
+    for k, (xr, gr) in enumerate(zip(x.reshape(-1, n), g.reshape(-1, n))):
+        r = 1.0 / np.sqrt(xr @ xr / n + epsilon)
+        jac = sc[:, None] * (r * np.eye(n) - r**3 * np.outer(xr, xr) / n)
+        dx[k] = gr @ jac
+        dscale += gr * xr * r
+    return dx.reshape(x.shape), dscale
 
 
 MERGES = ("add", "subtract", "multiply", "average", "maximum", "minimum")

@@ -36,6 +36,12 @@ def threads(request):
 # ------------------------------------------------------------ the C ops
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """The graph builders' generator reseeded: each test's weights do not depend on the tests run before it."""
+    RNG.bit_generator.state = np.random.default_rng(99).bit_generator.state
+
+
 def op_graph(op, width, inputs=5, hidden_act=("tanh", "sigmoid")):
     """input -> Dense(width) [-> a second Dense for dot] -> op -> Dense(3) -> mse."""
     g = G()

@@ -492,10 +492,10 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
         cdnn_layernorm_rows(r0, r1, w, nd->epsilon, x, nd->gamma, nd->beta, b->mean, b->inv_std, b->val);
         break;
     case CDNN_OP_RMSNORM:
-        cdnn_rmsnorm_rows(r0, r1, w, nd->epsilon, x, nd->gamma, b->inv_std, b->val);
+        cdnn_rownorm_rows(r0, r1, w, nd->epsilon, 1, x, nd->gamma, b->inv_std, b->val);
         break;
     case CDNN_OP_UNITNORM:
-        cdnn_l2norm_rows(r0, r1, w, nd->epsilon, x, b->inv_std, b->val);
+        cdnn_rownorm_rows(r0, r1, w, nd->epsilon, 0, x, NULL, b->inv_std, b->val);
         break;
     case CDNN_OP_DOT:
         cdnn_dot_rows(r0, r1, b->widths[0], nd->epsilon, x, b->xin[1], b->mean, b->inv_std, b->val);
@@ -678,10 +678,10 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
         if (acc0 >= 0) cdnn_layernorm_backward_rows(r0, r1, w, x, dz, b->mean, b->inv_std, nd->gamma, dx0, acc0);
         break;
     case CDNN_OP_RMSNORM:
-        if (acc0 >= 0) cdnn_rmsnorm_backward_rows(r0, r1, w, x, dz, b->inv_std, nd->gamma, dx0, acc0);
+        if (acc0 >= 0) cdnn_rownorm_backward_rows(r0, r1, w, nd->epsilon, 1, x, dz, b->inv_std, nd->gamma, dx0, acc0);
         break;
     case CDNN_OP_UNITNORM:
-        if (acc0 >= 0) cdnn_l2norm_backward_rows(r0, r1, w, nd->epsilon, x, dz, b->inv_std, dx0, acc0);
+        if (acc0 >= 0) cdnn_rownorm_backward_rows(r0, r1, w, nd->epsilon, 0, x, dz, b->inv_std, NULL, dx0, acc0);
         break;
     case CDNN_OP_DOT:
         for (int k = 0; k < 2; k++)

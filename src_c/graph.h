@@ -162,17 +162,13 @@ void cdnn_layernorm_rows(int r0, int r1, int width, float eps, const float *x, c
 /* Rows [r0, r1) of layer normalization's backward into dx (acc: added). */
 void cdnn_layernorm_backward_rows(int r0, int r1, int width, const float *x, const float *g, const float *mean,
                                   const float *inv_std, const float *gamma, float *dx, int acc);
-/* Rows [r0, r1) of RMS normalization: inv_std[i] = 1/sqrt(mean(x^2) + eps) saved, y = x * inv_std * gamma. */
-void cdnn_rmsnorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma, float *inv_std,
+/* Rows [r0, r1) of y = x * inv * gamma (gamma may be NULL; y NULL: inv only), inv[i] saved: rms,
+ * 1/sqrt(mean(x^2) + eps) (Keras' ops.rms_normalization), else min(1/||x||, 1/eps) (Keras' ops.normalize). */
+void cdnn_rownorm_rows(int r0, int r1, int width, float eps, int rms, const float *x, const float *gamma, float *inv,
                        float *y);
-/* Rows [r0, r1) of RMS normalization's backward into dx (acc: added). */
-void cdnn_rmsnorm_backward_rows(int r0, int r1, int width, const float *x, const float *g, const float *inv_std,
-                                const float *gamma, float *dx, int acc);
-/* Rows [r0, r1) of y = x * inv (inv[i] = min(1/||x_i||, 1/eps) saved; y NULL: inv only), Keras' ops.normalize. */
-void cdnn_l2norm_rows(int r0, int r1, int width, float eps, const float *x, float *inv, float *y);
-/* Rows [r0, r1) of dx (+)= d(x * inv)/dx^T g: inv * (g - xn * (g . xn)), inv * g where inv was capped at 1/eps. */
-void cdnn_l2norm_backward_rows(int r0, int r1, int width, float eps, const float *x, const float *g,
-                               const float *inv, float *dx, int acc);
+/* Rows [r0, r1) of cdnn_rownorm_rows's backward into dx (acc: added). */
+void cdnn_rownorm_backward_rows(int r0, int r1, int width, float eps, int rms, const float *x, const float *g,
+                                const float *inv, const float *gamma, float *dx, int acc);
 /* Inference statistics of batchnorm: inv_std[j] = 1 / sqrt(moving_var[j] + eps). */
 void cdnn_batchnorm_fixed_stats(int width, const float *moving_var, float eps, float *inv_std);
 

@@ -183,35 +183,31 @@ void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc)
 void cdnn_dot_rows(int r0, int r1, int n, float eps, const float *a, const float *b, float *ia, float *ib, float *y)
 {
     if (eps > 0.0f) {
-        cdnn_l2norm_rows(r0, r1, n, eps, a, ia, NULL);
-        cdnn_l2norm_rows(r0, r1, n, eps, b, ib, NULL);
+        cdnn_rownorm_rows(r0, r1, n, eps, 0, a, NULL, ia, NULL);
+        cdnn_rownorm_rows(r0, r1, n, eps, 0, b, NULL, ib, NULL);
     }
     for (long i = r0; i < r1; i++) {
         const float *ai = a + (size_t)i * n, *bi = b + (size_t)i * n;
         double s = 0.0;
-        if (eps > 0.0f)
-            for (int j = 0; j < n; j++) s += (double)(ai[j] * ia[i]) * (bi[j] * ib[i]);
-        else
-            for (int j = 0; j < n; j++) s += (double)ai[j] * bi[j];
-        y[i] = (float)s;
+        for (int j = 0; j < n; j++) s += (double)ai[j] * bi[j];
+        y[i] = eps > 0.0f ? (float)s * ia[i] * ib[i] : (float)s;
     }
 }
 
 void cdnn_dot_backward_rows(int k, int r0, int r1, int n, float eps, const float *a, const float *b, const float *ia,
                             const float *ib, const float *y, const float *g, float *dx, int acc)
 {
-    /* d(a . b)/da = b; normalized, y = an . bn and dy/da = ia * (bn - y * an) (y's term gone where ia is capped) */
+    /* d(a . b)/da = b; normalized (y = ia ib a . b): dy/da = ia ib b - ia^2 y a, no second term where ia is
+     * capped at 1 / eps */
     const float *x = k ? b : a, *o = k ? a : b, *ix = k ? ib : ia, *io = k ? ia : ib;
     const float cap = (float)(1.0 / eps);
     for (long i = r0; i < r1; i++) {
         const float *xi = x + (size_t)i * n, *oi = o + (size_t)i * n;
         float *di = dx + (size_t)i * n;
+        const float p = eps > 0.0f ? g[i] * ix[i] * io[i] : g[i];
+        const float q = eps > 0.0f && ix[i] < cap ? g[i] * ix[i] * ix[i] * y[i] : 0.0f;
         for (int j = 0; j < n; j++) {
-            float d;
-            if (eps > 0.0f)
-                d = g[i] * ix[i] * (oi[j] * io[i] - (ix[i] < cap ? y[i] * xi[j] * ix[i] : 0.0f));
-            else
-                d = g[i] * oi[j];
+            const float d = p * oi[j] - q * xi[j];
             di[j] = acc ? di[j] + d : d;
         }
     }

@@ -174,69 +174,36 @@ void cdnn_layernorm_backward_rows(int r0, int r1, int width, const float *x, con
     }
 }
 
-void cdnn_rmsnorm_rows(int r0, int r1, int width, float eps, const float *x, const float *gamma, float *inv_std,
+void cdnn_rownorm_rows(int r0, int r1, int width, float eps, int rms, const float *x, const float *gamma, float *inv,
                        float *y)
 {
     for (long i = r0; i < r1; i++) {
         const float *xi = x + (size_t)i * width;
-        float *yi = y + (size_t)i * width;
         double s = 0.0;
         for (int j = 0; j < width; j++) s += (double)xi[j] * xi[j];
-        const float r = (float)(1.0 / sqrt(s / width + eps));
-        inv_std[i] = r;
+        const float r = (float)(rms ? 1.0 / sqrt(s / width + eps) : fmin(1.0 / sqrt(s), 1.0 / eps));
+        inv[i] = r;
+        if (!y) continue;
+        float *yi = y + (size_t)i * width;
         for (int j = 0; j < width; j++) yi[j] = gamma ? xi[j] * r * gamma[j] : xi[j] * r;
     }
 }
 
-void cdnn_rmsnorm_backward_rows(int r0, int r1, int width, const float *x, const float *g, const float *inv_std,
-                                const float *gamma, float *dx, int acc)
+void cdnn_rownorm_backward_rows(int r0, int r1, int width, float eps, int rms, const float *x, const float *g,
+                                const float *inv, const float *gamma, float *dx, int acc)
 {
-    /* with gh = g * gamma and xhat = x * r: dx = r * (gh - xhat * mean(gh * xhat)) over the row */
-    for (long i = r0; i < r1; i++) {
-        const float *xi = x + (size_t)i * width, *gi = g + (size_t)i * width;
-        float *di = dx + (size_t)i * width;
-        const float r = inv_std[i];
-        double b = 0.0;
-        for (int j = 0; j < width; j++) b += (double)(gamma ? gi[j] * gamma[j] : gi[j]) * (xi[j] * r);
-        const float mb = (float)(b / width);
-        for (int j = 0; j < width; j++) {
-            const float gh = gamma ? gi[j] * gamma[j] : gi[j];
-            const float d = r * (gh - xi[j] * r * mb);
-            di[j] = acc ? di[j] + d : d;
-        }
-    }
-}
-
-void cdnn_l2norm_rows(int r0, int r1, int width, float eps, const float *x, float *inv, float *y)
-{
-    /* Keras' ops.normalize: x * min(rsqrt(sum x^2), 1 / epsilon) */
-    const double cap = 1.0 / eps;
-    for (long i = r0; i < r1; i++) {
-        const float *xi = x + (size_t)i * width;
-        double s = 0.0;
-        for (int j = 0; j < width; j++) s += (double)xi[j] * xi[j];
-        const double v = 1.0 / sqrt(s);
-        const float r = (float)(v < cap ? v : cap);
-        inv[i] = r;
-        if (y)
-            for (int j = 0; j < width; j++) y[(size_t)i * width + j] = xi[j] * r;
-    }
-}
-
-void cdnn_l2norm_backward_rows(int r0, int r1, int width, float eps, const float *x, const float *g,
-                               const float *inv, float *dx, int acc)
-{
+    /* y = x * r * gamma, r a function of sum(x^2): with gh = g * gamma, dx = r * (gh - x * k * sum(gh * x)),
+     * k = r^2 / width (rms) or r^2 (L2; 0 where r is capped at 1 / eps: a constant there) */
     const float cap = (float)(1.0 / eps);
     for (long i = r0; i < r1; i++) {
         const float *xi = x + (size_t)i * width, *gi = g + (size_t)i * width;
         float *di = dx + (size_t)i * width;
-        const float r = inv[i];
+        const float r = inv[i], k = rms ? r * r / width : (r < cap ? r * r : 0.0f);
         double b = 0.0;
-        if (r < cap) /* a capped inverse norm is a constant: no gradient through it */
-            for (int j = 0; j < width; j++) b += (double)gi[j] * (xi[j] * r);
-        const float gx = (float)b;
+        for (int j = 0; j < width; j++) b += (double)(gamma ? gi[j] * gamma[j] : gi[j]) * xi[j];
+        const float kb = k * (float)b;
         for (int j = 0; j < width; j++) {
-            const float d = r * (gi[j] - xi[j] * r * gx);
+            const float d = r * ((gamma ? gi[j] * gamma[j] : gi[j]) - xi[j] * kb);
             di[j] = acc ? di[j] + d : d;
         }
     }

@@ -107,6 +107,9 @@ def _check_node_slots(i: int, d: dict, factored: bool) -> None:
         _shape(s, f"nodes[{i}].{key}", ref.shape)
 
 
+_KEEPS_SHAPE = ("batchnorm", "layernorm", "rmsnorm", "unitnorm", "activation", "affine", "dropout", "gaussian_noise")
+
+
 def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None) -> tuple[list, int, list]:
     """Validate a graph description; return each node's shape, the count of node inputs, the input nodes.
 
@@ -135,7 +138,9 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                     f"input {k} is not an earlier node (nodes must be in topological "
                     f"order: a node's inputs have smaller indices)",
                 )
-        want = 0 if op == "input" else 2 if op in ("subtract", "dot") else None if op in _MERGES + ("concatenate",) else 1
+        want = (
+            0 if op == "input" else 2 if op in ("subtract", "dot") else None if op in _MERGES + ("concatenate",) else 1
+        )
         if want is not None and len(ins) != want:
             raise _graph_error(i, d, f"op {op!r} takes exactly {want} input(s), received {len(ins)}")
         if want is None and not 2 <= len(ins) <= MAX_NODE_INPUTS:
@@ -160,7 +165,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                 )
             _param(d, "b", i, (shape[-1],), optional=True)
             _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
-        elif op in ("batchnorm", "layernorm", "rmsnorm", "unitnorm", "activation", "affine", "dropout", "gaussian_noise"):
+        elif op in _KEEPS_SHAPE:
             if shape != x:
                 raise _graph_error(i, d, f"op {op!r} keeps its input's shape {x}, received shape {shape}")
         elif op in _MERGES:

@@ -686,8 +686,8 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
     case CDNN_OP_DOT:
         for (int k = 0; k < 2; k++)
             if (b->acc[k] >= 0)
-                cdnn_dot_backward_rows(k, r0, r1, b->widths[0], nd->epsilon, x, b->xin[1], b->mean, b->inv_std,
-                                       b->val, dz, ws->nb[ws->nb[nd->in[k]].canon].g, b->acc[k]);
+                cdnn_dot_backward_rows(k, r0, r1, b->widths[0], nd->epsilon, x, b->xin[1], b->mean, b->inv_std, b->val,
+                                       dz, ws->nb[ws->nb[nd->in[k]].canon].g, b->acc[k]);
         break;
     case CDNN_OP_CONCATENATE: {
         int c0 = 0;

@@ -50,7 +50,7 @@ typedef struct {
     int act;   /* dense, activation: enum cdnn_act */
     cdnn_act_args act_args;                 /* dense, activation: its parameters */
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
-    float *gamma, *beta;                    /* batchnorm, layernorm (rmsnorm: gamma): scale and offset [width] or NULL */
+    float *gamma, *beta;                    /* batchnorm, layernorm, rmsnorm: scale, offset [width] or NULL */
     float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */
     float *gamma3, *beta3;                  /* their third slots (amsgrad's v_hat, Adafactor's v), or NULL */
     float *gamma_ema, *beta_ema;            /* their use_ema averages, or NULL */

@@ -38,8 +38,12 @@ def threads(request):
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    """The graph builders' generator reseeded: each test's weights do not depend on the tests run before it."""
+    """The graph builders' generator (test_graph_core's) reseeded for each test and restored after it: no test's
+    weights depend on the tests run before it."""
+    saved = RNG.bit_generator.state
     RNG.bit_generator.state = np.random.default_rng(99).bit_generator.state
+    yield
+    RNG.bit_generator.state = saved
 
 
 def op_graph(op, width, inputs=5, hidden_act=("tanh", "sigmoid")):
@@ -97,7 +101,7 @@ def test_gradients_finite_differences(op, width):
         for _ in range(2):
             v = rng.choice([-1.0, 1.0], W.shape)
 
-            def central(h):
+            def central(h, W=W, old=old, v=v):
                 W[...] = old + h * v
                 lp = core_loss(g, [x], [y])
                 W[...] = old - h * v

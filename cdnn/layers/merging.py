@@ -135,39 +135,35 @@ class Concatenate(_Merge):
 
 
 class Dot(_Merge):
-    """Per-sample dot product of two ``(batch, n)`` inputs, ``(batch, 1)``; ``normalize``: of their L2-normalized
-    forms (the cosine proximity), Keras' ``ops.normalize`` with epsilon 1e-7."""
+    """``(batch, 1)``: the dot product of two ``(batch, n)`` inputs (``normalize``: of their L2-normalized forms)."""
 
     _exact_inputs = 2
 
     def __init__(self, axes, normalize: bool = False, name: Optional[str] = None, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
-        if isinstance(axes, (list, tuple)):
-            if len(axes) != 2:
-                raise ValueError(f"Invalid format for argument `axes`: it should contain two elements. Received: axes={axes}")
-            if not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
-                raise ValueError(
-                    f"Invalid format for argument `axes`: list elements should be integers. Received: axes={axes}"
-                )
-        elif not isinstance(axes, int) or isinstance(axes, bool):
+        pair, bad = isinstance(axes, (list, tuple)), "Invalid format for argument `axes`: "
+        if not pair and type(axes) is not int:
             raise TypeError(f"Invalid type for argument `axes`: it should be a list or an int. Received: axes={axes}")
+        if pair and len(axes) != 2:
+            raise ValueError(f"{bad}it should contain two elements. Received: axes={axes}")
+        if pair and not all(type(a) is int for a in axes):
+            raise ValueError(f"{bad}list elements should be integers. Received: axes={axes}")
         self.axes, self.normalize = axes, bool(normalize)
 
     def compute_output_shape(self, input_shape) -> Shape:
         self._check_count(input_shape)
-        full = [(None, *s) for s in input_shape]
-        where = f"Layer {self.name!r} (Dot)"
-        if any(len(s) != 1 for s in input_shape):
-            raise ValueError(f"{where}: cdnn supports Dot on two 2-D inputs (batch, features), received {full}")
-        axes = list(self.axes) if isinstance(self.axes, (list, tuple)) else [self.axes] * 2
-        if any(a % 2 == 0 for a in axes if -2 <= a < 2):
-            raise ValueError(f"{where}: Cannot perform batch_dot over axis 0 (axes={self.axes}, input shapes {full})")
-        if any(not -2 <= a < 2 for a in axes):
-            raise ValueError(f"{where}: axes={self.axes} is out of range for inputs of rank 2, received {full}")
-        if input_shape[0] != input_shape[1]:
+        s0, s1 = input_shape
+        where = f"Layer {self.name!r} (Dot) on input shapes {[(None, *s) for s in input_shape]}"
+        axes = self.axes if isinstance(self.axes, (list, tuple)) else [self.axes] * 2
+        if len(s0) != 1 or len(s1) != 1:
+            raise ValueError(f"{where}: cdnn supports Dot on two 2-D inputs (batch, features) only")
+        if any(a in (0, -2) for a in axes):
+            raise ValueError(f"{where}: Cannot perform batch_dot over axis 0 (axes={self.axes})")
+        if any(a not in (1, -1) for a in axes):
+            raise ValueError(f"{where}: axes={self.axes} is out of range for inputs of rank 2")
+        if s0 != s1:
             raise ValueError(
-                f"{where}: Incompatible input shapes: axis values {input_shape[0][0]} (at axis 1) != "
-                f"{input_shape[1][0]} (at axis 1). Full input shapes: {full[0]}, {full[1]}"
+                f"{where}: Incompatible input shapes: axis values {s0[0]} (at axis 1) != {s1[0]} (at axis 1)"
             )
         return (1,)
 

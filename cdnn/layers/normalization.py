@@ -265,24 +265,22 @@ class LayerNormalization(_NormRules, Layer):
 
 
 class _RowNorm(Layer):
-    """A layer normalizing each sample over one axis, Keras' ``axis`` (an int or a list of one): the last here."""
+    """Normalizes each sample over Keras' ``axis`` (an int or a list of one), which must be the last."""
 
-    def _set_axis(self, axis) -> None:
-        ok = isinstance(axis, int) or (isinstance(axis, (list, tuple)) and len(axis) == 1)
-        if not ok or any(isinstance(a, bool) or not isinstance(a, int) for a in np.atleast_1d(axis).tolist()):
+    def __init__(self, axis=-1, name: Optional[str] = None, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        listed = isinstance(axis, (list, tuple))
+        if type(axis[0] if listed and len(axis) == 1 else axis) is not int:
             raise invalid("axis", axis, "an int or a list of one int (cdnn normalizes the last axis)")
-        self.axis = list(axis) if isinstance(axis, (list, tuple)) else axis
+        self.axis = list(axis) if listed else axis
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        rank = len(input_shape) + 1
+        rank, shape = len(input_shape) + 1, (None, *input_shape)
         a = self.axis[0] if isinstance(self.axis, list) else self.axis
         if not -rank <= a < rank:
-            raise ValueError(f"Axis {self.axis} is out of bounds for input shape {(None, *input_shape)}.")
+            raise ValueError(f"Axis {self.axis} is out of bounds for input shape {shape}.")
         if a % rank != rank - 1:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r}: axis={self.axis} is not the last axis of input shape "
-                f"{(None, *input_shape)}; cdnn normalizes the last axis only"
-            )
+            raise ValueError(f"{self.name!r}: axis={self.axis} is not the last axis of {shape}, which cdnn normalizes")
         return tuple(input_shape)
 
     def get_config(self) -> dict:
@@ -290,11 +288,7 @@ class _RowNorm(Layer):
 
 
 class UnitNormalization(_RowNorm):
-    """Scale each sample to unit L2 norm over the last axis: ``x * min(1 / ||x||, 1e12)`` (Keras' epsilon 1e-12)."""
-
-    def __init__(self, axis=-1, name: Optional[str] = None, **kwargs) -> None:
-        super().__init__(name=name, **kwargs)
-        self._set_axis(axis)
+    """``x * min(1 / ||x||, 1e12)`` over the last axis (Keras' epsilon 1e-12)."""
 
     def _lower(self, input_shapes: list, training) -> dict:
         return {"op": "unitnorm", "epsilon": 1e-12}
@@ -304,8 +298,7 @@ class RMSNormalization(_RowNorm):
     """``x / sqrt(mean(x**2) + epsilon) * scale`` over the last axis; ``scale`` (ones) trains."""
 
     def __init__(self, axis=-1, epsilon: float = 1e-6, name: Optional[str] = None, **kwargs) -> None:
-        super().__init__(name=name, **kwargs)
-        self._set_axis(axis)
+        super().__init__(axis, name=name, **kwargs)
         self.epsilon = _float_arg(epsilon, "epsilon", 0.0, np.inf, "a positive number")
         if self.epsilon <= 0:
             raise invalid("epsilon", epsilon, "a positive number")
@@ -330,7 +323,13 @@ class RMSNormalization(_RowNorm):
         return {**super().get_config(), "epsilon": self.epsilon}
 
     def _lower(self, input_shapes: list, training) -> dict:
-        return {"op": "rmsnorm", "gamma": self.scale, "beta": None, "epsilon": self.epsilon, "trainable": self.trainable}
+        return {
+            "op": "rmsnorm",
+            "gamma": self.scale,
+            "beta": None,
+            "epsilon": self.epsilon,
+            "trainable": self.trainable,
+        }
 
 
 register(BatchNormalization, LayerNormalization, UnitNormalization, RMSNormalization)

@@ -729,7 +729,9 @@ class Model(Layer):
         by_id = {id(p): row for p, row in zip(params, self.optimizer._slots)}
         for node in nodes:
             op = node["op"]
-            keys = ("W", "b") if op == "dense" else ("gamma", "beta") if op in ("batchnorm", "layernorm", "rmsnorm") else None
+            keys = {"dense": ("W", "b")}.get(
+                op, ("gamma", "beta") if op in ("batchnorm", "layernorm", "rmsnorm") else None
+            )
             if keys is None or not node.get("trainable", True):
                 continue
             slots, extra = [], {}

@@ -113,6 +113,19 @@ def test_gradients_finite_differences(op, width):
             assert float((grads[(node, "W")] * v).sum()) == pytest.approx(fd, rel=1e-2, abs=2e-5), (op, width)
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+def test_dot_of_a_tensor_with_itself(normalize, threads):
+    """Both of the dot's gradients reach one node (the second added to the first)."""
+    g = G()
+    h = g.dense(g.input(5), 7, "tanh")
+    g.out(g.dense(g.add("dot", [h, h], (1,), epsilon=1e-7 if normalize else 0.0), 2))
+    x, y = rand(11, 5), rand(11, 2)
+    grads, _ = core_grads(g, [x], [y])
+    _, _, want, _ = ref.Graph(g.nodes, g.inputs, g.outputs).gradients([x], [y], training=True)
+    for key in want:
+        assert_close(grads[key], want[key], 1e-3, 1e-5 * (np.abs(want[key]).max() + 1e-2), str(key))
+
+
 def _slots(nodes):
     """Adam's two slots for every trainable parameter (the rmsnorm's scale included)."""
     for d in nodes:
@@ -283,6 +296,20 @@ def test_frozen_rmsnormalization_and_summary(session, capsys):
     before = model.layers[2].get_weights()[0].copy()
     model.fit(np.ones((8, 5), np.float32), np.zeros((8, 1), np.float32), epochs=2, verbose=0)
     assert np.array_equal(model.layers[2].scale, before)
+
+
+def test_summary_as_keras(session, capsys, monkeypatch):
+    keras = _keras()
+    texts = []
+    for lib in (keras, ck):
+        lib.utils.clear_session()
+        a, b = lib.Input((6,)), lib.Input((6,))
+        d = lib.layers.Dot(axes=1, normalize=True)(
+            [lib.layers.RMSNormalization()(a), lib.layers.UnitNormalization()(b)]
+        )
+        lib.Model([a, b], d, name="m").summary()
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and "Trainable params: 6 (24.00 B)" in texts[1]
 
 
 def test_keras_files_both_ways(session, tmp_path):

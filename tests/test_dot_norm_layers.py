@@ -386,3 +386,15 @@ def test_rmsnormalization_reused_on_another_width_refused(session):
     with pytest.raises(ValueError, match=r"'r' \(RMSNormalization\).*value 4"):
         rms(np.ones((2, 5), np.float32))
     assert cdnn.layers.deserialize({"class_name": "Dot", "config": {"axes": [1, 1]}}).axes == [1, 1]
+
+
+def test_zero_rows_train_to_finite_values(session):
+    """A zero vector's inverse norm is capped at 1 / epsilon (Keras' formula): no NaN in the loss or the weights."""
+    a, b = ck.Input((4,)), ck.Input((4,))
+    d = L.Dot(axes=1, normalize=True)([L.UnitNormalization()(a), L.RMSNormalization()(b)])
+    model = ck.Model([a, b], L.Dense(1)(d))
+    model.compile("adam", "mse")
+    x = np.zeros((8, 4), np.float32)
+    history = model.fit([x, x], np.ones((8, 1), np.float32), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.isfinite(w).all() for w in model.get_weights())

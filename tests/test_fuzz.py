@@ -214,11 +214,15 @@ def template_functional_keras_parts(directory: Path):
     a, b = keras.Input((2, 3), name="a"), keras.Input((4,), name="b")
     x = L.Reshape((6,))(L.Normalization(mean=[0.5] * 3, variance=[2.0] * 3)(L.Rescaling(0.5)(a)))
     h = L.LayerNormalization()(L.BatchNormalization()(L.Dense(6)(L.GaussianNoise(0.1)(b))))
+    h = L.RMSNormalization()(L.UnitNormalization()(h))
     h = L.Activation("relu")(L.Concatenate()([x, L.Flatten()(L.Reshape((2, 3))(h))]))
     h = L.Add()([L.ReLU()(h), L.LeakyReLU()(h), L.Identity()(h)])
     h = L.Maximum()([L.Subtract()([h, L.Softmax()(h)]), L.Minimum()([h, L.Average()([h, L.Multiply()([h, h])])])])
     inner = keras.Sequential([keras.Input((12,)), L.Dense(3), L.Dropout(0.2)], name="inner")
-    model = keras.Model({"a": a, "b": b}, {"price": L.Dense(1, name="price")(h), "kind": inner(h)})
+    model = keras.Model(
+        {"a": a, "b": b},
+        {"price": L.Dense(1, name="price")(L.Concatenate()([h, L.Dot(1, normalize=True)([h, h])])), "kind": inner(h)},
+    )
     model.compile("nadam", loss={"price": "mse", "kind": "mse"})
     model.fit(
         {"a": np.ones((4, 2, 3), np.float32), "b": np.ones((4, 4), np.float32)},

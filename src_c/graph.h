@@ -80,6 +80,7 @@ typedef struct {
     int n_outputs;
     const cdnn_output *outputs;
     cdnn_opt_params opt;
+    int fuse; /* inference runs a Dense's BatchNormalization and Activation readers in its epilogue (graph.c) */
 } cdnn_graph;
 
 /* Buffers and the step plan for batches of up to max_batch samples. */
@@ -109,6 +110,10 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
                         const float *const *sample_weight, double *loss_sum, double *correct_sum);
+
+/* The fusions a predict wanting nodes want (labelled: with labels) makes: end[i] the node whose value Dense
+ * node i's epilogue writes, or -1. */
+void cdnn_graph_fusions(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want, int labelled, int *end);
 
 /* ---- per-op passes (graph_ops.c, normalization.c); r0..r1 are rows of [batch*rows, width] ---- */
 /* Rows [r0, r1) of y = x * scale + offset (scale/offset of length 1 or width). */

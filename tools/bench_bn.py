@@ -88,8 +88,11 @@ def main() -> None:
                 number = 1000 if n == 1 else 200 if n < 1000 else 2
                 times: dict = {k: [] for k in contenders}
                 load0 = open("/proc/loadavg").read().split()[:3]
-                for _ in range(a.rounds):
-                    for name, fn in contenders.items():
+                names = list(contenders)
+                for r in range(a.rounds):
+                    # the order rotates: each contender follows another's idle spinning threads as often
+                    for name in names[r % len(names) :] + names[: r % len(names)]:
+                        fn = contenders[name]
                         t = time.perf_counter()
                         for _ in range(number):
                             fn(x)

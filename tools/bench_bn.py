@@ -5,7 +5,8 @@ interleaved in one process, on 1 and 2 threads.
 Prints per case each contender's median per call (quartiles) and its ratio to ONNX Runtime; ``bn share``
 is 1 - plain/bn of cdnn's predict medians: the part of the BN MLP's time its BN layers cost, with the
 fusion of inference (``predict``) and without it (``unfused``: the graph's ``fuse`` off). With
-other work on the machine only ratios measured in the same run mean anything (the load is printed).
+other work on the machine only ratios measured in the same run mean anything (the load is printed);
+on one thread the time is the calling thread's CPU time (cdnn and ONNX Runtime run there alone).
 Run from the repository root: ``python tools/bench_bn.py [--rounds N] [--rows 1,32,10000]``; set
 ``CDNN_ROOT`` to time another checkout's cdnn.
 """
@@ -88,20 +89,22 @@ def main() -> None:
                 number = 1000 if n == 1 else 200 if n < 1000 else 2
                 times: dict = {k: [] for k in contenders}
                 load0 = open("/proc/loadavg").read().split()[:3]
+                # on one thread the calling thread's CPU time: a loaded machine's descheduling is not counted
+                clock = time.thread_time if threads == 1 else time.perf_counter
                 names = list(contenders)
                 for r in range(a.rounds):
                     # the order rotates: each contender follows another's idle spinning threads as often
                     for name in names[r % len(names) :] + names[: r % len(names)]:
                         fn = contenders[name]
-                        t = time.perf_counter()
+                        t = clock()
                         for _ in range(number):
                             fn(x)
-                        times[name].append((time.perf_counter() - t) / number)
+                        times[name].append((clock() - t) / number)
                 load1 = open("/proc/loadavg").read().split()[:3]
                 med = {k: float(np.median(v)) for k, v in times.items()}
                 unit, scale = ("us", 1e6) if n < 1000 else ("ms", 1e3)
                 print(
-                    f"{variant} threads={threads} n={n}  load {' '.join(load0)} -> {' '.join(load1)}"
+                    f"{variant} threads={threads} n={n} ({clock.__name__})  load {' '.join(load0)} -> {' '.join(load1)}"
                     f"  bn share unfused {1 - med['plain'] / med['unfused']:+.3f} fused {1 - med['plain'] / med['predict']:+.3f}"
                 )
                 for name, ts in times.items():

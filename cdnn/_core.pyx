@@ -911,15 +911,6 @@ cdef class Network:
             self.ws_batch, self.ws_threads = batch, threads
         return 0
 
-    @property
-    def fuse(self):
-        """Whether inference runs a Dense's BatchNormalization/Activation readers in its epilogue (same values)."""
-        return bool(self.g.fuse)
-
-    @fuse.setter
-    def fuse(self, bint on):
-        self.g.fuse = on
-
     def set_optimizer(self, dict hparams):
         """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""
         cdef cdnn_opt_params p = _opt_params(hparams)
@@ -1315,15 +1306,15 @@ cdef class Graph:
         self.g.fuse = on
 
     def fusions(self, nodes=(), bint labelled=False):
-        """``{dense: last}``: each Dense node whose epilogue computes nodes up to ``last`` in a predict of ``nodes``."""
-        want = np.asarray([int(k) for k in nodes] + [0], np.int32)
-        if not all(0 <= k < self.n_nodes for k in want):
-            raise ValueError(f"Invalid argument `nodes`: expected node indices in [0, {self.n_nodes}), received {nodes}")
+        """Per node, the last node a Dense's epilogue computes in a predict of ``nodes`` (-1: none)."""
+        want = np.asarray(list(nodes) + [0], np.int32)
+        if want.min() < 0 or want.max() >= self.n_nodes:
+            raise ValueError(f"Invalid argument `nodes`: expected node indices in [0, {self.n_nodes})")
         end = np.empty(self.n_nodes, np.int32)
         with self.lock:
             self._workspace(1)
             cdnn_graph_fusions(&self.g, self.ws, len(want) - 1, <int *>iptr(want), labelled, <int *>iptr(end))
-        return {i: int(e) for i, e in enumerate(end) if e >= 0}
+        return end
 
     def set_optimizer(self, dict hparams):
         """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""

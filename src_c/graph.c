@@ -485,9 +485,12 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
             cdnn_team_barrier(); /* every row of the input */
             cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
             cdnn_team_barrier(); /* every column's statistics */
-            cdnn_batchnorm_rows(r0, r1, w, x, b->mean, b->inv_std, nd->gamma, nd->beta, b->val);
-        } else {
-            cdnn_batchnorm_rows(r0, r1, w, x, nd->moving_mean, b->fixed_inv, nd->gamma, nd->beta, b->val);
+        }
+        if (r1 > r0) {
+            const int batch_stats = training && !nd->frozen && !nd->inference;
+            cdnn_batchnorm_tile(x + (size_t)r0 * w, w, b->val + (size_t)r0 * w, w, r1 - r0, w,
+                                batch_stats ? b->mean : nd->moving_mean, batch_stats ? b->inv_std : b->fixed_inv,
+                                nd->gamma, nd->beta);
         }
         break;
     case CDNN_OP_LAYERNORM:

@@ -139,9 +139,6 @@ void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc);
 /* Team, columns split, no barrier: mean, biased variance and 1/sqrt(var + eps) per column of
  * x[rows, width] (two passes in double, rows in order). */
 void cdnn_col_moments_team(const float *x, int rows, int width, float eps, float *mean, float *var, float *inv_std);
-/* Rows [r0, r1) of y = (x - mean) * inv_std * gamma + beta per column (gamma/beta may be NULL). */
-void cdnn_batchnorm_rows(int r0, int r1, int width, const float *x, const float *mean, const float *inv_std,
-                         const float *gamma, const float *beta, float *y);
 /* Team, columns split, no barrier: sum_g[j] = sum of g, sum_gx[j] = sum of g * xhat over all rows
  * (xhat = (x - mean[j]) * inv_std[j] with per-column stats, or per-row ones if row_stats). */
 void cdnn_norm_sums_team(const float *x, const float *g, int rows, int width, const float *mean, const float *inv_std,

@@ -63,14 +63,6 @@ void cdnn_batchnorm_tile(const float *x, int ldx, float *y, int ldy, int rows, i
     }
 }
 
-void cdnn_batchnorm_rows(int r0, int r1, int width, const float *x, const float *mean, const float *inv_std,
-                         const float *gamma, const float *beta, float *y)
-{
-    if (r1 > r0)
-        cdnn_batchnorm_tile(x + (size_t)r0 * width, width, y + (size_t)r0 * width, width, r1 - r0, width, mean,
-                            inv_std, gamma, beta);
-}
-
 void cdnn_norm_sums_team(const float *x, const float *g, int rows, int width, const float *mean, const float *inv_std,
                          int row_stats, float *sum_g, float *sum_gx)
 {

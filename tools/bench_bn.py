@@ -91,10 +91,10 @@ def main() -> None:
                 load0 = open("/proc/loadavg").read().split()[:3]
                 # on one thread the calling thread's CPU time: a loaded machine's descheduling is not counted
                 clock = time.thread_time if threads == 1 else time.perf_counter
-                names = list(contenders)
-                for r in range(a.rounds):
-                    # the order rotates: each contender follows another's idle spinning threads as often
-                    for name in names[r % len(names) :] + names[: r % len(names)]:
+                order = np.random.default_rng(0)
+                for _ in range(a.rounds):
+                    # a new order each round: no contender always follows another's idle spinning threads
+                    for name in order.permutation(list(contenders)):
                         fn = contenders[name]
                         t = clock()
                         for _ in range(number):

@@ -10,6 +10,8 @@ has its own activation (the BatchNormalization then follows it), nothing is fuse
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import reference as ref
@@ -203,3 +205,17 @@ def test_evaluate_reports_the_loss_of_predicts_outputs():
     loss, acc = model.evaluate(x, y, verbose=0, batch_size=50)
     np.testing.assert_allclose(loss, -np.log(p[np.arange(50), y]).mean(), rtol=1e-5)
     assert acc == pytest.approx((p.argmax(1) == y).mean())
+
+
+def test_keras_gives_the_same_outputs_within_float32_rounding():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    pytest.importorskip("jax")
+    k = pytest.importorskip("keras")
+    model = _bn_mlp(20, 33)
+    inp = k.Input(shape=(20,))
+    h = k.layers.Activation("relu")(k.layers.BatchNormalization()(k.layers.Dense(33)(inp)))
+    h = k.layers.Activation("softmax")(k.layers.BatchNormalization()(k.layers.Dense(5)(h)))
+    theirs = k.Model(inp, h)
+    theirs.set_weights(model.get_weights())
+    x = np.random.default_rng(7).standard_normal((64, 20)).astype(np.float32)
+    _close(model.predict(x, verbose=0), np.asarray(theirs.predict(x, verbose=0)))

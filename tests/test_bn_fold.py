@@ -219,3 +219,15 @@ def test_keras_gives_the_same_outputs_within_float32_rounding():
     theirs.set_weights(model.get_weights())
     x = np.random.default_rng(7).standard_normal((64, 20)).astype(np.float32)
     _close(model.predict(x, verbose=0), np.asarray(theirs.predict(x, verbose=0)))
+
+
+def test_a_dense_on_n_d_inputs_is_fused_per_row(threads):
+    inp = layers.Input(shape=(3, 5))
+    h = layers.Activation("gelu")(layers.BatchNormalization()(layers.Dense(7)(inp)))
+    model = keras.Model(inp, layers.Dense(2)(layers.Flatten()(h)))
+    _perturb(model)
+    assert _fused(model._core_graph(training=False)) == {1: 3}
+    x = np.random.default_rng(8).standard_normal((9, 3, 5)).astype(np.float32)
+    got = model.predict(x, verbose=0)
+    np.testing.assert_array_equal(got, _unfused(model, x))
+    _close(got, _oracle(model, x)[0])

@@ -1082,6 +1082,7 @@ cdef extern from "graph.h" nogil:
         int n_outputs
         const cdnn_output *outputs
         cdnn_opt_params opt
+        int fuse
     ctypedef struct cdnn_graph_ws:
         pass
     cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads)
@@ -1091,6 +1092,8 @@ cdef extern from "graph.h" nogil:
                              int64_t first, int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss,
                              double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss,
                              const float *const *sample_weight, float *const *outputs)
+    void cdnn_graph_fusions(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want, int labelled,
+                            int *end)
     void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
                             const int *want, float *const *outs, const int32_t *const *ysparse,
                             const float *const *ydense, const float *const *sample_weight, double *loss_sum,
@@ -1164,6 +1167,7 @@ cdef class Graph:
             raise MemoryError()
         memset_nodes(self.g.nodes, N)
         self.g.opt = opt
+        self.g.fuse = 1
         self.step_arrays = optimizer  # keeps step_lr/step_aux alive while C reads them
         cdef int pos = 0
         cdef cdnn_node *nd
@@ -1293,6 +1297,26 @@ cdef class Graph:
                     raise ValueError(f"Invalid optimizer settings for graph node {i}: {hparams_name(p.kind)} "
                                      f"with these hyper-parameters needs slot arrays that were not provided")
         return 0
+
+    @property
+    def fuse(self):
+        """Whether inference runs a Dense's BatchNormalization/Activation readers in its epilogue (same values)."""
+        return bool(self.g.fuse)
+
+    @fuse.setter
+    def fuse(self, bint on):
+        self.g.fuse = on
+
+    def fusions(self, nodes=(), bint labelled=False):
+        """Per node, the last node a Dense's epilogue computes in a predict of ``nodes`` (-1: none)."""
+        want = np.asarray(list(nodes) + [0], np.int32)
+        if want.min() < 0 or want.max() >= self.n_nodes:
+            raise ValueError(f"Invalid argument `nodes`: expected node indices in [0, {self.n_nodes})")
+        end = np.empty(self.n_nodes, np.int32)
+        with self.lock:
+            self._workspace(1)
+            cdnn_graph_fusions(&self.g, self.ws, len(want) - 1, <int *>iptr(want), labelled, <int *>iptr(end))
+        return end
 
     def set_optimizer(self, dict hparams):
         """Replace the optimizer hyper-parameters (e.g. a changed learning rate); slots are unchanged."""

@@ -235,6 +235,9 @@ typedef struct {
     int drop_col0;               /* the layer input's column of C's first column (dropout keys) */
     const float *drop_din;       /* or NULL: with act ReLU, the layer input after dropout, laid out as aux, whose
                                     nonzeros are the kept elements wherever ReLU's derivative is not 0 */
+    /* BIAS_ACT: with bn_inv_std, BatchNormalization's inference transform between the bias and the
+       activation (cdnn_batchnorm_tile; gamma, beta may be NULL), on length-N vectors */
+    const float *bn_mean, *bn_inv_std, *bn_gamma, *bn_beta;
 } cdnn_epilogue;
 
 /* A SIMD code path: micro-kernel shape and function. */
@@ -324,6 +327,9 @@ double cdnn_wtime(void);
 /* In place: x[rows, cols] (row stride ld) = act(x + bias). bias may be NULL; z (ld ldz) gets x+bias if not NULL. */
 void cdnn_bias_act_tile(int act, cdnn_act_args args, float *x, int ld, int rows, int cols, const float *bias, float *z,
                         int ldz);
+/* y = (x - mean) * inv_std * gamma + beta per column of x[rows, cols] (ldx) into y (ldy, may be x); gamma/beta may be NULL. */
+void cdnn_batchnorm_tile(const float *x, int ldx, float *y, int ldy, int rows, int cols, const float *mean,
+                         const float *inv_std, const float *gamma, const float *beta);
 /* In place: g[rows, cols] *= act'(a) where a is the activation output (z where cdnn_act_grad_from_z). Not row-wise acts. */
 void cdnn_dact_tile(int act, cdnn_act_args args, float *g, int ldg, const float *a, int lda, int rows, int cols);
 /* Row-wise softmax in place over x[rows, cols] (ld), stable. */

@@ -915,8 +915,16 @@ static void epilogue(const cdnn_epilogue *e, float *c, int ldc, int i0, int j0, 
 {
     switch (e->kind) {
     case CDNN_EPI_BIAS_ACT:
-        cdnn_bias_act_tile(e->act, e->act_args, c, ldc, rows, cols, e->bias ? e->bias + j0 : NULL,
-                           e->aux ? e->aux + (size_t)i0 * e->ldaux + j0 : NULL, e->ldaux);
+        if (e->bn_inv_std) { /* the same passes, in the same order, as the Dense, BatchNormalization, Activation */
+            cdnn_bias_act_tile(CDNN_LINEAR, e->act_args, c, ldc, rows, cols, e->bias ? e->bias + j0 : NULL,
+                               e->aux ? e->aux + (size_t)i0 * e->ldaux + j0 : NULL, e->ldaux);
+            cdnn_batchnorm_tile(c, ldc, c, ldc, rows, cols, e->bn_mean + j0, e->bn_inv_std + j0,
+                                e->bn_gamma ? e->bn_gamma + j0 : NULL, e->bn_beta ? e->bn_beta + j0 : NULL);
+            if (e->act != CDNN_LINEAR) cdnn_bias_act_tile(e->act, e->act_args, c, ldc, rows, cols, NULL, NULL, 0);
+        } else {
+            cdnn_bias_act_tile(e->act, e->act_args, c, ldc, rows, cols, e->bias ? e->bias + j0 : NULL,
+                               e->aux ? e->aux + (size_t)i0 * e->ldaux + j0 : NULL, e->ldaux);
+        }
         break;
     case CDNN_EPI_DACT:
         cdnn_dact_tile(e->act, e->act_args, c, ldc, e->aux + (size_t)i0 * e->ldaux + j0, e->ldaux, rows, cols);

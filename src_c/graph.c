@@ -69,6 +69,10 @@ typedef struct {
     int shared;                  /* a call of a layer called more than once: shared_updates_team updates it */
     int next_share;              /* the next call of the same layer (a later node), or -1 */
     double *activity;            /* activity regularizer: each sample's penalty [B] (training), or NULL */
+    int consumers, consumer;     /* the nodes that read its value (an input read twice counts twice), the last one */
+    int fuse_bn, fuse_end;       /* predict, a Dense: the BatchNormalization its epilogue runs (or -1), the node whose
+                                    value the epilogue writes (-1: no fusion) */
+    int fused;                   /* predict: computed in an earlier Dense's epilogue */
 } node_buf;
 
 typedef struct {
@@ -240,6 +244,11 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         const int op = g->nodes[i].op;
         nb[i].run_bwd = nb[i].affects && nb[i].needs && op != CDNN_OP_INPUT && op != CDNN_OP_RESHAPE;
     }
+    for (int i = 0; i < N; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++) {
+            nb[g->nodes[i].in[k]].consumers++;
+            nb[g->nodes[i].in[k]].consumer = i;
+        }
     /* contributions in their fixed order: value losses, then consumers from the last node down */
     for (int o = 0; o < O; o++) {
         out_buf *ob = &ws->ob[o];
@@ -483,9 +492,12 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
             cdnn_team_barrier(); /* every row of the input */
             cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
             cdnn_team_barrier(); /* every column's statistics */
-            cdnn_batchnorm_rows(r0, r1, w, x, b->mean, b->inv_std, nd->gamma, nd->beta, b->val);
-        } else {
-            cdnn_batchnorm_rows(r0, r1, w, x, nd->moving_mean, b->fixed_inv, nd->gamma, nd->beta, b->val);
+        }
+        if (r1 > r0) {
+            const int batch_stats = training && !nd->frozen && !nd->inference;
+            cdnn_batchnorm_tile(x + (size_t)r0 * w, w, b->val + (size_t)r0 * w, w, r1 - r0, w,
+                                batch_stats ? b->mean : nd->moving_mean, batch_stats ? b->inv_std : b->fixed_inv,
+                                nd->gamma, nd->beta);
         }
         break;
     case CDNN_OP_LAYERNORM:
@@ -901,6 +913,85 @@ static void fixed_stats_team(const cdnn_graph *g, cdnn_graph_ws *ws)
     cdnn_team_barrier();
 }
 
+/* ---- inference fusion ----------------------------------------------------------- */
+
+/* Whether a predict must hold node i's value: a model output, or a node of want. */
+static int value_wanted(const cdnn_graph *g, int i, int n_want, const int *want)
+{
+    for (int o = 0; o < g->n_outputs; o++)
+        if (g->outputs[o].node == i) return 1;
+    for (int k = 0; k < n_want; k++)
+        if (want[k] == i) return 1;
+    return 0;
+}
+
+/* The sole reader of node i's value if it is an op node and i's value is not wanted, else -1. */
+static int sole_reader(const cdnn_graph *g, const cdnn_graph_ws *ws, int i, int op, int n_want, const int *want)
+{
+    const node_buf *b = &ws->nb[i];
+    if (b->consumers != 1 || g->nodes[b->consumer].op != op || value_wanted(g, i, n_want, want)) return -1;
+    return b->consumer;
+}
+
+/* The fusions of a predict (g->fuse): a Dense without activation runs in its GEMM's epilogue the
+ * BatchNormalization that alone reads its value, then the Activation that alone reads the result, with the
+ * same operations in the same order as the separate passes (bit-identical values), skipping their memory
+ * passes. A value the call wants, or a logits loss reads (labelled), is always computed. */
+static void fuse_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want, int labelled)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        ws->nb[i].fuse_bn = ws->nb[i].fuse_end = -1;
+        ws->nb[i].fused = 0;
+    }
+    for (int i = 0; i < g->n_nodes && g->fuse; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        if (nd->op != CDNN_OP_DENSE || nd->act != CDNN_LINEAR) continue;
+        int end = i;
+        const int bn = sole_reader(g, ws, i, CDNN_OP_BATCHNORM, n_want, want);
+        if (bn >= 0) end = bn;
+        const int act = sole_reader(g, ws, end, CDNN_OP_ACTIVATION, n_want, want);
+        if (act >= 0 && !(labelled && ws->nb[act].zloss)) end = act;
+        if (end == i) continue;
+        ws->nb[i].fuse_bn = bn;
+        ws->nb[i].fuse_end = end;
+        if (bn >= 0) ws->nb[bn].fused = 1;
+        if (end != bn) ws->nb[end].fused = 1;
+    }
+}
+
+void cdnn_graph_fusions(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want, int labelled, int *end)
+{
+    fuse_plan(g, ws, n_want, want, labelled);
+    for (int i = 0; i < g->n_nodes; i++) end[i] = ws->nb[i].fuse_end;
+}
+
+/* Samples [lo, hi) of a fused Dense (fuse_plan): its product, bias, BatchNormalization and activation
+ * into the value of its last fused node. */
+static void fused_dense_rows(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo, long hi, float *pack)
+{
+    const cdnn_node *nd = &g->nodes[i];
+    const node_buf *b = &ws->nb[i];
+    const cdnn_node *last = &g->nodes[b->fuse_end];
+    const int units = nd->dense.units, r0 = (int)(lo * nd->rows), r1 = (int)(hi * nd->rows);
+    const int act = last->op == CDNN_OP_ACTIVATION ? last->act : CDNN_LINEAR;
+    float *y = ws->nb[b->fuse_end].val;
+    cdnn_epilogue e = {0};
+    e.kind = CDNN_EPI_BIAS_ACT;
+    e.act = cdnn_act_rowwise(act) ? CDNN_LINEAR : act;
+    e.act_args = last->act_args;
+    e.bias = nd->dense.b;
+    if (b->fuse_bn >= 0) {
+        const cdnn_node *bn = &g->nodes[b->fuse_bn];
+        e.bn_mean = bn->moving_mean;
+        e.bn_inv_std = ws->nb[b->fuse_bn].fixed_inv;
+        e.bn_gamma = bn->gamma;
+        e.bn_beta = bn->beta;
+    }
+    cdnn_gemm_rows(0, 0, r0, r1, units, nd->dense.in, b->xin[0], nd->dense.in, nd->dense.W, units, NULL, y, units, 0,
+                   &e, pack);
+    if (cdnn_act_rowwise(act) && r1 > r0) cdnn_rowwise_act_rows(act, y + (size_t)r0 * units, units, r1 - r0, units);
+}
+
 /* Samples [lo, hi) of every output node's value into outputs[o] (if not NULL), from sample row0 on. */
 static void copy_outputs(const cdnn_graph *g, const cdnn_graph_ws *ws, float *const *outputs, size_t row0, long lo,
                          long hi)
@@ -1054,7 +1145,12 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
                     for (long r = lo; r < hi; r++)
                         for (size_t k = 0; k < R; k++) ws->ob[o].w[r * R + k] = sample_weight[o][start + r];
             }
-        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
+        for (int i = 0; i < g->n_nodes; i++) {
+            if (ws->nb[i].fuse_end >= 0)
+                fused_dense_rows(g, ws, i, lo, hi, pack);
+            else if (!ws->nb[i].fused)
+                forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
+        }
         for (int k = 0; k < n_want; k++) {
             const size_t sz = node_size(&g->nodes[want[k]]);
             if (hi > lo)
@@ -1095,6 +1191,7 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     if (ws->flops / 3 / (bs > 0 ? bs : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
     if (loss_sum)
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
+    fuse_plan(g, ws, n_want, want, loss_sum != NULL);
 
 #ifdef _OPENMP
     if (nt > 1) {

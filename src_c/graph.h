@@ -83,6 +83,7 @@ typedef struct {
     int n_outputs;
     const cdnn_output *outputs;
     cdnn_opt_params opt;
+    int fuse; /* inference runs a Dense's BatchNormalization and Activation readers in its epilogue (graph.c) */
 } cdnn_graph;
 
 /* Buffers and the step plan for batches of up to max_batch samples. */
@@ -113,6 +114,10 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
                         const float *const *sample_weight, double *loss_sum, double *correct_sum);
 
+/* The fusions a predict wanting nodes want (labelled: with labels) makes: end[i] the node whose value Dense
+ * node i's epilogue writes, or -1. */
+void cdnn_graph_fusions(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want, int labelled, int *end);
+
 /* ---- per-op passes (graph_ops.c, normalization.c); r0..r1 are rows of [batch*rows, width] ---- */
 /* Rows [r0, r1) of y = x * scale + offset (scale/offset of length 1 or width). */
 void cdnn_affine_rows(const cdnn_node *nd, int r0, int r1, const float *x, float *y);
@@ -142,9 +147,6 @@ void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc);
 /* Team, columns split, no barrier: mean, biased variance and 1/sqrt(var + eps) per column of
  * x[rows, width] (two passes in double, rows in order). */
 void cdnn_col_moments_team(const float *x, int rows, int width, float eps, float *mean, float *var, float *inv_std);
-/* Rows [r0, r1) of y = (x - mean) * inv_std * gamma + beta per column (gamma/beta may be NULL). */
-void cdnn_batchnorm_rows(int r0, int r1, int width, const float *x, const float *mean, const float *inv_std,
-                         const float *gamma, const float *beta, float *y);
 /* Team, columns split, no barrier: sum_g[j] = sum of g, sum_gx[j] = sum of g * xhat over all rows
  * (xhat = (x - mean[j]) * inv_std[j] with per-column stats, or per-row ones if row_stats). */
 void cdnn_norm_sums_team(const float *x, const float *g, int rows, int width, const float *mean, const float *inv_std,

@@ -51,13 +51,13 @@ void cdnn_batchnorm_fixed_stats(int width, const float *moving_var, float eps, f
     for (int j = 0; j < width; j++) inv_std[j] = (float)(1.0 / sqrt((double)moving_var[j] + eps));
 }
 
-void cdnn_batchnorm_rows(int r0, int r1, int width, const float *x, const float *mean, const float *inv_std,
-                         const float *gamma, const float *beta, float *y)
+void cdnn_batchnorm_tile(const float *x, int ldx, float *y, int ldy, int rows, int cols, const float *mean,
+                         const float *inv_std, const float *gamma, const float *beta)
 {
-    for (long i = r0; i < r1; i++) {
-        const float *xi = x + (size_t)i * width;
-        float *yi = y + (size_t)i * width;
-        for (int j = 0; j < width; j++) {
+    for (long i = 0; i < rows; i++) {
+        const float *xi = x + (size_t)i * ldx;
+        float *yi = y + (size_t)i * ldy;
+        for (int j = 0; j < cols; j++) {
             float v = (xi[j] - mean[j]) * inv_std[j];
             if (gamma) v *= gamma[j];
             if (beta) v += beta[j];

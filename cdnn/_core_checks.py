@@ -107,6 +107,10 @@ def _check_node_slots(i: int, d: dict, factored: bool) -> None:
         _shape(s, f"nodes[{i}].{key}", ref.shape)
 
 
+#: ops of this module's later layers that keep their input's shape
+_OWN = ("prelu", "gaussian_dropout", "alpha_dropout")
+
+
 def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None) -> tuple[list, int, list]:
     """Validate a graph description; return each node's shape, the count of node inputs, the input nodes.
 
@@ -160,7 +164,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                 )
             _param(d, "b", i, (shape[-1],), optional=True)
             _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
-        elif op in ("batchnorm", "layernorm", "activation", "affine", "dropout", "gaussian_noise"):
+        elif op in ("batchnorm", "layernorm", "activation", "affine", "dropout", "gaussian_noise") + _OWN:
             if shape != x:
                 raise _graph_error(i, d, f"op {op!r} keeps its input's shape {x}, received shape {shape}")
         elif op in _MERGES:
@@ -205,17 +209,22 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                 a = _check(d.get(key), f"nodes[{i}].{key}", 1)
                 if a.shape[0] not in (1, w):
                     raise _graph_error(i, d, f"`{key}` must hold 1 or {w} values, received shape {a.shape}")
-        if op == "dropout":
+        if op == "prelu":
+            ar, ac = d.get("alpha_shape", (0, 0))
+            a = _param(d, "gamma", i, tuple(getattr(d.get("gamma"), "shape", (ar * ac,))))
+            if ar not in (1, size // w) or ac not in (1, w) or a.size != ar * ac or d.get("beta") is not None:
+                raise _graph_error(i, d, f"alpha of shape {a.shape} as {(ar, ac)} does not fit shape {shape}")
+        if op in ("dropout", "alpha_dropout"):
             rate = float(d.get("rate", 0.0))
             if not 0.0 <= rate < 1.0:
                 raise _graph_error(i, d, f"`rate` must be in [0, 1), received {rate}")
-        if op == "gaussian_noise":
+        if op in ("gaussian_noise", "gaussian_dropout"):
             sd = float(d.get("stddev", 0.0))
             if not (sd >= 0 and np.isfinite(sd)):
                 raise _graph_error(i, d, f"`stddev` must be a finite number >= 0, received {sd}")
-        if op in ("dropout", "gaussian_noise") and not 0 <= int(d.get("seed_offset", 0)) < 2**63:
+        if op in ("dropout", "gaussian_noise", "gaussian_dropout", "alpha_dropout") and not 0 <= int(d.get("seed_offset", 0)) < 2**63:
             raise _graph_error(i, d, f"`seed_offset` must be an integer in [0, 2**63), received {d.get('seed_offset')}")
-        if op in ("dense", "batchnorm", "layernorm"):
+        if op in ("dense", "batchnorm", "layernorm", "prelu"):
             _check_node_slots(i, d, factored)
         activity = d.get("activity") or {}
         try:
@@ -253,7 +262,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
     # any other trainable parameters shared by two nodes would get two updates a step
     seen: list[tuple[int, str, Any]] = []
     for i, d in enumerate(nodes):
-        if d["op"] not in ("dense", "batchnorm", "layernorm"):
+        if d["op"] not in ("dense", "batchnorm", "layernorm", "prelu"):
             continue
         j = d.get("share", -1)
         if not isinstance(j, (int, np.integer)) or not -1 <= j < i:

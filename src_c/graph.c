@@ -148,7 +148,13 @@ static int trains(const cdnn_node *nd)
     if (nd->frozen) return 0;
     if (nd->op == CDNN_OP_DENSE) return 1;
     if (nd->op == CDNN_OP_BATCHNORM || nd->op == CDNN_OP_LAYERNORM) return nd->gamma || nd->beta;
-    return 0;
+    return nd->op == CDNN_OP_PRELU;
+}
+
+/* The number of values of a norm's gamma/beta or PReLU's alpha. */
+static long vec_len(const cdnn_node *nd)
+{
+    return nd->op == CDNN_OP_PRELU ? (long)nd->alpha_r * nd->alpha_c : nd->width;
 }
 
 static size_t node_size(const cdnn_node *nd)
@@ -283,6 +289,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             TAKE_OR_FAIL(b->sum_g, float, w);
             TAKE_OR_FAIL(b->sum_gx, float, w);
         }
+        if (nd->op == CDNN_OP_PRELU) TAKE_OR_FAIL(b->sum_gx, float, vec_len(nd));
         if (nd->op == CDNN_OP_DENSE && (b->run_bwd || b->shared) && !nd->frozen) {
             TAKE_OR_FAIL(b->dw, float, (size_t)nd->dense.in * nd->dense.units);
             TAKE_OR_FAIL(b->db, float, w);
@@ -325,7 +332,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         int runs = b->run_bwd;
         for (int c = b->next_share; c >= 0 && b->shared; c = nb[c].next_share) runs |= nb[c].run_bwd;
         if (!runs) continue;
-        const long w = nd->width;
+        const long w = vec_len(nd);
         if (nd->op == CDNN_OP_DENSE) {
             const cdnn_layer *ly = &nd->dense;
             ws->vars[ws->n_vars++] = (graph_var){
@@ -455,6 +462,13 @@ static const float *pre_activation(const cdnn_graph_ws *ws, const cdnn_node *nd,
     return nd->op == CDNN_OP_DENSE ? ws->nb[i].z : ws->nb[i].xin[0];
 }
 
+/* The cdnn_noise_samples kind of a noise node's forward pass (or its backward, grad). */
+static int noise_kind(int op, int grad)
+{
+    if (op == CDNN_OP_ALPHA_DROPOUT) return grad ? CDNN_NOISE_ALPHA_GRAD : CDNN_NOISE_ALPHA;
+    return op == CDNN_OP_GAUSSIAN_DROPOUT ? CDNN_NOISE_MUL : CDNN_NOISE_ADD;
+}
+
 /* ---- forward ---------------------------------------------------------------- */
 
 /* Node i's forward pass for samples [lo, hi) of a batch of `batch`; training: batch statistics and masks;
@@ -496,8 +510,13 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
     case CDNN_OP_AFFINE:
         cdnn_affine_rows(nd, r0, r1, x, b->val);
         break;
+    case CDNN_OP_PRELU:
+        cdnn_prelu_rows(nd, r0, r1, x, b->val);
+        break;
     case CDNN_OP_DROPOUT:
     case CDNN_OP_GAUSSIAN_NOISE:
+    case CDNN_OP_GAUSSIAN_DROPOUT:
+    case CDNN_OP_ALPHA_DROPOUT:
         if (!training) {
             if (r1 > r0) memcpy(b->val + (size_t)r0 * w, x + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
         } else if (nd->op == CDNN_OP_DROPOUT) {
@@ -505,7 +524,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
                                  nd->rate);
         } else {
             cdnn_noise_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
-                               nd->rate);
+                               noise_kind(nd->op, 0), nd->rate);
         }
         break;
     case CDNN_OP_CONCATENATE:
@@ -628,15 +647,21 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
         if (acc0 >= 0 && r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, acc0);
         break;
     case CDNN_OP_DROPOUT:
+    case CDNN_OP_GAUSSIAN_DROPOUT:
+    case CDNN_OP_ALPHA_DROPOUT:
         if (acc0 >= 0) {
             const uint64_t key = node_key(seed, t, i, nd->seed_offset);
-            if (acc0) { /* the mask on the gradient in place (read by nothing else), then added */
-                cdnn_dropout_samples(dz, dz, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
-                if (r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, 1);
-            } else {
-                cdnn_dropout_samples(dz, dx0, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
-            }
+            /* acc: the mask on the gradient in place (read by nothing else), then added */
+            float *dst = acc0 ? dz : dx0;
+            if (nd->op == CDNN_OP_DROPOUT)
+                cdnn_dropout_samples(dz, dst, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
+            else
+                cdnn_noise_samples(dz, dst, (int)lo, (int)hi, R * w, ws->rows, key, noise_kind(nd->op, 1), nd->rate);
+            if (acc0 && r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, 1);
         }
+        break;
+    case CDNN_OP_PRELU:
+        if (acc0 >= 0) cdnn_prelu_backward_rows(nd, r0, r1, x, dz, dx0, acc0);
         break;
     case CDNN_OP_AFFINE:
         if (acc0 >= 0)
@@ -723,6 +748,12 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
                     cdnn_opt_update(&g->opt, st, nd->beta + lo, nd->beta1 ? nd->beta1 + lo : NULL,
                                     nd->beta2 ? nd->beta2 + lo : NULL, b->sum_g + lo, hi - lo);
             }
+        } else if (nd->op == CDNN_OP_PRELU && b->run_bwd && !nd->frozen) {
+            cdnn_prelu_alpha_grad_team(nd, rows, b->xin[0], b->dz, b->sum_gx);
+            cdnn_team_range(vec_len(nd), &lo, &hi); /* the values this thread summed */
+            if (hi > lo && !whole)
+                cdnn_opt_update(&g->opt, st, nd->gamma + lo, nd->gamma1 ? nd->gamma1 + lo : NULL,
+                                nd->gamma2 ? nd->gamma2 + lo : NULL, b->sum_gx + lo, hi - lo);
         } else if (nd->op == CDNN_OP_LAYERNORM && b->run_bwd && !nd->frozen && (nd->gamma || nd->beta)) {
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
             cdnn_team_range(w, &lo, &hi); /* the columns this thread summed */
@@ -793,6 +824,8 @@ static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batc
                                   NULL, NULL, NULL, pack);
         else if (nd->op == CDNN_OP_LAYERNORM && (nd->gamma || nd->beta))
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
+        else if (nd->op == CDNN_OP_PRELU)
+            cdnn_prelu_alpha_grad_team(nd, rows, b->xin[0], b->dz, b->sum_gx);
         else if (nd->op == CDNN_OP_BATCHNORM && nd->inference) /* in training mode its backward pass summed them */
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, nd->moving_mean, b->fixed_inv, 0, b->sum_g, b->sum_gx);
     }
@@ -803,7 +836,7 @@ static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batc
         for (int k = 0; k < 2; k++) {
             float *dst = call_grad(g, ws, i, k);
             if (!dst) continue;
-            const long n = nd->op == CDNN_OP_DENSE && k == 0 ? (long)nd->dense.in * nd->dense.units : nd->width;
+            const long n = nd->op == CDNN_OP_DENSE && k == 0 ? (long)nd->dense.in * nd->dense.units : vec_len(nd);
             long lo, hi;
             cdnn_team_range(n, &lo, &hi);
             int any = 0;

@@ -1,6 +1,6 @@
 """Keras layers (``cdnn.layers.Dense``...), one module per family."""
 
-from cdnn.layers.activations import Activation, LeakyReLU, ReLU, Softmax
+from cdnn.layers.activations import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
 from cdnn.layers.core import Dense, Identity, Input, InputLayer, Layer, deserialize
 from cdnn.layers.merging import (
     Add,
@@ -20,7 +20,7 @@ from cdnn.layers.merging import (
 )
 from cdnn.layers.normalization import BatchNormalization, LayerNormalization
 from cdnn.layers.preprocessing import Normalization, Rescaling
-from cdnn.layers.regularization import Dropout, GaussianNoise
+from cdnn.layers.regularization import ActivityRegularization, AlphaDropout, Dropout, GaussianDropout, GaussianNoise
 from cdnn.layers.reshaping import Flatten, Reshape
 
 __all__ = [
@@ -39,6 +39,11 @@ __all__ = [
     "ReLU",
     "LeakyReLU",
     "Softmax",
+    "ELU",
+    "PReLU",
+    "GaussianDropout",
+    "ActivityRegularization",
+    "AlphaDropout",
     "Rescaling",
     "Normalization",
     "Concatenate",

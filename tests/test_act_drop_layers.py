@@ -408,3 +408,67 @@ def test_bad_shapes_refused():
     g.add("gaussian_dropout", [1], (4,), stddev=-1.0)
     with pytest.raises(ValueError, match="stddev"):
         core_graph(g, {"name": "sgd"})
+
+
+OPTIMIZERS = [
+    ("SGD", {"momentum": 0.9, "nesterov": True}),
+    ("RMSprop", {"momentum": 0.5}),
+    ("Adagrad", {}),
+    ("Adadelta", {"learning_rate": 1.0}),
+    ("Adamax", {}),
+    ("Nadam", {}),
+    ("AdamW", {}),
+    ("Adam", {"amsgrad": True, "use_ema": True}),
+    ("Lion", {"learning_rate": 0.001}),
+    ("Ftrl", {"l1_regularization_strength": 0.01}),
+    ("Adafactor", {}),
+    ("SGD", {"gradient_accumulation_steps": 2, "clipnorm": 0.1}),
+    ("Adam", {"global_clipnorm": 0.1}),
+]
+
+
+@pytest.mark.parametrize("name, kw", OPTIMIZERS, ids=lambda v: str(v))
+def test_prelu_trains_with_every_optimizer_as_keras(name, kw, session):
+    import keras
+
+    kw = {"learning_rate": 0.02, **kw}
+    x = f32(np.random.default_rng(8).standard_normal((48, 4)))
+    y = f32(np.random.default_rng(9).standard_normal((48, 2)))
+    km = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6), keras.layers.PReLU(), keras.layers.Dense(2)])
+    cm = cdnn.Sequential([cdnn.Input((4,)), L.Dense(6), L.PReLU(), L.Dense(2)])
+    cm.set_weights(km.get_weights())
+    km.compile(getattr(keras.optimizers, name)(**kw), "mse")
+    cm.compile(getattr(cdnn.optimizers, name)(**kw), "mse")
+    km.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    cm.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert not np.array_equal(cm.layers[1].alpha, np.zeros(6))
+    for a, b in zip(cm.get_weights(), km.get_weights()):
+        assert_close(a, b, 5e-4, 5e-5, f"{name} {kw}")
+
+
+def test_shared_and_frozen_prelu_as_keras(session):
+    import keras
+
+    def build(M, Model, Input):
+        a, b = Input((5,)), Input((5,))
+        p = M.PReLU(alpha_initializer="ones")
+        d = M.Dense(5)
+        out = M.Dense(1)(M.Concatenate()([p(d(a)), p(d(b)), M.PReLU(trainable=False)(d(a))]))
+        return Model([a, b], out)
+
+    km = build(keras.layers, keras.Model, keras.Input)
+    cm = build(L, cdnn.Model, cdnn.Input)
+    w = km.get_weights()
+    w[-3] = f32(np.linspace(-0.5, 0.5, 5))  # the frozen alpha, non-zero
+    km.set_weights(w)
+    cm.set_weights(w)
+    frozen = w[-3].copy()
+    rng = np.random.default_rng(1)
+    xs = [f32(rng.standard_normal((32, 5))), f32(rng.standard_normal((32, 5)))]
+    y = f32(rng.standard_normal((32, 1)))
+    for m in (km, cm):
+        m.compile("adam", "mse")
+        m.fit(xs, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(cm.get_weights(), km.get_weights()):
+        assert_close(a, b, 5e-4, 5e-5, "shared PReLU")
+    assert np.array_equal([v for v in cm.non_trainable_weights][0], frozen)

@@ -1068,7 +1068,7 @@ cdef extern from "graph.h" nogil:
         const float *offset
         int scale_n, offset_n
         float rate
-        int alpha_r, alpha_c
+        int alpha_r, alpha_c, alpha_mat
         uint64_t seed_offset
         float activity_l1, activity_l2
     ctypedef struct cdnn_output:
@@ -1233,6 +1233,7 @@ cdef class Graph:
                     nd.inference = bool(d.get("inference", False))
                 if op == "prelu":
                     nd.alpha_r, nd.alpha_c = d["alpha_shape"]
+                    nd.alpha_mat = gm.ndim == 2
             elif op == "affine":
                 nd.scale = fptr(d["scale"])
                 nd.offset = fptr(d["offset"])
@@ -1279,7 +1280,7 @@ cdef class Graph:
                         (nd.dense.b != NULL, 1, nd.dense.b1 != NULL, nd.dense.b2 != NULL, nd.dense.b3 != NULL,
                          nd.dense.bema != NULL, nd.dense.bacc != NULL))
             elif nd.op == OPS["batchnorm"] or nd.op == OPS["layernorm"] or nd.op == OPS["prelu"]:
-                rows = ((nd.gamma != NULL, 1, nd.gamma1 != NULL, nd.gamma2 != NULL, nd.gamma3 != NULL,
+                rows = ((nd.gamma != NULL, 1 + nd.alpha_mat, nd.gamma1 != NULL, nd.gamma2 != NULL, nd.gamma3 != NULL,
                          nd.gamma_ema != NULL, nd.gamma_acc != NULL),
                         (nd.beta != NULL, 1, nd.beta1 != NULL, nd.beta2 != NULL, nd.beta3 != NULL,
                          nd.beta_ema != NULL, nd.beta_acc != NULL))

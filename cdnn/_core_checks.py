@@ -90,6 +90,8 @@ def _check_node_slots(i: int, d: dict, factored: bool) -> None:
             raise _graph_error(i, d, f"slot {k} given for a parameter the node does not have")
         if factored and ref.ndim == 1:
             raise _graph_error(i, d, "Adafactor keeps a 1-D parameter's state in slot 3")
+        if factored and ref.ndim > 2:
+            raise _graph_error(i, d, f"Adafactor on a parameter of shape {ref.shape}: cdnn factors 2-D ones only")
         _check(s, f"nodes[{i}].slots[{k}]", 1 if factored else ref.ndim, writable=True)
         _shape(s, f"nodes[{i}].slots[{k}]", (ref.shape[k % 2],) if factored else ref.shape)
     keys = {f"{n}{suffix}": ref for n, ref in zip(names, refs) for suffix in ("3", "ema", "acc")}
@@ -212,7 +214,8 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
         if op == "prelu":
             ar, ac = d.get("alpha_shape", (0, 0))
             a = _param(d, "gamma", i, tuple(getattr(d.get("gamma"), "shape", (ar * ac,))))
-            if ar not in (1, size // w) or ac not in (1, w) or a.size != ar * ac or d.get("beta") is not None:
+            bad = a.size != ar * ac or (a.ndim == 2 and a.shape != (ar, ac))
+            if ar not in (1, size // w) or ac not in (1, w) or bad or d.get("beta") is not None:
                 raise _graph_error(i, d, f"alpha of shape {a.shape} as {(ar, ac)} does not fit shape {shape}")
         if op in ("dropout", "alpha_dropout"):
             rate = float(d.get("rate", 0.0))

@@ -341,10 +341,11 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
                 ws->vars[ws->n_vars++] =
                     (graph_var){ly->b, b->db, {ly->b1, ly->b2, ly->b3, ly->bema, ly->bacc}, &ly->bias_rules, w, 1};
         } else {
+            const long rows = nd->op == CDNN_OP_PRELU && nd->alpha_mat ? nd->alpha_r : w;
             if (nd->gamma)
                 ws->vars[ws->n_vars++] = (graph_var){
                     nd->gamma,        b->sum_gx, {nd->gamma1, nd->gamma2, nd->gamma3, nd->gamma_ema, nd->gamma_acc},
-                    &nd->gamma_rules, w,         1};
+                    &nd->gamma_rules, rows,      w / rows};
             if (nd->beta)
                 ws->vars[ws->n_vars++] = (graph_var){
                     nd->beta,        b->sum_g, {nd->beta1, nd->beta2, nd->beta3, nd->beta_ema, nd->beta_acc},

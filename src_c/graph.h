@@ -62,6 +62,7 @@ typedef struct {
     int scale_n, offset_n;
     float rate;                     /* dropout rate in [0, 1); gaussian_noise: stddev; gaussian/alpha dropout: rate */
     int alpha_r, alpha_c;           /* prelu: alpha is [alpha_r, alpha_c], alpha_r 1 or rows, alpha_c 1 or width */
+    int alpha_mat;                  /* prelu: the optimizer sees that matrix (Keras' alpha is 2-D), else a vector */
     uint64_t seed_offset;           /* dropout, gaussian_noise: mixed into the mask's key */
     float activity_l1, activity_l2; /* activity regularizer on the value, l1 sum|a| + l2 sum a^2 (0, 0: none) */
 } cdnn_node;

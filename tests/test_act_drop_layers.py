@@ -472,3 +472,37 @@ def test_shared_and_frozen_prelu_as_keras(session):
     for a, b in zip(cm.get_weights(), km.get_weights()):
         assert_close(a, b, 5e-4, 5e-5, "shared PReLU")
     assert np.array_equal([v for v in cm.non_trainable_weights][0], frozen)
+
+
+@pytest.mark.parametrize(
+    "shared, constraint",
+    [(None, None), ([1], None), ([2], None), (None, "max_norm"), ([1], "unit_norm")],
+)
+def test_two_dimensional_alpha_with_adafactor_and_norm_constraints_as_keras(shared, constraint, session):
+    """Keras factors a 2-D alpha's Adafactor moments and takes a norm constraint per column, as a kernel's."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    x, y = f32(rng.standard_normal((32, 3, 4))), f32(rng.standard_normal((32, 1)))
+    for opt in ("Adafactor", "Adam"):
+
+        def make(M):
+            p = M.PReLU(alpha_initializer="ones", shared_axes=shared, alpha_constraint=constraint)
+            return [M.Dense(5), p, M.Flatten(), M.Dense(1)]
+
+        km = keras.Sequential([keras.Input((3, 4))] + make(keras.layers))
+        cm = cdnn.Sequential([cdnn.Input((3, 4))] + make(L))
+        cm.set_weights(km.get_weights())
+        km.compile(getattr(keras.optimizers, opt)(learning_rate=0.05), "mse")
+        cm.compile(getattr(cdnn.optimizers, opt)(learning_rate=0.05), "mse")
+        km.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        cm.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        for a, b in zip(cm.get_weights(), km.get_weights()):
+            assert_close(a, b, 5e-4, 5e-5, f"{opt} shared_axes={shared} {constraint}")
+
+
+def test_adafactor_on_three_dimensional_alpha_refused():
+    m = cdnn.Sequential([cdnn.Input((2, 3, 4)), L.PReLU(), L.Flatten(), L.Dense(1)])
+    m.compile("adafactor", "mse")
+    with pytest.raises(ValueError, match="Adafactor on a parameter of shape"):
+        m.fit(np.ones((4, 2, 3, 4), np.float32), np.ones((4, 1), np.float32), verbose=0)

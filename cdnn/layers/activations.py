@@ -146,7 +146,7 @@ class PReLU(Layer):
     def build(self, input_shape: Shape) -> None:
         shape = self._alpha_shape(input_shape)
         self.alpha = _aligned(initializers.get(self.alpha_initializer)(shape))
-        if self.alpha.ndim > 1 and self._rules().get("axis") is not None:
+        if self.alpha.ndim > 2 and self._rules().get("axis") is not None:
             raise NotImplementedError(f"PReLU {self.name!r}: a norm constraint on an alpha of shape {shape}")
         super().build(input_shape)
 
@@ -167,7 +167,8 @@ class PReLU(Layer):
                 raise invalid("alpha_regularizer", "OrthogonalRegularizer", "L1, L2 or L1L2 (alpha is not a kernel)")
         if self.alpha_constraint is not None:
             r.update(self.alpha_constraint._core())
-            if "axis" in r:
+            alpha = getattr(self, "alpha", None)
+            if "axis" in r and (alpha is None or alpha.ndim == 1):
                 r["axis"] = 0  # one vector: its norm is over all of it
         return r
 

@@ -225,7 +225,10 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
             sd = float(d.get("stddev", 0.0))
             if not (sd >= 0 and np.isfinite(sd)):
                 raise _graph_error(i, d, f"`stddev` must be a finite number >= 0, received {sd}")
-        if op in ("dropout", "gaussian_noise", "gaussian_dropout", "alpha_dropout") and not 0 <= int(d.get("seed_offset", 0)) < 2**63:
+        if (
+            op in ("dropout", "gaussian_noise", "gaussian_dropout", "alpha_dropout")
+            and not 0 <= int(d.get("seed_offset", 0)) < 2**63
+        ):
             raise _graph_error(i, d, f"`seed_offset` must be an integer in [0, 2**63), received {d.get('seed_offset')}")
         if op in ("dense", "batchnorm", "layernorm", "prelu"):
             _check_node_slots(i, d, factored)

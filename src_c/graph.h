@@ -140,8 +140,7 @@ void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const i
 /* Rows [r0, r1) of PReLU: y = x above 0, alpha x below (alpha [alpha_r, alpha_c] broadcast on [rows, width]). */
 void cdnn_prelu_rows(const cdnn_node *nd, int r0, int r1, const float *x, float *y);
 /* Rows [r0, r1) of PReLU's backward: dx = g above 0, alpha g below, 0 at 0 (acc: added). */
-void cdnn_prelu_backward_rows(const cdnn_node *nd, int r0, int r1, const float *x, const float *g, float *dx,
-                              int acc);
+void cdnn_prelu_backward_rows(const cdnn_node *nd, int r0, int r1, const float *x, const float *g, float *dx, int acc);
 /* Team, alpha's values split, no barrier: dalpha = sum of g * min(x, 0) over `rows` rows (in order, in double). */
 void cdnn_prelu_alpha_grad_team(const cdnn_node *nd, int rows, const float *x, const float *g, float *dalpha);
 /* dst[i] (+)= src[i] for i < n (acc: add, else copy); scale != 1 multiplies src. */

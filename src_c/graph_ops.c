@@ -191,8 +191,7 @@ void cdnn_prelu_rows(const cdnn_node *nd, int r0, int r1, const float *x, float 
     }
 }
 
-void cdnn_prelu_backward_rows(const cdnn_node *nd, int r0, int r1, const float *x, const float *g, float *dx,
-                              int acc)
+void cdnn_prelu_backward_rows(const cdnn_node *nd, int r0, int r1, const float *x, const float *g, float *dx, int acc)
 {
     const int w = nd->width, step = nd->alpha_c > 1;
     for (long r = r0; r < r1; r++) {

@@ -211,6 +211,7 @@ PRELU_MODELS = {
     ),
     "shared_3d": (lambda M: [M.Dense(5), M.PReLU(shared_axes=[1]), M.Flatten(), M.Dense(2)], (3, 4)),
     "shared_all": (lambda M: [M.Dense(7), M.PReLU(shared_axes=[1, 2]), M.Flatten(), M.Dense(2)], (3, 4)),
+    "first_and_last": (lambda M: [M.PReLU(alpha_initializer="ones"), M.Dense(2), M.PReLU()], (4,)),
     "activity": (lambda M: [M.Dense(7), M.ActivityRegularization(0.01, 0.02), M.ELU(0.7), M.Dense(2)], (4,)),
 }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -119,15 +119,23 @@ class PReLU(Layer):
     ) -> None:
         super().__init__(name=name, **kwargs)
         initializers.get(alpha_initializer)
-        self.alpha_initializer = snake_case(alpha_initializer) if isinstance(alpha_initializer, str) else alpha_initializer
+        self.alpha_initializer = (
+            snake_case(alpha_initializer) if isinstance(alpha_initializer, str) else alpha_initializer
+        )
         self.alpha_regularizer = regularizers.get(alpha_regularizer)
         self.alpha_constraint = constraints.get(alpha_constraint)
-        axes = None if shared_axes is None else list(shared_axes) if isinstance(shared_axes, (list, tuple)) else [shared_axes]
+        axes = (
+            None
+            if shared_axes is None
+            else list(shared_axes)
+            if isinstance(shared_axes, (list, tuple))
+            else [shared_axes]
+        )
         if axes is not None and not all(isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in axes):
             raise invalid("shared_axes", shared_axes, "None or a list of axis numbers (1 = the first after the batch)")
         self.shared_axes = None if axes is None else [int(a) for a in axes]
+        self.alpha: Any = None
         self._rules()
-        self.alpha: Optional[np.ndarray] = None
 
     def _alpha_shape(self, input_shape: Shape) -> tuple:
         shape = [int(d) for d in input_shape]
@@ -167,8 +175,7 @@ class PReLU(Layer):
                 raise invalid("alpha_regularizer", "OrthogonalRegularizer", "L1, L2 or L1L2 (alpha is not a kernel)")
         if self.alpha_constraint is not None:
             r.update(self.alpha_constraint._core())
-            alpha = getattr(self, "alpha", None)
-            if "axis" in r and (alpha is None or alpha.ndim == 1):
+            if "axis" in r and (self.alpha is None or self.alpha.ndim == 1):
                 r["axis"] = 0  # one vector: its norm is over all of it
         return r
 

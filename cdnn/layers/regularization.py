@@ -54,6 +54,7 @@ class GaussianNoise(Layer):
 
 class _RateNoise(Layer):
     """A noise layer of a ``rate`` in [0, 1) and a ``seed``."""
+
     def __init__(self, rate: float, seed=None, name: Optional[str] = None, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         self.rate = _float_arg(rate, "rate", 0.0, 1.0, "a number in [0, 1)")

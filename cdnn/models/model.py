@@ -728,8 +728,12 @@ class Model(Layer):
         # a row holds slots 1-3, the moving average and the accumulator
         by_id = {id(p): row for p, row in zip(params, self.optimizer._slots)}
         for node in nodes:
-            keys = {"dense": ("W", "b"), "batchnorm": ("gamma", "beta"), "layernorm": ("gamma", "beta"),
-                    "prelu": ("gamma", "beta")}.get(node["op"])
+            keys = {
+                "dense": ("W", "b"),
+                "batchnorm": ("gamma", "beta"),
+                "layernorm": ("gamma", "beta"),
+                "prelu": ("gamma", "beta"),
+            }.get(node["op"])
             if keys is None or not node.get("trainable", True):
                 continue
             slots, extra = [], {}

@@ -161,7 +161,9 @@ def layer_config(layer) -> dict:
     elif kind == "Softmax":
         extra = {"axis": -1}
     elif kind in ("ELU", "GaussianDropout", "AlphaDropout", "ActivityRegularization"):
-        extra = {k: v for k, v in layer.get_config().items() if k in ("alpha", "rate", "seed", "noise_shape", "l1", "l2")}
+        extra = {
+            k: v for k, v in layer.get_config().items() if k in ("alpha", "rate", "seed", "noise_shape", "l1", "l2")
+        }
     elif kind == "PReLU":
         extra = {
             "alpha_initializer": initializer_config(layer.alpha_initializer),

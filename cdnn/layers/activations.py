@@ -159,7 +159,7 @@ class PReLU(Layer):
         super().build(input_shape)
 
     def _check_call_shape(self, input_shape) -> None:
-        built = self._build_input_shape
+        built: Any = self._build_input_shape
         if len(input_shape) != len(built) or self._alpha_shape(input_shape) != self.alpha.shape:
             raise self._incompatible(input_shape, f"inputs like {(None, *built)} (alpha has shape {self.alpha.shape})")
 

@@ -88,11 +88,14 @@ def test_finite_differences(op, width):
     """The core's gradients (first kernel, and alpha) against central differences of its own loss."""
     g = op_graph(op, width)
     n = 12
-    x, y = rand(n, 5), rand(n, 3)
+    rng = np.random.default_rng(width)
+    x, y = rand(n, 5, rng=rng), rand(n, 3, rng=rng)
     grads, _ = core_grads(g, [x], [y])
     h = 1e-2
-    rng = np.random.default_rng(width)
-    checks = [(1, "W", (int(rng.integers(5)), int(rng.integers(width)))) for _ in range(3)]
+    # kernel entries whose step moves no value of the op's input across the kink at 0
+    z = ref_graph(g).forward([x], False)[0][1]
+    safe = [(r, c) for r in range(5) for c in range(width) if (np.abs(z[:, c]) > 3 * h * np.abs(x[:, r])).all()]
+    checks = [(1, "W", safe[k]) for k in rng.choice(len(safe), min(3, len(safe)), replace=False)]
     if op == "prelu":
         checks += [(2, "gamma", (int(rng.integers(width)),)) for _ in range(3)]
     for node, key, idx in checks:
@@ -218,7 +221,7 @@ PRELU_MODELS = {
 
 @pytest.mark.parametrize("opt", ["SGD", "Adam"])
 @pytest.mark.parametrize("case", sorted(PRELU_MODELS))
-def test_training_matches_keras(case, opt, session):
+def test_training_matches_real_keras(case, opt, session):
     make, shape = PRELU_MODELS[case]
     km, cm = _models(make, shape, opt)
     rng = np.random.default_rng(5)
@@ -280,7 +283,7 @@ def test_one_and_two_threads_bit_identical(opt):
     assert not np.array_equal(runs[0][0][2], np.full(256, 0.0))  # alpha trained
 
 
-def test_configs_summary_and_counts_match_keras(session, tmp_path):
+def test_configs_summary_and_counts_match_real_keras(session, tmp_path):
     import keras
 
     from cdnn.saving._keras_layers import layer_config
@@ -319,7 +322,7 @@ def test_configs_summary_and_counts_match_keras(session, tmp_path):
     assert len(cm.trainable_weights) == 2 and len(cm.non_trainable_weights) == 1
 
 
-def test_keras_files_both_ways(session, tmp_path):
+def test_real_keras_files_both_ways(session, tmp_path):
     import keras
 
     m = _all_layers_model(20)
@@ -339,7 +342,7 @@ def test_keras_files_both_ways(session, tmp_path):
     assert c.layers[2].get_config() == m.layers[2].get_config()
 
 
-def test_onnx_export(tmp_path):
+def test_onnx_export_onnxruntime(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     m = _all_layers_model(20)
     m.layers[1].alpha[:] = np.linspace(-0.5, 0.5, 256)
@@ -429,7 +432,7 @@ OPTIMIZERS = [
 
 
 @pytest.mark.parametrize("name, kw", OPTIMIZERS, ids=lambda v: str(v))
-def test_prelu_trains_with_every_optimizer_as_keras(name, kw, session):
+def test_prelu_trains_with_every_optimizer_as_real_keras(name, kw, session):
     import keras
 
     kw = {"learning_rate": 0.02, **kw}
@@ -447,7 +450,7 @@ def test_prelu_trains_with_every_optimizer_as_keras(name, kw, session):
         assert_close(a, b, 5e-4, 5e-5, f"{name} {kw}")
 
 
-def test_shared_and_frozen_prelu_as_keras(session):
+def test_shared_and_frozen_prelu_as_real_keras(session):
     import keras
 
     def build(M, Model, Input):
@@ -479,7 +482,7 @@ def test_shared_and_frozen_prelu_as_keras(session):
     "shared, constraint",
     [(None, None), ([1], None), ([2], None), (None, "max_norm"), ([1], "unit_norm")],
 )
-def test_two_dimensional_alpha_with_adafactor_and_norm_constraints_as_keras(shared, constraint, session):
+def test_two_dimensional_alpha_with_adafactor_and_norm_constraints_as_real_keras(shared, constraint, session):
     """Keras factors a 2-D alpha's Adafactor moments and takes a norm constraint per column, as a kernel's."""
     import keras
 

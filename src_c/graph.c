@@ -45,19 +45,19 @@
 #define GATHER_AHEAD 4
 
 typedef struct {
-    int canon;                   /* the node whose buffers this one uses (itself, but for reshapes) */
-    int needs;                   /* a trainable parameter at or below this node: its gradient is wanted */
-    int affects;                 /* some loss depends on its value */
-    int run_bwd;                 /* its backward pass runs */
-    int n_contrib;               /* contributions its g receives in a step */
-    int zloss;                   /* outputs whose loss gives dL/dz of this Dense/Activation node */
-    int first_zloss;             /* the first of them (index into outputs), or -1 */
-    int *acc;                    /* per input: 1 add into that input's g, 0 write it, -1 nothing */
-    const float **xin;           /* the inputs' values */
-    int *widths;                 /* concatenate: the inputs' widths */
-    float *val;                  /* value [B*rows, width] */
-    float *z;                    /* dense: pre-activation (gelu, or a loss reading logits), else NULL */
-    float *g;                    /* dL/d(value), or NULL if nothing contributes */
+    int canon;         /* the node whose buffers this one uses (itself, but for reshapes) */
+    int needs;         /* a trainable parameter at or below this node: its gradient is wanted */
+    int affects;       /* some loss depends on its value */
+    int run_bwd;       /* its backward pass runs */
+    int n_contrib;     /* contributions its g receives in a step */
+    int zloss;         /* outputs whose loss gives dL/dz of this Dense/Activation node */
+    int first_zloss;   /* the first of them (index into outputs), or -1 */
+    int *acc;          /* per input: 1 add into that input's g, 0 write it, -1 nothing */
+    const float **xin; /* the inputs' values */
+    int *widths;       /* concatenate: the inputs' widths */
+    float *val;        /* value [B*rows, width] */
+    float *z; /* dense: pre-activation (gelu, or a loss reading logits); gaussian dropout: its multipliers; else NULL */
+    float *g; /* dL/d(value), or NULL if nothing contributes */
     float *dz;                   /* what the backward pass reads: dense/activation dL/dz, others dL/d(value) */
     float *mean, *var, *inv_std; /* batchnorm: [width] (training); layernorm: mean, inv_std [B*rows] */
     float *fixed_inv;            /* batchnorm: 1/sqrt(moving_var + eps), set at the start of a run or a predict */
@@ -69,6 +69,7 @@ typedef struct {
     int shared;                  /* a call of a layer called more than once: shared_updates_team updates it */
     int next_share;              /* the next call of the same layer (a later node), or -1 */
     double *activity;            /* activity regularizer: each sample's penalty [B] (training), or NULL */
+    double *dacc;                /* prelu: the sums of alpha's gradient */
 } node_buf;
 
 typedef struct {
@@ -289,7 +290,11 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             TAKE_OR_FAIL(b->sum_g, float, w);
             TAKE_OR_FAIL(b->sum_gx, float, w);
         }
-        if (nd->op == CDNN_OP_PRELU) TAKE_OR_FAIL(b->sum_gx, float, vec_len(nd));
+        if (nd->op == CDNN_OP_PRELU) {
+            TAKE_OR_FAIL(b->sum_gx, float, vec_len(nd));
+            TAKE_OR_FAIL(b->dacc, double, vec_len(nd));
+        }
+        if (nd->op == CDNN_OP_GAUSSIAN_DROPOUT) TAKE_OR_FAIL(b->z, float, rows *w);
         if (nd->op == CDNN_OP_DENSE && (b->run_bwd || b->shared) && !nd->frozen) {
             TAKE_OR_FAIL(b->dw, float, (size_t)nd->dense.in * nd->dense.units);
             TAKE_OR_FAIL(b->db, float, w);
@@ -463,13 +468,6 @@ static const float *pre_activation(const cdnn_graph_ws *ws, const cdnn_node *nd,
     return nd->op == CDNN_OP_DENSE ? ws->nb[i].z : ws->nb[i].xin[0];
 }
 
-/* The cdnn_noise_samples kind of a noise node's forward pass (or its backward, grad). */
-static int noise_kind(int op, int grad)
-{
-    if (op == CDNN_OP_ALPHA_DROPOUT) return grad ? CDNN_NOISE_ALPHA_GRAD : CDNN_NOISE_ALPHA;
-    return op == CDNN_OP_GAUSSIAN_DROPOUT ? CDNN_NOISE_MUL : CDNN_NOISE_ADD;
-}
-
 /* ---- forward ---------------------------------------------------------------- */
 
 /* Node i's forward pass for samples [lo, hi) of a batch of `batch`; training: batch statistics and masks;
@@ -523,9 +521,14 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
         } else if (nd->op == CDNN_OP_DROPOUT) {
             cdnn_dropout_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
                                  nd->rate);
+        } else if (nd->op == CDNN_OP_GAUSSIAN_DROPOUT) { /* the multipliers kept for the backward pass */
+            cdnn_noise_samples(b->z, b->z, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
+                               CDNN_NOISE_FACTOR, nd->rate);
+            for (size_t e = (size_t)r0 * w; e < (size_t)r1 * w; e++) b->val[e] = x[e] * b->z[e];
         } else {
+            const int kind = nd->op == CDNN_OP_ALPHA_DROPOUT ? CDNN_NOISE_ALPHA : CDNN_NOISE_ADD;
             cdnn_noise_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
-                               noise_kind(nd->op, 0), nd->rate);
+                               kind, nd->rate);
         }
         break;
     case CDNN_OP_CONCATENATE:
@@ -647,8 +650,10 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
     case CDNN_OP_GAUSSIAN_NOISE:
         if (acc0 >= 0 && r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, acc0);
         break;
-    case CDNN_OP_DROPOUT:
     case CDNN_OP_GAUSSIAN_DROPOUT:
+        for (size_t e = e0; e < e0 + n && acc0 >= 0; e++) dx0[e] = acc0 ? dx0[e] + dz[e] * b->z[e] : dz[e] * b->z[e];
+        break;
+    case CDNN_OP_DROPOUT:
     case CDNN_OP_ALPHA_DROPOUT:
         if (acc0 >= 0) {
             const uint64_t key = node_key(seed, t, i, nd->seed_offset);
@@ -657,7 +662,7 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
             if (nd->op == CDNN_OP_DROPOUT)
                 cdnn_dropout_samples(dz, dst, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
             else
-                cdnn_noise_samples(dz, dst, (int)lo, (int)hi, R * w, ws->rows, key, noise_kind(nd->op, 1), nd->rate);
+                cdnn_noise_samples(dz, dst, (int)lo, (int)hi, R * w, ws->rows, key, CDNN_NOISE_ALPHA_GRAD, nd->rate);
             if (acc0 && r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, 1);
         }
         break;
@@ -750,7 +755,7 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
                                     nd->beta2 ? nd->beta2 + lo : NULL, b->sum_g + lo, hi - lo);
             }
         } else if (nd->op == CDNN_OP_PRELU && b->run_bwd && !nd->frozen) {
-            cdnn_prelu_alpha_grad_team(nd, rows, b->xin[0], b->dz, b->sum_gx);
+            cdnn_prelu_alpha_grad_team(nd, rows, b->xin[0], b->dz, b->dacc, b->sum_gx);
             cdnn_team_range(vec_len(nd), &lo, &hi); /* the values this thread summed */
             if (hi > lo && !whole)
                 cdnn_opt_update(&g->opt, st, nd->gamma + lo, nd->gamma1 ? nd->gamma1 + lo : NULL,
@@ -826,7 +831,7 @@ static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batc
         else if (nd->op == CDNN_OP_LAYERNORM && (nd->gamma || nd->beta))
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
         else if (nd->op == CDNN_OP_PRELU)
-            cdnn_prelu_alpha_grad_team(nd, rows, b->xin[0], b->dz, b->sum_gx);
+            cdnn_prelu_alpha_grad_team(nd, rows, b->xin[0], b->dz, b->dacc, b->sum_gx);
         else if (nd->op == CDNN_OP_BATCHNORM && nd->inference) /* in training mode its backward pass summed them */
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, nd->moving_mean, b->fixed_inv, 0, b->sum_g, b->sum_gx);
     }

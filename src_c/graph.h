@@ -131,18 +131,20 @@ void cdnn_concat_backward_rows(int w_k, int c0, int r0, int r1, const float *g, 
 void cdnn_dropout_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
                           float rate);
 /* Kinds of cdnn_noise_samples. */
-enum { CDNN_NOISE_ADD, CDNN_NOISE_MUL, CDNN_NOISE_ALPHA, CDNN_NOISE_ALPHA_GRAD };
+enum { CDNN_NOISE_ADD, CDNN_NOISE_FACTOR, CDNN_NOISE_ALPHA, CDNN_NOISE_ALPHA_GRAD };
 /* Samples [s0, s1) of keyed noise on x into y (y may be x), from a counter hash of (key, dataset row, column):
- * ADD y = x + p z, MUL y = x (1 + p z) (z ~ N(0, 1)); ALPHA Keras' alpha dropout at rate p (kept where a
- * uniform u >= p: a x + b, else a alpha' + b), ALPHA_GRAD its derivative times x (a x kept, else 0). */
+ * ADD y = x + p z, FACTOR y = 1 + p z (x not read; z ~ N(0, 1)); ALPHA Keras' alpha dropout at rate p (kept
+ * where a uniform u >= p: a x + b, else a alpha' + b), ALPHA_GRAD its derivative times x (a x kept, else 0). */
 void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key, int kind,
                         float p);
 /* Rows [r0, r1) of PReLU: y = x above 0, alpha x below (alpha [alpha_r, alpha_c] broadcast on [rows, width]). */
 void cdnn_prelu_rows(const cdnn_node *nd, int r0, int r1, const float *x, float *y);
 /* Rows [r0, r1) of PReLU's backward: dx = g above 0, alpha g below, 0 at 0 (acc: added). */
 void cdnn_prelu_backward_rows(const cdnn_node *nd, int r0, int r1, const float *x, const float *g, float *dx, int acc);
-/* Team, alpha's values split, no barrier: dalpha = sum of g * min(x, 0) over `rows` rows (in order, in double). */
-void cdnn_prelu_alpha_grad_team(const cdnn_node *nd, int rows, const float *x, const float *g, float *dalpha);
+/* Team, alpha's values split, no barrier: dalpha = sum of g * min(x, 0) over `rows` rows (in order, summed in
+ * acc, doubles [alpha_r * alpha_c]). */
+void cdnn_prelu_alpha_grad_team(const cdnn_node *nd, int rows, const float *x, const float *g, double *acc,
+                                float *dalpha);
 /* dst[i] (+)= src[i] for i < n (acc: add, else copy); scale != 1 multiplies src. */
 void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc);
 

@@ -170,7 +170,7 @@ void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const i
             const double u1 = ((double)(h >> 38) + 1.0) * (1.0 / 67108864.0);
             const double u2 = (double)(h & 0x3ffffffULL) * (1.0 / 67108864.0);
             const float z = (float)(sqrt(-2.0 * log(u1)) * cos(two_pi * u2));
-            ys[j] = kind == CDNN_NOISE_MUL ? xs[j] * (1.0f + p * z) : xs[j] + p * z;
+            ys[j] = kind == CDNN_NOISE_FACTOR ? 1.0f + p * z : xs[j] + p * z;
         }
     }
 }
@@ -204,22 +204,28 @@ void cdnn_prelu_backward_rows(const cdnn_node *nd, int r0, int r1, const float *
     }
 }
 
-void cdnn_prelu_alpha_grad_team(const cdnn_node *nd, int rows, const float *x, const float *g, float *dalpha)
+void cdnn_prelu_alpha_grad_team(const cdnn_node *nd, int rows, const float *x, const float *g, double *acc,
+                                float *dalpha)
 {
     const int w = nd->width, ac = nd->alpha_c;
     long lo, hi;
     cdnn_team_range((long)nd->alpha_r * ac, &lo, &hi);
-    for (long k = lo; k < hi; k++) {
-        const long ar = k / ac, j0 = ac > 1 ? k % ac : 0, j1 = ac > 1 ? j0 + 1 : w;
-        const long r0 = nd->alpha_r > 1 ? ar : 0, dr = nd->alpha_r > 1 ? nd->rows : 1;
-        double s = 0.0;
-        for (long r = r0; r < rows; r += dr)
-            for (long j = j0; j < j1; j++) {
-                const float xv = x[(size_t)r * w + j];
-                if (xv < 0.0f) s += (double)g[(size_t)r * w + j] * xv;
-            }
-        dalpha[k] = (float)s;
+    for (long k = lo; k < hi; k++) acc[k] = 0.0;
+    /* rows in order, each row's values in order, into the alpha values [lo, hi) this thread owns */
+    for (long r = 0; r < rows && hi > lo; r++) {
+        const long a0 = (nd->alpha_r > 1 ? r % nd->rows : 0) * ac;
+        const float *xr = x + (size_t)r * w, *gr = g + (size_t)r * w;
+        if (ac == 1) {
+            if (a0 < lo || a0 >= hi) continue;
+            for (int j = 0; j < w; j++)
+                if (xr[j] < 0.0f) acc[a0] += (double)gr[j] * xr[j];
+        } else {
+            const long j0 = lo > a0 ? lo - a0 : 0, j1 = hi - a0 < ac ? hi - a0 : ac;
+            for (long j = j0; j < j1; j++)
+                if (xr[j] < 0.0f) acc[a0 + j] += (double)gr[j] * xr[j];
+        }
     }
+    for (long k = lo; k < hi; k++) dalpha[k] = (float)acc[k];
 }
 
 void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc)

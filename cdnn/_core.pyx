@@ -1068,6 +1068,7 @@ cdef extern from "graph.h" nogil:
         const float *offset
         int scale_n, offset_n
         float rate
+        int alpha_r, alpha_c, alpha_mat
         uint64_t seed_offset
         float activity_l1, activity_l2
     ctypedef struct cdnn_output:
@@ -1102,7 +1103,8 @@ cdef extern from "graph.h" nogil:
 #: Graph node ops and their codes in the C core (src_c/graph.h).
 OPS = {"input": 0, "dense": 1, "batchnorm": 2, "layernorm": 3, "activation": 4, "affine": 5, "dropout": 6,
        "gaussian_noise": 7, "add": 8, "subtract": 9, "multiply": 10, "average": 11, "maximum": 12, "minimum": 13,
-       "concatenate": 14, "reshape": 15, "dot": 16, "unitnorm": 17, "rmsnorm": 18}
+       "concatenate": 14, "reshape": 15, "dot": 16, "unitnorm": 17, "rmsnorm": 18, "prelu": 19,
+       "gaussian_dropout": 20, "alpha_dropout": 21}
 _MERGES = ("add", "subtract", "multiply", "average", "maximum", "minimum")
 #: The most inputs one merge node takes.
 MAX_NODE_INPUTS = 64
@@ -1217,7 +1219,7 @@ cdef class Graph:
                 nd.act_args = _act_args(d.get("alpha", 0.2), d.get("max_value"), d.get("threshold", 0.0))
             elif op in ("dot", "unitnorm"):
                 nd.epsilon = float(d.get("epsilon", 0.0 if op == "dot" else 1e-3))
-            elif op in ("batchnorm", "layernorm", "rmsnorm"):
+            elif op in ("batchnorm", "layernorm", "rmsnorm", "prelu"):
                 gm, bt = d.get("gamma"), d.get("beta")
                 nd.gamma = fptr(gm)
                 nd.beta = fptr(bt)
@@ -1236,15 +1238,18 @@ cdef class Graph:
                     nd.moving_var = fptr(d["moving_variance"])
                     nd.momentum = float(d.get("momentum", 0.99))
                     nd.inference = bool(d.get("inference", False))
+                if op == "prelu":
+                    nd.alpha_r, nd.alpha_c = d["alpha_shape"]
+                    nd.alpha_mat = gm.ndim == 2
             elif op == "affine":
                 nd.scale = fptr(d["scale"])
                 nd.offset = fptr(d["offset"])
                 nd.scale_n = d["scale"].shape[0]
                 nd.offset_n = d["offset"].shape[0]
-            elif op == "dropout":
+            elif op in ("dropout", "alpha_dropout"):
                 nd.rate = float(d.get("rate", 0.0))
                 nd.seed_offset = int(d.get("seed_offset", 0))
-            elif op == "gaussian_noise":
+            elif op in ("gaussian_noise", "gaussian_dropout"):
                 nd.rate = float(d.get("stddev", 0.0))
                 nd.seed_offset = int(d.get("seed_offset", 0))
         for k, i in enumerate(in_list):
@@ -1281,8 +1286,8 @@ cdef class Graph:
                          nd.dense.Wema != NULL, nd.dense.Wacc != NULL),
                         (nd.dense.b != NULL, 1, nd.dense.b1 != NULL, nd.dense.b2 != NULL, nd.dense.b3 != NULL,
                          nd.dense.bema != NULL, nd.dense.bacc != NULL))
-            elif nd.op == OPS["batchnorm"] or nd.op == OPS["layernorm"] or nd.op == OPS["rmsnorm"]:
-                rows = ((nd.gamma != NULL, 1, nd.gamma1 != NULL, nd.gamma2 != NULL, nd.gamma3 != NULL,
+            elif nd.op == OPS["batchnorm"] or nd.op == OPS["layernorm"] or nd.op == OPS["rmsnorm"] or nd.op == OPS["prelu"]:
+                rows = ((nd.gamma != NULL, 1 + nd.alpha_mat, nd.gamma1 != NULL, nd.gamma2 != NULL, nd.gamma3 != NULL,
                          nd.gamma_ema != NULL, nd.gamma_acc != NULL),
                         (nd.beta != NULL, 1, nd.beta1 != NULL, nd.beta2 != NULL, nd.beta3 != NULL,
                          nd.beta_ema != NULL, nd.beta_acc != NULL))

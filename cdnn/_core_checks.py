@@ -90,6 +90,8 @@ def _check_node_slots(i: int, d: dict, factored: bool) -> None:
             raise _graph_error(i, d, f"slot {k} given for a parameter the node does not have")
         if factored and ref.ndim == 1:
             raise _graph_error(i, d, "Adafactor keeps a 1-D parameter's state in slot 3")
+        if factored and ref.ndim > 2:
+            raise _graph_error(i, d, f"Adafactor on a parameter of shape {ref.shape}: cdnn factors 2-D ones only")
         _check(s, f"nodes[{i}].slots[{k}]", 1 if factored else ref.ndim, writable=True)
         _shape(s, f"nodes[{i}].slots[{k}]", (ref.shape[k % 2],) if factored else ref.shape)
     keys = {f"{n}{suffix}": ref for n, ref in zip(names, refs) for suffix in ("3", "ema", "acc")}
@@ -108,6 +110,8 @@ def _check_node_slots(i: int, d: dict, factored: bool) -> None:
 
 
 _KEEPS_SHAPE = ("batchnorm", "layernorm", "rmsnorm", "unitnorm", "activation", "affine", "dropout", "gaussian_noise")
+#: ops of this module's later layers that keep their input's shape
+_OWN = ("prelu", "gaussian_dropout", "alpha_dropout")
 
 
 def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None) -> tuple[list, int, list]:
@@ -165,7 +169,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                 )
             _param(d, "b", i, (shape[-1],), optional=True)
             _code(ACTIVATIONS, d.get("activation", "linear"), "activation")
-        elif op in _KEEPS_SHAPE:
+        elif op in _KEEPS_SHAPE + _OWN:
             if shape != x:
                 raise _graph_error(i, d, f"op {op!r} keeps its input's shape {x}, received shape {shape}")
         elif op in _MERGES:
@@ -216,17 +220,26 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
                 a = _check(d.get(key), f"nodes[{i}].{key}", 1)
                 if a.shape[0] not in (1, w):
                     raise _graph_error(i, d, f"`{key}` must hold 1 or {w} values, received shape {a.shape}")
-        if op == "dropout":
+        if op == "prelu":
+            ar, ac = d.get("alpha_shape", (0, 0))
+            a = _param(d, "gamma", i, tuple(getattr(d.get("gamma"), "shape", (ar * ac,))))
+            bad = a.size != ar * ac or (a.ndim == 2 and a.shape != (ar, ac))
+            if ar not in (1, size // w) or ac not in (1, w) or bad or d.get("beta") is not None:
+                raise _graph_error(i, d, f"alpha of shape {a.shape} as {(ar, ac)} does not fit shape {shape}")
+        if op in ("dropout", "alpha_dropout"):
             rate = float(d.get("rate", 0.0))
             if not 0.0 <= rate < 1.0:
                 raise _graph_error(i, d, f"`rate` must be in [0, 1), received {rate}")
-        if op == "gaussian_noise":
+        if op in ("gaussian_noise", "gaussian_dropout"):
             sd = float(d.get("stddev", 0.0))
             if not (sd >= 0 and np.isfinite(sd)):
                 raise _graph_error(i, d, f"`stddev` must be a finite number >= 0, received {sd}")
-        if op in ("dropout", "gaussian_noise") and not 0 <= int(d.get("seed_offset", 0)) < 2**63:
+        if (
+            op in ("dropout", "gaussian_noise", "gaussian_dropout", "alpha_dropout")
+            and not 0 <= int(d.get("seed_offset", 0)) < 2**63
+        ):
             raise _graph_error(i, d, f"`seed_offset` must be an integer in [0, 2**63), received {d.get('seed_offset')}")
-        if op in ("dense", "batchnorm", "layernorm", "rmsnorm"):
+        if op in ("dense", "batchnorm", "layernorm", "rmsnorm", "prelu"):
             _check_node_slots(i, d, factored)
         activity = d.get("activity") or {}
         try:
@@ -264,7 +277,7 @@ def check_graph(nodes: list, inputs: list, outputs: list, optimizer: Any = None)
     # any other trainable parameters shared by two nodes would get two updates a step
     seen: list[tuple[int, str, Any]] = []
     for i, d in enumerate(nodes):
-        if d["op"] not in ("dense", "batchnorm", "layernorm", "rmsnorm"):
+        if d["op"] not in ("dense", "batchnorm", "layernorm", "rmsnorm", "prelu"):
             continue
         j = d.get("share", -1)
         if not isinstance(j, (int, np.integer)) or not -1 <= j < i:

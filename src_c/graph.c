@@ -45,19 +45,19 @@
 #define GATHER_AHEAD 4
 
 typedef struct {
-    int canon;                   /* the node whose buffers this one uses (itself, but for reshapes) */
-    int needs;                   /* a trainable parameter at or below this node: its gradient is wanted */
-    int affects;                 /* some loss depends on its value */
-    int run_bwd;                 /* its backward pass runs */
-    int n_contrib;               /* contributions its g receives in a step */
-    int zloss;                   /* outputs whose loss gives dL/dz of this Dense/Activation node */
-    int first_zloss;             /* the first of them (index into outputs), or -1 */
-    int *acc;                    /* per input: 1 add into that input's g, 0 write it, -1 nothing */
-    const float **xin;           /* the inputs' values */
-    int *widths;                 /* concatenate: the inputs' widths */
-    float *val;                  /* value [B*rows, width] */
-    float *z;                    /* dense: pre-activation (gelu, or a loss reading logits), else NULL */
-    float *g;                    /* dL/d(value), or NULL if nothing contributes */
+    int canon;         /* the node whose buffers this one uses (itself, but for reshapes) */
+    int needs;         /* a trainable parameter at or below this node: its gradient is wanted */
+    int affects;       /* some loss depends on its value */
+    int run_bwd;       /* its backward pass runs */
+    int n_contrib;     /* contributions its g receives in a step */
+    int zloss;         /* outputs whose loss gives dL/dz of this Dense/Activation node */
+    int first_zloss;   /* the first of them (index into outputs), or -1 */
+    int *acc;          /* per input: 1 add into that input's g, 0 write it, -1 nothing */
+    const float **xin; /* the inputs' values */
+    int *widths;       /* concatenate: the inputs' widths */
+    float *val;        /* value [B*rows, width] */
+    float *z; /* dense: pre-activation (gelu, or a loss reading logits); gaussian dropout: its multipliers; else NULL */
+    float *g; /* dL/d(value), or NULL if nothing contributes */
     float *dz;                   /* what the backward pass reads: dense/activation dL/dz, others dL/d(value) */
     float *mean, *var, *inv_std; /* batchnorm: [width] (training); layernorm: mean, inv_std [B*rows] */
     float *fixed_inv;            /* batchnorm: 1/sqrt(moving_var + eps), set at the start of a run or a predict */
@@ -73,6 +73,7 @@ typedef struct {
     int fuse_bn, fuse_end;       /* predict, a Dense: the BatchNormalization its epilogue runs (or -1), the node whose
                                     value the epilogue writes (-1: no fusion) */
     int fused;                   /* predict: computed in an earlier Dense's epilogue */
+    double *dacc;                /* prelu: the sums of alpha's gradient */
 } node_buf;
 
 typedef struct {
@@ -158,7 +159,13 @@ static int trains(const cdnn_node *nd)
     if (nd->frozen) return 0;
     if (nd->op == CDNN_OP_DENSE) return 1;
     if (nd->op == CDNN_OP_BATCHNORM || row_norm(nd->op)) return nd->gamma || nd->beta;
-    return 0;
+    return nd->op == CDNN_OP_PRELU;
+}
+
+/* The number of values of a norm's gamma/beta or PReLU's alpha. */
+static long vec_len(const cdnn_node *nd)
+{
+    return nd->op == CDNN_OP_PRELU ? (long)nd->alpha_r * nd->alpha_c : nd->width;
 }
 
 static size_t node_size(const cdnn_node *nd)
@@ -299,6 +306,11 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
             TAKE_OR_FAIL(b->sum_g, float, w);
             TAKE_OR_FAIL(b->sum_gx, float, w);
         }
+        if (nd->op == CDNN_OP_PRELU) {
+            TAKE_OR_FAIL(b->sum_gx, float, vec_len(nd));
+            TAKE_OR_FAIL(b->dacc, double, vec_len(nd));
+        }
+        if (nd->op == CDNN_OP_GAUSSIAN_DROPOUT) TAKE_OR_FAIL(b->z, float, rows *w);
         if (nd->op == CDNN_OP_DENSE && (b->run_bwd || b->shared) && !nd->frozen) {
             TAKE_OR_FAIL(b->dw, float, (size_t)nd->dense.in * nd->dense.units);
             TAKE_OR_FAIL(b->db, float, w);
@@ -341,7 +353,7 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         int runs = b->run_bwd;
         for (int c = b->next_share; c >= 0 && b->shared; c = nb[c].next_share) runs |= nb[c].run_bwd;
         if (!runs) continue;
-        const long w = nd->width;
+        const long w = vec_len(nd);
         if (nd->op == CDNN_OP_DENSE) {
             const cdnn_layer *ly = &nd->dense;
             ws->vars[ws->n_vars++] = (graph_var){
@@ -350,10 +362,11 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
                 ws->vars[ws->n_vars++] =
                     (graph_var){ly->b, b->db, {ly->b1, ly->b2, ly->b3, ly->bema, ly->bacc}, &ly->bias_rules, w, 1};
         } else {
+            const long rows = nd->op == CDNN_OP_PRELU && nd->alpha_mat ? nd->alpha_r : w;
             if (nd->gamma)
                 ws->vars[ws->n_vars++] = (graph_var){
                     nd->gamma,        b->sum_gx, {nd->gamma1, nd->gamma2, nd->gamma3, nd->gamma_ema, nd->gamma_acc},
-                    &nd->gamma_rules, w,         1};
+                    &nd->gamma_rules, rows,      w / rows};
             if (nd->beta)
                 ws->vars[ws->n_vars++] = (graph_var){
                     nd->beta,        b->sum_g, {nd->beta1, nd->beta2, nd->beta3, nd->beta_ema, nd->beta_acc},
@@ -524,16 +537,26 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
     case CDNN_OP_AFFINE:
         cdnn_affine_rows(nd, r0, r1, x, b->val);
         break;
+    case CDNN_OP_PRELU:
+        cdnn_prelu_rows(nd, r0, r1, x, b->val);
+        break;
     case CDNN_OP_DROPOUT:
     case CDNN_OP_GAUSSIAN_NOISE:
+    case CDNN_OP_GAUSSIAN_DROPOUT:
+    case CDNN_OP_ALPHA_DROPOUT:
         if (!training) {
             if (r1 > r0) memcpy(b->val + (size_t)r0 * w, x + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
         } else if (nd->op == CDNN_OP_DROPOUT) {
             cdnn_dropout_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
                                  nd->rate);
+        } else if (nd->op == CDNN_OP_GAUSSIAN_DROPOUT) { /* the multipliers kept for the backward pass */
+            cdnn_noise_samples(b->z, b->z, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
+                               CDNN_NOISE_FACTOR, nd->rate);
+            for (size_t e = (size_t)r0 * w; e < (size_t)r1 * w; e++) b->val[e] = x[e] * b->z[e];
         } else {
+            const int kind = nd->op == CDNN_OP_ALPHA_DROPOUT ? CDNN_NOISE_ALPHA : CDNN_NOISE_ADD;
             cdnn_noise_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
-                               nd->rate);
+                               kind, nd->rate);
         }
         break;
     case CDNN_OP_CONCATENATE:
@@ -655,16 +678,24 @@ static void backward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo
     case CDNN_OP_GAUSSIAN_NOISE:
         if (acc0 >= 0 && r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, acc0);
         break;
+    case CDNN_OP_GAUSSIAN_DROPOUT:
+        for (size_t e = e0; e < e0 + n && acc0 >= 0; e++) dx0[e] = acc0 ? dx0[e] + dz[e] * b->z[e] : dz[e] * b->z[e];
+        break;
     case CDNN_OP_DROPOUT:
+    case CDNN_OP_ALPHA_DROPOUT:
         if (acc0 >= 0) {
             const uint64_t key = node_key(seed, t, i, nd->seed_offset);
-            if (acc0) { /* the mask on the gradient in place (read by nothing else), then added */
-                cdnn_dropout_samples(dz, dz, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
-                if (r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, 1);
-            } else {
-                cdnn_dropout_samples(dz, dx0, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
-            }
+            /* acc: the mask on the gradient in place (read by nothing else), then added */
+            float *dst = acc0 ? dz : dx0;
+            if (nd->op == CDNN_OP_DROPOUT)
+                cdnn_dropout_samples(dz, dst, (int)lo, (int)hi, R * w, ws->rows, key, nd->rate);
+            else
+                cdnn_noise_samples(dz, dst, (int)lo, (int)hi, R * w, ws->rows, key, CDNN_NOISE_ALPHA_GRAD, nd->rate);
+            if (acc0 && r1 > r0) cdnn_axpy_rows(dx0 + e0, dz + e0, (long)n, 1.0f, 1);
         }
+        break;
+    case CDNN_OP_PRELU:
+        if (acc0 >= 0) cdnn_prelu_backward_rows(nd, r0, r1, x, dz, dx0, acc0);
         break;
     case CDNN_OP_AFFINE:
         if (acc0 >= 0)
@@ -763,6 +794,12 @@ static void update_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, cdnn_
                     cdnn_opt_update(&g->opt, st, nd->beta + lo, nd->beta1 ? nd->beta1 + lo : NULL,
                                     nd->beta2 ? nd->beta2 + lo : NULL, b->sum_g + lo, hi - lo);
             }
+        } else if (nd->op == CDNN_OP_PRELU && b->run_bwd && !nd->frozen) {
+            cdnn_prelu_alpha_grad_team(nd, rows, b->xin[0], b->dz, b->dacc, b->sum_gx);
+            cdnn_team_range(vec_len(nd), &lo, &hi); /* the values this thread summed */
+            if (hi > lo && !whole)
+                cdnn_opt_update(&g->opt, st, nd->gamma + lo, nd->gamma1 ? nd->gamma1 + lo : NULL,
+                                nd->gamma2 ? nd->gamma2 + lo : NULL, b->sum_gx + lo, hi - lo);
         } else if (row_norm(nd->op) && b->run_bwd && !nd->frozen && (nd->gamma || nd->beta)) {
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
             cdnn_team_range(w, &lo, &hi); /* the columns this thread summed */
@@ -833,6 +870,8 @@ static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batc
                                   NULL, NULL, NULL, pack);
         else if (row_norm(nd->op) && (nd->gamma || nd->beta))
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, b->mean, b->inv_std, 1, b->sum_g, b->sum_gx);
+        else if (nd->op == CDNN_OP_PRELU)
+            cdnn_prelu_alpha_grad_team(nd, rows, b->xin[0], b->dz, b->dacc, b->sum_gx);
         else if (nd->op == CDNN_OP_BATCHNORM && nd->inference) /* in training mode its backward pass summed them */
             cdnn_norm_sums_team(b->xin[0], b->dz, rows, w, nd->moving_mean, b->fixed_inv, 0, b->sum_g, b->sum_gx);
     }
@@ -843,7 +882,7 @@ static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batc
         for (int k = 0; k < 2; k++) {
             float *dst = call_grad(g, ws, i, k);
             if (!dst) continue;
-            const long n = nd->op == CDNN_OP_DENSE && k == 0 ? (long)nd->dense.in * nd->dense.units : nd->width;
+            const long n = nd->op == CDNN_OP_DENSE && k == 0 ? (long)nd->dense.in * nd->dense.units : vec_len(nd);
             long lo, hi;
             cdnn_team_range(n, &lo, &hi);
             int any = 0;

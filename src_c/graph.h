@@ -32,7 +32,10 @@ enum cdnn_op {
     CDNN_OP_RESHAPE,
     CDNN_OP_DOT,      /* two inputs [rows, n] -> [rows, 1]; epsilon > 0: each L2-normalized first */
     CDNN_OP_UNITNORM, /* x / ||x|| over the last axis */
-    CDNN_OP_RMSNORM   /* x / rms(x) * gamma over the last axis */
+    CDNN_OP_RMSNORM,  /* x / rms(x) * gamma over the last axis */
+    CDNN_OP_PRELU,
+    CDNN_OP_GAUSSIAN_DROPOUT,
+    CDNN_OP_ALPHA_DROPOUT
 };
 
 /* The most inputs a merge node takes. */
@@ -50,7 +53,7 @@ typedef struct {
     int act;   /* dense, activation: enum cdnn_act */
     cdnn_act_args act_args;                 /* dense, activation: its parameters */
     cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
-    float *gamma, *beta;                    /* batchnorm, layernorm, rmsnorm: scale, offset [width] or NULL */
+    float *gamma, *beta;                    /* batchnorm, layernorm, rmsnorm: scale, offset [width] or NULL; prelu: alpha */
     float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */
     float *gamma3, *beta3;                  /* their third slots (amsgrad's v_hat, Adafactor's v), or NULL */
     float *gamma_ema, *beta_ema;            /* their use_ema averages, or NULL */
@@ -60,7 +63,9 @@ typedef struct {
     float momentum, epsilon;                  /* batchnorm momentum; the norms' and dot's epsilon */
     const float *scale, *offset;              /* affine: length 1 or width */
     int scale_n, offset_n;
-    float rate;                     /* dropout rate in [0, 1); gaussian_noise: stddev */
+    float rate;                     /* dropout rate in [0, 1); gaussian_noise: stddev; gaussian/alpha dropout: rate */
+    int alpha_r, alpha_c;           /* prelu: alpha is [alpha_r, alpha_c], alpha_r 1 or rows, alpha_c 1 or width */
+    int alpha_mat;                  /* prelu: the optimizer sees that matrix (Keras' alpha is 2-D), else a vector */
     uint64_t seed_offset;           /* dropout, gaussian_noise: mixed into the mask's key */
     float activity_l1, activity_l2; /* activity regularizer on the value, l1 sum|a| + l2 sum a^2 (0, 0: none) */
 } cdnn_node;
@@ -133,9 +138,21 @@ void cdnn_concat_backward_rows(int w_k, int c0, int r0, int r1, const float *g, 
 /* Samples [s0, s1) of y = x * mask (dataset rows rows[s], n floats each) under key, at rate; y may be x. */
 void cdnn_dropout_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
                           float rate);
-/* Samples [s0, s1) of y = x + stddev * N(0, 1) from a counter hash of (key, dataset row, column). */
-void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
-                        float stddev);
+/* Kinds of cdnn_noise_samples. */
+enum { CDNN_NOISE_ADD, CDNN_NOISE_FACTOR, CDNN_NOISE_ALPHA, CDNN_NOISE_ALPHA_GRAD };
+/* Samples [s0, s1) of keyed noise on x into y (y may be x), from a counter hash of (key, dataset row, column):
+ * ADD y = x + p z, FACTOR y = 1 + p z (x not read; z ~ N(0, 1)); ALPHA Keras' alpha dropout at rate p (kept
+ * where a uniform u >= p: a x + b, else a alpha' + b), ALPHA_GRAD its derivative times x (a x kept, else 0). */
+void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key, int kind,
+                        float p);
+/* Rows [r0, r1) of PReLU: y = x above 0, alpha x below (alpha [alpha_r, alpha_c] broadcast on [rows, width]). */
+void cdnn_prelu_rows(const cdnn_node *nd, int r0, int r1, const float *x, float *y);
+/* Rows [r0, r1) of PReLU's backward: dx = g above 0, alpha g below, 0 at 0 (acc: added). */
+void cdnn_prelu_backward_rows(const cdnn_node *nd, int r0, int r1, const float *x, const float *g, float *dx, int acc);
+/* Team, alpha's values split, no barrier: dalpha = sum of g * min(x, 0) over `rows` rows (in order, summed in
+ * acc, doubles [alpha_r * alpha_c]). */
+void cdnn_prelu_alpha_grad_team(const cdnn_node *nd, int rows, const float *x, const float *g, double *acc,
+                                float *dalpha);
 /* Rows [r0, r1) of y = a . b over n columns (eps > 0: of a * ia and b * ib, the inverse norms saved). */
 void cdnn_dot_rows(int r0, int r1, int n, float eps, const float *a, const float *b, float *ia, float *ib, float *y);
 /* Rows [r0, r1) of the dot's gradient for input k (0: a, 1: b) into dx (acc: added), from g [rows]. */

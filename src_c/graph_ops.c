@@ -1,7 +1,8 @@
 /* graph_ops.c - the graph's elementwise and copying ops, forward and
  * backward: affine (Rescaling, folded Normalization), the merges (Add,
  * Subtract, Multiply, Average, Maximum, Minimum), Concatenate on the last
- * axis, Dot on the last axis, Dropout and GaussianNoise. All row-local: a thread passes its own
+ * axis, Dot on the last axis, Dropout, GaussianNoise, GaussianDropout, AlphaDropout and PReLU. All row-local: a
+ * thread passes its own
  * rows, so the results do not depend on how rows are shared out.
  */
 #include "graph.h"
@@ -146,23 +147,86 @@ static inline uint64_t hash64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key,
-                        float stddev)
+void cdnn_noise_samples(const float *x, float *y, int s0, int s1, int n, const int32_t *rows, uint64_t key, int kind,
+                        float p)
 {
     const double two_pi = 6.283185307179586;
+    /* Keras' alpha dropout: alpha' = -alpha * scale (SELU's constants), a and b keep mean and variance */
+    const double ap = -1.6732632423543772848 * 1.0507009873554804934;
+    const double a = 1.0 / sqrt((1.0 - p) * (1.0 + p * ap * ap));
+    const float af = (float)a, bf = (float)(-a * ap * p), dropped = (float)a * (float)ap + bf;
     for (long s = s0; s < s1; s++) {
         const float *xs = x + (size_t)s * n;
         float *ys = y + (size_t)s * n;
         const uint64_t rk = hash64(key ^ hash64((uint64_t)(uint32_t)rows[s] << 32));
         for (int j = 0; j < n; j++) {
-            /* Box-Muller from two 26-bit uniforms of one hash: u1 in (0, 1], u2 in [0, 1) */
             const uint64_t h = hash64(rk ^ (uint64_t)(uint32_t)j);
+            if (kind >= CDNN_NOISE_ALPHA) { /* a 24-bit uniform in [0, 1) */
+                const int keep = (float)(h >> 40) * (1.0f / 16777216.0f) >= p;
+                ys[j] = keep ? af * xs[j] + (kind == CDNN_NOISE_ALPHA ? bf : 0.0f)
+                             : (kind == CDNN_NOISE_ALPHA ? dropped : 0.0f);
+                continue;
+            }
+            /* Box-Muller from two 26-bit uniforms of one hash: u1 in (0, 1], u2 in [0, 1) */
             const double u1 = ((double)(h >> 38) + 1.0) * (1.0 / 67108864.0);
             const double u2 = (double)(h & 0x3ffffffULL) * (1.0 / 67108864.0);
-            const double z = sqrt(-2.0 * log(u1)) * cos(two_pi * u2);
-            ys[j] = xs[j] + stddev * (float)z;
+            const float z = (float)(sqrt(-2.0 * log(u1)) * cos(two_pi * u2));
+            ys[j] = kind == CDNN_NOISE_FACTOR ? 1.0f + p * z : xs[j] + p * z;
         }
     }
+}
+
+/* Alpha of PReLU node nd for row r (of [batch*rows, width]): its [alpha_c] row. */
+static const float *prelu_alpha(const cdnn_node *nd, long r)
+{
+    return nd->gamma + (nd->alpha_r == 1 ? 0 : (size_t)(r % nd->rows) * nd->alpha_c);
+}
+
+void cdnn_prelu_rows(const cdnn_node *nd, int r0, int r1, const float *x, float *y)
+{
+    const int w = nd->width, step = nd->alpha_c > 1;
+    for (long r = r0; r < r1; r++) {
+        const float *xr = x + (size_t)r * w, *al = prelu_alpha(nd, r);
+        float *yr = y + (size_t)r * w;
+        for (int j = 0; j < w; j++) yr[j] = xr[j] > 0.0f ? xr[j] : al[j * step] * xr[j];
+    }
+}
+
+void cdnn_prelu_backward_rows(const cdnn_node *nd, int r0, int r1, const float *x, const float *g, float *dx, int acc)
+{
+    const int w = nd->width, step = nd->alpha_c > 1;
+    for (long r = r0; r < r1; r++) {
+        const size_t e = (size_t)r * w;
+        const float *al = prelu_alpha(nd, r);
+        for (int j = 0; j < w; j++) {
+            const float xv = x[e + j], d = xv > 0.0f ? g[e + j] : (xv < 0.0f ? al[j * step] * g[e + j] : 0.0f);
+            dx[e + j] = acc ? dx[e + j] + d : d;
+        }
+    }
+}
+
+void cdnn_prelu_alpha_grad_team(const cdnn_node *nd, int rows, const float *x, const float *g, double *acc,
+                                float *dalpha)
+{
+    const int w = nd->width, ac = nd->alpha_c;
+    long lo, hi;
+    cdnn_team_range((long)nd->alpha_r * ac, &lo, &hi);
+    for (long k = lo; k < hi; k++) acc[k] = 0.0;
+    /* rows in order, each row's values in order, into the alpha values [lo, hi) this thread owns */
+    for (long r = 0; r < rows && hi > lo; r++) {
+        const long a0 = (nd->alpha_r > 1 ? r % nd->rows : 0) * ac;
+        const float *xr = x + (size_t)r * w, *gr = g + (size_t)r * w;
+        if (ac == 1) {
+            if (a0 < lo || a0 >= hi) continue;
+            for (int j = 0; j < w; j++)
+                if (xr[j] < 0.0f) acc[a0] += (double)gr[j] * xr[j];
+        } else {
+            const long j0 = lo > a0 ? lo - a0 : 0, j1 = hi - a0 < ac ? hi - a0 : ac;
+            for (long j = j0; j < j1; j++)
+                if (xr[j] < 0.0f) acc[a0 + j] += (double)gr[j] * xr[j];
+        }
+    }
+    for (long k = lo; k < hi; k++) dalpha[k] = (float)acc[k];
 }
 
 void cdnn_axpy_rows(float *dst, const float *src, long n, float scale, int acc)

@@ -1882,8 +1882,9 @@ class Graph:
     ``inputs``, ``outputs``; see docs/design.md, "The graph executor") but
     copies every parameter to float64 and computes with whole arrays of shape
     ``(batch, *shape)``. Dropout and Gaussian noise are the identity unless
-    ``masks`` (node -> multiplier array) / ``noise`` (node -> added array) are
-    given for a training step.
+    ``masks`` (node -> multiplier array; for alpha dropout the kept array)
+    / ``noise`` (node -> added array) are given for a training step. A
+    PReLU node's alpha is its ``gamma``, in Keras' shape.
     """
 
     def __init__(self, nodes: list[dict], inputs: list[int], outputs: list[dict]) -> None:
@@ -1897,7 +1898,7 @@ class Graph:
         """The trainable parameters as ``(node, name)`` pairs, in node order."""
         out = []
         for i, d in enumerate(self.nodes):
-            if d["op"] in ("dense", "batchnorm", "layernorm", "rmsnorm") and d.get("trainable", True):
+            if d["op"] in ("dense", "batchnorm", "layernorm", "rmsnorm", "prelu") and d.get("trainable", True):
                 out += [(i, k) for k in ("W", "b", "gamma", "beta") if k in self.p[i]]
         return out
 
@@ -1938,8 +1939,12 @@ class Graph:
                 vals[i] = _node_act(d, x)
             elif op == "affine":
                 vals[i] = x * p["scale"] + p["offset"]
-            elif op == "dropout":
+            elif op in ("dropout", "gaussian_dropout"):
                 vals[i] = x * masks[i] if (training and i in masks) else x
+            elif op == "alpha_dropout":
+                vals[i] = alpha_dropout(x, masks[i], d["rate"]) if (training and i in masks) else x
+            elif op == "prelu":
+                vals[i] = prelu(x, p["gamma"])
             elif op == "gaussian_noise":
                 vals[i] = x + noise[i] if (training and i in noise) else x
             elif op in MERGES:
@@ -2040,8 +2045,15 @@ class Graph:
                 add(gv, ins[0], g @ p["W"].T)
             elif op == "activation" or op == "gaussian_noise":
                 add(gv, ins[0], g)
-            elif op == "dropout":
+            elif op in ("dropout", "gaussian_dropout"):
                 add(gv, ins[0], g * masks[i] if (masks and i in masks) else g)
+            elif op == "alpha_dropout":
+                add(gv, ins[0], g * alpha_dropout_scale(d["rate"]) * masks[i] if (masks and i in masks) else g)
+            elif op == "prelu":
+                dx, dalpha = prelu_backward(x, p["gamma"], g)
+                if d.get("trainable", True):
+                    grads[(i, "gamma")] = dalpha
+                add(gv, ins[0], dx)
             elif op == "affine":
                 add(gv, ins[0], g * p["scale"])
             elif op == "batchnorm":
@@ -2112,12 +2124,16 @@ def _relu_options(d: dict) -> dict:
 
 def _node_act(d: dict, z: np.ndarray) -> np.ndarray:
     """A dense or activation node's activation, with its options."""
+    if d.get("activation") == "elu":
+        return elu(z, d.get("alpha", ELU_ALPHA))
     if d.get("activation") == "relu_args":
         return relu_with_options(z, **_relu_options(d))
     return _act_nd(d.get("activation", "linear"), z)
 
 
 def _node_act_grad(d: dict, z: np.ndarray, upstream: np.ndarray) -> np.ndarray:
+    if d.get("activation") == "elu":
+        return upstream * elu_derivative(z, d.get("alpha", ELU_ALPHA))
     if d.get("activation") == "relu_args":
         return relu_with_options_grad(z, upstream, **_relu_options(d))
     return _act_grad_nd(d.get("activation", "linear"), z, upstream)
@@ -2130,3 +2146,55 @@ def _act_nd(name: str, z: np.ndarray) -> np.ndarray:
 
 def _act_grad_nd(name: str, z: np.ndarray, upstream: np.ndarray) -> np.ndarray:
     return activation_grad(name, z.reshape(-1, z.shape[-1]), upstream.reshape(-1, z.shape[-1])).reshape(z.shape)
+
+
+# ----------------------------------------------------------------------------
+# ELU, PReLU, GaussianDropout, AlphaDropout (keras/src/layers/activations/elu.py,
+# prelu.py; keras/src/layers/regularization/gaussian_dropout.py, alpha_dropout.py)
+# ----------------------------------------------------------------------------
+
+
+def elu(z: np.ndarray, alpha: float = ELU_ALPHA) -> np.ndarray:
+    """z above 0, alpha (e^z - 1) at or below."""
+    z = np.asarray(z, np.float64)
+    return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0.0)))
+
+
+def elu_derivative(z: np.ndarray, alpha: float = ELU_ALPHA) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    return np.where(z > 0, 1.0, alpha * np.exp(np.minimum(z, 0.0)))
+
+
+def prelu(x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Keras' PReLU: relu(x) - alpha * relu(-x), alpha broadcast over the batch (and shared axes)."""
+    return np.maximum(x, 0.0) - alpha * np.maximum(-x, 0.0)
+
+
+def prelu_backward(x: np.ndarray, alpha: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dL/dx and dL/dalpha (summed over the batch and the axes alpha is shared over); relu's slope at 0 is 0."""
+    dx = g * (x > 0) + g * alpha * (x < 0)
+    da = (-g * np.maximum(-x, 0.0)).sum(axis=0)
+    axes = tuple(k for k, n in enumerate(np.shape(alpha)) if n == 1 and da.shape[k] != 1)
+    return dx, da.sum(axis=axes, keepdims=True).reshape(np.shape(alpha))
+
+
+def gaussian_dropout_stddev(rate: float) -> float:
+    """The multiplicative noise's standard deviation: sqrt(rate / (1 - rate)), mean 1."""
+    return math.sqrt(rate / (1.0 - rate))
+
+
+def _alpha_dropout_ab(rate: float) -> tuple[float, float, float]:
+    alpha_p = -SELU_ALPHA * SELU_SCALE
+    a = ((1.0 - rate) * (1.0 + rate * alpha_p**2)) ** -0.5
+    return a, -a * alpha_p * rate, alpha_p
+
+
+def alpha_dropout(x: np.ndarray, kept: np.ndarray, rate: float) -> np.ndarray:
+    """a * (x where kept, else alpha') + b (alpha' = -selu_alpha * selu_scale)."""
+    a, b, alpha_p = _alpha_dropout_ab(rate)
+    return a * np.where(kept, x, alpha_p) + b
+
+
+def alpha_dropout_scale(rate: float) -> float:
+    """The slope a of a kept value (the gradient of a dropped one is 0)."""
+    return _alpha_dropout_ab(rate)[0]

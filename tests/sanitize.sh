@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory-safety check: build cdnn with AddressSanitizer + UBSan (CDNN_SANITIZE=1)
 # in a throw-away copy of the repository, then run the fast core, model and
-# robustness tests (and the losses, activations, sample weights and shared layers ones) against it.
+# robustness tests (and the losses, activations, sample weights, shared layers and new layers ones) against it.
 #
 #   tests/sanitize.sh [REPO]        (REPO defaults to this script's repository)
 #
@@ -64,7 +64,7 @@ echo "== tests under ASan + UBSan"
 set +e
 "$python" -m pytest -m "not slow" tests/test_core.py tests/test_graph_core.py tests/test_models.py tests/test_robustness.py \
     tests/test_reliability.py tests/test_losses.py tests/test_activations.py tests/test_sample_weight.py \
-    tests/test_shared_layers.py -k "not real_keras and not onnxruntime" \
+    tests/test_shared_layers.py tests/test_act_drop_layers.py -k "not real_keras and not onnxruntime" \
     -x -q -p no:cacheprovider -p no:randomly 2>&1 | tee pytest.log
 status=${PIPESTATUS[0]}
 set -e

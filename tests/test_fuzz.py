@@ -218,7 +218,8 @@ def template_functional_keras_parts(directory: Path):
     h = L.Activation("relu")(L.Concatenate()([x, L.Flatten()(L.Reshape((2, 3))(h))]))
     h = L.Add()([L.ReLU()(h), L.LeakyReLU()(h), L.Identity()(h)])
     h = L.Maximum()([L.Subtract()([h, L.Softmax()(h)]), L.Minimum()([h, L.Average()([h, L.Multiply()([h, h])])])])
-    inner = keras.Sequential([keras.Input((12,)), L.Dense(3), L.Dropout(0.2)], name="inner")
+    noise = [L.GaussianDropout(0.1), L.AlphaDropout(0.1), L.ActivityRegularization(0.01), L.Dropout(0.2)]
+    inner = keras.Sequential([keras.Input((12,)), L.Dense(3), L.PReLU(), L.ELU(), *noise], name="inner")
     model = keras.Model(
         {"a": a, "b": b},
         {"price": L.Dense(1, name="price")(L.Concatenate()([h, L.Dot(1, normalize=True)([h, h])])), "kind": inner(h)},

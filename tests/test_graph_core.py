@@ -104,6 +104,7 @@ def with_slots(nodes, opt):
     one = opt["name"] != "sgd" or opt.get("momentum", 0) != 0
     for d in nodes:
         keys = {"dense": ("W", "b"), "batchnorm": ("gamma", "beta"), "layernorm": ("gamma", "beta")}.get(d["op"])
+        keys = ("gamma", "beta") if d["op"] == "prelu" else keys
         if not keys:
             continue
         slots = []

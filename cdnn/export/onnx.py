@@ -8,8 +8,8 @@ is folded into that Dense's kernel and bias, else it becomes ``x * scale +
 offset`` (as do Rescaling and Normalization); LayerNormalization is ONNX's
 ``LayerNormalization`` from opset 17, primitives below; the merges become
 ``Sum``/``Sub``/``Mul``/``Mean``/``Max``/``Min``/``Concat``; UnitNormalization,
-RMSNormalization and Dot are primitives (row sums as a ``MatMul`` by ones); ``Dropout``
-and ``GaussianNoise`` are left out (inference). The batch dimension is
+RMSNormalization and Dot are primitives (row sums as a ``MatMul`` by ones); ELU and PReLU
+``Elu`` and ``PRelu``; the dropout and noise layers are left out (inference). The batch dimension is
 dynamic (``batch``); the weights are float32 initializers.
 """
 
@@ -168,7 +168,8 @@ def _l2_normalize(g: _Graph, x: str, width: int, epsilon: float, stem: str) -> s
 
 
 _MERGES = {"Add": "Sum", "Average": "Mean", "Maximum": "Max", "Minimum": "Min"}
-_BY_TRAINING = {"Dropout", "GaussianNoise", "BatchNormalization"}
+_NOISE = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization")
+_BY_TRAINING = {"BatchNormalization", *_NOISE[:4]}
 
 
 def _node(g: _Graph, node, xs: list, opset: int, folded: dict) -> str:
@@ -183,7 +184,7 @@ def _node(g: _Graph, node, xs: list, opset: int, folded: dict) -> str:
             f"Layer {layer.name!r} ({kind}) is called with training=True: its inference output is random or "
             f"batch-dependent, which an ONNX inference graph cannot reproduce"
         )
-    if kind in ("Dropout", "GaussianNoise", "Identity"):
+    if kind in _NOISE or kind == "Identity":
         return x
     if kind == "Flatten":
         return g.op("Flatten", [x], "flatten", axis=1)
@@ -243,10 +244,14 @@ def _node(g: _Graph, node, xs: list, opset: int, folded: dict) -> str:
         return g.op("LeakyRelu", [x], layer.name, alpha=float(layer.negative_slope))
     if kind == "Softmax":
         return g.op("Softmax", [x], layer.name, axis=-1)
+    if kind == "ELU":
+        return g.op("Elu", [x], layer.name, alpha=float(layer.alpha))
+    if kind == "PReLU":
+        return g.op("PRelu", [x, g.const(f"{layer.name}_alpha", layer.alpha)], layer.name)
     raise ValueError(
         f"Layer {layer.name!r} ({kind}) has no ONNX export in cdnn yet: it exports Dense, Flatten, Reshape, "
         f"BatchNormalization, LayerNormalization, UnitNormalization, RMSNormalization, the merges, Dot, Rescaling, Normalization, the activation layers, "
-        f"Identity, and leaves Dropout and GaussianNoise out (inference)"
+        f"Identity, and leaves the dropout and noise layers out (inference)"
     )
 
 

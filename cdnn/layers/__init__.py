@@ -1,6 +1,6 @@
 """Keras layers (``cdnn.layers.Dense``...), one module per family."""
 
-from cdnn.layers.activations import Activation, LeakyReLU, ReLU, Softmax
+from cdnn.layers.activations import ELU, Activation, LeakyReLU, PReLU, ReLU, Softmax
 from cdnn.layers.core import Dense, Identity, Input, InputLayer, Layer, deserialize
 from cdnn.layers.merging import (
     Add,
@@ -22,7 +22,7 @@ from cdnn.layers.merging import (
 )
 from cdnn.layers.normalization import BatchNormalization, LayerNormalization, RMSNormalization, UnitNormalization
 from cdnn.layers.preprocessing import Normalization, Rescaling
-from cdnn.layers.regularization import Dropout, GaussianNoise
+from cdnn.layers.regularization import ActivityRegularization, AlphaDropout, Dropout, GaussianDropout, GaussianNoise
 from cdnn.layers.reshaping import Flatten, Reshape
 
 __all__ = [
@@ -43,6 +43,11 @@ __all__ = [
     "ReLU",
     "LeakyReLU",
     "Softmax",
+    "ELU",
+    "PReLU",
+    "GaussianDropout",
+    "ActivityRegularization",
+    "AlphaDropout",
     "Rescaling",
     "Normalization",
     "Concatenate",

@@ -1,4 +1,5 @@
-"""Regularization layers: ``Dropout`` and ``GaussianNoise`` (active in training only)."""
+"""Regularization layers: ``Dropout``, ``GaussianNoise``, ``GaussianDropout``, ``AlphaDropout`` (active in
+training only) and ``ActivityRegularization``."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ from typing import Optional
 
 import numpy as np
 
+from cdnn import regularizers
 from cdnn._errors import invalid
 from cdnn.layers.core import Layer, _float_arg, register
 
-__all__ = ["Dropout", "GaussianNoise"]
+__all__ = ["Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization"]
 
 
 class Dropout(Layer):
@@ -50,4 +52,63 @@ class GaussianNoise(Layer):
         return {"op": "gaussian_noise", "stddev": self.stddev}
 
 
-register(Dropout, GaussianNoise)
+class _RateNoise(Layer):
+    """A noise layer of a ``rate`` in [0, 1) and a ``seed``."""
+
+    def __init__(self, rate: float, seed=None, name: Optional[str] = None, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.rate = _float_arg(rate, "rate", 0.0, 1.0, "a number in [0, 1)")
+        if self.rate == 1:  # Keras: a standard deviation of infinity, every output NaN
+            raise invalid("rate", rate, "a number in [0, 1)")
+        self.seed = seed
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+class GaussianDropout(_RateNoise):
+    """Multiply the inputs by noise from N(1, rate / (1 - rate)) while training."""
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        if training is False or self.rate == 0:
+            return {"op": "reshape"}
+        return {"op": "gaussian_dropout", "stddev": float(np.sqrt(self.rate / (1.0 - self.rate)))}
+
+
+class AlphaDropout(_RateNoise):
+    """Keras' alpha dropout while training: a fraction ``rate`` set to SELU's negative saturation, then an
+    affine map that keeps the mean and variance (for SELU networks)."""
+
+    def __init__(self, rate: float, noise_shape=None, seed=None, name: Optional[str] = None, **kwargs) -> None:
+        if noise_shape is not None:
+            raise ValueError("Invalid value for argument `noise_shape`: cdnn's AlphaDropout supports only None")
+        super().__init__(rate, seed=seed, name=name, **kwargs)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "noise_shape": None}
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        if training is False or self.rate == 0:
+            return {"op": "reshape"}
+        return {"op": "alpha_dropout", "rate": self.rate}
+
+
+class ActivityRegularization(Layer):
+    """The identity, adding ``l1 * sum(|x|) + l2 * sum(x**2)`` (divided by the batch size) to the loss."""
+
+    def __init__(self, l1: float = 0.0, l2: float = 0.0, name: Optional[str] = None, **kwargs) -> None:
+        self.l1 = _float_arg(l1, "l1", 0.0, np.inf, "a non-negative number")
+        self.l2 = _float_arg(l2, "l2", 0.0, np.inf, "a non-negative number")
+        kwargs["activity_regularizer"] = regularizers.L1L2(l1=self.l1, l2=self.l2)
+        super().__init__(name=name, **kwargs)
+
+    def get_config(self) -> dict:
+        cfg = super().get_config()
+        cfg.pop("activity_regularizer", None)
+        return {**cfg, "l1": self.l1, "l2": self.l2}
+
+    def _lower(self, input_shapes: list, training) -> dict:
+        return {"op": "reshape"}
+
+
+register(Dropout, GaussianNoise, GaussianDropout, AlphaDropout, ActivityRegularization)

@@ -439,9 +439,9 @@ def _emit(
             item["trainable"] = False
         if layer.activity_regularizer is not None:
             item["activity"] = layer.activity_regularizer._core()
-        if item["op"] in ("dropout", "gaussian_noise"):
+        if item["op"] in ("dropout", "gaussian_noise", "gaussian_dropout", "alpha_dropout"):
             item["seed_offset"] = len(nodes)
-        if item["op"] in ("dense", "batchnorm", "layernorm", "rmsnorm"):
+        if item["op"] in ("dense", "batchnorm", "layernorm", "rmsnorm", "prelu"):
             if id(layer) in owners:
                 item["share"] = owners[id(layer)]
             else:

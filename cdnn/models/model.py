@@ -730,7 +730,7 @@ class Model(Layer):
         for node in nodes:
             op = node["op"]
             keys = {"dense": ("W", "b")}.get(
-                op, ("gamma", "beta") if op in ("batchnorm", "layernorm", "rmsnorm") else None
+                op, ("gamma", "beta") if op in ("batchnorm", "layernorm", "rmsnorm", "prelu") else None
             )
             if keys is None or not node.get("trainable", True):
                 continue

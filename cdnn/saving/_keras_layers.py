@@ -14,25 +14,16 @@ from cdnn import constraints, regularizers
 from cdnn._saving import ModelFileError
 
 #: layers whose Keras ``build`` is the base one: Keras writes no ``build_config`` for them
-NO_BUILD_CONFIG = {
-    "Dropout",
-    "GaussianNoise",
-    "Activation",
-    "ReLU",
-    "LeakyReLU",
-    "Identity",
-    "Reshape",
-    "Softmax",
-    "UnitNormalization",
-}
+NO_BUILD_CONFIG = {"Dropout", "GaussianNoise", "Activation", "ReLU", "LeakyReLU", "Identity", "Reshape", "Softmax"}
+NO_BUILD_CONFIG |= {"UnitNormalization", "ELU", "GaussianDropout", "AlphaDropout", "ActivityRegularization"}
 #: layers whose Keras ``call`` takes a ``mask`` (Keras records ``"mask": null`` in their nodes)
 TAKES_MASK = {"BatchNormalization", "Softmax", "Sequential", "Functional"}
 #: the layers cdnn reads from and writes to Keras files
 SUPPORTED = (
     "InputLayer, Dense, Flatten, Reshape, Dropout, GaussianNoise, BatchNormalization, LayerNormalization, "
     "UnitNormalization, RMSNormalization, Concatenate, Add, Subtract, Multiply, Average, Maximum, Minimum, Dot, "
-    "Rescaling, Normalization, Identity, "
-    "Activation, ReLU, LeakyReLU, Softmax, and Sequential or functional models as layers"
+    "Rescaling, Normalization, Identity, Activation, ReLU, LeakyReLU, Softmax, ELU, PReLU, GaussianDropout, "
+    "AlphaDropout, ActivityRegularization, and Sequential or functional models as layers"
 )
 
 
@@ -175,6 +166,17 @@ def layer_config(layer) -> dict:
         extra = {"negative_slope": layer.negative_slope}
     elif kind == "Softmax":
         extra = {"axis": -1}
+    elif kind in ("ELU", "GaussianDropout", "AlphaDropout", "ActivityRegularization"):
+        extra = {
+            k: v for k, v in layer.get_config().items() if k in ("alpha", "rate", "seed", "noise_shape", "l1", "l2")
+        }
+    elif kind == "PReLU":
+        extra = {
+            "alpha_initializer": initializer_config(layer.alpha_initializer),
+            "alpha_regularizer": _serialized(regularizers, layer.alpha_regularizer),
+            "alpha_constraint": _serialized(constraints, layer.alpha_constraint),
+            "shared_axes": layer.shared_axes,
+        }
     else:
         raise ValueError(
             f"Layer {layer.name!r} ({kind}) cannot be written to a .keras file: cdnn writes {SUPPORTED} "
@@ -239,6 +241,11 @@ _ALLOWED: dict = {
     "ReLU": {"max_value": _USE, "negative_slope": _USE, "threshold": _USE},
     "LeakyReLU": {"negative_slope": _USE},
     "Softmax": {"axis": _USE},
+    "ELU": {"alpha": _USE},
+    "PReLU": {k: _USE for k in ("alpha_initializer", "alpha_regularizer", "alpha_constraint", "shared_axes")},
+    "GaussianDropout": {"rate": _USE, "seed": _USE},
+    "AlphaDropout": {"rate": _USE, "seed": _USE, "noise_shape": (None,)},
+    "ActivityRegularization": {"l1": _USE, "l2": _USE},
     "Dense": {
         "units": _USE,
         "activation": _USE,
@@ -261,6 +268,7 @@ _INITIALIZER_KEYS = (
     "gamma_initializer",
     "moving_mean_initializer",
     "moving_variance_initializer",
+    "alpha_initializer",
 )
 
 

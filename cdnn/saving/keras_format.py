@@ -217,7 +217,7 @@ def _layer_record(layer) -> dict:
 
 
 #: layers whose behaviour depends on `training`: Keras 3's fit and predict override a recorded value
-_TRAINING_DEPENDENT = {"Dropout", "GaussianNoise", "BatchNormalization"}
+_TRAINING_DEPENDENT = {"Dropout", "GaussianNoise", "BatchNormalization", "GaussianDropout", "AlphaDropout"}
 
 
 def _functional_record(model) -> dict:

@@ -391,3 +391,18 @@ def test_a_sequential_graph_predicts_from_a_generator_with_callbacks(session):
         "on_predict_end"
     ]
     np.testing.assert_array_equal(m.predict(x, batch_size=8, steps=2, verbose=0), whole[:16])
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional"])
+def test_epoch_loss_independent_of_how_runs_are_cut(kind):
+    """The epoch's loss sums its batches in one order: runs of one batch (a batch callback) and the long runs
+    the thread chooser cuts give the same bits, so history does not depend on timings or thread counts."""
+    x, y = _data(n=3000, seed=3)
+    y = y * 1e3 + np.float32(0.1)
+    hist = []
+    for cbs in ([], [cdnn.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: None)]):
+        cdnn.utils.set_random_seed(7)
+        m = _model(cdnn, kind)
+        m.compile("sgd", "mse")
+        hist.append(m.fit(x, y, batch_size=7, epochs=2, verbose=0, callbacks=cbs).history["loss"])
+    assert hist[0] == hist[1]

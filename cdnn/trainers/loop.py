@@ -305,12 +305,9 @@ class GraphRuns:
         )
 
     def after_run(self, run, rows, done: int, k: int, batch_loss) -> dict:
-        self.state.add_sums(
-            batch_loss[done : done + k].sum(),
-            self.output_loss[done : done + k].sum(axis=0),
-            self.batch_correct[done : done + k].sum(axis=0),
-            len(rows),
-        )
+        st = self.state  # the epoch's sums from its batches, however its runs were cut
+        st.loss, st.out_loss = float(batch_loss[: done + k].sum()), self.output_loss[: done + k].sum(axis=0)
+        st.correct, st.rows = self.batch_correct[: done + k].sum(axis=0), st.rows + len(rows)
         if self.outs is not None:
             self.state.update_outputs(run.ys, self.outs, rows, run.batch_size, run.sw)
         return self.state.logs()

@@ -134,6 +134,7 @@ cdef extern from "cdnn.h" nogil:
     void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum, const float *sample_weight)
+    void cdnn_set_row_split(int mode)
     int cdnn_all_finite(const float *x, int64_t n)
     void cdnn_bias_act_tile(int act, cdnn_act_args args, float *x, int ld, int rows, int cols, const float *bias, float *z,
                             int ldz)
@@ -271,6 +272,11 @@ def set_num_threads(long n) -> None:
     if n > MAX_THREADS:
         raise ValueError(f"Invalid value for argument `n`: expected at most {MAX_THREADS} threads, received n={n}")
     cdnn_set_num_threads(<int>n)
+
+
+def row_split(int mode) -> None:
+    """One- and two-row predicts: 0 chooses 1 or 2 threads by timing them, 1 always 1, 2 always 2 (tests)."""
+    cdnn_set_row_split(mode)
 
 
 def simd_select(str name) -> None:

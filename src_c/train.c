@@ -16,6 +16,7 @@
 #include "cdnn.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1013,7 +1014,7 @@ static void predict_pack_team(const cdnn_net *net, cdnn_workspace *ws)
  * sums into *ls and *cs (by rank 0, between barriers). */
 static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, int chunk, int packed,
                          float *out, const int32_t *ysparse, const float *ydense, int ldy, int labelled,
-                         const float *sample_weight, double *ls, double *cs)
+                         const float *sample_weight, double *ls, double *cs, int64_t *next)
 {
     const int L = net->n_layers, in = net->layers[0].in, units = net->layers[L - 1].units;
     unsigned fp_state = cdnn_flush_denormals_begin();
@@ -1021,6 +1022,34 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
     if (packed) {
         predict_pack_team(net, ws);
         cdnn_team_barrier();
+    }
+    if (!labelled && cdnn_team_size() > 1) {
+        /* Without labels, pieces of a thread's share of a chunk, taken in turn from the shared
+         * counter *next (rows do not depend on each other): a thread that the machine's load
+         * deschedules delays the call by its piece at most, not by its half of the rows. Each thread
+         * computes its pieces in its own rows of the workspace, [r0, r0 + piece). */
+        const int mr = cdnn_simd_current()->mr;
+        int piece = chunk / cdnn_team_size();
+        piece = piece >= mr ? piece - piece % mr : (piece > 0 ? piece : 1);
+        const int r0 = cdnn_team_rank() * piece;
+        for (;;) {
+            int64_t start;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+            {
+                start = *next;
+                *next += piece;
+            }
+            if (start >= n) break;
+            const int len = (int)(n - start < piece ? n - start : piece);
+            /* X's and out's rows [start, start + len) where forward_rows reads and writes rows [r0, r0 + len) */
+            const float *x = (const float *)((uintptr_t)(X + (size_t)start * in) - (size_t)r0 * in * sizeof(float));
+            float *o = (float *)((uintptr_t)(out + (size_t)start * units) - (size_t)r0 * units * sizeof(float));
+            forward_rows(net, ws, 0, x, r0 + len, r0, r0 + len, o, 0, 0, 0, packed, 0, NULL, pack);
+        }
+        cdnn_flush_denormals_end(fp_state);
+        return;
     }
     /* Each thread owns the same workspace rows in every chunk (the last,
      * shorter one included): without labels there is no barrier between
@@ -1215,6 +1244,7 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     if ((n < chunk ? n : chunk) / nt >= PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr)
         for (int l = 0; l < net->n_layers; l++) packed |= ws->lb[l].pw != NULL;
     double ls = 0.0, cs = 0.0;
+    int64_t next = 0; /* the next row a thread takes (without labels) */
 #ifdef _OPENMP
     if (!labelled && row_split_wanted(net, n, cdnn_get_num_threads() < ws->threads ? cdnn_get_num_threads() : ws->threads)) {
         const int o = row_split_mode == 2 ? 1 : row_split_pick(ws);
@@ -1223,17 +1253,17 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
 #pragma omp parallel num_threads(2)
             predict_rows_split_team(net, ws, X, (int)n, out);
         } else
-            predict_team(net, ws, X, n, chunk, 0, out, NULL, NULL, 0, 0, NULL, &ls, &cs);
+            predict_team(net, ws, X, n, chunk, 0, out, NULL, NULL, 0, 0, NULL, &ls, &cs, &next);
         if (row_split_mode == 0) row_split_record(ws, o, cdnn_wtime() - t0);
         return;
     }
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
+        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
-        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
+        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
     if (labelled) {
         *loss_sum = ls;
         *correct_sum = cs;

@@ -39,9 +39,9 @@
 /* Per option, the median of its last ROW_SPLIT_WINDOW calls is its time (one call slowed by the
  * load, or sped up by a moment of quiet on a busy machine, moves no choice); the option not in use is timed once every row_gap calls: ROW_SPLIT_FIRST_GAP at first and
  * after each change of option, doubling while the choice holds, up to ROW_SPLIT_MAX_GAP. */
-#define ROW_SPLIT_WINDOW 5
+#define ROW_SPLIT_WINDOW    5
 #define ROW_SPLIT_FIRST_GAP 64
-#define ROW_SPLIT_MAX_GAP 4096
+#define ROW_SPLIT_MAX_GAP   4096
 /* Layers with at least this many weights keep packed copies of W^T for dX
  * (and of W for the forward pass when W's rows are a multiple of 256 bytes
  * apart, the strides that packing is for): without them, every thread
@@ -1246,7 +1246,8 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     double ls = 0.0, cs = 0.0;
     int64_t next = 0; /* the next row a thread takes (without labels) */
 #ifdef _OPENMP
-    if (!labelled && row_split_wanted(net, n, cdnn_get_num_threads() < ws->threads ? cdnn_get_num_threads() : ws->threads)) {
+    if (!labelled &&
+        row_split_wanted(net, n, cdnn_get_num_threads() < ws->threads ? cdnn_get_num_threads() : ws->threads)) {
         const int o = row_split_mode == 2 ? 1 : row_split_pick(ws);
         const double t0 = cdnn_wtime();
         if (o) {

@@ -311,7 +311,11 @@ def test_rows_split_over_two_threads_same_bits_as_one(session, simd, row_split, 
     panels each, the tail on the last) gives the bits of the same rows on 1 thread and in a batch:
     the first layer depth-split (784 x units >= its threshold) or not, odd widths, every SIMD path."""
     model = keras.Sequential(
-        [layers.Input(shape=(784,)), layers.Dense(units, activation=activation), layers.Dense(33, activation=activation)]
+        [
+            layers.Input(shape=(784,)),
+            layers.Dense(units, activation=activation),
+            layers.Dense(33, activation=activation),
+        ]
         + [layers.Dense(3, activation="softmax")]
     )
     x = np.random.default_rng(units).random((300, 784), dtype=np.float32)

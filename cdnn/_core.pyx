@@ -1005,6 +1005,27 @@ cdef class Network:
             raise NonFiniteInputError(int(bad.min()) if bad.size else None, batch, done)
         return done
 
+    def predict_lean(self, cnp.ndarray x not None, int batch_size):
+        """Outputs for ``x`` if the core reads it as it is (native float32, C-contiguous, shape (n >= 1, n_in),
+        every value finite), else None (the caller takes the checked path): one check and one C call."""
+        if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISBEHAVED_RO(x) or not cnp.PyArray_IS_C_CONTIGUOUS(x) or x.ndim != 2
+                or x.shape[0] < 1 or x.shape[1] != self.n_in or batch_size < 1):
+            return None
+        cdef int64_t n = x.shape[0]
+        cdef float *px = <float *>cnp.PyArray_DATA(x)
+        cdef int ok
+        with nogil:
+            ok = cdnn_all_finite(px, n * self.n_in)
+        if not ok:
+            return None
+        out = np.empty((n, self.n_out), np.float32)
+        cdef float *po = <float *>cnp.PyArray_DATA(out)
+        with self.lock:
+            self._workspace(min(batch_size, n))
+            with nogil:
+                cdnn_predict(&self.net, self.ws, px, n, po, NULL, NULL, self.n_out, NULL, NULL, NULL)
+        return out
+
     def predict(self, x, int batch_size=256, y=None, sample_weight=None):
         """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``.
 

@@ -257,12 +257,12 @@ def test_dense_rows_alone_same_bits_as_in_a_batch(session, simd, threads, units)
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_rows_alone_from_non_contiguous_and_other_dtypes(session, simd, n):
-    """Inputs the lean path does not take (a strided view, float64, Fortran order) reach the same
+    """Inputs the lean path does not take (a strided view, float64, Fortran order, big-endian) reach the same
     kernel through the general path's conversion: the same bits as a float32 row."""
     model = _chain([784, 100, 10])
     x = np.random.default_rng(5).random((2 * n, 784), dtype=np.float32)
     want = model.predict(x[::2], verbose=0)
-    for other in (x[::2], x[::2].astype(np.float64), np.asfortranarray(x[::2])):
+    for other in (x[::2], x[::2].astype(np.float64), np.asfortranarray(x[::2]), x[::2].astype(">f4")):
         for fn in (lambda a: model.predict(a, verbose=0), model.predict_on_batch, model):
             np.testing.assert_array_equal(np.asarray(fn(other)), want)
     np.testing.assert_array_equal(want, model.predict(np.ascontiguousarray(x[::2]), verbose=0))

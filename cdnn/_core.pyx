@@ -134,6 +134,7 @@ cdef extern from "cdnn.h" nogil:
     void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum, const float *sample_weight)
+    void cdnn_set_row_split(int mode)
     int cdnn_all_finite(const float *x, int64_t n)
     void cdnn_bias_act_tile(int act, cdnn_act_args args, float *x, int ld, int rows, int cols, const float *bias, float *z,
                             int ldz)
@@ -271,6 +272,11 @@ def set_num_threads(long n) -> None:
     if n > MAX_THREADS:
         raise ValueError(f"Invalid value for argument `n`: expected at most {MAX_THREADS} threads, received n={n}")
     cdnn_set_num_threads(<int>n)
+
+
+def row_split(int mode) -> None:
+    """One- and two-row predicts: 0 chooses 1 or 2 threads by timing them, 1 always 1, 2 always 2 (tests)."""
+    cdnn_set_row_split(mode)
 
 
 def simd_select(str name) -> None:
@@ -998,6 +1004,27 @@ cdef class Network:
             bad = rows[~np.isfinite(x[rows]).all(axis=1)]  # none if x changed meanwhile
             raise NonFiniteInputError(int(bad.min()) if bad.size else None, batch, done)
         return done
+
+    def predict_lean(self, cnp.ndarray x not None, int batch_size):
+        """Outputs for ``x`` if the core reads it as it is (native float32, C-contiguous, shape (n >= 1, n_in),
+        every value finite), else None (the caller takes the checked path): one check and one C call."""
+        if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISBEHAVED_RO(x) or not cnp.PyArray_IS_C_CONTIGUOUS(x) or x.ndim != 2
+                or x.shape[0] < 1 or x.shape[1] != self.n_in or batch_size < 1):
+            return None
+        cdef int64_t n = x.shape[0]
+        cdef float *px = <float *>cnp.PyArray_DATA(x)
+        cdef int ok
+        with nogil:
+            ok = cdnn_all_finite(px, n * self.n_in)
+        if not ok:
+            return None
+        out = np.empty((n, self.n_out), np.float32)
+        cdef float *po = <float *>cnp.PyArray_DATA(out)
+        with self.lock:
+            self._workspace(min(batch_size, n))
+            with nogil:
+                cdnn_predict(&self.net, self.ws, px, n, po, NULL, NULL, self.n_out, NULL, NULL, NULL)
+        return out
 
     def predict(self, x, int batch_size=256, y=None, sample_weight=None):
         """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``.

@@ -474,6 +474,8 @@ int cdnn_copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, size_
 /* 1 if none of x[0..n) is NaN or infinite (a parallel scan of inputs before inference), else 0. */
 int cdnn_all_finite(const float *x, int64_t n);
 
+/* One- and two-row predicts: 0 chooses 1 or 2 threads by timing, 1 always 1, 2 always 2 (every layer split). */
+void cdnn_set_row_split(int mode);
 /* Inference over X[n, in] in batches of the workspace's max_batch rows: write outputs [n, units_last]
  * to out; if labels are given also sum loss (each batch's as in cdnn_train_run, rows weighted by
  * sample_weight[i] if not NULL) and correctness into loss_sum and correct_sum. */

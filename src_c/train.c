@@ -16,6 +16,7 @@
 #include "cdnn.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,16 @@
  * have it packed once at the start of the call (where the GEMM would otherwise pack W again for every
  * chunk, on every thread: from 48 rows, PACK_B_MIN_ROWS in gemm.c, when W's rows alias in L1). */
 #define PREDICT_PACK_MIN_ROWS 48
+/* A one- or two-row predict splits the columns of every layer with at least this many weights over
+ * 2 threads (a barrier after each): 784x100 (78,400 weights) takes 5.5 us on one AVX-512 core, and
+ * splitting it saves about 2 us, a barrier and the other thread's start costing about 1 us. */
+#define ROW_SPLIT_MIN_WEIGHTS 65536L
+/* Per option, the median of its last ROW_SPLIT_WINDOW calls is its time (one call slowed by the
+ * load, or sped up by a moment of quiet on a busy machine, moves no choice); the option not in use is timed once every row_gap calls: ROW_SPLIT_FIRST_GAP at first and
+ * after each change of option, doubling while the choice holds, up to ROW_SPLIT_MAX_GAP. */
+#define ROW_SPLIT_WINDOW    5
+#define ROW_SPLIT_FIRST_GAP 64
+#define ROW_SPLIT_MAX_GAP   4096
 /* Layers with at least this many weights keep packed copies of W^T for dX
  * (and of W for the forward pass when W's rows are a multiple of 256 bytes
  * apart, the strides that packing is for): without them, every thread
@@ -88,6 +99,11 @@ struct cdnn_workspace {
     /* The whole-gradient path (see apply_whole_team): per variable (layer l's kernel 2l, bias 2l + 1) the
      * gradient's sum of squares and the regularization penalty of the step. */
     double *var_sumsq, *var_penalty;
+    /* One- and two-row predicts' choice between 1 and 2 threads (see row_split_pick): the seconds of
+     * each option's last ROW_SPLIT_WINDOW calls (ring; row_n[o]: calls recorded), calls since the
+     * last probe of the option not in use, and the calls between probes. */
+    double row_sec[2][5];
+    int row_n[2], row_since, row_gap;
 };
 
 static size_t round16(size_t n)
@@ -998,7 +1014,7 @@ static void predict_pack_team(const cdnn_net *net, cdnn_workspace *ws)
  * sums into *ls and *cs (by rank 0, between barriers). */
 static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, int chunk, int packed,
                          float *out, const int32_t *ysparse, const float *ydense, int ldy, int labelled,
-                         const float *sample_weight, double *ls, double *cs)
+                         const float *sample_weight, double *ls, double *cs, int64_t *next)
 {
     const int L = net->n_layers, in = net->layers[0].in, units = net->layers[L - 1].units;
     unsigned fp_state = cdnn_flush_denormals_begin();
@@ -1006,6 +1022,34 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
     if (packed) {
         predict_pack_team(net, ws);
         cdnn_team_barrier();
+    }
+    if (!labelled && cdnn_team_size() > 1) {
+        /* Without labels, pieces of a thread's share of a chunk, taken in turn from the shared
+         * counter *next (rows do not depend on each other): a thread that the machine's load
+         * deschedules delays the call by its piece at most, not by its half of the rows. Each thread
+         * computes its pieces in its own rows of the workspace, [r0, r0 + piece). */
+        const int mr = cdnn_simd_current()->mr;
+        int piece = chunk / cdnn_team_size();
+        piece = piece >= mr ? piece - piece % mr : (piece > 0 ? piece : 1);
+        const int r0 = cdnn_team_rank() * piece;
+        for (;;) {
+            int64_t start;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+            {
+                start = *next;
+                *next += piece;
+            }
+            if (start >= n) break;
+            const int len = (int)(n - start < piece ? n - start : piece);
+            /* X's and out's rows [start, start + len) where forward_rows reads and writes rows [r0, r0 + len) */
+            const float *x = (const float *)((uintptr_t)(X + (size_t)start * in) - (size_t)r0 * in * sizeof(float));
+            float *o = (float *)((uintptr_t)(out + (size_t)start * units) - (size_t)r0 * units * sizeof(float));
+            forward_rows(net, ws, 0, x, r0 + len, r0, r0 + len, o, 0, 0, 0, packed, 0, NULL, pack);
+        }
+        cdnn_flush_denormals_end(fp_state);
+        return;
     }
     /* Each thread owns the same workspace rows in every chunk (the last,
      * shorter one included): without labels there is no barrier between
@@ -1040,6 +1084,143 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
     cdnn_flush_denormals_end(fp_state);
 }
 
+/* 0: one- and two-row predicts choose 1 or 2 threads by timing; 1: always 1; 2: always 2, splitting
+ * every layer whose activation is not row-wise (tests). */
+static int row_split_mode = 0;
+
+void cdnn_set_row_split(int mode)
+{
+    row_split_mode = mode;
+}
+
+/* Whether layer l of a one- or two-row predict is split in columns over the team. */
+static int row_split_layer(const cdnn_layer *ly)
+{
+    if (cdnn_act_rowwise(ly->act)) return 0;
+    return row_split_mode == 2 || (long)ly->in * ly->units >= ROW_SPLIT_MIN_WEIGHTS;
+}
+
+/* This thread's columns [*j0, *j1) of `units`: whole micro-kernel panels of nr columns, shared out as
+ * evenly as they go, the last thread's ending with the tail (so that every column's sums are those of
+ * the 1-thread product: the few-row kernel and the tail tiles see the same panels). */
+static void row_split_columns(int units, int nr, int *j0, int *j1)
+{
+    long lo, hi;
+    cdnn_team_range(units / nr, &lo, &hi);
+    *j0 = (int)(lo * nr);
+    *j1 = cdnn_team_rank() == cdnn_team_size() - 1 ? units : (int)(hi * nr);
+}
+
+/* One thread's share of a predict of `rows` (1 or 2) rows: each split layer's columns in turn (both
+ * partial products of a depth-split one, then their sum), the other layers on rank 0; a barrier
+ * before each layer that reads another thread's output. The sums are forward_rows' on one thread. */
+static void predict_rows_split_team(const cdnn_net *net, cdnn_workspace *ws, const float *x, int rows, float *out)
+{
+    unsigned fp_state = cdnn_flush_denormals_begin();
+    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    const int nr = cdnn_simd_current()->nr, rank = cdnn_team_rank();
+    const float *in = x;
+    for (int l = 0; l < net->n_layers; l++) {
+        const cdnn_layer *ly = &net->layers[l];
+        layer_buf *b = &ws->lb[l];
+        const int K = ly->in, N = ly->units;
+        float *y = l == net->n_layers - 1 && out ? out : b->act;
+        if (l > 0) cdnn_team_barrier(); /* the layer below's output, whole */
+        if (!row_split_layer(ly)) {
+            if (rank == 0) {
+                if (b->mid) {
+                    depth_part(net, ws, l, 0, in, 0, 0, 0, rows, 0, pack);
+                    depth_part(net, ws, l, 1, in, 0, 0, 0, rows, 0, pack);
+                    depth_combine_rows(net, ws, l, 0, rows);
+                } else
+                    cdnn_dense_forward_rows(ly, 0, rows, in, y, b->z, NULL, pack);
+            }
+        } else {
+            int j0, j1;
+            row_split_columns(N, nr, &j0, &j1);
+            if (j0 < j1 && b->mid) {
+                for (int p = 0; p < 2; p++) {
+                    int k0, k1;
+                    part_rows(ws, ly, l, p, &k0, &k1);
+                    cdnn_gemm_rows_cols(0, 0, 0, rows, j0, j1, N, k1 - k0, in + k0, K, ly->W + (size_t)k0 * N, N, NULL,
+                                        p ? b->part1 : b->act, N, 0, NULL, pack);
+                }
+                for (int i = 0; i < rows; i++) {
+                    const size_t off = (size_t)i * N + j0;
+                    combine_partials(ly, b->act + off, b->part1 + off, 1, j1 - j0, ly->b ? ly->b + j0 : NULL,
+                                     b->z ? b->z + off : NULL);
+                }
+            } else if (j0 < j1) {
+                cdnn_epilogue e = {0};
+                e.kind = CDNN_EPI_BIAS_ACT;
+                e.act = ly->act;
+                e.act_args = ly->act_args;
+                e.bias = ly->b;
+                e.aux = b->z;
+                e.ldaux = N;
+                cdnn_gemm_rows_cols(0, 0, 0, rows, j0, j1, N, K, in, K, ly->W, N, NULL, y, N, 0, &e, pack);
+            }
+        }
+        in = b->mid ? b->act : y;
+    }
+    cdnn_flush_denormals_end(fp_state);
+}
+
+/* The lower median of option o's (0: 1 thread, 1: 2 threads) recorded calls, or 0 if none. */
+static double row_split_time(const cdnn_workspace *ws, int o)
+{
+    const int n = ws->row_n[o] < ROW_SPLIT_WINDOW ? ws->row_n[o] : ROW_SPLIT_WINDOW;
+    double v[ROW_SPLIT_WINDOW];
+    for (int i = 0; i < n; i++) { /* insertion sort of at most ROW_SPLIT_WINDOW values */
+        int j = i;
+        for (; j > 0 && v[j - 1] > ws->row_sec[o][i]; j--) v[j] = v[j - 1];
+        v[j] = ws->row_sec[o][i];
+    }
+    return n ? v[(n - 1) / 2] : 0.0;
+}
+
+/* The option in use: 2 threads unless 1 has been measured faster. */
+static int row_split_in_use(const cdnn_workspace *ws)
+{
+    const double one = row_split_time(ws, 0), two = row_split_time(ws, 1);
+    return one > 0.0 && two > 0.0 && one < two ? 0 : 1;
+}
+
+/* The option for the next one- or two-row call: each measured twice first (2 threads first), then
+ * the faster, and the other once every row_gap calls. */
+static int row_split_pick(const cdnn_workspace *ws)
+{
+    if (ws->row_n[1] < 2) return 1;
+    if (ws->row_n[0] < 2) return 0;
+    const int use = row_split_in_use(ws);
+    return ws->row_since >= ws->row_gap ? !use : use;
+}
+
+/* Record a call of option o that took `sec` seconds. */
+static void row_split_record(cdnn_workspace *ws, int o, double sec)
+{
+    const int before = row_split_in_use(ws), measured = ws->row_n[0] >= 2 && ws->row_n[1] >= 2;
+    ws->row_sec[o][ws->row_n[o] % ROW_SPLIT_WINDOW] = sec;
+    ws->row_n[o] = ws->row_n[o] < 1000000 ? ws->row_n[o] + 1 : ROW_SPLIT_WINDOW + ws->row_n[o] % ROW_SPLIT_WINDOW;
+    if (ws->row_gap == 0) ws->row_gap = ROW_SPLIT_FIRST_GAP;
+    if (measured && o != before) { /* a probe: the interval doubles while the choice holds */
+        ws->row_since = 0;
+        const int after = row_split_in_use(ws);
+        ws->row_gap = after != before ? ROW_SPLIT_FIRST_GAP
+                                      : (ws->row_gap < ROW_SPLIT_MAX_GAP / 2 ? 2 * ws->row_gap : ROW_SPLIT_MAX_GAP);
+    } else
+        ws->row_since++;
+}
+
+/* Whether a predict of n rows on up to nt threads splits its rows' layers in columns (n <= 2). */
+static int row_split_wanted(const cdnn_net *net, int64_t n, int nt)
+{
+    if (n > 2 || nt < 2 || row_split_mode == 1) return 0;
+    for (int l = 0; l < net->n_layers; l++)
+        if (row_split_layer(&net->layers[l])) return 1;
+    return 0;
+}
+
 void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out,
                   const int32_t *ysparse, const float *ydense, int ldy, double *loss_sum, double *correct_sum,
                   const float *sample_weight)
@@ -1063,14 +1244,27 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     if ((n < chunk ? n : chunk) / nt >= PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr)
         for (int l = 0; l < net->n_layers; l++) packed |= ws->lb[l].pw != NULL;
     double ls = 0.0, cs = 0.0;
+    int64_t next = 0; /* the next row a thread takes (without labels) */
 #ifdef _OPENMP
+    if (!labelled &&
+        row_split_wanted(net, n, cdnn_get_num_threads() < ws->threads ? cdnn_get_num_threads() : ws->threads)) {
+        const int o = row_split_mode == 2 ? 1 : row_split_pick(ws);
+        const double t0 = cdnn_wtime();
+        if (o) {
+#pragma omp parallel num_threads(2)
+            predict_rows_split_team(net, ws, X, (int)n, out);
+        } else
+            predict_team(net, ws, X, n, chunk, 0, out, NULL, NULL, 0, 0, NULL, &ls, &cs, &next);
+        if (row_split_mode == 0) row_split_record(ws, o, cdnn_wtime() - t0);
+        return;
+    }
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
+        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
-        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs);
+        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
     if (labelled) {
         *loss_sum = ls;
         *correct_sum = cs;

@@ -1080,3 +1080,79 @@ def test_compile_refuses_execution_options_cdnn_does_not_have(make, options, mes
     model = make()
     with pytest.raises(ValueError, match=re.escape(message)):
         model.compile(optimizer="adam", loss=SCCE, **options)
+
+
+def _noisy_runs(chooser, per_batch, slow, seconds_total, epoch_batches=188):
+    """Drive the chooser as fit does for ``seconds_total`` of training with fake timings; the runs whose
+    index is in ``slow`` take three times as long (a moment of load). Returns [(threads, batches, probing)]."""
+    runs, seconds, i = [], 0.0, 0
+    while seconds < seconds_total:
+        done = 0
+        while done < epoch_batches and seconds < seconds_total:
+            t = chooser.pick()
+            k = chooser.run_batches(epoch_batches - done)
+            took = k * per_batch[t] * (3.0 if i in slow else 1.0)
+            runs.append((t, k, chooser.probing))
+            chooser.record(t, took, k)
+            seconds += took
+            done += k
+            i += 1
+    return runs
+
+
+@pytest.mark.parametrize("slow_run", range(4, 12))
+def test_thread_chooser_recovers_from_one_slow_run(slow_run):
+    """W2-b256 as measured: 0.6 ms per batch on 2 threads, 1.1 ms on 1. One run slowed three times by
+    the load (a probe of 2 threads, or a 2-thread run just before a probe of 1) must not keep the fit
+    on one thread: it is back on two within about a second of training, and most of it is on two."""
+    from cdnn.trainers import thread_chooser as models
+
+    c = models._ThreadChooser(2)
+    runs = _noisy_runs(c, {2: 0.6e-3, 1: 1.1e-3}, {slow_run}, 10.0)
+    assert c.best() == 2
+    batches_on_one = sum(k for t, k, probing in runs if t == 1)
+    assert batches_on_one / sum(k for _, k, _ in runs) < 0.05, runs[:30]
+    # the chooser was on one thread at most ONE_THREAD_PROBE_SECONDS (and a run) after the slow run
+    ones = [i for i, (t, k, probing) in enumerate(runs) if t == 1 and not probing]
+    assert sum(runs[i][1] for i in ones) * 1.1e-3 < models.ONE_THREAD_PROBE_SECONDS + 0.2
+
+
+def test_thread_chooser_recovers_when_the_first_probe_of_two_threads_is_slow():
+    from cdnn.trainers import thread_chooser as models
+
+    c = models._ThreadChooser(2)
+    runs = _noisy_runs(c, {2: 0.6e-3, 1: 1.1e-3}, set(range(3, 9)), 3.0)  # a second of load early on
+    assert c.best() == 2 and runs[-1][0] == 2
+    late = runs[len(runs) // 2 :]
+    assert sum(k for t, k, _ in late if t == 1) / sum(k for _, k, _ in late) < 0.05
+
+
+def test_thread_chooser_probes_cost_little_on_a_busy_machine():
+    """Both cores busy: 17 ms per batch on 2 threads, 1.9 ms on 1 (BIG-b128 measured so). The
+    re-measurements of 2 threads while on one (at least every ONE_THREAD_PROBE_SECONDS) are short:
+    under 4% of the training time."""
+    from cdnn.trainers import thread_chooser as models
+
+    c = models._ThreadChooser(2)
+    per_batch = {2: 17e-3, 1: 1.9e-3}
+    runs = _noisy_runs(c, per_batch, set(), 30.0, epoch_batches=94)
+    late = runs[len(runs) // 3 :]
+    on_two = sum(k * per_batch[2] for t, k, _ in late if t == 2)
+    assert on_two / sum(k * per_batch[t] for t, k, _ in late) < 0.04
+    assert sum(1 for t, _, probing in late if t == 2 and probing) >= 5  # it does re-measure
+
+
+def test_thread_chooser_logs_its_decisions(monkeypatch, capsys):
+    from cdnn.trainers import thread_chooser as models
+
+    monkeypatch.setenv("CDNN_THREAD_LOG", "1")
+    c = models._ThreadChooser(2)
+    _feed(c, {2: 1e-3, 1: 0.5e-3}, 40)
+    assert len(c.decisions) == 40 and c.decisions[-1][4] == 1
+    threads, batches, seconds, probing, chosen, interval = c.decisions[-1]
+    assert seconds == pytest.approx(batches * 0.5e-3 if threads == 1 else batches * 1e-3)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 40 and err[-1].startswith("cdnn threads: ran ") and "next 1" in err[-1]
+    monkeypatch.delenv("CDNN_THREAD_LOG")
+    models._ThreadChooser(2).record(2, 1.0, 1)
+    assert capsys.readouterr().err == ""

@@ -257,12 +257,12 @@ def test_dense_rows_alone_same_bits_as_in_a_batch(session, simd, threads, units)
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_rows_alone_from_non_contiguous_and_other_dtypes(session, simd, n):
-    """Inputs the lean path does not take (a strided view, float64, Fortran order) reach the same
+    """Inputs the lean path does not take (a strided view, float64, Fortran order, big-endian) reach the same
     kernel through the general path's conversion: the same bits as a float32 row."""
     model = _chain([784, 100, 10])
     x = np.random.default_rng(5).random((2 * n, 784), dtype=np.float32)
     want = model.predict(x[::2], verbose=0)
-    for other in (x[::2], x[::2].astype(np.float64), np.asfortranarray(x[::2])):
+    for other in (x[::2], x[::2].astype(np.float64), np.asfortranarray(x[::2]), x[::2].astype(">f4")):
         for fn in (lambda a: model.predict(a, verbose=0), model.predict_on_batch, model):
             np.testing.assert_array_equal(np.asarray(fn(other)), want)
     np.testing.assert_array_equal(want, model.predict(np.ascontiguousarray(x[::2]), verbose=0))
@@ -293,3 +293,48 @@ def test_dense_weights_start_on_a_cache_line(session):
     kernel = model.layers[0].kernel
     model.set_weights([np.ones_like(w) for w in model.get_weights()])
     assert model.layers[0].kernel is kernel and kernel.ctypes.data % 64 == 0 and np.all(kernel == 1)
+
+
+@pytest.fixture
+def row_split():
+    """Force one- and two-row predicts onto 2 threads, every layer's columns split (``_core.row_split``)."""
+    cdnn.set_num_threads(2)
+    _core.row_split(2)
+    yield
+    _core.row_split(0)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("units", ODD_COLUMNS)
+def test_rows_split_over_two_threads_same_bits_as_one(session, simd, row_split, units, activation):
+    """A one- or two-row predict with each layer's columns split over 2 threads (whole micro-kernel
+    panels each, the tail on the last) gives the bits of the same rows on 1 thread and in a batch:
+    the first layer depth-split (784 x units >= its threshold) or not, odd widths, every SIMD path."""
+    model = keras.Sequential(
+        [
+            layers.Input(shape=(784,)),
+            layers.Dense(units, activation=activation),
+            layers.Dense(33, activation=activation),
+        ]
+        + [layers.Dense(3, activation="softmax")]
+    )
+    x = np.random.default_rng(units).random((300, 784), dtype=np.float32)
+    full = model.predict(x, verbose=0)
+    np.testing.assert_allclose(full, _oracle(model, x), rtol=1e-5, atol=1e-6)
+    rows = [x[i : i + n] for i in (0, 5, 298) for n in (1, 2)]
+    two = [model.predict_on_batch(r) for r in rows]
+    _core.row_split(1)
+    one = [model.predict_on_batch(r) for r in rows]
+    for a, b, r, i in zip(two, one, rows, (0, 0, 5, 5, 298, 298)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, full[i : i + len(r)])
+
+
+def test_rows_split_chosen_by_timing_same_bits(session):
+    """The run-time choice (1 or 2 threads per call) changes no bit of a one-row predict of 784-512-256-10."""
+    cdnn.set_num_threads(2)
+    model = _chain([784, 512, 256, 10])
+    x = np.random.default_rng(4).random((1, 784), dtype=np.float32)
+    want = model.predict(np.repeat(x, 40, axis=0), verbose=0)[:1]
+    for _ in range(300):  # both options measured, then probes
+        np.testing.assert_array_equal(model(x), want)

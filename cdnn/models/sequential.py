@@ -30,7 +30,7 @@ from cdnn._progbar import Progbar
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor
 from cdnn.layers import Dense, Dropout, Flatten, InputLayer, Layer, Reshape
-from cdnn.models.model import Model, _batch_size, _compile_options, _verbose, lean_input, prepare_labels
+from cdnn.models.model import Model, _batch_size, _compile_options, _verbose, prepare_labels
 from cdnn.models.model import all_finite as _all_finite
 from cdnn.models.model import as_float32 as _as_float32
 from cdnn.models.model import as_inputs as _as_inputs
@@ -900,10 +900,9 @@ class Sequential(Model):
             plan = self._lean_plan()
             if plan is None:
                 return None
-        xs = lean_input(x, plan[1])
-        if xs is None:
+        if type(x) is not np.ndarray or x.shape[1:] != plan[1]:
             return None
-        return plan[0].predict(xs, PREDICT_ROWS)
+        return plan[0].predict_lean(x if x.ndim == 2 else x.reshape(len(x), -1), PREDICT_ROWS)
 
     def _lean_current(self, plan: tuple) -> bool:
         """Whether ``plan`` still describes the model: the same layers, weight arrays and activations

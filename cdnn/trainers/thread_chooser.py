@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections import deque
 from typing import Optional
 
 #: target wall time of one run of batches in C between two progress-bar updates
@@ -25,6 +28,10 @@ PROBE_FRACTION = 8  # (a divisor: probe runs have chunk // PROBE_FRACTION batche
 MIN_MEASURED_SECONDS = 0.01
 #: one thread must be this much faster per batch than all threads before fit uses it
 SINGLE_THREAD_MARGIN = 1.15
+#: an option's time per batch is the fastest of its last WINDOW runs (load only slows a run down)
+WINDOW = 2
+#: while one thread is in use, all threads are re-measured at least this often (seconds of training)
+ONE_THREAD_PROBE_SECONDS = 1.0
 
 
 class _ThreadChooser:
@@ -45,8 +52,15 @@ class _ThreadChooser:
     overturned by noise, and early re-checks of it cost the most.
 
     Timings on shared machines are noisy: an option is trusted only after
-    ``MIN_MEASURED_SECONDS`` of runs, estimates are smoothed over runs, and
-    one thread must beat all threads by ``SINGLE_THREAD_MARGIN``. The model
+    ``MIN_MEASURED_SECONDS`` of runs, its time per batch is the fastest of
+    its last ``WINDOW`` runs (a run slowed by a moment of load moves no
+    choice, and a probe after one does not inherit it), and one thread must
+    beat all threads by ``SINGLE_THREAD_MARGIN``. A probe that changes the
+    choice is checked again ``FIRST_PROBE_SECONDS`` later, and while one
+    thread is in use the threads are re-measured at least every
+    ``ONE_THREAD_PROBE_SECONDS``, in runs no longer than a probe's time on
+    their last measured speed: a fit does not stay on one thread after one
+    noisy probe. The model
     keeps its chooser from one ``fit`` to the next (same threads and batch
     size), so fitting epoch by epoch does not start from scratch each time:
     a single run timed during a moment of load would otherwise send whole epochs to one thread.
@@ -60,11 +74,19 @@ class _ThreadChooser:
     batch per run would take 7 runs of a 94-batch epoch instead of 2. Growing
     four times at once rather than two, it is learned in 4 runs (1, 4, 16, 64
     batches at BIG-b128), not 7.
+
+    Each recorded run is kept in ``decisions`` (the last 256: threads,
+    batches, seconds, whether a probe, the option chosen next and the probe
+    interval); with the environment variable ``CDNN_THREAD_LOG`` set, each is
+    also printed to standard error.
     """
 
     def __init__(self, threads: int) -> None:
         self.options = (threads, 1) if threads > 1 else (1,)
-        self.per_batch: dict[int, float] = {}
+        self.per_batch: dict[int, float] = {}  # the fastest of each option's last WINDOW runs
+        self.recent: dict[int, deque] = {t: deque(maxlen=WINDOW) for t in self.options}
+        self.decisions: deque = deque(maxlen=256)
+        self.log = bool(os.environ.get("CDNN_THREAD_LOG"))
         self.measured: dict[int, float] = {}
         self.since_probe = 0.0
         self.probe_interval: Optional[float] = None  # set once both options are measured
@@ -106,7 +128,13 @@ class _ThreadChooser:
 
     def run_batches(self, left: int) -> int:
         """Batches for the run just picked, ``left`` batches being left in the epoch."""
-        return min(max(1, self.chunk // PROBE_FRACTION) if self.probing else self.chunk, left)
+        if not self.probing:
+            return min(self.chunk, left)
+        k = max(1, self.chunk // PROBE_FRACTION)
+        known = self.per_batch.get(self.options[0] if self.best() != self.options[0] else self.options[-1])
+        if known and self.probe_interval is not None:  # a probe of a slower option takes no longer
+            k = min(k, max(1, int(RUN_SECONDS / PROBE_FRACTION / known)))
+        return min(k, left)
 
     def record(self, threads: int, seconds: float, batches: int) -> None:
         """Time of a run of ``batches`` batches on ``threads`` threads."""
@@ -121,21 +149,39 @@ class _ThreadChooser:
             self.settled = self.settled or (self.warm and target <= cap)
         if not self.warm:
             self.warm = True
+            self._log(threads, batches, seconds)
             return
-        v = seconds / batches
-        old = self.per_batch.get(threads)
-        # the latest run weighs half: the machine's load changes, one run is noisy
-        self.per_batch[threads] = v if old is None else 0.5 * old + 0.5 * v
+        before = self.best()
+        self.recent[threads].append(seconds / batches)
+        self.per_batch[threads] = min(self.recent[threads])
         self.measured[threads] = self.measured.get(threads, 0.0) + seconds
         if self.probing and all(self.measured.get(t, 0.0) >= MIN_MEASURED_SECONDS for t in self.options):
             # early decisions rest on little: re-check soon, then less and less often; much less
-            # often when the options are far apart
+            # often when the options are far apart; soon again after a change, and at least every
+            # ONE_THREAD_PROBE_SECONDS on one thread
             many, one = self.options
             ratio = max(self.per_batch[one] / self.per_batch[many], self.per_batch[many] / self.per_batch[one])
             clear = ratio >= CLEAR_RATIO
+            after = self.best()
             if self.probe_interval is None:  # the first measurement of the option not in use
                 self.probe_interval = FIRST_PROBE_SECONDS * (CLEAR_GROWTH if clear else 1)
+            elif after != before:
+                self.probe_interval = FIRST_PROBE_SECONDS
             else:
                 self.probe_interval = min(PROBE_SECONDS, (CLEAR_GROWTH if clear else 2) * self.probe_interval)
+            if after == one:
+                self.probe_interval = min(self.probe_interval, ONE_THREAD_PROBE_SECONDS)
         # the interval runs from the end of the last probe
         self.since_probe = 0.0 if self.probing else self.since_probe + seconds
+        self._log(threads, batches, seconds)
+
+    def _log(self, threads: int, batches: int, seconds: float) -> None:
+        """Keep the run and the choice it leads to in ``decisions``; print it with ``CDNN_THREAD_LOG``."""
+        self.decisions.append((threads, batches, seconds, self.probing, self.best(), self.probe_interval))
+        if self.log:
+            probe = " (probe)" if self.probing else ""
+            print(
+                f"cdnn threads: ran {threads} thread(s), {batches} batches in {seconds:.4f} s{probe}; "
+                f"next {self.best()}, probe interval {self.probe_interval}",
+                file=sys.stderr,
+            )

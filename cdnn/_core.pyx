@@ -1045,7 +1045,7 @@ cdef extern from "graph.h" nogil:
     ctypedef struct cdnn_node:
         int op, n_in
         const int *in_ "in"
-        int rows, width, frozen, inference, share, act
+        int rows, width, frozen, inference, live, share, act
         cdnn_act_args act_args
         cdnn_layer dense
         float *gamma
@@ -1091,7 +1091,8 @@ cdef extern from "graph.h" nogil:
                              int64_t first, int n_batches, int bs, int64_t step0, uint64_t seed, double *batch_loss,
                              double *out_loss, double *out_correct, int threads, int stop_nonfinite_loss,
                              const float *const *sample_weight, float *const *outputs)
-    void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
+    void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                            uint64_t seed, int n_want,
                             const int *want, float *const *outs, const int32_t *const *ysparse,
                             const float *const *ydense, const float *const *sample_weight, double *loss_sum,
                             double *correct_sum)
@@ -1123,6 +1124,7 @@ cdef class Graph:
     cdef readonly long steps_done
     cdef readonly tuple shapes, input_nodes, output_nodes, loss_names
     cdef readonly int n_nodes
+    cdef readonly bint live
 
     def __cinit__(self):
         self.g.nodes = NULL
@@ -1230,17 +1232,17 @@ cdef class Graph:
                     nd.moving_var = fptr(d["moving_variance"])
                     nd.momentum = float(d.get("momentum", 0.99))
                     nd.inference = bool(d.get("inference", False))
+                    nd.live = bool(d.get("live", False))
             elif op == "affine":
                 nd.scale = fptr(d["scale"])
                 nd.offset = fptr(d["offset"])
                 nd.scale_n = d["scale"].shape[0]
                 nd.offset_n = d["offset"].shape[0]
-            elif op == "dropout":
-                nd.rate = float(d.get("rate", 0.0))
+            elif op == "dropout" or op == "gaussian_noise":
+                nd.rate = float(d.get("rate" if op == "dropout" else "stddev", 0.0))
                 nd.seed_offset = int(d.get("seed_offset", 0))
-            elif op == "gaussian_noise":
-                nd.rate = float(d.get("stddev", 0.0))
-                nd.seed_offset = int(d.get("seed_offset", 0))
+                nd.live = bool(d.get("live", False))
+            self.live = self.live or nd.live
         for k, i in enumerate(in_list):
             gin[k] = i
         for o, out in enumerate(outputs):
@@ -1454,7 +1456,8 @@ cdef class Graph:
         return done
 
     def predict(self, xs, int batch_size=256, ys=None, nodes=None, sample_weight=None):
-        """Inference: a list of arrays ``(n, *shape)``, one per output (or per node of ``nodes``).
+        """Inference: a list of arrays ``(n, *shape)``, one per output (or per node of ``nodes``), in
+        chunks of ``batch_size`` (live nodes: masks from cdnn's random generator, batch statistics per chunk).
 
         With labels ``ys`` (as in :meth:`train_run`), returns ``(values, loss_sums, correct_sums)``,
         the sums being float64 arrays with one (summed over samples) entry per output, the losses
@@ -1479,6 +1482,8 @@ cdef class Graph:
         if n == 0:
             return (outs, loss_sums, correct_sums) if ys is not None else outs
         cdef int I = len(self.input_nodes), W = len(want)
+        cdef int bs
+        cdef uint64_t seed
         cdef const float **px = <const float **>malloc((I + 1) * sizeof(float *))
         cdef const int32_t **pys = <const int32_t **>malloc((O + 1) * sizeof(int32_t *))
         cdef const float **pyd = <const float **>malloc((O + 1) * sizeof(float *))
@@ -1504,10 +1509,12 @@ cdef class Graph:
                 pw[k] = want[k]
             pls = <double *>cnp.PyArray_DATA(loss_sums) if labelled else NULL
             pcs = <double *>cnp.PyArray_DATA(correct_sums) if labelled else NULL
+            bs = min(batch_size, n)
+            seed = int(_random.generator().integers(0, 2**63)) if self.live else 0
             with self.lock:
-                self._workspace(min(batch_size, n))
+                self._workspace(bs)
                 with nogil:
-                    cdnn_graph_predict(&self.g, self.ws, px, n, W, pw, po, pys, pyd,
+                    cdnn_graph_predict(&self.g, self.ws, px, n, bs, seed, W, pw, po, pys, pyd,
                                        psw if sws is not None else NULL, pls, pcs)
         finally:
             free(px); free(pys); free(pyd); free(po); free(pw); free(psw)
@@ -1519,4 +1526,5 @@ cdef void memset_nodes(cdnn_node *nodes, int n) noexcept:
 
 
 # the descriptions' and runs' checks, in plain Python (they import this module's tables and helpers)
+from cdnn import _random  # noqa: E402
 from cdnn._core_checks import check_batches, check_graph, check_network, check_outputs, check_sums  # noqa: E402

@@ -472,10 +472,18 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
         cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, packed ? b->pw : NULL, pack);
         break;
     case CDNN_OP_BATCHNORM:
-        if (training && !nd->frozen && !nd->inference) {
+        if ((training || nd->live) && !nd->frozen && !nd->inference) {
             cdnn_team_barrier(); /* every row of the input */
             cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
             cdnn_team_barrier(); /* every column's statistics */
+            if (!training) { /* an inference call in training mode updates the moving statistics, as Keras */
+                long c0, c1;
+                cdnn_team_range(w, &c0, &c1);
+                for (long j = c0; j < c1; j++) {
+                    nd->moving_mean[j] = nd->moving_mean[j] * nd->momentum + b->mean[j] * (1.0f - nd->momentum);
+                    nd->moving_var[j] = nd->moving_var[j] * nd->momentum + b->var[j] * (1.0f - nd->momentum);
+                }
+            }
             cdnn_batchnorm_rows(r0, r1, w, x, b->mean, b->inv_std, nd->gamma, nd->beta, b->val);
         } else {
             cdnn_batchnorm_rows(r0, r1, w, x, nd->moving_mean, b->fixed_inv, nd->gamma, nd->beta, b->val);
@@ -498,7 +506,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
         break;
     case CDNN_OP_DROPOUT:
     case CDNN_OP_GAUSSIAN_NOISE:
-        if (!training) {
+        if (!training && !nd->live) {
             if (r1 > r0) memcpy(b->val + (size_t)r0 * w, x + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
         } else if (nd->op == CDNN_OP_DROPOUT) {
             cdnn_dropout_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
@@ -989,11 +997,12 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 
 /* One thread's share of a predict (team or alone): every chunk of ws->max_batch samples, this thread's
  * samples of each; with labels, the sums per output into loss_sum/correct_sum (by rank 0, between barriers). */
-static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
-                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
-                         const float *const *sample_weight, double *loss_sum, double *correct_sum)
+static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                         uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+                         const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                         double *correct_sum)
 {
-    const int bs = ws->max_batch, O = g->n_outputs;
+    const int O = g->n_outputs;
     unsigned fp_state = cdnn_flush_denormals_begin();
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
     fixed_stats_team(g, ws);
@@ -1026,7 +1035,8 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
                     for (long r = lo; r < hi; r++)
                         for (size_t k = 0; k < R; k++) ws->ob[o].w[r * R + k] = sample_weight[o][start + r];
             }
-        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
+        for (long s = lo; s < hi; s++) ws->rows[s] = (int32_t)s; /* live masks: keyed by the chunk and the sample */
+        for (int i = 0; i < g->n_nodes; i++) forward_node(g, ws, i, lo, hi, batch, 0, seed, start / bs, 0, pack);
         for (int k = 0; k < n_want; k++) {
             const size_t sz = node_size(&g->nodes[want[k]]);
             if (hi > lo)
@@ -1054,11 +1064,12 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     cdnn_flush_denormals_end(fp_state);
 }
 
-void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
-                        const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
-                        const float *const *sample_weight, double *loss_sum, double *correct_sum)
+void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs, uint64_t seed,
+                        int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+                        const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                        double *correct_sum)
 {
-    const int bs = ws->max_batch, O = g->n_outputs;
+    const int O = g->n_outputs;
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
     /* a chunk's forward flops (a third of a training step's): below this, one thread (train.c's
@@ -1071,9 +1082,9 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
 #ifdef _OPENMP
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        predict_team(g, ws, xs, n, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
+        predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
-        predict_team(g, ws, xs, n, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
+        predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
 }

@@ -216,10 +216,6 @@ def _layer_record(layer) -> dict:
     return layer_config(layer)
 
 
-#: layers whose behaviour depends on `training`: Keras 3's fit and predict override a recorded value
-_TRAINING_DEPENDENT = {"Dropout", "GaussianNoise", "BatchNormalization"}
-
-
 def _functional_record(model) -> dict:
     own = {id(n) for n in model._nodes}
     functional_layers = {id(l) for l in model.layers if type(l).__name__ == "Functional"}
@@ -246,12 +242,6 @@ def _functional_record(model) -> dict:
                 continue
             kwargs: dict = {}
             if node.training is not None:
-                if kind in _TRAINING_DEPENDENT or _is_model(layer):
-                    raise ValueError(
-                        f"Layer {layer.name!r} ({kind}) is called with training={node.training} in model "
-                        f"{model.name!r}: Keras 3's fit and predict override that argument, so the model would "
-                        f"not compute the same in Keras. Save it with a .cdnn file name instead."
-                    )
                 kwargs["training"] = bool(node.training)
             if kind in TAKES_MASK:
                 kwargs["mask"] = None

@@ -503,11 +503,13 @@ class Model(Layer):
 
         # as Keras: training=None runs a functional model's calls in their recorded mode (dropout(x,
         # training=True) stays on); True runs every call in training mode, as one batch
-        if training is False or (training is None and not isinstance(self, Functional)):
-            return self.predict(inputs, verbose=0)
+        if training is None and not isinstance(self, Functional):
+            training = False
+        if training is False and type(self).predict is not Model.predict:
+            return self.predict(inputs, verbose=0)  # Sequential: no recorded mode
         from cdnn.trainers.loop import predict_graph
 
-        return predict_graph(self, inputs, None, 0, None, None, call=str(bool(training) if training else None))
+        return predict_graph(self, inputs, None, 0, None, None, call=str(bool(training) if training is not None else None))
 
     # ---- compile --------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs) -> None:
@@ -686,6 +688,8 @@ class Model(Layer):
         ``call`` ("None", "True"): that of ``model(x, training=...)`` (calls in training mode live)."""
         from cdnn.models.functional import lower, require_graph_core
 
+        if call == "False":
+            return self._core_graph(False)
         # one core graph serves both unless call() branches on `training` (two traces) or a call is live
         same = self._inference_model() is self._graph_model()
         key = "train" if training or (same and "train" in self._core) else "infer"

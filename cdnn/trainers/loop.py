@@ -534,7 +534,8 @@ def predict_graph(model, x, batch_size, verbose, steps, callbacks, call: Optiona
     shapes = [tuple(t.shape[1:]) for t in graph.outputs]
 
     def run(xs: list) -> list:
-        values = net.predict(xs, (len(xs[0]) or 1) if call else batch_size if net.live else PREDICT_ROWS)
+        # calls in training mode run in Keras' batches: model(x)'s is all of x
+        values = net.predict(xs, PREDICT_ROWS if not net.live else (len(xs[0]) or 1) if call else batch_size)
         return [v.reshape(len(xs[0]), *s) for v, s in zip(values, shapes)]
 
     xs: list = []

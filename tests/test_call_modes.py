@@ -135,3 +135,58 @@ def test_sequential_training_call_as_keras(session):
         model = k.Sequential([k.Input((4,)), k.layers.Dropout(0.25)])
         out.append([_summary("drop", model(x, training=t), x) for t in (None, True)])
     assert out[0] == out[1]
+
+
+# ---- fit(shuffle=True) with a PyDataset: the batch order per epoch, as Keras' PyDatasetAdapter --------------
+
+
+def _reads(k, shuffle, graph: bool, **fit_kwargs):
+    """The batch indices fit, then evaluate and predict, read from a PyDataset of 6 batches (2 epochs)."""
+
+    class Batches(k.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.log = []
+
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            self.log.append(int(i))
+            rng = np.random.default_rng(int(i))
+            return rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(4, 1)).astype("float32")
+
+    if graph:
+        inp = k.Input((3,))
+        model = k.Model(inp, k.layers.Dense(1)(k.layers.Dense(2)(inp)))
+    else:
+        model = k.Sequential([k.Input((3,)), k.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    train, val = Batches(), Batches()
+    model.fit(train, epochs=2, verbose=0, validation_data=val, **({} if shuffle is None else {"shuffle": shuffle}))
+    other = Batches()
+    model.evaluate(other, verbose=0)
+    model.predict(other, verbose=0)
+    return train.log, val.log, other.log
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "graph"])
+@pytest.mark.parametrize("shuffle", [None, True, "batch", False])
+def test_pydataset_batch_order_as_keras(session, graph, shuffle):
+    keras = _keras()
+    in_order = list(range(6))
+    for k in (cdnn, keras):
+        keras.utils.set_random_seed(3)
+        train, val, other = _reads(k, shuffle, graph)
+        train = train[1:] if k is keras else train  # Keras reads batch 0 once first, for its shapes
+        epochs = [train[:6], train[6:]]
+        assert all(sorted(e) == in_order for e in epochs), (k.__name__, train)
+        assert val == in_order * 2 and other == in_order * 2, k.__name__
+        if shuffle is False:
+            assert epochs == [in_order, in_order], k.__name__
+        else:  # seed 3: neither pass is in order, and they differ
+            assert epochs[0] != in_order and epochs[1] != in_order and epochs[0] != epochs[1], (k.__name__, train)
+    cdnn.utils.set_random_seed(3)
+    again = _reads(cdnn, shuffle, graph)[0]
+    cdnn.utils.set_random_seed(3)
+    assert _reads(cdnn, shuffle, graph)[0] == again  # cdnn's seeded generator

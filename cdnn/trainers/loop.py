@@ -674,7 +674,7 @@ def fit_graph(
         sws = graph_class_weights(specs, class_weight, ys)
     net = model._core_graph(training=True)
     if source:
-        feeder = BatchEpochs(x, steps_per_epoch, "x", class_weight)
+        feeder = BatchEpochs(x, steps_per_epoch, "x", class_weight, shuffle)
     else:
         # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
         feeder = ArrayEpochs(xs, ys, min(batch_size, n), shuffle, steps_per_epoch, sws)

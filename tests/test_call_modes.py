@@ -190,3 +190,35 @@ def test_pydataset_batch_order_as_keras(session, graph, shuffle):
     again = _reads(cdnn, shuffle, graph)[0]
     cdnn.utils.set_random_seed(3)
     assert _reads(cdnn, shuffle, graph)[0] == again  # cdnn's seeded generator
+
+
+def test_subclassed_bn_without_training_argument_trains(session):
+    """call() using a BatchNormalization without passing ``training``: fit trains it in training mode, as
+    Keras' TensorFlow and PyTorch backends do (the outer call's mode). Keras' JAX trainer calls ``call``
+    without that context and leaves it in inference mode (docs/keras-compatibility.md); the oracle is
+    Keras (JAX) with ``training=training`` passed, which the other backends compute without it."""
+    keras = _keras()
+    x = np.random.default_rng(0).normal(3, 2, (64, 4)).astype("float32")
+    y = np.zeros((64, 1), "float32")
+
+    def make(k, passed):
+        class Net(k.Model):
+            def __init__(self):
+                super().__init__()
+                self.bn = k.layers.BatchNormalization()
+                self.d = k.layers.Dense(1, kernel_initializer="ones")
+
+            def call(self, x, training=None):
+                return self.d(self.bn(x, training=training) if passed else self.bn(x))
+
+        return Net()
+
+    got = []
+    for k, passed in ((cdnn, False), (keras, True)):
+        net = make(k, passed)
+        net.compile(optimizer="sgd", loss="mse")
+        net.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0)
+        got.append(net.bn.get_weights() + net.d.get_weights())
+    for a, b in zip(*got):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert np.abs(got[0][2]).max() > 0.1  # the moving mean moved

@@ -1252,9 +1252,6 @@ cdef class Graph:
             gout[o].metric = METRICS[out.get("metric")]
             gout[o].weight = float(out.get("weight", 1.0))
             options = out.get("loss_options") or {}
-            if options.get("ignore_class") is not None:
-                raise ValueError(f"Invalid loss option `ignore_class` for output {o}: a model with several outputs "
-                                 f"or layers beyond Dense does not support it yet")
             gout[o].opts = _loss_opts(options, out.get("loss") or "")
         self.shapes = tuple(shapes)
         self.input_nodes = tuple(in_list)
@@ -1347,9 +1344,11 @@ cdef class Graph:
             if loss == "sparse_categorical_crossentropy":
                 _check(y, f"ys[{o}]", 1 if rows == 1 else 2, dtype=np.int32)
                 _shape(y, f"ys[{o}]", (n,) if rows == 1 else (n, rows))
-                if y.size and (y.min() < 0 or y.max() >= width):
+                ignored = (<cdnn_output *>self.g.outputs)[o].opts.ignore_class
+                counted = y[y != ignored] if (<cdnn_output *>self.g.outputs)[o].opts.has_ignore else y
+                if counted.size and (counted.min() < 0 or counted.max() >= width):
                     raise ValueError(f"Invalid labels in `ys[{o}]`: expected integers in [0, {width}), "
-                                     f"received values in [{y.min()}, {y.max()}]")
+                                     f"received values in [{counted.min()}, {counted.max()}]")
             else:
                 _check(y, f"ys[{o}]", 2)
                 _shape(y, f"ys[{o}]", (n, rows * width))

@@ -537,6 +537,24 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
 /* Samples [lo, hi) of every output's loss (batch of `batch`): per-row loss and correctness (rows weighted by
  * the gathered weights of the outputs o with sw[o] not NULL), and with grads the weighted loss gradient
  * into the g or dzl it feeds. */
+/* Output o's valid label rows in a batch (those not of ignore_class: all batch * rows without one), read
+ * after the barrier that ends the forward pass (every thread's labels gathered). */
+static int valid_rows(const cdnn_graph *g, const cdnn_graph_ws *ws, int o, int batch)
+{
+    const cdnn_output *out = &g->outputs[o];
+    return cdnn_loss_valid_rows(out->loss, &out->opts, ws->ob[o].ys, NULL, batch * g->nodes[out->node].rows);
+}
+
+/* Output o's batch loss from its summed row losses l: the mean over its rows (over its valid rows with
+ * ignore_class, 0 if none: Keras' divide_no_nan) times the batch's samples. */
+static double output_batch_loss(const cdnn_graph *g, const cdnn_graph_ws *ws, int o, int batch, double l)
+{
+    const int R = g->nodes[g->outputs[o].node].rows;
+    if (!g->outputs[o].opts.has_ignore) return l / R;
+    const int valid = valid_rows(g, ws, o, batch);
+    return valid ? l * batch / valid : 0.0;
+}
+
 static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi, int batch, int grads,
                         const float *const *sw)
 {
@@ -558,7 +576,8 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
             dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
         }
         cdnn_loss_rows(out->loss, out->metric, act, nd->act_args, out->from_logits, r0, r1, w, b->val, z, ob->ys,
-                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts,
+                       ob->yd, w, out->opts.has_ignore ? valid_rows(g, ws, o, batch) : batch * R, dst, ob->row_loss,
+                       ob->row_correct, &out->opts,
                        sw && sw[o] ? ob->w : NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
@@ -909,7 +928,7 @@ static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, doub
                 c += ws->ob[o].row_correct[r];
             }
             /* a sample's loss is the mean over its rows (Keras' mean over every axis but the last) */
-            l /= R;
+            l = output_batch_loss(g, ws, o, batch, l);
             c /= R;
             total += out->weight * l;
         }
@@ -1055,7 +1074,7 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
                         l += ws->ob[o].row_loss[r];
                         c += ws->ob[o].row_correct[r];
                     }
-                    loss_sum[o] += l / R;
+                    loss_sum[o] += output_batch_loss(g, ws, o, batch, l);
                     correct_sum[o] += c / R;
                 }
             cdnn_team_barrier();

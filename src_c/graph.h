@@ -71,7 +71,7 @@ typedef struct {
     int from_logits;
     int metric;          /* enum cdnn_metric */
     float weight;        /* loss_weights */
-    cdnn_loss_opts opts; /* the loss's options (no ignore_class: Graph refuses it) */
+    cdnn_loss_opts opts; /* the loss's options (ignore_class: the mean over each batch's valid rows) */
 } cdnn_output;
 
 typedef struct {

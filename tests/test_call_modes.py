@@ -222,3 +222,71 @@ def test_subclassed_bn_without_training_argument_trains(session):
     for a, b in zip(*got):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert np.abs(got[0][2]).max() > 0.1  # the moving mean moved
+
+
+# ---- ignore_class on a graph model: the chain's formula (Keras' mean over each batch's valid rows) -----------
+
+
+def _ignore_run(k, graph: bool, weights, how: str):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(90, 6)).astype("float32")
+    y = rng.integers(-1, 4, 90).astype("int32")
+    y[y == -1] = 9
+    L = k.layers
+    if graph:
+        i = k.Input((6,))
+        model = k.Model(i, L.Dense(4, activation="softmax")(L.Dense(5, activation="relu")(i)))
+    else:
+        model = k.Sequential([k.Input((6,)), L.Dense(5, activation="relu"), L.Dense(4, activation="softmax")])
+    model.set_weights(weights)
+    model.compile(
+        optimizer=k.optimizers.Adam(0.05),
+        loss=k.losses.SparseCategoricalCrossentropy(ignore_class=9),
+        metrics=["accuracy", k.metrics.SparseCategoricalCrossentropy(ignore_class=9)],
+    )
+    kw = {"sample_weight": rng.uniform(0.5, 2, 90).astype("float32")} if how == "sample" else {}
+    if how == "class":
+        kw = {"class_weight": {0: 0.5, 1: 2.0, 2: 1.0, 3: 3.0}}
+    h = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, **kw)
+    e = model.evaluate(x, y, batch_size=16, verbose=0, sample_weight=kw.get("sample_weight"))
+    return h.history, e, model.get_weights()
+
+
+@pytest.mark.parametrize("how", ["plain", "sample", "class"])
+def test_graph_ignore_class_as_chain_and_keras(session, how):
+    weights = [np.random.default_rng(s).normal(0, 0.5, shape).astype("float32") for s, shape in
+               enumerate([(6, 5), (5,), (5, 4), (4,)])]
+    runs = []
+    for threads in (1, 2):
+        cdnn.set_num_threads(threads)
+        runs += [_ignore_run(cdnn, False, weights, how), _ignore_run(cdnn, True, weights, how)]
+    for other in runs[1:]:  # the graph is the chain's formula, bit for bit, on 1 and 2 threads
+        assert other[0] == runs[0][0] and other[1] == runs[0][1]
+        for a, b in zip(other[2], runs[0][2]):
+            np.testing.assert_array_equal(a, b)
+    keras = pytest.importorskip("keras") if _keras() else None
+    theirs = _ignore_run(keras, True, weights, how)
+    for key, values in theirs[0].items():
+        np.testing.assert_allclose(runs[1][0][key], values, rtol=2e-4, err_msg=key)
+    np.testing.assert_allclose(runs[1][1], theirs[1], rtol=2e-4)
+    for a, b in zip(runs[1][2], theirs[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_graph_ignore_class_per_timestep_as_keras(session):
+    """Labels per row of an N-D output: the mean over the batch's non-ignored elements, as Keras."""
+    keras = _keras()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3, 6)).astype("float32")
+    y = rng.integers(-1, 4, (50, 3)).astype("int32")
+    y[y == -1] = 9
+    w = [rng.normal(0, 0.5, (6, 4)).astype("float32"), np.zeros(4, "float32")]
+    got = []
+    for k in (cdnn, keras):
+        i = k.Input((3, 6))
+        m = k.Model(i, k.layers.Dense(4, activation="softmax")(i))
+        m.set_weights(w)
+        m.compile(optimizer=k.optimizers.SGD(0.5), loss=k.losses.SparseCategoricalCrossentropy(ignore_class=9))
+        h = m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        got.append(h.history["loss"] + [m.evaluate(x, y, batch_size=16, verbose=0)] + list(m.get_weights()[0].ravel()))
+    np.testing.assert_allclose(got[0], got[1], rtol=2e-5, atol=1e-6)

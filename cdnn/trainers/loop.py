@@ -448,7 +448,9 @@ def _evaluate_into(model, logs_state: GraphLogs, xs: list, ys: list, sws, batch_
     activity = model._graph_activity(net)
     n_out = len(net.output_nodes)
     nodes = list(net.output_nodes) + [i for i, _ in activity] if activity else None
-    rows = batch_size if net.live else PREDICT_ROWS  # a call in training mode: Keras' batches
+    # calls in training mode, ignore_class (a mean over each batch's valid rows): Keras' batches
+    ignore = any(getattr(s["loss"], "ignore_class", None) is not None for s in logs_state.specs)
+    rows = batch_size if net.live or ignore else PREDICT_ROWS
     values, loss_sums, correct_sums = net.predict(xs, rows, ys, nodes=nodes, sample_weight=sws)
     outs = values[:n_out]
     specs = logs_state.specs

@@ -290,3 +290,18 @@ def test_graph_ignore_class_per_timestep_as_keras(session):
         h = m.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         got.append(h.history["loss"] + [m.evaluate(x, y, batch_size=16, verbose=0)] + list(m.get_weights()[0].ravel()))
     np.testing.assert_allclose(got[0], got[1], rtol=2e-5, atol=1e-6)
+
+
+def test_layer_call_on_arrays_in_training_mode_as_keras(session):
+    """layer(x, training=True): Dropout drops, BatchNormalization uses and records the batch's statistics."""
+    keras = _keras()
+    x = np.random.default_rng(0).normal(3, 2, (3000, 4)).astype("float32")
+    got = []
+    for k in (cdnn, keras):
+        drop, bn = k.layers.Dropout(0.5), k.layers.BatchNormalization()
+        out = [_summary("drop", drop(np.ones_like(x), training=t), np.ones_like(x)) for t in (None, True)]
+        got.append((out, np.asarray(bn(x, training=True)), bn.get_weights()))
+    assert got[0][0] == got[1][0]
+    np.testing.assert_allclose(got[0][1], got[1][1], rtol=1e-4, atol=1e-4)
+    for a, b in zip(got[0][2], got[1][2]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

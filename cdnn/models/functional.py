@@ -500,14 +500,14 @@ def run_layer(layer: Layer, inputs, training: Optional[bool] = None):
         model = Functional.__new__(Functional)
         model._functional_view(symbolic, flatten(out))
         require_graph_core(f"Calling {type(layer).__name__} {layer.name!r} on arrays")
-        nodes, ins, outs = lower(model, training=bool(training))
+        nodes, ins, outs = lower(model, training=bool(training), infer=True)
         graph = _core.Graph(
             nodes,
             ins,
             [{"node": o, "loss": None, "from_logits": False, "weight": 1.0, "metric": None} for o in outs],
             {"name": "sgd"},
         )
-        results = graph.predict([a.reshape(len(a), -1) for a in xs])
+        results = graph.predict([a.reshape(len(a), -1) for a in xs], max(1, len(xs[0])))  # one batch, as Keras
     finally:
         del layer._inbound_nodes[count:]
     results = [r.reshape(len(xs[0]), *t.shape[1:]) for r, t in zip(results, flatten(out))]

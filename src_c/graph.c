@@ -476,7 +476,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
             cdnn_team_barrier(); /* every row of the input */
             cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
             cdnn_team_barrier(); /* every column's statistics */
-            if (!training) { /* an inference call in training mode updates the moving statistics, as Keras */
+            if (!training) {     /* an inference call in training mode updates the moving statistics, as Keras */
                 long c0, c1;
                 cdnn_team_range(w, &c0, &c1);
                 for (long j = c0; j < c1; j++) {
@@ -577,8 +577,7 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
         }
         cdnn_loss_rows(out->loss, out->metric, act, nd->act_args, out->from_logits, r0, r1, w, b->val, z, ob->ys,
                        ob->yd, w, out->opts.has_ignore ? valid_rows(g, ws, o, batch) : batch * R, dst, ob->row_loss,
-                       ob->row_correct, &out->opts,
-                       sw && sw[o] ? ob->w : NULL);
+                       ob->row_correct, &out->opts, sw && sw[o] ? ob->w : NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
         if (!ob->zkind && ob->acc == 1)
@@ -1083,8 +1082,8 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     cdnn_flush_denormals_end(fp_state);
 }
 
-void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs, uint64_t seed,
-                        int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                        uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
                         const float *const *ydense, const float *const *sample_weight, double *loss_sum,
                         double *correct_sum)
 {

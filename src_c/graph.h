@@ -109,10 +109,10 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 /* Inference over n samples in chunks of bs (<= the workspace's batch): node want[k]'s values into outs[k]
  * ([n, rows*width]); with labels (ysparse/ydense/sample_weight as in training, or NULL) also output o's summed
  * (weighted) loss and correctness. Live nodes draw their masks from seed and the chunk's index. */
-void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs, uint64_t seed,
-                        int n_want,
-                        const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
-                        const float *const *sample_weight, double *loss_sum, double *correct_sum);
+void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                        uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+                        const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                        double *correct_sum);
 
 /* ---- per-op passes (graph_ops.c, normalization.c); r0..r1 are rows of [batch*rows, width] ---- */
 /* Rows [r0, r1) of y = x * scale + offset (scale/offset of length 1 or width). */

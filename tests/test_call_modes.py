@@ -254,8 +254,10 @@ def _ignore_run(k, graph: bool, weights, how: str):
 
 @pytest.mark.parametrize("how", ["plain", "sample", "class"])
 def test_graph_ignore_class_as_chain_and_keras(session, how):
-    weights = [np.random.default_rng(s).normal(0, 0.5, shape).astype("float32") for s, shape in
-               enumerate([(6, 5), (5,), (5, 4), (4,)])]
+    weights = [
+        np.random.default_rng(s).normal(0, 0.5, shape).astype("float32")
+        for s, shape in enumerate([(6, 5), (5,), (5, 4), (4,)])
+    ]
     runs = []
     for threads in (1, 2):
         cdnn.set_num_threads(threads)

@@ -272,10 +272,22 @@ def test_ignore_class_gradients_match_reference(rows, weighted, threads):
     sw = f32(0.5 + RNG.random(n)) if weighted else None
     net, nodes = core_graph(g, {"name": "sgd", "learning_rate": 1.0})
     bl = np.zeros(1)
-    net.train_run([xs], [y], np.arange(n, dtype=np.int32), 0, 1, n, 0, 0, bl, np.zeros((1, 1)),
-                  sample_weight=None if sw is None else [sw])
-    total, _, want, _ = ref_graph(g).gradients([xs.reshape(n, rows, 5)], [y], training=True,
-                                               sample_weight=None if sw is None else [sw])
+    net.train_run(
+        [xs],
+        [y],
+        np.arange(n, dtype=np.int32),
+        0,
+        1,
+        n,
+        0,
+        0,
+        bl,
+        np.zeros((1, 1)),
+        sample_weight=None if sw is None else [sw],
+    )
+    total, _, want, _ = ref_graph(g).gradients(
+        [xs.reshape(n, rows, 5)], [y], training=True, sample_weight=None if sw is None else [sw]
+    )
     assert bl[0] / n == pytest.approx(total, rel=1e-5)
     for (i, k), w in want.items():
         got = g.nodes[i][k].astype(np.float64) - nodes[i][k]

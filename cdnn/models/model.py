@@ -509,7 +509,9 @@ class Model(Layer):
             return self.predict(inputs, verbose=0)  # Sequential: no recorded mode
         from cdnn.trainers.loop import predict_graph
 
-        return predict_graph(self, inputs, None, 0, None, None, call=str(bool(training) if training is not None else None))
+        return predict_graph(
+            self, inputs, None, 0, None, None, call=str(bool(training) if training is not None else None)
+        )
 
     # ---- compile --------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs) -> None:

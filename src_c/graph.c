@@ -1093,7 +1093,7 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     /* a chunk's forward flops (a third of a training step's): below this, one thread (train.c's
      * PREDICT_SERIAL_FLOPS: on a loaded machine every barrier waits for a descheduled thread) */
     const int64_t chunk = n < bs ? n : bs;
-    if (ws->flops / 3 / (bs > 0 ? bs : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
+    if (ws->flops / 3 / (ws->max_batch > 0 ? ws->max_batch : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
     if (loss_sum)
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
 

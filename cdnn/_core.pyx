@@ -1072,7 +1072,7 @@ cdef extern from "graph.h" nogil:
     ctypedef struct cdnn_node:
         int op, n_in
         const int *in_ "in"
-        int rows, width, frozen, inference, share, act
+        int rows, width, frozen, inference, live, share, act
         cdnn_act_args act_args
         cdnn_layer dense
         float *gamma
@@ -1122,7 +1122,8 @@ cdef extern from "graph.h" nogil:
                              const float *const *sample_weight, float *const *outputs)
     void cdnn_graph_fusions(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want, int labelled,
                             int *end)
-    void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
+    void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                            uint64_t seed, int n_want,
                             const int *want, float *const *outs, const int32_t *const *ysparse,
                             const float *const *ydense, const float *const *sample_weight, double *loss_sum,
                             double *correct_sum)
@@ -1155,6 +1156,7 @@ cdef class Graph:
     cdef readonly long steps_done
     cdef readonly tuple shapes, input_nodes, output_nodes, loss_names
     cdef readonly int n_nodes
+    cdef readonly bint live
 
     def __cinit__(self):
         self.g.nodes = NULL
@@ -1268,17 +1270,17 @@ cdef class Graph:
                 if op == "prelu":
                     nd.alpha_r, nd.alpha_c = d["alpha_shape"]
                     nd.alpha_mat = gm.ndim == 2
+                nd.live = bool(d.get("live", False))
             elif op == "affine":
                 nd.scale = fptr(d["scale"])
                 nd.offset = fptr(d["offset"])
                 nd.scale_n = d["scale"].shape[0]
                 nd.offset_n = d["offset"].shape[0]
-            elif op in ("dropout", "alpha_dropout"):
-                nd.rate = float(d.get("rate", 0.0))
+            elif op in ("dropout", "alpha_dropout", "gaussian_noise", "gaussian_dropout"):
+                nd.rate = float(d.get("stddev" if op == "gaussian_noise" else "rate", 0.0))
                 nd.seed_offset = int(d.get("seed_offset", 0))
-            elif op in ("gaussian_noise", "gaussian_dropout"):
-                nd.rate = float(d.get("stddev", 0.0))
-                nd.seed_offset = int(d.get("seed_offset", 0))
+                nd.live = bool(d.get("live", False))
+            self.live = self.live or nd.live
         for k, i in enumerate(in_list):
             gin[k] = i
         for o, out in enumerate(outputs):
@@ -1288,9 +1290,6 @@ cdef class Graph:
             gout[o].metric = METRICS[out.get("metric")]
             gout[o].weight = float(out.get("weight", 1.0))
             options = out.get("loss_options") or {}
-            if options.get("ignore_class") is not None:
-                raise ValueError(f"Invalid loss option `ignore_class` for output {o}: a model with several outputs "
-                                 f"or layers beyond Dense does not support it yet")
             gout[o].opts = _loss_opts(options, out.get("loss") or "")
         self.shapes = tuple(shapes)
         self.input_nodes = tuple(in_list)
@@ -1403,9 +1402,11 @@ cdef class Graph:
             if loss == "sparse_categorical_crossentropy":
                 _check(y, f"ys[{o}]", 1 if rows == 1 else 2, dtype=np.int32)
                 _shape(y, f"ys[{o}]", (n,) if rows == 1 else (n, rows))
-                if y.size and (y.min() < 0 or y.max() >= width):
+                ignored = (<cdnn_output *>self.g.outputs)[o].opts.ignore_class
+                counted = y[y != ignored] if (<cdnn_output *>self.g.outputs)[o].opts.has_ignore else y
+                if counted.size and (counted.min() < 0 or counted.max() >= width):
                     raise ValueError(f"Invalid labels in `ys[{o}]`: expected integers in [0, {width}), "
-                                     f"received values in [{y.min()}, {y.max()}]")
+                                     f"received values in [{counted.min()}, {counted.max()}]")
             else:
                 _check(y, f"ys[{o}]", 2)
                 _shape(y, f"ys[{o}]", (n, rows * width))
@@ -1512,7 +1513,8 @@ cdef class Graph:
         return done
 
     def predict(self, xs, int batch_size=256, ys=None, nodes=None, sample_weight=None):
-        """Inference: a list of arrays ``(n, *shape)``, one per output (or per node of ``nodes``).
+        """Inference: a list of arrays ``(n, *shape)``, one per output (or per node of ``nodes``), in
+        chunks of ``batch_size`` (live nodes: masks from cdnn's random generator, batch statistics per chunk).
 
         With labels ``ys`` (as in :meth:`train_run`), returns ``(values, loss_sums, correct_sums)``,
         the sums being float64 arrays with one (summed over samples) entry per output, the losses
@@ -1537,6 +1539,8 @@ cdef class Graph:
         if n == 0:
             return (outs, loss_sums, correct_sums) if ys is not None else outs
         cdef int I = len(self.input_nodes), W = len(want)
+        cdef int bs
+        cdef uint64_t seed
         cdef const float **px = <const float **>malloc((I + 1) * sizeof(float *))
         cdef const int32_t **pys = <const int32_t **>malloc((O + 1) * sizeof(int32_t *))
         cdef const float **pyd = <const float **>malloc((O + 1) * sizeof(float *))
@@ -1562,10 +1566,12 @@ cdef class Graph:
                 pw[k] = want[k]
             pls = <double *>cnp.PyArray_DATA(loss_sums) if labelled else NULL
             pcs = <double *>cnp.PyArray_DATA(correct_sums) if labelled else NULL
+            bs = min(batch_size, n)
+            seed = int(_random.generator().integers(0, 2**63)) if self.live else 0
             with self.lock:
-                self._workspace(min(batch_size, n))
+                self._workspace(bs)
                 with nogil:
-                    cdnn_graph_predict(&self.g, self.ws, px, n, W, pw, po, pys, pyd,
+                    cdnn_graph_predict(&self.g, self.ws, px, n, bs, seed, W, pw, po, pys, pyd,
                                        psw if sws is not None else NULL, pls, pcs)
         finally:
             free(px); free(pys); free(pyd); free(po); free(pw); free(psw)
@@ -1577,4 +1583,5 @@ cdef void memset_nodes(cdnn_node *nodes, int n) noexcept:
 
 
 # the descriptions' and runs' checks, in plain Python (they import this module's tables and helpers)
+from cdnn import _random  # noqa: E402
 from cdnn._core_checks import check_batches, check_graph, check_network, check_outputs, check_sums  # noqa: E402

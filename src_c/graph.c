@@ -501,13 +501,21 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
         cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, packed ? b->pw : NULL, pack);
         break;
     case CDNN_OP_BATCHNORM:
-        if (training && !nd->frozen && !nd->inference) {
+        if ((training || nd->live) && !nd->frozen && !nd->inference) {
             cdnn_team_barrier(); /* every row of the input */
             cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
             cdnn_team_barrier(); /* every column's statistics */
+            if (!training) { /* an inference call in training mode updates the moving statistics, as Keras */
+                long c0, c1;
+                cdnn_team_range(w, &c0, &c1);
+                for (long j = c0; j < c1; j++) {
+                    nd->moving_mean[j] = nd->moving_mean[j] * nd->momentum + b->mean[j] * (1.0f - nd->momentum);
+                    nd->moving_var[j] = nd->moving_var[j] * nd->momentum + b->var[j] * (1.0f - nd->momentum);
+                }
+            }
         }
         if (r1 > r0) {
-            const int batch_stats = training && !nd->frozen && !nd->inference;
+            const int batch_stats = (training || nd->live) && !nd->frozen && !nd->inference;
             cdnn_batchnorm_tile(x + (size_t)r0 * w, w, b->val + (size_t)r0 * w, w, r1 - r0, w,
                                 batch_stats ? b->mean : nd->moving_mean, batch_stats ? b->inv_std : b->fixed_inv,
                                 nd->gamma, nd->beta);
@@ -544,7 +552,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
     case CDNN_OP_GAUSSIAN_NOISE:
     case CDNN_OP_GAUSSIAN_DROPOUT:
     case CDNN_OP_ALPHA_DROPOUT:
-        if (!training) {
+        if (!training && !nd->live) {
             if (r1 > r0) memcpy(b->val + (size_t)r0 * w, x + (size_t)r0 * w, (size_t)(r1 - r0) * w * sizeof(float));
         } else if (nd->op == CDNN_OP_DROPOUT) {
             cdnn_dropout_samples(x, b->val, (int)lo, (int)hi, R * w, ws->rows, node_key(seed, t, i, nd->seed_offset),
@@ -580,6 +588,24 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
 /* Samples [lo, hi) of every output's loss (batch of `batch`): per-row loss and correctness (rows weighted by
  * the gathered weights of the outputs o with sw[o] not NULL), and with grads the weighted loss gradient
  * into the g or dzl it feeds. */
+/* Output o's valid label rows in a batch (those not of ignore_class: all batch * rows without one), read
+ * after the barrier that ends the forward pass (every thread's labels gathered). */
+static int valid_rows(const cdnn_graph *g, const cdnn_graph_ws *ws, int o, int batch)
+{
+    const cdnn_output *out = &g->outputs[o];
+    return cdnn_loss_valid_rows(out->loss, &out->opts, ws->ob[o].ys, NULL, batch * g->nodes[out->node].rows);
+}
+
+/* Output o's batch loss from its summed row losses l: the mean over its rows (over its valid rows with
+ * ignore_class, 0 if none: Keras' divide_no_nan) times the batch's samples. */
+static double output_batch_loss(const cdnn_graph *g, const cdnn_graph_ws *ws, int o, int batch, double l)
+{
+    const int R = g->nodes[g->outputs[o].node].rows;
+    if (!g->outputs[o].opts.has_ignore) return l / R;
+    const int valid = valid_rows(g, ws, o, batch);
+    return valid ? l * batch / valid : 0.0;
+}
+
 static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi, int batch, int grads,
                         const float *const *sw)
 {
@@ -601,8 +627,8 @@ static void losses_rows(const cdnn_graph *g, cdnn_graph_ws *ws, long lo, long hi
             dst = ob->acc ? ob->dzl : ws->nb[ob->canon].g;
         }
         cdnn_loss_rows(out->loss, out->metric, act, nd->act_args, out->from_logits, r0, r1, w, b->val, z, ob->ys,
-                       ob->yd, w, batch * R, dst, ob->row_loss, ob->row_correct, &out->opts,
-                       sw && sw[o] ? ob->w : NULL);
+                       ob->yd, w, out->opts.has_ignore ? valid_rows(g, ws, o, batch) : batch * R, dst, ob->row_loss,
+                       ob->row_correct, &out->opts, sw && sw[o] ? ob->w : NULL);
         if (!dst || r1 <= r0) continue;
         const size_t e0 = (size_t)r0 * w, n = (size_t)(r1 - r0) * w;
         if (!ob->zkind && ob->acc == 1)
@@ -986,7 +1012,9 @@ static void fuse_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const 
         const cdnn_node *nd = &g->nodes[i];
         if (nd->op != CDNN_OP_DENSE || nd->act != CDNN_LINEAR) continue;
         int end = i;
-        const int bn = sole_reader(g, ws, i, CDNN_OP_BATCHNORM, n_want, want);
+        int bn = sole_reader(g, ws, i, CDNN_OP_BATCHNORM, n_want, want);
+        if (bn >= 0 && g->nodes[bn].live) bn = -1; /* batch statistics: not an epilogue's */
+        if (bn < 0 && sole_reader(g, ws, i, CDNN_OP_BATCHNORM, n_want, want) >= 0) continue;
         if (bn >= 0) end = bn;
         const int act = sole_reader(g, ws, end, CDNN_OP_ACTIVATION, n_want, want);
         if (act >= 0 && !(labelled && ws->nb[act].zloss)) end = act;
@@ -1059,7 +1087,7 @@ static double sum_losses(const cdnn_graph *g, cdnn_graph_ws *ws, int batch, doub
                 c += ws->ob[o].row_correct[r];
             }
             /* a sample's loss is the mean over its rows (Keras' mean over every axis but the last) */
-            l /= R;
+            l = output_batch_loss(g, ws, o, batch, l);
             c /= R;
             total += out->weight * l;
         }
@@ -1147,11 +1175,12 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 
 /* One thread's share of a predict (team or alone): every chunk of ws->max_batch samples, this thread's
  * samples of each; with labels, the sums per output into loss_sum/correct_sum (by rank 0, between barriers). */
-static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
-                         const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
-                         const float *const *sample_weight, double *loss_sum, double *correct_sum)
+static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                         uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+                         const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                         double *correct_sum)
 {
-    const int bs = ws->max_batch, O = g->n_outputs;
+    const int O = g->n_outputs;
     unsigned fp_state = cdnn_flush_denormals_begin();
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
     fixed_stats_team(g, ws);
@@ -1184,11 +1213,12 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
                     for (long r = lo; r < hi; r++)
                         for (size_t k = 0; k < R; k++) ws->ob[o].w[r * R + k] = sample_weight[o][start + r];
             }
+        for (long s = lo; s < hi; s++) ws->rows[s] = (int32_t)s; /* live masks: keyed by the chunk and the sample */
         for (int i = 0; i < g->n_nodes; i++) {
             if (ws->nb[i].fuse_end >= 0)
                 fused_dense_rows(g, ws, i, lo, hi, pack);
             else if (!ws->nb[i].fused)
-                forward_node(g, ws, i, lo, hi, batch, 0, 0, 0, 0, pack);
+                forward_node(g, ws, i, lo, hi, batch, 0, seed, start / bs, 0, pack);
         }
         for (int k = 0; k < n_want; k++) {
             const size_t sz = node_size(&g->nodes[want[k]]);
@@ -1208,7 +1238,7 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
                         l += ws->ob[o].row_loss[r];
                         c += ws->ob[o].row_correct[r];
                     }
-                    loss_sum[o] += l / R;
+                    loss_sum[o] += output_batch_loss(g, ws, o, batch, l);
                     correct_sum[o] += c / R;
                 }
             cdnn_team_barrier();
@@ -1217,17 +1247,18 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     cdnn_flush_denormals_end(fp_state);
 }
 
-void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
-                        const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
-                        const float *const *sample_weight, double *loss_sum, double *correct_sum)
+void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                        uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+                        const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                        double *correct_sum)
 {
-    const int bs = ws->max_batch, O = g->n_outputs;
+    const int O = g->n_outputs;
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
     /* a chunk's forward flops (a third of a training step's): below this, one thread (train.c's
      * PREDICT_SERIAL_FLOPS: on a loaded machine every barrier waits for a descheduled thread) */
     const int64_t chunk = n < bs ? n : bs;
-    if (ws->flops / 3 / (bs > 0 ? bs : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
+    if (ws->flops / 3 / (ws->max_batch > 0 ? ws->max_batch : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
     if (loss_sum)
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
     fuse_plan(g, ws, n_want, want, loss_sum != NULL);
@@ -1235,9 +1266,9 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
 #ifdef _OPENMP
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        predict_team(g, ws, xs, n, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
+        predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
-        predict_team(g, ws, xs, n, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
+        predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
 }

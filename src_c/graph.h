@@ -49,6 +49,8 @@ typedef struct {
     int rows, width; /* per sample: rows x width floats */
     int frozen;      /* trainable=False: no update (batchnorm: inference mode in training too) */
     int inference; /* batchnorm called with training=False: moving statistics in training too, not updated (gamma, beta train) */
+    int live;  /* dropout, gaussian_noise, batchnorm called with training=True in an inference run: masks, batch
+                  statistics (moving statistics updated per chunk) in cdnn_graph_predict too */
     int share; /* a later call of a layer with weights: the node of its first call (same arrays and slots), else -1 */
     int act;   /* dense, activation: enum cdnn_act */
     cdnn_act_args act_args;                 /* dense, activation: its parameters */
@@ -77,7 +79,7 @@ typedef struct {
     int from_logits;
     int metric;          /* enum cdnn_metric */
     float weight;        /* loss_weights */
-    cdnn_loss_opts opts; /* the loss's options (no ignore_class: Graph refuses it) */
+    cdnn_loss_opts opts; /* the loss's options (ignore_class: the mean over each batch's valid rows) */
 } cdnn_output;
 
 typedef struct {
@@ -113,11 +115,13 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
                          double *out_correct, int threads, int stop_nonfinite_loss, const float *const *sample_weight,
                          float *const *outputs);
 
-/* Inference over n samples in batches: node want[k]'s values into outs[k] ([n, rows*width]); with labels
- * (ysparse/ydense/sample_weight as in training, or NULL) also output o's summed (weighted) loss and correctness. */
-void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int n_want,
-                        const int *want, float *const *outs, const int32_t *const *ysparse, const float *const *ydense,
-                        const float *const *sample_weight, double *loss_sum, double *correct_sum);
+/* Inference over n samples in chunks of bs (<= the workspace's batch): node want[k]'s values into outs[k]
+ * ([n, rows*width]); with labels (ysparse/ydense/sample_weight as in training, or NULL) also output o's summed
+ * (weighted) loss and correctness. Live nodes draw their masks from seed and the chunk's index. */
+void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                        uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+                        const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                        double *correct_sum);
 
 /* The fusions a predict wanting nodes want (labelled: with labels) makes: end[i] the node whose value Dense
  * node i's epilogue writes, or -1. */

@@ -1987,6 +1987,11 @@ class Graph:
             else np.asarray(y, np.float64).reshape(-1, w)
         )
         fl = logits or bool(o.get("from_logits"))
+        ignore = (o.get("loss_options") or {}).get("ignore_class")
+        if ignore is not None:  # Keras' mean over the rows not of ignore_class, weighted
+            rw = None if sample_weight is None else np.repeat(sample_weight, len(flat) // len(sample_weight))
+            value, grad = keras_reduced_loss(o["loss"], yy, flat, fl, sample_weight=rw, ignore_class=ignore)
+            return value, grad.reshape(v.shape), logits
         value = loss(o["loss"], yy, flat, from_logits=fl)
         grad = loss_grad(o["loss"], yy, flat, from_logits=fl)
         if sample_weight is not None:

@@ -149,10 +149,38 @@ def test_onnx_functional_multi_io_every_layer_predicts_what_cdnn_predicts(tmp_pa
     assert sum(1 for n in onnx.load(str(tmp_path / "g.onnx")).graph.initializer if "batch_normalization" in n.name) == 2
 
 
-def test_onnx_refuses_an_inference_graph_it_cannot_reproduce(tmp_path):
+def test_onnx_training_flags_as_keras_export(tmp_path):
+    """Keras exports ``model(x, training=False)``: a functional graph's recorded training=True is overridden,
+    a subclassed call's explicit one stays (random ops); a training-mode BatchNormalization is refused."""
     from cdnn import keras as ck
 
-    a = ck.layers.Input((3,))
-    model = ck.Model(a, ck.layers.Dense(2)(ck.layers.Dropout(0.5)(a, training=True)))
-    with pytest.raises(ValueError, match="training=True"):
-        model.export(tmp_path / "m.onnx", format="onnx", verbose=False)
+    L = ck.layers
+    a = L.Input((3,))
+    model = ck.Model(a, L.Dense(2)(L.Dropout(0.5)(a, training=True)))
+    model.export(tmp_path / "f.onnx", format="onnx", verbose=False)
+    x = np.ones((4000, 3), np.float32)
+    session = ort.InferenceSession(str(tmp_path / "f.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+    class Net(ck.Model):
+        def __init__(self, layer):
+            super().__init__()
+            self.d, self.layer = L.Dense(4, kernel_initializer="ones"), layer
+
+        def call(self, x, training=None):
+            return self.layer(self.d(x), training=True)
+
+    for layer, check in (
+        (L.Dropout(0.25), lambda y: abs((y == 0).mean() - 0.25) < 0.02 and np.allclose(y[y != 0], 4.0)),
+        (L.GaussianNoise(0.5), lambda y: abs((y - 3.0).std() - 0.5) < 0.02 and abs((y - 3.0).mean()) < 0.02),
+    ):
+        net = Net(layer)
+        net(x[:2])
+        net.export(tmp_path / "s.onnx", format="onnx", verbose=False)
+        session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+        assert check(session.run(None, {session.get_inputs()[0].name: x})[0])
+    net = Net(L.BatchNormalization())
+    net(x[:2])
+    with pytest.raises(ValueError, match="BatchNormalization.*training=True"):
+        net.export(tmp_path / "b.onnx", format="onnx", verbose=False)

@@ -401,14 +401,14 @@ def test_bad_batch_weights_are_refused_before_their_run(build, bad, exc, match):
     m = _compiled(build)
     before = [v.copy() for v in m.get_weights()]
     with pytest.raises(exc, match=f"`{where}`: {match}" if exc is ValueError else match):
-        m.fit(_dataset(cdnn, _batches(N, batch("bad"))), verbose=0)
+        m.fit(_dataset(cdnn, _batches(N, batch("bad"))), shuffle=False, verbose=0)
     assert m.optimizer.iterations == 0
     for u, v in zip(before, m.get_weights()):
         np.testing.assert_array_equal(u, v)
     # the third batch is bad: the two batches before it are trained, one batch at a time here
     m = _compiled(build)
     with pytest.raises(exc, match=match):
-        m.fit(_dataset(cdnn, _batches(N, batch("third"))), verbose=0)
+        m.fit(_dataset(cdnn, _batches(N, batch("third"))), shuffle=False, verbose=0)
     assert m.optimizer.iterations <= 2
     # validation and evaluate name their data
     m = _compiled(build)

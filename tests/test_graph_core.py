@@ -258,6 +258,43 @@ def test_op_gradients_match_reference(op, rows, threads):
         assert_close(grads[key], want[key], 1e-3, 2e-5 * scale + 1e-6, f"{op} grad {key}")
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_ignore_class_gradients_match_reference(rows, weighted, threads):
+    """ignore_class: the loss and its gradient are the mean over the batch's valid label rows (Keras)."""
+    g = G()
+    x = g.input(rows, 5)
+    h = g.bn(g.dense(x, 6, "relu"))
+    g.out(g.dense(h, 4, "softmax"), loss="sparse_categorical_crossentropy")
+    g.outputs[0]["loss_options"] = {"ignore_class": 2}
+    n = 17
+    xs = rand(n, rows * 5)
+    y = RNG.integers(0, 4, (n, rows) if rows > 1 else n).astype(np.int32)
+    sw = f32(0.5 + RNG.random(n)) if weighted else None
+    net, nodes = core_graph(g, {"name": "sgd", "learning_rate": 1.0})
+    bl = np.zeros(1)
+    net.train_run(
+        [xs],
+        [y],
+        np.arange(n, dtype=np.int32),
+        0,
+        1,
+        n,
+        0,
+        0,
+        bl,
+        np.zeros((1, 1)),
+        sample_weight=None if sw is None else [sw],
+    )
+    total, _, want, _ = ref_graph(g).gradients(
+        [xs.reshape(n, rows, 5)], [y], training=True, sample_weight=None if sw is None else [sw]
+    )
+    assert bl[0] / n == pytest.approx(total, rel=1e-5)
+    for (i, k), w in want.items():
+        got = g.nodes[i][k].astype(np.float64) - nodes[i][k]
+        assert_close(got, w, 1e-3, 2e-5 * (np.abs(w).max() + 1e-3) + 1e-6, f"grad {(i, k)}")
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_op_forward_matches_reference(op, threads):
     g = op_graph(op, rows=3, n_in=3)

@@ -335,7 +335,7 @@ def test_generators_and_py_datasets_train_graph_models_as_arrays_do():
 
     ha = a.fit(x, [y1, y2], batch_size=8, epochs=2, shuffle=False, verbose=0, validation_data=(x, [y1, y2]))
     hb = b.fit(gen(), steps_per_epoch=5, epochs=2, verbose=0, validation_data=gen(), validation_steps=5)
-    hc = c.fit(Batches(), epochs=2, verbose=0, validation_data=Batches())
+    hc = c.fit(Batches(), epochs=2, shuffle=False, verbose=0, validation_data=Batches())
     for h in (hb, hc):
         assert sorted(h.history) == sorted(ha.history)
         for key in ha.history:

@@ -319,8 +319,14 @@ def test_weights_shape_checked_against_config_before_reading(tmp_path):
         ck.models.load_model(tmp_path / "bad.keras")
 
 
-def test_training_flag_that_keras_would_override_is_refused(tmp_path):
+def test_recorded_training_flag_is_saved_as_keras_does(tmp_path):
+    """Keras writes the call's ``training`` kwarg; the reloaded model keeps MC dropout in model(x)."""
     a = L.Input((3,))
     model = ck.Model(a, L.Dense(1)(L.Dropout(0.5)(a, training=True)))
-    with pytest.raises(ValueError, match="training=True"):
-        model.save(tmp_path / "m.keras")
+    model.save(tmp_path / "m.keras")
+    cfg = json.loads(zipfile.ZipFile(tmp_path / "m.keras").read("config.json"))
+    assert cfg["config"]["layers"][1]["inbound_nodes"][0]["kwargs"] == {"training": True}
+    back = ck.models.load_model(tmp_path / "m.keras")
+    x = np.ones((400, 3), np.float32)
+    np.testing.assert_allclose(back.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    assert np.std(back(x)) > 0.1  # the recorded training=True stays in model(x)

@@ -53,7 +53,7 @@ class _Graph:
             if held.dtype == value.dtype and held.shape == value.shape and np.array_equal(held, value):
                 return name
         name = self.name(stem)
-        value = np.ascontiguousarray(value)
+        value = np.ascontiguousarray(value) if value.ndim else value  # a scalar stays 0-d
         self.initializers.append(self.onnx.numpy_helper.from_array(value, name))
         self.consts.setdefault(stem, []).append((name, value))
         return name
@@ -169,20 +169,34 @@ def _l2_normalize(g: _Graph, x: str, width: int, epsilon: float, stem: str) -> s
 
 _MERGES = {"Add": "Sum", "Average": "Mean", "Maximum": "Max", "Minimum": "Min"}
 _NOISE = ("Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization")
-_BY_TRAINING = {"BatchNormalization", *_NOISE[:4]}
 
 
-def _node(g: _Graph, node, xs: list, opset: int, folded: dict) -> str:
-    """The ONNX operators of one layer call (inference) on tensors ``xs``; the name of its output."""
+def _node(g: _Graph, node, xs: list, opset: int, folded: dict, live: bool = False) -> str:
+    """The ONNX operators of one layer call (inference; ``live``: in training mode) on tensors ``xs``; the
+    name of its output."""
     from cdnn import activations
 
     layer = node.layer
     kind = type(layer).__name__
     x = xs[0]
-    if node.training and kind in _BY_TRAINING:
+    if live and kind == "Dropout" and layer.rate > 0:
+        # a mask of RandomUniformLike >= rate, as ops (ONNX Runtime's optimizer removes Dropout nodes)
+        u = g.op("RandomUniformLike", [x], layer.name)
+        keep = g.op("GreaterOrEqual", [u, g.const(f"{layer.name}_rate", np.array(layer.rate, np.float32))], layer.name)
+        scale = g.const(f"{layer.name}_scale", np.array(1.0 / (1.0 - layer.rate), np.float32))
+        kept = g.op("Mul", [x, g.op("Cast", [keep], layer.name, to=1)], layer.name)
+        return g.op("Mul", [kept, scale], layer.name)
+    if live and kind == "GaussianNoise" and layer.stddev > 0:
+        noise = g.op("RandomNormalLike", [x], layer.name, mean=0.0, scale=float(layer.stddev))
+        return g.op("Add", [x, noise], layer.name)
+    if live and kind in ("GaussianDropout", "AlphaDropout") and layer.rate > 0:
+        raise ValueError(f"Layer {layer.name!r} ({kind}) is called with training=True in a subclassed model's "
+                         f"call(): its noise is not exported to ONNX")
+    if live and kind == "BatchNormalization" and layer.trainable:
         raise ValueError(
-            f"Layer {layer.name!r} ({kind}) is called with training=True: its inference output is random or "
-            f"batch-dependent, which an ONNX inference graph cannot reproduce"
+            f"Layer {layer.name!r} (BatchNormalization) is called with training=True in a subclassed model's "
+            f"call(): it normalizes by batch statistics and updates its moving statistics, "
+            f"a state an ONNX graph cannot keep"
         )
     if kind in _NOISE or kind == "Identity":
         return x
@@ -256,10 +270,13 @@ def _node(g: _Graph, node, xs: list, opset: int, folded: dict) -> str:
 
 
 def _flat_nodes(graph, outer: dict) -> list:
-    """``(node, input tensor ids)`` of the inference graph with models used as layers inlined."""
+    """``(node, input tensor ids, live)`` of the inference graph with models used as layers inlined. As Keras'
+    export (``model(x, training=False)``), a functional graph's recorded ``training`` is overridden; an
+    explicit one in a subclassed model's ``call`` stays (``live``)."""
     from cdnn.layers import InputLayer
     from cdnn.models import Model
 
+    explicit = getattr(graph, "_explicit_training", False)
     out = []
     for node in graph._nodes:
         layer = node.layer
@@ -267,7 +284,7 @@ def _flat_nodes(graph, outer: dict) -> list:
             continue
         ins = [outer.get(id(t), id(t)) for t in node.input_tensors]
         if isinstance(layer, Model):
-            if node.training:
+            if node.training and explicit:
                 raise ValueError(f"Model {layer.name!r} is called with training=True: not an inference graph")
             inner = layer._inference_model()
             inner_map = {id(t): i for t, i in zip(inner.inputs, ins)}
@@ -275,7 +292,7 @@ def _flat_nodes(graph, outer: dict) -> list:
             for t, inner_t in zip(node.output_tensors, inner.outputs):
                 outer[id(t)] = inner_map.get(id(inner_t), id(inner_t))
             continue
-        out.append((node, ins))
+        out.append((node, ins, bool(node.training and explicit)))
     return out
 
 
@@ -285,13 +302,13 @@ def _folds(nodes: list, output_ids: set) -> dict:
     from cdnn import activations
 
     consumers: dict = {}
-    for _, ins in nodes:
+    for _, ins, _ in nodes:
         for i in ins:
             consumers[i] = consumers.get(i, 0) + 1
-    made = {id(n.output_tensors[0]): n for n, _ in nodes}
+    made = {id(n.output_tensors[0]): n for n, _, _ in nodes}
     folded: dict = {}
-    for node, ins in nodes:
-        if type(node.layer).__name__ != "BatchNormalization" or node.training:
+    for node, ins, live in nodes:
+        if type(node.layer).__name__ != "BatchNormalization" or live:
             continue
         src = made.get(ins[0])
         if (
@@ -301,8 +318,8 @@ def _folds(nodes: list, output_ids: set) -> dict:
             and consumers.get(ins[0]) == 1
             and ins[0] not in output_ids
             and id(src.layer) not in folded
-            and sum(1 for n, _ in nodes if n.layer is src.layer) == 1
-            and sum(1 for n, _ in nodes if n.layer is node.layer) == 1
+            and sum(1 for n, _, _ in nodes if n.layer is src.layer) == 1
+            and sum(1 for n, _, _ in nodes if n.layer is node.layer) == 1
         ):
             folded[id(src.layer)] = _batchnorm_affine(node.layer)
             folded[id(node.layer)] = True
@@ -339,16 +356,17 @@ def export_onnx(
         raise ValueError(f"Model {model.name!r} is not built: build it (or call fit or predict) before export")
     graph = model._inference_model()
     sequential = isinstance(model, Sequential)
-    in_names = ["input_layer"] if sequential else list(model.input_names)
-    out_names = [graph.outputs[0]._keras_history[0].name] if sequential else list(model.output_names)
+    named = graph if getattr(graph, "_explicit_training", False) else model  # a subclassed model: its trace
+    in_names = ["input_layer"] if sequential else list(named.input_names)
+    out_names = [graph.outputs[0]._keras_history[0].name] if sequential else list(named.output_names)
     g = _Graph(onnx)
     names = {id(t): n for t, n in zip(graph.inputs, in_names)}
     outer: dict = {}  # a nested model's output tensors -> the inner tensors that make them
     nodes = _flat_nodes(graph, outer)
     out_ids = [outer.get(id(t), id(t)) for t in graph.outputs]
     folded = _folds(nodes, set(out_ids))
-    for node, ins in nodes:
-        names[id(node.output_tensors[0])] = _node(g, node, [names[i] for i in ins], opset, folded)
+    for node, ins, live in nodes:
+        names[id(node.output_tensors[0])] = _node(g, node, [names[i] for i in ins], opset, folded, live)
     outputs = []
     for name, tid, t in zip(out_names, out_ids, graph.outputs):
         g.nodes.append(onnx.helper.make_node("Identity", [names[tid]], [name], name=f"{name}/output"))

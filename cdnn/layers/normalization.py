@@ -187,7 +187,7 @@ class BatchNormalization(_NormRules, Layer):
             "epsilon": self.epsilon,
             "trainable": self.trainable,
             **self._core_rules(),
-            "inference": training is False,
+            "inference": not training,
         }
 
 

@@ -30,7 +30,7 @@ class Dropout(Layer):
         return {**super().get_config(), "rate": self.rate}
 
     def _lower(self, input_shapes: list, training) -> dict:
-        if training is False or self.rate == 0:
+        if not training or self.rate == 0:
             return {"op": "reshape"}  # Keras: dropout(x, training=False) is the identity
         return {"op": "dropout", "rate": self.rate}
 
@@ -47,7 +47,7 @@ class GaussianNoise(Layer):
         return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
 
     def _lower(self, input_shapes: list, training) -> dict:
-        if training is False or self.stddev == 0:
+        if not training or self.stddev == 0:
             return {"op": "reshape"}
         return {"op": "gaussian_noise", "stddev": self.stddev}
 

@@ -22,6 +22,9 @@ from cdnn.models.model import Model
 
 __all__ = ["Functional", "lower", "run_layer", "trace"]
 
+#: ops whose call in training mode stays in training mode in an inference run (masks, batch statistics)
+_LIVE_OPS = ("dropout", "gaussian_noise", "gaussian_dropout", "alpha_dropout", "batchnorm")
+
 
 def _walk(inputs: list, outputs: list) -> tuple[list, list]:
     """The nodes between ``inputs`` and ``outputs`` in Keras' order, and the layers in that order.
@@ -371,11 +374,12 @@ class Functional(Model):
 # ---- lowering to the C core ----------------------------------------------------------------------
 
 
-def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, list, list]:
+def lower(model: Functional, training: Optional[bool] = None, infer: bool = False) -> tuple[list, list, list]:
     """``(nodes, input_indices, output_indices)``: the graph as ``_core.Graph`` takes it (GRAPH_SPEC).
 
     ``training``: the mode the model runs in (True for fit, False for inference); each
-    call's own mode is :func:`_call_mode`'s. A model used as a layer is inlined; its
+    call's own mode is :func:`_call_mode`'s. ``infer``: an inference run (predict, a call),
+    where calls in training mode are marked live. A model used as a layer is inlined; its
     input nodes map to the tensors it was called on.
     """
     nodes: list[dict] = []
@@ -384,7 +388,7 @@ def lower(model: Functional, training: Optional[bool] = None) -> tuple[list, lis
         layer = t._keras_history[0]
         index[id(t)] = len(nodes)
         nodes.append({"op": "input", "inputs": [], "shape": tuple(t.shape[1:]), "name": layer.name})
-    _emit(model, index, nodes, training, active=set(), frozen=False, owners={})
+    _emit(model, index, nodes, training, active=set(), frozen=False, owners={}, infer=infer)
     return nodes, [index[id(t)] for t in model.inputs], [index[id(t)] for t in model.outputs]
 
 
@@ -402,7 +406,14 @@ def _call_mode(model: Functional, node: Node, training: Optional[bool]) -> Optio
 
 
 def _emit(
-    model: Functional, index: dict, nodes: list, training: Optional[bool], active: set, frozen: bool, owners: dict
+    model: Functional,
+    index: dict,
+    nodes: list,
+    training: Optional[bool],
+    active: set,
+    frozen: bool,
+    owners: dict,
+    infer: bool = False,
 ) -> None:
     """Append ``model``'s calls to ``nodes``; ``frozen``: an enclosing model is frozen; ``owners``: each layer
     with weights -> its first call's node."""
@@ -418,9 +429,9 @@ def _emit(
         ins = [index[id(t)] for t in node.input_tensors]
         mode = _call_mode(model, node, training)
         if isinstance(layer, Model):
-            inner = layer._graph_model() if mode is not False else layer._inference_model()
+            inner = layer._graph_model() if mode else layer._inference_model()
             inner_index = {id(t): i for t, i in zip(inner.inputs, ins)}
-            _emit(inner, inner_index, nodes, mode, active, frozen or not layer.trainable, owners)
+            _emit(inner, inner_index, nodes, mode, active, frozen or not layer.trainable, owners, infer)
             for t, inner_t in zip(node.output_tensors, inner.outputs):
                 index[id(t)] = inner_index[id(inner_t)]
             continue
@@ -441,6 +452,8 @@ def _emit(
             item["activity"] = layer.activity_regularizer._core()
         if item["op"] in ("dropout", "gaussian_noise", "gaussian_dropout", "alpha_dropout"):
             item["seed_offset"] = len(nodes)
+        if infer and item["op"] in _LIVE_OPS and not item.get("inference"):
+            item["live"] = True  # a call in training mode in an inference run (MC dropout)
         if item["op"] in ("dense", "batchnorm", "layernorm", "rmsnorm", "prelu"):
             if id(layer) in owners:
                 item["share"] = owners[id(layer)]
@@ -490,14 +503,14 @@ def run_layer(layer: Layer, inputs, training: Optional[bool] = None):
         model = Functional.__new__(Functional)
         model._functional_view(symbolic, flatten(out))
         require_graph_core(f"Calling {type(layer).__name__} {layer.name!r} on arrays")
-        nodes, ins, outs = lower(model, training=bool(training))
+        nodes, ins, outs = lower(model, training=bool(training), infer=True)
         graph = _core.Graph(
             nodes,
             ins,
             [{"node": o, "loss": None, "from_logits": False, "weight": 1.0, "metric": None} for o in outs],
             {"name": "sgd"},
         )
-        results = graph.predict([a.reshape(len(a), -1) for a in xs])
+        results = graph.predict([a.reshape(len(a), -1) for a in xs], max(1, len(xs[0])))  # one batch, as Keras
     finally:
         del layer._inbound_nodes[count:]
     results = [r.reshape(len(xs[0]), *t.shape[1:]) for r, t in zip(results, flatten(out))]

@@ -499,12 +499,19 @@ class Model(Layer):
             raise TypeError(f"{type(self).__name__}.__call__: unsupported argument(s) {sorted(kwargs)}")
         if is_symbolic(inputs):
             return self._symbolic_call(inputs, training)
-        if training:
-            raise ValueError(
-                "model(x, training=True) on arrays is not supported by cdnn: training runs in C "
-                "through fit(); call the model with training=False or None"
-            )
-        return self.predict(inputs, verbose=0)
+        from cdnn.models.functional import Functional
+
+        # as Keras: training=None runs a functional model's calls in their recorded mode (dropout(x,
+        # training=True) stays on); True runs every call in training mode, as one batch
+        if training is None and not isinstance(self, Functional):
+            training = False
+        if training is False and type(self).predict is not Model.predict:
+            return self.predict(inputs, verbose=0)  # Sequential: no recorded mode
+        from cdnn.trainers.loop import predict_graph
+
+        return predict_graph(
+            self, inputs, None, 0, None, None, call=str(bool(training) if training is not None else None)
+        )
 
     # ---- compile --------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs) -> None:
@@ -678,18 +685,27 @@ class Model(Layer):
         return out
 
     # ---- the C core ----------------------------------------------------------------------------
-    def _core_graph(self, training: bool):
-        """The C core's graph for fit (``training=True``) or inference, made on first use after compile/build."""
+    def _core_graph(self, training: bool, call: Optional[str] = None):
+        """The C core's graph for fit (``training=True``) or inference, made on first use after compile/build;
+        ``call`` ("None", "True"): that of ``model(x, training=...)`` (calls in training mode live)."""
         from cdnn.models.functional import lower, require_graph_core
 
-        # one core graph serves both unless call() branches on `training` (two traces)
+        if call == "False":
+            return self._core_graph(False)
+        # one core graph serves both unless call() branches on `training` (two traces) or a call is live
         same = self._inference_model() is self._graph_model()
         key = "train" if training or (same and "train" in self._core) else "infer"
+        if call is not None:
+            key = "call " + call
         if key not in self._core:
-            training = key == "train"
             require_graph_core(f"Training or running model '{self.name}'")
-            graph = self._graph_model() if training else self._inference_model()
-            nodes, ins, outs = lower(graph, training=bool(training))
+            mode = {"call None": None, "call True": True}.get(key, key == "train")
+            graph = self._graph_model() if mode else self._inference_model()
+            nodes, ins, outs = lower(graph, training=mode, infer=key != "train")
+            if mode is None and not any(d.get("live") for d in nodes):
+                self._core[key] = self._core_graph(False)  # no call in training mode: predict's graph
+                return self._core[key]
+            training = key == "train"
             specs = (
                 self._output_specs(graph)
                 if self.compiled
@@ -834,7 +850,7 @@ class Model(Layer):
 
     def predict_on_batch(self, x):
         """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
-        return self.predict(x, verbose=0)
+        return self.predict(x, batch_size=max(1, len(flatten(x)[0])), verbose=0)
 
     def _structure_outputs(self, graph, results: list):
         struct = graph._outputs_struct

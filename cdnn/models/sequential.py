@@ -497,7 +497,7 @@ class Sequential(Model):
         split_val = None
         if is_batch_source(x):
             check_batch_source_args(x, y, validation_split, sample_weight, class_weight)
-            feeder = BatchEpochs(x, steps_per_epoch, "x", class_weight)
+            feeder = BatchEpochs(x, steps_per_epoch, "x", class_weight, shuffle)
         else:
             # float32 training rows are checked for NaN and infinity by the core as it gathers each batch
             xs = self._prepare_x(x, check_float32=False)

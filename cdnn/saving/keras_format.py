@@ -216,10 +216,6 @@ def _layer_record(layer) -> dict:
     return layer_config(layer)
 
 
-#: layers whose behaviour depends on `training`: Keras 3's fit and predict override a recorded value
-_TRAINING_DEPENDENT = {"Dropout", "GaussianNoise", "BatchNormalization", "GaussianDropout", "AlphaDropout"}
-
-
 def _functional_record(model) -> dict:
     own = {id(n) for n in model._nodes}
     functional_layers = {id(l) for l in model.layers if type(l).__name__ == "Functional"}
@@ -246,12 +242,6 @@ def _functional_record(model) -> dict:
                 continue
             kwargs: dict = {}
             if node.training is not None:
-                if kind in _TRAINING_DEPENDENT or _is_model(layer):
-                    raise ValueError(
-                        f"Layer {layer.name!r} ({kind}) is called with training={node.training} in model "
-                        f"{model.name!r}: Keras 3's fit and predict override that argument, so the model would "
-                        f"not compute the same in Keras. Save it with a .cdnn file name instead."
-                    )
                 kwargs["training"] = bool(node.training)
             if kind in TAKES_MASK:
                 kwargs["mask"] = None
@@ -527,23 +517,22 @@ def _ref(path: str, value) -> tuple:
     raise ModelFileError(f"{path}: invalid tensor reference {str(value)[:120]!r} in a functional model")
 
 
-def _node_inputs(path: str, node, where: str) -> tuple[list, bool]:
-    """The tensor references a node's call takes, and whether it took a list."""
+def _node_inputs(path: str, node, where: str) -> tuple[list, bool, Optional[bool]]:
+    """The tensor references a node's call takes, whether it took a list, and its ``training`` argument."""
     if isinstance(node, list):  # Keras 2's form: [[name, node, tensor, kwargs], ...]
-        return [_ref(path, r) for r in node], len(node) > 1
+        return [_ref(path, r) for r in node], len(node) > 1, None
     if not isinstance(node, dict) or not isinstance(node.get("args"), list) or len(node["args"]) != 1:
         raise ModelFileError(f"{path}: {where}: invalid inbound node {str(node)[:120]!r}")
     kwargs = node.get("kwargs") or {}
     if not isinstance(kwargs, dict):
         raise ModelFileError(f"{path}: {where}: invalid call arguments {str(kwargs)[:80]!r}")
     for key, value in kwargs.items():
-        # a recorded `training` is overridden by Keras 3's fit and predict: it has no effect there either
         if not ((key == "mask" and value is None) or (key == "training" and value in (True, False, None))):
             raise ModelFileError(f"{path}: {where}: call argument {key}={str(value)[:80]!r} is not supported by cdnn")
     arg = node["args"][0]
     if isinstance(arg, list) and arg and not isinstance(arg[0], str):
-        return [_ref(path, r) for r in arg], True
-    return [_ref(path, arg)], False
+        return [_ref(path, r) for r in arg], True, kwargs.get("training")
+    return [_ref(path, arg)], False, kwargs.get("training")
 
 
 def _functional_from_keras(path: str, config: dict, orders: dict):
@@ -588,11 +577,11 @@ def _functional_from_keras(path: str, config: dict, orders: dict):
         progress = False
         for name in list(pending):
             while pending[name]:
-                refs, nested = pending[name][0]
+                refs, nested, training = pending[name][0]
                 args = [tensor(r) for r in refs]
                 if any(a is None for a in args):
                     break
-                outputs[name].append(flatten(made[name](args if nested else args[0])))
+                outputs[name].append(flatten(made[name](args if nested else args[0], training=training)))
                 pending[name].pop(0)
                 progress = True
             if not pending[name]:

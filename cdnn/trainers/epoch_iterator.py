@@ -15,6 +15,7 @@ an epoch that runs out of data ends early with a warning.
 from __future__ import annotations
 
 import inspect
+import itertools
 import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -188,11 +189,22 @@ class BatchEpochs:
     """Epochs over a generator, an iterator or a PyDataset yielding ``(x, y)`` or ``(x, y, sample_weight)``
     batches; with ``class_weight`` (a PyDataset's, as Keras) each ``(x, y)`` batch is weighted by class."""
 
-    def __init__(self, source, steps_per_epoch: Optional[int], name: str = "x", class_weight=None) -> None:
+    def __init__(
+        self, source, steps_per_epoch: Optional[int], name: str = "x", class_weight=None, shuffle=False
+    ) -> None:
         self.source, self.name, self.class_weight = source, name, class_weight
         self._steps_per_epoch = steps_per_epoch
         self.is_dataset = isinstance(source, PyDataset)
         self.num_batches = source.num_batches if self.is_dataset else None
+        # as Keras: fit(shuffle=True) reads a finite PyDataset's batches in a new order at each pass
+        self.shuffle = bool(shuffle) and self.is_dataset and self.num_batches is not None
+        if shuffle and self.is_dataset and self.num_batches is None:
+            warnings.warn(
+                "`shuffle=True` was passed, but will be ignored since the data `x` was provided as an infinite "
+                "PyDataset. The PyDataset is expected to already be shuffled.",
+                stacklevel=4,
+            )
+        self._rng: Optional[np.random.Generator] = None
         self.steps = steps_per_epoch or self.num_batches  # None: until the generator ends
         self._iterator = None
         self._exhausted = False
@@ -200,16 +212,14 @@ class BatchEpochs:
         self.batch_size = None
 
     def _batches(self):
-        if self.is_dataset:
-            n = self.num_batches
-            i = 0
-            while n is None or i < n:
-                yield self.source[i]
-                i += 1
-        else:
-            yield from self.source
+        if not self.is_dataset:
+            return iter(self.source)
+        n = self.num_batches
+        order = itertools.count() if n is None else self._rng.permutation(n) if self.shuffle else range(n)
+        return (self.source[int(i)] for i in order)
 
     def begin_epoch(self, rng: np.random.Generator) -> int:
+        self._rng = rng
         if self.is_dataset:
             self.source.on_epoch_begin()
         if self._iterator is None or (self.is_dataset and not self._steps_per_epoch):

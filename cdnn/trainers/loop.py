@@ -445,7 +445,10 @@ def _evaluate_into(model, logs_state: GraphLogs, xs: list, ys: list, sws, batch_
     activity = model._graph_activity(net)
     n_out = len(net.output_nodes)
     nodes = list(net.output_nodes) + [i for i, _ in activity] if activity else None
-    values, loss_sums, correct_sums = net.predict(xs, PREDICT_ROWS, ys, nodes=nodes, sample_weight=sws)
+    # calls in training mode, ignore_class (a mean over each batch's valid rows): Keras' batches
+    ignore = any(getattr(s["loss"], "ignore_class", None) is not None for s in logs_state.specs)
+    rows = batch_size if net.live or ignore else PREDICT_ROWS
+    values, loss_sums, correct_sums = net.predict(xs, rows, ys, nodes=nodes, sample_weight=sws)
     outs = values[:n_out]
     specs = logs_state.specs
     total = sum(s["weight"] * l for s, l in zip(specs, loss_sums) if s["loss"] is not None)
@@ -504,12 +507,13 @@ def _evaluate_with_callbacks(
     return logs
 
 
-def predict_graph(model, x, batch_size, verbose, steps, callbacks):
+def predict_graph(model, x, batch_size, verbose, steps, callbacks, call: Optional[str] = None):
     """``Model.predict`` for a graph: ``x`` arrays (list / dict per input) or a generator / PyDataset of
     batches (``x`` or ``(x, ...)``), ``steps`` batches at most; the outputs structured as the model's.
 
     Callbacks get Keras' predict hooks (``on_predict_batch_end`` with ``{"outputs": ...}``, the batch's
     outputs structured as the model's); ``model.stop_predicting`` is read after each batch.
+    ``call``: the core graph of ``model(x, training=...)`` (``Model._core_graph``), ``x`` one batch.
     """
     from cdnn.models.model import _batch_size, _verbose, lean_input
 
@@ -525,11 +529,12 @@ def predict_graph(model, x, batch_size, verbose, steps, callbacks):
     if not source and not hasattr(model, "outputs"):
         model._set_inputs_from_data(x)
     graph = model._inference_model()
-    net = model._core_graph(training=False)
+    net = model._core_graph(training=False, call=call)
     shapes = [tuple(t.shape[1:]) for t in graph.outputs]
 
     def run(xs: list) -> list:
-        values = net.predict(xs, PREDICT_ROWS)
+        # calls in training mode run in Keras' batches: model(x)'s is all of x
+        values = net.predict(xs, PREDICT_ROWS if not net.live else (len(xs[0]) or 1) if call else batch_size)
         return [v.reshape(len(xs[0]), *s) for v, s in zip(values, shapes)]
 
     xs: list = []
@@ -668,7 +673,7 @@ def fit_graph(
         sws = graph_class_weights(specs, class_weight, ys)
     net = model._core_graph(training=True)
     if source:
-        feeder = BatchEpochs(x, steps_per_epoch, "x", class_weight)
+        feeder = BatchEpochs(x, steps_per_epoch, "x", class_weight, shuffle)
     else:
         # a batch larger than the data is the whole data (and the C workspace is sized by the batch)
         feeder = ArrayEpochs(xs, ys, min(batch_size, n), shuffle, steps_per_epoch, sws)

@@ -193,20 +193,6 @@ OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3, "nadam": 4, "adam
               "lion": 7, "ftrl": 8, "adafactor": 9}
 #: Constraint names and their codes.
 CONSTRAINTS = {None: 0, "max_norm": 1, "non_neg": 2, "unit_norm": 3, "min_max_norm": 4}
-#: Slots each optimizer's update reads (1, 2, 3 = slot1..slot3), beyond the options' ema/accumulator.
-def _slots_needed(dict h):
-    kind = h.get("name")
-    if kind == "sgd":
-        return {1} if (h.get("momentum") or 0.0) != 0 else set()
-    if kind == "adagrad" or kind == "lion":
-        return {1}
-    if kind == "rmsprop":
-        return {1, 2} if (h.get("momentum") or 0.0) > 0 else {1}
-    if kind == "adam":
-        return {1, 2, 3} if h.get("amsgrad") else {1, 2}
-    if kind == "adafactor":
-        return {1, 2, 3}
-    return {1, 2}
 
 cdef long INT_LIMIT = 2**31 - 1
 #: the most threads a region or a workspace uses (OMP_NUM_THREADS beyond it is capped)
@@ -392,21 +378,6 @@ cdef cdnn_layer _layer_view(W, b, str activation, float alpha, max_value=None, t
     return ly
 
 
-def _check_rules(r, str name, shape):
-    """Validate a variable's rules dict; an orthogonal regularizer needs a kernel and its scratch array."""
-    r = r or {}
-    if r.get("orth_factor"):
-        if len(shape) != 2:
-            raise ValueError(f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={shape} "
-                             f"({name})")
-        scratch = r.get("orth_scratch")
-        _check(scratch, f"{name}.orth_scratch", 1, writable=True)
-        need = 2 * shape[0] * shape[1] + max(shape)
-        if scratch.shape[0] < need:
-            raise ValueError(f"Invalid `{name}.orth_scratch`: expected at least {need} floats, received {scratch.shape[0]}")
-    return r
-
-
 cdef cdnn_param_rules _rules(r) except *:
     """A variable's regularizer and constraint from a dict (l1, l2, orth_factor, orth_mode, orth_scratch,
     constraint, min_value, max_value, rate, axis), checked by ``_check_rules``."""
@@ -528,28 +499,6 @@ def activation_backward(str activation, x, g, float alpha=0.2, max_value=None, f
     return out.reshape(x.shape)
 
 
-def _activation_input(x, str name):
-    """A copy of x as [rows, cols] float32 (cols: the last axis), checked."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"Invalid argument `{name}`: expected a numpy.ndarray, received {type(x).__name__}")
-    _check(x, name, x.ndim)
-    if x.ndim == 0:
-        raise ValueError(f"Invalid shape for argument `{name}`: expected at least one dimension, received a scalar")
-    cols = x.shape[x.ndim - 1]
-    rows = x.size // cols if cols else 0
-    if x.size > INT_LIMIT:
-        raise ValueError(f"Invalid shape for argument `{name}`: more than 2**31 - 1 elements")
-    return np.array(x, dtype=np.float32, order="C").reshape(rows, cols), rows, cols
-
-
-def _check_metric(metric, str loss_name):
-    """The accuracy kind must read the kind of labels the loss takes (sparse or dense)."""
-    sparse = loss_name == "sparse_categorical_crossentropy"
-    if metric is not None and (metric == "sparse") != sparse:
-        raise ValueError(f"Invalid value for argument `metric`: {metric!r} accuracy cannot read the "
-                         f"{'integer' if sparse else 'dense'} labels of {loss_name}")
-
-
 cdef cdnn_loss_opts _loss_opts(options, str loss_name) except *:
     """The core's options of a loss from a dict of Keras' argument names (missing: Keras' defaults)."""
     cdef cdnn_loss_opts o = cdnn_loss_opts_default()
@@ -582,13 +531,6 @@ cdef cdnn_loss_opts _loss_opts(options, str loss_name) except *:
     return o
 
 
-def _hinge_binary(str loss_name, yd) -> bool:
-    """Whether hinge labels are all 0 or 1, which Keras reads as -1 and 1."""
-    if loss_name not in ("hinge", "squared_hinge") or yd is None:
-        return False
-    return bool(((yd == 0) | (yd == 1)).all())
-
-
 def _check_weights(w, str name, long rows):
     """Validate per-row weights: float32, C-contiguous, one per row, finite and not negative."""
     if w is None:
@@ -600,22 +542,6 @@ def _check_weights(w, str name, long rows):
     if rows and w.min() < 0:
         raise ValueError(f"Invalid values in `{name}`: expected weights >= 0, received {w.min()}")
     return w
-
-
-def _check_labels(y, str name, int rows, int units, str loss_name, ignore_class=None):
-    """Validate labels for a loss; returns (sparse int32 or None, dense float32 or None)."""
-    if loss_name == "sparse_categorical_crossentropy":
-        _check(y, name, 1, dtype=np.int32)
-        _shape(y, name, (rows,))
-        counted = y[y != ignore_class] if ignore_class is not None else y
-        if counted.size and (counted.min() < 0 or counted.max() >= units):
-            ignored = f" (other than ignore_class={ignore_class})" if ignore_class is not None else ""
-            raise ValueError(f"Invalid labels in `{name}`: expected integers in [0, {units}){ignored}, "
-                             f"received values in [{counted.min()}, {counted.max()}]")
-        return y, None
-    _check(y, name, 2)
-    _shape(y, name, (rows, units))
-    return None, y
 
 
 def loss_forward_backward(str loss, output, z, y, str activation="softmax", float alpha=0.2,
@@ -710,17 +636,6 @@ cdef cdnn_opt_params _opt_params(dict h) except *:
         p.step_aux = fptr(step_aux)
         p.step_base = h["step_base"]
     return p
-
-
-def _check_step_arrays(dict h, long first_step, long n_steps):
-    """The per-step arrays must cover steps first_step .. first_step + n_steps - 1 (1-based)."""
-    for key in ("step_lr", "step_aux"):
-        a = h.get(key)
-        if a is not None:
-            lo = first_step - 1 - h["step_base"]
-            if lo < 0 or lo + n_steps > a.shape[0]:
-                raise ValueError(f"Invalid `{key}`: it covers steps {h['step_base'] + 1}..{h['step_base'] + a.shape[0]}, "
-                                 f"the run needs {first_step}..{first_step + n_steps - 1}")
 
 
 def optimizer_apply(dict hparams, list variables, list grads, list slots, long step, list rules=None):
@@ -820,10 +735,6 @@ def optimizer_update(dict hparams, w, g, slot1, slot2, long step):
     cdef long n = w.size
     with nogil:
         cdnn_opt_update(&p, st, pw, p1, p2, pg, n)
-
-
-def hparams_name(int kind):
-    return {v: k for k, v in OPTIMIZERS.items()}[kind]
 
 
 # ---- a whole network ----------------------------------------------------------
@@ -1519,4 +1430,7 @@ cdef void memset_nodes(cdnn_node *nodes, int n) noexcept:
 
 
 # the descriptions' and runs' checks, in plain Python (they import this module's tables and helpers)
-from cdnn._core_checks import check_batches, check_graph, check_network, check_outputs, check_sums  # noqa: E402
+from cdnn._core_checks import (  # noqa: E402
+    _activation_input, _check_labels, _check_metric, _check_rules, _check_step_arrays, _hinge_binary, _slots_needed,
+    check_batches, check_graph, check_network, check_outputs, check_sums, hparams_name,
+)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cdnn._core import _MERGES, ACTIVATIONS, LOSSES, MAX_NODE_INPUTS, METRICS, OPS, _check, _check_metric, _code, _shape
+from cdnn._core import _MERGES, ACTIVATIONS, LOSSES, MAX_NODE_INPUTS, METRICS, OPS, OPTIMIZERS, _check, _code, _shape
 
 #: the most values one array dimension, or one sample of a node, may hold (C's int)
 INT_LIMIT = 2**31 - 1
@@ -316,3 +316,107 @@ def check_outputs(a: Any, name: str, rows: int, width: int) -> None:
         raise ValueError(
             f"Invalid shape for argument `{name}`: expected at least ({rows}, {width}), received {a.shape}"
         )
+
+
+# ---- the wrapper's own argument checks (cdnn._core imports them back) ----------
+
+
+def _slots_needed(h: dict) -> set:
+    """Slots each optimizer's update reads (1, 2, 3 = slot1..slot3), beyond the options' ema/accumulator."""
+    kind = h.get("name")
+    if kind == "sgd":
+        return {1} if (h.get("momentum") or 0.0) != 0 else set()
+    if kind == "adagrad" or kind == "lion":
+        return {1}
+    if kind == "rmsprop":
+        return {1, 2} if (h.get("momentum") or 0.0) > 0 else {1}
+    if kind == "adam":
+        return {1, 2, 3} if h.get("amsgrad") else {1, 2}
+    if kind == "adafactor":
+        return {1, 2, 3}
+    return {1, 2}
+
+
+def hparams_name(kind: int) -> str:
+    """The optimizer name of the core's code ``kind``."""
+    return {v: k for k, v in OPTIMIZERS.items()}[kind]
+
+
+def _check_rules(r: Any, name: str, shape: tuple) -> dict:
+    """Validate a variable's rules dict; an orthogonal regularizer needs a kernel and its scratch array."""
+    r = r or {}
+    if r.get("orth_factor"):
+        if len(shape) != 2:
+            raise ValueError(
+                f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={shape} ({name})"
+            )
+        scratch = r.get("orth_scratch")
+        _check(scratch, f"{name}.orth_scratch", 1, writable=True)
+        need = 2 * shape[0] * shape[1] + max(shape)
+        if scratch.shape[0] < need:
+            raise ValueError(
+                f"Invalid `{name}.orth_scratch`: expected at least {need} floats, received {scratch.shape[0]}"
+            )
+    return r
+
+
+def _activation_input(x: Any, name: str) -> tuple:
+    """A copy of x as [rows, cols] float32 (cols: the last axis), checked."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"Invalid argument `{name}`: expected a numpy.ndarray, received {type(x).__name__}")
+    _check(x, name, x.ndim)
+    if x.ndim == 0:
+        raise ValueError(f"Invalid shape for argument `{name}`: expected at least one dimension, received a scalar")
+    cols = x.shape[x.ndim - 1]
+    rows = x.size // cols if cols else 0
+    if x.size > INT_LIMIT:
+        raise ValueError(f"Invalid shape for argument `{name}`: more than 2**31 - 1 elements")
+    return np.array(x, dtype=np.float32, order="C").reshape(rows, cols), rows, cols
+
+
+def _check_metric(metric: Any, loss_name: str) -> None:
+    """The accuracy kind must read the kind of labels the loss takes (sparse or dense)."""
+    sparse = loss_name == "sparse_categorical_crossentropy"
+    if metric is not None and (metric == "sparse") != sparse:
+        raise ValueError(
+            f"Invalid value for argument `metric`: {metric!r} accuracy cannot read the "
+            f"{'integer' if sparse else 'dense'} labels of {loss_name}"
+        )
+
+
+def _hinge_binary(loss_name: str, yd: Any) -> bool:
+    """Whether hinge labels are all 0 or 1, which Keras reads as -1 and 1."""
+    if loss_name not in ("hinge", "squared_hinge") or yd is None:
+        return False
+    return bool(((yd == 0) | (yd == 1)).all())
+
+
+def _check_labels(y: Any, name: str, rows: int, units: int, loss_name: str, ignore_class: Any = None) -> tuple:
+    """Validate labels for a loss; returns (sparse int32 or None, dense float32 or None)."""
+    if loss_name == "sparse_categorical_crossentropy":
+        _check(y, name, 1, dtype=np.int32)
+        _shape(y, name, (rows,))
+        counted = y[y != ignore_class] if ignore_class is not None else y
+        if counted.size and (counted.min() < 0 or counted.max() >= units):
+            ignored = f" (other than ignore_class={ignore_class})" if ignore_class is not None else ""
+            raise ValueError(
+                f"Invalid labels in `{name}`: expected integers in [0, {units}){ignored}, "
+                f"received values in [{counted.min()}, {counted.max()}]"
+            )
+        return y, None
+    _check(y, name, 2)
+    _shape(y, name, (rows, units))
+    return None, y
+
+
+def _check_step_arrays(h: dict, first_step: int, n_steps: int) -> None:
+    """The per-step arrays must cover steps first_step .. first_step + n_steps - 1 (1-based)."""
+    for key in ("step_lr", "step_aux"):
+        a = h.get(key)
+        if a is not None:
+            lo = first_step - 1 - h["step_base"]
+            if lo < 0 or lo + n_steps > a.shape[0]:
+                raise ValueError(
+                    f"Invalid `{key}`: it covers steps {h['step_base'] + 1}..{h['step_base'] + a.shape[0]}, "
+                    f"the run needs {first_step}..{first_step + n_steps - 1}"
+                )

@@ -222,20 +222,18 @@ class CdnnBuildExt(build_ext):
         return compile_args, link_args, macros, summary
 
     def _compile_for_size(self):
-        """Compile the Cython-generated _core.c for size, and the C core at -O3 without the copies of code that
-        run on no machine this is built for, or on no hot path.
+        """Compile the Cython-generated _core.c with -Os, the C core with -O3 (gemm.c without two copies of
+        code that no hot path runs).
 
-        The wrapper checks arguments and calls C, with no loop over data: -Os (-Oz where the compiler has it)
-        makes its code 40% smaller for a few nanoseconds a call. Cython's inlined fast paths into CPython's
-        internals (cached global lookups, unpacked method calls, vectorcalls, type slots, list/int/str
-        internals) go too: 40 KB less code, a dict lookup instead of a cached one where the wrapper reads a
-        module global. In the C core (flags that GCC alone has; a compiler that refuses one goes without):
+        The wrapper checks arguments and calls C, with no loop over data: -Os makes its code 40% smaller
+        for a few nanoseconds a call. Cython's inlined fast paths into CPython's internals (cached global
+        lookups, unpacked method calls, list/int/str internals) go too: 28 KB less code, a dict lookup
+        instead of a cached one where the wrapper reads a module global. (Its vectorcall and type-slot fast
+        paths stay: without them a batch-1 predict took 1-2 microseconds longer.)
 
-        - activations.c: no second, 4-wide vectorized loop after each 8-wide one over a row's last columns
-          (the per-element loops of every activation, in two copies each: 17 KB); the last 1-7 columns
-          take the scalar loop.
-        - gemm.c: no copy of the portable micro-kernel for a unit stride (it runs only without AVX2) and no
-          copy of the blocking loop specialized on one argument (11 KB); the SIMD kernels are unchanged.
+        gemm.c (flags that GCC alone has; a compiler that refuses one goes without): no copy of the portable
+        micro-kernel for a unit stride (it runs only on a CPU without AVX2) and no copy of the blocking loop
+        specialized on one argument (the SIMD micro-kernels, where the time goes, are unchanged): 11 KB.
         """
         compile_one = self.compiler._compile
         lean = [
@@ -244,19 +242,13 @@ class CdnnBuildExt(build_ext):
                 "USE_DICT_VERSIONS",
                 "UNPACK_METHODS",
                 "FAST_PYCALL",
-                "VECTORCALL",
-                "USE_TYPE_SLOTS",
-                "FAST_THREAD_STATE",
-                "USE_TP_FINALIZE",
                 "USE_PYLONG_INTERNALS",
                 "USE_PYLIST_INTERNALS",
                 "USE_UNICODE_WRITER",
             )
         ]
-        smallest = "-Oz" if self._accepts("-Oz") else "-Os"
         per_file = {
             "_core.c": lean,
-            "activations.c": [f for f in ["--param=vect-epilogues-nomask=0"] if self._accepts(f)],
             "gemm.c": [f for f in ["-fno-version-loops-for-strides", "-fno-ipa-cp-clone"] if self._accepts(f)],
         }
 
@@ -264,7 +256,7 @@ class CdnnBuildExt(build_ext):
             name = os.path.basename(src)
             if "-O3" in extra_postargs and name in per_file:
                 if name == "_core.c":
-                    extra_postargs = [smallest if a == "-O3" else a for a in extra_postargs]
+                    extra_postargs = ["-Os" if a == "-O3" else a for a in extra_postargs]
                 extra_postargs = extra_postargs + per_file[name]
             compile_one(obj, src, ext, cc_args, extra_postargs, pp_opts)
 

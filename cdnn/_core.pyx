@@ -499,6 +499,20 @@ def activation_backward(str activation, x, g, float alpha=0.2, max_value=None, f
     return out.reshape(x.shape)
 
 
+def _activation_input(x, str name):
+    """A copy of x as [rows, cols] float32 (cols: the last axis), checked."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"Invalid argument `{name}`: expected a numpy.ndarray, received {type(x).__name__}")
+    _check(x, name, x.ndim)
+    if x.ndim == 0:
+        raise ValueError(f"Invalid shape for argument `{name}`: expected at least one dimension, received a scalar")
+    cols = x.shape[x.ndim - 1]
+    rows = x.size // cols if cols else 0
+    if x.size > INT_LIMIT:
+        raise ValueError(f"Invalid shape for argument `{name}`: more than 2**31 - 1 elements")
+    return np.array(x, dtype=np.float32, order="C").reshape(rows, cols), rows, cols
+
+
 cdef cdnn_loss_opts _loss_opts(options, str loss_name) except *:
     """The core's options of a loss from a dict of Keras' argument names (missing: Keras' defaults)."""
     cdef cdnn_loss_opts o = cdnn_loss_opts_default()
@@ -644,41 +658,7 @@ def optimizer_apply(dict hparams, list variables, list grads, list slots, long s
     ``[s1, s2, s3, ema, acc]`` (None where unused); gradients are modified in place. Returns the
     regularization penalty at the weights before the update."""
     cdef cdnn_opt_params p = _opt_params(hparams)
-    if step < 1:
-        raise ValueError(f"Invalid value for argument `step`: expected >= 1, received {step}")
-    _check_step_arrays(hparams, step, 1)
-    if len(grads) != len(variables) or len(slots) != len(variables):
-        raise ValueError("optimizer_apply: variables, grads and slots must have the same length")
-    rules = rules or [None] * len(variables)
-    need = _slots_needed(hparams)
-    views = []
-    for i, (w, g, sl) in enumerate(zip(variables, grads, slots)):
-        _check(w, "w", w.ndim if isinstance(w, np.ndarray) else 1, writable=True)
-        if w.ndim not in (1, 2):
-            raise ValueError(f"Invalid shape for `variables[{i}]`: expected 1 or 2 dimensions, received {w.shape}")
-        _check(g, "g", w.ndim, writable=True)
-        _shape(g, "g", w.shape)
-        sl = list(sl) + [None] * (5 - len(sl))
-        for k in need:
-            if sl[k - 1] is None and not (p.kind == 9 and k < 3 and w.ndim < 2):
-                raise ValueError(f"Invalid arguments for optimizer {hparams.get('name')!r}: missing slot {k} "
-                                 f"of variable {i}")
-        if (p.use_ema and sl[3] is None) or (p.accumulation_steps > 1 and sl[4] is None):
-            raise ValueError(f"Invalid arguments: variable {i} lacks its ema/accumulator slot")
-        for k, s in enumerate(sl):
-            if s is None:
-                continue
-            if p.kind == 9 and k < 2 and w.ndim == 2:
-                _check(s, f"slots[{i}][{k}]", 1, writable=True)
-                _shape(s, f"slots[{i}][{k}]", (w.shape[k],))
-            else:
-                _check(s, f"slots[{i}][{k}]", w.ndim, writable=True)
-                _shape(s, f"slots[{i}][{k}]", w.shape)
-        if p.kind == 9 and w.ndim < 2:
-            sl[0] = sl[1] = None
-        rows, cols = (w.shape[0], w.shape[1]) if w.ndim == 2 else (w.shape[0], 1)
-        _check_rules(rules[i], f"rules[{i}]", w.shape)
-        views.append((w, g, sl, rules[i], rows, cols))
+    views = check_apply(hparams, p.kind, p.use_ema, p.accumulation_steps, variables, grads, slots, step, rules)
     cdef cdnn_opt_step st = cdnn_opt_prepare(&p, step)
     cdef cdnn_var_slots vs
     cdef cdnn_param_rules r
@@ -1240,29 +1220,11 @@ cdef class Graph:
                 raise ValueError(f"Invalid shape for argument `xs[{k}]`: expected ({n}, {size}), received {x.shape}")
         return n
 
-    @cython.wraparound(True)
     def _ys(self, ys, long n):
-        if not isinstance(ys, (list, tuple)) or len(ys) != len(self.output_nodes):
-            raise ValueError(f"Invalid argument `ys`: expected a list of {len(self.output_nodes)} label array(s) "
-                             f"(None for an output without a loss)")
+        check_ys(ys, n, self.shapes, self.output_nodes, self.loss_names)
         for o, y in enumerate(ys):
-            loss = self.loss_names[o]
-            if loss is None:
-                if y is not None:
-                    raise ValueError(f"Invalid argument `ys[{o}]`: output {o} has no loss, expected None")
-                continue
-            shape = self.shapes[self.output_nodes[o]]
-            rows, width = int(np.prod(shape[:-1])), shape[-1]
-            if loss == "sparse_categorical_crossentropy":
-                _check(y, f"ys[{o}]", 1 if rows == 1 else 2, dtype=np.int32)
-                _shape(y, f"ys[{o}]", (n,) if rows == 1 else (n, rows))
-                if y.size and (y.min() < 0 or y.max() >= width):
-                    raise ValueError(f"Invalid labels in `ys[{o}]`: expected integers in [0, {width}), "
-                                     f"received values in [{y.min()}, {y.max()}]")
-            else:
-                _check(y, f"ys[{o}]", 2)
-                _shape(y, f"ys[{o}]", (n, rows * width))
-            (<cdnn_output *>self.g.outputs)[o].opts.hinge_binary = _hinge_binary(loss, y)  # Keras decides on the labels
+            if self.loss_names[o] is not None:  # Keras decides on the labels
+                (<cdnn_output *>self.g.outputs)[o].opts.hinge_binary = _hinge_binary(self.loss_names[o], y)
 
     def _sws(self, sample_weight, long n):
         """Per-output sample weights checked: None, or a list with one float32 [n] array (or None) per output."""
@@ -1431,6 +1393,6 @@ cdef void memset_nodes(cdnn_node *nodes, int n) noexcept:
 
 # the descriptions' and runs' checks, in plain Python (they import this module's tables and helpers)
 from cdnn._core_checks import (  # noqa: E402
-    _activation_input, _check_labels, _check_metric, _check_rules, _check_step_arrays, _hinge_binary, _slots_needed,
-    check_batches, check_graph, check_network, check_outputs, check_sums, hparams_name,
+    _check_labels, _check_metric, _check_rules, _check_step_arrays, _hinge_binary, _slots_needed,
+    check_apply, check_batches, check_graph, check_network, check_outputs, check_sums, check_ys, hparams_name,
 )

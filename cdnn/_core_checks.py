@@ -360,20 +360,6 @@ def _check_rules(r: Any, name: str, shape: tuple) -> dict:
     return r
 
 
-def _activation_input(x: Any, name: str) -> tuple:
-    """A copy of x as [rows, cols] float32 (cols: the last axis), checked."""
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"Invalid argument `{name}`: expected a numpy.ndarray, received {type(x).__name__}")
-    _check(x, name, x.ndim)
-    if x.ndim == 0:
-        raise ValueError(f"Invalid shape for argument `{name}`: expected at least one dimension, received a scalar")
-    cols = x.shape[x.ndim - 1]
-    rows = x.size // cols if cols else 0
-    if x.size > INT_LIMIT:
-        raise ValueError(f"Invalid shape for argument `{name}`: more than 2**31 - 1 elements")
-    return np.array(x, dtype=np.float32, order="C").reshape(rows, cols), rows, cols
-
-
 def _check_metric(metric: Any, loss_name: str) -> None:
     """The accuracy kind must read the kind of labels the loss takes (sparse or dense)."""
     sparse = loss_name == "sparse_categorical_crossentropy"
@@ -420,3 +406,83 @@ def _check_step_arrays(h: dict, first_step: int, n_steps: int) -> None:
                     f"Invalid `{key}`: it covers steps {h['step_base'] + 1}..{h['step_base'] + a.shape[0]}, "
                     f"the run needs {first_step}..{first_step + n_steps - 1}"
                 )
+
+
+def check_apply(
+    hparams: dict,
+    kind: int,
+    use_ema: int,
+    accumulation_steps: int,
+    variables: list,
+    grads: list,
+    slots: list,
+    step: int,
+    rules: Any,
+) -> list:
+    """Validate ``optimizer_apply``'s arguments (``kind`` and the next two: the parsed ``hparams``); returns per
+    variable ``(w, g, slots padded to 5, rules, rows, cols)``."""
+    if step < 1:
+        raise ValueError(f"Invalid value for argument `step`: expected >= 1, received {step}")
+    _check_step_arrays(hparams, step, 1)
+    if len(grads) != len(variables) or len(slots) != len(variables):
+        raise ValueError("optimizer_apply: variables, grads and slots must have the same length")
+    rules = rules or [None] * len(variables)
+    need = _slots_needed(hparams)
+    views = []
+    for i, (w, g, sl) in enumerate(zip(variables, grads, slots)):
+        _check(w, "w", w.ndim if isinstance(w, np.ndarray) else 1, writable=True)
+        if w.ndim not in (1, 2):
+            raise ValueError(f"Invalid shape for `variables[{i}]`: expected 1 or 2 dimensions, received {w.shape}")
+        _check(g, "g", w.ndim, writable=True)
+        _shape(g, "g", w.shape)
+        sl = list(sl) + [None] * (5 - len(sl))
+        for k in need:
+            if sl[k - 1] is None and not (kind == 9 and k < 3 and w.ndim < 2):
+                raise ValueError(
+                    f"Invalid arguments for optimizer {hparams.get('name')!r}: missing slot {k} of variable {i}"
+                )
+        if (use_ema and sl[3] is None) or (accumulation_steps > 1 and sl[4] is None):
+            raise ValueError(f"Invalid arguments: variable {i} lacks its ema/accumulator slot")
+        for k, s in enumerate(sl):
+            if s is None:
+                continue
+            if kind == 9 and k < 2 and w.ndim == 2:
+                _check(s, f"slots[{i}][{k}]", 1, writable=True)
+                _shape(s, f"slots[{i}][{k}]", (w.shape[k],))
+            else:
+                _check(s, f"slots[{i}][{k}]", w.ndim, writable=True)
+                _shape(s, f"slots[{i}][{k}]", w.shape)
+        if kind == 9 and w.ndim < 2:
+            sl[0] = sl[1] = None
+        rows, cols = (w.shape[0], w.shape[1]) if w.ndim == 2 else (w.shape[0], 1)
+        _check_rules(rules[i], f"rules[{i}]", w.shape)
+        views.append((w, g, sl, rules[i], rows, cols))
+    return views
+
+
+def check_ys(ys: Any, n: int, shapes: tuple, output_nodes: tuple, loss_names: tuple) -> None:
+    """Validate a graph's labels: one array per output (None for an output without a loss), ``n`` rows."""
+    if not isinstance(ys, (list, tuple)) or len(ys) != len(output_nodes):
+        raise ValueError(
+            f"Invalid argument `ys`: expected a list of {len(output_nodes)} label array(s) "
+            f"(None for an output without a loss)"
+        )
+    for o, y in enumerate(ys):
+        loss = loss_names[o]
+        if loss is None:
+            if y is not None:
+                raise ValueError(f"Invalid argument `ys[{o}]`: output {o} has no loss, expected None")
+            continue
+        shape = shapes[output_nodes[o]]
+        rows, width = int(np.prod(shape[:-1])), shape[-1]
+        if loss == "sparse_categorical_crossentropy":
+            _check(y, f"ys[{o}]", 1 if rows == 1 else 2, dtype=np.int32)
+            _shape(y, f"ys[{o}]", (n,) if rows == 1 else (n, rows))
+            if y.size and (y.min() < 0 or y.max() >= width):
+                raise ValueError(
+                    f"Invalid labels in `ys[{o}]`: expected integers in [0, {width}), "
+                    f"received values in [{y.min()}, {y.max()}]"
+                )
+        else:
+            _check(y, f"ys[{o}]", 2)
+            _shape(y, f"ys[{o}]", (n, rows * width))

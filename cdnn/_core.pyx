@@ -194,20 +194,6 @@ OPTIMIZERS = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3, "nadam": 4, "adam
               "lion": 7, "ftrl": 8, "adafactor": 9}
 #: Constraint names and their codes.
 CONSTRAINTS = {None: 0, "max_norm": 1, "non_neg": 2, "unit_norm": 3, "min_max_norm": 4}
-#: Slots each optimizer's update reads (1, 2, 3 = slot1..slot3), beyond the options' ema/accumulator.
-def _slots_needed(dict h):
-    kind = h.get("name")
-    if kind == "sgd":
-        return {1} if (h.get("momentum") or 0.0) != 0 else set()
-    if kind == "adagrad" or kind == "lion":
-        return {1}
-    if kind == "rmsprop":
-        return {1, 2} if (h.get("momentum") or 0.0) > 0 else {1}
-    if kind == "adam":
-        return {1, 2, 3} if h.get("amsgrad") else {1, 2}
-    if kind == "adafactor":
-        return {1, 2, 3}
-    return {1, 2}
 
 cdef long INT_LIMIT = 2**31 - 1
 #: the most threads a region or a workspace uses (OMP_NUM_THREADS beyond it is capped)
@@ -398,21 +384,6 @@ cdef cdnn_layer _layer_view(W, b, str activation, float alpha, max_value=None, t
     return ly
 
 
-def _check_rules(r, str name, shape):
-    """Validate a variable's rules dict; an orthogonal regularizer needs a kernel and its scratch array."""
-    r = r or {}
-    if r.get("orth_factor"):
-        if len(shape) != 2:
-            raise ValueError(f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={shape} "
-                             f"({name})")
-        scratch = r.get("orth_scratch")
-        _check(scratch, f"{name}.orth_scratch", 1, writable=True)
-        need = 2 * shape[0] * shape[1] + max(shape)
-        if scratch.shape[0] < need:
-            raise ValueError(f"Invalid `{name}.orth_scratch`: expected at least {need} floats, received {scratch.shape[0]}")
-    return r
-
-
 cdef cdnn_param_rules _rules(r) except *:
     """A variable's regularizer and constraint from a dict (l1, l2, orth_factor, orth_mode, orth_scratch,
     constraint, min_value, max_value, rate, axis), checked by ``_check_rules``."""
@@ -548,14 +519,6 @@ def _activation_input(x, str name):
     return np.array(x, dtype=np.float32, order="C").reshape(rows, cols), rows, cols
 
 
-def _check_metric(metric, str loss_name):
-    """The accuracy kind must read the kind of labels the loss takes (sparse or dense)."""
-    sparse = loss_name == "sparse_categorical_crossentropy"
-    if metric is not None and (metric == "sparse") != sparse:
-        raise ValueError(f"Invalid value for argument `metric`: {metric!r} accuracy cannot read the "
-                         f"{'integer' if sparse else 'dense'} labels of {loss_name}")
-
-
 cdef cdnn_loss_opts _loss_opts(options, str loss_name) except *:
     """The core's options of a loss from a dict of Keras' argument names (missing: Keras' defaults)."""
     cdef cdnn_loss_opts o = cdnn_loss_opts_default()
@@ -588,13 +551,6 @@ cdef cdnn_loss_opts _loss_opts(options, str loss_name) except *:
     return o
 
 
-def _hinge_binary(str loss_name, yd) -> bool:
-    """Whether hinge labels are all 0 or 1, which Keras reads as -1 and 1."""
-    if loss_name not in ("hinge", "squared_hinge") or yd is None:
-        return False
-    return bool(((yd == 0) | (yd == 1)).all())
-
-
 def _check_weights(w, str name, long rows):
     """Validate per-row weights: float32, C-contiguous, one per row, finite and not negative."""
     if w is None:
@@ -606,22 +562,6 @@ def _check_weights(w, str name, long rows):
     if rows and w.min() < 0:
         raise ValueError(f"Invalid values in `{name}`: expected weights >= 0, received {w.min()}")
     return w
-
-
-def _check_labels(y, str name, int rows, int units, str loss_name, ignore_class=None):
-    """Validate labels for a loss; returns (sparse int32 or None, dense float32 or None)."""
-    if loss_name == "sparse_categorical_crossentropy":
-        _check(y, name, 1, dtype=np.int32)
-        _shape(y, name, (rows,))
-        counted = y[y != ignore_class] if ignore_class is not None else y
-        if counted.size and (counted.min() < 0 or counted.max() >= units):
-            ignored = f" (other than ignore_class={ignore_class})" if ignore_class is not None else ""
-            raise ValueError(f"Invalid labels in `{name}`: expected integers in [0, {units}){ignored}, "
-                             f"received values in [{counted.min()}, {counted.max()}]")
-        return y, None
-    _check(y, name, 2)
-    _shape(y, name, (rows, units))
-    return None, y
 
 
 def loss_forward_backward(str loss, output, z, y, str activation="softmax", float alpha=0.2,
@@ -718,58 +658,13 @@ cdef cdnn_opt_params _opt_params(dict h) except *:
     return p
 
 
-def _check_step_arrays(dict h, long first_step, long n_steps):
-    """The per-step arrays must cover steps first_step .. first_step + n_steps - 1 (1-based)."""
-    for key in ("step_lr", "step_aux"):
-        a = h.get(key)
-        if a is not None:
-            lo = first_step - 1 - h["step_base"]
-            if lo < 0 or lo + n_steps > a.shape[0]:
-                raise ValueError(f"Invalid `{key}`: it covers steps {h['step_base'] + 1}..{h['step_base'] + a.shape[0]}, "
-                                 f"the run needs {first_step}..{first_step + n_steps - 1}")
-
-
 def optimizer_apply(dict hparams, list variables, list grads, list slots, long step, list rules=None):
     """One optimizer step over several variables at once, the way a training step applies it (clipping by
     norms, accumulation, EMA and constraints included); ``slots[i]`` holds variable i's
     ``[s1, s2, s3, ema, acc]`` (None where unused); gradients are modified in place. Returns the
     regularization penalty at the weights before the update."""
     cdef cdnn_opt_params p = _opt_params(hparams)
-    if step < 1:
-        raise ValueError(f"Invalid value for argument `step`: expected >= 1, received {step}")
-    _check_step_arrays(hparams, step, 1)
-    if len(grads) != len(variables) or len(slots) != len(variables):
-        raise ValueError("optimizer_apply: variables, grads and slots must have the same length")
-    rules = rules or [None] * len(variables)
-    need = _slots_needed(hparams)
-    views = []
-    for i, (w, g, sl) in enumerate(zip(variables, grads, slots)):
-        _check(w, "w", w.ndim if isinstance(w, np.ndarray) else 1, writable=True)
-        if w.ndim not in (1, 2):
-            raise ValueError(f"Invalid shape for `variables[{i}]`: expected 1 or 2 dimensions, received {w.shape}")
-        _check(g, "g", w.ndim, writable=True)
-        _shape(g, "g", w.shape)
-        sl = list(sl) + [None] * (5 - len(sl))
-        for k in need:
-            if sl[k - 1] is None and not (p.kind == 9 and k < 3 and w.ndim < 2):
-                raise ValueError(f"Invalid arguments for optimizer {hparams.get('name')!r}: missing slot {k} "
-                                 f"of variable {i}")
-        if (p.use_ema and sl[3] is None) or (p.accumulation_steps > 1 and sl[4] is None):
-            raise ValueError(f"Invalid arguments: variable {i} lacks its ema/accumulator slot")
-        for k, s in enumerate(sl):
-            if s is None:
-                continue
-            if p.kind == 9 and k < 2 and w.ndim == 2:
-                _check(s, f"slots[{i}][{k}]", 1, writable=True)
-                _shape(s, f"slots[{i}][{k}]", (w.shape[k],))
-            else:
-                _check(s, f"slots[{i}][{k}]", w.ndim, writable=True)
-                _shape(s, f"slots[{i}][{k}]", w.shape)
-        if p.kind == 9 and w.ndim < 2:
-            sl[0] = sl[1] = None
-        rows, cols = (w.shape[0], w.shape[1]) if w.ndim == 2 else (w.shape[0], 1)
-        _check_rules(rules[i], f"rules[{i}]", w.shape)
-        views.append((w, g, sl, rules[i], rows, cols))
+    views = check_apply(hparams, p.kind, p.use_ema, p.accumulation_steps, variables, grads, slots, step, rules)
     cdef cdnn_opt_step st = cdnn_opt_prepare(&p, step)
     cdef cdnn_var_slots vs
     cdef cdnn_param_rules r
@@ -826,10 +721,6 @@ def optimizer_update(dict hparams, w, g, slot1, slot2, long step):
     cdef long n = w.size
     with nogil:
         cdnn_opt_update(&p, st, pw, p1, p2, pg, n)
-
-
-def hparams_name(int kind):
-    return {v: k for k, v in OPTIMIZERS.items()}[kind]
 
 
 # ---- a whole network ----------------------------------------------------------
@@ -1386,31 +1277,13 @@ cdef class Graph:
                 raise ValueError(f"Invalid shape for argument `xs[{k}]`: expected ({n}, {size}), received {x.shape}")
         return n
 
-    @cython.wraparound(True)
     def _ys(self, ys, long n):
-        if not isinstance(ys, (list, tuple)) or len(ys) != len(self.output_nodes):
-            raise ValueError(f"Invalid argument `ys`: expected a list of {len(self.output_nodes)} label array(s) "
-                             f"(None for an output without a loss)")
+        cdef cdnn_output *outs = <cdnn_output *>self.g.outputs
+        check_ys(ys, n, self.shapes, self.output_nodes, self.loss_names,
+                 [outs[o].opts.ignore_class if outs[o].opts.has_ignore else None for o in range(len(self.output_nodes))])
         for o, y in enumerate(ys):
-            loss = self.loss_names[o]
-            if loss is None:
-                if y is not None:
-                    raise ValueError(f"Invalid argument `ys[{o}]`: output {o} has no loss, expected None")
-                continue
-            shape = self.shapes[self.output_nodes[o]]
-            rows, width = int(np.prod(shape[:-1])), shape[-1]
-            if loss == "sparse_categorical_crossentropy":
-                _check(y, f"ys[{o}]", 1 if rows == 1 else 2, dtype=np.int32)
-                _shape(y, f"ys[{o}]", (n,) if rows == 1 else (n, rows))
-                ignored = (<cdnn_output *>self.g.outputs)[o].opts.ignore_class
-                counted = y[y != ignored] if (<cdnn_output *>self.g.outputs)[o].opts.has_ignore else y
-                if counted.size and (counted.min() < 0 or counted.max() >= width):
-                    raise ValueError(f"Invalid labels in `ys[{o}]`: expected integers in [0, {width}), "
-                                     f"received values in [{counted.min()}, {counted.max()}]")
-            else:
-                _check(y, f"ys[{o}]", 2)
-                _shape(y, f"ys[{o}]", (n, rows * width))
-            (<cdnn_output *>self.g.outputs)[o].opts.hinge_binary = _hinge_binary(loss, y)  # Keras decides on the labels
+            if self.loss_names[o] is not None:  # Keras decides on the labels
+                (<cdnn_output *>self.g.outputs)[o].opts.hinge_binary = _hinge_binary(self.loss_names[o], y)
 
     def _sws(self, sample_weight, long n):
         """Per-output sample weights checked: None, or a list with one float32 [n] array (or None) per output."""
@@ -1584,4 +1457,7 @@ cdef void memset_nodes(cdnn_node *nodes, int n) noexcept:
 
 # the descriptions' and runs' checks, in plain Python (they import this module's tables and helpers)
 from cdnn import _random  # noqa: E402
-from cdnn._core_checks import check_batches, check_graph, check_network, check_outputs, check_sums  # noqa: E402
+from cdnn._core_checks import (  # noqa: E402
+    _check_labels, _check_metric, _check_rules, _check_step_arrays, _hinge_binary, _slots_needed,
+    check_apply, check_batches, check_graph, check_network, check_outputs, check_sums, check_ys, hparams_name,
+)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cdnn._core import _MERGES, ACTIVATIONS, LOSSES, MAX_NODE_INPUTS, METRICS, OPS, _check, _check_metric, _code, _shape
+from cdnn._core import _MERGES, ACTIVATIONS, LOSSES, MAX_NODE_INPUTS, METRICS, OPS, OPTIMIZERS, _check, _code, _shape
 
 #: the most values one array dimension, or one sample of a node, may hold (C's int)
 INT_LIMIT = 2**31 - 1
@@ -340,3 +340,175 @@ def check_outputs(a: Any, name: str, rows: int, width: int) -> None:
         raise ValueError(
             f"Invalid shape for argument `{name}`: expected at least ({rows}, {width}), received {a.shape}"
         )
+
+
+# ---- the wrapper's own argument checks (cdnn._core imports them back) ----------
+
+
+def _slots_needed(h: dict) -> set:
+    """Slots each optimizer's update reads (1, 2, 3 = slot1..slot3), beyond the options' ema/accumulator."""
+    kind = h.get("name")
+    if kind == "sgd":
+        return {1} if (h.get("momentum") or 0.0) != 0 else set()
+    if kind == "adagrad" or kind == "lion":
+        return {1}
+    if kind == "rmsprop":
+        return {1, 2} if (h.get("momentum") or 0.0) > 0 else {1}
+    if kind == "adam":
+        return {1, 2, 3} if h.get("amsgrad") else {1, 2}
+    if kind == "adafactor":
+        return {1, 2, 3}
+    return {1, 2}
+
+
+def hparams_name(kind: int) -> str:
+    """The optimizer name of the core's code ``kind``."""
+    return {v: k for k, v in OPTIMIZERS.items()}[kind]
+
+
+def _check_rules(r: Any, name: str, shape: tuple) -> dict:
+    """Validate a variable's rules dict; an orthogonal regularizer needs a kernel and its scratch array."""
+    r = r or {}
+    if r.get("orth_factor"):
+        if len(shape) != 2:
+            raise ValueError(
+                f"Inputs to OrthogonalRegularizer must have rank 2. Received: inputs.shape={shape} ({name})"
+            )
+        scratch = r.get("orth_scratch")
+        _check(scratch, f"{name}.orth_scratch", 1, writable=True)
+        need = 2 * shape[0] * shape[1] + max(shape)
+        if scratch.shape[0] < need:
+            raise ValueError(
+                f"Invalid `{name}.orth_scratch`: expected at least {need} floats, received {scratch.shape[0]}"
+            )
+    return r
+
+
+def _check_metric(metric: Any, loss_name: str) -> None:
+    """The accuracy kind must read the kind of labels the loss takes (sparse or dense)."""
+    sparse = loss_name == "sparse_categorical_crossentropy"
+    if metric is not None and (metric == "sparse") != sparse:
+        raise ValueError(
+            f"Invalid value for argument `metric`: {metric!r} accuracy cannot read the "
+            f"{'integer' if sparse else 'dense'} labels of {loss_name}"
+        )
+
+
+def _hinge_binary(loss_name: str, yd: Any) -> bool:
+    """Whether hinge labels are all 0 or 1, which Keras reads as -1 and 1."""
+    if loss_name not in ("hinge", "squared_hinge") or yd is None:
+        return False
+    return bool(((yd == 0) | (yd == 1)).all())
+
+
+def _check_labels(y: Any, name: str, rows: int, units: int, loss_name: str, ignore_class: Any = None) -> tuple:
+    """Validate labels for a loss; returns (sparse int32 or None, dense float32 or None)."""
+    if loss_name == "sparse_categorical_crossentropy":
+        _check(y, name, 1, dtype=np.int32)
+        _shape(y, name, (rows,))
+        counted = y[y != ignore_class] if ignore_class is not None else y
+        if counted.size and (counted.min() < 0 or counted.max() >= units):
+            ignored = f" (other than ignore_class={ignore_class})" if ignore_class is not None else ""
+            raise ValueError(
+                f"Invalid labels in `{name}`: expected integers in [0, {units}){ignored}, "
+                f"received values in [{counted.min()}, {counted.max()}]"
+            )
+        return y, None
+    _check(y, name, 2)
+    _shape(y, name, (rows, units))
+    return None, y
+
+
+def _check_step_arrays(h: dict, first_step: int, n_steps: int) -> None:
+    """The per-step arrays must cover steps first_step .. first_step + n_steps - 1 (1-based)."""
+    for key in ("step_lr", "step_aux"):
+        a = h.get(key)
+        if a is not None:
+            lo = first_step - 1 - h["step_base"]
+            if lo < 0 or lo + n_steps > a.shape[0]:
+                raise ValueError(
+                    f"Invalid `{key}`: it covers steps {h['step_base'] + 1}..{h['step_base'] + a.shape[0]}, "
+                    f"the run needs {first_step}..{first_step + n_steps - 1}"
+                )
+
+
+def check_apply(
+    hparams: dict,
+    kind: int,
+    use_ema: int,
+    accumulation_steps: int,
+    variables: list,
+    grads: list,
+    slots: list,
+    step: int,
+    rules: Any,
+) -> list:
+    """Validate ``optimizer_apply``'s arguments (``kind`` and the next two: the parsed ``hparams``); returns per
+    variable ``(w, g, slots padded to 5, rules, rows, cols)``."""
+    if step < 1:
+        raise ValueError(f"Invalid value for argument `step`: expected >= 1, received {step}")
+    _check_step_arrays(hparams, step, 1)
+    if len(grads) != len(variables) or len(slots) != len(variables):
+        raise ValueError("optimizer_apply: variables, grads and slots must have the same length")
+    rules = rules or [None] * len(variables)
+    need = _slots_needed(hparams)
+    views = []
+    for i, (w, g, sl) in enumerate(zip(variables, grads, slots)):
+        _check(w, "w", w.ndim if isinstance(w, np.ndarray) else 1, writable=True)
+        if w.ndim not in (1, 2):
+            raise ValueError(f"Invalid shape for `variables[{i}]`: expected 1 or 2 dimensions, received {w.shape}")
+        _check(g, "g", w.ndim, writable=True)
+        _shape(g, "g", w.shape)
+        sl = list(sl) + [None] * (5 - len(sl))
+        for k in need:
+            if sl[k - 1] is None and not (kind == 9 and k < 3 and w.ndim < 2):
+                raise ValueError(
+                    f"Invalid arguments for optimizer {hparams.get('name')!r}: missing slot {k} of variable {i}"
+                )
+        if (use_ema and sl[3] is None) or (accumulation_steps > 1 and sl[4] is None):
+            raise ValueError(f"Invalid arguments: variable {i} lacks its ema/accumulator slot")
+        for k, s in enumerate(sl):
+            if s is None:
+                continue
+            if kind == 9 and k < 2 and w.ndim == 2:
+                _check(s, f"slots[{i}][{k}]", 1, writable=True)
+                _shape(s, f"slots[{i}][{k}]", (w.shape[k],))
+            else:
+                _check(s, f"slots[{i}][{k}]", w.ndim, writable=True)
+                _shape(s, f"slots[{i}][{k}]", w.shape)
+        if kind == 9 and w.ndim < 2:
+            sl[0] = sl[1] = None
+        rows, cols = (w.shape[0], w.shape[1]) if w.ndim == 2 else (w.shape[0], 1)
+        _check_rules(rules[i], f"rules[{i}]", w.shape)
+        views.append((w, g, sl, rules[i], rows, cols))
+    return views
+
+
+def check_ys(ys: Any, n: int, shapes: tuple, output_nodes: tuple, loss_names: tuple, ignored: list) -> None:
+    """Validate a graph's labels: one array per output (None for an output without a loss), ``n`` rows;
+    ``ignored[o]``: output o's ignore_class (or None), a label not counted."""
+    if not isinstance(ys, (list, tuple)) or len(ys) != len(output_nodes):
+        raise ValueError(
+            f"Invalid argument `ys`: expected a list of {len(output_nodes)} label array(s) "
+            f"(None for an output without a loss)"
+        )
+    for o, y in enumerate(ys):
+        loss = loss_names[o]
+        if loss is None:
+            if y is not None:
+                raise ValueError(f"Invalid argument `ys[{o}]`: output {o} has no loss, expected None")
+            continue
+        shape = shapes[output_nodes[o]]
+        rows, width = int(np.prod(shape[:-1])), shape[-1]
+        if loss == "sparse_categorical_crossentropy":
+            _check(y, f"ys[{o}]", 1 if rows == 1 else 2, dtype=np.int32)
+            _shape(y, f"ys[{o}]", (n,) if rows == 1 else (n, rows))
+            counted = y if ignored[o] is None else y[y != ignored[o]]
+            if counted.size and (counted.min() < 0 or counted.max() >= width):
+                raise ValueError(
+                    f"Invalid labels in `ys[{o}]`: expected integers in [0, {width}), "
+                    f"received values in [{counted.min()}, {counted.max()}]"
+                )
+        else:
+            _check(y, f"ys[{o}]", 2)
+            _shape(y, f"ys[{o}]", (n, rows * width))

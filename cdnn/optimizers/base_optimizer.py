@@ -300,9 +300,6 @@ class Optimizer:
         h["step_base"] = step0
         return h
 
-    def _needs_whole_gradient(self) -> bool:
-        return _core.optimizer_needs_whole(self.hyperparameters())
-
     # -- config -----------------------------------------------------------------
     def get_config(self) -> dict:
         """Keras' config: the constructor's arguments as plain data (a schedule serialized)."""

@@ -175,10 +175,6 @@ def _compile_config(model) -> Optional[dict]:
     }
 
 
-def _shape_list(shape) -> list:
-    return [None, *(int(d) for d in shape)]
-
-
 def _sequential_record(model) -> dict:
     from cdnn.layers import InputLayer
 

@@ -1168,7 +1168,7 @@ cdef class Graph:
                 nd.scale_n = d["scale"].shape[0]
                 nd.offset_n = d["offset"].shape[0]
             elif op in ("dropout", "alpha_dropout", "gaussian_noise", "gaussian_dropout"):
-                nd.rate = float(d.get("stddev" if op == "gaussian_noise" else "rate", 0.0))
+                nd.rate = float(d.get("stddev" if op in ("gaussian_noise", "gaussian_dropout") else "rate", 0.0))
                 nd.seed_offset = int(d.get("seed_offset", 0))
                 nd.live = bool(d.get("live", False))
             self.live = self.live or nd.live

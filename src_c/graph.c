@@ -505,7 +505,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
             cdnn_team_barrier(); /* every row of the input */
             cdnn_col_moments_team(x, batch * R, w, nd->epsilon, b->mean, b->var, b->inv_std);
             cdnn_team_barrier(); /* every column's statistics */
-            if (!training) { /* an inference call in training mode updates the moving statistics, as Keras */
+            if (!training) {     /* an inference call in training mode updates the moving statistics, as Keras */
                 long c0, c1;
                 cdnn_team_range(w, &c0, &c1);
                 for (long j = c0; j < c1; j++) {

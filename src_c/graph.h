@@ -53,13 +53,13 @@ typedef struct {
                   statistics (moving statistics updated per chunk) in cdnn_graph_predict too */
     int share; /* a later call of a layer with weights: the node of its first call (same arrays and slots), else -1 */
     int act;   /* dense, activation: enum cdnn_act */
-    cdnn_act_args act_args;                 /* dense, activation: its parameters */
-    cdnn_layer dense;                       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
-    float *gamma, *beta;                    /* batchnorm, layernorm, rmsnorm: scale, offset [width] or NULL; prelu: alpha */
-    float *gamma1, *gamma2, *beta1, *beta2; /* their optimizer slots (or NULL) */
-    float *gamma3, *beta3;                  /* their third slots (amsgrad's v_hat, Adafactor's v), or NULL */
-    float *gamma_ema, *beta_ema;            /* their use_ema averages, or NULL */
-    float *gamma_acc, *beta_acc;            /* their gradient accumulators, or NULL */
+    cdnn_act_args act_args; /* dense, activation: its parameters */
+    cdnn_layer dense;       /* dense: W [in, units], b, slots (in = the input's width, units = width) */
+    float *gamma, *beta;    /* batchnorm, layernorm, rmsnorm: scale, offset [width] or NULL; prelu: alpha */
+    float *gamma1, *gamma2, *beta1, *beta2;   /* their optimizer slots (or NULL) */
+    float *gamma3, *beta3;                    /* their third slots (amsgrad's v_hat, Adafactor's v), or NULL */
+    float *gamma_ema, *beta_ema;              /* their use_ema averages, or NULL */
+    float *gamma_acc, *beta_acc;              /* their gradient accumulators, or NULL */
     cdnn_param_rules gamma_rules, beta_rules; /* their regularizers and constraints (zero: none) */
     float *moving_mean, *moving_var;          /* batchnorm [width] */
     float momentum, epsilon;                  /* batchnorm momentum; the norms' and dot's epsilon */

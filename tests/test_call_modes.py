@@ -126,6 +126,28 @@ def test_mc_dropout_is_seeded_and_thread_independent(session):
     np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
+@pytest.mark.parametrize("kind", ["GaussianDropout", "AlphaDropout"])
+def test_recorded_training_noise_layers_in_model_call(session, kind):
+    """GaussianDropout and AlphaDropout called with training=True: model(x) draws their noise (seeded,
+    thread-independent), predict is the identity through them, as Keras 3."""
+    inp = cdnn.Input((300,))
+    model = cdnn.Model(inp, getattr(cdnn.layers, kind)(0.3)(inp, training=True))
+    x = np.random.default_rng(3).normal(size=(400, 300)).astype("float32")
+    runs = []
+    for threads in (1, 2):
+        cdnn.set_num_threads(threads)
+        cdnn.utils.set_random_seed(5)
+        runs.append(np.asarray(model(x)))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert not np.allclose(runs[0], x)
+    if kind == "GaussianDropout":
+        m = runs[0] / x
+        assert abs(m.mean() - 1) < 0.01 and abs(m.std() - np.sqrt(0.3 / 0.7)) < 0.01
+    else:  # unit mean and variance kept on unit normal inputs
+        assert abs(runs[0].mean()) < 0.02 and abs(runs[0].var() - 1) < 0.03
+    np.testing.assert_array_equal(model.predict(x, verbose=0), x)
+
+
 def test_sequential_training_call_as_keras(session):
     """Sequential: model(x, training=True) runs Dropout (Keras' MC idiom), model(x) does not."""
     keras = _keras()

@@ -12,6 +12,7 @@
 """
 
 import copy
+import zlib
 
 import numpy as np
 import pytest
@@ -37,6 +38,13 @@ RNG = np.random.default_rng(1234)
 
 def rand(*shape, scale=1.0, rng=RNG):
     return f32(rng.standard_normal(shape) * scale)
+
+
+@pytest.fixture(autouse=True)
+def _reseeded(request):
+    """RNG reseeded from each test's name: a test's data do not depend on which tests ran before it
+    (other files build graphs with this module's RNG too)."""
+    RNG.bit_generator.state = np.random.default_rng(zlib.crc32(request.node.name.encode())).bit_generator.state
 
 
 # ------------------------------------------------------------ graph builders
@@ -813,7 +821,7 @@ def test_activity_regularizer_gradient_finite_differences(where):
     x, y = rand(n, 5), _onehot(n, seed=1)
     grads, _ = core_grads(g, [x], [y])
     W = g.nodes[1]["W"]
-    h = 1e-2
+    h = 1e-3  # the ReLU and L1 kinks: a wider step crosses one for about 1 seed in 8
     for r, c in [(0, 0), (2, 3), (4, 6)]:
         old = W[r, c]
         W[r, c] = old + h

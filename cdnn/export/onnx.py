@@ -190,8 +190,10 @@ def _node(g: _Graph, node, xs: list, opset: int, folded: dict, live: bool = Fals
         noise = g.op("RandomNormalLike", [x], layer.name, mean=0.0, scale=float(layer.stddev))
         return g.op("Add", [x, noise], layer.name)
     if live and kind in ("GaussianDropout", "AlphaDropout") and layer.rate > 0:
-        raise ValueError(f"Layer {layer.name!r} ({kind}) is called with training=True in a subclassed model's "
-                         f"call(): its noise is not exported to ONNX")
+        raise ValueError(
+            f"Layer {layer.name!r} ({kind}) is called with training=True in a subclassed model's "
+            f"call(): its noise is not exported to ONNX"
+        )
     if live and kind == "BatchNormalization" and layer.trainable:
         raise ValueError(
             f"Layer {layer.name!r} (BatchNormalization) is called with training=True in a subclassed model's "

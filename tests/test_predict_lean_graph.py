@@ -34,8 +34,12 @@ def _multi_output(as_dict):
     return keras.Model(inp, {"p": p, "q": q} if as_dict else [p, q])
 
 
-MODELS = {"bn_mlp": _bn_mlp, "two_inputs": _two_inputs, "list_out": lambda: _multi_output(False),
-          "dict_out": lambda: _multi_output(True)}
+MODELS = {
+    "bn_mlp": _bn_mlp,
+    "two_inputs": _two_inputs,
+    "list_out": lambda: _multi_output(False),
+    "dict_out": lambda: _multi_output(True),
+}
 
 
 def _inputs(name, n, seed=0):

@@ -916,7 +916,7 @@ class Model(Layer):
         key = next(k for k, v in core.items() if v is net)
         plan = (
             core,
-            self._traced,
+            self.__dict__.get("_traced"),
             "train" in core,
             key,
             net,

@@ -507,6 +507,10 @@ class Model(Layer):
             training = False
         if training is False and type(self).predict is not Model.predict:
             return self.predict(inputs, verbose=0)  # Sequential: no recorded mode
+        if training is not True:
+            out = self._lean_graph_predict(inputs, None if training is False else "None")
+            if out is not None:
+                return out
         from cdnn.trainers.loop import predict_graph
 
         return predict_graph(
@@ -846,11 +850,82 @@ class Model(Layer):
 
         if kwargs:
             raise TypeError(f"predict: unsupported argument(s) {sorted(kwargs)}")
+        if (
+            type(verbose) is int
+            and verbose == 0
+            and steps is None
+            and callbacks is None
+            and (batch_size is None or (type(batch_size) is int and batch_size > 0))
+        ):
+            out = self._lean_graph_predict(x, None)
+            if out is not None:
+                return out
         return predict_graph(self, x, batch_size, verbose, steps, callbacks)
 
     def predict_on_batch(self, x):
         """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
+        out = self._lean_graph_predict(x, None)
+        if out is not None:
+            return out
         return self.predict(x, batch_size=max(1, len(flatten(x)[0])), verbose=0)
+
+    def _lean_graph_predict(self, x, call: Optional[str]):
+        """The outputs of ``predict`` (``call`` None) or ``model(x)`` (``call`` "None") for arrays ``x`` the core
+        reads as they are, by one C call on the core graph that path runs (kept while the model's core and traced
+        graphs are those it was found in); None otherwise: the caller takes the general path."""
+        plans = self.__dict__.get("_glean")
+        plan = plans.get(call) if plans is not None else None
+        core = self.__dict__.get("_core")
+        if (
+            plan is None
+            or plan[0] is not core
+            or plan[1] is not self.__dict__.get("_traced")
+            or plan[2] != ("train" in core)
+            or core.get(plan[3]) is not plan[4]
+        ):
+            plan = self._lean_graph_plan(call)
+            if plan is None:
+                return None
+        shapes = plan[5]
+        if len(shapes) == 1:
+            if type(x) is not np.ndarray or x.shape[1:] != shapes[0]:
+                return None
+            xs = [x if x.ndim == 2 else x.reshape(len(x), -1)]
+        else:
+            if type(x) is not list and type(x) is not tuple or len(x) != len(shapes):
+                return None
+            xs = []
+            for a, s in zip(x, shapes):
+                if type(a) is not np.ndarray or a.shape[1:] != s:
+                    return None
+                xs.append(a if a.ndim == 2 else a.reshape(len(a), -1))
+        outs = plan[4].predict_lean(xs, PREDICT_ROWS, plan[6])
+        if outs is None:
+            return None
+        self.stop_predicting = False
+        return self._structure_outputs(plan[7], outs)
+
+    def _lean_graph_plan(self, call: Optional[str]) -> Optional[tuple]:
+        """(core dict, traced dict, whether it holds "train", the net's key, the net, input shapes, output shapes,
+        traced graph) for :meth:`_lean_graph_predict`, or None before the model has its inputs."""
+        if not hasattr(self, "outputs") or "_core" not in self.__dict__:
+            return None
+        graph = self._inference_model()
+        net = self._core_graph(training=False, call=call)
+        core = self._core
+        key = next(k for k, v in core.items() if v is net)
+        plan = (
+            core,
+            self.__dict__.get("_traced"),
+            "train" in core,
+            key,
+            net,
+            tuple(tuple(t.shape[1:]) for t in graph.inputs),
+            tuple(tuple(t.shape[1:]) for t in graph.outputs),
+            graph,
+        )
+        self.__dict__.setdefault("_glean", {})[call] = plan
+        return plan
 
     def _structure_outputs(self, graph, results: list):
         struct = graph._outputs_struct
@@ -969,6 +1044,7 @@ class Model(Layer):
         state.pop("_chooser", None)
         state.pop("_chooser_key", None)
         state.pop("_lean", None)
+        state.pop("_glean", None)
         return state
 
     def __setstate__(self, state: dict) -> None:

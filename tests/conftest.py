@@ -3,6 +3,7 @@
 import pytest
 
 import cdnn
+from cdnn import _core
 
 
 @pytest.fixture
@@ -15,3 +16,12 @@ def session(monkeypatch):
     threads = cdnn.get_num_threads()
     yield
     cdnn.set_num_threads(threads)
+
+
+@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
+def threads(request):
+    """Run the test with the core set to 1 or 2 threads, then restore."""
+    prev = _core.get_num_threads()
+    _core.set_num_threads(request.param)
+    yield request.param
+    _core.set_num_threads(prev)

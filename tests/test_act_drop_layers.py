@@ -16,18 +16,9 @@ import reference as ref
 from test_graph_core import G, assert_close, core_grads, core_graph, core_loss, f32, rand, ref_graph
 
 import cdnn
-from cdnn import _core
 from cdnn import layers as L
 
 WIDTHS = [1, 3, 7, 33, 784, 1000]
-
-
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    prev = _core.get_num_threads()
-    _core.set_num_threads(request.param)
-    yield request.param
-    _core.set_num_threads(prev)
 
 
 def op_graph(op, width, rows=1):

@@ -22,14 +22,6 @@ from cdnn.models.functional import lower
 WIDTHS = [1, 3, 7, 33, 784, 1000]
 
 
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    prev = _core.get_num_threads()
-    _core.set_num_threads(request.param)
-    yield request.param
-    _core.set_num_threads(prev)
-
-
 def _perturb(model, seed=2):
     """Weights away from their initial values (moving statistics as after training: variance > 0)."""
     rng = np.random.default_rng(seed)

@@ -32,15 +32,6 @@ SIMD_PATHS = INFO["simd_supported"]
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    """Run the test with the core set to 1 or 2 threads, then restore."""
-    prev = _core.get_num_threads()
-    _core.set_num_threads(request.param)
-    yield request.param
-    _core.set_num_threads(prev)
-
-
 @pytest.fixture(params=SIMD_PATHS)
 def simd(request):
     """Run the test on each SIMD path this CPU supports, then back to "auto"."""

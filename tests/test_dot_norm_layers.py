@@ -25,14 +25,6 @@ def _keras():
     return pytest.importorskip("keras")
 
 
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    prev = _core.get_num_threads()
-    _core.set_num_threads(request.param)
-    yield request.param
-    _core.set_num_threads(prev)
-
-
 # ------------------------------------------------------------ the C ops
 
 

@@ -21,14 +21,6 @@ import reference as ref
 from cdnn import _core
 
 
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    prev = _core.get_num_threads()
-    _core.set_num_threads(request.param)
-    yield request.param
-    _core.set_num_threads(prev)
-
-
 def f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 

@@ -14,14 +14,6 @@ import cdnn
 from cdnn import _core
 
 
-@pytest.fixture(params=[1, 2], ids=lambda n: f"threads{n}")
-def threads(request):
-    prev = _core.get_num_threads()
-    _core.set_num_threads(request.param)
-    yield request.param
-    _core.set_num_threads(prev)
-
-
 def two_output_graph(features=6, hidden=8):
     """input -> Dense(tanh) -> [Dense softmax (sparse CCE, weight 2), BN -> Dense (mse over 2 rows, weight 0.5)]."""
     g = G()

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.environ.get("CDNN_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_predict import _ort  # noqa: E402  (an ONNX Runtime session on cdnn's own export)
 
 
 def _model(bn: bool, use_bias: bool, cs: bool):
@@ -43,19 +44,6 @@ def _model(bn: bool, use_bias: bool, cs: bool):
     # moving statistics and gamma/beta away from their initial values, as after training
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(np.float32) ** 2 for w in model.get_weights()])
     return model
-
-
-def _ort(model, threads):
-    import onnxruntime as ort
-
-    path = os.path.join(tempfile.mkdtemp(), "m.onnx")
-    model.export(path, format="onnx", verbose=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    s = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    return lambda x: s.run(None, {name: x})[0]
 
 
 def main() -> None:

@@ -21,6 +21,13 @@ from cdnn import layers as L
 WIDTHS = [1, 3, 7, 33, 784, 1000]
 
 
+def _keras():
+    """Real Keras 3 on JAX, the oracle; the test is skipped where it is not installed."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    pytest.importorskip("jax")
+    return pytest.importorskip("keras")
+
+
 def op_graph(op, width, rows=1):
     """input -> Dense(tanh) -> op -> Dense(3) -> mse."""
     g = G()
@@ -183,7 +190,7 @@ def test_noise_backward_matches_reference(op, threads):
 
 
 def _models(make, shape, opt, seed=0):
-    import keras
+    keras = _keras()
 
     km = keras.Sequential([keras.Input(shape)] + make(keras.layers))
     cm = cdnn.Sequential([cdnn.Input(shape)] + make(L))
@@ -275,7 +282,7 @@ def test_one_and_two_threads_bit_identical(opt):
 
 
 def test_configs_summary_and_counts_match_real_keras(session, tmp_path):
-    import keras
+    keras = _keras()
 
     from cdnn.saving._keras_layers import layer_config
 
@@ -314,7 +321,7 @@ def test_configs_summary_and_counts_match_real_keras(session, tmp_path):
 
 
 def test_real_keras_files_both_ways(session, tmp_path):
-    import keras
+    keras = _keras()
 
     m = _all_layers_model(20)
     m.compile("adam", "sparse_categorical_crossentropy")
@@ -424,7 +431,7 @@ OPTIMIZERS = [
 
 @pytest.mark.parametrize("name, kw", OPTIMIZERS, ids=lambda v: str(v))
 def test_prelu_trains_with_every_optimizer_as_real_keras(name, kw, session):
-    import keras
+    keras = _keras()
 
     kw = {"learning_rate": 0.02, **kw}
     x = f32(np.random.default_rng(8).standard_normal((48, 4)))
@@ -442,7 +449,7 @@ def test_prelu_trains_with_every_optimizer_as_real_keras(name, kw, session):
 
 
 def test_shared_and_frozen_prelu_as_real_keras(session):
-    import keras
+    keras = _keras()
 
     def build(M, Model, Input):
         a, b = Input((5,)), Input((5,))
@@ -475,7 +482,7 @@ def test_shared_and_frozen_prelu_as_real_keras(session):
 )
 def test_two_dimensional_alpha_with_adafactor_and_norm_constraints_as_real_keras(shared, constraint, session):
     """Keras factors a 2-D alpha's Adafactor moments and takes a norm constraint per column, as a kernel's."""
-    import keras
+    keras = _keras()
 
     rng = np.random.default_rng(3)
     x, y = f32(rng.standard_normal((32, 3, 4))), f32(rng.standard_normal((32, 1)))

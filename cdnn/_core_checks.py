@@ -401,18 +401,23 @@ def _hinge_binary(loss_name: str, yd: Any) -> bool:
     return bool(((yd == 0) | (yd == 1)).all())
 
 
+def _check_label_range(y: np.ndarray, name: str, units: int, ignore_class: Any) -> None:
+    """Class indices ``y`` in [0, units), ``ignore_class`` (if not None) not counted."""
+    counted = y[y != ignore_class] if ignore_class is not None else y
+    if counted.size and (counted.min() < 0 or counted.max() >= units):
+        ignored = f" (other than ignore_class={ignore_class})" if ignore_class is not None else ""
+        raise ValueError(
+            f"Invalid labels in `{name}`: expected integers in [0, {units}){ignored}, "
+            f"received values in [{counted.min()}, {counted.max()}]"
+        )
+
+
 def _check_labels(y: Any, name: str, rows: int, units: int, loss_name: str, ignore_class: Any = None) -> tuple:
     """Validate labels for a loss; returns (sparse int32 or None, dense float32 or None)."""
     if loss_name == "sparse_categorical_crossentropy":
         _check(y, name, 1, dtype=np.int32)
         _shape(y, name, (rows,))
-        counted = y[y != ignore_class] if ignore_class is not None else y
-        if counted.size and (counted.min() < 0 or counted.max() >= units):
-            ignored = f" (other than ignore_class={ignore_class})" if ignore_class is not None else ""
-            raise ValueError(
-                f"Invalid labels in `{name}`: expected integers in [0, {units}){ignored}, "
-                f"received values in [{counted.min()}, {counted.max()}]"
-            )
+        _check_label_range(y, name, units, ignore_class)
         return y, None
     _check(y, name, 2)
     _shape(y, name, (rows, units))
@@ -503,12 +508,7 @@ def check_ys(ys: Any, n: int, shapes: tuple, output_nodes: tuple, loss_names: tu
         if loss == "sparse_categorical_crossentropy":
             _check(y, f"ys[{o}]", 1 if rows == 1 else 2, dtype=np.int32)
             _shape(y, f"ys[{o}]", (n,) if rows == 1 else (n, rows))
-            counted = y if ignored[o] is None else y[y != ignored[o]]
-            if counted.size and (counted.min() < 0 or counted.max() >= width):
-                raise ValueError(
-                    f"Invalid labels in `ys[{o}]`: expected integers in [0, {width}), "
-                    f"received values in [{counted.min()}, {counted.max()}]"
-                )
+            _check_label_range(y, f"ys[{o}]", width, ignored[o])
         else:
             _check(y, f"ys[{o}]", 2)
             _shape(y, f"ys[{o}]", (n, rows * width))

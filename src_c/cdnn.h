@@ -314,6 +314,9 @@ int cdnn_team_size(void);
 int cdnn_team_rank(void);
 /* Split [0, n) evenly among the team: this thread gets [*lo, *hi). */
 void cdnn_team_range(long n, long *lo, long *hi);
+/* This thread's columns [*j0, *j1) of `units`: whole micro-kernel panels of nr columns, as evenly as they go,
+ * the last thread's ending with the tail (every column's sums are those of the 1-thread product). */
+void cdnn_team_columns(int units, int nr, int *j0, int *j1);
 /* Enter flush-to-zero mode on this thread; returns the state to restore. */
 unsigned cdnn_flush_denormals_begin(void);
 /* Restore the floating-point state saved by cdnn_flush_denormals_begin. */
@@ -322,6 +325,27 @@ void cdnn_flush_denormals_end(unsigned saved);
 void cdnn_team_barrier(void);
 /* Wall-clock seconds (OpenMP's clock; 0 in a serial build, which never needs it). */
 double cdnn_wtime(void);
+
+/* A predict whose Dense layers have at least this many weights may split their columns over 2 threads. */
+#define CDNN_ROW_SPLIT_MIN_WEIGHTS 65536L
+/* A run-time choice between 1 thread (option 0) and 2 (option 1) for one kind of small predict, from the
+ * seconds (per row) of each option's last 5 calls (ring; n[o]: calls recorded), the calls since the last
+ * probe of the option not in use, and the calls between probes. Zeroed: nothing measured yet. */
+typedef struct {
+    double sec[2][5];
+    int n[2], since, gap;
+} cdnn_chooser;
+/* The option of the next call: forced by cdnn_set_row_split's mode, else each option measured twice first
+ * (2 threads first), then the faster by the median of its last 5 calls, the other once every gap calls
+ * (64 at first and after each change of option, doubling while the choice holds, up to 4096). */
+int cdnn_choose(const cdnn_chooser *c);
+/* Record a call of option o that took sec seconds (per row); nothing while a mode forces the option. */
+void cdnn_chooser_record(cdnn_chooser *c, int o, double sec);
+/* Small predicts (one or two rows, or below the serial flops, without labels): 0 chooses 1 or 2 threads by
+ * timing, 1 always 1, 2 always 2 (a one- or two-row predict splitting every Dense not row-wise). */
+void cdnn_set_row_split(int mode);
+/* The mode cdnn_set_row_split set. */
+int cdnn_row_split_mode(void);
 
 /* ---- activations (activations.c) -------------------------------------- */
 /* In place: x[rows, cols] (row stride ld) = act(x + bias). bias may be NULL; z (ld ldz) gets x+bias if not NULL. */
@@ -474,8 +498,6 @@ int cdnn_copy_finite(uint32_t *restrict dst, const uint32_t *restrict src, size_
 /* 1 if none of x[0..n) is NaN or infinite (a parallel scan of inputs before inference), else 0. */
 int cdnn_all_finite(const float *x, int64_t n);
 
-/* One- and two-row predicts: 0 chooses 1 or 2 threads by timing, 1 always 1, 2 always 2 (every layer split). */
-void cdnn_set_row_split(int mode);
 /* Inference over X[n, in] in batches of the workspace's max_batch rows: write outputs [n, units_last]
  * to out; if labels are given also sum loss (each batch's as in cdnn_train_run, rows weighted by
  * sample_weight[i] if not NULL) and correctness into loss_sum and correct_sum. */

@@ -73,6 +73,9 @@ typedef struct {
     int fuse_bn, fuse_end;       /* predict, a Dense: the BatchNormalization its epilogue runs (or -1), the node whose
                                     value the epilogue writes (-1: no fusion) */
     int fused;                   /* predict: computed in an earlier Dense's epilogue */
+    int split, barrier, written; /* a one- or two-sample predict (split_plan): a Dense's columns split over the
+                                    team (2: then a barrier and its row-wise activation on rank 0), a barrier
+                                    before it; the plan's barriers before its value was written, times 2, + split */
     double *dacc;                /* prelu: the sums of alpha's gradient */
 } node_buf;
 
@@ -112,6 +115,10 @@ struct cdnn_graph_ws {
     graph_var *vars;
     double *var_sumsq, *var_penalty;
     int has_rules; /* a variable that trains has a regularizer or a constraint */
+    /* without labels and live nodes, one- and two-sample predicts' choice between 1 thread and the column
+     * split, and small predicts' (below GRAPH_PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the samples */
+    cdnn_chooser one_row, small;
+    int end_barrier; /* the split plan's barrier before the wanted values are copied out */
     void **allocs; /* every block allocated for this workspace */
     int n_allocs, cap_allocs;
 };
@@ -1032,21 +1039,27 @@ void cdnn_graph_fusions(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, cons
     for (int i = 0; i < g->n_nodes; i++) end[i] = ws->nb[i].fuse_end;
 }
 
-/* Samples [lo, hi) of a fused Dense (fuse_plan): its product, bias, BatchNormalization and activation
- * into the value of its last fused node. */
-static void fused_dense_rows(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo, long hi, float *pack)
+/* Rows [r0, r1) and columns [j0, j1) of Dense node i's value, or of the last node its epilogue runs
+ * (fuse_plan): product, bias, BatchNormalization and activation, a row-wise one only if `rowwise` (it needs
+ * every column). */
+static void dense_block(const cdnn_graph *g, cdnn_graph_ws *ws, int i, int r0, int r1, int j0, int j1, int rowwise,
+                        float *pack)
 {
     const cdnn_node *nd = &g->nodes[i];
     const node_buf *b = &ws->nb[i];
-    const cdnn_node *last = &g->nodes[b->fuse_end];
-    const int units = nd->dense.units, r0 = (int)(lo * nd->rows), r1 = (int)(hi * nd->rows);
-    const int act = last->op == CDNN_OP_ACTIVATION ? last->act : CDNN_LINEAR;
-    float *y = ws->nb[b->fuse_end].val;
+    const int end = b->fuse_end >= 0 ? b->fuse_end : i, units = nd->dense.units;
+    const cdnn_node *last = &g->nodes[end];
+    const int act = last->op == CDNN_OP_BATCHNORM ? CDNN_LINEAR : last->act;
+    float *y = ws->nb[end].val;
     cdnn_epilogue e = {0};
     e.kind = CDNN_EPI_BIAS_ACT;
     e.act = cdnn_act_rowwise(act) ? CDNN_LINEAR : act;
     e.act_args = last->act_args;
     e.bias = nd->dense.b;
+    if (end == i) {
+        e.aux = b->z;
+        e.ldaux = units;
+    }
     if (b->fuse_bn >= 0) {
         const cdnn_node *bn = &g->nodes[b->fuse_bn];
         e.bn_mean = bn->moving_mean;
@@ -1054,9 +1067,10 @@ static void fused_dense_rows(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long
         e.bn_gamma = bn->gamma;
         e.bn_beta = bn->beta;
     }
-    cdnn_gemm_rows(0, 0, r0, r1, units, nd->dense.in, b->xin[0], nd->dense.in, nd->dense.W, units, NULL, y, units, 0,
-                   &e, pack);
-    if (cdnn_act_rowwise(act) && r1 > r0) cdnn_rowwise_act_rows(act, y + (size_t)r0 * units, units, r1 - r0, units);
+    cdnn_gemm_rows_cols(0, 0, r0, r1, j0, j1, units, nd->dense.in, b->xin[0], nd->dense.in, nd->dense.W, units, NULL, y,
+                        units, 0, &e, pack);
+    if (rowwise && cdnn_act_rowwise(act) && r1 > r0)
+        cdnn_rowwise_act_rows(act, y + (size_t)r0 * units, units, r1 - r0, units);
 }
 
 /* Samples [lo, hi) of every output node's value into outputs[o] (if not NULL), from sample row0 on. */
@@ -1216,7 +1230,8 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
         for (long s = lo; s < hi; s++) ws->rows[s] = (int32_t)s; /* live masks: keyed by the chunk and the sample */
         for (int i = 0; i < g->n_nodes; i++) {
             if (ws->nb[i].fuse_end >= 0)
-                fused_dense_rows(g, ws, i, lo, hi, pack);
+                dense_block(g, ws, i, (int)lo * g->nodes[i].rows, (int)hi * g->nodes[i].rows, 0,
+                            g->nodes[i].dense.units, 1, pack);
             else if (!ws->nb[i].fused)
                 forward_node(g, ws, i, lo, hi, batch, 0, seed, start / bs, 0, pack);
         }
@@ -1247,6 +1262,85 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     cdnn_flush_denormals_end(fp_state);
 }
 
+/* Whether Dense node i of a one- or two-sample predict is split in columns over the team. */
+static int split_dense(const cdnn_graph *g, int i)
+{
+    const cdnn_node *nd = &g->nodes[i];
+    return nd->op == CDNN_OP_DENSE &&
+           (cdnn_row_split_mode() == 2 || (long)nd->dense.in * nd->dense.units >= CDNN_ROW_SPLIT_MIN_WEIGHTS);
+}
+
+/* The plan of a one- or two-sample predict wanting nodes want (after fuse_plan): which Dense nodes split
+ * their columns, and the barriers, before a node only where it reads a value written since the last one
+ * by the other thread (a split node: by any thread). Returns whether any node splits. */
+static int split_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want)
+{
+    int any = 0, bars = 0;
+    for (int i = 0; i < g->n_nodes; i++) ws->nb[i].written = -1;
+    for (int i = 0; i < g->n_nodes; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        node_buf *b = &ws->nb[i];
+        b->split = b->barrier = 0;
+        if (b->fused) continue;
+        const int end = b->fuse_end >= 0 ? b->fuse_end : i;
+        if (split_dense(g, i)) {
+            const int act = g->nodes[end].op == CDNN_OP_BATCHNORM ? CDNN_LINEAR : g->nodes[end].act;
+            b->split = cdnn_act_rowwise(act) ? 2 : 1;
+            any = 1;
+        }
+        for (int k = 0; k < nd->n_in; k++) {
+            const int w = ws->nb[ws->nb[nd->in[k]].canon].written;
+            if (w >= 2 * bars && (b->split || w % 2)) b->barrier = 1;
+        }
+        bars += b->barrier;
+        ws->nb[end].written = b->split == 1 ? 2 * bars + 1 : 2 * (bars + (b->split == 2));
+        bars += b->split == 2;
+    }
+    ws->end_barrier = 0;
+    for (int k = 0; k < n_want; k++)
+        if (ws->nb[ws->nb[want[k]].canon].written == 2 * bars + 1) ws->end_barrier = 1;
+    return any;
+}
+
+/* One thread's share of a one- or two-sample predict without labels (split_plan): the split Dense nodes'
+ * columns, the other nodes on rank 0. The sums are predict_team's on one thread. */
+static void predict_split_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int n, int n_want,
+                               const int *want, float *const *outs)
+{
+    unsigned fp_state = cdnn_flush_denormals_begin();
+    float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    const int rank = cdnn_team_rank(), nr = cdnn_simd_current()->nr;
+    if (rank == 0)
+        for (int k = 0; k < g->n_inputs; k++)
+            memcpy(ws->nb[g->inputs[k]].val, xs[k], (size_t)n * node_size(&g->nodes[g->inputs[k]]) * sizeof(float));
+    fixed_stats_team(g, ws); /* (its barrier: the inputs too) */
+    for (int i = 0; i < g->n_nodes; i++) {
+        const node_buf *b = &ws->nb[i];
+        if (b->fused) continue;
+        if (b->barrier) cdnn_team_barrier();
+        const int rows = n * g->nodes[i].rows;
+        if (b->split) {
+            int j0, j1;
+            cdnn_team_columns(g->nodes[i].dense.units, nr, &j0, &j1);
+            if (j0 < j1) dense_block(g, ws, i, 0, rows, j0, j1, 0, pack);
+            if (b->split == 2) {
+                cdnn_team_barrier();
+                if (rank == 0) dense_block(g, ws, i, 0, rows, 0, 0, 1, pack);
+            }
+        } else if (rank == 0) {
+            if (b->fuse_end >= 0)
+                dense_block(g, ws, i, 0, rows, 0, g->nodes[i].dense.units, 1, pack);
+            else
+                forward_node(g, ws, i, 0, n, n, 0, 0, 0, 0, pack);
+        }
+    }
+    if (ws->end_barrier) cdnn_team_barrier();
+    if (rank == 0)
+        for (int k = 0; k < n_want; k++)
+            memcpy(outs[k], ws->nb[want[k]].val, (size_t)n * node_size(&g->nodes[want[k]]) * sizeof(float));
+    cdnn_flush_denormals_end(fp_state);
+}
+
 void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
                         uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
                         const float *const *ydense, const float *const *sample_weight, double *loss_sum,
@@ -1258,11 +1352,32 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     /* a chunk's forward flops (a third of a training step's): below this, one thread (train.c's
      * PREDICT_SERIAL_FLOPS: on a loaded machine every barrier waits for a descheduled thread) */
     const int64_t chunk = n < bs ? n : bs;
-    if (ws->flops / 3 / (ws->max_batch > 0 ? ws->max_batch : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) nt = 1;
     if (loss_sum)
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
     fuse_plan(g, ws, n_want, want, loss_sum != NULL);
-
+    int free_choice = !loss_sum && nt > 1; /* without labels or live nodes: 1 or 2 threads by timing */
+    for (int i = 0; i < g->n_nodes; i++) free_choice &= !g->nodes[i].live;
+    cdnn_chooser *small = NULL;
+    const double t0 = cdnn_wtime();
+#ifdef _OPENMP
+    if (free_choice && n <= 2 && n <= bs && cdnn_row_split_mode() != 1 && split_plan(g, ws, n_want, want)) {
+        const int o = cdnn_choose(&ws->one_row);
+        if (o) {
+#pragma omp parallel num_threads(2)
+            predict_split_team(g, ws, xs, (int)n, n_want, want, outs);
+        } else
+            predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, NULL, NULL);
+        cdnn_chooser_record(&ws->one_row, o, cdnn_wtime() - t0);
+        return;
+    }
+#endif
+    if (ws->flops / 3 / (ws->max_batch > 0 ? ws->max_batch : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) {
+        nt = 1;
+        if (free_choice && n > 1) {
+            small = &ws->small;
+            nt = cdnn_choose(small) ? 2 : 1;
+        }
+    }
 #ifdef _OPENMP
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
@@ -1271,4 +1386,5 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
         predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
+    if (small) cdnn_chooser_record(small, nt - 1, (cdnn_wtime() - t0) / (double)n);
 }

@@ -98,6 +98,14 @@ void cdnn_team_range(long n, long *lo, long *hi)
     *hi = *lo + base + (t < extra ? 1 : 0);
 }
 
+void cdnn_team_columns(int units, int nr, int *j0, int *j1)
+{
+    long lo, hi;
+    cdnn_team_range(units / nr, &lo, &hi);
+    *j0 = (int)(lo * nr);
+    *j1 = cdnn_team_rank() == cdnn_team_size() - 1 ? units : (int)(hi * nr);
+}
+
 double cdnn_wtime(void)
 {
 #ifdef _OPENMP
@@ -137,4 +145,66 @@ void cdnn_flush_denormals_end(unsigned saved)
 #else
     (void)saved;
 #endif
+}
+
+/* 0: small predicts choose 1 or 2 threads by timing; 1: always 1; 2: always 2 (tests). */
+static int row_split_mode = 0;
+
+void cdnn_set_row_split(int mode)
+{
+    row_split_mode = mode;
+}
+
+int cdnn_row_split_mode(void)
+{
+    return row_split_mode;
+}
+
+#define CHOOSE_WINDOW    5
+#define CHOOSE_FIRST_GAP 64
+#define CHOOSE_MAX_GAP   4096
+
+/* The lower median of option o's recorded calls, or 0 if none (one call slowed by the load, or sped up by a
+ * moment of quiet on a busy machine, moves no choice). */
+static double choose_time(const cdnn_chooser *c, int o)
+{
+    const int n = c->n[o] < CHOOSE_WINDOW ? c->n[o] : CHOOSE_WINDOW;
+    double v[CHOOSE_WINDOW];
+    for (int i = 0; i < n; i++) { /* insertion sort of at most CHOOSE_WINDOW values */
+        int j = i;
+        for (; j > 0 && v[j - 1] > c->sec[o][i]; j--) v[j] = v[j - 1];
+        v[j] = c->sec[o][i];
+    }
+    return n ? v[(n - 1) / 2] : 0.0;
+}
+
+/* The option in use: 2 threads unless 1 has been measured faster. */
+static int choose_in_use(const cdnn_chooser *c)
+{
+    const double one = choose_time(c, 0), two = choose_time(c, 1);
+    return one > 0.0 && two > 0.0 && one < two ? 0 : 1;
+}
+
+int cdnn_choose(const cdnn_chooser *c)
+{
+    if (row_split_mode) return row_split_mode == 2;
+    if (c->n[1] < 2) return 1;
+    if (c->n[0] < 2) return 0;
+    const int use = choose_in_use(c);
+    return c->since >= c->gap ? !use : use;
+}
+
+void cdnn_chooser_record(cdnn_chooser *c, int o, double sec)
+{
+    if (row_split_mode) return;
+    const int before = choose_in_use(c), measured = c->n[0] >= 2 && c->n[1] >= 2;
+    c->sec[o][c->n[o] % CHOOSE_WINDOW] = sec;
+    c->n[o] = c->n[o] < 1000000 ? c->n[o] + 1 : CHOOSE_WINDOW + c->n[o] % CHOOSE_WINDOW;
+    if (c->gap == 0) c->gap = CHOOSE_FIRST_GAP;
+    if (measured && o != before) { /* a probe: the interval doubles while the choice holds */
+        c->since = 0;
+        const int after = choose_in_use(c);
+        c->gap = after != before ? CHOOSE_FIRST_GAP : (c->gap < CHOOSE_MAX_GAP / 2 ? 2 * c->gap : CHOOSE_MAX_GAP);
+    } else
+        c->since++;
 }

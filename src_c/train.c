@@ -32,16 +32,9 @@
  * have it packed once at the start of the call (where the GEMM would otherwise pack W again for every
  * chunk, on every thread: from 48 rows, PACK_B_MIN_ROWS in gemm.c, when W's rows alias in L1). */
 #define PREDICT_PACK_MIN_ROWS 48
-/* A one- or two-row predict splits the columns of every layer with at least this many weights over
- * 2 threads (a barrier after each): 784x100 (78,400 weights) takes 5.5 us on one AVX-512 core, and
- * splitting it saves about 2 us, a barrier and the other thread's start costing about 1 us. */
-#define ROW_SPLIT_MIN_WEIGHTS 65536L
-/* Per option, the median of its last ROW_SPLIT_WINDOW calls is its time (one call slowed by the
- * load, or sped up by a moment of quiet on a busy machine, moves no choice); the option not in use is timed once every row_gap calls: ROW_SPLIT_FIRST_GAP at first and
- * after each change of option, doubling while the choice holds, up to ROW_SPLIT_MAX_GAP. */
-#define ROW_SPLIT_WINDOW    5
-#define ROW_SPLIT_FIRST_GAP 64
-#define ROW_SPLIT_MAX_GAP   4096
+/* A one- or two-row predict splits the columns of every layer with at least CDNN_ROW_SPLIT_MIN_WEIGHTS
+ * weights over 2 threads (a barrier after each): 784x100 (78,400 weights) takes 5.5 us on one AVX-512 core,
+ * and splitting it saves about 2 us, a barrier and the other thread's start costing about 1 us. */
 /* Layers with at least this many weights keep packed copies of W^T for dX
  * (and of W for the forward pass when W's rows are a multiple of 256 bytes
  * apart, the strides that packing is for): without them, every thread
@@ -99,11 +92,9 @@ struct cdnn_workspace {
     /* The whole-gradient path (see apply_whole_team): per variable (layer l's kernel 2l, bias 2l + 1) the
      * gradient's sum of squares and the regularization penalty of the step. */
     double *var_sumsq, *var_penalty;
-    /* One- and two-row predicts' choice between 1 and 2 threads (see row_split_pick): the seconds of
-     * each option's last ROW_SPLIT_WINDOW calls (ring; row_n[o]: calls recorded), calls since the
-     * last probe of the option not in use, and the calls between probes. */
-    double row_sec[2][5];
-    int row_n[2], row_since, row_gap;
+    /* Without labels, one- and two-row predicts' choice between 1 thread and the column split, and small
+     * predicts' (below PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the rows */
+    cdnn_chooser one_row, small;
 };
 
 static size_t round16(size_t n)
@@ -1084,31 +1075,11 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
     cdnn_flush_denormals_end(fp_state);
 }
 
-/* 0: one- and two-row predicts choose 1 or 2 threads by timing; 1: always 1; 2: always 2, splitting
- * every layer whose activation is not row-wise (tests). */
-static int row_split_mode = 0;
-
-void cdnn_set_row_split(int mode)
-{
-    row_split_mode = mode;
-}
-
 /* Whether layer l of a one- or two-row predict is split in columns over the team. */
 static int row_split_layer(const cdnn_layer *ly)
 {
     if (cdnn_act_rowwise(ly->act)) return 0;
-    return row_split_mode == 2 || (long)ly->in * ly->units >= ROW_SPLIT_MIN_WEIGHTS;
-}
-
-/* This thread's columns [*j0, *j1) of `units`: whole micro-kernel panels of nr columns, shared out as
- * evenly as they go, the last thread's ending with the tail (so that every column's sums are those of
- * the 1-thread product: the few-row kernel and the tail tiles see the same panels). */
-static void row_split_columns(int units, int nr, int *j0, int *j1)
-{
-    long lo, hi;
-    cdnn_team_range(units / nr, &lo, &hi);
-    *j0 = (int)(lo * nr);
-    *j1 = cdnn_team_rank() == cdnn_team_size() - 1 ? units : (int)(hi * nr);
+    return cdnn_row_split_mode() == 2 || (long)ly->in * ly->units >= CDNN_ROW_SPLIT_MIN_WEIGHTS;
 }
 
 /* One thread's share of a predict of `rows` (1 or 2) rows: each split layer's columns in turn (both
@@ -1137,7 +1108,7 @@ static void predict_rows_split_team(const cdnn_net *net, cdnn_workspace *ws, con
             }
         } else {
             int j0, j1;
-            row_split_columns(N, nr, &j0, &j1);
+            cdnn_team_columns(N, nr, &j0, &j1);
             if (j0 < j1 && b->mid) {
                 for (int p = 0; p < 2; p++) {
                     int k0, k1;
@@ -1166,56 +1137,10 @@ static void predict_rows_split_team(const cdnn_net *net, cdnn_workspace *ws, con
     cdnn_flush_denormals_end(fp_state);
 }
 
-/* The lower median of option o's (0: 1 thread, 1: 2 threads) recorded calls, or 0 if none. */
-static double row_split_time(const cdnn_workspace *ws, int o)
+/* Whether a predict of n rows (n <= 2, one chunk) on up to nt threads splits its layers in columns. */
+static int row_split_wanted(const cdnn_net *net, const cdnn_workspace *ws, int64_t n, int nt)
 {
-    const int n = ws->row_n[o] < ROW_SPLIT_WINDOW ? ws->row_n[o] : ROW_SPLIT_WINDOW;
-    double v[ROW_SPLIT_WINDOW];
-    for (int i = 0; i < n; i++) { /* insertion sort of at most ROW_SPLIT_WINDOW values */
-        int j = i;
-        for (; j > 0 && v[j - 1] > ws->row_sec[o][i]; j--) v[j] = v[j - 1];
-        v[j] = ws->row_sec[o][i];
-    }
-    return n ? v[(n - 1) / 2] : 0.0;
-}
-
-/* The option in use: 2 threads unless 1 has been measured faster. */
-static int row_split_in_use(const cdnn_workspace *ws)
-{
-    const double one = row_split_time(ws, 0), two = row_split_time(ws, 1);
-    return one > 0.0 && two > 0.0 && one < two ? 0 : 1;
-}
-
-/* The option for the next one- or two-row call: each measured twice first (2 threads first), then
- * the faster, and the other once every row_gap calls. */
-static int row_split_pick(const cdnn_workspace *ws)
-{
-    if (ws->row_n[1] < 2) return 1;
-    if (ws->row_n[0] < 2) return 0;
-    const int use = row_split_in_use(ws);
-    return ws->row_since >= ws->row_gap ? !use : use;
-}
-
-/* Record a call of option o that took `sec` seconds. */
-static void row_split_record(cdnn_workspace *ws, int o, double sec)
-{
-    const int before = row_split_in_use(ws), measured = ws->row_n[0] >= 2 && ws->row_n[1] >= 2;
-    ws->row_sec[o][ws->row_n[o] % ROW_SPLIT_WINDOW] = sec;
-    ws->row_n[o] = ws->row_n[o] < 1000000 ? ws->row_n[o] + 1 : ROW_SPLIT_WINDOW + ws->row_n[o] % ROW_SPLIT_WINDOW;
-    if (ws->row_gap == 0) ws->row_gap = ROW_SPLIT_FIRST_GAP;
-    if (measured && o != before) { /* a probe: the interval doubles while the choice holds */
-        ws->row_since = 0;
-        const int after = row_split_in_use(ws);
-        ws->row_gap = after != before ? ROW_SPLIT_FIRST_GAP
-                                      : (ws->row_gap < ROW_SPLIT_MAX_GAP / 2 ? 2 * ws->row_gap : ROW_SPLIT_MAX_GAP);
-    } else
-        ws->row_since++;
-}
-
-/* Whether a predict of n rows on up to nt threads splits its rows' layers in columns (n <= 2). */
-static int row_split_wanted(const cdnn_net *net, int64_t n, int nt)
-{
-    if (n > 2 || nt < 2 || row_split_mode == 1) return 0;
+    if (n > 2 || n > ws->max_batch || nt < 2 || cdnn_row_split_mode() == 1) return 0;
     for (int l = 0; l < net->n_layers; l++)
         if (row_split_layer(&net->layers[l])) return 1;
     return 0;
@@ -1234,8 +1159,16 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     int chunk = labelled || n_chunks < 2 ? bs : (int)((n + n_chunks - 1) / n_chunks);
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
+    const int nt_max = nt;
+    cdnn_chooser *small = NULL; /* 1 or 2 threads chosen by timing (seconds per row) */
     /* forward flops of one chunk: a third of a training step's */
-    if (step_flops(net, n < chunk ? (int)n : chunk) / 3 < PREDICT_SERIAL_FLOPS) nt = 1;
+    if (step_flops(net, n < chunk ? (int)n : chunk) / 3 < PREDICT_SERIAL_FLOPS) {
+        nt = 1;
+        if (!labelled && nt_max > 1 && n > 1 && !row_split_wanted(net, ws, n, nt_max)) {
+            small = &ws->small;
+            nt = cdnn_choose(small) ? 2 : 1;
+        }
+    }
     if (chunk < bs) {
         const int unit = cdnn_simd_current()->mr * nt;
         chunk = (chunk + unit - 1) / unit * unit < bs ? (chunk + unit - 1) / unit * unit : bs;
@@ -1245,17 +1178,16 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
         for (int l = 0; l < net->n_layers; l++) packed |= ws->lb[l].pw != NULL;
     double ls = 0.0, cs = 0.0;
     int64_t next = 0; /* the next row a thread takes (without labels) */
+    const double t0 = cdnn_wtime();
 #ifdef _OPENMP
-    if (!labelled &&
-        row_split_wanted(net, n, cdnn_get_num_threads() < ws->threads ? cdnn_get_num_threads() : ws->threads)) {
-        const int o = row_split_mode == 2 ? 1 : row_split_pick(ws);
-        const double t0 = cdnn_wtime();
+    if (!labelled && row_split_wanted(net, ws, n, nt_max)) {
+        const int o = cdnn_choose(&ws->one_row);
         if (o) {
 #pragma omp parallel num_threads(2)
             predict_rows_split_team(net, ws, X, (int)n, out);
         } else
             predict_team(net, ws, X, n, chunk, 0, out, NULL, NULL, 0, 0, NULL, &ls, &cs, &next);
-        if (row_split_mode == 0) row_split_record(ws, o, cdnn_wtime() - t0);
+        cdnn_chooser_record(&ws->one_row, o, cdnn_wtime() - t0);
         return;
     }
     if (nt > 1) {
@@ -1265,6 +1197,7 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
         predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
+    if (small) cdnn_chooser_record(small, nt - 1, (cdnn_wtime() - t0) / (double)n);
     if (labelled) {
         *loss_sum = ls;
         *correct_sum = cs;

@@ -135,6 +135,10 @@ cdef extern from "cdnn.h" nogil:
                       float *out, const int32_t *ysparse, const float *ydense, int ldy,
                       double *loss_sum, double *correct_sum, const float *sample_weight)
     void cdnn_set_row_split(int mode)
+    ctypedef struct cdnn_chooser:
+        int n[2]
+    int cdnn_choose(const cdnn_chooser *c)
+    void cdnn_chooser_record(cdnn_chooser *c, int o, double sec)
     int cdnn_all_finite(const float *x, int64_t n)
     void cdnn_bias_act_tile(int act, cdnn_act_args args, float *x, int ld, int rows, int cols, const float *bias, float *z,
                             int ldz)
@@ -261,8 +265,23 @@ def set_num_threads(long n) -> None:
 
 
 def row_split(int mode) -> None:
-    """One- and two-row predicts: 0 chooses 1 or 2 threads by timing them, 1 always 1, 2 always 2 (tests)."""
+    """Small predicts (one or two rows, or few flops): 0 chooses 1 or 2 threads by timing them, 1 always 1,
+    2 always 2, a one- or two-row one splitting every Dense layer's columns (tests)."""
     cdnn_set_row_split(mode)
+
+
+def chooser_trace(list one, list two) -> list:
+    """The options (0: 1 thread, 1: 2 threads) the core's timing chooser takes over a run of calls when call i
+    of option 0 takes ``one[i]`` seconds and of option 1 ``two[i]`` (tests)."""
+    cdef cdnn_chooser c
+    memset(&c, 0, sizeof(c))
+    cdef int o
+    picks = []
+    for a, b in zip(one, two):
+        o = cdnn_choose(&c)
+        cdnn_chooser_record(&c, o, b if o else a)
+        picks.append(o)
+    return picks
 
 
 def simd_select(str name) -> None:

@@ -1276,29 +1276,29 @@ static int split_dense(const cdnn_graph *g, int i)
 static int split_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want)
 {
     int any = 0, bars = 0;
-    for (int i = 0; i < g->n_nodes; i++) ws->nb[i].written = -1;
     for (int i = 0; i < g->n_nodes; i++) {
         const cdnn_node *nd = &g->nodes[i];
         node_buf *b = &ws->nb[i];
         b->split = b->barrier = 0;
-        if (b->fused) continue;
+        if (b->fused) continue; /* written by its Dense; read by no other node than the Dense's fused ones */
+        b->written = -1;        /* (inputs, reshapes: before the team starts) */
         const int end = b->fuse_end >= 0 ? b->fuse_end : i;
         if (split_dense(g, i)) {
             const int act = g->nodes[end].op == CDNN_OP_BATCHNORM ? CDNN_LINEAR : g->nodes[end].act;
             b->split = cdnn_act_rowwise(act) ? 2 : 1;
             any = 1;
         }
-        for (int k = 0; k < nd->n_in; k++) {
+        for (int k = 0; k < nd->n_in && !b->barrier; k++) {
             const int w = ws->nb[ws->nb[nd->in[k]].canon].written;
-            if (w >= 2 * bars && (b->split || w % 2)) b->barrier = 1;
+            b->barrier = w >= 2 * bars && (b->split || w % 2);
         }
         bars += b->barrier;
         ws->nb[end].written = b->split == 1 ? 2 * bars + 1 : 2 * (bars + (b->split == 2));
         bars += b->split == 2;
     }
     ws->end_barrier = 0;
-    for (int k = 0; k < n_want; k++)
-        if (ws->nb[ws->nb[want[k]].canon].written == 2 * bars + 1) ws->end_barrier = 1;
+    for (int k = 0; k < n_want && !ws->end_barrier; k++)
+        ws->end_barrier = ws->nb[ws->nb[want[k]].canon].written == 2 * bars + 1;
     return any;
 }
 
@@ -1356,35 +1356,31 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
     fuse_plan(g, ws, n_want, want, loss_sum != NULL);
     int free_choice = !loss_sum && nt > 1; /* without labels or live nodes: 1 or 2 threads by timing */
-    for (int i = 0; i < g->n_nodes; i++) free_choice &= !g->nodes[i].live;
-    cdnn_chooser *small = NULL;
+    for (int i = 0; i < g->n_nodes && free_choice; i++) free_choice = !g->nodes[i].live;
+    cdnn_chooser *ch = NULL;
+    int split = 0;
     const double t0 = cdnn_wtime();
-#ifdef _OPENMP
     if (free_choice && n <= 2 && n <= bs && cdnn_row_split_mode() != 1 && split_plan(g, ws, n_want, want)) {
-        const int o = cdnn_choose(&ws->one_row);
-        if (o) {
-#pragma omp parallel num_threads(2)
-            predict_split_team(g, ws, xs, (int)n, n_want, want, outs);
-        } else
-            predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, NULL, NULL);
-        cdnn_chooser_record(&ws->one_row, o, cdnn_wtime() - t0);
-        return;
-    }
-#endif
-    if (ws->flops / 3 / (ws->max_batch > 0 ? ws->max_batch : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) {
+        ch = &ws->one_row;
+        split = cdnn_choose(ch);
+        nt = 1;
+    } else if (ws->flops / 3 / (ws->max_batch > 0 ? ws->max_batch : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) {
         nt = 1;
         if (free_choice && n > 1) {
-            small = &ws->small;
-            nt = cdnn_choose(small) ? 2 : 1;
+            ch = &ws->small;
+            nt = cdnn_choose(ch) ? 2 : 1;
         }
     }
 #ifdef _OPENMP
-    if (nt > 1) {
+    if (split) {
+#pragma omp parallel num_threads(2)
+        predict_split_team(g, ws, xs, (int)n, n_want, want, outs);
+    } else if (nt > 1) {
 #pragma omp parallel num_threads(nt)
         predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
         predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
-    if (small) cdnn_chooser_record(small, nt - 1, (cdnn_wtime() - t0) / (double)n);
+    if (ch) cdnn_chooser_record(ch, split || nt > 1, (cdnn_wtime() - t0) / (double)n);
 }

@@ -1159,15 +1159,19 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     int chunk = labelled || n_chunks < 2 ? bs : (int)((n + n_chunks - 1) / n_chunks);
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
-    const int nt_max = nt;
-    cdnn_chooser *small = NULL; /* 1 or 2 threads chosen by timing (seconds per row) */
-    /* forward flops of one chunk: a third of a training step's */
-    if (step_flops(net, n < chunk ? (int)n : chunk) / 3 < PREDICT_SERIAL_FLOPS) {
+    cdnn_chooser *ch = NULL; /* without labels: 1 or 2 threads chosen by timing (seconds per row) */
+    int split = 0;
+    if (!labelled && row_split_wanted(net, ws, n, nt)) {
+        ch = &ws->one_row;
+        split = cdnn_choose(ch);
         nt = 1;
-        if (!labelled && nt_max > 1 && n > 1 && !row_split_wanted(net, ws, n, nt_max)) {
-            small = &ws->small;
-            nt = cdnn_choose(small) ? 2 : 1;
-        }
+    } else if (step_flops(net, n < chunk ? (int)n : chunk) / 3 < PREDICT_SERIAL_FLOPS) {
+        /* (forward flops of one chunk: a third of a training step's) */
+        if (!labelled && nt > 1 && n > 1) {
+            ch = &ws->small;
+            nt = cdnn_choose(ch) ? 2 : 1;
+        } else
+            nt = 1;
     }
     if (chunk < bs) {
         const int unit = cdnn_simd_current()->mr * nt;
@@ -1180,24 +1184,17 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     int64_t next = 0; /* the next row a thread takes (without labels) */
     const double t0 = cdnn_wtime();
 #ifdef _OPENMP
-    if (!labelled && row_split_wanted(net, ws, n, nt_max)) {
-        const int o = cdnn_choose(&ws->one_row);
-        if (o) {
+    if (split) {
 #pragma omp parallel num_threads(2)
-            predict_rows_split_team(net, ws, X, (int)n, out);
-        } else
-            predict_team(net, ws, X, n, chunk, 0, out, NULL, NULL, 0, 0, NULL, &ls, &cs, &next);
-        cdnn_chooser_record(&ws->one_row, o, cdnn_wtime() - t0);
-        return;
-    }
-    if (nt > 1) {
+        predict_rows_split_team(net, ws, X, (int)n, out);
+    } else if (nt > 1) {
 #pragma omp parallel num_threads(nt)
         predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
         predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
-    if (small) cdnn_chooser_record(small, nt - 1, (cdnn_wtime() - t0) / (double)n);
+    if (ch) cdnn_chooser_record(ch, split || nt > 1, (cdnn_wtime() - t0) / (double)n);
     if (labelled) {
         *loss_sum = ls;
         *correct_sum = cs;

@@ -119,7 +119,7 @@ struct cdnn_graph_ws {
      * split, and small predicts' (below GRAPH_PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the samples */
     cdnn_chooser one_row, small;
     int end_barrier; /* the split plan's barrier before the wanted values are copied out */
-    void **allocs; /* every block allocated for this workspace */
+    void **allocs;   /* every block allocated for this workspace */
     int n_allocs, cap_allocs;
 };
 

@@ -24,13 +24,13 @@ UNITS = [1, 3, 7, 33]
 
 @pytest.fixture
 def forced(session):
-    """``run(mode, f)``: f() on 2 threads under ``_core.row_split(mode)``."""
+    """``run(mode, f, *args)``: f(*args) on 2 threads under ``_core.row_split(mode)``."""
     cdnn.set_num_threads(2)
 
-    def run(mode, f):
+    def run(mode, f, *args):
         _core.row_split(mode)
         try:
-            return f()
+            return f(*args)
         finally:
             _core.row_split(0)
 
@@ -44,8 +44,8 @@ def _same_bits_forced(forced, model, xs, full):
         for i in (0, len(xs[0]) - n):
             part = [x[i : i + n] for x in xs]
             arg = part if len(part) > 1 else part[0]
-            one = forced(1, lambda: model.predict_on_batch(arg))
-            two = forced(2, lambda: model.predict_on_batch(arg))
+            one = forced(1, model.predict_on_batch, arg)
+            two = forced(2, model.predict_on_batch, arg)
             auto = model.predict_on_batch(arg)
             for a, b, c, f in zip(*(v if isinstance(v, list) else [v] for v in (one, two, auto, full))):
                 np.testing.assert_array_equal(a, b, err_msg=f"rows {i}..{i + n}")
@@ -159,8 +159,8 @@ def test_two_rows_in_chunks_of_one(forced, functional):
         inp = layers.Input(shape=(784,))
         model = keras.Model(inp, model(inp))
     x = np.random.default_rng(0).random((2, 784), dtype=np.float32)
-    want = np.concatenate([forced(1, lambda: model.predict_on_batch(x[i : i + 1])) for i in range(2)])
-    got = forced(2, lambda: model.predict(x, batch_size=1, verbose=0))
+    want = np.concatenate([forced(1, model.predict_on_batch, x[i : i + 1]) for i in range(2)])
+    got = forced(2, model.predict, x, 1, 0)
     np.testing.assert_array_equal(got, want)
 
 

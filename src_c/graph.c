@@ -1281,7 +1281,7 @@ static int split_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const 
         node_buf *b = &ws->nb[i];
         b->split = b->barrier = 0;
         if (b->fused) continue; /* written by its Dense; read by no other node than the Dense's fused ones */
-        b->written = -1;        /* (inputs, reshapes: before the team starts) */
+        b->written = -1;
         const int end = b->fuse_end >= 0 ? b->fuse_end : i;
         if (split_dense(g, i)) {
             const int act = g->nodes[end].op == CDNN_OP_BATCHNORM ? CDNN_LINEAR : g->nodes[end].act;
@@ -1293,7 +1293,8 @@ static int split_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const 
             b->barrier = w >= 2 * bars && (b->split || w % 2);
         }
         bars += b->barrier;
-        ws->nb[end].written = b->split == 1 ? 2 * bars + 1 : 2 * (bars + (b->split == 2));
+        if (nd->op != CDNN_OP_INPUT) /* (inputs: written before the barrier of fixed_stats_team) */
+            ws->nb[end].written = b->split == 1 ? 2 * bars + 1 : 2 * (bars + (b->split == 2));
         bars += b->split == 2;
     }
     ws->end_barrier = 0;

@@ -1153,10 +1153,11 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
     const int bs = ws->max_batch;
     const int labelled = loss_sum != NULL;
     /* Chunks of at most bs rows, as even as their count allows (no short last chunk to run at a
-     * poorer split), each thread's share of one whole micro-panels of rows where bs allows; with
-     * labels exactly bs, the loss's batch (a mean over each batch's valid rows). */
+     * poorer split), each thread's share of one whole micro-panels of rows where bs allows (one chunk:
+     * all n rows, shared as they go); with labels exactly bs, the loss's batch (a mean over each batch's
+     * valid rows). */
     const int64_t n_chunks = (n + bs - 1) / bs;
-    int chunk = labelled || n_chunks < 2 ? bs : (int)((n + n_chunks - 1) / n_chunks);
+    int chunk = labelled ? bs : (int)((n + n_chunks - 1) / n_chunks);
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
     cdnn_chooser *ch = NULL; /* without labels: 1 or 2 threads chosen by timing (seconds per row) */
@@ -1173,7 +1174,7 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
         } else
             nt = 1;
     }
-    if (chunk < bs) {
+    if (chunk < bs && n_chunks > 1) {
         const int unit = cdnn_simd_current()->mr * nt;
         chunk = (chunk + unit - 1) / unit * unit < bs ? (chunk + unit - 1) / unit * unit : bs;
     }

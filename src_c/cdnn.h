@@ -326,8 +326,11 @@ void cdnn_team_barrier(void);
 /* Wall-clock seconds (OpenMP's clock; 0 in a serial build, which never needs it). */
 double cdnn_wtime(void);
 
-/* A predict whose Dense layers have at least this many weights may split their columns over 2 threads. */
+/* A predict of at most CDNN_SPLIT_MAX_ROWS rows whose Dense layers have at least CDNN_ROW_SPLIT_MIN_WEIGHTS
+ * weights may split their columns over 2 threads (each thread reads half of W; sharing the rows, both
+ * would read all of it). */
 #define CDNN_ROW_SPLIT_MIN_WEIGHTS 65536L
+#define CDNN_SPLIT_MAX_ROWS        16
 /* A run-time choice between 1 thread (option 0) and 2 (option 1) for one kind of small predict, from the
  * seconds (per row) of each option's last 5 calls (ring; n[o]: calls recorded), the calls since the last
  * probe of the option not in use, and the calls between probes. Zeroed: nothing measured yet. */
@@ -341,8 +344,8 @@ typedef struct {
 int cdnn_choose(const cdnn_chooser *c);
 /* Record a call of option o that took sec seconds (per row); nothing while a mode forces the option. */
 void cdnn_chooser_record(cdnn_chooser *c, int o, double sec);
-/* Small predicts (one or two rows, or below the serial flops, without labels): 0 chooses 1 or 2 threads by
- * timing, 1 always 1, 2 always 2 (a one- or two-row predict splitting every Dense not row-wise). */
+/* Small predicts (at most CDNN_SPLIT_MAX_ROWS rows, or below the serial flops, without labels): 0 chooses 1 or 2 threads by
+ * timing, 1 always 1, 2 always 2 (a predict of at most CDNN_SPLIT_MAX_ROWS rows splitting every Dense). */
 void cdnn_set_row_split(int mode);
 /* The mode cdnn_set_row_split set. */
 int cdnn_row_split_mode(void);

@@ -73,10 +73,11 @@ typedef struct {
     int fuse_bn, fuse_end;       /* predict, a Dense: the BatchNormalization its epilogue runs (or -1), the node whose
                                     value the epilogue writes (-1: no fusion) */
     int fused;                   /* predict: computed in an earlier Dense's epilogue */
-    int split, barrier, written; /* a one- or two-sample predict (split_plan): a Dense's columns split over the
+    int split, barrier,
+        written;  /* a predict of at most CDNN_SPLIT_MAX_ROWS samples (split_plan): a Dense's columns split over the
                                     team (2: then a barrier and its row-wise activation on rank 0), a barrier
                                     before it; the plan's barriers before its value was written, times 2, + split */
-    double *dacc;                /* prelu: the sums of alpha's gradient */
+    double *dacc; /* prelu: the sums of alpha's gradient */
 } node_buf;
 
 typedef struct {
@@ -115,7 +116,7 @@ struct cdnn_graph_ws {
     graph_var *vars;
     double *var_sumsq, *var_penalty;
     int has_rules; /* a variable that trains has a regularizer or a constraint */
-    /* without labels and live nodes, one- and two-sample predicts' choice between 1 thread and the column
+    /* without labels and live nodes, predicts' of at most CDNN_SPLIT_MAX_ROWS samples choice between 1 thread and the column
      * split, and small predicts' (below GRAPH_PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the samples */
     cdnn_chooser one_row, small;
     int end_barrier; /* the split plan's barrier before the wanted values are copied out */
@@ -1262,7 +1263,7 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     cdnn_flush_denormals_end(fp_state);
 }
 
-/* Whether Dense node i of a one- or two-sample predict is split in columns over the team. */
+/* Whether Dense node i of a predict of few samples is split in columns over the team. */
 static int split_dense(const cdnn_graph *g, int i)
 {
     const cdnn_node *nd = &g->nodes[i];
@@ -1270,7 +1271,7 @@ static int split_dense(const cdnn_graph *g, int i)
            (cdnn_row_split_mode() == 2 || (long)nd->dense.in * nd->dense.units >= CDNN_ROW_SPLIT_MIN_WEIGHTS);
 }
 
-/* The plan of a one- or two-sample predict wanting nodes want (after fuse_plan): which Dense nodes split
+/* The plan of a predict of at most CDNN_SPLIT_MAX_ROWS samples wanting nodes want (after fuse_plan): which Dense nodes split
  * their columns, and the barriers, before a node only where it reads a value written since the last one
  * by the other thread (a split node: by any thread). Returns whether any node splits. */
 static int split_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want)
@@ -1303,7 +1304,7 @@ static int split_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const 
     return any;
 }
 
-/* One thread's share of a one- or two-sample predict without labels (split_plan): the split Dense nodes'
+/* One thread's share of a predict of at most CDNN_SPLIT_MAX_ROWS samples without labels (split_plan): the split Dense nodes'
  * columns, the other nodes on rank 0. The sums are predict_team's on one thread. */
 static void predict_split_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int n, int n_want,
                                const int *want, float *const *outs)
@@ -1361,7 +1362,8 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     cdnn_chooser *ch = NULL;
     int split = 0;
     const double t0 = cdnn_wtime();
-    if (free_choice && n <= 2 && n <= bs && cdnn_row_split_mode() != 1 && split_plan(g, ws, n_want, want)) {
+    if (free_choice && n <= CDNN_SPLIT_MAX_ROWS && n <= bs && cdnn_row_split_mode() != 1 &&
+        split_plan(g, ws, n_want, want)) {
         ch = &ws->one_row;
         split = cdnn_choose(ch);
         nt = 1;

@@ -344,7 +344,7 @@ typedef struct {
 int cdnn_choose(const cdnn_chooser *c);
 /* Record a call of option o that took sec seconds (per row); nothing while a mode forces the option. */
 void cdnn_chooser_record(cdnn_chooser *c, int o, double sec);
-/* Small predicts (at most CDNN_SPLIT_MAX_ROWS rows, or below the serial flops, without labels): 0 chooses 1 or 2 threads by
+/* Small predicts without labels (<= CDNN_SPLIT_MAX_ROWS rows, or below the serial flops): 0 chooses 1 or 2 threads by
  * timing, 1 always 1, 2 always 2 (a predict of at most CDNN_SPLIT_MAX_ROWS rows splitting every Dense). */
 void cdnn_set_row_split(int mode);
 /* The mode cdnn_set_row_split set. */

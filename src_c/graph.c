@@ -116,8 +116,9 @@ struct cdnn_graph_ws {
     graph_var *vars;
     double *var_sumsq, *var_penalty;
     int has_rules; /* a variable that trains has a regularizer or a constraint */
-    /* without labels and live nodes, predicts' of at most CDNN_SPLIT_MAX_ROWS samples choice between 1 thread and the column
-     * split, and small predicts' (below GRAPH_PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the samples */
+    /* without labels and live nodes, the choice of predicts of at most CDNN_SPLIT_MAX_ROWS samples between
+     * 1 thread and the column split, and of small predicts (below GRAPH_PREDICT_SERIAL_FLOPS) between 1 thread
+     * and 2 sharing the samples */
     cdnn_chooser one_row, small;
     int end_barrier; /* the split plan's barrier before the wanted values are copied out */
     void **allocs;   /* every block allocated for this workspace */
@@ -1271,7 +1272,7 @@ static int split_dense(const cdnn_graph *g, int i)
            (cdnn_row_split_mode() == 2 || (long)nd->dense.in * nd->dense.units >= CDNN_ROW_SPLIT_MIN_WEIGHTS);
 }
 
-/* The plan of a predict of at most CDNN_SPLIT_MAX_ROWS samples wanting nodes want (after fuse_plan): which Dense nodes split
+/* The plan of a predict of <= CDNN_SPLIT_MAX_ROWS samples wanting nodes want (after fuse_plan): which Dense nodes split
  * their columns, and the barriers, before a node only where it reads a value written since the last one
  * by the other thread (a split node: by any thread). Returns whether any node splits. */
 static int split_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want)
@@ -1304,7 +1305,7 @@ static int split_plan(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const 
     return any;
 }
 
-/* One thread's share of a predict of at most CDNN_SPLIT_MAX_ROWS samples without labels (split_plan): the split Dense nodes'
+/* One thread's share of a predict of <= CDNN_SPLIT_MAX_ROWS samples without labels (split_plan): the split Dense nodes'
  * columns, the other nodes on rank 0. The sums are predict_team's on one thread. */
 static void predict_split_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int n, int n_want,
                                const int *want, float *const *outs)

@@ -32,9 +32,10 @@
  * have it packed once at the start of the call (where the GEMM would otherwise pack W again for every
  * chunk, on every thread: from 48 rows, PACK_B_MIN_ROWS in gemm.c, when W's rows alias in L1). */
 #define PREDICT_PACK_MIN_ROWS 48
-/* A predict of at most CDNN_SPLIT_MAX_ROWS rows splits the columns of every layer with at least CDNN_ROW_SPLIT_MIN_WEIGHTS
- * weights over 2 threads (a barrier after each): 784x100 (78,400 weights) takes 5.5 us on one AVX-512 core,
- * and splitting it saves about 2 us, a barrier and the other thread's start costing about 1 us. */
+/* A predict of at most CDNN_SPLIT_MAX_ROWS rows splits the columns of every layer with at least
+ * CDNN_ROW_SPLIT_MIN_WEIGHTS weights over 2 threads (a barrier after each): 784x100 (78,400 weights)
+ * takes 5.5 us on one AVX-512 core, and splitting it saves about 2 us, a barrier and the other thread's
+ * start costing about 1 us. */
 /* Layers with at least this many weights keep packed copies of W^T for dX
  * (and of W for the forward pass when W's rows are a multiple of 256 bytes
  * apart, the strides that packing is for): without them, every thread
@@ -92,8 +93,8 @@ struct cdnn_workspace {
     /* The whole-gradient path (see apply_whole_team): per variable (layer l's kernel 2l, bias 2l + 1) the
      * gradient's sum of squares and the regularization penalty of the step. */
     double *var_sumsq, *var_penalty;
-    /* Without labels, the choice of predicts of at most CDNN_SPLIT_MAX_ROWS rows between 1 thread and the column split, and small
-     * predicts' (below PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the rows */
+    /* Without labels, the choice of predicts of at most CDNN_SPLIT_MAX_ROWS rows between 1 thread and the
+     * column split, and of small predicts (below PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the rows */
     cdnn_chooser one_row, small;
 };
 
@@ -1082,7 +1083,7 @@ static int row_split_layer(const cdnn_layer *ly)
     return cdnn_row_split_mode() == 2 || (long)ly->in * ly->units >= CDNN_ROW_SPLIT_MIN_WEIGHTS;
 }
 
-/* One thread's share of a predict of `rows` (at most CDNN_SPLIT_MAX_ROWS) rows: each split layer's columns in turn (both
+/* One thread's share of a predict of `rows` (<= CDNN_SPLIT_MAX_ROWS) rows: each split layer's columns in turn (both
  * partial products of a depth-split one, then their sum), the other layers on rank 0; a barrier
  * before each layer that reads another thread's output. The sums are forward_rows' on one thread. */
 static void predict_rows_split_team(const cdnn_net *net, cdnn_workspace *ws, const float *x, int rows, float *out)
@@ -1137,7 +1138,7 @@ static void predict_rows_split_team(const cdnn_net *net, cdnn_workspace *ws, con
     cdnn_flush_denormals_end(fp_state);
 }
 
-/* Whether a predict of n rows (at most CDNN_SPLIT_MAX_ROWS, one chunk) on up to nt threads splits its layers in columns. */
+/* Whether a predict of n rows (<= CDNN_SPLIT_MAX_ROWS, one chunk) on up to nt threads splits its layers in columns. */
 static int row_split_wanted(const cdnn_net *net, const cdnn_workspace *ws, int64_t n, int nt)
 {
     if (n > CDNN_SPLIT_MAX_ROWS || n > ws->max_batch || nt < 2 || cdnn_row_split_mode() == 1) return 0;

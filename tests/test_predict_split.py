@@ -1,10 +1,10 @@
 """Small predicts on 2 threads: the same bits as on 1.
 
-A one- or two-sample predict without labels splits each big Dense's columns (with its fused
+A predict of at most 16 samples without labels splits each big Dense's columns (with its fused
 BatchNormalization and Activation) over 2 threads, in the chain and the graph; a predict of more rows
 whose flops are few shares its rows over 2 threads. Either is chosen per call by timing against 1
-thread (``_core.row_split(0)``), or forced: ``row_split(1)`` one thread, ``row_split(2)`` two, a one- or
-two-row predict then splitting every Dense. Forced 1 and forced 2 must give the same bits, and those of
+thread (``_core.row_split(0)``), or forced: ``row_split(1)`` one thread, ``row_split(2)`` two, a predict
+of at most 16 rows then splitting every Dense. Forced 1 and forced 2 must give the same bits, and those of
 the same rows inside a bigger batch; the chooser's decisions are checked on given timings.
 """
 
@@ -114,7 +114,7 @@ GRAPHS = [_bn, _add, _concat, _two_outputs, _three_d, _softmax_last]
 @pytest.mark.parametrize("units", UNITS)
 @pytest.mark.parametrize("make", GRAPHS, ids=lambda f: f.__name__[1:])
 def test_graph_split_same_bits_as_one_thread(forced, make, units, n_in):
-    """A graph's one- and two-sample predicts with its Dense nodes' columns split over 2 threads (fused
+    """A graph's predicts of up to 16 samples with its Dense nodes' columns split over 2 threads (fused
     BatchNormalization and activations in the epilogue, a softmax after every column), and its small
     predicts with the rows shared: the bits of 1 thread and of the rows in a batch, the oracle's values."""
     model = make(units, n_in)
@@ -130,7 +130,7 @@ def test_graph_split_same_bits_as_one_thread(forced, make, units, n_in):
 
 @pytest.mark.parametrize("units", UNITS + [100])
 def test_chain_small_predicts_same_bits_as_one_thread(forced, units):
-    """The chain's one- and two-row predicts split in columns and its small predicts' rows shared over 2
+    """The chain's predicts of up to 16 rows split in columns and its small predicts' rows shared over 2
     threads: the bits of 1 thread and of the rows in a batch; odd widths, a depth-split first layer."""
     model = keras.Sequential(
         [

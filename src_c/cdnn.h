@@ -340,7 +340,8 @@ typedef struct {
 } cdnn_chooser;
 /* The option of the next call: forced by cdnn_set_row_split's mode, else each option measured twice first
  * (2 threads first), then the faster by the median of its last 5 calls, the other once every gap calls
- * (64 at first and after each change of option, doubling while the choice holds, up to 4096). */
+ * (64 at first and after each change of option, doubling while the choice holds, up to 4096; at once
+ * again after a probe faster than the option in use). */
 int cdnn_choose(const cdnn_chooser *c);
 /* Record a call of option o that took sec seconds (per row); nothing while a mode forces the option. */
 void cdnn_chooser_record(cdnn_chooser *c, int o, double sec);

@@ -202,9 +202,14 @@ void cdnn_chooser_record(cdnn_chooser *c, int o, double sec)
     c->n[o] = c->n[o] < 1000000 ? c->n[o] + 1 : CHOOSE_WINDOW + c->n[o] % CHOOSE_WINDOW;
     if (c->gap == 0) c->gap = CHOOSE_FIRST_GAP;
     if (measured && o != before) { /* a probe: the interval doubles while the choice holds */
-        c->since = 0;
         const int after = choose_in_use(c);
-        c->gap = after != before ? CHOOSE_FIRST_GAP : (c->gap < CHOOSE_MAX_GAP / 2 ? 2 * c->gap : CHOOSE_MAX_GAP);
+        c->since = 0;
+        if (after != before)
+            c->gap = CHOOSE_FIRST_GAP;
+        else if (sec < choose_time(c, before)) /* faster than the option in use: probe again at once */
+            c->since = c->gap;
+        else
+            c->gap = c->gap < CHOOSE_MAX_GAP / 2 ? 2 * c->gap : CHOOSE_MAX_GAP;
     } else
         c->since++;
 }

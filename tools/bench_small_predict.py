@@ -2,7 +2,7 @@
 choice, against ONNX Runtime on 2 threads, interleaved in one process.
 
 Prints per network and batch each contender's median (and minimum) microseconds per call over the rounds.
-Each contender is timed after a 20 ms pause, so that the previous one's spinning threads (OpenMP's,
+Each contender is timed after a 20 ms pause (the order rotating from round to round), so that the previous one's spinning threads (OpenMP's,
 ONNX Runtime's) have gone idle. With ``--busy``, a ``while True: pass`` process occupies a core meanwhile.
 Run from the repository root: ``python tools/bench_small_predict.py [W2,BIG,BN] [1,2,3,8,32] [rounds] [--busy]``.
 """
@@ -70,8 +70,10 @@ def main(argv: list[str]) -> None:
                 for f in fns.values():
                     f()
                 times: dict[str, list[float]] = {k: [] for k in fns}
-                for _ in range(rounds):
-                    for k, f in fns.items():
+                names = list(fns)
+                for r in range(rounds):  # the order rotates: no contender always follows the same one
+                    for k in names[r % 4 :] + names[: r % 4]:
+                        f = fns[k]
                         time.sleep(0.02)
                         t = time.perf_counter()
                         f()

@@ -791,9 +791,58 @@ static float *packed_row(const float *p, int K, int N, int k, int *kc)
     return (float *)p + (size_t)pc * padded(N, nr) + (size_t)(k - pc) * nr;
 }
 
+#ifdef CDNN_X86
+/* d[t * ds + q] = s[q * ss + t] for q < n (1..8), t < 8: an n x 8 block transposed in registers (lanes
+ * q >= n of d are left as they are). */
+__attribute__((target("avx2"))) static void transpose8(const float *s, long ss, int n, float *d, long ds)
+{
+    const __m256 z = _mm256_setzero_ps();
+    __m256 r0 = _mm256_loadu_ps(s), r1 = n > 1 ? _mm256_loadu_ps(s + ss) : z,
+           r2 = n > 2 ? _mm256_loadu_ps(s + 2 * ss) : z, r3 = n > 3 ? _mm256_loadu_ps(s + 3 * ss) : z,
+           r4 = n > 4 ? _mm256_loadu_ps(s + 4 * ss) : z, r5 = n > 5 ? _mm256_loadu_ps(s + 5 * ss) : z,
+           r6 = n > 6 ? _mm256_loadu_ps(s + 6 * ss) : z, r7 = n > 7 ? _mm256_loadu_ps(s + 7 * ss) : z;
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    /* u_c: column c of rows 0-3 (or 4-7) | column c + 4 */
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    __m256 c[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                   _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                   _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                   _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+    /* the first n lanes: 4, 2 and 1 at a time (AVX2's masked stores are slow on AMD's cores: +40 us a step) */
+#pragma GCC unroll 1
+    for (int t = 0; t < 8; t++, d += ds) {
+        if (n == 8) {
+            _mm256_storeu_ps(d, c[t]);
+            continue;
+        }
+        __m128 x = _mm256_castps256_ps128(c[t]);
+        float *o = d;
+        if (n & 4) {
+            _mm_storeu_ps(o, x);
+            x = _mm256_extractf128_ps(c[t], 1);
+            o += 4;
+        }
+        if (n & 2) {
+            _mm_storel_pi((__m64 *)o, x);
+            x = _mm_movehl_ps(x, x);
+            o += 2;
+        }
+        if (n & 1) _mm_store_ss(o, x);
+    }
+}
+#endif
+
 void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1, float *pw, float *pwt)
 {
     const int nr = cdnn_simd_current()->nr, kcs = cdnn_simd_current()->kc;
+#ifdef CDNN_X86
+    const int has_avx2 = cdnn_simd_current()->kernel != kernel_generic; /* the AVX2 and AVX-512 paths */
+#endif
     if (pw) /* op(B) = W: row r of W is depth r; its columns go panel by panel */
         for (int r = r0; r < r1; r++) {
             int kc;
@@ -818,7 +867,15 @@ void cdnn_pack_rows(const float *W, int K, int N, int r0, int r1, int j0, int j1
                 int off = r % nr, n = nr - off < r1 - r ? nr - off : r1 - r;
                 float *dst = block + (size_t)(r / nr) * nr * kc + off;
                 const float *src = W + (size_t)r * N;
-                for (int j = jb; j < jend; j++) {
+                int j = jb;
+#ifdef CDNN_X86
+                if (has_avx2) /* 8 x 8 blocks in registers (the scalar loop: 2% of a BIG-b128 epoch on AVX2) */
+                    for (; j + 8 <= jend; j += 8)
+                        for (int q = 0; q < n; q += 8)
+                            transpose8(src + (size_t)q * N + j, N, n - q < 8 ? n - q : 8,
+                                       dst + (size_t)(j - jb) * nr + q, nr);
+#endif
+                for (; j < jend; j++) {
                     float *d = dst + (size_t)(j - jb) * nr;
                     for (int q = 0; q < n; q++) d[q] = src[(size_t)q * N + j];
                 }
@@ -840,38 +897,12 @@ void cdnn_unpack_rows(const float *pw, int K, int N, int r0, int r1, float *W)
     }
 }
 
-#ifdef CDNN_X86
-/* d[t * ds + q] = s[q * ss + t] for q, t < 8: an 8x8 block transposed in registers. */
-__attribute__((target("avx2"))) static void transpose8(const float *s, long ss, float *d, long ds)
-{
-    __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ss), r2 = _mm256_loadu_ps(s + 2 * ss),
-           r3 = _mm256_loadu_ps(s + 3 * ss), r4 = _mm256_loadu_ps(s + 4 * ss), r5 = _mm256_loadu_ps(s + 5 * ss),
-           r6 = _mm256_loadu_ps(s + 6 * ss), r7 = _mm256_loadu_ps(s + 7 * ss);
-    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
-           t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
-           t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    /* u_c: column c of rows 0-3 (or 4-7) | column c + 4 */
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
-           u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
-           u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
-           u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(d + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(d + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(d + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(d + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(d + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(d + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(d + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
-}
-#endif
-
 /* Rows [r0, r1) x columns [j0, j1) of W^T's packed copy pwt from W's packed copy pw (both of K rows, N columns). */
 static void pack_wt_from_pw(const float *pw, int K, int N, int r0, int r1, int j0, int j1, float *pwt)
 {
     const int nr = cdnn_simd_current()->nr;
 #ifdef CDNN_X86
-    const int has_avx2 = strcmp(cdnn_simd_current()->name, "generic") != 0; /* the AVX2 and AVX-512 paths */
+    const int has_avx2 = cdnn_simd_current()->kernel != kernel_generic; /* the AVX2 and AVX-512 paths */
 #endif
     for (int r = r0; r < r1;) {
         /* rows r .. r+n-1 share one micro-panel of pwt and, kcs being a multiple of nr, one depth block of pw */
@@ -879,11 +910,14 @@ static void pack_wt_from_pw(const float *pw, int K, int N, int r0, int r1, int j
         const float *src = packed_row(pw, K, N, r, &rkc); /* + column offset, + q * nr */
         int j = j0;
 #ifdef CDNN_X86
-        /* 8 rows (an optimizer panel) x 8 columns at a time, in registers (the scalar loop was 3% of BIG-b128) */
-        if (n == 8 && has_avx2)
+        /* the rows (of an optimizer panel) x 8 columns at a time, in registers (the scalar loop was 3% of
+         * BIG-b128 with 8-row panels, 25% of the dW L1 + Adam product with the AVX2 path's 6-row ones) */
+        if (has_avx2)
             for (; j % 8 == 0 && j + 8 <= j1; j += 8) {
                 float *d = packed_row(pwt, N, K, j, &kc) + (size_t)(r / nr) * nr * kc + off; /* W^T: depth j */
-                transpose8(src + (size_t)(j / nr) * nr * rkc + j % nr, nr, d, nr);
+                for (int q = 0; q < n; q += 8)
+                    transpose8(src + (size_t)(j / nr) * nr * rkc + (size_t)q * nr + j % nr, nr, n - q < 8 ? n - q : 8,
+                               d + q, nr);
             }
 #endif
         for (; j < j1; j++) {

@@ -37,6 +37,12 @@
 #define GRAPH_SERIAL_FLOPS 400000L
 /* Below this many flops per chunk inference stays on one thread (as the chain's PREDICT_SERIAL_FLOPS). */
 #define GRAPH_PREDICT_SERIAL_FLOPS (1L << 24)
+/* From this many samples per thread in a predict's chunk on, Dense products read W's packed copy, packed once
+ * for the call (train.c's PREDICT_PACK_MIN_ROWS). */
+#define GRAPH_PREDICT_PACK_MIN_ROWS 48
+/* Samples a thread runs through every node at a time in a predict without labels (train.c's
+ * PREDICT_PIECE_ROWS): their values stay in L2 from one node to the next. */
+#define GRAPH_PREDICT_PIECE 64
 /* Dense nodes with at least this many weights keep packed copies of W (when its rows are a multiple of
  * 256 bytes apart) and of W^T during a run, as the chain does (train.c's PACKED_MIN_WEIGHTS): else every
  * thread packs them again at every step. */
@@ -956,8 +962,9 @@ static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batc
     }
 }
 
-/* Team, W's rows split, then a barrier: pack every Dense's W into its copies (pack), or write the W of
- * those that train back from its packed copy (!pack), at the end of a run that kept its values there. */
+/* Team, W's rows split, then a barrier: pack every Dense's W into its copies (pack 1; 2: only the forward
+ * product's, for inference), or write the W of those that train back from its packed copy (!pack), at the
+ * end of a run that kept its values there. */
 static void packed_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int pack)
 {
     for (int i = 0; i < g->n_nodes; i++) {
@@ -966,9 +973,9 @@ static void packed_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int pack)
         long lo, hi;
         if (nd->op != CDNN_OP_DENSE || (!b->pw && !b->pwt)) continue;
         cdnn_team_range(nd->dense.in, &lo, &hi);
-        if (pack)
+        if (pack && (b->pw || pack == 1))
             cdnn_pack_rows(nd->dense.W, nd->dense.in, nd->dense.units, (int)lo, (int)hi, 0, nd->dense.units, b->pw,
-                           b->pwt);
+                           pack == 1 ? b->pwt : NULL);
         else if (b->pw && b->dw) /* it trained (a frozen W is left alone) */
             cdnn_unpack_rows(b->pw, nd->dense.in, nd->dense.units, (int)lo, (int)hi, nd->dense.W);
     }
@@ -1042,10 +1049,10 @@ void cdnn_graph_fusions(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, cons
 }
 
 /* Rows [r0, r1) and columns [j0, j1) of Dense node i's value, or of the last node its epilogue runs
- * (fuse_plan): product, bias, BatchNormalization and activation, a row-wise one only if `rowwise` (it needs
- * every column). */
+ * (fuse_plan): product (from W's packed copy where `packed`), bias, BatchNormalization and activation, a
+ * row-wise one only if `rowwise` (it needs every column). */
 static void dense_block(const cdnn_graph *g, cdnn_graph_ws *ws, int i, int r0, int r1, int j0, int j1, int rowwise,
-                        float *pack)
+                        int packed, float *pack)
 {
     const cdnn_node *nd = &g->nodes[i];
     const node_buf *b = &ws->nb[i];
@@ -1069,8 +1076,8 @@ static void dense_block(const cdnn_graph *g, cdnn_graph_ws *ws, int i, int r0, i
         e.bn_gamma = bn->gamma;
         e.bn_beta = bn->beta;
     }
-    cdnn_gemm_rows_cols(0, 0, r0, r1, j0, j1, units, nd->dense.in, b->xin[0], nd->dense.in, nd->dense.W, units, NULL, y,
-                        units, 0, &e, pack);
+    cdnn_gemm_rows_cols(0, 0, r0, r1, j0, j1, units, nd->dense.in, b->xin[0], nd->dense.in, nd->dense.W, units,
+                        packed ? b->pw : NULL, y, units, 0, &e, pack);
     if (rowwise && cdnn_act_rowwise(act) && r1 > r0)
         cdnn_rowwise_act_rows(act, y + (size_t)r0 * units, units, r1 - r0, units);
 }
@@ -1190,15 +1197,19 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 }
 
 /* One thread's share of a predict (team or alone): every chunk of ws->max_batch samples, this thread's
- * samples of each; with labels, the sums per output into loss_sum/correct_sum (by rank 0, between barriers). */
+ * samples of each, in pieces of at most GRAPH_PREDICT_PIECE samples without labels or live nodes (every node
+ * for a piece, whose values stay in cache from one node to the next); with `packed`, Dense products from
+ * W's packed copies, packed first; with labels, the sums per output into loss_sum/correct_sum (by rank 0,
+ * between barriers). */
 static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
                          uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
                          const float *const *ydense, const float *const *sample_weight, double *loss_sum,
-                         double *correct_sum)
+                         double *correct_sum, int packed, int piece)
 {
     const int O = g->n_outputs;
     unsigned fp_state = cdnn_flush_denormals_begin();
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
+    if (packed) packed_copies_team(g, ws, 2);
     fixed_stats_team(g, ws);
     /* each thread owns the same workspace samples in every chunk: without labels, no barrier between chunks */
     long own_lo, own_hi;
@@ -1206,12 +1217,6 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     for (int64_t start = 0; start < n; start += bs) {
         const int batch = (int)(n - start < bs ? n - start : bs);
         const long lo = own_lo < batch ? own_lo : batch, hi = own_hi < batch ? own_hi : batch;
-        for (int k = 0; k < g->n_inputs; k++) {
-            const size_t sz = node_size(&g->nodes[g->inputs[k]]);
-            if (hi > lo)
-                memcpy(ws->nb[g->inputs[k]].val + lo * sz, xs[k] + ((size_t)start + lo) * sz,
-                       (size_t)(hi - lo) * sz * sizeof(float));
-        }
         if (loss_sum)
             for (int o = 0; o < O; o++) {
                 const cdnn_output *out = &g->outputs[o];
@@ -1229,19 +1234,29 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
                     for (long r = lo; r < hi; r++)
                         for (size_t k = 0; k < R; k++) ws->ob[o].w[r * R + k] = sample_weight[o][start + r];
             }
-        for (long s = lo; s < hi; s++) ws->rows[s] = (int32_t)s; /* live masks: keyed by the chunk and the sample */
-        for (int i = 0; i < g->n_nodes; i++) {
-            if (ws->nb[i].fuse_end >= 0)
-                dense_block(g, ws, i, (int)lo * g->nodes[i].rows, (int)hi * g->nodes[i].rows, 0,
-                            g->nodes[i].dense.units, 1, pack);
-            else if (!ws->nb[i].fused)
-                forward_node(g, ws, i, lo, hi, batch, 0, seed, start / bs, 0, pack);
-        }
-        for (int k = 0; k < n_want; k++) {
-            const size_t sz = node_size(&g->nodes[want[k]]);
-            if (hi > lo)
-                memcpy(outs[k] + ((size_t)start + lo) * sz, ws->nb[want[k]].val + lo * sz,
-                       (size_t)(hi - lo) * sz * sizeof(float));
+        for (long p0 = lo;; p0 += piece) { /* at least once: a live BatchNormalization's barriers */
+            const long p1 = hi - p0 < piece ? hi : p0 + piece;
+            for (int k = 0; k < g->n_inputs; k++) {
+                const size_t sz = node_size(&g->nodes[g->inputs[k]]);
+                if (p1 > p0)
+                    memcpy(ws->nb[g->inputs[k]].val + p0 * sz, xs[k] + ((size_t)start + p0) * sz,
+                           (size_t)(p1 - p0) * sz * sizeof(float));
+            }
+            for (long s = p0; s < p1; s++) ws->rows[s] = (int32_t)s; /* live masks: keyed by the chunk and sample */
+            for (int i = 0; i < g->n_nodes; i++) {
+                if (ws->nb[i].fuse_end >= 0)
+                    dense_block(g, ws, i, (int)p0 * g->nodes[i].rows, (int)p1 * g->nodes[i].rows, 0,
+                                g->nodes[i].dense.units, 1, packed, pack);
+                else if (!ws->nb[i].fused)
+                    forward_node(g, ws, i, p0, p1, batch, 0, seed, start / bs, packed, pack);
+            }
+            for (int k = 0; k < n_want; k++) {
+                const size_t sz = node_size(&g->nodes[want[k]]);
+                if (p1 > p0)
+                    memcpy(outs[k] + ((size_t)start + p0) * sz, ws->nb[want[k]].val + p0 * sz,
+                           (size_t)(p1 - p0) * sz * sizeof(float));
+            }
+            if (p1 >= hi) break;
         }
         if (loss_sum) {
             losses_rows(g, ws, lo, hi, batch, 0, sample_weight);
@@ -1325,14 +1340,14 @@ static void predict_split_team(const cdnn_graph *g, cdnn_graph_ws *ws, const flo
         if (b->split) {
             int j0, j1;
             cdnn_team_columns(g->nodes[i].dense.units, nr, &j0, &j1);
-            if (j0 < j1) dense_block(g, ws, i, 0, rows, j0, j1, 0, pack);
+            if (j0 < j1) dense_block(g, ws, i, 0, rows, j0, j1, 0, 0, pack);
             if (b->split == 2) {
                 cdnn_team_barrier();
-                if (rank == 0) dense_block(g, ws, i, 0, rows, 0, 0, 1, pack);
+                if (rank == 0) dense_block(g, ws, i, 0, rows, 0, 0, 1, 0, pack);
             }
         } else if (rank == 0) {
             if (b->fuse_end >= 0)
-                dense_block(g, ws, i, 0, rows, 0, g->nodes[i].dense.units, 1, pack);
+                dense_block(g, ws, i, 0, rows, 0, g->nodes[i].dense.units, 1, 0, pack);
             else
                 forward_node(g, ws, i, 0, n, n, 0, 0, 0, 0, pack);
         }
@@ -1358,8 +1373,9 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     if (loss_sum)
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
     fuse_plan(g, ws, n_want, want, loss_sum != NULL);
-    int free_choice = !loss_sum && nt > 1; /* without labels or live nodes: 1 or 2 threads by timing */
-    for (int i = 0; i < g->n_nodes && free_choice; i++) free_choice = !g->nodes[i].live;
+    int live = 0; /* batch statistics, masks: the whole chunk at once, on the threads the flops ask for */
+    for (int i = 0; i < g->n_nodes; i++) live |= g->nodes[i].live;
+    const int free_choice = !loss_sum && !live && nt > 1; /* 1 or 2 threads by timing */
     cdnn_chooser *ch = NULL;
     int split = 0;
     const double t0 = cdnn_wtime();
@@ -1375,16 +1391,22 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
             nt = cdnn_choose(ch) ? 2 : 1;
         }
     }
+    /* W packed once for the call where every thread has enough samples (copies laid out for another
+     * micro-kernel width, a SIMD path chosen since, are not used) */
+    const int packed = chunk / nt >= GRAPH_PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr;
+    const int piece = loss_sum || live ? bs : GRAPH_PREDICT_PIECE;
 #ifdef _OPENMP
     if (split) {
 #pragma omp parallel num_threads(2)
         predict_split_team(g, ws, xs, (int)n, n_want, want, outs);
     } else if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
+        predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum,
+                     packed, piece);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
-        predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum);
+        predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum,
+                     packed, piece);
     if (ch) cdnn_chooser_record(ch, split || nt > 1, (cdnn_wtime() - t0) / (double)n);
 }

@@ -32,6 +32,10 @@
  * have it packed once at the start of the call (where the GEMM would otherwise pack W again for every
  * chunk, on every thread: from 48 rows, PACK_B_MIN_ROWS in gemm.c, when W's rows alias in L1). */
 #define PREDICT_PACK_MIN_ROWS 48
+/* Rows a thread takes at a time in a predict without labels: 784-512-256-10 over 10,000 rows on one
+ * thread ran 6% faster in pieces of 48-64 rows than in chunks of 504 (whose 1 MB of first-layer
+ * activations spill from L2 before the next layer reads them). */
+#define PREDICT_PIECE_ROWS 64
 /* A predict of at most CDNN_SPLIT_MAX_ROWS rows splits the columns of every layer with at least
  * CDNN_ROW_SPLIT_MIN_WEIGHTS weights over 2 threads (a barrier after each): 784x100 (78,400 weights)
  * takes 5.5 us on one AVX-512 core, and splitting it saves about 2 us, a barrier and the other thread's
@@ -479,7 +483,8 @@ static void depth_combine(const cdnn_net *net, cdnn_workspace *ws, int l, int ro
  * layer's partial products are computed by the team for every row, between
  * two barriers (the first skipped when its input is in blocks), and summed
  * by blocks if the layer's output is kept so (every thread of the team must
- * make the same call); without it, a thread computes both for its own rows. */
+ * make the same call); without it (inference), the whole product of its own rows, from W's
+ * whole packed copy where `packed` (see predict_pack_team). */
 static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, const float *x, int rows, int r0, int r1,
                          float *out, int training, uint64_t seed, int64_t step, int packed, int team, row_timer *tm,
                          float *pack)
@@ -495,20 +500,14 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
                 cdnn_dropout_row(b->din + i * ly->in, in + i * ly->in, ly->in, key, ws->rows[i], 0, ly->in_drop);
             in = b->din;
         }
-        if (b->mid) {
-            if (team) { /* training: the layer below's output may be in blocks, and this one's */
-                timer_pause(tm);
-                /* every row of the input, unless this thread combined the blocks it reads itself */
-                if (!(l > 0 && ws->lb[l - 1].blocks)) cdnn_team_barrier();
-                depth_parts_team(net, ws, l, in, rows, packed, pack);
-                cdnn_team_barrier(); /* both partials of every row */
-                timer_resume(tm);
-                depth_combine(net, ws, l, rows, r0, r1, tm);
-            } else { /* the same sums as training's */
-                depth_part(net, ws, l, 0, in, 0, 0, r0, r1, packed, pack);
-                depth_part(net, ws, l, 1, in, 0, 0, r0, r1, packed, pack);
-                depth_combine_rows(net, ws, l, r0, r1);
-            }
+        if (b->mid && team) { /* training: the layer below's output may be in blocks, and this one's */
+            timer_pause(tm);
+            /* every row of the input, unless this thread combined the blocks it reads itself */
+            if (!(l > 0 && ws->lb[l - 1].blocks)) cdnn_team_barrier();
+            depth_parts_team(net, ws, l, in, rows, packed, pack);
+            cdnn_team_barrier(); /* both partials of every row */
+            timer_resume(tm);
+            depth_combine(net, ws, l, rows, r0, r1, tm);
             in = b->act;
             continue;
         }
@@ -983,21 +982,17 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
 }
 
-/* Team, rows of W split over it, no barrier: W packed into its forward copy (as for a training run,
- * without W^T's) in every layer that keeps one. */
+/* Team, rows of W split over it, no barrier: W packed whole into its forward copy in every layer that
+ * keeps one (a depth-split layer too: inference computes its whole product, which costs no partial sum
+ * and no short depth slice at the split; a training run packs its copies afresh). */
 static void predict_pack_team(const cdnn_net *net, cdnn_workspace *ws)
 {
     for (int l = 0; l < net->n_layers; l++) {
         const cdnn_layer *ly = &net->layers[l];
         if (!ws->lb[l].pw) continue;
-        for (int p = 0; p < (ws->lb[l].mid ? 2 : 1); p++) {
-            int k0, k1;
-            long lo, hi;
-            part_rows(ws, ly, l, p, &k0, &k1);
-            cdnn_team_range(k1 - k0, &lo, &hi);
-            cdnn_pack_rows(ly->W + (size_t)k0 * ly->units, k1 - k0, ly->units, (int)lo, (int)hi, 0, ly->units,
-                           part_pw(ws, ly, l, p), NULL);
-        }
+        long lo, hi;
+        cdnn_team_range(ly->in, &lo, &hi);
+        cdnn_pack_rows(ly->W, ly->in, ly->units, (int)lo, (int)hi, 0, ly->units, ws->lb[l].pw, NULL);
     }
 }
 
@@ -1015,13 +1010,15 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
         predict_pack_team(net, ws);
         cdnn_team_barrier();
     }
-    if (!labelled && cdnn_team_size() > 1) {
-        /* Without labels, pieces of a thread's share of a chunk, taken in turn from the shared
-         * counter *next (rows do not depend on each other): a thread that the machine's load
-         * deschedules delays the call by its piece at most, not by its half of the rows. Each thread
+    if (!labelled) {
+        /* Without labels, pieces of at most PREDICT_PIECE_ROWS rows of a thread's share of a chunk,
+         * taken in turn from the shared counter *next (rows do not depend on each other): a thread
+         * that the machine's load deschedules delays the call by its piece at most, not by its half
+         * of the rows, and a piece's activations stay in L2 from one layer to the next. Each thread
          * computes its pieces in its own rows of the workspace, [r0, r0 + piece). */
         const int mr = cdnn_simd_current()->mr;
         int piece = chunk / cdnn_team_size();
+        if (piece > PREDICT_PIECE_ROWS) piece = PREDICT_PIECE_ROWS;
         piece = piece >= mr ? piece - piece % mr : (piece > 0 ? piece : 1);
         const int r0 = cdnn_team_rank() * piece;
         for (;;) {
@@ -1083,8 +1080,8 @@ static int row_split_layer(const cdnn_layer *ly)
     return cdnn_row_split_mode() == 2 || (long)ly->in * ly->units >= CDNN_ROW_SPLIT_MIN_WEIGHTS;
 }
 
-/* One thread's share of a predict of `rows` (<= CDNN_SPLIT_MAX_ROWS) rows: each split layer's columns in turn (both
- * partial products of a depth-split one, then their sum), the other layers on rank 0; a barrier
+/* One thread's share of a predict of `rows` (<= CDNN_SPLIT_MAX_ROWS) rows: each split layer's columns in
+ * turn (the whole product, as forward_rows without a team), the other layers on rank 0; a barrier
  * before each layer that reads another thread's output. The sums are forward_rows' on one thread. */
 static void predict_rows_split_team(const cdnn_net *net, cdnn_workspace *ws, const float *x, int rows, float *out)
 {
@@ -1099,30 +1096,11 @@ static void predict_rows_split_team(const cdnn_net *net, cdnn_workspace *ws, con
         float *y = l == net->n_layers - 1 && out ? out : b->act;
         if (l > 0) cdnn_team_barrier(); /* the layer below's output, whole */
         if (!row_split_layer(ly)) {
-            if (rank == 0) {
-                if (b->mid) {
-                    depth_part(net, ws, l, 0, in, 0, 0, 0, rows, 0, pack);
-                    depth_part(net, ws, l, 1, in, 0, 0, 0, rows, 0, pack);
-                    depth_combine_rows(net, ws, l, 0, rows);
-                } else
-                    cdnn_dense_forward_rows(ly, 0, rows, in, y, b->z, NULL, pack);
-            }
+            if (rank == 0) cdnn_dense_forward_rows(ly, 0, rows, in, y, b->z, NULL, pack);
         } else {
             int j0, j1;
             cdnn_team_columns(N, nr, &j0, &j1);
-            if (j0 < j1 && b->mid) {
-                for (int p = 0; p < 2; p++) {
-                    int k0, k1;
-                    part_rows(ws, ly, l, p, &k0, &k1);
-                    cdnn_gemm_rows_cols(0, 0, 0, rows, j0, j1, N, k1 - k0, in + k0, K, ly->W + (size_t)k0 * N, N, NULL,
-                                        p ? b->part1 : b->act, N, 0, NULL, pack);
-                }
-                for (int i = 0; i < rows; i++) {
-                    const size_t off = (size_t)i * N + j0;
-                    combine_partials(ly, b->act + off, b->part1 + off, 1, j1 - j0, ly->b ? ly->b + j0 : NULL,
-                                     b->z ? b->z + off : NULL);
-                }
-            } else if (j0 < j1) {
+            if (j0 < j1) {
                 cdnn_epilogue e = {0};
                 e.kind = CDNN_EPI_BIAS_ACT;
                 e.act = ly->act;
@@ -1133,7 +1111,7 @@ static void predict_rows_split_team(const cdnn_net *net, cdnn_workspace *ws, con
                 cdnn_gemm_rows_cols(0, 0, 0, rows, j0, j1, N, K, in, K, ly->W, N, NULL, y, N, 0, &e, pack);
             }
         }
-        in = b->mid ? b->act : y;
+        in = y;
     }
     cdnn_flush_denormals_end(fp_state);
 }

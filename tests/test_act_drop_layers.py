@@ -13,7 +13,17 @@ import os
 import numpy as np
 import pytest
 import reference as ref
-from test_graph_core import G, assert_close, core_grads, core_graph, core_loss, f32, rand, ref_graph
+from test_graph_core import (
+    G,
+    assert_close,
+    assert_grads_match_reference,
+    core_grads,
+    core_graph,
+    core_loss,
+    f32,
+    rand,
+    ref_graph,
+)
 
 import cdnn
 from cdnn import layers as L
@@ -57,13 +67,7 @@ def test_gradients_match_reference(op, width, threads):
     g = op_graph(op, width)
     n = 29
     x, y = rand(n, 5), rand(n, 3)
-    grads, batch_loss = core_grads(g, [x], [y])
-    total, _, want, _ = ref_graph(g).gradients([x], [y], training=True)
-    assert batch_loss / n == pytest.approx(total, rel=1e-5)
-    assert set(grads) == set(want)
-    for key in grads:
-        scale = np.abs(want[key]).max() + 1e-3
-        assert_close(grads[key], want[key], 1e-3, 2e-5 * scale + 1e-6, f"{op} grad {key}")
+    assert_grads_match_reference(g, [x], [y], op)
 
 
 @pytest.mark.parametrize("op", ["elu", "prelu", "prelu_shared", "prelu_cols"])

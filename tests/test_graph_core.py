@@ -172,6 +172,17 @@ def assert_close(got, want, rtol, atol, what):
     assert (err <= tol).all(), f"{what}: max err {err.max():.3g} (tol {tol.flat[np.argmax(err - tol)]:.3g})"
 
 
+def assert_grads_match_reference(g, xs, ys, what):
+    """One batch's loss and every trainable parameter's gradient in the core against the NumPy graph's."""
+    grads, batch_loss = core_grads(g, xs, ys)
+    total, _, want, _ = ref_graph(g).gradients(xs, ys, training=True)
+    assert batch_loss / xs[0].shape[0] == pytest.approx(total, rel=1e-5)
+    assert set(grads) == set(want)
+    for key in grads:
+        scale = np.abs(want[key]).max() + 1e-3
+        assert_close(grads[key], want[key], 1e-3, 2e-5 * scale + 1e-6, f"{what} grad {key}")
+
+
 # ------------------------------------------------------------ one op at a time
 
 
@@ -249,13 +260,7 @@ def test_op_gradients_match_reference(op, rows, threads):
     n = 33
     x = rand(n, 5 * rows)
     y = rand(n, int(np.prod(g.shape(len(g.nodes) - 1))))
-    grads, batch_loss = core_grads(g, [x], [y])
-    total, _, want, _ = ref_graph(g).gradients([x], [y], training=True)
-    assert batch_loss / n == pytest.approx(total, rel=1e-5)
-    assert set(grads) == set(want)
-    for key in grads:
-        scale = np.abs(want[key]).max() + 1e-3
-        assert_close(grads[key], want[key], 1e-3, 2e-5 * scale + 1e-6, f"{op} grad {key}")
+    assert_grads_match_reference(g, [x], [y], op)
 
 
 @pytest.mark.parametrize("weighted", [False, True])

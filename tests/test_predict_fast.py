@@ -74,6 +74,28 @@ def test_chain_fast_path_same_bits_as_general_and_row_alone(session, sizes, comp
         np.testing.assert_array_equal(model.predict_on_batch(x[i : i + 2]), full[i : i + 2])
 
 
+def test_sequential_call_on_an_array_takes_one_c_call(session, monkeypatch):
+    """``model(x)`` of a Dense chain on a float32 array goes straight to the lean path (no symbolic-input
+    scan, no generic call); other inputs and ``training=True`` still reach Model.__call__."""
+    model = _chain([784, 100, 10])
+    x = np.random.default_rng(3).random((3, 784), dtype=np.float32)
+    want = model.predict(x, verbose=0)
+    seen = []
+    generic = cdnn.Model.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(args[1:] if len(args) > 1 else kwargs)
+        return generic(self, *args, **kwargs)
+
+    monkeypatch.setattr(cdnn.Model, "__call__", spy)
+    np.testing.assert_array_equal(model(x), want)
+    np.testing.assert_array_equal(model(x, training=False), want)
+    assert seen == []
+    np.testing.assert_array_equal(model(x.astype(np.float64)), want)
+    np.testing.assert_array_equal(model(x, training=True), want)  # no dropout: the same values
+    assert len(seen) == 2
+
+
 @pytest.mark.parametrize("n", [1, 3, 33])
 def test_chain_other_inputs_converted_as_before(session, n):
     model = _chain([30, 40, 4])

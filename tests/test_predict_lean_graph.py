@@ -141,3 +141,32 @@ def test_two_inputs_dict_and_mismatched_rows(session, general_calls):
     _same(model.predict(tuple(xs), verbose=0), want)
     with pytest.raises(ValueError):
         model.predict([xs[0], xs[1][:3]], verbose=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("widths", [(256, 128), (320, 100), (64, 7)])
+def test_big_graph_predict_same_bits_as_rows_alone(session, widths, threads):
+    """A graph predict of many samples (Dense products from W packed once for the call where every thread has
+    enough samples, every node for 64 samples at a time) gives the bits of the same samples predicted alone
+    and 32 at a time, with and without the BatchNormalization/Activation epilogue fusion, and evaluate's loss
+    from the same values."""
+    cdnn.set_num_threads(threads)
+    inp = h = keras.Input((784,))
+    for u in widths:
+        h = layers.Activation("relu")(layers.BatchNormalization()(layers.Dense(u)(h)))
+    h2 = layers.Dense(widths[0], activation="tanh")(inp)  # a second branch: a node read twice, unfused
+    out = layers.Dense(10, activation="softmax")(layers.Concatenate()([h, h2]))
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(sum(widths))
+    model.set_weights([w + rng.random(w.shape, np.float32) if w.ndim == 1 else w for w in model.get_weights()])
+    x = rng.random((1037, 784), dtype=np.float32)
+    full = model.predict(x, verbose=0)
+    assert np.isfinite(full).all() and full.shape == (1037, 10)
+    for i in (0, 511, 512, 1036):
+        np.testing.assert_array_equal(model.predict_on_batch(x[i : i + 1]), full[i : i + 1])
+    np.testing.assert_array_equal(model.predict(x[:96], batch_size=32, verbose=0), full[:96])
+    np.testing.assert_array_equal(_general(model, x), full)
+    model.compile(loss="sparse_categorical_crossentropy")
+    y = rng.integers(0, 10, 1037)
+    want = -np.log(full[np.arange(1037), y].astype(np.float64)).mean()
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(want, rel=1e-5)

@@ -881,6 +881,15 @@ class Sequential(Model):
         out, loss, correct = self._core_network().predict(xs, PREDICT_ROWS, ys, sw)
         return self._batch_logs(loss + self._penalty() * len(xs), correct, ys, out, return_dict, sw)
 
+    def __call__(self, inputs, training: Optional[bool] = None, **kwargs):
+        """On arrays: the outputs in inference mode unless ``training=True``; on symbolic tensors: the model as
+        a layer (see :meth:`Model.__call__`). A float32 array the fused chain reads as it is takes one C call."""
+        if not training and not kwargs and type(inputs) is np.ndarray:
+            out = self._lean_predict(inputs)
+            if out is not None:
+                return out
+        return Model.__call__(self, inputs, training, **kwargs)
+
     def predict_on_batch(self, x) -> np.ndarray:
         """The outputs for the batch ``x`` (as ``predict``, without callbacks or a progress bar)."""
         out = self._lean_predict(x)

@@ -405,10 +405,10 @@ def _check_label_range(y: np.ndarray, name: str, units: int, ignore_class: Any) 
     """Class indices ``y`` in [0, units), ``ignore_class`` (if not None) not counted."""
     counted = y[y != ignore_class] if ignore_class is not None else y
     if counted.size and (counted.min() < 0 or counted.max() >= units):
-        ignored = f" (other than ignore_class={ignore_class})" if ignore_class is not None else ""
+        also = f" (or ignore_class={ignore_class})" if ignore_class is not None else ""
         raise ValueError(
-            f"Invalid labels in `{name}`: expected integers in [0, {units}){ignored}, "
-            f"received values in [{counted.min()}, {counted.max()}]"
+            f"Invalid labels in `{name}`: expected class indices in [0, {units}){also} for an "
+            f"output of {units} units, received values in [{counted.min()}, {counted.max()}]"
         )
 
 

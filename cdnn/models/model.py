@@ -22,6 +22,7 @@ from cdnn import callbacks as callbacks_module
 from cdnn import losses as losses_module
 from cdnn import metrics as metrics_module
 from cdnn import optimizers as optimizers_module
+from cdnn._core_checks import _check_label_range
 from cdnn._errors import invalid
 from cdnn._summary import format_summary
 from cdnn._symbolic import KerasTensor, Node, flatten, is_symbolic
@@ -122,14 +123,7 @@ def prepare_labels(y, n: int, units: int, loss: losses_module.Loss, name: str = 
                 f"Invalid labels in `{name}`: expected integer class indices, received "
                 f"non-integer values such as {float(a[a != np.round(a)][0])}"
             )
-        ignore = getattr(loss, "ignore_class", None)
-        counted = a[a != ignore] if ignore is not None else a
-        if counted.size and (counted.min() < 0 or counted.max() >= units):
-            also = f" (or ignore_class={ignore})" if ignore is not None else ""
-            raise ValueError(
-                f"Invalid labels in `{name}`: expected class indices in [0, {units}){also} for an "
-                f"output of {units} units, received values in [{counted.min()}, {counted.max()}]"
-            )
+        _check_label_range(a, name, units, getattr(loss, "ignore_class", None))
         return np.ascontiguousarray(a, dtype=np.int32)
     if a.ndim == 1 and units == 1:
         a = a.reshape(n, 1)

@@ -35,14 +35,6 @@
 
 /* Below this many flops per step a run stays on one thread (as the chain's TRAIN_SERIAL_FLOPS). */
 #define GRAPH_SERIAL_FLOPS 400000L
-/* Below this many flops per chunk inference stays on one thread (as the chain's PREDICT_SERIAL_FLOPS). */
-#define GRAPH_PREDICT_SERIAL_FLOPS (1L << 24)
-/* From this many samples per thread in a predict's chunk on, Dense products read W's packed copy, packed once
- * for the call (train.c's PREDICT_PACK_MIN_ROWS). */
-#define GRAPH_PREDICT_PACK_MIN_ROWS 48
-/* Samples a thread runs through every node at a time in a predict without labels (train.c's
- * PREDICT_PIECE_ROWS): their values stay in L2 from one node to the next. */
-#define GRAPH_PREDICT_PIECE 64
 /* Dense nodes with at least this many weights keep packed copies of W (when its rows are a multiple of
  * 256 bytes apart) and of W^T during a run, as the chain does (train.c's PACKED_MIN_WEIGHTS): else every
  * thread packs them again at every step. */
@@ -123,7 +115,7 @@ struct cdnn_graph_ws {
     double *var_sumsq, *var_penalty;
     int has_rules; /* a variable that trains has a regularizer or a constraint */
     /* without labels and live nodes, the choice of predicts of at most CDNN_SPLIT_MAX_ROWS samples between
-     * 1 thread and the column split, and of small predicts (below GRAPH_PREDICT_SERIAL_FLOPS) between 1 thread
+     * 1 thread and the column split, and of small predicts (below CDNN_PREDICT_SERIAL_FLOPS) between 1 thread
      * and 2 sharing the samples */
     cdnn_chooser one_row, small;
     int end_barrier; /* the split plan's barrier before the wanted values are copied out */
@@ -1197,7 +1189,7 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 }
 
 /* One thread's share of a predict (team or alone): every chunk of ws->max_batch samples, this thread's
- * samples of each, in pieces of at most GRAPH_PREDICT_PIECE samples without labels or live nodes (every node
+ * samples of each, in pieces of at most CDNN_PREDICT_PIECE_ROWS samples without labels or live nodes (every node
  * for a piece, whose values stay in cache from one node to the next); with `packed`, Dense products from
  * W's packed copies, packed first; with labels, the sums per output into loss_sum/correct_sum (by rank 0,
  * between barriers). */
@@ -1367,8 +1359,8 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     const int O = g->n_outputs;
     int nt = cdnn_get_num_threads();
     if (nt > ws->threads) nt = ws->threads;
-    /* a chunk's forward flops (a third of a training step's): below this, one thread (train.c's
-     * PREDICT_SERIAL_FLOPS: on a loaded machine every barrier waits for a descheduled thread) */
+    /* a chunk's forward flops (a third of a training step's): below CDNN_PREDICT_SERIAL_FLOPS, one thread
+     * unless timing chooses 2 */
     const int64_t chunk = n < bs ? n : bs;
     if (loss_sum)
         for (int o = 0; o < O; o++) loss_sum[o] = correct_sum[o] = 0.0;
@@ -1384,7 +1376,7 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
         ch = &ws->one_row;
         split = cdnn_choose(ch);
         nt = 1;
-    } else if (ws->flops / 3 / (ws->max_batch > 0 ? ws->max_batch : 1) * chunk < GRAPH_PREDICT_SERIAL_FLOPS) {
+    } else if (ws->flops / 3 / (ws->max_batch > 0 ? ws->max_batch : 1) * chunk < CDNN_PREDICT_SERIAL_FLOPS) {
         nt = 1;
         if (free_choice && n > 1) {
             ch = &ws->small;
@@ -1393,8 +1385,8 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     }
     /* W packed once for the call where every thread has enough samples (copies laid out for another
      * micro-kernel width, a SIMD path chosen since, are not used) */
-    const int packed = chunk / nt >= GRAPH_PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr;
-    const int piece = loss_sum || live ? bs : GRAPH_PREDICT_PIECE;
+    const int packed = chunk / nt >= CDNN_PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr;
+    const int piece = loss_sum || live ? bs : CDNN_PREDICT_PIECE_ROWS;
 #ifdef _OPENMP
     if (split) {
 #pragma omp parallel num_threads(2)

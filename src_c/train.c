@@ -23,19 +23,6 @@
 /* Below this many flops per step a run stays on one thread: a step this
  * small takes a few microseconds, about what the barriers would cost. */
 #define TRAIN_SERIAL_FLOPS 400000L
-/* Below this many flops per chunk, inference stays on one thread (about 0.3 ms of one core's work):
- * a parallel region costs microseconds on an idle machine, but when the other cores are busy every
- * barrier waits for a descheduled thread's time slice (milliseconds: 34 ms for a 32-row predict of
- * 784-100-10 measured on a loaded 2-core machine, against 0.05 ms on one thread). */
-#define PREDICT_SERIAL_FLOPS (1L << 24)
-/* From this many rows per thread in a chunk of a predict on, the layers that keep a packed copy of W
- * have it packed once at the start of the call (where the GEMM would otherwise pack W again for every
- * chunk, on every thread: from 48 rows, PACK_B_MIN_ROWS in gemm.c, when W's rows alias in L1). */
-#define PREDICT_PACK_MIN_ROWS 48
-/* Rows a thread takes at a time in a predict without labels: 784-512-256-10 over 10,000 rows on one
- * thread ran 6% faster in pieces of 48-64 rows than in chunks of 504 (whose 1 MB of first-layer
- * activations spill from L2 before the next layer reads them). */
-#define PREDICT_PIECE_ROWS 64
 /* A predict of at most CDNN_SPLIT_MAX_ROWS rows splits the columns of every layer with at least
  * CDNN_ROW_SPLIT_MIN_WEIGHTS weights over 2 threads (a barrier after each): 784x100 (78,400 weights)
  * takes 5.5 us on one AVX-512 core, and splitting it saves about 2 us, a barrier and the other thread's
@@ -98,7 +85,7 @@ struct cdnn_workspace {
      * gradient's sum of squares and the regularization penalty of the step. */
     double *var_sumsq, *var_penalty;
     /* Without labels, the choice of predicts of at most CDNN_SPLIT_MAX_ROWS rows between 1 thread and the
-     * column split, and of small predicts (below PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the rows */
+     * column split, and of small predicts (below CDNN_PREDICT_SERIAL_FLOPS) between 1 thread and 2 sharing the rows */
     cdnn_chooser one_row, small;
 };
 
@@ -1011,14 +998,14 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
         cdnn_team_barrier();
     }
     if (!labelled) {
-        /* Without labels, pieces of at most PREDICT_PIECE_ROWS rows of a thread's share of a chunk,
+        /* Without labels, pieces of at most CDNN_PREDICT_PIECE_ROWS rows of a thread's share of a chunk,
          * taken in turn from the shared counter *next (rows do not depend on each other): a thread
          * that the machine's load deschedules delays the call by its piece at most, not by its half
          * of the rows, and a piece's activations stay in L2 from one layer to the next. Each thread
          * computes its pieces in its own rows of the workspace, [r0, r0 + piece). */
         const int mr = cdnn_simd_current()->mr;
         int piece = chunk / cdnn_team_size();
-        if (piece > PREDICT_PIECE_ROWS) piece = PREDICT_PIECE_ROWS;
+        if (piece > CDNN_PREDICT_PIECE_ROWS) piece = CDNN_PREDICT_PIECE_ROWS;
         piece = piece >= mr ? piece - piece % mr : (piece > 0 ? piece : 1);
         const int r0 = cdnn_team_rank() * piece;
         for (;;) {
@@ -1145,7 +1132,7 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
         ch = &ws->one_row;
         split = cdnn_choose(ch);
         nt = 1;
-    } else if (step_flops(net, n < chunk ? (int)n : chunk) / 3 < PREDICT_SERIAL_FLOPS) {
+    } else if (step_flops(net, n < chunk ? (int)n : chunk) / 3 < CDNN_PREDICT_SERIAL_FLOPS) {
         /* (forward flops of one chunk: a third of a training step's) */
         if (!labelled && nt > 1 && n > 1) {
             ch = &ws->small;
@@ -1158,7 +1145,7 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
         chunk = (chunk + unit - 1) / unit * unit < bs ? (chunk + unit - 1) / unit * unit : bs;
     }
     int packed = 0; /* (not into copies laid out for another micro-kernel width: a SIMD path chosen since) */
-    if ((n < chunk ? n : chunk) / nt >= PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr)
+    if ((n < chunk ? n : chunk) / nt >= CDNN_PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr)
         for (int l = 0; l < net->n_layers; l++) packed |= ws->lb[l].pw != NULL;
     double ls = 0.0, cs = 0.0;
     int64_t next = 0; /* the next row a thread takes (without labels) */

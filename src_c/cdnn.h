@@ -327,17 +327,17 @@ void cdnn_team_barrier(void);
 double cdnn_wtime(void);
 
 /* Below this many flops per chunk, inference (chain and graph) stays on one thread unless timing chooses
- * 2 (about 0.3 ms of one core's work): a parallel region costs microseconds on an idle machine, but when the
- * other cores are busy every barrier waits for a descheduled thread's time slice (milliseconds: 34 ms for a 32-row predict of
- * 784-100-10 measured on a loaded 2-core machine, against 0.05 ms on one thread). */
+ * 2 (about 0.3 ms of one core's work): a parallel region costs microseconds on an idle machine, but when
+ * the other cores are busy every barrier waits for a descheduled thread's time slice (milliseconds: 34 ms
+ * for a 32-row predict of 784-100-10 measured on a loaded 2-core machine, against 0.05 ms on one thread). */
 #define CDNN_PREDICT_SERIAL_FLOPS (1L << 24)
 /* From this many rows per thread in a chunk of a predict on, the layers (Dense nodes) that keep a packed
- * copy of W have it packed once at the start of the call (where the GEMM would otherwise pack W again for every
- * chunk, on every thread: from 48 rows, PACK_B_MIN_ROWS in gemm.c, when W's rows alias in L1). */
+ * copy of W have it packed once at the start of the call (where the GEMM would otherwise pack W again for
+ * every chunk, on every thread: from 48 rows, PACK_B_MIN_ROWS in gemm.c, when W's rows alias in L1). */
 #define CDNN_PREDICT_PACK_MIN_ROWS 48
 /* Rows (samples) a thread takes through every layer at a time in a predict without labels or live nodes:
- * 784-512-256-10 over 10,000 rows on one thread ran 6% faster in pieces of 48-64 rows than in chunks of 504 (whose 1 MB of first-layer
- * activations spill from L2 before the next layer reads them). */
+ * 784-512-256-10 over 10,000 rows on one thread ran 6% faster in pieces of 48-64 rows than in chunks of
+ * 504 (whose 1 MB of first-layer activations spill from L2 before the next layer reads them). */
 #define CDNN_PREDICT_PIECE_ROWS 64
 /* A predict of at most CDNN_SPLIT_MAX_ROWS rows whose Dense layers have at least CDNN_ROW_SPLIT_MIN_WEIGHTS
  * weights may split their columns over 2 threads (each thread reads half of W; sharing the rows, both

@@ -23,10 +23,6 @@
 /* Below this many flops per step a run stays on one thread: a step this
  * small takes a few microseconds, about what the barriers would cost. */
 #define TRAIN_SERIAL_FLOPS 400000L
-/* A predict of at most CDNN_SPLIT_MAX_ROWS rows splits the columns of every layer with at least
- * CDNN_ROW_SPLIT_MIN_WEIGHTS weights over 2 threads (a barrier after each): 784x100 (78,400 weights)
- * takes 5.5 us on one AVX-512 core, and splitting it saves about 2 us, a barrier and the other thread's
- * start costing about 1 us. */
 /* Layers with at least this many weights keep packed copies of W^T for dX
  * (and of W for the forward pass when W's rows are a multiple of 256 bytes
  * apart, the strides that packing is for): without them, every thread

@@ -131,9 +131,9 @@ cdef extern from "cdnn.h" nogil:
                        const int32_t *perm, int64_t first, int n_batches, int bs,
                        int64_t step0, uint64_t seed, double *batch_loss, double *batch_correct, int threads,
                        int stop_nonfinite_loss, const float *sample_weight, float *outputs)
-    void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
-                      float *out, const int32_t *ysparse, const float *ydense, int ldy,
-                      double *loss_sum, double *correct_sum, const float *sample_weight)
+    int cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n,
+                     float *out, const int32_t *ysparse, const float *ydense, int ldy,
+                     double *loss_sum, double *correct_sum, const float *sample_weight, int check_finite)
     void cdnn_set_row_split(int mode)
     ctypedef struct cdnn_chooser:
         int n[2]
@@ -917,24 +917,21 @@ cdef class Network:
 
     def predict_lean(self, cnp.ndarray x not None, int batch_size):
         """Outputs for ``x`` if the core reads it as it is (native float32, C-contiguous, shape (n >= 1, n_in),
-        every value finite), else None (the caller takes the checked path): one check and one C call."""
+        every value finite), else None (the caller takes the checked path): one C call, which checks each
+        piece of ``x`` for NaN and infinity just before its forward pass reads it."""
         if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISBEHAVED_RO(x) or not cnp.PyArray_IS_C_CONTIGUOUS(x) or x.ndim != 2
                 or x.shape[0] < 1 or x.shape[1] != self.n_in or batch_size < 1):
             return None
         cdef int64_t n = x.shape[0]
         cdef float *px = <float *>cnp.PyArray_DATA(x)
-        cdef int ok
-        with nogil:
-            ok = cdnn_all_finite(px, n * self.n_in)
-        if not ok:
-            return None
+        cdef int ok = 0
         out = np.empty((n, self.n_out), np.float32)
         cdef float *po = <float *>cnp.PyArray_DATA(out)
         with self.lock:
             self._workspace(min(batch_size, n))
             with nogil:
-                cdnn_predict(&self.net, self.ws, px, n, po, NULL, NULL, self.n_out, NULL, NULL, NULL)
-        return out
+                ok = cdnn_predict(&self.net, self.ws, px, n, po, NULL, NULL, self.n_out, NULL, NULL, NULL, 1)
+        return out if ok else None
 
     def predict(self, x, int batch_size=256, y=None, sample_weight=None):
         """Outputs for every row of ``x``; with labels ``y`` also ``(loss_sum, correct_sum)``.
@@ -972,7 +969,7 @@ cdef class Network:
             self.net.loss_opts.hinge_binary = hinge01
             with nogil:
                 cdnn_predict(&self.net, self.ws, px, n, po, pys, pyd, self.n_out,
-                             &ls if labelled else NULL, &cs if labelled else NULL, psw)
+                             &ls if labelled else NULL, &cs if labelled else NULL, psw, 0)
         return (out, ls, cs) if labelled else out
 
 
@@ -1032,11 +1029,11 @@ cdef extern from "graph.h" nogil:
                              const float *const *sample_weight, float *const *outputs)
     void cdnn_graph_fusions(const cdnn_graph *g, cdnn_graph_ws *ws, int n_want, const int *want, int labelled,
                             int *end)
-    void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
-                            uint64_t seed, int n_want,
-                            const int *want, float *const *outs, const int32_t *const *ysparse,
-                            const float *const *ydense, const float *const *sample_weight, double *loss_sum,
-                            double *correct_sum)
+    int cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
+                           uint64_t seed, int n_want,
+                           const int *want, float *const *outs, const int32_t *const *ysparse,
+                           const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                           double *correct_sum, int check_finite)
 
 #: Graph node ops and their codes in the C core (src_c/graph.h).
 OPS = {"input": 0, "dense": 1, "batchnorm": 2, "layernorm": 3, "activation": 4, "affine": 5, "dropout": 6,
@@ -1407,7 +1404,8 @@ cdef class Graph:
     def predict_lean(self, list xs, int batch_size, tuple out_shapes):
         """The outputs (``(n, *out_shapes[o])`` each) for inputs ``xs`` if the core reads them as they are (native
         float32, C-contiguous, ``(n >= 1, width)``, every value finite) and no node is live, else None (the caller
-        takes the checked :meth:`predict`): one check per input and one C call, as :meth:`predict` without labels."""
+        takes the checked :meth:`predict`): one C call, as :meth:`predict` without labels, which checks each
+        piece of the inputs for NaN and infinity as it copies it in."""
         cdef int I = len(self.input_nodes), O = len(self.output_nodes), k
         if self.live or len(xs) != I or len(out_shapes) != O or batch_size < 1 or I > 16 or O > 16:
             return None
@@ -1420,7 +1418,7 @@ cdef class Graph:
         cdef const float *pyd[16]
         cdef int64_t n = -1
         cdef cnp.ndarray x
-        cdef int ok
+        cdef int ok = 0
         for k in range(I):
             a = xs[k]
             if type(a) is not np.ndarray:
@@ -1432,10 +1430,6 @@ cdef class Graph:
                 return None
             n = x.shape[0]
             px[k] = <const float *>cnp.PyArray_DATA(x)
-            with nogil:
-                ok = cdnn_all_finite(px[k], n * x.shape[1])
-            if not ok:
-                return None
         outs = [np.empty((n,) + s, np.float32) for s in out_shapes]
         for k in range(O):
             x = outs[k]
@@ -1449,8 +1443,8 @@ cdef class Graph:
         with self.lock:
             self._workspace(bs)
             with nogil:
-                cdnn_graph_predict(&self.g, self.ws, px, n, bs, 0, O, pw, po, pys, pyd, NULL, NULL, NULL)
-        return outs
+                ok = cdnn_graph_predict(&self.g, self.ws, px, n, bs, 0, O, pw, po, pys, pyd, NULL, NULL, NULL, 1)
+        return outs if ok else None
 
     def predict(self, xs, int batch_size=256, ys=None, nodes=None, sample_weight=None):
         """Inference: a list of arrays ``(n, *shape)``, one per output (or per node of ``nodes``), in
@@ -1512,7 +1506,7 @@ cdef class Graph:
                 self._workspace(bs)
                 with nogil:
                     cdnn_graph_predict(&self.g, self.ws, px, n, bs, seed, W, pw, po, pys, pyd,
-                                       psw if sws is not None else NULL, pls, pcs)
+                                       psw if sws is not None else NULL, pls, pcs, 0)
         finally:
             free(px); free(pys); free(pyd); free(po); free(pw); free(psw)
         return (outs, loss_sums, correct_sums) if labelled else outs

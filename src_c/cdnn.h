@@ -518,9 +518,10 @@ int cdnn_all_finite(const float *x, int64_t n);
 
 /* Inference over X[n, in] in batches of the workspace's max_batch rows: write outputs [n, units_last]
  * to out; if labels are given also sum loss (each batch's as in cdnn_train_run, rows weighted by
- * sample_weight[i] if not NULL) and correctness into loss_sum and correct_sum. */
-void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out,
-                  const int32_t *ysparse, const float *ydense, int ldy, double *loss_sum, double *correct_sum,
-                  const float *sample_weight);
+ * sample_weight[i] if not NULL) and correctness into loss_sum and correct_sum. With check_finite,
+ * returns 0 (out and the sums unspecified) if some value of X is NaN or infinite; else 1. */
+int cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out, const int32_t *ysparse,
+                 const float *ydense, int ldy, double *loss_sum, double *correct_sum, const float *sample_weight,
+                 int check_finite);
 
 #endif

@@ -1192,11 +1192,13 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
  * samples of each, in pieces of at most CDNN_PREDICT_PIECE_ROWS samples without labels or live nodes (every node
  * for a piece, whose values stay in cache from one node to the next); with `packed`, Dense products from
  * W's packed copies, packed first; with labels, the sums per output into loss_sum/correct_sum (by rank 0,
- * between barriers). */
+ * between barriers). With `check` (only where nothing waits at a barrier after the first: no labels, no
+ * live nodes), a piece's inputs are checked for NaN and infinity as they are copied in: the first thread
+ * that finds one sets *bad, and every thread stops at its next piece. */
 static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
                          uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
                          const float *const *ydense, const float *const *sample_weight, double *loss_sum,
-                         double *correct_sum, int packed, int piece)
+                         double *correct_sum, int packed, int piece, int check, int *bad)
 {
     const int O = g->n_outputs;
     unsigned fp_state = cdnn_flush_denormals_begin();
@@ -1228,11 +1230,21 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
             }
         for (long p0 = lo;; p0 += piece) { /* at least once: a live BatchNormalization's barriers */
             const long p1 = hi - p0 < piece ? hi : p0 + piece;
-            for (int k = 0; k < g->n_inputs; k++) {
+            int ok = !check || read_flag(bad) < 0;
+            for (int k = 0; k < g->n_inputs && ok; k++) {
                 const size_t sz = node_size(&g->nodes[g->inputs[k]]);
-                if (p1 > p0)
-                    memcpy(ws->nb[g->inputs[k]].val + p0 * sz, xs[k] + ((size_t)start + p0) * sz,
-                           (size_t)(p1 - p0) * sz * sizeof(float));
+                float *dst = ws->nb[g->inputs[k]].val + p0 * sz;
+                const float *src = xs[k] + ((size_t)start + p0) * sz;
+                if (p1 <= p0)
+                    continue;
+                else if (check)
+                    ok = cdnn_copy_finite((uint32_t *)dst, (const uint32_t *)src, (size_t)(p1 - p0) * sz);
+                else
+                    memcpy(dst, src, (size_t)(p1 - p0) * sz * sizeof(float));
+            }
+            if (!ok) {
+                mark_bad(bad, 0);
+                goto done;
             }
             for (long s = p0; s < p1; s++) ws->rows[s] = (int32_t)s; /* live masks: keyed by the chunk and sample */
             for (int i = 0; i < g->n_nodes; i++) {
@@ -1268,6 +1280,7 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
             cdnn_team_barrier();
         }
     }
+done:
     cdnn_flush_denormals_end(fp_state);
 }
 
@@ -1351,10 +1364,10 @@ static void predict_split_team(const cdnn_graph *g, cdnn_graph_ws *ws, const flo
     cdnn_flush_denormals_end(fp_state);
 }
 
-void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
-                        uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
-                        const float *const *ydense, const float *const *sample_weight, double *loss_sum,
-                        double *correct_sum)
+int cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs, uint64_t seed,
+                       int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+                       const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                       double *correct_sum, int check_finite)
 {
     const int O = g->n_outputs;
     int nt = cdnn_get_num_threads();
@@ -1387,6 +1400,14 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
      * micro-kernel width, a SIMD path chosen since, are not used) */
     const int packed = chunk / nt >= CDNN_PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr;
     const int piece = loss_sum || live ? bs : CDNN_PREDICT_PIECE_ROWS;
+    /* the column split's few samples, or barriers after every chunk (labels, live nodes): the inputs
+     * checked whole before */
+    if (check_finite && (split || loss_sum || live)) {
+        for (int k = 0; k < g->n_inputs; k++)
+            if (!cdnn_all_finite(xs[k], n * (int64_t)node_size(&g->nodes[g->inputs[k]]))) return 0;
+        check_finite = 0;
+    }
+    int bad = -1; /* set (to 0) by the thread that finds an input value not finite */
 #ifdef _OPENMP
     if (split) {
 #pragma omp parallel num_threads(2)
@@ -1394,11 +1415,13 @@ void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *con
     } else if (nt > 1) {
 #pragma omp parallel num_threads(nt)
         predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum,
-                     packed, piece);
+                     packed, piece, check_finite, &bad);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
         predict_team(g, ws, xs, n, bs, seed, n_want, want, outs, ysparse, ydense, sample_weight, loss_sum, correct_sum,
-                     packed, piece);
+                     packed, piece, check_finite, &bad);
+    if (bad >= 0) return 0;
     if (ch) cdnn_chooser_record(ch, split || nt > 1, (cdnn_wtime() - t0) / (double)n);
+    return 1;
 }

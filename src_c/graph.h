@@ -117,11 +117,12 @@ int cdnn_graph_train_run(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
 
 /* Inference over n samples in chunks of bs (<= the workspace's batch): node want[k]'s values into outs[k]
  * ([n, rows*width]); with labels (ysparse/ydense/sample_weight as in training, or NULL) also output o's summed
- * (weighted) loss and correctness. Live nodes draw their masks from seed and the chunk's index. */
-void cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs,
-                        uint64_t seed, int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
-                        const float *const *ydense, const float *const *sample_weight, double *loss_sum,
-                        double *correct_sum);
+ * (weighted) loss and correctness. Live nodes draw their masks from seed and the chunk's index. With
+ * check_finite, returns 0 (outs and the sums unspecified) if some input value is NaN or infinite; else 1. */
+int cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *const *xs, int64_t n, int bs, uint64_t seed,
+                       int n_want, const int *want, float *const *outs, const int32_t *const *ysparse,
+                       const float *const *ydense, const float *const *sample_weight, double *loss_sum,
+                       double *correct_sum, int check_finite);
 
 /* The fusions a predict wanting nodes want (labelled: with labels) makes: end[i] the node whose value Dense
  * node i's epilogue writes, or -1. */

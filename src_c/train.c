@@ -965,6 +965,15 @@ int cdnn_train_run(const cdnn_net *net, cdnn_workspace *ws, const float *X, int6
     return bad_loss >= 0 ? bad_loss + 1 : bad_batch >= 0 ? bad_batch : n_batches;
 }
 
+/* Finiteness of one block: a float is NaN or infinite iff its exponent bits are all ones. */
+CDNN_VECTOR_CLONES
+static int block_finite(const uint32_t *u, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+    return !bad;
+}
+
 /* Team, rows of W split over it, no barrier: W packed whole into its forward copy in every layer that
  * keeps one (a depth-split layer too: inference computes its whole product, which costs no partial sum
  * and no short depth slice at the split; a training run packs its copies afresh). */
@@ -981,10 +990,12 @@ static void predict_pack_team(const cdnn_net *net, cdnn_workspace *ws)
 
 /* One thread's share of a predict (team or alone): every chunk of `chunk` rows, this thread's rows of
  * each, with W's packed copies (packed first) where `packed`; with labels, the loss and correctness
- * sums into *ls and *cs (by rank 0, between barriers). */
+ * sums into *ls and *cs (by rank 0, between barriers). With `check` (without labels), each piece's rows
+ * of X are checked for NaN and infinity right before the forward pass reads them (from cache then): the
+ * first that has one sets *bad, and every thread stops at its next piece. */
 static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, int chunk, int packed,
                          float *out, const int32_t *ysparse, const float *ydense, int ldy, int labelled,
-                         const float *sample_weight, double *ls, double *cs, int64_t *next)
+                         const float *sample_weight, double *ls, double *cs, int64_t *next, int check, int *bad)
 {
     const int L = net->n_layers, in = net->layers[0].in, units = net->layers[L - 1].units;
     unsigned fp_state = cdnn_flush_denormals_begin();
@@ -1013,8 +1024,12 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
                 start = *next;
                 *next += piece;
             }
-            if (start >= n) break;
+            if (start >= n || (check && bad_batch_of(bad) >= 0)) break;
             const int len = (int)(n - start < piece ? n - start : piece);
+            if (check && !block_finite((const uint32_t *)(X + (size_t)start * in), (size_t)len * in)) {
+                mark_bad_batch(bad, 0);
+                break;
+            }
             /* X's and out's rows [start, start + len) where forward_rows reads and writes rows [r0, r0 + len) */
             const float *x = (const float *)((uintptr_t)(X + (size_t)start * in) - (size_t)r0 * in * sizeof(float));
             float *o = (float *)((uintptr_t)(out + (size_t)start * units) - (size_t)r0 * units * sizeof(float));
@@ -1108,12 +1123,13 @@ static int row_split_wanted(const cdnn_net *net, const cdnn_workspace *ws, int64
     return 0;
 }
 
-void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out,
-                  const int32_t *ysparse, const float *ydense, int ldy, double *loss_sum, double *correct_sum,
-                  const float *sample_weight)
+int cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_t n, float *out, const int32_t *ysparse,
+                 const float *ydense, int ldy, double *loss_sum, double *correct_sum, const float *sample_weight,
+                 int check_finite)
 {
     const int bs = ws->max_batch;
     const int labelled = loss_sum != NULL;
+    const size_t in = (size_t)net->layers[0].in;
     /* Chunks of at most bs rows, as even as their count allows (no short last chunk to run at a
      * poorer split), each thread's share of one whole micro-panels of rows where bs allows (one chunk:
      * all n rows, shared as they go); with labels exactly bs, the loss's batch (a mean over each batch's
@@ -1145,32 +1161,34 @@ void cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64
         for (int l = 0; l < net->n_layers; l++) packed |= ws->lb[l].pw != NULL;
     double ls = 0.0, cs = 0.0;
     int64_t next = 0; /* the next row a thread takes (without labels) */
+    int bad = -1;     /* set (to 0) by the thread that finds a value of X not finite */
     const double t0 = cdnn_wtime();
+    /* a few rows (the column split) or labels (barriers per chunk): X checked whole before */
+    if (check_finite && (split || labelled)) {
+        if (!(split ? block_finite((const uint32_t *)X, (size_t)n * in) : cdnn_all_finite(X, n * (int64_t)in)))
+            return 0;
+        check_finite = 0;
+    }
 #ifdef _OPENMP
     if (split) {
 #pragma omp parallel num_threads(2)
         predict_rows_split_team(net, ws, X, (int)n, out);
     } else if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
+        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next,
+                     check_finite, &bad);
     } else
 #endif
         /* alone: no parallel region, so OpenMP's threads are neither woken nor waited for */
-        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next);
+        predict_team(net, ws, X, n, chunk, packed, out, ysparse, ydense, ldy, labelled, sample_weight, &ls, &cs, &next,
+                     check_finite, &bad);
+    if (bad >= 0) return 0;
     if (ch) cdnn_chooser_record(ch, split || nt > 1, (cdnn_wtime() - t0) / (double)n);
     if (labelled) {
         *loss_sum = ls;
         *correct_sum = cs;
     }
-}
-
-/* Finiteness of one block: a float is NaN or infinite iff its exponent bits are all ones. */
-CDNN_VECTOR_CLONES
-static int block_finite(const uint32_t *u, size_t n)
-{
-    uint32_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
-    return !bad;
+    return 1;
 }
 
 /* Blocks of the finiteness scan: large enough to stream, small enough to share. */

@@ -113,6 +113,28 @@ def test_chain_other_inputs_converted_as_before(session, n):
     np.testing.assert_array_equal(model.predict(xi, verbose=0), _general(model, xi.astype(np.float32)))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("n, row", [(1, 0), (7, 6), (33, 17), (1000, 0), (1000, 517), (3000, 2999)])
+def test_lean_predict_checks_every_piece_of_the_input(session, n, row, value, threads):
+    """The core checks the input piece by piece as the forward pass reads it (no pass of its own): a NaN or
+    infinity anywhere, in any thread's piece, sends the call to the general path, which refuses it."""
+    cdnn.set_num_threads(threads)
+    model = _chain([30, 40, 4])
+    x = np.random.default_rng(row).random((n, 30), np.float32)
+    want = _general(model, x)
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)
+    net = model._lean_plan()[0]
+    np.testing.assert_array_equal(net.predict_lean(x, 512), want)  # the lean path itself takes it
+    bad = x.copy()
+    bad[row, row % 30] = value
+    assert net.predict_lean(bad, 512) is None
+    for call in (model.predict_on_batch, model, lambda a: model.predict(a, verbose=0)):
+        with pytest.raises(ValueError, match="NaN or infinity"):
+            call(bad)
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)  # nothing left over from the stopped call
+
+
 def test_chain_fast_path_keeps_the_checks(session):
     model = _chain([30, 40, 4])
     x = np.ones((2, 30), np.float32)

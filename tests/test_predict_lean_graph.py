@@ -133,6 +133,29 @@ def test_live_call_and_other_inputs_take_the_general_path(session, general_calls
         model.predict(x, batch_size=0, verbose=0)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("n, row", [(1, 0), (5, 4), (1000, 0), (1000, 641), (3000, 2999)])
+@pytest.mark.parametrize("name", ["bn_mlp", "two_inputs"])
+def test_lean_checks_every_piece_of_every_input(session, general_calls, name, n, row, value, threads):
+    """Each piece of every input is checked as it is copied in: a NaN or infinity in any of them (the last
+    input's too) makes the lean call give way to the general path, which refuses it."""
+    cdnn.set_num_threads(threads)
+    model = MODELS[name]()
+    xs = _inputs(name, n, seed=row)
+    want = _general(model, xs)
+    _same(model.predict_on_batch(xs), want)
+    assert len(general_calls) == 1  # the lean path took the finite inputs
+    bad = [a.copy() for a in xs] if isinstance(xs, list) else xs.copy()
+    last = bad[-1] if isinstance(bad, list) else bad
+    last[row, row % last.shape[1]] = value
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        model.predict_on_batch(bad)
+    assert len(general_calls) == 2
+    _same(model.predict_on_batch(xs), want)
+    assert len(general_calls) == 2
+
+
 def test_two_inputs_dict_and_mismatched_rows(session, general_calls):
     model = _two_inputs()
     xs = _inputs("two_inputs", 5)

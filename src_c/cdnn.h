@@ -268,10 +268,13 @@ void cdnn_gemm_rows(int transa, int transb, int i0, int i1, int N, int K, const 
 void cdnn_gemm_rows_cols(int transa, int transb, int i0, int i1, int j0, int j1, int N, int K, const float *A, int lda,
                          const float *B, int ldb, const float *bpacked, float *C, int ldc, int accumulate,
                          const cdnn_epilogue *epi, float *pack);
-/* Rows [i0, i1) of a gradient C[M,N] = op(A) op(B) on the calling thread, with the optimizer epilogue
- * (epi->kind == CDNN_EPI_OPTIMIZE) applied to each finished row panel and its packed copies. */
+/* Rows [i0, i1) of a gradient C[M,N] = op(A) op(B), with the optimizer epilogue (epi->kind ==
+ * CDNN_EPI_OPTIMIZE) applied to each finished row panel and its packed copies: on the calling thread, or,
+ * with next (a counter shared by the threads that make the same call, 0 before the first), in row panels
+ * handed out from *next to each of them in turn (each panel computed the same way whoever takes it). */
 void cdnn_gemm_optimize_rows(int transa, int transb, int i0, int i1, int N, int K, const float *A, int lda,
-                             const float *B, int ldb, float *C, int ldc, const cdnn_epilogue *epi, float *pack);
+                             const float *B, int ldb, float *C, int ldc, const cdnn_epilogue *epi, float *pack,
+                             int *next);
 /* Floats of a packed copy of an operand [K, N] (N rounded up to the micro-kernel's width). */
 size_t cdnn_packed_floats(int K, int N);
 /* Copy rows [r0, r1) x columns [j0, j1) of W [K, N] into its packed copies as op(B) = W (pw, [K, N])
@@ -470,12 +473,12 @@ void cdnn_dense_forward_rows(const cdnn_layer *ly, int r0, int r1, const float *
 void cdnn_dense_dx_rows(const cdnn_layer *ly, int r0, int r1, const float *dz, float *dx, const cdnn_epilogue *dx_epi,
                         const float *packed_wt, float *pack);
 /* Rows [i0, i1) of dW = x^T dz over all batch rows (x's row stride ldx; its column i multiplies W's row i) on
- * the calling thread, with the optimizer opt applied to them and to their part of the packed copies
- * (packed_w/packed_wt, where not NULL), which hold W's rows [pk0, pk1) packed as a matrix of their own; with
- * packed_w, W's values are updated there, not in W. */
+ * the calling thread (or shared through next, as cdnn_gemm_optimize_rows), with the optimizer opt applied to
+ * them and to their part of the packed copies (packed_w/packed_wt, where not NULL), which hold W's rows
+ * [pk0, pk1) packed as a matrix of their own; with packed_w, W's values are updated there, not in W. */
 void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, int ldx, const float *dz, float *dw,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt, int pk0,
-                           int pk1, int i0, int i1, float *pack);
+                           int pk1, int i0, int i1, float *pack, int *next);
 /* Columns [j0, j1) of db = column sums of dz[rows, units], in row order, then their update by opt (if not NULL). */
 void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, float *db, const cdnn_opt_params *opt,
                            cdnn_opt_step st, long j0, long j1);

@@ -91,10 +91,10 @@ void cdnn_dense_bias_grads(const cdnn_layer *ly, int rows, const float *dz, floa
 
 void cdnn_dense_grads_rows(const cdnn_layer *ly, int rows, const float *x, int ldx, const float *dz, float *dw,
                            const cdnn_opt_params *opt, cdnn_opt_step st, float *packed_w, float *packed_wt, int pk0,
-                           int pk1, int i0, int i1, float *pack)
+                           int pk1, int i0, int i1, float *pack, int *next)
 {
     const cdnn_epilogue e = optimize_epilogue(ly, opt, st, packed_w, packed_wt, pk0, pk1);
-    cdnn_gemm_optimize_rows(1, 0, i0, i1, ly->units, rows, x, ldx, dz, ly->units, dw, ly->units, &e, pack);
+    cdnn_gemm_optimize_rows(1, 0, i0, i1, ly->units, rows, x, ldx, dz, ly->units, dw, ly->units, &e, pack, next);
 }
 
 void cdnn_dense_forward(const cdnn_layer *ly, int rows, const float *x, float *y, float *z, float *pack,

@@ -1322,24 +1322,47 @@ static void gemm_block(const cdnn_simd *s, int transa, int transb, int N, int K,
     }
 }
 
+/* The next unit of work from the shared counter *next (atomically), or from *mine (this thread's own). */
+static long claim(int *next, long *mine)
+{
+    if (!next) return (*mine)++;
+    int q;
+#ifdef _OPENMP
+#pragma omp atomic capture
+#endif
+    {
+        q = *next;
+        (*next)++;
+    }
+    return q;
+}
+
 void cdnn_gemm_optimize_rows(int transa, int transb, int i0, int i1, int N, int K, const float *A, int lda,
-                             const float *B, int ldb, float *C, int ldc, const cdnn_epilogue *epi, float *pack)
+                             const float *B, int ldb, float *C, int ldc, const cdnn_epilogue *epi, float *pack,
+                             int *next)
 {
     const cdnn_simd *s = cdnn_simd_current();
     const int block = optimize_block_cols(s, K);
     if (i0 >= i1) return;
-    if (block == 0) { /* op(B) too deep for the pack buffer: the product, then the update */
-        gemm_block(s, transa, transb, N, K, A, lda, B, ldb, NULL, C, ldc, 0, epi, pack, i0, i1, 0, N);
+    long mine = 0;
+    if (block == 0) { /* op(B) too deep for the pack buffer: the product, then the update (one unit) */
+        if (claim(next, &mine) == 0)
+            gemm_block(s, transa, transb, N, K, A, lda, B, ldb, NULL, C, ldc, 0, epi, pack, i0, i1, 0, N);
         return;
     }
     float *pa = pack_a_part(pack), *pb = pack_b_part(pack), *tmp = pack_tmp_part(pack);
     const long a_si = transa ? 1 : lda, a_sk = transa ? lda : 1;
-    const long pm = ceil_div(i1 - i0, s->mr);
-    for (int jc = 0; jc < N; jc += block) {
-        int nc = N - jc < block ? N - jc : block;
-        pack_b_block(s, transb, B, ldb, K, jc, nc, pb);
-        for (long p = 0; p < pm; p++)
-            optimize_panel(s, transa, i1, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, i0, p, jc, nc);
+    const long pm = ceil_div(i1 - i0, s->mr), units = pm * ceil_div(N, block);
+    /* unit u: row panel u % pm of column block u / pm, whose op(B) is packed when a thread first takes one */
+    long packed = -1;
+    for (long u = claim(next, &mine); u < units; u = claim(next, &mine)) {
+        const long blk = u / pm, p = u % pm;
+        const int jc = (int)(blk * block), nc = N - jc < block ? N - jc : block;
+        if (blk != packed) {
+            pack_b_block(s, transb, B, ldb, K, jc, nc, pb);
+            packed = blk;
+        }
+        optimize_panel(s, transa, i1, N, K, A, lda, C, ldc, epi, pa, pb, tmp, a_si, a_sk, i0, p, jc, nc);
     }
 }
 

@@ -48,6 +48,7 @@ typedef struct {
     int mid;      /* > 0: the product is split in depth at this row of W (see split_at) */
     float *part1; /* with mid: the second partial product [B, units] (in blocks as act) */
     int blocks;   /* this training run keeps act and part1 in blocks (see combined_in_blocks); 0 outside runs */
+    int next[2];  /* with mid: the next row panel of each part's dW to hand out in a step (team) */
 } layer_buf;
 
 struct cdnn_workspace {
@@ -662,6 +663,8 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
     }
     timer_pause(&tm);
     ws->sec_per_row[cdnn_team_rank()] = r1 > r0 ? tm.local / (r1 - r0) : 0.0;
+    if (cdnn_team_rank() == 0) /* (the last step's handouts ended at its last barrier) */
+        for (int l = 0; l < L; l++) ws->lb[l].next[0] = ws->lb[l].next[1] = 0;
     cdnn_team_barrier();
     if (bad_batch_of(bad_batch) == j) return 0; /* every thread sees the same flag after the barrier */
 
@@ -671,14 +674,16 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
         const float *x = l == 0 ? x0 : b->din;
         if (ly->frozen) continue; /* no dW, no update: its W and b keep their bits */
         if (b->mid) {
-            /* each half of the team updates the rows of W whose partial product it computed */
-            const int mr = cdnn_simd_current()->mr;
-            for (int p = 0; p < 2; p++) {
+            /* Each thread first updates the rows of W whose partial product its half of the team computed,
+             * then helps with the other part's: row panels are handed out from a counter per part (reset
+             * before the middle barrier), so a thread that the machine slows down takes fewer of them
+             * and the other does not wait for it at the end of the step (each panel is computed and
+             * updated the same way whichever thread takes it). Alone, a thread does both parts in turn. */
+            const int shared = cdnn_team_size() > 1;
+            for (int q = 0; q < 2; q++) {
+                const int p = shared ? (cdnn_team_rank() + q) % 2 : q;
                 int k0, k1;
-                long lo, hi;
                 part_rows(ws, ly, l, p, &k0, &k1);
-                if (!part_range(p, (k1 - k0 + mr - 1) / mr, &lo, &hi)) continue;
-                const int i0 = k0 + (int)lo * mr, i1 = k0 + (int)hi * mr < k1 ? k0 + (int)hi * mr : k1;
                 const float *xp = x;
                 int ldx = ly->in;
                 if (l > 0 && ws->lb[l - 1].blocks) {
@@ -688,7 +693,8 @@ static int train_step_team(const cdnn_net *net, cdnn_workspace *ws, const float 
                     xp = block_of(net, ws, l - 1, ws->lb[l - 1].act, p, &ldx, &c0) - c0;
                 }
                 cdnn_dense_grads_rows(ly, rows, xp, ldx, b->dz, b->dw, opt, st, packed ? part_pw(ws, ly, l, p) : NULL,
-                                      packed ? part_pwt(ws, ly, l, p) : NULL, k0, k1, i0, i1, pack);
+                                      packed ? part_pwt(ws, ly, l, p) : NULL, k0, k1, k0, k1, pack,
+                                      shared ? &b->next[p] : NULL);
             }
             if (ly->b) {
                 long lo, hi;

@@ -160,3 +160,24 @@ def test_build_without_a_compiler_says_so_first_and_once(tmp_path):
     assert text.count("no C compiler") == 1
     assert "build-essential" in text and "xcode-select --install" in text and "Build Tools" in text
     assert "Traceback" not in text and "cdnn build:" not in text
+
+
+@needs_source
+@pytest.mark.skipif(not (ROOT / "tools" / "perf_probe.c").exists(), reason="needs tools/perf_probe.c")
+def test_perf_probe_builds_against_the_core(tmp_path):
+    """tools/perf_probe.c (the per-part timings in docs/performance.md) calls the core's C functions
+    directly: it must compile and link against the current headers, as tools/perf_probe.sh builds it."""
+    import shutil
+
+    cc = os.environ.get("CC", "gcc")
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc})")
+    sources = [str(p) for p in sorted((ROOT / "src_c").glob("*.c")) if p.name != "gemm.c"]
+    script = (ROOT / "tools" / "perf_probe.sh").read_text()
+    assert "grep -v gemm.c" in script  # the probe includes gemm.c itself, as this build does
+    out = subprocess.run(
+        [cc, "-O1", "-std=gnu11", "-fno-strict-aliasing", "-Wno-unused-function", "-fopenmp", f"-I{ROOT / 'src_c'}",
+         "-o", str(tmp_path / "probe"), str(ROOT / "tools" / "perf_probe.c"), *sources, "-lm"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr

@@ -64,8 +64,11 @@ static double total_s;
 /* 12 independent FMA chains (the FMA units' throughput: 2 x 8 lanes x 2 flops per cycle on AVX2 cores). */
 __attribute__((target("avx2,fma"), noinline)) static float fma_loop(long n, float s)
 {
-    __m256 a0 = _mm256_set1_ps(s), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0,
-           a10 = a0, a11 = a0;
+    /* distinct starting values: equal chains are one chain to the compiler (one FMA per iteration, at its latency) */
+    __m256 a0 = _mm256_set1_ps(s), a1 = _mm256_set1_ps(s + 1), a2 = _mm256_set1_ps(s + 2), a3 = _mm256_set1_ps(s + 3),
+           a4 = _mm256_set1_ps(s + 4), a5 = _mm256_set1_ps(s + 5), a6 = _mm256_set1_ps(s + 6), a7 = _mm256_set1_ps(s + 7),
+           a8 = _mm256_set1_ps(s + 8), a9 = _mm256_set1_ps(s + 9), a10 = _mm256_set1_ps(s + 10),
+           a11 = _mm256_set1_ps(s + 11);
     const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
     for (long i = 0; i < n; i++) {
         a0 = _mm256_fmadd_ps(a0, x, y);
@@ -174,9 +177,9 @@ int main(int argc, char **argv)
     e1.aux = W1;
     e1.ldaux = 256;
     PART("dW L0: 392x512, K=128 (X^T dZ), no update", 2.0 * 392 * 512 * 128,
-         cdnn_gemm_optimize_rows(1, 0, 0, 392, 512, 128, X, 784, dZ0, 512, dW0, 512, &e0, pack));
+         cdnn_gemm_optimize_rows(1, 0, 0, 392, 512, 128, X, 784, dZ0, 512, dW0, 512, &e0, pack, NULL));
     PART("dW L1: 256x256, K=128, no update", 2.0 * 256 * 256 * 128,
-         cdnn_gemm_optimize_rows(1, 0, 0, 256, 256, 128, A0, 512, dZ1, 256, dW1, 256, &e1, pack));
+         cdnn_gemm_optimize_rows(1, 0, 0, 256, 256, 128, A0, 512, dZ1, 256, dW1, 256, &e1, pack, NULL));
     PART("dW L2: 128x10, K=128", 2.0 * 128 * 10 * 128,
          cdnn_gemm_rows(1, 0, 0, 128, 10, 128, A1, 256, dZ2, 10, NULL, dW2, 10, 0, NULL, pack));
     const double gemm_s = total_s;
@@ -192,9 +195,9 @@ int main(int argc, char **argv)
     a0.packed_w = pw0, a0.packed_k = 392, a0.w_in_packed = 1;
     a1.packed_w = pw1, a1.packed_wt = pwt1, a1.packed_k = 256, a1.w_in_packed = 1;
     PART("dW L0 + fused Adam on packed W (as trained)", 2.0 * 392 * 512 * 128,
-         cdnn_gemm_optimize_rows(1, 0, 0, 392, 512, 128, X, 784, dZ0, 512, dW0, 512, &a0, pack));
+         cdnn_gemm_optimize_rows(1, 0, 0, 392, 512, 128, X, 784, dZ0, 512, dW0, 512, &a0, pack, NULL));
     PART("dW L1 + fused Adam, W and W^T refreshed", 2.0 * 256 * 256 * 128,
-         cdnn_gemm_optimize_rows(1, 0, 0, 256, 256, 128, A0, 512, dZ1, 256, dW1, 256, &a1, pack));
+         cdnn_gemm_optimize_rows(1, 0, 0, 256, 256, 128, A0, 512, dZ1, 256, dW1, 256, &a1, pack, NULL));
 
     /* Barriers and bandwidth: wall time, two threads; meaningful only on an idle machine. */
     for (int round = 0; round < 3; round++) {

@@ -1577,6 +1577,9 @@ def child_interrupted_fit(tmp):
     import cdnn
 
     keras = _keras()
+    # Python raises KeyboardInterrupt on SIGINT only if its parent left SIGINT alone: a suite started in the
+    # background of a non-interactive shell (`cmd &`) has it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cdnn.set_num_threads(1)
     x, y = _interrupt_data()
     model = _interrupt_model()

@@ -1171,8 +1171,7 @@ int cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_
     const double t0 = cdnn_wtime();
     /* a few rows (the column split) or labels (barriers per chunk): X checked whole before */
     if (check_finite && (split || labelled)) {
-        if (!(split ? block_finite((const uint32_t *)X, (size_t)n * in) : cdnn_all_finite(X, n * (int64_t)in)))
-            return 0;
+        if (!cdnn_all_finite(X, n * (int64_t)in)) return 0;
         check_finite = 0;
     }
 #ifdef _OPENMP
@@ -1204,10 +1203,9 @@ int cdnn_all_finite(const float *x, int64_t n)
 {
     const uint32_t *u = (const uint32_t *)x;
     const long blocks = (long)((n + FINITE_BLOCK - 1) / FINITE_BLOCK);
-    int nt = cdnn_get_num_threads();
-    if (blocks < 2 * nt) nt = 1;
+    const int nt = cdnn_get_num_threads();
+    if (blocks < 2 * nt) return block_finite(u, (size_t)n); /* one thread's work: no parallel region */
     int ok = 1;
-    (void)nt;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(&& : ok)
 #endif

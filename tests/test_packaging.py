@@ -163,21 +163,17 @@ def test_build_without_a_compiler_says_so_first_and_once(tmp_path):
 
 
 @needs_source
-@pytest.mark.skipif(not (ROOT / "tools" / "perf_probe.c").exists(), reason="needs tools/perf_probe.c")
+@pytest.mark.skipif(not (ROOT / "tools" / "perf_probe.sh").exists(), reason="needs tools/perf_probe.sh")
 def test_perf_probe_builds_against_the_core(tmp_path):
     """tools/perf_probe.c (the per-part timings in docs/performance.md) calls the core's C functions
-    directly: it must compile and link against the current headers, as tools/perf_probe.sh builds it."""
+    directly: tools/perf_probe.sh must still build it against the current headers (at -O1 here, for time)."""
     import shutil
 
-    cc = os.environ.get("CC", "gcc")
-    if shutil.which(cc) is None:
-        pytest.skip(f"no C compiler ({cc})")
-    sources = [str(p) for p in sorted((ROOT / "src_c").glob("*.c")) if p.name != "gemm.c"]
-    script = (ROOT / "tools" / "perf_probe.sh").read_text()
-    assert "grep -v gemm.c" in script  # the probe includes gemm.c itself, as this build does
+    if shutil.which(os.environ.get("CC", "gcc")) is None:
+        pytest.skip(f"no C compiler ({os.environ.get('CC', 'gcc')})")
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PROBE_BUILD_ONLY": "1", "PROBE_OPT": "-O1"}
     out = subprocess.run(
-        [cc, "-O1", "-std=gnu11", "-fno-strict-aliasing", "-Wno-unused-function", "-fopenmp", f"-I{ROOT / 'src_c'}",
-         "-o", str(tmp_path / "probe"), str(ROOT / "tools" / "perf_probe.c"), *sources, "-lm"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        ["bash", str(ROOT / "tools" / "perf_probe.sh")], capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stderr
+    assert (tmp_path / "cdnn_perf_probe").is_file()

@@ -63,6 +63,8 @@ typedef struct {
     float *dw, *db;              /* dense: gradients, when it trains */
     float *pw, *pwt;             /* dense: W and W^T packed as the forward and dX products' B during a run (or NULL);
                             while the node trains, W's values live in pw and are written back at the run's end */
+    float *pwi;                  /* dense: W packed as the forward product's B for inference only, where no run keeps pw
+                                    (its rows, units floats apart, straddle cache lines; or NULL) */
     int activity_acc;            /* activity regularizer's gradient: 1 add into the canon's g, 0 write it, -1 none */
     int shared;                  /* a call of a layer called more than once: shared_updates_team updates it */
     int next_share;              /* the next call of the same layer (a later node), or -1 */
@@ -325,6 +327,8 @@ cdnn_graph_ws *cdnn_graph_ws_new(const cdnn_graph *g, int max_batch, int threads
         if (nd->op == CDNN_OP_DENSE && !b->shared && (long)nd->dense.in * nd->dense.units >= GRAPH_PACKED_MIN_WEIGHTS) {
             if (nd->dense.units % 64 == 0)
                 TAKE_OR_FAIL(b->pw, float, cdnn_packed_floats(nd->dense.in, nd->dense.units));
+            else if (nd->dense.units % 16 != 0)
+                TAKE_OR_FAIL(b->pwi, float, cdnn_packed_floats(nd->dense.in, nd->dense.units));
             if (b->acc[0] >= 0) TAKE_OR_FAIL(b->pwt, float, cdnn_packed_floats(nd->dense.units, nd->dense.in));
         }
         if (nd->n_in) {
@@ -493,8 +497,15 @@ static const float *pre_activation(const cdnn_graph_ws *ws, const cdnn_node *nd,
 
 /* ---- forward ---------------------------------------------------------------- */
 
+/* The packed copy of W a predict reads (and packs at its start), by its `packed`: none (0), the one a training
+ * run keeps (1), or that one or else the predict's own (2). */
+static const float *inference_pw(const node_buf *b, int packed)
+{
+    return !packed ? NULL : b->pw ? b->pw : packed > 1 ? b->pwi : NULL;
+}
+
 /* Node i's forward pass for samples [lo, hi) of a batch of `batch`; training: batch statistics and masks;
- * packed: read W from its packed copy (during a training run). With training and a batchnorm node in training mode, every thread of the team must make the call. */
+ * packed: read W from its packed copy (during a training run; in a predict, see inference_pw). With training and a batchnorm node in training mode, every thread of the team must make the call. */
 static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo, long hi, int batch, int training,
                          uint64_t seed, int64_t t, int packed, float *pack)
 {
@@ -505,7 +516,8 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
     const float *x = nd->n_in ? b->xin[0] : NULL;
     switch (nd->op) {
     case CDNN_OP_DENSE:
-        cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, packed ? b->pw : NULL, pack);
+        cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z,
+                                training ? (packed ? b->pw : NULL) : inference_pw(b, packed), pack);
         break;
     case CDNN_OP_BATCHNORM:
         if ((training || nd->live) && !nd->frozen && !nd->inference) {
@@ -954,9 +966,8 @@ static void shared_updates_team(const cdnn_graph *g, cdnn_graph_ws *ws, int batc
     }
 }
 
-/* Team, W's rows split, then a barrier: pack every Dense's W into its copies (pack 1; 2: only the forward
- * product's, for inference), or write the W of those that train back from its packed copy (!pack), at the
- * end of a run that kept its values there. */
+/* Team, W's rows split, then a barrier: pack every Dense's W into its copies (pack), or write the W of those
+ * that train back from its packed copy (!pack), at the end of a run that kept its values there. */
 static void packed_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int pack)
 {
     for (int i = 0; i < g->n_nodes; i++) {
@@ -965,11 +976,25 @@ static void packed_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int pack)
         long lo, hi;
         if (nd->op != CDNN_OP_DENSE || (!b->pw && !b->pwt)) continue;
         cdnn_team_range(nd->dense.in, &lo, &hi);
-        if (pack && (b->pw || pack == 1))
+        if (pack)
             cdnn_pack_rows(nd->dense.W, nd->dense.in, nd->dense.units, (int)lo, (int)hi, 0, nd->dense.units, b->pw,
-                           pack == 1 ? b->pwt : NULL);
+                           b->pwt);
         else if (b->pw && b->dw) /* it trained (a frozen W is left alone) */
             cdnn_unpack_rows(b->pw, nd->dense.in, nd->dense.units, (int)lo, (int)hi, nd->dense.W);
+    }
+    cdnn_team_barrier();
+}
+
+/* Team, W's rows split, then a barrier: W packed into the copy a predict reads (inference_pw) for `packed`. */
+static void inference_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int packed)
+{
+    for (int i = 0; i < g->n_nodes; i++) {
+        const cdnn_node *nd = &g->nodes[i];
+        float *pw = nd->op == CDNN_OP_DENSE ? (float *)inference_pw(&ws->nb[i], packed) : NULL;
+        long lo, hi;
+        if (!pw) continue;
+        cdnn_team_range(nd->dense.in, &lo, &hi);
+        cdnn_pack_rows(nd->dense.W, nd->dense.in, nd->dense.units, (int)lo, (int)hi, 0, nd->dense.units, pw, NULL);
     }
     cdnn_team_barrier();
 }
@@ -1069,7 +1094,7 @@ static void dense_block(const cdnn_graph *g, cdnn_graph_ws *ws, int i, int r0, i
         e.bn_beta = bn->beta;
     }
     cdnn_gemm_rows_cols(0, 0, r0, r1, j0, j1, units, nd->dense.in, b->xin[0], nd->dense.in, nd->dense.W, units,
-                        packed ? b->pw : NULL, y, units, 0, &e, pack);
+                        inference_pw(b, packed), y, units, 0, &e, pack);
     if (rowwise && cdnn_act_rowwise(act) && r1 > r0)
         cdnn_rowwise_act_rows(act, y + (size_t)r0 * units, units, r1 - r0, units);
 }
@@ -1203,7 +1228,7 @@ static void predict_team(const cdnn_graph *g, cdnn_graph_ws *ws, const float *co
     const int O = g->n_outputs;
     unsigned fp_state = cdnn_flush_denormals_begin();
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
-    if (packed) packed_copies_team(g, ws, 2);
+    if (packed) inference_copies_team(g, ws, packed);
     fixed_stats_team(g, ws);
     /* each thread owns the same workspace samples in every chunk: without labels, no barrier between chunks */
     long own_lo, own_hi;
@@ -1396,9 +1421,14 @@ int cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *cons
             nt = cdnn_choose(ch) ? 2 : 1;
         }
     }
-    /* W packed once for the call where every thread has enough samples (copies laid out for another
-     * micro-kernel width, a SIMD path chosen since, are not used) */
-    const int packed = chunk / nt >= CDNN_PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr;
+    /* W packed once for the call where every thread has enough samples (see inference_pw; copies laid out for
+     * another micro-kernel width, a SIMD path chosen since, are not used) */
+    int packed = 0;
+    if (ws->packed_nr == cdnn_simd_current()->nr) {
+        packed = chunk / nt >= CDNN_PREDICT_PACK_MIN_ROWS;
+        for (int i = 0; i < g->n_nodes; i++)
+            if (ws->nb[i].pwi && n / nt >= CDNN_PREDICT_PACK_OWN_MIN_ROWS) packed = 2;
+    }
     const int piece = loss_sum || live ? bs : CDNN_PREDICT_PIECE_ROWS;
     /* the column split's few samples, or barriers after every chunk (labels, live nodes): the inputs
      * checked whole before */

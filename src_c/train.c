@@ -45,6 +45,7 @@ typedef struct {
     float *db;    /* dL/db [units] */
     float *pw;    /* W packed as the forward product's B, kept current by the optimizer (or NULL) */
     float *pwt;   /* W^T packed as dX's B, likewise (or NULL) */
+    float *pwi;   /* W packed as the forward product's B for inference only, where no run keeps pw (or NULL) */
     int mid;      /* > 0: the product is split in depth at this row of W (see split_at) */
     float *part1; /* with mid: the second partial product [B, units] (in blocks as act) */
     int blocks;   /* this training run keeps act and part1 in blocks (see combined_in_blocks); 0 outside runs */
@@ -96,9 +97,24 @@ static int keeps_packed_w(const cdnn_layer *ly)
     return ly->units % 64 == 0 && (long)ly->in * ly->units >= PACKED_MIN_WEIGHTS;
 }
 
+/* Whether a predict may pack W into a copy of its own (pwi) for a layer that keeps none for training: read in
+ * place, W's rows (units floats apart: not a multiple of 64 bytes) straddle cache lines, and a B panel of the
+ * product spans up to twice the lines it would packed. */
+static int packs_w_for_inference(const cdnn_layer *ly)
+{
+    return !keeps_packed_w(ly) && ly->units % 16 != 0 && (long)ly->in * ly->units >= PACKED_MIN_WEIGHTS;
+}
+
 static int keeps_packed_wt(const cdnn_layer *ly, int l)
 {
     return l > 0 && (long)ly->in * ly->units >= PACKED_MIN_WEIGHTS;
+}
+
+/* The packed copy of W that a predict reads (and packs at its start), by its `packed`: none (0), the one a
+ * training run keeps (1), or that one or else the predict's own (2). */
+static float *inference_pw(const layer_buf *b, int packed)
+{
+    return !packed ? NULL : b->pw ? b->pw : packed > 1 ? b->pwi : NULL;
 }
 
 /* Rows [*k0, *k1) of W in part p of layer l's depth split (the whole of W if it is not split). */
@@ -335,7 +351,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         if (cdnn_act_grad_from_z(ly->act) || l == L - 1) floats += round16((size_t)B * ly->units);
         floats += round16((size_t)ly->in * ly->units) + round16(ly->units);
         const int mid = split_at(net, l);
-        if (keeps_packed_w(ly)) floats += round16(cdnn_packed_floats(ly->in, ly->units));
+        if (keeps_packed_w(ly) || packs_w_for_inference(ly)) floats += round16(cdnn_packed_floats(ly->in, ly->units));
         if (keeps_packed_wt(ly, l)) floats += round16(packed_wt_floats(ly, mid));
         if (mid) floats += round16((size_t)B * ly->units);
     }
@@ -390,6 +406,7 @@ cdnn_workspace *cdnn_workspace_new(const cdnn_net *net, int max_batch, int threa
         b->dw = TAKE((size_t)ly->in * ly->units);
         b->db = TAKE(ly->units);
         b->pw = keeps_packed_w(ly) ? TAKE(cdnn_packed_floats(ly->in, ly->units)) : NULL;
+        b->pwi = packs_w_for_inference(ly) ? TAKE(cdnn_packed_floats(ly->in, ly->units)) : NULL;
         b->mid = split_at(net, l);
         b->pwt = keeps_packed_wt(ly, l) ? TAKE(packed_wt_floats(ly, b->mid)) : NULL;
         b->part1 = b->mid ? TAKE((size_t)B * ly->units) : NULL;
@@ -496,7 +513,8 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
             continue;
         }
         float *y = l == net->n_layers - 1 && out ? out : b->act;
-        cdnn_dense_forward_rows(ly, r0, r1, in, y, b->z, packed ? b->pw : NULL, pack);
+        cdnn_dense_forward_rows(ly, r0, r1, in, y, b->z, training ? (packed ? b->pw : NULL) : inference_pw(b, packed),
+                                pack);
         in = y;
     }
 }
@@ -980,17 +998,18 @@ static int block_finite(const uint32_t *u, size_t n)
     return !bad;
 }
 
-/* Team, rows of W split over it, no barrier: W packed whole into its forward copy in every layer that
- * keeps one (a depth-split layer too: inference computes its whole product, which costs no partial sum
+/* Team, rows of W split over it, no barrier: W packed whole into the copy inference_pw gives for `packed`, in
+ * every layer that has one (a depth-split layer too: inference computes its whole product, which costs no partial sum
  * and no short depth slice at the split; a training run packs its copies afresh). */
-static void predict_pack_team(const cdnn_net *net, cdnn_workspace *ws)
+static void predict_pack_team(const cdnn_net *net, cdnn_workspace *ws, int packed)
 {
     for (int l = 0; l < net->n_layers; l++) {
         const cdnn_layer *ly = &net->layers[l];
-        if (!ws->lb[l].pw) continue;
+        float *pw = inference_pw(&ws->lb[l], packed);
+        if (!pw) continue;
         long lo, hi;
         cdnn_team_range(ly->in, &lo, &hi);
-        cdnn_pack_rows(ly->W, ly->in, ly->units, (int)lo, (int)hi, 0, ly->units, ws->lb[l].pw, NULL);
+        cdnn_pack_rows(ly->W, ly->in, ly->units, (int)lo, (int)hi, 0, ly->units, pw, NULL);
     }
 }
 
@@ -1007,7 +1026,7 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
     unsigned fp_state = cdnn_flush_denormals_begin();
     float *pack = ws->pack + ws->pack_per * cdnn_team_rank();
     if (packed) {
-        predict_pack_team(net, ws);
+        predict_pack_team(net, ws, packed);
         cdnn_team_barrier();
     }
     if (!labelled) {
@@ -1162,9 +1181,14 @@ int cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_
         const int unit = cdnn_simd_current()->mr * nt;
         chunk = (chunk + unit - 1) / unit * unit < bs ? (chunk + unit - 1) / unit * unit : bs;
     }
-    int packed = 0; /* (not into copies laid out for another micro-kernel width: a SIMD path chosen since) */
-    if ((n < chunk ? n : chunk) / nt >= CDNN_PREDICT_PACK_MIN_ROWS && ws->packed_nr == cdnn_simd_current()->nr)
-        for (int l = 0; l < net->n_layers; l++) packed |= ws->lb[l].pw != NULL;
+    int packed =
+        0; /* (see inference_pw; not into copies laid out for another micro-kernel width: a SIMD path chosen since) */
+    const int64_t per_thread = (n < chunk ? n : chunk) / nt;
+    if (ws->packed_nr == cdnn_simd_current()->nr)
+        for (int l = 0; l < net->n_layers; l++) {
+            if (ws->lb[l].pw && per_thread >= CDNN_PREDICT_PACK_MIN_ROWS && packed < 1) packed = 1;
+            if (ws->lb[l].pwi && n / nt >= CDNN_PREDICT_PACK_OWN_MIN_ROWS) packed = 2; /* (once per call) */
+        }
     double ls = 0.0, cs = 0.0;
     int64_t next = 0; /* the next row a thread takes (without labels) */
     int bad = -1;     /* set (to 0) by the thread that finds a value of X not finite */

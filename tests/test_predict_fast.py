@@ -312,19 +312,26 @@ def test_rows_alone_from_non_contiguous_and_other_dtypes(session, simd, n):
     np.testing.assert_array_equal(want, model.predict(np.ascontiguousarray(x[::2]), verbose=0))
 
 
+@pytest.mark.parametrize("sizes", [[784, 512, 256, 10], [784, 100, 10]])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("n", [1037, 2000])
-def test_big_predict_packed_once_and_even_chunks_same_bits(session, simd, threads, n):
-    """A predict of many rows (W packed once for the call, chunks of even size) gives the bits of the
-    same rows predicted 32 at a time (W read in place) and one at a time."""
+def test_big_predict_packed_once_and_even_chunks_same_bits(session, simd, threads, n, sizes):
+    """A predict of many rows (W packed once for the call: into the copy a training run keeps, or, for
+    784x100, whose rows are 400 bytes apart, into the predict's own; chunks of even size) gives the bits of
+    the same rows predicted one at a time (W read in place), and follows W changed in place."""
     cdnn.set_num_threads(threads)
-    model = _chain([784, 512, 256, 10])
+    model = _chain(sizes)
     x = np.random.default_rng(n).random((n, 784), dtype=np.float32)
     out = model.predict(x, verbose=0)
     np.testing.assert_array_equal(out, _general(model, x))
     np.testing.assert_allclose(out, _oracle(model, x), rtol=1e-5, atol=1e-6)
     for i in (0, n - 1):
         np.testing.assert_array_equal(model.predict_on_batch(x[i : i + 1]), out[i : i + 1])
+    model.layers[0].kernel[::3] *= -1.5  # in place: the next predict packs W again
+    again = model.predict(x, verbose=0)
+    assert not np.array_equal(again, out)
+    np.testing.assert_allclose(again, _oracle(model, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(model.predict_on_batch(x[n - 1 :]), again[n - 1 :])
 
 
 def test_dense_weights_start_on_a_cache_line(session):

@@ -193,3 +193,10 @@ def test_big_graph_predict_same_bits_as_rows_alone(session, widths, threads):
     y = rng.integers(0, 10, 1037)
     want = -np.log(full[np.arange(1037), y].astype(np.float64)).mean()
     assert model.evaluate(x, y, verbose=0) == pytest.approx(want, rel=1e-5)
+    for layer in model.layers:  # W changed in place: the next predict packs it again (into its own copy for 100 units)
+        if isinstance(layer, layers.Dense):
+            layer.kernel[::3] *= -1.5
+    again = model.predict(x, verbose=0)
+    assert not np.array_equal(again, full)
+    for i in (0, 1036):
+        np.testing.assert_array_equal(model.predict_on_batch(x[i : i + 1]), again[i : i + 1])

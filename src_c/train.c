@@ -1034,11 +1034,15 @@ static void predict_team(const cdnn_net *net, cdnn_workspace *ws, const float *X
          * taken in turn from the shared counter *next (rows do not depend on each other): a thread
          * that the machine's load deschedules delays the call by its piece at most, not by its half
          * of the rows, and a piece's activations stay in L2 from one layer to the next. Each thread
-         * computes its pieces in its own rows of the workspace, [r0, r0 + piece). */
-        const int mr = cdnn_simd_current()->mr;
-        int piece = chunk / cdnn_team_size();
-        if (piece > CDNN_PREDICT_PIECE_ROWS) piece = CDNN_PREDICT_PIECE_ROWS;
-        piece = piece >= mr ? piece - piece % mr : (piece > 0 ? piece : 1);
+         * computes its pieces in its own rows of the workspace, [r0, r0 + piece). A chunk of fewer rows than
+         * the team's pieces is one piece per thread, however many rows that is: rounded down to whole
+         * micro-panels, 32 rows on 2 threads were pieces of 12, 12 and 8, the last one after a first (and
+         * on 1 thread 30 and 2, W read twice). */
+        const int mr = cdnn_simd_current()->mr, team = cdnn_team_size();
+        int piece = (chunk + team - 1) / team;
+        if (piece > CDNN_PREDICT_PIECE_ROWS) piece = CDNN_PREDICT_PIECE_ROWS - CDNN_PREDICT_PIECE_ROWS % mr;
+        if (piece > ws->max_batch / team) piece = ws->max_batch / team;
+        if (piece < 1) piece = 1;
         const int r0 = cdnn_team_rank() * piece;
         for (;;) {
             int64_t start;

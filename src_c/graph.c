@@ -497,15 +497,15 @@ static const float *pre_activation(const cdnn_graph_ws *ws, const cdnn_node *nd,
 
 /* ---- forward ---------------------------------------------------------------- */
 
-/* The packed copy of W a predict reads (and packs at its start), by its `packed`: none (0), the one a training
- * run keeps (1), or that one or else the predict's own (2). */
-static const float *inference_pw(const node_buf *b, int packed)
+/* The packed copy of W the forward product reads, by `packed`: none (0), the one a training run keeps (1: a
+ * run, or a predict of enough samples), or that one or else the predict's own (2; packed at the predict's start). */
+static const float *forward_pw(const node_buf *b, int packed)
 {
     return !packed ? NULL : b->pw ? b->pw : packed > 1 ? b->pwi : NULL;
 }
 
 /* Node i's forward pass for samples [lo, hi) of a batch of `batch`; training: batch statistics and masks;
- * packed: read W from its packed copy (during a training run; in a predict, see inference_pw). With training and a batchnorm node in training mode, every thread of the team must make the call. */
+ * packed: read W from its packed copy (during a training run; in a predict, see forward_pw). With training and a batchnorm node in training mode, every thread of the team must make the call. */
 static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo, long hi, int batch, int training,
                          uint64_t seed, int64_t t, int packed, float *pack)
 {
@@ -516,8 +516,7 @@ static void forward_node(const cdnn_graph *g, cdnn_graph_ws *ws, int i, long lo,
     const float *x = nd->n_in ? b->xin[0] : NULL;
     switch (nd->op) {
     case CDNN_OP_DENSE:
-        cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z,
-                                training ? (packed ? b->pw : NULL) : inference_pw(b, packed), pack);
+        cdnn_dense_forward_rows(&nd->dense, r0, r1, x, b->val, b->z, forward_pw(b, packed), pack);
         break;
     case CDNN_OP_BATCHNORM:
         if ((training || nd->live) && !nd->frozen && !nd->inference) {
@@ -985,12 +984,12 @@ static void packed_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int pack)
     cdnn_team_barrier();
 }
 
-/* Team, W's rows split, then a barrier: W packed into the copy a predict reads (inference_pw) for `packed`. */
+/* Team, W's rows split, then a barrier: W packed into the copy a predict reads (forward_pw) for `packed`. */
 static void inference_copies_team(const cdnn_graph *g, cdnn_graph_ws *ws, int packed)
 {
     for (int i = 0; i < g->n_nodes; i++) {
         const cdnn_node *nd = &g->nodes[i];
-        float *pw = nd->op == CDNN_OP_DENSE ? (float *)inference_pw(&ws->nb[i], packed) : NULL;
+        float *pw = nd->op == CDNN_OP_DENSE ? (float *)forward_pw(&ws->nb[i], packed) : NULL;
         long lo, hi;
         if (!pw) continue;
         cdnn_team_range(nd->dense.in, &lo, &hi);
@@ -1094,7 +1093,7 @@ static void dense_block(const cdnn_graph *g, cdnn_graph_ws *ws, int i, int r0, i
         e.bn_beta = bn->beta;
     }
     cdnn_gemm_rows_cols(0, 0, r0, r1, j0, j1, units, nd->dense.in, b->xin[0], nd->dense.in, nd->dense.W, units,
-                        inference_pw(b, packed), y, units, 0, &e, pack);
+                        forward_pw(b, packed), y, units, 0, &e, pack);
     if (rowwise && cdnn_act_rowwise(act) && r1 > r0)
         cdnn_rowwise_act_rows(act, y + (size_t)r0 * units, units, r1 - r0, units);
 }
@@ -1421,7 +1420,7 @@ int cdnn_graph_predict(const cdnn_graph *g, cdnn_graph_ws *ws, const float *cons
             nt = cdnn_choose(ch) ? 2 : 1;
         }
     }
-    /* W packed once for the call where every thread has enough samples (see inference_pw; copies laid out for
+    /* W packed once for the call where every thread has enough samples (see forward_pw; copies laid out for
      * another micro-kernel width, a SIMD path chosen since, are not used) */
     int packed = 0;
     if (ws->packed_nr == cdnn_simd_current()->nr) {

@@ -110,9 +110,9 @@ static int keeps_packed_wt(const cdnn_layer *ly, int l)
     return l > 0 && (long)ly->in * ly->units >= PACKED_MIN_WEIGHTS;
 }
 
-/* The packed copy of W that a predict reads (and packs at its start), by its `packed`: none (0), the one a
- * training run keeps (1), or that one or else the predict's own (2). */
-static float *inference_pw(const layer_buf *b, int packed)
+/* The packed copy of W the forward product reads, by `packed`: none (0), the one a training run keeps (1: a
+ * run, or a predict of enough rows), or that one or else the predict's own (2; a predict packs it at its start). */
+static float *forward_pw(const layer_buf *b, int packed)
 {
     return !packed ? NULL : b->pw ? b->pw : packed > 1 ? b->pwi : NULL;
 }
@@ -513,8 +513,7 @@ static void forward_rows(const cdnn_net *net, cdnn_workspace *ws, int first, con
             continue;
         }
         float *y = l == net->n_layers - 1 && out ? out : b->act;
-        cdnn_dense_forward_rows(ly, r0, r1, in, y, b->z, training ? (packed ? b->pw : NULL) : inference_pw(b, packed),
-                                pack);
+        cdnn_dense_forward_rows(ly, r0, r1, in, y, b->z, forward_pw(b, packed), pack);
         in = y;
     }
 }
@@ -998,14 +997,14 @@ static int block_finite(const uint32_t *u, size_t n)
     return !bad;
 }
 
-/* Team, rows of W split over it, no barrier: W packed whole into the copy inference_pw gives for `packed`, in
+/* Team, rows of W split over it, no barrier: W packed whole into the copy forward_pw gives for `packed`, in
  * every layer that has one (a depth-split layer too: inference computes its whole product, which costs no partial sum
  * and no short depth slice at the split; a training run packs its copies afresh). */
 static void predict_pack_team(const cdnn_net *net, cdnn_workspace *ws, int packed)
 {
     for (int l = 0; l < net->n_layers; l++) {
         const cdnn_layer *ly = &net->layers[l];
-        float *pw = inference_pw(&ws->lb[l], packed);
+        float *pw = forward_pw(&ws->lb[l], packed);
         if (!pw) continue;
         long lo, hi;
         cdnn_team_range(ly->in, &lo, &hi);
@@ -1185,8 +1184,8 @@ int cdnn_predict(const cdnn_net *net, cdnn_workspace *ws, const float *X, int64_
         const int unit = cdnn_simd_current()->mr * nt;
         chunk = (chunk + unit - 1) / unit * unit < bs ? (chunk + unit - 1) / unit * unit : bs;
     }
-    int packed =
-        0; /* (see inference_pw; not into copies laid out for another micro-kernel width: a SIMD path chosen since) */
+    /* see forward_pw; not into copies laid out for another micro-kernel width (a SIMD path chosen since) */
+    int packed = 0;
     const int64_t per_thread = (n < chunk ? n : chunk) / nt;
     if (ws->packed_nr == cdnn_simd_current()->nr)
         for (int l = 0; l < net->n_layers; l++) {
